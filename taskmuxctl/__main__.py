@@ -1,0 +1,3 @@
+from taskmuxctl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""``taskmuxctl`` (also installed as ``taskmux``): the thin, fast client.
+
+``main`` parses argv against the table in ``spec``, runs the command's handler, and renders
+what it returns; it returns the exit status. Nothing beyond the standard library is imported
+here: a handler imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from taskmuxctl.parse import fast, split_globals
+from taskmuxctl.protocol import Code, RpcError
+from taskmuxctl.result import EXIT_USAGE, CommandError, render, render_error
+
+
+def _prog() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name in ("taskmux", "taskmuxctl") else "taskmux"
+
+
+def main(argv: list[str] | None = None) -> int:
+    prog = _prog()
+    if "_ARGCOMPLETE" in os.environ:  # pragma: no cover - exercised through the shell
+        from taskmuxctl.commands.misc import autocomplete
+
+        autocomplete(prog)
+        return 0
+    tokens, flags = split_globals(sys.argv[1:] if argv is None else list(argv))
+    as_json = "--json" in flags
+    parsed = fast(tokens)
+    if parsed is None:
+        from taskmuxctl.parse import UsageError, slow
+
+        try:
+            parsed = slow(tokens, prog)
+        except UsageError as exc:
+            if as_json:
+                return render_error(CommandError(str(exc), Code.USAGE, exit_code=EXIT_USAGE),
+                                    True, prog)
+            sys.stderr.write(f"{exc.usage.rstrip()}\n{prog}: error: {exc}\n")
+            return EXIT_USAGE
+    cmd, args = parsed
+
+    from taskmuxctl.context import Context
+    from taskmuxctl.paths import Paths
+
+    ctx = Context(Paths.from_env(), as_json, "--no-daemon-start" in flags, prog)
+    module, func = cmd.handler.split(":")
+    handler = getattr(__import__(module, fromlist=[func]), func)
+    try:
+        result = handler(ctx, args)
+    except RpcError as exc:
+        return render_error(exc, as_json, prog)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        ctx.close()
+    return render(result, as_json)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

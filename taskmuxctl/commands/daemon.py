@@ -1,0 +1,117 @@
+"""``daemon start|stop|restart|status|run``."""
+
+from __future__ import annotations
+
+import os
+import sys
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Any
+
+from taskmuxctl.client import Client, DaemonUnavailable
+from taskmuxctl.context import Context
+from taskmuxctl.fsutil import read_pid
+from taskmuxctl.protocol import Code, Method
+from taskmuxctl.result import Result
+
+# LSB "status" exit codes.
+LSB_RUNNING = 0
+LSB_DEAD_PIDFILE = 1
+LSB_NOT_RUNNING = 3
+LSB_UNKNOWN = 4
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def status(ctx: Context, args: Any) -> Result:
+    try:
+        with Client(ctx.paths, timeout=5.0) as client:
+            info = client.call(Method.DAEMON_STATUS)
+    except DaemonUnavailable as exc:
+        return _not_answering(ctx, exc)
+    lines = [
+        f"taskmuxd is running (pid {info['pid']}, version {info['version']}, "
+        f"up {_duration(info['uptime'])})",
+        f"  socket:   {info['socket']}",
+        f"  projects: {info['projects']} registered",
+    ]
+    for key, section in info.items():
+        if isinstance(section, dict) and section.get("summary"):
+            lines.append(f"  {key + ':':<9} {section['summary']}")
+    return Result({"running": True, **info}, "\n".join(lines), LSB_RUNNING)
+
+
+def _not_answering(ctx: Context, exc: DaemonUnavailable) -> Result:
+    pid = read_pid(ctx.paths.pid_file)
+    alive = pid is not None and _exists(pid)
+    data: dict[str, Any] = {"running": False, "reason": exc.reason, "socket": ctx.paths.socket,
+                            "pid": pid if alive else None}
+    if exc.code == Code.DAEMON_NOT_RUNNING and not alive:
+        if pid is not None:
+            data["stale_pid"] = pid
+            text = (f"taskmuxd is not running (it died: pid file {ctx.paths.pid_file} names "
+                    f"pid {pid}, which is gone); see {ctx.paths.daemon_log}")
+            return Result(data, text, LSB_DEAD_PIDFILE)
+        return Result(data, "taskmuxd is not running", LSB_NOT_RUNNING)
+    data["running"] = alive
+    data["error"] = exc.message
+    return Result(data, f"taskmuxd is not answering: {exc.message}", LSB_UNKNOWN)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start(ctx: Context, args: Any) -> Result:
+    from taskmuxctl.daemonctl import ping, start_daemon
+
+    info = ping(ctx.paths)
+    if info:
+        return Result({"pid": info["pid"], "action": "already_running"},
+                      f"taskmuxd is already running (pid {info['pid']})")
+    pid = start_daemon(ctx.paths)
+    return Result({"pid": pid, "action": "started", "log": ctx.paths.daemon_log},
+                  f"taskmuxd started (pid {pid}); log: {ctx.paths.daemon_log}")
+
+
+def stop(ctx: Context, args: Any) -> Result:
+    from taskmuxctl.daemonctl import stop_daemon
+
+    pid = stop_daemon(ctx.paths)
+    if pid is None:
+        return Result({"pid": None, "action": "not_running"}, "taskmuxd is not running")
+    return Result({"pid": pid, "action": "stopped"},
+                  f"taskmuxd stopped (pid {pid}); tasks keep running in tmux")
+
+
+def restart(ctx: Context, args: Any) -> Result:
+    from taskmuxctl.daemonctl import start_daemon, stop_daemon
+
+    old = stop_daemon(ctx.paths)
+    pid = start_daemon(ctx.paths)
+    return Result({"pid": pid, "previous_pid": old, "action": "restarted"},
+                  f"taskmuxd restarted (pid {pid})")
+
+
+def run(ctx: Context, args: Any) -> Result:
+    argv = [sys.executable, "-m", "taskmuxd", "run"]
+    if args.log_file:
+        argv += ["--log-file", args.log_file]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,51 @@
+"""``version`` and ``completion``."""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Any
+
+from taskmuxctl import __version__
+from taskmuxctl.client import Client, DaemonUnavailable
+from taskmuxctl.context import Context
+from taskmuxctl.protocol import Method, RpcError
+from taskmuxctl.result import Result
+
+
+def version(ctx: Context, args: Any) -> Result:
+    daemon: str | None = None
+    try:
+        with Client(ctx.paths, timeout=2.0) as client:
+            daemon = client.call(Method.DAEMON_VERSION)["version"]
+    except (DaemonUnavailable, RpcError):
+        pass
+    text = f"taskmuxctl {__version__}"
+    if daemon is not None:
+        text += f"\ntaskmuxd {daemon}" + ("" if daemon == __version__ else "  (differs: restart "
+                                           "the daemon with `taskmuxctl daemon restart`)")
+    return Result({"version": __version__, "daemon_version": daemon}, text)
+
+
+SHELL_RC = {"bash": "~/.bashrc", "zsh": "~/.zshrc", "fish": "~/.config/fish/config.fish"}
+
+
+def completion(ctx: Context, args: Any) -> Result:
+    import argcomplete
+
+    code = argcomplete.shellcode(["taskmuxctl", "taskmux"], shell=args.shell)
+    rc = SHELL_RC[args.shell]
+    if args.shell == "fish":
+        how = f"taskmuxctl completion fish | source   # add this line to {rc}"
+    else:
+        how = f'eval "$(taskmuxctl completion {args.shell})"   # add this line to {rc}'
+    return Result({"shell": args.shell, "code": code, "rc_file": rc, "usage": how},
+                  f"# {how}\n{code}")
+
+
+def autocomplete(prog: str) -> None:
+    import argcomplete
+
+    from taskmuxctl.parse import build_parser
+
+    argcomplete.autocomplete(build_parser(prog))

@@ -1,0 +1,61 @@
+"""What every command handler gets: where the state lives, output mode, a daemon connection."""
+
+from __future__ import annotations
+
+import os
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Any
+
+from taskmuxctl.client import Client, DaemonUnavailable
+from taskmuxctl.paths import Paths
+from taskmuxctl.protocol import Code
+
+
+class Context:
+    def __init__(self, paths: Paths, as_json: bool = False, no_daemon_start: bool = False,
+                 prog: str = "taskmux") -> None:
+        self.paths = paths
+        self.as_json = as_json
+        self.no_daemon_start = no_daemon_start
+        self.prog = prog
+        self._client: Client | None = None
+        self.started_daemon: int | None = None
+
+    def autostart_allowed(self) -> bool:
+        if self.no_daemon_start or os.environ.get("TASKMUX_NO_DAEMON_START"):
+            return False
+        return bool(self.setting("auto_start_daemon", True))
+
+    def setting(self, key: str, default: Any) -> Any:
+        """One key of config.toml, read without the daemon's model (tomllib only)."""
+        import tomllib
+
+        try:
+            with open(self.paths.config, "rb") as fh:
+                return tomllib.load(fh).get(key, default)
+        except (OSError, tomllib.TOMLDecodeError):
+            return default
+
+    def daemon(self, start: bool = True) -> Client:
+        """A connection to the daemon, starting it first when allowed and needed."""
+        if self._client is not None:
+            return self._client
+        try:
+            self._client = Client(self.paths).connect()
+        except DaemonUnavailable as exc:
+            if not (start and exc.code == Code.DAEMON_NOT_RUNNING and self.autostart_allowed()):
+                raise
+            from taskmuxctl.daemonctl import start_daemon
+
+            self.started_daemon = start_daemon(self.paths)
+            self._client = Client(self.paths).connect()
+        return self._client
+
+    def call(self, method: str, params: dict[str, Any] | None = None, start: bool = True) -> Any:
+        return self.daemon(start).call(method, params)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

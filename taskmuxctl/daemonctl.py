@@ -1,0 +1,123 @@
+"""Starting and stopping a daemon that no service manager owns."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from taskmuxctl.client import Client, DaemonUnavailable, daemon_pid
+from taskmuxctl.paths import Paths
+from taskmuxctl.protocol import Code, Method
+from taskmuxctl.result import CommandError
+
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 20.0
+
+
+def ping(paths: Paths, timeout: float = 2.0) -> dict[str, object] | None:
+    """The daemon's status if it answers now, else None."""
+    try:
+        with Client(paths, timeout=timeout) as client:
+            result = client.call(Method.DAEMON_STATUS)
+    except DaemonUnavailable:
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def _wait(condition: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    return bool(condition())  # type: ignore[operator]
+
+
+def _log_tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "".join(fh.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def daemon_command() -> list[str]:
+    return [sys.executable, "-m", "taskmuxd", "run"]
+
+
+def start_daemon(paths: Paths) -> int:
+    """Start a detached daemon and wait until it answers; return its pid."""
+    import subprocess
+
+    paths.ensure()
+    with open(paths.daemon_log, "ab") as log:
+        proc = subprocess.Popen(
+            [*daemon_command(), "--log-file", paths.daemon_log],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            close_fds=True, env={**os.environ, "TASKMUX_HOME": paths.home},
+        )
+    status: dict[str, object] = {}
+
+    def answering() -> bool:
+        found = ping(paths, timeout=1.0)
+        if found:
+            status.update(found)
+            return True
+        return proc.poll() is not None
+
+    _wait(answering, START_TIMEOUT)
+    if status:
+        return int(status["pid"])  # type: ignore[call-overload]
+    code = proc.poll()
+    if code is None:
+        proc.kill()
+        proc.wait()
+        reason = f"it did not answer within {START_TIMEOUT:.0f}s"
+    else:
+        reason = f"it exited with status {code}"
+    tail = _log_tail(paths.daemon_log)
+    raise CommandError(
+        f"could not start the daemon: {reason}. Last lines of {paths.daemon_log}:\n{tail}",
+        Code.DAEMON_START_FAILED, {"log": paths.daemon_log, "exit_status": code})
+
+
+def stop_daemon(paths: Paths) -> int | None:
+    """Ask the daemon to shut down and wait until it is gone; return its pid (None if it was
+    not running)."""
+    try:
+        with Client(paths, timeout=5.0) as client:
+            pid = int(client.call(Method.DAEMON_SHUTDOWN)["pid"])
+    except DaemonUnavailable as exc:
+        pid_alive = daemon_pid(paths)
+        if exc.code == Code.DAEMON_NOT_RUNNING and pid_alive is None:
+            return None
+        if pid_alive is None:
+            raise
+        import signal
+
+        os.kill(pid_alive, signal.SIGTERM)
+        pid = pid_alive
+    if not _wait(lambda: not _alive(pid), STOP_TIMEOUT):
+        raise CommandError(
+            f"the daemon (pid {pid}) is still running {STOP_TIMEOUT:.0f}s after being asked to "
+            f"stop; see {paths.daemon_log}, or `kill -9 {pid}` (tasks keep running)",
+            Code.DAEMON_TIMEOUT, {"pid": pid})
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child (when we spawned it) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -1,0 +1,208 @@
+"""Turning argv into (command, arguments), from the table in ``spec``.
+
+``fast`` handles the plain forms of commands without importing argparse (which brings ``re``
+and ``gettext``, more than the rest of a status call costs). It accepts only what argparse
+would parse the same way and returns None for anything else: help, abbreviations,
+``--opt=value``, errors. ``build_parser`` builds the argparse parser from the same table.
+"""
+
+from __future__ import annotations
+
+
+from taskmuxctl.spec import COMMANDS, GROUPS, Arg, Cmd
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+GLOBAL_FLAGS = ("--json", "--no-daemon-start")
+
+
+class Args:
+    """The parsed arguments (attribute access, like argparse.Namespace)."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    def __eq__(self, other: object) -> bool:
+        return vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"Args({vars(self)!r})"
+
+
+def split_globals(argv: list[str]) -> tuple[list[str], set[str]]:
+    """Remove the global flags wherever they appear before ``--``."""
+    found: set[str] = set()
+    out: list[str] = []
+    for i, tok in enumerate(argv):
+        if tok == "--":
+            out.extend(argv[i:])
+            break
+        if tok in GLOBAL_FLAGS:
+            found.add(tok)
+        else:
+            out.append(tok)
+    return out, found
+
+
+def _match(tokens: list[str]) -> tuple[Cmd, int] | None:
+    best: tuple[Cmd, int] | None = None
+    for cmd in COMMANDS:
+        n = len(cmd.path)
+        if len(tokens) < n or tuple(tokens[: n - 1]) != cmd.path[:-1]:
+            continue
+        last = tokens[n - 1]
+        if (last == cmd.path[-1] or last in cmd.aliases) and (best is None or n > best[1]):
+            best = (cmd, n)
+    return best
+
+
+def _convert(arg: Arg, text: str) -> Any:
+    if arg.choices is not None and text not in arg.choices:
+        raise ValueError(text)
+    if arg.type == "int":
+        return int(text)
+    if arg.type == "float":
+        return float(text)
+    return text
+
+
+def defaults(cmd: Cmd) -> dict[str, Any]:
+    return {arg.name: arg.default_value() for arg in cmd.args}
+
+
+def fast(tokens: list[str]) -> tuple[Cmd, Args] | None:
+    """Parse ``tokens`` without argparse when that is sure to give argparse's answer."""
+    found = _match(tokens)
+    if found is None:
+        return None
+    cmd, n = found
+    values = defaults(cmd)
+    flags = {flag: arg for arg in cmd.args if not arg.positional for flag in arg.flags}
+    positionals = [arg for arg in cmd.args if arg.positional]
+    seen_positional: dict[str, bool] = {}
+    rest = tokens[n:]
+    i = 0
+    try:
+        while i < len(rest):
+            tok = rest[i]
+            if tok.startswith("-") and tok != "-":
+                arg = flags.get(tok)
+                if arg is None:
+                    return None
+                if arg.action == "store_true":
+                    values[arg.name] = True
+                elif arg.action == "count":
+                    values[arg.name] += 1
+                else:
+                    if i + 1 >= len(rest) or rest[i + 1].startswith("-") or arg.nargs:
+                        return None
+                    value = _convert(arg, rest[i + 1])
+                    if arg.action == "append":
+                        values[arg.name] = [*(values[arg.name] or []), value]
+                    else:
+                        values[arg.name] = value
+                    i += 1
+            else:
+                if not positionals:
+                    return None
+                arg = positionals[0]
+                if arg.nargs == "*":
+                    if seen_positional.get(arg.name):
+                        return None  # argparse would not take a second run after an option
+                    seen_positional[arg.name] = True
+                    while i < len(rest) and not rest[i].startswith("-"):
+                        values[arg.name] = [*values[arg.name], _convert(arg, rest[i])]
+                        i += 1
+                    positionals.pop(0)
+                    continue
+                if arg.nargs not in (None, "?"):
+                    return None
+                values[arg.name] = _convert(arg, tok)
+                positionals.pop(0)
+            i += 1
+    except ValueError:
+        return None
+    if any(not arg.optional_when_bare for arg in positionals):
+        return None
+    return cmd, Args(**values)
+
+
+class UsageError(Exception):
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+def build_parser(prog: str = "taskmux") -> argparse.ArgumentParser:
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> Any:  # type: ignore[override]
+            raise UsageError(message, self.format_usage())
+
+    root = Parser(prog=prog, description=(
+        "taskmux: run a project's servers, watchers and workers in tmux, supervised by one "
+        "daemon per machine. Every command takes --json."))
+    root.add_argument("--json", action="store_true", help="print one JSON object: "
+                      '{"ok": true, ...} or {"ok": false, "error": ..., "code": N}')
+    root.add_argument("--no-daemon-start", action="store_true",
+                      help="do not start the daemon when a command needs it")
+    subparsers: dict[tuple[str, ...], Any] = {
+        (): root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)}
+    parsers: dict[tuple[str, ...], argparse.ArgumentParser] = {}
+    entries = sorted([*GROUPS, *COMMANDS], key=lambda e: len(e.path))
+    for entry in entries:
+        parent = subparsers[entry.path[:-1]]
+        aliases = list(getattr(entry, "aliases", ()))
+        parser = parent.add_parser(entry.path[-1], help=entry.help, aliases=aliases,
+                                   description=getattr(entry, "description", None) or entry.help)
+        parsers[entry.path] = parser
+        if isinstance(entry, Cmd):
+            parser.set_defaults(_cmd=entry)
+            for arg in entry.args:
+                _add(parser, arg)
+        else:
+            subparsers[entry.path] = parser.add_subparsers(
+                dest="_".join(entry.path) + "_command", metavar="COMMAND", parser_class=Parser)
+            parser.set_defaults(_group=entry, _parser=parser)
+    root.set_defaults(_parser=root)
+    return root
+
+
+def _add(parser: argparse.ArgumentParser, arg: Arg) -> None:
+    kwargs: dict[str, Any] = {"help": arg.help}
+    if arg.action != "store":
+        kwargs["action"] = arg.action
+    if arg.action not in ("store_true", "count") and arg.metavar:
+        kwargs["metavar"] = arg.metavar
+    if arg.nargs is not None:
+        kwargs["nargs"] = arg.nargs
+    if arg.choices is not None:
+        kwargs["choices"] = arg.choices
+    if arg.type is not None:
+        kwargs["type"] = {"int": int, "float": float}[arg.type]
+    default = arg.default_value()
+    if arg.action != "store_true" and not (arg.positional and arg.nargs is None):
+        kwargs["default"] = default
+    if not arg.positional:
+        kwargs["dest"] = arg.name
+    action = parser.add_argument(*arg.flags, **kwargs)
+    if arg.complete:
+        from taskmuxctl.completers import COMPLETERS
+
+        action.completer = COMPLETERS[arg.complete]  # type: ignore[attr-defined]
+
+
+def slow(tokens: list[str], prog: str) -> tuple[Cmd, Args]:
+    """Parse with argparse. Raises UsageError; ``--help`` prints and exits 0 as usual."""
+    parser = build_parser(prog)
+    ns = parser.parse_args(tokens)
+    cmd = getattr(ns, "_cmd", None)
+    if cmd is None:
+        group_parser = getattr(ns, "_parser", parser)
+        raise UsageError("choose a command", group_parser.format_help())
+    values = {arg.name: getattr(ns, arg.name) for arg in cmd.args}
+    return cmd, Args(**values)

@@ -1,0 +1,200 @@
+"""The wire protocol between taskmuxctl and taskmuxd: framing, method names, error codes.
+
+JSON-RPC 2.0, one UTF-8 JSON message per line (NDJSON) on ``ctl.sock``. This module is the
+single definition both sides use; it is stdlib only so the client stays fast.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Any
+
+from taskmuxctl import jsonio
+
+PROTOCOL_VERSION = 1
+# One request or response line, newline excluded. Generous for status of many projects,
+# small enough that a misbehaving peer cannot make the daemon buffer without bound.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class FrameTooLarge(Exception):
+    """A peer sent more than ``MAX_MESSAGE_BYTES`` without a newline."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"message longer than {limit} bytes")
+        self.limit = limit
+
+
+class LineFramer:
+    """Bytes in, complete lines out. No I/O: the daemon drives it from asyncio, the client
+    from a blocking socket."""
+
+    __slots__ = ("_buf", "_limit")
+
+    def __init__(self, limit: int = MAX_MESSAGE_BYTES) -> None:
+        self._buf = bytearray()
+        self._limit = limit
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return every line they complete (without the newline).
+
+        Blank lines are skipped. Raises FrameTooLarge when an unfinished line passes the limit.
+        """
+        self._buf += data
+        lines: list[bytes] = []
+        start = 0
+        while True:
+            nl = self._buf.find(b"\n", start)
+            if nl < 0:
+                break
+            line = bytes(self._buf[start:nl]).rstrip(b"\r")
+            if len(line) > self._limit:
+                del self._buf[: nl + 1]
+                raise FrameTooLarge(self._limit)
+            if line.strip():
+                lines.append(line)
+            start = nl + 1
+        if start:
+            del self._buf[:start]
+        if len(self._buf) > self._limit:
+            self._buf.clear()
+            raise FrameTooLarge(self._limit)
+        return lines
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished line held back."""
+        return len(self._buf)
+
+
+def encode(message: Any) -> bytes:
+    """One message as a line of compact JSON."""
+    return jsonio.dumps(message).encode() + b"\n"
+
+
+def request(method: str, params: dict[str, Any] | None, req_id: int | str | None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params:
+        msg["params"] = params
+    if req_id is not None:
+        msg["id"] = req_id
+    return msg
+
+
+class Method:
+    """Method names, namespaced by subsystem."""
+
+    DAEMON_PING = "daemon.ping"
+    DAEMON_VERSION = "daemon.version"
+    DAEMON_STATUS = "daemon.status"
+    DAEMON_SHUTDOWN = "daemon.shutdown"
+    CONFIG_GET = "config.get"
+    CONFIG_RELOAD = "config.reload"
+
+
+class ErrorInfo(tuple[str, str]):
+    """(name, fault); fault is "client" (the caller's input), "task" (the task's own doing)
+    or "daemon" (the daemon or its environment)."""
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, fault: str) -> ErrorInfo:
+        return super().__new__(cls, (name, fault))
+
+    @property
+    def name(self) -> str:
+        return self[0]
+
+    @property
+    def fault(self) -> str:
+        return self[1]
+
+
+class Code:
+    """Stable numeric error codes. Never renumber one; add new ones."""
+
+    # JSON-RPC 2.0's own.
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602
+    INTERNAL_ERROR = -32603
+    # The caller's input.
+    CONFIG_NOT_FOUND = 101
+    CONFIG_INVALID = 102
+    SETTINGS_INVALID = 103
+    SETTINGS_UNKNOWN_KEY = 104  # E104 in taskmux 0.6
+    MESSAGE_TOO_LARGE = 105
+    PERMISSION_DENIED = 106
+    PROJECT_NOT_FOUND = 110
+    TASK_NOT_FOUND = 111
+    TASK_EXISTS = 112
+    USAGE = 120
+    REGISTRY_CONFLICT = 305  # E305 in taskmux 0.6
+    # The task's own doing.
+    HOOK_FAILED = 201
+    DEPENDENCY_TIMEOUT = 202
+    TASK_START_FAILED = 203
+    # The daemon's side or its environment.
+    TMUX_UNAVAILABLE = 301
+    STATE_CORRUPT = 302
+    SHUTTING_DOWN = 310
+    # Raised by the client itself, never sent on the wire.
+    DAEMON_NOT_RUNNING = 401
+    DAEMON_UNREACHABLE = 402
+    DAEMON_TIMEOUT = 403
+    DAEMON_PROTOCOL = 404
+    DAEMON_START_FAILED = 405
+
+
+ERRORS: dict[int, ErrorInfo] = {
+    Code.PARSE_ERROR: ErrorInfo("parse_error", "client"),
+    Code.INVALID_REQUEST: ErrorInfo("invalid_request", "client"),
+    Code.METHOD_NOT_FOUND: ErrorInfo("method_not_found", "client"),
+    Code.INVALID_PARAMS: ErrorInfo("invalid_params", "client"),
+    Code.INTERNAL_ERROR: ErrorInfo("internal_error", "daemon"),
+    Code.CONFIG_NOT_FOUND: ErrorInfo("config_not_found", "client"),
+    Code.CONFIG_INVALID: ErrorInfo("config_invalid", "client"),
+    Code.SETTINGS_INVALID: ErrorInfo("settings_invalid", "client"),
+    Code.SETTINGS_UNKNOWN_KEY: ErrorInfo("settings_unknown_key", "client"),
+    Code.MESSAGE_TOO_LARGE: ErrorInfo("message_too_large", "client"),
+    Code.PERMISSION_DENIED: ErrorInfo("permission_denied", "client"),
+    Code.PROJECT_NOT_FOUND: ErrorInfo("project_not_found", "client"),
+    Code.TASK_NOT_FOUND: ErrorInfo("task_not_found", "client"),
+    Code.TASK_EXISTS: ErrorInfo("task_exists", "client"),
+    Code.USAGE: ErrorInfo("usage", "client"),
+    Code.REGISTRY_CONFLICT: ErrorInfo("registry_conflict", "client"),
+    Code.HOOK_FAILED: ErrorInfo("hook_failed", "task"),
+    Code.DEPENDENCY_TIMEOUT: ErrorInfo("dependency_timeout", "task"),
+    Code.TASK_START_FAILED: ErrorInfo("task_start_failed", "task"),
+    Code.TMUX_UNAVAILABLE: ErrorInfo("tmux_unavailable", "daemon"),
+    Code.STATE_CORRUPT: ErrorInfo("state_corrupt", "daemon"),
+    Code.SHUTTING_DOWN: ErrorInfo("shutting_down", "daemon"),
+    Code.DAEMON_NOT_RUNNING: ErrorInfo("daemon_not_running", "daemon"),
+    Code.DAEMON_UNREACHABLE: ErrorInfo("daemon_unreachable", "daemon"),
+    Code.DAEMON_TIMEOUT: ErrorInfo("daemon_timeout", "daemon"),
+    Code.DAEMON_PROTOCOL: ErrorInfo("daemon_protocol", "daemon"),
+    Code.DAEMON_START_FAILED: ErrorInfo("daemon_start_failed", "daemon"),
+}
+
+
+def error_name(code: int) -> str:
+    info = ERRORS.get(code)
+    return info.name if info else "error"
+
+
+class RpcError(Exception):
+    """A JSON-RPC error object, raised on the side that receives it."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_error(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err

@@ -1,0 +1,133 @@
+"""The command-line surface as data: every command, its arguments and its handler.
+
+Both parsers read this table: argparse (help, errors, completion, anything unusual) and the
+fast path in ``fastparse`` (the plain forms of the commands people and agents run most).
+Handlers are named as ``module:function`` strings and imported only when run, so reading the
+table costs nothing.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class Arg:
+    """One argument of a command: the subset of argparse's vocabulary taskmux uses."""
+
+    __slots__ = ("action", "choices", "complete", "default", "dest", "flags", "help", "metavar",
+                 "nargs", "type")
+
+    def __init__(self, flags: tuple[str, ...], help: str, *, dest: str | None = None,
+                 action: str = "store", default: Any = None, nargs: str | int | None = None,
+                 choices: tuple[str, ...] | None = None, metavar: str | None = None,
+                 type: str | None = None, complete: str | None = None) -> None:
+        self.flags = flags  # ("-p", "--project"), or ("task",) for a positional
+        self.help = help
+        self.dest = dest
+        self.action = action  # store | store_true | append | count
+        self.default = default
+        self.nargs = nargs
+        self.choices = choices
+        self.metavar = metavar
+        self.type = type  # "int" | "float"
+        self.complete = complete  # a key of completers.COMPLETERS
+
+    @property
+    def positional(self) -> bool:
+        return not self.flags[0].startswith("-")
+
+    @property
+    def name(self) -> str:
+        if self.dest:
+            return self.dest
+        if self.positional:
+            return self.flags[0]
+        longest = max(self.flags, key=len)
+        return longest.lstrip("-").replace("-", "_")
+
+    def default_value(self) -> Any:
+        if self.action == "store_true":
+            return False
+        if self.action == "count":
+            return 0 if self.default is None else self.default
+        if self.nargs in ("*", "+") and self.default is None:
+            return [] if self.nargs == "*" else None
+        return self.default
+
+    @property
+    def optional_when_bare(self) -> bool:
+        """True when the command may be given without this argument."""
+        if not self.positional:
+            return True
+        return self.nargs in ("*", "?")
+
+
+class Cmd:
+    """A command: its words, its handler (``module:function``), help and arguments."""
+
+    __slots__ = ("aliases", "args", "description", "handler", "help", "path")
+
+    def __init__(self, path: tuple[str, ...], handler: str, help: str,
+                 args: tuple[Arg, ...] = (), aliases: tuple[str, ...] = (),
+                 description: str | None = None) -> None:
+        self.path = path
+        self.handler = handler
+        self.help = help
+        self.args = args
+        self.aliases = aliases
+        self.description = description
+
+
+class Group:
+    """Words that only lead to commands (``daemon``, ``config``)."""
+
+    __slots__ = ("aliases", "description", "help", "path")
+
+    def __init__(self, path: tuple[str, ...], help: str) -> None:
+        self.path = path
+        self.help = help
+        self.aliases: tuple[str, ...] = ()
+        self.description: str | None = None
+
+
+PROJECT = Arg(("-p", "--project"), "the project's name (default: the taskmux.toml here)",
+              metavar="NAME", complete="projects")
+
+GROUPS: tuple[Group, ...] = (
+    Group(("daemon",), "run, stop and inspect the per-machine daemon"),
+    Group(("config",), "show and change the global settings (config.toml)"),
+)
+
+COMMANDS: tuple[Cmd, ...] = (
+    Cmd(("version",), "taskmuxctl.commands.misc:version",
+        "print the client's version (and the daemon's, when it runs)"),
+    Cmd(("completion",), "taskmuxctl.commands.misc:completion",
+        "print the shell code that enables tab completion",
+        args=(Arg(("shell",), "the shell", choices=("bash", "zsh", "fish")),)),
+    Cmd(("daemon", "start"), "taskmuxctl.commands.daemon:start",
+        "start the daemon in the background if it is not running"),
+    Cmd(("daemon", "stop"), "taskmuxctl.commands.daemon:stop", "stop the daemon (tasks keep running)"),
+    Cmd(("daemon", "restart"), "taskmuxctl.commands.daemon:restart",
+        "stop the daemon and start it again (tasks keep running)"),
+    Cmd(("daemon", "status"), "taskmuxctl.commands.daemon:status",
+        "is the daemon running? (exit 0 running, 3 not running, 1 dead, 4 not answering)"),
+    Cmd(("daemon", "run"), "taskmuxctl.commands.daemon:run",
+        "run the daemon in the foreground (same as `taskmuxd run`)",
+        args=(Arg(("--log-file",), "log to this file instead of stderr", metavar="PATH"),)),
+    Cmd(("config", "show"), "taskmuxctl.commands.config:show",
+        "show every setting with its value (defaults included)"),
+    Cmd(("config", "set"), "taskmuxctl.commands.config:set_",
+        "validate and write one setting (an empty value restores the default)",
+        args=(Arg(("key",), "the setting", complete="settings"),
+              Arg(("value",), "its new value"))),
+    Cmd(("config", "path"), "taskmuxctl.commands.config:path", "print the settings file's path"),
+)
+
+
+def find(path: tuple[str, ...]) -> Cmd | None:
+    for cmd in COMMANDS:
+        if cmd.path == path:
+            return cmd
+    return None

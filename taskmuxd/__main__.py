@@ -1,0 +1,3 @@
+from taskmuxd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""``taskmuxd``: run the daemon in the foreground (for a terminal or a service manager)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from taskmuxctl import __version__
+from taskmuxctl.paths import Paths
+
+EXIT_ALREADY_RUNNING = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 78  # EX_CONFIG: the unit file stops restarting on it
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskmuxd", description="The taskmux daemon: one per machine and user.")
+    parser.add_argument("--version", action="version", version=f"taskmuxd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--log-file", help="log to this file (rotated) instead of stderr")
+    sub.add_parser("version", help="print the version and check that every module loads")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "version":
+        return _version()
+    if args.command != "run":
+        build_parser().print_help(sys.stderr)
+        return EXIT_USAGE
+    return run(log_file=args.log_file)
+
+
+def _version() -> int:
+    """Print the version after importing every module, so a broken install fails here
+    (the update's preflight relies on that)."""
+    import pkgutil
+
+    import taskmuxd
+
+    for mod in pkgutil.walk_packages(taskmuxd.__path__, "taskmuxd."):
+        __import__(mod.name)
+    print(__version__)
+    return 0
+
+
+def run(log_file: str | None = None) -> int:
+    from taskmuxd import logs
+    from taskmuxd import settings as settings_mod
+    from taskmuxd.daemon import Daemon
+    from taskmuxd.errors import SettingsError
+    from taskmuxd.lock import AlreadyRunning, InstanceLock
+
+    paths = Paths.from_env()
+    problem = paths.socket_path_problem()
+    if problem:
+        print(f"taskmuxd: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    paths.ensure()
+    logs.configure("info", log_file)
+    try:
+        settings = settings_mod.load(paths.config)
+    except SettingsError as exc:
+        print(f"taskmuxd: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.set_level(settings.log_level)
+    lock = InstanceLock(paths)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"taskmuxd: {exc}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    try:
+        return asyncio.run(Daemon(paths, settings).run())
+    finally:
+        lock.release()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The daemon's life: start the subsystems, report READY, react to signals, stop in order.
+
+Signal handlers only record the signal in a queue; this loop decides what it means:
+SIGTERM/SIGINT start an ordered shutdown (exit 128+signal), ``daemon.shutdown`` does the same
+with exit 0, SIGHUP reloads the settings, and a SIGINT during shutdown forces the exit.
+Tasks live in tmux, so stopping the daemon never stops a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Any, Protocol
+
+from taskmuxctl import __version__
+from taskmuxctl.paths import Paths
+from taskmuxd import settings as settings_mod
+from taskmuxd.errors import SettingsError
+from taskmuxd.logs import set_level
+from taskmuxd.notify import Notifier
+from taskmuxd.rpc.methods import MethodTable
+from taskmuxd.rpc.server import RpcServer
+
+log = logging.getLogger("taskmuxd")
+
+SHUTDOWN_REQUEST = 0  # queued by daemon.shutdown; signals queue their number
+
+
+class Subsystem(Protocol):
+    """A part of the daemon with a life of its own (projects, proxy, DNS, updater)."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Return once serving; the daemon reports READY only after every start returned."""
+
+    async def stop(self) -> None:
+        """Stop, releasing what it holds. Never stops tasks."""
+
+    def status(self) -> dict[str, Any]:
+        """A section for ``daemon.status``."""
+
+    def settings_changed(self, old: settings_mod.Settings, new: settings_mod.Settings) -> None:
+        """Apply new settings after a reload."""
+
+
+class Daemon:
+    def __init__(self, paths: Paths, settings: settings_mod.Settings,
+                 notifier: Notifier | None = None) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.notifier = notifier or Notifier()
+        self.methods = MethodTable()
+        self.subsystems: list[Subsystem] = []
+        self.started_monotonic = time.monotonic()
+        self.started_at = time.time()
+        self.stopping = False
+        self._requests: asyncio.Queue[int] = asyncio.Queue()
+        self.rpc = RpcServer(paths.socket, self.methods.as_dict, owner_uid=os.getuid())
+        from taskmuxd.methods_daemon import register
+
+        register(self)
+
+    # -- called by RPC methods -------------------------------------------------------------
+
+    def request_shutdown(self) -> None:
+        self._requests.put_nowait(SHUTDOWN_REQUEST)
+
+    def reload_settings(self) -> settings_mod.Settings:
+        """Re-read ``config.toml``; on error keep the current settings and raise."""
+        new = settings_mod.load(self.paths.config)
+        old, self.settings = self.settings, new
+        set_level(new.log_level)
+        for sub in self.subsystems:
+            sub.settings_changed(old, new)
+        log.info("settings reloaded from %s", self.paths.config)
+        return new
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    # -- the main loop --------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._requests.put_nowait, int(sig))
+        try:
+            await self.rpc.start()
+            for sub in self.subsystems:
+                await sub.start()
+                log.info("%s started", sub.name)
+        except BaseException:
+            await self._stop_all()
+            raise
+        log.info("taskmuxd %s serving on %s (pid %d)", __version__, self.paths.socket,
+                 os.getpid())
+        self.notifier.ready(f"serving on {self.paths.socket}")
+        async with asyncio.TaskGroup() as tg:
+            watchdog = tg.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
+            code = await self._wait_for_stop()
+            self.stopping = True
+            reason = "daemon.shutdown" if code == 0 else signal.Signals(code - 128).name
+            log.info("stopping (%s)", reason)
+            self.notifier.stopping(f"stopping ({reason})")
+            forcer = tg.create_task(self._force_on_sigint())
+            await self._stop_all()
+            forcer.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        log.info("stopped")
+        return code
+
+    async def _wait_for_stop(self) -> int:
+        while True:
+            req = await self._requests.get()
+            if req == SHUTDOWN_REQUEST:
+                return 0
+            if req == signal.SIGHUP:
+                self.notifier.reloading()
+                try:
+                    self.reload_settings()
+                except SettingsError as exc:
+                    log.error("reload refused, keeping the current settings: %s", exc.message)
+                self.notifier.ready("serving (settings reloaded)")
+                continue
+            return 128 + req
+
+    async def _force_on_sigint(self) -> None:
+        while True:
+            req = await self._requests.get()
+            if req == signal.SIGINT:
+                log.warning("second interrupt: exiting now without waiting")
+                for path in (self.paths.socket, self.paths.pid_file):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                logging.shutdown()
+                os._exit(128 + signal.SIGINT)
+
+    async def _stop_all(self) -> None:
+        await self.rpc.close(self.settings.shutdown_timeout)
+        for sub in reversed(self.subsystems):
+            try:
+                await sub.stop()
+            except Exception:
+                log.exception("stopping %s failed", sub.name)
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        assert interval is not None
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)

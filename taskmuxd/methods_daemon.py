@@ -1,0 +1,75 @@
+"""``daemon.*`` and ``config.*`` RPC methods."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from taskmuxctl import __version__
+from taskmuxctl.protocol import PROTOCOL_VERSION, Method
+
+if TYPE_CHECKING:
+    from taskmuxd.daemon import Daemon
+
+MAX_PING_DELAY = 60.0
+
+
+def registered_project_count(registry_path: str) -> int:
+    try:
+        with open(registry_path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (FileNotFoundError, ValueError):
+        return 0
+    projects = data.get("projects", {}) if isinstance(data, dict) else {}
+    return len(projects)
+
+
+def register(daemon: Daemon) -> None:
+    add = daemon.methods.add
+
+    async def ping(delay: float = 0.0) -> dict[str, Any]:
+        """Answer ``pong``; ``delay`` (seconds, up to 60) holds the answer back, for tests of
+        calls in flight and for measuring."""
+        if delay:
+            await asyncio.sleep(min(max(delay, 0.0), MAX_PING_DELAY))
+        return {"pong": True}
+
+    async def version() -> dict[str, Any]:
+        return {"version": __version__, "protocol": PROTOCOL_VERSION}
+
+    async def status() -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "pid": os.getpid(),
+            "uid": os.getuid(),
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "uptime": round(daemon.uptime(), 3),
+            "started_at": daemon.started_at,
+            "socket": daemon.paths.socket,
+            "home": daemon.paths.home,
+            "projects": registered_project_count(daemon.paths.registry),
+            "stopping": daemon.stopping,
+        }
+        for sub in daemon.subsystems:
+            info[sub.name] = sub.status()
+        return info
+
+    async def shutdown() -> dict[str, Any]:
+        daemon.request_shutdown()
+        return {"stopping": True, "pid": os.getpid()}
+
+    async def config_get() -> dict[str, Any]:
+        return {"path": daemon.paths.config, "config": daemon.settings.model_dump(mode="json")}
+
+    async def config_reload() -> dict[str, Any]:
+        new = daemon.reload_settings()
+        return {"path": daemon.paths.config, "config": new.model_dump(mode="json")}
+
+    add(Method.DAEMON_PING, ping)
+    add(Method.DAEMON_VERSION, version)
+    add(Method.DAEMON_STATUS, status)
+    add(Method.DAEMON_SHUTDOWN, shutdown)
+    add(Method.CONFIG_GET, config_get)
+    add(Method.CONFIG_RELOAD, config_reload)

@@ -1,0 +1,60 @@
+"""Reporting to systemd through ``$NOTIFY_SOCKET`` (sd_notify), via sdnotify.
+
+Without ``NOTIFY_SOCKET`` every call is a no-op, so the daemon runs the same in a terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("taskmuxd.notify")
+
+
+class Notifier:
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.address = env.get("NOTIFY_SOCKET") or None
+        self._notifier = None
+        if self.address:
+            from sdnotify import SystemdNotifier
+
+            self._notifier = SystemdNotifier()
+            if self._notifier.socket is None:
+                log.warning("NOTIFY_SOCKET=%s cannot be reached; not reporting to systemd",
+                            self.address)
+        self.watchdog_interval = _watchdog_interval(env)
+
+    @property
+    def enabled(self) -> bool:
+        return self._notifier is not None
+
+    def send(self, state: str) -> None:
+        if self._notifier is not None:
+            self._notifier.notify(state)
+
+    def ready(self, status: str) -> None:
+        self.send(f"READY=1\nSTATUS={status}\nMAINPID={os.getpid()}")
+
+    def status(self, text: str) -> None:
+        self.send(f"STATUS={text}")
+
+    def watchdog(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def reloading(self) -> None:
+        self.send("RELOADING=1")
+
+    def stopping(self, status: str = "stopping") -> None:
+        self.send(f"STOPPING=1\nSTATUS={status}")
+
+
+def _watchdog_interval(env: dict[str, str] | os._Environ[str]) -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None when not asked."""
+    usec = env.get("WATCHDOG_USEC", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    pid = env.get("WATCHDOG_PID", "")
+    if pid.isdigit() and int(pid) != os.getpid():
+        return None
+    return int(usec) / 1_000_000 / 2

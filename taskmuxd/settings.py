@@ -1,0 +1,155 @@
+"""The global settings, ``config.toml``: a pydantic model where every key has a default.
+
+Read with tomllib; ``set_value`` edits with tomlkit so the user's comments and layout stay.
+Unknown keys are refused, naming the key and the valid ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from taskmuxctl.fsutil import atomic_write
+from taskmuxctl.protocol import Code
+from taskmuxd.errors import SettingsError
+
+
+class Settings(BaseModel):
+    """Machine-wide settings of taskmux. Every field is optional in the file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    auto_start_daemon: bool = Field(
+        True, description="taskmuxctl starts the daemon when a command needs it"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="the daemon's log level"
+    )
+    shutdown_timeout: float = Field(
+        10.0, gt=0, le=300, description="seconds in-flight calls get to finish at shutdown"
+    )
+    health_check_interval: float = Field(
+        30.0, gt=0, description="seconds between the daemon's safety-net sweeps of all tasks"
+    )
+    api_port: int = Field(
+        8765, ge=0, le=65535,
+        description="accepted for taskmux 0.6 configs; unused (the API is ctl.sock)",
+    )
+    tmux_socket: str | None = Field(
+        None, description="tmux -L socket name for task sessions (default: the user's server)"
+    )
+
+
+class SettingsFileError(SettingsError):
+    pass
+
+
+def _unknown_key_message(key: str) -> str:
+    valid = sorted(Settings.model_fields)
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown setting {key!r}{hint}; valid settings: {', '.join(valid)}"
+
+
+def _describe(exc: ValidationError, source: str) -> SettingsError:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            return SettingsError(f"{source}: {_unknown_key_message(key)}",
+                                 {"key": key, "valid": sorted(Settings.model_fields)},
+                                 code=Code.SETTINGS_UNKNOWN_KEY)
+        problems.append({"key": key, "error": err["msg"], "input": repr(err.get("input"))})
+    text = "; ".join(f"{p['key']}: {p['error']} (got {p['input']})" for p in problems)
+    return SettingsError(f"{source}: {text}", {"problems": problems})
+
+
+def parse(text: str, source: str) -> Settings:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{source}: not valid TOML: {exc}", {"path": source}) from None
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise _describe(exc, source) from None
+
+
+def load(path: str) -> Settings:
+    """The settings in ``path``, all defaults when the file does not exist."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return Settings()
+    return parse(text, path)
+
+
+def overrides(path: str) -> list[str]:
+    """Keys the file sets explicitly (the rest are defaults)."""
+    try:
+        with open(path, "rb") as fh:
+            return sorted(tomllib.load(fh))
+    except (FileNotFoundError, tomllib.TOMLDecodeError):
+        return []
+
+
+def _coerce(text: str) -> Any:
+    """A command-line value as TOML would read it, else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def set_value(path: str, key: str, text: str) -> Settings:
+    """Validate ``key = text`` against the model and write it, keeping comments and layout.
+
+    An empty ``text`` (or ``default``) removes the key so it falls back to its default.
+    """
+    import tomlkit
+
+    if key not in Settings.model_fields:
+        raise SettingsError(_unknown_key_message(key),
+                            {"key": key, "valid": sorted(Settings.model_fields)},
+                            code=Code.SETTINGS_UNKNOWN_KEY)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = tomlkit.parse(fh.read())
+    except FileNotFoundError:
+        doc = tomlkit.document()
+    except tomlkit.exceptions.ParseError as exc:
+        raise SettingsError(f"{path}: not valid TOML, fix it by hand first: {exc}") from None
+    current = doc.unwrap()
+    if text.strip() in ("", "default"):
+        current.pop(key, None)
+        if key in doc:
+            del doc[key]
+    else:
+        current[key] = _coerce(text)
+    try:
+        settings = Settings.model_validate(current)
+    except ValidationError as exc:
+        raise _describe(exc, path) from None
+    if key in current:
+        value = settings.model_dump(mode="json")[key]
+        if value is None:
+            if key in doc:
+                del doc[key]
+        else:
+            doc[key] = value
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    atomic_write(path, tomlkit.dumps(doc), mode=0o600)
+    return settings
+
+
+def describe_fields() -> list[dict[str, Any]]:
+    """Every key with its default and description, for ``config show`` and the README."""
+    out = []
+    for name, field in Settings.model_fields.items():
+        out.append({"key": name, "default": field.default, "description": field.description})
+    return out
