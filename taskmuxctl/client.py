@@ -5,13 +5,14 @@ from __future__ import annotations
 import _socket
 import errno
 import os
-TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
-if TYPE_CHECKING:
-    from typing import Any
 
 from taskmuxctl import jsonio
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code, LineFramer, RpcError, encode, request
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_TIMEOUT = 30.0
 

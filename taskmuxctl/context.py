@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
-if TYPE_CHECKING:
-    from typing import Any
 
 from taskmuxctl.client import Client, DaemonUnavailable
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Context:

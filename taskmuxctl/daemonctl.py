@@ -55,10 +55,24 @@ def start_daemon(paths: Paths) -> int:
     paths.ensure()
     with open(paths.daemon_log, "ab") as log:
         proc = subprocess.Popen(
-            [*daemon_command(), "--log-file", paths.daemon_log],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            [*daemon_command(), "--detach", "--log-file", paths.daemon_log],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             close_fds=True, env={**os.environ, "TASKMUX_HOME": paths.home},
         )
+        try:
+            out, err = proc.communicate(timeout=START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        log.write(err)
+    text = out.decode(errors="replace").strip()
+    if proc.returncode != 0 or not text.isdigit():
+        detail = err.decode(errors="replace").strip() or _log_tail(paths.daemon_log)
+        raise CommandError(
+            f"could not start the daemon: it exited with status {proc.returncode}: {detail}",
+            Code.DAEMON_START_FAILED,
+            {"log": paths.daemon_log, "exit_status": proc.returncode})
+    pid = int(text)
     status: dict[str, object] = {}
 
     def answering() -> bool:
@@ -66,22 +80,16 @@ def start_daemon(paths: Paths) -> int:
         if found:
             status.update(found)
             return True
-        return proc.poll() is not None
+        return not alive(pid)
 
     _wait(answering, START_TIMEOUT)
     if status:
-        return int(status["pid"])  # type: ignore[call-overload]
-    code = proc.poll()
-    if code is None:
-        proc.kill()
-        proc.wait()
-        reason = f"it did not answer within {START_TIMEOUT:.0f}s"
-    else:
-        reason = f"it exited with status {code}"
-    tail = _log_tail(paths.daemon_log)
+        return int(str(status["pid"]))
+    reason = "it exited" if not alive(pid) else f"it did not answer within {START_TIMEOUT:.0f}s"
     raise CommandError(
-        f"could not start the daemon: {reason}. Last lines of {paths.daemon_log}:\n{tail}",
-        Code.DAEMON_START_FAILED, {"log": paths.daemon_log, "exit_status": code})
+        f"could not start the daemon (pid {pid}): {reason}. Last lines of {paths.daemon_log}:"
+        f"\n{_log_tail(paths.daemon_log)}",
+        Code.DAEMON_START_FAILED, {"log": paths.daemon_log, "pid": pid})
 
 
 def stop_daemon(paths: Paths) -> int | None:
@@ -100,7 +108,7 @@ def stop_daemon(paths: Paths) -> int | None:
 
         os.kill(pid_alive, signal.SIGTERM)
         pid = pid_alive
-    if not _wait(lambda: not _alive(pid), STOP_TIMEOUT):
+    if not _wait(lambda: not alive(pid), STOP_TIMEOUT):
         raise CommandError(
             f"the daemon (pid {pid}) is still running {STOP_TIMEOUT:.0f}s after being asked to "
             f"stop; see {paths.daemon_log}, or `kill -9 {pid}` (tasks keep running)",
@@ -108,7 +116,7 @@ def stop_daemon(paths: Paths) -> int | None:
     return pid
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -118,6 +126,6 @@ def _alive(pid: int) -> bool:
     # A zombie child (when we spawned it) counts as gone.
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
+            return fh.read().rsplit(") ", 1)[1][:1] not in ("Z", "X")
     except (OSError, IndexError):
         return True

@@ -12,6 +12,7 @@ TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it
 if TYPE_CHECKING:
     from typing import Any
 
+
 __all__ = ["JSONError", "dumps", "loads"]
 
 
@@ -27,6 +28,7 @@ def _constant(name: str) -> Any:
     raise JSONError(f"invalid JSON constant {name}")
 
 
+_c_make_encoder: Any
 try:
     from _json import encode_basestring_ascii as _c_escape
     from _json import make_encoder as _c_make_encoder
@@ -43,9 +45,8 @@ if _c_make_encoder is not None:
         parse_float = float
         parse_int = int
         parse_constant = staticmethod(_constant)
-        memo: dict[str, str] = {}
 
-    _scan = _c_make_scanner(_ScanContext())
+    _scan = _c_make_scanner(_ScanContext())  # type: ignore[arg-type]
     _encode = _c_make_encoder(None, _reject, _c_escape, None, ":", ",", False, False, False)
     _WS = " \t\n\r"
 

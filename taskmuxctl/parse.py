@@ -8,13 +8,13 @@ would parse the same way and returns None for anything else: help, abbreviations
 
 from __future__ import annotations
 
-
-from taskmuxctl.spec import COMMANDS, GROUPS, Arg, Cmd
+from taskmuxctl.spec import COMMANDS, GROUPS, Arg, Cmd, Group
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
     import argparse
     from typing import Any
+
 
 GLOBAL_FLAGS = ("--json", "--no-daemon-start")
 
@@ -27,6 +27,8 @@ class Args:
 
     def __eq__(self, other: object) -> bool:
         return vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"Args({vars(self)!r})"
@@ -140,7 +142,7 @@ def build_parser(prog: str = "taskmux") -> argparse.ArgumentParser:
     import argparse
 
     class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> Any:  # type: ignore[override]
+        def error(self, message: str) -> Any:
             raise UsageError(message, self.format_usage())
 
     root = Parser(prog=prog, description=(
@@ -153,7 +155,7 @@ def build_parser(prog: str = "taskmux") -> argparse.ArgumentParser:
     subparsers: dict[tuple[str, ...], Any] = {
         (): root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)}
     parsers: dict[tuple[str, ...], argparse.ArgumentParser] = {}
-    entries = sorted([*GROUPS, *COMMANDS], key=lambda e: len(e.path))
+    entries: list[Group | Cmd] = sorted([*GROUPS, *COMMANDS], key=lambda e: len(e.path))
     for entry in entries:
         parent = subparsers[entry.path[:-1]]
         aliases = list(getattr(entry, "aliases", ()))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
     from typing import Any
+
 
 CONFIG_NAME = "taskmux.toml"
 

@@ -6,11 +6,11 @@ single definition both sides use; it is stdlib only so the client stays fast.
 
 from __future__ import annotations
 
+from taskmuxctl import jsonio
+
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
     from typing import Any
-
-from taskmuxctl import jsonio
 
 PROTOCOL_VERSION = 1
 # One request or response line, newline excluded. Generous for status of many projects,

@@ -8,12 +8,13 @@ non-zero on any failure; a command may choose another (``status`` follows LSB).
 from __future__ import annotations
 
 import sys
-TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
-if TYPE_CHECKING:
-    from typing import Any
 
 from taskmuxctl import jsonio
 from taskmuxctl.protocol import RpcError, error_name
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the daemon in the foreground")
     run.add_argument("--log-file", help="log to this file (rotated) instead of stderr")
+    run.add_argument("--detach", action="store_true",
+                     help="run in the background: check the settings and the lock, then fork, "
+                     "print the daemon's pid and return")
     sub.add_parser("version", help="print the version and check that every module loads")
     return parser
 
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "run":
         build_parser().print_help(sys.stderr)
         return EXIT_USAGE
-    return run(log_file=args.log_file)
+    return run(log_file=args.log_file, detach=args.detach)
 
 
 def _version() -> int:
@@ -49,7 +52,7 @@ def _version() -> int:
     return 0
 
 
-def run(log_file: str | None = None) -> int:
+def run(log_file: str | None = None, detach: bool = False) -> int:
     from taskmuxd import logs
     from taskmuxd import settings as settings_mod
     from taskmuxd.daemon import Daemon
@@ -75,10 +78,33 @@ def run(log_file: str | None = None) -> int:
     except AlreadyRunning as exc:
         print(f"taskmuxd: {exc}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
+    if detach:
+        _detach(log_file)
+        lock.write_pid()
     try:
         return asyncio.run(Daemon(paths, settings).run())
     finally:
         lock.release()
+
+
+def _detach(log_file: str | None) -> None:
+    """Fork into the background. The parent prints the child's pid and exits at once (the
+    caller reaps it, so the daemon is nobody's child); the child, holding the inherited lock,
+    starts a new session, lets go of the caller's pipes and carries on."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        print(pid, flush=True)
+        os._exit(0)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    out = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600) if log_file else devnull
+    os.dup2(devnull, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    for fd in {devnull, out}:
+        os.close(fd)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,9 @@ class InstanceLock:
             os.close(fd)
             raise AlreadyRunning(read_pid(self.paths.pid_file), self.paths) from None
         self._fd = fd
+        self.write_pid()
+
+    def write_pid(self) -> None:
         atomic_write(self.paths.pid_file, f"{os.getpid()}\n", mode=0o644)
 
     def release(self) -> None:

@@ -51,6 +51,8 @@ def register(daemon: Daemon) -> None:
             "home": daemon.paths.home,
             "projects": registered_project_count(daemon.paths.registry),
             "stopping": daemon.stopping,
+            "calls_in_flight": daemon.rpc.in_flight - 1,  # this call excluded
+            "calls_served": daemon.rpc.calls_served,
         }
         for sub in daemon.subsystems:
             info[sub.name] = sub.status()

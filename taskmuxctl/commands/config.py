@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
-if TYPE_CHECKING:
-    from typing import Any
-
 from taskmuxctl.client import DaemonUnavailable
 from taskmuxctl.context import Context
 from taskmuxctl.protocol import Method, RpcError
 from taskmuxctl.result import CommandError, Result
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _settings() -> Any:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
-if TYPE_CHECKING:
-    from typing import Any
 
 from taskmuxctl.client import Client, DaemonUnavailable
 from taskmuxctl.context import Context
 from taskmuxctl.fsutil import read_pid
 from taskmuxctl.protocol import Code, Method
 from taskmuxctl.result import Result
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 # LSB "status" exit codes.
 LSB_RUNNING = 0
@@ -68,13 +69,9 @@ def _not_answering(ctx: Context, exc: DaemonUnavailable) -> Result:
 
 
 def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from taskmuxctl.daemonctl import alive
+
+    return alive(pid)
 
 
 def start(ctx: Context, args: Any) -> Result:

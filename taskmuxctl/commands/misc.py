@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
-if TYPE_CHECKING:
-    from typing import Any
-
 from taskmuxctl import __version__
 from taskmuxctl.client import Client, DaemonUnavailable
 from taskmuxctl.context import Context
 from taskmuxctl.protocol import Method, RpcError
 from taskmuxctl.result import Result
+
+TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def version(ctx: Context, args: Any) -> Result:
@@ -31,9 +31,9 @@ SHELL_RC = {"bash": "~/.bashrc", "zsh": "~/.zshrc", "fish": "~/.config/fish/conf
 
 
 def completion(ctx: Context, args: Any) -> Result:
-    import argcomplete
+    from argcomplete.shell_integration import shellcode
 
-    code = argcomplete.shellcode(["taskmuxctl", "taskmux"], shell=args.shell)
+    code = shellcode(["taskmuxctl", "taskmux"], shell=args.shell)
     rc = SHELL_RC[args.shell]
     if args.shell == "fish":
         how = f"taskmuxctl completion fish | source   # add this line to {rc}"

@@ -89,15 +89,15 @@ class RpcServer:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    async def close(self, timeout: float) -> None:
-        """Stop accepting, give calls in flight ``timeout`` seconds, then close everything."""
+    async def close(self, grace: float) -> None:
+        """Stop accepting, give calls in flight ``grace`` seconds, then close everything."""
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
         if self._in_flight:
-            log.info("waiting up to %.0fs for %d call(s) in flight", timeout, len(self._in_flight))
-            _done, pending = await asyncio.wait(set(self._in_flight), timeout=timeout)
+            log.info("waiting up to %.0fs for %d call(s) in flight", grace, len(self._in_flight))
+            _done, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:

@@ -1,0 +1,66 @@
+"""Shared bits for the bench scripts: a private daemon, timing, medians."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+BIN = os.path.dirname(sys.executable)
+PYTHON = sys.executable
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def time_command(argv: list[str], runs: int, env: dict[str, str] | None = None) -> list[float]:
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def compile_bytecode() -> None:
+    """Installed packages carry bytecode; an editable checkout with PYTHONDONTWRITEBYTECODE
+    does not. Compile it so the figures match an install."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([PYTHON, "-m", "compileall", "-q", os.path.join(root, "taskmuxctl"),
+                    os.path.join(root, "taskmuxd")], check=True, stdout=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def private_daemon(extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    home = tempfile.mkdtemp(prefix="tmxb-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMUX_")}
+    env["TASKMUX_HOME"] = home
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(extra_env or {})
+    proc = subprocess.Popen([PYTHON, "-m", "taskmuxd", "run"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sock = os.path.join(home, "ctl.sock")
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the daemon did not start")
+            time.sleep(0.02)
+        yield home, env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,192 @@
+"""Test helpers: waiting on conditions, a real daemon process, raw socket calls."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+BIN = os.path.dirname(sys.executable)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+               interval: float = 0.01) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except Exception as exc:
+            last_exc = exc
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def rpc_lines(sock_path: str, payload: bytes, expect: int, timeout: float = 10.0) -> list[Any]:
+    """Send raw bytes on a new connection; read ``expect`` response lines."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(sock_path)
+        s.sendall(payload)
+        buf = b""
+        while buf.count(b"\n") < expect:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return [json.loads(line) for line in buf.splitlines() if line.strip()]
+
+
+def call(sock_path: str, method: str, params: dict[str, Any] | None = None,
+         timeout: float = 10.0) -> Any:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
+    if params is not None:
+        msg["params"] = params
+    reply = rpc_lines(sock_path, json.dumps(msg).encode() + b"\n", 1, timeout)[0]
+    if "error" in reply:
+        raise RuntimeError(reply["error"])
+    return reply["result"]
+
+
+class DaemonProcess:
+    """``taskmuxd run`` as a child process on a private TASKMUX_HOME."""
+
+    def __init__(self, home: str, env: dict[str, str], extra_args: list[str] | None = None):
+        self.home = home
+        self.env = env
+        self.socket = os.path.join(home, "ctl.sock")
+        self.log_path = os.path.join(home, "test-daemon.stderr")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "taskmuxd", "run", *(extra_args or [])],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def answering(self) -> bool:
+        try:
+            return bool(call(self.socket, "daemon.ping", timeout=1.0))
+        except (OSError, RuntimeError):
+            return False
+
+    def wait_ready(self, timeout: float = 20.0) -> DaemonProcess:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}: {self.output()}")
+            return self.answering()
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return self
+            time.sleep(0.02)
+        raise AssertionError(f"daemon did not answer: {self.output()}")
+
+    def output(self) -> str:
+        self._log.flush()
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop the daemon; never raises (cleanup)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: str | None = None,
+            timeout: float = 60.0, prog: str = "taskmuxctl",
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([os.path.join(BIN, prog), *args], env=env, cwd=cwd, text=True,
+                          capture_output=True, timeout=timeout, input=input)
+
+
+def run_json(args: list[str], env: dict[str, str], cwd: str | None = None,
+             timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
+    proc = run_cli(["--json", *args], env, cwd=cwd, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one JSON line, got stdout={proc.stdout!r} " \
+        f"stderr={proc.stderr!r}"
+    return proc.returncode, json.loads(lines[0])
+
+
+@contextlib.contextmanager
+def listening_socket(path: str) -> Iterator[socket.socket]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(8)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def read_daemon_pid_kill(home: str) -> None:
+    """Kill a daemon a test started through the CLI (detached) in ``home``; never raises."""
+    pid_file = os.path.join(home, "daemon.pid")
+    try:
+        with open(pid_file) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except OSError:
+        return
+    if b"taskmuxd" not in cmdline:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if pid_gone(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def pid_gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie nobody reaped counts as exited: this sandbox's
+    PID 1 may not reap orphans)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(") ", 1)[1][:1] in ("Z", "X")
+    except FileNotFoundError:
+        return True

@@ -1,0 +1,99 @@
+"""The fast path parses exactly as argparse would; completion works through argcomplete."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from taskmuxctl.parse import UsageError, fast, slow, split_globals
+from taskmuxctl.spec import COMMANDS
+from tests.helpers import BIN, run_cli
+
+
+def sample_argvs() -> list[list[str]]:
+    out: list[list[str]] = []
+    for cmd in COMMANDS:
+        base = list(cmd.path)
+        positionals = [a for a in cmd.args if a.positional]
+        fill = []
+        for arg in positionals:
+            value = arg.choices[0] if arg.choices else "web"
+            fill.append(value)
+        out.append(base + fill)
+        for arg in cmd.args:
+            if arg.positional:
+                continue
+            value = [] if arg.action in ("store_true", "count") else ["7" if arg.type else "x"]
+            out.append(base + fill + [arg.flags[0], *value])
+            out.append([*base, arg.flags[-1], *value, *fill])
+    return out
+
+
+@pytest.mark.parametrize("argv", sample_argvs(), ids=" ".join)
+def test_fast_path_agrees_with_argparse(argv: list[str]) -> None:
+    quick = fast(argv)
+    try:
+        full = slow(argv, "taskmux")
+    except UsageError:
+        assert quick is None, f"fast path accepted what argparse refuses: {argv}"
+        return
+    if quick is not None:
+        assert quick[0] is full[0]
+        assert quick[1] == full[1], argv
+
+
+@pytest.mark.parametrize("argv", [["daemon", "stat"], ["-h"], ["daemon", "status", "--bogus"],
+                                  ["config", "set", "only-key"], ["completion", "tcsh"]])
+def test_fast_path_declines_what_it_cannot_be_sure_of(argv: list[str]) -> None:
+    assert fast(argv) is None
+
+
+def test_global_flags_are_taken_from_anywhere_before_double_dash() -> None:
+    tokens, flags = split_globals(["daemon", "--json", "status", "--", "--json"])
+    assert tokens == ["daemon", "status", "--", "--json"]
+    assert flags == {"--json"}
+
+
+def test_help_lists_every_top_level_word(env: dict[str, str]) -> None:
+    proc = run_cli(["--help"], env)
+    assert proc.returncode == 0
+    for cmd in COMMANDS:
+        assert cmd.path[0] in proc.stdout
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_script(env: dict[str, str], shell: str) -> None:
+    proc = run_cli(["completion", shell], env)
+    assert proc.returncode == 0
+    assert "taskmuxctl" in proc.stdout and "taskmux" in proc.stdout
+    if shell == "bash":
+        check = subprocess.run(["bash", "-n"], input=proc.stdout, text=True,
+                               capture_output=True)
+        assert check.returncode == 0, check.stderr
+
+
+def complete(line: str, env: dict[str, str], tmp_path: str) -> list[str]:
+    out_file = os.path.join(tmp_path, "completions")
+    full_env = {**env, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_SHELL": "bash", "COMP_LINE": line,
+                "COMP_POINT": str(len(line)), "_ARGCOMPLETE_IFS": "\n",
+                "_ARGCOMPLETE_STDOUT_FILENAME": out_file}
+    proc = subprocess.run([os.path.join(BIN, "taskmux")], env=full_env, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    with open(out_file) as fh:
+        return fh.read().split()
+
+
+def test_tab_completion_of_commands_and_settings(env: dict[str, str], tmp_path: str) -> None:
+    assert set(complete("taskmux daemon st", env, str(tmp_path))) == {"start", "stop", "status"}
+    keys = complete("taskmux config set log_", env, str(tmp_path))
+    assert keys == ["log_level"]
+
+
+def test_python_m_works(env: dict[str, str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "taskmuxctl", "version"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout.startswith("taskmuxctl ")

@@ -1,0 +1,50 @@
+"""The client's start-up stays light: heavy modules are never imported on its hot paths."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.helpers import BIN, DaemonProcess
+
+FORBIDDEN = ("asyncio", "ssl", "pydantic", "libtmux", "jsonrpcserver", "tomlkit",
+             "cryptography", "argcomplete", "typing", "json", "tempfile")
+FORBIDDEN_ON_HELP = ("asyncio", "ssl", "pydantic", "libtmux", "jsonrpcserver", "tomlkit",
+                     "cryptography", "argcomplete")
+
+
+def imported_modules(argv: list[str], env: dict[str, str]) -> set[str]:
+    proc = subprocess.run([os.path.join(BIN, "taskmuxctl"), *argv],
+                          env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+                          capture_output=True, text=True, timeout=30)
+    mods = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            mods.add(line.rsplit("|", 1)[1].strip())
+    assert mods, proc.stderr
+    return mods
+
+
+def top_level(mods: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in mods}
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_status_imports_nothing_heavy(env: dict[str, str], running: bool,
+                                      start_daemon: object) -> None:
+    if running:
+        daemon: DaemonProcess = start_daemon()  # type: ignore[operator]
+        assert daemon.answering()
+    mods = top_level(imported_modules(["--json", "daemon", "status"], env))
+    assert "taskmuxctl" in mods
+    bad = sorted(mods & set(FORBIDDEN))
+    assert not bad, f"taskmuxctl --json daemon status imported {bad}"
+
+
+def test_help_imports_nothing_heavy(env: dict[str, str]) -> None:
+    mods = top_level(imported_modules(["--help"], env))
+    assert "argparse" in mods
+    bad = sorted(mods & set(FORBIDDEN_ON_HELP))
+    assert not bad, f"taskmuxctl --help imported {bad}"

@@ -1,0 +1,174 @@
+"""JSON-RPC 2.0 over the control socket of a real daemon: every error case the spec names."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+from taskmuxctl.protocol import MAX_MESSAGE_BYTES, Code
+from tests.helpers import DaemonProcess, call, rpc_lines, wait_until
+
+
+def line(obj: object) -> bytes:
+    return json.dumps(obj).encode() + b"\n"
+
+
+def test_methods_answer(daemon: DaemonProcess) -> None:
+    assert call(daemon.socket, "daemon.ping") == {"pong": True}
+    version = call(daemon.socket, "daemon.version")
+    assert version["version"] and version["protocol"] == 1
+    status = call(daemon.socket, "daemon.status")
+    assert status["pid"] == daemon.pid
+    assert status["socket"] == daemon.socket
+    assert status["projects"] == 0
+    assert status["uptime"] >= 0
+
+
+def test_parse_error(daemon: DaemonProcess) -> None:
+    [reply] = rpc_lines(daemon.socket, b'{"jsonrpc": "2.0", "method": \n', 1)
+    assert reply["error"]["code"] == Code.PARSE_ERROR
+    assert reply["id"] is None
+    [reply] = rpc_lines(daemon.socket, b"\xff\xfe\n", 1)
+    assert reply["error"]["code"] == Code.PARSE_ERROR
+
+
+def test_invalid_requests(daemon: DaemonProcess) -> None:
+    bad = [
+        {"method": "daemon.ping", "id": 1},  # no jsonrpc
+        {"jsonrpc": "1.0", "method": "daemon.ping", "id": 2},
+        {"jsonrpc": "2.0", "method": 5, "id": 3},
+        {"jsonrpc": "2.0", "method": "daemon.ping", "params": "x", "id": 4},
+        {"jsonrpc": "2.0", "method": "daemon.ping", "id": {"a": 1}},
+        {"jsonrpc": "2.0", "method": "daemon.ping", "id": 5, "extra": True},
+        "just a string",
+        42,
+    ]
+    replies = rpc_lines(daemon.socket, b"".join(line(b) for b in bad), len(bad))
+    assert len(replies) == len(bad)
+    for reply in replies:
+        assert reply["jsonrpc"] == "2.0"
+        assert reply["error"]["code"] == Code.INVALID_REQUEST
+        assert reply["id"] is None
+
+
+def test_unknown_method_and_bad_params(daemon: DaemonProcess) -> None:
+    msgs = [
+        {"jsonrpc": "2.0", "method": "no.such", "id": "a"},
+        {"jsonrpc": "2.0", "method": "daemon.ping", "params": {"delay": "soon"}, "id": "b"},
+        {"jsonrpc": "2.0", "method": "daemon.ping", "params": {"bogus": 1}, "id": "c"},
+        {"jsonrpc": "2.0", "method": "daemon.ping", "params": [1, 2, 3], "id": "d"},
+    ]
+    replies = {r["id"]: r for r in rpc_lines(daemon.socket, b"".join(map(line, msgs)), 4)}
+    assert replies["a"]["error"]["code"] == Code.METHOD_NOT_FOUND
+    assert replies["b"]["error"]["code"] == Code.INVALID_PARAMS
+    assert "delay" in replies["b"]["error"]["message"]
+    assert replies["c"]["error"]["code"] == Code.INVALID_PARAMS
+    assert replies["d"]["error"]["code"] == Code.INVALID_PARAMS
+
+
+def test_positional_params_work(daemon: DaemonProcess) -> None:
+    msg = {"jsonrpc": "2.0", "method": "daemon.ping", "params": [0], "id": 9}
+    [reply] = rpc_lines(daemon.socket, line(msg), 1)
+    assert reply == {"jsonrpc": "2.0", "result": {"pong": True}, "id": 9}
+
+
+def test_batches(daemon: DaemonProcess) -> None:
+    batch = [
+        {"jsonrpc": "2.0", "method": "daemon.ping", "id": 1},
+        {"jsonrpc": "2.0", "method": "daemon.ping"},  # notification: no reply
+        {"foo": "boo"},
+        {"jsonrpc": "2.0", "method": "nope", "id": "5"},
+        1,
+    ]
+    [replies] = rpc_lines(daemon.socket, line(batch), 1)
+    assert isinstance(replies, list) and len(replies) == 4
+    by_id = {r["id"]: r for r in replies if r["id"] is not None}
+    assert by_id[1]["result"] == {"pong": True}
+    assert by_id["5"]["error"]["code"] == Code.METHOD_NOT_FOUND
+    invalid = [r for r in replies if r["id"] is None]
+    assert [r["error"]["code"] for r in invalid] == [Code.INVALID_REQUEST] * 2
+    # An empty batch is one Invalid Request, not an empty array.
+    [reply] = rpc_lines(daemon.socket, b"[]\n", 1)
+    assert reply["error"]["code"] == Code.INVALID_REQUEST
+
+
+def test_notifications_get_no_reply(daemon: DaemonProcess) -> None:
+    payload = (line({"jsonrpc": "2.0", "method": "daemon.ping"})
+               + line([{"jsonrpc": "2.0", "method": "daemon.ping"},
+                       {"jsonrpc": "2.0", "method": "no.such"}])
+               + line({"jsonrpc": "2.0", "method": "daemon.ping", "id": "last"}))
+    replies = rpc_lines(daemon.socket, payload, 1)
+    assert [r["id"] for r in replies] == ["last"]
+
+
+def test_message_too_large_is_answered_and_the_daemon_survives(daemon: DaemonProcess) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(20)
+        s.connect(daemon.socket)
+        chunk = b"x" * 65536
+        sent = 0
+        try:
+            while sent <= MAX_MESSAGE_BYTES + len(chunk):
+                s.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = b""
+        while True:
+            try:
+                part = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not part:
+                break
+            data += part
+    reply = json.loads(data.splitlines()[0])
+    assert reply["error"]["code"] == Code.MESSAGE_TOO_LARGE
+    assert reply["error"]["data"]["limit"] == MAX_MESSAGE_BYTES
+    assert call(daemon.socket, "daemon.ping") == {"pong": True}
+
+
+def test_persistent_connection_and_concurrent_calls(daemon: DaemonProcess) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(daemon.socket)
+        slow = {"jsonrpc": "2.0", "method": "daemon.ping", "params": {"delay": 1.0}, "id": "slow"}
+        s.sendall(line(slow) + b"".join(
+            line({"jsonrpc": "2.0", "method": "daemon.ping", "id": i}) for i in range(20)))
+        buf = b""
+        while buf.count(b"\n") < 21:
+            buf += s.recv(65536)
+        ids = [json.loads(x)["id"] for x in buf.splitlines()]
+    # The slow call did not hold the others back on the same connection.
+    assert ids[-1] == "slow"
+    assert sorted(ids[:-1]) == list(range(20))
+
+
+def test_many_clients_at_once(daemon: DaemonProcess) -> None:
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(50):
+                assert call(daemon.socket, "daemon.ping") == {"pong": True}
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_client_that_disconnects_mid_call_does_not_hurt(daemon: DaemonProcess) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(daemon.socket)
+        s.sendall(line({"jsonrpc": "2.0", "method": "daemon.ping", "params": {"delay": 0.3},
+                        "id": 1}))
+    # The connection is gone before the answer is written; the daemon shrugs it off.
+    wait_until(lambda: call(daemon.socket, "daemon.status")["calls_in_flight"] == 0,
+               what="the abandoned call to finish")
+    assert call(daemon.socket, "daemon.ping") == {"pong": True}
