@@ -91,6 +91,22 @@ class Method:
     DAEMON_SHUTDOWN = "daemon.shutdown"
     CONFIG_GET = "config.get"
     CONFIG_RELOAD = "config.reload"
+    PROJECT_LIST = "project.list"
+    PROJECT_REGISTER = "project.register"
+    PROJECT_UNREGISTER = "project.unregister"
+    PROJECT_STATUS = "project.status"
+    PROJECT_START = "project.start"
+    PROJECT_STOP = "project.stop"
+    PROJECT_RESTART = "project.restart"
+    TASK_KILL = "task.kill"
+    TASK_INSPECT = "task.inspect"
+    TASK_ADD = "task.add"
+    TASK_REMOVE = "task.remove"
+    TASK_SEND = "task.send"
+    HEALTH_CHECK = "health.check"
+    EVENTS_FOLLOW = "events.follow"
+    RUNNER_STARTED = "runner.started"  # notifications from a task's runner
+    RUNNER_EXITED = "runner.exited"
 
 
 class ErrorInfo(tuple[str, str]):

@@ -20,6 +20,7 @@ from taskmuxctl import __version__
 from taskmuxctl.paths import Paths
 from taskmuxd import settings as settings_mod
 from taskmuxd.errors import SettingsError
+from taskmuxd.events import EventLog
 from taskmuxd.logs import set_level
 from taskmuxd.notify import Notifier
 from taskmuxd.rpc.methods import MethodTable
@@ -61,9 +62,16 @@ class Daemon:
         self.stopping = False
         self._requests: asyncio.Queue[int] = asyncio.Queue()
         self.rpc = RpcServer(paths.socket, self.methods.as_dict, owner_uid=os.getuid())
+        self.events = EventLog(paths.events)
         from taskmuxd.methods_daemon import register
 
         register(self)
+        from taskmuxd.projects import methods as project_methods
+        from taskmuxd.projects.manager import Projects
+
+        self.projects = Projects(self)
+        self.subsystems.append(self.projects)
+        project_methods.register(self, self.projects)
 
     # -- called by RPC methods -------------------------------------------------------------
 
@@ -79,6 +87,12 @@ class Daemon:
             sub.settings_changed(old, new)
         log.info("settings reloaded from %s", self.paths.config)
         return new
+
+    def subsystem_status(self, name: str) -> dict[str, Any] | None:
+        for sub in self.subsystems:
+            if sub.name == name:
+                return sub.status()
+        return None
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_monotonic
