@@ -141,7 +141,7 @@ class LogWriter:
         self.partial = lines.pop()
         if lines:
             stamp = self.stamp(now)
-            self.write("".join(f"{stamp} {visible_line(x).rstrip()}\n" for x in lines))
+            self.write_lines([f"{stamp} {visible_line(x).rstrip()}\n" for x in lines])
             if self.partial:
                 self.partial_since = now
 
@@ -158,11 +158,25 @@ class LogWriter:
         self.write(f"{self.stamp(time.time())} [taskmux] {message}\n")
 
     def write(self, text: str) -> None:
-        data = text.encode("utf-8", "replace")
-        if self.size and self.size + len(data) > self.max_size:
-            self.rotate()
-        _write_all(self.fd, data)
-        self.size += len(data)
+        self.write_lines([text])
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Append whole lines, rotating between lines so no file passes ``max_size``."""
+        chunk: list[bytes] = []
+        chunk_size = 0
+        for line in lines:
+            data = line.encode("utf-8", "replace")
+            if self.size + chunk_size + len(data) > self.max_size and (self.size or chunk):
+                if chunk:
+                    _write_all(self.fd, b"".join(chunk))
+                    self.size += chunk_size
+                    chunk, chunk_size = [], 0
+                self.rotate()
+            chunk.append(data)
+            chunk_size += len(data)
+        if chunk:
+            _write_all(self.fd, b"".join(chunk))
+            self.size += chunk_size
 
     def rotate(self) -> None:
         os.close(self.fd)

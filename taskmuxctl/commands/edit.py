@@ -106,6 +106,9 @@ def remove(ctx: Context, args: Any) -> Result:
                                "first", Code.USAGE, {"task": args.task, "dependent": name})
     del tasks[args.task]
     after = tomlkit.dumps(doc)
+    # tomlkit leaves the blank line that separated the removed table; end as the file did.
+    ending = before[len(before.rstrip("\n")):] or "\n"
+    after = after.rstrip("\n") + ending
     _validate_or_restore(path, before, after)
     return Result({"task": args.task, "config": path, "action": "removed", "stopped": stopped},
                   f"removed task {args.task!r} from {path}"

@@ -155,34 +155,33 @@ class ConfigNotFound(ClientError):
     default_code = Code.CONFIG_NOT_FOUND
 
 
+_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+
+
 def find_line(text: str, key_path: tuple[str | int, ...]) -> int | None:
-    """The line of ``key_path`` in the TOML text: the key inside its table, else the table."""
+    """The 1-based line of ``key_path`` in the TOML text: its own ``[table]`` header, or the
+    ``key =`` line inside its parent table; failing that, the nearest enclosing one."""
     keys = [str(k) for k in key_path if not isinstance(k, int)]
-    if not keys:
-        return None
     lines = text.splitlines()
+    headers: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        m = _HEADER.match(line)
+        if m:
+            name = ".".join(part.strip().strip("\"'") for part in m.group(1).split("."))
+            headers.setdefault(name, i)
     for depth in range(len(keys), 0, -1):
-        table, last = keys[: depth - 1], keys[depth - 1]
-        header_line = _table_line(lines, table) if table else 0
-        if header_line is None:
+        dotted = ".".join(keys[:depth])
+        if dotted in headers:
+            return headers[dotted] + 1
+        parent, last = ".".join(keys[: depth - 1]), keys[depth - 1]
+        if parent and parent not in headers:
             continue
         key_re = re.compile(rf"^\s*[\"']?{re.escape(last)}[\"']?\s*=")
-        hdr_re = re.compile(rf"^\s*\[\s*{re.escape('.'.join([*table, last]))}\s*\]")
-        for i in range(header_line, len(lines)):
-            if i > header_line and lines[i].lstrip().startswith("[") and not hdr_re.match(lines[i]):
-                if table:
-                    break
-                continue
-            if key_re.match(lines[i]) or hdr_re.match(lines[i]):
+        for i in range((headers[parent] + 1) if parent else 0, len(lines)):
+            if _HEADER.match(lines[i]):
+                break
+            if key_re.match(lines[i]):
                 return i + 1
-    return None
-
-
-def _table_line(lines: list[str], table: list[str]) -> int | None:
-    pattern = re.compile(rf"^\s*\[\s*{re.escape('.'.join(table))}\s*\]\s*(#.*)?$")
-    for i, line in enumerate(lines):
-        if pattern.match(line):
-            return i
     return None
 
 

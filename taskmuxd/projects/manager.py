@@ -24,6 +24,7 @@ from taskmuxd.projects import config as cfgmod
 from taskmuxd.projects import state as st
 from taskmuxd.projects.project import Project, Services
 from taskmuxd.projects.registry import Registry
+from taskmuxd.projects.watcher import ConfigWatcher
 from taskmuxd.tmux import Tmux, TmuxError
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class Projects:
         self.started = asyncio.Event()
         self.listeners: list[Any] = []
         self._restore_check: asyncio.TimerHandle | None = None
+        self.watcher = ConfigWatcher(self._config_touched)
         self.services = Services(
             paths=self.paths, tmux=self.tmux, events=self.events,
             dependency_timeout=lambda: float(daemon.settings.dependency_timeout),
@@ -63,11 +65,13 @@ class Projects:
 
     async def start(self) -> None:
         await self.jobs.open()
+        self.watcher.start()
         entries = self.registry.load()
         if self.registry.corrupt_moved_to:
             self.events.emit("state_corrupt", None, None, moved_to=self.registry.corrupt_moved_to)
         for entry in entries.values():
             self._load_registered(entry.name, entry.config)
+            self.watcher.watch(entry.config)
         try:
             windows = await self.tmux.windows()
         except TmuxError as exc:
@@ -80,6 +84,7 @@ class Projects:
         self.started.set()
 
     async def stop(self) -> None:
+        self.watcher.stop()
         for project in self.projects.values():
             for task in project.tasks.values():
                 if task.timer is not None:
@@ -165,10 +170,9 @@ class Projects:
                 f"project {loaded.name!r} ({loaded.path}) is not running under taskmux yet; "
                 "start it with `taskmux start`",
                 {"project": loaded.name, "config": loaded.path, "registered": False})
-        self.apply_config(existing, loaded)
         return existing
 
-    def ensure(self, config: str | None, cwd: str | None, force: bool = False) -> Project:
+    async def ensure(self, config: str | None, cwd: str | None, force: bool = False) -> Project:
         """Register (if needed) and load the project of ``config``; used by start."""
         loaded = self.load_config(config, cwd)
         action = self.registry.register(loaded.name, loaded.path, force=force)
@@ -179,21 +183,78 @@ class Projects:
         if project is None:
             project = Project(self.services, loaded.name, loaded)
             self.projects[loaded.name] = project
-        else:
-            self.apply_config(project, loaded)
+        elif project.loaded.path != loaded.path:
+            self.watcher.unwatch(project.loaded.path)
+            await self.apply(project, loaded)
+        elif project.loaded.text != loaded.text:
+            await self.apply(project, loaded)
+        self.watcher.watch(loaded.path)
         self.problems.pop(loaded.name, None)
         self.remember_config(project)
         return project
 
-    def apply_config(self, project: Project, loaded: cfgmod.LoadedConfig) -> dict[str, list[str]]:
-        """Take a new valid config: changed tasks get the new settings on their next start.
-        Returns the diff (the live-reload code acts on it)."""
+    # -- live config ----------------------------------------------------------------------
+
+    def _config_touched(self, path: str) -> None:
+        for project in list(self.projects.values()):
+            if project.loaded.path == path:
+                self.jobs.spawn(self.reload(project), f"reload {project.name}")
+
+    async def reload(self, project: Project) -> dict[str, list[str]] | None:
+        """Re-read a project's taskmux.toml. Invalid: nothing changes, the error is reported.
+        Valid: applied as a diff (added auto_start tasks start, removed stop, changed
+        restart, the rest untouched)."""
+        path = project.loaded.path
+        try:
+            loaded = cfgmod.load(path)
+        except (cfgmod.ConfigError, cfgmod.ConfigNotFound) as exc:
+            state = "config_missing" if isinstance(exc, cfgmod.ConfigNotFound) else "error"
+            self.problems[project.name] = (state, exc.message)
+            log.error("%s: %s; keeping the running configuration", project.name, exc.message)
+            self.events.emit("config_invalid", project.name, None, error=exc.message,
+                             state=state)
+            project.touch()
+            return None
+        if loaded.name != project.name:
+            message = (f"{path} now names the project {loaded.name!r} instead of "
+                       f"{project.name!r}; renaming is not applied live: stop the project, "
+                       "then start it again")
+            self.problems[project.name] = ("error", message)
+            self.events.emit("config_invalid", project.name, None, error=message)
+            return None
+        self.problems.pop(project.name, None)
+        if loaded.text == project.loaded.text:
+            return None
+        diff = await self.apply(project, loaded)
+        self.remember_config(project)
+        self.events.emit("config_reloaded", project.name, None, **diff)
+        return diff
+
+    async def apply(self, project: Project, loaded: cfgmod.LoadedConfig) -> dict[str, list[str]]:
         old = project.loaded.project.tasks
         new = loaded.project.tasks
         diff = {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)),
                 "changed": sorted(n for n in set(old) & set(new) if old[n] != new[n])}
-        project.loaded = loaded
+        live_removed = [n for n in diff["removed"] if project.tasks[n].live]
+        if live_removed:
+            await project.stop(live_removed)
+        for name in diff["removed"]:
+            task = project.tasks.pop(name)
+            if task.timer is not None:
+                task.timer.cancel()
+            project.record.tasks.pop(name, None)
+            if task.record.window_id:
+                await self.tmux.run(["kill-window", "-t", task.record.window_id],
+                                    allow_missing=True)
         project._sync_tasks(loaded)
+        if project.record.running:
+            restart = [n for n in diff["changed"] if project.tasks[n].live]
+            if restart:
+                await project.restart(restart)
+            start = [n for n in diff["added"] if project.tasks[n].config.auto_start]
+            if start:
+                await project.start(start, None)
+        project.touch()
         return diff
 
     # -- adoption, restore and the sweep -----------------------------------------------------
@@ -259,7 +320,15 @@ class Projects:
         for project in list(self.projects.values()):
             for task in project.tasks.values():
                 rec = task.record
-                if task.state == TaskState.RUNNING and not _alive(rec.pid):
+                if task.state != TaskState.RUNNING:
+                    continue
+                if not _alive(rec.pid):
+                    project._exit_unreported(task, rec.run_id, 9)
+                elif rec.runner_pid is not None and not _alive(rec.runner_pid):
+                    # The runner is gone, so nothing relays or logs the task any more: count it
+                    # as an exit; the restart finds the orphan on its port and clears it.
+                    log.warning("%s/%s: the runner (pid %s) died; the task is orphaned",
+                                project.name, task.name, rec.runner_pid)
                     project._exit_unreported(task, rec.run_id, 9)
             try:
                 await self._restore_if_gone(project)

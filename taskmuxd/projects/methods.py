@@ -64,12 +64,9 @@ def register(daemon: Daemon, projects: Projects) -> None:
                             force: bool = False) -> dict[str, Any]:
         if project and not config:
             p = projects.get(project)
-            try:
-                projects.apply_config(p, cfgmod.load(p.loaded.path))
-            except (cfgmod.ConfigError, cfgmod.ConfigNotFound):
-                pass
+            await projects.reload(p)
         else:
-            p = projects.ensure(config, cwd, force=force)
+            p = await projects.ensure(config, cwd, force=force)
         results = await p.start(tasks or None, env)
         return _actions(p, results)
 
@@ -143,7 +140,8 @@ def register(daemon: Daemon, projects: Projects) -> None:
             p = Project(projects.services, loaded.name, loaded)
             projects.projects[loaded.name] = p
         else:
-            projects.apply_config(p, loaded)
+            await projects.apply(p, loaded)
+        projects.watcher.watch(loaded.path)
         projects.problems.pop(loaded.name, None)
         projects.remember_config(p)
         if action != "unchanged":
@@ -156,7 +154,9 @@ def register(daemon: Daemon, projects: Projects) -> None:
         if p is not None and any(t.live for t in p.tasks.values()):
             await p.stop(None)
         removed = projects.registry.unregister(project)
-        projects.projects.pop(project, None)
+        gone = projects.projects.pop(project, None)
+        if gone is not None:
+            projects.watcher.unwatch(gone.loaded.path)
         projects.problems.pop(project, None)
         if removed:
             daemon.events.emit("project_unregistered", project, None)

@@ -302,6 +302,7 @@ class Project:
         rec = task.record
         rec.pid = int(record["pid"])
         rec.pgid = int(record.get("pgid") or record["pid"])
+        rec.runner_pid = record.get("runner_pid")
         rec.started_wall = float(record.get("started_at") or time.time())
         if task.state == TaskState.STARTING:
             self.feed(task, Event(Ev.LAUNCHED))

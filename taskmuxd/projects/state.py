@@ -36,6 +36,7 @@ class TaskRecord:
     window_id: str | None = None
     pid: int | None = None
     pgid: int | None = None
+    runner_pid: int | None = None
     started_wall: float | None = None
     exited_wall: float | None = None
 
