@@ -184,10 +184,10 @@ def test_notify_socket_messages(start_daemon: StartDaemon, home: str) -> None:
 
 def test_watchdog_off_when_meant_for_another_pid(start_daemon: StartDaemon, home: str) -> None:
     listener = NotifyListener(os.path.join(home, "notify.sock"))
-    listener.sock.settimeout(0.5)
     daemon = start_daemon({"NOTIFY_SOCKET": os.path.join(home, "notify.sock"),
                            "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"}, wait=False)
     listener.until("READY=1")
+    listener.sock.settimeout(0.5)  # five watchdog periods of silence
     got: list[str] = []
     try:
         while True:

@@ -40,7 +40,7 @@ from taskmuxd.policy import (
 )
 from taskmuxd.projects import environment, ports
 from taskmuxd.projects import state as st
-from taskmuxd.projects.config import LoadedConfig, TaskConfig, closure
+from taskmuxd.projects.config import LoadedConfig, closure
 from taskmuxd.projects.hooks import HookRun, run_hook
 from taskmuxd.projects.launcher import Launcher
 from taskmuxd.projects.task import TaskRuntime
