@@ -251,6 +251,7 @@ class Projects:
             if task.timer is not None:
                 task.timer.cancel()
             project.record.tasks.pop(name, None)
+            st.delete_task(project.files, name)
             if task.record.window_id:
                 await self.tmux.run(["kill-window", "-t", task.record.window_id],
                                     allow_missing=True)

@@ -83,7 +83,7 @@ class Project:
         self.tasks: dict[str, TaskRuntime] = {}
         self.launcher = Launcher(services.tmux, name)
         self.changed = Changed()
-        self._persist_pending = False
+        self._dirty: set[str] = set()
         self.config_error: str | None = None
         self._sync_tasks(loaded)
 
@@ -125,7 +125,7 @@ class Project:
                      new.state.value, event.kind.value)
             if not task.live:
                 task.wake_exit_waiters()
-            self.persist()  # a state change is written before anyone hears of it
+        self.save_task(task)
         self.touch()
 
     def _apply(self, task: TaskRuntime, action: object) -> None:
@@ -149,19 +149,45 @@ class Project:
             self.s.events.emit(action.event, self.name, task.name, **action.details)
 
     def touch(self) -> None:
-        """Something changed: persist soon, wake waiters, tell listeners."""
-        if not self._persist_pending:
-            self._persist_pending = True
-            asyncio.get_running_loop().call_later(0.05, self.persist)
+        """Something changed: wake waiters, tell listeners."""
         self.changed.fire()
         self.s.on_change(self)
 
+    def save_task(self, task: TaskRuntime) -> None:
+        """Write the task's record within this turn of the event loop (changes made together
+        are written together)."""
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._dirty.add(task.name)
+
+    def flush(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for name in dirty:
+            task = self.tasks.get(name)
+            if task is None:
+                continue
+            try:
+                st.save_task(self.files, name, task.record)
+            except OSError as exc:
+                log.error("cannot save the state of %s/%s: %s", self.name, name, exc)
+
+    def set_running(self, running: bool) -> None:
+        """Whether the user wants the project up (restored when tmux goes away)."""
+        if self.record.running != running:
+            self.record.running = running
+            try:
+                st.save(self.files, self.record)
+            except OSError as exc:
+                log.error("cannot save %s: %s", self.files.state, exc)
+
     def persist(self) -> None:
-        self._persist_pending = False  # a pending debounced write becomes redundant but harmless
+        """Write the project-level record and every task's."""
         try:
             st.save(self.files, self.record)
         except OSError as exc:
             log.error("cannot save %s: %s", self.files.state, exc)
+        self._dirty.update(self.tasks)
+        self.flush()
 
     # -- launching ------------------------------------------------------------------------
 
@@ -272,8 +298,16 @@ class Project:
             task.health_task.cancel()
         task.health.ok = None
         task.health.failures = 0
-        task.health_task = self.s.spawn(self._health_loop(task, run_id),
-                                        f"health {self.name}/{task.name}")
+        if self.probe_spec(task).method == "process":
+            # The runner reports the process's exit at once: polling it would add nothing.
+            from taskmuxd.health import ProbeResult
+
+            task.health.ok = True
+            task.health.last = ProbeResult(True, "process", f"process {task.record.pid} runs")
+            task.health.last_at = time.time()
+        else:
+            task.health_task = self.s.spawn(self._health_loop(task, run_id),
+                                            f"health {self.name}/{task.name}")
         if task.config.hooks.after_start:
             self.s.spawn(self._after_hook(task, "after_start", task.config.hooks.after_start),
                          f"after_start {self.name}/{task.name}")
@@ -307,6 +341,7 @@ class Project:
         if task.state == TaskState.STARTING:
             self.feed(task, Event(Ev.LAUNCHED))
         else:
+            self.save_task(task)
             self.touch()
 
     def runner_exited(self, task_name: str, record: dict[str, Any]) -> None:
@@ -364,6 +399,7 @@ class Project:
             rec.window_id = None
         if task.live and not await self._wait_run_exit(task, run_id, KILL_WAIT):
             self._exit_unreported(task, run_id, signal.SIGKILL)
+        self.save_task(task)
         self.touch()
 
     def _exit_unreported(self, task: TaskRuntime, run_id: int, sig: int) -> None:
@@ -448,12 +484,12 @@ class Project:
             self.base_env = env
             st.save_env(self.files, env)
         if not names and not self.loaded.project.auto_start:
-            self.record.running = True
+            self.set_running(True)
             self.touch()
             return []
         wanted = self._targets(names, default_auto=True)
         todo = sorted(closure({n: t.config for n, t in self.tasks.items()}, wanted))
-        self.record.running = True
+        self.set_running(True)
         await self._global_hook("before_start")
         deadline = time.monotonic() + self.s.dependency_timeout()
         results: dict[str, dict[str, Any]] = {}
@@ -508,7 +544,7 @@ class Project:
     async def stop(self, names: list[str] | None) -> list[dict[str, Any]]:
         targets = self._targets(names, default_auto=False)
         if not names:
-            self.record.running = False
+            self.set_running(False)
         await self._global_hook("before_stop")
         # Stop dependents before what they depend on.
         results = await asyncio.gather(*(self._stop_one(n) for n in targets))
@@ -539,7 +575,7 @@ class Project:
         targets = self._targets(names, default_auto=False)
         if not names:
             targets = sorted(n for n, t in self.tasks.items() if t.live or t.config.auto_start)
-        self.record.running = True
+        self.set_running(True)
         results = []
         for name in targets:
             task = self.tasks[name]
