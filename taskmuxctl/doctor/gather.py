@@ -7,7 +7,6 @@ import shutil
 import socket
 import stat
 import sys
-from typing import Any
 
 from taskmuxctl import __version__
 from taskmuxctl.client import Client, DaemonUnavailable, daemon_pid

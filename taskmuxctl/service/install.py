@@ -32,7 +32,7 @@ Controller = Systemd | Launchd
 def controller_for(target: Target) -> Controller:
     env = dict(target.environ) if target.environ else None
     if target.manager == LAUNCHD:
-        return Launchd(target.unit, target.domain, target.unit_file, env)
+        return Launchd(target.unit, target.domain, target.on_disk(target.unit_file), env)
     return Systemd(target.unit, user=target.scope != SYSTEM, env=env)
 
 
@@ -206,7 +206,9 @@ def uninstall(target: Target, controller: Controller | None = None) -> dict[str,
     """Stop and disable the service, remove its files; keep the state directory."""
     controller = controller or controller_for(target)
     specs = render(target, ["/taskmuxd"])  # only the paths matter here
-    present = [s for s in specs if os.path.exists(target.on_disk(s.path))]
+    others = _other_instances(target) if target.manager == SYSTEMD else []
+    present = [s for s in specs if os.path.exists(target.on_disk(s.path))
+               and not (s.shared and others)]
     data: dict[str, Any] = {"manager": target.manager, "scope": target.scope,
                             "unit": target.unit, "user": target.user, "removed": [],
                             "kept": [], "state_dir": target.state_dir}
@@ -221,12 +223,10 @@ def uninstall(target: Target, controller: Controller | None = None) -> dict[str,
     state: ServiceState = controller.state()
     if state.loaded or state.active:
         controller.remove()
-    others = _other_instances(target) if target.manager == SYSTEMD else []
+    data["kept"] = [target.on_disk(s.path) for s in specs if s.shared and others
+                    and os.path.exists(target.on_disk(s.path))]
     for spec in present:
         path = target.on_disk(spec.path)
-        if spec.shared and others:
-            data["kept"].append(path)
-            continue
         os.unlink(path)
         data["removed"].append(path)
         if os.path.basename(os.path.dirname(path)).endswith(".service.d"):
