@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from taskmuxctl.service.escape import systemd_split  # noqa: E402
+from taskmuxctl.service.escape import systemd_split
 
 DIR = os.environ["FAKE_SERVICE_DIR"]
 ROOT = os.environ.get("TASKMUX_SERVICE_ROOT", "")
@@ -78,7 +78,7 @@ def unit_files(unit: str, user: bool) -> list[str]:
         config = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
         return [ROOT + os.path.join(config, "systemd", "user", unit)]
     base = ROOT + "/etc/systemd/system"
-    name = unit.split("@")[0] + "@.service" if "@" in unit else unit
+    name = unit.split("@", maxsplit=1)[0] + "@.service" if "@" in unit else unit
     return [os.path.join(base, name), os.path.join(base, unit + ".d", "taskmux.conf")]
 
 

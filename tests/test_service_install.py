@@ -72,7 +72,7 @@ def test_systemd_install_converges(fake: FakeManager, home: str) -> None:
     assert pid_gone(pid)
 
 
-def test_systemd_control_status_and_uninstall(fake: FakeManager, home: str) -> None:
+def test_systemd_control_and_status(fake: FakeManager, home: str) -> None:
     code, out = run_json(["daemon", "install"], fake.env)
     assert code == 0, out
     first = out["pid"]
@@ -104,7 +104,15 @@ def test_systemd_control_status_and_uninstall(fake: FakeManager, home: str) -> N
     assert code == 0 and out["previous_pid"] == second and out["pid"] != second
     assert fake.changes()[-1] == f"systemctl restart {UNIT}"
     third = out["pid"]
+    run_json(["daemon", "uninstall"], fake.env)
+    assert pid_gone(third)
 
+
+def test_systemd_uninstall_keeps_state_and_shared_template(fake: FakeManager, home: str
+                                                           ) -> None:
+    code, out = run_json(["daemon", "install"], fake.env)
+    assert code == 0, out
+    pid = out["pid"]
     # Another user's instance shares the template: uninstall keeps it for them.
     template, drop_in = systemd_files(fake)
     other = os.path.join(os.path.dirname(template), "taskmuxd@alice.service.d")
@@ -123,7 +131,7 @@ def test_systemd_control_status_and_uninstall(fake: FakeManager, home: str) -> N
     assert not os.path.exists(os.path.dirname(drop_in))
     assert not os.path.exists(os.path.join(home, "service.json"))
     assert os.path.exists(os.path.join(home, "config.toml"))  # the user's state stays
-    assert pid_gone(third)
+    assert pid_gone(pid)
     code, out = run_json(["daemon", "status"], fake.env)
     assert code == 3 and "service" not in out
     # Uninstalling again has nothing to do; the template goes with the last instance.
@@ -170,7 +178,7 @@ def test_manager_refusal_says_what_to_do(fake: FakeManager) -> None:
 def test_dry_run_changes_nothing(fake: FakeManager, home: str) -> None:
     code, out = run_json(["daemon", "install", "--dry-run"], fake.env)
     assert code == 0 and out["dry_run"] is True
-    template, drop_in = systemd_files(fake)
+    template, _drop_in = systemd_files(fake)
     assert [f["action"] for f in out["files"]] == ["create", "create"]
     assert "Type=notify" in out["content"][template]
     assert not os.path.exists(template) and fake.calls() == []

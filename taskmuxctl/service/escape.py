@@ -1,7 +1,9 @@
 """Quoting values for the formats the service files are written in (pure functions).
 
 systemd unit files: a value is one double-quoted word with C-style escapes; ``%`` starts a
-specifier (written ``%%``) and, in command lines, ``$`` starts a variable (written ``$$``).
+specifier (written ``%%``) and, in a command's arguments, ``$`` starts a variable (written
+``$$``). The program's own path is stricter: systemd expands specifiers in it but not
+variables, and refuses quotes, backslashes and control characters there outright.
 Property lists are XML: ``&``, ``<`` and ``>`` become entities; characters XML cannot hold at
 all are refused rather than silently changed.
 """
@@ -30,7 +32,8 @@ def _check_text(value: str, what: str) -> None:
 def systemd_word(value: str, *, command: bool = False) -> str:
     """``value`` as one double-quoted systemd word that systemd reads back unchanged.
 
-    ``command`` is for ExecStart= and friends, where ``$`` would expand a variable.
+    ``command`` is for the arguments of ExecStart= and friends, where ``$`` would expand a
+    variable.
     """
     _check_text(value, "a value for the unit file")
     out = ['"']
@@ -53,7 +56,12 @@ def systemd_command(argv: list[str]) -> str:
     """A command line for ExecStart= whose words systemd passes on exactly as given."""
     if not argv or not argv[0].startswith("/"):
         raise UnrepresentableError(f"the program must be an absolute path, got {argv!r}")
-    return " ".join(systemd_word(word, command=True) for word in argv)
+    program = argv[0]
+    if any(ch in "\\\"'" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in program):
+        raise UnrepresentableError(
+            f"systemd cannot run a program whose path holds quotes, backslashes or control "
+            f"characters: {program!r}; install taskmux somewhere else")
+    return " ".join([systemd_word(program), *(systemd_word(w, command=True) for w in argv[1:])])
 
 
 def systemd_assignment(name: str, value: str) -> str:
@@ -70,7 +78,8 @@ _C_UNESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r",
 
 def systemd_split(line: str) -> list[str]:
     """Split a command line the way systemd reads ExecStart= (the inverse of
-    ``systemd_command`` for what it writes): quotes, C escapes, ``%%`` and ``$$``.
+    ``systemd_command`` for what it writes): quotes, C escapes, ``%%``, and ``$$`` in the
+    arguments.
 
     Specifiers other than ``%%`` are kept as written (``%i`` stays ``%i``).
     """
@@ -100,7 +109,7 @@ def systemd_split(line: str) -> list[str]:
                 word.append(_C_UNESCAPES.get(nxt, nxt))
                 i += 2
                 continue
-            if ch in "%$" and line[i + 1:i + 2] == ch:
+            if (ch == "%" or (ch == "$" and words)) and line[i + 1:i + 2] == ch:
                 word.append(ch)
                 i += 2
                 continue

@@ -125,6 +125,11 @@ class Target:
         return f"systemd {'system' if self.scope == SYSTEM else 'user'} unit {self.unit}"
 
 
+def default_scope(euid: int) -> str:
+    """The system service for root, a per-user service for anyone else."""
+    return SYSTEM if euid == 0 else USER
+
+
 def _passwd_by_name(name: str) -> tuple[str, int, int, str]:
     import pwd
 
@@ -164,7 +169,7 @@ def resolve(user: str | None = None, scope: str | None = None,
     else:
         name, uid, gid, home = _passwd_by_uid(os.getuid())
     if scope is None:
-        scope = SYSTEM if euid == 0 else USER
+        scope = default_scope(euid)
     if scope == SYSTEM and manager == SYSTEMD and not set(name) <= _INSTANCE_CHARS:
         raise TargetError(f"the user name {name!r} cannot name a systemd unit instance")
     if scope == USER and euid not in (uid, 0):
