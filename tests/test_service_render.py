@@ -180,3 +180,30 @@ def test_target_defaults() -> None:
         resolve("no-such-user-here", environ=env, euid=0)
     with pytest.raises(TargetError, match="use 'systemd' or 'launchd'"):
         resolve(environ={"TASKMUX_SERVICE_MANAGER": "runit"}, euid=0)
+
+
+def test_every_template_ships_in_the_wheel() -> None:
+    import tomllib
+
+    from taskmuxctl.service.render import TEMPLATES
+    from tests.helpers import REPO
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as fh:
+        include = tomllib.load(fh)["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    for template in TEMPLATES.values():
+        folder = template.split("/")[0]
+        assert include[folder] == f"taskmuxctl/service/templates/{folder}"
+        assert os.path.isfile(os.path.join(REPO, template))
+
+
+def test_the_system_service_needs_root(monkeypatch: pytest.MonkeyPatch, tmp_path: str) -> None:
+    from taskmuxctl.service.install import install
+    from taskmuxctl.service.manager import ServiceError
+
+    tgt = Target("systemd", "system", "alice", 1000, 1000, "/home/alice", str(tmp_path),
+                 root=os.path.join(str(tmp_path), "root"))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(ServiceError, match=r"needs root: sudo \S*taskmuxctl daemon install "
+                                           r"--user alice \(or --user-unit"):
+        install(tgt, [os.path.join(BIN, "taskmuxd")])
+    assert not os.path.exists(os.path.join(str(tmp_path), "root", "etc"))

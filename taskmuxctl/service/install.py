@@ -20,6 +20,7 @@ from taskmuxctl.protocol import Code
 from taskmuxctl.service import record as record_mod
 from taskmuxctl.service.launchd import Launchd
 from taskmuxctl.service.manager import ServiceError, ServiceState
+from taskmuxctl.service.program import ctl_command
 from taskmuxctl.service.render import FileSpec, render
 from taskmuxctl.service.systemd import Systemd
 from taskmuxctl.service.target import DROP_IN, LAUNCHD, SYSTEM, SYSTEMD, Target
@@ -150,8 +151,8 @@ def install(target: Target, program: list[str], tmux: str | None = None,
         return data
     if target.scope == SYSTEM and os.geteuid() != 0:
         raise ServiceError(
-            f"installing the system service needs root: sudo {' '.join(program[:1])}ctl "
-            f"daemon install --user {target.user} (or --user-unit for a per-user service)",
+            f"installing the system service needs root: sudo {ctl_command()} daemon install "
+            f"--user {target.user} (or --user-unit for a per-user service without root)",
             Code.SERVICE_UNAVAILABLE)
     before = controller.state()  # fails early when the manager cannot be reached
     _ensure_state_dir(target)
@@ -218,8 +219,8 @@ def uninstall(target: Target, controller: Controller | None = None) -> dict[str,
         data["actions"] = []
         return data
     if target.scope == SYSTEM and os.geteuid() != 0:
-        raise ServiceError("removing the system service needs root: sudo taskmuxctl daemon "
-                           f"uninstall --user {target.user}", Code.SERVICE_UNAVAILABLE)
+        raise ServiceError(f"removing the system service needs root: sudo {ctl_command()} "
+                           f"daemon uninstall --user {target.user}", Code.SERVICE_UNAVAILABLE)
     state: ServiceState = controller.state()
     if state.loaded or state.active:
         controller.remove()

@@ -28,3 +28,11 @@ def daemon_program(paths: Paths | None = None) -> list[str]:
     if os.path.isfile(script) and os.access(script, os.X_OK):
         return [script]
     return [python, "-m", "taskmuxd"]
+
+
+def ctl_command() -> str:
+    """How to run this installation's taskmuxctl from a hint (``sudo`` resets PATH, so a
+    virtualenv's client must be named by its full path)."""
+    python = os.path.abspath(sys.executable) if sys.executable else ""
+    script = os.path.join(os.path.dirname(python), "taskmuxctl")
+    return script if python and os.access(script, os.X_OK) else "taskmuxctl"

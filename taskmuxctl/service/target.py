@@ -175,9 +175,11 @@ def resolve(user: str | None = None, scope: str | None = None,
     if scope == USER and euid not in (uid, 0):
         raise TargetError(f"a per-user service for {name} must be installed by {name}")
     if scope == USER and euid == 0 and uid != 0 and manager == SYSTEMD:
+        from taskmuxctl.service.program import ctl_command
+
         raise TargetError(
             f"install {name}'s user unit as {name} (run taskmuxctl without sudo), or install "
-            f"the system service: sudo taskmuxctl daemon install --user {name}")
+            f"the system service: sudo {ctl_command()} daemon install --user {name}")
     state = env.get("TASKMUX_HOME") or os.path.join(home, ".taskmux")
     return Target(manager, scope, name, uid, gid, home, state,
                   root=env.get("TASKMUX_SERVICE_ROOT", ""), environ=env)
