@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -52,10 +53,11 @@ def test_status_of_an_installed_service_imports_nothing_heavy(
     fake = make_fake_manager(str(tmp_path), env)
     unit = os.path.join(fake.root, "taskmuxd@.service")
     open(unit, "w").close()
+    record = {"format": 1, "manager": "systemd", "scope": "system",
+              "unit": "taskmuxd@root.service", "unit_file": unit, "user": "root", "uid": 0,
+              "domain": "system"}
     with open(os.path.join(home, "service.json"), "w") as fh:
-        fh.write('{"format": 1, "manager": "systemd", "scope": "system", '
-                 '"unit": "taskmuxd@root.service", "unit_file": "%s", "user": "root", '
-                 '"uid": 0, "domain": "system"}' % unit)
+        json.dump(record, fh)
     proc = subprocess.run([os.path.join(BIN, "taskmuxctl"), "--json", "daemon", "status"],
                           env=fake.env, capture_output=True, text=True, timeout=30)
     assert '"service":{"manager":"systemd"' in proc.stdout, proc.stdout + proc.stderr
