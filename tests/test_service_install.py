@@ -257,3 +257,14 @@ def test_launchd_agent_install(fake: FakeManager, home: str) -> None:
     assert fake.changes() == [f"launchctl bootstrap gui/0 {plist}"]
     with open(plist, "rb") as fh:
         assert plistlib.load(fh)["ProgramArguments"][-1] == "run"
+
+
+def test_a_second_kind_of_service_is_refused(fake: FakeManager, home: str) -> None:
+    code, out = run_json(["daemon", "install"], fake.env)
+    assert code == 0, out
+    fake.reset_calls()
+    code, out = run_json(["daemon", "install", "--user-unit"], fake.env)
+    assert code == 1 and out["code"] == Code.SERVICE_UNAVAILABLE
+    assert f"{UNIT} (systemd, system) already runs the daemon" in out["error"]
+    assert "daemon uninstall --system" in out["error"]
+    assert fake.changes() == []

@@ -87,13 +87,12 @@ def uninstall(ctx: Context, args: Any) -> Result:
     from taskmuxctl.service import record as record_mod
 
     scope = _scope(args)
-    if scope is None:
-        # Without a flag, remove what `daemon install` recorded for this state directory.
-        home = os.environ.get("TASKMUX_HOME")
-        rec = record_mod.load(Paths(home) if home else ctx.paths)
-        if rec is not None and (args.user is None or args.user == rec.user):
-            scope = rec.scope
     target = _target(args, scope)
+    if scope is None:
+        # Without a flag, remove what `daemon install` recorded for that state directory.
+        rec = record_mod.load(Paths(target.state_dir))
+        if rec is not None and rec.scope != target.scope:
+            target = _target(args, rec.scope)
     data = install_mod.uninstall(target)
     if not data["changed"]:
         return Result(data, f"no {target.describe()} is installed for {target.user}; "

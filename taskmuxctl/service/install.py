@@ -154,6 +154,15 @@ def install(target: Target, program: list[str], tmux: str | None = None,
             f"installing the system service needs root: sudo {ctl_command()} daemon install "
             f"--user {target.user} (or --user-unit for a per-user service without root)",
             Code.SERVICE_UNAVAILABLE)
+    other = record_mod.load(target.paths)
+    if other is not None and (other.manager, other.scope, other.unit) != \
+            (target.manager, target.scope, target.unit):
+        raise ServiceError(
+            f"{other.unit} ({other.manager}, {other.scope}) already runs the daemon for "
+            f"{target.state_dir}; two services would fight over it. Remove that one first: "
+            f"{'sudo ' if other.scope == SYSTEM else ''}{ctl_command()} daemon uninstall "
+            f"--{'system' if other.scope == SYSTEM else 'user-unit'}",
+            Code.SERVICE_UNAVAILABLE, {"installed": other.to_dict()})
     before = controller.state()  # fails early when the manager cannot be reached
     _ensure_state_dir(target)
     notes: list[str] = []
