@@ -56,6 +56,11 @@ class Notifier:
     def stopping(self, status: str = "stopping") -> None:
         self.send(f"STOPPING=1\nSTATUS={status}")
 
+    def close(self) -> None:
+        if self._notifier is not None and self._notifier.socket is not None:
+            self._notifier.socket.close()
+        self._notifier = None
+
 
 def _watchdog_interval(env: dict[str, str] | os._Environ[str]) -> float | None:
     """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None when not asked."""

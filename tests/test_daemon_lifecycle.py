@@ -185,10 +185,10 @@ def test_notify_socket_messages(start_daemon: StartDaemon, home: str) -> None:
 
 def test_watchdog_off_when_meant_for_another_pid(start_daemon: StartDaemon, home: str) -> None:
     listener = NotifyListener(os.path.join(home, "notify.sock"))
-    listener.sock.settimeout(0.5)
     daemon = start_daemon({"NOTIFY_SOCKET": os.path.join(home, "notify.sock"),
                            "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"}, wait=False)
-    listener.until("READY=1")
+    listener.until("READY=1")  # (a loaded machine may take a while to get here)
+    listener.sock.settimeout(0.5)
     got: list[str] = []
     try:
         while True:
@@ -286,6 +286,7 @@ def test_ready_waits_for_every_subsystem_and_children_do_not_inherit_the_socket(
     try:
         assert asyncio.run(scenario()) == 0
     finally:
+        notifier.close()
         listener.close()
     assert slow.ready_seen_before_start_returned is False
 
