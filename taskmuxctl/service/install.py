@@ -149,6 +149,20 @@ def install(target: Target, program: list[str], tmux: str | None = None,
     if dry_run:
         data["content"] = {target.on_disk(s.path): s.content for s, _ in files}
         return data
+    _check_allowed(target)
+    before = controller.state()  # fails early when the manager cannot be reached
+    _ensure_state_dir(target)
+    notes = _write_files(target, files)
+    previous = _converge(target, controller, changed, before, notes)
+    info = wait_answering(target.paths, controller, not_pid=previous)
+    _write_record(target)
+    data["actions"] = notes + [f"ran {a}" for a in controller.actions]
+    data["pid"] = info.get("pid")
+    data["service"] = controller.state().to_dict()
+    return data
+
+
+def _check_allowed(target: Target) -> None:
     if target.scope == SYSTEM and os.geteuid() != 0:
         raise ServiceError(
             f"installing the system service needs root: sudo {ctl_command()} daemon install "
@@ -163,40 +177,42 @@ def install(target: Target, program: list[str], tmux: str | None = None,
             f"{'sudo ' if other.scope == SYSTEM else ''}{ctl_command()} daemon uninstall "
             f"--{'system' if other.scope == SYSTEM else 'user-unit'}",
             Code.SERVICE_UNAVAILABLE, {"installed": other.to_dict()})
-    before = controller.state()  # fails early when the manager cannot be reached
-    _ensure_state_dir(target)
-    notes: list[str] = []
+
+
+def _write_files(target: Target, files: list[tuple[FileSpec, str]]) -> list[str]:
+    notes = []
     for spec, action in files:
         if action != "unchanged":
             _write(target, spec)
             notes.append(f"wrote {target.on_disk(spec.path)}")
-    if target.log_file:
+    if target.log_file:  # launchd does not create the log's folder
         _makedirs(os.path.dirname(target.on_disk(target.log_file)),
                   *((0, 0) if target.scope == SYSTEM else (target.uid, target.gid)))
+    return notes
+
+
+def _converge(target: Target, controller: Controller, changed: bool, before: ServiceState,
+              notes: list[str]) -> int | None:
+    """Reload, enable, start or restart: each only when needed. Returns the pid of the
+    daemon being replaced (None when none is)."""
     if changed:
         controller.reload()
     state = controller.state() if changed else before
     if not state.enabled:
         controller.enable()
-    previous: int | None = None
     if state.active:
         if changed:
-            previous = state.main_pid
             _start(controller, restart=True)
-    else:
-        stray = ping(target.paths)
-        if stray:
-            # A daemon started by hand holds the lock: the service's would exit at once.
-            stop_daemon(target.paths)
-            notes.append(f"stopped the daemon started outside the service (pid {stray['pid']};"
-                         " tasks keep running)")
-        _start(controller, restart=False)
-    info = wait_answering(target.paths, controller, not_pid=previous)
-    _write_record(target)
-    data["actions"] = notes + [f"ran {a}" for a in controller.actions]
-    data["pid"] = info.get("pid")
-    data["service"] = controller.state().to_dict()
-    return data
+            return state.main_pid
+        return None
+    stray = ping(target.paths)
+    if stray:
+        # A daemon started by hand holds the lock: the service's would exit at once.
+        stop_daemon(target.paths)
+        notes.append(f"stopped the daemon started outside the service (pid {stray['pid']}; "
+                     "tasks keep running)")
+    _start(controller, restart=False)
+    return None
 
 
 def _other_instances(target: Target) -> list[str]:
