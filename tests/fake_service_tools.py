@@ -147,7 +147,7 @@ def systemctl(args: list[str]) -> int:
         print("UnitFileState=" + ("enabled" if state["enabled"].get(unit) else
                                   "disabled" if loaded else ""))
         print(f"MainPID={pid if running else 0}")
-        print(f"NRestarts={max(state['runs'].get(unit, 0) - 1, 0)}")
+        print("NRestarts=0")  # systemd counts automatic restarts only; the fake makes none
         print(f"ExecMainCode={1 if code is not None else 0}")
         print(f"ExecMainStatus={code if code is not None else 0}")
         print(f"ExecMainExitTimestamp={'Thu 2026-01-01 00:00:00 UTC' if code else ''}")

@@ -249,23 +249,26 @@ def uninstall(target: Target, controller: Controller | None = None) -> dict[str,
     state: ServiceState = controller.state()
     if state.loaded or state.active:
         controller.remove()
+    actions = [f"ran {a}" for a in controller.actions]
     data["kept"] = [target.on_disk(s.path) for s in specs if s.shared and others
                     and os.path.exists(target.on_disk(s.path))]
     for spec in present:
         path = target.on_disk(spec.path)
         os.unlink(path)
         data["removed"].append(path)
+        actions.append(f"removed {path}")
         if os.path.basename(os.path.dirname(path)).endswith(".service.d"):
             try:
                 os.rmdir(os.path.dirname(path))
             except OSError:
                 pass  # someone's own drop-ins are in there too
+    done = len(controller.actions)
     controller.forget()
+    actions += [f"ran {a}" for a in controller.actions[done:]]
     _remove_record(target)
     data["changed"] = True
     data["other_instances"] = others
-    data["actions"] = [f"removed {p}" for p in data["removed"]] + \
-        [f"ran {a}" for a in controller.actions]
+    data["actions"] = actions
     return data
 
 
