@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from taskmuxctl.client import Client, DaemonUnavailable, daemon_pid
@@ -44,8 +43,10 @@ def _log_tail(path: str, lines: int = 15) -> str:
         return ""
 
 
-def daemon_command() -> list[str]:
-    return [sys.executable, "-m", "taskmuxd", "run"]
+def daemon_command(paths: Paths | None = None) -> list[str]:
+    from taskmuxctl.service.program import daemon_program
+
+    return [*daemon_program(paths), "run"]
 
 
 def start_daemon(paths: Paths) -> int:
@@ -55,7 +56,7 @@ def start_daemon(paths: Paths) -> int:
     paths.ensure()
     with open(paths.daemon_log, "ab") as log:
         proc = subprocess.Popen(
-            [*daemon_command(), "--detach", "--log-file", paths.daemon_log],
+            [*daemon_command(paths), "--detach", "--log-file", paths.daemon_log],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             close_fds=True, env={**os.environ, "TASKMUX_HOME": paths.home},
         )

@@ -162,6 +162,8 @@ class Code:
     DAEMON_TIMEOUT = 403
     DAEMON_PROTOCOL = 404
     DAEMON_START_FAILED = 405
+    SERVICE_FAILED = 406  # systemctl/launchctl refused or failed
+    SERVICE_UNAVAILABLE = 407  # no usable service manager, or not allowed to use it
 
 
 ERRORS: dict[int, ErrorInfo] = {
@@ -192,6 +194,8 @@ ERRORS: dict[int, ErrorInfo] = {
     Code.DAEMON_TIMEOUT: ErrorInfo("daemon_timeout", "daemon"),
     Code.DAEMON_PROTOCOL: ErrorInfo("daemon_protocol", "daemon"),
     Code.DAEMON_START_FAILED: ErrorInfo("daemon_start_failed", "daemon"),
+    Code.SERVICE_FAILED: ErrorInfo("service_failed", "daemon"),
+    Code.SERVICE_UNAVAILABLE: ErrorInfo("service_unavailable", "client"),
 }
 
 
