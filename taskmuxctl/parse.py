@@ -166,6 +166,11 @@ def build_parser(prog: str = "taskmux") -> argparse.ArgumentParser:
             parser.set_defaults(_cmd=entry)
             for arg in entry.args:
                 _add(parser, arg)
+            if any(e.path[:len(entry.path)] == entry.path and len(e.path) > len(entry.path)
+                   for e in entries):  # a command that also leads to others (`mcp install`)
+                subparsers[entry.path] = parser.add_subparsers(
+                    dest="_".join(entry.path) + "_command", metavar="COMMAND",
+                    parser_class=Parser)
         else:
             subparsers[entry.path] = parser.add_subparsers(
                 dest="_".join(entry.path) + "_command", metavar="COMMAND", parser_class=Parser)

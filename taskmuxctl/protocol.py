@@ -103,6 +103,7 @@ class Method:
     TASK_ADD = "task.add"
     TASK_REMOVE = "task.remove"
     TASK_SEND = "task.send"
+    PROJECT_TMUX = "project.tmux"  # where a project's (or task's) tmux session/window is
     HEALTH_CHECK = "health.check"
     EVENTS_FOLLOW = "events.follow"
     RUNNER_STARTED = "runner.started"  # notifications from a task's runner
@@ -146,6 +147,7 @@ class Code:
     PROJECT_NOT_FOUND = 110
     TASK_NOT_FOUND = 111
     TASK_EXISTS = 112
+    TASK_NOT_RUNNING = 113  # asked to type into a task that has no running process
     USAGE = 120
     REGISTRY_CONFLICT = 305  # E305 in taskmux 0.6
     # The task's own doing.
@@ -181,6 +183,7 @@ ERRORS: dict[int, ErrorInfo] = {
     Code.PROJECT_NOT_FOUND: ErrorInfo("project_not_found", "client"),
     Code.TASK_NOT_FOUND: ErrorInfo("task_not_found", "client"),
     Code.TASK_EXISTS: ErrorInfo("task_exists", "client"),
+    Code.TASK_NOT_RUNNING: ErrorInfo("task_not_running", "client"),
     Code.USAGE: ErrorInfo("usage", "client"),
     Code.REGISTRY_CONFLICT: ErrorInfo("registry_conflict", "client"),
     Code.HOOK_FAILED: ErrorInfo("hook_failed", "task"),

@@ -218,6 +218,53 @@ COMMANDS: tuple[Cmd, ...] = (
     Cmd(("watch",), "taskmuxctl.commands.events:watch",
         "show config reloads (and what they start, stop, restart) as they happen",
         args=(PROJECT, Arg(("--all-projects",), "every project", action="store_true"))),
+    Cmd(("init",), "taskmuxctl.commands.init:init",
+        "write a taskmux.toml for this folder from what it finds (package.json dev script, "
+        "manage.py, Procfile, compose file), then the agent block in CLAUDE.md/AGENTS.md; asks "
+        "on a terminal",
+        args=(Arg(("--defaults",), "take every proposal without asking", action="store_true"),
+              Arg(("--force",), "replace an existing taskmux.toml (kept as taskmux.toml.bak)",
+                  action="store_true"),
+              Arg(("--no-agent-context",), "write agent_context = false and leave CLAUDE.md "
+                  "and AGENTS.md alone", action="store_true"))),
+    Cmd(("inject",), "taskmuxctl.commands.init:inject",
+        "refresh the taskmux block in CLAUDE.md / AGENTS.md (existing ones; AGENTS.md is "
+        "created when there is neither); agent_context = false removes it",
+        args=(Arg(("--print",), "print the block; write nothing", action="store_true"),
+              Arg(("-c", "--config"), "the taskmux.toml (default: here or above)",
+                  metavar="PATH"))),
+    Cmd(("send",), "taskmuxctl.commands.pane:send",
+        "type into a task's pane: the text, then Enter; multi-line text is pasted as one "
+        "(bracketed) paste",
+        args=(TASK, Arg(("text",), "the text (words are joined with spaces)", nargs="*",
+                        metavar="TEXT"),
+              Arg(("--no-enter",), "do not press Enter after the text", action="store_true"),
+              Arg(("--keys",), "then press these keys (tmux names: C-c, Enter, Up, Escape...)",
+                  nargs="+", metavar="KEY"),
+              PROJECT)),
+    Cmd(("attach",), "taskmuxctl.commands.pane:attach",
+        "attach this terminal to the project's tmux session at the task's window (inside "
+        "tmux: switch to it)",
+        args=(Arg(("task",), "the task's window (default: the session as it is)", nargs="?",
+                  complete="tasks"), PROJECT)),
+    Cmd(("open",), "taskmuxctl.commands.urls:open_",
+        "open a task's URL in the browser ($BROWSER, open or xdg-open), or print it",
+        args=(TASK, PROJECT)),
+    Cmd(("env",), "taskmuxctl.commands.urls:env",
+        "print TASKMUX_PROJECT and TASKMUX_URL_<TASK> exports for eval, .envrc or scripts",
+        args=(Arg(("--shell",), "the shell's syntax (default: from $SHELL, else bash)",
+                  choices=("bash", "zsh", "fish")), PROJECT)),
+    Cmd(("mcp",), "taskmuxctl.commands.mcp:serve",
+        "run the MCP server on stdin/stdout (for coding agents; `mcp install` configures "
+        "them)"),
+    Cmd(("mcp", "install"), "taskmuxctl.commands.mcp:install",
+        "add taskmux's MCP server to a coding agent's config (project-scoped where the agent "
+        "supports it); re-running changes nothing",
+        args=(Arg(("client",), "the agent", choices=("claude", "codex", "cursor", "opencode")),
+              Arg(("--scope",), "project (this project's file) or user (your own config); "
+                  "default: project, but user for codex", choices=("project", "user")),
+              Arg(("--name",), "the server's name in the config (default: taskmux)",
+                  metavar="NAME"))),
     Cmd(("daemon", "list"), "taskmuxctl.commands.registry:list_",
         "every registered project with its state and running tasks"),
     Cmd(("daemon", "register"), "taskmuxctl.commands.registry:register",

@@ -56,10 +56,12 @@ class Tmux:
     def describe(self) -> str:
         return f"tmux -L {self.socket_name}" if self.socket_name else "tmux (default server)"
 
-    async def run(self, *commands: Sequence[str], allow_missing: bool = False) -> str | None:
+    async def run(self, *commands: Sequence[str], allow_missing: bool = False,
+                  input: bytes | None = None) -> str | None:
         """Run one or more tmux commands in a single invocation (joined with ``;``).
 
-        Returns stdout; None when ``allow_missing`` and the server or target does not exist.
+        ``input`` is given to tmux on stdin (``load-buffer -b NAME -`` reads it). Returns
+        stdout; None when ``allow_missing`` and the server or target does not exist.
         """
         argv = list(self.base)
         for i, cmd in enumerate(commands):
@@ -68,12 +70,13 @@ class Tmux:
             argv.extend(cmd)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=_tmux_env())
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_tmux_env())
         except FileNotFoundError:
             raise TmuxError(f"tmux is not installed (looked for {self.binary!r}); install "
                             "tmux 3.0 or newer") from None
-        out, err = await proc.communicate()
+        out, err = await proc.communicate(input)
         stderr = err.decode(errors="replace").strip()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %s %s", _show(argv), proc.returncode, stderr)

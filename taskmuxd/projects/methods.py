@@ -187,6 +187,9 @@ def register(daemon: Daemon, projects: Projects) -> None:
     add(Method.HEALTH_CHECK, health_check)
     add(Method.RUNNER_STARTED, runner_started)
     add(Method.RUNNER_EXITED, runner_exited)
+    from taskmuxd.projects import panes
+
+    panes.register(projects, add)
 
 
 def _actions(p: Project, results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The Model Context Protocol server (``taskmux mcp``) and its installer (``mcp install``)."""
