@@ -70,7 +70,7 @@ def test_inject_keeps_every_byte_around_the_block_and_is_idempotent(
         env: dict[str, str], tmp_path: str) -> None:
     folder = project(str(tmp_path / "shop"))
     claude = os.path.join(folder, "CLAUDE.md")
-    original = "# House rules\r\n\r\nUse tabs.\t \r\nNo trailing newline".encode()
+    original = b"# House rules\r\n\r\nUse tabs.\t \r\nNo trailing newline"
     with open(claude, "wb") as fh:
         fh.write(original)
     os.chmod(claude, 0o640)
@@ -108,13 +108,14 @@ def test_which_files_get_the_block(env: dict[str, str], tmp_path: str) -> None:
         with open(os.path.join(both, name), "w") as fh:
             fh.write(text)
     code, out = run_json(["inject"], env, cwd=both)
+    assert code == 0
     assert [os.path.basename(f["path"]) for f in out["files"]] == ["AGENTS.md"]
     assert raw(os.path.join(both, "CLAUDE.md")) == b"See @AGENTS.md for the rules.\n"
     linked = project(str(tmp_path / "d"))
     with open(os.path.join(linked, "AGENTS.md"), "w") as fh:
         fh.write("# Agents\n")
     os.symlink("AGENTS.md", os.path.join(linked, "CLAUDE.md"))
-    code, out = run_json(["inject"], env, cwd=linked)
+    _code, out = run_json(["inject"], env, cwd=linked)
     assert len(out["files"]) == 1
     assert os.path.islink(os.path.join(linked, "CLAUDE.md"))
     assert raw(os.path.join(linked, "AGENTS.md")).count(agentcontext.START.encode()) == 1
