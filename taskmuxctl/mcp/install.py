@@ -122,10 +122,17 @@ def install_toml(path: str, name: str, value: dict[str, Any]) -> str:
         return "unchanged"
     table = tomlkit.table()
     for k, v in value.items():
-        table[k] = v
+        if isinstance(v, dict):  # env = { ... }, as Codex's own docs write it
+            inline = tomlkit.inline_table()
+            inline.update(v)
+            table[k] = inline
+        else:
+            table[k] = v
+    table.add(tomlkit.nl())  # a blank line before whatever table follows
     action = "updated" if current is not None else "added"
     servers[name] = table
-    _write(path, tomlkit.dumps(doc))
+    text = tomlkit.dumps(doc)
+    _write(path, text.rstrip("\n") + "\n")
     return action
 
 
