@@ -267,7 +267,16 @@ def test_protocol_errors_are_json_rpc_errors(env: dict[str, str], shop: str) -> 
                 version=now),
         message(None, "notifications/cancelled", {"requestId": 7}),
         message(8, "tools/list", version=now),
-    ], 8)
+        message(9, "subscriptions/listen", {"notifications": {"toolsListChanged": True}},
+                version=now),
+        message(None, "notifications/cancelled", {"requestId": 9}),
+        message(10, "ping", version=now),
+    ], 10)
+    acks = [r for r in replies if r.get("method")]
+    replies = [r for r in replies if not r.get("method")]
+    assert acks == [{"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                     "params": {"notifications": {},
+                                "_meta": {"io.modelcontextprotocol/subscriptionId": 9}}}]
     by_id = {r.get("id"): r for r in replies}
     assert replies[0]["error"]["code"] == -32700 and replies[0]["id"] is None
     assert replies[1]["error"]["code"] == -32600
@@ -284,7 +293,8 @@ def test_protocol_errors_are_json_rpc_errors(env: dict[str, str], shop: str) -> 
     assert discover["resultType"] == "complete" and "tools" in discover["capabilities"]
     assert discover["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "taskmux"
     assert "shop" in discover["instructions"]
-    assert 7 not in by_id and by_id[8]["result"]["ttlMs"] > 0
+    assert 7 not in by_id and 9 not in by_id and by_id[10]["result"]["resultType"] == "complete"
+    assert by_id[8]["result"]["ttlMs"] > 0
     assert by_id[8]["result"]["cacheScope"] == "public"
 
 

@@ -58,10 +58,11 @@ class ProtocolError(Exception):
 
 
 class Call:
-    """A tool call in progress."""
+    """A request in progress: a tool call, or an open ``subscriptions/listen``."""
 
-    def __init__(self, log_level: str | None) -> None:
+    def __init__(self, log_level: str | None, listen: bool = False) -> None:
         self.log_level = log_level
+        self.listen = listen
         self.cancelled = threading.Event()
 
 
@@ -197,7 +198,11 @@ class Server:
 
     def notification(self, method: str, params: dict[str, Any]) -> None:
         if method == "notifications/cancelled":
-            call = self.calls.get(json.dumps(params.get("requestId")))
+            key = json.dumps(params.get("requestId"))
+            with self.calls_lock:
+                call = self.calls.get(key)
+                if call is not None and call.listen:
+                    del self.calls[key]  # nothing runs for it: forget it now
             if call is not None:
                 call.cancelled.set()
         # notifications/initialized and anything else: nothing to do
@@ -234,6 +239,8 @@ class Server:
             self.reply(req_id, result, modern)
         elif method == "tools/call":
             self.tools_call(req_id, params, version, modern, log_level)
+        elif method == "subscriptions/listen" and modern:
+            self.listen(req_id, params)
         elif method == "logging/setLevel" and not modern:
             level = params.get("level")
             if level not in LEVELS:
@@ -264,6 +271,19 @@ class Server:
                             "serverInfo": server_info(),
                             "instructions": self.instructions()}, False)
         self.legacy_version = str(version)
+
+    def listen(self, req_id: Any, params: dict[str, Any]) -> None:
+        """Open a subscription stream. The tool list never changes and there are no resources
+        or prompts, so no notification type is honoured: the stream stays open, quiet, until
+        the client cancels it (no response then) or stdin closes."""
+        if not isinstance(params.get("notifications"), dict):
+            raise ProtocolError(INVALID_PARAMS, "notifications must be an object (the "
+                                "notification types to receive)")
+        with self.calls_lock:
+            self.calls[json.dumps(req_id)] = Call(None, listen=True)
+        self.send({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                   "params": {"notifications": {},
+                              "_meta": {"io.modelcontextprotocol/subscriptionId": req_id}}})
 
     # -- tools ---------------------------------------------------------------------------
 
