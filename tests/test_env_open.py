@@ -104,3 +104,13 @@ def test_open_hands_the_url_to_the_browser(env: dict[str, str], urls_project: st
     assert "no browser found" in proc.stderr
     code, out = run_json(["open", "worker"], plain, cwd=urls_project)
     assert code == 1 and "has no URL" in out["error"]
+
+
+def test_env_stays_light(env: dict[str, str], urls_project: str, daemon: object) -> None:
+    """direnv runs `eval "$(taskmux env)"` on every cd: it must cost what status costs."""
+    from tests.test_imports import FORBIDDEN, imported_modules, top_level
+
+    assert run_json(["daemon", "register"], env, cwd=urls_project)[0] == 0
+    full = imported_modules(["env", "-p", "shop"], env)
+    assert "taskmuxctl.commands.urls" in full
+    assert not sorted(top_level(full) & set(FORBIDDEN))

@@ -12,6 +12,9 @@ Task state changes reach the client as ``notifications/message``: for a client t
 during a request that asked for them (``io.modelcontextprotocol/logLevel``), while such a
 request runs, for instance ``events`` with ``wait_seconds``.
 
+``subscriptions/listen`` is acknowledged and kept open, quiet: the tool list never changes and
+there are no resources or prompts, so there is nothing to subscribe to.
+
 Tool calls run in threads (a restart takes seconds; an ``events`` wait up to minutes), so the
 client can cancel them (``notifications/cancelled``) and make other calls meanwhile. Nothing
 but protocol messages is written to stdout; diagnostics go to stderr.
