@@ -169,7 +169,7 @@ def build_parser(prog: str = "taskmux") -> argparse.ArgumentParser:
             if any(e.path[:len(entry.path)] == entry.path and len(e.path) > len(entry.path)
                    for e in entries):  # a command that also leads to others (`mcp install`)
                 subparsers[entry.path] = parser.add_subparsers(
-                    dest="_".join(entry.path) + "_command", metavar="COMMAND",
+                    dest="_".join(entry.path) + "_command", metavar="[COMMAND]",
                     parser_class=Parser)
         else:
             subparsers[entry.path] = parser.add_subparsers(
