@@ -41,7 +41,7 @@ from taskmuxd.policy import (
 from taskmuxd.projects import environment, ports
 from taskmuxd.projects import state as st
 from taskmuxd.projects.config import LoadedConfig, closure
-from taskmuxd.projects.hooks import HookRun, run_hook
+from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookFailed, HookRun, run_hook
 from taskmuxd.projects.launcher import Launcher
 from taskmuxd.projects.task import TaskRuntime
 from taskmuxd.tmux import Tmux
@@ -249,6 +249,7 @@ class Project:
         run_id = rec.run_id
         prev_pgid = rec.pgid
         rec.pid = rec.pgid = None
+        task.launch_done.clear()
         try:
             port = await self._ensure_port(task, prev_pgid)
             env = self.task_env(task, port)
@@ -280,17 +281,29 @@ class Project:
                     self._launch_failed(task, run_id, "the runner did not report within "
                                         f"{LAUNCH_TIMEOUT:.0f}s")
                 return
+        except HookFailed as exc:
+            if rec.run_id == run_id:
+                task.last_launch_error = exc.message
+                task.last_launch_code = exc.code
+                self.s.events.emit("hook_failed", self.name, task.name, hook="before_start",
+                                   error=exc.message)
+                self.feed(task, Event(Ev.ABORTED))
         except Exception as exc:
             self._launch_failed(task, run_id, str(getattr(exc, "message", exc)))
         else:
             if rec.run_id == run_id and task.state == TaskState.RUNNING:
                 self._after_launch(task, run_id)
+                if task.config.hooks.after_start:
+                    await self._after_hook(task, "after_start", task.config.hooks.after_start)
+        finally:
+            task.launch_done.set()
 
     def _launch_failed(self, task: TaskRuntime, run_id: int, reason: str) -> None:
         if task.record.run_id != run_id:
             return
         log.warning("%s/%s: launch failed: %s", self.name, task.name, reason)
-        task.last_launch_error = reason  # type: ignore[attr-defined]
+        task.last_launch_error = reason
+        task.last_launch_code = None
         self.feed(task, Event(Ev.LAUNCH_FAILED))
 
     def _after_launch(self, task: TaskRuntime, run_id: int) -> None:
@@ -308,9 +321,6 @@ class Project:
         else:
             task.health_task = self.s.spawn(self._health_loop(task, run_id),
                                             f"health {self.name}/{task.name}")
-        if task.config.hooks.after_start:
-            self.s.spawn(self._after_hook(task, "after_start", task.config.hooks.after_start),
-                         f"after_start {self.name}/{task.name}")
 
     async def _after_hook(self, task: TaskRuntime, which: str, command: str) -> None:
         try:
@@ -502,8 +512,11 @@ class Project:
         out = [results[n] for n in todo]
         failed = [r for r in out if r["action"] == "failed"]
         if failed:
-            code = (Code.DEPENDENCY_TIMEOUT if any(r.get("reason") == "dependency" for r in
-                                                   failed) else Code.TASK_START_FAILED)
+            code = Code.TASK_START_FAILED
+            if any(r.get("code") == Code.HOOK_FAILED for r in failed):
+                code = Code.HOOK_FAILED
+            elif any(r.get("reason") == "dependency" for r in failed):
+                code = Code.DEPENDENCY_TIMEOUT
             lines = "; ".join(f"{r['task']}: {r['error']}" for r in failed)
             raise TaskError(f"could not start {len(failed)} task(s): {lines}",
                             {"results": out}, code=code)
@@ -530,16 +543,23 @@ class Project:
         if task.live and task.state != TaskState.STOPPING:
             results[name] = {"task": name, "action": "already_running"}
             return
+        task.last_launch_error = None
         self.feed(task, Event(Ev.START))
-        await self.changed.wait_for(lambda: task.state != TaskState.STARTING, LAUNCH_TIMEOUT + 5)
+        await self.changed.wait_for(lambda: task.state != TaskState.STARTING,
+                                    LAUNCH_TIMEOUT + HOOK_TIMEOUT)
+        if task.state == TaskState.RUNNING:  # its after_start hook runs before we answer
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(task.launch_done.wait(), HOOK_TIMEOUT)
         if task.state == TaskState.RUNNING:
             self.s.events.emit("task_started", self.name, name, pid=task.record.pid,
                                port=task.record.port)
             results[name] = {"task": name, "action": "started", "pid": task.record.pid,
                              "port": task.record.port}
         else:
-            reason = getattr(task, "last_launch_error", None) or f"state {task.state}"
+            reason = task.last_launch_error or f"state {task.state}"
             results[name] = {"task": name, "action": "failed", "error": reason}
+            if task.last_launch_code is not None:
+                results[name]["code"] = task.last_launch_code
 
     async def stop(self, names: list[str] | None) -> list[dict[str, Any]]:
         targets = self._targets(names, default_auto=False)
