@@ -91,6 +91,14 @@ class Method:
     DAEMON_SHUTDOWN = "daemon.shutdown"
     CONFIG_GET = "config.get"
     CONFIG_RELOAD = "config.reload"
+    CA_INFO = "ca.info"
+    CA_MINT = "ca.mint"
+    DNS_INFO = "dns.info"
+    ROUTES_LIST = "routes.list"
+    # Test hooks, served only when the daemon's environment has TASKMUX_TEST_HOOKS=1.
+    ROUTES_SET = "routes.set"
+    ROUTES_REMOVE = "routes.remove"
+    DEBUG_REGAIN_ROOT = "debug.regain_root"
 
 
 class ErrorInfo(tuple[str, str]):

@@ -98,6 +98,8 @@ PROJECT = Arg(("-p", "--project"), "the project's name (default: the taskmux.tom
 GROUPS: tuple[Group, ...] = (
     Group(("daemon",), "run, stop and inspect the per-machine daemon"),
     Group(("config",), "show and change the global settings (config.toml)"),
+    Group(("ca",), "the local certificate authority behind the https task URLs"),
+    Group(("dns",), "how *.localhost task names resolve"),
 )
 
 COMMANDS: tuple[Cmd, ...] = (
@@ -124,6 +126,25 @@ COMMANDS: tuple[Cmd, ...] = (
         args=(Arg(("key",), "the setting", complete="settings"),
               Arg(("value",), "its new value"))),
     Cmd(("config", "path"), "taskmuxctl.commands.config:path", "print the settings file's path"),
+    Cmd(("ca", "install"), "taskmuxctl.commands.ca:install",
+        "trust the local CA: system store (needs sudo) and browsers' NSS databases"),
+    Cmd(("ca", "uninstall"), "taskmuxctl.commands.ca:uninstall",
+        "remove the local CA from the trust stores"),
+    Cmd(("ca", "mint"), "taskmuxctl.commands.ca:mint",
+        "mint a fresh certificate for a project (default: the taskmux.toml here, else all)",
+        args=(Arg(("project",), "the project's name", nargs="?", complete="projects"),)),
+    Cmd(("ca", "path"), "taskmuxctl.commands.ca:path",
+        "print the CA certificate's path (creating the CA on first use)"),
+    Cmd(("dns", "install"), "taskmuxctl.commands.dns:install",
+        "make *.localhost names resolve as host_resolver says (hosts block or resolver "
+        "delegation; needs sudo)"),
+    Cmd(("dns", "uninstall"), "taskmuxctl.commands.dns:uninstall",
+        "remove the hosts block and the resolver delegation (needs sudo)"),
+    Cmd(("dns", "query"), "taskmuxctl.commands.dns:query",
+        "ask taskmux's DNS server directly",
+        args=(Arg(("name",), "the name to look up"),
+              Arg(("-t", "--type"), "record type (default: A)", default="A", metavar="TYPE"))),
+    Cmd(("dns", "flush"), "taskmuxctl.commands.dns:flush", "flush the system's DNS caches"),
 )
 
 

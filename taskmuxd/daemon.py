@@ -20,8 +20,10 @@ from taskmuxctl import __version__
 from taskmuxctl.paths import Paths
 from taskmuxd import settings as settings_mod
 from taskmuxd.errors import SettingsError
+from taskmuxd.listeners import Listeners
 from taskmuxd.logs import set_level
 from taskmuxd.notify import Notifier
+from taskmuxd.routes import RouteTable
 from taskmuxd.rpc.methods import MethodTable
 from taskmuxd.rpc.server import RpcServer
 
@@ -50,7 +52,7 @@ class Subsystem(Protocol):
 
 class Daemon:
     def __init__(self, paths: Paths, settings: settings_mod.Settings,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, listeners: Listeners | None = None) -> None:
         self.paths = paths
         self.settings = settings
         self.notifier = notifier or Notifier()
@@ -64,6 +66,22 @@ class Daemon:
         from taskmuxd.methods_daemon import register
 
         register(self)
+        # Host name -> task; the projects code fills it, the proxy and DNS read it.
+        self.routes = RouteTable(settings.dns_managed_tld)
+        self._add_front_door(listeners or Listeners())
+
+    def _add_front_door(self, bound: Listeners) -> None:
+        """The proxy (with its CA) and name resolution, on sockets bound before the drop."""
+        from taskmuxd.dns.subsystem import DnsSubsystem
+        from taskmuxd.methods_proxy import register as register_proxy
+        from taskmuxd.proxy.subsystem import ProxySubsystem
+
+        self.proxy = ProxySubsystem(self.paths, self.settings, self.routes, bound.https,
+                                    bound.redirect)
+        self.dns = DnsSubsystem(self.paths, self.settings, self.routes, bound.dns_udp,
+                                bound.dns_tcp)
+        self.subsystems += [self.proxy, self.dns]
+        register_proxy(self)
 
     # -- called by RPC methods -------------------------------------------------------------
 

@@ -7,13 +7,20 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import DaemonProcess, read_daemon_pid_kill
+from tests.helpers import DaemonProcess, read_daemon_pid_kill, write_config
 
 
 @pytest.fixture
 def home() -> Iterator[str]:
-    """A private, short TASKMUX_HOME (Unix socket paths must stay under 104 bytes)."""
+    """A private, short TASKMUX_HOME (Unix socket paths must stay under 104 bytes).
+
+    Its config.toml keeps test daemons off the machine's shared resources: the proxy on free
+    ports with no plain-HTTP redirect, no DNS server, and no hosts file but the test's own
+    (see ``helpers.SAFE_SETTINGS``). Tests that write config.toml use ``write_config``,
+    which keeps these unless the test sets a key itself.
+    """
     path = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
+    write_config(path)
     try:
         yield path
     finally:
@@ -26,6 +33,7 @@ def env(home: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("TASKMUX_", "NOTIFY_SOCKET", "WATCHDOG_", "TMUX"))}
     base["TASKMUX_HOME"] = home
+    base["TASKMUX_TEST_HOOKS"] = "1"  # routes.set & co. (taskmuxd/methods_proxy.py)
     return base
 
 

@@ -18,6 +18,49 @@ PYTHON = sys.executable
 BIN = os.path.dirname(sys.executable)
 
 
+def safe_settings(home: str) -> dict[str, Any]:
+    """Settings that keep a test daemon off ports 443, 80 and 5454 and off /etc/hosts."""
+    return {"proxy_https_port": 0, "proxy_http_redirect_port": 0, "host_resolver": "noop",
+            "dns_server_port": 0, "hosts_file": os.path.join(home, "hosts")}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def write_config(home: str, text: str = "") -> str:
+    """Write ``home``/config.toml: ``text`` plus every safe setting it does not set itself."""
+    import tomllib
+
+    own = tomllib.loads(text)
+    # First, so that they stay top-level keys whatever tables ``text`` opens.
+    lines = [f"{k} = {_toml_value(v)}" for k, v in safe_settings(home).items() if k not in own]
+    if text.strip():
+        lines.append(text.rstrip("\n"))
+    path = os.path.join(home, "config.toml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+def ensure_safe_config(home: str) -> None:
+    """Add any safe setting a test's config.toml lost (a last line of defence)."""
+    import tomllib
+
+    path = os.path.join(home, "config.toml")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        tomllib.loads(text)
+    except FileNotFoundError:
+        text = ""
+    except tomllib.TOMLDecodeError:
+        return  # a test of a broken file: the daemon refuses it anyway
+    write_config(home, text)
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
                interval: float = 0.01) -> Any:
     """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
@@ -70,6 +113,7 @@ class DaemonProcess:
         self.home = home
         self.env = env
         self.socket = os.path.join(home, "ctl.sock")
+        ensure_safe_config(home)
         self.log_path = os.path.join(home, "test-daemon.stderr")
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(

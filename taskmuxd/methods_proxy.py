@@ -1,0 +1,99 @@
+"""``ca.*``, ``dns.*`` and ``routes.*`` RPC methods."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from taskmuxctl.protocol import Method
+from taskmuxd.errors import ClientError
+from taskmuxd.routes import CATCH_ALL, Backend
+
+if TYPE_CHECKING:
+    from taskmuxd.daemon import Daemon
+
+TEST_HOOKS_ENV = "TASKMUX_TEST_HOOKS"
+
+
+def url(name: str, https_port: int | None) -> str:
+    """The https URL of a host name, with the port when it is not 443."""
+    port = "" if https_port in (None, 443) else f":{https_port}"
+    return f"https://{name}{port}/"
+
+
+def register(daemon: Daemon) -> None:
+    add = daemon.methods.add
+    proxy = daemon.proxy
+    routes = daemon.routes
+
+    async def ca_info() -> dict[str, Any]:
+        """The local CA (created on first need) and the leaves minted so far."""
+        return proxy.store.info()
+
+    async def ca_mint(project: str | None = None) -> dict[str, Any]:
+        """Mint a fresh leaf for ``project``, or for every project with routes."""
+        targets = [project] if project else routes.projects()
+        minted = []
+        for name in targets:
+            leaf = proxy.sni.remint(name)
+            minted.append({"project": leaf.project, "cert": leaf.cert_path,
+                           "key": leaf.key_path, "names": list(leaf.names),
+                           "not_after": leaf.not_after.isoformat()})
+        return {"minted": minted, "ca": proxy.store.ca_cert_path}
+
+    async def dns_info() -> dict[str, Any]:
+        status = daemon.dns.status()
+        return {"resolver": daemon.settings.host_resolver, "tld": routes.tld,
+                "port": status.get("port"), "bound": status.get("bound", False),
+                "hosts_file": daemon.settings.hosts_file, "hostnames": routes.hostnames(),
+                "status": status}
+
+    async def routes_list() -> dict[str, Any]:
+        port = proxy.status()["https_port"]
+        out = []
+        for project in routes.projects():
+            for b in routes.backends(project):
+                name = b.hostname(routes.tld)
+                out.append({"project": b.project, "task": b.task, "host": b.host,
+                            "name": name, "url": url(name, port) if name else None,
+                            "port": b.port, "state": b.state, "ready": b.ready})
+        return {"tld": routes.tld, "https_port": port, "routes": out}
+
+    add(Method.CA_INFO, ca_info)
+    add(Method.CA_MINT, ca_mint)
+    add(Method.DNS_INFO, dns_info)
+    add(Method.ROUTES_LIST, routes_list)
+    if os.environ.get(TEST_HOOKS_ENV) == "1":
+        _register_test_hooks(daemon)
+
+
+def _register_test_hooks(daemon: Daemon) -> None:
+    """Methods for tests only: fill the route table without projects, probe the privileges."""
+    routes = daemon.routes
+
+    async def routes_set(project: str, backends: list[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            table = [Backend(project=project, task=str(b["task"]), host=str(b["host"]),
+                             port=b.get("port"), state=str(b.get("state", "running")),
+                             ready=bool(b.get("ready", True))) for b in backends]
+        except KeyError as exc:
+            raise ClientError(f"each backend needs {exc.args[0]!r}") from None
+        routes.set_project(project, table)
+        return {"project": project, "hosts": sorted(b.host for b in table),
+                "hostnames": routes.hostnames(), "catch_all": any(
+                    b.host == CATCH_ALL for b in table)}
+
+    async def routes_remove(project: str) -> dict[str, Any]:
+        routes.remove_project(project)
+        return {"projects": routes.projects()}
+
+    async def regain_root() -> dict[str, Any]:
+        from taskmuxd.privileges import regain_root_attempt
+
+        error = regain_root_attempt()
+        return {"regained": error is None, "error": error, "uid": os.getuid(),
+                "euid": os.geteuid()}
+
+    daemon.methods.add(Method.ROUTES_SET, routes_set)
+    daemon.methods.add(Method.ROUTES_REMOVE, routes_remove)
+    daemon.methods.add(Method.DEBUG_REGAIN_ROOT, regain_root)
