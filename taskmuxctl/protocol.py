@@ -98,7 +98,7 @@ class Method:
     # Test hooks, served only when the daemon's environment has TASKMUX_TEST_HOOKS=1.
     ROUTES_SET = "routes.set"
     ROUTES_REMOVE = "routes.remove"
-    DEBUG_REGAIN_ROOT = "debug.regain_root"
+    DEBUG_IDENTITY = "debug.identity"
 
 
 class ErrorInfo(tuple[str, str]):

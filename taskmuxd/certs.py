@@ -103,15 +103,20 @@ def new_leaf(ca: KeyPair, names: list[str], now: dt.datetime,
     public = key.public_key()
     ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     sans: list[x509.GeneralName] = []
+    dns_names = []
     for name in names:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             sans.append(x509.DNSName(name))
+            dns_names.append(name)
+    # OpenSSL also checks a host-like common name against the DNS constraint, so an address
+    # must not be the common name.
+    common_name = dns_names[0] if dns_names else "taskmux loopback"
     not_after = min(now + lifetime, ca.cert.not_valid_after_utc)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca.cert.subject)
         .public_key(public)
         .serial_number(x509.random_serial_number())

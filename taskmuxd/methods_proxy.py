@@ -87,13 +87,17 @@ def _register_test_hooks(daemon: Daemon) -> None:
         routes.remove_project(project)
         return {"projects": routes.projects()}
 
-    async def regain_root() -> dict[str, Any]:
+    async def identity() -> dict[str, Any]:
+        """Who the daemon runs as, what its tasks would inherit, and whether it can become
+        root again (it tries)."""
         from taskmuxd.privileges import regain_root_attempt
 
         error = regain_root_attempt()
-        return {"regained": error is None, "error": error, "uid": os.getuid(),
-                "euid": os.geteuid()}
+        return {"regained_root": error is None, "error": error, "uids": os.getresuid(),
+                "gids": os.getresgid(), "groups": os.getgroups(),
+                "env": {k: os.environ.get(k) for k in ("HOME", "USER", "LOGNAME", "SUDO_UID")},
+                "cwd": os.getcwd()}
 
     daemon.methods.add(Method.ROUTES_SET, routes_set)
     daemon.methods.add(Method.ROUTES_REMOVE, routes_remove)
-    daemon.methods.add(Method.DEBUG_REGAIN_ROOT, regain_root)
+    daemon.methods.add(Method.DEBUG_IDENTITY, identity)

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import DaemonProcess, read_daemon_pid_kill, write_config
+from tests.helpers import DaemonProcess, daemon_env, read_daemon_pid_kill, write_config
 
 
 @pytest.fixture
@@ -16,7 +15,7 @@ def home() -> Iterator[str]:
 
     Its config.toml keeps test daemons off the machine's shared resources: the proxy on free
     ports with no plain-HTTP redirect, no DNS server, and no hosts file but the test's own
-    (see ``helpers.SAFE_SETTINGS``). Tests that write config.toml use ``write_config``,
+    (see ``helpers.safe_settings``). Tests that write config.toml use ``write_config``,
     which keeps these unless the test sets a key itself.
     """
     path = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
@@ -30,11 +29,7 @@ def home() -> Iterator[str]:
 
 @pytest.fixture
 def env(home: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("TASKMUX_", "NOTIFY_SOCKET", "WATCHDOG_", "TMUX"))}
-    base["TASKMUX_HOME"] = home
-    base["TASKMUX_TEST_HOOKS"] = "1"  # routes.set & co. (taskmuxd/methods_proxy.py)
-    return base
+    return daemon_env(home)
 
 
 @pytest.fixture

@@ -18,6 +18,15 @@ PYTHON = sys.executable
 BIN = os.path.dirname(sys.executable)
 
 
+def daemon_env(home: str) -> dict[str, str]:
+    """This process's environment for a test daemon (or client) on ``home``."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("TASKMUX_", "NOTIFY_SOCKET", "WATCHDOG_", "TMUX"))}
+    base["TASKMUX_HOME"] = home
+    base["TASKMUX_TEST_HOOKS"] = "1"  # routes.set & co. (taskmuxd/methods_proxy.py)
+    return base
+
+
 def safe_settings(home: str) -> dict[str, Any]:
     """Settings that keep a test daemon off ports 443, 80 and 5454 and off /etc/hosts."""
     return {"proxy_https_port": 0, "proxy_http_redirect_port": 0, "host_resolver": "noop",
@@ -234,3 +243,38 @@ def pid_gone(pid: int) -> bool:
             return fh.read().rsplit(") ", 1)[1][:1] in ("Z", "X")
     except FileNotFoundError:
         return True
+
+
+class ProxyHarness:
+    """A running daemon plus the calls proxy tests make: routes, ports, the CA."""
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        self.daemon = daemon
+        self.home = daemon.home
+
+    def status(self, section: str) -> dict[str, Any]:
+        result: dict[str, Any] = call(self.daemon.socket, "daemon.status")[section]
+        return result
+
+    @property
+    def https_port(self) -> int:
+        port = self.status("proxy")["https_port"]
+        assert port, self.status("proxy")
+        return int(port)
+
+    @property
+    def ca_path(self) -> str:
+        return str(call(self.daemon.socket, "ca.info")["cert"])
+
+    def set_routes(self, project: str, *backends: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = call(self.daemon.socket, "routes.set",
+                                      {"project": project, "backends": list(backends)})
+        return result
+
+    def remove(self, project: str) -> None:
+        call(self.daemon.socket, "routes.remove", {"project": project})
+
+
+def route(task: str, host: str, port: int | None, state: str = "running",
+          ready: bool = True) -> dict[str, Any]:
+    return {"task": task, "host": host, "port": port, "state": state, "ready": ready}

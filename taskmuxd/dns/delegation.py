@@ -52,6 +52,13 @@ def resolver_text(tld: str, port: int, platform: str = sys.platform) -> str:
             f"[Resolve]\nDNS=127.0.0.1:{port}\nDomains=~{tld}\n")
 
 
+def resolver_present(platform: str = sys.platform, root: str = "/") -> bool:
+    """Whether there is a resolver that reads the delegation file (macOS always does)."""
+    if platform == "darwin":
+        return True
+    return os.path.isdir(os.path.join(root, "run", "systemd", "resolve"))
+
+
 def install(tld: str, port: int, root: str = "/", platform: str = sys.platform,
             reload: bool = True) -> list[Action]:
     path = resolver_file(tld, root, platform)

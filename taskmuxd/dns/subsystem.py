@@ -177,11 +177,16 @@ class DnsSubsystem:
         elif mode == "etc_hosts":
             path = self.settings.hosts_file
             wanted = self.routes.hostnames()
-            present = hosts.block_names(hosts.read(path))
+            try:
+                present = hosts.block_names(hosts.read(path))
+            except OSError as exc:
+                present = []
+                out["error"] = f"cannot read {path}: {exc.strerror}"
             missing = [n for n in wanted if n not in present]
             writable = hosts_writable(path)
             out.update(hosts_file=path, names=present, wanted=wanted, missing=missing,
-                       writable=writable, error=self.hosts_error)
+                       writable=writable)
+            out["error"] = self.hosts_error or out["error"]
             if missing and not writable:
                 out["error"] = (f"{len(missing)} names are not in {path} yet and the daemon "
                                 "cannot write it: run `sudo taskmux dns install`, restart "
