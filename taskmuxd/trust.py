@@ -32,6 +32,8 @@ class SystemStore:
     anchor_dir: str
     suffix: str
     refresh: tuple[str, ...] = field(default=())
+    # Added to ``refresh`` after a removal (Debian only drops a local anchor with --fresh).
+    after_removal: tuple[str, ...] = field(default=())
 
     def anchor(self, label: str) -> str:
         return os.path.join(self.anchor_dir, f"{label}{self.suffix}")
@@ -45,7 +47,7 @@ def detect_system_store() -> SystemStore | None:
         return SystemStore("macos", MACOS_KEYCHAIN, "")
     if shutil.which("update-ca-certificates"):
         return SystemStore("debian", "/usr/local/share/ca-certificates", ".crt",
-                           ("update-ca-certificates",))
+                           ("update-ca-certificates",), ("--fresh",))
     if shutil.which("update-ca-trust"):
         anchors = "/etc/pki/ca-trust/source/anchors"
         if not os.path.isdir(anchors) and os.path.isdir("/etc/ca-certificates/trust-source"):
@@ -118,10 +120,10 @@ def uninstall_system(name: str, store: SystemStore | None, cert_path: str) -> Ac
         return Action(target, False, "needs root: run `sudo taskmux ca uninstall`",
                       needs_root=True)
     os.unlink(anchor)
-    ok, out = _run(list(store.refresh))
+    argv = [*store.refresh, *store.after_removal]
+    ok, out = _run(argv)
     if not ok:
-        return Action(target, False, f"removed {anchor} but `{' '.join(store.refresh)}` "
-                      f"failed: {out}")
+        return Action(target, False, f"removed {anchor} but `{' '.join(argv)}` failed: {out}")
     return Action(target, True, f"removed {anchor} and rebuilt the bundle", changed=True)
 
 
