@@ -17,6 +17,7 @@ log = logging.getLogger("taskmuxd.routes")
 
 APEX = "@"
 CATCH_ALL = "*"
+MAX_CACHED = 4096
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class RouteTable:
         # project (lower case) -> {host label or "@"/"*" -> Backend}
         self._projects: dict[str, dict[str, Backend]] = {}
         self._subscribers: list[Callable[[], None]] = []
+        # Host header as sent -> answer; the proxy asks once per request. Cleared on change.
+        self._cache: dict[str, tuple[str | None, Backend | None]] = {}
 
     # -- writing (the projects code) -------------------------------------------------------
 
@@ -86,6 +89,7 @@ class RouteTable:
         self._subscribers.append(callback)
 
     def _notify(self) -> None:
+        self._cache.clear()
         for callback in list(self._subscribers):
             try:
                 callback()
@@ -105,7 +109,19 @@ class RouteTable:
         return labels.rsplit(".", 1)[-1]
 
     def lookup(self, hostname: str) -> tuple[str | None, Backend | None]:
-        """(the project the name falls under if it is known, the backend answering there)."""
+        """(the project the name falls under if it is known, the backend answering there).
+
+        ``hostname`` may carry a port and a trailing dot, as a Host header does."""
+        hit = self._cache.get(hostname)
+        if hit is not None:
+            return hit
+        answer = self._lookup(hostname)
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()
+        self._cache[hostname] = answer
+        return answer
+
+    def _lookup(self, hostname: str) -> tuple[str | None, Backend | None]:
         project = self.project_of(hostname)
         if project is None:
             return None, None

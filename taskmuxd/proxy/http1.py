@@ -9,7 +9,7 @@ never disagree about where a request ends.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
 
 CRLF = b"\r\n"
 HEAD_END = b"\r\n\r\n"
@@ -24,8 +24,19 @@ _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 MAX_CHUNK_SIZE_DIGITS = 15
 
-# Headers the proxy sets itself; a client's own copies are dropped, not trusted.
-_REPLACED = (b"x-forwarded-proto", b"x-forwarded-host")
+# The head is checked and read with a few scans over all of it (C speed, whatever the number
+# of header lines) instead of a Python loop per line:
+# - a header line that starts with white space (obsolete line folding);
+_FOLDED = re.compile(rb"\r\n[ \t]")
+# - a header line without a colon, or with white space in or after its name (the name is
+#   taken possessively, so the scan never backtracks);
+_MALFORMED = re.compile(rb"\r\n[^\r\n: \t]*+[ \t\r]")
+# - the fields the proxy needs, in the lowered head.
+_FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|connection|host|upgrade|expect"
+                     rb"|x-forwarded-for|x-forwarded-proto|x-forwarded-host):([^\r\n]*)")
+_CLIENT_FORWARDED = re.compile(rb"\r\nx-forwarded-(?:for|proto|host):", re.IGNORECASE)
+_XFF = re.compile(rb"\r\nx-forwarded-for:([^\r\n]*)", re.IGNORECASE)
+_WS = b" \t"
 
 
 class BadMessage(Exception):
@@ -37,68 +48,71 @@ class BadMessage(Exception):
         self.status = status
 
 
-@dataclass(slots=True)
 class Head:
-    """One parsed head. ``lines`` keeps every header line exactly as received."""
+    """One parsed head; ``raw`` is the head exactly as received."""
 
-    start: bytes  # the request or status line
-    lines: list[bytes]
-    version: bytes  # b"HTTP/1.1"
-    framing: int = NO_BODY  # a length >= 0, NO_BODY, CHUNKED or UNTIL_CLOSE
-    close: bool = False  # the connection ends after this message
-    upgrade: bytes = b""
-    host: str = ""
-    expect_continue: bool = False
-    forwarded_for: list[bytes] = field(default_factory=list)
-    # requests
-    method: bytes = b""
-    target: bytes = b""
-    # responses
-    status: int = 0
+    __slots__ = ("close", "expect_continue", "forwarded", "forwarded_for", "framing", "host",
+                 "method", "raw", "status", "target", "upgrade", "version")
 
+    def __init__(self, raw: bytes, version: bytes) -> None:
+        self.raw = raw
+        self.version = version  # b"HTTP/1.1"
+        self.framing = NO_BODY  # a length >= 0, NO_BODY, CHUNKED or UNTIL_CLOSE
+        self.close = False  # the connection ends after this message
+        self.upgrade = b""
+        self.host = ""
+        self.expect_continue = False
+        self.forwarded = False  # the client sent X-Forwarded-* headers of its own
+        self.forwarded_for: list[bytes] = []
+        self.method = b""  # requests
+        self.target = b""
+        self.status = 0  # responses
 
-def _split_head(data: bytes) -> tuple[bytes, list[bytes]]:
-    if not data.endswith(HEAD_END):
-        raise BadMessage("incomplete head")
-    lines = data[:-4].split(CRLF)
-    start = lines[0]
-    if not start:
-        raise BadMessage("empty start line")
-    return start, lines[1:]
+    @property
+    def lines(self) -> list[bytes]:
+        """The header lines, as received."""
+        return self.raw[:-4].split(CRLF)[1:]
 
 
-def _scan(head: Head, *, request: bool) -> tuple[list[bytes], list[bytes], list[bytes]]:
-    """Read the headers the proxy needs; return (content-length values, transfer-encoding
-    codings, connection tokens)."""
+def _fields(head: Head, request: bool) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """Check the head's lines and read the fields the proxy needs; return (content-length
+    values, transfer codings, connection options)."""
+    raw = head.raw
+    body = raw[:-2]  # the head without its final empty line
+    if _FOLDED.search(body):
+        raise BadMessage("folded header lines are not allowed")
+    bad = _MALFORMED.search(body)
+    if bad:
+        raise BadMessage(f"malformed header line {bad.group(0)[2:62]!r}")
     lengths: list[bytes] = []
     codings: list[bytes] = []
     conn: list[bytes] = []
-    for line in head.lines:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name[-1:] in (b" ", b"\t"):
-            raise BadMessage(f"malformed header line {line[:60]!r}")
-        if line[:1] in (b" ", b"\t"):
-            raise BadMessage("folded header lines are not allowed")
-        lname = name.lower()
-        if not lname.startswith((b"c", b"t", b"h", b"u", b"e", b"x")):
-            continue  # none of the headers below; most lines stop here
-        value = value.strip(b" \t")
-        if lname == b"content-length":
-            lengths.extend(v.strip() for v in value.split(b","))
-        elif lname == b"transfer-encoding":
-            codings.extend(v.strip().lower() for v in value.split(b",") if v.strip())
-        elif lname == b"connection":
-            conn.extend(v.strip().lower() for v in value.split(b","))
-        elif lname == b"host" and request:
+    for name, found in _FIELDS.findall(raw.lower()):
+        value = found.strip(_WS)
+        c = name[0]
+        if c == 99:  # c: content-length, connection
+            if name == b"content-length":
+                lengths.extend(v.strip(_WS) for v in value.split(b","))
+            else:
+                conn.extend(v.strip(_WS) for v in value.split(b","))
+        elif c == 116:  # t: transfer-encoding
+            codings.extend(v.strip(_WS) for v in value.split(b",") if v.strip(_WS))
+        elif c == 117:  # u: upgrade
+            head.upgrade = value
+        elif not request:
+            continue
+        elif c == 104:  # h: host
             if head.host:
                 raise BadMessage("more than one Host header")
             head.host = value.decode("latin-1")
-        elif lname == b"upgrade":
-            head.upgrade = value
-        elif lname == b"expect" and request:
-            head.expect_continue = value.lower() == b"100-continue"
-        elif lname == b"x-forwarded-for" and request:
-            head.forwarded_for.append(value)
+        elif c == 101:  # e: expect
+            head.expect_continue = value == b"100-continue"
+        else:  # x-forwarded-*
+            head.forwarded = True
+            if name == b"x-forwarded-for":
+                head.forwarded_for.append(value)
+    if head.forwarded_for:  # keep the client's spelling (the lowered copy was for matching)
+        head.forwarded_for = [m.strip(_WS) for m in _XFF.findall(raw)]
     return lengths, codings, conn
 
 
@@ -115,15 +129,18 @@ def _keep_alive(version: bytes, conn: list[bytes]) -> bool:
 
 
 def parse_request(data: bytes) -> Head:
-    start, lines = _split_head(data)
+    if not data.endswith(HEAD_END):
+        raise BadMessage("incomplete head")
+    start = data[:data.find(CRLF)]
     parts = start.split(b" ")
     if len(parts) != 3 or not parts[0] or not set(parts[0]) <= _TOKEN or not parts[1]:
         raise BadMessage(f"malformed request line {start[:80]!r}")
     method, target, version = parts
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise BadMessage(f"unsupported protocol {version[:20]!r}", 505)
-    head = Head(start=start, lines=lines, version=version, method=method, target=target)
-    lengths, codings, conn = _scan(head, request=True)
+    head = Head(data, version)
+    head.method, head.target = method, target
+    lengths, codings, conn = _fields(head, request=True)
     if codings:
         if lengths:
             raise BadMessage("both Transfer-Encoding and Content-Length")
@@ -143,15 +160,20 @@ def parse_request(data: bytes) -> Head:
 
 
 def parse_response(data: bytes, request_method: bytes) -> Head:
-    start, lines = _split_head(data)
+    if not data.endswith(HEAD_END):
+        raise BadMessage("incomplete head", 502)
+    start = data[:data.find(CRLF)]
     version, _, rest = start.partition(b" ")
     code = rest[:3]
     if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
         raise BadMessage(f"malformed status line {start[:80]!r}", 502)
-    head = Head(start=start, lines=lines, version=version, status=int(code))
-    lengths, codings, conn = _scan(head, request=False)
+    head = Head(data, version)
+    head.status = status = int(code)
+    try:
+        lengths, codings, conn = _fields(head, request=False)
+    except BadMessage as exc:
+        raise BadMessage(f"the task's answer: {exc.reason}", 502) from None
     head.close = not _keep_alive(version, conn)
-    status = head.status
     if status < 200 or status in (204, 304) or request_method == b"HEAD":
         head.framing = NO_BODY
     elif codings:
@@ -160,7 +182,7 @@ def parse_response(data: bytes, request_method: bytes) -> Head:
         try:
             n = _length(lengths)
         except BadMessage:
-            raise BadMessage("the backend sent an invalid Content-Length", 502) from None
+            raise BadMessage("the task sent an invalid Content-Length", 502) from None
         head.framing = n if n else NO_BODY
     else:
         head.framing = UNTIL_CLOSE
@@ -171,22 +193,17 @@ def parse_response(data: bytes, request_method: bytes) -> Head:
 
 def forwarded_request(head: Head, client_ip: str, original_host: str) -> bytes:
     """The request head to send upstream: the client's head unchanged but for the
-    ``X-Forwarded-*`` headers, which the proxy sets."""
-    out = [head.start]
-    for line in head.lines:
-        c = line[:1]
-        if c in (b"x", b"X"):
-            lname = line.partition(b":")[0].lower()
-            if lname in _REPLACED or lname == b"x-forwarded-for":
-                continue
-        out.append(line)
+    ``X-Forwarded-*`` headers, which the proxy sets (a client's own are not trusted, except
+    that X-Forwarded-For is extended, as proxies in a chain do)."""
+    raw = head.raw
     chain = b", ".join([*head.forwarded_for, client_ip.encode()])
-    out.append(b"X-Forwarded-For: " + chain)
-    out.append(b"X-Forwarded-Proto: https")
-    out.append(b"X-Forwarded-Host: " + original_host.encode("latin-1"))
-    out.append(b"")
-    out.append(b"")
-    return CRLF.join(out)
+    added = (b"X-Forwarded-For: " + chain + b"\r\nX-Forwarded-Proto: https\r\n"
+             b"X-Forwarded-Host: " + original_host.encode("latin-1") + b"\r\n\r\n")
+    if not head.forwarded:
+        return raw[:-2] + added
+    kept = [line for line in raw[:-4].split(CRLF)
+            if not _CLIENT_FORWARDED.match(b"\r\n" + line)]
+    return CRLF.join(kept) + CRLF + added
 
 
 def chunk_size(line: bytes) -> int:
@@ -195,3 +212,102 @@ def chunk_size(line: bytes) -> int:
     if not digits or len(digits) > MAX_CHUNK_SIZE_DIGITS or not set(digits) <= _HEX:
         raise BadMessage(f"malformed chunk size {line[:40]!r}")
     return int(digits, 16)
+
+
+# -- body scanners: where a body ends, fed as bytes arrive (the bytes are forwarded as is) ----
+
+class BodyScanner:
+    """Counts off one message body; ``feed`` returns (bytes of ``data`` that belong to the
+    body, whether the body ended)."""
+
+    def feed(self, data: bytes) -> tuple[int, bool]:
+        raise NotImplementedError
+
+    def eof(self) -> bool:
+        """Whether the end of the connection is a proper end of this body."""
+        return False
+
+
+class LengthScanner(BodyScanner):
+    __slots__ = ("remaining",)
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+
+    def feed(self, data: bytes) -> tuple[int, bool]:
+        take = min(self.remaining, len(data))
+        self.remaining -= take
+        return take, self.remaining == 0
+
+
+class UntilCloseScanner(BodyScanner):
+    def feed(self, data: bytes) -> tuple[int, bool]:
+        return len(data), False
+
+    def eof(self) -> bool:
+        return True
+
+
+_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+MAX_LINE = 8 * 1024
+
+
+class ChunkedScanner(BodyScanner):
+    """Chunk-size lines, chunk data and its CRLF, then trailer lines up to an empty one."""
+
+    __slots__ = ("line", "remaining", "state")
+
+    def __init__(self) -> None:
+        self.state = _SIZE
+        self.remaining = 0
+        self.line = b""
+
+    def feed(self, data: bytes) -> tuple[int, bool]:
+        pos, end = 0, len(data)
+        while pos < end:
+            if self.state == _DATA:
+                take = min(self.remaining, end - pos)
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    self.state, self.remaining = _DATA_END, 2
+                continue
+            if self.state == _DATA_END:
+                take = min(self.remaining, end - pos)
+                expect = b"\r\n"[2 - self.remaining:2 - self.remaining + take]
+                if data[pos:pos + take] != expect:
+                    raise BadMessage("chunk data not followed by CRLF")
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    self.state = _SIZE
+                continue
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                self.line += data[pos:]
+                if len(self.line) > MAX_LINE:
+                    raise BadMessage("chunk line too long")
+                return end, False
+            line = self.line + data[pos:nl + 1]
+            self.line = b""
+            pos = nl + 1
+            if self.state == _SIZE:
+                size = chunk_size(line)
+                if size:
+                    self.state, self.remaining = _DATA, size
+                else:
+                    self.state = _TRAILER
+            elif line in (b"\r\n", b"\n"):  # the empty line after the trailers
+                return pos, True
+        return pos, False
+
+
+def scanner(framing: int) -> BodyScanner | None:
+    """The scanner for a message's framing; None when it has no body."""
+    if framing > 0:
+        return LengthScanner(framing)
+    if framing == CHUNKED:
+        return ChunkedScanner()
+    if framing == UNTIL_CLOSE:
+        return UntilCloseScanner()
+    return None

@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 
 from taskmuxd.proxy import pages
-from taskmuxd.proxy.forward import IDLE_TIMEOUT, ProxyConnection
+from taskmuxd.proxy.forward import IDLE_TIMEOUT, ClientSide, Upstream
 from taskmuxd.proxy.http1 import HEAD_END, MAX_HEAD, NO_BODY, BadMessage, parse_request
 from taskmuxd.routes import RouteTable, normalize
 from taskmuxd.tls import (
@@ -28,6 +29,12 @@ HANDSHAKE_TIMEOUT = 10.0
 STOP_GRACE = 2.0
 MAX_HELLO = 16 * 1024
 HELLO_RETRY = 0.005
+
+
+def nodelay(sock: socket.socket) -> None:
+    """Send small writes at once. (asyncio does this only for sockets it made with an
+    explicit TCP protocol number, which neither accepted nor pre-bound sockets have.)"""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 async def _readable(sock: socket.socket) -> None:
@@ -55,7 +62,8 @@ class Proxy:
         self.redirects = 0
         self.unreachable = 0
         self.backend_failures = 0
-        self.connections: set[asyncio.Task[None]] = set()
+        self.clients: set[ClientSide] = set()
+        self.connections: set[asyncio.Task[None]] = set()  # handshakes and redirects
         self._servers: list[asyncio.Server] = []
         self._accepting: list[asyncio.Task[None]] = []
         self._listening: list[socket.socket] = []
@@ -76,7 +84,17 @@ class Proxy:
             self._servers.append(await asyncio.start_server(self._on_plain, sock=sock,
                                                             limit=MAX_HEAD))
 
+    def sweep(self, now: float) -> int:
+        """Close client connections that waited too long for a request; how many."""
+        stale = [c for c in self.clients
+                 if c.idle_since is not None and now - c.idle_since > IDLE_TIMEOUT]
+        for client in stale:
+            client.close()
+        return len(stale)
+
     async def close(self) -> None:
+        for client in list(self.clients):
+            client.close()
         for accepting in self._accepting:
             accepting.cancel()
         if self._accepting:
@@ -95,17 +113,17 @@ class Proxy:
 
     # -- backends -------------------------------------------------------------------------
 
-    async def connect_backend(self, port: int) -> tuple[asyncio.StreamReader,
-                                                        asyncio.StreamWriter]:
+    async def connect_backend(self, port: int, factory: Callable[[], Upstream]
+                              ) -> tuple[asyncio.Transport, Upstream]:
         """A connection to the task on ``port``, on whichever loopback address it bound."""
+        loop = asyncio.get_running_loop()
         first = self._answered_on.get(port, LOOPBACKS[0])
         order = (first, *(a for a in LOOPBACKS if a != first))
         last: OSError | None = None
         for address in order:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
-                    reader, writer = await asyncio.open_connection(address, port,
-                                                                   limit=MAX_HEAD)
+                    transport, protocol = await loop.create_connection(factory, address, port)
             except TimeoutError:
                 last = TimeoutError(f"no answer within {CONNECT_TIMEOUT:g}s")
                 continue
@@ -113,7 +131,7 @@ class Proxy:
                 last = exc
                 continue
             self._answered_on[port] = address
-            return reader, writer
+            return transport, protocol
         assert last is not None
         raise last
 
@@ -129,6 +147,7 @@ class Proxy:
                 await asyncio.sleep(0.5)
                 continue
             conn.setblocking(False)
+            nodelay(conn)
             task = asyncio.create_task(self._on_https(conn))
             self.connections.add(task)
             task.add_done_callback(self.connections.discard)
@@ -139,17 +158,12 @@ class Proxy:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                 if not await self._hello_acceptable(conn):
                     return
-                reader = asyncio.StreamReader(limit=MAX_HEAD)
-                protocol = asyncio.StreamReaderProtocol(reader)
-                transport, _ = await loop.connect_accepted_socket(
-                    lambda: protocol, conn, ssl=self.sni.context,
+                await loop.connect_accepted_socket(
+                    lambda: ClientSide(self), conn, ssl=self.sni.context,
                     ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug("TLS handshake failed: %s", exc)
             conn.close()
-            return
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        await ProxyConnection(self, reader, writer).serve()
 
     async def _hello_acceptable(self, conn: socket.socket) -> bool:
         """Peek at the ClientHello; refuse an unknown server name with a TLS alert."""

@@ -19,6 +19,7 @@ from taskmuxd.tls import SniContexts
 log = logging.getLogger("taskmuxd.proxy")
 
 RENEW_CHECK_INTERVAL = 6 * 3600.0
+SWEEP_INTERVAL = 10.0
 _KEYS = ("proxy_enabled", "proxy_https_port", "proxy_http_redirect_port", "proxy_bind")
 
 
@@ -58,6 +59,7 @@ class ProxySubsystem:
         if self.redirect is not None and self.redirect.ok:
             await self.proxy.serve_redirect(self.redirect.take())
         jobs.spawn(self._renew_loop(), "certificate renewal")
+        jobs.spawn(self._sweep_loop(), "idle connections")
 
     async def stop(self) -> None:
         await self.jobs.stop()
@@ -73,6 +75,12 @@ class ProxySubsystem:
         while True:
             await asyncio.sleep(RENEW_CHECK_INTERVAL)
             self.sni.prepare()  # re-mints leaves that entered their renewal window
+
+    async def _sweep_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.proxy.sweep(loop.time())
 
     def _routes_changed(self) -> None:
         if self._prepare_pending:
@@ -132,7 +140,7 @@ class ProxySubsystem:
             if redirect is not None and redirect.error is None:
                 summary += f", http redirect on port {redirect.port}"
             summary += f"; {len(self.routes.projects())} projects, " \
-                       f"{len(self.proxy.connections)} connections"
+                       f"{len(self.proxy.clients)} connections"
         redirect_error = redirect.error if enabled and redirect is not None else None
         if redirect_error:
             summary += f"; no http redirect: {redirect_error}"
@@ -147,7 +155,7 @@ class ProxySubsystem:
             "error": error,
             "redirect_error": redirect_error,
             "notes": https.notes if https is not None else [],
-            "connections": len(self.proxy.connections),
+            "connections": len(self.proxy.clients),
             "requests": self.proxy.requests,
             "redirects": self.proxy.redirects,
             "unreachable": self.proxy.unreachable,
