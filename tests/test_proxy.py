@@ -11,12 +11,20 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.helpers import DaemonProcess, ProxyHarness, daemon_env, route, write_config
+from tests.helpers import (
+    DaemonProcess,
+    ProxyHarness,
+    daemon_env,
+    route,
+    wait_until,
+    write_config,
+)
 from tests.web import ProxyConnection, backend, ca_context, get
 
 
@@ -174,6 +182,44 @@ def test_large_uploads_fixed_and_chunked(proxy: ProxyHarness, tls: ssl.SSLContex
             assert echo(conn.getresponse().read())["body_size"] == 3
         finally:
             conn.close()
+
+
+def test_a_large_download_reaches_a_slow_reader_whole(proxy: ProxyHarness,
+                                                      tls: ssl.SSLContext) -> None:
+    size = 24 * 1024 * 1024
+    piece = bytes(range(256)) * 256
+    expected = hashlib.sha256((piece * (size // len(piece) + 1))[:size]).hexdigest()
+    with backend("web") as web:
+        proxy.set_routes("big", route("web", "web", web.port))
+        conn = ProxyConnection("web.big.localhost", proxy.https_port, tls)
+        try:
+            conn.request("GET", f"/big?n={size}")
+            resp = conn.getresponse()
+            digest = hashlib.sha256()
+            first = resp.read(1024 * 1024)
+            time.sleep(0.3)  # a slow reader: the proxy must hold back, not buffer it all
+            digest.update(first)
+            while chunk := resp.read(256 * 1024):
+                digest.update(chunk)
+        finally:
+            conn.close()
+    assert digest.hexdigest() == expected
+
+
+def test_a_client_leaving_mid_stream_frees_both_connections(proxy: ProxyHarness,
+                                                          tls: ssl.SSLContext) -> None:
+    with backend("web") as web:
+        proxy.set_routes("leave", route("web", "web", web.port))
+        conn = ProxyConnection("web.leave.localhost", proxy.https_port, tls)
+        conn.request("GET", "/sse")
+        resp = conn.getresponse()
+        assert resp.readline() == b"data: event 0\n"
+        assert proxy.status("proxy")["connections"] >= 1
+        conn.close()
+        wait_until(lambda: proxy.status("proxy")["connections"] == 0,
+                   what="the proxy to drop the connection")
+        for gate in web.gate.events:
+            gate.set()  # let the backend's handler finish
 
 
 def test_websocket_echo_with_a_subprotocol(proxy: ProxyHarness, tls: ssl.SSLContext) -> None:
@@ -335,7 +381,7 @@ def test_status_says_why_the_proxy_is_not_bound(proxy: ProxyHarness, start_daemo
     assert section["summary"].startswith("not serving")
     # It keeps running, and serves once the settings point at a free port.
     write_config(home, "proxy_https_port = 0\n")
-    from tests.helpers import call, wait_until
+    from tests.helpers import call
 
     call(second.daemon.socket, "config.reload")
     wait_until(lambda: second.status("proxy")["bound"], what="the proxy to rebind")

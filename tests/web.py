@@ -62,6 +62,8 @@ class Backend(http.server.BaseHTTPRequestHandler):
                                          ("x-MiXeD-case", "Kept  As Is")])
         elif path in ("/stream", "/sse"):
             self._stream(sse=path == "/sse")
+        elif path == "/big":
+            self._big(int(self.path.split("=")[1]))
         else:
             self._echo(b"")
 
@@ -86,6 +88,18 @@ class Backend(http.server.BaseHTTPRequestHandler):
                 "body_size": len(body), "body_sha256": hashlib.sha256(body).hexdigest(),
                 "client": self.client_address[0], "client_port": self.client_address[1]}
         self._send(200, json.dumps(info).encode(), [("Content-Type", "application/json")])
+
+    def _big(self, size: int) -> None:
+        """``size`` bytes of a repeatable pattern, written in pieces."""
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        piece = bytes(range(256)) * 256
+        sent = 0
+        while sent < size:
+            chunk = piece[:size - sent]
+            self.wfile.write(chunk)
+            sent += len(chunk)
 
     def _stream(self, sse: bool) -> None:
         gate = self.server.gate
