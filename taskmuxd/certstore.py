@@ -4,7 +4,8 @@
 ``ca/leaves/{project}.pem`` + ``.key`` are minted per project and re-minted before they
 expire. A CA that no longer covers the configured TLD, has expired, or cannot be read is
 moved aside (never deleted) and replaced, with a warning that it must be trusted again.
-Every file is written atomically; only the daemon writes here.
+Every file is written atomically; only the daemon writes here. ``certs`` (cryptography,
+~25 ms to load) is imported where it is first needed, so a daemon without projects never pays.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskmuxctl.fsutil import atomic_write
-from taskmuxd import certs
 from taskmuxd.errors import ClientError, DaemonError
+
+if TYPE_CHECKING:
+    from taskmuxd.certs import KeyPair
 
 log = logging.getLogger("taskmuxd.ca")
 
@@ -56,12 +59,12 @@ class CertStore:
         self.ca_cert_path = os.path.join(ca_dir, "ca.pem")
         self.ca_key_path = os.path.join(ca_dir, "ca.key")
         self.leaves_dir = os.path.join(ca_dir, "leaves")
-        self._ca: certs.KeyPair | None = None
+        self._ca: KeyPair | None = None
         self._leaves: dict[str, Leaf] = {}
 
     # -- the CA ---------------------------------------------------------------------------
 
-    def ca(self, now: dt.datetime | None = None) -> certs.KeyPair:
+    def ca(self, now: dt.datetime | None = None) -> KeyPair:
         """The CA, created (or replaced, see the module's note) when needed."""
         now = now or utcnow()
         if self._ca is not None and self._ca_usable(self._ca, now):
@@ -75,11 +78,15 @@ class CertStore:
         self._ca = pair
         return pair
 
-    def _ca_usable(self, pair: certs.KeyPair, now: dt.datetime) -> bool:
+    def _ca_usable(self, pair: KeyPair, now: dt.datetime) -> bool:
+        from taskmuxd import certs
+
         return (self.tld in certs.ca_domains(pair.cert)
                 and not certs.needs_renewal(pair.cert, now, certs.LEAF_LIFETIME))
 
-    def _read_ca(self) -> certs.KeyPair | None:
+    def _read_ca(self) -> KeyPair | None:
+        from taskmuxd import certs
+
         try:
             with open(self.ca_cert_path, "rb") as fh:
                 cert_pem = fh.read()
@@ -98,7 +105,9 @@ class CertStore:
             self._move_aside(time.strftime("%Y%m%dT%H%M%S"))
             return None
 
-    def _set_aside(self, pair: certs.KeyPair, now: dt.datetime) -> None:
+    def _set_aside(self, pair: KeyPair, now: dt.datetime) -> None:
+        from taskmuxd import certs
+
         if self.tld not in certs.ca_domains(pair.cert):
             why = f"it does not cover .{self.tld} names"
         else:
@@ -115,7 +124,9 @@ class CertStore:
                 os.replace(path, os.path.join(old, os.path.basename(path)))
         self._leaves.clear()
 
-    def _create_ca(self, now: dt.datetime) -> certs.KeyPair:
+    def _create_ca(self, now: dt.datetime) -> KeyPair:
+        from taskmuxd import certs
+
         pair = certs.new_ca(now, self.tld)
         self._ensure_dirs()
         atomic_write(self.ca_key_path, pair.key_pem(), mode=0o600)
@@ -137,6 +148,8 @@ class CertStore:
 
     def leaf(self, project: str, now: dt.datetime | None = None, force: bool = False) -> Leaf:
         """The project's current leaf, minted when missing, expiring or ``force``d."""
+        from taskmuxd import certs
+
         now = now or utcnow()
         label = check_label(project)
         ca = self.ca(now)
@@ -157,8 +170,10 @@ class CertStore:
         self._leaves[label] = leaf
         return leaf
 
-    def _read_leaf(self, label: str, ca: certs.KeyPair, now: dt.datetime) -> Leaf | None:
+    def _read_leaf(self, label: str, ca: KeyPair, now: dt.datetime) -> Leaf | None:
         """The leaf on disk if it is sound, signed by this CA, for these names and not due."""
+        from taskmuxd import certs
+
         cert_path, key_path = self.leaf_paths(label)
         try:
             with open(cert_path, "rb") as fh:
@@ -195,6 +210,8 @@ class CertStore:
         return sorted(n[:-4] for n in names if n.endswith(".pem"))
 
     def info(self, now: dt.datetime | None = None) -> dict[str, Any]:
+        from taskmuxd import certs
+
         ca = self.ca(now)
         leaves = []
         for label in self.minted():

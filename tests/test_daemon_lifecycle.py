@@ -189,10 +189,10 @@ def test_notify_socket_messages(start_daemon: StartDaemon, home: str) -> None:
 
 def test_watchdog_off_when_meant_for_another_pid(start_daemon: StartDaemon, home: str) -> None:
     listener = NotifyListener(os.path.join(home, "notify.sock"))
-    listener.sock.settimeout(0.5)
     daemon = start_daemon({"NOTIFY_SOCKET": os.path.join(home, "notify.sock"),
                            "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"}, wait=False)
-    listener.until("READY=1")
+    listener.until("READY=1")  # (start-up may take a while on a busy machine)
+    listener.sock.settimeout(0.5)
     got: list[str] = []
     try:
         while True:
