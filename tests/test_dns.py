@@ -186,3 +186,19 @@ def test_hosts_write_is_atomic_and_keeps_the_mode(tmp_path: str) -> None:
     assert os.stat(path).st_mode & 0o777 == 0o644
     assert hosts.write(path, ["a.localhost"]) is False  # nothing to change
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_switching_the_resolver_needs_no_restart(daemon: Any, home: str,
+                                                 env: dict[str, str]) -> None:
+    harness = ProxyHarness(daemon)
+    assert harness.status("dns")["resolver"] == "noop"
+    code, out = run_json(["config", "set", "host_resolver", "dns_server"], env)
+    assert code == 0 and out["daemon_reloaded"] is True
+    port = wait_until(lambda: harness.status("dns").get("port"), what="the DNS server")
+    reply = dns.query.tcp(dns.message.make_query("x.y.localhost", "A"), "127.0.0.1",
+                          port=port, timeout=5)
+    assert reply.answer[0][0].address == "127.0.0.1"
+    run_json(["config", "set", "host_resolver", "noop"], env)
+    wait_until(lambda: harness.status("dns")["resolver"] == "noop", what="the switch back")
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
