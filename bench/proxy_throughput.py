@@ -62,6 +62,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Threading(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # wrk resets its connections when it stops
+
 
 class _Fixed(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
