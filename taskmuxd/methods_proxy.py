@@ -15,12 +15,6 @@ if TYPE_CHECKING:
 TEST_HOOKS_ENV = "TASKMUX_TEST_HOOKS"
 
 
-def url(name: str, https_port: int | None) -> str:
-    """The https URL of a host name, with the port when it is not 443."""
-    port = "" if https_port in (None, 443) else f":{https_port}"
-    return f"https://{name}{port}/"
-
-
 def register(daemon: Daemon) -> None:
     add = daemon.methods.add
     proxy = daemon.proxy
@@ -49,15 +43,13 @@ def register(daemon: Daemon) -> None:
                 "status": status}
 
     async def routes_list() -> dict[str, Any]:
-        port = proxy.status()["https_port"]
         out = []
         for project in routes.projects():
             for b in routes.backends(project):
-                name = b.hostname(routes.tld)
                 out.append({"project": b.project, "task": b.task, "host": b.host,
-                            "name": name, "url": url(name, port) if name else None,
+                            "name": b.hostname(routes.tld), "url": proxy.url_for(b),
                             "port": b.port, "state": b.state, "ready": b.ready})
-        return {"tld": routes.tld, "https_port": port, "routes": out}
+        return {"tld": routes.tld, "https_port": proxy.status()["https_port"], "routes": out}
 
     add(Method.CA_INFO, ca_info)
     add(Method.CA_MINT, ca_mint)

@@ -40,6 +40,12 @@ class Backend:
         return f"{self.host}.{self.project}.{tld}".lower()
 
 
+def url(name: str, https_port: int | None) -> str:
+    """The https URL of a host name, with the port when it is not 443."""
+    port = "" if https_port in (None, 0, 443) else f":{https_port}"
+    return f"https://{name}{port}/"
+
+
 def normalize(hostname: str) -> str:
     """Lower case, without a trailing dot or a ``:port``."""
     name = hostname.strip().lower()

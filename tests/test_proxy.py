@@ -20,6 +20,7 @@ import pytest
 from tests.helpers import (
     DaemonProcess,
     ProxyHarness,
+    call,
     daemon_env,
     route,
     wait_until,
@@ -64,6 +65,9 @@ def test_two_tasks_of_two_projects_by_name(proxy: ProxyHarness, tls: ssl.SSLCont
         assert echo(body)["path"] == "/x?y=1"
         status, resp, _ = get("api.blog.localhost", proxy.https_port, tls)
         assert status == 200 and resp.getheader("X-Backend") == "api"
+        listed = call(proxy.daemon.socket, "routes.list")["routes"]
+        web_route = next(r for r in listed if r["project"] == "shop")
+        assert web_route["url"] == f"https://web.shop.localhost:{proxy.https_port}/"
         # The certificate is the project's wildcard, verified against the taskmux CA only.
         with socket.create_connection(("127.0.0.1", proxy.https_port)) as raw, \
                 tls.wrap_socket(raw, server_hostname="web.shop.localhost") as s:
@@ -381,8 +385,6 @@ def test_status_says_why_the_proxy_is_not_bound(proxy: ProxyHarness, start_daemo
     assert section["summary"].startswith("not serving")
     # It keeps running, and serves once the settings point at a free port.
     write_config(home, "proxy_https_port = 0\n")
-    from tests.helpers import call
-
     call(second.daemon.socket, "config.reload")
     wait_until(lambda: second.status("proxy")["bound"], what="the proxy to rebind")
     assert second.https_port != taken

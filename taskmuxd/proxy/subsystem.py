@@ -12,7 +12,7 @@ from taskmuxd.certstore import CertStore
 from taskmuxd.jobs import Jobs
 from taskmuxd.listeners import Bound
 from taskmuxd.proxy.server import Proxy
-from taskmuxd.routes import RouteTable
+from taskmuxd.routes import Backend, RouteTable, url
 from taskmuxd.settings import Settings
 from taskmuxd.tls import SniContexts
 
@@ -120,6 +120,19 @@ class ProxySubsystem:
             else:
                 log.warning("%s", self.redirect.error)
         log.info("proxy settings applied: %s", self.status()["summary"])
+
+    # -- URLs -----------------------------------------------------------------------------
+
+    def url_for(self, backend: Backend) -> str | None:
+        """The task's https URL (None for the catch-all, which has no single name), with the
+        port the proxy is bound to, else the configured one."""
+        name = backend.hostname(self.routes.tld)
+        if name is None:
+            return None
+        https = self.https
+        port = https.port if https is not None and https.error is None and https.addresses \
+            else self.settings.proxy_https_port
+        return url(name, port)
 
     # -- status ---------------------------------------------------------------------------
 
