@@ -123,7 +123,7 @@ def test_root_binds_low_ports_then_runs_as_the_user_for_good(tmp_path: str) -> N
     if os.path.exists("/run/systemd/resolve"):
         pytest.skip("systemd-resolved runs here; this test must not change its settings")
     https, redirect, dns_port = free_privileged_ports(3)
-    python, env = user_python_env()
+    python, env = user_python_env({"TASKMUX_TMUX_SOCKET": f"tmxdrop-{os.getpid()}"})
     log = os.path.join(tmp_path, "daemon.log")
     with throwaway_user() as user:
         state = prepare_home(user, (
@@ -168,6 +168,24 @@ def test_root_binds_low_ports_then_runs_as_the_user_for_good(tmp_path: str) -> N
             reply = dns.query.udp(dns.message.make_query("web.drop.localhost", "A"),
                                   "127.0.0.1", port=dns_port, timeout=5)
             assert reply.answer[0][0].address == "127.0.0.1"
+            # Its tasks run as the user, in a tmux server of the user's.
+            proj = os.path.join(user.pw_dir, "proj")
+            os.makedirs(proj)
+            with open(os.path.join(proj, "taskmux.toml"), "w") as fh:
+                fh.write('name = "dropped"\n[tasks.who]\n'
+                         'command = "id -u > whoami.txt; id -G >> whoami.txt; sleep 600"\n')
+            os.chown(proj, user.pw_uid, user.pw_gid)
+            started = call(sock, "project.start", {
+                "config": os.path.join(proj, "taskmux.toml"), "cwd": proj,
+                "env": {"PATH": os.environ["PATH"], "HOME": user.pw_dir}}, timeout=60)
+            assert started["results"][0]["action"] == "started"
+            who = os.path.join(proj, "whoami.txt")
+            wait_until(lambda: os.path.exists(who) and read(who).count("\n") == 2,
+                       what="the task to report who it is")
+            uid, gids = read(who).splitlines()
+            assert int(uid) == user.pw_uid and "0" not in gids.split()
+            task_pid = started["results"][0]["pid"]
+            assert proc_status(task_pid)["Uid"].split() == [str(user.pw_uid)] * 4
             # What it wrote after the drop is the user's own.
             for path in (state, os.path.join(state, "ca"), os.path.join(state, "ca", "ca.key"),
                          os.path.join(state, "daemon.pid")):
@@ -210,7 +228,7 @@ def test_root_writes_the_hosts_block_before_dropping(tmp_path: str) -> None:
 
 def test_without_root_low_ports_are_explained_and_the_daemon_runs_on(tmp_path: str) -> None:
     https, dns_port = free_privileged_ports(2)
-    python, env = user_python_env()
+    python, env = user_python_env({"TASKMUX_TMUX_SOCKET": f"tmxdrop-{os.getpid()}"})
     log = os.path.join(tmp_path, "daemon.log")
     with throwaway_user() as user:
         state = prepare_home(user, (
