@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 
-from taskmuxd.proxy import pages
+from taskmuxd.proxy import pages, tlsconn
 from taskmuxd.proxy.forward import IDLE_TIMEOUT, ClientSide, Upstream
 from taskmuxd.proxy.http1 import HEAD_END, MAX_HEAD, NO_BODY, BadMessage, parse_request
 from taskmuxd.routes import RouteTable, normalize
@@ -154,16 +155,20 @@ class Proxy:
 
     async def _on_https(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        tls: ssl.SSLSocket | None = None
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                 if not await self._hello_acceptable(conn):
                     return
-                await loop.connect_accepted_socket(
-                    lambda: ClientSide(self), conn, ssl=self.sni.context,
-                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+                tls = self.sni.context.wrap_socket(conn, server_side=True,
+                                                   do_handshake_on_connect=False)
+                tls.setblocking(False)
+                await tlsconn.handshake(tls, HANDSHAKE_TIMEOUT)
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug("TLS handshake failed: %s", exc)
-            conn.close()
+            (tls or conn).close()
+            return
+        tlsconn.TlsTransport(loop, tls, ClientSide(self))
 
     async def _hello_acceptable(self, conn: socket.socket) -> bool:
         """Peek at the ClientHello; refuse an unknown server name with a TLS alert."""
