@@ -39,9 +39,17 @@ def compile_bytecode() -> None:
                     os.path.join(root, "taskmuxd")], check=True, stdout=subprocess.DEVNULL)
 
 
+# A bench daemon never takes the machine's ports 443/80/5454 or its /etc/hosts.
+BENCH_CONFIG = ('proxy_https_port = 0\nproxy_http_redirect_port = 0\nhost_resolver = "noop"\n'
+                'dns_server_port = 0\n')
+
+
 @contextlib.contextmanager
-def private_daemon(extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+def private_daemon(extra_env: dict[str, str] | None = None,
+                   config: str = BENCH_CONFIG) -> Iterator[tuple[str, dict[str, str]]]:
     home = tempfile.mkdtemp(prefix="tmxb-", dir="/tmp")
+    with open(os.path.join(home, "config.toml"), "w", encoding="utf-8") as fh:
+        fh.write(config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMUX_")}
     env["TASKMUX_HOME"] = home
     env.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -108,6 +108,15 @@ class Method:
     EVENTS_FOLLOW = "events.follow"
     RUNNER_STARTED = "runner.started"  # notifications from a task's runner
     RUNNER_EXITED = "runner.exited"
+    CA_INFO = "ca.info"
+    CA_MINT = "ca.mint"
+    CA_STATUS = "ca.status"
+    DNS_INFO = "dns.info"
+    ROUTES_LIST = "routes.list"
+    # Test hooks, served only when the daemon's environment has TASKMUX_TEST_HOOKS=1.
+    ROUTES_SET = "routes.set"
+    ROUTES_REMOVE = "routes.remove"
+    DEBUG_IDENTITY = "debug.identity"
 
 
 class ErrorInfo(tuple[str, str]):

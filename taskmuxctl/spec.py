@@ -100,6 +100,8 @@ TASK = Arg(("task",), "the task's name", complete="tasks")
 GROUPS: tuple[Group, ...] = (
     Group(("daemon",), "run, stop and inspect the per-machine daemon"),
     Group(("config",), "show and change the global settings (config.toml)"),
+    Group(("ca",), "the local certificate authority behind the https task URLs"),
+    Group(("dns",), "how *.localhost task names resolve"),
 )
 
 COMMANDS: tuple[Cmd, ...] = (
@@ -275,6 +277,25 @@ COMMANDS: tuple[Cmd, ...] = (
     Cmd(("daemon", "unregister"), "taskmuxctl.commands.registry:unregister",
         "stop a project's tasks and forget it",
         args=(Arg(("name",), "the project's name", complete="projects"),)),
+    Cmd(("ca", "install"), "taskmuxctl.commands.ca:install",
+        "trust the local CA: system store (needs sudo) and browsers' NSS databases"),
+    Cmd(("ca", "uninstall"), "taskmuxctl.commands.ca:uninstall",
+        "remove the local CA from the trust stores"),
+    Cmd(("ca", "mint"), "taskmuxctl.commands.ca:mint",
+        "mint a fresh certificate for a project (default: the taskmux.toml here, else all)",
+        args=(Arg(("project",), "the project's name", nargs="?", complete="projects"),)),
+    Cmd(("ca", "path"), "taskmuxctl.commands.ca:path",
+        "print the CA certificate's path (creating the CA on first use)"),
+    Cmd(("dns", "install"), "taskmuxctl.commands.dns:install",
+        "make *.localhost names resolve as host_resolver says (hosts block or resolver "
+        "delegation; needs sudo)"),
+    Cmd(("dns", "uninstall"), "taskmuxctl.commands.dns:uninstall",
+        "remove the hosts block and the resolver delegation (needs sudo)"),
+    Cmd(("dns", "query"), "taskmuxctl.commands.dns:query",
+        "ask taskmux's DNS server directly",
+        args=(Arg(("name",), "the name to look up"),
+              Arg(("-t", "--type"), "record type (default: A)", default="A", metavar="TYPE"))),
+    Cmd(("dns", "flush"), "taskmuxctl.commands.dns:flush", "flush the system's DNS caches"),
 )
 
 

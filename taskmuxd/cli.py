@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
 from taskmuxctl import __version__
 from taskmuxctl.paths import Paths
+from taskmuxd.lock import AlreadyRunning, InstanceLock
 
 EXIT_ALREADY_RUNNING = 1
 EXIT_USAGE = 2
@@ -25,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--detach", action="store_true",
                      help="run in the background: check the settings and the lock, then fork, "
                      "print the daemon's pid and return")
+    run.add_argument("--user", metavar="NAME",
+                     help="started as root: bind the proxy and DNS ports, then run as this "
+                     "user for good (default: the user who ran sudo)")
     sub.add_parser("version", help="print the version and check that every module loads")
     return parser
 
@@ -36,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "run":
         build_parser().print_help(sys.stderr)
         return EXIT_USAGE
-    return run(log_file=args.log_file, detach=args.detach)
+    return run(log_file=args.log_file, detach=args.detach, user=args.user)
 
 
 def _version() -> int:
@@ -52,39 +57,81 @@ def _version() -> int:
     return 0
 
 
-def run(log_file: str | None = None, detach: bool = False) -> int:
-    from taskmuxd import logs
+def run(log_file: str | None = None, detach: bool = False, user: str | None = None) -> int:
+    from taskmuxd import listeners, logs, privileges
     from taskmuxd import settings as settings_mod
     from taskmuxd.daemon import Daemon
     from taskmuxd.errors import SettingsError
-    from taskmuxd.lock import AlreadyRunning, InstanceLock
 
-    paths = Paths.from_env()
+    logs.configure("info", None)
+    try:
+        target = privileges.target_user(user)
+    except privileges.PrivilegeError as exc:
+        print(f"taskmuxd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    paths = privileges.state_paths(target) if target else Paths.from_env()
     problem = paths.socket_path_problem()
     if problem:
         print(f"taskmuxd: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    paths.ensure()
-    logs.configure("info", log_file)
+    # Still root (when started so): read the user's settings to learn the ports, bind them,
+    # write what needs root, then drop before touching the state directory.
     try:
         settings = settings_mod.load(paths.config)
     except SettingsError as exc:
         print(f"taskmuxd: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
-    logs.set_level(settings.log_level)
     lock = InstanceLock(paths)
+    if target is None:
+        if os.geteuid() == 0:
+            logging.getLogger("taskmuxd").warning(
+                "running as root, so tasks would run as root too: start it with --user NAME "
+                "(or through sudo) to run as a user")
+        code = _claim(paths, lock, None)
+        if code:
+            return code
+        bound = listeners.bind_all(settings)
+    else:
+        bound = listeners.bind_all(settings)
+        from taskmuxd.rootwork import before_drop
+
+        before_drop(settings, paths, bound)
+        try:
+            privileges.drop(target)
+        except privileges.PrivilegeError as exc:
+            print(f"taskmuxd: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        code = _claim(paths, lock, target.name)
+        if code:
+            bound.close()
+            return code
+    logs.configure("info", log_file)
+    logs.set_level(settings.log_level)
+    if detach:
+        _detach(log_file)
+        lock.write_pid()
+    try:
+        return asyncio.run(Daemon(paths, settings, listeners=bound).run())
+    finally:
+        bound.close()
+        lock.release()
+
+
+def _claim(paths: Paths, lock: InstanceLock, user: str | None) -> int:
+    """Create the state directory and take the instance lock; an exit code on failure."""
+    try:
+        paths.ensure()
+    except PermissionError as exc:
+        who = user or "the daemon's user"
+        print(f"taskmuxd: cannot use the state directory {paths.home}: {exc.strerror}; it "
+              f"must belong to {who} (`sudo chown -R {who}: {paths.home}`)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         lock.acquire()
     except AlreadyRunning as exc:
         print(f"taskmuxd: {exc}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
-    if detach:
-        _detach(log_file)
-        lock.write_pid()
-    try:
-        return asyncio.run(Daemon(paths, settings).run())
-    finally:
-        lock.release()
+    return 0
 
 
 def _detach(log_file: str | None) -> None:

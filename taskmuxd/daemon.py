@@ -21,8 +21,10 @@ from taskmuxctl.paths import Paths
 from taskmuxd import settings as settings_mod
 from taskmuxd.errors import SettingsError
 from taskmuxd.events import EventLog
+from taskmuxd.listeners import Listeners
 from taskmuxd.logs import set_level
 from taskmuxd.notify import Notifier
+from taskmuxd.routes import RouteTable
 from taskmuxd.rpc.methods import MethodTable
 from taskmuxd.rpc.server import RpcServer
 
@@ -51,7 +53,7 @@ class Subsystem(Protocol):
 
 class Daemon:
     def __init__(self, paths: Paths, settings: settings_mod.Settings,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, listeners: Listeners | None = None) -> None:
         self.paths = paths
         self.settings = settings
         self.notifier = notifier or Notifier()
@@ -66,12 +68,28 @@ class Daemon:
         from taskmuxd.methods_daemon import register
 
         register(self)
+        # Host name -> task; the projects code fills it, the proxy and DNS read it.
+        self.routes = RouteTable(settings.dns_managed_tld)
+        self._add_front_door(listeners or Listeners())
         from taskmuxd.projects import methods as project_methods
         from taskmuxd.projects.manager import Projects
 
         self.projects = Projects(self)
         self.subsystems.append(self.projects)
         project_methods.register(self, self.projects)
+
+    def _add_front_door(self, bound: Listeners) -> None:
+        """The proxy (with its CA) and name resolution, on sockets bound before the drop."""
+        from taskmuxd.dns.subsystem import DnsSubsystem
+        from taskmuxd.methods_proxy import register as register_proxy
+        from taskmuxd.proxy.subsystem import ProxySubsystem
+
+        self.proxy = ProxySubsystem(self.paths, self.settings, self.routes, bound.https,
+                                    bound.redirect)
+        self.dns = DnsSubsystem(self.paths, self.settings, self.routes, bound.dns_udp,
+                                bound.dns_tcp)
+        self.subsystems += [self.proxy, self.dns]
+        register_proxy(self)
 
     # -- called by RPC methods -------------------------------------------------------------
 

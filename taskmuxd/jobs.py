@@ -1,8 +1,11 @@
-"""Background jobs with an owner, and a cheap "something changed" signal to wait on.
+"""A subsystem's background jobs, owned by one ``asyncio.TaskGroup``; and a cheap "something
+changed" signal to wait on.
 
-A subsystem owns one ``Jobs``: its jobs run in one ``asyncio.TaskGroup`` that lives as long as
-the subsystem. A job that fails is logged and does not take its siblings down; closing the
-group cancels whatever still runs. ``CancelledError`` is never swallowed.
+``start(setup)`` runs ``setup(jobs)`` inside the group and returns once it has, so a subsystem
+reports "started" only when it serves (as with trio's ``nursery.start``); an exception from
+``setup`` comes out of ``start``. A job that fails later is logged and does not take its
+siblings down. ``stop`` cancels every job and waits for them. ``CancelledError`` is never
+swallowed.
 """
 
 from __future__ import annotations
@@ -10,56 +13,79 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger("taskmuxd.jobs")
+
+
+async def _nothing(_jobs: Jobs) -> None:
+    return None
 
 
 class Jobs:
     def __init__(self, name: str) -> None:
         self.name = name
         self._group: asyncio.TaskGroup | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._closing: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._main: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
-    async def open(self) -> None:
-        started = asyncio.Event()
-        self._closing = asyncio.Event()
-        self._runner = asyncio.create_task(self._run(started), name=f"{self.name} jobs")
-        await started.wait()
-
-    async def _run(self, started: asyncio.Event) -> None:
-        assert self._closing is not None
-        async with asyncio.TaskGroup() as group:
-            self._group = group
-            started.set()
-            await self._closing.wait()
-            for task in list(asyncio.all_tasks()):
-                if task.get_name().startswith(f"{self.name}:"):
-                    task.cancel()
-        self._group = None
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[None]:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         if self._group is None:
             coro.close()
-            raise RuntimeError(f"{self.name}: not running, cannot start {name}")
-        return self._group.create_task(self._guard(coro, name), name=f"{self.name}:{name}")
+            raise RuntimeError(f"{self.name}: jobs are not running, cannot start {name}")
+        task = self._group.create_task(self._guard(coro, name), name=f"{self.name}: {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _guard(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+    async def _guard(self, coro: Coroutine[Any, Any, Any], name: str) -> Any:
         try:
-            await coro
+            return await coro
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("%s: job %s failed", self.name, name)
+            return None
 
-    async def close(self) -> None:
-        if self._closing is not None:
-            self._closing.set()
-        if self._runner is not None:
-            await self._runner
-            self._runner = None
+    async def start(self, setup: Callable[[Jobs], Awaitable[None]] = _nothing) -> None:
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stop.clear()
+        self._main = asyncio.create_task(self._run(setup, started), name=f"{self.name} jobs")
+        await started
+
+    async def _run(self, setup: Callable[[Jobs], Awaitable[None]],
+                   started: asyncio.Future[None]) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                await setup(self)
+                started.set_result(None)
+                await self._stop.wait()
+                for task in list(self._tasks):
+                    task.cancel()
+        except BaseException as exc:
+            if not started.done():
+                while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                    exc = exc.exceptions[0]
+                started.set_exception(exc)
+            elif not isinstance(exc, asyncio.CancelledError):
+                log.error("%s: background jobs failed", self.name, exc_info=exc)
+            else:
+                raise
+        finally:
+            self._group = None
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._main is not None:
+            await asyncio.wait([self._main])
+            self._main = None
+
+    @property
+    def running(self) -> bool:
+        return self._main is not None and not self._main.done()
 
 
 class Changed:

@@ -11,7 +11,7 @@ import os
 import tomllib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from taskmuxctl.fsutil import atomic_write
 from taskmuxctl.protocol import Code
@@ -45,6 +45,64 @@ class Settings(BaseModel):
     dependency_timeout: float = Field(
         120.0, gt=0, description="seconds a task waits for what it depends_on to be ready"
     )
+    proxy_enabled: bool = Field(
+        True, description="serve https://{host}.{project}.localhost through the TLS proxy"
+    )
+    proxy_https_port: int = Field(
+        443, ge=0, le=65535, description="the proxy's HTTPS port (0: any free port)"
+    )
+    proxy_http_redirect_port: int = Field(
+        80, ge=0, le=65535,
+        description="plain HTTP port answering 301 to the https URL (0: no redirect)",
+    )
+    proxy_bind: list[str] = Field(
+        ["127.0.0.1", "::1"],
+        description="addresses the proxy listens on (default: loopback, IPv4 and IPv6)",
+    )
+    host_resolver: Literal["etc_hosts", "dns_server", "noop"] = Field(
+        "etc_hosts",
+        description="how *.localhost names resolve: a managed /etc/hosts block, taskmux's "
+        "own DNS server, or nothing",
+    )
+    dns_server_port: int = Field(
+        5454, ge=0, le=65535,
+        description="UDP and TCP port of the DNS server on 127.0.0.1 (dns_server only; "
+        "0: any free port)",
+    )
+    dns_managed_tld: str = Field(
+        "localhost", min_length=1,
+        description="the top-level domain of task URLs and of the DNS server's answers",
+    )
+    hosts_file: str = Field(
+        "/etc/hosts", min_length=1, description="the hosts file the etc_hosts resolver manages"
+    )
+
+    @field_validator("proxy_bind", mode="before")
+    @classmethod
+    def _bind_addresses(cls, value: Any) -> Any:
+        import ipaddress
+
+        if isinstance(value, str):  # taskmux 0.6 wrote one address as a string
+            value = [value]
+        if not isinstance(value, list):
+            return value  # the type check names the problem
+        addrs = [str(a) for a in value]
+        if not addrs:
+            raise ValueError("give at least one address, e.g. \"127.0.0.1\"")
+        for addr in addrs:
+            ipaddress.ip_address(addr)  # ValueError names the bad one
+        return addrs
+
+    @field_validator("dns_managed_tld")
+    @classmethod
+    def _tld(cls, value: str) -> str:
+        tld = value.strip().strip(".").lower()
+        allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+        labels = tld.split(".")
+        if not tld or not all(lab and set(lab) <= allowed and lab[0] != "-" and lab[-1] != "-"
+                              for lab in labels):
+            raise ValueError(f"{value!r} is not a domain name such as \"localhost\"")
+        return tld
 
 
 class SettingsFileError(SettingsError):

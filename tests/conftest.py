@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -9,20 +8,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import DaemonProcess, kill_task_leftovers, read_daemon_pid_kill
-
-
-@pytest.fixture
-def home(tmux_socket: str) -> Iterator[str]:
-    """A private, short TASKMUX_HOME (Unix socket paths must stay under 104 bytes)."""
-    del tmux_socket  # set up first so that it is torn down after the daemon is gone
-    path = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
-    try:
-        yield path
-    finally:
-        read_daemon_pid_kill(path)
-        kill_task_leftovers(path)
-        shutil.rmtree(path, ignore_errors=True)
+from tests.helpers import (
+    DaemonProcess,
+    daemon_env,
+    kill_task_leftovers,
+    read_daemon_pid_kill,
+    write_config,
+)
 
 
 @pytest.fixture
@@ -36,10 +28,30 @@ def tmux_socket() -> Iterator[str]:
 
 
 @pytest.fixture
+def home(tmux_socket: str) -> Iterator[str]:
+    """A private, short TASKMUX_HOME (Unix socket paths must stay under 104 bytes).
+
+    Its config.toml keeps test daemons off the machine's shared resources: the proxy on free
+    ports with no plain-HTTP redirect, no DNS server, and no hosts file but the test's own
+    (see ``helpers.safe_settings``). Tests that write config.toml use ``write_config``,
+    which keeps these unless the test sets a key itself. It depends on ``tmux_socket`` so
+    that the tmux server is torn down after the daemon is gone (else the daemon would bring
+    the project back).
+    """
+    del tmux_socket
+    path = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
+    write_config(path)
+    try:
+        yield path
+    finally:
+        read_daemon_pid_kill(path)
+        kill_task_leftovers(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def env(home: str, tmux_socket: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("TASKMUX_", "NOTIFY_SOCKET", "WATCHDOG_", "TMUX"))}
-    base["TASKMUX_HOME"] = home
+    base = daemon_env(home)
     base["TASKMUX_TMUX_SOCKET"] = tmux_socket
     return base
 
@@ -61,5 +73,3 @@ def start_daemon(home: str, env: dict[str, str]) -> Iterator[Callable[..., Daemo
 @pytest.fixture
 def daemon(start_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
     return start_daemon()
-
-

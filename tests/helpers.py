@@ -18,6 +18,58 @@ PYTHON = sys.executable
 BIN = os.path.dirname(sys.executable)
 
 
+def daemon_env(home: str) -> dict[str, str]:
+    """This process's environment for a test daemon (or client) on ``home``."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("TASKMUX_", "NOTIFY_SOCKET", "WATCHDOG_", "TMUX"))}
+    base["TASKMUX_HOME"] = home
+    base["TASKMUX_TEST_HOOKS"] = "1"  # routes.set & co. (taskmuxd/methods_proxy.py)
+    return base
+
+
+def safe_settings(home: str) -> dict[str, Any]:
+    """Settings that keep a test daemon off ports 443, 80 and 5454 and off /etc/hosts."""
+    return {"proxy_https_port": 0, "proxy_http_redirect_port": 0, "host_resolver": "noop",
+            "dns_server_port": 0, "hosts_file": os.path.join(home, "hosts")}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def write_config(home: str, text: str = "") -> str:
+    """Write ``home``/config.toml: ``text`` plus every safe setting it does not set itself."""
+    import tomllib
+
+    own = tomllib.loads(text)
+    # First, so that they stay top-level keys whatever tables ``text`` opens.
+    lines = [f"{k} = {_toml_value(v)}" for k, v in safe_settings(home).items() if k not in own]
+    if text.strip():
+        lines.append(text.rstrip("\n"))
+    path = os.path.join(home, "config.toml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+def ensure_safe_config(home: str) -> None:
+    """Add any safe setting a test's config.toml lost (a last line of defence)."""
+    import tomllib
+
+    path = os.path.join(home, "config.toml")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        tomllib.loads(text)
+    except FileNotFoundError:
+        text = ""
+    except tomllib.TOMLDecodeError:
+        return  # a test of a broken file: the daemon refuses it anyway
+    write_config(home, text)
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
                interval: float = 0.01) -> Any:
     """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
@@ -70,6 +122,7 @@ class DaemonProcess:
         self.home = home
         self.env = env
         self.socket = os.path.join(home, "ctl.sock")
+        ensure_safe_config(home)
         self.log_path = os.path.join(home, "test-daemon.stderr")
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -212,3 +265,38 @@ def kill_task_leftovers(home: str) -> None:
                         os.killpg(pid, signal.SIGKILL)
                     else:
                         os.kill(pid, signal.SIGKILL)
+
+
+class ProxyHarness:
+    """A running daemon plus the calls proxy tests make: routes, ports, the CA."""
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        self.daemon = daemon
+        self.home = daemon.home
+
+    def status(self, section: str) -> dict[str, Any]:
+        result: dict[str, Any] = call(self.daemon.socket, "daemon.status")[section]
+        return result
+
+    @property
+    def https_port(self) -> int:
+        port = self.status("proxy")["https_port"]
+        assert port, self.status("proxy")
+        return int(port)
+
+    @property
+    def ca_path(self) -> str:
+        return str(call(self.daemon.socket, "ca.info")["cert"])
+
+    def set_routes(self, project: str, *backends: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = call(self.daemon.socket, "routes.set",
+                                      {"project": project, "backends": list(backends)})
+        return result
+
+    def remove(self, project: str) -> None:
+        call(self.daemon.socket, "routes.remove", {"project": project})
+
+
+def route(task: str, host: str, port: int | None, state: str = "running",
+          ready: bool = True) -> dict[str, Any]:
+    return {"task": task, "host": host, "port": port, "state": state, "ready": ready}

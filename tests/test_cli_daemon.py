@@ -21,6 +21,7 @@ from tests.helpers import (
     run_cli,
     run_json,
     wait_until,
+    write_config,
 )
 
 
@@ -133,11 +134,10 @@ def test_commands_needing_the_daemon_start_it(env: dict[str, str], home: str,
     # Refused when asked not to, by flag or by setting.
     with pytest.raises(DaemonUnavailable):
         Context(paths, no_daemon_start=True).call("daemon.ping")
-    with open(paths.config, "w") as fh:
-        fh.write("auto_start_daemon = false\n")
+    write_config(home, "auto_start_daemon = false\n")
     with pytest.raises(DaemonUnavailable):
         Context(paths).call("daemon.ping")
-    os.unlink(paths.config)
+    write_config(home)
     ctx = Context(paths)
     try:
         assert ctx.call("daemon.ping") == {"pong": True}

@@ -14,7 +14,15 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.helpers import PYTHON, DaemonProcess, call, listening_socket, rpc_lines, wait_until
+from tests.helpers import (
+    PYTHON,
+    DaemonProcess,
+    call,
+    listening_socket,
+    rpc_lines,
+    wait_until,
+    write_config,
+)
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -113,15 +121,12 @@ def test_shutdown_method_exits_zero(daemon: DaemonProcess) -> None:
 
 def test_sighup_reloads_settings_and_keeps_them_when_invalid(
         daemon: DaemonProcess, home: str) -> None:
-    config = os.path.join(home, "config.toml")
     assert call(daemon.socket, "config.get")["config"]["log_level"] == "info"
-    with open(config, "w") as fh:
-        fh.write('log_level = "debug"\n')
+    write_config(home, 'log_level = "debug"\n')
     daemon.signal(signal.SIGHUP)
     wait_until(lambda: call(daemon.socket, "config.get")["config"]["log_level"] == "debug",
                what="the reload")
-    with open(config, "w") as fh:
-        fh.write('log_level = "loud"\nbogus_key = 1\n')
+    write_config(home, 'log_level = "loud"\nbogus_key = 1\n')
     daemon.signal(signal.SIGHUP)
     wait_until(lambda: "reload refused" in daemon.output(), what="the refusal to be logged")
     assert call(daemon.socket, "config.get")["config"]["log_level"] == "debug"

@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 
-from tests.helpers import call, read, run_cli, run_json, wait_until
+from tests.helpers import call, read, run_cli, run_json, wait_until, write_config
 from tests.projects import pid_alive, status, task, tmux, windows, write_project
 
 
@@ -47,8 +47,7 @@ def test_dependency_order_with_gating(env: dict[str, str], tmp_path: str) -> Non
 
 def test_dependency_that_never_gets_healthy_fails_clearly(env: dict[str, str],
                                                           tmp_path: str, home: str) -> None:
-    with open(os.path.join(home, "config.toml"), "w") as fh:
-        fh.write("dependency_timeout = 1.5\n")
+    write_config(home, "dependency_timeout = 1.5\n")
     proj = write_project(str(tmp_path / "p"), """
         name = "never"
         [tasks.db]

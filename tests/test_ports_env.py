@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from tests.helpers import read, run_json, wait_until
+from tests.helpers import read, run_json, wait_until, write_config
 from tests.projects import pid_alive, task, write_project
 
 LISTEN = ("import os, socket, time; s = socket.socket(); "
@@ -48,8 +48,7 @@ def _listening(port: int) -> bool:
 
 def test_a_leftover_of_the_same_task_is_killed_and_the_port_kept(
         env: dict[str, str], tmp_path: str, home: str) -> None:
-    with open(os.path.join(home, "config.toml"), "w") as fh:
-        fh.write("health_check_interval = 0.5\n")  # the sweep that notices a dead runner
+    write_config(home, "health_check_interval = 0.5\n")  # the sweep notices a dead runner
     # The listener ignores hang-ups, so it outlives its runner: a leftover of this task.
     proj = write_project(str(tmp_path / "p"), f"""
         name = "leftover"

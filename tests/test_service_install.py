@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from taskmuxctl.protocol import Code
-from tests.helpers import call, pid_gone, read, run_cli, run_json
+from tests.helpers import call, pid_gone, read, run_cli, run_json, write_config
 from tests.service_fakes import FakeManager, make_fake_manager
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the system scope needs root")
@@ -119,8 +119,7 @@ def test_systemd_uninstall_keeps_state_and_shared_template(fake: FakeManager, ho
     os.makedirs(other)
     with open(os.path.join(other, "taskmux.conf"), "w") as fh:
         fh.write("[Service]\n")
-    with open(os.path.join(home, "config.toml"), "w") as fh:
-        fh.write('log_level = "info"\n')
+    write_config(home, 'log_level = "info"\n')
     fake.reset_calls()
     code, out = run_json(["daemon", "uninstall"], fake.env)
     assert code == 0, out

@@ -221,7 +221,26 @@ def check_dns(f: Facts) -> Check:
     sec = _section(f, f.dns, "dns")
     if isinstance(sec, Check):
         return sec
-    if not sec.get("serving"):
+    resolver = sec.get("resolver")
+    if resolver == "noop":
+        if _loopback(f.dns_system):
+            return Check("dns", OK, f"host_resolver = noop; this machine resolves {f.dns_name} "
+                         f"to {', '.join(f.dns_system or [])} by itself")
+        return Check("dns", WARN, "host_resolver = noop: taskmux leaves name resolution to "
+                     f"you, and {f.dns_name} does not resolve here",
+                     "set host_resolver = \"dns_server\" or \"etc_hosts\" "
+                     "(taskmux config set host_resolver dns_server)")
+    if resolver == "etc_hosts":
+        if sec.get("error"):
+            return Check("dns", FAIL, str(sec["error"]),
+                         "sudo taskmux dns install, or run the daemon as a system service")
+        missing = sec.get("missing") or []
+        if missing:
+            return Check("dns", FAIL, f"{len(missing)} task name(s) are missing from "
+                         f"{sec.get('hosts_file')}: {', '.join(missing[:3])}",
+                         "sudo taskmux dns install")
+        return Check("dns", OK, str(sec.get("summary") or "hosts block up to date"))
+    if not sec.get("bound", sec.get("serving")):
         return Check("dns", FAIL, f"not serving: {sec.get('error') or sec.get('summary')}",
                      "see taskmux daemon status; taskmux daemon restart")
     if f.dns_direct is not None and not _loopback(f.dns_direct):
@@ -233,9 +252,9 @@ def check_dns(f: Facts) -> Check:
     if not _loopback(f.dns_system):
         got = f.dns_system_error or ", ".join(f.dns_system or []) or "nothing"
         return Check("dns", FAIL, f"this machine's resolver does not send {f.dns_name} to "
-                     f"loopback ({got}); resolver: {sec.get('resolver')}",
-                     "run the daemon as a system service (sudo taskmux daemon install) so "
-                     "that it can configure the resolver")
+                     f"loopback ({got}); resolver: {resolver}",
+                     "sudo taskmux dns install (sets the system resolver to send .localhost "
+                     "to taskmux's server)")
     return Check("dns", OK, f"{f.dns_name} resolves to {', '.join(f.dns_system or [])}")
 
 
@@ -247,8 +266,10 @@ def check_ca(f: Facts) -> Check:
     if not isinstance(f.ca, dict):
         return Check("ca", FAIL, f"ca.status failed: {f.ca_error}", "taskmux daemon restart")
     if not f.ca.get("exists"):
-        return Check("ca", FAIL, f"no local CA at {f.ca.get('path')}",
-                     "taskmux daemon restart (the daemon creates it), then taskmux ca install")
+        return Check("ca", WARN, f"no local CA at {f.ca.get('path')} yet (it is made when a "
+                     "task with a host first starts)", "taskmux ca install")
+    if f.ca.get("trusted") is None:
+        return Check("ca", WARN, str(f.ca.get("summary")), "taskmux ca install")
     if not f.ca.get("trusted"):
         return Check("ca", FAIL, f"the local CA ({f.ca.get('path')}) is not trusted: "
                      "browsers will warn on https://*.localhost", "taskmux ca install")

@@ -25,6 +25,7 @@ from taskmuxd.projects import state as st
 from taskmuxd.projects.project import Project, Services
 from taskmuxd.projects.registry import Registry
 from taskmuxd.projects.watcher import ConfigWatcher
+from taskmuxd.routes import Backend
 from taskmuxd.tmux import Tmux, TmuxError
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class Projects:
         self.listeners: list[Any] = []
         self._restore_check: asyncio.TimerHandle | None = None
         self.watcher = ConfigWatcher(self._config_touched)
+        self._published: dict[str, list[Backend]] = {}
         self.services = Services(
             paths=self.paths, tmux=self.tmux, events=self.events,
             dependency_timeout=lambda: float(daemon.settings.dependency_timeout),
@@ -64,7 +66,7 @@ class Projects:
     # -- life -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.jobs.open()
+        await self.jobs.start()
         self.watcher.start()
         entries = self.registry.load()
         if self.registry.corrupt_moved_to:
@@ -90,7 +92,7 @@ class Projects:
                 if task.timer is not None:
                     task.timer.cancel()
             project.persist()
-        await self.jobs.close()
+        await self.jobs.stop()
 
     def status(self) -> dict[str, Any]:
         running = sum(1 for p in self.projects.values() for t in p.tasks.values()
@@ -361,23 +363,30 @@ class Projects:
     def url_for(self, project: str, host: str | None) -> str | None:
         if host is None:
             return None
-        settings = self.daemon.settings
-        tld = getattr(settings, "dns_managed_tld", "localhost")
-        port = int(getattr(settings, "proxy_https_port", 443))
-        proxy_status = self.daemon.subsystem_status("proxy")
-        if proxy_status and proxy_status.get("https_port"):
-            port = int(proxy_status["https_port"])
-        suffix = "" if port == 443 else f":{port}"
-        name = {"@": f"{project}.{tld}", "*": f"*.{project}.{tld}"}.get(host,
-                                                                       f"{host}.{project}.{tld}")
-        return f"https://{name}{suffix}"
+        return self.daemon.proxy.url_for(Backend(project, "", host, None, "", False))
 
     def _changed(self, project: Project) -> None:
+        self._publish_routes(project)
         for listener in list(self.listeners):
             try:
                 listener(project)
             except Exception:
                 log.exception("a project listener failed")
+
+
+    def _publish_routes(self, project: Project) -> None:
+        """Tell the proxy and DNS which task answers which name (only when that changed)."""
+        backends = [Backend(project.name, t.name, t.config.host, t.record.port, t.state.value,
+                            t.ready)
+                    for t in sorted(project.tasks.values(), key=lambda t: t.name)
+                    if t.config.host]
+        if self._published.get(project.name) != backends:
+            self._published[project.name] = backends
+            self.daemon.routes.set_project(project.name, backends)
+
+    def forget_routes(self, name: str) -> None:
+        self._published.pop(name, None)
+        self.daemon.routes.remove_project(name)
 
 
 def _alive(pid: object) -> bool:

@@ -158,6 +158,7 @@ def register(daemon: Daemon, projects: Projects) -> None:
         gone = projects.projects.pop(project, None)
         if gone is not None:
             projects.watcher.unwatch(gone.loaded.path)
+        projects.forget_routes(project)
         projects.problems.pop(project, None)
         if removed:
             daemon.events.emit("project_unregistered", project, None)

@@ -1,0 +1,1 @@
+"""Name resolution for task URLs: taskmux's DNS server, the /etc/hosts block, delegation."""

@@ -1,0 +1,81 @@
+"""taskmux's DNS server on asyncio: UDP datagrams and TCP (two-byte length prefixed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any, cast
+
+from taskmuxd.dns.answers import Answerer
+
+log = logging.getLogger("taskmuxd.dns")
+
+TCP_IDLE_TIMEOUT = 10.0
+MAX_TCP_MESSAGE = 65535
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, answerer: Answerer) -> None:
+        self.answerer = answerer
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        reply = self.answerer.answer(data)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("DNS UDP error: %s", exc)
+
+
+class DnsServer:
+    def __init__(self, answerer: Answerer) -> None:
+        self.answerer = answerer
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.Server] = []
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    async def serve(self, udp: list[socket.socket], tcp: list[socket.socket]) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in udp:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self.answerer),
+                                                               sock=sock)
+            self._udp.append(transport)
+        for sock in tcp:
+            self._tcp.append(await asyncio.start_server(self._on_tcp, sock=sock))
+
+    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            while True:
+                async with asyncio.timeout(TCP_IDLE_TIMEOUT):
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                    message = await reader.readexactly(size)
+                reply = self.answerer.answer(message)
+                if reply is None:
+                    break
+                writer.write(len(reply).to_bytes(2, "big") + reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def close(self) -> None:
+        for transport in self._udp:
+            transport.close()
+        self._udp.clear()
+        for server in self._tcp:
+            server.close()
+        self._tcp.clear()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=2)

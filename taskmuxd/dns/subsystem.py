@@ -1,0 +1,198 @@
+"""Name resolution as a daemon subsystem, per ``host_resolver``:
+
+- ``dns_server``: serve ``*.{tld}`` on 127.0.0.1:``dns_server_port`` (UDP and TCP).
+- ``etc_hosts``: keep the hosts file's managed block in step with the routes. The block can
+  only be written with root, so the daemon records the names it routes in
+  ``hostnames.json`` and a daemon started as root writes them before it drops privileges;
+  while running unprivileged it reports which names the block lacks.
+- ``noop``: nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from typing import Any
+
+from taskmuxctl.fsutil import atomic_write
+from taskmuxctl.paths import Paths
+from taskmuxd import listeners
+from taskmuxd.dns import hosts
+from taskmuxd.dns.answers import Answerer
+from taskmuxd.dns.server import DnsServer
+from taskmuxd.jobs import Jobs
+from taskmuxd.listeners import Bound
+from taskmuxd.routes import RouteTable
+from taskmuxd.settings import Settings
+
+log = logging.getLogger("taskmuxd.dns")
+
+RECORD_NAME = "hostnames.json"
+RECORD_VERSION = 1
+HOSTS_DEBOUNCE = 0.2
+
+
+def record_path(home: str) -> str:
+    return os.path.join(home, RECORD_NAME)
+
+
+def read_record(home: str) -> list[str]:
+    """The host names the daemon last routed (empty when unknown or unreadable)."""
+    try:
+        with open(record_path(home), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
+        return []
+    names = data.get("names")
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def write_record(home: str, tld: str, names: list[str]) -> None:
+    atomic_write(record_path(home),
+                 json.dumps({"version": RECORD_VERSION, "tld": tld, "names": names}) + "\n")
+
+
+def hosts_writable(path: str) -> bool:
+    """Whether this process can replace ``path`` (atomically: its folder must be writable)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.access(folder, os.W_OK) and (not os.path.exists(path) or os.access(path, os.W_OK))
+
+
+class DnsSubsystem:
+    name = "dns"
+
+    def __init__(self, paths: Paths, settings: Settings, routes: RouteTable,
+                 udp: Bound | None = None, tcp: Bound | None = None) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.routes = routes
+        self.udp = udp
+        self.tcp = tcp
+        self.answerer = Answerer(routes.tld)
+        self.server = DnsServer(self.answerer)
+        self.jobs = Jobs("dns")
+        self.hosts_error: str | None = None
+        self._hosts_timer: asyncio.TimerHandle | None = None
+        routes.subscribe(self._routes_changed)
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.jobs.start(self._serve)
+
+    async def _serve(self, jobs: Jobs) -> None:
+        if self.settings.host_resolver != "dns_server":
+            self._release()
+            return
+        if self.udp is None:
+            self.udp, self.tcp = listeners.bind_dns(self.settings)
+        if self.udp is not None and self.udp.ok and self.tcp is not None and self.tcp.ok:
+            await self.server.serve(self.udp.take(), self.tcp.take())
+            log.info("DNS server answering *.%s on 127.0.0.1 port %d (UDP and TCP)",
+                     self.routes.tld, self.udp.port)
+
+    async def stop(self) -> None:
+        if self._hosts_timer is not None:
+            self._hosts_timer.cancel()
+        await self.jobs.stop()
+        await self.server.close()
+        self._release()
+
+    def _release(self) -> None:
+        for bound in (self.udp, self.tcp):
+            if bound is not None:
+                bound.close()
+
+    # -- the hosts file -------------------------------------------------------------------
+
+    def _routes_changed(self) -> None:
+        if self.settings.host_resolver != "etc_hosts":
+            return
+        if self._hosts_timer is None:
+            loop = asyncio.get_running_loop()
+            self._hosts_timer = loop.call_later(HOSTS_DEBOUNCE, self._sync_hosts)
+
+    def _sync_hosts(self) -> None:
+        self._hosts_timer = None
+        names = self.routes.hostnames()
+        try:
+            if read_record(self.paths.home) != names:
+                write_record(self.paths.home, self.routes.tld, names)
+            if hosts_writable(self.settings.hosts_file) \
+                    and hosts.write(self.settings.hosts_file, names):
+                log.info("updated the taskmux block of %s (%d names)",
+                             self.settings.hosts_file, len(names))
+            self.hosts_error = None
+        except OSError as exc:
+            self.hosts_error = f"cannot update {exc.filename or 'the hosts file'}: {exc.strerror}"
+            log.warning("%s", self.hosts_error)
+
+    # -- settings -------------------------------------------------------------------------
+
+    def settings_changed(self, old: Settings, new: Settings) -> None:
+        self.settings = new
+        if (old.host_resolver, old.dns_server_port) != (new.host_resolver, new.dns_server_port) \
+                and self.jobs.running:
+            self.jobs.spawn(self._restart(), "restart")
+        if new.host_resolver == "etc_hosts":
+            self._routes_changed()
+
+    async def _restart(self) -> None:
+        await self.server.close()
+        self._release()
+        self.udp = self.tcp = None
+        if self.settings.host_resolver == "dns_server":
+            self.udp, self.tcp = listeners.bind_dns(self.settings)
+            if self.udp is not None and self.udp.ok and self.tcp is not None and self.tcp.ok:
+                await self.server.serve(self.udp.take(), self.tcp.take())
+            else:
+                log.warning("%s", self._bind_error())
+        log.info("name resolution now: %s", self.status()["summary"])
+
+    # -- status ---------------------------------------------------------------------------
+
+    def _bind_error(self) -> str | None:
+        for bound in (self.udp, self.tcp):
+            if bound is not None and bound.error:
+                return bound.error
+        return None
+
+    def status(self) -> dict[str, Any]:
+        mode = self.settings.host_resolver
+        out: dict[str, Any] = {"resolver": mode, "tld": self.routes.tld, "error": None}
+        if mode == "dns_server":
+            error = self._bind_error()
+            bound = error is None and self.udp is not None and bool(self.udp.addresses)
+            port = self.udp.port if bound and self.udp is not None else None
+            out.update(bound=bound, address=listeners.DNS_ADDRESS, port=port, error=error,
+                       queries=self.answerer.queries, refused=self.answerer.refused)
+            out["summary"] = (f"DNS server on 127.0.0.1 port {port} (UDP and TCP), "
+                              f"*.{self.routes.tld} -> loopback; "
+                              f"{self.answerer.queries} queries" if bound
+                              else f"DNS server not serving: {error or 'starting'}")
+        elif mode == "etc_hosts":
+            path = self.settings.hosts_file
+            wanted = self.routes.hostnames()
+            try:
+                present = hosts.block_names(hosts.read(path))
+            except OSError as exc:
+                present = []
+                out["error"] = f"cannot read {path}: {exc.strerror}"
+            missing = [n for n in wanted if n not in present]
+            writable = hosts_writable(path)
+            out.update(hosts_file=path, names=present, wanted=wanted, missing=missing,
+                       writable=writable)
+            out["error"] = self.hosts_error or out["error"]
+            if missing and not writable:
+                out["error"] = (f"{len(missing)} names are not in {path} yet and the daemon "
+                                "cannot write it: run `sudo taskmux dns install`, restart "
+                                "the daemon as root, or set host_resolver = \"dns_server\"")
+            out["summary"] = (f"{path} block maps {len(present)} names"
+                              + (f"; missing {', '.join(missing)}" if missing else ""))
+        else:
+            out["summary"] = "off (host_resolver = noop): names are left to the system"
+        return out

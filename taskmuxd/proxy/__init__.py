@@ -1,0 +1,1 @@
+"""The HTTPS reverse proxy in front of the tasks."""

@@ -1,0 +1,245 @@
+"""The proxy's listeners: HTTPS (TLS terminated here, routed by host name) and the plain-HTTP
+port that answers every request with a redirect to https."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+
+from taskmuxd.proxy import pages, tlsconn
+from taskmuxd.proxy.forward import IDLE_TIMEOUT, ClientSide, Upstream
+from taskmuxd.proxy.http1 import HEAD_END, MAX_HEAD, NO_BODY, BadMessage, parse_request
+from taskmuxd.routes import RouteTable, normalize
+from taskmuxd.tls import (
+    ALERT_UNRECOGNIZED_NAME,
+    HelloIncomplete,
+    NotTls,
+    SniContexts,
+    hello_server_name,
+)
+
+log = logging.getLogger("taskmuxd.proxy")
+
+LOOPBACKS = ("127.0.0.1", "::1")
+CONNECT_TIMEOUT = 5.0
+HANDSHAKE_TIMEOUT = 10.0
+STOP_GRACE = 2.0
+MAX_HELLO = 16 * 1024
+HELLO_RETRY = 0.005
+
+
+def nodelay(sock: socket.socket) -> None:
+    """Send small writes at once. (asyncio does this only for sockets it made with an
+    explicit TCP protocol number, which neither accepted nor pre-bound sockets have.)"""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+async def _readable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+class Proxy:
+    def __init__(self, routes: RouteTable, sni: SniContexts) -> None:
+        self.routes = routes
+        self.sni = sni
+        self.https_port = 443
+        self.requests = 0
+        self.redirects = 0
+        self.unreachable = 0
+        self.backend_failures = 0
+        self.clients: set[ClientSide] = set()
+        self.connections: set[asyncio.Task[None]] = set()  # handshakes and redirects
+        self._servers: list[asyncio.Server] = []
+        self._accepting: list[asyncio.Task[None]] = []
+        self._listening: list[socket.socket] = []
+        # The loopback address a backend port last answered on: dev servers bind 127.0.0.1,
+        # ::1 or both, and asking the right one first saves a refused connection per request.
+        self._answered_on: dict[int, str] = {}
+
+    # -- serving --------------------------------------------------------------------------
+
+    async def serve_https(self, sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            self._listening.append(sock)
+            self._accepting.append(asyncio.create_task(self._accept(sock),
+                                                       name=f"proxy accept {sock.getsockname()}"))
+
+    async def serve_redirect(self, sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            self._servers.append(await asyncio.start_server(self._on_plain, sock=sock,
+                                                            limit=MAX_HEAD))
+
+    def sweep(self, now: float) -> int:
+        """Close client connections that waited too long for a request; how many."""
+        stale = [c for c in self.clients
+                 if c.idle_since is not None and now - c.idle_since > IDLE_TIMEOUT]
+        for client in stale:
+            client.close()
+        return len(stale)
+
+    async def close(self) -> None:
+        for client in list(self.clients):
+            client.close()
+        for accepting in self._accepting:
+            accepting.cancel()
+        if self._accepting:
+            await asyncio.wait(self._accepting)
+        self._accepting.clear()
+        for sock in self._listening:
+            sock.close()
+        self._listening.clear()
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+        for task in list(self.connections):
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(list(self.connections), timeout=STOP_GRACE)
+
+    # -- backends -------------------------------------------------------------------------
+
+    async def connect_backend(self, port: int, factory: Callable[[], Upstream]
+                              ) -> tuple[asyncio.Transport, Upstream]:
+        """A connection to the task on ``port``, on whichever loopback address it bound."""
+        loop = asyncio.get_running_loop()
+        first = self._answered_on.get(port, LOOPBACKS[0])
+        order = (first, *(a for a in LOOPBACKS if a != first))
+        last: OSError | None = None
+        for address in order:
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    transport, protocol = await loop.create_connection(factory, address, port)
+            except TimeoutError:
+                last = TimeoutError(f"no answer within {CONNECT_TIMEOUT:g}s")
+                continue
+            except OSError as exc:
+                last = exc
+                continue
+            self._answered_on[port] = address
+            return transport, protocol
+        assert last is not None
+        raise last
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _accept(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listening)
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                log.warning("proxy cannot accept connections: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            conn.setblocking(False)
+            nodelay(conn)
+            task = asyncio.create_task(self._on_https(conn))
+            self.connections.add(task)
+            task.add_done_callback(self.connections.discard)
+
+    async def _on_https(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        tls: ssl.SSLSocket | None = None
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                if not await self._hello_acceptable(conn):
+                    return
+                tls = self.sni.context.wrap_socket(conn, server_side=True,
+                                                   do_handshake_on_connect=False)
+                tls.setblocking(False)
+                await tlsconn.handshake(tls, HANDSHAKE_TIMEOUT)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            log.debug("TLS handshake failed: %s", exc)
+            (tls or conn).close()
+            return
+        tlsconn.TlsTransport(loop, tls, ClientSide(self))
+
+    async def _hello_acceptable(self, conn: socket.socket) -> bool:
+        """Peek at the ClientHello; refuse an unknown server name with a TLS alert."""
+        while True:
+            await _readable(conn)
+            try:
+                data = conn.recv(MAX_HELLO, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            if not data:
+                conn.close()
+                return False
+            try:
+                name = hello_server_name(data)
+            except HelloIncomplete:
+                if len(data) >= MAX_HELLO:
+                    return True  # let the TLS layer judge an outsized hello
+                await asyncio.sleep(HELLO_RETRY)  # the rest is on its way
+                continue
+            except NotTls:
+                return True  # the TLS layer answers that properly
+            if self.sni.accepts(name):
+                return True
+            with contextlib.suppress(OSError):
+                conn.send(ALERT_UNRECOGNIZED_NAME)
+            conn.close()
+            return False
+
+    async def _on_plain(self, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections.add(task)
+        try:
+            while await self._redirect_one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                TimeoutError):
+            pass
+        finally:
+            self.connections.discard(task)
+            writer.close()
+
+    async def _redirect_one(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> bool:
+        async with asyncio.timeout(IDLE_TIMEOUT):
+            data = await reader.readuntil(HEAD_END)
+        try:
+            req = parse_request(data)
+        except BadMessage as exc:
+            writer.write(pages.bad_request(exc.status, exc.reason, html_ok=False, close=True))
+            return False
+        close = req.close or req.framing != NO_BODY
+        name = normalize(req.host)
+        tld = self.routes.tld
+        if not name or not (name == tld or name.endswith("." + tld)):
+            writer.write(pages.response(
+                404, "not-a-task-name", f"{name or 'no host'}: not a taskmux name",
+                f"This port redirects `*.{tld}` names to https; {name or 'this request'} is "
+                "not one.", html_ok=False, close=close))
+        else:
+            self.redirects += 1
+            writer.write(pages.redirect(self.location(name, req.target), close=close))
+        await writer.drain()
+        return not close
+
+    def location(self, name: str, target: bytes) -> str:
+        path = target.decode("latin-1")
+        if not path.startswith("/"):
+            # absolute-form ("http://host/x") or asterisk-form: keep only the path
+            rest = path.split("://", 1)[-1]
+            path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+        port = "" if self.https_port == 443 else f":{self.https_port}"
+        return f"https://{name}{port}{path}"
