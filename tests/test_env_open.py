@@ -12,7 +12,7 @@ import pytest
 
 from taskmuxctl.commands.urls import render_env, var_name
 from tests.helpers import read, run_cli, run_json, wait_until
-from tests.projects import write_project
+from tests.projects import status, write_project
 
 NASTY = {
     "A_QUOTE": "it's",
@@ -72,7 +72,9 @@ def test_env_output_evaluated_by_bash(env: dict[str, str], urls_project: str,
     assert proc.returncode == 0, proc.stderr
     names = ["TASKMUX_PROJECT", "TASKMUX_URL_MY_WEB", "TASKMUX_URL_API"]
     values = evaluate("bash", proc.stdout, names, urls_project)
-    assert values == ["shop", "https://my-web.shop.localhost", "https://api.shop.localhost"]
+    urls = {t["name"]: t["url"] for t in status(env, urls_project)["tasks"]}
+    assert values == ["shop", urls["my-web"], urls["api"]]
+    assert urls["api"].startswith("https://api.shop.localhost")
     assert "WORKER" not in proc.stdout
     code, out = run_json(["env"], env, cwd=urls_project)
     assert code == 0 and out["vars"] == dict(zip(names, values, strict=True))
@@ -92,15 +94,16 @@ def test_open_hands_the_url_to_the_browser(env: dict[str, str], urls_project: st
     code, out = run_json(["open", "my-web"], {**plain, "BROWSER": f"missing-one:{browser}"},
                          cwd=urls_project)
     assert code == 0 and out["opened"] is True
-    assert wait_until(lambda: read(seen), 5, "the browser to be run") == \
-        "https://my-web.shop.localhost"
+    urls = {t["name"]: t["url"] for t in status(env, urls_project)["tasks"]}
+    assert out["url"] == urls["my-web"]
+    assert wait_until(lambda: read(seen), 5, "the browser to be run") == urls["my-web"]
     os.unlink(seen)
     code, out = run_json(["open", "api"], {**plain, "BROWSER": f"{browser} --new-tab=%s"},
                          cwd=urls_project)
-    assert read(seen) == "--new-tab=https://api.shop.localhost"
+    assert read(seen) == f"--new-tab={urls['api']}"
     proc = run_cli(["open", "api"], {**plain, "BROWSER": ""}, cwd=urls_project)
     assert proc.returncode == 0
-    assert proc.stdout == "https://api.shop.localhost\n"
+    assert proc.stdout == urls["api"] + "\n"
     assert "no browser found" in proc.stderr
     code, out = run_json(["open", "worker"], plain, cwd=urls_project)
     assert code == 1 and "has no URL" in out["error"]
