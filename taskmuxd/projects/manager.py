@@ -193,11 +193,10 @@ class Projects:
         if project is None:
             project = Project(self.services, loaded.name, loaded)
             self.projects[loaded.name] = project
-        elif project.loaded.path != loaded.path:
+        elif project.loaded.path != loaded.path or project.loaded.text != loaded.text:
             self.watcher.unwatch(project.loaded.path)
-            await self.apply(project, loaded)
-        elif project.loaded.text != loaded.text:
-            await self.apply(project, loaded)
+            async with project.reload_lock:
+                await self.apply(project, loaded)
         self.watcher.watch(loaded.path)
         self.problems.pop(loaded.name, None)
         self.remember_config(project)
@@ -214,6 +213,10 @@ class Projects:
         """Re-read a project's taskmux.toml. Invalid: nothing changes, the error is reported.
         Valid: applied as a diff (added auto_start tasks start, removed stop, changed
         restart, the rest untouched)."""
+        async with project.reload_lock:  # one reload at a time per project
+            return await self._reload(project)
+
+    async def _reload(self, project: Project) -> dict[str, list[str]] | None:
         path = project.loaded.path
         try:
             loaded = cfgmod.load(path)

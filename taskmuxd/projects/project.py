@@ -84,6 +84,7 @@ class Project:
         self.tasks: dict[str, TaskRuntime] = {}
         self.launcher = Launcher(services.tmux, name)
         self.changed = Changed()
+        self.reload_lock = asyncio.Lock()
         self._dirty: set[str] = set()
         self.config_error: str | None = None
         self._sync_tasks(loaded)

@@ -15,6 +15,7 @@ from typing import Any
 log = logging.getLogger("taskmuxd.watcher")
 
 DEBOUNCE = 0.25
+CHANGES = frozenset(("modified", "created", "moved", "deleted", "closed"))
 
 
 class ConfigWatcher:
@@ -55,6 +56,8 @@ class ConfigWatcher:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type not in CHANGES:
+                    return  # opened / closed-without-writing: someone (we) only read it
                 for raw in (event.src_path, getattr(event, "dest_path", "")):
                     path = os.fsdecode(raw) if raw else ""
                     if path and path in watcher._files.get(folder, ()):
