@@ -44,7 +44,15 @@ def _log_tail(path: str, lines: int = 15) -> str:
         return ""
 
 
-def daemon_command() -> list[str]:
+def daemon_command(paths: Paths | None = None) -> list[str]:
+    """``taskmuxd run`` for this environment. In the installed layout that is the boot-guard
+    launching ``app/current`` (so a client of any version starts the current one)."""
+    if paths is not None:
+        from taskmuxctl.update.layout import installed_daemon_command
+
+        installed = installed_daemon_command(paths)
+        if installed is not None:
+            return installed
     return [sys.executable, "-m", "taskmuxd", "run"]
 
 
@@ -55,7 +63,7 @@ def start_daemon(paths: Paths) -> int:
     paths.ensure()
     with open(paths.daemon_log, "ab") as log:
         proc = subprocess.Popen(
-            [*daemon_command(), "--detach", "--log-file", paths.daemon_log],
+            [*daemon_command(paths), "--detach", "--log-file", paths.daemon_log],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             close_fds=True, env={**os.environ, "TASKMUX_HOME": paths.home},
         )

@@ -91,6 +91,9 @@ class Method:
     DAEMON_SHUTDOWN = "daemon.shutdown"
     CONFIG_GET = "config.get"
     CONFIG_RELOAD = "config.reload"
+    UPDATE_STATUS = "update.status"
+    UPDATE_CHECK = "update.check"
+    UPDATE_RESTART = "update.restart"
 
 
 class ErrorInfo(tuple[str, str]):
@@ -146,6 +149,16 @@ class Code:
     DAEMON_TIMEOUT = 403
     DAEMON_PROTOCOL = 404
     DAEMON_START_FAILED = 405
+    # Self-update (issue 7).
+    UPDATE_NOT_INSTALLED = 701
+    UPDATE_BUSY = 702
+    UPDATE_REFUSED = 703
+    UPDATE_UNVERIFIED = 704
+    UPDATE_DOWNLOAD_FAILED = 705
+    UPDATE_INSTALL_FAILED = 706
+    UPDATE_ROLLED_BACK = 707
+    UPDATE_NO_PREVIOUS = 708
+    UPDATE_NOT_SUPERVISED = 709
 
 
 ERRORS: dict[int, ErrorInfo] = {
@@ -176,6 +189,15 @@ ERRORS: dict[int, ErrorInfo] = {
     Code.DAEMON_TIMEOUT: ErrorInfo("daemon_timeout", "daemon"),
     Code.DAEMON_PROTOCOL: ErrorInfo("daemon_protocol", "daemon"),
     Code.DAEMON_START_FAILED: ErrorInfo("daemon_start_failed", "daemon"),
+    Code.UPDATE_NOT_INSTALLED: ErrorInfo("update_not_installed", "client"),
+    Code.UPDATE_BUSY: ErrorInfo("update_busy", "daemon"),
+    Code.UPDATE_REFUSED: ErrorInfo("update_refused", "client"),
+    Code.UPDATE_UNVERIFIED: ErrorInfo("update_unverified", "daemon"),
+    Code.UPDATE_DOWNLOAD_FAILED: ErrorInfo("update_download_failed", "daemon"),
+    Code.UPDATE_INSTALL_FAILED: ErrorInfo("update_install_failed", "daemon"),
+    Code.UPDATE_ROLLED_BACK: ErrorInfo("update_rolled_back", "daemon"),
+    Code.UPDATE_NO_PREVIOUS: ErrorInfo("update_no_previous", "client"),
+    Code.UPDATE_NOT_SUPERVISED: ErrorInfo("update_not_supervised", "client"),
 }
 
 

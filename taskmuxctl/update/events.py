@@ -1,0 +1,39 @@
+"""One hook for everything an update does: ``emit(event, **details)``.
+
+Every step is logged through ``logging`` (logger ``taskmux.update``) and handed to each
+registered sink. The daemon points a sink at its event log; ``taskmuxctl update`` adds one
+that shows progress on a terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("taskmux.update")
+
+Sink = Callable[[str, dict[str, Any]], None]
+_sinks: list[Sink] = []
+
+ERRORS = ("update.failed", "update.rolled_back", "update.guard_reverted", "update.refused")
+
+
+def add_sink(sink: Sink) -> None:
+    if sink not in _sinks:
+        _sinks.append(sink)
+
+
+def remove_sink(sink: Sink) -> None:
+    if sink in _sinks:
+        _sinks.remove(sink)
+
+
+def emit(event: str, **details: Any) -> None:
+    text = " ".join(f"{k}={v}" for k, v in details.items())
+    log.log(logging.WARNING if event in ERRORS else logging.INFO, "%s %s", event, text)
+    for sink in list(_sinks):
+        try:
+            sink(event, details)
+        except Exception:
+            log.exception("event sink %r failed on %s", sink, event)
