@@ -9,6 +9,8 @@ import pytest
 
 from tests.helpers import DaemonProcess, read_daemon_pid_kill
 
+pytest_plugins = ["tests.update_fixtures"]
+
 
 @pytest.fixture
 def home() -> Iterator[str]:

@@ -34,6 +34,7 @@ def main(argv: list[str]) -> int:
     try:
         opts = apply.Options(channel=channel, keys=trusted_keys(extra))
         result = apply.update(ctx.paths, opts, first_install=True)
+        result["repaired"] = apply.repair(ctx.paths)
     except (CommandError, ValueError) as exc:
         print(f"taskmux install: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1

@@ -314,3 +314,19 @@ def rollback(paths: Paths, opts: Options) -> dict[str, Any]:
                 "restart": mode}
     finally:
         lock.release()
+
+
+def repair(paths: Paths) -> list[str]:
+    """Put back what an installed layout needs besides its versions (install.sh re-runs)."""
+    layout = AppLayout(paths)
+    current = layout.current_version()
+    fixed: list[str] = []
+    if current is None:
+        return fixed
+    if layout.python() is None:
+        layout.write_python(install.base_python(layout))
+        fixed.append(os.path.basename(layout.layout_file))
+    if not os.path.exists(layout.guard_script):
+        install.install_guard(layout, current)
+        fixed.append(os.path.basename(layout.guard_script))
+    return fixed
