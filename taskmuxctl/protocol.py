@@ -94,6 +94,22 @@ class Method:
     UPDATE_STATUS = "update.status"
     UPDATE_CHECK = "update.check"
     UPDATE_RESTART = "update.restart"
+    PROJECT_LIST = "project.list"
+    PROJECT_REGISTER = "project.register"
+    PROJECT_UNREGISTER = "project.unregister"
+    PROJECT_STATUS = "project.status"
+    PROJECT_START = "project.start"
+    PROJECT_STOP = "project.stop"
+    PROJECT_RESTART = "project.restart"
+    TASK_KILL = "task.kill"
+    TASK_INSPECT = "task.inspect"
+    TASK_ADD = "task.add"
+    TASK_REMOVE = "task.remove"
+    TASK_SEND = "task.send"
+    HEALTH_CHECK = "health.check"
+    EVENTS_FOLLOW = "events.follow"
+    RUNNER_STARTED = "runner.started"  # notifications from a task's runner
+    RUNNER_EXITED = "runner.exited"
 
 
 class ErrorInfo(tuple[str, str]):

@@ -21,6 +21,7 @@ from taskmuxctl.paths import Paths
 from taskmuxd import bootmark
 from taskmuxd import settings as settings_mod
 from taskmuxd.errors import SettingsError
+from taskmuxd.events import EventLog
 from taskmuxd.logs import set_level
 from taskmuxd.notify import Notifier
 from taskmuxd.rpc.methods import MethodTable
@@ -64,9 +65,16 @@ class Daemon:
         self.stopping = False
         self._requests: asyncio.Queue[int] = asyncio.Queue()
         self.rpc = RpcServer(paths.socket, self.methods.as_dict, owner_uid=os.getuid())
+        self.events = EventLog(paths.events)
         from taskmuxd.methods_daemon import register
 
         register(self)
+        from taskmuxd.projects import methods as project_methods
+        from taskmuxd.projects.manager import Projects
+
+        self.projects = Projects(self)
+        self.subsystems.append(self.projects)
+        project_methods.register(self, self.projects)
         from taskmuxd.updater import AutoUpdater
 
         self.subsystems.append(AutoUpdater(self))
@@ -90,6 +98,12 @@ class Daemon:
             sub.settings_changed(old, new)
         log.info("settings reloaded from %s", self.paths.config)
         return new
+
+    def subsystem_status(self, name: str) -> dict[str, Any] | None:
+        for sub in self.subsystems:
+            if sub.name == name:
+                return sub.status()
+        return None
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_monotonic

@@ -43,6 +43,9 @@ class Settings(BaseModel):
     tmux_socket: str | None = Field(
         None, description="tmux -L socket name for task sessions (default: the user's server)"
     )
+    dependency_timeout: float = Field(
+        120.0, gt=0, description="seconds a task waits for what it depends_on to be ready"
+    )
     auto_update: bool = Field(
         False, description="the daemon installs new signed releases by itself"
     )

@@ -225,7 +225,7 @@ class AutoUpdater:
                 start_new_session=True, env=clean_env(self.paths))
         finally:
             os.close(out)
-        update_events.emit("update.started", version=version, pid=self.child.pid,
+        update_events.emit("update_started", version=version, pid=self.child.pid,
                            log=self.layout.update_log)
         self._reaper = asyncio.create_task(self._reap(self.child, version))
 

@@ -190,3 +190,25 @@ def pid_gone(pid: int) -> bool:
             return fh.read().rsplit(") ", 1)[1][:1] in ("Z", "X")
     except FileNotFoundError:
         return True
+
+
+def kill_task_leftovers(home: str) -> None:
+    """SIGKILL every process group a runner recorded under ``home`` (cleanup; never raises)."""
+    import glob
+
+    for path in glob.glob(os.path.join(home, "projects", "*", "run", "*.json")):
+        if path.endswith(".spec.json"):
+            continue
+        try:
+            with open(path) as fh:
+                rec = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        for key in ("pgid", "runner_pid"):
+            pid = rec.get(key)
+            if isinstance(pid, int) and pid > 1 and pid != os.getpid():
+                with contextlib.suppress(OSError):
+                    if key == "pgid":
+                        os.killpg(pid, signal.SIGKILL)
+                    else:
+                        os.kill(pid, signal.SIGKILL)

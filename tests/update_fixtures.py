@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -30,7 +31,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat, Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from taskmuxctl.update import bootguard
 from tests.fakegithub import FakeGitHub, public_key_text
@@ -123,7 +124,7 @@ def _build_all(root: str) -> None:
                     "--find-links", wheelhouse, base_wheel], check=True, capture_output=True,
                    timeout=600)
     with open(os.path.join(venv, ".taskmux-version"), "w") as fh:
-        fh.write('{"version": "%s", "sha256": "base"}\n' % BASE)
+        json.dump({"version": BASE, "sha256": "base"}, fh)
 
 
 @pytest.fixture(scope="session")
@@ -202,8 +203,6 @@ class Installed:
                               timeout=timeout)
 
     def ctl_json(self, *args: str, timeout: float = 180) -> tuple[int, dict[str, Any]]:
-        import json
-
         proc = self.ctl("--json", *args, timeout=timeout)
         lines = [line for line in proc.stdout.splitlines() if line.strip()]
         assert len(lines) == 1, f"stdout={proc.stdout!r} stderr={proc.stderr!r}"
@@ -263,7 +262,7 @@ def make_installed(home: str, env: dict[str, str], gh: FakeGitHub, key: Ed25519P
     shutil.copy(os.path.join(REPO, "taskmuxctl", "update", "bootguard.py"),
                 os.path.join(app, "bootguard.py"))
     with open(os.path.join(app, "layout.json"), "w") as fh:
-        fh.write('{"format": 1, "python": "%s"}\n' % builds.python)
+        json.dump({"format": 1, "python": builds.python}, fh)
     with open(os.path.join(home, "config.toml"), "w") as fh:
         fh.write(f'release_url = "{gh.channel}"\ntrusted_keys = ["{public_key_text(key)}"]\n')
     full_env = {k: v for k, v in env.items() if k not in PIP_ENV}

@@ -14,16 +14,16 @@ if TYPE_CHECKING:
 
 # One line per step on stderr, for people watching (the JSON on stdout is for programs).
 STEP_TEXT = {
-    "update.checking": "checking {channel}",
-    "update.available": "{reason}",
-    "update.reusing": "{version} is already installed in {path}",
-    "update.verified": "verified {version}: signature (key {key}), size, sha256",
-    "update.installing": "installing into {path}",
-    "update.preflight_passed": "preflight passed: {version}'s programs load and report "
+    "update_checking": "checking {channel}",
+    "update_available": "{reason}",
+    "update_reusing": "{version} is already installed in {path}",
+    "update_verified": "verified {version}: signature (key {key}), size, sha256",
+    "update_installing": "installing into {path}",
+    "update_preflight_passed": "preflight passed: {version}'s programs load and report "
                                "{version}",
-    "update.switched": "switched current: {previous} -> {current}",
-    "update.restarting": "restarting the daemon ({mode})",
-    "update.rollback": "switched current back: {previous} -> {current}",
+    "update_switched": "switched current: {previous} -> {current}",
+    "update_restarting": "restarting the daemon ({mode})",
+    "update_rollback": "switched current back: {previous} -> {current}",
 }
 
 

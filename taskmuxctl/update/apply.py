@@ -79,7 +79,7 @@ def fetch(opts: Options) -> Manifest:
     try:
         return fetch_manifest(opts.channel, opts.keys)
     except ReleaseError as exc:
-        emit("update.failed", step="check", channel=opts.channel, error=exc.message)
+        emit("update_failed", step="check", channel=opts.channel, error=exc.message)
         raise UpdateError(exc.message, _RELEASE_CODES.get(exc.kind, Code.UPDATE_UNVERIFIED),
                           {"kind": exc.kind, "channel": opts.channel}) from None
 
@@ -93,7 +93,7 @@ def check(paths: Paths, opts: Options) -> dict[str, Any]:
     manifest = fetch(opts)
     decision = decide(current, manifest.version, bad=bad, pinned=state["pinned"], to=opts.to,
                       auto=opts.auto)
-    emit("update.checked", current=current, offered=manifest.version, action=decision.action)
+    emit("update_checked", current=current, offered=manifest.version, action=decision.action)
     return {"current": current, "offered": manifest.version, "action": decision.action,
             "available": decision.install, "reason": decision.reason,
             "installed_layout": layout.installed(), "pinned": state["pinned"],
@@ -138,7 +138,7 @@ def _update(paths: Paths, layout: AppLayout, opts: Options) -> dict[str, Any]:
     state = layout.load_state()
     current, previous = layout.current_version(), layout.previous_version()
     bad = bootguard.bad_versions(layout.app)
-    emit("update.checking", channel=opts.channel, current=current)
+    emit("update_checking", channel=opts.channel, current=current)
     manifest = fetch(opts)
     version = manifest.version
     decision = decide(current, version, bad=bad, pinned=state["pinned"], to=opts.to,
@@ -146,22 +146,22 @@ def _update(paths: Paths, layout: AppLayout, opts: Options) -> dict[str, Any]:
     result: dict[str, Any] = {"action": decision.action, "from": current, "to": version,
                               "offered": version, "reason": decision.reason}
     if decision.action == REFUSE:
-        emit("update.refused", version=version, reason=decision.reason)
+        emit("update_refused", version=version, reason=decision.reason)
         raise UpdateError(decision.reason, Code.UPDATE_REFUSED, result)
     if decision.action == NONE:
         if decision.unpin and state["pinned"]:
             state["pinned"] = None
             layout.save_state(state)
             result["unpinned"] = True
-        emit("update.up_to_date", current=current, offered=version, reason=decision.reason)
+        emit("update_up_to_date", current=current, offered=version, reason=decision.reason)
         return result
     assert decision.action == INSTALL
-    emit("update.available", current=current, version=version, reason=decision.reason)
+    emit("update_available", current=current, version=version, reason=decision.reason)
     started = time.monotonic()
     python = install.base_python(layout)
     _check_python(python, manifest)
     if layout.is_complete(version) and layout.completed_sha256(version) == manifest.sha256:
-        emit("update.reusing", version=version, path=layout.version_dir(version))
+        emit("update_reusing", version=version, path=layout.version_dir(version))
     else:
         _install(paths, layout, opts, manifest, python)
     # The switch. From here on a failure is rolled back rather than left as it was.
@@ -169,7 +169,7 @@ def _update(paths: Paths, layout: AppLayout, opts: Options) -> dict[str, Any]:
     bootguard.arm(layout.app, version, current, previous, now)
     layout.switch(version, current)
     layout.write_python(python)
-    emit("update.switched", previous=current, current=version)
+    emit("update_switched", previous=current, current=version)
     mode = _restart_onto(paths, layout, version, current, previous, opts)
     if decision.unpin:
         state["pinned"] = None
@@ -177,7 +177,7 @@ def _update(paths: Paths, layout: AppLayout, opts: Options) -> dict[str, Any]:
     layout.save_state(state)
     pruned = layout.prune()
     elapsed = round(time.monotonic() - started, 3)
-    emit("update.done", previous=current, current=version, restart=mode, pruned=pruned,
+    emit("update_done", previous=current, current=version, restart=mode, pruned=pruned,
          seconds=elapsed)
     result.update({"action": "updated", "restart": mode, "pruned": pruned, "seconds": elapsed,
                    "confirmed": mode != restart.NOT_RUNNING})
@@ -207,13 +207,13 @@ def _restart_onto(paths: Paths, layout: AppLayout, version: str, current: str | 
         install.install_guard(layout, version)
         return restart.NOT_RUNNING
     mode = restart.bounce(paths)
-    emit("update.restarting", mode=mode, version=version)
+    emit("update_restarting", mode=mode, version=version)
     if mode == restart.NOT_RUNNING:
         return mode  # the guard stays armed for the daemon's next start
     outcome = restart.wait_for(paths, layout, version, opts.wait_timeout)
     if outcome != restart.OK:
         _recover(paths, layout, version, current, previous, mode, outcome, opts)
-    emit("update.confirmed", version=version)
+    emit("update_confirmed", version=version)
     install.install_guard(layout, version)
     return mode
 
@@ -221,23 +221,23 @@ def _restart_onto(paths: Paths, layout: AppLayout, version: str, current: str | 
 def _install(paths: Paths, layout: AppLayout, opts: Options, manifest: Manifest,
              python: str) -> None:
     version = manifest.version
-    emit("update.downloading", version=version, url=manifest.url, size=manifest.size)
+    emit("update_downloading", version=version, url=manifest.url, size=manifest.size)
     try:
         tmp = download(manifest, layout.tmp_dir, opts.download_timeout, opts.progress)
     except ReleaseError as exc:
-        emit("update.failed", step="download", version=version, error=exc.message)
+        emit("update_failed", step="download", version=version, error=exc.message)
         raise UpdateError(exc.message, _RELEASE_CODES.get(exc.kind, Code.UPDATE_UNVERIFIED),
                           {"kind": exc.kind, "version": version}) from None
     package = os.path.join(layout.tmp_dir, manifest.file)  # pip wants the wheel's own name
     os.replace(tmp, package)
-    emit("update.verified", version=version, sha256=manifest.sha256, key=manifest.key_id)
+    emit("update_verified", version=version, sha256=manifest.sha256, key=manifest.key_id)
     try:
-        emit("update.installing", version=version, path=layout.version_dir(version))
+        emit("update_installing", version=version, path=layout.version_dir(version))
         install.create_version(paths, layout, version, package, python)
         install.preflight(paths, layout, version, opts.preflight_timeout)
     except install.InstallFailed as exc:
         layout.remove_version(version)
-        emit("update.failed", step="install", version=version, error=exc.message)
+        emit("update_failed", step="install", version=version, error=exc.message)
         tail = "\n".join(exc.output.strip().splitlines()[-15:])
         raise UpdateError(f"installing {version} failed: {exc.message}; nothing was changed"
                           + (f"\n{tail}" if tail else ""), Code.UPDATE_INSTALL_FAILED,
@@ -248,7 +248,7 @@ def _install(paths: Paths, layout: AppLayout, opts: Options, manifest: Manifest,
         except FileNotFoundError:
             pass
     layout.mark_complete(version, manifest.sha256)
-    emit("update.preflight_passed", version=version)
+    emit("update_preflight_passed", version=version)
 
 
 def _recover(paths: Paths, layout: AppLayout, bad: str, good: str, good_previous: str | None,
@@ -264,8 +264,8 @@ def _recover(paths: Paths, layout: AppLayout, bad: str, good: str, good_previous
             try:
                 restart.start_direct(paths)
             except CommandError as exc:
-                emit("update.failed", step="rollback", version=good, error=exc.message)
-    emit("update.rolled_back", bad=bad, current=good, reason=why)
+                emit("update_failed", step="rollback", version=good, error=exc.message)
+    emit("update_rolled_back", bad=bad, current=good, reason=why)
     back = restart.wait_for(paths, layout, good, opts.wait_timeout)
     state = layout.load_state()
     state["last"] = {"at": time.time(), "from": good, "to": bad, "outcome": "rolled_back",
@@ -295,7 +295,7 @@ def rollback(paths: Paths, opts: Options) -> dict[str, Any]:
         state = layout.load_state()
         old_pin, state["pinned"] = state["pinned"], previous
         layout.save_state(state)
-        emit("update.rollback", previous=current, current=previous, pinned=previous)
+        emit("update_rollback", previous=current, current=previous, pinned=previous)
         mode = restart.bounce(paths)
         if mode != restart.NOT_RUNNING and \
                 restart.wait_for(paths, layout, previous, opts.wait_timeout) != restart.OK:

@@ -218,7 +218,7 @@ def decide(record: dict[str, Any], current: str, run: dict[str, Any] | None, boo
         if attempt.get("outcome") is None:
             attempt["outcome"] = settle(attempt, run, boot)
     if any(a["outcome"] == "stable" for a in rec["attempts"]):
-        add_event(rec, "update.proved", now, version=version)
+        add_event(rec, "update_proved", now, version=version)
         rec["armed"], rec["attempts"] = None, []
         return rec, start
     failed = [a for a in rec["attempts"]
@@ -229,7 +229,7 @@ def decide(record: dict[str, Any], current: str, run: dict[str, Any] | None, boo
                   f"({', '.join(a['outcome'] for a in failed)})")
         rec["bad"] = {**rec.get("bad", {}), version: {"reason": reason, "at": now,
                                                       "by": "boot-guard"}}
-        add_event(rec, "update.guard_reverted", now, version=version, to=good, reason=reason)
+        add_event(rec, "update_guard_reverted", now, version=version, to=good, reason=reason)
         rec["armed"], rec["attempts"] = None, []
         return rec, {"kind": "revert", "version": good, "bad": version,
                      "previous": armed.get("previous_previous"), "attempt": attempt_id}

@@ -16,7 +16,7 @@ log = logging.getLogger("taskmux.update")
 Sink = Callable[[str, dict[str, Any]], None]
 _sinks: list[Sink] = []
 
-ERRORS = ("update.failed", "update.rolled_back", "update.guard_reverted", "update.refused")
+ERRORS = ("update_failed", "update_rolled_back", "update_guard_reverted", "update_refused")
 
 
 def add_sink(sink: Sink) -> None:

@@ -1,0 +1,76 @@
+"""``events`` and ``watch``: the event history, read straight from events.jsonl."""
+
+from __future__ import annotations
+
+import sys
+
+from taskmuxctl import eventlog, projectfile
+from taskmuxctl.context import Context
+from taskmuxctl.protocol import Code
+from taskmuxctl.result import CommandError, Result, render
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+RELOAD_EVENTS = {"config_reloaded", "config_invalid", "task_started", "task_stopped",
+                 "task_restarted", "project_registered"}
+
+
+def _since(text: str | None) -> float | None:
+    if not text:
+        return None
+    from taskmuxctl.timefmt import TimeError, parse_since
+
+    try:
+        return parse_since(text)
+    except TimeError as exc:
+        raise CommandError(str(exc), Code.USAGE) from None
+
+
+def _project(ctx: Context, args: Any) -> str | None:
+    if getattr(args, "all_projects", False):
+        return None
+    return projectfile.load(args.project, ctx.paths).name
+
+
+def _stream(ctx: Context, events: Any) -> None:
+    from taskmuxctl import jsonio
+
+    try:
+        for e in events:
+            line = jsonio.dumps(e) if ctx.as_json else eventlog.format_event(e)
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+
+
+def events(ctx: Context, args: Any) -> Result:
+    project = _project(ctx, args)
+    since = _since(args.since)
+    if args.follow:
+        _stream(ctx, eventlog.follow(ctx.paths.events, project, args.task, since,
+                                     tail=args.lines or 10))
+        return Result({}, None)
+    found = eventlog.read(ctx.paths.events, project, args.task, since, args.lines)
+    text = "\n".join(eventlog.format_event(e) for e in found) or "(no events)"
+    return Result({"events": found, "count": len(found)}, text)
+
+
+def watch(ctx: Context, args: Any) -> Result:
+    project = _project(ctx, args)
+    if not ctx.as_json:
+        print(f"watching {'every project' if project is None else project} for config "
+              "reloads (Ctrl-C to stop)", flush=True)
+    _stream(ctx, eventlog.follow(ctx.paths.events, project, None, None, tail=0,
+                                 kinds=RELOAD_EVENTS))
+    return Result({}, None)
+
+
+def follow_after(ctx: Context, result: Result, project: str) -> Result:
+    """``start --monitor``: print the start's result, then the project's events until Ctrl-C."""
+    render(result, ctx.as_json)
+    sys.stdout.flush()
+    _stream(ctx, eventlog.follow(ctx.paths.events, project, None, None, tail=0))
+    return Result({}, None)

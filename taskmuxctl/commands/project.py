@@ -1,0 +1,164 @@
+"""Project commands: start, stop, restart, kill, status, inspect, health, url, check."""
+
+from __future__ import annotations
+
+import os
+
+from taskmuxctl import render
+from taskmuxctl.context import Context
+from taskmuxctl.project import project_params
+from taskmuxctl.protocol import Method
+from taskmuxctl.result import Result
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+LSB_NOT_RUNNING = 3
+
+
+def _params(args: Any, **extra: Any) -> dict[str, Any]:
+    params = project_params(getattr(args, "project", None))
+    params.update({k: v for k, v in extra.items() if v is not None})
+    return params
+
+
+def _action_result(out: dict[str, Any], verb: str) -> Result:
+    lines = []
+    for r in out.get("results", []):
+        action = r["action"]
+        extra = ""
+        if r.get("pid"):
+            extra = f" (pid {r['pid']}" + (f", port {r['port']}" if r.get("port") else "") + ")"
+        if r.get("error"):
+            extra = f": {r['error']}"
+        lines.append(f"{r['task']}: {action.replace('_', ' ')}{extra}")
+    if not lines:
+        lines.append(f"nothing to {verb} in {out.get('project')}")
+    return Result(out, "\n".join(lines))
+
+
+def start(ctx: Context, args: Any) -> Result:
+    params = _params(args, tasks=args.tasks or None, env=dict(os.environ),
+                     force=True if args.force else None)
+    out = ctx.call(Method.PROJECT_START, params)
+    result = _action_result(out, "start")
+    if args.monitor:
+        from taskmuxctl.commands.events import follow_after
+
+        return follow_after(ctx, result, out["project"])
+    return result
+
+
+def stop(ctx: Context, args: Any) -> Result:
+    return _action_result(ctx.call(Method.PROJECT_STOP, _params(args, tasks=args.tasks or None)),
+                          "stop")
+
+
+def restart(ctx: Context, args: Any) -> Result:
+    return _action_result(
+        ctx.call(Method.PROJECT_RESTART, _params(args, tasks=args.tasks or None)), "restart")
+
+
+def kill(ctx: Context, args: Any) -> Result:
+    return _action_result(ctx.call(Method.TASK_KILL, _params(args, task=args.task)), "kill")
+
+
+def status(ctx: Context, args: Any) -> Result:
+    out = ctx.call(Method.PROJECT_STATUS, _params(args))
+    head = f"{out['project']}  ({out['config']})"
+    state = "session running" if out.get("running") else "session not running"
+    if out.get("state") not in ("ok", None):
+        state += f"; {out['state'].replace('_', ' ')}"
+    lines = [f"{head}: {state}"]
+    if out.get("config_error"):
+        lines.append(f"  ! {out['config_error']}")
+    rows = []
+    notes: dict[int, str] = {}
+    for t in out["tasks"]:
+        detail = ""
+        if t["state"] == "backoff" and t.get("next_restart_in") is not None:
+            detail = f"restart in {t['next_restart_in']:.0f}s"
+        elif t.get("last_exit") and t["state"] != "running":
+            detail = render.last_exit(t["last_exit"])
+        if t.get("manually_stopped") and t["state"] == "stopped":
+            detail = "stopped by you"
+        health = {True: "healthy", False: "unhealthy", None: "-"}[t.get("healthy")]
+        rows.append([t["name"], t["state"], render.dash(t.get("pid")), render.dash(t.get("port")),
+                     health, str(t.get("restarts", 0)), render.duration(t.get("uptime")),
+                     render.dash(t.get("url")), detail])
+        if t.get("healthy") is False and t.get("last_health_failure"):
+            notes[len(rows) - 1] = f"last health failure: {t['last_health_failure']}"
+    table = render.table(["TASK", "STATE", "PID", "PORT", "HEALTH", "RESTARTS", "UPTIME", "URL",
+                          ""], rows).splitlines()
+    lines.append(table[0])
+    for i, line in enumerate(table[1:]):
+        lines.append(line)
+        if i in notes:
+            lines.append(f"      └ {notes[i]}")
+    if not out["tasks"]:
+        lines.append("  (no tasks; add one with `taskmux add NAME \"COMMAND\"`)")
+    return Result(out, "\n".join(lines))
+
+
+def inspect(ctx: Context, args: Any) -> Result:
+    out = ctx.call(Method.TASK_INSPECT, _params(args, task=args.task))
+    from taskmuxctl import jsonio
+
+    return Result(out, jsonio.dumps(out["task"]))
+
+
+def health(ctx: Context, args: Any) -> Result:
+    out = ctx.call(Method.HEALTH_CHECK, _params(args))
+    rows = []
+    for t in out["tasks"]:
+        mark = {True: "healthy", False: "unhealthy", None: "unknown"}[t["healthy"]]
+        row = [t["name"], t["state"], mark]
+        if args.verbose:
+            row += [t["method"], str(t["failures"]),
+                    render.dash(t["detail"] if t["healthy"] else t["last_failure"] or t["detail"])]
+        rows.append(row)
+    headers = ["TASK", "STATE", "HEALTH"] + (["PROBE", "FAILS", "DETAIL"] if args.verbose else [])
+    text = f"{out['healthy_count']}/{out['total_count']} healthy\n" + render.table(headers, rows)
+    return Result(out, text)
+
+
+def url(ctx: Context, args: Any) -> Result:
+    out = ctx.call(Method.TASK_INSPECT, _params(args, task=args.task))
+    task = out["task"]
+    if not task.get("url"):
+        from taskmuxctl.protocol import Code
+        from taskmuxctl.result import CommandError
+
+        raise CommandError(f"task {args.task!r} has no URL: give it a `host` in taskmux.toml "
+                           f"(e.g. host = \"{args.task}\")", Code.USAGE, {"task": args.task})
+    return Result({"task": args.task, "url": task["url"]}, task["url"])
+
+
+def check(ctx: Context, args: Any) -> Result:
+    from taskmuxctl.project import find_config
+    from taskmuxd.projects import config as cfgmod
+
+    path = args.config or find_config()
+    if path is None:
+        from taskmuxctl.protocol import Code
+        from taskmuxctl.result import CommandError
+
+        raise CommandError(f"no taskmux.toml in {os.getcwd()} or any folder above it; create "
+                           "one with `taskmux init`", Code.CONFIG_NOT_FOUND)
+    try:
+        loaded = cfgmod.load(path)
+    except cfgmod.ConfigError as exc:
+        from taskmuxctl.result import CommandError
+
+        raise CommandError(exc.message, exc.code, exc.data) from None
+    except cfgmod.ConfigNotFound as exc:
+        from taskmuxctl.result import CommandError
+
+        raise CommandError(exc.message, exc.code, exc.data) from None
+    tasks = loaded.project.tasks
+    order = cfgmod.start_order(tasks)
+    text = (f"{loaded.path}: OK — project {loaded.name!r}, {len(tasks)} task(s); start order: "
+            + " → ".join("[" + ", ".join(w) + "]" for w in order))
+    return Result({"config": loaded.path, "project": loaded.name, "tasks": sorted(tasks),
+                   "start_order": order}, text)

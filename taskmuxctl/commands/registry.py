@@ -1,0 +1,42 @@
+"""``daemon list|register|unregister``: the projects the daemon supervises."""
+
+from __future__ import annotations
+
+import os
+
+from taskmuxctl import render
+from taskmuxctl.context import Context
+from taskmuxctl.project import find_config
+from taskmuxctl.protocol import Code, Method
+from taskmuxctl.result import CommandError, Result
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def list_(ctx: Context, args: Any) -> Result:
+    out = ctx.call(Method.PROJECT_LIST)
+    rows = [[p["name"], p["state"], f"{p['tasks_running']}/{p['tasks_total']}", p["config"]]
+            for p in out["projects"]]
+    if not rows:
+        return Result(out, "no projects registered; `taskmux start` in a project folder "
+                           "registers it")
+    text = render.table(["PROJECT", "STATE", "RUNNING", "CONFIG"], rows, indent="")
+    errors = [f"! {p['name']}: {p['error']}" for p in out["projects"] if p.get("error")]
+    return Result(out, "\n".join([text, *errors]))
+
+
+def register(ctx: Context, args: Any) -> Result:
+    path = args.config or find_config()
+    if path is None:
+        raise CommandError(f"no taskmux.toml in {os.getcwd()} or above; pass -c PATH",
+                           Code.CONFIG_NOT_FOUND)
+    out = ctx.call(Method.PROJECT_REGISTER, {"config": os.path.abspath(path),
+                                             "force": bool(args.force)})
+    return Result(out, f"{out['project']}: {out['action']} ({out['config']})")
+
+
+def unregister(ctx: Context, args: Any) -> Result:
+    out = ctx.call(Method.PROJECT_UNREGISTER, {"project": args.name})
+    return Result(out, f"{out['project']}: {out['action'].replace('_', ' ')}")

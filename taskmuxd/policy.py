@@ -1,0 +1,320 @@
+"""The task state machine and the restart policy: pure, table-driven, the clock passed in.
+
+``decide(spec, state, event, now, jitter)`` returns the new state and the actions to take; it
+does no I/O and reads no clock. The supervisor performs the actions and feeds what happens
+back as events. Every allowed (state, event) pair is in ``TRANSITIONS``; any other pair is a
+bug, reported with both names.
+
+Vocabulary from supervisord, with a better backoff: a failed run is retried after
+``backoff ** attempt`` seconds (capped at 60, plus up to 10% jitter); the attempt count
+resets once a run has stayed healthy for 60 s; after ``max_restarts`` retries the task is
+FATAL until someone starts it. A stop or kill by the user blocks every restart until the
+user starts or restarts the task.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+BACKOFF_CAP = 60.0
+RESET_AFTER_HEALTHY = 60.0
+JITTER_FRACTION = 0.1
+
+
+class TaskState(enum.StrEnum):
+    STOPPED = "stopped"  # not running: never started, or stopped on request
+    STARTING = "starting"  # launched; the runner has not reported the process yet
+    RUNNING = "running"
+    STOPPING = "stopping"  # a stop is in progress (C-c, then SIGTERM, then SIGKILL)
+    BACKOFF = "backoff"  # exited or failed; a restart is scheduled
+    EXITED = "exited"  # exited, and the policy does not restart it
+    FATAL = "fatal"  # gave up after max_restarts
+
+
+class Ev(enum.StrEnum):
+    START = "start"  # the user (or auto_start) asks for it to run
+    STOP = "stop"  # the user stops it
+    KILL = "kill"  # the user kills it (SIGKILL, window destroyed)
+    RESTART = "restart"  # the user restarts it
+    LAUNCHED = "launched"  # the runner reports the process started
+    LAUNCH_FAILED = "launch_failed"  # the launch itself failed (tmux error, runner silent)
+    EXITED = "exited"  # the process exited (code or signal)
+    UNHEALTHY = "unhealthy"  # health_retries consecutive probes failed
+    TIMER = "timer"  # a scheduled restart is due
+
+
+class Cause(enum.StrEnum):
+    """Why a STOPPING task is stopping: decides what its exit leads to."""
+
+    USER_STOP = "user_stop"
+    USER_KILL = "user_kill"
+    USER_RESTART = "user_restart"
+    UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """The task's restart settings (from taskmux.toml)."""
+
+    restart_policy: str = "on-failure"  # "no" | "on-failure" | "always"
+    max_restarts: int = 5
+    restart_backoff: float = 2.0
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: Ev
+    exit_code: int | None = None
+    exit_signal: int | None = None
+
+
+@dataclass(frozen=True)
+class State:
+    state: TaskState = TaskState.STOPPED
+    attempt: int = 0  # restarts made in the current streak of failures
+    manual_stop: bool = False
+    cause: Cause | None = None  # set while STOPPING
+    started_at: float | None = None  # monotonic seconds, when the current run began
+    unhealthy_at: float | None = None  # last time the run was judged unhealthy
+    restart_at: float | None = None  # when BACKOFF ends
+    last_exit_code: int | None = None
+    last_exit_signal: int | None = None
+    restarts: int = 0  # automatic restarts since the user last started it
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Start the task's process (a new run)."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop the running process: C-c, SIGTERM after the grace period, then SIGKILL."""
+
+
+@dataclass(frozen=True)
+class Kill:
+    """SIGKILL the process group now and destroy the window."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    at: float
+
+
+@dataclass(frozen=True)
+class CancelSchedule:
+    pass
+
+
+@dataclass(frozen=True)
+class Emit:
+    event: str
+    details: dict[str, object] = field(default_factory=dict)
+
+
+Action = Launch | Stop | Kill | Schedule | CancelSchedule | Emit
+
+
+class TransitionError(Exception):
+    """A (state, event) pair the table does not allow: a bug in the caller."""
+
+    def __init__(self, state: TaskState, event: Ev) -> None:
+        super().__init__(f"no transition from {state.value!r} on {event.value!r}")
+        self.state = state
+        self.event = event
+
+
+def backoff_delay(spec: PolicySpec, attempt: int, jitter: float = 0.0) -> float:
+    """Seconds before restart number ``attempt + 1``: backoff ** attempt, capped, jittered.
+
+    ``jitter`` in [0, 1) spreads restarts of many tasks so they do not all land at once.
+    """
+    base = min(spec.restart_backoff ** attempt, BACKOFF_CAP)
+    return base * (1.0 + JITTER_FRACTION * min(max(jitter, 0.0), 1.0))
+
+
+def _healthy_for(s: State, now: float) -> float:
+    if s.started_at is None:
+        return 0.0
+    since = s.started_at if s.unhealthy_at is None else max(s.started_at, s.unhealthy_at)
+    return max(now - since, 0.0)
+
+
+def _exit_details(e: Event) -> dict[str, object]:
+    return {"exit_code": e.exit_code, "signal": e.exit_signal}
+
+
+def _after_failure(spec: PolicySpec, s: State, now: float, jitter: float, failed: bool,
+                   reason: str, emits: list[Action]) -> tuple[State, list[Action]]:
+    """The run ended; decide between a restart after backoff, EXITED and FATAL."""
+    wants = spec.restart_policy == "always" or (spec.restart_policy == "on-failure" and failed)
+    attempt = 0 if _healthy_for(s, now) >= RESET_AFTER_HEALTHY else s.attempt
+    base = replace(s, started_at=None, unhealthy_at=None, cause=None, attempt=attempt)
+    if not wants:
+        return replace(base, state=TaskState.EXITED), emits
+    if attempt >= spec.max_restarts:
+        return replace(base, state=TaskState.FATAL), [
+            *emits, Emit("max_restarts_reached", {"max_restarts": spec.max_restarts,
+                                                  "reason": reason})]
+    delay = backoff_delay(spec, attempt, jitter)
+    return replace(base, state=TaskState.BACKOFF, attempt=attempt + 1, restart_at=now + delay,
+                   restarts=s.restarts + 1), [
+        *emits, Emit("auto_restart", {"reason": reason, "attempt": attempt + 1,
+                                      "delay": round(delay, 3)}),
+        Schedule(now + delay)]
+
+
+Handler = Callable[[PolicySpec, State, Event, float, float], tuple[State, list[Action]]]
+
+
+def _start(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[State,
+                                                                               list[Action]]:
+    extra: list[Action] = [CancelSchedule()] if s.state == TaskState.BACKOFF else []
+    return replace(s, state=TaskState.STARTING, manual_stop=False, attempt=0, restarts=0,
+                   cause=None, restart_at=None, started_at=None, unhealthy_at=None), [
+        *extra, Launch()]
+
+
+def _noop(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[State,
+                                                                              list[Action]]:
+    return s, []
+
+
+def _stop(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[State,
+                                                                              list[Action]]:
+    return replace(s, state=TaskState.STOPPING, manual_stop=True, cause=Cause.USER_STOP), [
+        Stop()]
+
+
+def _stop_idle(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[State,
+                                                                                   list[Action]]:
+    extra: list[Action] = [CancelSchedule()] if s.state == TaskState.BACKOFF else []
+    return replace(s, state=TaskState.STOPPED, manual_stop=True, restart_at=None), extra
+
+
+def _stop_again(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
+        State, list[Action]]:
+    """Stop while stopping: a restart or health restart in progress becomes a plain stop."""
+    return replace(s, manual_stop=True, cause=Cause.USER_STOP), []
+
+
+def _kill(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[State,
+                                                                              list[Action]]:
+    extra: list[Action] = [CancelSchedule()] if s.state == TaskState.BACKOFF else []
+    live = s.state in (TaskState.STARTING, TaskState.RUNNING, TaskState.STOPPING)
+    new_state = TaskState.STOPPING if live else TaskState.STOPPED
+    return replace(s, state=new_state, manual_stop=True, restart_at=None,
+                   cause=Cause.USER_KILL if live else None), [*extra, Kill()]
+
+
+def _restart_live(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
+        State, list[Action]]:
+    already = s.state == TaskState.STOPPING
+    return replace(s, state=TaskState.STOPPING, manual_stop=False, attempt=0, restarts=0,
+                   cause=Cause.USER_RESTART), [] if already else [Stop()]
+
+
+def _launched(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
+        State, list[Action]]:
+    return replace(s, state=TaskState.RUNNING, started_at=now, unhealthy_at=None), []
+
+
+def _launch_failed(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
+        State, list[Action]]:
+    return _after_failure(spec, replace(s, started_at=None), now, j, True, "launch_failed",
+                          [Emit("task_exited", {"reason": "launch_failed"})])
+
+
+def _exited(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
+        State, list[Action]]:
+    failed = (e.exit_code or 0) != 0 or e.exit_signal is not None
+    s = replace(s, last_exit_code=e.exit_code, last_exit_signal=e.exit_signal)
+    reason = "crashed" if failed else "exited"
+    return _after_failure(spec, s, now, j, failed, reason,
+                          [Emit("task_exited", _exit_details(e))])
+
+
+def _exited_while_stopping(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
+        State, list[Action]]:
+    s = replace(s, last_exit_code=e.exit_code, last_exit_signal=e.exit_signal,
+                started_at=s.started_at)
+    if s.cause == Cause.USER_RESTART:
+        return replace(s, state=TaskState.STARTING, cause=None, started_at=None,
+                       unhealthy_at=None), [Launch()]
+    if s.cause == Cause.UNHEALTHY:
+        return _after_failure(spec, s, now, j, True, "unhealthy",
+                              [Emit("task_exited", _exit_details(e))])
+    return replace(s, state=TaskState.STOPPED, cause=None, started_at=None,
+                   unhealthy_at=None), []
+
+
+def _unhealthy(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
+        State, list[Action]]:
+    s = replace(s, unhealthy_at=now)
+    if spec.restart_policy == "no" or s.manual_stop:
+        return s, []
+    return replace(s, state=TaskState.STOPPING, cause=Cause.UNHEALTHY), [Stop()]
+
+
+def _timer(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[State,
+                                                                               list[Action]]:
+    if s.restart_at is not None and now < s.restart_at:
+        return s, [Schedule(s.restart_at)]  # woke early: wait the rest
+    return replace(s, state=TaskState.STARTING, restart_at=None), [Launch()]
+
+
+S, E = TaskState, Ev
+IDLE = (S.STOPPED, S.EXITED, S.FATAL)
+LIVE = (S.STARTING, S.RUNNING)
+
+TRANSITIONS: dict[tuple[TaskState, Ev], Handler] = {}
+for _st in IDLE:
+    TRANSITIONS[(_st, E.START)] = _start
+    TRANSITIONS[(_st, E.RESTART)] = _start
+    TRANSITIONS[(_st, E.STOP)] = _stop_idle
+    TRANSITIONS[(_st, E.KILL)] = _kill
+    TRANSITIONS[(_st, E.EXITED)] = _noop  # a late or repeated report of an exit seen already
+    TRANSITIONS[(_st, E.UNHEALTHY)] = _noop  # a probe that finished after the process
+    TRANSITIONS[(_st, E.TIMER)] = _noop  # a timer that fired after a stop
+    TRANSITIONS[(_st, E.LAUNCH_FAILED)] = _noop
+for _st in LIVE:
+    TRANSITIONS[(_st, E.START)] = _noop  # already running
+    TRANSITIONS[(_st, E.STOP)] = _stop
+    TRANSITIONS[(_st, E.KILL)] = _kill
+    TRANSITIONS[(_st, E.RESTART)] = _restart_live
+    TRANSITIONS[(_st, E.EXITED)] = _exited
+    TRANSITIONS[(_st, E.TIMER)] = _noop
+TRANSITIONS[(S.STARTING, E.LAUNCHED)] = _launched
+TRANSITIONS[(S.STARTING, E.LAUNCH_FAILED)] = _launch_failed
+TRANSITIONS[(S.STARTING, E.UNHEALTHY)] = _noop  # not judged before it runs
+TRANSITIONS[(S.RUNNING, E.LAUNCHED)] = _noop  # a repeated report
+TRANSITIONS[(S.RUNNING, E.UNHEALTHY)] = _unhealthy
+TRANSITIONS[(S.STOPPING, E.START)] = _restart_live  # start again once it has stopped
+TRANSITIONS[(S.STOPPING, E.STOP)] = _stop_again
+TRANSITIONS[(S.STOPPING, E.KILL)] = _kill
+TRANSITIONS[(S.STOPPING, E.RESTART)] = _restart_live
+TRANSITIONS[(S.STOPPING, E.EXITED)] = _exited_while_stopping
+TRANSITIONS[(S.STOPPING, E.LAUNCHED)] = _noop
+TRANSITIONS[(S.STOPPING, E.LAUNCH_FAILED)] = _exited_while_stopping
+TRANSITIONS[(S.STOPPING, E.UNHEALTHY)] = _noop
+TRANSITIONS[(S.STOPPING, E.TIMER)] = _noop
+TRANSITIONS[(S.BACKOFF, E.START)] = _start
+TRANSITIONS[(S.BACKOFF, E.RESTART)] = _start
+TRANSITIONS[(S.BACKOFF, E.STOP)] = _stop_idle
+TRANSITIONS[(S.BACKOFF, E.KILL)] = _kill
+TRANSITIONS[(S.BACKOFF, E.TIMER)] = _timer
+TRANSITIONS[(S.BACKOFF, E.EXITED)] = _noop
+TRANSITIONS[(S.BACKOFF, E.UNHEALTHY)] = _noop
+TRANSITIONS[(S.BACKOFF, E.LAUNCH_FAILED)] = _noop
+
+
+def decide(spec: PolicySpec, state: State, event: Event, now: float,
+           jitter: float = 0.0) -> tuple[State, list[Action]]:
+    """The next state and the actions to carry out. ``now`` is monotonic seconds."""
+    handler = TRANSITIONS.get((state.state, event.kind))
+    if handler is None:
+        raise TransitionError(state.state, event.kind)
+    return handler(spec, state, event, now, jitter)

@@ -1,0 +1,355 @@
+"""``taskmux.toml``: the project's tasks, validated with pydantic.
+
+Every problem is reported together, each with the file, the key path (``tasks.web.depends_on``),
+the line where it can be found, and what would be valid. Loading never starts anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from taskmuxctl.protocol import Code
+from taskmuxd.errors import ClientError
+
+CONFIG_NAME = "taskmux.toml"
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+HOST_RE = re.compile(r"^(@|\*|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)$")
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
+NAME_RULE = ("lowercase letters, digits and hyphens, starting and ending with a letter or "
+             "digit, at most 63 characters (it names a tmux window, a log file and a DNS label)")
+
+
+def parse_size(value: object) -> int:
+    """``"10MB"``, ``"512k"``, ``1048576`` → bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like \"10MB\"")
+    if isinstance(value, int):
+        return value
+    m = SIZE_RE.match(str(value))
+    if not m:
+        raise ValueError(f"expected a size like \"10MB\", \"512KB\" or a number of bytes, "
+                         f"got {value!r}")
+    unit = (m.group(2) or "").lower().rstrip("b").rstrip("i")
+    mult = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+    return int(float(m.group(1)) * mult)
+
+
+def _env_value(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: (str(v).lower() if isinstance(v, bool) else str(v)) if
+                isinstance(v, str | int | float | bool) else v for k, v in value.items()}
+    return value
+
+
+class Hooks(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    before_start: str | None = None
+    after_start: str | None = None
+    before_stop: str | None = None
+    after_stop: str | None = None
+
+
+class TaskConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command: str = Field(min_length=1)
+    auto_start: bool = True
+    cwd: str | None = None
+    env: Annotated[dict[str, str], BeforeValidator(_env_value)] = Field(default_factory=dict)
+    env_file: str | None = None
+    shell: str | None = None
+    host: str | None = None
+    host_path: str = "/"
+    port: Literal["auto"] | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    stop_grace_period: float = Field(5.0, ge=0, le=3600)
+    restart_policy: Literal["no", "on-failure", "always"] = "on-failure"
+    max_restarts: int = Field(5, ge=0)
+    restart_backoff: float = Field(2.0, ge=1.0, le=60.0)
+    log_file: str | None = None
+    log_max_size: Annotated[int, BeforeValidator(parse_size)] = Field(10 * 1024 * 1024, ge=1024)
+    log_max_files: int = Field(3, ge=1, le=100)
+    hooks: Hooks = Field(default_factory=Hooks)
+    health_url: str | None = None
+    health_expected_status: int = Field(200, ge=100, le=599)
+    health_expected_body: str | None = None
+    health_check: str | None = None
+    health_interval: float = Field(10.0, gt=0)
+    health_timeout: float = Field(5.0, gt=0)
+    health_retries: int = Field(3, ge=1)
+    health_grace: float = Field(10.0, ge=0)
+
+    @property
+    def wants_port(self) -> bool:
+        return self.host is not None or self.port == "auto"
+
+    @property
+    def has_health_check(self) -> bool:
+        return bool(self.health_url or self.health_check)
+
+
+class ProjectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "taskmux"
+    auto_start: bool = True
+    auto_daemon: bool = False  # taskmux 0.6: the daemon now always supervises; accepted
+    agent_context: bool = True
+    hooks: Hooks = Field(default_factory=Hooks)
+    tasks: dict[str, TaskConfig] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+    line: int | None = None
+
+    def render(self, path: str) -> str:
+        where = f"{path}:{self.line}" if self.line else path
+        key = f" {self.key}:" if self.key else ""
+        return f"{where}:{key} {self.message}"
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    path: str
+    project: ProjectConfig
+    text: str = field(repr=False)
+
+    @property
+    def folder(self) -> str:
+        return os.path.dirname(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.project.name
+
+    def task_cwd(self, task: TaskConfig) -> str:
+        return os.path.normpath(os.path.join(self.folder, task.cwd or "."))
+
+    def task_env_file(self, task: TaskConfig) -> str | None:
+        return os.path.join(self.folder, task.env_file) if task.env_file else None
+
+
+class ConfigError(ClientError):
+    default_code = Code.CONFIG_INVALID
+
+    def __init__(self, path: str, problems: list[Problem]) -> None:
+        lines = "\n".join("  " + p.render(path) for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(
+            f"{path} has {len(problems)} {noun}:\n{lines}",
+            {"path": path, "problems": [{"key": p.key, "message": p.message, "line": p.line}
+                                        for p in problems]})
+        self.problems = problems
+
+
+class ConfigNotFound(ClientError):
+    default_code = Code.CONFIG_NOT_FOUND
+
+
+_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+
+
+def find_line(text: str, key_path: tuple[str | int, ...]) -> int | None:
+    """The 1-based line of ``key_path`` in the TOML text: its own ``[table]`` header, or the
+    ``key =`` line inside its parent table; failing that, the nearest enclosing one."""
+    keys = [str(k) for k in key_path if not isinstance(k, int)]
+    lines = text.splitlines()
+    headers: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        m = _HEADER.match(line)
+        if m:
+            name = ".".join(part.strip().strip("\"'") for part in m.group(1).split("."))
+            headers.setdefault(name, i)
+    for depth in range(len(keys), 0, -1):
+        dotted = ".".join(keys[:depth])
+        if dotted in headers:
+            return headers[dotted] + 1
+        parent, last = ".".join(keys[: depth - 1]), keys[depth - 1]
+        if parent and parent not in headers:
+            continue
+        key_re = re.compile(rf"^\s*[\"']?{re.escape(last)}[\"']?\s*=")
+        for i in range((headers[parent] + 1) if parent else 0, len(lines)):
+            if _HEADER.match(lines[i]):
+                break
+            if key_re.match(lines[i]):
+                return i + 1
+    return None
+
+
+def _pydantic_problems(exc: ValidationError, text: str) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            valid = _valid_keys(loc)
+            msg = f"unknown key {loc[-1]!r}; valid keys here: {', '.join(valid)}"
+        elif err["type"] == "missing":
+            msg = "is required"
+        else:
+            msg = err["msg"]
+            if "input" in err and err["type"] not in ("dict_type", "model_type"):
+                msg += f" (got {err['input']!r})"
+        problems.append(Problem(key, msg, find_line(text, loc)))
+    return problems
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    parent = loc[:-1]
+    if not parent:
+        return sorted(ProjectConfig.model_fields)
+    if parent[-1] == "hooks":
+        return sorted(Hooks.model_fields)
+    return sorted(TaskConfig.model_fields)
+
+
+def _check_semantics(cfg: ProjectConfig, folder: str, text: str) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def add(loc: tuple[str, ...], message: str) -> None:
+        problems.append(Problem(".".join(loc), message, find_line(text, loc)))
+
+    if not NAME_RE.match(cfg.name):
+        add(("name",), f"{cfg.name!r} is not a valid project name: use {NAME_RULE}")
+    hosts: dict[str, str] = {}
+    for name, task in cfg.tasks.items():
+        where = ("tasks", name)
+        if not NAME_RE.match(name):
+            add(where, f"{name!r} is not a valid task name: use {NAME_RULE}")
+        for dep in task.depends_on:
+            if dep not in cfg.tasks:
+                add((*where, "depends_on"), f"depends on {dep!r}, which is not a task here; "
+                    f"tasks: {', '.join(sorted(cfg.tasks)) or '(none)'}")
+            elif dep == name:
+                add((*where, "depends_on"), "a task cannot depend on itself")
+        if task.cwd is not None and not os.path.isdir(os.path.join(folder, task.cwd)):
+            add((*where, "cwd"), f"folder {os.path.join(folder, task.cwd)} does not exist; "
+                "create it or fix the path (relative paths start at taskmux.toml's folder)")
+        if task.env_file is not None and not os.path.isfile(os.path.join(folder, task.env_file)):
+            add((*where, "env_file"), f"file {os.path.join(folder, task.env_file)} does not "
+                "exist")
+        if task.host is not None:
+            if not HOST_RE.match(task.host):
+                add((*where, "host"), f"{task.host!r} is not a valid host: use a DNS label "
+                    "(lowercase letters, digits, hyphens), \"@\" for the project's own name, or "
+                    "\"*\" for any other name under it")
+            elif task.host in hosts:
+                add((*where, "host"), f"host {task.host!r} is already used by task "
+                    f"{hosts[task.host]!r}")
+            else:
+                hosts[task.host] = name
+        if task.health_expected_body is not None:
+            try:
+                re.compile(task.health_expected_body)
+            except re.error as exc:
+                add((*where, "health_expected_body"), f"not a valid regular expression: {exc}")
+        if task.shell is not None and not os.path.isabs(task.shell):
+            add((*where, "shell"), "give the shell's absolute path, e.g. \"/bin/bash\"")
+    cycle = find_cycle({n: list(t.depends_on) for n, t in cfg.tasks.items()})
+    if cycle:
+        add(("tasks", cycle[0], "depends_on"),
+            f"dependency cycle: {' -> '.join(cycle)}; remove one of these depends_on entries")
+    return problems
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """One dependency cycle as a path (first node repeated at the end), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph.get(node, []):
+            if dep not in graph:
+                continue
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep):], dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def parse(text: str, path: str) -> LoadedConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = None
+        m = re.search(r"line (\d+)", str(exc))
+        if m:
+            line = int(m.group(1))
+        raise ConfigError(path, [Problem("", f"not valid TOML: {exc}", line)]) from None
+    try:
+        project = ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(path, _pydantic_problems(exc, text)) from None
+    problems = _check_semantics(project, os.path.dirname(path), text)
+    if problems:
+        raise ConfigError(path, problems)
+    return LoadedConfig(path, project, text)
+
+
+def load(path: str) -> LoadedConfig:
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, CONFIG_NAME)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise ConfigNotFound(
+            f"no {CONFIG_NAME} at {path}; create one with `taskmux init`, or run from the "
+            "project's folder, or name a registered project with -p NAME",
+            {"path": path}) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [Problem("", f"not UTF-8 text: {exc}")]) from None
+    return parse(text, path)
+
+
+def start_order(tasks: dict[str, TaskConfig]) -> list[list[str]]:
+    """Tasks in waves: each wave depends only on earlier ones (the config is acyclic)."""
+    remaining = {n: set(t.depends_on) for n, t in tasks.items()}
+    waves: list[list[str]] = []
+    done: set[str] = set()
+    while remaining:
+        wave = sorted(n for n, deps in remaining.items() if deps <= done)
+        if not wave:
+            raise ValueError(f"dependency cycle among {sorted(remaining)}")
+        waves.append(wave)
+        done.update(wave)
+        for n in wave:
+            del remaining[n]
+    return waves
+
+
+def closure(tasks: dict[str, TaskConfig], names: list[str]) -> set[str]:
+    """``names`` and everything they depend on, transitively."""
+    out: set[str] = set()
+    todo = list(names)
+    while todo:
+        n = todo.pop()
+        if n in out:
+            continue
+        out.add(n)
+        todo.extend(tasks[n].depends_on)
+    return out

@@ -1,0 +1,98 @@
+"""Putting runners into tmux windows, many at once.
+
+Launches asked for in the same turn of the event loop go to tmux in one invocation: a project
+of a hundred independent tasks starts with one ``tmux`` process, not a hundred. Each window is
+created at the end of the project's session (``-a -t =P:{end}``) so the options that follow in
+the same invocation can name it, and marked with ``@taskmux_task`` so taskmux recognises its
+windows whatever their names become.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+from taskmuxd.tmux import Tmux
+
+log = logging.getLogger("taskmuxd.launcher")
+
+RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runner.py")
+
+
+def runner_argv(spec_path: str) -> list[str]:
+    return [sys.executable, "-I", "-S", RUNNER, spec_path]
+
+
+@dataclass
+class LaunchRequest:
+    task: str
+    spec_path: str
+    cwd: str
+    window_id: str | None  # respawn in this window when it still exists
+    done: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop()
+                                      .create_future())
+
+
+class Launcher:
+    """Batches launches for one tmux session (one project)."""
+
+    def __init__(self, tmux: Tmux, session: str) -> None:
+        self.tmux = tmux
+        self.session = session
+        self._queue: list[LaunchRequest] = []
+        self._scheduled = False
+
+    async def launch(self, task: str, spec_path: str, cwd: str, window_id: str | None) -> str:
+        """Start the runner for ``task``; return the window id it runs in."""
+        req = LaunchRequest(task, spec_path, cwd, window_id)
+        self._queue.append(req)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+        return await req.done
+
+    def _flush_soon(self) -> None:
+        batch, self._queue, self._scheduled = self._queue, [], False
+        asyncio.get_running_loop().create_task(self._flush(batch))
+
+    async def _flush(self, batch: list[LaunchRequest]) -> None:
+        try:
+            existing = {w.window_id for w in await self.tmux.windows(self.session)}
+            session_exists = bool(existing) or await self.tmux.has_session(self.session)
+            commands: list[list[str]] = []
+            creates: list[LaunchRequest] = []
+            target = f"={self.session}"
+            for req in batch:
+                argv = runner_argv(req.spec_path)
+                if req.window_id and req.window_id in existing:
+                    commands.append(["respawn-pane", "-k", "-t", req.window_id, "-c", req.cwd,
+                                     *argv])
+                    continue
+                if not session_exists:
+                    commands.append(["new-session", "-d", "-s", self.session, "-n", req.task,
+                                     "-c", req.cwd, "-P", "-F", "#{window_id}", *argv])
+                    session_exists = True
+                else:
+                    commands.append(["new-window", "-d", "-a", "-t", f"{target}:{{end}}", "-n",
+                                     req.task, "-c", req.cwd, "-P", "-F", "#{window_id}", *argv])
+                creates.append(req)
+                end = f"{target}:{{end}}"
+                for option, value in (("remain-on-exit", "on"), ("automatic-rename", "off"),
+                                      ("allow-rename", "off"), ("@taskmux_task", req.task)):
+                    commands.append(["set-option", "-w", "-t", end, option, value])
+            out = await self.tmux.run(*commands)
+            ids = [line.strip() for line in (out or "").splitlines() if line.strip()]
+            if len(ids) != len(creates):
+                raise RuntimeError(f"tmux reported {len(ids)} new windows for {len(creates)}")
+            for req, wid in zip(creates, ids, strict=True):
+                req.done.set_result(wid)
+            for req in batch:
+                if not req.done.done():
+                    req.done.set_result(req.window_id or "")
+        except Exception as exc:
+            for req in batch:
+                if not req.done.done():
+                    req.done.set_exception(exc)

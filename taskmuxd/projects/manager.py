@@ -1,0 +1,387 @@
+"""The projects subsystem: the registry, every supervised project, adoption and the sweep.
+
+At start it loads the registry and re-adopts what still runs in tmux from the recorded state:
+no task is started twice, none is restarted; exits that happened while the daemon was away are
+handled now. A project that should be up whose tmux session is gone (reboot, kill-server) is
+brought back with its auto_start tasks, minus the manually stopped ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from taskmuxctl.fsutil import atomic_write
+from taskmuxctl.protocol import Code
+from taskmuxd.errors import ClientError
+from taskmuxd.events import EventLog
+from taskmuxd.jobs import Jobs
+from taskmuxd.policy import Ev, Event, Schedule, TaskState
+from taskmuxd.projects import config as cfgmod
+from taskmuxd.projects import state as st
+from taskmuxd.projects.project import Project, Services
+from taskmuxd.projects.registry import Registry
+from taskmuxd.projects.watcher import ConfigWatcher
+from taskmuxd.tmux import Tmux, TmuxError
+
+if TYPE_CHECKING:
+    from taskmuxd.daemon import Daemon
+
+log = logging.getLogger("taskmuxd.projects")
+
+RESTORE_CHECK_DELAY = 0.5
+
+
+class ProjectNotFound(ClientError):
+    default_code = Code.PROJECT_NOT_FOUND
+
+
+class Projects:
+    name = "projects"
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.paths = daemon.paths
+        self.events: EventLog = daemon.events
+        self.registry = Registry(self.paths.registry)
+        socket_name = os.environ.get("TASKMUX_TMUX_SOCKET") or daemon.settings.tmux_socket
+        self.tmux = Tmux(socket_name)
+        self.projects: dict[str, Project] = {}
+        self.problems: dict[str, tuple[str, str]] = {}  # name -> (state, message)
+        self.jobs = Jobs("projects")
+        self.started = asyncio.Event()
+        self.listeners: list[Any] = []
+        self._restore_check: asyncio.TimerHandle | None = None
+        self.watcher = ConfigWatcher(self._config_touched)
+        self.services = Services(
+            paths=self.paths, tmux=self.tmux, events=self.events,
+            dependency_timeout=lambda: float(daemon.settings.dependency_timeout),
+            url_for=self.url_for, on_change=self._changed, spawn=self.jobs.spawn)
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.jobs.open()
+        self.watcher.start()
+        entries = self.registry.load()
+        if self.registry.corrupt_moved_to:
+            self.events.emit("state_corrupt", None, None, moved_to=self.registry.corrupt_moved_to)
+        for entry in entries.values():
+            self._load_registered(entry.name, entry.config)
+            self.watcher.watch(entry.config)
+        try:
+            windows = await self.tmux.windows()
+        except TmuxError as exc:
+            log.error("cannot list tmux windows (%s); tasks will be adopted when tmux answers",
+                      exc.message)
+            windows = None
+        for project in self.projects.values():
+            await self._adopt(project, windows)
+        self.jobs.spawn(self._sweep_forever(), "sweep")
+        self.started.set()
+
+    async def stop(self) -> None:
+        self.watcher.stop()
+        for project in self.projects.values():
+            for task in project.tasks.values():
+                if task.timer is not None:
+                    task.timer.cancel()
+            project.persist()
+        await self.jobs.close()
+
+    def status(self) -> dict[str, Any]:
+        running = sum(1 for p in self.projects.values() for t in p.tasks.values()
+                      if t.state == TaskState.RUNNING)
+        total = sum(len(p.tasks) for p in self.projects.values())
+        return {"registered": len(self.projects) + len(self.problems), "tasks_running": running,
+                "tasks_total": total, "tmux": self.tmux.describe(),
+                "summary": f"{running}/{total} tasks running in {len(self.projects)} project(s)"
+                           f" on {self.tmux.describe()}"}
+
+    def settings_changed(self, old: Any, new: Any) -> None:
+        del old, new
+
+    # -- loading --------------------------------------------------------------------------
+
+    def _load_registered(self, name: str, config_path: str) -> Project | None:
+        files = st.ProjectFiles(self.paths, name)
+        try:
+            loaded = cfgmod.load(config_path)
+            self.problems.pop(name, None)
+        except cfgmod.ConfigNotFound as exc:
+            self.problems[name] = ("config_missing", exc.message)
+            loaded = self._last_good(files, config_path)
+        except cfgmod.ConfigError as exc:
+            self.problems[name] = ("error", exc.message)
+            loaded = self._last_good(files, config_path)
+        if loaded is None:
+            return None
+        project = Project(self.services, name, loaded)
+        self.projects[name] = project
+        return project
+
+    def _last_good(self, files: st.ProjectFiles, config_path: str) -> cfgmod.LoadedConfig | None:
+        """The last valid taskmux.toml, so running tasks stay supervised through a bad edit."""
+        try:
+            with open(files.last_config, encoding="utf-8") as fh:
+                text = fh.read()
+            return cfgmod.LoadedConfig(config_path, cfgmod.ProjectConfig.model_validate(
+                __import__("tomllib").loads(text)), text)
+        except (OSError, ValueError):
+            return None
+
+    def remember_config(self, project: Project) -> None:
+        atomic_write(project.files.last_config, project.loaded.text)
+
+    # -- finding a project from a command's params ------------------------------------------
+
+    def get(self, name: str) -> Project:
+        project = self.projects.get(name)
+        if project is None:
+            if name in self.problems:
+                state, message = self.problems[name]
+                raise ClientError(f"project {name!r} cannot be loaded ({state}): {message}",
+                                  {"project": name, "state": state}, code=Code.CONFIG_INVALID)
+            raise ProjectNotFound(
+                f"no project named {name!r} is registered; registered: "
+                f"{', '.join(sorted(self.projects)) or '(none)'}. Run `taskmux start` in its "
+                "folder, or `taskmux daemon register -c PATH`", {"project": name})
+        return project
+
+    def load_config(self, config: str | None, cwd: str | None) -> cfgmod.LoadedConfig:
+        if not config:
+            raise cfgmod.ConfigNotFound(
+                f"no {cfgmod.CONFIG_NAME} in {cwd or 'this folder'} or any folder above it; "
+                "create one with `taskmux init`, or name a registered project with -p NAME",
+                {"cwd": cwd})
+        return cfgmod.load(config)
+
+    def resolve(self, project: str | None, config: str | None, cwd: str | None) -> Project:
+        """The registered project named, or the one whose taskmux.toml is ``config``."""
+        if project:
+            return self.get(project)
+        loaded = self.load_config(config, cwd)
+        existing = self.projects.get(loaded.name)
+        if existing is None or existing.loaded.path != loaded.path:
+            raise ProjectNotFound(
+                f"project {loaded.name!r} ({loaded.path}) is not running under taskmux yet; "
+                "start it with `taskmux start`",
+                {"project": loaded.name, "config": loaded.path, "registered": False})
+        return existing
+
+    async def ensure(self, config: str | None, cwd: str | None, force: bool = False) -> Project:
+        """Register (if needed) and load the project of ``config``; used by start."""
+        loaded = self.load_config(config, cwd)
+        action = self.registry.register(loaded.name, loaded.path, force=force)
+        if action != "unchanged":
+            self.events.emit("project_registered", loaded.name, None, config=loaded.path,
+                             action=action)
+        project = self.projects.get(loaded.name)
+        if project is None:
+            project = Project(self.services, loaded.name, loaded)
+            self.projects[loaded.name] = project
+        elif project.loaded.path != loaded.path:
+            self.watcher.unwatch(project.loaded.path)
+            await self.apply(project, loaded)
+        elif project.loaded.text != loaded.text:
+            await self.apply(project, loaded)
+        self.watcher.watch(loaded.path)
+        self.problems.pop(loaded.name, None)
+        self.remember_config(project)
+        return project
+
+    # -- live config ----------------------------------------------------------------------
+
+    def _config_touched(self, path: str) -> None:
+        for project in list(self.projects.values()):
+            if project.loaded.path == path:
+                self.jobs.spawn(self.reload(project), f"reload {project.name}")
+
+    async def reload(self, project: Project) -> dict[str, list[str]] | None:
+        """Re-read a project's taskmux.toml. Invalid: nothing changes, the error is reported.
+        Valid: applied as a diff (added auto_start tasks start, removed stop, changed
+        restart, the rest untouched)."""
+        path = project.loaded.path
+        try:
+            loaded = cfgmod.load(path)
+        except (cfgmod.ConfigError, cfgmod.ConfigNotFound) as exc:
+            state = "config_missing" if isinstance(exc, cfgmod.ConfigNotFound) else "error"
+            self.problems[project.name] = (state, exc.message)
+            log.error("%s: %s; keeping the running configuration", project.name, exc.message)
+            self.events.emit("config_invalid", project.name, None, error=exc.message,
+                             state=state)
+            project.touch()
+            return None
+        if loaded.name != project.name:
+            message = (f"{path} now names the project {loaded.name!r} instead of "
+                       f"{project.name!r}; renaming is not applied live: stop the project, "
+                       "then start it again")
+            self.problems[project.name] = ("error", message)
+            self.events.emit("config_invalid", project.name, None, error=message)
+            return None
+        self.problems.pop(project.name, None)
+        if loaded.text == project.loaded.text:
+            return None
+        diff = await self.apply(project, loaded)
+        self.remember_config(project)
+        self.events.emit("config_reloaded", project.name, None, **diff)
+        return diff
+
+    async def apply(self, project: Project, loaded: cfgmod.LoadedConfig) -> dict[str, list[str]]:
+        old = project.loaded.project.tasks
+        new = loaded.project.tasks
+        diff = {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)),
+                "changed": sorted(n for n in set(old) & set(new) if old[n] != new[n])}
+        live_removed = [n for n in diff["removed"] if project.tasks[n].live]
+        if live_removed:
+            await project.stop(live_removed)
+        for name in diff["removed"]:
+            task = project.tasks.pop(name)
+            if task.timer is not None:
+                task.timer.cancel()
+            project.record.tasks.pop(name, None)
+            if task.record.window_id:
+                await self.tmux.run(["kill-window", "-t", task.record.window_id],
+                                    allow_missing=True)
+        project._sync_tasks(loaded)
+        if project.record.running:
+            restart = [n for n in diff["changed"] if project.tasks[n].live]
+            if restart:
+                await project.restart(restart)
+            start = [n for n in diff["added"] if project.tasks[n].config.auto_start]
+            if start:
+                await project.start(start, None)
+        project.touch()
+        return diff
+
+    # -- adoption, restore and the sweep -----------------------------------------------------
+
+    async def _adopt(self, project: Project, windows: list[Any] | None) -> None:
+        now_mono = time.monotonic()
+        for task in project.tasks.values():
+            rec = task.record
+            if task.state == TaskState.BACKOFF and rec.policy.restart_at is not None:
+                project._apply(task, Schedule(max(rec.policy.restart_at, now_mono)))
+                continue
+            if not task.live:
+                continue
+            runner = st.read_runner_record(project.files, task.name)
+            current = runner is not None and runner.get("run_id") == rec.run_id
+            if current and runner and runner.get("status") == "running" and _alive(
+                    runner.get("pid")):
+                project.runner_started(task.name, runner)
+                if task.state == TaskState.RUNNING:
+                    project._after_launch(task, rec.run_id)
+                elif task.state == TaskState.STOPPING:
+                    project.s.spawn(project._stop_process(task, rec.run_id),
+                                    f"stop {project.name}/{task.name}")
+                self.events.emit("task_adopted", project.name, task.name, pid=rec.pid)
+                log.info("adopted %s/%s (pid %s)", project.name, task.name, rec.pid)
+            elif current and runner and runner.get("status") in ("exited", "failed"):
+                project.runner_exited(task.name, runner)
+            else:
+                project._exit_unreported(task, rec.run_id, 9)
+        if windows is not None:
+            await self._restore_if_gone(project, windows)
+        project.touch()
+
+    async def _restore_if_gone(self, project: Project, windows: list[Any] | None = None) -> None:
+        if not project.record.running:
+            return
+        if windows is None:
+            alive = await self.tmux.has_session(project.name)
+        else:
+            alive = any(w.session == project.name for w in windows)
+        if alive:
+            return
+        starts = [t for t in project.tasks.values() if t.config.auto_start
+                  and not t.record.policy.manual_stop
+                  and t.state not in (TaskState.STARTING, TaskState.RUNNING, TaskState.STOPPING)]
+        for task in project.tasks.values():
+            task.record.window_id = None
+        if not starts:
+            return
+        log.info("tmux session %s is gone; bringing back %s", project.name,
+                 [t.name for t in starts])
+        self.events.emit("project_restored", project.name, None, tasks=[t.name for t in starts])
+        for task in starts:
+            project.feed(task, Event(Ev.START))
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(float(self.daemon.settings.health_check_interval))
+            await self.sweep()
+
+    async def sweep(self) -> None:
+        """The safety net: catch exits nobody reported and sessions that vanished."""
+        for project in list(self.projects.values()):
+            for task in project.tasks.values():
+                rec = task.record
+                if task.state != TaskState.RUNNING:
+                    continue
+                if not _alive(rec.pid):
+                    project._exit_unreported(task, rec.run_id, 9)
+                elif rec.runner_pid is not None and not _alive(rec.runner_pid):
+                    # The runner is gone, so nothing relays or logs the task any more: count it
+                    # as an exit; the restart finds the orphan on its port and clears it.
+                    log.warning("%s/%s: the runner (pid %s) died; the task is orphaned",
+                                project.name, task.name, rec.runner_pid)
+                    project._exit_unreported(task, rec.run_id, 9)
+            try:
+                await self._restore_if_gone(project)
+            except TmuxError as exc:
+                log.warning("sweep: %s", exc.message)
+
+    def runner_exited(self, project_name: str, task_name: str, record: dict[str, Any]) -> None:
+        project = self.projects.get(project_name)
+        if project is None:
+            return
+        project.runner_exited(task_name, record)
+        if record.get("exit_signal") in (1, 15) and project.record.running:
+            # A hang-up often means tmux went away; look soon rather than at the next sweep.
+            if self._restore_check is not None:
+                self._restore_check.cancel()
+            self._restore_check = asyncio.get_running_loop().call_later(
+                RESTORE_CHECK_DELAY, lambda: self.jobs.spawn(self.sweep(), "restore check"))
+
+    # -- URLs and listeners ---------------------------------------------------------------
+
+    def url_for(self, project: str, host: str | None) -> str | None:
+        if host is None:
+            return None
+        settings = self.daemon.settings
+        tld = getattr(settings, "dns_managed_tld", "localhost")
+        port = int(getattr(settings, "proxy_https_port", 443))
+        proxy_status = self.daemon.subsystem_status("proxy")
+        if proxy_status and proxy_status.get("https_port"):
+            port = int(proxy_status["https_port"])
+        suffix = "" if port == 443 else f":{port}"
+        name = {"@": f"{project}.{tld}", "*": f"*.{project}.{tld}"}.get(host,
+                                                                       f"{host}.{project}.{tld}")
+        return f"https://{name}{suffix}"
+
+    def _changed(self, project: Project) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(project)
+            except Exception:
+                log.exception("a project listener failed")
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(") ", 1)[1][:1] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True

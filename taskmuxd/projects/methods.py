@@ -1,0 +1,205 @@
+"""``project.*``, ``task.*``, ``health.*`` and ``runner.*`` RPC methods."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import TYPE_CHECKING, Any
+
+from taskmuxctl.protocol import Method
+from taskmuxd.projects import config as cfgmod
+from taskmuxd.projects.manager import Projects
+from taskmuxd.projects.project import Project
+
+if TYPE_CHECKING:
+    from taskmuxd.daemon import Daemon
+
+
+def status_of(projects: Projects, project: Project) -> dict[str, Any]:
+    problem = projects.problems.get(project.name)
+    return {
+        "project": project.name,
+        "session": project.name,
+        "config": project.loaded.path,
+        "state": problem[0] if problem else "ok",
+        "config_error": problem[1] if problem else None,
+        "wanted_up": project.record.running,
+        "tasks": project.task_infos(),
+    }
+
+
+def register(daemon: Daemon, projects: Projects) -> None:
+    def add(name: str, handler: Any) -> None:
+        @functools.wraps(handler)
+        async def gated(*args: Any, **kwargs: Any) -> Any:
+            await projects.started.wait()  # calls that arrive while tasks are being adopted
+            return await handler(*args, **kwargs)
+
+        daemon.methods.add(name, gated)
+
+    async def project_status(project: str | None = None, config: str | None = None,
+                             cwd: str | None = None) -> dict[str, Any]:
+        if not project and config:
+            loaded = projects.load_config(config, cwd)
+            found = projects.projects.get(loaded.name)
+            if found is None or found.loaded.path != loaded.path:
+                # Known config, not supervised yet: show it without registering anything.
+                return {"project": loaded.name, "session": loaded.name, "config": loaded.path,
+                        "state": "not_registered", "config_error": None, "wanted_up": False,
+                        "running": False, "tasks": [
+                            {"name": n, "state": "stopped", "pid": None, "port": None,
+                             "host": t.host, "url": projects.url_for(loaded.name, t.host),
+                             "restarts": 0, "last_exit": None, "uptime": None,
+                             "healthy": None, "auto_start": t.auto_start,
+                             "command": t.command, "depends_on": list(t.depends_on)}
+                            for n, t in sorted(loaded.project.tasks.items())]}
+        p = projects.resolve(project, config, cwd)
+        info = status_of(projects, p)
+        info["running"] = await projects.tmux.has_session(p.name)
+        return info
+
+    async def project_start(project: str | None = None, config: str | None = None,
+                            cwd: str | None = None, tasks: list[str] | None = None,
+                            env: dict[str, str] | None = None,
+                            force: bool = False) -> dict[str, Any]:
+        if project and not config:
+            p = projects.get(project)
+            await projects.reload(p)
+        else:
+            p = await projects.ensure(config, cwd, force=force)
+        results = await p.start(tasks or None, env)
+        return _actions(p, results)
+
+    async def project_stop(project: str | None = None, config: str | None = None,
+                           cwd: str | None = None,
+                           tasks: list[str] | None = None) -> dict[str, Any]:
+        p = projects.resolve(project, config, cwd)
+        return _actions(p, await p.stop(tasks or None))
+
+    async def project_restart(project: str | None = None, config: str | None = None,
+                              cwd: str | None = None,
+                              tasks: list[str] | None = None) -> dict[str, Any]:
+        p = projects.resolve(project, config, cwd)
+        return _actions(p, await p.restart(tasks or None))
+
+    async def task_kill(task: str, project: str | None = None, config: str | None = None,
+                        cwd: str | None = None) -> dict[str, Any]:
+        p = projects.resolve(project, config, cwd)
+        return _actions(p, [await p.kill(task)])
+
+    async def task_inspect(task: str, project: str | None = None, config: str | None = None,
+                           cwd: str | None = None) -> dict[str, Any]:
+        p = projects.resolve(project, config, cwd)
+        t = p.task(task)
+        info = t.info(projects.url_for(p.name, t.config.host))
+        info.update(project=p.name, config=t.config.model_dump(mode="json"),
+                    log=p.log_path(t), run_id=t.record.run_id,
+                    runner=_runner_record(p, task), cwd=p.loaded.task_cwd(t.config),
+                    health_probe=p.probe_spec(t).method,
+                    policy={k: v for k, v in vars(t.record.policy).items()
+                            if k in ("attempt", "manual_stop", "restarts", "cause")})
+        return {"task": info}
+
+    async def health_check(project: str | None = None, config: str | None = None,
+                           cwd: str | None = None) -> dict[str, Any]:
+        p = projects.resolve(project, config, cwd)
+        rows = []
+        for t in sorted(p.tasks.values(), key=lambda t: t.name):
+            h = t.health
+            rows.append({
+                "name": t.name, "state": t.state.value, "healthy": h.ok,
+                "method": h.last.method if h.last else p.probe_spec(t).method,
+                "detail": h.last.detail if h.last else None,
+                "failures": h.failures,
+                "last_failure": h.last_failure.detail if h.last_failure else None,
+                "checked_at": h.last_at,
+            })
+        healthy = sum(1 for r in rows if r["healthy"])
+        return {"project": p.name, "healthy_count": healthy, "total_count": len(rows),
+                "tasks": rows}
+
+    async def project_list() -> dict[str, Any]:
+        out = []
+        entries = projects.registry.load()
+        for name, entry in sorted(entries.items()):
+            p = projects.projects.get(name)
+            problem = projects.problems.get(name)
+            state = problem[0] if problem else ("ok" if p else "error")
+            running = sum(1 for t in p.tasks.values() if t.live) if p else 0
+            out.append({"name": name, "config": entry.config, "state": state,
+                        "error": problem[1] if problem else None,
+                        "tasks_total": len(p.tasks) if p else 0, "tasks_running": running,
+                        "wanted_up": p.record.running if p else False})
+        return {"projects": out}
+
+    async def project_register(config: str, force: bool = False) -> dict[str, Any]:
+        loaded = cfgmod.load(config)
+        action = projects.registry.register(loaded.name, loaded.path, force=force)
+        p = projects.projects.get(loaded.name)
+        if p is None:
+            p = Project(projects.services, loaded.name, loaded)
+            projects.projects[loaded.name] = p
+        else:
+            await projects.apply(p, loaded)
+        projects.watcher.watch(loaded.path)
+        projects.problems.pop(loaded.name, None)
+        projects.remember_config(p)
+        if action != "unchanged":
+            daemon.events.emit("project_registered", loaded.name, None, config=loaded.path,
+                               action=action)
+        return {"project": loaded.name, "config": loaded.path, "action": action}
+
+    async def project_unregister(project: str) -> dict[str, Any]:
+        p = projects.projects.get(project)
+        if p is not None and any(t.live for t in p.tasks.values()):
+            await p.stop(None)
+        removed = projects.registry.unregister(project)
+        gone = projects.projects.pop(project, None)
+        if gone is not None:
+            projects.watcher.unwatch(gone.loaded.path)
+        projects.problems.pop(project, None)
+        if removed:
+            daemon.events.emit("project_unregistered", project, None)
+        return {"project": project, "action": "unregistered" if removed else "not_registered"}
+
+    async def runner_started(project: str, task: str, run_id: int,
+                             record: dict[str, Any]) -> dict[str, Any]:
+        p = projects.projects.get(project)
+        if p is not None:
+            p.runner_started(task, {**record, "run_id": run_id})
+        return {}
+
+    async def runner_exited(project: str, task: str, run_id: int,
+                            record: dict[str, Any]) -> dict[str, Any]:
+        projects.runner_exited(project, task, {**record, "run_id": run_id})
+        return {}
+
+    add(Method.PROJECT_STATUS, project_status)
+    add(Method.PROJECT_START, project_start)
+    add(Method.PROJECT_STOP, project_stop)
+    add(Method.PROJECT_RESTART, project_restart)
+    add(Method.PROJECT_LIST, project_list)
+    add(Method.PROJECT_REGISTER, project_register)
+    add(Method.PROJECT_UNREGISTER, project_unregister)
+    add(Method.TASK_KILL, task_kill)
+    add(Method.TASK_INSPECT, task_inspect)
+    add(Method.HEALTH_CHECK, health_check)
+    add(Method.RUNNER_STARTED, runner_started)
+    add(Method.RUNNER_EXITED, runner_exited)
+
+
+def _actions(p: Project, results: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"project": p.name, "results": results}
+    if len(results) == 1:
+        out["task"] = results[0]["task"]
+        out["action"] = results[0]["action"]
+    return out
+
+
+def _runner_record(p: Project, task: str) -> dict[str, Any] | None:
+    from taskmuxd.projects.state import read_runner_record
+
+    rec = read_runner_record(p.files, task)
+    if rec is not None and not os.path.exists(p.files.record(task)):
+        return None
+    return rec

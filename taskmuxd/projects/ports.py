@@ -1,0 +1,98 @@
+"""Free ports for tasks, and who is listening on one (to tell a leftover from a stranger)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+
+
+def free_port() -> int:
+    """A port free on both loopback addresses right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not in_use(port):
+            return port
+    raise OSError("no free port found")
+
+
+def in_use(port: int) -> bool:
+    """True when something listens on ``port`` on any local address we can test by binding."""
+    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind((addr, port))
+        except OSError:
+            if family == socket.AF_INET6 and not socket.has_ipv6:
+                continue
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Listener:
+    pid: int
+    uid: int
+    pgid: int | None
+
+
+def listeners(port: int) -> list[Listener]:
+    """Processes with a listening TCP socket on ``port`` (Linux: /proc; else lsof)."""
+    if sys.platform.startswith("linux"):
+        return _linux_listeners(port)
+    return _lsof_listeners(port)
+
+
+def _linux_listeners(port: int) -> list[Listener]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as fh:
+            next(fh, None)
+            for line in fh:
+                parts = line.split()
+                local, state, inode = parts[1], parts[3], parts[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(inode)
+    if not inodes:
+        return []
+    found: list[Listener] = []
+    targets = {f"socket:[{i}]" for i in inodes}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fd_dir = f"/proc/{entry}/fd"
+        try:
+            links = {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+        except OSError:
+            continue
+        if links & targets:
+            pid = int(entry)
+            with contextlib.suppress(OSError):
+                found.append(Listener(pid, os.stat(f"/proc/{entry}").st_uid, os.getpgid(pid)))
+    return found
+
+
+def _lsof_listeners(port: int) -> list[Listener]:
+    try:
+        out = subprocess.run(["lsof", "-nP", f"-iTCP:{port}", "-sTCP:LISTEN", "-Fpu"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    found: list[Listener] = []
+    pid = None
+    for line in out.splitlines():
+        if line.startswith("p"):
+            pid = int(line[1:])
+        elif line.startswith("u") and pid is not None:
+            pgid = None
+            with contextlib.suppress(OSError):
+                pgid = os.getpgid(pid)
+            found.append(Listener(pid, int(line[1:]), pgid))
+    return found

@@ -1,0 +1,577 @@
+"""A supervised project: its tasks' state machines driven by what tmux and the runners report.
+
+``feed`` is the only way a task changes state: it asks ``policy.decide`` and carries out the
+actions (launch a runner, signal a process group, set a timer, write an event). The commands
+(``start``, ``stop``, ``restart``, ``kill``) add ordering, dependency gating and hooks on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from taskmuxctl.paths import Paths
+from taskmuxctl.protocol import Code
+from taskmuxd.errors import ClientError, TaskError
+from taskmuxd.events import EventLog
+from taskmuxd.health import ProbeSpec, probe
+from taskmuxd.jobs import Changed
+from taskmuxd.policy import (
+    CancelSchedule,
+    Emit,
+    Ev,
+    Event,
+    Kill,
+    Launch,
+    Schedule,
+    Stop,
+    TaskState,
+    TransitionError,
+    decide,
+)
+from taskmuxd.projects import environment, ports
+from taskmuxd.projects import state as st
+from taskmuxd.projects.config import LoadedConfig, TaskConfig, closure
+from taskmuxd.projects.hooks import HookRun, run_hook
+from taskmuxd.projects.launcher import Launcher
+from taskmuxd.projects.task import TaskRuntime
+from taskmuxd.tmux import Tmux
+
+log = logging.getLogger("taskmuxd.project")
+
+LAUNCH_TIMEOUT = 15.0
+KILL_WAIT = 5.0
+DEFAULT_SHELL = "/bin/sh"
+FAST_PROBE = 0.5  # seconds between probes until a task is first healthy
+
+
+@dataclass
+class Services:
+    paths: Paths
+    tmux: Tmux
+    events: EventLog
+    dependency_timeout: Callable[[], float]
+    url_for: Callable[[str, str | None], str | None]
+    on_change: Callable[[Project], None]
+    spawn: Callable[[Any, str], asyncio.Task[None]]
+
+
+class TaskNotFound(ClientError):
+    default_code = Code.TASK_NOT_FOUND
+
+
+class Project:
+    def __init__(self, services: Services, name: str, loaded: LoadedConfig) -> None:
+        self.s = services
+        self.name = name
+        self.loaded = loaded
+        self.files = st.ProjectFiles(services.paths, name)
+        self.files.ensure()
+        self.record, corrupt = st.load(self.files)
+        if corrupt:
+            services.events.emit("state_corrupt", name, None, moved_to=corrupt)
+        self.base_env = st.load_env(self.files) or {}
+        self.tasks: dict[str, TaskRuntime] = {}
+        self.launcher = Launcher(services.tmux, name)
+        self.changed = Changed()
+        self._persist_pending = False
+        self.config_error: str | None = None
+        self._sync_tasks(loaded)
+
+    # -- config ---------------------------------------------------------------------------
+
+    def _sync_tasks(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        for name, cfg in loaded.project.tasks.items():
+            if name in self.tasks:
+                self.tasks[name].config = cfg
+            else:
+                rec = self.record.tasks.setdefault(name, st.TaskRecord())
+                self.tasks[name] = TaskRuntime(name, cfg, rec)
+
+    def task(self, name: str) -> TaskRuntime:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise TaskNotFound(
+                f"task {name!r} not found in {self.loaded.path}; tasks: "
+                f"{', '.join(sorted(self.tasks)) or '(none)'}",
+                {"task": name, "tasks": sorted(self.tasks)}) from None
+
+    # -- the state machine ----------------------------------------------------------------
+
+    def feed(self, task: TaskRuntime, event: Event) -> None:
+        before = task.state
+        try:
+            new, actions = decide(task.policy_spec, task.record.policy, event, time.monotonic(),
+                                  random.random())
+        except TransitionError as exc:
+            log.error("%s/%s: %s (ignored)", self.name, task.name, exc)
+            return
+        task.record.policy = new
+        for action in actions:
+            self._apply(task, action)
+        if before != new.state:
+            log.info("%s/%s: %s -> %s (%s)", self.name, task.name, before.value,
+                     new.state.value, event.kind.value)
+            if not task.live:
+                task.wake_exit_waiters()
+            self.persist()  # a state change is written before anyone hears of it
+        self.touch()
+
+    def _apply(self, task: TaskRuntime, action: object) -> None:
+        loop = asyncio.get_running_loop()
+        if isinstance(action, Launch):
+            self.s.spawn(self._launch(task), f"launch {self.name}/{task.name}")
+        elif isinstance(action, Stop):
+            task.stop_task = self.s.spawn(self._stop_process(task, task.record.run_id),
+                                          f"stop {self.name}/{task.name}")
+        elif isinstance(action, Kill):
+            self.s.spawn(self._kill(task, task.record.run_id), f"kill {self.name}/{task.name}")
+        elif isinstance(action, Schedule):
+            if task.timer is not None:
+                task.timer.cancel()
+            task.timer = loop.call_at(action.at, self.feed, task, Event(Ev.TIMER))
+        elif isinstance(action, CancelSchedule):
+            if task.timer is not None:
+                task.timer.cancel()
+                task.timer = None
+        elif isinstance(action, Emit):
+            self.s.events.emit(action.event, self.name, task.name, **action.details)
+
+    def touch(self) -> None:
+        """Something changed: persist soon, wake waiters, tell listeners."""
+        if not self._persist_pending:
+            self._persist_pending = True
+            asyncio.get_running_loop().call_later(0.05, self.persist)
+        self.changed.fire()
+        self.s.on_change(self)
+
+    def persist(self) -> None:
+        self._persist_pending = False  # a pending debounced write becomes redundant but harmless
+        try:
+            st.save(self.files, self.record)
+        except OSError as exc:
+            log.error("cannot save %s: %s", self.files.state, exc)
+
+    # -- launching ------------------------------------------------------------------------
+
+    def task_env(self, task: TaskRuntime, port: int | None) -> dict[str, str]:
+        env_file = self.loaded.task_env_file(task.config)
+        text = None
+        if env_file:
+            try:
+                with open(env_file, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as exc:
+                raise TaskError(f"cannot read env_file {env_file}: {exc}") from None
+        base = self.base_env or {k: v for k, v in os.environ.items()
+                                 if k in ("PATH", "HOME", "USER", "LANG", "SHELL", "LOGNAME")}
+        return environment.build(base, text, task.config.env, port, {
+            "TASKMUX_PROJECT": self.name, "TASKMUX_TASK": task.name,
+            "TASKMUX_HOME": self.s.paths.home})
+
+    async def _ensure_port(self, task: TaskRuntime, prev_pgid: int | None) -> int | None:
+        if not task.config.wants_port:
+            return None
+        rec = task.record
+        if rec.port is None:
+            rec.port = ports.free_port()
+            return rec.port
+        if not ports.in_use(rec.port):
+            return rec.port
+        holders = await asyncio.to_thread(ports.listeners, rec.port)
+        mine = os.getuid()
+        leftovers = [h for h in holders if h.uid == mine and prev_pgid and h.pgid == prev_pgid]
+        if holders and len(leftovers) == len(holders):
+            for h in leftovers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(h.pid, signal.SIGTERM)
+            self.s.events.emit("leftover_killed", self.name, task.name, port=rec.port,
+                               pids=[h.pid for h in leftovers])
+            for _ in range(50):
+                if not ports.in_use(rec.port):
+                    return rec.port
+                await asyncio.sleep(0.05)
+            for h in leftovers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(h.pid, signal.SIGKILL)
+            for _ in range(40):
+                if not ports.in_use(rec.port):
+                    return rec.port
+                await asyncio.sleep(0.05)
+        old = rec.port
+        rec.port = ports.free_port()
+        self.s.events.emit("port_reassigned", self.name, task.name, old_port=old,
+                           new_port=rec.port, held_by=[h.pid for h in holders])
+        log.warning("%s/%s: port %d is held by pid(s) %s that are not this task's; using %d",
+                    self.name, task.name, old, [h.pid for h in holders] or "?", rec.port)
+        return rec.port
+
+    async def _launch(self, task: TaskRuntime) -> None:
+        rec = task.record
+        rec.run_id += 1
+        run_id = rec.run_id
+        prev_pgid = rec.pgid
+        rec.pid = rec.pgid = None
+        try:
+            port = await self._ensure_port(task, prev_pgid)
+            env = self.task_env(task, port)
+            cwd = self.loaded.task_cwd(task.config)
+            if task.config.hooks.before_start:
+                await run_hook(HookRun("before_start", task.name, task.config.hooks.before_start),
+                               env, cwd)
+            spec = {
+                "project": self.name, "task": task.name, "run_id": run_id,
+                "command": task.config.command, "shell": task.config.shell or DEFAULT_SHELL,
+                "cwd": cwd, "env": env, "log": self.log_path(task),
+                "log_max_size": task.config.log_max_size,
+                "log_max_files": task.config.log_max_files,
+                "record": self.files.record(task.name), "socket": self.s.paths.socket,
+            }
+            from taskmuxctl.fsutil import atomic_write
+
+            atomic_write(self.files.spec(task.name), json.dumps(spec), mode=0o600)
+            rec.window_id = await self.launcher.launch(task.name, self.files.spec(task.name),
+                                                       cwd, rec.window_id) or rec.window_id
+            reported = await self.changed.wait_for(
+                lambda: rec.run_id != run_id or task.state != TaskState.STARTING,
+                LAUNCH_TIMEOUT)
+            if not reported:
+                runner = st.read_runner_record(self.files, task.name)
+                if runner and runner.get("run_id") == run_id and runner.get("pid"):
+                    self.runner_started(task.name, runner)
+                else:
+                    self._launch_failed(task, run_id, "the runner did not report within "
+                                        f"{LAUNCH_TIMEOUT:.0f}s")
+                return
+        except Exception as exc:
+            self._launch_failed(task, run_id, str(getattr(exc, "message", exc)))
+        else:
+            if rec.run_id == run_id and task.state == TaskState.RUNNING:
+                self._after_launch(task, run_id)
+
+    def _launch_failed(self, task: TaskRuntime, run_id: int, reason: str) -> None:
+        if task.record.run_id != run_id:
+            return
+        log.warning("%s/%s: launch failed: %s", self.name, task.name, reason)
+        task.last_launch_error = reason  # type: ignore[attr-defined]
+        self.feed(task, Event(Ev.LAUNCH_FAILED))
+
+    def _after_launch(self, task: TaskRuntime, run_id: int) -> None:
+        if task.health_task is not None:
+            task.health_task.cancel()
+        task.health.ok = None
+        task.health.failures = 0
+        task.health_task = self.s.spawn(self._health_loop(task, run_id),
+                                        f"health {self.name}/{task.name}")
+        if task.config.hooks.after_start:
+            self.s.spawn(self._after_hook(task, "after_start", task.config.hooks.after_start),
+                         f"after_start {self.name}/{task.name}")
+
+    async def _after_hook(self, task: TaskRuntime, which: str, command: str) -> None:
+        try:
+            await run_hook(HookRun(which, task.name, command),
+                           self.task_env(task, task.record.port),
+                           self.loaded.task_cwd(task.config))
+        except TaskError as exc:
+            log.warning("%s", exc.message)
+            self.s.events.emit("hook_failed", self.name, task.name, hook=which,
+                               error=exc.message)
+
+    def log_path(self, task: TaskRuntime) -> str:
+        if task.config.log_file:
+            return os.path.join(self.loaded.folder, os.path.expanduser(task.config.log_file))
+        return self.s.paths.task_log(self.name, task.name)
+
+    # -- what the runners report ----------------------------------------------------------
+
+    def runner_started(self, task_name: str, record: dict[str, Any]) -> None:
+        task = self.tasks.get(task_name)
+        if task is None or record.get("run_id") != task.record.run_id:
+            return
+        rec = task.record
+        rec.pid = int(record["pid"])
+        rec.pgid = int(record.get("pgid") or record["pid"])
+        rec.runner_pid = record.get("runner_pid")
+        rec.started_wall = float(record.get("started_at") or time.time())
+        if task.state == TaskState.STARTING:
+            self.feed(task, Event(Ev.LAUNCHED))
+        else:
+            self.touch()
+
+    def runner_exited(self, task_name: str, record: dict[str, Any]) -> None:
+        task = self.tasks.get(task_name)
+        if task is None or record.get("run_id") != task.record.run_id or not task.live:
+            return
+        rec = task.record
+        rec.exited_wall = float(record.get("exited_at") or time.time())
+        if task.health_task is not None:
+            task.health_task.cancel()
+            task.health_task = None
+        code, sig = record.get("exit_code"), record.get("exit_signal")
+        if record.get("status") == "failed" and code is None and sig is None:
+            code = 127
+        self.feed(task, Event(Ev.EXITED, code, sig))
+
+    # -- stopping -------------------------------------------------------------------------
+
+    async def _wait_run_exit(self, task: TaskRuntime, run_id: int, timeout: float) -> bool:
+        if task.record.run_id != run_id or not task.live:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task.wait_exit()), timeout)
+        return task.record.run_id != run_id or not task.live
+
+    async def _stop_process(self, task: TaskRuntime, run_id: int) -> None:
+        rec = task.record
+        if rec.pgid is None:  # still starting: let the runner report the process first
+            await self.changed.wait_for(lambda: rec.pgid is not None or rec.run_id != run_id,
+                                        LAUNCH_TIMEOUT)
+        grace = task.config.stop_grace_period
+        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace),
+                          (signal.SIGKILL, KILL_WAIT)):
+            if rec.run_id != run_id or not task.live:
+                return
+            if rec.pgid is not None:
+                try:
+                    os.killpg(rec.pgid, sig)
+                except ProcessLookupError:
+                    pass
+                log.info("%s/%s: sent %s to process group %s", self.name, task.name,
+                         signal.Signals(sig).name, rec.pgid)
+            if await self._wait_run_exit(task, run_id, wait):
+                return
+        self._exit_unreported(task, run_id, signal.SIGKILL)
+
+    async def _kill(self, task: TaskRuntime, run_id: int) -> None:
+        rec = task.record
+        if rec.pgid is not None and task.live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(rec.pgid, signal.SIGKILL)
+        if rec.window_id:
+            with contextlib.suppress(Exception):
+                await self.s.tmux.run(["kill-window", "-t", rec.window_id], allow_missing=True)
+            rec.window_id = None
+        if task.live and not await self._wait_run_exit(task, run_id, KILL_WAIT):
+            self._exit_unreported(task, run_id, signal.SIGKILL)
+        self.touch()
+
+    def _exit_unreported(self, task: TaskRuntime, run_id: int, sig: int) -> None:
+        """The process is gone (or beyond reach) and no runner said so: record it ourselves."""
+        if task.record.run_id != run_id or not task.live:
+            return
+        runner = st.read_runner_record(self.files, task.name)
+        if runner and runner.get("run_id") == run_id and runner.get("status") in (
+                "exited", "failed"):
+            self.runner_exited(task.name, runner)
+            return
+        log.warning("%s/%s: no exit report from the runner; recording the exit", self.name,
+                    task.name)
+        self.runner_exited(task.name, {"run_id": run_id, "exit_code": None, "exit_signal": sig,
+                                       "exited_at": time.time()})
+
+    # -- health ---------------------------------------------------------------------------
+
+    def probe_spec(self, task: TaskRuntime) -> ProbeSpec:
+        cfg = task.config
+        return ProbeSpec(
+            url=cfg.health_url, expected_status=cfg.health_expected_status,
+            expected_body=cfg.health_expected_body, command=cfg.health_check,
+            port=task.record.port if cfg.wants_port else None, pid=task.record.pid,
+            timeout=cfg.health_timeout, env=self.task_env(task, task.record.port),
+            cwd=self.loaded.task_cwd(cfg))
+
+    async def _health_loop(self, task: TaskRuntime, run_id: int) -> None:
+        started = time.monotonic()
+        h = task.health
+        while task.record.run_id == run_id and task.state == TaskState.RUNNING:
+            result = await probe(self.probe_spec(task))
+            if task.record.run_id != run_id or task.state != TaskState.RUNNING:
+                return
+            h.last, h.last_at = result, time.time()
+            cfg = task.config
+            if result.ok:
+                if h.ok is False:
+                    self.s.events.emit("health_recovered", self.name, task.name,
+                                       method=result.method)
+                h.ok, h.failures = True, 0
+            else:
+                h.last_failure, h.last_failure_at = result, time.time()
+                in_grace = time.monotonic() - started < cfg.health_grace
+                if not (in_grace and h.ok is None):
+                    h.failures += 1
+                    self.s.events.emit("health_check_failed", self.name, task.name,
+                                       attempt=h.failures, method=result.method,
+                                       reason=result.detail)
+                    if h.failures >= cfg.health_retries and h.ok is not False:
+                        h.ok = False
+                        self.feed(task, Event(Ev.UNHEALTHY))
+            self.touch()
+            fast = h.ok is None and cfg.has_health_check
+            await asyncio.sleep(min(FAST_PROBE, cfg.health_interval) if fast
+                                else cfg.health_interval)
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _targets(self, names: list[str] | None, default_auto: bool) -> list[str]:
+        for n in names or []:
+            self.task(n)
+        if names:
+            return sorted(set(names))
+        if default_auto:
+            return sorted(n for n, t in self.tasks.items() if t.config.auto_start)
+        return sorted(self.tasks)
+
+    def _project_env(self) -> dict[str, str]:
+        return environment.build(self.base_env, None, {}, None, {
+            "TASKMUX_PROJECT": self.name, "TASKMUX_HOME": self.s.paths.home})
+
+    async def _global_hook(self, which: str) -> None:
+        command = getattr(self.loaded.project.hooks, which)
+        if command:
+            await run_hook(HookRun(which, "project", command), self._project_env(),
+                           self.loaded.folder)
+
+    async def start(self, names: list[str] | None, env: dict[str, str] | None
+                    ) -> list[dict[str, Any]]:
+        if env:
+            self.base_env = env
+            st.save_env(self.files, env)
+        if not names and not self.loaded.project.auto_start:
+            self.record.running = True
+            self.touch()
+            return []
+        wanted = self._targets(names, default_auto=True)
+        todo = sorted(closure({n: t.config for n, t in self.tasks.items()}, wanted))
+        self.record.running = True
+        await self._global_hook("before_start")
+        deadline = time.monotonic() + self.s.dependency_timeout()
+        results: dict[str, dict[str, Any]] = {}
+        await asyncio.gather(*(self._start_one(n, deadline, results) for n in todo))
+        await self._global_hook("after_start")
+        if not names:
+            self.s.events.emit("session_started", self.name, None,
+                               tasks=[n for n in todo if results[n]["action"] == "started"])
+        self.touch()
+        out = [results[n] for n in todo]
+        failed = [r for r in out if r["action"] == "failed"]
+        if failed:
+            code = (Code.DEPENDENCY_TIMEOUT if any(r.get("reason") == "dependency" for r in
+                                                   failed) else Code.TASK_START_FAILED)
+            lines = "; ".join(f"{r['task']}: {r['error']}" for r in failed)
+            raise TaskError(f"could not start {len(failed)} task(s): {lines}",
+                            {"results": out}, code=code)
+        return out
+
+    async def _start_one(self, name: str, deadline: float,
+                         results: dict[str, dict[str, Any]]) -> None:
+        task = self.tasks[name]
+        for dep in task.config.depends_on:
+            dep_task = self.tasks[dep]
+
+            def settled(d: TaskRuntime = dep_task) -> bool:
+                return d.ready or results.get(d.name, {}).get("action") == "failed"
+
+            if not await self.changed.wait_for(settled, max(deadline - time.monotonic(), 0.01)):
+                results[name] = {"task": name, "action": "failed", "reason": "dependency",
+                                 "error": f"{dep} was not ready in time (state {dep_task.state},"
+                                 f" healthy {dep_task.health.ok}); see `taskmux logs {dep}`"}
+                return
+            if not dep_task.ready:
+                results[name] = {"task": name, "action": "failed", "reason": "dependency",
+                                 "error": f"its dependency {dep} failed to start"}
+                return
+        if task.live and task.state != TaskState.STOPPING:
+            results[name] = {"task": name, "action": "already_running"}
+            return
+        self.feed(task, Event(Ev.START))
+        await self.changed.wait_for(lambda: task.state != TaskState.STARTING, LAUNCH_TIMEOUT + 5)
+        if task.state == TaskState.RUNNING:
+            self.s.events.emit("task_started", self.name, name, pid=task.record.pid,
+                               port=task.record.port)
+            results[name] = {"task": name, "action": "started", "pid": task.record.pid,
+                             "port": task.record.port}
+        else:
+            reason = getattr(task, "last_launch_error", None) or f"state {task.state}"
+            results[name] = {"task": name, "action": "failed", "error": reason}
+
+    async def stop(self, names: list[str] | None) -> list[dict[str, Any]]:
+        targets = self._targets(names, default_auto=False)
+        if not names:
+            self.record.running = False
+        await self._global_hook("before_stop")
+        # Stop dependents before what they depend on.
+        results = await asyncio.gather(*(self._stop_one(n) for n in targets))
+        await self._global_hook("after_stop")
+        if not names:
+            self.s.events.emit("session_stopped", self.name, None)
+        self.touch()
+        return list(results)
+
+    async def _stop_one(self, name: str) -> dict[str, Any]:
+        task = self.tasks[name]
+        was_live = task.live
+        if task.config.hooks.before_stop and was_live:
+            await run_hook(HookRun("before_stop", name, task.config.hooks.before_stop),
+                           self.task_env(task, task.record.port),
+                           self.loaded.task_cwd(task.config))
+        self.feed(task, Event(Ev.STOP))
+        await task.wait_exit()
+        if was_live:
+            self.s.events.emit("task_stopped", self.name, name,
+                               exit_code=task.record.policy.last_exit_code,
+                               signal=task.record.policy.last_exit_signal)
+            if task.config.hooks.after_stop:
+                await self._after_hook(task, "after_stop", task.config.hooks.after_stop)
+        return {"task": name, "action": "stopped" if was_live else "already_stopped"}
+
+    async def restart(self, names: list[str] | None) -> list[dict[str, Any]]:
+        targets = self._targets(names, default_auto=False)
+        if not names:
+            targets = sorted(n for n, t in self.tasks.items() if t.live or t.config.auto_start)
+        self.record.running = True
+        results = []
+        for name in targets:
+            task = self.tasks[name]
+            if task.live and task.config.hooks.before_stop:
+                await run_hook(HookRun("before_stop", name, task.config.hooks.before_stop),
+                               self.task_env(task, task.record.port),
+                               self.loaded.task_cwd(task.config))
+            self.feed(task, Event(Ev.RESTART))
+        for name in targets:
+            task = self.tasks[name]
+
+            def settled(t: TaskRuntime = task) -> bool:
+                return t.state not in (TaskState.STOPPING, TaskState.STARTING)
+
+            await self.changed.wait_for(
+                settled, task.config.stop_grace_period * 2 + KILL_WAIT + LAUNCH_TIMEOUT + 5)
+            ok = task.state == TaskState.RUNNING
+            self.s.events.emit("task_restarted", self.name, name, pid=task.record.pid)
+            results.append({"task": name, "action": "restarted" if ok else "failed",
+                            "pid": task.record.pid, "state": task.state.value})
+        self.touch()
+        return results
+
+    async def kill(self, name: str) -> dict[str, Any]:
+        task = self.task(name)
+        self.feed(task, Event(Ev.KILL))
+        await task.wait_exit()
+        self.s.events.emit("task_killed", self.name, name)
+        return {"task": name, "action": "killed"}
+
+    # -- status ---------------------------------------------------------------------------
+
+    def task_infos(self) -> list[dict[str, Any]]:
+        return [t.info(self.s.url_for(self.name, t.config.host)) for t in
+                sorted(self.tasks.values(), key=lambda t: t.name)]

@@ -1,0 +1,141 @@
+"""What a project's supervision needs to survive a daemon restart, under ``projects/{name}/``.
+
+``state.json`` (format-versioned, atomic): whether the project should be up, and per task its
+policy state, run id, port, window and last known process. ``env.json`` (0600): the
+environment of the shell that started the project. ``config.last.toml``: the last valid
+taskmux.toml, so a broken edit never stops supervision. ``run/{task}.json``: the runner's
+record; ``run/{task}.spec.json``: what the runner was asked to run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from taskmuxctl.fsutil import atomic_write
+from taskmuxctl.paths import Paths
+from taskmuxd.policy import Cause, State, TaskState
+
+log = logging.getLogger("taskmuxd.state")
+
+FORMAT = 1
+
+
+@dataclass
+class TaskRecord:
+    """Per-task facts kept across daemon restarts (times as wall-clock seconds)."""
+
+    policy: State = field(default_factory=State)
+    run_id: int = 0
+    port: int | None = None
+    window_id: str | None = None
+    pid: int | None = None
+    pgid: int | None = None
+    runner_pid: int | None = None
+    started_wall: float | None = None
+    exited_wall: float | None = None
+
+
+@dataclass
+class ProjectRecord:
+    running: bool = False  # the user wants the project up (restore it if tmux goes away)
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)
+
+
+class ProjectFiles:
+    def __init__(self, paths: Paths, project: str) -> None:
+        self.dir = paths.project_dir(project)
+        self.run_dir = os.path.join(self.dir, "run")
+        self.state = os.path.join(self.dir, "state.json")
+        self.env = os.path.join(self.dir, "env.json")
+        self.last_config = os.path.join(self.dir, "config.last.toml")
+
+    def ensure(self) -> None:
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+
+    def record(self, task: str) -> str:
+        return os.path.join(self.run_dir, f"{task}.json")
+
+    def spec(self, task: str) -> str:
+        return os.path.join(self.run_dir, f"{task}.spec.json")
+
+
+def _policy_to_json(p: State, mono_now: float, wall_now: float) -> dict[str, Any]:
+    out = asdict(p)
+    out["state"] = p.state.value
+    out["cause"] = p.cause.value if p.cause else None
+    for key in ("started_at", "unhealthy_at", "restart_at"):  # monotonic → wall
+        if out[key] is not None:
+            out[key] = wall_now - (mono_now - out[key])
+    return out
+
+
+def _policy_from_json(d: dict[str, Any], mono_now: float, wall_now: float) -> State:
+    known = {f.name for f in fields(State)}
+    kw = {k: v for k, v in d.items() if k in known}
+    kw["state"] = TaskState(kw.get("state", "stopped"))
+    kw["cause"] = Cause(kw["cause"]) if kw.get("cause") else None
+    for key in ("started_at", "unhealthy_at", "restart_at"):
+        if kw.get(key) is not None:
+            kw[key] = mono_now - (wall_now - float(kw[key]))
+    return State(**kw)
+
+
+def save(files: ProjectFiles, rec: ProjectRecord) -> None:
+    mono, wall = time.monotonic(), time.time()
+    data = {"format": FORMAT, "running": rec.running, "tasks": {
+        name: {**{k: v for k, v in asdict(t).items() if k != "policy"},
+               "policy": _policy_to_json(t.policy, mono, wall)}
+        for name, t in rec.tasks.items()}}
+    files.ensure()
+    atomic_write(files.state, json.dumps(data, indent=1) + "\n")
+
+
+def load(files: ProjectFiles) -> tuple[ProjectRecord, str | None]:
+    """The saved record, and a note when a corrupt file had to be moved aside."""
+    mono, wall = time.monotonic(), time.time()
+    try:
+        with open(files.state, encoding="utf-8") as fh:
+            data = json.load(fh)
+        tasks = {}
+        for name, t in data.get("tasks", {}).items():
+            policy = _policy_from_json(t.get("policy", {}), mono, wall)
+            known = {f.name for f in fields(TaskRecord)} - {"policy"}
+            tasks[name] = TaskRecord(policy=policy, **{k: v for k, v in t.items() if k in known})
+        return ProjectRecord(bool(data.get("running")), tasks), None
+    except FileNotFoundError:
+        return ProjectRecord(), None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        aside = f"{files.state}.corrupt-{int(wall)}"
+        with contextlib.suppress(OSError):
+            os.replace(files.state, aside)
+        log.error("%s was unreadable (%s); moved aside to %s", files.state, exc, aside)
+        return ProjectRecord(), aside
+
+
+def save_env(files: ProjectFiles, env: dict[str, str]) -> None:
+    files.ensure()
+    atomic_write(files.env, json.dumps(env), mode=0o600)
+
+
+def load_env(files: ProjectFiles) -> dict[str, str] | None:
+    try:
+        with open(files.env, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return {str(k): str(v) for k, v in data.items()}
+    except (FileNotFoundError, ValueError, AttributeError):
+        return None
+
+
+def read_runner_record(files: ProjectFiles, task: str) -> dict[str, Any] | None:
+    try:
+        with open(files.record(task), encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else None
+    except (FileNotFoundError, ValueError):
+        return None

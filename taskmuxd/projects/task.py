@@ -1,0 +1,104 @@
+"""One task of a supervised project at run time: its policy state, its process, its health."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from taskmuxd.health import ProbeResult
+from taskmuxd.policy import PolicySpec, TaskState
+from taskmuxd.projects.config import TaskConfig
+from taskmuxd.projects.state import TaskRecord
+
+
+@dataclass
+class Health:
+    ok: bool | None = None  # None: not judged yet
+    failures: int = 0  # consecutive failed probes (outside the grace period)
+    last: ProbeResult | None = None
+    last_at: float | None = None  # wall clock
+    last_failure: ProbeResult | None = None
+    last_failure_at: float | None = None
+
+
+class TaskRuntime:
+    def __init__(self, name: str, config: TaskConfig, record: TaskRecord) -> None:
+        self.name = name
+        self.config = config
+        self.record = record
+        self.health = Health()
+        self.timer: asyncio.TimerHandle | None = None
+        self.health_task: asyncio.Task[None] | None = None
+        self.stop_task: asyncio.Task[None] | None = None
+        self.exit_waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def policy_spec(self) -> PolicySpec:
+        c = self.config
+        return PolicySpec(c.restart_policy, c.max_restarts, c.restart_backoff)
+
+    @property
+    def state(self) -> TaskState:
+        return self.record.policy.state
+
+    @property
+    def live(self) -> bool:
+        return self.state in (TaskState.STARTING, TaskState.RUNNING, TaskState.STOPPING)
+
+    @property
+    def ready(self) -> bool:
+        """What a dependent waits for: running, and healthy when it has health checks."""
+        if self.state != TaskState.RUNNING:
+            return False
+        return bool(self.health.ok) if self.config.has_health_check else True
+
+    def wait_exit(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self.live:
+            fut.set_result(None)
+        else:
+            self.exit_waiters.append(fut)
+        return fut
+
+    def wake_exit_waiters(self) -> None:
+        for fut in self.exit_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self.exit_waiters.clear()
+
+    def info(self, url: str | None) -> dict[str, Any]:
+        rec, pol = self.record, self.record.policy
+        running = self.state == TaskState.RUNNING
+        last_exit = None
+        if pol.last_exit_code is not None or pol.last_exit_signal is not None:
+            last_exit = {"code": pol.last_exit_code, "signal": pol.last_exit_signal,
+                         "at": rec.exited_wall}
+        h = self.health
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "pid": rec.pid if self.live else None,
+            "pgid": rec.pgid if self.live else None,
+            "port": rec.port,
+            "host": self.config.host,
+            "url": url,
+            "restarts": pol.restarts,
+            "restart_attempt": pol.attempt,
+            "last_exit": last_exit,
+            "started_at": rec.started_wall if running else None,
+            "uptime": round(time.time() - rec.started_wall, 3)
+            if running and rec.started_wall else None,
+            "next_restart_in": round(max(pol.restart_at - time.monotonic(), 0.0), 3)
+            if self.state == TaskState.BACKOFF and pol.restart_at else None,
+            "healthy": h.ok,
+            "health_method": h.last.method if h.last else None,
+            "last_health_failure": h.last_failure.detail if h.last_failure else None,
+            "manually_stopped": pol.manual_stop,
+            "auto_start": self.config.auto_start,
+            "depends_on": list(self.config.depends_on),
+            "command": self.config.command,
+            "window": rec.window_id,
+            "restart_policy": self.config.restart_policy,
+        }

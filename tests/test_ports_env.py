@@ -1,0 +1,143 @@
+"""$PORT (stable, leftovers, strangers) and the environment a task gets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from tests.helpers import read, run_json, wait_until
+from tests.projects import pid_alive, task, write_project
+
+LISTEN = ("import os, socket, time; s = socket.socket(); "
+          "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+          "s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(); time.sleep(600)")
+
+
+def test_port_is_stable_across_restarts_and_daemon_restarts(env: dict[str, str],
+                                                           tmp_path: str) -> None:
+    proj = write_project(str(tmp_path / "p"), f"""
+        name = "ports"
+        [tasks.api]
+        command = "{sys.executable} -c \\"{LISTEN}\\""
+        host = "api"
+        [tasks.plain]
+        command = "sleep 600"
+        [tasks.asks]
+        command = "sleep 600"
+        port = "auto"
+    """)
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    port = task(env, proj, "api")["port"]
+    assert port and task(env, proj, "plain")["port"] is None
+    assert task(env, proj, "asks")["port"] not in (None, port)
+    wait_until(lambda: _listening(port), what="the api to listen")
+    assert run_json(["restart", "api"], env, cwd=proj)[0] == 0
+    assert task(env, proj, "api")["port"] == port
+    assert run_json(["daemon", "restart"], env)[0] == 0
+    assert run_json(["restart", "api"], env, cwd=proj)[0] == 0
+    assert task(env, proj, "api")["port"] == port
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_leftover_of_the_same_task_is_killed_and_the_port_kept(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    with open(os.path.join(home, "config.toml"), "w") as fh:
+        fh.write("health_check_interval = 0.5\n")  # the sweep that notices a dead runner
+    # The listener ignores hang-ups, so it outlives its runner: a leftover of this task.
+    proj = write_project(str(tmp_path / "p"), f"""
+        name = "leftover"
+        [tasks.api]
+        command = "trap '' HUP; exec {sys.executable} -c \\"{LISTEN}\\""
+        host = "api"
+    """)
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    first = task(env, proj, "api")
+    wait_until(lambda: _listening(first["port"]), what="the listener")
+    runner = _runner_pid(env, "leftover", "api")
+    os.kill(runner, signal.SIGKILL)
+    # The daemon sees the task gone, restarts it on the same port after killing the leftover.
+    second = wait_until(lambda: (t := task(env, proj, "api"))["state"] == "running"
+                        and t["pid"] != first["pid"] and t, 40, "the restart")
+    assert second["port"] == first["port"]
+    assert not pid_alive(first["pid"])
+    code, out = run_json(["events", "--task", "api"], env, cwd=proj)
+    assert "leftover_killed" in [e["event"] for e in out["events"]]
+
+
+def _runner_pid(env: dict[str, str], project: str, name: str) -> int:
+    path = os.path.join(env["TASKMUX_HOME"], "projects", project, "run", f"{name}.json")
+    import json
+
+    with open(path) as fh:
+        return int(json.load(fh)["runner_pid"])
+
+
+def test_a_stranger_on_the_port_gets_the_task_a_new_port(env: dict[str, str],
+                                                         tmp_path: str) -> None:
+    proj = write_project(str(tmp_path / "p"), """
+        name = "stranger"
+        [tasks.api]
+        command = "sleep 600"
+        host = "api"
+    """)
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    port = task(env, proj, "api")["port"]
+    assert run_json(["stop", "api"], env, cwd=proj)[0] == 0
+    stranger = subprocess.Popen([sys.executable, "-c", LISTEN], env={**env, "PORT": str(port)},
+                                start_new_session=True)
+    try:
+        wait_until(lambda: _listening(port), what="the stranger to listen")
+        assert run_json(["start", "api"], env, cwd=proj)[0] == 0
+        new_port = task(env, proj, "api")["port"]
+        assert new_port != port
+        assert stranger.poll() is None, "a process that is not the task's must not be signalled"
+        events = run_json(["events", "--task", "api"], env, cwd=proj)[1]["events"]
+        moved = [e for e in events if e["event"] == "port_reassigned"]
+        assert moved and moved[-1]["details"]["old_port"] == port
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_environment_is_built_not_inherited(env: dict[str, str], tmp_path: str,
+                                            home: str) -> None:
+    out_file = os.path.join(str(tmp_path), "env.txt")
+    proj = write_project(str(tmp_path / "p"), f"""
+        name = "envs"
+        [tasks.show]
+        command = "env > {out_file}; sleep 600"
+        env_file = ".env"
+        env = {{ FROM_TOML = "toml", OVERRIDE = "from-env-table", NUM = 3 }}
+        host = "show"
+    """)
+    with open(os.path.join(proj, ".env"), "w") as fh:
+        fh.write("# comment\nFROM_FILE=file\nOVERRIDE=from-file\nQUOTED=\"a b\"\n"
+                 "export EXPORTED='x y'\nSHELL_ONLY=file-loses\n")
+    # The daemon runs with an environment the task must not see...
+    from tests.helpers import DaemonProcess
+
+    daemon = DaemonProcess(home, {**env, "DAEMON_ONLY": "1"}).wait_ready()
+    try:
+        # ... and the shell that starts the project has its own PATH and variables.
+        shell_env = {**env, "SHELL_ONLY": "shell", "PATH": f"/opt/mytools/bin:{env['PATH']}"}
+        assert run_json(["start"], shell_env, cwd=proj)[0] == 0
+        wait_until(lambda: os.path.exists(out_file) and "PORT=" in read(out_file))
+        got = dict(line.split("=", 1) for line in read(out_file).splitlines() if "=" in line)
+        assert got["PATH"].startswith("/opt/mytools/bin:")
+        assert "DAEMON_ONLY" not in got
+        assert got["SHELL_ONLY"] == "file-loses"  # env_file beats the shell's environment
+        assert got["FROM_FILE"] == "file" and got["QUOTED"] == "a b" and got["EXPORTED"] == "x y"
+        assert got["FROM_TOML"] == "toml" and got["NUM"] == "3"
+        assert got["OVERRIDE"] == "from-env-table"  # env beats env_file
+        assert got["PORT"] == str(task(env, proj, "show")["port"])
+        assert got["TASKMUX_PROJECT"] == "envs" and got["TASKMUX_TASK"] == "show"
+        assert "TMUX" not in got
+    finally:
+        daemon.stop()

@@ -1,0 +1,203 @@
+"""taskmux.toml validation (`check`), the registry commands, and add/remove editing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from taskmuxctl.protocol import Code
+from tests.helpers import read, run_cli, run_json
+from tests.projects import task, write_project
+
+CASES = [
+    ("unknown key", """
+        name = "x"
+        [tasks.web]
+        command = "true"
+        colour = "red"
+     """, "tasks.web.colour", 4, ["unknown key 'colour'", "valid keys here", "command"]),
+    ("bad type", """
+        name = "x"
+        [tasks.web]
+        command = "true"
+        max_restarts = "lots"
+     """, "tasks.web.max_restarts", 4, ["valid integer", "'lots'"]),
+    ("bad policy", """
+        name = "x"
+        [tasks.web]
+        command = "true"
+        restart_policy = "sometimes"
+     """, "tasks.web.restart_policy", 4, ["'no', 'on-failure' or 'always'"]),
+    ("bad task name", """
+        name = "x"
+        [tasks.Web_1]
+        command = "true"
+     """, "tasks.Web_1", 2, ["not a valid task name", "lowercase letters"]),
+    ("unknown dependency", """
+        name = "x"
+        [tasks.web]
+        command = "true"
+        depends_on = ["api"]
+     """, "tasks.web.depends_on", 4, ["'api'", "tasks: web"]),
+    ("cycle", """
+        name = "x"
+        [tasks.a]
+        command = "true"
+        depends_on = ["b"]
+        [tasks.b]
+        command = "true"
+        depends_on = ["a"]
+     """, "tasks.a.depends_on", 4, ["dependency cycle: a -> b -> a"]),
+    ("missing cwd", """
+        name = "x"
+        [tasks.web]
+        command = "true"
+        cwd = "no/such/dir"
+     """, "tasks.web.cwd", 4, ["does not exist"]),
+    ("missing command", """
+        name = "x"
+        [tasks.web]
+        cwd = "."
+     """, "tasks.web.command", 2, ["required"]),
+    ("bad project name", """
+        name = "My Project"
+     """, "name", 1, ["not a valid project name"]),
+    ("not toml", """
+        name = "x
+     """, "", 1, ["not valid TOML"]),
+]
+
+
+@pytest.mark.parametrize(("label", "toml", "key", "line", "words"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_check_reports_each_problem_with_file_key_line(
+        env: dict[str, str], tmp_path: str, label: str, toml: str, key: str, line: int,
+        words: list[str]) -> None:
+    proj = write_project(str(tmp_path / "p"), toml)
+    path = os.path.join(proj, "taskmux.toml")
+    code, out = run_json(["check"], env, cwd=proj)
+    assert code == 1, out
+    assert out["code"] == Code.CONFIG_INVALID
+    problems = out["data"]["problems"]
+    match = [p for p in problems if p["key"] == key]
+    assert match, problems
+    assert match[0]["line"] == line, match
+    assert out["data"]["path"] == path
+    text = run_cli(["check"], env, cwd=proj).stderr
+    assert f"{path}:{line}:" in text
+    for word in words:
+        assert word in out["error"], (word, out["error"])
+    # Starting is refused the same way, and registers nothing.
+    code, out = run_json(["start"], env, cwd=proj)
+    assert code == 1 and out["code"] == Code.CONFIG_INVALID
+    assert run_json(["daemon", "list"], env)[1]["projects"] == []
+
+
+def test_check_ok_prints_the_start_order(env: dict[str, str], tmp_path: str) -> None:
+    proj = write_project(str(tmp_path / "p"), """
+        name = "fine"
+        [tasks.db]
+        command = "true"
+        [tasks.api]
+        command = "true"
+        depends_on = ["db"]
+    """)
+    code, out = run_json(["check"], env, cwd=proj)
+    assert code == 0 and out["start_order"] == [["db"], ["api"]]
+
+
+def test_no_config_is_an_error_and_no_phantom_project(env: dict[str, str],
+                                                      tmp_path: str) -> None:
+    empty = str(tmp_path / "empty")
+    os.makedirs(empty)
+    for argv in (["start"], ["status"], ["check"]):
+        code, out = run_json(argv, env, cwd=empty)
+        assert code == 1 and out["code"] == Code.CONFIG_NOT_FOUND, (argv, out)
+        assert "taskmux.toml" in out["error"] and "taskmux init" in out["error"]
+    assert run_json(["daemon", "list"], env)[1]["projects"] == []
+
+
+def test_add_and_remove_keep_comments(env: dict[str, str], tmp_path: str) -> None:
+    original = """\
+# The dev environment
+name = "edits"  # short name
+
+# Database first
+[tasks.db]
+command = "sleep 600"  # keep it running
+"""
+    proj = str(tmp_path / "p")
+    os.makedirs(proj)
+    path = os.path.join(proj, "taskmux.toml")
+    with open(path, "w") as fh:
+        fh.write(original)
+    code, out = run_json(["add", "api", "sleep 601", "--host", "api", "--depends-on", "db"],
+                         env, cwd=proj)
+    assert code == 0, out
+    text = read(path)
+    assert text.startswith(original)
+    assert "[tasks.api]" in text and 'depends_on = ["db"]' in text and 'host = "api"' in text
+    code, out = run_json(["add", "api", "x"], env, cwd=proj)
+    assert code == 1 and out["code"] == Code.TASK_EXISTS
+    code, out = run_json(["add", "bad", "x", "--depends-on", "ghost"], env, cwd=proj)
+    assert code == 1 and "ghost" in out["error"]
+    assert "[tasks.bad]" not in read(path)
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    assert task(env, proj, "api")["state"] == "running"
+    code, out = run_json(["remove", "api"], env, cwd=proj)
+    assert code == 0 and out["stopped"] is True
+    assert read(path) == original
+
+
+def test_registry_list_register_unregister(env: dict[str, str], tmp_path: str) -> None:
+    a = write_project(str(tmp_path / "a"), """
+        name = "same"
+        [tasks.t]
+        command = "sleep 600"
+    """)
+    b = write_project(str(tmp_path / "b"), """
+        name = "same"
+        [tasks.t]
+        command = "sleep 600"
+    """)
+    code, out = run_json(["daemon", "register"], env, cwd=a)
+    assert (code, out["action"]) == (0, "registered")
+    code, out = run_json(["daemon", "register", "-c", os.path.join(b, "taskmux.toml")], env)
+    assert code == 1 and out["code"] == Code.REGISTRY_CONFLICT
+    assert "--force" in out["error"]
+    code, out = run_json(["daemon", "register", "--force"], env, cwd=b)
+    assert (code, out["action"]) == (0, "replaced")
+    # A config that moved is re-pointed automatically once the old path is gone.
+    os.rename(os.path.join(b, "taskmux.toml"), os.path.join(a, "moved.toml"))
+    os.unlink(os.path.join(a, "taskmux.toml"))
+    os.rename(os.path.join(a, "moved.toml"), os.path.join(a, "taskmux.toml"))
+    code, out = run_json(["daemon", "register"], env, cwd=a)
+    assert (code, out["action"]) == (0, "repointed")
+    code, out = run_json(["daemon", "list"], env)
+    assert [(p["name"], p["state"], p["config"]) for p in out["projects"]] == [
+        ("same", "ok", os.path.join(a, "taskmux.toml"))]
+    code, out = run_json(["daemon", "unregister", "same"], env)
+    assert (code, out["action"]) == (0, "unregistered")
+    assert run_json(["daemon", "list"], env)[1]["projects"] == []
+
+
+def test_list_shows_config_missing_and_error(env: dict[str, str], tmp_path: str) -> None:
+    gone = write_project(str(tmp_path / "gone"), """
+        name = "gone"
+        [tasks.t]
+        command = "sleep 600"
+    """)
+    broken = write_project(str(tmp_path / "broken"), """
+        name = "broken"
+        [tasks.t]
+        command = "sleep 600"
+    """)
+    for proj in (gone, broken):
+        assert run_json(["daemon", "register"], env, cwd=proj)[0] == 0
+    os.unlink(os.path.join(gone, "taskmux.toml"))
+    with open(os.path.join(broken, "taskmux.toml"), "a") as fh:
+        fh.write("oops = 1\n")
+    assert run_json(["daemon", "restart"], env)[0] == 0
+    states = {p["name"]: p["state"] for p in run_json(["daemon", "list"], env)[1]["projects"]}
+    assert states == {"gone": "config_missing", "broken": "error"}
