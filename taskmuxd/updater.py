@@ -83,7 +83,11 @@ class AutoUpdater:
 
     # -- Subsystem ------------------------------------------------------------------------
 
+    def _to_event_log(self, event: str, details: dict[str, Any]) -> None:
+        self.daemon.events.emit(event, None, None, **details)
+
     async def start(self) -> None:
+        update_events.add_sink(self._to_event_log)
         if await asyncio.to_thread(os.path.isdir, self.layout.app):
             for event in await asyncio.to_thread(bootguard.take_events, self.layout.app):
                 details = {k: v for k, v in event.items() if k not in ("event", "seq")}
@@ -92,6 +96,7 @@ class AutoUpdater:
         self._task = asyncio.create_task(self._loop(), name="auto-update")
 
     async def stop(self) -> None:
+        update_events.remove_sink(self._to_event_log)
         for task in (self._task, self._reaper):
             if task is None:
                 continue

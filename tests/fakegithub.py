@@ -185,7 +185,8 @@ class FakeGitHub:
         if len(parts) != 6 or parts[2:4] != ["releases", "download"]:
             return self._send(h, 404, b"Not Found", "text/plain")
         tag, name = parts[4], parts[5]
-        release = next((r for r in self.releases.values() if r.tag == tag and not r.draft), None)
+        release = next((r for r in reversed(self.releases.values())
+                        if r.tag == tag and not r.draft), None)  # the newest one wins
         if release is None or name not in release.assets:
             return self._send(h, 404, b"Not Found", "text/plain")
         body = release.assets[name]

@@ -101,6 +101,8 @@ def update(ctx: Context, args: Any) -> Result:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     elif not ctx.as_json:
         events.add_sink(_steps)
+    ctx.paths.ensure()
+    events.add_sink(events.event_log_sink(ctx.paths.events))
     opts = _options(ctx, args)
     if args.check:
         found = apply.check(ctx.paths, opts)

@@ -29,6 +29,8 @@ def main(argv: list[str]) -> int:
     extra = ctx.setting("trusted_keys", [])
     extra = list(extra) if isinstance(extra, list) else []
     extra += os.environ.get("TASKMUX_TRUSTED_KEYS", "").replace(",", " ").split()
+    ctx.paths.ensure()
+    events.add_sink(events.event_log_sink(ctx.paths.events))
     events.add_sink(lambda event, details: print(f"  {event} {json.dumps(details)}",
                                                  file=sys.stderr))
     try:

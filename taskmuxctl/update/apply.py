@@ -267,6 +267,7 @@ def _recover(paths: Paths, layout: AppLayout, bad: str, good: str, good_previous
                 emit("update_failed", step="rollback", version=good, error=exc.message)
     emit("update_rolled_back", bad=bad, current=good, reason=why)
     back = restart.wait_for(paths, layout, good, opts.wait_timeout)
+    layout.prune()  # the bad version is neither current nor previous any more
     state = layout.load_state()
     state["last"] = {"at": time.time(), "from": good, "to": bad, "outcome": "rolled_back",
                      "error": why}

@@ -37,3 +37,16 @@ def emit(event: str, **details: Any) -> None:
             sink(event, details)
         except Exception:
             log.exception("event sink %r failed on %s", sink, event)
+
+
+def event_log_sink(path: str) -> Sink:
+    """A sink appending each event to the event history (``events.jsonl``), for the processes
+    that are not the daemon (``taskmuxctl update``, the updater the daemon starts)."""
+    from taskmuxd.events import EventLog
+
+    history = EventLog(path)
+
+    def sink(event: str, details: dict[str, Any]) -> None:
+        history.emit(event, None, None, **details)
+
+    return sink
