@@ -114,22 +114,64 @@ def _build_all(root: str) -> None:
     finally:
         del os.environ["SOURCE_DATE_EPOCH"]
     base_wheel = os.path.join(wheels, f"taskmux-{BASE}-py3-none-any.whl")
-    wheelhouse = os.path.join(root, "wheelhouse")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", wheelhouse, base_wheel],
-                   check=True, capture_output=True, timeout=600)
+    wheelhouse = dependency_wheelhouse(base_wheel)
+    os.symlink(wheelhouse, os.path.join(root, "wheelhouse"))
+    # The base version is built the way an update builds a version (the product's own code).
+    from taskmuxctl.paths import Paths
+    from taskmuxctl.update.install import create_version
+    from taskmuxctl.update.layout import AppLayout
+
     python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
-    venv = os.path.join(root, "base-venv")
-    subprocess.run([python, "-m", "venv", venv], check=True, capture_output=True, timeout=300)
-    subprocess.run([f"{venv}/bin/python", "-m", "pip", "install", "-q", "--no-index",
-                    "--find-links", wheelhouse, base_wheel], check=True, capture_output=True,
-                   timeout=600)
-    with open(os.path.join(venv, ".taskmux-version"), "w") as fh:
+    layout = AppLayout(Paths(os.path.join(root, "base-home")))
+    layout.ensure()
+    saved = {k: os.environ.get(k) for k in ("PIP_NO_INDEX", "PIP_FIND_LINKS")}
+    os.environ.update({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse})
+    try:
+        create_version(layout.paths, layout, BASE, base_wheel, python)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with open(os.path.join(base_venv_path(root), ".taskmux-version"), "w") as fh:
         json.dump({"version": BASE, "sha256": "base"}, fh)
+
+
+def base_venv_path(root: str) -> str:
+    return os.path.join(root, "base-home", "app", "versions", BASE)  # venvs do not move
+
+
+def dependency_wheelhouse(wheel: str) -> str:
+    """Wheels of every dependency, resolved once and kept between runs (keyed by the
+    dependency list and the interpreter), so a test run does not ask an index again."""
+    import hashlib
+    import tomllib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as fh:
+        deps = tomllib.load(fh)["project"]["dependencies"]
+    key = hashlib.sha256(json.dumps([deps, sys.version]).encode()).hexdigest()[:16]
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                         "taskmux-tests", f"wheelhouse-{key}")
+    if os.path.exists(os.path.join(cache, ".complete")):
+        return cache
+    tmp = f"{cache}.{os.getpid()}.tmp"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", tmp, wheel],
+                   check=True, capture_output=True, timeout=600)
+    for name in os.listdir(tmp):
+        if name.startswith("taskmux-"):
+            os.unlink(os.path.join(tmp, name))
+    open(os.path.join(tmp, ".complete"), "w").close()
+    shutil.rmtree(cache, ignore_errors=True)
+    os.rename(tmp, cache)
+    return cache
 
 
 @pytest.fixture(scope="session")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
-    shared = str(tmp_path_factory.getbasetemp().parent)
+    # This run's folder, which every xdist worker's own folder is inside.
+    base = tmp_path_factory.getbasetemp()
+    shared = str(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
     root = os.path.join(shared, "update-builds")
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(shared, "update-builds.lock"), "w") as lock:
@@ -141,7 +183,7 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
     wheels = {v: os.path.join(root, "wheels", f"taskmux-{v}-py3-none-any.whl") for v in RELEASES}
     python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     return Builds(root, wheels, os.path.join(root, "wheelhouse"),
-                  os.path.join(root, "base-venv"), python)
+                  base_venv_path(root), python)
 
 
 @pytest.fixture(scope="session")
@@ -195,15 +237,19 @@ class Installed:
                 "record": bootguard.load_record(self.app),
                 "tmp": sorted(os.listdir(os.path.join(self.app, "tmp")))}
 
-    def ctl(self, *args: str, timeout: float = 180,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def ctl(self, *args: str, timeout: float = 180, env: dict[str, str] | None = None,
+            cwd: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run the installed current taskmuxctl."""
         return subprocess.run([os.path.join(self.app, "current", "bin", "taskmuxctl"), *args],
                               env=env or self.env, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, cwd=cwd)
 
-    def ctl_json(self, *args: str, timeout: float = 180) -> tuple[int, dict[str, Any]]:
-        proc = self.ctl("--json", *args, timeout=timeout)
+    def ctl_json_in(self, cwd: str, *args: str) -> tuple[int, dict[str, Any]]:
+        return self.ctl_json(*args, cwd=cwd)
+
+    def ctl_json(self, *args: str, timeout: float = 180,
+                 cwd: str | None = None) -> tuple[int, dict[str, Any]]:
+        proc = self.ctl("--json", *args, timeout=timeout, cwd=cwd)
         lines = [line for line in proc.stdout.splitlines() if line.strip()]
         assert len(lines) == 1, f"stdout={proc.stdout!r} stderr={proc.stderr!r}"
         return proc.returncode, json.loads(lines[0])

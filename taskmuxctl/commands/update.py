@@ -22,7 +22,9 @@ STEP_TEXT = {
     "update_preflight_passed": "preflight passed: {version}'s programs load and report "
                                "{version}",
     "update_switched": "switched current: {previous} -> {current}",
-    "update_restarting": "restarting the daemon ({mode})",
+    "update_restarting": "restarting the daemon",
+    "update_restarted": "the daemon is restarting onto {version} ({mode})",
+    "update_confirmed": "the daemon answers as {version}",
     "update_rollback": "switched current back: {previous} -> {current}",
 }
 

@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from taskmuxctl import __version__
 from taskmuxctl.paths import Paths
@@ -206,8 +206,13 @@ def _restart_onto(paths: Paths, layout: AppLayout, version: str, current: str | 
         bootguard.disarm(layout.app)
         install.install_guard(layout, version)
         return restart.NOT_RUNNING
-    mode = restart.bounce(paths)
-    emit("update_restarting", mode=mode, version=version)
+    emit("update_restarting", version=version)
+    try:
+        mode = restart.bounce(paths)
+    except CommandError as exc:  # started directly, and it did not come up
+        emit("update_failed", step="restart", version=version, error=exc.message)
+        _recover(paths, layout, version, current, previous, restart.DIRECT, exc.message, opts)
+    emit("update_restarted", version=version, mode=mode)
     if mode == restart.NOT_RUNNING:
         return mode  # the guard stays armed for the daemon's next start
     outcome = restart.wait_for(paths, layout, version, opts.wait_timeout)
@@ -252,12 +257,14 @@ def _install(paths: Paths, layout: AppLayout, opts: Options, manifest: Manifest,
 
 
 def _recover(paths: Paths, layout: AppLayout, bad: str, good: str, good_previous: str | None,
-             mode: str, outcome: str, opts: Options) -> None:
+             mode: str, outcome: str, opts: Options) -> NoReturn:
     """The new version did not come up: go back to ``good``, record ``bad``, and raise."""
     if outcome == restart.REVERTED:
         why = "it failed to start and the boot-guard switched back"
-    else:
+    elif outcome == restart.TIMEOUT:
         why = f"it did not answer as {bad} within {opts.wait_timeout:g}s"
+    else:
+        why = f"it did not start: {outcome}"
     if bootguard.revert(layout.app, bad, good, good_previous, why, time.time()):
         restart.stop_running(paths)
         if mode == restart.DIRECT:
