@@ -65,7 +65,7 @@ def test_requires_python() -> None:
     assert not python_satisfies(">=3.12", (3, 11, 7))
     assert python_satisfies(">=3.11, <4", (3, 13, 0))
     assert not python_satisfies("!=3.11", (3, 11, 2))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot read"):
         python_satisfies("~=3.11", (3, 11, 0))
 
 
@@ -185,3 +185,19 @@ def test_guard_cannot_revert_without_the_previous_version() -> None:
         g.start(t)
     rec, action = bootguard.decide(g.rec, "1.3.0", None, BOOT, 1004.0, "a4", can_revert=False)
     assert action["kind"] == "exec" and not rec["bad"]
+
+
+def test_update_settings_are_validated() -> None:
+    from taskmuxd import settings
+    from taskmuxd.errors import SettingsError
+
+    good = settings.parse('trusted_keys = ["+vY1WFt4/9Bu10v/Em0yla7ADVNlzVHMbxbnH+xd5D4="]\n'
+                          'auto_update = true\nupdate_check_interval = 60\n', "t")
+    assert good.auto_update and good.update_check_interval == 60
+    assert good.release_url.endswith("/releases/latest/download/release.json")
+    for text, problem in [('trusted_keys = ["bm90IGEga2V5"]', "not a 32-byte"),
+                          ('trusted_keys = ["%%%"]', "not base64"),
+                          ('release_url = "ftp://x/release.json"', "https://"),
+                          ("update_check_interval = 0", "greater than or equal to 1")]:
+        with pytest.raises(SettingsError, match=problem):
+            settings.parse(text, "t")

@@ -116,8 +116,11 @@ def test_manual_restarts_are_not_crashes(installed: Installed) -> None:
     for _ in range(4):
         pid = inst.daemon_pid()
         call(os.path.join(inst.home, "ctl.sock"), "update.restart")
-        wait_until(lambda p=pid: inst.daemon_pid() not in (None, p) and inst.daemon_version(),
-                   30, "the restarted daemon")
+
+        def restarted(old: int | None = pid) -> bool:
+            return inst.daemon_pid() not in (None, old) and inst.daemon_version() == GOOD
+
+        wait_until(restarted, 30, "the restarted daemon")
     assert inst.daemon_version() == GOOD and inst.current() == GOOD
     rec = bootguard.load_record(inst.app)
     assert rec["armed"]["version"] == GOOD and not rec["bad"]

@@ -59,12 +59,14 @@ def test_manifest_is_canonical_and_validated() -> None:
     raw = rel.canonical(m)
     assert raw == json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
     assert rel.parse_manifest(raw).version == "1.2.0"
-    for change, kind in [({"format": 2}, "manifest"), ({"sha256": "xyz"}, "manifest"),
+    cases: list[tuple[dict[str, Any], str]] = [
+                         ({"format": 2}, "manifest"), ({"sha256": "xyz"}, "manifest"),
                          ({"file": "../../etc/passwd"}, "manifest"), ({"size": -1}, "manifest"),
                          ({"url": "http://example.org/x.whl"}, "insecure"),
                          ({"url": "ftp://example.org/x.whl"}, "insecure"),
                          ({"size": rel.MAX_PACKAGE_BYTES + 1}, "too_large"),
-                         ({"version": "latest"}, "manifest"), ({"size": True}, "manifest")]:
+                         ({"version": "latest"}, "manifest"), ({"size": True}, "manifest")]
+    for change, kind in cases:
         with pytest.raises(rel.ReleaseError) as err:
             rel.parse_manifest(rel.canonical({**m, **change}))
         assert err.value.kind == kind, change
