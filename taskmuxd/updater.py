@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -79,14 +80,25 @@ class AutoUpdater:
         self.offered: str | None = None
         self.available = False
         self.checks = 0
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._register()
 
     # -- Subsystem ------------------------------------------------------------------------
 
     def _to_event_log(self, event: str, details: dict[str, Any]) -> None:
-        self.daemon.events.emit(event, None, None, **details)
+        """The events sink. Checks run in a worker thread: hand their events to the loop."""
+        def write() -> None:
+            self.daemon.events.emit(event, None, None, **details)
+
+        if self._event_loop is None or threading.get_ident() == self._loop_thread:
+            write()
+        else:
+            self._event_loop.call_soon_threadsafe(write)
 
     async def start(self) -> None:
+        self._event_loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         update_events.add_sink(self._to_event_log)
         if await asyncio.to_thread(os.path.isdir, self.layout.app):
             for event in await asyncio.to_thread(bootguard.take_events, self.layout.app):

@@ -23,6 +23,8 @@ SERVICE = "service"
 DIRECT = "direct"
 NOT_RUNNING = "not_running"
 
+MANAGER_GRACE = 3.0
+
 OK = "ok"
 REVERTED = "reverted"
 TIMEOUT = "timeout"
@@ -47,7 +49,11 @@ def bounce(paths: Paths) -> str:
     except DaemonUnavailable as exc:
         if exc.code == Code.DAEMON_NOT_RUNNING:
             return NOT_RUNNING
-        stop_running(paths)  # there, but not answering: replace it all the same
+        # There, but not answering: replace it all the same. A service manager may start the
+        # new version by itself once this one is gone; start it directly only if none does.
+        stop_running(paths)
+        if answers(paths, MANAGER_GRACE):
+            return SERVICE
     except RpcError as exc:
         if exc.code not in (Code.UPDATE_NOT_SUPERVISED, Code.METHOD_NOT_FOUND):
             raise
@@ -56,6 +62,15 @@ def bounce(paths: Paths) -> str:
         stop_daemon(paths)
     start_direct(paths)
     return DIRECT
+
+
+def answers(paths: Paths, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if daemon_version(paths, timeout=1.0) is not None:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def start_direct(paths: Paths) -> None:
