@@ -201,3 +201,18 @@ def test_update_settings_are_validated() -> None:
                           ("update_check_interval = 0", "greater than or equal to 1")]:
         with pytest.raises(SettingsError, match=problem):
             settings.parse(text, "t")
+
+
+def test_progress_bar_redraws_in_place_and_ends_the_line() -> None:
+    import io
+
+    from taskmuxctl.commands.update import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    bar(0, 2_000_000)
+    bar(1_000_000, 2_000_000)  # within 0.1 s of the last draw: skipped
+    bar(2_000_000, 2_000_000)  # the end is always drawn
+    text = out.getvalue()
+    assert text.count("\r") == 2 and text.endswith("100%  2.0/2.0 MB\n")
+    assert "[" + "#" * 30 + "]" in text

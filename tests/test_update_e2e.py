@@ -64,6 +64,10 @@ def test_good_update_end_to_end_tasks_keep_running(installed: Installed, tmp_pat
     assert pid_alive(task_pid)
     inst.publish(BASE, latest=False)
     inst.publish(GOOD)
+    sock = os.path.join(inst.home, "ctl.sock")
+    checked = call(sock, "update.check")  # the daemon's own check (auto rules), no install
+    assert (checked["current"], checked["offered"], checked["available"]) == (BASE, GOOD, True)
+    assert call(sock, "update.status")["available"] == GOOD
     since = time.time()
 
     proc = inst.ctl("update")
@@ -96,7 +100,7 @@ def test_good_update_end_to_end_tasks_keep_running(installed: Installed, tmp_pat
         assert step in seen, seen
 
     # daemon.status reports the update section.
-    section = call(os.path.join(inst.home, "ctl.sock"), "daemon.status")["update"]
+    section = call(sock, "daemon.status")["update"]
     assert set(section) >= {"auto_update", "current", "previous", "pinned", "bad_versions",
                             "last_check", "last_error", "summary"}
     assert (section["current"], section["previous"], section["pinned"]) == (GOOD, BASE, None)

@@ -58,9 +58,20 @@ def atomic_write_json(path: str, data: Any) -> None:
         json.dump(data, fh, indent=1, sort_keys=True)
         fh.write("\n")
         fh.flush()
+        _owned_like_folder(fh.fileno(), folder)
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     _fsync_dir(folder)
+
+
+def _owned_like_folder(fd: int, folder: str) -> None:
+    """Started as root by a system unit (before the daemon drops to its user), the guard
+    keeps the files it writes owned by the user whose state directory it is."""
+    if os.geteuid() != 0:
+        return
+    st = os.stat(folder)
+    if st.st_uid != 0:
+        os.fchown(fd, st.st_uid, st.st_gid)
 
 
 def _fsync_dir(folder: str) -> None:
@@ -93,6 +104,7 @@ def locked(app: str) -> Iterator[None]:
     os.makedirs(app, mode=0o700, exist_ok=True)
     fd = os.open(os.path.join(app, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        _owned_like_folder(fd, app)
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
@@ -126,6 +138,9 @@ def set_link(app: str, name: str, version: str | None) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         os.symlink(os.path.join(VERSIONS, version), tmp)
+        if os.geteuid() == 0:
+            st = os.stat(app)
+            os.lchown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, path)
     _fsync_dir(app)
 
