@@ -148,3 +148,13 @@ def test_insecure_channel_refused(installed: Installed) -> None:
     code, out = installed.ctl_json("update", "--channel", "http://example.org/release.json")
     assert code == 1 and out["code"] == Code.UPDATE_UNVERIFIED
     assert "https only" in out["error"]
+
+
+def test_update_check_stays_light(env: dict[str, str]) -> None:
+    """`update` may load cryptography, but not the daemon's machinery."""
+    from tests.test_imports import imported_modules, top_level
+
+    mods = top_level(imported_modules(["--json", "update", "--check", "--channel",
+                                       "http://127.0.0.1:9/release.json"], env))
+    assert "taskmuxctl" in mods
+    assert not mods & {"asyncio", "pydantic", "libtmux", "jsonrpcserver", "tomlkit"}, mods
