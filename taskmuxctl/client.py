@@ -100,7 +100,11 @@ class Client:
         req_id = self._next_id
         self._next_id += 1
         try:
-            self._sock.sendall(encode(request(method, params, req_id)))
+            try:
+                self._sock.sendall(encode(request(method, params, req_id)))
+            except (BrokenPipeError, ConnectionResetError):
+                self._raise_refusal()
+                raise
             while True:
                 reply = self._read_message()
                 if isinstance(reply, dict) and reply.get("id") == req_id:
@@ -114,6 +118,17 @@ class Client:
             raise RpcError(int(err.get("code", Code.INTERNAL_ERROR)), str(err.get("message")),
                            err.get("data"))
         return reply.get("result")
+
+    def _raise_refusal(self) -> None:
+        """The daemon closed on us before we spoke: if it said why, raise that."""
+        try:
+            reply = self._read_message()
+        except (OSError, DaemonUnavailable):
+            return
+        if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
+            err = reply["error"]
+            raise RpcError(int(err.get("code", Code.INTERNAL_ERROR)), str(err.get("message")),
+                           err.get("data"))
 
     def notifications(self) -> Any:
         """Yield messages the daemon pushes on this connection (for streaming calls)."""

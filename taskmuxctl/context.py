@@ -48,8 +48,10 @@ class Context:
             if not (start and exc.code == Code.DAEMON_NOT_RUNNING and self.autostart_allowed()):
                 raise
             from taskmuxctl.daemonctl import start_daemon
+            from taskmuxctl.service import control
 
-            self.started_daemon = start_daemon(self.paths)
+            managed = control.start(self.paths)  # through the service manager, if any
+            self.started_daemon = int(managed["pid"]) if managed else start_daemon(self.paths)
             self._client = Client(self.paths).connect()
         return self._client
 

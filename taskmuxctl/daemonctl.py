@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from taskmuxctl.client import Client, DaemonUnavailable, daemon_pid
@@ -45,15 +44,9 @@ def _log_tail(path: str, lines: int = 15) -> str:
 
 
 def daemon_command(paths: Paths | None = None) -> list[str]:
-    """``taskmuxd run`` for this environment. In the installed layout that is the boot-guard
-    launching ``app/current`` (so a client of any version starts the current one)."""
-    if paths is not None:
-        from taskmuxctl.update.layout import installed_daemon_command
+    from taskmuxctl.service.program import daemon_program
 
-        installed = installed_daemon_command(paths)
-        if installed is not None:
-            return installed
-    return [sys.executable, "-m", "taskmuxd", "run"]
+    return [*daemon_program(paths), "run"]
 
 
 def start_daemon(paths: Paths) -> int:

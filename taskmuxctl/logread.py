@@ -12,6 +12,7 @@ from taskmuxctl.timefmt import parse_stamp
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from typing import TextIO
 
 POLL = 0.1
 
@@ -79,7 +80,7 @@ class Tail:
 
     def __init__(self, path: str, from_end: bool = True) -> None:
         self.path = path
-        self.fh = None
+        self.fh: TextIO | None = None
         self.ino: int | None = None
         self.buf = ""
         self._open(from_end)
@@ -106,14 +107,39 @@ class Tail:
             st = os.stat(self.path)
         except FileNotFoundError:
             return lines
-        if st.st_ino != self.ino:  # rotated: finish the old file, then start the new one
+        if st.st_ino != self.ino:  # rotated: finish the old file, then any between, then new
             lines += self._drain()
-            self.fh.close()  # type: ignore[union-attr]
+            if self.buf:
+                lines.append(self.buf)
+                self.buf = ""
+            if self.fh is not None:
+                self.fh.close()
+            lines += self._rotated_since(self.ino)
             self._open(False)
             lines += self._drain()
         elif self.fh is not None and st.st_size < self.fh.tell():  # truncated (logs-clean)
             self.fh.seek(0)
         return lines
+
+    def _rotated_since(self, ino: int | None) -> list[str]:
+        """Whole rotated files newer than the one we were reading (several rotations can
+        happen between two polls)."""
+        files = log_files(self.path)[:-1]
+        inos = []
+        for name in files:
+            try:
+                inos.append(os.stat(name).st_ino)
+            except FileNotFoundError:
+                inos.append(-1)
+        newer = files[inos.index(ino) + 1:] if ino in inos else []
+        out: list[str] = []
+        for name in newer:
+            try:
+                with open(name, encoding="utf-8", errors="replace") as fh:
+                    out.extend(line.rstrip("\n") for line in fh)
+            except FileNotFoundError:
+                continue
+        return out
 
     def _drain(self) -> list[str]:
         if self.fh is None:

@@ -58,6 +58,11 @@ class Paths:
         return self._join("daemon.log")
 
     @property
+    def service_record(self) -> str:
+        """Which service manager runs the daemon, written by ``daemon install``."""
+        return self._join("service.json")
+
+    @property
     def config(self) -> str:
         return self._join("config.toml")
 

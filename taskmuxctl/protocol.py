@@ -165,6 +165,8 @@ class Code:
     DAEMON_TIMEOUT = 403
     DAEMON_PROTOCOL = 404
     DAEMON_START_FAILED = 405
+    SERVICE_FAILED = 406  # systemctl/launchctl refused or failed
+    SERVICE_UNAVAILABLE = 407  # no usable service manager, or not allowed to use it
     # Self-update (issue 7).
     UPDATE_NOT_INSTALLED = 701
     UPDATE_BUSY = 702
@@ -205,6 +207,8 @@ ERRORS: dict[int, ErrorInfo] = {
     Code.DAEMON_TIMEOUT: ErrorInfo("daemon_timeout", "daemon"),
     Code.DAEMON_PROTOCOL: ErrorInfo("daemon_protocol", "daemon"),
     Code.DAEMON_START_FAILED: ErrorInfo("daemon_start_failed", "daemon"),
+    Code.SERVICE_FAILED: ErrorInfo("service_failed", "daemon"),
+    Code.SERVICE_UNAVAILABLE: ErrorInfo("service_unavailable", "client"),
     Code.UPDATE_NOT_INSTALLED: ErrorInfo("update_not_installed", "client"),
     Code.UPDATE_BUSY: ErrorInfo("update_busy", "daemon"),
     Code.UPDATE_REFUSED: ErrorInfo("update_refused", "client"),

@@ -116,9 +116,29 @@ COMMANDS: tuple[Cmd, ...] = (
         "stop the daemon and start it again (tasks keep running)"),
     Cmd(("daemon", "status"), "taskmuxctl.commands.daemon:status",
         "is the daemon running? (exit 0 running, 3 not running, 1 dead, 4 not answering)"),
+    Cmd(("daemon", "install"), "taskmuxctl.commands.service:install",
+        "run the daemon as a service (systemd or launchd): started at boot, restarted on "
+        "failure; re-running changes only what is not right",
+        args=(Arg(("--user",), "the user the daemon works for (default: you, or whoever ran "
+                  "sudo)", metavar="NAME"),
+              Arg(("--system",), "the system service: starts as root, binds :443/:80 and "
+                  "DNS, then drops to the user (the default as root)", action="store_true"),
+              Arg(("--user-unit",), "a per-user service without root: the proxy uses "
+                  "unprivileged ports (the default otherwise)", action="store_true"),
+              Arg(("--dry-run",), "show the files and steps; change nothing",
+                  action="store_true"))),
+    Cmd(("daemon", "uninstall"), "taskmuxctl.commands.service:uninstall",
+        "stop and remove the service (the state directory and tasks are kept)",
+        args=(Arg(("--user",), "whose service (default: you, or whoever ran sudo)",
+                  metavar="NAME"),
+              Arg(("--system",), "the system service", action="store_true"),
+              Arg(("--user-unit",), "the per-user service", action="store_true"))),
     Cmd(("daemon", "run"), "taskmuxctl.commands.daemon:run",
         "run the daemon in the foreground (same as `taskmuxd run`)",
         args=(Arg(("--log-file",), "log to this file instead of stderr", metavar="PATH"),)),
+    Cmd(("doctor",), "taskmuxctl.commands.doctor:doctor",
+        "check tmux, Python, the state directory, the daemon, the service, the proxy, DNS, "
+        "the CA and updates; say how to fix what is wrong (exit 1 if anything failed)"),
     Cmd(("config", "show"), "taskmuxctl.commands.config:show",
         "show every setting with its value (defaults included)"),
     Cmd(("config", "set"), "taskmuxctl.commands.config:set_",

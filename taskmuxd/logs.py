@@ -1,8 +1,12 @@
 """The daemon's own log: stderr for a terminal or a service manager, a rotated file detached.
 
-Under systemd (``JOURNAL_STREAM`` set) each line starts with a syslog priority in angle
-brackets (``<3>``, ``<4>``, ``<6>``, ``<7>``), which journald turns into the entry's level and
-strips; the journal adds its own time stamp. Elsewhere lines carry a UTC time and the level.
+When stderr is the journal (``JOURNAL_STREAM`` names stderr's device and inode) each line
+starts with a syslog priority in angle brackets (``<3>``, ``<4>``, ``<6>``, ``<7>``), which
+journald turns into the entry's level and strips; the journal adds its own time stamp.
+Elsewhere (a terminal, launchd's log file, a process started from a task that merely inherited
+the variable) lines carry a UTC time and the level. A detached daemon logs to ``daemon.log``,
+rotated by size; its stderr follows the rotation so that a crash's traceback lands in the
+current file.
 """
 
 from __future__ import annotations
@@ -30,16 +34,55 @@ class UtcFormatter(logging.Formatter):
         return f"{stamp}.{int(record.msecs):03d}Z"
 
 
+MAX_BYTES = 5 * 1024 * 1024
+BACKUPS = 3
+
+
+def _same_file(fd: int, other_fd: int) -> bool:
+    try:
+        a, b = os.fstat(fd), os.fstat(other_fd)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+class RotatingLog(logging.handlers.RotatingFileHandler):
+    """``daemon.log`` rotated by size; stdout and stderr, when they are that file (a detached
+    daemon), move to the new file with it."""
+
+    def doRollover(self) -> None:
+        old = self.stream.fileno() if self.stream else -1
+        follow = [fd for fd in (1, 2) if old >= 0 and _same_file(old, fd)]
+        super().doRollover()
+        if self.stream:
+            for fd in follow:
+                os.dup2(self.stream.fileno(), fd)
+
+
+def stderr_is_journal(environ: dict[str, str] | os._Environ[str] | None = None) -> bool:
+    """True when stderr is connected to journald (systemd sets JOURNAL_STREAM to the
+    ``device:inode`` of the stream it gave the service)."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not (sep and dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
 def configure(level: str = "info", log_file: str | None = None) -> None:
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     handler: logging.Handler  # one of three kinds
     if log_file:
-        handler = logging.handlers.RotatingFileHandler(
-            log_file, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8")
+        handler = RotatingLog(log_file, maxBytes=MAX_BYTES, backupCount=BACKUPS,
+                              encoding="utf-8")
         handler.setFormatter(UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    elif os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
+    elif stderr_is_journal():
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:

@@ -1,6 +1,9 @@
 """Reporting to systemd through ``$NOTIFY_SOCKET`` (sd_notify), via sdnotify.
 
 Without ``NOTIFY_SOCKET`` every call is a no-op, so the daemon runs the same in a terminal.
+Reading the process environment also removes the variables from it (as sd_notify's
+``unset_environment`` does): tmux and the tasks the daemon starts must not inherit a channel
+that only the daemon may use.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ import logging
 import os
 
 log = logging.getLogger("taskmuxd.notify")
+
+INHERITED_ONLY_BY_US = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 class Notifier:
@@ -24,6 +29,9 @@ class Notifier:
                 log.warning("NOTIFY_SOCKET=%s cannot be reached; not reporting to systemd",
                             self.address)
         self.watchdog_interval = _watchdog_interval(env)
+        if environ is None:
+            for name in INHERITED_ONLY_BY_US:
+                os.environ.pop(name, None)
 
     @property
     def enabled(self) -> bool:
@@ -47,6 +55,11 @@ class Notifier:
 
     def stopping(self, status: str = "stopping") -> None:
         self.send(f"STOPPING=1\nSTATUS={status}")
+
+    def close(self) -> None:
+        if self._notifier is not None and self._notifier.socket is not None:
+            self._notifier.socket.close()
+        self._notifier = None
 
 
 def _watchdog_interval(env: dict[str, str] | os._Environ[str]) -> float | None:

@@ -43,6 +43,7 @@ class Ev(enum.StrEnum):
     EXITED = "exited"  # the process exited (code or signal)
     UNHEALTHY = "unhealthy"  # health_retries consecutive probes failed
     TIMER = "timer"  # a scheduled restart is due
+    ABORTED = "aborted"  # a before_start hook failed: the start is called off, not retried
 
 
 class Cause(enum.StrEnum):
@@ -251,6 +252,11 @@ def _exited_while_stopping(spec: PolicySpec, s: State, e: Event, now: float, j: 
                    unhealthy_at=None), []
 
 
+def _aborted(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
+        State, list[Action]]:
+    return replace(s, state=TaskState.EXITED, started_at=None, cause=None), []
+
+
 def _unhealthy(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
         State, list[Action]]:
     s = replace(s, unhealthy_at=now)
@@ -280,6 +286,7 @@ for _st in IDLE:
     TRANSITIONS[(_st, E.UNHEALTHY)] = _noop  # a probe that finished after the process
     TRANSITIONS[(_st, E.TIMER)] = _noop  # a timer that fired after a stop
     TRANSITIONS[(_st, E.LAUNCH_FAILED)] = _noop
+    TRANSITIONS[(_st, E.ABORTED)] = _noop
 for _st in LIVE:
     TRANSITIONS[(_st, E.START)] = _noop  # already running
     TRANSITIONS[(_st, E.STOP)] = _stop
@@ -289,6 +296,9 @@ for _st in LIVE:
     TRANSITIONS[(_st, E.TIMER)] = _noop
 TRANSITIONS[(S.STARTING, E.LAUNCHED)] = _launched
 TRANSITIONS[(S.STARTING, E.LAUNCH_FAILED)] = _launch_failed
+TRANSITIONS[(S.STARTING, E.ABORTED)] = _aborted
+TRANSITIONS[(S.STOPPING, E.ABORTED)] = _exited_while_stopping
+TRANSITIONS[(S.BACKOFF, E.ABORTED)] = _noop
 TRANSITIONS[(S.STARTING, E.UNHEALTHY)] = _noop  # not judged before it runs
 TRANSITIONS[(S.RUNNING, E.LAUNCHED)] = _noop  # a repeated report
 TRANSITIONS[(S.RUNNING, E.UNHEALTHY)] = _unhealthy

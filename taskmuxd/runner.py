@@ -12,7 +12,7 @@ because one runs per task: its memory is multiplied by the number of tasks.
 
 from __future__ import annotations
 
-import _signal
+import _signal  # type: ignore[import-not-found]  # signal's C half: no enum import
 import _socket
 import codecs
 import errno
@@ -24,7 +24,11 @@ import termios
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from taskmuxctl import jsonio  # noqa: E402  (after the path set-up above)
+from taskmuxctl import jsonio  # after the path set-up above
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 RECORD_FORMAT = 1
 PARTIAL_FLUSH_SECONDS = 1.0
@@ -242,15 +246,15 @@ class Runner:
         self.spec = spec
         self.record_path = str(spec["record"])
         self.socket_path = str(spec["socket"])
-        self.log = LogWriter(str(spec["log"]), int(spec["log_max_size"]),  # type: ignore[call-overload]
-                             int(spec["log_max_files"]))  # type: ignore[call-overload]
+        self.log = LogWriter(str(spec["log"]), int(str(spec["log_max_size"])),
+                             int(str(spec["log_max_files"])))
         self.record: dict[str, object] = {
             "format": RECORD_FORMAT, "project": spec["project"], "task": spec["task"],
             "run_id": spec["run_id"], "runner_pid": os.getpid(), "status": "starting",
         }
         self.pid = 0
         self.master = -1
-        self.tty_attrs: list[object] | None = None
+        self.tty_attrs: list[Any] | None = None
         self.wake_r, self.wake_w = os.pipe()
         self.pending_signals: list[int] = []
 
@@ -294,8 +298,8 @@ class Runner:
                         | termios.IXON)
             raw[2] = (raw[2] & ~(termios.CSIZE | termios.PARENB)) | termios.CS8
             raw[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
-            raw[6][termios.VMIN] = 1  # type: ignore[index]
-            raw[6][termios.VTIME] = 0  # type: ignore[index]
+            raw[6][termios.VMIN] = 1
+            raw[6][termios.VTIME] = 0
             termios.tcsetattr(0, termios.TCSADRAIN, raw)
             self.copy_window_size()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -184,10 +185,10 @@ def test_notify_socket_messages(start_daemon: StartDaemon, home: str) -> None:
 
 def test_watchdog_off_when_meant_for_another_pid(start_daemon: StartDaemon, home: str) -> None:
     listener = NotifyListener(os.path.join(home, "notify.sock"))
-    listener.sock.settimeout(0.5)
     daemon = start_daemon({"NOTIFY_SOCKET": os.path.join(home, "notify.sock"),
                            "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"}, wait=False)
     listener.until("READY=1")
+    listener.sock.settimeout(0.5)  # five watchdog periods of silence
     got: list[str] = []
     try:
         while True:
@@ -212,3 +213,127 @@ def test_raw_rpc_after_many_errors_still_serves(daemon: DaemonProcess) -> None:
     replies = rpc_lines(daemon.socket, junk, 3)
     assert replies[0]["error"]["code"] == -32700
     assert call(daemon.socket, "daemon.ping") == {"pong": True}
+
+
+class SlowSubsystem:
+    """Starts only when released; records whether systemd had heard READY by then."""
+
+    name = "slow"
+
+    def __init__(self, listener: socket.socket) -> None:
+        self.listener = listener
+        self.release = asyncio.Event()
+        self.ready_seen_before_start_returned: bool | None = None
+
+    async def start(self) -> None:
+        await self.release.wait()
+        try:
+            self.listener.recv(4096, socket.MSG_DONTWAIT)
+            self.ready_seen_before_start_returned = True
+        except BlockingIOError:
+            self.ready_seen_before_start_returned = False
+
+    async def stop(self) -> None:
+        pass
+
+    def status(self) -> dict[str, object]:
+        return {"summary": "slow but fine"}
+
+    def settings_changed(self, old: object, new: object) -> None:
+        pass
+
+
+def test_ready_waits_for_every_subsystem_and_children_do_not_inherit_the_socket(
+        home: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    from taskmuxctl.paths import Paths
+    from taskmuxd.notify import Notifier
+    from taskmuxd.settings import Settings
+
+    with warnings.catch_warnings():  # jsonrpcserver uses a deprecated importlib.resources call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from taskmuxd.daemon import Daemon
+
+    path = os.path.join(home, "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "60000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    notifier = Notifier()
+    # The daemon keeps the channel; tmux and tasks it starts do not inherit it.
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        assert name not in os.environ
+    assert notifier.watchdog_interval == 30.0
+    daemon = Daemon(Paths(home), Settings(), notifier)
+    slow = SlowSubsystem(listener)
+    daemon.subsystems.append(slow)
+
+    async def scenario() -> int:
+        run = asyncio.create_task(daemon.run())
+        await asyncio.to_thread(wait_until, lambda: os.path.exists(daemon.paths.socket),
+                                10.0, "the control socket")
+        # The socket serves, but a subsystem is still starting: no READY yet.
+        with pytest.raises(BlockingIOError):
+            listener.recv(4096, socket.MSG_DONTWAIT)
+        slow.release.set()
+        ready = await asyncio.to_thread(listener.recv, 4096)
+        assert b"READY=1" in ready.split(b"\n")
+        daemon.request_shutdown()
+        return await run
+
+    try:
+        assert asyncio.run(scenario()) == 0
+    finally:
+        notifier.close()
+        listener.close()
+    assert slow.ready_seen_before_start_returned is False
+
+
+LOG_SCRIPT = """
+import logging, os, sys
+from taskmuxd import logs
+mode = sys.argv[1]
+if mode == "rotate":
+    path = sys.argv[2]
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(fd, 2)  # as a detached daemon's stderr is its log
+    logs.MAX_BYTES = 300
+    logs.configure("info", path)
+    for i in range(20):
+        logging.getLogger("taskmuxd").info("line %d of a rotating log", i)
+    os.write(2, b"TRACEBACK-AFTER-ROTATION\\n")
+else:
+    logs.configure("info")
+    logging.getLogger("taskmuxd").warning("hello journal")
+"""
+
+
+def test_journal_format_only_when_stderr_is_the_journal(tmp_path: str,
+                                                        env: dict[str, str]) -> None:
+    out = os.path.join(str(tmp_path), "stderr")
+    other = os.path.join(str(tmp_path), "other")
+    open(other, "w").close()
+    for target, expect_journal in ((out, True), (other, False)):
+        with open(out, "w") as fh:
+            st = os.stat(target)
+            subprocess.run([PYTHON, "-c", LOG_SCRIPT, "journal"], stderr=fh, timeout=30,
+                           env={**env, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"},
+                           check=True)
+        with open(out) as fh:
+            line = fh.read()
+        # journald reads the priority prefix and adds its own time stamp.
+        assert line.startswith("<4>taskmuxd: hello journal") is expect_journal, line
+        assert (" WARNING taskmuxd: hello journal" in line) is not expect_journal, line
+
+
+def test_detached_stderr_follows_the_log_rotation(tmp_path: str, env: dict[str, str]) -> None:
+    log = os.path.join(str(tmp_path), "daemon.log")
+    subprocess.run([PYTHON, "-c", LOG_SCRIPT, "rotate", log], env=env, timeout=30,
+                   check=True)
+    assert os.path.exists(log + ".1")
+    with open(log) as fh:
+        assert "TRACEBACK-AFTER-ROTATION" in fh.read()
+    with open(log + ".1") as fh:
+        assert "TRACEBACK-AFTER-ROTATION" not in fh.read()

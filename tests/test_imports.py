@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -41,6 +42,28 @@ def test_status_imports_nothing_heavy(env: dict[str, str], running: bool,
     assert "taskmuxctl" in mods
     bad = sorted(mods & set(FORBIDDEN))
     assert not bad, f"taskmuxctl --json daemon status imported {bad}"
+
+
+def test_status_of_an_installed_service_imports_nothing_heavy(
+        env: dict[str, str], home: str, tmp_path: str) -> None:
+    """With a service installed, status also asks the manager (via posix_spawn, not
+    subprocess, which would bring locale and more)."""
+    from tests.service_fakes import make_fake_manager
+
+    fake = make_fake_manager(str(tmp_path), env)
+    unit = os.path.join(fake.root, "taskmuxd@.service")
+    open(unit, "w").close()
+    record = {"format": 1, "manager": "systemd", "scope": "system",
+              "unit": "taskmuxd@root.service", "unit_file": unit, "user": "root", "uid": 0,
+              "domain": "system"}
+    with open(os.path.join(home, "service.json"), "w") as fh:
+        json.dump(record, fh)
+    proc = subprocess.run([os.path.join(BIN, "taskmuxctl"), "--json", "daemon", "status"],
+                          env=fake.env, capture_output=True, text=True, timeout=30)
+    assert '"service":{"manager":"systemd"' in proc.stdout, proc.stdout + proc.stderr
+    mods = top_level(imported_modules(["--json", "daemon", "status"], fake.env))
+    bad = sorted(mods & {*FORBIDDEN, "subprocess", "locale", "selectors", "threading"})
+    assert not bad, f"taskmuxctl --json daemon status (service installed) imported {bad}"
 
 
 def test_help_imports_nothing_heavy(env: dict[str, str]) -> None:

@@ -77,7 +77,7 @@ def test_install_converge_repair_and_update(github: FakeGitHub, builds: Builds,
         assert proc.returncode == 0, proc.stderr
         assert bootguard.link_version(app, "current") == GOOD
         assert f"taskmux {GOOD} is installed" in proc.stderr
-        assert "start the daemon with: taskmuxctl daemon start" in proc.stderr
+        assert "install the service later with: taskmuxctl daemon install" in proc.stderr
         assert "add " + bin_dir + " to your PATH" in proc.stderr
         assert sorted(os.listdir(os.path.join(app, "versions"))) == [GOOD]
         assert not [n for n in os.listdir(app) if n.startswith(".install")]  # no bootstrap left

@@ -7,10 +7,9 @@ import json
 import os
 import re
 import subprocess
-import time
 
 from tests.helpers import call, read, run_cli, run_json, wait_until
-from tests.projects import pid_alive, status, task, tmux, wait_state, windows, write_project
+from tests.projects import pid_alive, status, task, tmux, windows, write_project
 
 
 def test_dependency_order_with_gating(env: dict[str, str], tmp_path: str) -> None:
@@ -96,7 +95,9 @@ def test_log_has_timestamped_plain_lines_and_rotates(env: dict[str, str], tmp_pa
     proj = write_project(str(tmp_path / "p"), r"""
         name = "logs"
         [tasks.colours]
-        command = '''i=0; while [ $i -lt 400 ]; do printf '\033[1;31mred\033[0m line %03d \033[4munder\033[0m\n' $i; i=$((i+1)); done; sleep 600'''
+        command = '''i=0; while [ $i -lt 400 ]; do
+          printf '\033[1;31mred\033[0m line %03d \033[4munder\033[0m\n' $i; i=$((i+1))
+        done; sleep 600'''
         log_max_size = "4KB"
         log_max_files = 2
     """)

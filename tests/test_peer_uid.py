@@ -18,7 +18,10 @@ import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(10)
 s.connect(sys.argv[1])
-s.sendall(b'{"jsonrpc": "2.0", "method": "daemon.status", "id": 1}\n')
+try:
+    s.sendall(b'{"jsonrpc": "2.0", "method": "daemon.status", "id": 1}\n')
+except (BrokenPipeError, ConnectionResetError):
+    pass  # refused before we spoke: the refusal is already waiting to be read
 buf = b""
 while not buf.endswith(b"\n"):
     chunk = s.recv(65536)

@@ -67,7 +67,7 @@ def test_a_leftover_of_the_same_task_is_killed_and_the_port_kept(
                         and t["pid"] != first["pid"] and t, 40, "the restart")
     assert second["port"] == first["port"]
     assert not pid_alive(first["pid"])
-    code, out = run_json(["events", "--task", "api"], env, cwd=proj)
+    _code, out = run_json(["events", "--task", "api"], env, cwd=proj)
     assert "leftover_killed" in [e["event"] for e in out["events"]]
 
 

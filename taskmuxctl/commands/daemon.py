@@ -33,12 +33,25 @@ def _duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def _service(ctx: Context) -> dict[str, Any] | None:
+    from taskmuxctl.service.control import status as service_status
+
+    return service_status(ctx.paths)
+
+
+def _with_service(result: Result, service: dict[str, Any] | None) -> Result:
+    if service is not None:
+        result.data["service"] = service
+        result.text = f"{result.text}\n  {'service:':<9} {service['summary']}"
+    return result
+
+
 def status(ctx: Context, args: Any) -> Result:
     try:
         with Client(ctx.paths, timeout=5.0) as client:
             info = client.call(Method.DAEMON_STATUS)
     except DaemonUnavailable as exc:
-        return _not_answering(ctx, exc)
+        return _with_service(_not_answering(ctx, exc), _service(ctx))
     lines = [
         f"taskmuxd is running (pid {info['pid']}, version {info['version']}, "
         f"up {_duration(info['uptime'])})",
@@ -48,7 +61,8 @@ def status(ctx: Context, args: Any) -> Result:
     for key, section in info.items():
         if isinstance(section, dict) and section.get("summary"):
             lines.append(f"  {key + ':':<9} {section['summary']}")
-    return Result({"running": True, **info}, "\n".join(lines), LSB_RUNNING)
+    return _with_service(Result({"running": True, **info}, "\n".join(lines), LSB_RUNNING),
+                         _service(ctx))
 
 
 def _not_answering(ctx: Context, exc: DaemonUnavailable) -> Result:
@@ -74,9 +88,21 @@ def _exists(pid: int) -> bool:
     return alive(pid)
 
 
+def _via_service(data: dict[str, Any], text: str) -> Result:
+    ran = data.pop("ran", None) or []
+    data["via"] = data.get("manager")
+    return Result(data, "\n".join([*(f"ran {cmd}" for cmd in ran), text]))
+
+
 def start(ctx: Context, args: Any) -> Result:
     from taskmuxctl.daemonctl import ping, start_daemon
+    from taskmuxctl.service import control
 
+    managed = control.start(ctx.paths)
+    if managed is not None:
+        word = "is already running" if managed["action"] == "already_running" else "started"
+        return _via_service(managed, f"taskmuxd {word} under {managed['unit']} "
+                                     f"(pid {managed['pid']})")
     info = ping(ctx.paths)
     if info:
         return Result({"pid": info["pid"], "action": "already_running"},
@@ -88,7 +114,14 @@ def start(ctx: Context, args: Any) -> Result:
 
 def stop(ctx: Context, args: Any) -> Result:
     from taskmuxctl.daemonctl import stop_daemon
+    from taskmuxctl.service import control
 
+    managed = control.stop(ctx.paths)
+    if managed is not None:
+        if managed["action"] == "not_running":
+            return _via_service(managed, f"taskmuxd is not running ({managed['unit']})")
+        return _via_service(managed, f"taskmuxd stopped ({managed['unit']}, pid "
+                                     f"{managed['pid']}); tasks keep running in tmux")
     pid = stop_daemon(ctx.paths)
     if pid is None:
         return Result({"pid": None, "action": "not_running"}, "taskmuxd is not running")
@@ -98,7 +131,12 @@ def stop(ctx: Context, args: Any) -> Result:
 
 def restart(ctx: Context, args: Any) -> Result:
     from taskmuxctl.daemonctl import start_daemon, stop_daemon
+    from taskmuxctl.service import control
 
+    managed = control.restart(ctx.paths)
+    if managed is not None:
+        return _via_service(managed, f"taskmuxd restarted under {managed['unit']} "
+                                     f"(pid {managed['pid']})")
     old = stop_daemon(ctx.paths)
     pid = start_daemon(ctx.paths)
     return Result({"pid": pid, "previous_pid": old, "action": "restarted"},

@@ -93,7 +93,7 @@ def _follow(ctx: Context, rows: list[tuple[str, str]], paths: dict[str, str], si
 def clean(ctx: Context, args: Any) -> Result:
     pf, paths = _paths(ctx, args)
     removed = []
-    for task, path in paths.items():
+    for path in paths.values():
         for name in logread.log_files(path):
             if name == path:
                 with open(name, "w"):

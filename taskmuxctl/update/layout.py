@@ -164,11 +164,12 @@ class AppLayout:
 
 
 def installed_daemon_command(paths: Paths) -> list[str] | None:
-    """The command a service manager (or ``daemon start``) runs in the installed layout: the
-    boot-guard on the base interpreter, which execs ``current``'s ``taskmuxd run``. Append
-    taskmuxd's own options (``--log-file``...). None when taskmux is not installed that way."""
+    """The program a service manager (or ``daemon start``) runs in the installed layout: the
+    boot-guard on the base interpreter, which execs ``current``'s ``taskmuxd`` with the
+    arguments that follow (append ``run`` and its options, as to ``taskmuxd``). None when
+    taskmux is not installed that way. ``service.program.daemon_program`` returns it."""
     layout = AppLayout(paths)
     python = layout.python()
     if python is None or not os.path.exists(layout.guard_script) or not layout.installed():
         return None
-    return [python, layout.guard_script, "--home", paths.home, "run"]
+    return [python, layout.guard_script, "--home", paths.home, "--"]

@@ -19,6 +19,8 @@ from taskmuxd.tmux import Tmux
 
 log = logging.getLogger("taskmuxd.launcher")
 
+# tmux passes a command line to its server in one message of at most 16 KiB.
+MAX_INVOCATION_BYTES = 12_000
 RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runner.py")
 
 
@@ -62,37 +64,52 @@ class Launcher:
         try:
             existing = {w.window_id for w in await self.tmux.windows(self.session)}
             session_exists = bool(existing) or await self.tmux.has_session(self.session)
-            commands: list[list[str]] = []
-            creates: list[LaunchRequest] = []
-            target = f"={self.session}"
+            chunk: list[tuple[LaunchRequest, list[list[str]]]] = []
+            size = 0
             for req in batch:
-                argv = runner_argv(req.spec_path)
-                if req.window_id and req.window_id in existing:
-                    commands.append(["respawn-pane", "-k", "-t", req.window_id, "-c", req.cwd,
-                                     *argv])
-                    continue
-                if not session_exists:
-                    commands.append(["new-session", "-d", "-s", self.session, "-n", req.task,
-                                     "-c", req.cwd, "-P", "-F", "#{window_id}", *argv])
-                    session_exists = True
-                else:
-                    commands.append(["new-window", "-d", "-a", "-t", f"{target}:{{end}}", "-n",
-                                     req.task, "-c", req.cwd, "-P", "-F", "#{window_id}", *argv])
-                creates.append(req)
-                end = f"{target}:{{end}}"
-                for option, value in (("remain-on-exit", "on"), ("automatic-rename", "off"),
-                                      ("allow-rename", "off"), ("@taskmux_task", req.task)):
-                    commands.append(["set-option", "-w", "-t", end, option, value])
-            out = await self.tmux.run(*commands)
-            ids = [line.strip() for line in (out or "").splitlines() if line.strip()]
-            if len(ids) != len(creates):
-                raise RuntimeError(f"tmux reported {len(ids)} new windows for {len(creates)}")
-            for req, wid in zip(creates, ids, strict=True):
-                req.done.set_result(wid)
-            for req in batch:
-                if not req.done.done():
-                    req.done.set_result(req.window_id or "")
+                commands, session_exists = self._commands(req, existing, session_exists)
+                cost = sum(len(a) + 1 for cmd in commands for a in cmd)
+                if chunk and size + cost > MAX_INVOCATION_BYTES:
+                    await self._run(chunk)
+                    chunk, size = [], 0
+                chunk.append((req, commands))
+                size += cost
+            if chunk:
+                await self._run(chunk)
         except Exception as exc:
             for req in batch:
                 if not req.done.done():
                     req.done.set_exception(exc)
+
+    def _commands(self, req: LaunchRequest, existing: set[str],
+                  session_exists: bool) -> tuple[list[list[str]], bool]:
+        argv = runner_argv(req.spec_path)
+        if req.window_id and req.window_id in existing:
+            return [["respawn-pane", "-k", "-t", req.window_id, "-c", req.cwd, *argv]], \
+                session_exists
+        target = f"={self.session}"
+        end = f"{target}:{{end}}"
+        if not session_exists:
+            first = ["new-session", "-d", "-s", self.session, "-n", req.task, "-c", req.cwd,
+                     "-P", "-F", "#{window_id}", *argv]
+        else:
+            first = ["new-window", "-d", "-a", "-t", end, "-n", req.task, "-c", req.cwd, "-P",
+                     "-F", "#{window_id}", *argv]
+        commands = [first]
+        for option, value in (("remain-on-exit", "on"), ("automatic-rename", "off"),
+                              ("allow-rename", "off"), ("@taskmux_task", req.task)):
+            commands.append(["set-option", "-w", "-t", end, option, value])
+        return commands, True
+
+    async def _run(self, chunk: list[tuple[LaunchRequest, list[list[str]]]]) -> None:
+        """One tmux invocation for a chunk of launches."""
+        out = await self.tmux.run(*(cmd for _req, cmds in chunk for cmd in cmds))
+        ids = [line.strip() for line in (out or "").splitlines() if line.strip()]
+        creates = [req for req, cmds in chunk if cmds[0][0] != "respawn-pane"]
+        if len(ids) != len(creates):
+            raise RuntimeError(f"tmux reported {len(ids)} new windows for {len(creates)}")
+        for req, wid in zip(creates, ids, strict=True):
+            req.done.set_result(wid)
+        for req, _cmds in chunk:
+            if not req.done.done():
+                req.done.set_result(req.window_id or "")

@@ -40,7 +40,7 @@ class ProjectNotFound(ClientError):
 
 
 class Projects:
-    name = "projects"
+    name = "supervision"
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
@@ -108,6 +108,7 @@ class Projects:
 
     def _load_registered(self, name: str, config_path: str) -> Project | None:
         files = st.ProjectFiles(self.paths, name)
+        loaded: cfgmod.LoadedConfig | None
         try:
             loaded = cfgmod.load(config_path)
             self.problems.pop(name, None)
@@ -163,7 +164,14 @@ class Projects:
         """The registered project named, or the one whose taskmux.toml is ``config``."""
         if project:
             return self.get(project)
-        loaded = self.load_config(config, cwd)
+        try:
+            loaded = self.load_config(config, cwd)
+        except cfgmod.ConfigError:
+            # A broken edit: the project is still supervised with its last good config.
+            for known in self.projects.values():
+                if config and known.loaded.path == os.path.abspath(config):
+                    return known
+            raise
         existing = self.projects.get(loaded.name)
         if existing is None or existing.loaded.path != loaded.path:
             raise ProjectNotFound(
@@ -243,6 +251,7 @@ class Projects:
             if task.timer is not None:
                 task.timer.cancel()
             project.record.tasks.pop(name, None)
+            st.delete_task(project.files, name)
             if task.record.window_id:
                 await self.tmux.run(["kill-window", "-t", task.record.window_id],
                                     allow_missing=True)

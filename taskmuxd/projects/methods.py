@@ -39,7 +39,8 @@ def register(daemon: Daemon, projects: Projects) -> None:
 
     async def project_status(project: str | None = None, config: str | None = None,
                              cwd: str | None = None) -> dict[str, Any]:
-        if not project and config:
+        if not project and config and not any(
+                p.loaded.path == os.path.abspath(config) for p in projects.projects.values()):
             loaded = projects.load_config(config, cwd)
             found = projects.projects.get(loaded.name)
             if found is None or found.loaded.path != loaded.path:

@@ -29,8 +29,8 @@ def in_use(port: int) -> bool:
                 if family == socket.AF_INET6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 s.bind((addr, port))
-        except OSError:
-            if family == socket.AF_INET6 and not socket.has_ipv6:
+        except OSError as exc:
+            if family == socket.AF_INET6 and exc.errno in (97, 99):  # no IPv6 here
                 continue
             return True
     return False
@@ -45,9 +45,8 @@ class Listener:
 
 def listeners(port: int) -> list[Listener]:
     """Processes with a listening TCP socket on ``port`` (Linux: /proc; else lsof)."""
-    if sys.platform.startswith("linux"):
-        return _linux_listeners(port)
-    return _lsof_listeners(port)
+    finder = _linux_listeners if sys.platform.startswith("linux") else _lsof_listeners
+    return finder(port)
 
 
 def _linux_listeners(port: int) -> list[Listener]:

@@ -23,7 +23,7 @@ from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
 from taskmuxd.errors import ClientError, TaskError
 from taskmuxd.events import EventLog
-from taskmuxd.health import ProbeSpec, probe
+from taskmuxd.health import ProbeSpec
 from taskmuxd.jobs import Changed
 from taskmuxd.policy import (
     CancelSchedule,
@@ -38,11 +38,13 @@ from taskmuxd.policy import (
     TransitionError,
     decide,
 )
-from taskmuxd.projects import environment, ports
+from taskmuxd.projects import environment
 from taskmuxd.projects import state as st
-from taskmuxd.projects.config import LoadedConfig, TaskConfig, closure
-from taskmuxd.projects.hooks import HookRun, run_hook
+from taskmuxd.projects.config import LoadedConfig, closure
+from taskmuxd.projects.healthwatch import watch_health
+from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookFailed, HookRun, run_hook
 from taskmuxd.projects.launcher import Launcher
+from taskmuxd.projects.portclaim import claim_port
 from taskmuxd.projects.task import TaskRuntime
 from taskmuxd.tmux import Tmux
 
@@ -51,7 +53,6 @@ log = logging.getLogger("taskmuxd.project")
 LAUNCH_TIMEOUT = 15.0
 KILL_WAIT = 5.0
 DEFAULT_SHELL = "/bin/sh"
-FAST_PROBE = 0.5  # seconds between probes until a task is first healthy
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Project:
         self.tasks: dict[str, TaskRuntime] = {}
         self.launcher = Launcher(services.tmux, name)
         self.changed = Changed()
-        self._persist_pending = False
+        self._dirty: set[str] = set()
         self.config_error: str | None = None
         self._sync_tasks(loaded)
 
@@ -125,7 +126,7 @@ class Project:
                      new.state.value, event.kind.value)
             if not task.live:
                 task.wake_exit_waiters()
-            self.persist()  # a state change is written before anyone hears of it
+        self.save_task(task)
         self.touch()
 
     def _apply(self, task: TaskRuntime, action: object) -> None:
@@ -149,19 +150,45 @@ class Project:
             self.s.events.emit(action.event, self.name, task.name, **action.details)
 
     def touch(self) -> None:
-        """Something changed: persist soon, wake waiters, tell listeners."""
-        if not self._persist_pending:
-            self._persist_pending = True
-            asyncio.get_running_loop().call_later(0.05, self.persist)
+        """Something changed: wake waiters, tell listeners."""
         self.changed.fire()
         self.s.on_change(self)
 
+    def save_task(self, task: TaskRuntime) -> None:
+        """Write the task's record within this turn of the event loop (changes made together
+        are written together)."""
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._dirty.add(task.name)
+
+    def flush(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for name in dirty:
+            task = self.tasks.get(name)
+            if task is None:
+                continue
+            try:
+                st.save_task(self.files, name, task.record)
+            except OSError as exc:
+                log.error("cannot save the state of %s/%s: %s", self.name, name, exc)
+
+    def set_running(self, running: bool) -> None:
+        """Whether the user wants the project up (restored when tmux goes away)."""
+        if self.record.running != running:
+            self.record.running = running
+            try:
+                st.save(self.files, self.record)
+            except OSError as exc:
+                log.error("cannot save %s: %s", self.files.state, exc)
+
     def persist(self) -> None:
-        self._persist_pending = False  # a pending debounced write becomes redundant but harmless
+        """Write the project-level record and every task's."""
         try:
             st.save(self.files, self.record)
         except OSError as exc:
             log.error("cannot save %s: %s", self.files.state, exc)
+        self._dirty.update(self.tasks)
+        self.flush()
 
     # -- launching ------------------------------------------------------------------------
 
@@ -183,39 +210,7 @@ class Project:
     async def _ensure_port(self, task: TaskRuntime, prev_pgid: int | None) -> int | None:
         if not task.config.wants_port:
             return None
-        rec = task.record
-        if rec.port is None:
-            rec.port = ports.free_port()
-            return rec.port
-        if not ports.in_use(rec.port):
-            return rec.port
-        holders = await asyncio.to_thread(ports.listeners, rec.port)
-        mine = os.getuid()
-        leftovers = [h for h in holders if h.uid == mine and prev_pgid and h.pgid == prev_pgid]
-        if holders and len(leftovers) == len(holders):
-            for h in leftovers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(h.pid, signal.SIGTERM)
-            self.s.events.emit("leftover_killed", self.name, task.name, port=rec.port,
-                               pids=[h.pid for h in leftovers])
-            for _ in range(50):
-                if not ports.in_use(rec.port):
-                    return rec.port
-                await asyncio.sleep(0.05)
-            for h in leftovers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(h.pid, signal.SIGKILL)
-            for _ in range(40):
-                if not ports.in_use(rec.port):
-                    return rec.port
-                await asyncio.sleep(0.05)
-        old = rec.port
-        rec.port = ports.free_port()
-        self.s.events.emit("port_reassigned", self.name, task.name, old_port=old,
-                           new_port=rec.port, held_by=[h.pid for h in holders])
-        log.warning("%s/%s: port %d is held by pid(s) %s that are not this task's; using %d",
-                    self.name, task.name, old, [h.pid for h in holders] or "?", rec.port)
-        return rec.port
+        return await claim_port(self, task, prev_pgid)
 
     async def _launch(self, task: TaskRuntime) -> None:
         rec = task.record
@@ -223,6 +218,7 @@ class Project:
         run_id = rec.run_id
         prev_pgid = rec.pgid
         rec.pid = rec.pgid = None
+        task.launch_done.clear()
         try:
             port = await self._ensure_port(task, prev_pgid)
             env = self.task_env(task, port)
@@ -254,17 +250,29 @@ class Project:
                     self._launch_failed(task, run_id, "the runner did not report within "
                                         f"{LAUNCH_TIMEOUT:.0f}s")
                 return
+        except HookFailed as exc:
+            if rec.run_id == run_id:
+                task.last_launch_error = exc.message
+                task.last_launch_code = exc.code
+                self.s.events.emit("hook_failed", self.name, task.name, hook="before_start",
+                                   error=exc.message)
+                self.feed(task, Event(Ev.ABORTED))
         except Exception as exc:
             self._launch_failed(task, run_id, str(getattr(exc, "message", exc)))
         else:
             if rec.run_id == run_id and task.state == TaskState.RUNNING:
                 self._after_launch(task, run_id)
+                if task.config.hooks.after_start:
+                    await self._after_hook(task, "after_start", task.config.hooks.after_start)
+        finally:
+            task.launch_done.set()
 
     def _launch_failed(self, task: TaskRuntime, run_id: int, reason: str) -> None:
         if task.record.run_id != run_id:
             return
         log.warning("%s/%s: launch failed: %s", self.name, task.name, reason)
-        task.last_launch_error = reason  # type: ignore[attr-defined]
+        task.last_launch_error = reason
+        task.last_launch_code = None
         self.feed(task, Event(Ev.LAUNCH_FAILED))
 
     def _after_launch(self, task: TaskRuntime, run_id: int) -> None:
@@ -272,11 +280,16 @@ class Project:
             task.health_task.cancel()
         task.health.ok = None
         task.health.failures = 0
-        task.health_task = self.s.spawn(self._health_loop(task, run_id),
-                                        f"health {self.name}/{task.name}")
-        if task.config.hooks.after_start:
-            self.s.spawn(self._after_hook(task, "after_start", task.config.hooks.after_start),
-                         f"after_start {self.name}/{task.name}")
+        if self.probe_spec(task).method == "process":
+            # The runner reports the process's exit at once: polling it would add nothing.
+            from taskmuxd.health import ProbeResult
+
+            task.health.ok = True
+            task.health.last = ProbeResult(True, "process", f"process {task.record.pid} runs")
+            task.health.last_at = time.time()
+        else:
+            task.health_task = self.s.spawn(self._health_loop(task, run_id),
+                                            f"health {self.name}/{task.name}")
 
     async def _after_hook(self, task: TaskRuntime, which: str, command: str) -> None:
         try:
@@ -307,6 +320,7 @@ class Project:
         if task.state == TaskState.STARTING:
             self.feed(task, Event(Ev.LAUNCHED))
         else:
+            self.save_task(task)
             self.touch()
 
     def runner_exited(self, task_name: str, record: dict[str, Any]) -> None:
@@ -364,6 +378,7 @@ class Project:
             rec.window_id = None
         if task.live and not await self._wait_run_exit(task, run_id, KILL_WAIT):
             self._exit_unreported(task, run_id, signal.SIGKILL)
+        self.save_task(task)
         self.touch()
 
     def _exit_unreported(self, task: TaskRuntime, run_id: int, sig: int) -> None:
@@ -392,34 +407,7 @@ class Project:
             cwd=self.loaded.task_cwd(cfg))
 
     async def _health_loop(self, task: TaskRuntime, run_id: int) -> None:
-        started = time.monotonic()
-        h = task.health
-        while task.record.run_id == run_id and task.state == TaskState.RUNNING:
-            result = await probe(self.probe_spec(task))
-            if task.record.run_id != run_id or task.state != TaskState.RUNNING:
-                return
-            h.last, h.last_at = result, time.time()
-            cfg = task.config
-            if result.ok:
-                if h.ok is False:
-                    self.s.events.emit("health_recovered", self.name, task.name,
-                                       method=result.method)
-                h.ok, h.failures = True, 0
-            else:
-                h.last_failure, h.last_failure_at = result, time.time()
-                in_grace = time.monotonic() - started < cfg.health_grace
-                if not (in_grace and h.ok is None):
-                    h.failures += 1
-                    self.s.events.emit("health_check_failed", self.name, task.name,
-                                       attempt=h.failures, method=result.method,
-                                       reason=result.detail)
-                    if h.failures >= cfg.health_retries and h.ok is not False:
-                        h.ok = False
-                        self.feed(task, Event(Ev.UNHEALTHY))
-            self.touch()
-            fast = h.ok is None and cfg.has_health_check
-            await asyncio.sleep(min(FAST_PROBE, cfg.health_interval) if fast
-                                else cfg.health_interval)
+        await watch_health(self, task, run_id)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -448,12 +436,12 @@ class Project:
             self.base_env = env
             st.save_env(self.files, env)
         if not names and not self.loaded.project.auto_start:
-            self.record.running = True
+            self.set_running(True)
             self.touch()
             return []
         wanted = self._targets(names, default_auto=True)
         todo = sorted(closure({n: t.config for n, t in self.tasks.items()}, wanted))
-        self.record.running = True
+        self.set_running(True)
         await self._global_hook("before_start")
         deadline = time.monotonic() + self.s.dependency_timeout()
         results: dict[str, dict[str, Any]] = {}
@@ -466,8 +454,11 @@ class Project:
         out = [results[n] for n in todo]
         failed = [r for r in out if r["action"] == "failed"]
         if failed:
-            code = (Code.DEPENDENCY_TIMEOUT if any(r.get("reason") == "dependency" for r in
-                                                   failed) else Code.TASK_START_FAILED)
+            code = Code.TASK_START_FAILED
+            if any(r.get("code") == Code.HOOK_FAILED for r in failed):
+                code = Code.HOOK_FAILED
+            elif any(r.get("reason") == "dependency" for r in failed):
+                code = Code.DEPENDENCY_TIMEOUT
             lines = "; ".join(f"{r['task']}: {r['error']}" for r in failed)
             raise TaskError(f"could not start {len(failed)} task(s): {lines}",
                             {"results": out}, code=code)
@@ -494,21 +485,28 @@ class Project:
         if task.live and task.state != TaskState.STOPPING:
             results[name] = {"task": name, "action": "already_running"}
             return
+        task.last_launch_error = None
         self.feed(task, Event(Ev.START))
-        await self.changed.wait_for(lambda: task.state != TaskState.STARTING, LAUNCH_TIMEOUT + 5)
+        await self.changed.wait_for(lambda: task.state != TaskState.STARTING,
+                                    LAUNCH_TIMEOUT + HOOK_TIMEOUT)
+        if task.state == TaskState.RUNNING:  # its after_start hook runs before we answer
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(task.launch_done.wait(), HOOK_TIMEOUT)
         if task.state == TaskState.RUNNING:
             self.s.events.emit("task_started", self.name, name, pid=task.record.pid,
                                port=task.record.port)
             results[name] = {"task": name, "action": "started", "pid": task.record.pid,
                              "port": task.record.port}
         else:
-            reason = getattr(task, "last_launch_error", None) or f"state {task.state}"
+            reason = task.last_launch_error or f"state {task.state}"
             results[name] = {"task": name, "action": "failed", "error": reason}
+            if task.last_launch_code is not None:
+                results[name]["code"] = task.last_launch_code
 
     async def stop(self, names: list[str] | None) -> list[dict[str, Any]]:
         targets = self._targets(names, default_auto=False)
         if not names:
-            self.record.running = False
+            self.set_running(False)
         await self._global_hook("before_stop")
         # Stop dependents before what they depend on.
         results = await asyncio.gather(*(self._stop_one(n) for n in targets))
@@ -539,7 +537,7 @@ class Project:
         targets = self._targets(names, default_auto=False)
         if not names:
             targets = sorted(n for n, t in self.tasks.items() if t.live or t.config.auto_start)
-        self.record.running = True
+        self.set_running(True)
         results = []
         for name in targets:
             task = self.tasks[name]

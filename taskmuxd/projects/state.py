@@ -51,12 +51,17 @@ class ProjectFiles:
     def __init__(self, paths: Paths, project: str) -> None:
         self.dir = paths.project_dir(project)
         self.run_dir = os.path.join(self.dir, "run")
+        self.tasks_dir = os.path.join(self.dir, "tasks")
         self.state = os.path.join(self.dir, "state.json")
         self.env = os.path.join(self.dir, "env.json")
         self.last_config = os.path.join(self.dir, "config.last.toml")
 
     def ensure(self) -> None:
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.tasks_dir, mode=0o700, exist_ok=True)
+
+    def task_state(self, task: str) -> str:
+        return os.path.join(self.tasks_dir, f"{task}.json")
 
     def record(self, task: str) -> str:
         return os.path.join(self.run_dir, f"{task}.json")
@@ -86,36 +91,66 @@ def _policy_from_json(d: dict[str, Any], mono_now: float, wall_now: float) -> St
     return State(**kw)
 
 
+def _task_to_json(t: TaskRecord, mono: float, wall: float) -> dict[str, Any]:
+    return {"format": FORMAT, "run_id": t.run_id, "port": t.port, "window_id": t.window_id,
+            "pid": t.pid, "pgid": t.pgid, "runner_pid": t.runner_pid,
+            "started_wall": t.started_wall, "exited_wall": t.exited_wall,
+            "policy": _policy_to_json(t.policy, mono, wall)}
+
+
+def _task_from_json(d: dict[str, Any], mono: float, wall: float) -> TaskRecord:
+    known = {f.name for f in fields(TaskRecord)} - {"policy"}
+    return TaskRecord(policy=_policy_from_json(d.get("policy", {}), mono, wall),
+                      **{k: v for k, v in d.items() if k in known})
+
+
 def save(files: ProjectFiles, rec: ProjectRecord) -> None:
-    mono, wall = time.monotonic(), time.time()
-    data = {"format": FORMAT, "running": rec.running, "tasks": {
-        name: {**{k: v for k, v in asdict(t).items() if k != "policy"},
-               "policy": _policy_to_json(t.policy, mono, wall)}
-        for name, t in rec.tasks.items()}}
+    """The project-level record (each task has its own file: see ``save_task``)."""
     files.ensure()
-    atomic_write(files.state, json.dumps(data, indent=1) + "\n")
+    atomic_write(files.state, json.dumps({"format": FORMAT, "running": rec.running}) + "\n")
+
+
+def save_task(files: ProjectFiles, name: str, task: TaskRecord) -> None:
+    atomic_write(files.task_state(name),
+                 json.dumps(_task_to_json(task, time.monotonic(), time.time())) + "\n")
+
+
+def delete_task(files: ProjectFiles, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(files.task_state(name))
+
+
+def _move_aside(path: str, exc: Exception) -> str:
+    aside = f"{path}.corrupt-{int(time.time())}"
+    with contextlib.suppress(OSError):
+        os.replace(path, aside)
+    log.error("%s was unreadable (%s); moved aside to %s", path, exc, aside)
+    return aside
 
 
 def load(files: ProjectFiles) -> tuple[ProjectRecord, str | None]:
     """The saved record, and a note when a corrupt file had to be moved aside."""
     mono, wall = time.monotonic(), time.time()
+    note = None
+    rec = ProjectRecord()
     try:
         with open(files.state, encoding="utf-8") as fh:
-            data = json.load(fh)
-        tasks = {}
-        for name, t in data.get("tasks", {}).items():
-            policy = _policy_from_json(t.get("policy", {}), mono, wall)
-            known = {f.name for f in fields(TaskRecord)} - {"policy"}
-            tasks[name] = TaskRecord(policy=policy, **{k: v for k, v in t.items() if k in known})
-        return ProjectRecord(bool(data.get("running")), tasks), None
+            rec.running = bool(json.load(fh).get("running"))
     except FileNotFoundError:
-        return ProjectRecord(), None
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        aside = f"{files.state}.corrupt-{int(wall)}"
-        with contextlib.suppress(OSError):
-            os.replace(files.state, aside)
-        log.error("%s was unreadable (%s); moved aside to %s", files.state, exc, aside)
-        return ProjectRecord(), aside
+        pass
+    except (ValueError, AttributeError) as exc:
+        note = _move_aside(files.state, exc)
+    with contextlib.suppress(FileNotFoundError):
+        for entry in sorted(os.listdir(files.tasks_dir)):
+            if not entry.endswith(".json"):
+                continue
+            path = os.path.join(files.tasks_dir, entry)
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    rec.tasks[entry[:-5]] = _task_from_json(json.load(fh), mono, wall)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                note = _move_aside(path, exc)
+    return rec, note
 
 
 def save_env(files: ProjectFiles, env: dict[str, str]) -> None:

@@ -33,6 +33,10 @@ class TaskRuntime:
         self.health_task: asyncio.Task[None] | None = None
         self.stop_task: asyncio.Task[None] | None = None
         self.exit_waiters: list[asyncio.Future[None]] = []
+        self.launch_done = asyncio.Event()
+        self.launch_done.set()
+        self.last_launch_error: str | None = None
+        self.last_launch_code: int | None = None
 
     @property
     def policy_spec(self) -> PolicySpec:
