@@ -192,3 +192,16 @@ def test_release_that_cannot_start_is_rolled_back_without_a_service_manager(
     assert code == 1 and out["code"] == Code.UPDATE_REFUSED and "--to 1.3.0" in out["error"]
     code, out = inst.ctl_json("update", "--check")
     assert code == 0 and out["available"] is False
+
+
+def test_service_units_start_the_boot_guard(installed: Installed, tmp_path: Any) -> None:
+    """In the installed layout the unit runs the guard on the base interpreter (outside every
+    version), which execs app/current's taskmuxd with the unit's arguments."""
+    env = {**installed.env, "TASKMUX_SERVICE_ROOT": str(tmp_path)}
+    proc = installed.ctl("--json", "daemon", "install", "--dry-run", "--user-unit", env=env)
+    out = json.loads(proc.stdout)
+    guard = os.path.join(installed.app, "bootguard.py")
+    assert out["program"] == [installed.builds.python, guard, "--home", installed.home, "--"]
+    [unit] = out["content"].values()
+    assert f'ExecStart="{installed.builds.python}" "{guard}" "--home" "{installed.home}" "--" ' \
+        "run\n" in unit

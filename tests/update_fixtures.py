@@ -68,7 +68,7 @@ def copy_source(dest: str, version: str,
                 patches: list[tuple[str, str, str]] | None = None) -> str:
     """This checkout's package sources with ``version`` (and ``patches``) applied."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache")
-    for folder in ("taskmuxd", "taskmuxctl", "packaging"):
+    for folder in ("taskmuxd", "taskmuxctl", "packaging", "systemd", "launchd"):
         shutil.copytree(os.path.join(REPO, folder), os.path.join(dest, folder), ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(os.path.join(REPO, name), dest)
