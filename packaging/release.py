@@ -85,7 +85,8 @@ def pin_key(public: str) -> None:
     path = os.path.join(ROOT, "taskmuxctl", "update", "keys.py")
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
-    new, count = re.subn(r"PINNED_KEYS: tuple\[str, \.\.\.\] = \(\n(?:    \"[^\"]*\",\n)*\)",
+    new, count = re.subn(r"(?:# A placeholder[^\n]*\n(?:#[^\n]*\n)*)?"
+                         r"PINNED_KEYS: tuple\[str, \.\.\.\] = \(\n(?:    \"[^\"]*\",\n)*\)",
                          f'PINNED_KEYS: tuple[str, ...] = (\n    "{public}",\n)', text)
     if count != 1:
         raise ReleaseFailed(f"cannot find PINNED_KEYS in {path}; edit it by hand")
