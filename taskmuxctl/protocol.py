@@ -91,6 +91,9 @@ class Method:
     DAEMON_SHUTDOWN = "daemon.shutdown"
     CONFIG_GET = "config.get"
     CONFIG_RELOAD = "config.reload"
+    UPDATE_STATUS = "update.status"
+    UPDATE_CHECK = "update.check"
+    UPDATE_RESTART = "update.restart"
     PROJECT_LIST = "project.list"
     PROJECT_REGISTER = "project.register"
     PROJECT_UNREGISTER = "project.unregister"
@@ -175,6 +178,16 @@ class Code:
     DAEMON_START_FAILED = 405
     SERVICE_FAILED = 406  # systemctl/launchctl refused or failed
     SERVICE_UNAVAILABLE = 407  # no usable service manager, or not allowed to use it
+    # Self-update (issue 7).
+    UPDATE_NOT_INSTALLED = 701
+    UPDATE_BUSY = 702
+    UPDATE_REFUSED = 703
+    UPDATE_UNVERIFIED = 704
+    UPDATE_DOWNLOAD_FAILED = 705
+    UPDATE_INSTALL_FAILED = 706
+    UPDATE_ROLLED_BACK = 707
+    UPDATE_NO_PREVIOUS = 708
+    UPDATE_NOT_SUPERVISED = 709
 
 
 ERRORS: dict[int, ErrorInfo] = {
@@ -208,6 +221,15 @@ ERRORS: dict[int, ErrorInfo] = {
     Code.DAEMON_START_FAILED: ErrorInfo("daemon_start_failed", "daemon"),
     Code.SERVICE_FAILED: ErrorInfo("service_failed", "daemon"),
     Code.SERVICE_UNAVAILABLE: ErrorInfo("service_unavailable", "client"),
+    Code.UPDATE_NOT_INSTALLED: ErrorInfo("update_not_installed", "client"),
+    Code.UPDATE_BUSY: ErrorInfo("update_busy", "daemon"),
+    Code.UPDATE_REFUSED: ErrorInfo("update_refused", "client"),
+    Code.UPDATE_UNVERIFIED: ErrorInfo("update_unverified", "daemon"),
+    Code.UPDATE_DOWNLOAD_FAILED: ErrorInfo("update_download_failed", "daemon"),
+    Code.UPDATE_INSTALL_FAILED: ErrorInfo("update_install_failed", "daemon"),
+    Code.UPDATE_ROLLED_BACK: ErrorInfo("update_rolled_back", "daemon"),
+    Code.UPDATE_NO_PREVIOUS: ErrorInfo("update_no_previous", "client"),
+    Code.UPDATE_NOT_SUPERVISED: ErrorInfo("update_not_supervised", "client"),
 }
 
 

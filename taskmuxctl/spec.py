@@ -296,6 +296,24 @@ COMMANDS: tuple[Cmd, ...] = (
         args=(Arg(("name",), "the name to look up"),
               Arg(("-t", "--type"), "record type (default: A)", default="A", metavar="TYPE"))),
     Cmd(("dns", "flush"), "taskmuxctl.commands.dns:flush", "flush the system's DNS caches"),
+    Cmd(("update",), "taskmuxctl.commands.update:update",
+        "update taskmux to the latest signed release (tasks keep running)",
+        args=(Arg(("--check",), "only say whether an update is available; change nothing "
+                  "(exit 0 up to date, 10 update available)", action="store_true"),
+              Arg(("--to",), "install exactly this version, older ones included",
+                  metavar="VERSION"),
+              Arg(("--rollback",), "switch back to the previous version and stay on it until "
+                  "the next explicit update", action="store_true"),
+              Arg(("--channel",), "read the release manifest (release.json) from this URL "
+                  "instead of the release_url setting", metavar="URL"),
+              Arg(("--auto",), "decide as auto-update does: never downgrade, skip versions "
+                  "marked bad, keep a rollback pin", action="store_true"),
+              Arg(("--timeout",), "give up the download after this many seconds (default 600)",
+                  type="float", metavar="SECONDS")),
+        description="Fetch the release manifest, verify its Ed25519 signature, download and "
+        "check the package, install it next to the running version, check that it loads, "
+        "switch to it and restart the daemon onto it; a version that does not come up is "
+        "rolled back and marked bad."),
 )
 
 

@@ -45,14 +45,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _version() -> int:
-    """Print the version after importing every module, so a broken install fails here
-    (the update's preflight relies on that)."""
+    """Print the version after importing every module of both packages, so a broken install
+    fails here (the update's preflight relies on that). ``__main__`` modules are skipped:
+    importing one runs its program."""
     import pkgutil
 
+    import taskmuxctl
     import taskmuxd
 
-    for mod in pkgutil.walk_packages(taskmuxd.__path__, "taskmuxd."):
-        __import__(mod.name)
+    for package in (taskmuxd, taskmuxctl):
+        for mod in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if mod.name.rsplit(".", 1)[-1] != "__main__":
+                __import__(mod.name)
     print(__version__)
     return 0
 

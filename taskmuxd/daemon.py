@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from taskmuxctl import __version__
 from taskmuxctl.paths import Paths
+from taskmuxd import bootmark
 from taskmuxd import settings as settings_mod
 from taskmuxd.errors import SettingsError
 from taskmuxd.events import EventLog
@@ -31,6 +32,8 @@ from taskmuxd.rpc.server import RpcServer
 log = logging.getLogger("taskmuxd")
 
 SHUTDOWN_REQUEST = 0  # queued by daemon.shutdown; signals queue their number
+RESTART_REQUEST = -1  # queued by update.restart: exit so that the service manager restarts us
+EXIT_RESTART = 75  # EX_TEMPFAIL: a failure status, so Restart=on-failure / KeepAlive restart
 
 
 class Subsystem(Protocol):
@@ -77,6 +80,9 @@ class Daemon:
         self.projects = Projects(self)
         self.subsystems.append(self.projects)
         project_methods.register(self, self.projects)
+        from taskmuxd.updater import AutoUpdater
+
+        self.subsystems.append(AutoUpdater(self))
 
     def _add_front_door(self, bound: Listeners) -> None:
         """The proxy (with its CA) and name resolution, on sockets bound before the drop."""
@@ -95,6 +101,11 @@ class Daemon:
 
     def request_shutdown(self) -> None:
         self._requests.put_nowait(SHUTDOWN_REQUEST)
+
+    def request_restart(self) -> None:
+        """Stop in order and exit with EXIT_RESTART, for a service manager to start the
+        version ``app/current`` now points at."""
+        self._requests.put_nowait(RESTART_REQUEST)
 
     def reload_settings(self) -> settings_mod.Settings:
         """Re-read ``config.toml``; on error keep the current settings and raise."""
@@ -132,11 +143,13 @@ class Daemon:
         log.info("taskmuxd %s serving on %s (pid %d)", __version__, self.paths.socket,
                  os.getpid())
         self.notifier.ready(f"serving on {self.paths.socket}")
+        bootmark.ready(self.paths, __version__)
         async with asyncio.TaskGroup() as tg:
             watchdog = tg.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
             code = await self._wait_for_stop()
             self.stopping = True
-            reason = "daemon.shutdown" if code == 0 else signal.Signals(code - 128).name
+            reason = {0: "daemon.shutdown", EXIT_RESTART: "update.restart"}.get(code) or \
+                signal.Signals(code - 128).name
             log.info("stopping (%s)", reason)
             self.notifier.stopping(f"stopping ({reason})")
             forcer = tg.create_task(self._force_on_sigint())
@@ -146,6 +159,7 @@ class Daemon:
                 watchdog.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        bootmark.stopped(self.paths, code)
         log.info("stopped")
         return code
 
@@ -154,6 +168,8 @@ class Daemon:
             req = await self._requests.get()
             if req == SHUTDOWN_REQUEST:
                 return 0
+            if req == RESTART_REQUEST:
+                return EXIT_RESTART
             if req == signal.SIGHUP:
                 self.notifier.reloading()
                 try:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from taskmuxctl.fsutil import atomic_write
 from taskmuxctl.protocol import Code
+from taskmuxctl.update import DEFAULT_RELEASE_URL
 from taskmuxd.errors import SettingsError
 
 
@@ -103,6 +104,37 @@ class Settings(BaseModel):
                               for lab in labels):
             raise ValueError(f"{value!r} is not a domain name such as \"localhost\"")
         return tld
+    auto_update: bool = Field(
+        False, description="the daemon installs new signed releases by itself"
+    )
+    update_check_interval: float = Field(
+        300.0, ge=1, le=7 * 86400,
+        description="seconds between the auto-updater's checks (jittered by +-20%)",
+    )
+    release_url: str = Field(
+        DEFAULT_RELEASE_URL, min_length=1,
+        description="the release manifest (release.json) updates follow",
+    )
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        description="extra Ed25519 public keys (base64) trusted to sign releases, for forks",
+    )
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _keys_are_ed25519(cls, value: list[str]) -> list[str]:
+        from taskmuxctl.update.release import decode_key
+
+        for text in value:
+            decode_key(text)  # ValueError names the bad key
+        return value
+
+    @field_validator("release_url")
+    @classmethod
+    def _release_url_is_http(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("release_url must be an https:// URL of a release.json")
+        return value
 
 
 class SettingsFileError(SettingsError):
@@ -212,5 +244,6 @@ def describe_fields() -> list[dict[str, Any]]:
     """Every key with its default and description, for ``config show`` and the README."""
     out = []
     for name, field in Settings.model_fields.items():
-        out.append({"key": name, "default": field.default, "description": field.description})
+        out.append({"key": name, "default": field.get_default(call_default_factory=True),
+                    "description": field.description})
     return out

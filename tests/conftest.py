@@ -16,6 +16,8 @@ from tests.helpers import (
     write_config,
 )
 
+pytest_plugins = ["tests.update_fixtures"]
+
 
 @pytest.fixture
 def tmux_socket() -> Iterator[str]:

@@ -8,7 +8,8 @@ from tests.helpers import BIN, REPO
 
 
 def test_ruff_clean() -> None:
-    proc = subprocess.run([f"{BIN}/ruff", "check", "taskmuxd", "taskmuxctl", "tests", "bench"],
+    proc = subprocess.run([f"{BIN}/ruff", "check", "taskmuxd", "taskmuxctl", "tests", "bench",
+                           "packaging"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

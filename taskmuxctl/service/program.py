@@ -18,11 +18,19 @@ if TYPE_CHECKING:
 def daemon_program(paths: Paths | None = None) -> list[str]:
     """The absolute command (without ``run``) that starts this installation's taskmuxd.
 
-    The ``taskmuxd`` console script next to the running interpreter when there is one (a
+    In the layout install.sh makes (``app/current``...), the boot-guard on the base
+    interpreter, which starts whichever version is current. Otherwise the ``taskmuxd``
+    console script next to the running interpreter when there is one (a
     virtualenv or a system install), else the interpreter itself with ``-m taskmuxd``. The
     interpreter's path is kept as it is, not resolved: a virtualenv's ``bin/python`` is a
     symlink whose location is what selects the environment.
     """
+    if paths is not None:
+        from taskmuxctl.update.layout import installed_daemon_command
+
+        installed = installed_daemon_command(paths)
+        if installed is not None:  # installed with install.sh: the boot-guard, via app/current
+            return installed
     python = os.path.abspath(sys.executable) if sys.executable else "/usr/bin/python3"
     script = os.path.join(os.path.dirname(python), "taskmuxd")
     if os.path.isfile(script) and os.access(script, os.X_OK):

@@ -1,0 +1,335 @@
+"""Fixtures for the self-update tests: releases built from this checkout, an installed layout.
+
+Built once per test run and shared by the xdist workers (under a lock in pytest's shared
+temporary folder):
+
+- wheels of this checkout with bumped versions, some deliberately broken (``RELEASES``);
+- a wheelhouse of every dependency, so installing a version runs ``pip install --no-index
+  --find-links`` instead of resolving against an index (the updater honours pip's own
+  ``PIP_*`` environment, so the tests set ``PIP_NO_INDEX``/``PIP_FIND_LINKS`` and nothing in
+  the product changes);
+- the base version's virtual environment. Each test links it in as
+  ``app/versions/1.0.0`` (a version directory may be a symlink: pruning unlinks it), so a
+  test pays only for the versions its update installs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from taskmuxctl.update import bootguard
+from tests.fakegithub import FakeGitHub, public_key_text
+from tests.helpers import REPO, read, read_daemon_pid_kill, wait_until
+
+BASE = "1.0.0"
+GOOD = "1.1.0"
+BROKEN_PREFLIGHT = "1.1.1"  # a module raises on import: the preflight refuses it
+NO_IMPORT = "1.2.0"  # `taskmuxd run` imports a module the release does not ship
+CRASHES = "1.3.0"  # `taskmuxd run` exits before READY
+NEWER = "1.4.0"
+RUN_ANCHOR = "def run(log_file: str | None = None, detach: bool = False) -> int:\n"
+RELEASES: dict[str, list[tuple[str, str, str]]] = {
+    BASE: [], GOOD: [], NEWER: [],
+    BROKEN_PREFLIGHT: [("taskmuxd/broken_on_purpose.py", "", "raise ImportError('broken')\n")],
+    NO_IMPORT: [("taskmuxd/cli.py", RUN_ANCHOR, "    import taskmuxd.not_shipped  # noqa\n")],
+    CRASHES: [("taskmuxd/cli.py", RUN_ANCHOR,
+               "    raise SystemExit('taskmuxd: this release crashes on start')\n")],
+}
+EPOCH = "1700000000"
+PIP_ENV = ("PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
+
+
+def load_release_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "taskmux_release_script", os.path.join(REPO, "packaging", "release.py"))
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def copy_source(dest: str, version: str,
+                patches: list[tuple[str, str, str]] | None = None) -> str:
+    """This checkout's package sources with ``version`` (and ``patches``) applied."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache")
+    for folder in ("taskmuxd", "taskmuxctl", "packaging", "systemd", "launchd"):
+        shutil.copytree(os.path.join(REPO, folder), os.path.join(dest, folder), ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(REPO, name), dest)
+    init = os.path.join(dest, "taskmuxctl", "__init__.py")
+    with open(init, "w") as fh:
+        fh.write(f'__version__ = "{version}"\n')
+    for rel_path, anchor, text in patches or []:
+        path = os.path.join(dest, rel_path)
+        if not anchor:
+            with open(path, "w") as fh:
+                fh.write(text)
+            continue
+        with open(path) as fh:
+            content = fh.read()
+        assert anchor in content, f"{anchor!r} not in {rel_path}"
+        with open(path, "w") as fh:
+            fh.write(content.replace(anchor, anchor + text, 1))
+    return dest
+
+
+@dataclass
+class Builds:
+    root: str
+    wheels: dict[str, str]
+    wheelhouse: str
+    base_venv: str
+    python: str
+
+    def pip_env(self) -> dict[str, str]:
+        return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": self.wheelhouse,
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def _build_all(root: str) -> None:
+    script = load_release_script()
+    wheels = os.path.join(root, "wheels")
+    os.makedirs(wheels, exist_ok=True)
+    os.environ["SOURCE_DATE_EPOCH"] = EPOCH
+    try:
+        for version, patches in RELEASES.items():
+            src = copy_source(os.path.join(root, "src", version), version, patches)
+            script.build_wheel(src, wheels, isolation=False)
+    finally:
+        del os.environ["SOURCE_DATE_EPOCH"]
+    base_wheel = os.path.join(wheels, f"taskmux-{BASE}-py3-none-any.whl")
+    wheelhouse = dependency_wheelhouse(base_wheel)
+    os.symlink(wheelhouse, os.path.join(root, "wheelhouse"))
+    # The base version is built the way an update builds a version (the product's own code).
+    from taskmuxctl.paths import Paths
+    from taskmuxctl.update.install import create_version
+    from taskmuxctl.update.layout import AppLayout
+
+    python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    layout = AppLayout(Paths(os.path.join(root, "base-home")))
+    layout.ensure()
+    saved = {k: os.environ.get(k) for k in ("PIP_NO_INDEX", "PIP_FIND_LINKS")}
+    os.environ.update({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse})
+    try:
+        create_version(layout.paths, layout, BASE, base_wheel, python)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with open(os.path.join(base_venv_path(root), ".taskmux-version"), "w") as fh:
+        json.dump({"version": BASE, "sha256": "base"}, fh)
+
+
+def base_venv_path(root: str) -> str:
+    return os.path.join(root, "base-home", "app", "versions", BASE)  # venvs do not move
+
+
+def dependency_wheelhouse(wheel: str) -> str:
+    """Wheels of every dependency, resolved once and kept between runs (keyed by the
+    dependency list and the interpreter), so a test run does not ask an index again."""
+    import hashlib
+    import tomllib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as fh:
+        deps = tomllib.load(fh)["project"]["dependencies"]
+    key = hashlib.sha256(json.dumps([deps, sys.version]).encode()).hexdigest()[:16]
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                         "taskmux-tests", f"wheelhouse-{key}")
+    if os.path.exists(os.path.join(cache, ".complete")):
+        return cache
+    tmp = f"{cache}.{os.getpid()}.tmp"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", tmp, wheel],
+                   check=True, capture_output=True, timeout=600)
+    for name in os.listdir(tmp):
+        if name.startswith("taskmux-"):
+            os.unlink(os.path.join(tmp, name))
+    open(os.path.join(tmp, ".complete"), "w").close()
+    shutil.rmtree(cache, ignore_errors=True)
+    os.rename(tmp, cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
+    # This run's folder, which every xdist worker's own folder is inside.
+    base = tmp_path_factory.getbasetemp()
+    shared = str(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+    root = os.path.join(shared, "update-builds")
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(shared, "update-builds.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = os.path.join(root, "done")
+        if not os.path.exists(done):
+            _build_all(root)
+            open(done, "w").close()
+    wheels = {v: os.path.join(root, "wheels", f"taskmux-{v}-py3-none-any.whl") for v in RELEASES}
+    python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    return Builds(root, wheels, os.path.join(root, "wheelhouse"),
+                  base_venv_path(root), python)
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_text(key: Ed25519PrivateKey) -> str:
+    import base64
+
+    return base64.b64encode(key.private_bytes(Encoding.Raw, PrivateFormat.Raw,
+                                              NoEncryption())).decode()
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    with FakeGitHub() as gh:
+        yield gh
+
+
+@dataclass
+class Installed:
+    """A TASKMUX_HOME with the base version installed in the versioned layout."""
+
+    home: str
+    env: dict[str, str]
+    gh: FakeGitHub
+    key: Ed25519PrivateKey
+    builds: Builds
+    services: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def app(self) -> str:
+        return os.path.join(self.home, "app")
+
+    def current(self) -> str | None:
+        return bootguard.link_version(self.app, "current")
+
+    def previous(self) -> str | None:
+        return bootguard.link_version(self.app, "previous")
+
+    def versions(self) -> list[str]:
+        return sorted(os.listdir(os.path.join(self.app, "versions")))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything an update must leave alone when it refuses."""
+        state = os.path.join(self.app, "update.json")
+        return {"current": self.current(), "previous": self.previous(),
+                "versions": self.versions(),
+                "state": read(state) if os.path.exists(state) else None,
+                "record": bootguard.load_record(self.app),
+                "tmp": sorted(os.listdir(os.path.join(self.app, "tmp")))}
+
+    def ctl(self, *args: str, timeout: float = 180, env: dict[str, str] | None = None,
+            cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the installed current taskmuxctl."""
+        return subprocess.run([os.path.join(self.app, "current", "bin", "taskmuxctl"), *args],
+                              env=env or self.env, capture_output=True, text=True,
+                              timeout=timeout, cwd=cwd)
+
+    def ctl_json_in(self, cwd: str, *args: str) -> tuple[int, dict[str, Any]]:
+        return self.ctl_json(*args, cwd=cwd)
+
+    def ctl_json(self, *args: str, timeout: float = 180,
+                 cwd: str | None = None) -> tuple[int, dict[str, Any]]:
+        proc = self.ctl("--json", *args, timeout=timeout, cwd=cwd)
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        assert len(lines) == 1, f"stdout={proc.stdout!r} stderr={proc.stderr!r}"
+        return proc.returncode, json.loads(lines[0])
+
+    def publish(self, version: str, **kw: Any) -> dict[str, Any]:
+        return self.gh.publish(version, self.builds.wheels[version], self.key, **kw)
+
+    def daemon_version(self) -> str | None:
+        from taskmuxctl.paths import Paths
+        from taskmuxctl.update.restart import daemon_version
+
+        return daemon_version(Paths(self.home), timeout=1.0)
+
+    def daemon_pid(self) -> int | None:
+        from taskmuxctl.fsutil import read_pid
+
+        return read_pid(os.path.join(self.home, "daemon.pid"))
+
+    def start_service(self, *guard_args: str) -> str:
+        """Run the daemon under the fake service manager, through the boot-guard; returns
+        the file where the manager records each start."""
+        record = os.path.join(self.home, "service-starts")
+        guard = [self.builds.python, os.path.join(self.app, "bootguard.py"), "--home",
+                 self.home, *guard_args, "run"]
+        log = open(os.path.join(self.home, "service.log"), "ab")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "fake_service.py"),
+                                 "--record", record, "--", *guard], env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.services.append(proc)
+        return record
+
+    def stop_services(self) -> None:
+        for proc in self.services:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+
+    def service_log(self) -> str:
+        path = os.path.join(self.home, "service.log")
+        return read(path) if os.path.exists(path) else ""
+
+
+def make_installed(home: str, env: dict[str, str], gh: FakeGitHub, key: Ed25519PrivateKey,
+                   builds: Builds) -> Installed:
+    app = os.path.join(home, "app")
+    for sub in ("versions", "tmp"):
+        os.makedirs(os.path.join(app, sub), mode=0o700)
+    os.symlink(builds.base_venv, os.path.join(app, "versions", BASE))
+    bootguard.set_link(app, "current", BASE)
+    shutil.copy(os.path.join(REPO, "taskmuxctl", "update", "bootguard.py"),
+                os.path.join(app, "bootguard.py"))
+    with open(os.path.join(app, "layout.json"), "w") as fh:
+        json.dump({"format": 1, "python": builds.python}, fh)
+    with open(os.path.join(home, "config.toml"), "w") as fh:
+        fh.write(f'release_url = "{gh.channel}"\ntrusted_keys = ["{public_key_text(key)}"]\n')
+    full_env = {k: v for k, v in env.items() if k not in PIP_ENV}
+    full_env.update(builds.pip_env())
+    return Installed(home, full_env, gh, key, builds)
+
+
+@pytest.fixture
+def installed(home: str, env: dict[str, str], github: FakeGitHub,
+              signing_key: Ed25519PrivateKey, builds: Builds) -> Iterator[Installed]:
+    inst = make_installed(home, env, github, signing_key, builds)
+    try:
+        yield inst
+    finally:
+        inst.stop_services()
+        read_daemon_pid_kill(home)
+
+
+def wait_version(inst: Installed, version: str, timeout: float = 60.0) -> None:
+    wait_until(lambda: inst.daemon_version() == version, timeout,
+               f"the daemon to answer as {version}")
+
+
+StartService = Callable[..., str]
