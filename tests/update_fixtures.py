@@ -20,6 +20,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,7 +44,7 @@ BROKEN_PREFLIGHT = "1.1.1"  # a module raises on import: the preflight refuses i
 NO_IMPORT = "1.2.0"  # `taskmuxd run` imports a module the release does not ship
 CRASHES = "1.3.0"  # `taskmuxd run` exits before READY
 NEWER = "1.4.0"
-RUN_ANCHOR = "def run(log_file: str | None = None, detach: bool = False) -> int:\n"
+RUN_ANCHOR = r"^def run\(.*\) -> int:\n"  # a regular expression: the signature may change
 RELEASES: dict[str, list[tuple[str, str, str]]] = {
     BASE: [], GOOD: [], NEWER: [],
     BROKEN_PREFLIGHT: [("taskmuxd/broken_on_purpose.py", "", "raise ImportError('broken')\n")],
@@ -83,9 +84,10 @@ def copy_source(dest: str, version: str,
             continue
         with open(path) as fh:
             content = fh.read()
-        assert anchor in content, f"{anchor!r} not in {rel_path}"
+        found = re.search(anchor, content, re.MULTILINE)
+        assert found, f"{anchor!r} not in {rel_path}"
         with open(path, "w") as fh:
-            fh.write(content.replace(anchor, anchor + text, 1))
+            fh.write(content[:found.end()] + text + content[found.end():])
     return dest
 
 
