@@ -18,7 +18,15 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import BIN, PYTHON, compile_bytecode, median_ms, private_daemon, time_command
+from bench.common import (
+    BIN,
+    PYTHON,
+    compile_bytecode,
+    kill_tmux,
+    median_ms,
+    private_daemon,
+    time_command,
+)
 
 META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {}}
@@ -80,7 +88,7 @@ def main() -> None:
                 firsts.append(first)
                 calls.extend(per_call)
         finally:
-            subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True, check=False)
+            kill_tmux(sock)
     print(f"bare interpreter (python -c ''):     {bare:7.1f} ms")
     print(f"taskmux env:                         {env_ms:7.1f} ms")
     print(f"taskmux send (one line + Enter):     {send_ms:7.1f} ms")

@@ -72,3 +72,11 @@ def private_daemon(extra_env: dict[str, str] | None = None,
             proc.kill()
             proc.wait()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def kill_tmux(socket_name: str) -> None:
+    """Stop a private tmux server and remove the socket file tmux leaves behind."""
+    subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True, check=False)
+    folder = os.path.join(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}")
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(folder, socket_name))

@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import BIN, PYTHON, compile_bytecode
+from bench.common import BIN, PYTHON, compile_bytecode, kill_tmux
 
 
 def cli(env: dict[str, str], *args: str, cwd: str | None = None) -> dict[str, object]:
@@ -74,8 +74,7 @@ class Env:
     def close(self) -> None:
         subprocess.run([f"{BIN}/taskmux", "daemon", "stop"], env=self.env,
                        capture_output=True, check=False)
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
-                       check=False)
+        kill_tmux(self.socket)
         shutil.rmtree(self.home, ignore_errors=True)
         shutil.rmtree(self.work, ignore_errors=True)
 

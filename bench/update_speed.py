@@ -30,6 +30,7 @@ sys.path.insert(0, ROOT)
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
+from bench.common import kill_tmux  # noqa: E402
 from taskmuxctl.paths import Paths  # noqa: E402
 from taskmuxctl.timefmt import parse_stamp  # noqa: E402
 from taskmuxctl.update import bootguard  # noqa: E402
@@ -149,7 +150,7 @@ def run_mode(mode: str, versions: list[str], wheels: dict[str, str], wheelhouse:
                 service.wait(30)
             else:
                 subprocess.run([ctl, "daemon", "stop"], env=env, capture_output=True)
-            subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+            kill_tmux(sock)
             shutil.rmtree(home, ignore_errors=True)
     return results
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +29,10 @@ def tmux_socket() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, check=False)
+        # tmux leaves its socket file behind when the server exits.
+        folder = os.path.join(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}")
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(folder, name))
 
 
 @pytest.fixture
