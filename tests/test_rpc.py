@@ -172,3 +172,14 @@ def test_client_that_disconnects_mid_call_does_not_hurt(daemon: DaemonProcess) -
     wait_until(lambda: call(daemon.socket, "daemon.status")["calls_in_flight"] == 0,
                what="the abandoned call to finish")
     assert call(daemon.socket, "daemon.ping") == {"pong": True}
+
+
+def test_jsonrpcserver_is_loaded_without_jsonschema() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import taskmuxd.rpc.jsonrpc, taskmuxd.rpc.dispatch; "
+            "assert 'jsonschema' not in sys.modules, 'jsonschema was loaded'; "
+            "import jsonschema; assert hasattr(jsonschema, 'Draft7Validator'), 'stand-in leaked'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -383,6 +383,8 @@ class Projects:
                             t.ready)
                     for t in sorted(project.tasks.values(), key=lambda t: t.name)
                     if t.config.host]
+        if not backends and project.name not in self._published:
+            return  # no web tasks: nothing to route, no certificate to mint
         if self._published.get(project.name) != backends:
             self._published[project.name] = backends
             self.daemon.routes.set_project(project.name, backends)

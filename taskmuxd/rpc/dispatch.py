@@ -14,9 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from jsonrpcserver.async_main import dispatch_to_serializable
-
 from taskmuxctl.protocol import Code
+from taskmuxd.rpc.jsonrpc import dispatch_to_serializable
 
 log = logging.getLogger("taskmuxd.rpc")
 

@@ -12,11 +12,10 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from jsonrpcserver import Success
-from jsonrpcserver.exceptions import JsonRpcError
 from pydantic import ConfigDict, ValidationError, validate_call
 
 from taskmuxctl.protocol import Code, RpcError
+from taskmuxd.rpc.jsonrpc import JsonRpcError, Success
 
 Handler = Callable[..., Awaitable[Any]]
 
