@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import (
     DaemonProcess,
     daemon_env,
+    kill_processes_of_home,
     kill_task_leftovers,
     read_daemon_pid_kill,
     write_config,
@@ -54,6 +55,7 @@ def home(tmux_socket: str) -> Iterator[str]:
     finally:
         read_daemon_pid_kill(path)
         kill_task_leftovers(path)
+        kill_processes_of_home(path)
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -300,3 +300,20 @@ class ProxyHarness:
 def route(task: str, host: str, port: int | None, state: str = "running",
           ready: bool = True) -> dict[str, Any]:
     return {"task": task, "host": host, "port": port, "state": state, "ready": ready}
+
+
+def kill_processes_of_home(home: str) -> None:
+    """SIGKILL any process still running with TASKMUX_HOME=home (an updater or guard that
+    outlived its daemon); never raises."""
+    marker = f"TASKMUX_HOME={home}\0".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if marker not in fh.read() + b"\0":
+                    continue
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            os.kill(int(entry), signal.SIGKILL)
