@@ -14,6 +14,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from taskmuxctl.daemonctl import alive
 from taskmuxctl.fsutil import atomic_write
 from taskmuxctl.protocol import Code
 from taskmuxd.errors import ClientError
@@ -395,16 +396,4 @@ class Projects:
 
 
 def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(") ", 1)[1][:1] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+    return isinstance(pid, int) and alive(pid)
