@@ -130,15 +130,6 @@ class Client:
             raise RpcError(int(err.get("code", Code.INTERNAL_ERROR)), str(err.get("message")),
                            err.get("data"))
 
-    def notifications(self) -> Any:
-        """Yield messages the daemon pushes on this connection (for streaming calls)."""
-        while True:
-            try:
-                yield self._read_message()
-            except OSError as exc:
-                self.close()
-                raise _unavailable(self.paths, exc) from None
-
     def _read_message(self) -> Any:
         while not self._pending:
             data = self._sock.recv(65536)

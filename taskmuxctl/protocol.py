@@ -103,12 +103,9 @@ class Method:
     PROJECT_RESTART = "project.restart"
     TASK_KILL = "task.kill"
     TASK_INSPECT = "task.inspect"
-    TASK_ADD = "task.add"
-    TASK_REMOVE = "task.remove"
     TASK_SEND = "task.send"
     PROJECT_TMUX = "project.tmux"  # where a project's (or task's) tmux session/window is
     HEALTH_CHECK = "health.check"
-    EVENTS_FOLLOW = "events.follow"
     RUNNER_STARTED = "runner.started"  # notifications from a task's runner
     RUNNER_EXITED = "runner.exited"
     CA_INFO = "ca.info"

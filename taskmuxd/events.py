@@ -22,20 +22,6 @@ log = logging.getLogger("taskmuxd.events")
 
 KEEP = 10_000
 TRIM_AT = 15_000
-EVENT_NAMES = (
-    "task_started", "task_stopped", "task_restarted", "task_killed", "task_exited",
-    "session_started", "session_stopped", "health_check_failed", "health_recovered",
-    "auto_restart", "max_restarts_reached", "config_reloaded", "config_invalid",
-    "project_registered", "project_unregistered", "port_reassigned", "leftover_killed",
-    "task_adopted", "project_restored", "hook_failed", "daemon_started", "daemon_stopped",
-    # self-update (project and task are null; details carry versions and reasons)
-    "update_checking", "update_checked", "update_up_to_date", "update_available",
-    "update_refused", "update_started", "update_downloading", "update_verified",
-    "update_reusing", "update_installing", "update_preflight_passed", "update_switched",
-    "update_restarting", "update_restarted", "update_confirmed", "update_done",
-    "update_failed", "update_rolled_back", "update_rollback", "update_guard_reverted",
-    "update_proved",
-)
 
 
 def utc_iso(ts: float | None = None) -> str:

@@ -89,12 +89,6 @@ class Tmux:
         raise TmuxError(f"tmux failed: {stderr or 'exit status ' + str(proc.returncode)}",
                         {"argv": argv, "status": proc.returncode, "stderr": stderr})
 
-    async def version(self) -> str:
-        proc = await asyncio.create_subprocess_exec(self.binary, "-V",
-                                                    stdout=asyncio.subprocess.PIPE)
-        raw, _ = await proc.communicate()
-        return raw.decode().strip()
-
     async def has_session(self, session: str) -> bool:
         out = await self.run(["has-session", "-t", f"={session}"], allow_missing=True)
         return out is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from taskmuxctl import render
 from taskmuxctl.client import Client, DaemonUnavailable
 from taskmuxctl.context import Context
 from taskmuxctl.fsutil import read_pid
@@ -20,17 +21,6 @@ LSB_RUNNING = 0
 LSB_DEAD_PIDFILE = 1
 LSB_NOT_RUNNING = 3
 LSB_UNKNOWN = 4
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def _service(ctx: Context) -> dict[str, Any] | None:
@@ -54,7 +44,7 @@ def status(ctx: Context, args: Any) -> Result:
         return _with_service(_not_answering(ctx, exc), _service(ctx))
     lines = [
         f"taskmuxd is running (pid {info['pid']}, version {info['version']}, "
-        f"up {_duration(info['uptime'])})",
+        f"up {render.duration(info['uptime'])})",
         f"  socket:   {info['socket']}",
         f"  projects: {info['projects']} registered",
     ]

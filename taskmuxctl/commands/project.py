@@ -14,8 +14,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-LSB_NOT_RUNNING = 3
-
 
 def _params(args: Any, **extra: Any) -> dict[str, Any]:
     params = project_params(getattr(args, "project", None))

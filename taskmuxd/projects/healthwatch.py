@@ -36,7 +36,7 @@ async def watch_health(project: Project, task: TaskRuntime, run_id: int) -> None
                                    method=result.method)
             h.ok, h.failures = True, 0
         else:
-            h.last_failure, h.last_failure_at = result, time.time()
+            h.last_failure = result
             in_grace = time.monotonic() - started < cfg.health_grace
             if not (in_grace and h.ok is None):
                 h.failures += 1

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+import tomllib
 from typing import TYPE_CHECKING, Any
 
 from taskmuxctl.daemonctl import alive
@@ -55,7 +56,6 @@ class Projects:
         self.problems: dict[str, tuple[str, str]] = {}  # name -> (state, message)
         self.jobs = Jobs("projects")
         self.started = asyncio.Event()
-        self.listeners: list[Any] = []
         self._restore_check: asyncio.TimerHandle | None = None
         self.watcher = ConfigWatcher(self._config_touched)
         self._published: dict[str, list[Backend]] = {}
@@ -133,7 +133,7 @@ class Projects:
             with open(files.last_config, encoding="utf-8") as fh:
                 text = fh.read()
             return cfgmod.LoadedConfig(config_path, cfgmod.ProjectConfig.model_validate(
-                __import__("tomllib").loads(text)), text)
+                tomllib.loads(text)), text)
         except (OSError, ValueError):
             return None
 
@@ -371,11 +371,6 @@ class Projects:
 
     def _changed(self, project: Project) -> None:
         self._publish_routes(project)
-        for listener in list(self.listeners):
-            try:
-                listener(project)
-            except Exception:
-                log.exception("a project listener failed")
 
 
     def _publish_routes(self, project: Project) -> None:

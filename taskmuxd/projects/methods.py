@@ -204,7 +204,4 @@ def _actions(p: Project, results: list[dict[str, Any]]) -> dict[str, Any]:
 def _runner_record(p: Project, task: str) -> dict[str, Any] | None:
     from taskmuxd.projects.state import read_runner_record
 
-    rec = read_runner_record(p.files, task)
-    if rec is not None and not os.path.exists(p.files.record(task)):
-        return None
-    return rec
+    return read_runner_record(p.files, task)

@@ -135,8 +135,8 @@ class Project:
         if isinstance(action, Launch):
             self.s.spawn(self._launch(task), f"launch {self.name}/{task.name}")
         elif isinstance(action, Stop):
-            task.stop_task = self.s.spawn(self._stop_process(task, task.record.run_id),
-                                          f"stop {self.name}/{task.name}")
+            self.s.spawn(self._stop_process(task, task.record.run_id),
+                         f"stop {self.name}/{task.name}")
         elif isinstance(action, Kill):
             self.s.spawn(self._kill(task, task.record.run_id), f"kill {self.name}/{task.name}")
         elif isinstance(action, Schedule):

@@ -105,10 +105,3 @@ class Registry:
             del entries[name]
             self._save(entries)
             return True
-
-    def find_by_config(self, config: str) -> Entry | None:
-        config = os.path.abspath(config)
-        for entry in self.load().values():
-            if entry.config == config:
-                return entry
-        return None

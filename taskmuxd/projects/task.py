@@ -20,7 +20,6 @@ class Health:
     last: ProbeResult | None = None
     last_at: float | None = None  # wall clock
     last_failure: ProbeResult | None = None
-    last_failure_at: float | None = None
 
 
 class TaskRuntime:
@@ -31,7 +30,6 @@ class TaskRuntime:
         self.health = Health()
         self.timer: asyncio.TimerHandle | None = None
         self.health_task: asyncio.Task[None] | None = None
-        self.stop_task: asyncio.Task[None] | None = None
         self.exit_waiters: list[asyncio.Future[None]] = []
         self.launch_done = asyncio.Event()
         self.launch_done.set()

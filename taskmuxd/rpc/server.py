@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import os
 import socket
@@ -25,20 +24,14 @@ log = logging.getLogger("taskmuxd.rpc")
 MAX_IN_FLIGHT_PER_CONNECTION = 64
 READ_CHUNK = 65536
 
-current_connection: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
-    "current_connection", default=None
-)
-
-
 class Connection:
-    """One client connection. Methods may push notifications to it (``send``)."""
+    """One client connection; responses are written under its lock."""
 
     def __init__(self, writer: asyncio.StreamWriter, peer_uid: int, peer_pid: int | None) -> None:
         self.writer = writer
         self.peer_uid = peer_uid
         self.peer_pid = peer_pid
         self._lock = asyncio.Lock()
-        self.closed = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def send_raw(self, payload: bytes) -> None:
@@ -48,9 +41,6 @@ class Connection:
             self.writer.write(payload)
             with contextlib.suppress(ConnectionError):
                 await self.writer.drain()
-
-    async def notify(self, method: str, params: dict[str, Any]) -> None:
-        await self.send_raw(_dump({"jsonrpc": "2.0", "method": method, "params": params}))
 
 
 class RpcServer:
@@ -172,10 +162,8 @@ class RpcServer:
                 await asyncio.wait(set(conn.tasks))
         finally:
             self._connections.discard(conn)
-            conn.closed.set()
 
     async def _call(self, conn: Connection, line: bytes, slots: asyncio.Semaphore) -> None:
-        current_connection.set(conn)
         try:
             reply = await self._dispatcher.handle(line)
             self.calls_served += 1
