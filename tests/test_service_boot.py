@@ -76,10 +76,21 @@ def _ready_and_watched(manager: UserManager, home: str, pid: int) -> None:
                                "a watchdog ping"))
 
 
+def _running_as(manager: UserManager, pid: int) -> bool:
+    """The unit is active with ``pid`` as its main process: READY=1 has been received.
+    The socket answers a moment before that, and a daemon stopped in between would sit in
+    "activating", where the start timeout (90 s) applies instead of the watchdog."""
+    props = manager.show(UNIT, "ActiveState", "SubState", "MainPID")
+    return (props["ActiveState"], props["SubState"], props["MainPID"]) == \
+        ("active", "running", str(pid))
+
+
 def _restarts(manager: UserManager, sock: str, pid: int) -> int:
     """A crash is restarted; so is a hang, by the watchdog. Returns the last pid."""
+    wait_until(lambda: _running_as(manager, pid), 20, "the unit to be running")
     os.kill(pid, signal.SIGKILL)
     pid = wait_until(lambda: _answering_pid(sock, pid), 20, "a restart after a crash")
+    wait_until(lambda: _running_as(manager, pid), 20, "the restarted unit to be running")
     os.kill(pid, signal.SIGSTOP)
     pid = wait_until(lambda: _answering_pid(sock, pid), 20, "a restart after a hang")
     assert int(manager.show(UNIT, "NRestarts")["NRestarts"]) == 2
@@ -88,6 +99,7 @@ def _restarts(manager: UserManager, sock: str, pid: int) -> int:
 
 def _exit_78_is_final(manager: UserManager, home: str, env: dict[str, str], pid: int) -> int:
     """Exit 78 (invalid settings) is not retried; `daemon start` recovers once fixed."""
+    wait_until(lambda: _running_as(manager, pid), 20, "the unit to be running")
     with open(os.path.join(home, "config.toml"), "w") as fh:
         fh.write("log_levle = 'debug'\n")
     os.kill(pid, signal.SIGKILL)
