@@ -10,6 +10,11 @@ Backends stand in for tasks: `stdlib` (Python's threading http.server speaking H
 since the backend itself costs almost nothing). wrk runs in
 a private mount namespace where a bind-mounted hosts file resolves the task's name, so the
 machine's /etc/hosts is never touched and TLS carries the real server name (SNI).
+
+With `--reference nginx` (when nginx is installed) the same backend is also measured through
+nginx terminating TLS with the same certificate, one worker process like taskmux's one event
+loop, upstream keep-alive on: what a C proxy manages on this machine, so the ratio can be read
+against what is possible here and not only against the target.
 """
 
 from __future__ import annotations
@@ -157,6 +162,66 @@ def rpc(sock_path: str, method: str, params: dict[str, object] | None = None) ->
     return reply["result"]  # type: ignore[no-any-return]
 
 
+# -- the reference proxy ----------------------------------------------------------------------
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto https;
+    }}
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def nginx(backend_port: int, cert: str, key: str) -> Iterator[int]:
+    folder = tempfile.mkdtemp(prefix="tmxb-nginx-")
+    port = free_port()
+    conf = os.path.join(folder, "nginx.conf")
+    with open(conf, "w") as fh:
+        fh.write(NGINX_CONF.format(folder=folder, backend=backend_port, port=port, cert=cert,
+                                   key=key))
+    proc = subprocess.Popen(["nginx", "-c", conf, "-p", folder])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"nginx did not start (see {folder}/error.log)") from exc
+                time.sleep(0.02)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # -- wrk --------------------------------------------------------------------------------------
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -198,6 +263,13 @@ def measure(kind: str, proxy_port: int, sock: str, hosts_file: str, args: argpar
             p1 = wrk(proxy_url, 1, args.seconds / 2, hosts_file)
             rows["direct_p50"].append(d1["p50_ms"])
             rows["proxy_p50"].append(p1["p50_ms"])
+        if args.reference == "nginx":
+            leaf = rpc(sock, "ca.mint", {"project": "bench"})["minted"][0]
+            with nginx(port, leaf["cert"], leaf["key"]) as nginx_port:
+                nginx_url = f"https://{NAME}:{nginx_port}/"
+                wrk(nginx_url, args.connections, 1, hosts_file)
+                rows["nginx_rps"] = [wrk(nginx_url, args.connections, args.seconds,
+                                         hosts_file)["rps"] for _ in range(args.rounds)]
     return {k: statistics.median(v) for k, v in rows.items()}
 
 
@@ -210,6 +282,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reference", choices=("none", "nginx"),
+                        default="nginx" if shutil.which("nginx") else "none",
+                        help="also measure this proxy on the same backend (default: nginx "
+                             "when installed)")
     args = parser.parse_args()
     if args.serve:
         serve(*args.serve)
@@ -243,6 +319,9 @@ def main() -> None:
                 print(f"{kind:<9}{r['direct_rps']:>14,.0f}{r['proxy_rps']:>13,.0f}"
                       f"{ratio:>7.0%} {r['direct_p50']:>9.3f}ms{r['proxy_p50']:>9.3f}ms"
                       f"{added:>7.3f}ms")
+                if "nginx_rps" in r:
+                    print(f"{'':<9}{'via nginx':>14}{r['nginx_rps']:>13,.0f}"
+                          f"{r['nginx_rps'] / r['direct_rps']:>7.0%}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
