@@ -102,5 +102,12 @@ def format_event(e: dict[str, Any]) -> str:
     if e.get("task"):
         where += f"/{e['task']}"
     details = e.get("details") or {}
-    extra = " ".join(f"{k}={v}" for k, v in details.items() if v is not None)
+    extra = " ".join(f"{k}={_detail(v)}" for k, v in details.items() if v is not None)
     return f"{e.get('time')}  {where:<24} {e.get('event'):<22} {extra}".rstrip()
+
+
+def _detail(value: Any) -> str:
+    """A detail as a reader wants it on one line: lists as ``a,b``, not Python's repr."""
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)

@@ -126,3 +126,13 @@ def test_task_and_project_names_complete(env: dict[str, str], tmp_path: str) -> 
     assert complete("taskmux restart a") == ["api", "app"]
     assert complete("taskmux logs w") == ["web"]
     assert complete("taskmux status -p comp") == ["complete"]
+
+
+def test_an_event_line_reads_plainly() -> None:
+    from taskmuxctl.eventlog import format_event
+
+    line = format_event({"time": "2026-11-21T15:01:06.694Z", "project": "demo", "task": None,
+                         "event": "session_started",
+                         "details": {"tasks": ["api", "web"], "reason": None, "exit": 3}})
+    assert line.split() == ["2026-11-21T15:01:06.694Z", "demo", "session_started",
+                            "tasks=api,web", "exit=3"]
