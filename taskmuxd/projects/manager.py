@@ -23,6 +23,7 @@ from taskmuxd.events import EventLog
 from taskmuxd.jobs import Jobs
 from taskmuxd.policy import Ev, Event, Schedule, TaskState
 from taskmuxd.projects import config as cfgmod
+from taskmuxd.projects import launching, stopping
 from taskmuxd.projects import state as st
 from taskmuxd.projects.project import Project, Services
 from taskmuxd.projects.registry import Registry
@@ -289,16 +290,16 @@ class Projects:
                     runner.get("pid")):
                 project.runner_started(task.name, runner)
                 if task.state == TaskState.RUNNING:
-                    project._after_launch(task, rec.run_id)
+                    launching.after_launch(project, task, rec.run_id)
                 elif task.state == TaskState.STOPPING:
-                    project.s.spawn(project._stop_process(task, rec.run_id),
+                    project.s.spawn(stopping.stop_process(project, task, rec.run_id),
                                     f"stop {project.name}/{task.name}")
                 self.events.emit("task_adopted", project.name, task.name, pid=rec.pid)
                 log.info("adopted %s/%s (pid %s)", project.name, task.name, rec.pid)
             elif current and runner and runner.get("status") in ("exited", "failed"):
                 project.runner_exited(task.name, runner)
             else:
-                project._exit_unreported(task, rec.run_id, 9)
+                stopping.exit_unreported(project, task, rec.run_id, 9)
         if windows is not None:
             await self._restore_if_gone(project, windows)
         project.touch()
@@ -338,13 +339,13 @@ class Projects:
                 if task.state != TaskState.RUNNING:
                     continue
                 if not _alive(rec.pid):
-                    project._exit_unreported(task, rec.run_id, 9)
+                    stopping.exit_unreported(project, task, rec.run_id, 9)
                 elif rec.runner_pid is not None and not _alive(rec.runner_pid):
                     # The runner is gone, so nothing relays or logs the task any more: count it
                     # as an exit; the restart finds the orphan on its port and clears it.
                     log.warning("%s/%s: the runner (pid %s) died; the task is orphaned",
                                 project.name, task.name, rec.runner_pid)
-                    project._exit_unreported(task, rec.run_id, 9)
+                    stopping.exit_unreported(project, task, rec.run_id, 9)
             try:
                 await self._restore_if_gone(project)
             except TmuxError as exc:

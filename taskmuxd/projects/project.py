@@ -1,19 +1,18 @@
 """A supervised project: its tasks' state machines driven by what tmux and the runners report.
 
 ``feed`` is the only way a task changes state: it asks ``policy.decide`` and carries out the
-actions (launch a runner, signal a process group, set a timer, write an event). The commands
-(``start``, ``stop``, ``restart``, ``kill``) add ordering, dependency gating and hooks on top.
+actions (launch a runner: ``launching``; signal a process group: ``stopping``; set a timer;
+write an event). The commands (``start``, ``stop``, ``restart``, ``kill``) add ordering,
+dependency gating and hooks on top.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,21 +37,18 @@ from taskmuxd.policy import (
     TransitionError,
     decide,
 )
-from taskmuxd.projects import environment
+from taskmuxd.projects import environment, launching, stopping
 from taskmuxd.projects import state as st
 from taskmuxd.projects.config import LoadedConfig, closure
-from taskmuxd.projects.healthwatch import watch_health
-from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookFailed, HookRun, run_hook
+from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookRun, run_hook
 from taskmuxd.projects.launcher import Launcher
-from taskmuxd.projects.portclaim import claim_port
+from taskmuxd.projects.launching import LAUNCH_TIMEOUT
+from taskmuxd.projects.stopping import KILL_WAIT
 from taskmuxd.projects.task import TaskRuntime
 from taskmuxd.tmux import Tmux
 
 log = logging.getLogger("taskmuxd.project")
 
-LAUNCH_TIMEOUT = 15.0
-KILL_WAIT = 5.0
-DEFAULT_SHELL = "/bin/sh"
 
 
 @dataclass
@@ -133,12 +129,13 @@ class Project:
     def _apply(self, task: TaskRuntime, action: object) -> None:
         loop = asyncio.get_running_loop()
         if isinstance(action, Launch):
-            self.s.spawn(self._launch(task), f"launch {self.name}/{task.name}")
+            self.s.spawn(launching.launch(self, task), f"launch {self.name}/{task.name}")
         elif isinstance(action, Stop):
-            self.s.spawn(self._stop_process(task, task.record.run_id),
+            self.s.spawn(stopping.stop_process(self, task, task.record.run_id),
                          f"stop {self.name}/{task.name}")
         elif isinstance(action, Kill):
-            self.s.spawn(self._kill(task, task.record.run_id), f"kill {self.name}/{task.name}")
+            self.s.spawn(stopping.kill(self, task, task.record.run_id),
+                         f"kill {self.name}/{task.name}")
         elif isinstance(action, Schedule):
             if task.timer is not None:
                 task.timer.cancel()
@@ -208,91 +205,7 @@ class Project:
             "TASKMUX_PROJECT": self.name, "TASKMUX_TASK": task.name,
             "TASKMUX_HOME": self.s.paths.home})
 
-    async def _ensure_port(self, task: TaskRuntime, prev_pgid: int | None) -> int | None:
-        if not task.config.wants_port:
-            return None
-        return await claim_port(self, task, prev_pgid)
-
-    async def _launch(self, task: TaskRuntime) -> None:
-        rec = task.record
-        rec.run_id += 1
-        run_id = rec.run_id
-        prev_pgid = rec.pgid
-        rec.pid = rec.pgid = None
-        task.launch_done.clear()
-        try:
-            port = await self._ensure_port(task, prev_pgid)
-            env = self.task_env(task, port)
-            cwd = self.loaded.task_cwd(task.config)
-            if task.config.hooks.before_start:
-                await run_hook(HookRun("before_start", task.name, task.config.hooks.before_start),
-                               env, cwd)
-            spec = {
-                "project": self.name, "task": task.name, "run_id": run_id,
-                "command": task.config.command, "shell": task.config.shell or DEFAULT_SHELL,
-                "cwd": cwd, "env": env, "log": self.log_path(task),
-                "log_max_size": task.config.log_max_size,
-                "log_max_files": task.config.log_max_files,
-                "record": self.files.record(task.name), "socket": self.s.paths.socket,
-            }
-            from taskmuxctl.fsutil import atomic_write
-
-            atomic_write(self.files.spec(task.name), json.dumps(spec), mode=0o600)
-            rec.window_id = await self.launcher.launch(task.name, self.files.spec(task.name),
-                                                       cwd, rec.window_id) or rec.window_id
-            reported = await self.changed.wait_for(
-                lambda: rec.run_id != run_id or task.state != TaskState.STARTING,
-                LAUNCH_TIMEOUT)
-            if not reported:
-                runner = st.read_runner_record(self.files, task.name)
-                if runner and runner.get("run_id") == run_id and runner.get("pid"):
-                    self.runner_started(task.name, runner)
-                else:
-                    self._launch_failed(task, run_id, "the runner did not report within "
-                                        f"{LAUNCH_TIMEOUT:.0f}s")
-                return
-        except HookFailed as exc:
-            if rec.run_id == run_id:
-                task.last_launch_error = exc.message
-                task.last_launch_code = exc.code
-                self.s.events.emit("hook_failed", self.name, task.name, hook="before_start",
-                                   error=exc.message)
-                self.feed(task, Event(Ev.ABORTED))
-        except Exception as exc:
-            self._launch_failed(task, run_id, str(getattr(exc, "message", exc)))
-        else:
-            if rec.run_id == run_id and task.state == TaskState.RUNNING:
-                self._after_launch(task, run_id)
-                if task.config.hooks.after_start:
-                    await self._after_hook(task, "after_start", task.config.hooks.after_start)
-        finally:
-            task.launch_done.set()
-
-    def _launch_failed(self, task: TaskRuntime, run_id: int, reason: str) -> None:
-        if task.record.run_id != run_id:
-            return
-        log.warning("%s/%s: launch failed: %s", self.name, task.name, reason)
-        task.last_launch_error = reason
-        task.last_launch_code = None
-        self.feed(task, Event(Ev.LAUNCH_FAILED))
-
-    def _after_launch(self, task: TaskRuntime, run_id: int) -> None:
-        if task.health_task is not None:
-            task.health_task.cancel()
-        task.health.ok = None
-        task.health.failures = 0
-        if self.probe_spec(task).method == "process":
-            # The runner reports the process's exit at once: polling it would add nothing.
-            from taskmuxd.health import ProbeResult
-
-            task.health.ok = True
-            task.health.last = ProbeResult(True, "process", f"process {task.record.pid} runs")
-            task.health.last_at = time.time()
-        else:
-            task.health_task = self.s.spawn(self._health_loop(task, run_id),
-                                            f"health {self.name}/{task.name}")
-
-    async def _after_hook(self, task: TaskRuntime, which: str, command: str) -> None:
+    async def after_hook(self, task: TaskRuntime, which: str, command: str) -> None:
         try:
             await run_hook(HookRun(which, task.name, command),
                            self.task_env(task, task.record.port),
@@ -338,64 +251,6 @@ class Project:
             code = 127
         self.feed(task, Event(Ev.EXITED, code, sig))
 
-    # -- stopping -------------------------------------------------------------------------
-
-    async def _wait_run_exit(self, task: TaskRuntime, run_id: int, timeout: float) -> bool:
-        if task.record.run_id != run_id or not task.live:
-            return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(task.wait_exit()), timeout)
-        return task.record.run_id != run_id or not task.live
-
-    async def _stop_process(self, task: TaskRuntime, run_id: int) -> None:
-        rec = task.record
-        if rec.pgid is None:  # still starting: let the runner report the process first
-            await self.changed.wait_for(lambda: rec.pgid is not None or rec.run_id != run_id,
-                                        LAUNCH_TIMEOUT)
-        grace = task.config.stop_grace_period
-        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace),
-                          (signal.SIGKILL, KILL_WAIT)):
-            if rec.run_id != run_id or not task.live:
-                return
-            if rec.pgid is not None:
-                try:
-                    os.killpg(rec.pgid, sig)
-                except ProcessLookupError:
-                    pass
-                log.info("%s/%s: sent %s to process group %s", self.name, task.name,
-                         signal.Signals(sig).name, rec.pgid)
-            if await self._wait_run_exit(task, run_id, wait):
-                return
-        self._exit_unreported(task, run_id, signal.SIGKILL)
-
-    async def _kill(self, task: TaskRuntime, run_id: int) -> None:
-        rec = task.record
-        if rec.pgid is not None and task.live:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(rec.pgid, signal.SIGKILL)
-        if rec.window_id:
-            with contextlib.suppress(Exception):
-                await self.s.tmux.run(["kill-window", "-t", rec.window_id], allow_missing=True)
-            rec.window_id = None
-        if task.live and not await self._wait_run_exit(task, run_id, KILL_WAIT):
-            self._exit_unreported(task, run_id, signal.SIGKILL)
-        self.save_task(task)
-        self.touch()
-
-    def _exit_unreported(self, task: TaskRuntime, run_id: int, sig: int) -> None:
-        """The process is gone (or beyond reach) and no runner said so: record it ourselves."""
-        if task.record.run_id != run_id or not task.live:
-            return
-        runner = st.read_runner_record(self.files, task.name)
-        if runner and runner.get("run_id") == run_id and runner.get("status") in (
-                "exited", "failed"):
-            self.runner_exited(task.name, runner)
-            return
-        log.warning("%s/%s: no exit report from the runner; recording the exit", self.name,
-                    task.name)
-        self.runner_exited(task.name, {"run_id": run_id, "exit_code": None, "exit_signal": sig,
-                                       "exited_at": time.time()})
-
     # -- health ---------------------------------------------------------------------------
 
     def probe_spec(self, task: TaskRuntime) -> ProbeSpec:
@@ -406,9 +261,6 @@ class Project:
             port=task.record.port if cfg.wants_port else None, pid=task.record.pid,
             timeout=cfg.health_timeout, env=self.task_env(task, task.record.port),
             cwd=self.loaded.task_cwd(cfg))
-
-    async def _health_loop(self, task: TaskRuntime, run_id: int) -> None:
-        await watch_health(self, task, run_id)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -531,7 +383,7 @@ class Project:
                                exit_code=task.record.policy.last_exit_code,
                                signal=task.record.policy.last_exit_signal)
             if task.config.hooks.after_stop:
-                await self._after_hook(task, "after_stop", task.config.hooks.after_stop)
+                await self.after_hook(task, "after_stop", task.config.hooks.after_stop)
         return {"task": name, "action": "stopped" if was_live else "already_stopped"}
 
     async def restart(self, names: list[str] | None) -> list[dict[str, Any]]:

@@ -1,0 +1,110 @@
+"""Putting a task's runner into its tmux window, and what follows once it reports.
+
+``launch`` carries out the state machine's Launch action: claim the port, build the
+environment, run ``before_start``, write the runner's spec and open (or respawn) the window,
+then wait for the runner's report. Whatever goes wrong is fed back as LAUNCH_FAILED or
+ABORTED, so the policy decides what happens next.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from taskmuxctl.fsutil import atomic_write
+from taskmuxd.policy import Ev, Event, TaskState
+from taskmuxd.projects import state as st
+from taskmuxd.projects.healthwatch import watch_health
+from taskmuxd.projects.hooks import HookFailed, HookRun, run_hook
+from taskmuxd.projects.portclaim import claim_port
+
+if TYPE_CHECKING:
+    from taskmuxd.projects.project import Project
+    from taskmuxd.projects.task import TaskRuntime
+
+log = logging.getLogger("taskmuxd.project")
+
+LAUNCH_TIMEOUT = 15.0  # seconds for a runner to report its process
+DEFAULT_SHELL = "/bin/sh"
+
+
+async def launch(project: Project, task: TaskRuntime) -> None:
+    rec = task.record
+    rec.run_id += 1
+    run_id = rec.run_id
+    prev_pgid = rec.pgid
+    rec.pid = rec.pgid = None
+    task.launch_done.clear()
+    try:
+        port = await claim_port(project, task, prev_pgid) if task.config.wants_port else None
+        env = project.task_env(task, port)
+        cwd = project.loaded.task_cwd(task.config)
+        if task.config.hooks.before_start:
+            await run_hook(HookRun("before_start", task.name, task.config.hooks.before_start),
+                           env, cwd)
+        spec = {
+            "project": project.name, "task": task.name, "run_id": run_id,
+            "command": task.config.command, "shell": task.config.shell or DEFAULT_SHELL,
+            "cwd": cwd, "env": env, "log": project.log_path(task),
+            "log_max_size": task.config.log_max_size,
+            "log_max_files": task.config.log_max_files,
+            "record": project.files.record(task.name), "socket": project.s.paths.socket,
+        }
+        atomic_write(project.files.spec(task.name), json.dumps(spec), mode=0o600)
+        rec.window_id = await project.launcher.launch(
+            task.name, project.files.spec(task.name), cwd, rec.window_id) or rec.window_id
+        reported = await project.changed.wait_for(
+            lambda: rec.run_id != run_id or task.state != TaskState.STARTING, LAUNCH_TIMEOUT)
+        if not reported:
+            runner = st.read_runner_record(project.files, task.name)
+            if runner and runner.get("run_id") == run_id and runner.get("pid"):
+                project.runner_started(task.name, runner)
+            else:
+                launch_failed(project, task, run_id,
+                              f"the runner did not report within {LAUNCH_TIMEOUT:.0f}s")
+            return
+    except HookFailed as exc:
+        if rec.run_id == run_id:
+            task.last_launch_error = exc.message
+            task.last_launch_code = exc.code
+            project.s.events.emit("hook_failed", project.name, task.name, hook="before_start",
+                                  error=exc.message)
+            project.feed(task, Event(Ev.ABORTED))
+    except Exception as exc:
+        launch_failed(project, task, run_id, str(getattr(exc, "message", exc)))
+    else:
+        if rec.run_id == run_id and task.state == TaskState.RUNNING:
+            after_launch(project, task, run_id)
+            if task.config.hooks.after_start:
+                await project.after_hook(task, "after_start", task.config.hooks.after_start)
+    finally:
+        task.launch_done.set()
+
+
+def launch_failed(project: Project, task: TaskRuntime, run_id: int, reason: str) -> None:
+    if task.record.run_id != run_id:
+        return
+    log.warning("%s/%s: launch failed: %s", project.name, task.name, reason)
+    task.last_launch_error = reason
+    task.last_launch_code = None
+    project.feed(task, Event(Ev.LAUNCH_FAILED))
+
+
+def after_launch(project: Project, task: TaskRuntime, run_id: int) -> None:
+    """The task runs (launched now, or adopted by a new daemon): start judging its health."""
+    if task.health_task is not None:
+        task.health_task.cancel()
+    task.health.ok = None
+    task.health.failures = 0
+    if project.probe_spec(task).method == "process":
+        # The runner reports the process's exit at once: polling it would add nothing.
+        from taskmuxd.health import ProbeResult
+
+        task.health.ok = True
+        task.health.last = ProbeResult(True, "process", f"process {task.record.pid} runs")
+        task.health.last_at = time.time()
+    else:
+        task.health_task = project.s.spawn(watch_health(project, task, run_id),
+                                           f"health {project.name}/{task.name}")

@@ -1,0 +1,87 @@
+"""Ending a task's process: the signal ladder of a stop, a kill, and an exit nobody reported.
+
+A stop sends SIGINT, then SIGTERM, each followed by ``stop_grace_period`` seconds of waiting
+for the runner's exit report, then SIGKILL to the whole process group. A kill is SIGKILL and
+the window closed at once. When no report comes (the runner died with its task), the exit is
+recorded from the runner's file, or as a SIGKILL, so the state machine never waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from taskmuxd.projects import state as st
+from taskmuxd.projects.launching import LAUNCH_TIMEOUT
+
+if TYPE_CHECKING:
+    from taskmuxd.projects.project import Project
+    from taskmuxd.projects.task import TaskRuntime
+
+log = logging.getLogger("taskmuxd.project")
+
+KILL_WAIT = 5.0  # seconds to wait for the exit report after SIGKILL
+
+
+async def wait_run_exit(task: TaskRuntime, run_id: int, timeout: float) -> bool:
+    """Whether run ``run_id`` of the task has ended, waiting up to ``timeout`` seconds."""
+    if task.record.run_id != run_id or not task.live:
+        return True
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task.wait_exit()), timeout)
+    return task.record.run_id != run_id or not task.live
+
+
+async def stop_process(project: Project, task: TaskRuntime, run_id: int) -> None:
+    rec = task.record
+    if rec.pgid is None:  # still starting: let the runner report the process first
+        await project.changed.wait_for(lambda: rec.pgid is not None or rec.run_id != run_id,
+                                       LAUNCH_TIMEOUT)
+    grace = task.config.stop_grace_period
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace),
+                      (signal.SIGKILL, KILL_WAIT)):
+        if rec.run_id != run_id or not task.live:
+            return
+        if rec.pgid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(rec.pgid, sig)
+            log.info("%s/%s: sent %s to process group %s", project.name, task.name,
+                     signal.Signals(sig).name, rec.pgid)
+        if await wait_run_exit(task, run_id, wait):
+            return
+    exit_unreported(project, task, run_id, signal.SIGKILL)
+
+
+async def kill(project: Project, task: TaskRuntime, run_id: int) -> None:
+    rec = task.record
+    if rec.pgid is not None and task.live:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(rec.pgid, signal.SIGKILL)
+    if rec.window_id:
+        with contextlib.suppress(Exception):
+            await project.s.tmux.run(["kill-window", "-t", rec.window_id], allow_missing=True)
+        rec.window_id = None
+    if task.live and not await wait_run_exit(task, run_id, KILL_WAIT):
+        exit_unreported(project, task, run_id, signal.SIGKILL)
+    project.save_task(task)
+    project.touch()
+
+
+def exit_unreported(project: Project, task: TaskRuntime, run_id: int, sig: int) -> None:
+    """The process is gone (or beyond reach) and no runner said so: record it ourselves."""
+    if task.record.run_id != run_id or not task.live:
+        return
+    runner = st.read_runner_record(project.files, task.name)
+    if runner and runner.get("run_id") == run_id and runner.get("status") in (
+            "exited", "failed"):
+        project.runner_exited(task.name, runner)
+        return
+    log.warning("%s/%s: no exit report from the runner; recording the exit", project.name,
+                task.name)
+    project.runner_exited(task.name, {"run_id": run_id, "exit_code": None, "exit_signal": sig,
+                                      "exited_at": time.time()})
