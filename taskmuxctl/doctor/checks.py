@@ -10,8 +10,8 @@ from taskmuxctl.doctor.facts import ABSENT, Facts
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
-# libtmux (the daemon's door to tmux) refuses anything older than 3.2a; 3.2a is also what
-# Debian 11 and Ubuntu 22.04 ship, the oldest systems taskmux supports.
+# 3.2a: what Debian 11 and Ubuntu 22.04 ship, the oldest systems taskmux supports, and the
+# oldest tmux that libtmux (a declared dependency) accepts.
 TMUX_MINIMUM = (3, 2, "a")
 PYTHON_MINIMUM = (3, 11)
 LOOPBACK = ("127.", "::1")
