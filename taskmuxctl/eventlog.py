@@ -107,7 +107,11 @@ def format_event(e: dict[str, Any]) -> str:
 
 
 def _detail(value: Any) -> str:
-    """A detail as a reader wants it on one line: lists as ``a,b``, not Python's repr."""
+    """A detail as a reader wants it on one line: lists as ``a,b``, not Python's repr, and a
+    multi-line text (a config error) with its lines joined by `` | ``."""
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
-    return str(value)
+    text = str(value)
+    if "\n" in text:
+        text = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text

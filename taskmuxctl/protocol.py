@@ -101,6 +101,7 @@ class Method:
     PROJECT_START = "project.start"
     PROJECT_STOP = "project.stop"
     PROJECT_RESTART = "project.restart"
+    PROJECT_RELOAD = "project.reload"  # apply taskmux.toml now (add/remove use it)
     TASK_KILL = "task.kill"
     TASK_INSPECT = "task.inspect"
     TASK_SEND = "task.send"

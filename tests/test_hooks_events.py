@@ -136,3 +136,7 @@ def test_an_event_line_reads_plainly() -> None:
                          "details": {"tasks": ["api", "web"], "reason": None, "exit": 3}})
     assert line.split() == ["2026-11-21T15:01:06.694Z", "demo", "session_started",
                             "tasks=api,web", "exit=3"]
+    line = format_event({"time": "t", "project": "demo", "event": "config_invalid",
+                         "details": {"error": "demo.toml has 1 problem:\n  tasks.x: bad\n"}})
+    assert line == ("t  demo                     config_invalid         "
+                    "error=demo.toml has 1 problem: | tasks.x: bad")

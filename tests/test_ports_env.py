@@ -140,3 +140,39 @@ def test_environment_is_built_not_inherited(env: dict[str, str], tmp_path: str,
         assert "TMUX" not in got
     finally:
         daemon.stop()
+
+
+def test_connections_in_time_wait_do_not_make_a_port_busy() -> None:
+    """A dev server that closed its connections leaves them in TIME_WAIT on its port; a
+    restarted server binds it again (servers set SO_REUSEADDR), so the port is not taken."""
+    from taskmuxd.projects import ports
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = listener.accept()
+    conn.close()  # the server closes first: its side of the connection enters TIME_WAIT
+    assert client.recv(1) == b""
+    client.close()
+    listener.close()
+    plain = socket.socket()
+    try:
+        plain.bind(("127.0.0.1", port))
+        time_wait = False
+    except OSError:
+        time_wait = True  # the condition this test is about holds
+    finally:
+        plain.close()
+    assert time_wait
+    assert not ports.in_use(port)
+    busy = socket.socket()
+    busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    busy.bind(("127.0.0.1", port))
+    busy.listen()
+    try:
+        assert ports.in_use(port)  # a listener still counts
+    finally:
+        busy.close()

@@ -145,6 +145,18 @@ command = "sleep 600"  # keep it running
     assert "[tasks.bad]" not in read(path)
     assert run_json(["start"], env, cwd=proj)[0] == 0
     assert task(env, proj, "api")["state"] == "running"
+    # A dependency is not removed, and nothing is stopped for the refused attempt.
+    code, out = run_json(["remove", "db"], env, cwd=proj)
+    assert code == 1 and "api" in out["error"]
+    assert task(env, proj, "db")["state"] == "running"
+    # With the project running, an added task is applied at once, not when the watcher fires.
+    code, out = run_json(["add", "jobs", "sleep 602"], env, cwd=proj)
+    assert code == 0 and out["started"] is True, out
+    assert task(env, proj, "jobs")["state"] == "running"
+    code, out = run_json(["remove", "jobs"], env, cwd=proj)
+    assert code == 0 and out["stopped"] is True
+    code, out = run_json(["status"], env, cwd=proj)
+    assert [t["name"] for t in out["tasks"]] == ["api", "db"]
     code, out = run_json(["remove", "api"], env, cwd=proj)
     assert code == 0 and out["stopped"] is True
     assert read(path) == original

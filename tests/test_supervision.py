@@ -117,6 +117,10 @@ def test_health_command_and_status_show_the_failure(env: dict[str, str],
     verbose = subprocess.run([f"{BIN}/taskmux", "health", "-v"], env=env, cwd=proj, text=True,
                              capture_output=True).stdout
     assert "command" in verbose and "database down" in verbose
+    # A stopped task is not judged: no stale "healthy" once its process is gone.
+    assert run_json(["stop", "good"], env, cwd=proj)[0] == 0
+    assert task(env, proj, "good")["healthy"] is None
+    assert run_json(["health"], env, cwd=proj)[1]["healthy_count"] == 0
 
 
 def test_hanging_probe_does_not_delay_other_tasks(env: dict[str, str], tmp_path: str) -> None:

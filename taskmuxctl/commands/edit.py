@@ -44,6 +44,26 @@ def _validate_or_restore(path: str, before: str, after: str) -> None:
     atomic_write(path, after, mode=os.stat(path).st_mode & 0o777)
 
 
+def _target(args: Any, path: str) -> dict[str, Any]:
+    name = getattr(args, "project", None)
+    return {"project": name} if name else {"config": path, "cwd": os.getcwd()}
+
+
+def _apply_live(ctx: Context, args: Any, path: str) -> dict[str, Any] | None:
+    """Have a running daemon apply the edited file now, so that what the command says and
+    what ``status`` shows next agree; None when no daemon runs or the project is not known
+    to it (the file is applied when the project is next started)."""
+    try:
+        out: dict[str, Any] = ctx.call(Method.PROJECT_RELOAD, _target(args, path), start=False)
+    except DaemonUnavailable:
+        return None
+    except RpcError as exc:
+        if exc.code == Code.PROJECT_NOT_FOUND:
+            return None
+        raise
+    return out
+
+
 def add(ctx: Context, args: Any) -> Result:
     import tomlkit
 
@@ -72,9 +92,13 @@ def add(ctx: Context, args: Any) -> Result:
     tasks[args.task] = table
     after = tomlkit.dumps(doc)
     _validate_or_restore(path, before, after)
-    return Result({"task": args.task, "config": path, "action": "added"},
-                  f"added task {args.task!r} to {path}; start it with `taskmux start "
-                  f"{args.task}`")
+    live = _apply_live(ctx, args, path)
+    started = live is not None and args.task in live["running"]
+    text = f"added task {args.task!r} to {path}"
+    text += ("; the project is running, so it started" if started
+             else f"; start it with `taskmux start {args.task}`")
+    return Result({"task": args.task, "config": path, "action": "added", "started": started},
+                  text)
 
 
 def remove(ctx: Context, args: Any) -> Result:
@@ -88,28 +112,29 @@ def remove(ctx: Context, args: Any) -> Result:
     if tasks is None or args.task not in tasks:
         raise CommandError(f"task {args.task!r} is not in {path}", Code.TASK_NOT_FOUND,
                            {"task": args.task})
-    stopped = False
-    try:
-        params: dict[str, Any] = {"project": args.project} if args.project else {
-            "config": path, "cwd": os.getcwd()}
-        ctx.call(Method.PROJECT_STOP, {**params, "tasks": [args.task]}, start=False)
-        stopped = True
-    except DaemonUnavailable:
-        pass
-    except RpcError as exc:
-        if exc.code not in (Code.PROJECT_NOT_FOUND, Code.TASK_NOT_FOUND):
-            raise
+    # Refuse before stopping anything: a refused removal leaves the task as it was.
     for name, task in tasks.items():
         deps = task.get("depends_on") if hasattr(task, "get") else None
         if deps is not None and args.task in deps:
             raise CommandError(f"task {name!r} depends on {args.task!r}; remove that dependency "
                                "first", Code.USAGE, {"task": args.task, "dependent": name})
+    stopped = False
+    try:
+        out = ctx.call(Method.PROJECT_STOP, {**_target(args, path), "tasks": [args.task]},
+                       start=False)
+        stopped = out.get("action") == "stopped"
+    except DaemonUnavailable:
+        pass
+    except RpcError as exc:
+        if exc.code not in (Code.PROJECT_NOT_FOUND, Code.TASK_NOT_FOUND):
+            raise
     del tasks[args.task]
     after = tomlkit.dumps(doc)
     # tomlkit leaves the blank line that separated the removed table; end as the file did.
     ending = before[len(before.rstrip("\n")):] or "\n"
     after = after.rstrip("\n") + ending
     _validate_or_restore(path, before, after)
+    _apply_live(ctx, args, path)
     return Result({"task": args.task, "config": path, "action": "removed", "stopped": stopped},
                   f"removed task {args.task!r} from {path}"
                   + (" (stopped it first)" if stopped else ""))

@@ -6,7 +6,8 @@ import functools
 import os
 from typing import TYPE_CHECKING, Any
 
-from taskmuxctl.protocol import Method
+from taskmuxctl.protocol import Code, Method
+from taskmuxd.errors import ClientError
 from taskmuxd.projects import config as cfgmod
 from taskmuxd.projects.manager import Projects
 from taskmuxd.projects.project import Project
@@ -70,6 +71,20 @@ def register(daemon: Daemon, projects: Projects) -> None:
             p = await projects.ensure(config, cwd, force=force)
         results = await p.start(tasks or None, env)
         return _actions(p, results)
+
+    async def project_reload(project: str | None = None, config: str | None = None,
+                             cwd: str | None = None) -> dict[str, Any]:
+        """Apply the project's taskmux.toml now, as the file watcher would a moment later."""
+        p = projects.resolve(project, config, cwd)
+        diff = await projects.reload(p)
+        problem = projects.problems.get(p.name)
+        if problem is not None:
+            raise ClientError(problem[1], {"project": p.name, "state": problem[0]},
+                              code=Code.CONFIG_INVALID)
+        diff = diff or {"added": [], "removed": [], "changed": []}
+        return {"project": p.name, "reloaded": any(diff.values()), **diff,
+                "running": sorted(n for n in diff["added"] + diff["changed"]
+                                  if p.tasks[n].live)}
 
     async def project_stop(project: str | None = None, config: str | None = None,
                            cwd: str | None = None,
@@ -179,6 +194,7 @@ def register(daemon: Daemon, projects: Projects) -> None:
     add(Method.PROJECT_STATUS, project_status)
     add(Method.PROJECT_START, project_start)
     add(Method.PROJECT_STOP, project_stop)
+    add(Method.PROJECT_RELOAD, project_reload)
     add(Method.PROJECT_RESTART, project_restart)
     add(Method.PROJECT_LIST, project_list)
     add(Method.PROJECT_REGISTER, project_register)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import subprocess
@@ -22,16 +23,24 @@ def free_port() -> int:
 
 
 def in_use(port: int) -> bool:
-    """True when something listens on ``port`` on any local address we can test by binding."""
-    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+    """True when something listens on ``port`` on any local address we can test by binding.
+
+    The test binds with SO_REUSEADDR, as servers do, so that the closed connections a server
+    leaves in TIME_WAIT do not count: its restart will bind the port again, and so can we.
+    The loopback addresses are tried as well as the wildcards because on BSD and macOS
+    SO_REUSEADDR lets a wildcard bind share a port with a listener on a specific address.
+    """
+    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::"),
+                         (socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         try:
             with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 s.bind((addr, port))
         except OSError as exc:
-            if family == socket.AF_INET6 and exc.errno in (97, 99):  # no IPv6 here
-                continue
+            if family == socket.AF_INET6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                continue  # no IPv6 here
             return True
     return False
 
