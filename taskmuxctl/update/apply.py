@@ -80,7 +80,12 @@ def fetch(opts: Options) -> Manifest:
         return fetch_manifest(opts.channel, opts.keys)
     except ReleaseError as exc:
         emit("update_failed", step="check", channel=opts.channel, error=exc.message)
-        raise UpdateError(exc.message, _RELEASE_CODES.get(exc.kind, Code.UPDATE_UNVERIFIED),
+        message = exc.message
+        if exc.kind in ("fetch", "timeout"):
+            message += ("; nothing was changed. Check the network, or point `release_url` "
+                        "(taskmux config set release_url URL) or --channel at a reachable "
+                        "release.json")
+        raise UpdateError(message, _RELEASE_CODES.get(exc.kind, Code.UPDATE_UNVERIFIED),
                           {"kind": exc.kind, "channel": opts.channel}) from None
 
 

@@ -12,6 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("taskmux.update")
+# Where no logging is set up (the client), stay quiet instead of falling back to printing
+# warnings on stderr: the command reports a failure itself, once. The daemon's handlers on
+# the root logger still get every record.
+log.addHandler(logging.NullHandler())
 
 Sink = Callable[[str, dict[str, Any]], None]
 _sinks: list[Sink] = []
