@@ -313,3 +313,22 @@ def test_initialize_negotiates_the_version_the_client_asks_for(env: dict[str, st
         tools = replies[1]["result"]["tools"]
         assert ("annotations" in tools[0]) == (got != "2024-11-05")
         assert ("title" in tools[0]) == (got not in ("2024-11-05", "2025-03-26"))
+
+
+def test_closing_stdin_answers_the_calls_in_flight(env: dict[str, str], shop: str) -> None:
+    """A script that pipes its requests in and closes stdin gets every answer: calls still
+    running finish (a wait ends early, with what it has) before the server exits."""
+    import json
+
+    now = "2026-07-28"
+    lines = [message(1, "tools/call", {"name": "status", "arguments": {}}, version=now),
+             message(2, "tools/call", {"name": "events", "arguments": {"wait_seconds": 120}},
+                     version=now),
+             message(3, "tools/call", {"name": "list_projects", "arguments": {}}, version=now)]
+    proc = subprocess.run([f"{BIN}/taskmuxctl", "mcp"], cwd=shop, env=env, capture_output=True,
+                          input="".join(line + "\n" for line in lines).encode(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    replies = {r["id"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert sorted(replies) == [1, 2, 3]
+    assert all(not r["result"].get("isError") for r in replies.values()), replies
+    assert replies[1]["result"]["structuredContent"]["project"] == "shop"

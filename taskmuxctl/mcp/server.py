@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 
 from taskmuxctl import __version__
 from taskmuxctl.mcp.events import LEVELS, Hub, message_params, rank
@@ -50,6 +51,7 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 TOOLS_TTL_MS = 3_600_000  # the tool list never changes while a server runs
+DRAIN_TIMEOUT = 30.0  # seconds for calls in flight to finish once stdin closes
 
 
 class ProtocolError(Exception):
@@ -66,7 +68,9 @@ class Call:
     def __init__(self, log_level: str | None, listen: bool = False) -> None:
         self.log_level = log_level
         self.listen = listen
-        self.cancelled = threading.Event()
+        self.cancelled = threading.Event()  # the client gave up on it: no response
+        self.stop_waiting = threading.Event()  # end a wait early, but still answer
+        self.thread: threading.Thread | None = None
 
 
 def server_info() -> dict[str, str]:
@@ -150,9 +154,23 @@ class Server:
                 sys.stderr.write(f"taskmux mcp: internal error: {exc!r}\n")
                 if isinstance(message, dict) and "id" in message and "method" in message:
                     self.send_error(message["id"], INTERNAL_ERROR, f"internal error: {exc}")
-        for call in list(self.calls.values()):
-            call.cancelled.set()
+        self.drain()
         return 0
+
+    def drain(self) -> None:
+        """stdin closed: answer what is in flight before exiting (a script that pipes its
+        requests in and closes gets every answer). Waits end now with what they have; a
+        subscription stream just ends; a call still running after DRAIN_TIMEOUT is dropped."""
+        with self.calls_lock:
+            calls = list(self.calls.values())
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        for call in calls:
+            call.stop_waiting.set()
+        for call in calls:
+            if call.thread is not None:
+                call.thread.join(max(deadline - time.monotonic(), 0))
+        for call in calls:
+            call.cancelled.set()
 
     def send(self, message: dict[str, Any]) -> None:
         data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
@@ -208,6 +226,7 @@ class Server:
                     del self.calls[key]  # nothing runs for it: forget it now
             if call is not None:
                 call.cancelled.set()
+                call.stop_waiting.set()
         # notifications/initialized and anything else: nothing to do
 
     def request(self, req_id: Any, method: str, params: dict[str, Any]) -> None:
@@ -303,15 +322,16 @@ class Server:
         key = json.dumps(req_id)
         with self.calls_lock:
             self.calls[key] = call
-        threading.Thread(target=self.run_tool, args=(req_id, key, call, str(name), args,
-                                                     version, modern),
-                         name=f"tool {name}", daemon=True).start()
+        call.thread = threading.Thread(target=self.run_tool, name=f"tool {name}", daemon=True,
+                                       args=(req_id, key, call, str(name), args, version,
+                                             modern))
+        call.thread.start()
 
     def run_tool(self, req_id: Any, key: str, call: Call, name: str, args: dict[str, Any],
                  version: str, modern: bool) -> None:
         try:
             try:
-                data, text = self.tools.call(name, args, call.cancelled)
+                data, text = self.tools.call(name, args, call.stop_waiting)
                 result = tool_result(text, data, False, version)
             except ToolFailure as exc:
                 result = tool_result(f"error: {exc.message}", exc.payload(), True, version)
