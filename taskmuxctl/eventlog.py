@@ -102,7 +102,8 @@ def format_event(e: dict[str, Any]) -> str:
     if e.get("task"):
         where += f"/{e['task']}"
     details = e.get("details") or {}
-    extra = " ".join(f"{k}={_detail(v)}" for k, v in details.items() if v is not None)
+    extra = " ".join(f"{k}={_detail(v)}" for k, v in details.items()
+                     if v is not None and v != [])
     return f"{e.get('time')}  {where:<24} {e.get('event'):<22} {extra}".rstrip()
 
 

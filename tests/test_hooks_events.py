@@ -133,7 +133,8 @@ def test_an_event_line_reads_plainly() -> None:
 
     line = format_event({"time": "2026-11-21T15:01:06.694Z", "project": "demo", "task": None,
                          "event": "session_started",
-                         "details": {"tasks": ["api", "web"], "reason": None, "exit": 3}})
+                         "details": {"tasks": ["api", "web"], "reason": None, "exit": 3,
+                                     "removed": []}})
     assert line.split() == ["2026-11-21T15:01:06.694Z", "demo", "session_started",
                             "tasks=api,web", "exit=3"]
     line = format_event({"time": "t", "project": "demo", "event": "config_invalid",
