@@ -209,6 +209,9 @@ def slow(tokens: list[str], prog: str) -> tuple[Cmd, Args]:
     ns = parser.parse_args(tokens)
     cmd = getattr(ns, "_cmd", None)
     if cmd is None:
+        group = getattr(ns, "_group", None)
+        if group is not None and group.default and tokens and tokens[-1] == group.path[-1]:
+            return slow([*tokens, group.default], prog)
         group_parser = getattr(ns, "_parser", parser)
         raise UsageError("choose a command", group_parser.format_help())
     values = {arg.name: getattr(ns, arg.name) for arg in cmd.args}

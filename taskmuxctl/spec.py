@@ -83,11 +83,12 @@ class Cmd:
 class Group:
     """Words that only lead to commands (``daemon``, ``config``)."""
 
-    __slots__ = ("aliases", "description", "help", "path")
+    __slots__ = ("aliases", "default", "description", "help", "path")
 
-    def __init__(self, path: tuple[str, ...], help: str) -> None:
+    def __init__(self, path: tuple[str, ...], help: str, default: str | None = None) -> None:
         self.path = path
         self.help = help
+        self.default = default  # the command the group word alone runs (else: usage)
         self.aliases: tuple[str, ...] = ()
         self.description: str | None = None
 
@@ -98,7 +99,9 @@ TASKS = Arg(("tasks",), "task names (default: all)", nargs="*", metavar="TASK", 
 TASK = Arg(("task",), "the task's name", complete="tasks")
 
 GROUPS: tuple[Group, ...] = (
-    Group(("daemon",), "run, stop and inspect the per-machine daemon"),
+    # `taskmux daemon` alone runs the daemon in the foreground, as taskmux 0.6 did.
+    Group(("daemon",), "run, stop and inspect the per-machine daemon (alone: `daemon run`)",
+          default="run"),
     Group(("config",), "show and change the global settings (config.toml)"),
     Group(("ca",), "the local certificate authority behind the https task URLs"),
     Group(("dns",), "how *.localhost task names resolve"),

@@ -14,6 +14,7 @@ from taskmuxctl.context import Context
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
 from tests.helpers import (
+    BIN,
     DaemonProcess,
     call,
     listening_socket,
@@ -158,3 +159,24 @@ def test_taskmux_alias_is_the_same_program(daemon: DaemonProcess, env: dict[str,
     assert a.returncode == b.returncode == 0
     assert f'"pid":{daemon.pid}' in a.stdout
     assert f'"pid":{daemon.pid}' in b.stdout
+
+
+def test_daemon_alone_runs_it_in_the_foreground(env: dict[str, str], home: str) -> None:
+    """`taskmux daemon` with no subcommand is the foreground daemon, as in taskmux 0.6."""
+    import signal
+
+    proc = subprocess.Popen([f"{BIN}/taskmux", "daemon"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        sock = os.path.join(home, "ctl.sock")
+        status = wait_until(lambda: call(sock, "daemon.status", timeout=1.0), 20,
+                            "the daemon to answer")
+        assert status["pid"] == proc.pid  # the client became the daemon (exec), not a spawn
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    code, out = run_json(["config"], env)
+    assert code == 2 and "choose a command" in out["error"]  # a group without a default
