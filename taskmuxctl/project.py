@@ -30,3 +30,29 @@ def project_params(project: str | None, start: str | None = None) -> dict[str, A
     if project:
         return {"project": project}
     return {"config": find_config(start), "cwd": os.path.abspath(start or os.getcwd())}
+
+
+def require_config(given: str | None = None,
+                   hint: str = "create one with `taskmux init`") -> str:
+    """``given`` (a -c PATH), else the nearest taskmux.toml; a CommandError saying where it
+    looked and what to do (``hint``) when there is none."""
+    path = given or find_config()
+    if path is None:
+        from taskmuxctl.protocol import Code
+        from taskmuxctl.result import CommandError
+
+        raise CommandError(f"no taskmux.toml in {os.getcwd()} or any folder above it; {hint}",
+                           Code.CONFIG_NOT_FOUND)
+    return path
+
+
+def load_config(given: str | None = None) -> Any:
+    """The validated config (``taskmuxd.projects.config.LoadedConfig``) of ``require_config``;
+    its problems as a CommandError. Loads pydantic: for commands off the hot path only."""
+    from taskmuxctl.result import CommandError
+    from taskmuxd.projects import config as cfgmod
+
+    try:
+        return cfgmod.load(require_config(given))
+    except (cfgmod.ConfigError, cfgmod.ConfigNotFound) as exc:
+        raise CommandError(exc.message, exc.code, exc.data) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from taskmuxctl.paths import Paths
-from taskmuxctl.project import find_config
+from taskmuxctl.project import require_config
 from taskmuxctl.protocol import Code
 from taskmuxctl.result import CommandError
 
@@ -39,10 +39,7 @@ def load(project: str | None, paths: Paths) -> ProjectFile:
         if path is None:
             return ProjectFile("", {"name": project})
     else:
-        path = find_config()
-        if path is None:
-            raise CommandError(f"no taskmux.toml in {os.getcwd()} or any folder above it; run "
-                               "from a project folder or pass -p NAME", Code.CONFIG_NOT_FOUND)
+        path = require_config(hint="run from a project folder or pass -p NAME")
     try:
         with open(path, "rb") as fh:
             return ProjectFile(path, tomllib.load(fh))

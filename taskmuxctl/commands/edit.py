@@ -6,7 +6,7 @@ import os
 
 from taskmuxctl.client import DaemonUnavailable
 from taskmuxctl.context import Context
-from taskmuxctl.project import find_config
+from taskmuxctl.project import require_config
 from taskmuxctl.protocol import Code, Method, RpcError
 from taskmuxctl.result import CommandError, Result
 
@@ -23,11 +23,7 @@ def _config_path(ctx: Context, args: Any) -> str:
             if p["name"] == name:
                 return str(p["config"])
         raise CommandError(f"no project named {name!r} is registered", Code.PROJECT_NOT_FOUND)
-    path = find_config()
-    if path is None:
-        raise CommandError(f"no taskmux.toml in {os.getcwd()} or above; create one with "
-                           "`taskmux init`", Code.CONFIG_NOT_FOUND)
-    return path
+    return require_config()
 
 
 def _validate_or_restore(path: str, before: str, after: str) -> None:

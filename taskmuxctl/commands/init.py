@@ -136,17 +136,9 @@ def inject_files(loaded: LoadedConfig) -> list[dict[str, str]]:
 
 
 def inject(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.project import find_config
-    from taskmuxd.projects import config as cfgmod
+    from taskmuxctl.project import load_config
 
-    path = args.config or find_config()
-    if path is None:
-        raise CommandError(f"no taskmux.toml in {os.getcwd()} or any folder above it; create "
-                           "one with `taskmux init`", Code.CONFIG_NOT_FOUND)
-    try:
-        loaded = cfgmod.load(path)
-    except (cfgmod.ConfigError, cfgmod.ConfigNotFound) as exc:
-        raise CommandError(exc.message, exc.code, exc.data) from None
+    loaded = load_config(args.config)
     if args.print:
         block = _block(loaded)
         return Result({"project": loaded.name, "block": block,

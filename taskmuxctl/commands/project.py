@@ -134,26 +134,10 @@ def url(ctx: Context, args: Any) -> Result:
 
 
 def check(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.project import find_config
+    from taskmuxctl.project import load_config
     from taskmuxd.projects import config as cfgmod
 
-    path = args.config or find_config()
-    if path is None:
-        from taskmuxctl.protocol import Code
-        from taskmuxctl.result import CommandError
-
-        raise CommandError(f"no taskmux.toml in {os.getcwd()} or any folder above it; create "
-                           "one with `taskmux init`", Code.CONFIG_NOT_FOUND)
-    try:
-        loaded = cfgmod.load(path)
-    except cfgmod.ConfigError as exc:
-        from taskmuxctl.result import CommandError
-
-        raise CommandError(exc.message, exc.code, exc.data) from None
-    except cfgmod.ConfigNotFound as exc:
-        from taskmuxctl.result import CommandError
-
-        raise CommandError(exc.message, exc.code, exc.data) from None
+    loaded = load_config(args.config)
     tasks = loaded.project.tasks
     order = cfgmod.start_order(tasks)
     text = (f"{loaded.path}: OK — project {loaded.name!r}, {len(tasks)} task(s); start order: "

@@ -6,9 +6,9 @@ import os
 
 from taskmuxctl import render
 from taskmuxctl.context import Context
-from taskmuxctl.project import find_config
-from taskmuxctl.protocol import Code, Method
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.project import require_config
+from taskmuxctl.protocol import Method
+from taskmuxctl.result import Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,10 +28,7 @@ def list_(ctx: Context, args: Any) -> Result:
 
 
 def register(ctx: Context, args: Any) -> Result:
-    path = args.config or find_config()
-    if path is None:
-        raise CommandError(f"no taskmux.toml in {os.getcwd()} or above; pass -c PATH",
-                           Code.CONFIG_NOT_FOUND)
+    path = require_config(args.config, "pass -c PATH")
     out = ctx.call(Method.PROJECT_REGISTER, {"config": os.path.abspath(path),
                                              "force": bool(args.force)})
     return Result(out, f"{out['project']}: {out['action']} ({out['config']})")

@@ -96,8 +96,7 @@ def after_launch(project: Project, task: TaskRuntime, run_id: int) -> None:
     """The task runs (launched now, or adopted by a new daemon): start judging its health."""
     if task.health_task is not None:
         task.health_task.cancel()
-    task.health.ok = None
-    task.health.failures = 0
+    task.health.unjudge()
     if project.probe_spec(task).method == "process":
         # The runner reports the process's exit at once: polling it would add nothing.
         from taskmuxd.health import ProbeResult

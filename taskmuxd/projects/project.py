@@ -246,8 +246,7 @@ class Project:
         if task.health_task is not None:
             task.health_task.cancel()
             task.health_task = None
-        task.health.ok = None  # a process that is gone is not judged (its last failure stays)
-        task.health.failures = 0
+        task.health.unjudge()  # a process that is gone is not judged
         code, sig = record.get("exit_code"), record.get("exit_signal")
         if record.get("status") == "failed" and code is None and sig is None:
             code = 127

@@ -21,6 +21,11 @@ class Health:
     last_at: float | None = None  # wall clock
     last_failure: ProbeResult | None = None
 
+    def unjudge(self) -> None:
+        """A new run, or none: no verdict yet (the last failure stays, for diagnosis)."""
+        self.ok = None
+        self.failures = 0
+
 
 class TaskRuntime:
     def __init__(self, name: str, config: TaskConfig, record: TaskRecord) -> None:
