@@ -267,6 +267,8 @@ class Runner:
         shell = str(self.spec["shell"])
         argv = [shell, "-c", str(self.spec["command"])]
         env = {str(k): str(v) for k, v in self.spec["env"].items()}  # type: ignore[attr-defined]
+        if self.spec.get("marker"):
+            env["TASKMUX_RUN"] = str(self.spec["marker"])
         cwd = str(self.spec["cwd"])
         pid, master = os.forkpty()
         if pid == 0:  # the task's side: a new session whose controlling terminal is the pty
@@ -425,8 +427,8 @@ class Runner:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        sys.stderr.write("usage: runner.py SPEC.json\n")
+    if len(argv) not in (2, 3):  # SPEC.json, and the run marker (for ps)
+        sys.stderr.write("usage: runner.py SPEC.json [MARKER]\n")
         return 2
     with open(argv[1], "rb") as fh:
         spec = jsonio.loads(fh.read())

@@ -82,12 +82,14 @@ def status(ctx: Context, args: Any) -> Result:
         if t.get("manually_stopped") and t["state"] == "stopped":
             detail = "stopped by you"
         health = {True: "healthy", False: "unhealthy", None: "-"}[t.get("healthy")]
-        rows.append([t["name"], t["state"], render.dash(t.get("pid")), render.dash(t.get("port")),
+        procs = t.get("processes") or 0
+        rows.append([t["name"], t["state"], render.dash(t.get("main_pid") or t.get("pid")),
+                     str(procs) if procs else "-", render.dash(t.get("port")),
                      health, str(t.get("restarts", 0)), render.duration(t.get("uptime")),
                      render.dash(t.get("url")), detail])
         if t.get("healthy") is False and t.get("last_health_failure"):
             notes[len(rows) - 1] = f"last health failure: {t['last_health_failure']}"
-    table = render.table(["TASK", "STATE", "PID", "PORT", "HEALTH", "RESTARTS", "UPTIME", "URL",
+    table = render.table(["TASK", "STATE", "PID", "PROCS", "PORT", "HEALTH", "RESTARTS", "UPTIME", "URL",
                           ""], rows).splitlines()
     lines.append(table[0])
     for i, line in enumerate(table[1:]):

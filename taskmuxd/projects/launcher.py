@@ -15,6 +15,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from taskmuxd.proctree import MARKER_VAR
 from taskmuxd.tmux import Tmux
 
 log = logging.getLogger("taskmuxd.launcher")
@@ -24,8 +25,9 @@ MAX_INVOCATION_BYTES = 12_000
 RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runner.py")
 
 
-def runner_argv(spec_path: str) -> list[str]:
-    return [sys.executable, "-I", "-S", RUNNER, spec_path]
+def runner_argv(spec_path: str, marker: str) -> list[str]:
+    """The runner's command line; the marker names the run in ``ps`` and /proc."""
+    return [sys.executable, "-I", "-S", RUNNER, spec_path, marker]
 
 
 @dataclass
@@ -34,6 +36,7 @@ class LaunchRequest:
     spec_path: str
     cwd: str
     window_id: str | None  # respawn in this window when it still exists
+    marker: str  # TASKMUX_RUN for the runner's environment
     done: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop()
                                       .create_future())
 
@@ -47,9 +50,10 @@ class Launcher:
         self._queue: list[LaunchRequest] = []
         self._scheduled = False
 
-    async def launch(self, task: str, spec_path: str, cwd: str, window_id: str | None) -> str:
+    async def launch(self, task: str, spec_path: str, cwd: str, window_id: str | None,
+                     marker: str) -> str:
         """Start the runner for ``task``; return the window id it runs in."""
-        req = LaunchRequest(task, spec_path, cwd, window_id)
+        req = LaunchRequest(task, spec_path, cwd, window_id, marker)
         self._queue.append(req)
         if not self._scheduled:
             self._scheduled = True
@@ -83,18 +87,19 @@ class Launcher:
 
     def _commands(self, req: LaunchRequest, existing: set[str],
                   session_exists: bool) -> tuple[list[list[str]], bool]:
-        argv = runner_argv(req.spec_path)
+        argv = runner_argv(req.spec_path, req.marker)
+        env = ["-e", f"{MARKER_VAR}={req.marker}"]
         if req.window_id and req.window_id in existing:
-            return [["respawn-pane", "-k", "-t", req.window_id, "-c", req.cwd, *argv]], \
+            return [["respawn-pane", "-k", "-t", req.window_id, "-c", req.cwd, *env, *argv]], \
                 session_exists
         target = f"={self.session}"
         end = f"{target}:{{end}}"
         if not session_exists:
             first = ["new-session", "-d", "-s", self.session, "-n", req.task, "-c", req.cwd,
-                     "-P", "-F", "#{window_id}", *argv]
+                     *env, "-P", "-F", "#{window_id}", *argv]
         else:
-            first = ["new-window", "-d", "-a", "-t", end, "-n", req.task, "-c", req.cwd, "-P",
-                     "-F", "#{window_id}", *argv]
+            first = ["new-window", "-d", "-a", "-t", end, "-n", req.task, "-c", req.cwd, *env,
+                     "-P", "-F", "#{window_id}", *argv]
         commands = [first]
         for option, value in (("remain-on-exit", "on"), ("automatic-rename", "off"),
                               ("allow-rename", "off"), ("@taskmux_task", req.task)):

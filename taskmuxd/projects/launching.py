@@ -1,9 +1,13 @@
 """Putting a task's runner into its tmux window, and what follows once it reports.
 
-``launch`` carries out the state machine's Launch action: claim the port, build the
-environment, run ``before_start``, write the runner's spec and open (or respawn) the window,
-then wait for the runner's report. Whatever goes wrong is fed back as LAUNCH_FAILED or
-ABORTED, so the policy decides what happens next.
+``begin`` records the launch before anything else happens (write-ahead): the new run id is on
+disk before tmux is asked, so a daemon killed at any later point finds the run it had started
+and reconciles it with what the runner recorded, rather than mistaking a live run for a dead
+one. ``launch`` then carries out the state machine's Launch action: end whatever an earlier
+run may have left behind, claim the port, build the environment, run ``before_start``, write
+the runner's spec and open (or respawn) the window, then wait for the runner's report.
+Whatever goes wrong is fed back as LAUNCH_FAILED or ABORTED, so the policy decides what
+happens next.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from taskmuxctl.fsutil import atomic_write
 from taskmuxd.policy import Ev, Event, TaskState
+from taskmuxd.projects import ownership
 from taskmuxd.projects import state as st
 from taskmuxd.projects.healthwatch import watch_health
 from taskmuxd.projects.hooks import HookFailed, HookRun, run_hook
@@ -30,15 +35,38 @@ LAUNCH_TIMEOUT = 15.0  # seconds for a runner to report its process
 DEFAULT_SHELL = "/bin/sh"
 
 
-async def launch(project: Project, task: TaskRuntime) -> None:
+def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
+    """Start a new run in the record and write it through at once. Returns the run id and
+    whether earlier runs are known to be gone."""
     rec = task.record
+    was_clean = rec.clean
     rec.run_id += 1
-    run_id = rec.run_id
-    prev_pgid = rec.pgid
-    rec.pid = rec.pgid = None
+    rec.pid = rec.pgid = rec.runner_pid = rec.runner_start = None
+    rec.clean = False
+    project.s.runners.unwatch(project.task_key(task))
+    try:
+        st.save_task(project.files, task.name, task.record)
+    except OSError as exc:  # the launch goes on; adoption then proves the run by its marker
+        log.error("cannot record the launch of %s/%s: %s", project.name, task.name, exc)
+    return rec.run_id, was_clean
+
+
+async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bool) -> None:
+    rec = task.record
     task.launch_done.clear()
     try:
-        port = await claim_port(project, task, prev_pgid) if task.config.wants_port else None
+        if not was_clean:
+            # An earlier run may still have processes (its runner was killed, or a daemon died
+            # mid-launch): end them before a second copy could start.
+            prefix = ownership.task_prefix(project.s.paths.home, project.name, task.name)
+            found = await ownership.clear_leftovers(prefix, task.config.stop_grace_period)
+            if found:
+                project.s.events.emit("leftovers_stopped", project.name, task.name,
+                                      processes=found)
+            if rec.run_id != run_id:
+                return
+        marker = ownership.run_marker(project.s.paths.home, project.name, task.name, run_id)
+        port = await claim_port(project, task) if task.config.wants_port else None
         env = project.task_env(task, port)
         cwd = project.loaded.task_cwd(task.config)
         if task.config.hooks.before_start:
@@ -51,10 +79,14 @@ async def launch(project: Project, task: TaskRuntime) -> None:
             "log_max_size": task.config.log_max_size,
             "log_max_files": task.config.log_max_files,
             "record": project.files.record(task.name), "socket": project.s.paths.socket,
+            "marker": marker, "stop_grace_period": task.config.stop_grace_period,
         }
         atomic_write(project.files.spec(task.name), json.dumps(spec), mode=0o600)
+        if rec.run_id != run_id:
+            return
         rec.window_id = await project.launcher.launch(
-            task.name, project.files.spec(task.name), cwd, rec.window_id) or rec.window_id
+            task.name, project.files.spec(task.name), cwd, rec.window_id, marker) \
+            or rec.window_id
         reported = await project.changed.wait_for(
             lambda: rec.run_id != run_id or task.state != TaskState.STARTING, LAUNCH_TIMEOUT)
         if not reported:

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 from taskmuxctl.daemonctl import alive
 from taskmuxctl.fsutil import atomic_write
 from taskmuxctl.protocol import Code
+from taskmuxd import proctree
 from taskmuxd.errors import ClientError
 from taskmuxd.events import EventLog
 from taskmuxd.jobs import Jobs
-from taskmuxd.policy import Ev, Event, Schedule, TaskState
+from taskmuxd.policy import Ev, Event, Launch, Schedule, TaskState
 from taskmuxd.projects import config as cfgmod
-from taskmuxd.projects import launching, stopping
+from taskmuxd.projects import launching, ownership, stopping
 from taskmuxd.projects import state as st
+from taskmuxd.projects.ownership import RunnerWatch
 from taskmuxd.projects.project import Project, Services
 from taskmuxd.projects.registry import Registry
 from taskmuxd.projects.watcher import ConfigWatcher
@@ -63,7 +65,8 @@ class Projects:
         self.services = Services(
             paths=self.paths, tmux=self.tmux, events=self.events,
             dependency_timeout=lambda: float(daemon.settings.dependency_timeout),
-            url_for=self.url_for, on_change=self._changed, spawn=self.jobs.spawn)
+            url_for=self.url_for, on_change=self._changed, spawn=self.jobs.spawn,
+            runners=RunnerWatch())
 
     # -- life -----------------------------------------------------------------------------
 
@@ -94,6 +97,7 @@ class Projects:
                 if task.timer is not None:
                     task.timer.cancel()
             project.persist()
+        self.services.runners.close()
         await self.jobs.stop()
 
     def status(self) -> dict[str, Any]:
@@ -276,6 +280,9 @@ class Projects:
     # -- adoption, restore and the sweep -----------------------------------------------------
 
     async def _adopt(self, project: Project, windows: list[Any] | None) -> None:
+        """Reconcile what the last daemon recorded with what the runners recorded, by
+        identity. The launch was written ahead, so the daemon's run id is never behind a
+        runner's unless a file was lost; every in-between state has one rule here."""
         now_mono = time.monotonic()
         for task in project.tasks.values():
             rec = task.record
@@ -285,9 +292,12 @@ class Projects:
             if not task.live:
                 continue
             runner = st.read_runner_record(project.files, task.name)
-            current = runner is not None and runner.get("run_id") == rec.run_id
-            if current and runner and runner.get("status") == "running" and _alive(
-                    runner.get("pid")):
+            run = runner.get("run_id") if runner else None
+            if runner and isinstance(run, int) and run > rec.run_id and _runner_alive(runner):
+                rec.run_id = run  # a record lost after the launch: the runner knows better
+            current = runner is not None and run == rec.run_id
+            if current and runner and runner.get("status") == "running" and _runner_alive(
+                    runner):
                 project.runner_started(task.name, runner)
                 if task.state == TaskState.RUNNING:
                     launching.after_launch(project, task, rec.run_id)
@@ -298,11 +308,40 @@ class Projects:
                 log.info("adopted %s/%s (pid %s)", project.name, task.name, rec.pid)
             elif current and runner and runner.get("status") in ("exited", "failed"):
                 project.runner_exited(task.name, runner)
+            elif task.state == TaskState.STARTING and (
+                    not current or runner is None or runner.get("status") == "starting"):
+                # Killed mid-launch: the runner of this run may be on its way, or tmux was
+                # never asked. Wait for it briefly; else launch again, clearing leftovers.
+                project.s.spawn(self._finish_launch(project, task, rec.run_id),
+                                f"reconcile {project.name}/{task.name}")
             else:
+                rec.clean = False
                 stopping.exit_unreported(project, task, rec.run_id, 9)
         if windows is not None:
             await self._restore_if_gone(project, windows)
         project.touch()
+
+    async def _finish_launch(self, project: Project, task: Any, run_id: int) -> None:
+        marker = ownership.run_marker(self.paths.home, project.name, task.name, run_id)
+        if await ownership.marked_alive(marker):
+            reported = await project.changed.wait_for(
+                lambda: task.record.run_id != run_id or task.state != TaskState.STARTING,
+                launching.LAUNCH_TIMEOUT)
+            if reported:
+                return
+            runner = st.read_runner_record(project.files, task.name)
+            if runner and runner.get("run_id") == run_id and runner.get("status") == "running" \
+                    and _runner_alive(runner):
+                project.runner_started(task.name, runner)
+                if task.state == TaskState.RUNNING:
+                    launching.after_launch(project, task, run_id)
+                return
+        if task.record.run_id != run_id or task.state != TaskState.STARTING:
+            return
+        task.record.clean = False  # the launch below ends anything of this task first
+        log.info("%s/%s: the launch of run %d did not finish; launching again", project.name,
+                 task.name, run_id)
+        project._apply(task, Launch())
 
     async def _restore_if_gone(self, project: Project, windows: list[Any] | None = None) -> None:
         if not project.record.running:
@@ -332,19 +371,18 @@ class Projects:
             await self.sweep()
 
     async def sweep(self) -> None:
-        """The safety net: catch exits nobody reported and sessions that vanished."""
+        """The safety net (runners are watched through pidfds; this catches what a platform
+        without them, or a missed wake-up, left): exits nobody reported, vanished sessions."""
         for project in list(self.projects.values()):
             for task in project.tasks.values():
                 rec = task.record
                 if task.state != TaskState.RUNNING:
                     continue
-                if not _alive(rec.pid):
-                    stopping.exit_unreported(project, task, rec.run_id, 9)
-                elif rec.runner_pid is not None and not _alive(rec.runner_pid):
-                    # The runner is gone, so nothing relays or logs the task any more: count it
-                    # as an exit; the restart finds the orphan on its port and clears it.
-                    log.warning("%s/%s: the runner (pid %s) died; the task is orphaned",
-                                project.name, task.name, rec.runner_pid)
+                rid = rec.runner_id()
+                if rid is not None and not proctree.is_alive(rid):
+                    project.runner_gone(task, rec.run_id)
+                elif rid is None and not _alive(rec.runner_pid or rec.pid):
+                    rec.clean = False
                     stopping.exit_unreported(project, task, rec.run_id, 9)
             try:
                 await self._restore_if_gone(project)
@@ -356,7 +394,8 @@ class Projects:
         if project is None:
             return
         project.runner_exited(task_name, record)
-        if record.get("exit_signal") in (1, 15) and project.record.running:
+        hangup = record.get("ended_by") == "hangup" or record.get("exit_signal") in (1, 15)
+        if hangup and project.record.running:
             # A hang-up often means tmux went away; look soon rather than at the next sweep.
             if self._restore_check is not None:
                 self._restore_check.cancel()
@@ -393,3 +432,15 @@ class Projects:
 
 def _alive(pid: object) -> bool:
     return isinstance(pid, int) and alive(pid)
+
+
+def _runner_alive(runner: dict[str, Any]) -> bool:
+    """Whether the runner that wrote ``runner`` still runs: by identity when the record has
+    one (pid, start time, boot), else by pid (records of older runners)."""
+    pid, start, boot = runner.get("runner_pid"), runner.get("runner_start"), runner.get("boot_id")
+    rid = st.ident(pid if isinstance(pid, int) else None,
+                   start if isinstance(start, int) else None, boot if isinstance(boot, str)
+                   else None)
+    if rid is not None:
+        return proctree.is_alive(rid)
+    return _alive(pid) and _alive(runner.get("pid"))

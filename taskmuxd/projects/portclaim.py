@@ -1,20 +1,18 @@
 """A task's $PORT: assigned once, kept across restarts, and cleared of leftovers.
 
-Before a start, a listener still holding the task's port is killed only when it is a leftover
-of this same task (its previous process group, our uid). Anything else gets the task a new
-port and an event; a stranger is never signalled.
+Before a start, a listener still holding the task's port is ended only when it is provably a
+leftover of this same task (it carries the task's run marker). Anything else gets the task a
+new port and an event; a stranger is never signalled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 from typing import TYPE_CHECKING
 
-from taskmuxd.projects import ports
+from taskmuxd import proctree
+from taskmuxd.projects import ownership, ports
 
 if TYPE_CHECKING:
     from taskmuxd.projects.project import Project
@@ -23,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskmuxd.ports")
 
 
-async def claim_port(project: Project, task: TaskRuntime, prev_pgid: int | None) -> int:
+async def claim_port(project: Project, task: TaskRuntime) -> int:
     rec = task.record
     if rec.port is None:
         rec.port = ports.free_port()
@@ -31,21 +29,15 @@ async def claim_port(project: Project, task: TaskRuntime, prev_pgid: int | None)
     if not ports.in_use(rec.port):
         return rec.port
     holders = await asyncio.to_thread(ports.listeners, rec.port)
-    mine = os.getuid()
-    leftovers = [h for h in holders if h.uid == mine and prev_pgid and h.pgid == prev_pgid]
+    # A holder is this task's leftover only when it carries the task's run marker: a process
+    # group id or a uid proves nothing (both are reused).
+    prefix = ownership.task_prefix(project.s.paths.home, project.name, task.name)
+    marked = {p.pid for p in await asyncio.to_thread(proctree.find_marked, prefix)}
+    leftovers = [h for h in holders if h.pid in marked]
     if holders and len(leftovers) == len(holders):
-        for h in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(h.pid, signal.SIGTERM)
+        await ownership.clear_leftovers(prefix, task.config.stop_grace_period)
         project.s.events.emit("leftover_killed", project.name, task.name, port=rec.port,
-                           pids=[h.pid for h in leftovers])
-        for _ in range(50):
-            if not ports.in_use(rec.port):
-                return rec.port
-            await asyncio.sleep(0.05)
-        for h in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(h.pid, signal.SIGKILL)
+                              pids=[h.pid for h in leftovers])
         for _ in range(40):
             if not ports.in_use(rec.port):
                 return rec.port

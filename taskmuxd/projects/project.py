@@ -37,12 +37,14 @@ from taskmuxd.policy import (
     TransitionError,
     decide,
 )
-from taskmuxd.projects import environment, launching, stopping
+from taskmuxd.proctree import ProcId
+from taskmuxd.projects import environment, launching, ownership, stopping
 from taskmuxd.projects import state as st
 from taskmuxd.projects.config import LoadedConfig, closure
 from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookRun, run_hook
 from taskmuxd.projects.launcher import Launcher
 from taskmuxd.projects.launching import LAUNCH_TIMEOUT
+from taskmuxd.projects.ownership import RunnerWatch
 from taskmuxd.projects.stopping import KILL_WAIT
 from taskmuxd.projects.task import TaskRuntime
 from taskmuxd.tmux import Tmux
@@ -60,6 +62,7 @@ class Services:
     url_for: Callable[[str, str | None], str | None]
     on_change: Callable[[Project], None]
     spawn: Callable[[Any, str], asyncio.Task[None]]
+    runners: RunnerWatch
 
 
 class TaskNotFound(ClientError):
@@ -129,7 +132,9 @@ class Project:
     def _apply(self, task: TaskRuntime, action: object) -> None:
         loop = asyncio.get_running_loop()
         if isinstance(action, Launch):
-            self.s.spawn(launching.launch(self, task), f"launch {self.name}/{task.name}")
+            run_id, clean = launching.begin(self, task)
+            self.s.spawn(launching.launch(self, task, run_id, clean),
+                         f"launch {self.name}/{task.name}")
         elif isinstance(action, Stop):
             self.s.spawn(stopping.stop_process(self, task, task.record.run_id),
                          f"stop {self.name}/{task.name}")
@@ -222,6 +227,9 @@ class Project:
 
     # -- what the runners report ----------------------------------------------------------
 
+    def task_key(self, task: TaskRuntime) -> str:
+        return f"{self.name}/{task.name}"
+
     def runner_started(self, task_name: str, record: dict[str, Any]) -> None:
         task = self.tasks.get(task_name)
         if task is None or record.get("run_id") != task.record.run_id:
@@ -230,18 +238,47 @@ class Project:
         rec.pid = int(record["pid"])
         rec.pgid = int(record.get("pgid") or record["pid"])
         rec.runner_pid = record.get("runner_pid")
+        rec.pid_start = record.get("pid_start")
+        rec.runner_start = record.get("runner_start")
+        rec.boot_id = record.get("boot_id")
         rec.started_wall = float(record.get("started_at") or time.time())
+        self.watch_runner(task)
         if task.state == TaskState.STARTING:
             self.feed(task, Event(Ev.LAUNCHED))
         else:
             self.save_task(task)
             self.touch()
 
+    def watch_runner(self, task: TaskRuntime) -> None:
+        """Hear of the runner's end the moment it happens (see ``ownership``)."""
+        rec = task.record
+        if not isinstance(rec.runner_pid, int) or not isinstance(rec.runner_start, int):
+            return
+        run_id = rec.run_id
+        self.s.runners.watch(self.task_key(task),
+                             ProcId(rec.runner_pid, rec.runner_start, rec.boot_id or ""),
+                             lambda: self.runner_gone(task, run_id))
+
+    def runner_gone(self, task: TaskRuntime, run_id: int) -> None:
+        """The runner of ``run_id`` has ended. It normally said so first; if it could not (it
+        was SIGKILLed), what it left running is ended before any relaunch (the record is not
+        clean, so the next launch clears the task's marked processes first)."""
+        if task.record.run_id != run_id or not task.live:
+            return
+        runner = st.read_runner_record(self.files, task.name)
+        if not (runner and runner.get("run_id") == run_id
+                and runner.get("status") in ("exited", "failed")):
+            self.s.events.emit("runner_lost", self.name, task.name,
+                               runner_pid=task.record.runner_pid)
+        stopping.exit_unreported(self, task, run_id, 9)
+
     def runner_exited(self, task_name: str, record: dict[str, Any]) -> None:
         task = self.tasks.get(task_name)
         if task is None or record.get("run_id") != task.record.run_id or not task.live:
             return
         rec = task.record
+        self.s.runners.unwatch(self.task_key(task))
+        rec.clean = record.get("tree_clean") is True
         rec.exited_wall = float(record.get("exited_at") or time.time())
         if task.health_task is not None:
             task.health_task.cancel()
@@ -425,5 +462,6 @@ class Project:
     # -- status ---------------------------------------------------------------------------
 
     def task_infos(self) -> list[dict[str, Any]]:
-        return [t.info(self.s.url_for(self.name, t.config.host)) for t in
+        snap = ownership.snapshot()
+        return [t.info(self.s.url_for(self.name, t.config.host), snap) for t in
                 sorted(self.tasks.values(), key=lambda t: t.name)]

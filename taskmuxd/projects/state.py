@@ -20,6 +20,7 @@ from typing import Any
 from taskmuxctl.fsutil import atomic_write
 from taskmuxctl.paths import Paths
 from taskmuxd.policy import Cause, State, TaskState
+from taskmuxd.proctree import ProcId
 
 log = logging.getLogger("taskmuxd.state")
 
@@ -36,9 +37,27 @@ class TaskRecord:
     window_id: str | None = None
     pid: int | None = None
     pgid: int | None = None
+    pid_start: int | None = None  # the task's first process's start time in clock ticks
     runner_pid: int | None = None
+    runner_start: int | None = None  # the runner's start time in clock ticks (its identity)
+    boot_id: str | None = None  # the boot the runner ran in
+    # Whether every process of the last run is known to be gone (the runner said so, or the
+    # daemon ended them). A launch first clears what is left of earlier runs when it is not.
+    clean: bool = True
     started_wall: float | None = None
     exited_wall: float | None = None
+
+    def task_id(self) -> ProcId | None:
+        """The identity of the task's first process (the shell or the program itself)."""
+        return ident(self.pid, self.pid_start, self.boot_id)
+
+    def runner_id(self) -> ProcId | None:
+        return ident(self.runner_pid, self.runner_start, self.boot_id)
+
+
+def ident(pid: int | None, start: int | None, boot: str | None) -> ProcId | None:
+    return ProcId(pid, start, boot or "") if isinstance(pid, int) and isinstance(start, int) \
+        else None
 
 
 @dataclass
@@ -94,14 +113,17 @@ def _policy_from_json(d: dict[str, Any], mono_now: float, wall_now: float) -> St
 def _task_to_json(t: TaskRecord, mono: float, wall: float) -> dict[str, Any]:
     return {"format": FORMAT, "run_id": t.run_id, "port": t.port, "window_id": t.window_id,
             "pid": t.pid, "pgid": t.pgid, "runner_pid": t.runner_pid,
+            "pid_start": t.pid_start, "runner_start": t.runner_start, "boot_id": t.boot_id,
+            "clean": t.clean,
             "started_wall": t.started_wall, "exited_wall": t.exited_wall,
             "policy": _policy_to_json(t.policy, mono, wall)}
 
 
 def _task_from_json(d: dict[str, Any], mono: float, wall: float) -> TaskRecord:
     known = {f.name for f in fields(TaskRecord)} - {"policy"}
-    return TaskRecord(policy=_policy_from_json(d.get("policy", {}), mono, wall),
-                      **{k: v for k, v in d.items() if k in known})
+    kw = {k: v for k, v in d.items() if k in known}
+    kw.setdefault("clean", False)  # written before runs were tracked: prove it, once
+    return TaskRecord(policy=_policy_from_json(d.get("policy", {}), mono, wall), **kw)
 
 
 def save(files: ProjectFiles, rec: ProjectRecord) -> None:

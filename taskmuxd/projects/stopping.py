@@ -1,9 +1,11 @@
 """Ending a task's process: the signal ladder of a stop, a kill, and an exit nobody reported.
 
 A stop sends SIGINT, then SIGTERM, each followed by ``stop_grace_period`` seconds of waiting
-for the runner's exit report, then SIGKILL to the whole process group. A kill is SIGKILL and
-the window closed at once. When no report comes (the runner died with its task), the exit is
-recorded from the runner's file, or as a SIGKILL, so the state machine never waits forever.
+for the runner's exit report, then SIGKILL to the whole process group; the runner, the tree's
+subreaper, ends whatever left the group. A kill is SIGKILL and the window closed at once. A
+group is signalled only while its leader is provably the task's process; when the runner is
+gone too, the daemon ends the run's marked processes itself. When no report comes, the exit
+is recorded from the runner's file, or as a SIGKILL, so the state machine never waits forever.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+from taskmuxd import proctree
+from taskmuxd.projects import ownership
 from taskmuxd.projects import state as st
 from taskmuxd.projects.launching import LAUNCH_TIMEOUT
 
@@ -37,6 +41,24 @@ async def wait_run_exit(task: TaskRuntime, run_id: int, timeout: float) -> bool:
     return task.record.run_id != run_id or not task.live
 
 
+def signal_group(task: TaskRuntime, sig: int) -> bool:
+    """Signal the task's process group, but only while the group's leader is provably the
+    task's first process (a group id cannot be reused while its leader lives). False when it
+    is gone: what is left of the tree is the runner's to end (it is the tree's subreaper)."""
+    rec = task.record
+    tid = rec.task_id()
+    if rec.pgid is None or tid is None or not proctree.is_alive(tid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(rec.pgid, sig)
+    return True
+
+
+def runner_alive(task: TaskRuntime) -> bool:
+    rid = task.record.runner_id()
+    return rid is not None and proctree.is_alive(rid)
+
+
 async def stop_process(project: Project, task: TaskRuntime, run_id: int) -> None:
     rec = task.record
     if rec.pgid is None:  # still starting: let the runner report the process first
@@ -47,21 +69,31 @@ async def stop_process(project: Project, task: TaskRuntime, run_id: int) -> None
                       (signal.SIGKILL, KILL_WAIT)):
         if rec.run_id != run_id or not task.live:
             return
-        if rec.pgid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(rec.pgid, sig)
+        if signal_group(task, sig):
             log.info("%s/%s: sent %s to process group %s", project.name, task.name,
                      signal.Signals(sig).name, rec.pgid)
+        elif not runner_alive(task):
+            await end_orphans(project, task, run_id)
+            break
         if await wait_run_exit(task, run_id, wait):
             return
     exit_unreported(project, task, run_id, signal.SIGKILL)
 
 
+async def end_orphans(project: Project, task: TaskRuntime, run_id: int) -> None:
+    """The runner is gone: end whatever still carries this run's marker, ourselves."""
+    marker = ownership.run_marker(project.s.paths.home, project.name, task.name, run_id)
+    found = await ownership.clear_leftovers(marker, task.config.stop_grace_period, exact=True)
+    if found:
+        project.s.events.emit("leftovers_stopped", project.name, task.name, processes=found)
+    if task.record.run_id == run_id:
+        task.record.clean = True
+
+
 async def kill(project: Project, task: TaskRuntime, run_id: int) -> None:
     rec = task.record
-    if rec.pgid is not None and task.live:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(rec.pgid, signal.SIGKILL)
+    if task.live:
+        signal_group(task, signal.SIGKILL)
     if rec.window_id:
         with contextlib.suppress(Exception):
             await project.s.tmux.run(["kill-window", "-t", rec.window_id], allow_missing=True)

@@ -9,6 +9,8 @@ from typing import Any
 
 from taskmuxd.health import ProbeResult
 from taskmuxd.policy import PolicySpec, TaskState
+from taskmuxd.proctree import Snapshot
+from taskmuxd.projects import ownership
 from taskmuxd.projects.config import TaskConfig
 from taskmuxd.projects.state import TaskRecord
 
@@ -75,9 +77,23 @@ class TaskRuntime:
                 fut.set_result(None)
         self.exit_waiters.clear()
 
-    def info(self, url: str | None) -> dict[str, Any]:
+    def processes(self, snap: Snapshot) -> tuple[int | None, int]:
+        """The task's main program (not a ``sh -c`` that only wraps it) and how many processes
+        its tree holds now (the runner not counted; descendants it adopted are)."""
+        rec = self.record
+        if not self.live or rec.pid is None:
+            return None, 0
+        main, _ = snap.tree(rec.pid)
+        if rec.runner_pid is not None and rec.runner_pid in snap.parent:
+            count = snap.tree(rec.runner_pid)[1] - 1
+        else:
+            count = snap.tree(rec.pid)[1]
+        return main, count
+
+    def info(self, url: str | None, snap: Snapshot | None = None) -> dict[str, Any]:
         rec, pol = self.record, self.record.policy
         running = self.state == TaskState.RUNNING
+        main_pid, procs = self.processes(snap or ownership.snapshot())
         last_exit = None
         if pol.last_exit_code is not None or pol.last_exit_signal is not None:
             last_exit = {"code": pol.last_exit_code, "signal": pol.last_exit_signal,
@@ -88,6 +104,8 @@ class TaskRuntime:
             "state": self.state.value,
             "pid": rec.pid if self.live else None,
             "pgid": rec.pgid if self.live else None,
+            "main_pid": main_pid,
+            "processes": procs,
             "port": rec.port,
             "host": self.config.host,
             "url": url,

@@ -1,0 +1,129 @@
+"""Which processes belong to a task, how the daemon hears at once that a runner died, and how
+it ends what a dead runner left behind.
+
+Every run of a task carries a marker, ``TASKMUX_RUN={home}:{project}:{task}:{run_id}``, in the
+environment of its runner (tmux ``-e``) and of every process the task starts (the runner puts
+it there). ``home`` is a short digest of the state directory, so two daemons on one machine
+(two users, or the tests' many homes) never take each other's processes for their own. A
+process is provably a task's when it carries that marker and its identity (pid, start time,
+boot id) still matches at the moment it is signalled.
+
+The daemon watches each runner through a pidfd (Linux): the descriptor becomes readable the
+moment the runner ends, so an exit nobody reported is handled at once, not at the next sweep.
+Where pidfds are missing (macOS, old kernels) the sweep remains the only net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from taskmuxd import proctree
+from taskmuxd.proctree import ProcId
+
+log = logging.getLogger("taskmuxd.ownership")
+
+SNAPSHOT_TTL = 0.5  # seconds a process-tree snapshot serves status calls
+
+
+def home_id(home: str) -> str:
+    return hashlib.sha256(os.path.realpath(home).encode()).hexdigest()[:12]
+
+
+def task_prefix(home: str, project: str, task: str) -> str:
+    """The marker prefix shared by every run of one task (ends with a colon)."""
+    return f"{home_id(home)}:{project}:{task}:"
+
+
+def run_marker(home: str, project: str, task: str, run_id: int) -> str:
+    return f"{task_prefix(home, project, task)}{run_id}"
+
+
+async def clear_leftovers(prefix: str, grace: float, exact: bool = False) -> int:
+    """End every process still carrying ``prefix`` (a task's runs, or one run when ``exact``)
+    with the stop ladder, off the event loop. Returns how many were found at first."""
+
+    def work() -> int:
+        found = proctree.find_marked(prefix, exact=exact)
+        if found:
+            proctree.stop_ladder(lambda: proctree.find_marked(prefix, exact=exact), grace)
+        return len(found)
+
+    return await asyncio.to_thread(work)
+
+
+async def marked_alive(marker: str) -> bool:
+    """Whether any process of this exact run is alive (its runner included)."""
+    return bool(await asyncio.to_thread(proctree.find_marked, marker, None, True))
+
+
+_snap: tuple[float, proctree.Snapshot] | None = None
+
+
+def snapshot() -> proctree.Snapshot:
+    """A process-tree snapshot no older than ``SNAPSHOT_TTL``: one /proc pass serves every
+    task of a status call, and status calls in a burst."""
+    global _snap
+    now = time.monotonic()
+    if _snap is None or now - _snap[0] > SNAPSHOT_TTL:
+        _snap = (now, proctree.Snapshot())
+    return _snap[1]
+
+
+class RunnerWatch:
+    """Calls back once when a watched runner ends, through a pidfd on the event loop."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    @staticmethod
+    def available() -> bool:
+        return hasattr(os, "pidfd_open")
+
+    def watch(self, key: str, runner: ProcId, on_gone: Callable[[], None]) -> bool:
+        """Watch ``runner``; ``on_gone`` runs on the loop when it ends (at once if it is gone
+        already). False when no pidfd can be had: the sweep must catch it."""
+        self.unwatch(key)
+        if not self.available():
+            return False
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(runner.pid)
+        except ProcessLookupError:
+            loop.call_soon(on_gone)
+            return True
+        except OSError as exc:
+            log.debug("no pidfd for runner %s: %s", runner.pid, exc)
+            return False
+        # The pid could have been reused between the record and pidfd_open: the identity
+        # checked after opening is the one the descriptor refers to.
+        if not proctree.is_alive(runner):
+            os.close(fd)
+            loop.call_soon(on_gone)
+            return True
+        self._fds[key] = fd
+
+        def fired() -> None:
+            if self._fds.get(key) == fd:
+                self.unwatch(key)
+                on_gone()
+
+        loop.add_reader(fd, fired)
+        return True
+
+    def unwatch(self, key: str) -> None:
+        fd = self._fds.pop(key, None)
+        if fd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def close(self) -> None:
+        for key in list(self._fds):
+            self.unwatch(key)
