@@ -89,8 +89,8 @@ def status(ctx: Context, args: Any) -> Result:
                      render.dash(t.get("url")), detail])
         if t.get("healthy") is False and t.get("last_health_failure"):
             notes[len(rows) - 1] = f"last health failure: {t['last_health_failure']}"
-    table = render.table(["TASK", "STATE", "PID", "PROCS", "PORT", "HEALTH", "RESTARTS", "UPTIME", "URL",
-                          ""], rows).splitlines()
+    table = render.table(["TASK", "STATE", "PID", "PROCS", "PORT", "HEALTH", "RESTARTS",
+                          "UPTIME", "URL", ""], rows).splitlines()
     lines.append(table[0])
     for i, line in enumerate(table[1:]):
         lines.append(line)
