@@ -238,6 +238,22 @@ def tell_daemon(sock_path: str, method: str, params: dict[str, object]) -> None:
         sock.close()
 
 
+def join_cgroup(path: object) -> str | None:
+    """Move this runner into the task's cgroup (a delegated subtree only: the daemon passes a
+    path only then), so that everything the task forks is born inside. None on failure."""
+    if not path:
+        return None
+    try:
+        fd = os.open(os.path.join(str(path), "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    return str(path)
+
+
 # -- the pty relay -------------------------------------------------------------------------
 
 
@@ -416,6 +432,7 @@ class Runner:
         return code if code is not None else 128 + (sig or 0)
 
     def run(self) -> int:
+        self.record["cgroup"] = join_cgroup(self.spec.get("cgroup"))
         self.setup_signals()
         try:
             self.spawn()

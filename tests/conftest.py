@@ -18,6 +18,7 @@ from tests.helpers import (
     read_daemon_pid_kill,
     write_config,
 )
+from tests.systemd_user_manager import Unavailable, UserManager
 
 pytest_plugins = ["tests.update_fixtures"]
 
@@ -83,3 +84,18 @@ def start_daemon(home: str, env: dict[str, str]) -> Iterator[Callable[..., Daemo
 @pytest.fixture
 def daemon(start_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
     return start_daemon()
+
+
+@pytest.fixture(scope="module")
+def manager() -> Iterator[UserManager]:
+    """A private systemd user manager for the module's tests (skips where none can run)."""
+    base = tempfile.mkdtemp(prefix="tmxsd-", dir="/tmp")
+    try:
+        mgr = UserManager(base).start()
+    except Unavailable as exc:
+        pytest.skip(f"cannot run a systemd user manager here: {exc}")
+    try:
+        yield mgr
+    finally:
+        mgr.stop()
+        shutil.rmtree(base, ignore_errors=True)

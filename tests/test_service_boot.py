@@ -9,31 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
-from collections.abc import Iterator
-
-import pytest
 
 from tests.helpers import BIN, call, pid_gone, run_json, wait_until
-from tests.systemd_user_manager import Unavailable, UserManager
+from tests.systemd_user_manager import UserManager
 
 UNIT = "taskmuxd.service"
-
-
-@pytest.fixture(scope="module")
-def manager() -> Iterator[UserManager]:
-    base = tempfile.mkdtemp(prefix="tmxsd-", dir="/tmp")
-    try:
-        mgr = UserManager(base).start()
-    except Unavailable as exc:
-        pytest.skip(f"cannot run a systemd user manager here: {exc}")
-    try:
-        yield mgr
-    finally:
-        mgr.stop()
-        import shutil
-
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _drop_in(mgr: UserManager, unit: str, output: str) -> None:

@@ -59,7 +59,9 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             # An earlier run may still have processes (its runner was killed, or a daemon died
             # mid-launch): end them before a second copy could start.
             prefix = ownership.task_prefix(project.s.paths.home, project.name, task.name)
-            found = await ownership.clear_leftovers(prefix, task.config.stop_grace_period)
+            found = await ownership.clear_leftovers(
+                prefix, task.config.stop_grace_period,
+                members=lambda: project.s.groups.members(project.name, task.name))
             if found:
                 project.s.events.emit("leftovers_stopped", project.name, task.name,
                                       processes=found)
@@ -80,6 +82,7 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             "log_max_files": task.config.log_max_files,
             "record": project.files.record(task.name), "socket": project.s.paths.socket,
             "marker": marker, "stop_grace_period": task.config.stop_grace_period,
+            "cgroup": project.s.groups.ensure(project.name, task.name),
         }
         atomic_write(project.files.spec(task.name), json.dumps(spec), mode=0o600)
         if rec.run_id != run_id:

@@ -19,6 +19,7 @@ from taskmuxctl.daemonctl import alive
 from taskmuxctl.fsutil import atomic_write
 from taskmuxctl.protocol import Code
 from taskmuxd import proctree
+from taskmuxd.cgroups import TaskGroups
 from taskmuxd.errors import ClientError
 from taskmuxd.events import EventLog
 from taskmuxd.jobs import Jobs
@@ -66,7 +67,7 @@ class Projects:
             paths=self.paths, tmux=self.tmux, events=self.events,
             dependency_timeout=lambda: float(daemon.settings.dependency_timeout),
             url_for=self.url_for, on_change=self._changed, spawn=self.jobs.spawn,
-            runners=RunnerWatch())
+            runners=RunnerWatch(), groups=TaskGroups.detect())
 
     # -- life -----------------------------------------------------------------------------
 

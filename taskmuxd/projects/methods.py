@@ -111,7 +111,7 @@ def register(daemon: Daemon, projects: Projects) -> None:
         info.update(project=p.name, config=t.config.model_dump(mode="json"),
                     log=p.log_path(t), run_id=t.record.run_id,
                     runner=_runner_record(p, task), cwd=p.loaded.task_cwd(t.config),
-                    health_probe=p.probe_spec(t).method,
+                    health_probe=p.probe_spec(t).method, **p.group_info(t),
                     policy={k: v for k, v in vars(t.record.policy).items()
                             if k in ("attempt", "manual_stop", "restarts", "cause")})
         return {"task": info}

@@ -44,14 +44,26 @@ def run_marker(home: str, project: str, task: str, run_id: int) -> str:
     return f"{task_prefix(home, project, task)}{run_id}"
 
 
-async def clear_leftovers(prefix: str, grace: float, exact: bool = False) -> int:
-    """End every process still carrying ``prefix`` (a task's runs, or one run when ``exact``)
-    with the stop ladder, off the event loop. Returns how many were found at first."""
+async def clear_leftovers(prefix: str, grace: float, exact: bool = False,
+                          members: Callable[[], list[int]] | None = None) -> int:
+    """End every process still carrying ``prefix`` (a task's runs, or one run when ``exact``),
+    and every member of the task's cgroup (``members``; membership of a delegated group is
+    proof too), with the stop ladder, off the event loop. Returns how many were found."""
+
+    def current() -> list[ProcId]:
+        found = proctree.find_marked(prefix, exact=exact)
+        if members is not None:
+            known = {p.pid for p in found}
+            for pid in members():
+                pid_id = proctree.procid(pid)
+                if pid not in known and pid_id is not None and pid != os.getpid():
+                    found.append(pid_id)
+        return found
 
     def work() -> int:
-        found = proctree.find_marked(prefix, exact=exact)
+        found = current()
         if found:
-            proctree.stop_ladder(lambda: proctree.find_marked(prefix, exact=exact), grace)
+            proctree.stop_ladder(current, grace)
         return len(found)
 
     return await asyncio.to_thread(work)

@@ -20,6 +20,7 @@ from typing import Any
 
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
+from taskmuxd.cgroups import TaskGroups
 from taskmuxd.errors import ClientError, TaskError
 from taskmuxd.events import EventLog
 from taskmuxd.health import ProbeSpec
@@ -63,6 +64,7 @@ class Services:
     on_change: Callable[[Project], None]
     spawn: Callable[[Any, str], asyncio.Task[None]]
     runners: RunnerWatch
+    groups: TaskGroups
 
 
 class TaskNotFound(ClientError):
@@ -226,6 +228,14 @@ class Project:
         return self.s.paths.task_log(self.name, task.name)
 
     # -- what the runners report ----------------------------------------------------------
+
+    def group_info(self, task: TaskRuntime) -> dict[str, Any]:
+        """The task's cgroup and the CPU time it used, where a subtree was delegated."""
+        path = self.s.groups.path(self.name, task.name)
+        if path is None:
+            return {}
+        usec = self.s.groups.cpu_usec(self.name, task.name)
+        return {"cgroup": path, "cpu_seconds": None if usec is None else usec / 1e6}
 
     def task_key(self, task: TaskRuntime) -> str:
         return f"{self.name}/{task.name}"

@@ -83,7 +83,9 @@ async def stop_process(project: Project, task: TaskRuntime, run_id: int) -> None
 async def end_orphans(project: Project, task: TaskRuntime, run_id: int) -> None:
     """The runner is gone: end whatever still carries this run's marker, ourselves."""
     marker = ownership.run_marker(project.s.paths.home, project.name, task.name, run_id)
-    found = await ownership.clear_leftovers(marker, task.config.stop_grace_period, exact=True)
+    found = await ownership.clear_leftovers(
+        marker, task.config.stop_grace_period, exact=True,
+        members=lambda: project.s.groups.members(project.name, task.name))
     if found:
         project.s.events.emit("leftovers_stopped", project.name, task.name, processes=found)
     if task.record.run_id == run_id:
