@@ -120,21 +120,21 @@ def _describe_one(hint: Any, where: str, outer: Bounds = Bounds(), top: bool = T
         noun = "an integer" if base is int else "a finite number"
         return f"{noun} from {_num(bounds.low)} to {_num(bounds.high)}"
     if base is str:
-        limit = bounds.max_length or DEFAULT_STRING
-        if limit > MAX_STRING:
+        length = bounds.max_length or DEFAULT_STRING
+        if length > MAX_STRING:
             raise TypeError(f"{where} allows strings longer than {MAX_STRING} characters")
-        return f"a string of at most {limit} characters"
+        return f"a string of at most {length} characters"
     origin = typing.get_origin(base)
     if origin in (list, dict):
-        limit = bounds.max_length or (None if top else MAX_ITEMS)
-        if limit is None or limit > MAX_ITEMS:
+        items = bounds.max_length or (None if top else MAX_ITEMS)
+        if items is None or items > MAX_ITEMS:
             raise TypeError(f"{where} is a collection without a declared max_length (at most "
                             f"{MAX_ITEMS}); write it Annotated[..., Field(max_length=...)]")
         args = typing.get_args(base)
         member = (_describe_one(args[-1], f"{where} member", top=False) if args
                   else "any JSON value")
         noun = "an array" if origin is list else "an object"
-        return f"{noun} of at most {limit} members, each {member}"
+        return f"{noun} of at most {items} members, each {member}"
     raise TypeError(f"{where}: RPC parameters are JSON values; {base!r} is not supported")
 
 
