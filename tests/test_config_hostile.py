@@ -165,3 +165,19 @@ def test_a_reload_that_fails_is_reported_and_the_project_keeps_running(
     state = project_state(env, "reload")
     assert len(state["tasks"]) == 2001
     assert next(t["pid"] for t in state["tasks"] if t["name"] == "app") == pid
+
+
+def test_dependency_checks_are_iterative_and_linear() -> None:
+    from taskmuxd.projects.config import TaskConfig, find_cycle, start_order
+
+    n = 100_000
+    graph = {f"t{i}": [f"t{i - 1}"] if i else [] for i in range(n)}
+    assert find_cycle(graph) is None  # far deeper than any recursion limit
+    graph["t0"] = [f"t{n - 1}"]
+    cycle = find_cycle(graph)
+    assert cycle is not None and cycle[0] == cycle[-1] and len(cycle) == n + 1
+    tasks = {f"t{i}": TaskConfig(command="true", depends_on=[f"t{i - 1}"] if i else [])
+             for i in range(20_000)}
+    tasks["side"] = TaskConfig(command="true", depends_on=["t0", "t0"])
+    order = start_order(tasks)
+    assert len(order) == 20_000 and order[:2] == [["t0"], ["side", "t1"]]
