@@ -141,7 +141,7 @@ class Projects:
                 text = fh.read()
             return cfgmod.LoadedConfig(config_path, cfgmod.ProjectConfig.model_validate(
                 tomllib.loads(text)), text)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
 
     def remember_config(self, project: Project) -> None:

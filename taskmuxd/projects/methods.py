@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 # Bounds of the params (checked by taskmuxd.rpc.params before a method runs).
 TaskNames = Annotated[list[str], Field(max_length=cfgmod.MAX_TASKS)]
-Environment = Annotated[dict[str, str], Field(max_length=4096)]
+# A variable's value may be as long as the kernel allows one argument string (128 KiB).
+Environment = Annotated[dict[str, Annotated[str, Field(max_length=128 * 1024)]],
+                        Field(max_length=4096)]
 RunId = Annotated[int, Field(ge=0, le=2**63 - 1)]
 RunnerRecord = Annotated[dict[str, Any], Field(max_length=64)]
 
