@@ -48,3 +48,44 @@ def read_pid(path: str) -> int | None:
     except (FileNotFoundError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() else None
+
+
+class UnreadableFile(OSError):
+    """A file that is not read: not a regular file, or larger than allowed. ``str()`` says
+    why in words."""
+
+
+_KINDS = (("S_ISFIFO", "a FIFO (named pipe)"), ("S_ISCHR", "a character device"),
+          ("S_ISBLK", "a block device"), ("S_ISSOCK", "a socket"), ("S_ISDIR", "a folder"))
+
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them; never blocks.
+
+    Opened with O_NONBLOCK, so a FIFO or a device cannot hold the caller; anything that is not
+    a regular file, or is larger than ``limit``, raises UnreadableFile saying which. A
+    symlink loop raises OSError with errno ELOOP; a missing file FileNotFoundError.
+    """
+    import stat
+
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((words for test, words in _KINDS if getattr(stat, test)(mode)),
+                        "not a regular file")
+            raise UnreadableFile(f"{path} is {kind}, not a regular file")
+        chunks = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise UnreadableFile(f"{path} is larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

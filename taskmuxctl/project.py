@@ -17,7 +17,9 @@ def find_config(start: str | None = None) -> str | None:
     folder = os.path.abspath(start or os.getcwd())
     while True:
         candidate = os.path.join(folder, CONFIG_NAME)
-        if os.path.isfile(candidate):
+        # Any entry but a folder counts (a FIFO, a dangling link, a link loop): the loader
+        # then says what is wrong with it, rather than "no taskmux.toml".
+        if os.path.lexists(candidate) and not os.path.isdir(candidate):
             return candidate
         parent = os.path.dirname(folder)
         if parent == folder:
@@ -53,6 +55,6 @@ def load_config(given: str | None = None) -> Any:
     from taskmuxd.projects import config as cfgmod
 
     try:
-        return cfgmod.load(require_config(given))
+        return cfgmod.load_guarded(require_config(given))
     except (cfgmod.ConfigError, cfgmod.ConfigNotFound) as exc:
         raise CommandError(exc.message, exc.code, exc.data) from None

@@ -40,10 +40,12 @@ def load(project: str | None, paths: Paths) -> ProjectFile:
             return ProjectFile("", {"name": project})
     else:
         path = require_config(hint="run from a project folder or pass -p NAME")
+    from taskmuxctl.fsutil import read_regular_file
+
     try:
-        with open(path, "rb") as fh:
-            return ProjectFile(path, tomllib.load(fh))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        text = read_regular_file(path, 1024 * 1024).decode("utf-8")
+        return ProjectFile(path, tomllib.loads(text))
+    except (OSError, UnicodeDecodeError, RecursionError, tomllib.TOMLDecodeError) as exc:
         raise CommandError(f"cannot read {path}: {exc}", Code.CONFIG_INVALID) from None
 
 

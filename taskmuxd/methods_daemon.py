@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
 
 from taskmuxctl import __version__
 from taskmuxctl.protocol import PROTOCOL_VERSION, Method
@@ -29,11 +31,12 @@ def registered_project_count(registry_path: str) -> int:
 def register(daemon: Daemon) -> None:
     add = daemon.methods.add
 
-    async def ping(delay: float = 0.0) -> dict[str, Any]:
+    async def ping(delay: Annotated[float, Field(ge=0, le=MAX_PING_DELAY)] = 0.0
+                   ) -> dict[str, Any]:
         """Answer ``pong``; ``delay`` (seconds, up to 60) holds the answer back, for tests of
         calls in flight and for measuring."""
         if delay:
-            await asyncio.sleep(min(max(delay, 0.0), MAX_PING_DELAY))
+            await asyncio.sleep(delay)
         return {"pong": True}
 
     async def version() -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
 
 from taskmuxctl.protocol import Method
 from taskmuxd.errors import ClientError
@@ -83,7 +85,9 @@ def _register_test_hooks(daemon: Daemon) -> None:
     """Methods for tests only: fill the route table without projects, probe the privileges."""
     routes = daemon.routes
 
-    async def routes_set(project: str, backends: list[dict[str, Any]]) -> dict[str, Any]:
+    async def routes_set(project: str, backends: Annotated[list[dict[str, Any]],
+                                                           Field(max_length=1024)]
+                         ) -> dict[str, Any]:
         try:
             table = [Backend(project=project, task=str(b["task"]), host=str(b["host"]),
                              port=b.get("port"), state=str(b.get("state", "running")),

@@ -166,19 +166,29 @@ def parse(text: str, source: str) -> Settings:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{source}: not valid TOML: {exc}", {"path": source}) from None
+    except RecursionError:
+        raise SettingsError(f"{source}: values are nested too deeply to read",
+                            {"path": source}) from None
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
         raise _describe(exc, source) from None
 
 
+MAX_SETTINGS_BYTES = 1024 * 1024
+
+
 def load(path: str) -> Settings:
-    """The settings in ``path``, all defaults when the file does not exist."""
+    """The settings in ``path``, all defaults when the file does not exist. Only a regular
+    file of at most 1 MiB is read, opened without blocking (a FIFO is refused, not waited on)."""
+    from taskmuxctl.fsutil import read_regular_file
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_regular_file(path, MAX_SETTINGS_BYTES).decode("utf-8")
     except FileNotFoundError:
         return Settings()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot be read: {exc}", {"path": path}) from None
     return parse(text, path)
 
 

@@ -323,9 +323,11 @@ def _json(data: Any) -> str:
 def _load_file(path: str) -> projectfile.ProjectFile:
     import tomllib
 
+    from taskmuxctl.fsutil import read_regular_file
+
     try:
-        with open(path, "rb") as fh:
-            return projectfile.ProjectFile(path, tomllib.load(fh))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        text = read_regular_file(path, 1024 * 1024).decode("utf-8")
+        return projectfile.ProjectFile(path, tomllib.loads(text))
+    except (OSError, UnicodeDecodeError, RecursionError, tomllib.TOMLDecodeError) as exc:
         raise ToolFailure(f"cannot read {path}: {exc}", Code.CONFIG_INVALID) from None
 

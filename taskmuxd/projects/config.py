@@ -2,10 +2,19 @@
 
 Every problem is reported together, each with the file, the key path (``tasks.web.depends_on``),
 the line where it can be found, and what would be valid. Loading never starts anything.
+
+Loading is bounded whatever the file holds: only a regular file is read (opened without
+blocking, so a FIFO or a device is refused rather than waited on), at most
+``MAX_CONFIG_BYTES`` of it, with at most ``MAX_TASKS`` tasks; finding problems and their lines
+is linear in the file's size, dependency checks are iterative (a chain of thousands of tasks
+is fine), and nesting too deep for the TOML parser is a problem like any other. The daemon
+runs ``load`` in a worker thread, never on its event loop.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import re
 import tomllib
@@ -14,10 +23,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from taskmuxctl.fsutil import UnreadableFile, read_regular_file
 from taskmuxctl.protocol import Code
 from taskmuxd.errors import ClientError
 
+log = logging.getLogger("taskmuxd.config")
+
 CONFIG_NAME = "taskmux.toml"
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_TASKS = 5000
+MAX_PROBLEMS_SHOWN = 50
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HOST_RE = re.compile(r"^(@|\*|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
@@ -142,12 +157,16 @@ class ConfigError(ClientError):
     default_code = Code.CONFIG_INVALID
 
     def __init__(self, path: str, problems: list[Problem]) -> None:
-        lines = "\n".join("  " + p.render(path) for p in problems)
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        lines = "\n".join("  " + p.render(path) for p in shown)
+        if len(problems) > len(shown):
+            lines += f"\n  … and {len(problems) - len(shown)} more"
         noun = "problem" if len(problems) == 1 else "problems"
         super().__init__(
             f"{path} has {len(problems)} {noun}:\n{lines}",
-            {"path": path, "problems": [{"key": p.key, "message": p.message, "line": p.line}
-                                        for p in problems]})
+            {"path": path, "count": len(problems),
+             "problems": [{"key": p.key, "message": p.message, "line": p.line}
+                          for p in shown]})
         self.problems = problems
 
 
@@ -156,36 +175,50 @@ class ConfigNotFound(ClientError):
 
 
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_KEY = re.compile(r"^\s*[\"']?([^\"'=\s]+)[\"']?\s*=")
+
+
+class LineIndex:
+    """Where each ``[table]`` header and each ``key =`` line of a TOML text is, built in one
+    pass so that finding the line of every problem stays linear."""
+
+    def __init__(self, text: str) -> None:
+        self.headers: dict[str, int] = {}
+        self.keys: dict[tuple[str, str], int] = {}  # (table, key) -> 0-based line
+        table = ""
+        for i, line in enumerate(text.splitlines()):
+            m = _HEADER.match(line)
+            if m:
+                table = ".".join(part.strip().strip("\"'") for part in m.group(1).split("."))
+                self.headers.setdefault(table, i)
+                continue
+            k = _KEY.match(line)
+            if k:
+                self.keys.setdefault((table, k.group(1)), i)
+
+    def find(self, key_path: tuple[str | int, ...]) -> int | None:
+        """The 1-based line of ``key_path``: its own ``[table]`` header, or the ``key =`` line
+        inside its parent table; failing that, the nearest enclosing one."""
+        keys = [str(k) for k in key_path if not isinstance(k, int)]
+        for depth in range(len(keys), 0, -1):
+            dotted = ".".join(keys[:depth])
+            if dotted in self.headers:
+                return self.headers[dotted] + 1
+            parent, last = ".".join(keys[: depth - 1]), keys[depth - 1]
+            if parent and parent not in self.headers:
+                continue
+            line = self.keys.get((parent, last))
+            if line is not None:
+                return line + 1
+        return None
 
 
 def find_line(text: str, key_path: tuple[str | int, ...]) -> int | None:
-    """The 1-based line of ``key_path`` in the TOML text: its own ``[table]`` header, or the
-    ``key =`` line inside its parent table; failing that, the nearest enclosing one."""
-    keys = [str(k) for k in key_path if not isinstance(k, int)]
-    lines = text.splitlines()
-    headers: dict[str, int] = {}
-    for i, line in enumerate(lines):
-        m = _HEADER.match(line)
-        if m:
-            name = ".".join(part.strip().strip("\"'") for part in m.group(1).split("."))
-            headers.setdefault(name, i)
-    for depth in range(len(keys), 0, -1):
-        dotted = ".".join(keys[:depth])
-        if dotted in headers:
-            return headers[dotted] + 1
-        parent, last = ".".join(keys[: depth - 1]), keys[depth - 1]
-        if parent and parent not in headers:
-            continue
-        key_re = re.compile(rf"^\s*[\"']?{re.escape(last)}[\"']?\s*=")
-        for i in range((headers[parent] + 1) if parent else 0, len(lines)):
-            if _HEADER.match(lines[i]):
-                break
-            if key_re.match(lines[i]):
-                return i + 1
-    return None
+    """The 1-based line of ``key_path`` in the TOML text (see ``LineIndex.find``)."""
+    return LineIndex(text).find(key_path)
 
 
-def _pydantic_problems(exc: ValidationError, text: str) -> list[Problem]:
+def _pydantic_problems(exc: ValidationError, index: LineIndex) -> list[Problem]:
     problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -199,7 +232,7 @@ def _pydantic_problems(exc: ValidationError, text: str) -> list[Problem]:
             msg = err["msg"]
             if "input" in err and err["type"] not in ("dict_type", "model_type"):
                 msg += f" (got {err['input']!r})"
-        problems.append(Problem(key, msg, find_line(text, loc)))
+        problems.append(Problem(key, msg, index.find(loc)))
     return problems
 
 
@@ -212,15 +245,18 @@ def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(TaskConfig.model_fields)
 
 
-def _check_semantics(cfg: ProjectConfig, folder: str, text: str) -> list[Problem]:
+def _check_semantics(cfg: ProjectConfig, folder: str, index: LineIndex) -> list[Problem]:
     problems: list[Problem] = []
 
     def add(loc: tuple[str, ...], message: str) -> None:
-        problems.append(Problem(".".join(loc), message, find_line(text, loc)))
+        problems.append(Problem(".".join(loc), message, index.find(loc)))
 
     if not NAME_RE.match(cfg.name):
         add(("name",), f"{cfg.name!r} is not a valid project name: use {NAME_RULE}")
     hosts: dict[str, str] = {}
+    names = sorted(cfg.tasks)
+    task_names = (", ".join(names[:20]) + (f", … ({len(names)} in all)" if len(names) > 20
+                                            else "")) or "(none)"
     for name, task in cfg.tasks.items():
         where = ("tasks", name)
         if not NAME_RE.match(name):
@@ -228,7 +264,7 @@ def _check_semantics(cfg: ProjectConfig, folder: str, text: str) -> list[Problem
         for dep in task.depends_on:
             if dep not in cfg.tasks:
                 add((*where, "depends_on"), f"depends on {dep!r}, which is not a task here; "
-                    f"tasks: {', '.join(sorted(cfg.tasks)) or '(none)'}")
+                    f"tasks: {task_names}")
             elif dep == name:
                 add((*where, "depends_on"), "a task cannot depend on itself")
         if task.cwd is not None and not os.path.isdir(os.path.join(folder, task.cwd)):
@@ -262,31 +298,28 @@ def _check_semantics(cfg: ProjectConfig, folder: str, text: str) -> list[Problem
 
 
 def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    """One dependency cycle as a path (first node repeated at the end), or None."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for dep in graph.get(node, []):
-            if dep not in graph:
+    """One dependency cycle as a path (first node repeated at the end), or None. Iterative, so
+    a chain of any length is fine."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in sorted(graph):
+        if root in state:
+            continue
+        path: list[str] = [root]
+        pending: list[list[str]] = [[d for d in reversed(graph[root]) if d in graph]]
+        state[root] = 1
+        while path:
+            todo = pending[-1]
+            if not todo:
+                state[path.pop()] = 2
+                pending.pop()
                 continue
+            dep = todo.pop()
             if state.get(dep) == 1:
-                return [*stack[stack.index(dep):], dep]
+                return [*path[path.index(dep):], dep]
             if dep not in state:
-                found = visit(dep)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
+                state[dep] = 1
+                path.append(dep)
+                pending.append([d for d in reversed(graph[dep]) if d in graph])
     return None
 
 
@@ -299,46 +332,95 @@ def parse(text: str, path: str) -> LoadedConfig:
         if m:
             line = int(m.group(1))
         raise ConfigError(path, [Problem("", f"not valid TOML: {exc}", line)]) from None
+    except RecursionError:
+        raise ConfigError(path, [Problem("", "arrays or tables are nested too deeply to read; "
+                                         "taskmux.toml needs only a few levels")]) from None
+    tasks = raw.get("tasks")
+    if isinstance(tasks, dict) and len(tasks) > MAX_TASKS:
+        raise ConfigError(path, [Problem("tasks", f"{len(tasks)} tasks; a project may have at "
+                                         f"most {MAX_TASKS}: split it into several projects")])
+    index = LineIndex(text)
     try:
         project = ProjectConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, _pydantic_problems(exc, text)) from None
-    problems = _check_semantics(project, os.path.dirname(path), text)
+        raise ConfigError(path, _pydantic_problems(exc, index)) from None
+    except RecursionError:
+        raise ConfigError(path, [Problem("", "values are nested too deeply to check; "
+                                         "taskmux.toml needs only a few levels")]) from None
+    problems = _check_semantics(project, os.path.dirname(path), index)
     if problems:
         raise ConfigError(path, problems)
     return LoadedConfig(path, project, text)
 
 
 def load(path: str) -> LoadedConfig:
+    """Read and check the taskmux.toml at ``path`` (or in the folder ``path``). Blocking: the
+    daemon calls it in a worker thread. Every failure is a ConfigError or ConfigNotFound."""
     path = os.path.abspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, CONFIG_NAME)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        data = read_regular_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigNotFound(
             f"no {CONFIG_NAME} at {path}; create one with `taskmux init`, or run from the "
             "project's folder, or name a registered project with -p NAME",
             {"path": path}) from None
+    except UnreadableFile as exc:
+        raise ConfigError(path, [Problem("", f"cannot be read: {exc}; taskmux.toml must be a "
+                                         f"regular file of at most {MAX_CONFIG_BYTES} bytes")]
+                          ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            message = ("is a symbolic link loop (a link that leads back to itself); point "
+                       "it at the real taskmux.toml")
+        else:
+            message = f"cannot be read: {exc.strerror or exc}"
+        raise ConfigError(path, [Problem("", message)]) from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(path, [Problem("", f"not UTF-8 text: {exc}")]) from None
     return parse(text, path)
 
 
+def load_guarded(path: str) -> LoadedConfig:
+    """``load``, with any other failure (a bug, or an input nobody foresaw) turned into a
+    ConfigError too, so a caller never sees a traceback and a reload never dies silently."""
+    try:
+        return load(path)
+    except (ConfigError, ConfigNotFound):
+        raise
+    except Exception as exc:
+        log.exception("loading %s failed unexpectedly", path)
+        raise ConfigError(os.path.abspath(path), [Problem(
+            "", f"could not be loaded ({type(exc).__name__}: {str(exc)[:200]})")]) from None
+
+
 def start_order(tasks: dict[str, TaskConfig]) -> list[list[str]]:
-    """Tasks in waves: each wave depends only on earlier ones (the config is acyclic)."""
-    remaining = {n: set(t.depends_on) for n, t in tasks.items()}
+    """Tasks in waves: each wave depends only on earlier ones (the config is acyclic).
+    Linear in tasks plus dependencies."""
+    waiting = {n: len(set(d for d in t.depends_on if d in tasks)) for n, t in tasks.items()}
+    dependents: dict[str, list[str]] = {n: [] for n in tasks}
+    for n, t in tasks.items():
+        for dep in set(t.depends_on):
+            if dep in tasks:
+                dependents[dep].append(n)
+    wave = sorted(n for n, count in waiting.items() if count == 0)
     waves: list[list[str]] = []
-    done: set[str] = set()
-    while remaining:
-        wave = sorted(n for n, deps in remaining.items() if deps <= done)
-        if not wave:
-            raise ValueError(f"dependency cycle among {sorted(remaining)}")
+    placed = 0
+    while wave:
         waves.append(wave)
-        done.update(wave)
+        placed += len(wave)
+        following = []
         for n in wave:
-            del remaining[n]
+            for d in dependents[n]:
+                waiting[d] -= 1
+                if waiting[d] == 0:
+                    following.append(d)
+        wave = sorted(following)
+    if placed != len(tasks):
+        raise ValueError(f"dependency cycle among {sorted(n for n, c in waiting.items() if c)}")
     return waves
 
 

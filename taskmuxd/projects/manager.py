@@ -78,7 +78,7 @@ class Projects:
         if self.registry.corrupt_moved_to:
             self.events.emit("state_corrupt", None, None, moved_to=self.registry.corrupt_moved_to)
         for entry in entries.values():
-            self._load_registered(entry.name, entry.config)
+            await self._load_registered(entry.name, entry.config)
             self.watcher.watch(entry.config)
         try:
             windows = await self.tmux.windows()
@@ -115,18 +115,24 @@ class Projects:
 
     # -- loading --------------------------------------------------------------------------
 
-    def _load_registered(self, name: str, config_path: str) -> Project | None:
+    async def load_file(self, path: str) -> cfgmod.LoadedConfig:
+        """``config.load`` in a worker thread, so no file (a FIFO, a slow disk, a huge or
+        hostile taskmux.toml) holds up the event loop; every failure is a ConfigError or
+        ConfigNotFound with a clear message."""
+        return await asyncio.to_thread(cfgmod.load_guarded, path)
+
+    async def _load_registered(self, name: str, config_path: str) -> Project | None:
         files = st.ProjectFiles(self.paths, name)
         loaded: cfgmod.LoadedConfig | None
         try:
-            loaded = cfgmod.load(config_path)
+            loaded = await self.load_file(config_path)
             self.problems.pop(name, None)
         except cfgmod.ConfigNotFound as exc:
             self.problems[name] = ("config_missing", exc.message)
-            loaded = self._last_good(files, config_path)
+            loaded = await asyncio.to_thread(self._last_good, files, config_path)
         except cfgmod.ConfigError as exc:
             self.problems[name] = ("error", exc.message)
-            loaded = self._last_good(files, config_path)
+            loaded = await asyncio.to_thread(self._last_good, files, config_path)
         if loaded is None:
             return None
         project = Project(self.services, name, loaded)
@@ -140,7 +146,7 @@ class Projects:
                 text = fh.read()
             return cfgmod.LoadedConfig(config_path, cfgmod.ProjectConfig.model_validate(
                 tomllib.loads(text)), text)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
 
     def remember_config(self, project: Project) -> None:
@@ -161,20 +167,20 @@ class Projects:
                 "folder, or `taskmux daemon register -c PATH`", {"project": name})
         return project
 
-    def load_config(self, config: str | None, cwd: str | None) -> cfgmod.LoadedConfig:
+    async def load_config(self, config: str | None, cwd: str | None) -> cfgmod.LoadedConfig:
         if not config:
             raise cfgmod.ConfigNotFound(
                 f"no {cfgmod.CONFIG_NAME} in {cwd or 'this folder'} or any folder above it; "
                 "create one with `taskmux init`, or name a registered project with -p NAME",
                 {"cwd": cwd})
-        return cfgmod.load(config)
+        return await self.load_file(config)
 
-    def resolve(self, project: str | None, config: str | None, cwd: str | None) -> Project:
+    async def resolve(self, project: str | None, config: str | None, cwd: str | None) -> Project:
         """The registered project named, or the one whose taskmux.toml is ``config``."""
         if project:
             return self.get(project)
         try:
-            loaded = self.load_config(config, cwd)
+            loaded = await self.load_config(config, cwd)
         except cfgmod.ConfigError:
             # A broken edit: the project is still supervised with its last good config.
             for known in self.projects.values():
@@ -191,7 +197,7 @@ class Projects:
 
     async def ensure(self, config: str | None, cwd: str | None, force: bool = False) -> Project:
         """Register (if needed) and load the project of ``config``; used by start."""
-        loaded = self.load_config(config, cwd)
+        loaded = await self.load_config(config, cwd)
         action = self.registry.register(loaded.name, loaded.path, force=force)
         if action != "unchanged":
             self.events.emit("project_registered", loaded.name, None, config=loaded.path,
@@ -226,7 +232,7 @@ class Projects:
     async def _reload(self, project: Project) -> dict[str, list[str]] | None:
         path = project.loaded.path
         try:
-            loaded = cfgmod.load(path)
+            loaded = await self.load_file(path)
         except (cfgmod.ConfigError, cfgmod.ConfigNotFound) as exc:
             state = "config_missing" if isinstance(exc, cfgmod.ConfigNotFound) else "error"
             self.problems[project.name] = (state, exc.message)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
 
 from taskmuxctl.protocol import Code, Method
 from taskmuxd.errors import ClientError
@@ -14,6 +16,15 @@ from taskmuxd.projects.project import Project
 
 if TYPE_CHECKING:
     from taskmuxd.daemon import Daemon
+
+
+# Bounds of the params (checked by taskmuxd.rpc.params before a method runs).
+TaskNames = Annotated[list[str], Field(max_length=cfgmod.MAX_TASKS)]
+# A variable's value may be as long as the kernel allows one argument string (128 KiB).
+Environment = Annotated[dict[str, Annotated[str, Field(max_length=128 * 1024)]],
+                        Field(max_length=4096)]
+RunId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+RunnerRecord = Annotated[dict[str, Any], Field(max_length=64)]
 
 
 def status_of(projects: Projects, project: Project) -> dict[str, Any]:
@@ -42,7 +53,7 @@ def register(daemon: Daemon, projects: Projects) -> None:
                              cwd: str | None = None) -> dict[str, Any]:
         if not project and config and not any(
                 p.loaded.path == os.path.abspath(config) for p in projects.projects.values()):
-            loaded = projects.load_config(config, cwd)
+            loaded = await projects.load_config(config, cwd)
             found = projects.projects.get(loaded.name)
             if found is None or found.loaded.path != loaded.path:
                 # Known config, not supervised yet: show it without registering anything.
@@ -55,14 +66,14 @@ def register(daemon: Daemon, projects: Projects) -> None:
                              "healthy": None, "auto_start": t.auto_start,
                              "command": t.command, "depends_on": list(t.depends_on)}
                             for n, t in sorted(loaded.project.tasks.items())]}
-        p = projects.resolve(project, config, cwd)
+        p = await projects.resolve(project, config, cwd)
         info = status_of(projects, p)
         info["running"] = await projects.tmux.has_session(p.name)
         return info
 
     async def project_start(project: str | None = None, config: str | None = None,
-                            cwd: str | None = None, tasks: list[str] | None = None,
-                            env: dict[str, str] | None = None,
+                            cwd: str | None = None, tasks: TaskNames | None = None,
+                            env: Environment | None = None,
                             force: bool = False) -> dict[str, Any]:
         if project and not config:
             p = projects.get(project)
@@ -75,7 +86,7 @@ def register(daemon: Daemon, projects: Projects) -> None:
     async def project_reload(project: str | None = None, config: str | None = None,
                              cwd: str | None = None) -> dict[str, Any]:
         """Apply the project's taskmux.toml now, as the file watcher would a moment later."""
-        p = projects.resolve(project, config, cwd)
+        p = await projects.resolve(project, config, cwd)
         diff = await projects.reload(p)
         problem = projects.problems.get(p.name)
         if problem is not None:
@@ -88,24 +99,24 @@ def register(daemon: Daemon, projects: Projects) -> None:
 
     async def project_stop(project: str | None = None, config: str | None = None,
                            cwd: str | None = None,
-                           tasks: list[str] | None = None) -> dict[str, Any]:
-        p = projects.resolve(project, config, cwd)
+                           tasks: TaskNames | None = None) -> dict[str, Any]:
+        p = await projects.resolve(project, config, cwd)
         return _actions(p, await p.stop(tasks or None))
 
     async def project_restart(project: str | None = None, config: str | None = None,
                               cwd: str | None = None,
-                              tasks: list[str] | None = None) -> dict[str, Any]:
-        p = projects.resolve(project, config, cwd)
+                              tasks: TaskNames | None = None) -> dict[str, Any]:
+        p = await projects.resolve(project, config, cwd)
         return _actions(p, await p.restart(tasks or None))
 
     async def task_kill(task: str, project: str | None = None, config: str | None = None,
                         cwd: str | None = None) -> dict[str, Any]:
-        p = projects.resolve(project, config, cwd)
+        p = await projects.resolve(project, config, cwd)
         return _actions(p, [await p.kill(task)])
 
     async def task_inspect(task: str, project: str | None = None, config: str | None = None,
                            cwd: str | None = None) -> dict[str, Any]:
-        p = projects.resolve(project, config, cwd)
+        p = await projects.resolve(project, config, cwd)
         t = p.task(task)
         info = t.info(projects.url_for(p.name, t.config.host))
         info.update(project=p.name, config=t.config.model_dump(mode="json"),
@@ -118,7 +129,7 @@ def register(daemon: Daemon, projects: Projects) -> None:
 
     async def health_check(project: str | None = None, config: str | None = None,
                            cwd: str | None = None) -> dict[str, Any]:
-        p = projects.resolve(project, config, cwd)
+        p = await projects.resolve(project, config, cwd)
         rows = []
         for t in sorted(p.tasks.values(), key=lambda t: t.name):
             h = t.health
@@ -149,7 +160,7 @@ def register(daemon: Daemon, projects: Projects) -> None:
         return {"projects": out}
 
     async def project_register(config: str, force: bool = False) -> dict[str, Any]:
-        loaded = cfgmod.load(config)
+        loaded = await projects.load_file(config)
         action = projects.registry.register(loaded.name, loaded.path, force=force)
         p = projects.projects.get(loaded.name)
         if p is None:
@@ -179,15 +190,15 @@ def register(daemon: Daemon, projects: Projects) -> None:
             daemon.events.emit("project_unregistered", project, None)
         return {"project": project, "action": "unregistered" if removed else "not_registered"}
 
-    async def runner_started(project: str, task: str, run_id: int,
-                             record: dict[str, Any]) -> dict[str, Any]:
+    async def runner_started(project: str, task: str, run_id: RunId,
+                             record: RunnerRecord) -> dict[str, Any]:
         p = projects.projects.get(project)
         if p is not None:
             p.runner_started(task, {**record, "run_id": run_id})
         return {}
 
-    async def runner_exited(project: str, task: str, run_id: int,
-                            record: dict[str, Any]) -> dict[str, Any]:
+    async def runner_exited(project: str, task: str, run_id: RunId,
+                            record: RunnerRecord) -> dict[str, Any]:
         projects.runner_exited(project, task, {**record, "run_id": run_id})
         return {}
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
 
 from taskmuxctl.protocol import Code, Method
 from taskmuxd.errors import ClientError
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
 LITERAL_MAX_BYTES = 4096
 MAX_SEND_BYTES = 1024 * 1024
 _buffers = itertools.count(1)
+# Bounds of task.send's params (checked by taskmuxd.rpc.params before the method runs).
+SendText = Annotated[str, Field(max_length=MAX_SEND_BYTES)]
+SendKeys = Annotated[list[str], Field(max_length=256)]
 
 
 class TaskNotRunning(ClientError):
@@ -68,10 +73,10 @@ async def task_window(projects: Projects, p: Project, task: TaskRuntime) -> Wind
 
 def register(projects: Projects, add: Callable[[str, Callable[..., Awaitable[Any]]], None]
              ) -> None:
-    async def task_send(task: str, text: str | None = None, enter: bool = True,
-                        keys: list[str] | None = None, project: str | None = None,
+    async def task_send(task: str, text: SendText | None = None, enter: bool = True,
+                        keys: SendKeys | None = None, project: str | None = None,
                         config: str | None = None, cwd: str | None = None) -> dict[str, Any]:
-        p = projects.resolve(project, config, cwd)
+        p = await projects.resolve(project, config, cwd)
         t = p.task(task)
         keys = list(keys or [])
         if not text and not keys:
@@ -95,7 +100,7 @@ def register(projects: Projects, add: Callable[[str, Callable[..., Awaitable[Any
     async def project_tmux(task: str | None = None, project: str | None = None,
                            config: str | None = None,
                            cwd: str | None = None) -> dict[str, Any]:
-        p = projects.resolve(project, config, cwd)
+        p = await projects.resolve(project, config, cwd)
         tmux = projects.tmux
         running = await tmux.has_session(p.name)
         out: dict[str, Any] = {"project": p.name, "session": p.name, "running": running,

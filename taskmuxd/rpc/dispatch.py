@@ -4,6 +4,13 @@ jsonrpcserver validates a batch as a whole, so one bad member would fail them al
 2.0 spec wants a response per member. So this module parses the line and splits a batch, and
 hands each member to jsonrpcserver on its own, with a validator equal to the spec's request
 schema but cheaper than running jsonschema on every call.
+
+Whatever arrives, the answer is strict JSON: ``NaN``, ``Infinity`` and numbers that overflow a
+float are refused by the parser, so nothing that is not JSON can be echoed back; nesting too
+deep for the parser is a parse error, not a crash. A batch holds at most ``MAX_BATCH``
+requests: its members are parsed one at a time and a longer batch is refused, as one error,
+as soon as member ``MAX_BATCH + 1`` is seen, without parsing the rest or building any reply
+for it. Each member's params are then bounded by ``taskmuxd.rpc.params``.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +29,80 @@ from taskmuxd.rpc.jsonrpc import dispatch_to_serializable
 log = logging.getLogger("taskmuxd.rpc")
 
 _KEYS = frozenset(("jsonrpc", "method", "id", "params"))
+MAX_BATCH = 100
+MAX_ID_LENGTH = 256
+MAX_METHOD_LENGTH = 256
+INT64 = (-(2**63), 2**63 - 1)
+
+
+class Refused(Exception):
+    """A message answered with one error and no call: (code, message, data)."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON: numbers must be finite")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:32]} is too large for a double")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _skip(text: str, i: int) -> int:
+    match = _WS.match(text, i)
+    return match.end() if match else i
+
+
+def parse(line: bytes) -> Any:
+    """The message in ``line``: one request object (or any value), or a batch as a list of at
+    most ``MAX_BATCH`` members. Raises Refused for anything that gets one error reply."""
+    try:
+        text = line.decode("utf-8")
+        start = _skip(text, 0)
+        if not text.startswith("[", start):
+            return _DECODER.decode(text)
+        return _parse_batch(text, _skip(text, start + 1))
+    except RecursionError:
+        raise Refused(Code.PARSE_ERROR, "Parse error",
+                      "nested too deeply for the parser; requests are shallow objects") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refused(Code.PARSE_ERROR, "Parse error", str(exc)[:200]) from None
+
+
+def _parse_batch(text: str, i: int) -> list[Any]:
+    members: list[Any] = []
+    if text.startswith("]", i):
+        if _skip(text, i + 1) != len(text):
+            raise ValueError(f"extra data after the batch at character {i + 1}")
+        return members
+    while True:
+        if len(members) == MAX_BATCH:
+            raise Refused(Code.INVALID_REQUEST, "Invalid Request",
+                          f"a batch may hold at most {MAX_BATCH} requests; send the rest in "
+                          "further messages")
+        member, i = _DECODER.raw_decode(text, i)
+        members.append(member)
+        i = _skip(text, i)
+        if text.startswith(",", i):
+            i = _skip(text, i + 1)
+            continue
+        if text.startswith("]", i):
+            if _skip(text, i + 1) != len(text):
+                raise ValueError(f"extra data after the batch at character {i + 1}")
+            return members
+        raise ValueError(f"expected ',' or ']' at character {i}")
 
 
 def validate_request(obj: Any) -> Any:
@@ -30,10 +113,16 @@ def validate_request(obj: Any) -> Any:
         raise ValueError('"jsonrpc" must be exactly "2.0"')
     if not isinstance(obj.get("method"), str):
         raise ValueError('"method" must be a string')
+    if len(obj["method"]) > MAX_METHOD_LENGTH:
+        raise ValueError(f'"method" is longer than {MAX_METHOD_LENGTH} characters')
     if "id" in obj:
         rid = obj["id"]
         if isinstance(rid, bool) or not (rid is None or isinstance(rid, str | int | float)):
             raise ValueError('"id" must be a string, a number or null')
+        if isinstance(rid, str) and len(rid) > MAX_ID_LENGTH:
+            raise ValueError(f'"id" is longer than {MAX_ID_LENGTH} characters')
+        if isinstance(rid, int) and not INT64[0] <= rid <= INT64[1]:
+            raise ValueError('"id" is outside the 64-bit integer range')
     if "params" in obj and not isinstance(obj["params"], list | dict):
         raise ValueError('"params" must be an array or an object')
     if obj.keys() - _KEYS:
@@ -59,16 +148,16 @@ class Dispatcher:
     async def handle(self, line: bytes) -> bytes | None:
         """The response to one request line, or None when nothing must be sent back."""
         try:
-            parsed = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return _dump(error_response(Code.PARSE_ERROR, "Parse error", str(exc)))
+            parsed = parse(line)
+        except Refused as exc:
+            return _dump(error_response(exc.code, exc.message, exc.data))
         if isinstance(parsed, list):
             if not parsed:
                 return _dump(error_response(Code.INVALID_REQUEST, "Invalid Request",
                                             "an empty batch"))
             replies = await asyncio.gather(*(self._member(m) for m in parsed))
-            kept = [r for r in replies if r is not None]
-            return _dump(kept) if kept else None
+            kept = [_encode(r) for r in replies if r is not None]
+            return b"[" + b",".join(kept) + b"]\n" if kept else None
         reply = await self._member(parsed)
         return None if reply is None else _dump(reply)
 
@@ -83,4 +172,19 @@ class Dispatcher:
 
 
 def _dump(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"
+    """One reply line of strict JSON."""
+    return _encode(obj) + b"\n"
+
+
+def _encode(obj: Any) -> bytes:
+    """A reply as strict JSON; one that cannot be becomes an Internal error with its id."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), default=str, allow_nan=False).encode()
+    except (ValueError, TypeError, RecursionError) as exc:
+        log.error("a reply could not be written as JSON: %s", exc)
+        rid = obj.get("id") if isinstance(obj, dict) else None
+        if not (rid is None or isinstance(rid, str | int)):
+            rid = None
+        return json.dumps(error_response(Code.INTERNAL_ERROR, "Internal error",
+                                         "the reply was not representable as JSON", rid),
+                          separators=(",", ":")).encode()

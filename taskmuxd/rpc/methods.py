@@ -1,51 +1,48 @@
 """Registering RPC methods: names, parameter validation, and error translation at one edge.
 
-A method is an ``async def`` taking keyword parameters with type hints. Registration wraps it
-with pydantic's ``validate_call`` so bad params become JSON-RPC ``Invalid params`` (-32602)
-with the offending field named, and a ``TaskmuxError`` becomes a JSON-RPC error object with
-its stable code.
+A method is an ``async def`` taking keyword parameters with type hints, numbers and collections
+with declared bounds. Registration builds its ``params.ParamChecker``, so bad params become
+JSON-RPC ``Invalid params`` (-32602) naming the parameter and what it allows before the method
+runs, and a ``TaskmuxError`` becomes a JSON-RPC error object with its stable code.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import ConfigDict, ValidationError, validate_call
-
-from taskmuxctl.protocol import Code, RpcError
+from taskmuxctl.protocol import RpcError
 from taskmuxd.rpc.jsonrpc import JsonRpcError, Success
+from taskmuxd.rpc.params import ParamChecker
 
 Handler = Callable[..., Awaitable[Any]]
 
-_VALIDATION = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-
-def _params_error(exc: ValidationError) -> JsonRpcError:
-    problems = [
-        {"param": ".".join(str(p) for p in err["loc"]) or "(params)", "error": err["msg"]}
-        for err in exc.errors()
-    ]
-    detail = "; ".join(f"{p['param']}: {p['error']}" for p in problems)
-    return JsonRpcError(Code.INVALID_PARAMS, f"Invalid params: {detail}", problems)
-
-
-def wrap(handler: Handler) -> Callable[..., Awaitable[Any]]:
-    """Turn a plain async handler into a jsonrpcserver method."""
-    checked = validate_call(config=_VALIDATION)(handler)
+def wrap(name: str, handler: Handler) -> Callable[..., Awaitable[Any]]:
+    """Turn a plain async handler into a jsonrpcserver method whose params are checked
+    (``params.ParamChecker``) before the handler runs."""
+    checker = ParamChecker(name, handler)
 
     @functools.wraps(handler)
     async def method(*args: Any, **kwargs: Any) -> Any:
+        checked = checker.check(args, kwargs)
         try:
-            result = await checked(*args, **kwargs)
-        except ValidationError as exc:
-            raise _params_error(exc) from None
+            result = await handler(**checked)
         except RpcError as exc:
             raise JsonRpcError(exc.code, exc.message, exc.data) from exc
         return Success(result)
 
+    # jsonrpcserver binds the params to the method's signature first; let every call reach
+    # the checker, whose messages say what each parameter allows.
+    method.__signature__ = _ANY_ARGS  # type: ignore[attr-defined]
     return method
+
+
+_ANY_ARGS = inspect.Signature([
+    inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+    inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
 
 
 class MethodTable:
@@ -57,7 +54,7 @@ class MethodTable:
     def add(self, name: str, handler: Handler) -> None:
         if name in self._methods:
             raise ValueError(f"RPC method {name} registered twice")
-        self._methods[name] = wrap(handler)
+        self._methods[name] = wrap(name, handler)
 
     def names(self) -> list[str]:
         return sorted(self._methods)

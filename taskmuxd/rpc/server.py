@@ -165,7 +165,12 @@ class RpcServer:
 
     async def _call(self, conn: Connection, line: bytes, slots: asyncio.Semaphore) -> None:
         try:
-            reply = await self._dispatcher.handle(line)
+            try:
+                reply = await self._dispatcher.handle(line)
+            except Exception as exc:  # a bug: the caller still gets a well-formed answer
+                log.exception("a request line could not be handled")
+                reply = _dump(error_response(Code.INTERNAL_ERROR, "Internal error",
+                                             f"{type(exc).__name__}: {str(exc)[:200]}"))
             self.calls_served += 1
             if reply is not None:
                 await conn.send_raw(reply)
