@@ -41,7 +41,8 @@ def _folder_problem(st: os.stat_result, folder: str) -> str | None:
 
 
 def folder_problem(folder: str, _hops: int = 0) -> str | None:
-    """Why ``folder`` (absolute) could be changed by someone other than root, or None."""
+    """Why ``folder`` (absolute) could be changed by someone other than root, or None;
+    FileNotFoundError when part of it does not exist."""
     if not os.path.isabs(folder):
         return f"{folder} is not an absolute path"
     current = "/"
@@ -50,10 +51,7 @@ def folder_problem(folder: str, _hops: int = 0) -> str | None:
         return problem
     for part in [p for p in os.path.normpath(folder).split("/") if p]:
         nxt = os.path.join(current, part)
-        try:
-            st = os.lstat(nxt)
-        except FileNotFoundError:
-            return f"{nxt} does not exist"
+        st = os.lstat(nxt)  # FileNotFoundError: the caller says what is missing
         if stat.S_ISLNK(st.st_mode):
             # A link in a folder only root can change: root's own choice; check where it goes.
             if _hops >= MAX_LINK_HOPS:
