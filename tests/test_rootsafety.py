@@ -272,3 +272,28 @@ def test_root_configuration_is_read_only_from_root_and_checked(tmp_path: str) ->
             load(text)
     with pytest.raises(rootconfig.RootConfigError, match="is not trusted"):
         load("", 0o666)
+
+
+def test_the_ca_certificate_to_trust_is_read_as_hostile_input(tmp_path: str) -> None:
+    from taskmuxd import trust
+
+    cert = os.path.join(tmp_path, "ca.crt")
+    body = "-----BEGIN CERTIFICATE-----\nTUlJQg==\n-----END CERTIFICATE-----\n"
+    with open(cert, "w") as fh:
+        fh.write(body)
+    assert trust.certificate_pem(cert) == body.encode()
+    link = os.path.join(tmp_path, "link.crt")
+    os.symlink("/etc/shadow", link)
+    for text, why in ((None, "symbolic link"), ("root:x:0:0\n", "not one PEM"),
+                      (body + body, "not one PEM"), (body.replace("TUlJQg==", "%%"), "base64")):
+        path = link
+        if text is not None:
+            path = os.path.join(tmp_path, "bad.crt")
+            with open(path, "w") as fh:
+                fh.write(text)
+        with pytest.raises(ValueError, match=why):
+            trust.certificate_pem(path)
+    refused = trust.install_system(link, "taskmux", trust.SystemStore(
+        "debian", os.path.join(tmp_path, "anchors"), ".crt", ("true",)))
+    assert not refused.done and "nothing was trusted" in refused.detail
+    assert not os.path.exists(os.path.join(tmp_path, "anchors"))

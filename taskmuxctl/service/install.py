@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from taskmuxctl.daemonctl import ping, stop_daemon
-from taskmuxctl.fsutil import atomic_write
+from taskmuxctl.fsutil import atomic_write, chown_nofollow
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
 from taskmuxctl.service import record as record_mod
@@ -67,15 +67,14 @@ def _makedirs(path: str, uid: int, gid: int, mode: int = 0o755) -> None:
     for folder in reversed(missing):
         os.mkdir(folder, mode)
         if os.geteuid() == 0:
-            os.chown(folder, uid, gid)
+            chown_nofollow(folder, uid, gid)
 
 
 def _write(target: Target, spec: FileSpec) -> None:
     path = target.on_disk(spec.path)
     _makedirs(os.path.dirname(path), spec.uid, spec.gid)
-    atomic_write(path, spec.content, mode=spec.mode)
-    if os.geteuid() == 0:
-        os.chown(path, spec.uid, spec.gid)
+    atomic_write(path, spec.content, mode=spec.mode,
+                 owner=(spec.uid, spec.gid) if os.geteuid() == 0 else None)
 
 
 def _ensure_state_dir(target: Target) -> None:
@@ -83,16 +82,15 @@ def _ensure_state_dir(target: Target) -> None:
         return
     Paths(target.state_dir).ensure()
     if os.geteuid() == 0 and target.uid != 0:
-        os.chown(target.state_dir, target.uid, target.gid)
+        chown_nofollow(target.state_dir, target.uid, target.gid)
 
 
 def _write_record(target: Target) -> None:
     rec = record_mod.Record.for_target(target)
     path = target.paths.service_record
     if _read(path) != record_mod.text(rec):
-        atomic_write(path, record_mod.text(rec), mode=0o644)
-        if os.geteuid() == 0 and target.uid != 0:
-            os.chown(path, target.uid, target.gid)
+        owner = (target.uid, target.gid) if os.geteuid() == 0 and target.uid != 0 else None
+        atomic_write(path, record_mod.text(rec), mode=0o600, owner=owner)
 
 
 def wait_answering(paths: Paths, controller: Controller, not_pid: int | None = None,
