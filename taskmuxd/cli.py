@@ -93,6 +93,13 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
         except rootconfig.RootConfigError as exc:
             print(f"taskmuxd: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        problem = _own_code_problem()
+        if problem:
+            print(f"taskmuxd: refusing to run as root: {problem}, so a user could change "
+                  "what root runs. Install taskmux where only root can change it and point "
+                  "the service there, or run a per-user service (`taskmuxctl daemon install "
+                  "--user-unit` as the user)", file=sys.stderr)
+            return EXIT_CONFIG
     try:
         settings = _load_settings(paths, target)
     except SettingsError as exc:
@@ -135,6 +142,17 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
     finally:
         bound.close()
         lock.release()
+
+
+def _own_code_problem() -> str | None:
+    """Why this very program is code a user could change (run as root, it must not be)."""
+    import taskmuxctl
+    import taskmuxd
+    from taskmuxd.rootfiles import code_problem
+
+    packages = [os.path.dirname(os.path.abspath(m.__file__ or "")) for m in (taskmuxd,
+                                                                             taskmuxctl)]
+    return code_problem([sys.executable, os.path.abspath(sys.argv[0])], packages)
 
 
 def _load_settings(paths: Paths, target: Target | None) -> Settings:

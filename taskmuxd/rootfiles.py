@@ -155,3 +155,36 @@ def read_user_file(path: str, limit: int, owners: tuple[int, ...] | None) -> byt
         return _read_fd(fd, path, limit)
     finally:
         os.close(fd)
+
+
+def code_problem(program: list[str], packages: list[str]) -> str | None:
+    """Why running ``program`` as root would run code a user can change, or None.
+
+    Every absolute path in ``program`` (the interpreter, a script) must be a file only root
+    can change, reached through folders only root can change; so must every folder and file
+    of ``packages`` (the Python packages the program imports). A link (a virtualenv's
+    ``bin/python``) counts when it sits in such a folder and points at such a file.
+    """
+    for word in program:
+        if not os.path.isabs(word) or not os.path.isfile(word):  # files: code it runs
+            continue
+        problem = folder_problem(os.path.dirname(os.path.normpath(word))) \
+            or path_problem(os.path.realpath(word))
+        if problem:
+            return problem
+    for package in packages:
+        problem = folder_problem(package)
+        if problem:
+            return problem
+        for folder, dirs, files in os.walk(package):
+            for name in dirs:
+                st = os.lstat(os.path.join(folder, name))
+                problem = _folder_problem(st, os.path.join(folder, name)) \
+                    if not stat.S_ISLNK(st.st_mode) else f"{folder}/{name} is a link"
+                if problem:
+                    return problem
+            for name in files:
+                problem = path_problem(os.path.join(folder, name))
+                if problem:
+                    return problem
+    return None

@@ -297,3 +297,33 @@ def test_the_ca_certificate_to_trust_is_read_as_hostile_input(tmp_path: str) -> 
         "debian", os.path.join(tmp_path, "anchors"), ".crt", ("true",)))
     assert not refused.done and "nothing was trusted" in refused.detail
     assert not os.path.exists(os.path.join(tmp_path, "anchors"))
+
+
+@needs_root
+def test_the_system_service_never_runs_code_a_user_can_change(tmp_path: str) -> None:
+    """The system unit runs its program as root: a boot-guard or virtualenv in a user's
+    home would let that user change what root runs, so installing it is refused."""
+    from taskmuxctl.service import install
+    from taskmuxctl.service.manager import ServiceError
+    from taskmuxctl.service.target import Target
+
+    nobody = pwd.getpwnam("nobody")
+    app = os.path.join(tmp_path, "home", ".taskmux", "app")
+    os.makedirs(app)
+    guard = os.path.join(app, "bootguard.py")
+    with open(guard, "w") as fh:
+        fh.write("# the user's\n")
+    os.chown(os.path.join(tmp_path, "home"), nobody.pw_uid, nobody.pw_gid)
+    program = ["/usr/bin/python3", guard, "--home", os.path.dirname(app), "--"]
+    assert "belongs to uid" in str(install.root_code_problem(program))
+    target = Target("systemd", "system", "nobody", nobody.pw_uid, nobody.pw_gid,
+                    os.path.join(tmp_path, "home"), os.path.dirname(app),
+                    root=os.path.join(tmp_path, "sysroot"))
+    with pytest.raises(ServiceError, match="a user could change what root runs"):
+        install.install(target, [*program, "run"])
+    assert not os.path.exists(os.path.join(tmp_path, "sysroot"))  # nothing written
+    os.chmod(guard, 0o666)
+    os.chown(os.path.join(tmp_path, "home"), 0, 0)
+    assert "writable by group or others" in str(install.root_code_problem(program))
+    os.chmod(guard, 0o644)
+    assert install.root_code_problem(program) is None
