@@ -82,11 +82,18 @@ MAX_HOSTS_BYTES = 16 * 1024 * 1024
 
 
 def read(path: str) -> str:
+    """The hosts file's text ("" when missing); a FIFO or device is refused, not waited on."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-            return fh.read(MAX_HOSTS_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return ""
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise rootfiles.UnsafeFile(f"{path} is not a regular file")
+        raw = fh.read(MAX_HOSTS_BYTES + 1)
+    if len(raw) > MAX_HOSTS_BYTES:  # never rewrite a file only partly read
+        raise rootfiles.UnsafeFile(f"{path} is larger than {MAX_HOSTS_BYTES} bytes")
+    return raw.decode("utf-8", errors="surrogateescape")
 
 
 def _read_as_root(path: str) -> tuple[str, os.stat_result | None]:
@@ -166,7 +173,7 @@ def _replace(path: str, raw: bytes, mode: int, owner: tuple[int, int] | None) ->
 
 
 def _rewrite_in_place(path: str, raw: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "wb") as fh:
         if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
             raise rootfiles.UnsafeFile(f"refusing to write {path}: not a regular file")

@@ -149,7 +149,8 @@ class DnsSubsystem:
                              self.settings.hosts_file, len(names))
             self.hosts_error = None
         except OSError as exc:
-            self.hosts_error = f"cannot update {exc.filename or 'the hosts file'}: {exc.strerror}"
+            self.hosts_error = (f"cannot update {exc.filename or self.settings.hosts_file}: "
+                                f"{exc.strerror or exc}")
             log.warning("%s", self.hosts_error)
 
     # -- settings -------------------------------------------------------------------------
@@ -202,7 +203,7 @@ class DnsSubsystem:
                 present = hosts.block_names(hosts.read(path))
             except OSError as exc:
                 present = []
-                out["error"] = f"cannot read {path}: {exc.strerror}"
+                out["error"] = f"cannot read {path}: {exc.strerror or exc}"
             missing = [n for n in wanted if n not in present]
             writable = hosts_writable(path)
             out.update(hosts_file=path, names=present, wanted=wanted, missing=missing,
