@@ -378,3 +378,26 @@ def test_target_user_selection() -> None:
     assert privileges.state_paths(target, {}).home == os.path.join(me.pw_dir, ".taskmux")
     assert privileges.state_paths(target, {"TASKMUX_HOME": "/x"}).home == "/x"
     assert grp.getgrgid(nobody.pw_gid)  # the group exists for the drop to use
+
+
+def test_root_reads_the_users_settings_as_the_user_never_through_a_link() -> None:
+    """A config.toml that is a link to a root-only file (or a FIFO, which would stall root)
+    is refused with a message, and nothing of the file's content is shown."""
+    python, env = user_python_env()
+    with root_folder() as etc, throwaway_user() as user:
+        secret = root_file(os.path.join(etc, "secret.toml"), 'api_port = "s3cr3t"\n', 0o600)
+        state = prepare_home(user, "")
+        config = os.path.join(state, "config.toml")
+        os.unlink(config)
+        os.symlink(secret, config)
+        argv = [python, "-m", "taskmuxd", "run", "--user", user.pw_name]
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                              cwd="/")
+        assert proc.returncode == 78, proc.stderr
+        assert "symbolic link" in proc.stderr and "s3cr3t" not in proc.stderr
+        os.unlink(config)
+        os.mkfifo(config)
+        os.chown(config, user.pw_uid, user.pw_gid)
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                              cwd="/")
+        assert proc.returncode == 78 and "not a regular file" in proc.stderr, proc.stderr
