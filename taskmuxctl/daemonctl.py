@@ -54,7 +54,8 @@ def start_daemon(paths: Paths) -> int:
     import subprocess
 
     paths.ensure()
-    with open(paths.daemon_log, "ab") as log:
+    fd = os.open(paths.daemon_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "ab") as log:  # private from its first byte (the daemon keeps it so)
         proc = subprocess.Popen(
             [*daemon_command(paths), "--detach", "--log-file", paths.daemon_log],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

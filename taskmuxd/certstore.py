@@ -130,7 +130,7 @@ class CertStore:
         pair = certs.new_ca(now, self.tld)
         self._ensure_dirs()
         atomic_write(self.ca_key_path, pair.key_pem(), mode=0o600)
-        atomic_write(self.ca_cert_path, pair.cert_pem(), mode=0o644)
+        atomic_write(self.ca_cert_path, pair.cert_pem(), mode=0o600)
         log.info("created the local CA %s (SHA-256 %s); trust it with `taskmux ca install`",
                  self.ca_cert_path, certs.fingerprint(pair.cert))
         return pair
@@ -162,7 +162,7 @@ class CertStore:
             pair = certs.new_leaf(ca, certs.project_names(label, self.tld), now)
             self._ensure_dirs()
             atomic_write(key_path, pair.key_pem(), mode=0o600)
-            atomic_write(cert_path, pair.cert_pem(), mode=0o644)
+            atomic_write(cert_path, pair.cert_pem(), mode=0o600)
             leaf = Leaf(label, cert_path, key_path, pair.cert.not_valid_after_utc,
                         tuple(certs.project_names(label, self.tld)))
             log.info("minted the certificate for %s (valid until %s)",

@@ -7,14 +7,20 @@ import asyncio
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from taskmuxctl import __version__
 from taskmuxctl.paths import Paths
 from taskmuxd.lock import AlreadyRunning, InstanceLock
 
+if TYPE_CHECKING:
+    from taskmuxd.privileges import Target
+    from taskmuxd.settings import Settings
+
 EXIT_ALREADY_RUNNING = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78  # EX_CONFIG: the unit file stops restarting on it
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +68,7 @@ def _version() -> int:
 
 
 def run(log_file: str | None = None, detach: bool = False, user: str | None = None) -> int:
-    from taskmuxd import listeners, logs, privileges
-    from taskmuxd import settings as settings_mod
+    from taskmuxd import listeners, logs, privacy, privileges, rootconfig
     from taskmuxd.daemon import Daemon
     from taskmuxd.errors import SettingsError
 
@@ -78,37 +83,55 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
     if problem:
         print(f"taskmuxd: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    # Still root (when started so): read the user's settings to learn the ports, bind them,
-    # write what needs root, then drop before touching the state directory.
+    # Still root (when started so): read root's configuration and the user's settings (as
+    # the user, as hostile input) to learn the ports, bind them within what root allows,
+    # write what needs root, then drop before touching the state directory. SECURITY.md.
+    root = None
+    if target is not None:
+        try:
+            root = rootconfig.load()
+        except rootconfig.RootConfigError as exc:
+            print(f"taskmuxd: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        problem = _own_code_problem()
+        if problem:
+            print(f"taskmuxd: refusing to run as root: {problem}, so a user could change "
+                  "what root runs. Install taskmux where only root can change it and point "
+                  "the service there, or run a per-user service (`taskmuxctl daemon install "
+                  "--user-unit` as the user)", file=sys.stderr)
+            return EXIT_CONFIG
     try:
-        settings = settings_mod.load(paths.config)
+        settings = _load_settings(paths, target)
     except SettingsError as exc:
         print(f"taskmuxd: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
     lock = InstanceLock(paths)
-    if target is None:
+    if target is None or root is None:
         if os.geteuid() == 0:
             logging.getLogger("taskmuxd").warning(
                 "running as root, so tasks would run as root too: start it with --user NAME "
                 "(or through sudo) to run as a user")
+        privacy.make_private()
         code = _claim(paths, lock, None)
         if code:
             return code
         bound = listeners.bind_all(settings)
     else:
-        bound = listeners.bind_all(settings)
+        bound = listeners.bind_all(settings, root.bind_problem)
         from taskmuxd.rootwork import before_drop
 
-        before_drop(settings, paths, bound)
+        before_drop(settings, paths, bound, target, root)
         try:
             privileges.drop(target)
         except privileges.PrivilegeError as exc:
             print(f"taskmuxd: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        privacy.make_private()
         code = _claim(paths, lock, target.name)
         if code:
             bound.close()
             return code
+    privacy.tighten(paths)
     logs.configure("info", log_file)
     logs.set_level(settings.log_level)
     if detach:
@@ -119,6 +142,41 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
     finally:
         bound.close()
         lock.release()
+
+
+def _own_code_problem() -> str | None:
+    """Why this very program is code a user could change (run as root, it must not be)."""
+    import taskmuxctl
+    import taskmuxd
+    from taskmuxd.rootfiles import code_problem
+
+    packages = [os.path.dirname(os.path.abspath(m.__file__ or "")) for m in (taskmuxd,
+                                                                             taskmuxctl)]
+    return code_problem([sys.executable, os.path.abspath(sys.argv[0])], packages)
+
+
+def _load_settings(paths: Paths, target: Target | None) -> Settings:
+    """The settings in ``config.toml``. Started as root for a user, the file is the user's:
+    read with the user's identity, never through a link, only a regular file of theirs of at
+    most MAX_CONFIG_BYTES (a FIFO or /dev/zero cannot stall or flood root)."""
+    from taskmuxd import privileges, rootfiles
+    from taskmuxd import settings as settings_mod
+    from taskmuxd.errors import SettingsError
+
+    if target is None:
+        return settings_mod.load(paths.config)
+    try:
+        with privileges.as_user(target):
+            raw = rootfiles.read_user_file(paths.config, MAX_CONFIG_BYTES, (target.uid, 0))
+    except FileNotFoundError:
+        return settings_mod.Settings()
+    except OSError as exc:
+        raise SettingsError(f"{paths.config}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{paths.config}: not UTF-8 text") from None
+    return settings_mod.parse(text, paths.config)
 
 
 def _claim(paths: Paths, lock: InstanceLock, user: str | None) -> int:

@@ -15,6 +15,8 @@ import signal
 import urllib.parse
 from dataclasses import dataclass
 
+from taskmuxd import privacy
+
 BODY_LIMIT = 1024 * 1024
 
 
@@ -151,7 +153,7 @@ async def _command(spec: ProbeSpec) -> ProbeResult:
     proc = await asyncio.create_subprocess_exec(
         "/bin/sh", "-c", cmd, cwd=spec.cwd, env=spec.env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True)
+        start_new_session=True, umask=privacy.child_umask())
     try:
         out, _ = await proc.communicate()
     except asyncio.CancelledError:

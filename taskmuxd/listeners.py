@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from taskmuxd.settings import Settings
@@ -24,6 +25,11 @@ log = logging.getLogger("taskmuxd.listeners")
 BACKLOG = 1024
 PRIVILEGED_BELOW = 1024
 _EPHEMERAL_RETRIES = 8
+
+# Why an address and port must not be bound (None: they may). A daemon started as root
+# passes the root configuration's rule (taskmuxd.rootconfig.RootConfig.bind_problem), so
+# that the user's settings cannot make root bind any port below 1024 on any address.
+Refuse = Callable[[str, int], str | None]
 
 
 @dataclass
@@ -110,19 +116,24 @@ def _one(address: str, port: int, kind: socket.SocketKind) -> socket.socket:
 
 
 def bind(role: str, addresses: list[str], port: int, key: str,
-         kind: socket.SocketKind = socket.SOCK_STREAM) -> Bound:
+         kind: socket.SocketKind = socket.SOCK_STREAM, refuse: Refuse | None = None) -> Bound:
     """Bind ``port`` on every address; ``port`` 0 picks one free on all of them."""
     for _ in range(_EPHEMERAL_RETRIES if port == 0 else 1):
-        bound = _try_bind(role, addresses, port, key, kind)
+        bound = _try_bind(role, addresses, port, key, kind, refuse)
         if bound.error != "retry":
             return bound
     return Bound(role, port, error=f"cannot find a port free on all of {', '.join(addresses)}")
 
 
 def _try_bind(role: str, addresses: list[str], port: int, key: str,
-              kind: socket.SocketKind) -> Bound:
+              kind: socket.SocketKind, refuse: Refuse | None = None) -> Bound:
     out = Bound(role, port)
     for address in addresses:
+        why = refuse(address, port) if refuse is not None else None
+        if why is not None:
+            out.close()
+            out.error = f"not binding {key} as root: {why}"
+            return out
         try:
             s = _one(address, out.port, kind)
         except OSError as exc:
@@ -145,35 +156,39 @@ def _try_bind(role: str, addresses: list[str], port: int, key: str,
     return out
 
 
-def bind_proxy(settings: Settings) -> tuple[Bound | None, Bound | None]:
+def bind_proxy(settings: Settings, refuse: Refuse | None = None
+               ) -> tuple[Bound | None, Bound | None]:
     if not settings.proxy_enabled:
         return None, None
-    https = bind("https", settings.proxy_bind, settings.proxy_https_port, "proxy_https_port")
+    https = bind("https", settings.proxy_bind, settings.proxy_https_port, "proxy_https_port",
+                 refuse=refuse)
     redirect = None
     if settings.proxy_http_redirect_port:  # 0 turns the redirect off
         redirect = bind("redirect", settings.proxy_bind, settings.proxy_http_redirect_port,
-                        "proxy_http_redirect_port")
+                        "proxy_http_redirect_port", refuse=refuse)
     return https, redirect
 
 
 DNS_ADDRESS = "127.0.0.1"
 
 
-def bind_dns(settings: Settings) -> tuple[Bound | None, Bound | None]:
+def bind_dns(settings: Settings, refuse: Refuse | None = None
+             ) -> tuple[Bound | None, Bound | None]:
     if settings.host_resolver != "dns_server":
         return None, None
     udp = bind("dns", [DNS_ADDRESS], settings.dns_server_port, "dns_server_port",
-               socket.SOCK_DGRAM)
+               socket.SOCK_DGRAM, refuse)
     if not udp.ok:
         return udp, None
     # TCP on the port UDP got (they differ only when the port was 0).
-    tcp = bind("dns", [DNS_ADDRESS], udp.port, "dns_server_port", socket.SOCK_STREAM)
+    tcp = bind("dns", [DNS_ADDRESS], udp.port, "dns_server_port", socket.SOCK_STREAM, refuse)
     return udp, tcp
 
 
-def bind_all(settings: Settings) -> Listeners:
-    https, redirect = bind_proxy(settings)
-    udp, tcp = bind_dns(settings)
+def bind_all(settings: Settings, refuse: Refuse | None = None) -> Listeners:
+    """Bind what the settings ask for; ``refuse`` (as root) vetoes addresses and ports."""
+    https, redirect = bind_proxy(settings, refuse)
+    udp, tcp = bind_dns(settings, refuse)
     out = Listeners(https, redirect, udp, tcp)
     for b in (https, redirect, udp, tcp):
         if b is not None and b.error:

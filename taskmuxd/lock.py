@@ -40,7 +40,7 @@ class InstanceLock:
         self.write_pid()
 
     def write_pid(self) -> None:
-        atomic_write(self.paths.pid_file, f"{os.getpid()}\n", mode=0o644)
+        atomic_write(self.paths.pid_file, f"{os.getpid()}\n", mode=0o600)
 
     def release(self) -> None:
         if self._fd is None:

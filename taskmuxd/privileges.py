@@ -10,10 +10,11 @@ from there on runs as the user and the state directory is the user's own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 
 from taskmuxctl.paths import Paths
@@ -89,7 +90,8 @@ def drop(target: Target, environ: MutableMapping[str, str] | None = None) -> Non
     env["HOME"] = target.home
     env["USER"] = env["LOGNAME"] = target.name
     env["SHELL"] = target.shell
-    for key in ("SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND", "MAIL"):
+    for key in ("SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND", "MAIL",
+                "TASKMUX_SYSTEM_CONFIG"):
         env.pop(key, None)
     runtime = f"/run/user/{target.uid}"
     if os.path.isdir(runtime):
@@ -102,6 +104,25 @@ def drop(target: Target, environ: MutableMapping[str, str] | None = None) -> Non
         os.chdir("/")
     log.info("dropped privileges: now running as %s (uid %d, gid %d)", target.name,
              target.uid, target.gid)
+
+
+@contextlib.contextmanager
+def as_user(target: Target) -> Iterator[None]:
+    """Act with ``target``'s effective identity for a while (reading the user's files), so
+    the kernel refuses whatever the user could not read; root again afterwards. Only the
+    effective ids change: the real and saved ids stay root's, so the user cannot signal or
+    trace the process meanwhile."""
+    groups = os.getgroups()
+    egid = os.getegid()
+    try:
+        os.setgroups(os.getgrouplist(target.name, target.gid))
+        os.setegid(target.gid)
+        os.seteuid(target.uid)
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+        os.setgroups(groups)
 
 
 def verify(target: Target) -> None:

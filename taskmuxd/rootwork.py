@@ -1,11 +1,15 @@
 """What a daemon started as root writes before it drops privileges.
 
-- ``host_resolver = "etc_hosts"``: the hosts file's managed block, from the names the
-  user's daemon last routed (``hostnames.json`` in the user's state directory).
+- ``host_resolver = "etc_hosts"``: the managed block of root's hosts file (``hosts_file`` of
+  the root configuration, ``/etc/hosts`` by default; never the user's ``hosts_file``), from
+  the names the user's daemon last routed (``hostnames.json`` in the user's state directory,
+  read as the user, size-capped, each name checked again where it is written).
 - ``host_resolver = "dns_server"``: the resolver delegation to the DNS port just bound (on
-  Linux only when systemd-resolved runs: without it the drop-in would do nothing).
+  Linux only when systemd-resolved runs: without it the drop-in would do nothing), and only
+  for the root configuration's ``dns_managed_tld``.
 
-Failures are logged, never fatal: the daemon still runs, and its status says what is missing.
+Everything the user wrote is input to check, never an instruction: see SECURITY.md. Failures
+are logged, never fatal: the daemon still runs, and its status says what is missing.
 """
 
 from __future__ import annotations
@@ -17,18 +21,30 @@ from taskmuxctl.paths import Paths
 from taskmuxd.dns import delegation, hosts
 from taskmuxd.dns.subsystem import read_record, record_path
 from taskmuxd.listeners import Listeners
+from taskmuxd.privileges import Target, as_user
+from taskmuxd.rootconfig import RootConfig
 from taskmuxd.settings import Settings
 
 log = logging.getLogger("taskmuxd.privileges")
 
 
-def before_drop(settings: Settings, paths: Paths, bound: Listeners) -> None:
+def before_drop(settings: Settings, paths: Paths, bound: Listeners, target: Target,
+                root: RootConfig) -> None:
+    if settings.hosts_file != root.hosts_file:
+        log.warning("hosts_file = %r in %s is not used as root: a daemon started as root "
+                    "writes only root's hosts file %s (hosts_file in %s)", settings.hosts_file,
+                    paths.config, root.hosts_file, root.source)
+    if settings.dns_managed_tld != root.dns_managed_tld and settings.host_resolver != "noop":
+        log.warning("dns_managed_tld = %r in %s is not the domain root allows (%r, set in "
+                    "%s): nothing is written or delegated as root", settings.dns_managed_tld,
+                    paths.config, root.dns_managed_tld, root.source)
+        return
     try:
         if settings.host_resolver == "etc_hosts":
-            _hosts_block(settings, paths)
+            _hosts_block(root, paths, target)
         elif settings.host_resolver == "dns_server" and bound.dns_udp is not None \
                 and bound.dns_udp.ok:
-            _delegate(settings.dns_managed_tld, bound.dns_udp.port)
+            _delegate(root.dns_managed_tld, bound.dns_udp.port)
     except OSError as exc:
         log.warning("could not prepare name resolution as root: %s", exc)
 
@@ -44,10 +60,10 @@ def _delegate(tld: str, port: int) -> None:
         log.log(level, "%s: %s", action.target, action.detail)
 
 
-def _hosts_block(settings: Settings, paths: Paths) -> None:
-    if not os.path.exists(record_path(paths.home)):
-        return  # the daemon never routed anything yet: leave the file alone
-    names = read_record(paths.home)
-    if hosts.write(settings.hosts_file, names):
-        log.info("wrote %d names into the taskmux block of %s", len(names),
-                 settings.hosts_file)
+def _hosts_block(root: RootConfig, paths: Paths, target: Target) -> None:
+    with as_user(target):
+        if not os.path.lexists(record_path(paths.home)):
+            return  # the daemon never routed anything yet: leave the file alone
+        names = read_record(paths.home, owners=(target.uid, 0))
+    if hosts.write(root.hosts_file, names, root.dns_managed_tld):
+        log.info("wrote the taskmux block of %s (%d names given)", root.hosts_file, len(names))

@@ -75,7 +75,9 @@ class Settings(BaseModel):
         description="the top-level domain of task URLs and of the DNS server's answers",
     )
     hosts_file: str = Field(
-        "/etc/hosts", min_length=1, description="the hosts file the etc_hosts resolver manages"
+        "/etc/hosts", min_length=1,
+        description="the hosts file the etc_hosts resolver manages (a daemon started as root "
+        "writes root's own instead: hosts_file in /etc/taskmux/config.toml)",
     )
 
     @field_validator("proxy_bind", mode="before")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from taskmuxctl.protocol import Code
+from taskmuxd import privacy
 from taskmuxd.errors import DaemonError
 
 log = logging.getLogger("taskmuxd.tmux")
@@ -72,7 +73,8 @@ class Tmux:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_tmux_env())
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_tmux_env(),
+                umask=privacy.child_umask())
         except FileNotFoundError:
             raise TmuxError(f"tmux is not installed (looked for {self.binary!r}); install "
                             "tmux 3.0 or newer") from None

@@ -77,19 +77,51 @@ def _label(name: str) -> str:
 
 # -- the system store --------------------------------------------------------------------------
 
+MAX_CERT_BYTES = 64 * 1024
+_PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_PEM_END = b"-----END CERTIFICATE-----"
+
+
+def certificate_pem(cert_path: str) -> bytes:
+    """The CA certificate to trust, read as hostile input (``sudo taskmux ca install`` reads
+    it from the user's state directory as root): a regular file, never through a link, at
+    most MAX_CERT_BYTES, holding exactly one PEM certificate and nothing else. ValueError
+    says what is wrong."""
+    import base64
+
+    from taskmuxd import rootfiles
+
+    try:
+        raw = rootfiles.read_user_file(cert_path, MAX_CERT_BYTES, None)
+    except OSError as exc:
+        raise ValueError(f"cannot use {cert_path}: {exc.strerror or exc}") from None
+    body = raw.strip()
+    if not (body.startswith(_PEM_BEGIN) and body.endswith(_PEM_END)
+            and body.count(_PEM_BEGIN) == 1 and body.count(_PEM_END) == 1):
+        raise ValueError(f"{cert_path} is not one PEM certificate")
+    try:
+        base64.b64decode(b"".join(body[len(_PEM_BEGIN):-len(_PEM_END)].split()),
+                         validate=True)
+    except ValueError:
+        raise ValueError(f"{cert_path} is not one PEM certificate (bad base64)") from None
+    return body + b"\n"
+
+
 def install_system(cert_path: str, name: str, store: SystemStore | None) -> Action:
     if store is None:
         return Action("system trust store", False, "no supported trust store found (looked "
                       "for update-ca-certificates, update-ca-trust, macOS security); add "
                       f"{cert_path} to your system's trust anchors by hand")
+    try:
+        pem = certificate_pem(cert_path)
+    except ValueError as exc:
+        return Action("system trust store", False, f"{exc}: nothing was trusted")
     if store.kind == "macos":
-        return _macos_add(cert_path)
+        return _macos_add(pem)
     target = f"system trust store ({' '.join(store.refresh)})"
     if os.geteuid() != 0:
         return Action(target, False, "needs root: run `sudo taskmux ca install`",
                       needs_root=True)
-    with open(cert_path, "rb") as fh:
-        pem = fh.read()
     anchor = store.anchor(_label(name))
     try:
         with open(anchor, "rb") as fh:
@@ -127,7 +159,17 @@ def uninstall_system(name: str, store: SystemStore | None, cert_path: str) -> Ac
     return Action(target, True, f"removed {anchor} and rebuilt the bundle", changed=True)
 
 
-def _macos_add(cert_path: str) -> Action:
+def _macos_add(pem: bytes) -> Action:
+    import tempfile
+
+    # The checked bytes, from a file of this process's own (not the path the user controls).
+    with tempfile.NamedTemporaryFile(suffix=".pem") as tmp:
+        tmp.write(pem)
+        tmp.flush()
+        return _macos_add_file(tmp.name)
+
+
+def _macos_add_file(cert_path: str) -> Action:
     if os.geteuid() == 0:
         argv = ["security", "add-trusted-cert", "-d", "-r", "trustRoot", "-k", MACOS_KEYCHAIN,
                 cert_path]

@@ -66,6 +66,32 @@ def free_privileged_ports(count: int) -> list[int]:
     pytest.skip("no free ports below 1024")
 
 
+@contextlib.contextmanager
+def root_folder() -> Iterator[str]:
+    """A folder of root's, 0755, standing in for /etc: only root can change it (under /tmp,
+    whose sticky bit keeps others from renaming or removing root's entries)."""
+    folder = tempfile.mkdtemp(prefix="tmx-root-", dir="/tmp")
+    os.chmod(folder, 0o755)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["rm", "-rf", folder])
+
+
+def root_file(path: str, text: str, mode: int = 0o644) -> str:
+    with open(path, "w") as fh:
+        fh.write(text)
+    os.chown(path, 0, 0)
+    os.chmod(path, mode)
+    return path
+
+
+def system_config(folder: str, text: str) -> dict[str, str]:
+    """The environment that makes the privileged half read ``text`` as root's configuration
+    (``TASKMUX_SYSTEM_CONFIG``, honoured because the file is root's in a folder of root's)."""
+    return {"TASKMUX_SYSTEM_CONFIG": root_file(os.path.join(folder, "taskmux.toml"), text)}
+
+
 def prepare_home(user: pwd.struct_passwd, config: str, files: dict[str, str] | None = None
                  ) -> str:
     """~user/.taskmux with ``config``, owned by the user (as the user would have it)."""
@@ -125,7 +151,10 @@ def test_root_binds_low_ports_then_runs_as_the_user_for_good(tmp_path: str) -> N
     https, redirect, dns_port = free_privileged_ports(3)
     python, env = user_python_env({"TASKMUX_TMUX_SOCKET": f"tmxdrop-{os.getpid()}"})
     log = os.path.join(tmp_path, "daemon.log")
-    with throwaway_user() as user:
+    with throwaway_user() as user, root_folder() as etc:
+        # Root allows exactly these ports below 1024, on loopback.
+        env.update(system_config(etc, f"privileged_ports = [{https}, {redirect}, {dns_port}]\n"
+                                      "privileged_addresses = [\"127.0.0.1\"]\n"))
         state = prepare_home(user, (
             f"proxy_https_port = {https}\nproxy_http_redirect_port = {redirect}\n"
             f"proxy_bind = \"127.0.0.1\"\nhost_resolver = \"dns_server\"\n"
@@ -197,33 +226,109 @@ def test_root_binds_low_ports_then_runs_as_the_user_for_good(tmp_path: str) -> N
 def test_root_writes_the_hosts_block_before_dropping(tmp_path: str) -> None:
     python, env = user_python_env()
     log = os.path.join(tmp_path, "daemon.log")
-    hosts_dir = tempfile.mkdtemp(prefix="tmx-hosts-", dir="/tmp")
-    os.chmod(hosts_dir, 0o755)  # like /etc: root's, readable by all
-    hosts_file = os.path.join(hosts_dir, "hosts")
-    with open(hosts_file, "w") as fh:
-        fh.write("127.0.0.1 localhost\n")
-    os.chmod(hosts_file, 0o644)
-    try:
-        with throwaway_user() as user:
-            record = json.dumps({"version": 1, "tld": "localhost",
-                                 "names": ["api.shop.localhost", "shop.localhost"]})
-            state = prepare_home(user, (
-                "proxy_https_port = 0\nproxy_http_redirect_port = 0\n"
-                f"host_resolver = \"etc_hosts\"\nhosts_file = \"{hosts_file}\"\n"),
-                {"hostnames.json": record})
-            argv = [python, "-m", "taskmuxd", "run"]  # the user comes from SUDO_UID
-            with daemon_process(argv, {**env, "SUDO_UID": str(user.pw_uid)}, log) as proc:
-                sock = os.path.join(state, "ctl.sock")
-                wait_answering(sock, proc, log)
-                text = read(hosts_file)
-                assert text.startswith("127.0.0.1 localhost\n")
-                assert hosts.block_names(text) == ["api.shop.localhost", "shop.localhost"]
-                assert os.stat(hosts_file).st_uid == 0  # still root's file
-                section = call(sock, "daemon.status")["dns"]
-                assert section["writable"] is False  # the user cannot change it any more
-                assert call(sock, "daemon.status")["uid"] == user.pw_uid
-    finally:
-        subprocess.run(["rm", "-rf", hosts_dir])
+    with root_folder() as etc, throwaway_user() as user:
+        hosts_file = root_file(os.path.join(etc, "hosts"), "127.0.0.1 localhost\n")
+        env.update(system_config(etc, f"hosts_file = \"{hosts_file}\"\n"))
+        record = json.dumps({"version": 1, "tld": "localhost",
+                             "names": ["api.shop.localhost", "shop.localhost"]})
+        state = prepare_home(user, (
+            "proxy_https_port = 0\nproxy_http_redirect_port = 0\n"
+            f"host_resolver = \"etc_hosts\"\nhosts_file = \"{hosts_file}\"\n"),
+            {"hostnames.json": record})
+        argv = [python, "-m", "taskmuxd", "run"]  # the user comes from SUDO_UID
+        with daemon_process(argv, {**env, "SUDO_UID": str(user.pw_uid)}, log) as proc:
+            sock = os.path.join(state, "ctl.sock")
+            wait_answering(sock, proc, log)
+            text = read(hosts_file)
+            assert text.startswith("127.0.0.1 localhost\n")
+            assert hosts.block_names(text) == ["api.shop.localhost", "shop.localhost"]
+            st = os.stat(hosts_file)
+            assert (st.st_uid, st.st_mode & 0o777) == (0, 0o644)  # still root's, same mode
+            section = call(sock, "daemon.status")["dns"]
+            assert section["writable"] is False  # the user cannot change it any more
+            assert call(sock, "daemon.status")["uid"] == user.pw_uid
+        assert sorted(os.listdir(etc)) == ["hosts", "taskmux.toml"]  # no temporary left
+
+
+SUDOERS_LINE = "advuser ALL=(ALL) NOPASSWD: ALL"
+EVIL_NAMES = [
+    f"x\n{SUDOERS_LINE}\n#",  # the attack of issue 12
+    f"evil.localhost\n{SUDOERS_LINE}",
+    "evil.localhost\r\n127.0.0.1 bank.example",
+    "nul\x00.localhost",
+    "two words.localhost",
+    "www.example.com",  # another domain: never mapped to loopback by root
+    "../../etc/passwd",
+    "ok.shop.localhost",  # the one good name
+]
+
+
+def test_a_users_settings_cannot_make_root_write_another_file(tmp_path: str) -> None:
+    """Regression (issue 12): the user's config.toml points hosts_file at a root-only file
+    and hostnames.json holds names with newlines. Root must leave that file byte for byte
+    as it was, write only its own hosts file, and write only the valid name there."""
+    python, env = user_python_env({"TASKMUX_TMUX_SOCKET": f"tmxatk-{os.getpid()}"})
+    log = os.path.join(tmp_path, "daemon.log")
+    (https,) = free_privileged_ports(1)
+    with root_folder() as etc, throwaway_user() as user:
+        target = root_file(os.path.join(etc, "sudoers-x"), "# root only\n", 0o440)
+        hosts_file = root_file(os.path.join(etc, "hosts"), "127.0.0.1 localhost\n")
+        env.update(system_config(etc, f"hosts_file = \"{hosts_file}\"\n"
+                                      "privileged_ports = [443]\n"))
+        before = (read(target), os.stat(target))
+        record = json.dumps({"version": 1, "tld": "localhost", "names": EVIL_NAMES})
+        state = prepare_home(user, (
+            f"proxy_https_port = {https}\nproxy_http_redirect_port = 0\n"
+            "proxy_bind = \"127.0.0.1\"\n"
+            f"host_resolver = \"etc_hosts\"\nhosts_file = \"{target}\"\n"),
+            {"hostnames.json": record})
+        argv = [python, "-m", "taskmuxd", "run", "--user", user.pw_name]
+        with daemon_process(argv, env, log) as proc:
+            sock = os.path.join(state, "ctl.sock")
+            wait_answering(sock, proc, log)
+            status = call(sock, "daemon.status")
+        after = (read(target), os.stat(target))
+        assert after[0] == before[0]
+        assert (after[1].st_ino, after[1].st_mtime_ns, after[1].st_mode, after[1].st_uid) \
+            == (before[1].st_ino, before[1].st_mtime_ns, before[1].st_mode, before[1].st_uid)
+        text = read(hosts_file)
+        assert hosts.block_names(text) == ["ok.shop.localhost"]
+        assert SUDOERS_LINE not in text and "bank.example" not in text
+        assert "example.com" not in text and "\x00" not in text
+        assert sorted(os.listdir(etc)) == ["hosts", "sudoers-x", "taskmux.toml"]
+        said = read(log)
+        assert "is not used as root" in said and target in said
+        assert said.count("refused to write the host name") == len(EVIL_NAMES) - 1
+        # Nor can the user's settings make root bind a port below 1024 root did not allow.
+        assert status["proxy"]["bound"] is False
+        assert "privileged_ports" in status["proxy"]["error"], status["proxy"]["error"]
+
+
+def test_root_refuses_a_system_config_a_user_could_have_written() -> None:
+    """The seam (TASKMUX_SYSTEM_CONFIG) is no way in: a file the user owns, or a file of
+    root's in a folder the user can write, stops the daemon before it does anything as
+    root."""
+    python, env = user_python_env()
+    with root_folder() as etc, throwaway_user() as user:
+        target = root_file(os.path.join(etc, "sudoers-x"), "# root only\n", 0o440)
+        state = prepare_home(user, 'host_resolver = "etc_hosts"\nproxy_https_port = 0\n'
+                             'proxy_http_redirect_port = 0\n', {"hostnames.json": json.dumps(
+                                 {"version": 1, "names": EVIL_NAMES})})
+        own = os.path.join(state, "root.toml")
+        with open(own, "w") as fh:
+            fh.write(f"hosts_file = \"{target}\"\n")
+        os.chown(own, user.pw_uid, user.pw_gid)
+        planted = os.path.join(user.pw_dir, "planted.toml")  # root's file, user's folder
+        root_file(planted, f"hosts_file = \"{target}\"\n")
+        for path, why in ((own, f"belongs to uid {user.pw_uid}"),
+                          (planted, f"{user.pw_dir} belongs to uid {user.pw_uid}")):
+            argv = [python, "-m", "taskmuxd", "run", "--user", user.pw_name]
+            proc = subprocess.run(argv, env={**env, "TASKMUX_SYSTEM_CONFIG": path},
+                                  capture_output=True, text=True, timeout=60, cwd="/")
+            assert proc.returncode == 78, proc.stderr
+            assert "is not trusted" in proc.stderr and why in proc.stderr, proc.stderr
+        assert read(target) == "# root only\n"
+        assert not os.path.exists(os.path.join(state, "ctl.sock"))
 
 
 def test_without_root_low_ports_are_explained_and_the_daemon_runs_on(tmp_path: str) -> None:
@@ -273,3 +378,26 @@ def test_target_user_selection() -> None:
     assert privileges.state_paths(target, {}).home == os.path.join(me.pw_dir, ".taskmux")
     assert privileges.state_paths(target, {"TASKMUX_HOME": "/x"}).home == "/x"
     assert grp.getgrgid(nobody.pw_gid)  # the group exists for the drop to use
+
+
+def test_root_reads_the_users_settings_as_the_user_never_through_a_link() -> None:
+    """A config.toml that is a link to a root-only file (or a FIFO, which would stall root)
+    is refused with a message, and nothing of the file's content is shown."""
+    python, env = user_python_env()
+    with root_folder() as etc, throwaway_user() as user:
+        secret = root_file(os.path.join(etc, "secret.toml"), 'api_port = "s3cr3t"\n', 0o600)
+        state = prepare_home(user, "")
+        config = os.path.join(state, "config.toml")
+        os.unlink(config)
+        os.symlink(secret, config)
+        argv = [python, "-m", "taskmuxd", "run", "--user", user.pw_name]
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                              cwd="/")
+        assert proc.returncode == 78, proc.stderr
+        assert "symbolic link" in proc.stderr and "s3cr3t" not in proc.stderr
+        os.unlink(config)
+        os.mkfifo(config)
+        os.chown(config, user.pw_uid, user.pw_gid)
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                              cwd="/")
+        assert proc.returncode == 78 and "not a regular file" in proc.stderr, proc.stderr

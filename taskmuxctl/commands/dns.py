@@ -55,17 +55,17 @@ def _result(actions: list[Any], head: str, extra: dict[str, Any]) -> Result:
                    "actions": [a.as_dict() for a in actions]}, _render(actions, head))
 
 
-def _hosts_action(path: str, names: list[str], verb: str) -> Any:
+def _hosts_action(path: str, names: list[str], verb: str, tld: str) -> Any:
     from taskmuxd.dns import hosts
     from taskmuxd.dns.delegation import Action
 
     try:
-        changed = hosts.write(path, names)
+        changed = hosts.write(path, names, tld)
     except PermissionError:
         return Action(path, False, f"needs root: run `sudo taskmux dns {verb}`",
                       needs_root=True)
     except OSError as exc:
-        return Action(path, False, f"cannot write it: {exc.strerror}")
+        return Action(path, False, f"cannot write it: {exc.strerror or exc}")
     what = f"{len(names)} names in the taskmux block" if names else "no taskmux block"
     return Action(path, True, ("now " if changed else "already ") + what, changed=changed)
 
@@ -85,7 +85,7 @@ def install(ctx: Context, args: Any) -> Result:
     tld = settings.dns_managed_tld
     if mode == "etc_hosts":
         names = info["hostnames"] if info else read_record(uctx.paths.home)
-        actions = [_hosts_action(settings.hosts_file, names, "install")]
+        actions = [_hosts_action(settings.hosts_file, names, "install", tld)]
     elif mode == "dns_server":
         port = (info or {}).get("port") or settings.dns_server_port
         actions = delegation.install(tld, port)
@@ -100,7 +100,8 @@ def uninstall(ctx: Context, args: Any) -> Result:
 
     uctx = user_context(ctx)
     settings = _settings(uctx)
-    actions = [_hosts_action(settings.hosts_file, [], "uninstall")]
+    actions = [_hosts_action(settings.hosts_file, [], "uninstall",
+                               settings.dns_managed_tld)]
     actions += delegation.uninstall(settings.dns_managed_tld)
     return _result(actions, f"name resolution for *.{settings.dns_managed_tld}",
                    {"resolver": settings.host_resolver})

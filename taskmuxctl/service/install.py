@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from taskmuxctl.daemonctl import ping, stop_daemon
-from taskmuxctl.fsutil import atomic_write
+from taskmuxctl.fsutil import atomic_write, chown_nofollow
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
 from taskmuxctl.service import record as record_mod
@@ -67,15 +67,14 @@ def _makedirs(path: str, uid: int, gid: int, mode: int = 0o755) -> None:
     for folder in reversed(missing):
         os.mkdir(folder, mode)
         if os.geteuid() == 0:
-            os.chown(folder, uid, gid)
+            chown_nofollow(folder, uid, gid)
 
 
 def _write(target: Target, spec: FileSpec) -> None:
     path = target.on_disk(spec.path)
     _makedirs(os.path.dirname(path), spec.uid, spec.gid)
-    atomic_write(path, spec.content, mode=spec.mode)
-    if os.geteuid() == 0:
-        os.chown(path, spec.uid, spec.gid)
+    atomic_write(path, spec.content, mode=spec.mode,
+                 owner=(spec.uid, spec.gid) if os.geteuid() == 0 else None)
 
 
 def _ensure_state_dir(target: Target) -> None:
@@ -83,16 +82,15 @@ def _ensure_state_dir(target: Target) -> None:
         return
     Paths(target.state_dir).ensure()
     if os.geteuid() == 0 and target.uid != 0:
-        os.chown(target.state_dir, target.uid, target.gid)
+        chown_nofollow(target.state_dir, target.uid, target.gid)
 
 
 def _write_record(target: Target) -> None:
     rec = record_mod.Record.for_target(target)
     path = target.paths.service_record
     if _read(path) != record_mod.text(rec):
-        atomic_write(path, record_mod.text(rec), mode=0o644)
-        if os.geteuid() == 0 and target.uid != 0:
-            os.chown(path, target.uid, target.gid)
+        owner = (target.uid, target.gid) if os.geteuid() == 0 and target.uid != 0 else None
+        atomic_write(path, record_mod.text(rec), mode=0o600, owner=owner)
 
 
 def wait_answering(paths: Paths, controller: Controller, not_pid: int | None = None,
@@ -149,7 +147,7 @@ def install(target: Target, program: list[str], tmux: str | None = None,
     if dry_run:
         data["content"] = {target.on_disk(s.path): s.content for s, _ in files}
         return data
-    _check_allowed(target)
+    _check_allowed(target, program)
     before = controller.state()  # fails early when the manager cannot be reached
     _ensure_state_dir(target)
     notes = _write_files(target, files)
@@ -162,12 +160,22 @@ def install(target: Target, program: list[str], tmux: str | None = None,
     return data
 
 
-def _check_allowed(target: Target) -> None:
+def _check_allowed(target: Target, program: list[str]) -> None:
     if target.scope == SYSTEM and os.geteuid() != 0:
         raise ServiceError(
             f"installing the system service needs root: sudo {ctl_command()} daemon install "
             f"--user {target.user} (or --user-unit for a per-user service without root)",
             Code.SERVICE_UNAVAILABLE)
+    if target.scope == SYSTEM:
+        problem = root_code_problem(program)
+        if problem:
+            raise ServiceError(
+                f"the system service would run {' '.join(program)} as root, but {problem}: "
+                "a user could change what root runs. Install taskmux where only root can "
+                "change it (a root-owned virtualenv or system package) and install the "
+                f"service from there, or use a per-user service: {ctl_command()} daemon "
+                "install --user-unit (run as the user, without sudo)",
+                Code.SERVICE_UNAVAILABLE, {"program": program})
     other = record_mod.load(target.paths)
     if other is not None and (other.manager, other.scope, other.unit) != \
             (target.manager, target.scope, target.unit):
@@ -177,6 +185,19 @@ def _check_allowed(target: Target) -> None:
             f"{'sudo ' if other.scope == SYSTEM else ''}{ctl_command()} daemon uninstall "
             f"--{'system' if other.scope == SYSTEM else 'user-unit'}",
             Code.SERVICE_UNAVAILABLE, {"installed": other.to_dict()})
+
+
+def root_code_problem(program: list[str]) -> str | None:
+    """Why ``program`` must not run as root (see taskmuxd.rootfiles.code_problem). When it
+    is this installation (not the install.sh layout, whose boot-guard the check of the
+    program's own paths covers), this installation's packages are checked as well."""
+    import taskmuxctl
+    import taskmuxd
+    from taskmuxd.rootfiles import code_problem
+
+    packages = [os.path.dirname(os.path.abspath(m.__file__ or "")) for m in (taskmuxd,
+                                                                             taskmuxctl)]
+    return code_problem(program, packages)
 
 
 def _write_files(target: Target, files: list[tuple[FileSpec, str]]) -> list[str]:

@@ -1,17 +1,24 @@
 """The managed block in the hosts file (``/etc/hosts``).
 
 Only the lines between ``# BEGIN taskmux managed`` and ``# END taskmux managed`` are ever
-changed; the user's lines stay exactly as they were. The file is replaced atomically (a
-temporary file in the same folder, then rename) keeping its mode and owner; where the file is
-a bind mount (containers), which cannot be renamed over, it is rewritten in place.
+changed; the user's lines stay exactly as they were. Every name is checked where it is
+written (a name with a newline would otherwise add lines of its own). The file is replaced
+atomically (a temporary file in the same folder, fsynced, then renamed) keeping its mode and
+owner; where the file is a bind mount (containers), which cannot be renamed over, it is
+rewritten in place. As root, the file is never reached through a link and must sit in folders
+only root can change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import stat
 
-from taskmuxctl.fsutil import atomic_write
+from taskmuxctl.fsutil import fsync_dir
+from taskmuxd import rootfiles
+from taskmuxd.dns.names import valid as valid_names
 
 BEGIN = "# BEGIN taskmux managed"
 END = "# END taskmux managed"
@@ -71,35 +78,106 @@ def replace_block(text: str, names: list[str]) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
+MAX_HOSTS_BYTES = 16 * 1024 * 1024
+
+
 def read(path: str) -> str:
+    """The hosts file's text ("" when missing); a FIFO or device is refused, not waited on."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return ""
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise rootfiles.UnsafeFile(f"{path} is not a regular file")
+        raw = fh.read(MAX_HOSTS_BYTES + 1)
+    if len(raw) > MAX_HOSTS_BYTES:  # never rewrite a file only partly read
+        raise rootfiles.UnsafeFile(f"{path} is larger than {MAX_HOSTS_BYTES} bytes")
+    return raw.decode("utf-8", errors="surrogateescape")
 
 
-def write(path: str, names: list[str]) -> bool:
-    """Make the block of ``path`` hold ``names``; True when the file changed."""
-    old = read(path)
+def _read_as_root(path: str) -> tuple[str, os.stat_result | None]:
+    """The hosts file's text and status, as root: never through a link, only a regular file
+    in folders only root can change (else :class:`~taskmuxd.rootfiles.UnsafeFile`)."""
+    problem = rootfiles.path_problem(path)
+    if problem:
+        raise rootfiles.UnsafeFile(f"refusing to write {path} as root: {problem}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return "", None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise rootfiles.UnsafeFile(f"refusing to write {path} as root: not a regular file")
+        raw = fh.read(MAX_HOSTS_BYTES + 1)
+    if len(raw) > MAX_HOSTS_BYTES:
+        raise rootfiles.UnsafeFile(f"{path} is larger than {MAX_HOSTS_BYTES} bytes")
+    return raw.decode("utf-8", errors="surrogateescape"), st
+
+
+def write(path: str, names: list[str], tld: str = "localhost") -> bool:
+    """Make the block of ``path`` hold ``names``; True when the file changed.
+
+    Every name is checked here (:mod:`taskmuxd.dns.names`): one that is not a host name under
+    ``.{tld}`` is left out and logged. The new file replaces the old atomically, keeping its
+    mode and owner. As root the file must be a regular file (never a link) in folders only root
+    can change (:func:`taskmuxd.rootfiles.path_problem`).
+    """
+    names = valid_names(names, tld, path)
+    as_root = os.geteuid() == 0
+    if as_root:
+        old, st = _read_as_root(path)
+    else:
+        old = read(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
     new = replace_block(old, names)
     if new == old:
         return False
+    raw = new.encode("utf-8", errors="surrogateescape")
+    mode = st.st_mode & 0o7777 if st is not None else 0o644
+    owner = (st.st_uid, st.st_gid) if st is not None and as_root else None
     try:
-        st = os.stat(path)
-        mode, owner = st.st_mode & 0o7777, (st.st_uid, st.st_gid)
-    except FileNotFoundError:
-        mode, owner = 0o644, None
-    try:
-        atomic_write(path, new, mode=mode)
+        _replace(path, raw, mode, owner)
     except OSError as exc:
         if exc.errno not in (errno.EBUSY, errno.EXDEV):
             raise
-        with open(path, "w", encoding="utf-8") as fh:  # a bind mount: rewrite in place
-            fh.write(new)
-            fh.flush()
-            os.fsync(fh.fileno())
-        return True
-    if owner is not None and os.geteuid() == 0:
-        os.chown(path, *owner)
+        _rewrite_in_place(path, raw)  # a bind mount (containers) cannot be renamed over
     return True
+
+
+def _replace(path: str, raw: bytes, mode: int, owner: tuple[int, int] | None) -> None:
+    """A temporary file in the same folder with ``mode`` and ``owner`` set before it is
+    fsynced and renamed over ``path`` (which, a link included, is replaced, not followed)."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            if owner is not None:
+                os.fchown(fh.fileno(), *owner)
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def _rewrite_in_place(path: str, raw: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "wb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise rootfiles.UnsafeFile(f"refusing to write {path}: not a regular file")
+        fh.truncate(0)
+        fh.write(raw)
+        fh.flush()
+        os.fsync(fh.fileno())

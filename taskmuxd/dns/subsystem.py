@@ -18,7 +18,7 @@ from typing import Any
 
 from taskmuxctl.fsutil import atomic_write
 from taskmuxctl.paths import Paths
-from taskmuxd import listeners
+from taskmuxd import listeners, rootfiles
 from taskmuxd.dns import hosts
 from taskmuxd.dns.answers import Answerer
 from taskmuxd.dns.server import DnsServer
@@ -38,17 +38,38 @@ def record_path(home: str) -> str:
     return os.path.join(home, RECORD_NAME)
 
 
-def read_record(home: str) -> list[str]:
-    """The host names the daemon last routed (empty when unknown or unreadable)."""
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_RECORD_NAMES = 4096
+
+
+def read_record(home: str, owners: tuple[int, ...] | None = None) -> list[str]:
+    """The host names the daemon last routed (empty when unknown or unreadable).
+
+    The file is the user's, so it is read as hostile input: a regular file only (no link,
+    FIFO or device), at most MAX_RECORD_BYTES, at most MAX_RECORD_NAMES names (the rest are
+    dropped, with a warning); ``owners`` (the privileged half passes the user's uid and
+    root's) refuses a file of anyone else. The names themselves are checked where they are
+    written (:func:`taskmuxd.dns.hosts.write`).
+    """
+    path = record_path(home)
     try:
-        with open(record_path(home), encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+        raw = rootfiles.read_user_file(path, MAX_RECORD_BYTES, owners)
+        data = json.loads(raw)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, RecursionError) as exc:
+        log.warning("ignoring %s: %s", path, exc)
         return []
     if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
         return []
     names = data.get("names")
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    if not isinstance(names, list):
+        return []
+    if len(names) > MAX_RECORD_NAMES:
+        log.warning("%s lists %d names; only the first %d are used", path, len(names),
+                    MAX_RECORD_NAMES)
+        names = names[:MAX_RECORD_NAMES]
+    return [n for n in names if isinstance(n, str)]
 
 
 def write_record(home: str, tld: str, names: list[str]) -> None:
@@ -123,12 +144,13 @@ class DnsSubsystem:
             if read_record(self.paths.home) != names:
                 write_record(self.paths.home, self.routes.tld, names)
             if hosts_writable(self.settings.hosts_file) \
-                    and hosts.write(self.settings.hosts_file, names):
+                    and hosts.write(self.settings.hosts_file, names, self.routes.tld):
                 log.info("updated the taskmux block of %s (%d names)",
                              self.settings.hosts_file, len(names))
             self.hosts_error = None
         except OSError as exc:
-            self.hosts_error = f"cannot update {exc.filename or 'the hosts file'}: {exc.strerror}"
+            self.hosts_error = (f"cannot update {exc.filename or self.settings.hosts_file}: "
+                                f"{exc.strerror or exc}")
             log.warning("%s", self.hosts_error)
 
     # -- settings -------------------------------------------------------------------------
@@ -181,7 +203,7 @@ class DnsSubsystem:
                 present = hosts.block_names(hosts.read(path))
             except OSError as exc:
                 present = []
-                out["error"] = f"cannot read {path}: {exc.strerror}"
+                out["error"] = f"cannot read {path}: {exc.strerror or exc}"
             missing = [n for n in wanted if n not in present]
             writable = hosts_writable(path)
             out.update(hosts_file=path, names=present, wanted=wanted, missing=missing,

@@ -10,6 +10,7 @@ import signal
 from dataclasses import dataclass
 
 from taskmuxctl.protocol import Code
+from taskmuxd import privacy
 from taskmuxd.errors import TaskError
 
 HOOK_TIMEOUT = 120.0
@@ -33,7 +34,7 @@ async def run_hook(hook: HookRun, env: dict[str, str], cwd: str,
     proc = await asyncio.create_subprocess_exec(
         "/bin/sh", "-c", hook.command, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True)
+        start_new_session=True, umask=privacy.child_umask())
     try:
         async with asyncio.timeout(timeout):
             out, _ = await proc.communicate()

@@ -70,14 +70,17 @@ class ProjectFiles:
     def __init__(self, paths: Paths, project: str) -> None:
         self.dir = paths.project_dir(project)
         self.run_dir = os.path.join(self.dir, "run")
+        self.logs_dir = paths.logs_dir(project)
         self.tasks_dir = os.path.join(self.dir, "tasks")
         self.state = os.path.join(self.dir, "state.json")
         self.env = os.path.join(self.dir, "env.json")
         self.last_config = os.path.join(self.dir, "config.last.toml")
 
     def ensure(self) -> None:
-        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
-        os.makedirs(self.tasks_dir, mode=0o700, exist_ok=True)
+        """The project's folders, 0700 each (its task runners, started with the user's umask,
+        find ``logs/`` already there)."""
+        for folder in (self.dir, self.run_dir, self.tasks_dir, self.logs_dir):
+            os.makedirs(folder, mode=0o700, exist_ok=True)
 
     def task_state(self, task: str) -> str:
         return os.path.join(self.tasks_dir, f"{task}.json")
