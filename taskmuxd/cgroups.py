@@ -82,6 +82,24 @@ def delegated_root() -> str | None:
     return folder
 
 
+def hand_over(uid: int, gid: int) -> str | None:
+    """Root, before it drops to the user: give the delegated group to the user, as systemd
+    does for a unit with ``User=``, so the user's daemon can make its tasks' groups. The path
+    comes from the kernel (/proc/self/cgroup, mountinfo), not from anything the user wrote."""
+    root = delegated_root()
+    if root is None:
+        return None
+    try:
+        os.chown(root, uid, gid, follow_symlinks=False)
+        for name in ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+    except OSError as exc:
+        log.warning("cannot hand the cgroup %s to uid %d: %s", root, uid, exc)
+        return None
+    return root
+
+
 class TaskGroups:
     """The per-task groups below a delegated root (``root`` None: all no-ops)."""
 

@@ -18,6 +18,7 @@ import logging
 import os
 
 from taskmuxctl.paths import Paths
+from taskmuxd import cgroups
 from taskmuxd.dns import delegation, hosts
 from taskmuxd.dns.subsystem import read_record, record_path
 from taskmuxd.listeners import Listeners
@@ -30,6 +31,7 @@ log = logging.getLogger("taskmuxd.privileges")
 
 def before_drop(settings: Settings, paths: Paths, bound: Listeners, target: Target,
                 root: RootConfig) -> None:
+    cgroups.hand_over(target.uid, target.gid)
     if settings.hosts_file != root.hosts_file:
         log.warning("hosts_file = %r in %s is not used as root: a daemon started as root "
                     "writes only root's hosts file %s (hosts_file in %s)", settings.hosts_file,
