@@ -348,7 +348,7 @@ class ClientSide(asyncio.Protocol):
                 if resp.status < 200:  # 100 Continue and other interim answers
                     continue
                 self.resp = resp
-                self.resp_body = scanner(resp.framing)
+                self.resp_body = scanner(resp.framing, strict=False)
                 if self.resp_body is None:
                     complete = True
                     break
