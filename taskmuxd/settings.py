@@ -77,6 +77,32 @@ class Settings(BaseModel):
     hosts_file: str = Field(
         "/etc/hosts", min_length=1, description="the hosts file the etc_hosts resolver manages"
     )
+    proxy_max_connections: int = Field(
+        1024, ge=1, le=1_000_000,
+        description="most client connections the proxy holds at once, handshakes included "
+        "(lowered to fit the daemon's descriptor limit); more are closed at once",
+    )
+    proxy_max_connections_per_client: int = Field(
+        512, ge=1, le=1_000_000,
+        description="most proxy connections from one client address at once",
+    )
+    proxy_handshake_timeout: float = Field(
+        10.0, gt=0, le=300, description="seconds a client gets to complete its TLS handshake"
+    )
+    dns_max_tcp_connections: int = Field(
+        128, ge=1, le=1_000_000,
+        description="most TCP connections the DNS server holds at once (lowered to fit the "
+        "daemon's descriptor limit); more are closed at once",
+    )
+    dns_max_tcp_connections_per_client: int = Field(
+        32, ge=1, le=1_000_000,
+        description="most DNS TCP connections from one client address at once",
+    )
+    dns_tcp_idle_timeout: float = Field(
+        10.0, gt=0, le=300,
+        description="seconds a DNS TCP connection may wait for its next query before it is "
+        "closed",
+    )
 
     @field_validator("proxy_bind", mode="before")
     @classmethod
