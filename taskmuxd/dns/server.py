@@ -1,4 +1,9 @@
-"""taskmux's DNS server on asyncio: UDP datagrams and TCP (two-byte length prefixed)."""
+"""taskmux's DNS server on asyncio: UDP datagrams and TCP (two-byte length prefixed).
+
+TCP connections are capped, in total and per client address (one over the cap is closed as
+soon as it is accepted), and one that waits longer than the idle timeout for its next query
+is closed: idle connections cannot use up the daemon's descriptors.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import logging
 import socket
 from typing import Any, cast
 
+from taskmuxd.connlimits import ConnectionLimits
 from taskmuxd.dns.answers import Answerer
 
 log = logging.getLogger("taskmuxd.dns")
@@ -33,8 +39,11 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class DnsServer:
-    def __init__(self, answerer: Answerer) -> None:
+    def __init__(self, answerer: Answerer, limits: ConnectionLimits | None = None,
+                 idle_timeout: float = TCP_IDLE_TIMEOUT) -> None:
         self.answerer = answerer
+        self.limits = limits or ConnectionLimits(128, 32)
+        self.idle_timeout = idle_timeout
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[Any]] = set()
@@ -49,12 +58,17 @@ class DnsServer:
             self._tcp.append(await asyncio.start_server(self._on_tcp, sock=sock))
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if peer else "unknown"
+        if not self.limits.admit(client):
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
         try:
             while True:
-                async with asyncio.timeout(TCP_IDLE_TIMEOUT):
+                async with asyncio.timeout(self.idle_timeout):
                     size = int.from_bytes(await reader.readexactly(2), "big")
                     message = await reader.readexactly(size)
                 reply = self.answerer.answer(message)
@@ -66,6 +80,7 @@ class DnsServer:
             pass
         finally:
             self._connections.discard(task)
+            self.limits.release(client)
             writer.close()
 
     async def close(self) -> None:
