@@ -270,3 +270,17 @@ def test_a_connection_flood_leaves_descriptors_for_the_control_socket(
         for sock in socks:
             sock.close()
         daemon.stop()
+
+
+def test_one_empty_line_between_requests_is_ignored(proxy: ProxyHarness,
+                                                    tls: ssl.SSLContext) -> None:
+    """RFC 9112 2.2: some clients send CRLF after a body; the next request still counts."""
+    host = "web.crlf.localhost"
+    with backend("web") as web:
+        proxy.set_routes("crlf", route("web", "web", web.port))
+        first = (b"POST /a HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Length: 2\r\n"
+                 b"\r\nok\r\n")
+        second = b"GET /b HTTP/1.1\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n\r\n"
+        answer, closed = exchange(proxy.https_port, host, first + second, tls)
+        assert answer.count(b"HTTP/1.1 200 ") == 2 and closed
+        assert [path for _, path, _ in web.seen] == ["/a", "/b"]

@@ -232,7 +232,9 @@ class ClientSide(asyncio.Protocol):
                 if len(self.buf) > PIPELINE_LIMIT:
                     self.pause_reading("pipeline")
                 return
-            if self.buf[:2] == CRLF:  # RFC 9112 2.2: an empty line before a request
+            if self.buf[:2] == CRLF and self.buf[2:4] != CRLF:
+                # RFC 9112 2.2: one empty line before a request is ignored (some clients
+                # send one after a body). More than one reads as an empty head: 400.
                 self.buf = self.buf[2:]
                 continue
             # Search only the bytes not searched yet (a head that trickles in a byte at a
