@@ -284,3 +284,20 @@ def test_one_empty_line_between_requests_is_ignored(proxy: ProxyHarness,
         answer, closed = exchange(proxy.https_port, host, first + second, tls)
         assert answer.count(b"HTTP/1.1 200 ") == 2 and closed
         assert [path for _, path, _ in web.seen] == ["/a", "/b"]
+
+
+def test_the_plain_http_port_answers_431_too(start_daemon: Any, home: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        redirect_port = s.getsockname()[1]
+    write_config(home, f"proxy_http_redirect_port = {redirect_port}\n")
+    start_daemon()
+    with socket.create_connection(("127.0.0.1", redirect_port), timeout=10) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: web.shop.localhost\r\nX-Big: " + b"a" * 90_000)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    with socket.create_connection(("127.0.0.1", redirect_port), timeout=10) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: web.shop.localhost\r\nX: a\x00\r\n\r\n")
+        assert conn.recv(65536).startswith(b"HTTP/1.1 400 ")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from taskmuxd.connlimits import ConnectionLimits
 from taskmuxd.proxy import pages, tlsconn
-from taskmuxd.proxy.forward import IDLE_TIMEOUT, ClientSide, Upstream
+from taskmuxd.proxy.forward import IDLE_TIMEOUT, LINGER, ClientSide, Upstream
 from taskmuxd.proxy.http1 import HEAD_END, MAX_HEAD, NO_BODY, BadMessage, parse_request
 from taskmuxd.routes import RouteTable, normalize
 from taskmuxd.tls import (
@@ -250,6 +250,7 @@ class Proxy:
         except (asyncio.LimitOverrunError, ValueError):
             writer.write(pages.bad_request(431, "the request head is too large",
                                            html_ok=False, close=True))
+            await _linger(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
@@ -265,6 +266,7 @@ class Proxy:
             req = parse_request(data)
         except BadMessage as exc:
             writer.write(pages.bad_request(exc.status, exc.reason, html_ok=False, close=True))
+            await _linger(reader, writer)
             return False
         close = req.close or req.framing != NO_BODY
         name = normalize(req.host)
@@ -288,3 +290,19 @@ class Proxy:
             path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
         port = "" if self.https_port == 443 else f":{self.https_port}"
         return f"https://{name}{port}{path}"
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After a refusal: send it, end our half, then read and drop what the client still
+    sends for a while, so that closing does not become a reset that destroys the answer."""
+    with contextlib.suppress(OSError, RuntimeError):  # (TimeoutError is an OSError)
+        await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(LINGER):
+            dropped = 0
+            while dropped < tlsconn.LINGER_BYTES:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                dropped += len(chunk)
