@@ -247,7 +247,7 @@ class Proxy:
         try:
             while await self._redirect_one(reader, writer):
                 pass
-        except (asyncio.LimitOverrunError, ValueError):
+        except asyncio.LimitOverrunError:
             writer.write(pages.bad_request(431, "the request head is too large",
                                            html_ok=False, close=True))
             await _linger(reader, writer)
