@@ -152,14 +152,20 @@ def test_forwarded_headers_replace_the_clients_and_keep_everything_else() -> Non
 
 
 def feed_all(scanner: ChunkedScanner | LengthScanner, data: bytes, step: int) -> int:
-    """Feed ``data`` in pieces of ``step`` bytes; return where the body ended."""
-    pos = 0
-    while pos < len(data):
-        n, done = scanner.feed(data[pos:pos + step])
-        pos += n
+    """Feed ``data`` in pieces of ``step`` bytes, keeping what the scanner did not claim for
+    the next feed (as the proxy does); return where the body ended."""
+    consumed, pending, i = 0, b"", 0
+    while True:
+        if i < len(data):
+            pending += data[i:i + step]
+            i += step
+        n, done = scanner.feed(pending)
+        consumed += n
+        pending = pending[n:]
         if done:
-            return pos
-    raise AssertionError("the body did not end")
+            return consumed
+        if i >= len(data) and not n:
+            raise AssertionError("the body did not end")
 
 
 BODY = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: yes\r\n\r\n"
@@ -168,6 +174,14 @@ BODY = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: yes\r\n\r\n"
 @pytest.mark.parametrize("step", [1, 2, 3, 7, len(BODY) + 5])
 def test_chunked_bodies_end_where_they_end(step: int) -> None:
     assert feed_all(ChunkedScanner(), BODY + b"GET /next", step) == len(BODY)
+
+
+def test_a_partial_chunk_line_is_not_claimed_until_it_is_whole() -> None:
+    scanner = ChunkedScanner()
+    assert scanner.feed(b"5\r\nhello\r\n1") == (len(b"5\r\nhello\r\n"), False)
+    assert scanner.feed(b"1") == (0, False)
+    with pytest.raises(BadMessage):
+        scanner.feed(b"1\rGET /smuggled HTTP/1.1\r\n")
 
 
 def test_chunked_framing_errors() -> None:

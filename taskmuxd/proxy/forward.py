@@ -218,6 +218,8 @@ class ClientSide(asyncio.Protocol):
                 if not self.buf or self.up is None:
                     return
                 n, done = self.req_body.feed(self.buf)
+                if not n and not done:
+                    return  # a chunk line not yet whole: wait for the rest of it
                 if n == len(self.buf):
                     self.up.write(self.buf)
                     self.buf = b""

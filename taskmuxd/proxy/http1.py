@@ -394,7 +394,9 @@ MAX_LINE = 8 * 1024
 
 class ChunkedScanner(BodyScanner):
     """Chunk-size lines, chunk data and its CRLF, then trailer lines up to an empty one.
-    ``strict`` (requests): every line ends with CRLF and fits the grammar."""
+    ``strict`` (requests): every line ends with CRLF and fits the grammar, and a line is
+    claimed (``feed`` counts it) only once it is whole; the caller feeds the rest again with
+    the next bytes."""
 
     __slots__ = ("line", "remaining", "state", "strict")
 
@@ -426,6 +428,12 @@ class ChunkedScanner(BodyScanner):
                 continue
             nl = data.find(b"\n", pos)
             if nl < 0:
+                if self.strict:
+                    # Leave a partial line with the caller until its LF arrives: bytes go
+                    # on to the task only once they are known to be well-formed.
+                    if end - pos > MAX_LINE:
+                        raise BadMessage("chunk line too long")
+                    return pos, False
                 self.line += data[pos:]
                 if len(self.line) > MAX_LINE:
                     raise BadMessage("chunk line too long")
