@@ -84,7 +84,8 @@ class Settings(BaseModel):
     )
     proxy_max_connections_per_client: int = Field(
         512, ge=1, le=1_000_000,
-        description="most proxy connections from one client address at once",
+        description="most proxy connections from one client at once (a local user, known "
+        "by uid on Linux; else an address)",
     )
     proxy_handshake_timeout: float = Field(
         10.0, gt=0, le=300, description="seconds a client gets to complete its TLS handshake"
@@ -96,7 +97,8 @@ class Settings(BaseModel):
     )
     dns_max_tcp_connections_per_client: int = Field(
         32, ge=1, le=1_000_000,
-        description="most DNS TCP connections from one client address at once",
+        description="most DNS TCP connections from one client at once (a local user by "
+        "uid, or an address)",
     )
     dns_tcp_idle_timeout: float = Field(
         10.0, gt=0, le=300,

@@ -59,3 +59,26 @@ def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split(maxsplit=1)
     assert out == ["300", "(300, 600)\n"]
+
+
+def test_a_loopback_client_is_known_by_its_uid() -> None:
+    import os
+    import socket
+
+    from taskmuxd.peeruid import PeerUids
+
+    peers = PeerUids()
+    try:
+        for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family) as server:
+                server.bind((address, 0))
+                server.listen()
+                with socket.socket(family) as client:
+                    client.connect(server.getsockname()[:2])
+                    conn, _ = server.accept()
+                    with conn:
+                        expected = f"uid {os.getuid()}" if sys.platform == "linux" else address
+                        assert peers.key(conn) == expected
+            assert peers.key(conn) == "unknown"  # closed: no peer to ask about
+    finally:
+        peers.close()

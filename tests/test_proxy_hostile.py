@@ -11,6 +11,7 @@ import shutil
 import socket
 import ssl
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from tests.helpers import (
     wait_until,
     write_config,
 )
+from tests.test_peer_uid import other_user_python
+from tests.users import throwaway_user
 from tests.web import backend, ca_context, get
 
 
@@ -222,12 +225,6 @@ def test_stalled_handshakes_cost_nothing_and_end_at_the_deadline(
             time.sleep(1.0)
             assert cpu_seconds(daemon.pid) - before < 0.15
             assert ping_ms(daemon) < 50
-            # The per-client cap is per address: ::1 still gets through.
-            ctx = ca_context(proxy.ca_path)
-            answer, _ = exchange(port, "web.stall.localhost",
-                                 b"GET /v6 HTTP/1.1\r\nHost: web.stall.localhost\r\n"
-                                 b"Connection: close\r\n\r\n", ctx, address="::1")
-            assert answer.startswith(b"HTTP/1.1 200 ")
             # The deadline ends every stalled handshake and gives the places back.
             wait_until(lambda: all(closed_by_peer(s) for s in socks), timeout=15,
                        what="stalled handshakes closed by the proxy")
@@ -301,3 +298,54 @@ def test_the_plain_http_port_answers_431_too(start_daemon: Any, home: str) -> No
     with socket.create_connection(("127.0.0.1", redirect_port), timeout=10) as conn:
         conn.sendall(b"GET / HTTP/1.1\r\nHost: web.shop.localhost\r\nX: a\x00\r\n\r\n")
         assert conn.recv(65536).startswith(b"HTTP/1.1 400 ")
+
+
+FLOODER = r"""
+import socket, sys
+port, n, first = int(sys.argv[1]), int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+held = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(first)
+    except OSError:
+        pass
+    held.append(s)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_another_users_flood_leaves_the_owner_its_own_share(home: str,
+                                                             env: dict[str, str]) -> None:
+    """Every local client comes from 127.0.0.1, so the per-client cap counts local users by
+    uid: another user's 300 stalled connections use up that user's share only."""
+    python = other_user_python()
+    write_config(home, "proxy_max_connections = 400\nproxy_max_connections_per_client = 100\n")
+    daemon = DaemonProcess(home, env).wait_ready()
+    try:
+        proxy = ProxyHarness(daemon)
+        port = proxy.https_port
+        with backend("web") as web, throwaway_user() as user:
+            proxy.set_routes("share", route("web", "web", web.port))
+            hello = client_hello("web.share.localhost")
+            flood = subprocess.Popen(
+                [python, "-I", "-c", FLOODER, str(port), "300", hello[:40].hex()],
+                user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/",
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                assert flood.stdout is not None and flood.stdout.readline() == "ready\n"
+                wait_until(lambda: limits(proxy)["open"] == 100, what="the user's 100")
+                assert limits(proxy)["refused"] >= 200
+                # The owner, from the same address, is served.
+                status, _, _ = get("web.share.localhost", port, ca_context(proxy.ca_path),
+                                   "/owner")
+                assert status == 200 and [p for _, p, _ in web.seen] == ["/owner"]
+                assert ping_ms(daemon) < 50
+            finally:
+                assert flood.stdin is not None and flood.stdout is not None
+                flood.stdin.close()
+                flood.wait(10)
+                flood.stdout.close()
+    finally:
+        daemon.stop()

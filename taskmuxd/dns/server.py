@@ -1,8 +1,9 @@
 """taskmux's DNS server on asyncio: UDP datagrams and TCP (two-byte length prefixed).
 
-TCP connections are capped, in total and per client address (one over the cap is closed as
-soon as it is accepted), and one that waits longer than the idle timeout for its next query
-is closed: idle connections cannot use up the daemon's descriptors.
+TCP connections are capped, in total and per client (a local user by uid, see ``peeruid``;
+else an address): one over the cap is closed as soon as it is accepted. A connection that
+waits longer than the idle timeout for its next query is closed. So idle connections cannot
+use up the daemon's descriptors.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, cast
 
 from taskmuxd.connlimits import ConnectionLimits
 from taskmuxd.dns.answers import Answerer
+from taskmuxd.peeruid import PeerUids
 
 log = logging.getLogger("taskmuxd.dns")
 
@@ -42,7 +44,8 @@ class DnsServer:
     def __init__(self, answerer: Answerer, limits: ConnectionLimits | None = None,
                  idle_timeout: float = TCP_IDLE_TIMEOUT) -> None:
         self.answerer = answerer
-        self.limits = limits or ConnectionLimits(128, 32)
+        self.limits = limits or ConnectionLimits(128, 32)  # per local user (uid) or address
+        self.peers = PeerUids()
         self.idle_timeout = idle_timeout
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
@@ -58,8 +61,8 @@ class DnsServer:
             self._tcp.append(await asyncio.start_server(self._on_tcp, sock=sock))
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        client = str(peer[0]) if peer else "unknown"
+        sock = writer.get_extra_info("socket")
+        client = self.peers.key(sock) if sock is not None else "unknown"
         if not self.limits.admit(client):
             writer.transport.abort()
             return
@@ -94,3 +97,4 @@ class DnsServer:
             task.cancel()
         if self._connections:
             await asyncio.wait(list(self._connections), timeout=2)
+        self.peers.close()

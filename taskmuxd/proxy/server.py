@@ -11,6 +11,7 @@ import ssl
 from collections.abc import Callable
 
 from taskmuxd.connlimits import ConnectionLimits
+from taskmuxd.peeruid import PeerUids
 from taskmuxd.proxy import pages, tlsconn
 from taskmuxd.proxy.forward import IDLE_TIMEOUT, LINGER, ClientSide, Upstream
 from taskmuxd.proxy.http1 import HEAD_END, MAX_HEAD, NO_BODY, BadMessage, parse_request
@@ -66,9 +67,11 @@ class Proxy:
                  handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         self.routes = routes
         self.sni = sni
-        # Connections held at once, per client address and in total (the plain-HTTP ones
-        # count too); from accept until close.
+        # Connections held at once, per client and in total (the plain-HTTP ones count
+        # too), from accept until close. A client is a local user (by uid) on loopback
+        # where the kernel says who it is, else an address.
         self.limits = limits or ConnectionLimits(1024, 512)
+        self.peers = PeerUids()
         self.handshake_timeout = handshake_timeout
         self.https_port = 443
         self.requests = 0
@@ -123,6 +126,7 @@ class Proxy:
             task.cancel()
         if self.connections:
             await asyncio.wait(list(self.connections), timeout=STOP_GRACE)
+        self.peers.close()
 
     # -- backends -------------------------------------------------------------------------
 
@@ -154,12 +158,12 @@ class Proxy:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                conn, peer = await loop.sock_accept(listening)
+                conn, _ = await loop.sock_accept(listening)
             except OSError as exc:  # EMFILE and friends: back off instead of spinning
                 log.warning("proxy cannot accept connections: %s", exc)
                 await asyncio.sleep(ACCEPT_BACKOFF)
                 continue
-            client = str(peer[0])
+            client = self.peers.key(conn)
             if not self.limits.admit(client):
                 conn.close()  # over the cap: the descriptor is back at once
                 continue
@@ -236,8 +240,8 @@ class Proxy:
 
     async def _on_plain(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        client = str(peer[0]) if peer else "unknown"
+        sock = writer.get_extra_info("socket")
+        client = self.peers.key(sock) if sock is not None else "unknown"
         if not self.limits.admit(client):
             writer.transport.abort()
             return
