@@ -68,11 +68,13 @@ def _version() -> int:
 
 
 def run(log_file: str | None = None, detach: bool = False, user: str | None = None) -> int:
-    from taskmuxd import listeners, logs, privacy, privileges, rootconfig
+    from taskmuxd import fdlimit, listeners, logs, privacy, privileges, rootconfig
     from taskmuxd.daemon import Daemon
     from taskmuxd.errors import SettingsError
 
     logs.configure("info", None)
+    # Before anything opens a descriptor: the proxy's and DNS server's caps are shares of it.
+    fdlimit.raise_soft_limit()
     try:
         target = privileges.target_user(user)
     except privileges.PrivilegeError as exc:

@@ -79,6 +79,34 @@ class Settings(BaseModel):
         description="the hosts file the etc_hosts resolver manages (a daemon started as root "
         "writes root's own instead: hosts_file in /etc/taskmux/config.toml)",
     )
+    proxy_max_connections: int = Field(
+        1024, ge=1, le=1_000_000,
+        description="most client connections the proxy holds at once, handshakes included "
+        "(lowered to fit the daemon's descriptor limit); more are closed at once",
+    )
+    proxy_max_connections_per_client: int = Field(
+        512, ge=1, le=1_000_000,
+        description="most proxy connections from one client at once (a local user, known "
+        "by uid on Linux; else an address)",
+    )
+    proxy_handshake_timeout: float = Field(
+        10.0, gt=0, le=300, description="seconds a client gets to complete its TLS handshake"
+    )
+    dns_max_tcp_connections: int = Field(
+        128, ge=1, le=1_000_000,
+        description="most TCP connections the DNS server holds at once (lowered to fit the "
+        "daemon's descriptor limit); more are closed at once",
+    )
+    dns_max_tcp_connections_per_client: int = Field(
+        32, ge=1, le=1_000_000,
+        description="most DNS TCP connections from one client at once (a local user by "
+        "uid, or an address)",
+    )
+    dns_tcp_idle_timeout: float = Field(
+        10.0, gt=0, le=300,
+        description="seconds a DNS TCP connection may wait for its next query before it is "
+        "closed",
+    )
 
     @field_validator("proxy_bind", mode="before")
     @classmethod

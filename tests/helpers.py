@@ -118,16 +118,23 @@ def call(sock_path: str, method: str, params: dict[str, Any] | None = None,
 class DaemonProcess:
     """``taskmuxd run`` as a child process on a private TASKMUX_HOME."""
 
-    def __init__(self, home: str, env: dict[str, str], extra_args: list[str] | None = None):
+    def __init__(self, home: str, env: dict[str, str], extra_args: list[str] | None = None,
+                 nofile: tuple[int, int] | None = None):
+        """``nofile``: start it with this (soft, hard) descriptor limit."""
         self.home = home
         self.env = env
         self.socket = os.path.join(home, "ctl.sock")
         ensure_safe_config(home)
         self.log_path = os.path.join(home, "test-daemon.stderr")
         self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "taskmuxd", "run", *(extra_args or [])],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        argv = [PYTHON, "-m", "taskmuxd", "run", *(extra_args or [])]
+        if nofile is not None:  # set in a small exec wrapper (no preexec_fn in the child)
+            argv = [PYTHON, "-c", "import os, resource, sys; "
+                    "resource.setrlimit(resource.RLIMIT_NOFILE, "
+                    f"({nofile[0]}, {nofile[1]})); os.execv(sys.executable, "
+                    "[sys.executable, *sys.argv[1:]])", *argv[1:]]
+        self.proc = subprocess.Popen(argv, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
     def pid(self) -> int:

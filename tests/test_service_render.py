@@ -207,3 +207,9 @@ def test_the_system_service_needs_root(monkeypatch: pytest.MonkeyPatch, tmp_path
                                            r"--user alice \(or --user-unit"):
         install(tgt, [os.path.join(BIN, "taskmuxd")])
     assert not os.path.exists(os.path.join(str(tmp_path), "root", "etc"))
+
+
+@pytest.mark.parametrize("scope", ["system", "user"])
+def test_units_raise_the_descriptor_limit(scope: str, awkward_program: list[str]) -> None:
+    unit = render(target("systemd", scope), awkward_program)[0]
+    assert "\nLimitNOFILE=65536\n" in unit.content

@@ -32,6 +32,13 @@ class Backend(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok:  # every request the backend took, as it read it
+            self.server.seen.append((self.command, self.path,
+                                     self.headers.get_all("X-Forwarded-For") or []))
+        return ok
+
     def _send(self, status: int, body: bytes, headers: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
         self.send_response(status)
         for name, value in headers:
@@ -127,6 +134,7 @@ class BackendServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
         self.name = name
         self.gate = Gate()
+        self.seen: list[tuple[str, str, list[str]]] = []
         super().__init__((address, 0), Backend)
 
     @property

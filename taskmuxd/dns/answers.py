@@ -9,7 +9,10 @@ Speed: dnslib parses every query. For the common answers (A, AAAA, ANY, REFUSED)
 the query's own question section between a header and answer records that dnslib packed once
 at start-up (their names point back at the question, so they fit any name); rarer answers are
 built by dnslib in full. Replies depend only on the query's bytes after its ID, so they are
-also cached by those bytes and reused with the new ID.
+also cached by those bytes and reused with the new ID: only for queries of ordinary size
+(``MAX_CACHED_QUERY``; a query may be up to 64 KiB over TCP), and the cache is emptied when
+it holds ``MAX_CACHED`` entries or ``MAX_CACHED_BYTES``, so distinct queries cannot grow it
+beyond a few megabytes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dnslib import AAAA, QTYPE, RCODE, RR, SOA, A, DNSError, DNSLabel, DNSRecord
 
 TTL = 60
 MAX_CACHED = 4096
+MAX_CACHED_QUERY = 512  # a question of the longest name with EDNS fits in far less
+MAX_CACHED_BYTES = 2 * 1024 * 1024
 HEADER_SIZE = 12
 OPCODE_QUERY = 0
 
@@ -32,6 +37,7 @@ class Answerer:
         self._suffix = "." + self.tld
         self._tld_labels = tuple(label.encode() for label in self.tld.split("."))
         self._cache: dict[bytes, bytes] = {}
+        self.cached_bytes = 0
         self._records = {qtype: self._answer_records(qtype)
                          for qtype in (QTYPE.A, QTYPE.AAAA, QTYPE.ANY)}
         self.queries = 0
@@ -74,9 +80,13 @@ class Answerer:
                 self.refused += 1
             return query[:2] + cached
         reply = self._build(query)
-        if len(self._cache) >= MAX_CACHED:
-            self._cache.clear()
-        self._cache[key] = reply[2:]
+        if len(query) <= MAX_CACHED_QUERY:
+            size = len(key) + len(reply)
+            if len(self._cache) >= MAX_CACHED or self.cached_bytes + size > MAX_CACHED_BYTES:
+                self._cache.clear()
+                self.cached_bytes = 0
+            self._cache[key] = reply[2:]
+            self.cached_bytes += size
         return reply
 
     def _build(self, query: bytes) -> bytes:

@@ -1,4 +1,10 @@
-"""taskmux's DNS server on asyncio: UDP datagrams and TCP (two-byte length prefixed)."""
+"""taskmux's DNS server on asyncio: UDP datagrams and TCP (two-byte length prefixed).
+
+TCP connections are capped, in total and per client (a local user by uid, see ``peeruid``;
+else an address): one over the cap is closed as soon as it is accepted. A connection that
+waits longer than the idle timeout for its next query is closed. So idle connections cannot
+use up the daemon's descriptors.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ import logging
 import socket
 from typing import Any, cast
 
+from taskmuxd.connlimits import ConnectionLimits
 from taskmuxd.dns.answers import Answerer
+from taskmuxd.peeruid import PeerUids
 
 log = logging.getLogger("taskmuxd.dns")
 
@@ -33,8 +41,12 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class DnsServer:
-    def __init__(self, answerer: Answerer) -> None:
+    def __init__(self, answerer: Answerer, limits: ConnectionLimits | None = None,
+                 idle_timeout: float = TCP_IDLE_TIMEOUT) -> None:
         self.answerer = answerer
+        self.limits = limits or ConnectionLimits(128, 32)  # per local user (uid) or address
+        self.peers = PeerUids()
+        self.idle_timeout = idle_timeout
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[Any]] = set()
@@ -49,12 +61,17 @@ class DnsServer:
             self._tcp.append(await asyncio.start_server(self._on_tcp, sock=sock))
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        client = self.peers.key(sock) if sock is not None else "unknown"
+        if not self.limits.admit(client):
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
         try:
             while True:
-                async with asyncio.timeout(TCP_IDLE_TIMEOUT):
+                async with asyncio.timeout(self.idle_timeout):
                     size = int.from_bytes(await reader.readexactly(2), "big")
                     message = await reader.readexactly(size)
                 reply = self.answerer.answer(message)
@@ -66,6 +83,7 @@ class DnsServer:
             pass
         finally:
             self._connections.discard(task)
+            self.limits.release(client)
             writer.close()
 
     async def close(self) -> None:
@@ -79,3 +97,4 @@ class DnsServer:
             task.cancel()
         if self._connections:
             await asyncio.wait(list(self._connections), timeout=2)
+        self.peers.close()

@@ -18,7 +18,8 @@ from typing import Any
 
 from taskmuxctl.fsutil import atomic_write
 from taskmuxctl.paths import Paths
-from taskmuxd import listeners, rootfiles
+from taskmuxd import fdlimit, listeners, rootfiles
+from taskmuxd.connlimits import ConnectionLimits
 from taskmuxd.dns import hosts
 from taskmuxd.dns.answers import Answerer
 from taskmuxd.dns.server import DnsServer
@@ -94,7 +95,8 @@ class DnsSubsystem:
         self.udp = udp
         self.tcp = tcp
         self.answerer = Answerer(routes.tld)
-        self.server = DnsServer(self.answerer)
+        self.server = DnsServer(self.answerer, ConnectionLimits(*caps(settings)),
+                                settings.dns_tcp_idle_timeout)
         self.jobs = Jobs("dns")
         self.hosts_error: str | None = None
         self._hosts_timer: asyncio.TimerHandle | None = None
@@ -157,6 +159,8 @@ class DnsSubsystem:
 
     def settings_changed(self, old: Settings, new: Settings) -> None:
         self.settings = new
+        self.server.limits.resize(*caps(new))
+        self.server.idle_timeout = new.dns_tcp_idle_timeout
         if (old.host_resolver, old.dns_server_port) != (new.host_resolver, new.dns_server_port) \
                 and self.jobs.running:
             self.jobs.spawn(self._restart(), "restart")
@@ -191,7 +195,9 @@ class DnsSubsystem:
             bound = error is None and self.udp is not None and bool(self.udp.addresses)
             port = self.udp.port if bound and self.udp is not None else None
             out.update(bound=bound, address=listeners.DNS_ADDRESS, port=port, error=error,
-                       queries=self.answerer.queries, refused=self.answerer.refused)
+                       queries=self.answerer.queries, refused=self.answerer.refused,
+                       tcp_limits=self.server.limits.status(),
+                       cache_bytes=self.answerer.cached_bytes)
             out["summary"] = (f"DNS server on 127.0.0.1 port {port} (UDP and TCP), "
                               f"*.{self.routes.tld} -> loopback; "
                               f"{self.answerer.queries} queries" if bound
@@ -218,3 +224,11 @@ class DnsSubsystem:
         else:
             out["summary"] = "off (host_resolver = noop): names are left to the system"
         return out
+
+
+def caps(settings: Settings) -> tuple[int, int]:
+    """(TCP connections in total, per client address): the settings', lowered to what fits
+    in the descriptor limit with the reserve kept free."""
+    _, fits = fdlimit.shares(fdlimit.soft_limit())
+    total = min(settings.dns_max_tcp_connections, fits)
+    return total, min(settings.dns_max_tcp_connections_per_client, total)

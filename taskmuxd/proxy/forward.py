@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from taskmuxd.proxy import pages
 from taskmuxd.proxy.http1 import (
+    CRLF,
     HEAD_END,
     MAX_HEAD,
     NO_BODY,
@@ -37,6 +38,7 @@ from taskmuxd.proxy.http1 import (
     parse_response,
     scanner,
 )
+from taskmuxd.proxy.tlsconn import TlsTransport
 from taskmuxd.routes import APEX, CATCH_ALL, Backend, normalize
 
 if TYPE_CHECKING:
@@ -46,6 +48,11 @@ log = logging.getLogger("taskmuxd.proxy")
 
 IDLE_TIMEOUT = 120.0  # seconds a client connection may wait for (the rest of) a request head
 PIPELINE_LIMIT = 256 * 1024  # bytes read ahead of the request being served before pausing
+LINGER = 2.0  # seconds a refused client's remaining bytes are read and dropped before closing
+# A byte that can never be part of a request head: a LF without its CR, a CR without its LF
+# (looked at only once the next byte is there), a NUL. Seen before the head is complete, it
+# is refused at once instead of waiting for a CRLF CRLF that a sloppy client never sends.
+_BAD_HEAD_BYTE = re.compile(rb"(?<!\r)\n|\r(?!\n)|\x00")
 
 
 class Upstream(asyncio.Protocol):
@@ -95,12 +102,21 @@ class Upstream(asyncio.Protocol):
 
 
 class ClientSide(asyncio.Protocol):
-    """The client's (TLS) connection: requests in, responses out."""
+    """The client's (TLS) connection: requests in, responses out.
 
-    def __init__(self, proxy: Proxy) -> None:
+    ``admitted``: the client address under which the connection counts in the proxy's
+    limits (its place is given back when the connection is lost). ``sni_project``: the
+    project the TLS server name fell under; a request for another project's host gets 421.
+    """
+
+    def __init__(self, proxy: Proxy, admitted: str | None = None,
+                 sni_project: str | None = None) -> None:
         self.proxy = proxy
+        self.admitted = admitted
+        self.sni_project = sni_project
         self.transport: asyncio.Transport | None = None
         self.client_ip = "unknown"
+        self.scanned = 0  # how far self.buf was searched for the end of a head
         self.buf = b""  # request bytes not yet handled
         self.rbuf = b""  # response bytes not yet handled
         self.req: Head | None = None
@@ -133,6 +149,9 @@ class ClientSide(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.proxy.clients.discard(self)
+        if self.admitted is not None:
+            self.proxy.limits.release(self.admitted)
+            self.admitted = None
         if self.connecting is not None:
             self.connecting.cancel()
         self._drop_upstream()
@@ -199,6 +218,8 @@ class ClientSide(asyncio.Protocol):
                 if not self.buf or self.up is None:
                     return
                 n, done = self.req_body.feed(self.buf)
+                if not n and not done:
+                    return  # a chunk line not yet whole: wait for the rest of it
                 if n == len(self.buf):
                     self.up.write(self.buf)
                     self.buf = b""
@@ -213,12 +234,26 @@ class ClientSide(asyncio.Protocol):
                 if len(self.buf) > PIPELINE_LIMIT:
                     self.pause_reading("pipeline")
                 return
-            end = self.buf.find(HEAD_END)
+            if self.buf[:2] == CRLF and self.buf[2:4] != CRLF:
+                # RFC 9112 2.2: one empty line before a request is ignored (some clients
+                # send one after a body). More than one reads as an empty head: 400.
+                self.buf = self.buf[2:]
+                continue
+            # Search only the bytes not searched yet (a head that trickles in a byte at a
+            # time must not cost its length squared).
+            start = max(self.scanned - 3, 0)
+            end = self.buf.find(HEAD_END, start)
             if end < 0:
+                bad = _BAD_HEAD_BYTE.search(self.buf, start)
+                self.scanned = len(self.buf)
+                if bad is not None and not (bad.start() == len(self.buf) - 1
+                                            and self.buf[-1:] == b"\r"):  # (LF may follow)
+                    raise BadMessage("a bare CR or LF, or a NUL, in the request head")
                 if len(self.buf) > MAX_HEAD:
-                    self._page(pages.bad_request(431, "the request head is too large",
-                                                 html_ok=False, close=True), close=True)
+                    raise BadMessage(f"the request head is larger than {MAX_HEAD // 1024} KiB",
+                                     431)
                 return
+            self.scanned = 0
             head, self.buf = self.buf[:end + 4], self.buf[end + 4:]
             self._request(head)
 
@@ -237,6 +272,13 @@ class ClientSide(asyncio.Protocol):
                                          html_ok=self.html_ok, close=True), close=True)
             return
         routes = self.proxy.routes
+        if self.sni_project is not None and routes.project_of(req.host) != self.sni_project:
+            # The connection was opened (and its certificate chosen) for another project.
+            self._page(pages.bad_request(
+                421, f"this connection is for project {self.sni_project}, not for "
+                f"{normalize(req.host)}: open a new connection for that name",
+                html_ok=self.html_ok, close=True), close=True)
+            return
         project, backend = routes.lookup(req.host)
         if backend is not None and backend.ready and backend.port is not None:
             self._forward(req, backend)
@@ -348,7 +390,7 @@ class ClientSide(asyncio.Protocol):
                 if resp.status < 200:  # 100 Continue and other interim answers
                     continue
                 self.resp = resp
-                self.resp_body = scanner(resp.framing)
+                self.resp_body = scanner(resp.framing, strict=False)
                 if self.resp_body is None:
                     complete = True
                     break
@@ -455,7 +497,7 @@ class ClientSide(asyncio.Protocol):
     def _page(self, page: bytes, close: bool) -> None:
         self._write(page)
         if close:
-            self.close()
+            self.close(linger=True)
         else:
             self.req_body = None
             self._cycle_end()
@@ -471,13 +513,18 @@ class ClientSide(asyncio.Protocol):
             up, self.up = self.up, None
             up.close()
 
-    def close(self) -> None:
-        """Close after what was written is flushed."""
+    def close(self, linger: bool = False) -> None:
+        """Close after what was written is flushed; ``linger``: the client may still be
+        sending (a refused request), so read and drop its bytes a while first."""
         if self.closing:
             return
         self.closing = True
         self._drop_upstream()
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        if linger and isinstance(self.transport, TlsTransport):
+            self.transport.close_lingering(LINGER)
+        else:
             self.transport.close()
 
 

@@ -2,9 +2,15 @@
 
 The proxy forwards heads and bodies byte for byte; it only needs to know where each message
 ends (so a connection can carry the next one), whether the connection stays open, which host
-a request is for, and whether it asks to switch protocols. Anything ambiguous about a
-request's framing is refused (400) rather than guessed, so that the proxy and the backend can
-never disagree about where a request ends.
+a request is for, and whether it asks to switch protocols. Because the bytes go on unchanged,
+the proxy must read a request exactly as any backend would, or a request could hide another
+one from it (request smuggling). So a request is held to the grammar of RFC 9112 strictly:
+lines end with CRLF and nothing else; no NUL, bare CR or other control character (a field
+value may hold HTAB); no folded lines; field names are tokens with the colon right after them;
+one Content-Length of digits, or Transfer-Encoding ending in one ``chunked``, never both. What
+does not fit is refused with a 400 (501 for a transfer coding the proxy does not know, 431 for
+a head that is too large, 505 for another HTTP version) and the connection is closed.
+Responses come from the user's own tasks and are read more leniently.
 """
 
 from __future__ import annotations
@@ -23,20 +29,32 @@ UNTIL_CLOSE = -3  # responses only
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 MAX_CHUNK_SIZE_DIGITS = 15
+MAX_LENGTH_DIGITS = 18
 
-# The head is checked and read with a few scans over all of it (C speed, whatever the number
-# of header lines) instead of a Python loop per line:
-# - a header line that starts with white space (obsolete line folding);
-_FOLDED = re.compile(rb"\r\n[ \t]")
-# - a header line without a colon, or with white space in or after its name (the name is
-#   taken possessively, so the scan never backtracks);
-_MALFORMED = re.compile(rb"\r\n[^\r\n: \t]*+[ \t\r]")
-# - the fields the proxy needs, in the lowered head.
+# The grammar, as regular expressions run over the whole head at C speed (a few scans,
+# whatever the number of lines, none of which can backtrack):
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+# request-line = method SP request-target SP HTTP-version (the target: visible ASCII)
+_REQUEST_LINE = re.compile(rb"(" + _TCHAR + rb"+) ([\x21-\x7e]+) (HTTP/[0-9]\.[0-9])")
+# field-line CRLF, any number of them: a token, a colon, then SP, HTAB, visible ASCII or
+# obs-text (0x80-0xFF) up to the CRLF; no other control character.
+_FIELD_LINES = re.compile(rb"(?:" + _TCHAR + rb"+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+_FIELD_LINE = re.compile(_TCHAR + rb"+:[\t\x20-\x7e\x80-\xff]*")
+# The fields the proxy needs, in the lowered head (the lines are known to be well formed).
 _FIELDS = re.compile(rb"\r\n(content-length|transfer-encoding|connection|host|upgrade|expect"
                      rb"|x-forwarded-for|x-forwarded-proto|x-forwarded-host):([^\r\n]*)")
 _CLIENT_FORWARDED = re.compile(rb"\r\nx-forwarded-(?:for|proto|host):", re.IGNORECASE)
 _XFF = re.compile(rb"\r\nx-forwarded-for:([^\r\n]*)", re.IGNORECASE)
 _WS = b" \t"
+# uri-host [ ":" port ]: an IP literal or a reg-name (RFC 3986), as Host and the authority of
+# an absolute-form target carry it.
+_AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+_ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+\-.]*)://([^/?#]*)([/?][^#]*)?")
+_ORIGIN_FORM = re.compile(rb"/[^#]*")
+# Transfer codings the proxy can pass on (the IANA registry's, less "identity", which
+# RFC 9112 removed); anything else gets 501.
+KNOWN_CODINGS = frozenset({b"chunked", b"gzip", b"x-gzip", b"deflate", b"compress",
+                           b"x-compress"})
 
 
 class BadMessage(Exception):
@@ -74,20 +92,81 @@ class Head:
         return self.raw[:-4].split(CRLF)[1:]
 
 
-def _fields(head: Head, request: bool) -> tuple[list[bytes], list[bytes], list[bytes]]:
-    """Check the head's lines and read the fields the proxy needs; return (content-length
-    values, transfer codings, connection options)."""
-    raw = head.raw
-    body = raw[:-2]  # the head without its final empty line
-    if _FOLDED.search(body):
-        raise BadMessage("folded header lines are not allowed")
-    bad = _MALFORMED.search(body)
-    if bad:
-        raise BadMessage(f"malformed header line {bad.group(0)[2:62]!r}")
+# -- requests: the strict grammar ------------------------------------------------------------
+
+def parse_request(data: bytes) -> Head:
+    """The head of a request (``data`` ends with the empty line), checked against RFC 9112;
+    raises BadMessage saying what is wrong."""
+    if not data.endswith(HEAD_END):
+        raise BadMessage("incomplete head")
+    if len(data) > MAX_HEAD:
+        raise BadMessage(f"the request head is larger than {MAX_HEAD // 1024} KiB", 431)
+    first = data.find(CRLF)
+    start = data[:first]
+    line = _REQUEST_LINE.fullmatch(start)
+    if line is None:
+        raise BadMessage(_request_line_problem(start))
+    method, target, version = line.groups()
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise BadMessage(f"unsupported protocol {version.decode()}", 505)
+    fields = data[first + 2:-2]
+    if _FIELD_LINES.fullmatch(fields) is None:
+        raise BadMessage(_field_problem(fields))
+    head = Head(data, version)
+    head.method, head.target = method, target
+    lengths, codings, conn, hosts = _request_fields(head)
+    if not hosts and version == b"HTTP/1.1":
+        raise BadMessage("the request has no Host header")
+    if codings is not None:
+        _check_codings(version, codings, lengths)
+        head.framing = CHUNKED
+    elif lengths:
+        n = _length(lengths)
+        head.framing = n if n else NO_BODY
+    _check_target(head)
+    head.close = not _keep_alive(version, conn)
+    if head.upgrade and b"upgrade" not in conn:
+        head.upgrade = b""
+    return head
+
+
+def _request_line_problem(start: bytes) -> str:
+    if any(b < 0x20 or b == 0x7F for b in start):
+        return "a control character (or a bare CR or LF) in the request line"
+    return f"malformed request line {start[:80]!r}"
+
+
+def _field_problem(fields: bytes) -> str:
+    """Why the header lines do not fit the grammar (the first line that does not)."""
+    for line in fields.split(CRLF):
+        if not line or _FIELD_LINE.fullmatch(line):
+            continue
+        shown = repr(line[:60])
+        if line[:1] in (b" ", b"\t"):
+            return f"folded header line {shown} (obsolete line folding is not allowed)"
+        if b"\n" in line or b"\r" in line:
+            return f"a bare CR or LF in the header line {shown}"
+        if b"\x00" in line:
+            return f"a NUL byte in the header line {shown}"
+        name, colon, _ = line.partition(b":")
+        if not colon:
+            return f"malformed header line {shown} (no colon)"
+        if name[-1:] in (b" ", b"\t"):
+            return f"malformed header line {shown} (white space before the colon)"
+        if not name or not set(name) <= _TOKEN:
+            return f"malformed header line {shown} (invalid character in the name)"
+        return f"a control character in the header line {shown}"
+    return "malformed header lines"  # (the lines of a head always end with CRLF)
+
+
+def _request_fields(head: Head) -> tuple[list[bytes], list[bytes] | None, list[bytes], int]:
+    """Read the fields the proxy needs; return (Content-Length values, transfer codings or
+    None without Transfer-Encoding, connection options, how many Host headers)."""
     lengths: list[bytes] = []
-    codings: list[bytes] = []
+    codings: list[bytes] | None = None
     conn: list[bytes] = []
-    for name, found in _FIELDS.findall(raw.lower()):
+    hosts = 0
+    for name, found in _FIELDS.findall(head.raw.lower()):
         value = found.strip(_WS)
         c = name[0]
         if c == 99:  # c: content-length, connection
@@ -96,14 +175,16 @@ def _fields(head: Head, request: bool) -> tuple[list[bytes], list[bytes], list[b
             else:
                 conn.extend(v.strip(_WS) for v in value.split(b","))
         elif c == 116:  # t: transfer-encoding
+            codings = codings or []
             codings.extend(v.strip(_WS) for v in value.split(b",") if v.strip(_WS))
         elif c == 117:  # u: upgrade
             head.upgrade = value
-        elif not request:
-            continue
         elif c == 104:  # h: host
-            if head.host:
+            hosts += 1
+            if hosts > 1:
                 raise BadMessage("more than one Host header")
+            if _AUTHORITY.fullmatch(value) is None:
+                raise BadMessage(f"invalid Host {value[:80]!r}")
             head.host = value.decode("latin-1")
         elif c == 101:  # e: expect
             head.expect_continue = value == b"100-continue"
@@ -112,14 +193,58 @@ def _fields(head: Head, request: bool) -> tuple[list[bytes], list[bytes], list[b
             if name == b"x-forwarded-for":
                 head.forwarded_for.append(value)
     if head.forwarded_for:  # keep the client's spelling (the lowered copy was for matching)
-        head.forwarded_for = [m.strip(_WS) for m in _XFF.findall(raw)]
-    return lengths, codings, conn
+        head.forwarded_for = [m.strip(_WS) for m in _XFF.findall(head.raw)]
+    return lengths, codings, conn, hosts
+
+
+def _check_codings(version: bytes, codings: list[bytes], lengths: list[bytes]) -> None:
+    if version == b"HTTP/1.0":
+        raise BadMessage("Transfer-Encoding in an HTTP/1.0 request")
+    if lengths:
+        raise BadMessage("both Transfer-Encoding and Content-Length")
+    for coding in codings:
+        if coding not in KNOWN_CODINGS:
+            raise BadMessage(f"unsupported transfer coding {coding[:40]!r}", 501)
+    if not codings or codings[-1] != b"chunked":
+        raise BadMessage("Transfer-Encoding does not end with chunked")
+    if codings.count(b"chunked") != 1:
+        raise BadMessage("Transfer-Encoding applies chunked more than once")
 
 
 def _length(values: list[bytes]) -> int:
-    if len(set(values)) != 1 or not values[0].isdigit() or len(values[0]) > 18:
-        raise BadMessage("invalid Content-Length")
-    return int(values[0])
+    if len(values) != 1:
+        raise BadMessage("more than one Content-Length")
+    value = values[0]
+    if not value.isdigit() or len(value.lstrip(b"0")) > MAX_LENGTH_DIGITS:
+        raise BadMessage(f"invalid Content-Length {value[:40]!r}")
+    return int(value)
+
+
+def _check_target(head: Head) -> None:
+    """The request-target's form fits the method; an absolute-form target names the host."""
+    method, target = head.method, head.target
+    if method == b"CONNECT":
+        if _AUTHORITY.fullmatch(target) is None:
+            raise BadMessage(f"invalid CONNECT target {target[:80]!r}")
+        return
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise BadMessage("the target * is only for OPTIONS")
+        return
+    if target[:1] == b"/":
+        if _ORIGIN_FORM.fullmatch(target) is None:
+            raise BadMessage(f"invalid request target {target[:80]!r}")
+        return
+    absolute = _ABSOLUTE_FORM.fullmatch(target)
+    if absolute is None or absolute.group(1).lower() not in (b"http", b"https") \
+            or _AUTHORITY.fullmatch(absolute.group(2)) is None or not absolute.group(2):
+        raise BadMessage(f"invalid request target {target[:80]!r}")
+    # RFC 9112 3.2.2: the target's authority names the host; a Host that says otherwise
+    # would let the proxy and the task disagree about it.
+    authority = absolute.group(2).decode("latin-1").lower()
+    if head.host and head.host.lower() != authority:
+        raise BadMessage("the Host header and the request target name different hosts")
+    head.host = authority
 
 
 def _keep_alive(version: bytes, conn: list[bytes]) -> bool:
@@ -128,35 +253,36 @@ def _keep_alive(version: bytes, conn: list[bytes]) -> bool:
     return version == b"HTTP/1.1" or b"keep-alive" in conn
 
 
-def parse_request(data: bytes) -> Head:
-    if not data.endswith(HEAD_END):
-        raise BadMessage("incomplete head")
-    start = data[:data.find(CRLF)]
-    parts = start.split(b" ")
-    if len(parts) != 3 or not parts[0] or not set(parts[0]) <= _TOKEN or not parts[1]:
-        raise BadMessage(f"malformed request line {start[:80]!r}")
-    method, target, version = parts
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        raise BadMessage(f"unsupported protocol {version[:20]!r}", 505)
-    head = Head(data, version)
-    head.method, head.target = method, target
-    lengths, codings, conn = _fields(head, request=True)
-    if codings:
-        if lengths:
-            raise BadMessage("both Transfer-Encoding and Content-Length")
-        if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
-            raise BadMessage("unsupported Transfer-Encoding", 501)
-        head.framing = CHUNKED
-    elif lengths:
-        n = _length(lengths)
-        head.framing = n if n else NO_BODY
-    if not head.host and target[:1] != b"/" and b"://" in target:
-        # absolute-form: the authority of the target names the host
-        head.host = target.split(b"://", 1)[1].split(b"/", 1)[0].decode("latin-1")
-    head.close = not _keep_alive(version, conn)
-    if head.upgrade and b"upgrade" not in conn:
-        head.upgrade = b""
-    return head
+# -- responses: from the user's own tasks, read leniently ------------------------------------
+
+# - a header line that starts with white space (obsolete line folding);
+_FOLDED = re.compile(rb"\r\n[ \t]")
+# - a header line without a colon, or with white space in or after its name (the name is
+#   taken possessively, so the scan never backtracks).
+_MALFORMED = re.compile(rb"\r\n[^\r\n: \t]*+[ \t\r]")
+
+
+def _response_fields(head: Head) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    body = head.raw[:-2]  # the head without its final empty line
+    if _FOLDED.search(body):
+        raise BadMessage("folded header lines are not allowed")
+    bad = _MALFORMED.search(body)
+    if bad:
+        raise BadMessage(f"malformed header line {bad.group(0)[2:62]!r}")
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    conn: list[bytes] = []
+    for name, found in _FIELDS.findall(head.raw.lower()):
+        value = found.strip(_WS)
+        if name == b"content-length":
+            lengths.extend(v.strip(_WS) for v in value.split(b","))
+        elif name == b"connection":
+            conn.extend(v.strip(_WS) for v in value.split(b","))
+        elif name == b"transfer-encoding":
+            codings.extend(v.strip(_WS) for v in value.split(b",") if v.strip(_WS))
+        elif name == b"upgrade":
+            head.upgrade = value
+    return lengths, codings, conn
 
 
 def parse_response(data: bytes, request_method: bytes) -> Head:
@@ -170,7 +296,7 @@ def parse_response(data: bytes, request_method: bytes) -> Head:
     head = Head(data, version)
     head.status = status = int(code)
     try:
-        lengths, codings, conn = _fields(head, request=False)
+        lengths, codings, conn = _response_fields(head)
     except BadMessage as exc:
         raise BadMessage(f"the task's answer: {exc.reason}", 502) from None
     head.close = not _keep_alive(version, conn)
@@ -179,10 +305,9 @@ def parse_response(data: bytes, request_method: bytes) -> Head:
     elif codings:
         head.framing = CHUNKED if codings[-1] == b"chunked" else UNTIL_CLOSE
     elif lengths:
-        try:
-            n = _length(lengths)
-        except BadMessage:
-            raise BadMessage("the task sent an invalid Content-Length", 502) from None
+        if len(set(lengths)) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 18:
+            raise BadMessage("the task sent an invalid Content-Length", 502)
+        n = int(lengths[0])
         head.framing = n if n else NO_BODY
     else:
         head.framing = UNTIL_CLOSE
@@ -206,11 +331,26 @@ def forwarded_request(head: Head, client_ip: str, original_host: str) -> bytes:
     return CRLF.join(kept) + CRLF + added
 
 
-def chunk_size(line: bytes) -> int:
-    """The size in a chunk-size line (``1a;ext=1\\r\\n``)."""
-    digits = line.split(b";", 1)[0].strip(b" \t\r\n")
-    if not digits or len(digits) > MAX_CHUNK_SIZE_DIGITS or not set(digits) <= _HEX:
-        raise BadMessage(f"malformed chunk size {line[:40]!r}")
+# -- chunked bodies ---------------------------------------------------------------------------
+
+# chunk-size [ chunk-ext ] CRLF, the extensions taken as any visible text after a ";".
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)(?:[ \t]*;[\t\x20-\x7e\x80-\xff]*)?\r\n")
+
+
+def chunk_size(line: bytes, strict: bool = True) -> int:
+    """The size in a chunk-size line (``1a;ext=1\\r\\n``); ``strict``: exactly the grammar,
+    else (a task's response) white space and a bare LF are let pass."""
+    if strict:
+        match = _CHUNK_LINE.fullmatch(line)
+        if match is None:
+            raise BadMessage(f"malformed chunk size line {line[:40]!r}")
+        digits = match.group(1).lstrip(b"0") or b"0"
+    else:
+        digits = line.split(b";", 1)[0].strip(b" \t\r\n")
+        if not digits or not set(digits) <= _HEX:
+            raise BadMessage(f"malformed chunk size {line[:40]!r}")
+    if len(digits) > MAX_CHUNK_SIZE_DIGITS:
+        raise BadMessage(f"chunk size too large {line[:40]!r}")
     return int(digits, 16)
 
 
@@ -253,14 +393,18 @@ MAX_LINE = 8 * 1024
 
 
 class ChunkedScanner(BodyScanner):
-    """Chunk-size lines, chunk data and its CRLF, then trailer lines up to an empty one."""
+    """Chunk-size lines, chunk data and its CRLF, then trailer lines up to an empty one.
+    ``strict`` (requests): every line ends with CRLF and fits the grammar, and a line is
+    claimed (``feed`` counts it) only once it is whole; the caller feeds the rest again with
+    the next bytes."""
 
-    __slots__ = ("line", "remaining", "state")
+    __slots__ = ("line", "remaining", "state", "strict")
 
-    def __init__(self) -> None:
+    def __init__(self, strict: bool = True) -> None:
         self.state = _SIZE
         self.remaining = 0
         self.line = b""
+        self.strict = strict
 
     def feed(self, data: bytes) -> tuple[int, bool]:
         pos, end = 0, len(data)
@@ -284,6 +428,12 @@ class ChunkedScanner(BodyScanner):
                 continue
             nl = data.find(b"\n", pos)
             if nl < 0:
+                if self.strict:
+                    # Leave a partial line with the caller until its LF arrives: bytes go
+                    # on to the task only once they are known to be well-formed.
+                    if end - pos > MAX_LINE:
+                        raise BadMessage("chunk line too long")
+                    return pos, False
                 self.line += data[pos:]
                 if len(self.line) > MAX_LINE:
                     raise BadMessage("chunk line too long")
@@ -292,22 +442,25 @@ class ChunkedScanner(BodyScanner):
             self.line = b""
             pos = nl + 1
             if self.state == _SIZE:
-                size = chunk_size(line)
+                size = chunk_size(line, self.strict)
                 if size:
                     self.state, self.remaining = _DATA, size
                 else:
                     self.state = _TRAILER
-            elif line in (b"\r\n", b"\n"):  # the empty line after the trailers
-                return pos, True
+            elif line == b"\r\n" or (line == b"\n" and not self.strict):
+                return pos, True  # the empty line after the trailers
+            elif self.strict and (line[-2:] != b"\r\n"
+                                  or _FIELD_LINE.fullmatch(line[:-2]) is None):
+                raise BadMessage(f"malformed trailer line {line[:60]!r}")
         return pos, False
 
 
-def scanner(framing: int) -> BodyScanner | None:
+def scanner(framing: int, strict: bool = True) -> BodyScanner | None:
     """The scanner for a message's framing; None when it has no body."""
     if framing > 0:
         return LengthScanner(framing)
     if framing == CHUNKED:
-        return ChunkedScanner()
+        return ChunkedScanner(strict)
     if framing == UNTIL_CLOSE:
         return UntilCloseScanner()
     return None

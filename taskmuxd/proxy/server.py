@@ -10,8 +10,10 @@ import socket
 import ssl
 from collections.abc import Callable
 
+from taskmuxd.connlimits import ConnectionLimits
+from taskmuxd.peeruid import PeerUids
 from taskmuxd.proxy import pages, tlsconn
-from taskmuxd.proxy.forward import IDLE_TIMEOUT, ClientSide, Upstream
+from taskmuxd.proxy.forward import IDLE_TIMEOUT, LINGER, ClientSide, Upstream
 from taskmuxd.proxy.http1 import HEAD_END, MAX_HEAD, NO_BODY, BadMessage, parse_request
 from taskmuxd.routes import RouteTable, normalize
 from taskmuxd.tls import (
@@ -29,7 +31,7 @@ CONNECT_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 10.0
 STOP_GRACE = 2.0
 MAX_HELLO = 16 * 1024
-HELLO_RETRY = 0.005
+ACCEPT_BACKOFF = 0.5
 
 
 def nodelay(sock: socket.socket) -> None:
@@ -54,10 +56,23 @@ async def _readable(sock: socket.socket) -> None:
         loop.remove_reader(fd)
 
 
+def _low_water(sock: socket.socket, size: int) -> None:
+    """Make the socket readable only once ``size`` bytes are waiting (or the peer left)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+
+
 class Proxy:
-    def __init__(self, routes: RouteTable, sni: SniContexts) -> None:
+    def __init__(self, routes: RouteTable, sni: SniContexts,
+                 limits: ConnectionLimits | None = None,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         self.routes = routes
         self.sni = sni
+        # Connections held at once, per client and in total (the plain-HTTP ones count
+        # too), from accept until close. A client is a local user (by uid) on loopback
+        # where the kernel says who it is, else an address.
+        self.limits = limits or ConnectionLimits(1024, 512)
+        self.peers = PeerUids()
+        self.handshake_timeout = handshake_timeout
         self.https_port = 443
         self.requests = 0
         self.redirects = 0
@@ -111,6 +126,7 @@ class Proxy:
             task.cancel()
         if self.connections:
             await asyncio.wait(list(self.connections), timeout=STOP_GRACE)
+        self.peers.close()
 
     # -- backends -------------------------------------------------------------------------
 
@@ -145,71 +161,105 @@ class Proxy:
                 conn, _ = await loop.sock_accept(listening)
             except OSError as exc:  # EMFILE and friends: back off instead of spinning
                 log.warning("proxy cannot accept connections: %s", exc)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(ACCEPT_BACKOFF)
+                continue
+            client = self.peers.key(conn)
+            if not self.limits.admit(client):
+                conn.close()  # over the cap: the descriptor is back at once
                 continue
             conn.setblocking(False)
             nodelay(conn)
-            task = asyncio.create_task(self._on_https(conn))
+            task = asyncio.create_task(self._on_https(conn, client))
             self.connections.add(task)
             task.add_done_callback(self.connections.discard)
 
-    async def _on_https(self, conn: socket.socket) -> None:
+    async def _on_https(self, conn: socket.socket, client: str) -> None:
+        """Handshake within the deadline, then hand the connection to a ``ClientSide``
+        (which gives its place in ``limits`` back when it closes)."""
         loop = asyncio.get_running_loop()
         tls: ssl.SSLSocket | None = None
         try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                if not await self._hello_acceptable(conn):
+            async with asyncio.timeout(self.handshake_timeout):
+                ok, name = await self._hello_acceptable(conn)
+                if not ok:
+                    self.limits.release(client)
                     return
                 tls = self.sni.context.wrap_socket(conn, server_side=True,
                                                    do_handshake_on_connect=False)
                 tls.setblocking(False)
-                await tlsconn.handshake(tls, HANDSHAKE_TIMEOUT)
+                await tlsconn.handshake(tls)
+            side = ClientSide(self, client, self.routes.project_of(name) if name else None)
+            tlsconn.TlsTransport(loop, tls, side)
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug("TLS handshake failed: %s", exc)
             (tls or conn).close()
-            return
-        tlsconn.TlsTransport(loop, tls, ClientSide(self))
+            self.limits.release(client)
+        except BaseException:
+            (tls or conn).close()
+            self.limits.release(client)
+            raise
 
-    async def _hello_acceptable(self, conn: socket.socket) -> bool:
-        """Peek at the ClientHello; refuse an unknown server name with a TLS alert."""
-        while True:
-            await _readable(conn)
-            try:
-                data = conn.recv(MAX_HELLO, socket.MSG_PEEK)
-            except BlockingIOError:
-                continue
-            if not data:
+    async def _hello_acceptable(self, conn: socket.socket) -> tuple[bool, str | None]:
+        """Peek at the ClientHello; refuse an unknown server name with a TLS alert.
+        (Whether to go on, the server name when it could be read.)
+
+        Waiting for the rest of a hello costs nothing: the socket's low-water mark is set
+        just past the bytes already there, so the event loop hears of the socket again only
+        when more arrive or the client leaves; never a poll."""
+        seen = 0
+        try:
+            while True:
+                await _readable(conn)
+                try:
+                    data = conn.recv(MAX_HELLO, socket.MSG_PEEK)
+                except BlockingIOError:
+                    continue
+                if len(data) <= seen:  # the client left (or broke off) mid-hello
+                    conn.close()
+                    return False, None
+                seen = len(data)
+                try:
+                    name = hello_server_name(data)
+                except HelloIncomplete:
+                    if len(data) >= MAX_HELLO:
+                        return True, None  # let the TLS layer judge an outsized hello
+                    _low_water(conn, len(data) + 1)
+                    continue
+                except NotTls:
+                    return True, None  # the TLS layer answers that properly
+                if self.sni.accepts(name):
+                    return True, name
+                with contextlib.suppress(OSError):
+                    conn.send(ALERT_UNRECOGNIZED_NAME)
                 conn.close()
-                return False
-            try:
-                name = hello_server_name(data)
-            except HelloIncomplete:
-                if len(data) >= MAX_HELLO:
-                    return True  # let the TLS layer judge an outsized hello
-                await asyncio.sleep(HELLO_RETRY)  # the rest is on its way
-                continue
-            except NotTls:
-                return True  # the TLS layer answers that properly
-            if self.sni.accepts(name):
-                return True
-            with contextlib.suppress(OSError):
-                conn.send(ALERT_UNRECOGNIZED_NAME)
-            conn.close()
-            return False
+                return False, None
+        finally:
+            if seen and conn.fileno() >= 0:
+                with contextlib.suppress(OSError):
+                    _low_water(conn, 1)
 
     async def _on_plain(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        client = self.peers.key(sock) if sock is not None else "unknown"
+        if not self.limits.admit(client):
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)
         try:
             while await self._redirect_one(reader, writer):
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                TimeoutError):
+        except asyncio.LimitOverrunError:
+            writer.write(pages.bad_request(431, "the request head is too large",
+                                           html_ok=False, close=True))
+            await _linger(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
             self.connections.discard(task)
+            self.limits.release(client)
             writer.close()
 
     async def _redirect_one(self, reader: asyncio.StreamReader,
@@ -220,6 +270,7 @@ class Proxy:
             req = parse_request(data)
         except BadMessage as exc:
             writer.write(pages.bad_request(exc.status, exc.reason, html_ok=False, close=True))
+            await _linger(reader, writer)
             return False
         close = req.close or req.framing != NO_BODY
         name = normalize(req.host)
@@ -243,3 +294,19 @@ class Proxy:
             path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
         port = "" if self.https_port == 443 else f":{self.https_port}"
         return f"https://{name}{port}{path}"
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After a refusal: send it, end our half, then read and drop what the client still
+    sends for a while, so that closing does not become a reset that destroys the answer."""
+    with contextlib.suppress(OSError, RuntimeError):  # (TimeoutError is an OSError)
+        await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(LINGER):
+            dropped = 0
+            while dropped < tlsconn.LINGER_BYTES:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                dropped += len(chunk)

@@ -7,8 +7,9 @@ import logging
 from typing import Any
 
 from taskmuxctl.paths import Paths
-from taskmuxd import listeners
+from taskmuxd import fdlimit, listeners
 from taskmuxd.certstore import CertStore
+from taskmuxd.connlimits import ConnectionLimits
 from taskmuxd.jobs import Jobs
 from taskmuxd.listeners import Bound
 from taskmuxd.proxy.server import Proxy
@@ -32,7 +33,8 @@ class ProxySubsystem:
         self.routes = routes
         self.store = CertStore(paths.ca_dir, routes.tld)
         self.sni = SniContexts(self.store, routes)
-        self.proxy = Proxy(routes, self.sni)
+        self.proxy = Proxy(routes, self.sni, ConnectionLimits(*caps(settings)),
+                           settings.proxy_handshake_timeout)
         self.https = https
         self.redirect = redirect
         self.jobs = Jobs("proxy")
@@ -97,6 +99,8 @@ class ProxySubsystem:
 
     def settings_changed(self, old: Settings, new: Settings) -> None:
         self.settings = new
+        self.proxy.limits.resize(*caps(new))
+        self.proxy.handshake_timeout = new.proxy_handshake_timeout
         if new.dns_managed_tld != old.dns_managed_tld:
             log.warning("dns_managed_tld changed to %r: restart the daemon to use it "
                         "(`taskmux daemon restart`)", new.dns_managed_tld)
@@ -173,9 +177,18 @@ class ProxySubsystem:
             "redirects": self.proxy.redirects,
             "unreachable": self.proxy.unreachable,
             "tls_refused": self.sni.handshakes_refused,
+            "limits": self.proxy.limits.status(),
             "ca": self.store.ca_cert_path,
             "summary": summary,
         }
+
+
+def caps(settings: Settings) -> tuple[int, int]:
+    """(connections in total, per client address): the settings', lowered to what fits in
+    the descriptor limit with the reserve kept free."""
+    fits, _ = fdlimit.shares(fdlimit.soft_limit())
+    total = min(settings.proxy_max_connections, fits)
+    return total, min(settings.proxy_max_connections_per_client, total)
 
 
 def _where(bound: Bound) -> str:

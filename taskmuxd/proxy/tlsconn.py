@@ -23,19 +23,22 @@ LOW_WATER = 64 * 1024
 MAX_READS_PER_WAKEUP = 16
 
 
-async def handshake(sock: ssl.SSLSocket, timeout: float) -> None:
-    """Complete the server side of the handshake on a non-blocking SSLSocket."""
+LINGER_BYTES = 1024 * 1024
+
+
+async def handshake(sock: ssl.SSLSocket) -> None:
+    """Complete the server side of the handshake on a non-blocking SSLSocket, waking only
+    when the socket is ready (the caller holds the deadline)."""
     loop = asyncio.get_running_loop()
     fd = sock.fileno()
-    async with asyncio.timeout(timeout):
-        while True:
-            try:
-                sock.do_handshake()
-                return
-            except ssl.SSLWantReadError:
-                await _ready(loop, fd, loop.add_reader, loop.remove_reader)
-            except ssl.SSLWantWriteError:
-                await _ready(loop, fd, loop.add_writer, loop.remove_writer)
+    while True:
+        try:
+            sock.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            await _ready(loop, fd, loop.add_reader, loop.remove_reader)
+        except ssl.SSLWantWriteError:
+            await _ready(loop, fd, loop.add_writer, loop.remove_writer)
 
 
 async def _ready(loop: asyncio.AbstractEventLoop, fd: int, add: Any, remove: Any) -> None:
@@ -69,6 +72,9 @@ class TlsTransport(asyncio.Transport):
         self._read_paused = False
         self._writer_on = False
         self._protocol_paused = False
+        self._linger = 0.0  # close_lingering: seconds to drain the client after the answer
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_bytes = 0
         self._peername = sock.getpeername()
         protocol.connection_made(self)
         if not self._closing:
@@ -185,7 +191,7 @@ class TlsTransport(asyncio.Transport):
             self._loop.call_soon(self._on_readable)
         self._check_low_water()
         if self._closing:
-            self._finish()
+            self._flushed()
 
     def get_write_buffer_size(self) -> int:
         return self._buf_size + (len(self._chunk) if self._chunk else 0)
@@ -220,6 +226,38 @@ class TlsTransport(asyncio.Transport):
         self._closing = True
         self._stop_reading()
         if self._chunk is None and not self._buf:
+            self._flushed()
+
+    def close_lingering(self, seconds: float) -> None:
+        """Close once what was written is flushed, then read and drop what the client still
+        sends for up to ``seconds``. (Closing a socket with unread bytes makes the kernel
+        answer with a reset, which can destroy an error page the client has not read yet:
+        a 431 for an oversized head would arrive as "connection reset".)"""
+        self._linger = seconds
+        self.close()
+
+    def _flushed(self) -> None:
+        if not self._linger:
+            self._finish()
+            return
+        # End our half (FIN), then drain the raw socket: no decryption, just discarding.
+        try:
+            socket.socket.shutdown(self._sock, socket.SHUT_WR)
+        except OSError:
+            self._finish()
+            return
+        self._loop.add_reader(self._fd, self._drain)
+        self._linger_timer = self._loop.call_later(self._linger, self._finish)
+
+    def _drain(self) -> None:
+        try:
+            data = socket.socket.recv(self._sock, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        self._linger_bytes += len(data)
+        if not data or self._linger_bytes > LINGER_BYTES:
             self._finish()
 
     def abort(self) -> None:
@@ -239,6 +277,10 @@ class TlsTransport(asyncio.Transport):
             return
         self._closed = True
         self._stop_reading()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+            self._loop.remove_reader(self._fd)
         if self._writer_on:
             self._writer_on = False
             self._loop.remove_writer(self._fd)
