@@ -25,6 +25,7 @@ from tests.projects import task, tmux, write_project
 
 SHAPE = os.path.join(REPO, "tests", "postgres_shape.py")
 RUNNER = os.path.join(REPO, "taskmuxd", "runner.py")
+RUNNER_MAIN = os.path.join(REPO, "taskmuxd", "runner_main.py")
 
 
 @pytest.fixture
@@ -203,8 +204,10 @@ def test_stop_ladder_catches_processes_started_meanwhile(
 class RunnerUnderTest:
     """One runner started by hand (no daemon: its reports go to a socket nobody serves)."""
 
-    def __init__(self, home: str, command: str, grace: float = 2.0) -> None:
+    def __init__(self, home: str, command: str, grace: float = 2.0,
+                 entry: str = RUNNER) -> None:
         self.home = home
+        self.entry = entry
         run = os.path.join(home, "projects", "rt", "run")
         os.makedirs(run, exist_ok=True)
         self.record_path = os.path.join(run, "t.json")
@@ -223,7 +226,7 @@ class RunnerUnderTest:
 
     @property
     def argv(self) -> list[str]:
-        return [PYTHON, "-I", "-S", RUNNER, self.spec_path, self.marker]
+        return [PYTHON, "-I", "-S", self.entry, self.spec_path, self.marker]
 
     def in_tmux(self, socket: str) -> RunnerUnderTest:
         tmux(socket, "new-session", "-d", "-s", "rt", "-x", "80", "-y", "24", *self.argv)
@@ -250,15 +253,16 @@ class RunnerUnderTest:
 
 @pytest.fixture
 def make_runner(home: str) -> Callable[..., RunnerUnderTest]:
-    def make(command: str, grace: float = 2.0) -> RunnerUnderTest:
-        return RunnerUnderTest(home, command, grace)
+    def make(command: str, grace: float = 2.0, entry: str = RUNNER) -> RunnerUnderTest:
+        return RunnerUnderTest(home, command, grace, entry)
     return make
 
 
 def test_runner_records_the_identity_of_the_run(make_runner: Callable[..., RunnerUnderTest],
                                                  tmux_socket: str, tmp_path: str) -> None:
     pids = os.path.join(str(tmp_path), "pids")
-    r = make_runner(f"exec {PYTHON} {SHAPE} {pids}").in_tmux(tmux_socket)
+    # Through runner_main.py, the entry that runs the runner from its compiled module.
+    r = make_runner(f"exec {PYTHON} {SHAPE} {pids}", entry=RUNNER_MAIN).in_tmux(tmux_socket)
     rec = r.running()
     parent, child = shape_pids(pids)
     assert parent == rec["pid"] == rec["pgid"]
