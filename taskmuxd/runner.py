@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 RECORD_FORMAT = 1
 PARTIAL_FLUSH_SECONDS = 1.0
 DRAIN_AFTER_EXIT_SECONDS = 0.5
+DRAIN_LIMIT_SECONDS = 5.0
+REAP_WAIT_SECONDS = 1.0  # for the first process's status once its tree is stopped
 READ_SIZE = 65536
 DEFAULT_GRACE = 10.0  # seconds per step of the stop ladder when the spec names none
 ENDING_SIGNALS = (_signal.SIGHUP, _signal.SIGINT, _signal.SIGTERM, _signal.SIGQUIT)
@@ -318,6 +320,8 @@ class Runner:
         pid, master = os.forkpty()
         if pid == 0:  # the task's side: a new session whose controlling terminal is the pty
             try:
+                for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):  # Python ignores these
+                    _signal.signal(sig, _signal.SIG_DFL)
                 os.chdir(cwd)
                 os.execve(shell, argv, env)
             except OSError as exc:
@@ -491,10 +495,13 @@ class Runner:
         return False
 
     def drain(self) -> None:
-        """Relay what the task's last processes left in the pty, until it is closed or quiet."""
+        """Relay what the task's last processes left in the pty, until it is closed or quiet
+        (or ``DRAIN_LIMIT_SECONDS`` passed: something outside the task may hold it)."""
         start = time.monotonic()
         while self.master_open:
-            left = max(self.last_output, start) + DRAIN_AFTER_EXIT_SECONDS - time.monotonic()
+            now = time.monotonic()
+            left = min(max(self.last_output, start) + DRAIN_AFTER_EXIT_SECONDS,
+                       start + DRAIN_LIMIT_SECONDS) - now
             if left <= 0:
                 break
             self.pump(left)
@@ -534,8 +541,9 @@ class Runner:
                 if self.main_status is not None:
                     self.end("exit")
             clean = self.stop_tree(self.pump_for)
-            if self.main_status is None and clean:  # gone, perhaps not yet reaped
-                self.main_status = os.waitpid(self.pid, 0)[1]
+            deadline = time.monotonic() + REAP_WAIT_SECONDS
+            while self.main_status is None and time.monotonic() < deadline:
+                self.pump(proctree.POLL)  # ended, perhaps not yet reaped
             self.drain()
             return self.finish(clean)
         finally:

@@ -364,6 +364,35 @@ def test_a_failing_pane_write_does_not_crash_the_runner(
     assert "tick 1" in log and "the pane could not be written to" in log
 
 
+def test_the_task_does_not_inherit_the_signals_python_ignores(
+        make_runner: Callable[..., RunnerUnderTest], tmux_socket: str, tmp_path: str) -> None:
+    out = os.path.join(str(tmp_path), "status")
+    r = make_runner(f"grep SigIgn /proc/self/status > {out}").in_tmux(tmux_socket)
+    assert r.exited()["exit_code"] == 0
+    ignored = int(read(out).split()[1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1)) and not ignored & (1 << (signal.SIGXFSZ - 1))
+
+
+def test_without_proc_the_runner_stops_the_process_group(
+        make_runner: Callable[..., RunnerUnderTest], tmux_socket: str, tmp_path: str) -> None:
+    """Where identities cannot be proven (no /proc: macOS), the runner still ends the task:
+    the ladder goes to its process group while its first process is unreaped."""
+    pids = os.path.join(str(tmp_path), "pids")
+    r = make_runner(f"exec {PYTHON} {SHAPE} {pids}")
+    boot = (f"import sys; sys.path.insert(0, {REPO!r}); from taskmuxd import proctree; "
+            "proctree.AVAILABLE = False; from taskmuxd.runner import main; "
+            f"sys.exit(main(['runner.py', {r.spec_path!r}]))")
+    tmux(tmux_socket, "new-session", "-d", "-s", "rt", PYTHON, "-I", "-S", "-c", boot)
+    rec = r.running()
+    parent, child = shape_pids(pids)
+    assert rec["subreaper"] is False
+    os.kill(rec["runner_pid"], signal.SIGTERM)
+    rec = r.exited()
+    assert pid_gone(parent) and pid_gone(child)
+    # The task's own exit; whether anything outside the group remains cannot be told.
+    assert (rec["ended_by"], rec["exit_code"], rec["tree_clean"]) == ("signal:SIGTERM", 7, False)
+
+
 # -- with a real daemon --------------------------------------------------------------------
 
 
