@@ -393,6 +393,61 @@ def test_without_proc_the_runner_stops_the_process_group(
     assert (rec["ended_by"], rec["exit_code"], rec["tree_clean"]) == ("signal:SIGTERM", 7, False)
 
 
+def _postgres_bin() -> str | None:
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    return found[-1] if found else None
+
+
+def test_real_postgres_survives_no_pane_and_comes_back_once(tmux_socket: str) -> None:
+    """PostgreSQL's children each leave the session (setsid) and blank their environment (the
+    process title): only the runner's subreaper tree still holds them all."""
+    import shutil
+    import tempfile
+
+    from tests.users import throwaway_user
+
+    postgres = _postgres_bin()
+    if postgres is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs it)")
+    with throwaway_user() as user:
+        base = tempfile.mkdtemp(prefix="tmxpg-", dir="/tmp")
+        try:
+            os.chmod(base, 0o755)
+            data = os.path.join(base, "data")
+            as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                       "--init-groups"]
+            os.chown(base, user.pw_uid, user.pw_gid)
+            subprocess.run([*as_user, os.path.join(os.path.dirname(postgres), "initdb"),
+                            "-D", data, "-A", "trust", "-U", "pg"], check=True,
+                           capture_output=True, timeout=120)
+            command = f"exec {postgres} -D {data} -k {base} -c listen_addresses="
+            for run in (1, 2):
+                r = RunnerUnderTest(base, command, grace=5.0)
+                os.chown(r.spec_path, user.pw_uid, user.pw_gid)
+                for folder in (os.path.dirname(r.record_path), os.path.dirname(r.log_path)):
+                    os.makedirs(folder, exist_ok=True)
+                    shutil.chown(folder, user.pw_uid, user.pw_gid)
+                tmux(tmux_socket, "new-session", "-d", "-s", "pg", *as_user, *r.argv)
+                rec = r.running()
+                wait_until(lambda r=r, run=run: r.log().count("ready to accept connections")
+                           == run, 60, "postgres to be ready")
+                assert "already exists" not in r.log()
+                tree = proctree.descendants(rec["runner_pid"])
+                assert len(tree) >= 4  # the postmaster and its background processes
+                marked = proctree.find_marked(r.marker, uid=user.pw_uid, exact=True)
+                assert [p.pid for p in marked] == [rec["pid"]]  # children blanked theirs
+                tmux(tmux_socket, "kill-server")
+                rec = r.exited(30)
+                assert not any(proctree.is_alive(p) for p in tree)
+                assert (rec["exit_code"], rec["tree_clean"]) == (0, True), rec
+                assert not os.path.exists(os.path.join(data, "postmaster.pid"))
+                assert "database system is shut down" in r.log()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
 # -- with a real daemon --------------------------------------------------------------------
 
 
