@@ -50,6 +50,10 @@ else:
         def __repr__(self):
             return f"ProcId(pid={self[0]!r}, start={self[1]!r}, boot={self[2]!r})"
 
+        @classmethod
+        def _make(cls, iterable):
+            return cls(*iterable)
+
         def _asdict(self):
             return dict(zip(self._fields, self, strict=True))
 

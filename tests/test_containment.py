@@ -84,6 +84,12 @@ def test_identity_is_pid_start_and_boot(spawn: Callable[..., subprocess.Popen[by
     assert me is not None and me.pid == proc.pid and me.boot == proctree.boot_id()
     assert me.start == proctree.start_ticks(proc.pid) and proctree.is_alive(me)
     assert proctree.procid(2**22 + 7) is None  # above pid_max: no such process
+    # The hand-made named tuple (no collections import in the runner) behaves like one.
+    pid, start, boot = me
+    assert me == (pid, start, boot) and hash(me) == hash((pid, start, boot))
+    assert me._asdict() == {"pid": pid, "start": start, "boot": boot}
+    assert me._replace(start=1) == proctree.ProcId._make([pid, 1, boot]) != me
+    assert repr(me) == f"ProcId(pid={pid}, start={start}, boot={boot!r})"
     proc.kill()
     wait_until(lambda: not proctree.is_alive(me), what="the zombie to count as ended")
     assert proctree.procid(proc.pid) is not None  # an unreaped zombie still has its pid
