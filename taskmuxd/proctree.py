@@ -4,7 +4,11 @@ A process is named by a :class:`ProcId`: its pid, its start time in clock ticks 
 (field 22 of ``/proc/PID/stat``) and the boot id. A pid can be reused; the three together
 cannot. Every process a task starts carries ``TASKMUX_RUN=<marker>`` in its environment
 (``{home_id}:{project}:{task}:{run_id}``), so the task's processes are found again even after
-they left its process group, its session, or lost their parent.
+they left its process group, its session, or lost their parent. A marker is only as durable as
+the environment block it lives in: programs that write their process title over it
+(PostgreSQL's background processes, nginx, redis) show none afterwards; those are found as
+descendants (:func:`descendants`) of the runner, their subreaper, or of the task's first
+process.
 
 Linux reads ``/proc``. Elsewhere (no ``/proc``) nothing can be proven: the look-ups return
 ``None`` or empty results, :func:`is_alive` is False and therefore nothing is ever signalled;
