@@ -23,6 +23,9 @@ from taskmuxd import proctree
 from tests.helpers import PYTHON, REPO, pid_gone, read, run_json, wait_until
 from tests.projects import task, tmux, write_project
 
+pytestmark = pytest.mark.skipif(not proctree.AVAILABLE,
+                                reason="proving process identity needs /proc (Linux)")
+
 SHAPE = os.path.join(REPO, "tests", "postgres_shape.py")
 RUNNER = os.path.join(REPO, "taskmuxd", "runner.py")
 RUNNER_MAIN = os.path.join(REPO, "taskmuxd", "runner_main.py")
