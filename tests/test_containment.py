@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -295,7 +296,9 @@ def test_pane_closed_stops_the_tree_before_the_exit_is_recorded(
     assert pid_gone(parent) and pid_gone(child)  # already gone when the exit was written
     assert rec["ended_by"] in ("hangup", "pane_write_failed"), rec
     assert (rec["exit_code"], rec["exit_signal"], rec["tree_clean"]) == (7, None, True)
-    assert "sent SIGINT to 2 of the task's processes" in r.log()
+    # SIGINT to both (the parent's handler may end the child first): the task's own ladder.
+    assert re.search(r"(the pane closed|could not be written to): sent SIGINT to [12] of the "
+                     r"task.s processes", r.log())
 
 
 def test_signals_to_the_runner_stop_the_tree(make_runner: Callable[..., RunnerUnderTest],
