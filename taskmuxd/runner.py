@@ -24,6 +24,7 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]  # signal's C half: no enum import
 import _socket
 import codecs
+import errno
 import fcntl
 import os
 import select
@@ -442,9 +443,11 @@ class Runner:
         if self.pane_ok:
             try:
                 _write_all(1, data)
-            except OSError:  # EIO, EPIPE, ENXIO: the pane is gone; the log goes on
+            except OSError as exc:  # EIO, EPIPE, ENXIO: the pane is gone; the log goes on
                 self.pane_ok = False
                 self.end("pane_write_failed")
+                self.log.note("output no longer goes to the pane: "
+                              + errno.errorcode.get(exc.errno or 0, str(exc)))
         self.log.feed(data, now)
 
     def relay_input(self) -> None:

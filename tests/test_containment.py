@@ -374,6 +374,7 @@ def test_a_failing_pane_write_does_not_crash_the_runner(
         "pane_write_failed", 7, True)
     log = r.log()
     assert "tick 1" in log and "the pane could not be written to" in log
+    assert "output no longer goes to the pane: EPIPE" in log
 
 
 def test_the_task_does_not_inherit_the_signals_python_ignores(
