@@ -1,157 +1,376 @@
-"""DEV PLACEHOLDER — replaced by the p11-runner branch's module at merge."""
+"""Which processes are a task's, proven so that a reused pid is never mistaken for one.
+
+A process is named by a :class:`ProcId`: its pid, its start time in clock ticks since boot
+(field 22 of ``/proc/PID/stat``) and the boot id. A pid can be reused; the three together
+cannot. Every process a task starts carries ``TASKMUX_RUN=<marker>`` in its environment
+(``{home_id}:{project}:{task}:{run_id}``), so the task's processes are found again even after
+they left its process group, its session, or lost their parent. A marker is only as durable as
+the environment block it lives in: programs that write their process title over it
+(PostgreSQL's background processes, nginx, redis) show none afterwards; those are found as
+descendants (:func:`descendants`) of the runner, their subreaper, or of the task's first
+process.
+
+Linux reads ``/proc``. Elsewhere (no ``/proc``) nothing can be proven: the look-ups return
+``None`` or empty results, :func:`is_alive` is False and therefore nothing is ever signalled;
+:data:`AVAILABLE` says which case holds.
+
+Standard library only and cheap to import: the runner (one per task) imports it, so it avoids
+``typing``, ``signal`` (``enum``) and ``collections`` at run time.
+"""
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal's C half: no enum import
 import os
-import signal
 import time
-from collections.abc import Callable
-from typing import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import NamedTuple
+
+    class ProcId(NamedTuple):
+        """A process beyond pid reuse: pid, start time (clock ticks since boot), boot id."""
+
+        pid: int
+        start: int
+        boot: str
+else:
+    class ProcId(tuple):
+        """A process beyond pid reuse: pid, start time (clock ticks since boot), boot id.
+
+        A named tuple (built by hand: ``collections`` costs the runner memory)."""
+
+        __slots__ = ()
+        _fields = ("pid", "start", "boot")
+
+        def __new__(cls, pid, start, boot):
+            return tuple.__new__(cls, (pid, start, boot))
+
+        pid = property(lambda self: self[0])
+        start = property(lambda self: self[1])
+        boot = property(lambda self: self[2])
+
+        def __repr__(self):
+            return f"ProcId(pid={self[0]!r}, start={self[1]!r}, boot={self[2]!r})"
+
+        @classmethod
+        def _make(cls, iterable):
+            return cls(*iterable)
+
+        def _asdict(self):
+            return dict(zip(self._fields, self, strict=True))
+
+        def _replace(self, **changes):
+            return ProcId(*(changes.pop(f, v) for f, v in zip(self._fields, self, strict=True)))
 
 MARKER_VAR = "TASKMUX_RUN"
-_boot: str | None = None
+AVAILABLE = os.path.exists("/proc/self/stat")
+ENVIRON_LIMIT = 256 * 1024  # bytes of /proc/PID/environ read at most
+SHELLS = frozenset(("sh", "dash", "bash", "zsh", "fish", "ash", "ksh", "mksh"))
+POLL = 0.02  # seconds between checks while waiting for processes to end
+KILL_WAIT = 5.0  # seconds allowed after SIGKILL
+LADDER = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGKILL)
+PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
+
+_boot_id: str | None = None
 
 
-class ProcId(NamedTuple):
-    pid: int
-    start: int
-    boot: str
+def _read(path: str, limit: int = 4096) -> bytes | None:
+    """Up to ``limit`` bytes of a /proc file; None when it cannot be read (gone, denied)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _stat(pid: int) -> tuple[str, int, int, str] | None:
+    """(state, ppid, start ticks, comm) of ``pid`` from /proc/PID/stat, or None."""
+    data = _read(f"/proc/{pid}/stat")
+    if not data:
+        return None
+    head, sep, tail = data.rpartition(b")")  # comm may hold spaces and parentheses
+    fields = tail.split()
+    if not sep or len(fields) < 20:
+        return None
+    comm = head.partition(b"(")[2].decode("utf-8", "replace")
+    return fields[0].decode("ascii", "replace"), int(fields[1]), int(fields[19]), comm
 
 
 def boot_id() -> str:
-    global _boot
-    if _boot is None:
-        try:
-            with open("/proc/sys/kernel/random/boot_id") as fh:
-                _boot = fh.read().strip()
-        except OSError:
-            _boot = ""
-    return _boot
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    return data[data.rfind(b")") + 2:].decode().split()
+    """This boot's id (``/proc/sys/kernel/random/boot_id``), cached; "" where unavailable."""
+    global _boot_id
+    if _boot_id is None:
+        data = _read("/proc/sys/kernel/random/boot_id")
+        _boot_id = data.decode("ascii", "replace").strip() if data else ""
+    return _boot_id
 
 
 def start_ticks(pid: int) -> int | None:
-    f = _stat(pid)
-    return int(f[19]) if f is not None else None
+    """When ``pid`` started, in clock ticks since boot; None when it does not exist (or no
+    /proc)."""
+    st = _stat(pid) if pid > 0 else None
+    return st[2] if st else None
 
 
 def procid(pid: int) -> ProcId | None:
-    t = start_ticks(pid)
-    return None if t is None else ProcId(pid, t, boot_id())
+    """The identity of the process now holding ``pid`` (a zombie included: :func:`is_alive`
+    tells those apart); None when there is none or it cannot be proven (no /proc)."""
+    start = start_ticks(pid)
+    boot = boot_id()
+    if start is None or not boot:
+        return None
+    return ProcId(pid, start, boot)
 
 
-def is_alive(p: ProcId) -> bool:
-    f = _stat(p.pid)
-    return f is not None and f[0] != "Z" and int(f[19]) == p.start and p.boot == boot_id()
+def is_alive(pid_id: ProcId) -> bool:
+    """Whether the very process ``pid_id`` names still runs: same pid, same start ticks, same
+    boot, and not a zombie. Always False where identity cannot be proven (no /proc)."""
+    if pid_id.pid <= 0 or not pid_id.boot or pid_id.boot != boot_id():
+        return False
+    st = _stat(pid_id.pid)
+    return st is not None and st[2] == pid_id.start and st[0] not in ("Z", "X")
+
+
+def marker_of(pid: int) -> str | None:
+    """The value of ``TASKMUX_RUN`` in the environment ``pid`` started with (its first
+    ``ENVIRON_LIMIT`` bytes), or None: unset, unreadable, or no /proc."""
+    data = _read(f"/proc/{pid}/environ", ENVIRON_LIMIT)
+    if not data:
+        return None
+    key = b"\0" + MARKER_VAR.encode() + b"="
+    data = b"\0" + data
+    at = data.find(key)  # the first one, as getenv() would see it
+    if at < 0:
+        return None
+    at += len(key)
+    end = data.find(b"\0", at)
+    return data[at:end if end >= 0 else len(data)].decode("utf-8", "replace")
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
 
 
 def find_marked(prefix: str, uid: int | None = None, exact: bool = False) -> list[ProcId]:
-    want = f"{MARKER_VAR}={prefix}".encode()
-    out = []
+    """Every live (not zombie) process of ``uid`` (default: ours) whose ``TASKMUX_RUN`` starts
+    with ``prefix`` (``exact``: equals it). ``"home:proj:task:"`` finds every run of a task;
+    one run is ``find_marked("home:proj:task:7", exact=True)`` (a bare prefix would also
+    match run 70). The calling process is skipped, and so are processes whose environment
+    cannot be read. Reads each candidate's environment: a few milliseconds for some hundred
+    processes. Empty where there is no /proc."""
+    if uid is None:
+        uid = os.getuid()
     me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
+    found: list[ProcId] = []
+    boot = boot_id()
+    for pid in _pids():
+        if pid == me:
             continue
         try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                env = fh.read(262144)
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
         except OSError:
             continue
-        for item in env.split(b"\0"):
-            if (item == want) if exact else item.startswith(want):
-                p = procid(int(name))
-                if p is not None and is_alive(p):
-                    out.append(p)
-                break
+        value = marker_of(pid)
+        if value is None or (value != prefix if exact else not value.startswith(prefix)):
+            continue
+        st = _stat(pid)
+        if st is not None and st[0] not in ("Z", "X") and boot:
+            found.append(ProcId(pid, st[2], boot))
+    return found
+
+
+def _table() -> dict[int, tuple[str, int, int, str]]:
+    """One scan of /proc: pid -> (state, ppid, start ticks, comm)."""
+    table = {}
+    for pid in _pids():
+        st = _stat(pid)
+        if st is not None:
+            table[pid] = st
+    return table
+
+
+def _live_children(table: dict[int, tuple[str, int, int, str]]) -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for pid, (state, ppid, _start, _comm) in table.items():
+        if state not in ("Z", "X"):
+            children.setdefault(ppid, []).append(pid)
+    return children
+
+
+def _below(root: int, children: dict[int, list[int]]) -> list[int]:
+    out: list[int] = []
+    todo = list(children.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
     return out
 
 
-def signal_ids(ids: list[ProcId], sig: int) -> int:
-    n = 0
-    for p in ids:
-        if is_alive(p):
-            try:
-                os.kill(p.pid, sig)
-                n += 1
-            except ProcessLookupError:
-                pass
-    return n
-
-
-def stop_ladder(ids_fn: Callable[[], list[ProcId]], grace: float,
-                on_step: Callable[[int, int], None] | None = None) -> bool:
-    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        ids = ids_fn()
-        if not ids:
-            return True
-        n = signal_ids(ids, sig)
-        if on_step:
-            on_step(sig, n)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not any(is_alive(p) for p in ids):
-                break
-            time.sleep(0.02)
-    return not ids_fn()
+def descendants(pid: int) -> list[ProcId]:
+    """Every live descendant of ``pid`` (not ``pid`` itself), from one scan of /proc. Empty
+    where there is no /proc."""
+    boot = boot_id()
+    if not boot:
+        return []
+    table = _table()
+    return [ProcId(p, table[p][2], boot) for p in _below(pid, _live_children(table))]
 
 
 def tree_stats(root_pid: int) -> tuple[int, int]:
-    return root_pid, 1
+    """(main pid, number of live processes) of the tree of ``root_pid`` and its descendants.
 
-
-# -- one scan for many trees (status of every task) -----------------------------------------
-
-SHELLS = frozenset({"sh", "dash", "bash", "zsh", "fish", "ash", "ksh", "mksh"})
+    The main pid is the program rather than the shell that wraps it: from the root, while the
+    process is a shell (``sh -c …``) with exactly one live child, go down to that child.
+    ``(root_pid, 0)`` when the root is gone or a zombie, or where there is no /proc.
+    Processes that left the tree by re-parenting are not counted: the runner's tree
+    (``tree_stats(runner_pid)`` less one) holds those too."""
+    table = _table()
+    root = table.get(root_pid)
+    if root is None or root[0] in ("Z", "X"):
+        return root_pid, 0
+    children = _live_children(table)
+    main = root_pid
+    while table[main][3] in SHELLS and len(children.get(main, ())) == 1:
+        main = children[main][0]
+    return main, 1 + len(_below(root_pid, children))
 
 
 class Snapshot:
-    """One pass over /proc: each process's parent and name, to answer many tree questions."""
+    """One scan of /proc that answers ``tree_stats`` for many roots (a status call asks it
+    for every task); empty where there is no /proc."""
 
     def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-        self.comm: dict[int, str] = {}
-        self.children: dict[int, list[int]] = {}
-        try:
-            names = os.listdir("/proc")
-        except OSError:
-            names = []
-        for name in names:
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/stat", "rb") as fh:
-                    data = fh.read()
-            except OSError:
-                continue
-            pid = int(name)
-            close = data.rfind(b")")
-            fields = data[close + 2:].split()
-            if not fields or fields[0] == b"Z":
-                continue
-            ppid = int(fields[1])
-            self.parent[pid] = ppid
-            self.comm[pid] = data[data.find(b"(") + 1:close].decode("utf-8", "replace")
-            self.children.setdefault(ppid, []).append(pid)
+        self.table = _table()
+        self.children = _live_children(self.table)
 
-    def tree(self, root: int) -> tuple[int | None, int]:
-        """(the main program, how many processes) of the tree under ``root`` (root included).
-        The main program is ``root`` unless ``root`` is a shell that only wraps one child."""
-        if root not in self.parent:
+    def alive(self, pid: int) -> bool:
+        st = self.table.get(pid)
+        return st is not None and st[0] not in ("Z", "X")
+
+    def tree(self, root_pid: int) -> tuple[int | None, int]:
+        """As ``tree_stats``, but ``(None, 0)`` for a root that is gone."""
+        if not self.alive(root_pid):
             return None, 0
-        count, todo = 0, [root]
-        while todo:
-            pid = todo.pop()
-            count += 1
-            todo.extend(self.children.get(pid, ()))
-        main = root
-        while self.comm.get(main) in SHELLS and len(self.children.get(main, ())) == 1:
+        main = root_pid
+        while self.table[main][3] in SHELLS and len(self.children.get(main, ())) == 1:
             main = self.children[main][0]
-        return main, count
+        return main, 1 + len(_below(root_pid, self.children))
+
+
+def _send(pid_id: ProcId, sig: int) -> bool:
+    """Signal one process if it is provably still ``pid_id``. With a pidfd (Linux 5.3+) the
+    identity is checked after the pidfd is open, so the signal reaches exactly the process
+    checked even if it ends and its pid is reused in between."""
+    if pid_id.pid <= 0:  # 0 and -1 would mean a process group or every process
+        return False
+    pidfd = -1
+    opener = getattr(os, "pidfd_open", None)
+    if opener is not None:
+        try:
+            pidfd = opener(pid_id.pid)
+        except ProcessLookupError:
+            return False
+        except OSError:  # no pidfd support here: fall back to a checked kill
+            pidfd = -1
+    try:
+        if not is_alive(pid_id):
+            return False
+        if pidfd >= 0:
+            _signal.pidfd_send_signal(pidfd, sig)
+        else:
+            os.kill(pid_id.pid, sig)
+        return True
+    except OSError:  # ended meanwhile, or not ours to signal
+        return False
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+
+
+def signal_ids(ids: Iterable[ProcId], sig: int) -> int:
+    """Send ``sig`` to each process of ``ids`` whose identity still matches; how many got
+    it. A process whose identity does not match (ended, pid reused) is never signalled."""
+    return sum(1 for pid_id in ids if _send(pid_id, sig))
+
+
+def stop_ladder(ids_fn: Callable[[], list[ProcId]], grace: float,
+                on_step: Callable[[int, int], None] | None = None,
+                wait: Callable[[float], None] | None = None) -> bool:
+    """Stop a set of processes: SIGINT, up to ``grace`` seconds, SIGTERM, up to ``grace``
+    seconds, SIGKILL, up to ``KILL_WAIT`` seconds; True when none remain.
+
+    ``ids_fn()`` collects the set afresh at each step, so processes started meanwhile get the
+    next signal; identities in it that no longer match a live process count as gone. A step
+    ends early once everything it signalled is gone and nothing new appeared.
+    ``on_step(sig, count)`` is told each signal sent and to how many processes. Waiting checks
+    every ``POLL`` seconds through ``wait(seconds)`` (default ``time.sleep``): the runner
+    passes its own so that it keeps relaying output and reaping children meanwhile.
+    Blocking: call it from a thread in asyncio code."""
+    pause = wait if wait is not None else time.sleep
+
+    def remaining() -> list[ProcId]:
+        return [pid_id for pid_id in ids_fn() if is_alive(pid_id)]
+
+    for sig in LADDER:
+        ids = remaining()
+        if not ids:
+            return True
+        sent = signal_ids(ids, sig)
+        if on_step is not None:
+            on_step(sig, sent)
+        deadline = time.monotonic() + (KILL_WAIT if sig == _signal.SIGKILL else grace)
+        while True:
+            ids = [pid_id for pid_id in ids if is_alive(pid_id)]
+            if not ids:  # those signalled are gone: anything new since?
+                ids = remaining()
+                if not ids:
+                    return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            pause(min(POLL, left))
+    return not remaining()
+
+
+def set_child_subreaper() -> bool:
+    """Make this process the child subreaper of its descendants (Linux ``prctl``): orphans
+    among them are re-parented to it rather than to init. Whether that worked; False on other
+    platforms. Calls through ``_ctypes``, ctypes' C half, which costs the runner a fifth of
+    what ``import ctypes`` does; ``ctypes`` only where that half lacks the call."""
+    if not AVAILABLE:
+        return False
+    try:
+        import _ctypes
+
+        program = _ctypes.dlopen(None)  # type: ignore[arg-type]  # NULL: this program
+        address = _ctypes.dlsym(program, "prctl")
+        return bool(_ctypes.call_function(address, (PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0)
+    except (ImportError, AttributeError, OSError):
+        pass
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False

@@ -1,10 +1,19 @@
 """The runner: the foreground process of a task's tmux pane. Standard library only.
 
-Run as ``python -I -S runner.py SPEC.json``. It starts the task's command in a new session on
-a pty, relays output unchanged to the pane and, ANSI-stripped with a UTC millisecond timestamp
-per line, to the task's log (rotated by size); relays typed input and window size; records
-pid, process group, start, exit status and exit time in the record file; and tells the daemon
-at once over ``ctl.sock``. It decides nothing: it never restarts anything.
+Run as ``python -I -S runner.py SPEC.json [MARKER]`` (the marker only names the run in the
+process's command line). It starts the task's command in a new session on a pty, with
+``TASKMUX_RUN=<marker>`` in its environment; relays output unchanged to the pane and,
+ANSI-stripped with a UTC millisecond timestamp per line, to the task's log (rotated by size);
+relays typed input and window size; records the task's identity (pid, start ticks, boot id),
+exit status and exit time in the record file; and tells the daemon at once over ``ctl.sock``.
+It decides nothing: it never restarts anything.
+
+It owns the task's whole tree: as child subreaper (Linux) it inherits the orphans of the
+tree and reaps them, and it finds the task's processes by their marker even when they left
+its process group. However the run ends (the first process exits, the pane closes, the pane
+cannot be written to, the runner is signalled), it stops what remains of the tree with the
+task's own ladder (SIGINT, SIGTERM, SIGKILL, ``stop_grace_period`` apart) and only then
+records the exit: the task's real status, and whether the tree ended clean.
 
 It imports as little as it can (``_signal`` rather than ``signal``, no ``pty``, no ``json``)
 because one runs per task: its memory is multiplied by the number of tasks.
@@ -25,15 +34,25 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from taskmuxctl import jsonio  # after the path set-up above
+from taskmuxd import proctree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 RECORD_FORMAT = 1
 PARTIAL_FLUSH_SECONDS = 1.0
 DRAIN_AFTER_EXIT_SECONDS = 0.5
+DRAIN_LIMIT_SECONDS = 5.0
+REAP_WAIT_SECONDS = 1.0  # for the first process's status once its tree is stopped
 READ_SIZE = 65536
+DEFAULT_GRACE = 10.0  # seconds per step of the stop ladder when the spec names none
+ENDING_SIGNALS = (_signal.SIGHUP, _signal.SIGINT, _signal.SIGTERM, _signal.SIGQUIT)
+SIGNAL_NAMES = {_signal.SIGHUP: "SIGHUP", _signal.SIGINT: "SIGINT", _signal.SIGTERM: "SIGTERM",
+                _signal.SIGQUIT: "SIGQUIT", _signal.SIGKILL: "SIGKILL"}
+ROUTES = {"exit": "its first process ended", "hangup": "the pane closed",
+          "pane_write_failed": "the pane could not be written to"}
 
 
 # -- log: ANSI stripping, time stamps, rotation -----------------------------------------------
@@ -254,25 +273,55 @@ def join_cgroup(path: object) -> str | None:
     return str(path)
 
 
-# -- the pty relay -------------------------------------------------------------------------
+# -- the pty relay and the task's tree ---------------------------------------------------------
+
+
+def default_marker(spec: dict[str, object]) -> str:
+    """A marker when the daemon gave none: the state folder's inode stands in for the home id,
+    so that two homes running the same project never take each other's processes."""
+    try:
+        home = format(os.stat(os.path.dirname(str(spec["socket"]))).st_ino, "x")
+    except (KeyError, OSError):
+        home = ""
+    return f"?{home}:{spec['project']}:{spec['task']}:{spec['run_id']}"
+
+
+def signal_name(sig: int) -> str:
+    return SIGNAL_NAMES.get(sig, str(sig))
+
+
+def route_text(ended_by: str | None) -> str:
+    if ended_by and ended_by.startswith("signal:"):
+        return f"the runner got {ended_by[7:]}"
+    return ROUTES.get(ended_by or "", str(ended_by))
 
 
 class Runner:
-    def __init__(self, spec: dict[str, object]) -> None:
+    def __init__(self, spec: dict[str, object], marker: str | None = None) -> None:
         self.spec = spec
         self.record_path = str(spec["record"])
         self.socket_path = str(spec["socket"])
+        self.marker = str(spec.get("marker") or marker or default_marker(spec))
+        self.grace = max(float(str(spec.get("stop_grace_period", DEFAULT_GRACE))), 0.0)
         self.log = LogWriter(str(spec["log"]), int(str(spec["log_max_size"])),
                              int(str(spec["log_max_files"])))
         self.record: dict[str, object] = {
             "format": RECORD_FORMAT, "project": spec["project"], "task": spec["task"],
-            "run_id": spec["run_id"], "runner_pid": os.getpid(), "status": "starting",
+            "run_id": spec["run_id"], "runner_pid": os.getpid(),
+            "runner_start": proctree.start_ticks(os.getpid()), "boot_id": proctree.boot_id(),
+            "marker": self.marker, "subreaper": False, "status": "starting",
         }
         self.pid = 0
         self.master = -1
         self.tty_attrs: list[Any] | None = None
         self.wake_r, self.wake_w = os.pipe()
         self.pending_signals: list[int] = []
+        self.main_status: int | None = None  # the wait status of the task's first process
+        self.ended_by: str | None = None  # the first route by which this run began to end
+        self.pane_ok = True  # output still goes to the pane
+        self.master_open = False
+        self.stdin_open = True
+        self.last_output = 0.0  # monotonic time of the task's last output
 
     def notify(self, method: str) -> None:
         tell_daemon(self.socket_path, method, {
@@ -283,26 +332,27 @@ class Runner:
         shell = str(self.spec["shell"])
         argv = [shell, "-c", str(self.spec["command"])]
         env = {str(k): str(v) for k, v in self.spec["env"].items()}  # type: ignore[attr-defined]
-        if self.spec.get("marker"):
-            env["TASKMUX_RUN"] = str(self.spec["marker"])
+        env[proctree.MARKER_VAR] = self.marker  # inherited by all it starts: found by marker
         cwd = str(self.spec["cwd"])
         pid, master = os.forkpty()
         if pid == 0:  # the task's side: a new session whose controlling terminal is the pty
             try:
+                for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):  # Python ignores these
+                    _signal.signal(sig, _signal.SIG_DFL)
                 os.chdir(cwd)
                 os.execve(shell, argv, env)
             except OSError as exc:
                 os.write(2, f"taskmux: cannot run {argv!r} in {cwd}: {exc}\r\n".encode())
             os._exit(127)
-        self.pid, self.master = pid, master
-        self.record.update(pid=pid, pgid=pid, started_at=time.time(), status="running")
+        self.pid, self.master, self.master_open = pid, master, True
+        self.record.update(pid=pid, pgid=pid, pid_start=proctree.start_ticks(pid),
+                           started_at=time.time(), status="running")
         write_record(self.record_path, self.record)
         self.log.note(f"started (pid {pid}): {self.spec['command']}")
         self.notify("runner.started")
 
     def setup_signals(self) -> None:
-        for sig in (_signal.SIGWINCH, _signal.SIGCHLD, _signal.SIGTERM, _signal.SIGHUP,
-                    _signal.SIGINT, _signal.SIGQUIT):
+        for sig in (_signal.SIGWINCH, _signal.SIGCHLD, *ENDING_SIGNALS):
             _signal.signal(sig, self._on_signal)
         os.set_blocking(self.wake_w, False)
         _signal.set_wakeup_fd(self.wake_w)
@@ -322,10 +372,10 @@ class Runner:
             self.copy_window_size()
 
     def restore_terminal(self) -> None:
-        if self.tty_attrs is not None:
+        if self.tty_attrs is not None and self.pane_ok:
             try:
                 termios.tcsetattr(0, termios.TCSAFLUSH, self.tty_attrs)
-            except termios.error:
+            except (termios.error, OSError):
                 pass
 
     def copy_window_size(self) -> None:
@@ -338,94 +388,176 @@ class Runner:
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.pending_signals.append(signum)
 
+    def end(self, route: str) -> None:
+        """Note why this run ends; the first route wins."""
+        if self.ended_by is None:
+            self.ended_by = route
+
     def handle_signals(self) -> None:
         while self.pending_signals:
             sig = self.pending_signals.pop(0)
             if sig == _signal.SIGWINCH:
                 self.copy_window_size()
-            elif sig != _signal.SIGCHLD and self.pid:
-                # The pane is going away (tmux kill-window / kill-server) or someone signalled
-                # the runner: pass it on to the task's process group, like a terminal hang-up.
-                try:
-                    os.killpg(self.pid, sig)
-                except ProcessLookupError:
-                    pass
+            elif sig == _signal.SIGHUP:  # the pane is gone (tmux kill-window / kill-server)
+                self.pane_ok = False
+                self.end("hangup")
+            elif sig != _signal.SIGCHLD:  # SIGCHLD only wakes the loop, which reaps
+                self.end(f"signal:{signal_name(sig)}")
 
-    def relay(self) -> int:
-        """Relay until the task exits; return its wait status."""
-        stdin_open = True
-        status: int | None = None
-        drain_deadline = 0.0
+    def reap(self) -> None:
+        """Collect every child that ended: the task's first process, and orphans of its tree
+        that came to the runner as their subreaper."""
         while True:
-            readers = [self.master, self.wake_r] + ([0] if stdin_open else [])
-            now = time.time()
-            if status is None:
-                timeout = PARTIAL_FLUSH_SECONDS if self.log.partial else None
-            else:
-                timeout = max(drain_deadline - time.monotonic(), 0.0)
             try:
-                ready, _, _ = select.select(readers, [], [], timeout)
-            except InterruptedError:
-                ready = []
-            now = time.time()
-            if self.wake_r in ready:
-                try:
-                    os.read(self.wake_r, 512)
-                except BlockingIOError:
-                    pass
-            self.handle_signals()
-            if self.master in ready:
-                try:
-                    data = os.read(self.master, READ_SIZE)
-                except OSError as exc:
-                    if exc.errno != errno.EIO:
-                        raise
-                    data = b""
-                if not data:  # every holder of the pty's other side is gone
-                    break
-                _write_all(1, data)
-                self.log.feed(data, now)
-                if status is not None:
-                    drain_deadline = time.monotonic() + DRAIN_AFTER_EXIT_SECONDS
-            if 0 in ready:
-                try:
-                    data = os.read(0, READ_SIZE)
-                except OSError:
-                    data = b""
-                if data:
-                    _write_all(self.master, data)
-                else:
-                    stdin_open = False
-            if status is None:
-                status = self._reap()
-                if status is not None:
-                    drain_deadline = time.monotonic() + DRAIN_AFTER_EXIT_SECONDS
-            elif time.monotonic() >= drain_deadline:
-                break  # the task is gone; something it left behind still holds the pty
-            self.log.flush_partial(now)
-        if status is None:
-            _, status = os.waitpid(self.pid, 0)
-        return status
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.pid:
+                self.main_status = status
 
-    def _reap(self) -> int | None:
+    def pump(self, timeout: float | None) -> None:
+        """One turn of the relay: wait up to ``timeout`` for output, input or a signal."""
+        readers = [self.wake_r]
+        if self.master_open:
+            readers.append(self.master)
+        if self.stdin_open and self.pane_ok:
+            readers.append(0)
         try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        return status if pid else None
+            ready, _, _ = select.select(readers, [], [], timeout)
+        except InterruptedError:
+            ready = []
+        now = time.time()
+        if self.wake_r in ready:
+            try:
+                os.read(self.wake_r, 512)
+            except BlockingIOError:
+                pass
+        self.handle_signals()
+        if self.master in ready:
+            self.relay_output(now)
+        if 0 in ready:
+            self.relay_input()
+        self.log.flush_partial(now)
+        self.reap()
 
-    def finish(self, status: int) -> int:
+    def pump_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.pump(left)
+
+    def relay_output(self, now: float) -> None:
+        try:
+            data = os.read(self.master, READ_SIZE)
+        except OSError:  # EIO: every holder of the pty's other side is gone
+            data = b""
+        if not data:
+            self.master_open = False
+            return
+        self.last_output = time.monotonic()
+        if self.pane_ok:
+            try:
+                _write_all(1, data)
+            except OSError as exc:  # EIO, EPIPE, ENXIO: the pane is gone; the log goes on
+                self.pane_ok = False
+                self.end("pane_write_failed")
+                self.log.note("output no longer goes to the pane: "
+                              + errno.errorcode.get(exc.errno or 0, str(exc)))
+        self.log.feed(data, now)
+
+    def relay_input(self) -> None:
+        try:
+            data = os.read(0, READ_SIZE)
+        except OSError:
+            data = b""
+        if not data:
+            self.stdin_open = False
+        elif self.master_open:
+            try:
+                _write_all(self.master, data)
+            except OSError:
+                pass
+
+    def tree_ids(self) -> list[proctree.ProcId]:
+        """The task's processes now: those carrying its marker, and every descendant of the
+        runner (a child that cleared its environment cannot leave the subreaper's tree)."""
+        ids = set(proctree.find_marked(self.marker, exact=True))
+        ids.update(proctree.descendants(os.getpid()))
+        ids.update(self.group_members())
+        return list(ids)
+
+    def group_members(self) -> list[proctree.ProcId]:
+        """The members of the task's cgroup (where one was delegated), the runner aside."""
+        group = self.record.get("cgroup")
+        if not group:
+            return []
+        try:
+            with open(os.path.join(str(group), "cgroup.procs"), "rb") as fh:
+                pids = [int(x) for x in fh.read().split()]
+        except (OSError, ValueError):
+            return []
+        me = os.getpid()
+        return [p for p in map(proctree.procid, pids) if p is not None and p.pid != me]
+
+    def stop_tree(self, wait: Callable[[float], None]) -> bool:
+        """Stop whatever remains of the task with its own ladder; whether nothing remains."""
+        def step(sig: int, count: int) -> None:
+            if count:
+                self.log.note(f"{route_text(self.ended_by)}: sent {signal_name(sig)} to "
+                              f"{count} of the task's processes")
+
+        if not proctree.AVAILABLE:
+            return self.stop_group(wait)
+        return proctree.stop_ladder(self.tree_ids, self.grace, step, wait)
+
+    def stop_group(self, wait: Callable[[float], None]) -> bool:
+        """Without /proc: the ladder to the task's process group, which is provably the task's
+        while its first process is not yet reaped. Whether anything else remains is unknown."""
+        for sig, limit in ((_signal.SIGINT, self.grace), (_signal.SIGTERM, self.grace),
+                           (_signal.SIGKILL, proctree.KILL_WAIT)):
+            if self.main_status is not None:
+                break
+            try:
+                os.killpg(self.pid, sig)
+            except OSError:
+                break
+            deadline = time.monotonic() + limit
+            while self.main_status is None and time.monotonic() < deadline:
+                wait(proctree.POLL)
+        return False
+
+    def drain(self) -> None:
+        """Relay what the task's last processes left in the pty, until it is closed or quiet
+        (or ``DRAIN_LIMIT_SECONDS`` passed: something outside the task may hold it)."""
+        start = time.monotonic()
+        while self.master_open:
+            now = time.monotonic()
+            left = min(max(self.last_output, start) + DRAIN_AFTER_EXIT_SECONDS,
+                       start + DRAIN_LIMIT_SECONDS) - now
+            if left <= 0:
+                break
+            self.pump(left)
+
+    def finish(self, clean: bool) -> int:
+        status = self.main_status
         code: int | None = None
         sig: int | None = None
-        if os.WIFSIGNALED(status):
+        if status is None:
+            what = "could not be stopped"
+        elif os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             what = f"killed by signal {sig}"
         else:
             code = os.waitstatus_to_exitcode(status)
             what = f"exited with code {code}"
+        if self.ended_by != "exit":
+            what += f" ({route_text(self.ended_by)})"
+        if not clean:
+            what += "; some of its processes may remain"
         self.log.note(what)
         self.record.update(status="exited", exit_code=code, exit_signal=sig,
-                           exited_at=time.time())
+                           exited_at=time.time(), tree_clean=clean, ended_by=self.ended_by)
         write_record(self.record_path, self.record)
         os.close(self.master)
         self.notify("runner.exited")
@@ -434,28 +566,64 @@ class Runner:
     def run(self) -> int:
         self.record["cgroup"] = join_cgroup(self.spec.get("cgroup"))
         self.setup_signals()
+        self.record["subreaper"] = proctree.set_child_subreaper()
         try:
             self.spawn()
             self.setup_terminal()
-            status = self.relay()
-            return self.finish(status)
+            while self.ended_by is None:
+                self.pump(PARTIAL_FLUSH_SECONDS if self.log.partial else None)
+                if self.main_status is not None:
+                    self.end("exit")
+            clean = self.stop_tree(self.pump_for)
+            deadline = time.monotonic() + REAP_WAIT_SECONDS
+            while self.main_status is None and time.monotonic() < deadline:
+                self.pump(proctree.POLL)  # ended, perhaps not yet reaped
+            self.drain()
+            return self.finish(clean)
         finally:
             self.restore_terminal()
 
+    def stop_after_failure(self) -> bool:
+        """The runner itself failed: still stop the task's tree before saying so."""
+        if not self.pid:
+            return True
+
+        def wait(seconds: float) -> None:
+            time.sleep(seconds)
+            self.reap()
+
+        try:
+            return self.stop_tree(wait)
+        except Exception:
+            return False
+
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3):  # SPEC.json, and the run marker (for ps)
+    # argv[2], the run's marker, names the run in this process's command line.
+    if len(argv) not in (2, 3):
         sys.stderr.write("usage: runner.py SPEC.json [MARKER]\n")
         return 2
     with open(argv[1], "rb") as fh:
         spec = jsonio.loads(fh.read())
+    runner = None
     try:
-        return Runner(spec).run()
-    except Exception as exc:  # tell the daemon why, then show it in the pane
+        runner = Runner(spec, argv[2] if len(argv) == 3 else None)
+        return runner.run()
+    except Exception as exc:  # stop the task, tell the daemon why, then show it in the pane
         record = {"format": RECORD_FORMAT, "project": spec.get("project"),
                   "task": spec.get("task"), "run_id": spec.get("run_id"),
                   "runner_pid": os.getpid(), "status": "failed", "error": repr(exc),
                   "exited_at": time.time()}
+        if runner is not None:
+            record.update(runner.record, status="failed", error=repr(exc),
+                          tree_clean=runner.stop_after_failure(), ended_by="runner_error",
+                          exited_at=time.time())
+            if runner.main_status is not None:  # the task's own status, when known
+                status = runner.main_status
+                record.update(exit_code=os.waitstatus_to_exitcode(status)
+                              if not os.WIFSIGNALED(status) else None,
+                              exit_signal=os.WTERMSIG(status)
+                              if os.WIFSIGNALED(status) else None)
         try:
             write_record(str(spec["record"]), record)
         finally:

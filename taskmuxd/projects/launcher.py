@@ -22,7 +22,9 @@ log = logging.getLogger("taskmuxd.launcher")
 
 # tmux passes a command line to its server in one message of at most 16 KiB.
 MAX_INVOCATION_BYTES = 12_000
-RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runner.py")
+# runner_main.py runs the runner from its compiled module (a script is compiled at every start).
+RUNNER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "runner_main.py")
 
 
 def runner_argv(spec_path: str, marker: str) -> list[str]:

@@ -401,7 +401,10 @@ class Projects:
         if project is None:
             return
         project.runner_exited(task_name, record)
-        hangup = record.get("ended_by") == "hangup" or record.get("exit_signal") in (1, 15)
+        # The window went away (tmux kill-server, a closed window): look soon, not at the
+        # next sweep, whether the whole session went with it.
+        hangup = record.get("ended_by") in ("hangup", "pane_write_failed") or record.get(
+            "exit_signal") in (1, 15)
         if hangup and project.record.running:
             # A hang-up often means tmux went away; look soon rather than at the next sweep.
             if self._restore_check is not None:

@@ -52,6 +52,14 @@ async def clear_leftovers(prefix: str, grace: float, exact: bool = False,
 
     def current() -> list[ProcId]:
         found = proctree.find_marked(prefix, exact=exact)
+        # A marked process's descendants are the task's too, even those that overwrote
+        # their environment (PostgreSQL's workers write their process title over it).
+        seen = {p.pid for p in found}
+        for parent in list(found):
+            for child in proctree.descendants(parent.pid):
+                if child.pid not in seen:
+                    seen.add(child.pid)
+                    found.append(child)
         if members is not None:
             known = {p.pid for p in found}
             for pid in members():

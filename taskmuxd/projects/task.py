@@ -84,7 +84,7 @@ class TaskRuntime:
         if not self.live or rec.pid is None:
             return None, 0
         main, _ = snap.tree(rec.pid)
-        if rec.runner_pid is not None and rec.runner_pid in snap.parent:
+        if rec.runner_pid is not None and snap.alive(rec.runner_pid):
             count = snap.tree(rec.runner_pid)[1] - 1
         else:
             count = snap.tree(rec.pid)[1]
