@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -54,7 +55,7 @@ def start_daemon(paths: Paths) -> int:
     import subprocess
 
     paths.ensure()
-    with open(paths.daemon_log, "ab") as log:
+    with open(paths.daemon_log, "ab", buffering=0) as log:
         proc = subprocess.Popen(
             [*daemon_command(paths), "--detach", "--log-file", paths.daemon_log],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -65,7 +66,8 @@ def start_daemon(paths: Paths) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-        log.write(err)
+        with contextlib.suppress(OSError):  # a full disk: the message below says so
+            log.write(err)
     text = out.decode(errors="replace").strip()
     if proc.returncode != 0 or not text.isdigit():
         detail = err.decode(errors="replace").strip() or _log_tail(paths.daemon_log)

@@ -49,6 +49,7 @@ from taskmuxd.tmux import Tmux
 
 log = logging.getLogger("taskmuxd.project")
 
+SAVE_RETRY = 5.0  # seconds between attempts to write a state file that could not be written
 
 
 @dataclass
@@ -82,6 +83,8 @@ class Project:
         self.changed = Changed()
         self.reload_lock = asyncio.Lock()
         self._dirty: set[str] = set()
+        self._unsaved: set[str] = set()  # writes that failed, retried every SAVE_RETRY
+        self._retry: asyncio.TimerHandle | None = None
         self.config_error: str | None = None
         self._sync_tasks(loaded)
 
@@ -117,7 +120,10 @@ class Project:
             return
         task.record.policy = new
         for action in actions:
-            self._apply(task, action)
+            try:
+                self._apply(task, action)
+            except Exception:  # one failed action (a write) must not lose the ones after it
+                log.exception("%s/%s: carrying out %s failed", self.name, task.name, action)
         if before != new.state:
             log.info("%s/%s: %s -> %s (%s)", self.name, task.name, before.value,
                      new.state.value, event.kind.value)
@@ -160,7 +166,8 @@ class Project:
         self._dirty.add(task.name)
 
     def flush(self) -> None:
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty | self._unsaved, set()
+        self._unsaved = set()
         for name in dirty:
             task = self.tasks.get(name)
             if task is None:
@@ -168,7 +175,18 @@ class Project:
             try:
                 st.save_task(self.files, name, task.record)
             except OSError as exc:
-                log.error("cannot save the state of %s/%s: %s", self.name, name, exc)
+                if not self._unsaved:
+                    log.error("cannot save the state of %s/%s: %s (trying again every %gs)",
+                              self.name, name, exc, SAVE_RETRY)
+                self._unsaved.add(name)
+        if self._unsaved and self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(SAVE_RETRY, self._retry_save)
+
+    def _retry_save(self) -> None:
+        """A state file could not be written (a full disk): try again until it can."""
+        self._retry = None
+        if self._unsaved and not self._dirty:
+            self.flush()
 
     def set_running(self, running: bool) -> None:
         """Whether the user wants the project up (restored when tmux goes away)."""

@@ -3,7 +3,8 @@
 A method is an ``async def`` taking keyword parameters with type hints. Registration wraps it
 with pydantic's ``validate_call`` so bad params become JSON-RPC ``Invalid params`` (-32602)
 with the offending field named, and a ``TaskmuxError`` becomes a JSON-RPC error object with
-its stable code.
+its stable code; a write that failed for want of disk space becomes ``DISK_FULL`` saying
+which file and what to do.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from pydantic import ConfigDict, ValidationError, validate_call
 
+from taskmuxctl import diskspace
 from taskmuxctl.protocol import Code, RpcError
 from taskmuxd.rpc.jsonrpc import JsonRpcError, Success
 
@@ -43,6 +45,11 @@ def wrap(handler: Handler) -> Callable[..., Awaitable[Any]]:
             raise _params_error(exc) from None
         except RpcError as exc:
             raise JsonRpcError(exc.code, exc.message, exc.data) from exc
+        except OSError as exc:
+            if not diskspace.is_full(exc):
+                raise
+            raise JsonRpcError(Code.DISK_FULL, diskspace.describe(exc),
+                               {"path": exc.filename}) from exc
         return Success(result)
 
     return method
