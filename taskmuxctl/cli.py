@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if not diskspace.is_full(exc):
             raise
-        return render_error(CommandError(diskspace.describe(exc), Code.DISK_FULL,
+        return render_error(CommandError(diskspace.describe(exc, then=diskspace.AGAIN),
+                                         Code.DISK_FULL,
                                          {"path": exc.filename}), as_json, prog)
     except KeyboardInterrupt:
         return 130

@@ -72,18 +72,22 @@ def _what(err: int | None) -> str:
     return "disk quota exceeded" if err == errno.EDQUOT else "no space left on device"
 
 
-def full_message(path: str, err: int | None = errno.ENOSPC) -> str:
+CARRIES_ON = "taskmux carries on by itself once there is room"
+AGAIN = "then run the command again"
+
+
+def full_message(path: str, err: int | None = errno.ENOSPC, then: str = CARRIES_ON) -> str:
     """What is wrong and what to do, in one line: ``path`` cannot be written."""
     where = mount_point(path)
     return (f"cannot write {path}: {_what(err)}; free space on {where} (`df -h {where}`; "
-            "old task logs are under projects/*/logs) and taskmux carries on by itself")
+            f"old task logs are under projects/*/logs), {then}")
 
 
-def describe(exc: OSError, fallback: str = "a file") -> str:
+def describe(exc: OSError, fallback: str = "a file", then: str = CARRIES_ON) -> str:
     """One line for a failed write: the full-disk wording when it is one, else the error."""
     path = exc.filename if isinstance(exc.filename, str) else fallback
     if is_full(exc):
-        return full_message(path, exc.errno)
+        return full_message(path, exc.errno, then)
     return f"cannot write {path}: {exc.strerror or exc}"
 
 

@@ -15,6 +15,7 @@ from taskmuxd.lock import AlreadyRunning, InstanceLock
 EXIT_ALREADY_RUNNING = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78  # EX_CONFIG: the unit file stops restarting on it
+START_AGAIN = "then start the daemon again"
 EXIT_CANT_WRITE = 73  # EX_CANTCREAT: the state directory cannot be written (a service retries)
 
 
@@ -133,7 +134,7 @@ def _claim(paths: Paths, lock: InstanceLock, user: str | None) -> int:
               f"must belong to {who} (`sudo chown -R {who}: {paths.home}`)", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"taskmuxd: {diskspace.describe(exc, paths.home)}", file=sys.stderr)
+        print(f"taskmuxd: {diskspace.describe(exc, paths.home, START_AGAIN)}", file=sys.stderr)
         return EXIT_CANT_WRITE
     try:
         lock.acquire()
@@ -141,7 +142,8 @@ def _claim(paths: Paths, lock: InstanceLock, user: str | None) -> int:
         print(f"taskmuxd: {exc}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
     except OSError as exc:
-        print(f"taskmuxd: {diskspace.describe(exc, paths.lock_file)}", file=sys.stderr)
+        print(f"taskmuxd: {diskspace.describe(exc, paths.lock_file, START_AGAIN)}",
+              file=sys.stderr)
         return EXIT_CANT_WRITE
     if lock.pid_problem:  # a full disk: run all the same (the pid file is informational)
         print(f"taskmuxd: {lock.pid_problem}; running without it", file=sys.stderr)

@@ -200,8 +200,9 @@ class LogWriter:
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            try:  # take back a partial line; reopen if a rotation was cut short
-                os.ftruncate(self.fd, self.size)
+            try:  # take back a partial line (never extend); reopen if a rotation was cut short
+                if os.fstat(self.fd).st_size > self.size:
+                    os.ftruncate(self.fd, self.size)
             except OSError:
                 try:
                     self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT

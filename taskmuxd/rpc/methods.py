@@ -48,7 +48,7 @@ def wrap(handler: Handler) -> Callable[..., Awaitable[Any]]:
         except OSError as exc:
             if not diskspace.is_full(exc):
                 raise
-            raise JsonRpcError(Code.DISK_FULL, diskspace.describe(exc),
+            raise JsonRpcError(Code.DISK_FULL, diskspace.describe(exc, then="then try again"),
                                {"path": exc.filename}) from exc
         return Success(result)
 
