@@ -41,7 +41,11 @@ class DiskWatch:
 
     @property
     def full(self) -> bool:
-        return bool(self.state.get("full")) or self.daemon.events.dropped > 0
+        """Full by the numbers, or events could not be written for want of space."""
+        events = self.daemon.events
+        return bool(self.state.get("full")) or (
+            events.dropped > 0 and events.last_error is not None
+            and diskspace.is_full(events.last_error))
 
     async def start(self) -> None:
         self.look()
@@ -78,7 +82,7 @@ class DiskWatch:
         if self.state["full"] and self.full_since is None:
             self.full_since = loop_now
             log.warning("%s", diskspace.summary(self.state))
-        elif not self.state["full"] and self.full_since is not None:
+        elif not self.state["full"] and (self.full_since is not None or self.full):
             self.full_since = None
             log.info("there is room on %s again (%s free)", self.state["mount"],
                      diskspace.size(self.state["free"]))

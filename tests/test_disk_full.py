@@ -169,6 +169,10 @@ def test_a_full_disk_stops_nothing_and_everything_resumes(small_home: str, tmux_
         # This daemon, too, cannot write its events (and counts them).
         wait_until(lambda: disk_section(home)["events_dropped"] > 0, 30, "an event dropped")
         assert disk_section(home)["full"]
+        # Failed event writes leave no transition half done: crashy is still being retried.
+        seen = task(env, proj, "crashy")["restarts"]
+        wait_until(lambda: task(env, proj, "crashy")["restarts"] >= seen + 2, 30,
+                   "crashy to be retried while its events are dropped")
 
         # Free space: remove the filler and the older rotated logs. Everything resumes by
         # itself; the chatty task's log says how many lines were lost.

@@ -85,6 +85,7 @@ class Project:
         self._dirty: set[str] = set()
         self._unsaved: set[str] = set()  # writes that failed, retried every SAVE_RETRY
         self._retry: asyncio.TimerHandle | None = None
+        self._record_unsaved = False
         self.config_error: str | None = None
         self._sync_tasks(loaded)
 
@@ -185,6 +186,8 @@ class Project:
     def _retry_save(self) -> None:
         """A state file could not be written (a full disk): try again until it can."""
         self._retry = None
+        if self._record_unsaved:
+            self._save_record()
         if self._unsaved and not self._dirty:
             self.flush()
 
@@ -192,17 +195,24 @@ class Project:
         """Whether the user wants the project up (restored when tmux goes away)."""
         if self.record.running != running:
             self.record.running = running
-            try:
-                st.save(self.files, self.record)
-            except OSError as exc:
-                log.error("cannot save %s: %s", self.files.state, exc)
+            self._save_record()
 
-    def persist(self) -> None:
-        """Write the project-level record and every task's."""
+    def _save_record(self) -> None:
         try:
             st.save(self.files, self.record)
         except OSError as exc:
-            log.error("cannot save %s: %s", self.files.state, exc)
+            log.error("cannot save %s: %s (trying again every %gs)", self.files.state, exc,
+                      SAVE_RETRY)
+            self._record_unsaved = True
+            if self._retry is None:
+                self._retry = asyncio.get_running_loop().call_later(SAVE_RETRY,
+                                                                    self._retry_save)
+        else:
+            self._record_unsaved = False
+
+    def persist(self) -> None:
+        """Write the project-level record and every task's."""
+        self._save_record()
         self._dirty.update(self.tasks)
         self.flush()
 
