@@ -83,6 +83,14 @@ def full_message(path: str, err: int | None = errno.ENOSPC, then: str = CARRIES_
             f"old task logs are under projects/*/logs), {then}")
 
 
+def full_status(home: str) -> str:
+    """``status``'s warning while the state directory's file system is full."""
+    where = mount_point(home)
+    return (f"the disk holding {home} is full (no space left on device): events, state and "
+            f"task log lines are being dropped; free space on {where} (`df -h {where}`; old "
+            f"task logs are under projects/*/logs), {CARRIES_ON}")
+
+
 def describe(exc: OSError, fallback: str = "a file", then: str = CARRIES_ON) -> str:
     """One line for a failed write: the full-disk wording when it is one, else the error."""
     path = exc.filename if isinstance(exc.filename, str) else fallback

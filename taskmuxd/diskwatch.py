@@ -66,7 +66,7 @@ class DiskWatch:
         out["events_dropped"] = self.daemon.events.dropped
         out["summary"] = diskspace.summary(out)
         if self.full:
-            out["message"] = diskspace.full_message(self.daemon.paths.home)
+            out["message"] = diskspace.full_status(self.daemon.paths.home)
         return out
 
     async def _loop(self) -> None:

@@ -136,12 +136,24 @@ def test_a_full_disk_stops_nothing_and_everything_resumes(small_home: str, tmux_
         code, out = run_json(["status"], env, cwd=proj)
         assert code == 0 and "no space left on device" in out["disk_full"], out
         text = run_cli(["status"], env, cwd=proj).stdout
-        assert f"! cannot write {home}: no space left on device; free space on {home}" in text
+        assert f"! the disk holding {home} is full (no space left on device)" in text
+        assert f"free space on {home}" in text
         code, out = run_json(["doctor"], env, cwd=proj)
         disk = next(c for c in out["checks"] if c["name"] == "disk")
         assert code == 1 and disk["status"] == "fail" and "is full" in disk["summary"], disk
         assert f"free space on {home}" in disk["hint"]
         assert "FULL" in run_cli(["daemon", "status"], env).stdout
+
+        # Registering a new project needs a write: one line, what and what to do.
+        other = write_project(os.path.join(str(tmp_path), "other"), """
+            name = "other"
+            [tasks.app]
+            command = "sleep 600"
+        """)
+        proc = run_cli(["start"], env, cwd=other)
+        line = one_line(proc.stderr)
+        assert proc.returncode == 1 and "no space left on device" in line, line
+        assert f"free space on {home}" in line
 
         # A command that itself cannot write says so in one line.
         proc = run_cli(["config", "set", "log_level", "debug"], env, cwd=proj)
