@@ -227,7 +227,7 @@ def test_a_full_disk_stops_nothing_and_everything_resumes(small_home: str, tmux_
         for pid in extra:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            wait_until(lambda p=pid: pid_gone(p), 15, "the daemon to stop")  # type: ignore[misc]
+            wait_until(lambda p=pid: pid_gone(p), 15, "the daemon to stop")
         for daemon in daemons:
             daemon.stop()
         with contextlib.suppress(OSError):

@@ -12,8 +12,9 @@ import sys
 import textwrap
 import time
 
+from taskmuxd import tempfiles
 from taskmuxd.events import EventLog, read_events
-from tests.helpers import REPO, DaemonProcess, read, run_cli, run_json
+from tests.helpers import REPO, DaemonProcess, read, run_cli, run_json, wait_until
 from tests.projects import write_project
 
 TORN = '{"time":"2026-01-01T00:00:00.000Z","project":"x","task":null,"ev'
@@ -162,6 +163,52 @@ def test_the_daemon_removes_leftover_temp_files_and_skips_a_torn_line(
         proc = run_cli(["events", "--all-projects"], env, cwd=proj)
         assert proc.returncode == 0
         assert "skipped 1 damaged line(s)" in proc.stderr and "task_started" in proc.stdout
+        assert run_json(["stop"], env, cwd=proj)[0] == 0
+    finally:
+        daemon.stop()
+
+
+def test_a_daemon_killed_mid_work_again_and_again_leaves_whole_files(
+        home: str, env: dict[str, str], tmp_path: str) -> None:
+    """The daemon itself, busy restarting a crash-looping task (events, state files), is
+    killed with SIGKILL at random moments; each time the next one starts cleanly."""
+    proj = write_project(os.path.join(str(tmp_path), "p"), """
+        name = "churn"
+        [tasks.crashy]
+        command = "exit 1"
+        restart_policy = "always"
+        restart_backoff = 1.0
+        max_restarts = 100000
+    """)
+    rng = random.Random(7)
+    events = os.path.join(home, "events.jsonl")
+    for round_ in range(6):
+        daemon = DaemonProcess(home, env).wait_ready()
+        try:
+            if round_ == 0:
+                assert run_json(["start"], env, cwd=proj)[0] == 0
+            size = os.path.getsize(events)
+            wait_until(lambda s=size: os.path.getsize(events) > s, 20,
+                       "the daemon to write events")
+            time.sleep(rng.uniform(0, 0.5))  # the point: a kill at a random moment
+            daemon.proc.send_signal(signal.SIGKILL)
+            daemon.wait()
+        finally:
+            daemon.stop()
+        with open(events, "rb") as fh:
+            for line in fh.read().split(b"\n"):
+                if line:
+                    try:
+                        json.loads(line)
+                    except ValueError:
+                        assert line.count(b'{"time"') == 1, line[:200]
+    daemon = DaemonProcess(home, env).wait_ready()
+    try:
+        # Only writes in progress of live processes (a runner) may have a temp file now.
+        for folder, _, names in os.walk(home):
+            for name in names:
+                path = os.path.join(folder, name)
+                assert not tempfiles.is_leftover(name, path, time.time()), path
         assert run_json(["stop"], env, cwd=proj)[0] == 0
     finally:
         daemon.stop()
