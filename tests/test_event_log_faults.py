@@ -12,6 +12,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from taskmuxd import tempfiles
 from taskmuxd.events import EventLog, read_events
 from tests.helpers import REPO, DaemonProcess, read, run_cli, run_json, wait_until
@@ -41,21 +43,19 @@ def test_a_writer_never_appends_onto_a_torn_last_line(tmp_path: str) -> None:
     assert skipped == [1]
 
 
-def test_a_short_write_is_taken_back(tmp_path: str) -> None:
+def test_a_short_write_is_taken_back(tmp_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write the disk could take only part of leaves no partial line behind."""
     path = os.path.join(str(tmp_path), "events.jsonl")
     log = EventLog(path)
     log.emit("before")
     real_write = os.write
 
-    def short(fd: int, data: bytes) -> int:
+    def short(fd: int, data: bytes) -> int:  # what write(2) does on a nearly full disk
         return real_write(fd, data[: len(data) // 2])
 
-    os.write = short  # type: ignore[assignment]
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", short)
         log.emit("cut", filler="x" * 100)
-    finally:
-        os.write = real_write
     assert log.dropped == 1
     log.emit("after")
     lines = read(path).splitlines()
