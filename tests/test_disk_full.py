@@ -9,6 +9,7 @@ is full; once space is freed everything resumes by itself.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -257,3 +258,19 @@ def test_with_no_room_at_all_every_start_says_so_in_one_line(small_home: str,
     assert direct.returncode == 73, direct.stderr
     assert f"cannot write {home}/daemon.lock: no space left on device" in line, line
     assert f"free space on {home}" in line
+
+
+def test_the_wording_of_a_failed_write(tmp_path: Any) -> None:
+    folder = str(tmp_path)
+    mount = diskspace.mount_point(folder)
+    full = diskspace.describe(OSError(errno.ENOSPC, "No space left on device",
+                                      f"{folder}/registry.json"), then=diskspace.AGAIN)
+    assert full == (f"cannot write {folder}/registry.json: no space left on device; free space "
+                    f"on {mount} (`df -h {mount}`; old task logs are under projects/*/logs), "
+                    "then run the command again")
+    quota = diskspace.describe(OSError(errno.EDQUOT, "Disk quota exceeded", f"{folder}/x"))
+    assert "disk quota exceeded" in quota and quota.endswith(diskspace.CARRIES_ON)
+    other = diskspace.describe(OSError(errno.EACCES, "Permission denied"), f"{folder}/y")
+    assert other == f"cannot write {folder}/y: Permission denied"
+    assert not diskspace.is_full(OSError(errno.EACCES, "x")) and not diskspace.is_full(
+        ValueError())
