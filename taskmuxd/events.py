@@ -28,6 +28,7 @@ log = logging.getLogger("taskmuxd.events")
 
 KEEP = 10_000
 TRIM_AT = 15_000
+TRIM_RETRY = 1_000  # appends between attempts at a trim that failed
 
 
 def utc_iso(ts: float | None = None) -> str:
@@ -109,8 +110,10 @@ class EventLog:
                 self._lines += data.count(b"\n")
             if self._lines > TRIM_AT:
                 self._trim()
-        except OSError as exc:  # the record is written; the trim can wait for the next one
+        except OSError as exc:  # the record is written; the trim waits a while (a full disk)
             log.warning("cannot trim the event log %s: %s", self.path, exc)
+            if self._lines is not None:
+                self._lines = min(self._lines, TRIM_AT - TRIM_RETRY)
 
     def _dropped(self, exc: OSError) -> None:
         if not self.dropped:
