@@ -53,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         result = handler(ctx, args)
     except RpcError as exc:
         return render_error(exc, as_json, prog)
+    except OSError as exc:
+        from taskmuxctl import diskspace
+
+        if not diskspace.is_full(exc):
+            raise
+        return render_error(CommandError(diskspace.describe(exc, then=diskspace.AGAIN),
+                                         Code.DISK_FULL,
+                                         {"path": exc.filename}), as_json, prog)
     except KeyboardInterrupt:
         return 130
     finally:

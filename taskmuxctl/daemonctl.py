@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -66,7 +67,8 @@ def start_daemon(paths: Paths) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-        log.write(err)
+        with contextlib.suppress(OSError):  # a full disk: the message below says so
+            log.write(err)
     text = out.decode(errors="replace").strip()
     if proc.returncode != 0 or not text.isdigit():
         detail = err.decode(errors="replace").strip() or _log_tail(paths.daemon_log)

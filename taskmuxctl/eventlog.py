@@ -1,4 +1,8 @@
-"""Reading and following ``events.jsonl`` from the client (the daemon need not run)."""
+"""Reading and following ``events.jsonl`` from the client (the daemon need not run).
+
+A line that is not a whole event (a writer killed mid-line leaves a torn one; the next writer
+closes it off with a newline) is skipped; ``read`` counts what it skipped for the caller to
+report."""
 
 from __future__ import annotations
 
@@ -42,13 +46,19 @@ def matches(e: dict[str, Any], project: str | None, task: str | None, since: flo
 
 def read(path: str, project: str | None = None, task: str | None = None,
          since: float | None = None, limit: int | None = None,
-         kinds: set[str] | None = None) -> list[dict[str, Any]]:
+         kinds: set[str] | None = None, skipped: list[int] | None = None
+         ) -> list[dict[str, Any]]:
+    """The matching events, oldest first (the last ``limit``). Torn or foreign lines are
+    skipped and, when ``skipped`` is given, counted in ``skipped[0]``."""
     out = []
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 e = _parse(line)
-                if e is not None and matches(e, project, task, since, kinds):
+                if e is None:
+                    if skipped is not None and line.strip():
+                        skipped[0] += 1
+                elif matches(e, project, task, since, kinds):
                     out.append(e)
     except FileNotFoundError:
         return []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+TEMP_SUFFIX = ".tmp"
+
 
 def atomic_write(path: str, data: bytes | str, mode: int = 0o600,
                  owner: tuple[int, int] | None = None) -> None:
@@ -13,12 +15,16 @@ def atomic_write(path: str, data: bytes | str, mode: int = 0o600,
     is fsynced before the rename, and the folder is fsynced after it. ``owner`` (uid, gid),
     for root writing a user's file, is set on the temporary file before the rename: a
     ``chown`` of the path afterwards could be sent elsewhere by a link the user put there.
+    The temporary name, ``.{name}.{pid}.{random}.tmp``, carries the writer's pid so that the
+    daemon can tell, at start, a leftover of a process killed mid-write from a write in
+    progress.
     """
     import tempfile  # not at the top: it costs the client's start-up ~4 ms
 
     raw = data.encode() if isinstance(data, str) else data
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.",
+                               suffix=TEMP_SUFFIX, dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
@@ -28,11 +34,14 @@ def atomic_write(path: str, data: bytes | str, mode: int = 0o600,
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+            # Name the file being written, not the temporary one the caller never saw.
+            raise OSError(exc.errno, exc.strerror, path) from exc
         raise
     fsync_dir(folder)
 

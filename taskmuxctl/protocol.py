@@ -167,6 +167,7 @@ class Code:
     # The daemon's side or its environment.
     TMUX_UNAVAILABLE = 301
     STATE_CORRUPT = 302
+    DISK_FULL = 303  # the state directory's file system has no room
     SHUTTING_DOWN = 310
     # Raised by the client itself, never sent on the wire.
     DAEMON_NOT_RUNNING = 401
@@ -211,6 +212,7 @@ ERRORS: dict[int, ErrorInfo] = {
     Code.TASK_START_FAILED: ErrorInfo("task_start_failed", "task"),
     Code.TMUX_UNAVAILABLE: ErrorInfo("tmux_unavailable", "daemon"),
     Code.STATE_CORRUPT: ErrorInfo("state_corrupt", "daemon"),
+    Code.DISK_FULL: ErrorInfo("disk_full", "daemon"),
     Code.SHUTTING_DOWN: ErrorInfo("shutting_down", "daemon"),
     Code.DAEMON_NOT_RUNNING: ErrorInfo("daemon_not_running", "daemon"),
     Code.DAEMON_UNREACHABLE: ErrorInfo("daemon_unreachable", "daemon"),

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from taskmuxctl import __version__
+from taskmuxctl import __version__, diskspace
 from taskmuxctl.paths import Paths
 from taskmuxd.lock import AlreadyRunning, InstanceLock
 
@@ -21,6 +21,8 @@ EXIT_ALREADY_RUNNING = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78  # EX_CONFIG: the unit file stops restarting on it
 MAX_CONFIG_BYTES = 1024 * 1024
+START_AGAIN = "then start the daemon again"
+EXIT_CANT_WRITE = 73  # EX_CANTCREAT: the state directory cannot be written (a service retries)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +140,8 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
     logs.set_level(settings.log_level)
     if detach:
         _detach(log_file)
-        lock.write_pid()
+        if lock.write_pid():
+            logging.getLogger("taskmuxd").warning("%s; running without it", lock.pid_problem)
     try:
         return asyncio.run(Daemon(paths, settings, listeners=bound).run())
     finally:
@@ -190,11 +193,20 @@ def _claim(paths: Paths, lock: InstanceLock, user: str | None) -> int:
         print(f"taskmuxd: cannot use the state directory {paths.home}: {exc.strerror}; it "
               f"must belong to {who} (`sudo chown -R {who}: {paths.home}`)", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        print(f"taskmuxd: {diskspace.describe(exc, paths.home, START_AGAIN)}", file=sys.stderr)
+        return EXIT_CANT_WRITE
     try:
         lock.acquire()
     except AlreadyRunning as exc:
         print(f"taskmuxd: {exc}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
+    except OSError as exc:
+        print(f"taskmuxd: {diskspace.describe(exc, paths.lock_file, START_AGAIN)}",
+              file=sys.stderr)
+        return EXIT_CANT_WRITE
+    if lock.pid_problem:  # a full disk: run all the same (the pid file is informational)
+        print(f"taskmuxd: {lock.pid_problem}; running without it", file=sys.stderr)
     return 0
 
 

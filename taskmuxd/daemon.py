@@ -28,6 +28,7 @@ from taskmuxd.notify import Notifier
 from taskmuxd.routes import RouteTable
 from taskmuxd.rpc.methods import MethodTable
 from taskmuxd.rpc.server import RpcServer
+from taskmuxd.tempfiles import remove_leftovers
 
 log = logging.getLogger("taskmuxd")
 
@@ -68,6 +69,9 @@ class Daemon:
         self._requests: asyncio.Queue[int] = asyncio.Queue()
         self.rpc = RpcServer(paths.socket, self.methods.as_dict, owner_uid=os.getuid())
         self.events = EventLog(paths.events)
+        from taskmuxd.diskwatch import DiskWatch
+
+        self.subsystems.append(DiskWatch(self))
         from taskmuxd.methods_daemon import register
 
         register(self)
@@ -132,6 +136,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._requests.put_nowait, int(sig))
+        remove_leftovers(self.paths)
         try:
             await self.rpc.start()
             for sub in self.subsystems:

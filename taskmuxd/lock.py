@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import os
 
+from taskmuxctl import diskspace
 from taskmuxctl.fsutil import atomic_write, read_pid
 from taskmuxctl.paths import Paths
 
@@ -28,6 +29,7 @@ class InstanceLock:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self._fd: int | None = None
+        self.pid_problem: str | None = None  # why daemon.pid could not be written
 
     def acquire(self) -> None:
         fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -39,8 +41,20 @@ class InstanceLock:
         self._fd = fd
         self.write_pid()
 
-    def write_pid(self) -> None:
-        atomic_write(self.paths.pid_file, f"{os.getpid()}\n", mode=0o600)
+    def write_pid(self) -> str | None:
+        """Record this process in ``daemon.pid``. When that cannot be written (a full disk)
+        a stale file is removed instead, so that nobody acts on a dead daemon's pid, and the
+        reason is returned (and kept in ``pid_problem``): the daemon runs without the file,
+        which is informational, and writes it once there is room (``diskwatch``)."""
+        try:
+            write_pid_file(self.paths)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(self.paths.pid_file)
+            self.pid_problem = diskspace.describe(exc, self.paths.pid_file)
+        else:
+            self.pid_problem = None
+        return self.pid_problem
 
     def release(self) -> None:
         if self._fd is None:
@@ -50,3 +64,7 @@ class InstanceLock:
                 os.unlink(self.paths.pid_file)
         os.close(self._fd)
         self._fd = None
+
+
+def write_pid_file(paths: Paths) -> None:
+    atomic_write(paths.pid_file, f"{os.getpid()}\n", mode=0o600)

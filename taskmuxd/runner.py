@@ -183,23 +183,60 @@ class LogWriter:
     def write(self, text: str) -> None:
         self.write_lines([text])
 
+    dropped = 0  # lines lost to a full disk since the last line written
+    dropped_reason = ""
+
     def write_lines(self, lines: list[str]) -> None:
-        """Append whole lines, rotating between lines so no file passes ``max_size``."""
+        """Append whole lines, rotating between lines so no file passes ``max_size``.
+
+        A full disk does not stop the task: lines that cannot be written are dropped and
+        counted (a line cut short is taken back), and the first write that works again
+        starts with a note saying how many were lost."""
+        note = 0
+        if self.dropped:
+            lines = [f"{self.stamp(time.time())} [taskmux] {self.dropped} log line(s) were "
+                     f"dropped: {self.dropped_reason}\n", *lines]
+            note = 1
         chunk: list[bytes] = []
         chunk_size = 0
-        for line in lines:
-            data = line.encode("utf-8", "replace")
-            if self.size + chunk_size + len(data) > self.max_size and (self.size or chunk):
-                if chunk:
-                    _write_all(self.fd, b"".join(chunk))
-                    self.size += chunk_size
-                    chunk, chunk_size = [], 0
-                self.rotate()
-            chunk.append(data)
-            chunk_size += len(data)
-        if chunk:
-            _write_all(self.fd, b"".join(chunk))
-            self.size += chunk_size
+        written = 0
+        try:
+            for line in lines:
+                data = line.encode("utf-8", "replace")
+                if self.size + chunk_size + len(data) > self.max_size and (self.size or chunk):
+                    if chunk:
+                        _write_all(self.fd, b"".join(chunk))
+                        self.size += chunk_size
+                        written += len(chunk)
+                        chunk, chunk_size = [], 0
+                    self.rotate()
+                chunk.append(data)
+                chunk_size += len(data)
+            if chunk:
+                _write_all(self.fd, b"".join(chunk))
+                self.size += chunk_size
+                written += len(chunk)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            try:  # take back a partial line (never extend); reopen if a rotation was cut short
+                if os.fstat(self.fd).st_size > self.size:
+                    os.ftruncate(self.fd, self.size)
+            except OSError:
+                try:
+                    self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                                      | os.O_CLOEXEC, 0o600)
+                    self.size = os.fstat(self.fd).st_size
+                except OSError:
+                    pass
+            lost = len(lines) - written
+            if note and not written:
+                self.dropped += lost - note
+            else:
+                self.dropped = lost
+            self.dropped_reason = exc.strerror or "no space left on device"
+            return
+        self.dropped = 0
 
     def rotate(self) -> None:
         os.close(self.fd)

@@ -141,6 +141,12 @@ class Settings(BaseModel):
         300.0, ge=1, le=7 * 86400,
         description="seconds between the auto-updater's checks (jittered by +-20%)",
     )
+    update_probation: float = Field(
+        10.0, ge=0, le=600,
+        description="seconds a daemon restarted directly by an update (no service manager) "
+        "must stay up before the update counts as done; if it dies sooner the update is "
+        "rolled back (0: no probation)",
+    )
     release_url: str = Field(
         DEFAULT_RELEASE_URL, min_length=1,
         description="the release manifest (release.json) updates follow",

@@ -29,6 +29,8 @@ def healthy(**changes: Any) -> Facts:
         client_version=VERSION, installed_version=VERSION,
         my_uid=1000, my_user="alice", state_dir="/home/alice/.taskmux", state_exists=True,
         state_is_dir=True, state_uid=1000, state_mode=0o700,
+        disk={"path": "/home/alice/.taskmux", "mount": "/home", "free": 50 * 10**9,
+              "total": 100 * 10**9, "full": False},
         socket_path="/home/alice/.taskmux/ctl.sock", socket_exists=True,
         socket_is_socket=True, socket_uid=1000, socket_mode=0o600,
         daemon_pid=42, daemon_status={"pid": 42, "version": VERSION},
@@ -53,7 +55,7 @@ def healthy(**changes: Any) -> Facts:
 
 def test_a_healthy_machine_passes_every_check() -> None:
     results = c.run_checks(healthy())
-    assert [r.name for r in results] == ["tmux", "python", "state", "socket", "daemon",
+    assert [r.name for r in results] == ["tmux", "python", "state", "disk", "socket", "daemon",
                                          "service", "service-files", "proxy", "dns", "ca",
                                          "update"]
     assert {r.name: r.status for r in results if r.status != c.OK} == {}
@@ -74,6 +76,12 @@ FAILING: list[Case] = [
     (c.check_state_dir, {"foreign_entries": ["registry.json"]}, c.FAIL, "chown -R alice"),
     (c.check_state_dir, {"state_is_dir": False}, c.FAIL, "TASKMUX_HOME"),
     (c.check_state_dir, {"state_exists": False}, c.WARN, "daemon start"),
+    (c.check_disk, {"disk": {"path": "/h", "mount": "/home", "free": 4096, "total": 2 * 10**6,
+                             "full": True}}, c.FAIL, "free space on /home"),
+    (c.check_disk, {"disk": {"path": "/h", "mount": "/home", "free": 10**6, "total": 10**9,
+                             "full": False}}, c.WARN, "df -h /home"),
+    (c.check_disk, {"daemon_status": {"pid": 42, "version": VERSION,
+                                      "disk": {"events_dropped": 3}}}, c.FAIL, "by itself"),
     (c.check_socket, {"socket_problem": "too long"}, c.FAIL, "shorter"),
     (c.check_socket, {"socket_is_socket": False}, c.FAIL, "rm "),
     (c.check_socket, {"socket_mode": 0o666}, c.FAIL, "restart"),

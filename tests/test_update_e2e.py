@@ -20,7 +20,7 @@ from taskmuxd.events import read_events
 from tests.fakegithub import Fault
 from tests.helpers import call, read, wait_until
 from tests.projects import pid_alive, write_project
-from tests.update_fixtures import BASE, CRASHES, GOOD, NEWER, Installed
+from tests.update_fixtures import BASE, CRASHES, DIES, GOOD, NEWER, PROBATION, Installed
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -192,6 +192,35 @@ def test_release_that_cannot_start_is_rolled_back_without_a_service_manager(
     assert code == 1 and out["code"] == Code.UPDATE_REFUSED and "--to 1.3.0" in out["error"]
     code, out = inst.ctl_json("update", "--check")
     assert code == 0 and out["available"] is False
+
+
+def test_release_that_answers_then_dies_is_rolled_back_without_a_service_manager(
+        installed: Installed) -> None:
+    """Started directly, nothing would restart a daemon that dies after READY, nor let the
+    boot-guard judge it: the update watches it for ``update_probation`` seconds instead."""
+    inst = installed
+    config = os.path.join(inst.home, "config.toml")
+    text = read(config).replace(f"update_probation = {PROBATION}\n", "update_probation = 8\n")
+    with open(config, "w") as fh:
+        fh.write(text)
+    assert inst.ctl("daemon", "start").returncode == 0
+    inst.publish(DIES)
+    started = time.time()
+    code, out = inst.ctl_json("update")
+    assert code == 1 and out["code"] == Code.UPDATE_ROLLED_BACK, out
+    assert "it died within 8s after it started" in out["error"], out
+    assert "1.5.0 is marked bad" in out["error"]
+    # The previous version runs again (started the same way: detached, through the guard),
+    # is current, and stays up.
+    assert inst.daemon_version() == BASE and inst.current() == BASE
+    pid = inst.daemon_pid()
+    assert pid is not None and pid_alive(pid)
+    bad = bootguard.bad_versions(inst.app)
+    assert list(bad) == [DIES] and bad[DIES]["by"] == "update"
+    assert not bootguard.load_record(inst.app)["armed"]
+    names = [e["event"] for e in events_since(inst, started)]
+    assert "update_probation" in names and "update_rolled_back" in names
+    assert "update_done" not in names
 
 
 def test_service_units_start_the_boot_guard(installed: Installed, tmp_path: Any) -> None:

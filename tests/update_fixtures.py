@@ -44,6 +44,8 @@ BROKEN_PREFLIGHT = "1.1.1"  # a module raises on import: the preflight refuses i
 NO_IMPORT = "1.2.0"  # `taskmuxd run` imports a module the release does not ship
 CRASHES = "1.3.0"  # `taskmuxd run` exits before READY
 NEWER = "1.4.0"
+DIES = "1.5.0"  # answers, then dies two seconds after READY
+READY_ANCHOR = r"^ +bootmark\.ready\(self\.paths, __version__\)\n"
 RUN_ANCHOR = r"^def run\(.*\) -> int:\n"  # a regular expression: the signature may change
 RELEASES: dict[str, list[tuple[str, str, str]]] = {
     BASE: [], GOOD: [], NEWER: [],
@@ -51,8 +53,11 @@ RELEASES: dict[str, list[tuple[str, str, str]]] = {
     NO_IMPORT: [("taskmuxd/cli.py", RUN_ANCHOR, "    import taskmuxd.not_shipped  # noqa\n")],
     CRASHES: [("taskmuxd/cli.py", RUN_ANCHOR,
                "    raise SystemExit('taskmuxd: this release crashes on start')\n")],
+    DIES: [("taskmuxd/daemon.py", READY_ANCHOR,
+            "        __import__('threading').Timer(2.0, __import__('os')._exit, (70,)).start()\n")],
 }
 EPOCH = "1700000000"
+PROBATION = 1  # seconds (config.toml): keeps direct-mode updates quick
 PIP_ENV = ("PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
 
 
@@ -312,7 +317,8 @@ def make_installed(home: str, env: dict[str, str], gh: FakeGitHub, key: Ed25519P
     with open(os.path.join(app, "layout.json"), "w") as fh:
         json.dump({"format": 1, "python": builds.python}, fh)
     with open(os.path.join(home, "config.toml"), "w") as fh:
-        fh.write(f'release_url = "{gh.channel}"\ntrusted_keys = ["{public_key_text(key)}"]\n')
+        fh.write(f'release_url = "{gh.channel}"\ntrusted_keys = ["{public_key_text(key)}"]\n'
+                 f"update_probation = {PROBATION}\n")
     full_env = {k: v for k, v in env.items() if k not in PIP_ENV}
     full_env.update(builds.pip_env())
     return Installed(home, full_env, gh, key, builds)

@@ -53,9 +53,17 @@ def events(ctx: Context, args: Any) -> Result:
         _stream(ctx, eventlog.follow(ctx.paths.events, project, args.task, since,
                                      tail=args.lines or 10))
         return Result({}, None)
-    found = eventlog.read(ctx.paths.events, project, args.task, since, args.lines)
+    skipped = [0]
+    found = eventlog.read(ctx.paths.events, project, args.task, since, args.lines,
+                          skipped=skipped)
     text = "\n".join(eventlog.format_event(e) for e in found) or "(no events)"
-    return Result({"events": found, "count": len(found)}, text)
+    data: dict[str, Any] = {"events": found, "count": len(found)}
+    if skipped[0]:
+        data["skipped_lines"] = skipped[0]
+        sys.stderr.write(f"{ctx.prog}: note: skipped {skipped[0]} damaged line(s) in "
+                         f"{ctx.paths.events} (a writer was cut off mid-line; the rest is "
+                         "intact)\n")
+    return Result(data, text)
 
 
 def watch(ctx: Context, args: Any) -> Result:

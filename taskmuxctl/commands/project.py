@@ -69,6 +69,8 @@ def status(ctx: Context, args: Any) -> Result:
     if out.get("state") not in ("ok", None):
         state += f"; {out['state'].replace('_', ' ')}"
     lines = [f"{head}: {state}"]
+    if out.get("disk_full"):
+        lines.append(f"  ! {out['disk_full']}")
     if out.get("config_error"):
         lines.append(f"  ! {out['config_error']}")
     rows = []

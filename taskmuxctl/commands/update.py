@@ -24,6 +24,7 @@ STEP_TEXT = {
     "update_switched": "switched current: {previous} -> {current}",
     "update_restarting": "restarting the daemon",
     "update_restarted": "the daemon is restarting onto {version} ({mode})",
+    "update_probation": "watching {version}: it must stay up {seconds:g}s",
     "update_confirmed": "the daemon answers as {version}",
     "update_rollback": "switched current back: {previous} -> {current}",
 }
@@ -75,6 +76,10 @@ def _options(ctx: Context, args: Any) -> Any:
     release_url = ctx.setting("release_url", DEFAULT_RELEASE_URL)
     opts = apply.Options(channel=apply.channel_for(str(release_url), args.channel, args.to),
                          keys=keys, to=args.to, auto=args.auto)
+    probation = ctx.setting("update_probation", opts.probation)
+    if isinstance(probation, int | float) and not isinstance(probation, bool) and \
+            0 <= probation <= 600:
+        opts.probation = float(probation)
     if args.timeout is not None:
         if args.timeout <= 0:
             raise CommandError("--timeout must be a positive number of seconds", Code.USAGE,

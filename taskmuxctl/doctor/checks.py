@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from taskmuxctl import diskspace
 from taskmuxctl.doctor.facts import ABSENT, Facts
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -97,6 +98,28 @@ def check_state_dir(f: Facts) -> Check:
         return Check("state", FAIL, f"{path} holds files you do not own: {names}",
                      f"sudo chown -R {f.my_user} {_q(path)}")
     return Check("state", OK, f"{path}: yours, mode 0700")
+
+
+def check_disk(f: Facts) -> Check:
+    """The state directory's file system: full (writes fail), nearly full, or fine."""
+    d = f.disk
+    if d is None or d.get("free") is None:
+        return Check("disk", SKIP, f"cannot read the free space of {f.state_dir}")
+    free, total, mount = int(d["free"]), int(d["total"] or 0), d["mount"]
+    amount = f"{diskspace.size(free)} free of {diskspace.size(total)} on {mount}"
+    section = (f.daemon_status or {}).get("disk")
+    dropped = section.get("events_dropped", 0) if isinstance(section, dict) else 0
+    hint = (f"free space on {mount} (`df -h {_q(mount)}`; old task logs are under "
+            f"{_q(f.state_dir)}/projects/*/logs); taskmux carries on by itself once there "
+            "is room")
+    if d.get("full") or dropped:
+        lost = f"; the daemon has dropped {dropped} event(s) so far" if dropped else ""
+        return Check("disk", FAIL, f"the disk holding {f.state_dir} is full ({amount}): "
+                     f"events, state and task log lines cannot be written{lost}", hint)
+    if total and free < total * diskspace.LOW_FRACTION and free < diskspace.LOW_BELOW:
+        return Check("disk", WARN, f"the disk holding {f.state_dir} is nearly full "
+                     f"({amount})", hint)
+    return Check("disk", OK, amount)
 
 
 def check_socket(f: Facts) -> Check:
@@ -292,8 +315,8 @@ def check_update(f: Facts) -> Check:
 
 
 CHECKS: tuple[Callable[[Facts], Check], ...] = (
-    check_tmux, check_python, check_state_dir, check_socket, check_daemon, check_service,
-    check_service_files, check_proxy, check_dns, check_ca, check_update)
+    check_tmux, check_python, check_state_dir, check_disk, check_socket, check_daemon,
+    check_service, check_service_files, check_proxy, check_dns, check_ca, check_update)
 
 
 def run_checks(facts: Facts) -> list[Check]:

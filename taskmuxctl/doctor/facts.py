@@ -28,6 +28,7 @@ class Facts:
     state_uid: int | None = None
     state_mode: int | None = None
     foreign_entries: list[str] = field(default_factory=list)  # not owned by my_uid
+    disk: dict[str, Any] | None = None  # diskspace.space() of the state directory
     # the socket
     socket_path: str = ""
     socket_problem: str | None = None  # path too long

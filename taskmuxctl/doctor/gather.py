@@ -8,7 +8,7 @@ import socket
 import stat
 import sys
 
-from taskmuxctl import __version__
+from taskmuxctl import __version__, diskspace
 from taskmuxctl.client import Client, DaemonUnavailable, daemon_pid
 from taskmuxctl.doctor import dnsquery
 from taskmuxctl.doctor.facts import ABSENT, Facts
@@ -82,6 +82,7 @@ def _state(f: Facts, paths: Paths) -> None:
             with os.scandir(paths.home) as entries:
                 f.foreign_entries = sorted(
                     e.name for e in entries if e.stat(follow_symlinks=False).st_uid != f.my_uid)
+    f.disk = diskspace.space(paths.home)
     f.socket_path = paths.socket
     f.socket_problem = paths.socket_path_problem()
     try:

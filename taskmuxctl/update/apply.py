@@ -58,6 +58,7 @@ class Options:
     download_timeout: float = 600.0
     wait_timeout: float = 90.0
     preflight_timeout: float = install.PREFLIGHT_TIMEOUT
+    probation: float = restart.DEFAULT_PROBATION
     progress: Progress | None = field(default=None, repr=False)
 
 
@@ -223,6 +224,14 @@ def _restart_onto(paths: Paths, layout: AppLayout, version: str, current: str | 
     outcome = restart.wait_for(paths, layout, version, opts.wait_timeout)
     if outcome != restart.OK:
         _recover(paths, layout, version, current, previous, mode, outcome, opts)
+    if mode == restart.DIRECT and opts.probation > 0:
+        # No service manager would start it again (nor the boot-guard judge it): the update
+        # keeps the guard's promise itself by watching the new daemon for a while.
+        emit("update_probation", version=version, seconds=opts.probation)
+        outcome = restart.hold(paths, layout, version, opts.probation)
+        if outcome != restart.OK:
+            emit("update_failed", step="probation", version=version, error=outcome)
+            _recover(paths, layout, version, current, previous, mode, outcome, opts)
     emit("update_confirmed", version=version)
     install.install_guard(layout, version)
     return mode
@@ -268,6 +277,9 @@ def _recover(paths: Paths, layout: AppLayout, bad: str, good: str, good_previous
         why = "it failed to start and the boot-guard switched back"
     elif outcome == restart.TIMEOUT:
         why = f"it did not answer as {bad} within {opts.wait_timeout:g}s"
+    elif outcome == restart.DIED:
+        why = (f"it died within {opts.probation:g}s after it started (no service manager "
+               "would have restarted it)")
     else:
         why = f"it did not start: {outcome}"
     if bootguard.revert(layout.app, bad, good, good_previous, why, time.time()):

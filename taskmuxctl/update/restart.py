@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from taskmuxctl.client import Client, DaemonUnavailable
 from taskmuxctl.paths import Paths
@@ -28,6 +29,10 @@ MANAGER_GRACE = 3.0
 OK = "ok"
 REVERTED = "reverted"
 TIMEOUT = "timeout"
+DIED = "died"
+
+DEFAULT_PROBATION = 10.0  # seconds a directly started daemon must stay up after an update
+SILENCE = 10.0  # seconds without an answer (its process still there) that count as dead
 
 
 def daemon_version(paths: Paths, timeout: float = 2.0) -> str | None:
@@ -117,3 +122,48 @@ def wait_for(paths: Paths, layout: AppLayout, version: str, timeout: float) -> s
             return TIMEOUT
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)
+
+
+def daemon_identity(paths: Paths, timeout: float = 2.0) -> tuple[str, int] | None:
+    """The running daemon's version and pid, if it answers now."""
+    try:
+        with Client(paths, timeout=timeout) as client:
+            result = client.call(Method.DAEMON_STATUS)
+    except (DaemonUnavailable, RpcError):
+        return None
+    if not isinstance(result, dict):
+        return None
+    version, pid = result.get("version"), result.get("pid")
+    if isinstance(version, str) and isinstance(pid, int):
+        return version, pid
+    return None
+
+
+def hold(paths: Paths, layout: AppLayout, version: str, seconds: float,
+         clock: Callable[[], float] = time.monotonic) -> str:
+    """The probation of a daemon started directly (no service manager restarts it): it must
+    stay up, answering as ``version``, for ``seconds``. OK when it did; DIED as soon as its
+    process is gone (or it has not answered for ``SILENCE`` seconds); REVERTED when
+    ``current`` no longer points at ``version``."""
+    from taskmuxctl.daemonctl import alive
+
+    deadline = clock() + seconds
+    found = daemon_identity(paths)
+    if found is None or found[0] != version:
+        return DIED
+    pid = found[1]
+    last_answer = clock()
+    while clock() < deadline:
+        if layout.current_version() != version:
+            return REVERTED
+        if not alive(pid):
+            return DIED
+        now = daemon_identity(paths)
+        if now is not None and now != (version, pid):
+            return DIED  # another daemon answers: this one is gone
+        if now is not None:
+            last_answer = clock()
+        elif clock() - last_answer > SILENCE:
+            return DIED
+        time.sleep(min(0.25, max(deadline - clock(), 0)))
+    return OK if alive(pid) else DIED

@@ -17,6 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from taskmuxctl import diskspace
 from taskmuxctl.fsutil import atomic_write
 from taskmuxd.policy import Ev, Event, TaskState
 from taskmuxd.projects import ownership
@@ -107,8 +108,9 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             project.s.events.emit("hook_failed", project.name, task.name, hook="before_start",
                                   error=exc.message)
             project.feed(task, Event(Ev.ABORTED))
-    except Exception as exc:
-        launch_failed(project, task, run_id, str(getattr(exc, "message", exc)))
+    except Exception as exc:  # a full disk: say which file and what to do
+        launch_failed(project, task, run_id, diskspace.describe(exc) if diskspace.is_full(exc)
+                      else str(getattr(exc, "message", exc)))
     else:
         if rec.run_id == run_id and task.state == TaskState.RUNNING:
             after_launch(project, task, run_id)

@@ -69,6 +69,9 @@ def register(daemon: Daemon, projects: Projects) -> None:
         p = await projects.resolve(project, config, cwd)
         info = status_of(projects, p)
         info["running"] = await projects.tmux.has_session(p.name)
+        disk = projects.daemon.subsystem_status("disk")
+        if disk and disk.get("full"):
+            info["disk_full"] = disk.get("message")
         return info
 
     async def project_start(project: str | None = None, config: str | None = None,

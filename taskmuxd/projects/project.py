@@ -52,6 +52,7 @@ from taskmuxd.tmux import Tmux
 
 log = logging.getLogger("taskmuxd.project")
 
+SAVE_RETRY = 5.0  # seconds between attempts to write a state file that could not be written
 
 
 @dataclass
@@ -87,6 +88,9 @@ class Project:
         self.changed = Changed()
         self.reload_lock = asyncio.Lock()
         self._dirty: set[str] = set()
+        self._unsaved: set[str] = set()  # writes that failed, retried every SAVE_RETRY
+        self._retry: asyncio.TimerHandle | None = None
+        self._record_unsaved = False
         self.config_error: str | None = None
         self._sync_tasks(loaded)
 
@@ -122,7 +126,10 @@ class Project:
             return
         task.record.policy = new
         for action in actions:
-            self._apply(task, action)
+            try:
+                self._apply(task, action)
+            except Exception:  # one failed action (a write) must not lose the ones after it
+                log.exception("%s/%s: carrying out %s failed", self.name, task.name, action)
         if before != new.state:
             log.info("%s/%s: %s -> %s (%s)", self.name, task.name, before.value,
                      new.state.value, event.kind.value)
@@ -167,7 +174,8 @@ class Project:
         self._dirty.add(task.name)
 
     def flush(self) -> None:
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty | self._unsaved, set()
+        self._unsaved = set()
         for name in dirty:
             task = self.tasks.get(name)
             if task is None:
@@ -175,23 +183,43 @@ class Project:
             try:
                 st.save_task(self.files, name, task.record)
             except OSError as exc:
-                log.error("cannot save the state of %s/%s: %s", self.name, name, exc)
+                if not self._unsaved:
+                    log.error("cannot save the state of %s/%s: %s (trying again every %gs)",
+                              self.name, name, exc, SAVE_RETRY)
+                self._unsaved.add(name)
+        if self._unsaved and self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(SAVE_RETRY, self._retry_save)
+
+    def _retry_save(self) -> None:
+        """A state file could not be written (a full disk): try again until it can."""
+        self._retry = None
+        if self._record_unsaved:
+            self._save_record()
+        if self._unsaved and not self._dirty:
+            self.flush()
 
     def set_running(self, running: bool) -> None:
         """Whether the user wants the project up (restored when tmux goes away)."""
         if self.record.running != running:
             self.record.running = running
-            try:
-                st.save(self.files, self.record)
-            except OSError as exc:
-                log.error("cannot save %s: %s", self.files.state, exc)
+            self._save_record()
 
-    def persist(self) -> None:
-        """Write the project-level record and every task's."""
+    def _save_record(self) -> None:
         try:
             st.save(self.files, self.record)
         except OSError as exc:
-            log.error("cannot save %s: %s", self.files.state, exc)
+            log.error("cannot save %s: %s (trying again every %gs)", self.files.state, exc,
+                      SAVE_RETRY)
+            self._record_unsaved = True
+            if self._retry is None:
+                self._retry = asyncio.get_running_loop().call_later(SAVE_RETRY,
+                                                                    self._retry_save)
+        else:
+            self._record_unsaved = False
+
+    def persist(self) -> None:
+        """Write the project-level record and every task's."""
+        self._save_record()
         self._dirty.update(self.tasks)
         self.flush()
 

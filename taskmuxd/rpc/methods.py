@@ -3,7 +3,8 @@
 A method is an ``async def`` taking keyword parameters with type hints, numbers and collections
 with declared bounds. Registration builds its ``params.ParamChecker``, so bad params become
 JSON-RPC ``Invalid params`` (-32602) naming the parameter and what it allows before the method
-runs, and a ``TaskmuxError`` becomes a JSON-RPC error object with its stable code.
+runs, and a ``TaskmuxError`` becomes a JSON-RPC error object with its stable code. A write
+that failed for want of disk space becomes ``DISK_FULL`` saying which file and what to do.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from taskmuxctl.protocol import RpcError
+from taskmuxctl import diskspace
+from taskmuxctl.protocol import Code, RpcError
 from taskmuxd.rpc.jsonrpc import JsonRpcError, Success
 from taskmuxd.rpc.params import ParamChecker
 
@@ -32,6 +34,11 @@ def wrap(name: str, handler: Handler) -> Callable[..., Awaitable[Any]]:
             result = await handler(**checked)
         except RpcError as exc:
             raise JsonRpcError(exc.code, exc.message, exc.data) from exc
+        except OSError as exc:
+            if not diskspace.is_full(exc):
+                raise
+            raise JsonRpcError(Code.DISK_FULL, diskspace.describe(exc, then="then try again"),
+                               {"path": exc.filename}) from exc
         return Success(result)
 
     # jsonrpcserver binds the params to the method's signature first; let every call reach
