@@ -56,7 +56,9 @@ def start_daemon(paths: Paths) -> int:
 
     paths.ensure()
     fd = os.open(paths.daemon_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "ab") as log:  # private from its first byte (the daemon keeps it so)
+    # Private from its first byte (the daemon keeps it so); unbuffered, so that a full disk
+    # cannot fail the close after the suppressed write below.
+    with os.fdopen(fd, "ab", buffering=0) as log:
         proc = subprocess.Popen(
             [*daemon_command(paths), "--detach", "--log-file", paths.daemon_log],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -8,7 +8,8 @@ with the process: launched as ``runner.py`` directly, each runner keeps about 1 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from taskmuxd.runner import main  # after the path set-up above
+if __name__ == "__main__":  # imported (taskmuxd version imports every module): do nothing
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from taskmuxd.runner import main  # after the path set-up above
 
-sys.exit(main(sys.argv))
+    sys.exit(main(sys.argv))
