@@ -59,6 +59,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PING_TARGET_MS = 5.0
 PARSE_CAP = 32 * 1024 * 1024  # replies larger than this are measured, not parsed
 ATTACKS = ("rpc", "batches", "conns", "smuggle")
+PROJECT = "hostile"  # the smuggling attack's project, and the name in half-sent hellos
+HOST = f"web.{PROJECT}.localhost"
 
 
 @dataclass
@@ -498,9 +500,9 @@ def attack_batch(kind: str, sizes: Sizes, nofile: int) -> Row:
     ends = "no reply (the daemon closed the connection)" if not lines and not timed_out \
         else f"{len(lines)} reply line(s)"
     print(f"  answered in {took:.2f}s: {ends}, {total:,} bytes")
-    print(f"  reply: {'well-formed, as targeted' if problem is None else problem}")
+    print(f"  reply: {'well-formed (or none, as the spec allows)' if problem is None else problem}")
     well = problem is None or problem.startswith("an array")
-    row.wellformed = ("1/1" if well and lines else "0/0" if well else "0/1")
+    row.wellformed = ("1/1" if well and lines else "none (spec)" if well else "0/1")
     row.figure = f"{took:.2f}s, reply {total / 1e6:.2f} MB"
     before_mb, _peak, final_mb = row.rss_mb
     row.met = (row.alive and problem is None and final_mb <= before_mb + 10
@@ -583,78 +585,101 @@ def _read_json_line(proc: subprocess.Popen[str], timeout: float) -> dict[str, An
         return None
 
 
+FLOODS = {  # kind -> (label, groups of (target, what each connection sends))
+    "idle": ("idle to proxy", [("proxy", "idle")]),
+    "half": ("half-hello to proxy", [("proxy", "half")]),
+    "both": ("idle + half-hello to proxy", [("proxy", "idle"), ("proxy", "half")]),
+    "dns": ("idle to DNS/TCP", [("dns", "idle")]),
+}
+
+
+@contextlib.contextmanager
+def holders(specs: list[dict[str, Any]], user: tuple[int, int, str] | None
+            ) -> Iterator[list[subprocess.Popen[str]]]:
+    """One bench/hostile_holder.py per spec, as ``user``; ended (by pid) on the way out."""
+    opts: dict[str, Any] = {}
+    if user:
+        opts = {"user": user[0], "group": user[1], "extra_groups": []}
+    # The holder's source goes on the command line, and a system interpreter runs it: the
+    # throwaway user may not be able to read this checkout or its virtualenv.
+    with open(os.path.join(HERE, "hostile_holder.py"), encoding="utf-8") as fh:
+        source = fh.read()
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for spec in specs:
+            procs.append(subprocess.Popen(
+                [interpreter_for(user), "-I", "-c", source, json.dumps(spec)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
+                env={"PATH": "/usr/bin:/bin"}, **opts))
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()  # our own child, by pid
+                    proc.wait()
+
+
 def attack_conns(kind: str, sizes: Sizes, nofile: int, user: tuple[int, int, str] | None
                  ) -> Row:
     n = sizes.connections
-    label = {"idle": f"{n:,} idle TCP connections to the proxy",
-             "half": f"{n:,} half-sent TLS ClientHellos to the proxy",
-             "dns": f"{n:,} idle TCP connections to the DNS server"}[kind]
-    row = Row(f"conns: {n:,} " + {"idle": "idle to proxy", "half": "half-hello to proxy",
-                                  "dns": "idle to DNS/TCP"}[kind],
-              target="ping median < 5 ms while they are open")
+    label, groups = FLOODS[kind]
+    total = n * len(groups)
+    row = Row(f"conns: {total:,} {label}", target="ping median < 5 ms while they are open")
     who = f"uid {user[0]} ({user[2]})" if user else f"this uid ({os.getuid()}): not root"
-    print(f"\n== (c) {label}, from {who} ==")
+    what = " and ".join(f"{n:,} {'half-sent TLS ClientHellos' if send == 'half' else 'idle'}"
+                        f" to the {'DNS server (TCP)' if target == 'dns' else 'proxy'}"
+                        for target, send in groups)
+    print(f"\n== (c) {what}, from {who} ==")
     with bench_daemon(nofile, sizes.stop_grace) as daemon, monitored(daemon) as mon:
         status = daemon.status()
-        port = status["dns"]["port"] if kind == "dns" else status["proxy"]["https_port"]
-        send = partial_client_hello("web.hostile.localhost") if kind == "half" else b""
-        spec = {"host": "127.0.0.1", "port": port, "count": n, "send": send.hex(),
-                "connect_budget": 15.0, "hold_max": sizes.hold + 60}
+        ports = {"dns": status["dns"]["port"], "proxy": status["proxy"]["https_port"]}
+        sends = {"idle": b"", "half": partial_client_hello(HOST)}
+        specs = [{"host": "127.0.0.1", "port": ports[target], "count": n,
+                  "send": sends[send].hex(), "connect_budget": 15.0,
+                  "hold_max": sizes.hold + 60} for target, send in groups]
         time.sleep(0.5)
         calm = time.monotonic()
         before = memory(daemon.pid)["VmRSS"]
         time.sleep(0.5)  # pings before the flood, for comparison
         flood = time.monotonic()
-        opts: dict[str, Any] = {}
-        if user:
-            opts = {"user": user[0], "group": user[1], "extra_groups": []}
-        # The holder's source goes on the command line, and a system interpreter runs it:
-        # the throwaway user may not be able to read this checkout or its virtualenv.
-        with open(os.path.join(HERE, "hostile_holder.py"), encoding="utf-8") as fh:
-            source = fh.read()
-        holder = subprocess.Popen(
-            [interpreter_for(user), "-I", "-c", source, json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
-            env={"PATH": "/usr/bin:/bin"}, **opts)
-        try:
-            opened = _read_json_line(holder, 60) or {}
+        with holders(specs, user) as procs:
+            opened = [_read_json_line(proc, 60) or {} for proc in procs]
             start = time.monotonic()
             time.sleep(sizes.hold)  # the window: connections open, the monitor pinging
             end = time.monotonic()
-            assert holder.stdin is not None
-            with contextlib.suppress(OSError):
-                holder.stdin.write("\n")
-                holder.stdin.flush()
-            held = _read_json_line(holder, 30) or {}
-        finally:
-            if holder.poll() is None:
-                try:
-                    holder.wait(15)
-                except subprocess.TimeoutExpired:
-                    holder.kill()  # our own child, by pid
-                    holder.wait()
+            for proc in procs:
+                assert proc.stdin is not None
+                with contextlib.suppress(OSError):
+                    proc.stdin.write("\n")
+                    proc.stdin.flush()
+            held = [_read_json_line(proc, 30) or {} for proc in procs]
         finish(row, daemon, mon, before, start, end)
         fds_peak = mon.peak(start, end)[1]
         calm_ping = mon.ping_stats(calm, flood)
         limit = nofile_limit(daemon.pid)
-    errors = ", ".join(f"{k} {v}" for k, v in opened.get("errors", {}).items())
-    print(f"  opened {opened.get('opened', 0):,} of {n:,} in {opened.get('seconds', 0):.1f}s"
-          f" (uid {opened.get('uid', '?')})" + (f"; failed: {errors}" if errors else ""))
+    count = sum(o.get("opened", 0) for o in opened)
+    errors: Counter[str] = Counter()
+    for o in opened:
+        errors.update(o.get("errors", {}))
+    closed = sum(h.get("closed_by_server", 0) for h in held)
+    uids = sorted({str(o.get("uid", "?")) for o in opened})
+    print(f"  opened {count:,} of {total:,} in {max(o.get('seconds', 0) for o in opened):.1f}s"
+          f" (uid {', '.join(uids)})"
+          + (f"; failed: {', '.join(f'{k} {v}' for k, v in errors.items())}" if errors else ""))
     print(f"  daemon descriptors at the peak: {fds_peak:,} (soft limit {limit}); "
-          f"closed by the daemon within {sizes.hold:g}s: {held.get('closed_by_server', '?')}")
+          f"closed by the daemon within {sizes.hold:g}s: {closed:,}")
     print(f"  owner's ping before the flood: median {calm_ping[0]:.2f} ms")
     row.wellformed = f"{row.ping[3] - row.ping[2]}/{row.ping[3]} pings"
-    row.figure = f"fds {fds_peak}/{limit}; opened {opened.get('opened', 0)}"
+    row.figure = f"fds {fds_peak}/{limit}; opened {count}"
     row.met = row.alive and row.ping[0] < PING_TARGET_MS and row.ping[2] == 0
     print_common(row, daemon)
     return row
 
 
 # -- (d) request smuggling --------------------------------------------------------------------
-
-PROJECT = "hostile"
-HOST = f"web.{PROJECT}.localhost"
-
 
 def start_recorder(daemon: Daemon, folder: str) -> tuple[int, int, str]:
     """Run bench/hostile_backend.py as a real task; return (proxy port, task port, record)."""
@@ -763,6 +788,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts, a sanity run")
     parser.add_argument("--only", default=",".join(ATTACKS),
                         help=f"comma-separated attacks to run, of {', '.join(ATTACKS)}")
+    parser.add_argument("--rpc-messages", type=int, default=None, metavar="N",
+                        help="how many malformed messages attack (a) sends (default 10,000; "
+                             "600 with --quick)")
     parser.add_argument("--daemon-nofile", type=int, default=1024,
                         help="the daemon's soft RLIMIT_NOFILE at start (default 1024, what "
                              "systemd gives a service unless its unit says otherwise)")
@@ -773,6 +801,10 @@ def main() -> None:
         parser.error(f"unknown attack(s) {', '.join(unknown)}: choose from "
                      f"{', '.join(ATTACKS)}")
     sizes = Sizes.quick() if args.quick else Sizes()
+    if args.rpc_messages is not None:
+        if args.rpc_messages < 1:
+            parser.error("--rpc-messages must be at least 1")
+        sizes.rpc_messages = args.rpc_messages
     print(f"taskmux hostile bench{' (--quick)' if args.quick else ''}: {', '.join(only)}; "
           f"daemon soft RLIMIT_NOFILE {args.daemon_nofile}")
     began = time.monotonic()
@@ -784,7 +816,7 @@ def main() -> None:
         rows.append(attack_batch("integers", sizes, args.daemon_nofile))
     if "conns" in only:
         with other_user() as user:
-            for kind in ("idle", "half", "dns"):
+            for kind in FLOODS:
                 rows.append(attack_conns(kind, sizes, args.daemon_nofile, user))
     if "smuggle" in only:
         rows.append(attack_smuggle(sizes, args.daemon_nofile))
