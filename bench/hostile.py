@@ -31,263 +31,63 @@ import asyncio
 import contextlib
 import json
 import os
-import pwd
-import resource
-import select
 import shutil
-import signal
 import socket
-import ssl
-import statistics
-import subprocess
 import sys
 import tempfile
+import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import hostile_http, hostile_rpc
-from bench.common import PYTHON, kill_tmux
-from tests.helpers import call, daemon_env, kill_task_leftovers, write_config
+from bench.common import PYTHON
+from bench.hostile_floods import FLOODS, attack_conns, other_user
+from bench.hostile_harness import (
+    HERE,
+    HOST,
+    PING_TARGET_MS,
+    PROJECT,
+    Daemon,
+    Row,
+    Sizes,
+    bench_daemon,
+    finish,
+    memory,
+    monitored,
+    print_common,
+)
+from tests.helpers import call
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PING_TARGET_MS = 5.0
 PARSE_CAP = 32 * 1024 * 1024  # replies larger than this are measured, not parsed
 ATTACKS = ("rpc", "batches", "conns", "smuggle")
-PROJECT = "hostile"  # the smuggling attack's project, and the name in half-sent hellos
-HOST = f"web.{PROJECT}.localhost"
-
-
-@dataclass
-class Sizes:
-    rpc_messages: int = 10_000
-    notifications: int = 80_000
-    integers: int = 1_500_000
-    connections: int = 1_000
-    hold: float = 5.0  # seconds the connections are held open (the ping window)
-    rpc_wait: float = 20.0  # bound on the answer to any one message
-    slow_wait: float = 3.0  # bound on daemon.ping with a bad delay (it must answer at once)
-    batch_wait: float = 150.0  # bound on the answer to one batch
-    stop_grace: float = 8.0  # SIGTERM to exit, before the bench kills the daemon
-
-    @classmethod
-    def quick(cls) -> Sizes:
-        return cls(rpc_messages=600, notifications=8_000, integers=100_000, connections=100,
-                   hold=1.5, rpc_wait=8.0, slow_wait=2.0, batch_wait=30.0, stop_grace=4.0)
-
-
-@dataclass
-class Row:
-    """One attack's figures, for its block and the summary table."""
-
-    attack: str
-    alive: bool = False
-    wellformed: str = "-"
-    rss_mb: tuple[float, float, float] = (0.0, 0.0, 0.0)  # before, peak, final
-    ping: tuple[float, float, int, int] = (0.0, 0.0, 0, 0)  # median ms, p95 ms, failed, n
-    figure: str = ""
-    target: str = ""
-    met: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-# -- the daemon -------------------------------------------------------------------------------
-
-@dataclass
-class Daemon:
-    home: str
-    socket: str
-    proc: subprocess.Popen[bytes]
-    env: dict[str, str]
-    tmux: str
-    stopped: str = ""
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = call(self.socket, "daemon.status", timeout=5.0)
-        return result
-
-    def ports(self, timeout: float = 20.0) -> dict[str, int]:
-        """The proxy's HTTPS port and the DNS server's port, once both are bound."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.status()
-            ports = {"proxy": status["proxy"].get("https_port"),
-                     "dns": status["dns"].get("port")}
-            if all(ports.values()):
-                return {k: int(v) for k, v in ports.items()}
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the daemon's proxy or DNS server is not serving: {ports}"
-                                   f" (proxy: {status['proxy']}, dns: {status['dns']})")
-            time.sleep(0.1)
-
-    def alive(self) -> bool:
-        if self.proc.poll() is not None:
-            return False
-        try:
-            return bool(call(self.socket, "daemon.ping", timeout=3.0))
-        except (OSError, RuntimeError):
-            return False
-
-    def log_tail(self, lines: int = 5) -> str:
-        try:
-            with open(os.path.join(self.home, "bench-daemon.log"), errors="replace") as fh:
-                return "".join(fh.readlines()[-lines:])
-        except OSError:
-            return ""
-
-
-@contextlib.contextmanager
-def soft_nofile(limit: int) -> Iterator[None]:
-    """Lower this process's soft RLIMIT_NOFILE for a moment, for a child to inherit."""
-    old = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, old[1]), old[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, old)
-
-
-@contextlib.contextmanager
-def bench_daemon(nofile: int, stop_grace: float) -> Iterator[Daemon]:
-    home = tempfile.mkdtemp(prefix="tmxh-", dir="/tmp")
-    tmux = f"tmxh-{uuid.uuid4().hex[:10]}"
-    # The tests' safe settings (no 443/80/5454, no /etc/hosts) plus taskmux's DNS server on a
-    # free port, and a short grace at shutdown for calls the attack left in flight.
-    write_config(home, 'host_resolver = "dns_server"\nshutdown_timeout = 2\n')
-    env = daemon_env(home)
-    env["TASKMUX_TMUX_SOCKET"] = tmux
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    with open(os.path.join(home, "bench-daemon.log"), "wb") as log, soft_nofile(nofile):
-        proc = subprocess.Popen([PYTHON, "-m", "taskmuxd", "run"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    daemon = Daemon(home, os.path.join(home, "ctl.sock"), proc, env, tmux)
-    try:
-        deadline = time.monotonic() + 30
-        while not daemon.alive():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"the daemon did not start:\n{daemon.log_tail(20)}")
-            time.sleep(0.05)
-        yield daemon
-    finally:
-        daemon.stopped = stop_daemon(proc, stop_grace)
-        kill_tmux(tmux)
-        kill_task_leftovers(home)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def stop_daemon(proc: subprocess.Popen[bytes], grace: float) -> str:
-    if proc.poll() is not None:
-        return f"had already exited (status {proc.returncode})"
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-        return "stopped on SIGTERM"
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the daemon and its helpers
-        proc.wait(10)
-        return f"did not stop within {grace:g}s of SIGTERM; killed"
-
-
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of ``pid`` in kB."""
-    out = {"VmRSS": 0, "VmHWM": 0}
-    with contextlib.suppress(OSError, ValueError), \
-            open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            key = line.split(":", 1)[0]
-            if key in out:
-                out[key] = int(line.split()[1])
-    return out
-
-
-def nofile_limit(pid: int) -> str:
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/limits", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("Max open files"):
-                return line.split()[3]
-    return "?"
-
-
-# -- the monitor ------------------------------------------------------------------------------
-
-class Monitor:
-    """bench/hostile_monitor.py in a process of its own, from start to ``stop``."""
-
-    def __init__(self, daemon: Daemon, interval: float = 0.02) -> None:
-        self.proc = subprocess.Popen(
-            [PYTHON, os.path.join(HERE, "hostile_monitor.py"), daemon.socket, str(daemon.pid),
-             str(interval)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.pings: list[tuple[float, float, bool]] = []
-        self.rss: list[tuple[float, int, int]] = []
-        self.stopped = False
-
-    def stop(self) -> None:
-        """End the sampling and collect what was measured (once)."""
-        if self.stopped:
-            return
-        self.stopped = True
-        try:
-            out, _ = self.proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()  # our own child, by pid
-            out, _ = self.proc.communicate()
-        with contextlib.suppress(ValueError):
-            data = json.loads(out)
-            self.pings = [(t, took, ok) for t, took, ok in data["pings"]]
-            self.rss = [(t, kb, fds) for t, kb, fds in data["rss"]]
-
-    def ping_stats(self, start: float, end: float) -> tuple[float, float, int, int]:
-        """Median and p95 in ms of the pings sent in [start, end]; failed pings count at
-        their full time (the timeout)."""
-        window = [(took, ok) for t, took, ok in self.pings if start <= t <= end]
-        if not window:
-            return (float("nan"), float("nan"), 0, 0)
-        times = sorted(took * 1000 for took, _ in window)
-        p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
-        return (statistics.median(times), p95, sum(1 for _, ok in window if not ok), len(times))
-
-    def peak(self, start: float, end: float) -> tuple[int, int]:
-        """Highest VmRSS (kB) and descriptor count sampled in [start, end]."""
-        window = [(kb, fds) for t, kb, fds in self.rss if start <= t <= end]
-        return (max((kb for kb, _ in window), default=0),
-                max((fds for _, fds in window), default=0))
-
-
-@contextlib.contextmanager
-def monitored(daemon: Daemon) -> Iterator[Monitor]:
-    mon = Monitor(daemon)
-    try:
-        yield mon
-    finally:
-        mon.stop()
-
-
-def finish(row: Row, daemon: Daemon, mon: Monitor, before_kb: int, start: float,
-           end: float, settle: float = 1.0) -> None:
-    """Fill in the figures every attack reports: alive, RSS, the owner's ping."""
-    mon.stop()
-    row.ping = mon.ping_stats(start, end)
-    time.sleep(settle)  # let memory settle before the final reading
-    row.alive = daemon.alive()
-    mem = memory(daemon.pid)
-    peak_kb = max(mem["VmHWM"], mon.peak(start, end)[0])
-    row.rss_mb = (before_kb / 1024, peak_kb / 1024, mem["VmRSS"] / 1024)
-    if not row.alive:
-        row.notes.append("the daemon is down or not answering; its log ends:\n"
-                         + daemon.log_tail())
 
 
 # -- (a) malformed RPC messages ---------------------------------------------------------------
+
+async def connect_unix(path: str, deadline: float) -> socket.socket:
+    """Connect as a blocking client would, waiting while the daemon's accept queue is full.
+
+    A non-blocking connect() on a Unix socket fails with EAGAIN then, and asyncio's own
+    connect takes that for "in progress" and hands back a socket that is not connected."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    while True:
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            if loop.time() > deadline:
+                sock.close()
+                raise TimeoutError("the daemon's accept queue stayed full") from None
+            await asyncio.sleep(0.005)
+        except OSError:
+            sock.close()
+            raise
+
 
 async def exchange(path: str, data: bytes, timeout: float, keep: int = PARSE_CAP
                    ) -> tuple[bytes, bool, int, float]:
@@ -297,15 +97,19 @@ async def exchange(path: str, data: bytes, timeout: float, keep: int = PARSE_CAP
     start = loop.time()
     deadline = start + timeout
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
+        sock = await connect_unix(path, deadline)
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
     except (OSError, TimeoutError):
         return b"", True, 0, loop.time() - start
-    try:
-        writer.write(data)
-        await asyncio.wait_for(writer.drain(), max(0.01, deadline - loop.time()))
-        writer.write_eof()
-    except (OSError, TimeoutError):
-        pass  # the daemon closed early (a message over the cap): read what it said
+    async def send() -> None:  # while replies are read: pipelined calls answer as they go
+        try:
+            writer.write(data)
+            await writer.drain()
+            writer.write_eof()
+        except OSError:
+            pass  # the daemon closed early: read what it said
+
+    sender = asyncio.create_task(send())
     buf = bytearray()
     total = 0
     timed_out = False
@@ -326,15 +130,20 @@ async def exchange(path: str, data: bytes, timeout: float, keep: int = PARSE_CAP
         total += len(chunk)
         if len(buf) < keep:
             buf += chunk[:keep - len(buf)]
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sender
     writer.close()
     return bytes(buf), timed_out, total, loop.time() - start
 
 
 def blocking_exchange(path: str, data: bytes, timeout: float) -> tuple[bytes, bool]:
-    """``exchange`` on a plain socket, for messages the daemon stops reading halfway (over
-    the size cap): a failed send must not throw away the reply already received, as an
-    asyncio transport does when a write fails."""
-    buf = b""
+    """``exchange`` on a plain socket, sending from a thread while this one reads.
+
+    For messages the daemon stops reading halfway (over the size cap: a failed send must not
+    throw away the reply already received, as an asyncio transport does when a write fails)
+    and for the long pipelines."""
+    buf = bytearray()
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
@@ -342,23 +151,32 @@ def blocking_exchange(path: str, data: bytes, timeout: float) -> tuple[bytes, bo
             s.connect(path)
         except OSError:
             return b"", True
-        with contextlib.suppress(OSError):
-            s.sendall(data)
-            s.shutdown(socket.SHUT_WR)
+
+        def send() -> None:
+            with contextlib.suppress(OSError):
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        timed_out = True
         while (left := deadline - time.monotonic()) > 0:
             s.settimeout(left)
             try:
                 chunk = s.recv(1 << 20)
             except TimeoutError:
-                return buf, True
+                break
             except OSError:
+                timed_out = False
                 break
             if not chunk:
+                timed_out = False
                 break
             buf += chunk
-        else:
-            return buf, True
-    return buf, False
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)  # ends a send still blocked
+        sender.join(5)
+    return bytes(buf), timed_out
 
 
 def split_lines(data: bytes) -> list[bytes]:
@@ -427,7 +245,8 @@ async def rpc_flood(path: str, sizes: Sizes) -> RpcTally:
     async def pipeline(batch: list[tuple[int, hostile_rpc.Shape]]) -> None:
         data = b"".join(s.make(i) + b"\n" for i, s in batch)
         expected = sum(1 for _, s in batch if s.expect == "one")
-        got, timed_out, _, _ = await exchange(path, data, sizes.rpc_wait * 2)
+        got, timed_out = await asyncio.to_thread(blocking_exchange, path, data,
+                                                 sizes.rpc_wait * 2)
         lines = split_lines(got)
         bad = [p for p in map(line_problem, lines) if p]
         good = len(lines) - len(bad)
@@ -524,175 +343,6 @@ def attack_batch(kind: str, sizes: Sizes, nofile: int) -> Row:
     print_common(row, daemon)
     return row
 
-
-# -- (c) connection floods from another uid ---------------------------------------------------
-
-@contextlib.contextmanager
-def other_user() -> Iterator[tuple[int, int, str] | None]:
-    """A throwaway user, or None (the floods then come from this uid)."""
-    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("userdel"):
-        yield None
-        return
-    name = "tmxh" + uuid.uuid4().hex[:8]
-    made = subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                           name], capture_output=True, text=True)
-    if made.returncode != 0:
-        print(f"  (cannot create a user: {made.stderr.strip()}; flooding from this uid)")
-        yield None
-        return
-    try:
-        entry = pwd.getpwnam(name)
-        yield entry.pw_uid, entry.pw_gid, name
-    finally:
-        subprocess.run(["userdel", name], capture_output=True)
-
-
-def interpreter_for(user: tuple[int, int, str] | None) -> str:
-    """A Python the throwaway user can run (this one may live under /root)."""
-    if user is None:
-        return PYTHON
-    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3",
-                      os.path.realpath(PYTHON)):
-        real = os.path.realpath(candidate)
-        if os.path.exists(real) and world_executable(real):
-            return candidate
-    raise RuntimeError("no Python interpreter that another user may run was found")
-
-
-def world_executable(path: str) -> bool:
-    """Whether any user may run ``path``: it and every folder above it are o+x."""
-    while True:
-        try:
-            if not os.stat(path).st_mode & 0o001:
-                return False
-        except OSError:
-            return False
-        parent = os.path.dirname(path)
-        if parent == path:
-            return True
-        path = parent
-
-
-def partial_client_hello(server_name: str) -> bytes:
-    """The first half of a real TLS ClientHello naming ``server_name``."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name)
-    with contextlib.suppress(ssl.SSLWantReadError):
-        tls.do_handshake()
-    hello = outgoing.read()
-    return hello[:len(hello) // 2]
-
-
-def _read_json_line(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any] | None:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        return None
-    line = proc.stdout.readline()
-    try:
-        result: dict[str, Any] = json.loads(line)
-        return result
-    except ValueError:
-        return None
-
-
-FLOODS = {  # kind -> (label, groups of (target, what each connection sends))
-    "idle": ("idle to proxy", [("proxy", "idle")]),
-    "half": ("half-hello to proxy", [("proxy", "half")]),
-    "both": ("idle + half-hello to proxy", [("proxy", "idle"), ("proxy", "half")]),
-    "dns": ("idle to DNS/TCP", [("dns", "idle")]),
-}
-
-
-@contextlib.contextmanager
-def holders(specs: list[dict[str, Any]], user: tuple[int, int, str] | None
-            ) -> Iterator[list[subprocess.Popen[str]]]:
-    """One bench/hostile_holder.py per spec, as ``user``; ended (by pid) on the way out."""
-    opts: dict[str, Any] = {}
-    if user:
-        opts = {"user": user[0], "group": user[1], "extra_groups": []}
-    # The holder's source goes on the command line, and a system interpreter runs it: the
-    # throwaway user may not be able to read this checkout or its virtualenv.
-    with open(os.path.join(HERE, "hostile_holder.py"), encoding="utf-8") as fh:
-        source = fh.read()
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        for spec in specs:
-            procs.append(subprocess.Popen(
-                [interpreter_for(user), "-I", "-c", source, json.dumps(spec)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
-                env={"PATH": "/usr/bin:/bin"}, **opts))
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()  # our own child, by pid
-                    proc.wait()
-
-
-def attack_conns(kind: str, sizes: Sizes, nofile: int, user: tuple[int, int, str] | None
-                 ) -> Row:
-    n = sizes.connections
-    label, groups = FLOODS[kind]
-    total = n * len(groups)
-    row = Row(f"conns: {total:,} {label}", target="ping median < 5 ms while they are open")
-    who = f"uid {user[0]} ({user[2]})" if user else f"this uid ({os.getuid()}): not root"
-    what = " and ".join(f"{n:,} {'half-sent TLS ClientHellos' if send == 'half' else 'idle'}"
-                        f" to the {'DNS server (TCP)' if target == 'dns' else 'proxy'}"
-                        for target, send in groups)
-    print(f"\n== (c) {what}, from {who} ==")
-    with bench_daemon(nofile, sizes.stop_grace) as daemon, monitored(daemon) as mon:
-        ports = daemon.ports()
-        sends = {"idle": b"", "half": partial_client_hello(HOST)}
-        specs = [{"host": "127.0.0.1", "port": ports[target], "count": n,
-                  "send": sends[send].hex(), "connect_budget": 15.0,
-                  "hold_max": sizes.hold + 60} for target, send in groups]
-        time.sleep(0.5)
-        calm = time.monotonic()
-        before = memory(daemon.pid)["VmRSS"]
-        time.sleep(0.5)  # pings before the flood, for comparison
-        flood = time.monotonic()
-        with holders(specs, user) as procs:
-            opened = [_read_json_line(proc, 60) or {} for proc in procs]
-            start = time.monotonic()
-            time.sleep(sizes.hold)  # the window: connections open, the monitor pinging
-            end = time.monotonic()
-            for proc in procs:
-                assert proc.stdin is not None
-                with contextlib.suppress(OSError):
-                    proc.stdin.write("\n")
-                    proc.stdin.flush()
-            held = [_read_json_line(proc, 30) or {} for proc in procs]
-        finish(row, daemon, mon, before, start, end)
-        fds_peak = mon.peak(start, end)[1]
-        calm_ping = mon.ping_stats(calm, flood)
-        limit = nofile_limit(daemon.pid)
-    count = sum(o.get("opened", 0) for o in opened)
-    errors: Counter[str] = Counter()
-    for o in opened:
-        errors.update(o.get("errors", {}))
-    closed = sum(h.get("closed_by_server", 0) for h in held)
-    uids = sorted({str(o.get("uid", "?")) for o in opened})
-    print(f"  opened {count:,} of {total:,} in {max(o.get('seconds', 0) for o in opened):.1f}s"
-          f" (uid {', '.join(uids)})"
-          + (f"; failed: {', '.join(f'{k} {v}' for k, v in errors.items())}" if errors else ""))
-    print(f"  daemon descriptors at the peak: {fds_peak:,} (soft limit {limit}); "
-          f"closed by the daemon within {sizes.hold:g}s: {closed:,}")
-    print(f"  owner's ping before the flood: median {calm_ping[0]:.2f} ms")
-    row.wellformed = f"{row.ping[3] - row.ping[2]}/{row.ping[3]} pings"
-    row.figure = f"fds {fds_peak}/{limit}; opened {count}"
-    row.met = (row.alive and count == total and row.ping[0] < PING_TARGET_MS
-               and row.ping[2] == 0)
-    print_common(row, daemon)
-    return row
-
-
 # -- (d) request smuggling --------------------------------------------------------------------
 
 def start_recorder(daemon: Daemon, folder: str) -> tuple[int, int, str]:
@@ -769,19 +419,6 @@ def attack_smuggle(sizes: Sizes, nofile: int) -> Row:
 
 
 # -- report -----------------------------------------------------------------------------------
-
-def print_common(row: Row, daemon: Daemon) -> None:
-    before, peak, final = row.rss_mb
-    med, p95, failed, count = row.ping
-    print(f"  daemon alive afterwards: {'yes' if row.alive else 'NO'}; "
-          f"RSS before {before:.0f} MB, peak {peak:.0f} MB, final {final:.0f} MB")
-    print(f"  owner's ping during the attack: median {med:.2f} ms, p95 {p95:.2f} ms "
-          f"({count} pings, {failed} failed or over 2 s)")
-    print(f"  daemon {daemon.stopped}")
-    for note in row.notes:
-        print(f"  note: {note}")
-
-
 def print_summary(rows: list[Row]) -> None:
     print("\n== summary (target: the daemon stays up, replies well-formed, owner's ping "
           f"median < {PING_TARGET_MS:g} ms) ==")

@@ -107,9 +107,10 @@ def shapes() -> list[Shape]:
         Shape("method NaN", lambda i: req(i, method="NaN")),
         Shape("jsonrpc NaN", lambda i: req(i, jsonrpc="NaN")),
         Shape("notification, params NaN", lambda i: req(i, params='{"delay":NaN}', rid=_OMIT),
-              expect="maybe"),
+              expect="maybe", slow=True, limit=5),
         Shape("notification, id-less Infinity params",
-              lambda i: req(i, params="[Infinity]", rid=_OMIT), expect="maybe"),
+              lambda i: req(i, params="[Infinity]", rid=_OMIT), expect="maybe", slow=True,
+              limit=5),
         # daemon.ping's delay, every kind of bad number and type
         _ping('{"delay":NaN}', "ping delay NaN", slow=True),
         _ping('{"delay":Infinity}', "ping delay Infinity", slow=True),
