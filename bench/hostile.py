@@ -13,10 +13,15 @@ and samples the daemon's VmRSS and open descriptors. The attacks:
   on a connection each, half pipelined on four connections; every reply must be strict JSON
   and a JSON-RPC 2.0 response, and every message must get the reply the spec asks for.
 - batches: 80,000 notifications in one batch; a batch of 1.5 million integers.
-- conns: 1,000 idle TCP connections and 1,000 half-sent TLS ClientHellos to the proxy, and
-  1,000 idle TCP connections to the DNS server, each from a throwaway user's process.
+- conns: 1,000 idle TCP connections to the proxy; 1,000 half-sent TLS ClientHellos; both at
+  once (2,000); 1,000 idle TCP connections to the DNS server: each from a throwaway user's
+  process (from this uid when not root, and the bench says so).
 - smuggle: the request-smuggling corpus (bench/hostile_http.py) through the proxy to a task
   that records every request it receives (bench/hostile_backend.py).
+
+bench/hostile_harness.py holds the daemon, the monitor (bench/hostile_monitor.py) and the
+figures; bench/hostile_floods.py the floods, whose connections bench/hostile_holder.py holds.
+Every wait is bounded (a message, a batch, a flood); the whole run takes a few minutes.
 
 Targets: the daemon stays up; every reply is well-formed; an over-large batch gets one error
 and memory returns to its baseline; the owner's ping stays under 5 ms at the median while
