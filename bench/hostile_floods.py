@@ -193,7 +193,11 @@ def attack_conns(kind: str, sizes: Sizes, nofile: int, user: tuple[int, int, str
     print(f"  owner's ping before the flood: median {calm_ping[0]:.2f} ms")
     row.wellformed = f"{row.ping[3] - row.ping[2]}/{row.ping[3]} pings"
     row.figure = f"fds {fds_peak}/{limit}; opened {count}"
-    row.met = (row.alive and count == total and row.ping[0] < PING_TARGET_MS
+    if not count:
+        row.notes.append("no hostile connection opened: this row measured nothing")
+    # Refusing or closing hostile connections is fine (caps, deadlines); the owner's ping is
+    # what must hold.
+    row.met = (row.alive and count > 0 and row.ping[0] < PING_TARGET_MS
                and row.ping[2] == 0)
     print_common(row, daemon)
     return row
