@@ -348,6 +348,7 @@ def attack_batch(kind: str, sizes: Sizes, nofile: int) -> Row:
     print_common(row, daemon)
     return row
 
+
 # -- (d) request smuggling --------------------------------------------------------------------
 
 def start_recorder(daemon: Daemon, folder: str) -> tuple[int, int, str]:
