@@ -148,7 +148,9 @@ def attack_conns(kind: str, sizes: Sizes, nofile: int, user: tuple[int, int, str
     label, groups = FLOODS[kind]
     total = n * len(groups)
     row = Row(f"conns: {total:,} {label}", target="ping median < 5 ms while they are open")
-    who = f"uid {user[0]} ({user[2]})" if user else f"this uid ({os.getuid()}): not root"
+    who = (f"uid {user[0]} ({user[2]})" if user else
+           f"this uid ({os.getuid()}), as no throwaway user could be made"
+           + ("" if os.geteuid() == 0 else " (not root)"))
     what = " and ".join(f"{n:,} {'half-sent TLS ClientHellos' if send == 'half' else 'idle'}"
                         f" to the {'DNS server (TCP)' if target == 'dns' else 'proxy'}"
                         for target, send in groups)
