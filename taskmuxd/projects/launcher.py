@@ -68,7 +68,9 @@ class Launcher:
 
     async def _flush(self, batch: list[LaunchRequest]) -> None:
         try:
-            existing = {w.window_id for w in await self.tmux.windows(self.session)}
+            # A window is reused only when it is still marked as this task's: a new tmux
+            # server hands out the same window ids again, to other tasks' windows.
+            existing = {(w.window_id, w.task) for w in await self.tmux.windows(self.session)}
             session_exists = bool(existing) or await self.tmux.has_session(self.session)
             chunk: list[tuple[LaunchRequest, list[list[str]]]] = []
             size = 0
@@ -87,11 +89,11 @@ class Launcher:
                 if not req.done.done():
                     req.done.set_exception(exc)
 
-    def _commands(self, req: LaunchRequest, existing: set[str],
+    def _commands(self, req: LaunchRequest, existing: set[tuple[str, str]],
                   session_exists: bool) -> tuple[list[list[str]], bool]:
         argv = runner_argv(req.spec_path, req.marker)
         env = ["-e", f"{MARKER_VAR}={req.marker}"]
-        if req.window_id and req.window_id in existing:
+        if req.window_id and (req.window_id, req.task) in existing:
             return [["respawn-pane", "-k", "-t", req.window_id, "-c", req.cwd, *env, *argv]], \
                 session_exists
         target = f"={self.session}"

@@ -271,8 +271,8 @@ class Projects:
             project.record.tasks.pop(name, None)
             st.delete_task(project.files, name)
             if task.record.window_id:
-                await self.tmux.run(["kill-window", "-t", task.record.window_id],
-                                    allow_missing=True)
+                await stopping.close_window(self.tmux, project.name, task.record.window_id,
+                                            name)
         project._sync_tasks(loaded)
         if project.record.running:
             restart = [n for n in diff["changed"] if project.tasks[n].live]

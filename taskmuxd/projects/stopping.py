@@ -26,6 +26,7 @@ from taskmuxd.projects.launching import LAUNCH_TIMEOUT
 if TYPE_CHECKING:
     from taskmuxd.projects.project import Project
     from taskmuxd.projects.task import TaskRuntime
+    from taskmuxd.tmux import Tmux
 
 log = logging.getLogger("taskmuxd.project")
 
@@ -98,12 +99,19 @@ async def kill(project: Project, task: TaskRuntime, run_id: int) -> None:
         signal_group(task, signal.SIGKILL)
     if rec.window_id:
         with contextlib.suppress(Exception):
-            await project.s.tmux.run(["kill-window", "-t", rec.window_id], allow_missing=True)
+            await close_window(project.s.tmux, project.name, rec.window_id, task.name)
         rec.window_id = None
     if task.live and not await wait_run_exit(task, run_id, KILL_WAIT):
         exit_unreported(project, task, run_id, signal.SIGKILL)
     project.save_task(task)
     project.touch()
+
+
+async def close_window(tmux: Tmux, session: str, window_id: str, task: str) -> None:
+    """Close the task's window, only while it is still marked as this task's: a new tmux
+    server hands out the same window ids again, to other tasks' windows."""
+    if any(w.window_id == window_id and w.task == task for w in await tmux.windows(session)):
+        await tmux.run(["kill-window", "-t", window_id], allow_missing=True)
 
 
 def exit_unreported(project: Project, task: TaskRuntime, run_id: int, sig: int) -> None:
