@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import sys
 import time
 
@@ -24,6 +25,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import compile_bytecode
 from tests.chaos import KINDS, Totals, private_chaos
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    del signum, frame
+    raise KeyboardInterrupt  # so that everything started is cleaned up on the way out
 
 
 def main() -> int:
@@ -34,6 +40,8 @@ def main() -> int:
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help=f"moments to kill at, comma-separated (default {','.join(KINDS)})")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:

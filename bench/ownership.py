@@ -20,6 +20,7 @@ import argparse
 import calendar
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -180,6 +181,11 @@ def tmux_kills(samples: int, bound: float, count: int) -> None:
           f"(target < 2 s, 0 duplicates)")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    del signum, frame
+    raise KeyboardInterrupt  # so that everything started is cleaned up on the way out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,6 +195,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20,
                         help="tasks in the tmux kill-server project (default 20)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     compile_bytecode()
     runner_kills(args.samples, args.bound)
     tmux_kills(args.samples, args.bound, args.tasks)

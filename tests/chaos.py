@@ -14,7 +14,8 @@ What a round counts, judged only from outside the daemon (its status answers and
   orphaned).
 - **lost**: a task the user wants up (the project is wanted up and the task was not stopped
   by hand; every task here either runs until stopped or is restarted ``always``) that is
-  neither running with a live process nor in backoff.
+  neither running with a live process nor in backoff (one whose process runs untracked is
+  counted as dead while running instead).
 - **dead while running**: status says stopped, exited, fatal or backoff while a marked
   process of the task runs.
 - **corrupt**: a JSON file under ``TASKMUX_HOME/projects/*/`` that does not parse, and any
@@ -252,7 +253,7 @@ def judge(status_before: dict[str, Any], status_after: dict[str, Any],
             out.dead[spec.name] = state
         wanted = wanted_up and not info["manually_stopped"]
         up = (state in LIVE_STATES and bool(pids)) or state == "backoff"
-        if wanted and not up:
+        if wanted and not up and spec.name not in out.dead:  # a dead one is counted there
             out.lost[spec.name] = state if state not in LIVE_STATES else f"{state}, no process"
     return out
 
@@ -425,6 +426,8 @@ class Chaos:
         if down or not st["wanted_up"]:
             with contextlib.suppress(RuntimeError):
                 self.start_project(down or None)
+            self.settle()
+            self.wait_all_up(15)  # so that the round's moment is the only one
 
     def clear_faults(self) -> int:
         """After a round that found faults: end the copies the daemon does not track (by
@@ -433,14 +436,21 @@ class Chaos:
         tracked = {t["name"]: t["pid"] for t in self.status()["tasks"]
                    if t["state"] in LIVE_STATES and t["pid"]}
         procs = marked_processes(self.run)
+        doomed = {pid for task, pids in copies(procs).items() for pid in pids
+                  if tracked.get(task) not in (pid, procs[pid][1])}
+
+        def of_doomed(pid: int) -> bool:
+            while pid in procs:
+                if pid in doomed:
+                    return True
+                pid = procs[pid][1]
+            return False
+
         ended = 0
-        for task, pids in copies(procs).items():
-            for pid in pids:
-                if tracked.get(task) in (pid, procs[pid][1]):
-                    continue
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-                    ended += 1
+        for pid in [p for p in procs if of_doomed(p)]:  # a forked child goes with its parent
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                ended += 1
         return ended
 
     def round(self, number: int, kind: str, rng: random.Random) -> Round:
