@@ -5,6 +5,7 @@ corrupt state file. The long run is ``bench/chaos.py``; both use ``tests/chaos.p
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ PLAN = ("start", "restart", "stop", "crashloop", "idle", "restart", "start", "st
 
 @pytest.mark.xfail(strict=False, reason="containment fixes pending (issue 11)")
 def test_kill_9_of_the_daemon_at_any_moment_breaks_nothing(
-        home: str, tmux_socket: str, tmp_path: str) -> None:
+        home: str, tmux_socket: str, tmp_path: Path) -> None:
     assert set(PLAN) == set(KINDS)
     chaos = Chaos(home, tmux_socket, str(tmp_path), settle_timeout=20)
     rng = random.Random(11)

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -73,7 +74,7 @@ def runs_as() -> Iterator[tuple[list[str], Callable[[str], None]]]:
                    "postmaster outlives its pane and the new one meets its postmaster.pid")
 def test_postgres_comes_back_once_and_healthy_after_tmux_kill_server(
         env: dict[str, str], tmux_socket: str, start_daemon: Callable[..., DaemonProcess],
-        tmp_path: str) -> None:
+        tmp_path: Path) -> None:
     bin_dir = postgres_bin()
     base = tempfile.mkdtemp(prefix="tmxpg-", dir="/tmp")  # the db user must reach it
     data, sockets = os.path.join(base, "data"), os.path.join(base, "sock")
