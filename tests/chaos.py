@@ -398,23 +398,41 @@ class Chaos:
     # -- a round ----------------------------------------------------------------------------
 
     def _wait_crash_moment(self, rng: random.Random) -> None:
-        """Return just after a crash-looping task's exit or relaunch shows in the events."""
+        """Return just after a crash-looping task exits (its exit shows in the event log) or
+        is launched again (its runner rewrites its record), bounded."""
         crashers = {t.name for t in self.tasks if t.kind == "crash"}
-        path = os.path.join(self.home, "events.jsonl")
+        events = os.path.join(self.home, "events.jsonl")
+        records = [os.path.join(self.home, "projects", self.project, "run", f"{n}.json")
+                   for n in sorted(crashers)]
+
+        def mtimes() -> list[int]:
+            out = []
+            for path in records:
+                try:
+                    out.append(os.stat(path).st_mtime_ns)
+                except OSError:
+                    out.append(0)
+            return out
+
         try:
-            offset = os.path.getsize(path)
+            offset = os.path.getsize(events)
         except OSError:
             offset = 0
+        at_launch = rng.random() < 0.5
+        first = mtimes()
         deadline = time.monotonic() + 5
-        wanted = rng.choice(("task_exited", "auto_restart", "task_started"))
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), open(path, "rb") as fh:
-                fh.seek(offset)
-                for line in fh.read().splitlines():
-                    with contextlib.suppress(ValueError):
-                        ev = json.loads(line)
-                        if ev.get("task") in crashers and ev.get("event") == wanted:
-                            return
+            if at_launch:
+                if mtimes() != first:
+                    return
+            else:
+                with contextlib.suppress(OSError), open(events, "rb") as fh:
+                    fh.seek(offset)
+                    for line in fh.read().splitlines():
+                        with contextlib.suppress(ValueError):
+                            ev = json.loads(line)
+                            if ev.get("task") in crashers and ev.get("event") == "task_exited":
+                                return
             time.sleep(0.005)
 
     def prepare(self) -> None:
