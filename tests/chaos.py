@@ -444,8 +444,25 @@ class Chaos:
         if down or not st["wanted_up"]:
             with contextlib.suppress(RuntimeError):
                 self.start_project(down or None)
-            self.settle()
-            self.wait_all_up(15)  # so that the round's moment is the only one
+        self.wait_quiet()
+
+    def wait_quiet(self, timeout: float = 15.0) -> bool:
+        """Wait (bounded) until every task but the crash loops runs, so that the round's
+        moment is the only thing happening (a relaunch from backoff after the last round's
+        faults would be a moment of its own)."""
+        steady = {t.name for t in self.tasks if t.kind != "crash"}
+
+        def quiet() -> bool:
+            st = self.status()
+            return all(t["state"] == "running" for t in st["tasks"] if t["name"] in steady)
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, RuntimeError):
+                if quiet():
+                    return True
+            time.sleep(0.05)
+        return False
 
     def clear_faults(self) -> int:
         """After a round that found faults: end the copies the daemon does not track (by
