@@ -7,7 +7,8 @@ Run by hand: `.venv/bin/python bench/ownership.py [--samples 4] [--bound 60]`.
 - runner ``kill -9`` → the replacement running (its runner record's start), minus the backoff
   the policy chose (the ``auto_restart`` event's delay).
 - ``tmux kill-server`` → every task of a 20-task project running again (a new process, seen in
-  status and in /proc). Target < 2 s.
+  status and in /proc), once with plain tasks and once with a quarter of them PostgreSQL-shaped
+  (they ignore SIGHUP and fork). Target < 2 s.
 
 After each, the copies of each task are counted (``tests/chaos.py``: a PostgreSQL-shaped task
 that ignores SIGHUP and outlives its runner is a duplicate). Every project here runs on a
@@ -135,10 +136,12 @@ def runner_kills(samples: int, bound: float) -> None:
           f"no replacement: {missed}; duplicate copies left: {dups}")
 
 
-def tmux_kills(samples: int, bound: float, count: int) -> None:
+def tmux_kills(samples: int, bound: float, count: int, forkers: bool) -> None:
     took: list[float] = []
     dups = 0
-    with private_chaos(plain_tasks(count), "twenty") as chaos:
+    shape = "a quarter of them PostgreSQL-shaped" if forkers else "all plain sleepers"
+    print(f"tmux kill-server, {count} tasks, {shape}:", flush=True)
+    with private_chaos(plain_tasks(count, forkers), "twenty") as chaos:
         chaos.start_daemon()
         chaos.start_project()
         chaos.wait_all_up()
@@ -176,7 +179,8 @@ def tmux_kills(samples: int, bound: float, count: int) -> None:
             chaos.clear_faults()
             chaos.prepare()
             chaos.wait_all_up(bound)
-    print(f"tmux kill-server -> all {count} tasks running again: {fmt_ms(took)}; not within "
+    print(f"tmux kill-server -> all {count} tasks ({shape}) running again: {fmt_ms(took)}; "
+          f"not within "
           f"{bound:.0f} s: {samples - len(took)}; duplicate copies left: {dups} "
           f"(target < 2 s, 0 duplicates)")
 
@@ -199,7 +203,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, _interrupt)
     compile_bytecode()
     runner_kills(args.samples, args.bound)
-    tmux_kills(args.samples, args.bound, args.tasks)
+    tmux_kills(args.samples, args.bound, args.tasks, forkers=False)
+    tmux_kills(args.samples, args.bound, args.tasks, forkers=True)
 
 
 if __name__ == "__main__":

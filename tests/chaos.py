@@ -94,9 +94,11 @@ def chaos_tasks() -> list[TaskSpec]:
     ]
 
 
-def plain_tasks(count: int) -> list[TaskSpec]:
-    """``count`` tasks that run until stopped, one in four PostgreSQL-shaped."""
-    return [TaskSpec(f"t{i:02d}", "forker" if i % 4 == 3 else "sleeper") for i in range(count)]
+def plain_tasks(count: int, forkers: bool = True) -> list[TaskSpec]:
+    """``count`` tasks that run until stopped; with ``forkers``, one in four is
+    PostgreSQL-shaped."""
+    return [TaskSpec(f"t{i:02d}", "forker" if forkers and i % 4 == 3 else "sleeper")
+            for i in range(count)]
 
 
 def marker(run: str, task: str) -> str:
