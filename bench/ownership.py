@@ -31,7 +31,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import compile_bytecode
-from tests.chaos import Chaos, TaskSpec, copies, marked_processes, plain_tasks, private_chaos
+from tests.chaos import Chaos, plain_tasks, private_chaos
+from tests.chaos_look import TaskSpec, copies, marked_processes
 
 
 def event_time(ev: dict[str, Any]) -> float:

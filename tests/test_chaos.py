@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos import (
-    KINDS,
-    TASK_SCRIPT,
-    Chaos,
+from tests.chaos import KINDS, TASK_SCRIPT, Chaos
+from tests.chaos_look import (
     Findings,
     TaskSpec,
     copies,
