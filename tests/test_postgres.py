@@ -70,8 +70,6 @@ def runs_as() -> Iterator[tuple[list[str], Callable[[str], None]]]:
                lambda path: os.chown(path, user.pw_uid, user.pw_gid))
 
 
-@pytest.mark.xfail(strict=False, reason="containment fixes pending (issue 11): the old "
-                   "postmaster outlives its pane and the new one meets its postmaster.pid")
 def test_postgres_comes_back_once_and_healthy_after_tmux_kill_server(
         env: dict[str, str], tmux_socket: str, start_daemon: Callable[..., DaemonProcess],
         tmp_path: Path) -> None:
