@@ -208,6 +208,30 @@ def test_a_huge_batch_is_one_error_and_the_daemon_carries_on(daemon: DaemonProce
     assert call(daemon.socket, "daemon.ping") == {"pong": True}
 
 
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+
+
+def test_memory_goes_back_after_a_flood_of_large_messages(daemon: DaemonProcess) -> None:
+    call(daemon.socket, "daemon.ping")
+    baseline = _rss_kib(daemon.pid)
+    # Many requests of every malformed shape, large ones among them (the hostile bench's).
+    from bench.hostile_rpc import messages
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    lines = [shape.make(i) + b"\n" for i, shape in messages(6000)
+             if not (shape.solo or shape.slow or not shape.newline)]
+    chunks = [b"".join(lines[k::16]) for k in range(16)]  # 16 clients at once, pipelined
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda c: exchange(daemon.socket, c, timeout=60), chunks))
+    assert _rss_kib(daemon.pid) > baseline  # the flood did grow the heap
+    # The heap grew with the messages; a quiet moment later it is handed back.
+    wait_until(lambda: _rss_kib(daemon.pid) < baseline + 8 * 1024, 15,
+               "the daemon's RSS to come back near its baseline")
+
+
 def test_a_ping_still_answers_while_a_slow_one_waits(daemon: DaemonProcess) -> None:
     """A delay in range is still a delay, and does not hold up another client."""
     with socket.socket(socket.AF_UNIX) as slow:

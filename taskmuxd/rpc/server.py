@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from taskmuxctl.protocol import Code, FrameTooLarge, LineFramer
+from taskmuxd.memtrim import Trimmer
 from taskmuxd.rpc.dispatch import Dispatcher, _dump, error_response
 from taskmuxd.rpc.peercred import peer_of
 
@@ -54,6 +55,7 @@ class RpcServer:
         self.owner_uid = owner_uid
         self.allowed_uids = frozenset((owner_uid, 0))
         self._dispatcher = Dispatcher(methods)
+        self._trimmer = Trimmer()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[Connection] = set()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -174,5 +176,6 @@ class RpcServer:
             self.calls_served += 1
             if reply is not None:
                 await conn.send_raw(reply)
+            self._trimmer.note(len(line) + len(reply or b""))
         finally:
             slots.release()
