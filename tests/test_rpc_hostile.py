@@ -217,9 +217,9 @@ def test_memory_goes_back_after_a_flood_of_large_messages(daemon: DaemonProcess)
     call(daemon.socket, "daemon.ping")
     baseline = _rss_kib(daemon.pid)
     # Many requests of every malformed shape, large ones among them (the hostile bench's).
-    from bench.hostile_rpc import messages
-
     from concurrent.futures import ThreadPoolExecutor
+
+    from bench.hostile_rpc import messages
 
     lines = [shape.make(i) + b"\n" for i, shape in messages(6000)
              if not (shape.solo or shape.slow or not shape.newline)]
