@@ -8,9 +8,9 @@ it there). ``home`` is a short digest of the state directory, so two daemons on 
 process is provably a task's when it carries that marker and its identity (pid, start time,
 boot id) still matches at the moment it is signalled.
 
-The daemon watches each runner through a pidfd (Linux): the descriptor becomes readable the
-moment the runner ends, so an exit nobody reported is handled at once, not at the next sweep.
-Where pidfds are missing (macOS, old kernels) the sweep remains the only net.
+The daemon watches each runner through a pidfd (Linux; a kqueue EVFILT_PROC filter on macOS):
+the descriptor becomes readable the moment the runner ends, so an exit nobody reported is
+handled at once, not at the next sweep. The sweep remains the net where neither exists.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import contextlib
 import hashlib
 import logging
 import os
+import select
 import time
 from collections.abc import Callable
+from typing import Any
 
 from taskmuxd import proctree
 from taskmuxd.proctree import ProcId
@@ -95,41 +97,62 @@ def snapshot() -> proctree.Snapshot:
     return _snap[1]
 
 
+def _exit_watch(pid: int) -> tuple[int, Callable[[], None]]:
+    """A descriptor that becomes readable when ``pid`` ends, and how to close it: a pidfd on
+    Linux; on macOS and the BSDs a kqueue holding an EVFILT_PROC/NOTE_EXIT filter (this path
+    does not run on the Linux machines the tests run on)."""
+    if hasattr(os, "pidfd_open"):
+        fd = os.pidfd_open(pid)
+        return fd, lambda: os.close(fd)
+    sel: Any = select  # the kqueue names exist only on macOS and the BSDs
+    kq = sel.kqueue()
+    try:
+        kq.control([sel.kevent(pid, sel.KQ_FILTER_PROC, sel.KQ_EV_ADD | sel.KQ_EV_ONESHOT,
+                               sel.KQ_NOTE_EXIT)], 0, 0)
+    except OSError:
+        kq.close()
+        raise
+    return int(kq.fileno()), kq.close
+
+
 class RunnerWatch:
-    """Calls back once when a watched runner ends, through a pidfd on the event loop."""
+    """Calls back once when a watched runner ends, through a pidfd (or kqueue) on the loop."""
 
     def __init__(self) -> None:
-        self._fds: dict[str, int] = {}
+        self._fds: dict[str, tuple[int, Callable[[], None]]] = {}
 
     @staticmethod
     def available() -> bool:
-        return hasattr(os, "pidfd_open")
+        return hasattr(os, "pidfd_open") or hasattr(select, "kqueue")
 
-    def watch(self, key: str, runner: ProcId, on_gone: Callable[[], None]) -> bool:
-        """Watch ``runner``; ``on_gone`` runs on the loop when it ends (at once if it is gone
-        already). False when no pidfd can be had: the sweep must catch it."""
+    def watch(self, key: str, pid: int, still: Callable[[], bool],
+              on_gone: Callable[[], None]) -> bool:
+        """Watch the runner ``pid`` (``still()`` says whether it is still the recorded one);
+        ``on_gone`` runs on the loop when it ends (at once if it is gone already). False when
+        no watch can be had: the sweep must catch it."""
         self.unwatch(key)
         if not self.available():
             return False
         loop = asyncio.get_running_loop()
         try:
-            fd = os.pidfd_open(runner.pid)
+            fd, close = _exit_watch(pid)
         except ProcessLookupError:
             loop.call_soon(on_gone)
             return True
         except OSError as exc:
-            log.debug("no pidfd for runner %s: %s", runner.pid, exc)
+            log.debug("no exit watch for runner %s: %s", pid, exc)
             return False
-        # The pid could have been reused between the record and pidfd_open: the identity
+        # The pid could have been reused between the record and the watch: the identity
         # checked after opening is the one the descriptor refers to.
-        if not proctree.is_alive(runner):
-            os.close(fd)
+        if not still():
+            close()
             loop.call_soon(on_gone)
             return True
-        self._fds[key] = fd
+        entry = (fd, close)
+        self._fds[key] = entry
 
         def fired() -> None:
-            if self._fds.get(key) == fd:
+            if self._fds.get(key) is entry:
                 self.unwatch(key)
                 on_gone()
 
@@ -137,12 +160,12 @@ class RunnerWatch:
         return True
 
     def unwatch(self, key: str) -> None:
-        fd = self._fds.pop(key, None)
-        if fd is not None:
+        entry = self._fds.pop(key, None)
+        if entry is not None:
             with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(fd)
+                asyncio.get_running_loop().remove_reader(entry[0])
             with contextlib.suppress(OSError):
-                os.close(fd)
+                entry[1]()
 
     def close(self) -> None:
         for key in list(self._fds):

@@ -18,8 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from taskmuxctl.daemonctl import alive
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
+from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.errors import ClientError, TaskError
 from taskmuxd.events import EventLog
@@ -38,7 +40,6 @@ from taskmuxd.policy import (
     TransitionError,
     decide,
 )
-from taskmuxd.proctree import ProcId
 from taskmuxd.projects import environment, launching, ownership, stopping
 from taskmuxd.projects import state as st
 from taskmuxd.projects.config import LoadedConfig, closure
@@ -290,11 +291,18 @@ class Project:
     def watch_runner(self, task: TaskRuntime) -> None:
         """Hear of the runner's end the moment it happens (see ``ownership``)."""
         rec = task.record
-        if not isinstance(rec.runner_pid, int) or not isinstance(rec.runner_start, int):
+        if not isinstance(rec.runner_pid, int):
+            return
+        rid = rec.runner_id()
+        if rid is not None:
+            still: Callable[[], bool] = lambda: proctree.is_alive(rid)  # noqa: E731
+        elif not proctree.AVAILABLE:  # no /proc (macOS): the pid is all there is
+            pid = rec.runner_pid
+            still = lambda: alive(pid)  # noqa: E731
+        else:
             return
         run_id = rec.run_id
-        self.s.runners.watch(self.task_key(task),
-                             ProcId(rec.runner_pid, rec.runner_start, rec.boot_id or ""),
+        self.s.runners.watch(self.task_key(task), rec.runner_pid, still,
                              lambda: self.runner_gone(task, run_id))
 
     def runner_gone(self, task: TaskRuntime, run_id: int) -> None:

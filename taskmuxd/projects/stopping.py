@@ -95,22 +95,31 @@ async def end_orphans(project: Project, task: TaskRuntime, run_id: int) -> None:
 
 async def kill(project: Project, task: TaskRuntime, run_id: int) -> None:
     rec = task.record
-    if task.live:
-        signal_group(task, signal.SIGKILL)
+    ours = False
     if rec.window_id:
         with contextlib.suppress(Exception):
-            await close_window(project.s.tmux, project.name, rec.window_id, task.name)
-        rec.window_id = None
+            ours = await is_task_window(project.s.tmux, project.name, rec.window_id, task.name)
+    if task.live:
+        signal_group(task, signal.SIGKILL)
+    if ours and rec.window_id:  # right after the signal, before the runner's report lands
+        with contextlib.suppress(Exception):
+            await project.s.tmux.run(["kill-window", "-t", rec.window_id], allow_missing=True)
+    rec.window_id = None
     if task.live and not await wait_run_exit(task, run_id, KILL_WAIT):
         exit_unreported(project, task, run_id, signal.SIGKILL)
     project.save_task(task)
     project.touch()
 
 
+async def is_task_window(tmux: Tmux, session: str, window_id: str, task: str) -> bool:
+    """Whether ``window_id`` is still marked as ``task``'s: a new tmux server hands out the
+    same window ids again, to other tasks' windows."""
+    return any(w.window_id == window_id and w.task == task for w in await tmux.windows(session))
+
+
 async def close_window(tmux: Tmux, session: str, window_id: str, task: str) -> None:
-    """Close the task's window, only while it is still marked as this task's: a new tmux
-    server hands out the same window ids again, to other tasks' windows."""
-    if any(w.window_id == window_id and w.task == task for w in await tmux.windows(session)):
+    """Close the task's window, only while it is still the task's."""
+    if await is_task_window(tmux, session, window_id, task):
         await tmux.run(["kill-window", "-t", window_id], allow_missing=True)
 
 
