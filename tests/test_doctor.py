@@ -359,3 +359,45 @@ def test_doctor_fails_a_system_service_whose_program_a_user_can_change(
         _code, out = run_json(["daemon", "status"], fake.env)
         assert "root_code_problem" not in out["service"], out
 
+
+
+@pytest.mark.parametrize(("manager", "content"), [
+    ("launchd", b"<?xml version='1.0'?><plist><dict><key>a</key>"),
+    ("launchd", b"<?xml version='1.0'?><plist><array/></plist>"),
+    ("launchd", b"\xff\xfe not a plist"),
+    ("systemd", b"[Service]\nExecStart=\xff\xfe\n"),
+    ("systemd", b"[Service]\n")])
+def test_an_unreadable_installed_file_names_no_program(tmp_path: str, manager: str,
+                                                       content: bytes) -> None:
+    from taskmuxctl.service.rootcode import installed_program
+
+    path = os.path.join(str(tmp_path), "unit")
+    with open(path, "wb") as fh:
+        fh.write(content)
+    assert installed_program(manager, path) is None
+    assert installed_program(manager, str(tmp_path)) is None  # a folder
+
+
+def test_the_installed_program_is_read_up_to_run(tmp_path: str) -> None:
+    from taskmuxctl.service.rootcode import installed_program, script_interpreter
+
+    unit = os.path.join(str(tmp_path), "unit")
+    with open(unit, "w") as fh:
+        fh.write('[Service]\nExecStart=-/opt/t/bin/taskmuxd "--x y" run --user %i\n')
+    assert installed_program("systemd", unit) == ["/opt/t/bin/taskmuxd", "--x y"]
+    plist = os.path.join(str(tmp_path), "job.plist")
+    with open(plist, "wb") as fh:
+        plistlib.dump({"ProgramArguments": ["/usr/bin/python3", "/g.py", "--", "run"]}, fh)
+    assert installed_program("launchd", plist) == ["/usr/bin/python3", "/g.py", "--"]
+    with open(unit, "w") as fh:
+        fh.write("#!/opt/t/bin/python -I\n")
+    assert script_interpreter(unit) == "/opt/t/bin/python"
+    with open(unit, "w") as fh:
+        fh.write("#!/usr/bin/env python3\n")
+    assert script_interpreter(unit) == "/usr/bin/env"  # env is checked; what it finds is not
+    for head in ("#!python\n", "print()\n", ""):
+        with open(unit, "w") as fh:
+            fh.write(head)
+        assert script_interpreter(unit) is None, head
+    os.mkfifo(os.path.join(str(tmp_path), "fifo"))
+    assert script_interpreter(os.path.join(str(tmp_path), "fifo")) is None  # never opened

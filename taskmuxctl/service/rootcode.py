@@ -22,9 +22,13 @@ def installed_program(manager: str, unit_file: str) -> list[str] | None:
     try:
         if manager == "launchd":
             import plistlib
+            from xml.parsers.expat import ExpatError
 
-            with open(unit_file, "rb") as fh:
-                args = [str(a) for a in plistlib.load(fh).get("ProgramArguments", [])]
+            try:
+                with open(unit_file, "rb") as fh:
+                    args = [str(a) for a in plistlib.load(fh).get("ProgramArguments", [])]
+            except ExpatError:  # not well-formed XML
+                return None
         else:
             from taskmuxctl.service.escape import systemd_split
 
