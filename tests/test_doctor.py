@@ -4,7 +4,11 @@ gathers real facts and exits non-zero when any check fails."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import plistlib
+import pwd
+import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -16,7 +20,8 @@ from taskmuxctl.doctor import checks as c
 from taskmuxctl.doctor.dnsquery import build_query, parse_answer, query_a
 from taskmuxctl.doctor.facts import ABSENT, Facts
 from tests.helpers import DaemonProcess, run_cli, run_json
-from tests.service_fakes import make_fake_manager
+from tests.service_fakes import FakeManager, make_fake_manager
+from tests.users import throwaway_user
 
 VERSION = "1.2.3"
 
@@ -34,11 +39,13 @@ def healthy(**changes: Any) -> Facts:
         socket_path="/home/alice/.taskmux/ctl.sock", socket_exists=True,
         socket_is_socket=True, socket_uid=1000, socket_mode=0o600,
         daemon_pid=42, daemon_status={"pid": 42, "version": VERSION},
-        service={"manager": "systemd", "scope": "system", "unit": "taskmuxd@alice.service"},
+        service={"manager": "systemd", "scope": "system", "unit": "taskmuxd@alice.service",
+                 "user": "alice", "unit_file": "/etc/systemd/system/taskmuxd@.service"},
         service_state={"loaded": True, "active": True, "enabled": True, "state": "active",
                        "main_pid": 42, "restarts": 0, "last_exit": None},
         unit_files={"/etc/systemd/system/taskmuxd@.service": ("unit", "unit")},
         exec_program=["/venv/bin/taskmuxd"], exec_program_ok=True,
+        root_program=["/venv/bin/taskmuxd"], root_packages_checked=True,
         proxy={"enabled": True, "bound": True, "https_port": 443, "redirect_port": 80,
                "error": None, "summary": "listening on :443 and :80"},
         dns={"resolver": "/etc/resolver/localhost", "serving": True, "port": 5353,
@@ -56,8 +63,8 @@ def healthy(**changes: Any) -> Facts:
 def test_a_healthy_machine_passes_every_check() -> None:
     results = c.run_checks(healthy())
     assert [r.name for r in results] == ["tmux", "python", "state", "disk", "socket", "daemon",
-                                         "service", "service-files", "proxy", "dns", "ca",
-                                         "update"]
+                                         "service", "service-files", "service-code", "proxy",
+                                         "dns", "ca", "update"]
     assert {r.name: r.status for r in results if r.status != c.OK} == {}
 
 
@@ -105,6 +112,9 @@ FAILING: list[Case] = [
     (c.check_service_files, {"unit_files": {"/u": (None, "unit")}}, c.FAIL, "daemon install"),
     (c.check_service_files, {"unit_files": {"/u": ("old", "new")}}, c.FAIL, "daemon install"),
     (c.check_service_files, {"exec_program_ok": False}, c.FAIL, "daemon install"),
+    (c.check_service_code, {"root_code_problem": "/home/alice belongs to uid 1000, not root"},
+     c.FAIL, "sudo taskmux daemon install --system --user alice"),
+    (c.check_service_code, {"root_code_error": "Permission denied"}, c.WARN, "sudo taskmux"),
     (c.check_proxy, {"proxy": ABSENT}, c.WARN, ""),
     (c.check_proxy, {"proxy": {"enabled": True, "bound": False, "error": "port 443 in use"}},
      c.FAIL, "free the ports"),
@@ -153,6 +163,19 @@ def test_each_check_fails_on_what_it_should(check: Callable[[Facts], c.Check],
                                           ("tmux 2.9a", False), ("tmux 3.1", False)])
 def test_tmux_versions(text: str, ok: bool) -> None:
     assert (c.check_tmux(healthy(tmux_version=text)).status == c.OK) is ok
+
+
+def test_service_code_is_judged_only_for_the_system_service() -> None:
+    for changes in ({"service": None}, {"root_program": None},
+                    {"service": {"scope": "user", "unit": "taskmuxd.service"},
+                     "root_code_problem": "ignored: the user's own service"}):
+        assert c.check_service_code(healthy(**changes)).status == c.SKIP, changes
+    other = c.check_service_code(healthy(root_packages_checked=False))
+    assert other.status == c.OK and "not checked" in other.summary
+    bad = c.check_service_code(healthy(root_code_problem="/home/alice belongs to uid 1000"))
+    assert "/venv/bin/taskmuxd as root" in bad.summary and "uid 1000" in bad.summary
+    assert bad.hint and "daemon uninstall --system --user alice" in bad.hint
+    assert "as alice, `taskmux daemon install --user-unit`" in bad.hint
 
 
 def test_a_disabled_proxy_is_fine() -> None:
@@ -236,6 +259,10 @@ def test_doctor_checks_an_installed_service(env: dict[str, str], home: str,
     by_name = {check["name"]: check for check in out["checks"]}
     assert by_name["service"]["status"] == "ok", by_name["service"]
     assert by_name["service-files"]["status"] == "ok", by_name["service-files"]
+    # What install writes today passes, this installation's packages included (the test
+    # venv and checkout are root's).
+    assert by_name["service-code"]["status"] == "ok", by_name["service-code"]
+    assert "this installation's packages" in by_name["service-code"]["summary"]
     template = fake.root + "/etc/systemd/system/taskmuxd@.service"
     with open(template, "a") as fh:
         fh.write("# hand edit\n")
@@ -248,3 +275,129 @@ def test_doctor_checks_an_installed_service(env: dict[str, str], home: str,
     by_name = {check["name"]: check for check in out["checks"]}
     assert by_name["service"]["status"] == "fail" and "inactive" in by_name["service"]["summary"]
     run_json(["daemon", "uninstall"], fake.env)
+
+
+def _old_system_service(fake: FakeManager, home: str, manager: str, user: str,
+                        program: list[str]) -> None:
+    """The system unit (or LaunchDaemon) and service record an older taskmux left behind,
+    its program given: written by hand, since install now refuses such a program."""
+    argv = [*program, "run", "--user", user]
+    if manager == "launchd":
+        label = f"dev.taskmux.taskmuxd.{user}"
+        unit, unit_file = label, fake.root + f"/Library/LaunchDaemons/{label}.plist"
+        os.makedirs(os.path.dirname(unit_file), exist_ok=True)
+        with open(unit_file, "wb") as fh:
+            plistlib.dump({"Label": label, "ProgramArguments": argv}, fh)
+    else:
+        unit, unit_file = f"taskmuxd@{user}.service", \
+            fake.root + "/etc/systemd/system/taskmuxd@.service"
+        os.makedirs(os.path.dirname(unit_file), exist_ok=True)
+        with open(unit_file, "w") as fh:
+            fh.write(f"[Service]\nExecStart={' '.join(program)} run --user %i\n")
+    record = {"format": 1, "manager": manager, "scope": "system", "unit": unit,
+              "unit_file": unit_file, "user": user, "uid": pwd.getpwnam(user).pw_uid,
+              "domain": "system"}
+    with open(os.path.join(home, "service.json"), "w") as fh:
+        json.dump(record, fh)
+
+
+def _script(path: str, interpreter: str, owner: int) -> str:
+    with open(path, "w") as fh:
+        fh.write(f"#!{interpreter}\nimport taskmuxd.cli\n")
+    os.chown(path, owner, owner)
+    os.chmod(path, 0o755)
+    return path
+
+
+def _service_code(env: dict[str, str]) -> dict[str, Any]:
+    _code, out = run_json(["doctor"], env)
+    return next(ch for ch in out["checks"] if ch["name"] == "service-code")  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="files of another user need root")
+@pytest.mark.parametrize("manager", ["systemd", "launchd"])
+def test_doctor_fails_a_system_service_whose_program_a_user_can_change(
+        env: dict[str, str], home: str, tmp_path: str, manager: str) -> None:
+    fake = make_fake_manager(os.path.join(str(tmp_path), "svc"), env, manager)
+    roots = os.path.join(str(tmp_path), "opt")  # root's, 0700 (pytest's): only root changes it
+    os.makedirs(roots)
+    with throwaway_user() as user:
+        uid, name = user.pw_uid, user.pw_name
+        venv = os.path.join(user.pw_dir, "venv")  # the user's folder, as ~/.taskmux/app is
+        os.makedirs(venv)
+        os.chown(venv, uid, uid)
+        python = os.path.join(venv, "python")
+        shutil.copy("/bin/true", python)
+        os.chown(python, uid, uid)
+        cases = [  # (program, what the check must blame; None: it passes)
+            ([_script(os.path.join(venv, "taskmuxd"), "/usr/bin/python3", uid)],
+             f"{user.pw_dir} belongs to uid {uid}"),
+            ([_script(os.path.join(roots, "users-own"), "/usr/bin/python3", uid)],
+             f"users-own belongs to uid {uid}"),
+            ([_script(os.path.join(roots, "via-users-python"), python, 0)],
+             f"{user.pw_dir} belongs to uid {uid}"),
+            (["/usr/bin/python3", _script(os.path.join(roots, "guard.py"), "/usr/bin/python3",
+                                          0), "--home", venv, "--"],
+             f"{user.pw_dir} belongs to uid {uid}"),  # the guard starts what --home holds
+            ([_script(os.path.join(roots, "taskmuxd"), "/usr/bin/python3", 0)], None),
+        ]
+        for program, blame in cases:
+            _old_system_service(fake, home, manager, name, program)
+            check = _service_code(fake.env)
+            if blame is None:
+                assert check["status"] == "ok", check
+                assert f"root runs {' '.join(program)}" in check["summary"]
+                continue
+            assert check["status"] == "fail", (program, check)
+            assert blame in check["summary"] and " ".join(program) in check["summary"]
+            assert f"sudo taskmux daemon install --system --user {name}" in check["hint"]
+            assert f"as {name}, `taskmux daemon install --user-unit`" in check["hint"]
+            _code, out = run_json(["daemon", "status"], fake.env)
+            assert blame in out["service"]["root_code_problem"], out
+            text = run_cli(["daemon", "status"], fake.env).stdout
+            assert "unsafe:   root runs code a user could change" in text, text
+        _code, out = run_json(["daemon", "status"], fake.env)
+        assert "root_code_problem" not in out["service"], out
+
+
+
+@pytest.mark.parametrize(("manager", "content"), [
+    ("launchd", b"<?xml version='1.0'?><plist><dict><key>a</key>"),
+    ("launchd", b"<?xml version='1.0'?><plist><array/></plist>"),
+    ("launchd", b"\xff\xfe not a plist"),
+    ("systemd", b"[Service]\nExecStart=\xff\xfe\n"),
+    ("systemd", b"[Service]\n")])
+def test_an_unreadable_installed_file_names_no_program(tmp_path: str, manager: str,
+                                                       content: bytes) -> None:
+    from taskmuxctl.service.rootcode import installed_program
+
+    path = os.path.join(str(tmp_path), "unit")
+    with open(path, "wb") as fh:
+        fh.write(content)
+    assert installed_program(manager, path) is None
+    assert installed_program(manager, str(tmp_path)) is None  # a folder
+
+
+def test_the_installed_program_is_read_up_to_run(tmp_path: str) -> None:
+    from taskmuxctl.service.rootcode import installed_program, script_interpreter
+
+    unit = os.path.join(str(tmp_path), "unit")
+    with open(unit, "w") as fh:
+        fh.write('[Service]\nExecStart=-/opt/t/bin/taskmuxd "--x y" run --user %i\n')
+    assert installed_program("systemd", unit) == ["/opt/t/bin/taskmuxd", "--x y"]
+    plist = os.path.join(str(tmp_path), "job.plist")
+    with open(plist, "wb") as fh:
+        plistlib.dump({"ProgramArguments": ["/usr/bin/python3", "/g.py", "--", "run"]}, fh)
+    assert installed_program("launchd", plist) == ["/usr/bin/python3", "/g.py", "--"]
+    with open(unit, "w") as fh:
+        fh.write("#!/opt/t/bin/python -I\n")
+    assert script_interpreter(unit) == "/opt/t/bin/python"
+    with open(unit, "w") as fh:
+        fh.write("#!/usr/bin/env python3\n")
+    assert script_interpreter(unit) == "/usr/bin/env"  # env is checked; what it finds is not
+    for head in ("#!python\n", "print()\n", ""):
+        with open(unit, "w") as fh:
+            fh.write(head)
+        assert script_interpreter(unit) is None, head
+    os.mkfifo(os.path.join(str(tmp_path), "fifo"))
+    assert script_interpreter(os.path.join(str(tmp_path), "fifo")) is None  # never opened

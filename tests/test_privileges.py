@@ -331,6 +331,42 @@ def test_root_refuses_a_system_config_a_user_could_have_written() -> None:
         assert not os.path.exists(os.path.join(state, "ctl.sock"))
 
 
+LAUNCHER = "import sys\nfrom taskmuxd.cli import main\nsys.exit(main())\n"
+
+
+def test_root_refuses_to_run_from_code_a_user_could_change() -> None:
+    """Started as root from a launcher or interpreter in a user's folder (what a unit left
+    by an older taskmux may start), the daemon exits 78 before it does anything as root;
+    the same launcher of root's, in a folder of root's, gets past the check."""
+    python, env = user_python_env()
+    with root_folder() as etc, throwaway_user() as user:
+        env.update(system_config(etc, ""))
+        # Invalid settings: past the code check, the daemon stops at them without starting.
+        state = prepare_home(user, "log_levle = 'debug'\n")
+        app = os.path.join(user.pw_dir, "app")  # as ~/.taskmux/app holds the boot-guard
+        os.makedirs(app)
+        launcher = os.path.join(app, "launch.py")
+        with open(launcher, "w") as fh:
+            fh.write(LAUNCHER)
+        users_python = os.path.join(app, "python3")  # the system's, through the user's link
+        os.symlink(os.path.realpath(python), users_python)
+        for path in (app, launcher, users_python):
+            os.lchown(path, user.pw_uid, user.pw_gid)
+        roots_launcher = root_file(os.path.join(etc, "launch.py"), LAUNCHER)
+        for argv in ([python, launcher], [users_python, roots_launcher]):
+            proc = subprocess.run([*argv, "run", "--user", user.pw_name], env=env,
+                                  capture_output=True, text=True, timeout=60, cwd="/")
+            assert proc.returncode == 78, (argv, proc.stderr)
+            assert "refusing to run as root" in proc.stderr, proc.stderr
+            assert f"{user.pw_dir} belongs to uid {user.pw_uid}" in proc.stderr, proc.stderr
+            assert "daemon install --user-unit" in proc.stderr
+        proc = subprocess.run([python, roots_launcher, "run", "--user", user.pw_name],
+                              env=env, capture_output=True, text=True, timeout=60, cwd="/")
+        assert proc.returncode == 78 and "refusing" not in proc.stderr, proc.stderr
+        assert "log_levle" in proc.stderr, proc.stderr
+        assert sorted(os.listdir(state)) == ["config.toml"]  # nothing started
+
+
 def test_without_root_low_ports_are_explained_and_the_daemon_runs_on(tmp_path: str) -> None:
     https, dns_port = free_privileged_ports(2)
     python, env = user_python_env({"TASKMUX_TMUX_SOCKET": f"tmxdrop-{os.getpid()}"})

@@ -33,6 +33,9 @@ def _with_service(result: Result, service: dict[str, Any] | None) -> Result:
     if service is not None:
         result.data["service"] = service
         result.text = f"{result.text}\n  {'service:':<9} {service['summary']}"
+        if service.get("root_code_problem"):
+            result.text += (f"\n  {'unsafe:':<9} root runs code a user could change "
+                            f"({service['root_code_problem']}); see taskmux doctor")
     return result
 
 

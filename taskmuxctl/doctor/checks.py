@@ -212,6 +212,36 @@ def check_service_files(f: Facts) -> Check:
     return Check("service-files", OK, f"up to date; runs {program}")
 
 
+def check_service_code(f: Facts) -> Check:
+    """A system service's program runs as root: no user may be able to change it (a unit
+    written by an older taskmux may start a boot-guard or virtualenv in a user's home)."""
+    name = "service-code"
+    if f.service is None:
+        return Check(name, SKIP, "no service installed")
+    if f.service.get("scope") != "system":
+        return Check(name, SKIP, "a per-user service runs as its user, never as root")
+    unit, user = f.service.get("unit"), f.service.get("user")
+    if f.root_program is None:
+        return Check(name, SKIP, f"cannot read the program {unit} runs from "
+                     f"{f.service.get('unit_file')}")
+    program = " ".join(f.root_program)
+    if f.root_code_error:
+        return Check(name, WARN, f"cannot examine what {unit} runs as root ({program}): "
+                     f"{f.root_code_error}", "run the check as root: sudo taskmux doctor")
+    if f.root_code_problem:
+        return Check(
+            name, FAIL, f"{unit} runs {program} as root, but {f.root_code_problem}: a user "
+            "could change what root runs at the service's next start",
+            "install taskmux where only root can change it (a root-owned virtualenv or a "
+            "system package) and run that copy's `sudo taskmux daemon install --system --user "
+            f"{user}`, which points the service at it; or switch to a per-user service: "
+            f"`sudo taskmux daemon uninstall --system --user {user}`, then, as {user}, "
+            "`taskmux daemon install --user-unit`")
+    what = "it and this installation's packages" if f.root_packages_checked else \
+        "it (the packages of that other installation were not checked)"
+    return Check(name, OK, f"root runs {program}; only root can change {what}")
+
+
 def _section(f: Facts, value: dict[str, Any] | str | None, name: str
              ) -> Check | dict[str, Any]:
     if f.daemon_status is None:
@@ -316,7 +346,8 @@ def check_update(f: Facts) -> Check:
 
 CHECKS: tuple[Callable[[Facts], Check], ...] = (
     check_tmux, check_python, check_state_dir, check_disk, check_socket, check_daemon,
-    check_service, check_service_files, check_proxy, check_dns, check_ca, check_update)
+    check_service, check_service_files, check_service_code, check_proxy, check_dns, check_ca,
+    check_update)
 
 
 def run_checks(facts: Facts) -> list[Check]:

@@ -48,6 +48,11 @@ class Facts:
     # path -> (content on disk or None, content as rendered now)
     exec_program: list[str] | None = None  # the program the installed unit runs
     exec_program_ok: bool = False
+    # what root runs when the system service starts (None: no system service, or unreadable)
+    root_program: list[str] | None = None
+    root_code_problem: str | None = None  # why a user could change it
+    root_code_error: str | None = None  # it could not be examined
+    root_packages_checked: bool = False  # this installation's packages were checked too
     # daemon.status sections of other subsystems (ABSENT when the daemon has none)
     proxy: dict[str, Any] | str | None = None
     dns: dict[str, Any] | str | None = None

@@ -136,9 +136,12 @@ def _service(f: Facts, paths: Paths) -> None:
     except ServiceError as exc:
         f.service_error = exc.message
     _unit_files(f, rec, paths)
+    if rec.scope == "system":
+        _root_code(f, rec, paths)
 
 
 def _unit_files(f: Facts, rec: record_mod.Record, paths: Paths) -> None:
+    from taskmuxctl.service import rootcode
     from taskmuxctl.service.escape import UnrepresentableError
     from taskmuxctl.service.program import daemon_program
     from taskmuxctl.service.render import TemplateError, render
@@ -160,33 +163,27 @@ def _unit_files(f: Facts, rec: record_mod.Record, paths: Paths) -> None:
         except (OSError, UnicodeDecodeError):
             disk = None
         f.unit_files[path] = (disk, spec.content)
-    f.exec_program = _installed_program(rec, target.on_disk(target.unit_file))
+    f.exec_program = rootcode.installed_program(rec.manager, target.on_disk(target.unit_file))
     if f.exec_program:
         exe = f.exec_program[0]
         f.exec_program_ok = os.path.isfile(exe) and os.access(exe, os.X_OK)
 
 
-def _installed_program(rec: record_mod.Record, unit_file: str) -> list[str] | None:
-    """The program the installed unit or plist runs (up to the ``run`` word)."""
+def _root_code(f: Facts, rec: record_mod.Record, paths: Paths) -> None:
+    """What root runs when the system service starts, and whether a user could change it."""
+    from taskmuxctl.service import rootcode
+    from taskmuxctl.service.program import daemon_program
+
+    f.root_program = rootcode.installed_program(rec.manager, rec.unit_file)
+    if f.root_program is None:
+        return
+    # This installation's packages are known; another installation's are not looked for.
+    f.root_packages_checked = f.root_program == daemon_program(paths)
+    packages = rootcode.this_installation_packages() if f.root_packages_checked else None
     try:
-        if rec.manager == "launchd":
-            import plistlib
-
-            with open(unit_file, "rb") as fh:
-                args = list(plistlib.load(fh).get("ProgramArguments", []))
-        else:
-            from taskmuxctl.service.escape import systemd_split
-
-            args = []
-            with open(unit_file, encoding="utf-8") as fh:
-                for line in fh:
-                    if line.startswith("ExecStart="):
-                        args = systemd_split(line[len("ExecStart="):].strip())
-    except (OSError, ValueError):
-        return None
-    if "run" in args:
-        args = args[: args.index("run")]
-    return [str(a) for a in args] or None
+        f.root_code_problem = rootcode.program_problem(f.root_program, packages)
+    except OSError as exc:
+        f.root_code_error = str(exc)
 
 
 def _dns_resolution(f: Facts) -> None:

@@ -79,6 +79,10 @@ def status(paths: Paths) -> dict[str, Any] | None:
     from taskmuxctl.service.manager import ServiceError
 
     section: dict[str, Any] = {"manager": rec.manager, "scope": rec.scope, "unit": rec.unit}
+    if rec.scope == "system":
+        problem = _root_code_problem(rec)
+        if problem:
+            section["root_code_problem"] = problem
     try:
         state = ctl.state()
     except ServiceError as exc:
@@ -87,3 +91,17 @@ def status(paths: Paths) -> dict[str, Any] | None:
     section.update(state.to_dict())
     section["summary"] = f"{rec.unit} ({rec.manager}): {state.summary()}"
     return section
+
+
+def _root_code_problem(rec: record_mod.Record) -> str | None:
+    """Why the system service's program (which root runs) could be changed by a user; its
+    paths only (``doctor`` checks this installation's packages too)."""
+    from taskmuxctl.service import rootcode
+
+    program = rootcode.installed_program(rec.manager, rec.unit_file)
+    if program is None:
+        return None
+    try:
+        return rootcode.program_problem(program)
+    except OSError:
+        return None  # cannot look: doctor says so
