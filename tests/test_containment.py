@@ -240,7 +240,9 @@ class RunnerUnderTest:
 
     def in_tmux(self, socket: str) -> RunnerUnderTest:
         tmux(socket, "new-session", "-d", "-s", "rt", "-x", "80", "-y", "24", *self.argv)
-        self.running()
+        # Started: running now, or already done (a quick task can finish between two looks).
+        wait_until(lambda: self.record()["status"] in ("running", "exited"),
+                   what="the runner to start the task")
         return self
 
     def record(self) -> dict[str, Any]:
