@@ -13,8 +13,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-RELOAD_EVENTS = {"config_reloaded", "config_invalid", "task_started", "task_stopped",
-                 "task_restarted", "project_registered"}
+RELOAD_EVENTS = {"config_reloaded", "config_invalid", "config_valid", "task_started",
+                 "task_stopped", "task_restarted", "project_registered"}
 
 
 def _since(text: str | None) -> float | None:
@@ -28,10 +28,13 @@ def _since(text: str | None) -> float | None:
         raise CommandError(str(exc), Code.USAGE) from None
 
 
-def _project(ctx: Context, args: Any) -> str | None:
+def _project(ctx: Context, args: Any) -> tuple[str | None, str | None]:
+    """The project's name (None: every project) and what is wrong with its file, if anything."""
     if getattr(args, "all_projects", False):
-        return None
-    return projectfile.load(args.project, ctx.paths).name
+        return None, None
+    pf = projectfile.load(args.project, ctx.paths)
+    projectfile.warn_broken(pf, ctx.prog)
+    return pf.name, pf.broken
 
 
 def _stream(ctx: Context, events: Any) -> None:
@@ -47,7 +50,7 @@ def _stream(ctx: Context, events: Any) -> None:
 
 
 def events(ctx: Context, args: Any) -> Result:
-    project = _project(ctx, args)
+    project, broken = _project(ctx, args)
     since = _since(args.since)
     if args.follow:
         _stream(ctx, eventlog.follow(ctx.paths.events, project, args.task, since,
@@ -55,11 +58,14 @@ def events(ctx: Context, args: Any) -> Result:
         return Result({}, None)
     found = eventlog.read(ctx.paths.events, project, args.task, since, args.lines)
     text = "\n".join(eventlog.format_event(e) for e in found) or "(no events)"
-    return Result({"events": found, "count": len(found)}, text)
+    data: dict[str, Any] = {"events": found, "count": len(found)}
+    if broken:
+        data["config_error"] = broken
+    return Result(data, text)
 
 
 def watch(ctx: Context, args: Any) -> Result:
-    project = _project(ctx, args)
+    project, _ = _project(ctx, args)
     if not ctx.as_json:
         print(f"watching {'every project' if project is None else project} for config "
               "reloads (Ctrl-C to stop)", flush=True)

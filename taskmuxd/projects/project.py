@@ -20,6 +20,7 @@ from typing import Any
 
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
+from taskmuxctl.suggest import did_you_mean
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.errors import ClientError, TaskError
 from taskmuxd.events import EventLog
@@ -106,7 +107,8 @@ class Project:
             return self.tasks[name]
         except KeyError:
             raise TaskNotFound(
-                f"task {name!r} not found in {self.loaded.path}; tasks: "
+                f"task {name!r} not found in {self.loaded.path}"
+                f"{did_you_mean(name, self.tasks)}; tasks: "
                 f"{', '.join(sorted(self.tasks)) or '(none)'}",
                 {"task": name, "tasks": sorted(self.tasks)}) from None
 
