@@ -38,8 +38,8 @@ class Args:
 
 def split_globals(argv: list[str]) -> tuple[list[str], set[str]]:
     """Remove the global flags wherever they appear before ``--``; move ``-p NAME`` (also
-    ``--project NAME``, ``--project=NAME``) after the command, where both parsers take it, so
-    that it may be given before the command or after it."""
+    ``--project NAME``, ``--project=NAME``) to just after the command's words, where both
+    parsers take it, so that it may be given before the command or anywhere after it."""
     found: set[str] = set()
     out: list[str] = []
     project: list[str] = []
@@ -60,7 +60,11 @@ def split_globals(argv: list[str]) -> tuple[list[str], set[str]]:
         else:
             out.append(tok)
         i += 1
-    return out + project + tail, found
+    if project:
+        matched = _match(out)
+        at = matched[1] if matched else len(out)
+        out[at:at] = project
+    return out + tail, found
 
 
 def _match(tokens: list[str]) -> tuple[Cmd, int] | None:
