@@ -48,6 +48,12 @@ def load(project: str | None, paths: Paths) -> ProjectFile:
             return ProjectFile("", {"name": project})
     else:
         path = require_config()
+    return from_path(path, paths, project)
+
+
+def from_path(path: str, paths: Paths, project: str | None = None) -> ProjectFile:
+    """The taskmux.toml at ``path``; when it cannot be read, the registered project's last
+    valid copy (with ``broken`` set), else the CommandError saying what is wrong."""
     try:
         return ProjectFile(path, _read_toml(path))
     except CommandError as exc:

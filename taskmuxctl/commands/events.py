@@ -28,13 +28,12 @@ def _since(text: str | None) -> float | None:
         raise CommandError(str(exc), Code.USAGE) from None
 
 
-def _project(ctx: Context, args: Any) -> tuple[str | None, str | None]:
-    """The project's name (None: every project) and what is wrong with its file, if anything."""
+def _project(ctx: Context, args: Any) -> str | None:
     if getattr(args, "all_projects", False):
-        return None, None
+        return None
     pf = projectfile.load(args.project, ctx.paths)
-    projectfile.warn_broken(pf, ctx.prog)
-    return pf.name, pf.broken
+    projectfile.warn_broken(pf, ctx.prog)  # a broken file: its registered record is used
+    return pf.name
 
 
 def _stream(ctx: Context, events: Any) -> None:
@@ -50,7 +49,7 @@ def _stream(ctx: Context, events: Any) -> None:
 
 
 def events(ctx: Context, args: Any) -> Result:
-    project, broken = _project(ctx, args)
+    project = _project(ctx, args)
     since = _since(args.since)
     if args.follow:
         _stream(ctx, eventlog.follow(ctx.paths.events, project, args.task, since,
@@ -58,14 +57,11 @@ def events(ctx: Context, args: Any) -> Result:
         return Result({}, None)
     found = eventlog.read(ctx.paths.events, project, args.task, since, args.lines)
     text = "\n".join(eventlog.format_event(e) for e in found) or "(no events)"
-    data: dict[str, Any] = {"events": found, "count": len(found)}
-    if broken:
-        data["config_error"] = broken
-    return Result(data, text)
+    return Result({"events": found, "count": len(found)}, text)
 
 
 def watch(ctx: Context, args: Any) -> Result:
-    project, _ = _project(ctx, args)
+    project = _project(ctx, args)
     if not ctx.as_json:
         print(f"watching {'every project' if project is None else project} for config "
               "reloads (Ctrl-C to stop)", flush=True)
