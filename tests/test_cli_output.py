@@ -19,10 +19,11 @@ def test_status_headers_and_health_counts(env: dict[str, str], tmp_path: str) ->
         command = "sleep 600"
         auto_start = false
         [tasks.gone]
-        command = "exit 3"
+        command = "sleep 0.5; exit 3"
         restart_policy = "no"
     """)
-    assert run_json(["start"], env, cwd=proj)[0] == 0
+    code, out = run_json(["start"], env, cwd=proj)
+    assert code == 0, out
     wait_state(env, proj, "gone", "exited")
     out = wait_until(lambda: (h := run_json(["health"], env, cwd=proj)[1])["healthy_count"] == 1
                      and h, 10, "app to be healthy")
