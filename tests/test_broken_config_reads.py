@@ -60,6 +60,11 @@ def test_read_only_commands_work_while_the_file_is_broken(env: dict[str, str],
         assert code == 0 and out["state"] == "error" and path in out["config_error"]
     stderr = run_cli(["logs"], env, cwd=proj).stderr
     assert "showing project 'mended' as last registered" in stderr
+    # A daemon started while the file is broken knows the project from its last valid copy.
+    assert run_json(["daemon", "restart"], env)[0] == 0
+    for argv in (["status"], ["health"], ["inspect", "web"]):
+        plain = run_cli(argv, env, cwd=proj)
+        assert plain.returncode == 0 and path in plain.stdout + plain.stderr, plain.stderr
 
     with open(path, "w") as fh:
         fh.write(good)
