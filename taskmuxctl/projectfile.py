@@ -80,12 +80,17 @@ def _read_toml(path: str) -> dict[str, Any]:
 
 
 def warn_broken(pf: ProjectFile, prog: str = "taskmux") -> None:
-    """One line on stderr when ``pf`` comes from the registry because its file is broken."""
+    """Say on stderr when ``pf`` comes from the registry because its file is broken."""
     if pf.broken:
-        import sys
+        say_broken(pf.broken, f"project {pf.name!r} as last registered", prog)
 
-        sys.stderr.write(f"{prog}: warning: {pf.broken}\n{prog}: warning: showing project "
-                         f"{pf.name!r} as last registered; `taskmux check` says what to fix\n")
+
+def say_broken(problem: str, shown: str, prog: str = "taskmux") -> None:
+    """The file's problem, and what is shown instead (a read-only command goes on)."""
+    import sys
+
+    sys.stderr.write(f"{prog}: warning: {problem}\n{prog}: warning: showing {shown}; "
+                     "`taskmux check` says what to fix\n")
 
 
 def _registry(paths: Paths) -> dict[str, Any]:

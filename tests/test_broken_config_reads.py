@@ -48,6 +48,8 @@ def test_read_only_commands_work_while_the_file_is_broken(env: dict[str, str],
             assert "Traceback" not in plain.stderr
             said = plain.stdout + plain.stderr
             assert path in said and "Expected" in said, (argv, extra, said)  # the file's error
+            if argv != ["status"]:  # status shows it in its own first lines
+                assert "warning: showing project 'mended' as last" in plain.stderr, said
         code, out = run_json(["logs", *extra], env, cwd=where)
         assert code == 0 and out["project"] == "mended", out
         assert any("web-says-hello" in line for line in out["lines"])

@@ -24,11 +24,10 @@ def _params(args: Any, **extra: Any) -> dict[str, Any]:
 def _warn_config(ctx: Context, out: dict[str, Any]) -> None:
     """A read-only command answered from the last valid config: say the file is broken."""
     if out.get("config_error"):
-        import sys
+        from taskmuxctl.projectfile import say_broken
 
-        sys.stderr.write(f"{ctx.prog}: warning: {out['config_error']}\n{ctx.prog}: warning: "
-                         "showing the project as last loaded; `taskmux check` says what to "
-                         "fix\n")
+        name = out.get("project") or out.get("task", {}).get("project")
+        say_broken(out["config_error"], f"project {name!r} as last loaded", ctx.prog)
 
 
 def _action_result(out: dict[str, Any], verb: str) -> Result:
