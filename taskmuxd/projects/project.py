@@ -20,7 +20,6 @@ from typing import Any
 
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
-from taskmuxctl.suggest import did_you_mean
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.errors import ClientError, TaskError
 from taskmuxd.events import EventLog
@@ -106,6 +105,8 @@ class Project:
         try:
             return self.tasks[name]
         except KeyError:
+            from taskmuxctl.suggest import did_you_mean
+
             raise TaskNotFound(
                 f"task {name!r} not found in {self.loaded.path}"
                 f"{did_you_mean(name, self.tasks)}; tasks: "
