@@ -26,15 +26,17 @@ if [ "$(id -u)" != 0 ]; then
     "$taskmux" config set host_resolver noop >/dev/null  # *.localhost resolves by itself
 fi
 
-"$taskmux" daemon start
+"$taskmux" daemon start  # as root, it says once what that means and how to run as a user
 cd examples/demo
 "$taskmux" start
 echo
 "$taskmux" status
 web=$("$taskmux" url web)
+echo
+sh "$repo/examples/put-on-path.sh" "$taskmux"
 cat <<NEXT
 
-The demo runs. Try, from examples/demo (taskmux is $taskmux):
+The demo runs. Try, from examples/demo:
   taskmux logs -f            follow every task's log (Ctrl-C to stop)
   taskmux attach web         see the web task live in tmux (Ctrl-b d to detach)
   taskmux restart api        restart one task; the worker and web keep running

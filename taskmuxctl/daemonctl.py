@@ -50,10 +50,27 @@ def daemon_command(paths: Paths | None = None) -> list[str]:
     return [*daemon_program(paths), "run"]
 
 
+ROOT_WARNING = (
+    "taskmux: warning: running as root, so the daemon runs every task as root (and, with the "
+    "default settings, serves ports 443 and 80 and edits /etc/hosts). To run as a user: run "
+    "taskmux as that user, or `sudo taskmux daemon install --user NAME` (root then only "
+    "binds the ports and drops to NAME).")
+
+
+def warn_if_root() -> None:
+    """Say once, on the terminal, that a daemon started by root runs tasks as root."""
+    if os.geteuid() == 0:
+        import sys
+
+        sys.stderr.write(ROOT_WARNING + "\n")
+
+
 def start_daemon(paths: Paths) -> int:
-    """Start a detached daemon and wait until it answers; return its pid."""
+    """Start a detached daemon and wait until it answers; return its pid. As root, say first
+    (on stderr) what that means and how to run as a user instead."""
     import subprocess
 
+    warn_if_root()
     paths.ensure()
     fd = os.open(paths.daemon_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     # Private from its first byte (the daemon keeps it so); unbuffered, so that a full disk

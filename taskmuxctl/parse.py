@@ -8,7 +8,7 @@ would parse the same way and returns None for anything else: help, abbreviations
 
 from __future__ import annotations
 
-from taskmuxctl.spec import COMMANDS, GROUPS, Arg, Cmd, Group
+from taskmuxctl.spec import COMMANDS, GROUPS, SECTIONS, Arg, Cmd, Group
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 
 GLOBAL_FLAGS = ("--json", "--no-daemon-start")
+PROJECT_FLAGS = ("-p", "--project")
+USAGE = "%(prog)s [-h] [--json] [-p NAME] [--no-daemon-start] COMMAND ..."
 
 
 class Args:
@@ -35,18 +37,34 @@ class Args:
 
 
 def split_globals(argv: list[str]) -> tuple[list[str], set[str]]:
-    """Remove the global flags wherever they appear before ``--``."""
+    """Remove the global flags wherever they appear before ``--``; move ``-p NAME`` (also
+    ``--project NAME``, ``--project=NAME``) to just after the command's words, where both
+    parsers take it, so that it may be given before the command or anywhere after it."""
     found: set[str] = set()
     out: list[str] = []
-    for i, tok in enumerate(argv):
+    project: list[str] = []
+    tail: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
         if tok == "--":
-            out.extend(argv[i:])
+            tail = argv[i:]
             break
         if tok in GLOBAL_FLAGS:
             found.add(tok)
+        elif tok in PROJECT_FLAGS and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            project = ["-p", argv[i + 1]]
+            i += 1
+        elif tok.startswith("--project=") and len(tok) > len("--project="):
+            project = ["-p", tok[len("--project="):]]
         else:
             out.append(tok)
-    return out, found
+        i += 1
+    if project:
+        matched = _match(out)
+        at = matched[1] if matched else len(out)
+        out[at:at] = project
+    return out + tail, found
 
 
 def _match(tokens: list[str]) -> tuple[Cmd, int] | None:
@@ -138,6 +156,62 @@ class UsageError(Exception):
         self.usage = usage
 
 
+def unknown_command(tokens: list[str], prog: str = "taskmux") -> UsageError | None:
+    """A UsageError naming the first word that is no command (with the closest one, when
+    one is close), or None when the words are all known (argparse checks the rest)."""
+    entries: list[Group | Cmd] = [*GROUPS, *COMMANDS]
+    path: tuple[str, ...] = ()
+    for tok in tokens:
+        if tok.startswith("-"):
+            return None
+        here = [e for e in entries if len(e.path) == len(path) + 1 and e.path[:-1] == path]
+        names = {e.path[-1]: e for e in here}
+        names.update({alias: e for e in here for alias in e.aliases})
+        entry = names.get(tok)
+        if entry is None:
+            if path and not any(isinstance(e, Group) and e.path == path for e in entries):
+                cmd = next(c for c in COMMANDS if c.path == path)
+                if any(a.positional for a in cmd.args):
+                    return None  # `mcp WORD`: argparse says what is wrong
+            from taskmuxctl.suggest import closest
+
+            best = closest(tok, sorted(names))
+            words = " ".join((*path, tok))
+            hint = (f"did you mean `{prog} {' '.join((*path, best))}`?" if best else
+                    f"`{prog} {' '.join((*path, '--help'))}` lists the commands")
+            usage = USAGE.replace("%(prog)s", prog).replace("COMMAND",
+                                                            " ".join((*path, "COMMAND")))
+            return UsageError(f"unknown command {words!r}; {hint}", f"usage: {usage}")
+        path = entry.path
+        if isinstance(entry, Cmd) and not any(
+                len(e.path) > len(path) and e.path[:len(path)] == path for e in entries):
+            return None
+    return None
+
+
+def sections_help(prog: str) -> str:
+    """The top-level commands, grouped as ``spec.SECTIONS`` says, for ``--help``."""
+    import textwrap
+
+    entries: list[Group | Cmd] = [*GROUPS, *COMMANDS]
+    helps = {e.path[0]: e.help for e in entries if len(e.path) == 1}
+    aliases = {c.path[0]: c.aliases for c in COMMANDS if len(c.path) == 1 and c.aliases}
+
+    width = max(len(name) for _, names in SECTIONS for name in names) + 2
+    out: list[str] = []
+    for title, names in SECTIONS:
+        out.append(f"{title}:")
+        for name in names:
+            text = helps[name]
+            if name in aliases:
+                text += f" (also: {', '.join(aliases[name])})"
+            out.extend(textwrap.wrap(text, 96, initial_indent=f"  {name.ljust(width)}",
+                                     subsequent_indent=" " * (width + 2)))
+        out.append("")
+    out.append(f"`{prog} COMMAND --help` shows a command's options.")
+    return "\n".join(out)
+
+
 def build_parser(prog: str = "taskmux") -> argparse.ArgumentParser:
     import argparse
 
@@ -145,17 +219,25 @@ def build_parser(prog: str = "taskmux") -> argparse.ArgumentParser:
         def error(self, message: str) -> Any:
             raise UsageError(message, self.format_usage())
 
-    root = Parser(prog=prog, description=(
-        "taskmux: run a project's servers, watchers and workers in tmux, supervised by one "
-        "daemon per machine. Every command takes --json."))
+    root = Parser(prog=prog, usage=USAGE, epilog=sections_help(prog),
+                  formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+                      "taskmux: run a project's servers, watchers and workers in tmux, "
+                      "supervised by one daemon\nper machine. Every command takes --json."))
     root.add_argument("--json", action="store_true", help="print one JSON object: "
                       '{"ok": true, ...} or {"ok": false, "error": ..., "code": N}')
+    project = root.add_argument("-p", "--project", metavar="NAME", default=argparse.SUPPRESS,
+                                help="the project's name (default: the taskmux.toml here); "
+                                "before or after the command")
+    project.completer = _completer("projects")  # type: ignore[attr-defined]
     root.add_argument("--no-daemon-start", action="store_true",
                       help="do not start the daemon when a command needs it")
     subparsers: dict[tuple[str, ...], Any] = {
-        (): root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)}
+        (): root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser,
+                                help=argparse.SUPPRESS)}
     parsers: dict[tuple[str, ...], argparse.ArgumentParser] = {}
-    entries: list[Group | Cmd] = sorted([*GROUPS, *COMMANDS], key=lambda e: len(e.path))
+    order = {name: i for i, name in enumerate(n for _, names in SECTIONS for n in names)}
+    entries: list[Group | Cmd] = sorted([*GROUPS, *COMMANDS],
+                                        key=lambda e: (len(e.path), order.get(e.path[0], 99)))
     for entry in entries:
         parent = subparsers[entry.path[:-1]]
         aliases = list(getattr(entry, "aliases", ()))
@@ -198,13 +280,20 @@ def _add(parser: argparse.ArgumentParser, arg: Arg) -> None:
         kwargs["dest"] = arg.name
     action = parser.add_argument(*arg.flags, **kwargs)
     if arg.complete:
-        from taskmuxctl.completers import COMPLETERS
+        action.completer = _completer(arg.complete)  # type: ignore[attr-defined]
 
-        action.completer = COMPLETERS[arg.complete]  # type: ignore[attr-defined]
+
+def _completer(name: str) -> Any:
+    from taskmuxctl.completers import COMPLETERS
+
+    return COMPLETERS[name]
 
 
 def slow(tokens: list[str], prog: str) -> tuple[Cmd, Args]:
     """Parse with argparse. Raises UsageError; ``--help`` prints and exits 0 as usual."""
+    unknown = unknown_command(tokens, prog)
+    if unknown is not None:
+        raise unknown
     parser = build_parser(prog)
     ns = parser.parse_args(tokens)
     cmd = getattr(ns, "_cmd", None)

@@ -10,6 +10,12 @@ if TYPE_CHECKING:
 
 
 CONFIG_NAME = "taskmux.toml"
+# One wording for "no project here", whichever command (and whether client or daemon) says it.
+NO_PROJECT_HINT = "create one with `taskmux init`, or name a registered project with -p NAME"
+
+
+def no_project_message(cwd: str | None, hint: str = NO_PROJECT_HINT) -> str:
+    return f"no {CONFIG_NAME} in {cwd or 'this folder'} or any folder above it; {hint}"
 
 
 def find_config(start: str | None = None) -> str | None:
@@ -34,8 +40,7 @@ def project_params(project: str | None, start: str | None = None) -> dict[str, A
     return {"config": find_config(start), "cwd": os.path.abspath(start or os.getcwd())}
 
 
-def require_config(given: str | None = None,
-                   hint: str = "create one with `taskmux init`") -> str:
+def require_config(given: str | None = None, hint: str = NO_PROJECT_HINT) -> str:
     """``given`` (a -c PATH), else the nearest taskmux.toml; a CommandError saying where it
     looked and what to do (``hint``) when there is none."""
     path = given or find_config()
@@ -43,8 +48,8 @@ def require_config(given: str | None = None,
         from taskmuxctl.protocol import Code
         from taskmuxctl.result import CommandError
 
-        raise CommandError(f"no taskmux.toml in {os.getcwd()} or any folder above it; {hint}",
-                           Code.CONFIG_NOT_FOUND)
+        raise CommandError(no_project_message(os.getcwd(), hint), Code.CONFIG_NOT_FOUND,
+                           {"cwd": os.getcwd()})
     return path
 
 

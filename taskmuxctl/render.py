@@ -31,6 +31,18 @@ def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> str:
     return "\n".join(lines)
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 project``, ``2 projects``."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def fix_plurals(text: str) -> str:
+    """``1 projects`` → ``1 project`` in a summary another part wrote with a fixed plural."""
+    import re
+
+    return re.sub(r"(?<![\d.])1 (project|connection|task|request)s\b", r"1 \1", text)
+
+
 def dash(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 

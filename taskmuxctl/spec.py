@@ -321,6 +321,17 @@ COMMANDS: tuple[Cmd, ...] = (
 )
 
 
+# How `taskmux --help` groups the top-level words: what people run every day first.
+SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("everyday commands", ("start", "stop", "restart", "status", "logs", "events", "attach")),
+    ("more on tasks", ("health", "inspect", "url", "open", "env", "send", "kill", "watch",
+                       "logs-clean")),
+    ("the project file (taskmux.toml)", ("init", "check", "add", "remove", "inject")),
+    ("the daemon and the machine", ("daemon", "config", "doctor", "ca", "dns", "update",
+                                    "mcp", "completion", "version")),
+)
+
+
 def find(path: tuple[str, ...]) -> Cmd | None:
     for cmd in COMMANDS:
         if cmd.path == path:

@@ -61,17 +61,25 @@ ROUTES = {"exit": "its first process ended", "hangup": "the pane closed",
 class AnsiStripper:
     """Turns terminal output into plain text, incrementally (escape sequences may be split
     across reads). Keeps what a terminal would show on a line: text after a bare carriage
-    return replaces the line; backspace erases a character."""
+    return replaces the line; backspace erases a character. Blank lines are held back until
+    something visible follows: a screen clear (``ESC [ J``, ``ESC c``) drops them, since tools
+    such as Vite clear the screen by printing a screenful of newlines first."""
 
     TEXT, ESC, CSI, STRING, STRING_ESC, CHARSET = range(6)
 
     def __init__(self) -> None:
         self.state = self.TEXT
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.blank = 0  # newlines held back: each ends an empty line
+        self.line_start = True  # nothing visible since the last newline
 
     def feed(self, data: bytes) -> str:
         text = self._decoder.decode(data)
-        if self.state == self.TEXT and "\x1b" not in text and not _has_controls(text):
+        if (self.state == self.TEXT and "\x1b" not in text and not _has_controls(text)
+                and not self.blank and "\n\n" not in text
+                and not (self.line_start and text.startswith("\n"))):
+            if text:
+                self.line_start = text.endswith("\n")
             return text
         out: list[str] = []
         state = self.state
@@ -79,8 +87,17 @@ class AnsiStripper:
             if state == self.TEXT:
                 if ch == "\x1b":
                     state = self.ESC
-                elif ch >= " " or ch in "\n\t\r\b":
+                elif ch == "\n" and self.line_start:
+                    self.blank += 1
+                elif ch >= " " or ch in "\n\t\b":
+                    if self.blank:
+                        out.append("\n" * self.blank)
+                        self.blank = 0
                     out.append(ch)
+                    self.line_start = ch == "\n"
+                elif ch == "\r":
+                    if not self.line_start:  # at a line's start it changes nothing
+                        out.append(ch)
                 elif ch == "\x9b":
                     state = self.CSI
             elif state == self.ESC:
@@ -91,9 +108,13 @@ class AnsiStripper:
                 elif ch in "()*+-./#%":
                     state = self.CHARSET
                 else:
+                    if ch == "c":  # a full reset clears the screen
+                        self.blank = 0
                     state = self.TEXT
             elif state == self.CSI:
                 if "@" <= ch <= "~":
+                    if ch == "J":  # erase in display: the blank lines before it are gone
+                        self.blank = 0
                     state = self.TEXT
             elif state == self.STRING:
                 if ch == "\x07":

@@ -56,7 +56,7 @@ def test_usage_errors_in_json_mode_are_envelopes(env: dict[str, str]) -> None:
     assert code == 2
     assert out["ok"] is False and out["code"] == Code.USAGE
     proc = run_cli(["daemon", "frobnicate"], env)
-    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    assert proc.returncode == 2 and "unknown command 'daemon frobnicate'" in proc.stderr
 
 
 def test_status_exit_codes_follow_lsb(env: dict[str, str], home: str) -> None:
@@ -89,6 +89,33 @@ def test_start_stop_restart(env: dict[str, str], home: str) -> None:
     assert pid_gone(new_pid)
     code, out = run_json(["daemon", "stop"], env)
     assert (code, out["action"]) == (0, "not_running")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the warning is about running as root")
+def test_starting_the_daemon_as_root_says_so_once(env: dict[str, str], home: str) -> None:
+    from taskmuxctl.daemonctl import ROOT_WARNING
+
+    # The first command that needs the daemon starts it, and warns: once, on stderr.
+    first = run_cli(["--json", "status"], env, cwd=home)
+    assert first.stderr.count("running as root") == 1, first.stderr
+    assert ROOT_WARNING in first.stderr
+    assert "sudo taskmux daemon install --user NAME" in first.stderr
+    assert first.stdout.count("\n") == 1  # the JSON envelope alone on stdout
+    # The daemon runs now: later commands say nothing more.
+    for argv in (["daemon", "start"], ["daemon", "status"]):
+        later = run_cli(argv, env)
+        assert later.returncode == 0 and "running as root" not in later.stderr, later.stderr
+
+
+def test_no_root_warning_for_a_user(monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from taskmuxctl import daemonctl
+
+    monkeypatch.setattr(daemonctl.os, "geteuid", lambda: 1000)
+    daemonctl.warn_if_root()
+    monkeypatch.setattr(daemonctl.os, "geteuid", lambda: 0)
+    daemonctl.warn_if_root()
+    assert capsys.readouterr().err.count("running as root") == 1
 
 
 def test_start_failure_shows_the_log(env: dict[str, str], home: str) -> None:

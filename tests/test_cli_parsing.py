@@ -97,3 +97,76 @@ def test_python_m_works(env: dict[str, str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "taskmuxctl", "version"], env=env,
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and proc.stdout.startswith("taskmuxctl ")
+
+
+@pytest.mark.parametrize("argv", [["-p", "shop", "status"], ["status", "-p", "shop"],
+                                  ["--project", "shop", "status"], ["--project=shop", "status"],
+                                  ["status", "--project=shop"], ["-p", "shop", "ls"]])
+def test_the_project_option_goes_before_or_after_the_command(argv: list[str]) -> None:
+    tokens, _ = split_globals(argv)
+    quick = fast(tokens)
+    assert quick is not None, tokens  # the plain forms stay on the fast path
+    assert quick[0].path == ("status",) and quick[1].project == "shop"
+    full = slow(tokens, "taskmux")
+    assert full[0] is quick[0] and full[1] == quick[1]
+
+
+def test_the_project_option_moves_only_before_double_dash() -> None:
+    tokens, flags = split_globals(["-p", "shop", "--json", "send", "web", "--", "-p", "x"])
+    assert tokens == ["send", "-p", "shop", "web", "--", "-p", "x"]
+    assert flags == {"--json"}
+    cmd, args = slow(tokens, "taskmux")
+    assert cmd.path == ("send",) and args.project == "shop" and args.text == ["-p", "x"]
+    # With no value after it, -p is left where it is, for argparse to say what is missing.
+    assert split_globals(["status", "-p"])[0] == ["status", "-p"]
+
+
+def test_the_project_option_before_the_command_end_to_end(env: dict[str, str]) -> None:
+    for argv in (["-p", "shop", "logs"], ["--json", "--project=shop", "logs", "-n", "5"],
+                 ["-p", "shop", "logs", "--lines=5"]):  # the last one through argparse
+        proc = run_cli(argv, env)
+        assert proc.returncode == 0, (argv, proc.stderr)
+        assert "invalid choice" not in proc.stderr
+    code = run_cli(["--json", "-p", "shop", "logs"], env)
+    assert '"project":"shop"' in code.stdout
+
+
+@pytest.mark.parametrize(("argv", "meant"), [
+    (["statsu"], "taskmux status"), (["strat"], "taskmux start"),
+    (["daemon", "stat"], "taskmux daemon status"), (["config", "shwo"], "taskmux config show"),
+    (["mcp", "instal", "claude"], "taskmux mcp install"), (["-p", "x", "lgos"], "taskmux logs")])
+def test_a_misspelt_command_names_the_closest_one(env: dict[str, str], argv: list[str],
+                                                   meant: str) -> None:
+    proc = run_cli(argv, env, prog="taskmux")
+    assert proc.returncode == 2
+    assert f"did you mean `{meant}`?" in proc.stderr, proc.stderr
+    assert "choose from" not in proc.stderr  # not every command there is
+    assert len(proc.stderr.splitlines()) == 2, proc.stderr  # usage, then the error
+
+
+def test_a_word_like_no_command_points_to_help(env: dict[str, str]) -> None:
+    proc = run_cli(["xyzzy"], env, prog="taskmux")
+    assert proc.returncode == 2
+    assert "unknown command 'xyzzy'; `taskmux --help` lists the commands" in proc.stderr
+    code = run_cli(["--json", "statsu"], env)
+    assert '"ok":false' in code.stdout and "did you mean" in code.stdout
+
+
+def test_help_puts_everyday_commands_first(env: dict[str, str]) -> None:
+    from taskmuxctl.spec import GROUPS, SECTIONS
+
+    top = {c.path[0] for c in COMMANDS} | {g.path[0] for g in GROUPS}
+    listed = [name for _, names in SECTIONS for name in names]
+    assert sorted(listed) == sorted(top)  # every top-level word in exactly one section
+    text = run_cli(["--help"], env).stdout
+    titles = [title for title, _ in SECTIONS]
+    assert titles[0] == "everyday commands"
+    positions = [text.index(f"\n{title}:\n") for title in titles]
+    assert positions == sorted(positions)
+    everyday = text[positions[0]:positions[1]]
+    firsts = [line.split()[0] for line in everyday.splitlines()[1:] if line.startswith("  ")
+              and not line.startswith("   ")]
+    assert firsts == ["start", "stop", "restart", "status", "logs", "events", "attach"]
+    for word in ("daemon", "config", "ca", "dns"):
+        assert text.index(f"\n  {word} ") > positions[-1]
+    assert "-p NAME, --project NAME" in text

@@ -31,8 +31,11 @@ def clone() -> Iterator[str]:
 
 
 def test_the_demo_command_runs_every_example_task(clone: str, env: dict[str, str],
-                                                  home: str) -> None:
+                                                  home: str, tmp_path: str) -> None:
+    user_home = str(tmp_path / "home")  # never the real ~/.local/bin
+    bindir = os.path.join(user_home, ".local", "bin")
     demo_env = {k: v for k, v in env.items() if k != "VIRTUAL_ENV"}
+    demo_env.update(HOME=user_home, PATH=f"{bindir}:{env['PATH']}")
     proc = subprocess.run(["sh", "examples/demo.sh"], cwd=clone, env=demo_env, text=True,
                           capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -43,6 +46,11 @@ def test_the_demo_command_runs_every_example_task(clone: str, env: dict[str, str
     proxy_port = call(sock, "daemon.status")["proxy"]["https_port"]
     taskmux = os.path.join(clone, ".venv", "bin", "taskmux")
     assert f"https://web.demo.localhost:{proxy_port}/" in out
+    # `taskmux` is a command afterwards: linked into ~/.local/bin, which is on PATH.
+    assert os.readlink(os.path.join(bindir, "taskmux")) == taskmux
+    assert f"taskmux is on your PATH: {bindir}/taskmux -> {taskmux}" in out
+    if os.geteuid() == 0:  # the demo started the daemon as root: said once, on the terminal
+        assert proc.stderr.count("running as root") == 1, proc.stderr
 
     def states() -> dict[str, str]:
         res = subprocess.run([taskmux, "--json", "status"], cwd=os.path.join(clone, "examples",
@@ -68,3 +76,64 @@ def test_the_demo_command_runs_every_example_task(clone: str, env: dict[str, str
     wait_until(lambda: "finished job" in read(log), 20, "the worker to work")
     subprocess.run([taskmux, "stop"], cwd=os.path.join(clone, "examples", "demo"),
                    env=demo_env, capture_output=True, timeout=120)
+
+
+def put_on_path(tmp_path: str, path_has_bindir: bool) -> tuple[str, str, dict[str, str]]:
+    home = os.path.join(tmp_path, "home")
+    bindir = os.path.join(home, ".local", "bin")
+    target = os.path.join(tmp_path, "clone", ".venv", "bin", "taskmux")
+    os.makedirs(os.path.dirname(target))
+    with open(target, "w") as fh:
+        fh.write("#!/bin/sh\n")
+    os.chmod(target, 0o755)
+    path = f"{bindir}:/usr/bin:/bin" if path_has_bindir else "/usr/bin:/bin"
+    return bindir, target, {"HOME": home, "PATH": path}
+
+
+def run_put_on_path(target: str, env: dict[str, str]) -> str:
+    proc = subprocess.run(["sh", os.path.join(REPO, "examples", "put-on-path.sh"), target],
+                          env=env, text=True, capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_the_demo_links_taskmux_when_local_bin_is_on_path(tmp_path: str) -> None:
+    bindir, target, env = put_on_path(str(tmp_path), True)
+    out = run_put_on_path(target, env)
+    link = os.path.join(bindir, "taskmux")
+    assert os.readlink(link) == target
+    assert out == f"taskmux is on your PATH: {link} -> {target}\n"
+    assert run_put_on_path(target, env) == out  # re-running changes nothing
+    # A link an earlier clone's demo made is ours to move.
+    os.unlink(link)
+    os.symlink("/elsewhere/.venv/bin/taskmux", link)
+    run_put_on_path(target, env)
+    assert os.readlink(link) == target
+
+
+@pytest.mark.parametrize("kind", ["file", "foreign link"])
+def test_the_demo_never_replaces_what_is_not_its_link(tmp_path: str, kind: str) -> None:
+    bindir, target, env = put_on_path(str(tmp_path), True)
+    os.makedirs(bindir)
+    link = os.path.join(bindir, "taskmux")
+    if kind == "file":
+        with open(link, "w") as fh:
+            fh.write("mine\n")
+    else:
+        os.symlink("/opt/other/taskmux", link)
+    out = run_put_on_path(target, env)
+    assert "left alone" in out
+    assert out.splitlines()[-1] == (f"To type taskmux by name in this shell: export "
+                                    f"PATH=\"{os.path.dirname(target)}:$PATH\"")
+    if kind == "file":
+        assert read(link) == "mine\n"
+    else:
+        assert os.readlink(link) == "/opt/other/taskmux"
+
+
+def test_without_local_bin_on_path_the_demo_prints_one_line(tmp_path: str) -> None:
+    bindir, target, env = put_on_path(str(tmp_path), False)
+    out = run_put_on_path(target, env)
+    assert out == (f"To type taskmux by name in this shell: export "
+                   f"PATH=\"{os.path.dirname(target)}:$PATH\"\n")
+    assert not os.path.exists(bindir)

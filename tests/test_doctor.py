@@ -182,6 +182,16 @@ def test_a_disabled_proxy_is_fine() -> None:
     assert c.check_proxy(healthy(proxy={"enabled": False, "bound": False})).status == c.OK
 
 
+@pytest.mark.parametrize(("summary", "shown"), [
+    ("https on 127.0.0.1 port 443; 1 projects, 1 connections",
+     "https on 127.0.0.1 port 443; 1 project, 1 connection"),
+    ("https on 127.0.0.1 port 443; 21 projects, 0 connections",
+     "https on 127.0.0.1 port 443; 21 projects, 0 connections")])
+def test_the_proxy_line_counts_in_words(summary: str, shown: str) -> None:
+    proxy = {**healthy().proxy, "summary": summary}  # type: ignore[dict-item]
+    assert c.check_proxy(healthy(proxy=proxy)).summary == shown
+
+
 class TinyDns:
     """A UDP server answering A queries with loopback, for the direct query."""
 

@@ -11,9 +11,9 @@ import pytest
 from tests.helpers import BIN, DaemonProcess
 
 FORBIDDEN = ("asyncio", "ssl", "pydantic", "libtmux", "jsonrpcserver", "tomlkit",
-             "cryptography", "argcomplete", "typing", "json", "tempfile")
+             "cryptography", "argcomplete", "typing", "json", "tempfile", "dotenv", "difflib")
 FORBIDDEN_ON_HELP = ("asyncio", "ssl", "pydantic", "libtmux", "jsonrpcserver", "tomlkit",
-                     "cryptography", "argcomplete")
+                     "cryptography", "argcomplete", "dotenv", "difflib")
 
 
 def imported_modules(argv: list[str], env: dict[str, str]) -> set[str]:
@@ -71,3 +71,12 @@ def test_help_imports_nothing_heavy(env: dict[str, str]) -> None:
     assert "argparse" in mods
     bad = sorted(mods & set(FORBIDDEN_ON_HELP))
     assert not bad, f"taskmuxctl --help imported {bad}"
+
+
+def test_the_project_option_before_the_command_stays_on_the_fast_path(
+        env: dict[str, str]) -> None:
+    mods = top_level(imported_modules(["-p", "shop", "--json", "--no-daemon-start", "status"],
+                                      env))
+    assert "argparse" not in mods and "difflib" not in mods
+    bad = sorted(mods & set(FORBIDDEN))
+    assert not bad, f"taskmuxctl -p shop status imported {bad}"

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import read, run_json, wait_until, write_config
 from tests.projects import pid_alive, task, write_project
 
@@ -119,7 +121,8 @@ def test_environment_is_built_not_inherited(env: dict[str, str], tmp_path: str,
     """)
     with open(os.path.join(proj, ".env"), "w") as fh:
         fh.write("# comment\nFROM_FILE=file\nOVERRIDE=from-file\nQUOTED=\"a b\"\n"
-                 "export EXPORTED='x y'\nSHELL_ONLY=file-loses\n")
+                 "export EXPORTED='x y'\nSHELL_ONLY=file-loses\n"
+                 "WIN_PATH=\"C:\\\\tmp\"\nCOMMENTED='q' # a comment\n")
     # The daemon runs with an environment the task must not see...
     from tests.helpers import DaemonProcess
 
@@ -134,6 +137,7 @@ def test_environment_is_built_not_inherited(env: dict[str, str], tmp_path: str,
         assert "DAEMON_ONLY" not in got
         assert got["SHELL_ONLY"] == "file-loses"  # env_file beats the shell's environment
         assert got["FROM_FILE"] == "file" and got["QUOTED"] == "a b" and got["EXPORTED"] == "x y"
+        assert got["WIN_PATH"] == "C:\\tmp" and got["COMMENTED"] == "q"  # read as dotenv does
         assert got["FROM_TOML"] == "toml" and got["NUM"] == "3"
         assert got["OVERRIDE"] == "from-env-table"  # env beats env_file
         assert got["PORT"] == str(task(env, proj, "show")["port"])
@@ -177,3 +181,19 @@ def test_connections_in_time_wait_do_not_make_a_port_busy() -> None:
         assert ports.in_use(port)  # a listener still counts
     finally:
         busy.close()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('PLAIN=value\n', {"PLAIN": "value"}),
+    ('ESCAPED="C:\\\\tmp\\\\new"\n', {"ESCAPED": "C:\\tmp\\new"}),
+    ('KEY="-----BEGIN KEY-----\nline two\n-----END KEY-----"\nNEXT=1\n',
+     {"KEY": "-----BEGIN KEY-----\nline two\n-----END KEY-----", "NEXT": "1"}),
+    ("QUOTED='q' # a comment\n", {"QUOTED": "q"}),
+    ("export SPACED = 'a b'  \nBARE\n# only a comment\n", {"SPACED": "a b"}),
+    ("LITERAL='${HOME} \\n stays'\nDOUBLE=\"tab\\there\"\n",
+     {"LITERAL": "${HOME} \\n stays", "DOUBLE": "tab\there"}),
+])
+def test_env_file_is_read_as_dotenv_reads_it(text: str, expected: dict[str, str]) -> None:
+    from taskmuxd.projects.environment import parse_dotenv
+
+    assert parse_dotenv(text) == expected

@@ -60,6 +60,20 @@ CASES = [
         [tasks.web]
         cwd = "."
      """, "tasks.web.command", 2, ["required"]),
+    ("misspelt key", """
+        name = "x"
+        [tasks.web]
+        comand = "true"
+     """, "tasks.web.comand", 3, ["unknown key 'comand'; did you mean 'command'? ('command' "
+                                  "is required)"]),
+    ("misspelt dependency", """
+        name = "x"
+        [tasks.web]
+        command = "true"
+        [tasks.api]
+        command = "true"
+        depends_on = ["wbe"]
+     """, "tasks.api.depends_on", 6, ["'wbe'", "did you mean 'web'?"]),
     ("bad project name", """
         name = "My Project"
      """, "name", 1, ["not a valid project name"]),
@@ -107,15 +121,76 @@ def test_check_ok_prints_the_start_order(env: dict[str, str], tmp_path: str) -> 
     assert code == 0 and out["start_order"] == [["db"], ["api"]]
 
 
+def test_check_leaves_manual_tasks_out_of_the_start_order(env: dict[str, str],
+                                                          tmp_path: str) -> None:
+    proj = write_project(str(tmp_path / "p"), """
+        name = "fine"
+        [tasks.db]
+        command = "true"
+        auto_start = false
+        [tasks.api]
+        command = "true"
+        depends_on = ["db"]
+        [tasks.seed]
+        command = "true"
+        auto_start = false
+    """)
+    code, out = run_json(["check"], env, cwd=proj)
+    # db is manual but api needs it, so `start` starts it; seed only starts by name.
+    assert code == 0 and out["start_order"] == [["db"], ["api"]] and out["manual"] == ["seed"]
+    text = run_cli(["check"], env, cwd=proj).stdout
+    assert "3 tasks; start order: [db] → [api]" in text
+    assert "not started by `taskmux start` (auto_start = false): seed" in text
+
+
 def test_no_config_is_an_error_and_no_phantom_project(env: dict[str, str],
                                                       tmp_path: str) -> None:
     empty = str(tmp_path / "empty")
     os.makedirs(empty)
-    for argv in (["start"], ["status"], ["check"]):
+    said = set()
+    for argv in (["start"], ["status"], ["check"], ["logs"], ["events"]):
         code, out = run_json(argv, env, cwd=empty)
         assert code == 1 and out["code"] == Code.CONFIG_NOT_FOUND, (argv, out)
         assert "taskmux.toml" in out["error"] and "taskmux init" in out["error"]
+        said.add(out["error"])
+    # One wording whichever command says it (the client or the daemon).
+    assert said == {f"no taskmux.toml in {empty} or any folder above it; create one with "
+                    "`taskmux init`, or name a registered project with -p NAME"}
     assert run_json(["daemon", "list"], env)[1]["projects"] == []
+
+
+def test_a_misspelt_key_is_one_problem(env: dict[str, str], tmp_path: str) -> None:
+    proj = write_project(str(tmp_path / "p"), """
+        name = "x"
+        [tasks.web]
+        comand = "true"
+        colour = "red"
+    """)
+    code, out = run_json(["check"], env, cwd=proj)
+    assert code == 1
+    assert [p["key"] for p in out["data"]["problems"]] == ["tasks.web.comand",
+                                                            "tasks.web.colour"]
+    # Nothing is close to `colour`: the valid keys are listed instead.
+    assert "valid keys here" in out["data"]["problems"][1]["message"]
+
+
+def test_a_misspelt_task_name_names_the_closest_task(env: dict[str, str],
+                                                     tmp_path: str) -> None:
+    proj = write_project(str(tmp_path / "p"), """
+        name = "typos"
+        [tasks.web]
+        command = "sleep 600"
+        auto_start = false
+        [tasks.worker]
+        command = "sleep 600"
+        auto_start = false
+    """)
+    for argv in (["logs", "wbe"], ["start", "wbe"], ["restart", "wbe"], ["inspect", "wbe"]):
+        code, out = run_json(argv, env, cwd=proj)
+        assert code == 1 and out["code"] == Code.TASK_NOT_FOUND, (argv, out)
+        assert "did you mean 'web'?" in out["error"], (argv, out)
+    code, out = run_json(["logs", "zzz"], env, cwd=proj)
+    assert "did you mean" not in out["error"] and "tasks: web, worker" in out["error"]
 
 
 def test_add_and_remove_keep_comments(env: dict[str, str], tmp_path: str) -> None:

@@ -13,8 +13,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-RELOAD_EVENTS = {"config_reloaded", "config_invalid", "task_started", "task_stopped",
-                 "task_restarted", "project_registered"}
+RELOAD_EVENTS = {"config_reloaded", "config_invalid", "config_valid", "task_started",
+                 "task_stopped", "task_restarted", "project_registered"}
 
 
 def _since(text: str | None) -> float | None:
@@ -31,7 +31,9 @@ def _since(text: str | None) -> float | None:
 def _project(ctx: Context, args: Any) -> str | None:
     if getattr(args, "all_projects", False):
         return None
-    return projectfile.load(args.project, ctx.paths).name
+    pf = projectfile.load(args.project, ctx.paths)
+    projectfile.warn_broken(pf, ctx.prog)  # a broken file: its registered record is used
+    return pf.name
 
 
 def _stream(ctx: Context, events: Any) -> None:

@@ -16,9 +16,13 @@ if TYPE_CHECKING:
 
 def _paths(ctx: Context, args: Any) -> tuple[projectfile.ProjectFile, dict[str, str]]:
     pf = projectfile.load(args.project, ctx.paths)
+    projectfile.warn_broken(pf, ctx.prog)
     names = [args.task] if args.task else sorted(pf.tasks)
     if args.task and pf.tasks and args.task not in pf.tasks:
-        raise CommandError(f"task {args.task!r} not found in {pf.path}; tasks: "
+        from taskmuxctl.suggest import did_you_mean
+
+        raise CommandError(f"task {args.task!r} not found in {pf.path}"
+                           f"{did_you_mean(args.task, pf.tasks)}; tasks: "
                            f"{', '.join(sorted(pf.tasks))}", Code.TASK_NOT_FOUND)
     if not names:
         logs_dir = ctx.paths.logs_dir(pf.name)
@@ -57,6 +61,8 @@ def logs(ctx: Context, args: Any) -> Result:
         return _follow(ctx, rows, paths, single, args.grep)
     lines = [_show(t, line, single) for t, line in rows]
     data = {"task": args.task, "project": pf.name, "lines": lines}
+    if pf.broken:
+        data["config_error"] = pf.broken
     return Result(data, "\n".join(lines) if lines else "(no log lines yet)")
 
 

@@ -21,6 +21,15 @@ def _params(args: Any, **extra: Any) -> dict[str, Any]:
     return params
 
 
+def _warn_config(ctx: Context, out: dict[str, Any]) -> None:
+    """A read-only command answered from the last valid config: say the file is broken."""
+    if out.get("config_error"):
+        from taskmuxctl.projectfile import say_broken
+
+        name = out.get("project") or out.get("task", {}).get("project")
+        say_broken(out["config_error"], f"project {name!r} as last loaded", ctx.prog)
+
+
 def _action_result(out: dict[str, Any], verb: str) -> Result:
     lines = []
     for r in out.get("results", []):
@@ -92,7 +101,7 @@ def status(ctx: Context, args: Any) -> Result:
         if t.get("healthy") is False and t.get("last_health_failure"):
             notes[len(rows) - 1] = f"last health failure: {t['last_health_failure']}"
     table = render.table(["TASK", "STATE", "PID", "PROCS", "PORT", "HEALTH", "RESTARTS",
-                          "UPTIME", "URL", ""], rows).splitlines()
+                          "UPTIME", "URL", "NOTES"], rows).splitlines()
     lines.append(table[0])
     for i, line in enumerate(table[1:]):
         lines.append(line)
@@ -105,6 +114,7 @@ def status(ctx: Context, args: Any) -> Result:
 
 def inspect(ctx: Context, args: Any) -> Result:
     out = ctx.call(Method.TASK_INSPECT, _params(args, task=args.task))
+    _warn_config(ctx, out)
     from taskmuxctl import jsonio
 
     return Result(out, jsonio.dumps(out["task"]))
@@ -112,21 +122,28 @@ def inspect(ctx: Context, args: Any) -> Result:
 
 def health(ctx: Context, args: Any) -> Result:
     out = ctx.call(Method.HEALTH_CHECK, _params(args))
+    _warn_config(ctx, out)
     rows = []
     for t in out["tasks"]:
-        mark = {True: "healthy", False: "unhealthy", None: "unknown"}[t["healthy"]]
+        mark = {True: "healthy", False: "unhealthy", None: "unknown"}[t["healthy"]] \
+            if t.get("counted", True) else "-"
         row = [t["name"], t["state"], mark]
         if args.verbose:
             row += [t["method"], str(t["failures"]),
                     render.dash(t["detail"] if t["healthy"] else t["last_failure"] or t["detail"])]
         rows.append(row)
     headers = ["TASK", "STATE", "HEALTH"] + (["PROBE", "FAILS", "DETAIL"] if args.verbose else [])
-    text = f"{out['healthy_count']}/{out['total_count']} healthy\n" + render.table(headers, rows)
+    head = f"{out['healthy_count']}/{out['total_count']} healthy"
+    idle = out.get("not_counted") or 0
+    if idle:
+        head += f" ({idle} stopped task{'s' if idle > 1 else ''} not meant to run, not counted)"
+    text = head + "\n" + render.table(headers, rows)
     return Result(out, text)
 
 
 def url(ctx: Context, args: Any) -> Result:
     out = ctx.call(Method.TASK_INSPECT, _params(args, task=args.task))
+    _warn_config(ctx, out)
     task = out["task"]
     if not task.get("url"):
         from taskmuxctl.protocol import Code
@@ -143,8 +160,16 @@ def check(ctx: Context, args: Any) -> Result:
 
     loaded = load_config(args.config)
     tasks = loaded.project.tasks
-    order = cfgmod.start_order(tasks)
-    text = (f"{loaded.path}: OK — project {loaded.name!r}, {len(tasks)} task(s); start order: "
-            + " → ".join("[" + ", ".join(w) + "]" for w in order))
+    # What `taskmux start` starts: the auto_start tasks and what they depend on.
+    auto = [n for n, t in tasks.items() if t.auto_start] if loaded.project.auto_start else []
+    started = cfgmod.closure(tasks, auto)
+    order = cfgmod.start_order({n: t for n, t in tasks.items() if n in started})
+    manual = sorted(set(tasks) - started)
+    text = (f"{loaded.path}: OK — project {loaded.name!r}, {render.plural(len(tasks), 'task')}; "
+            "start order: "
+            + (" → ".join("[" + ", ".join(w) + "]" for w in order) or "(nothing)"))
+    if manual:
+        text += (f"\n  not started by `taskmux start` (auto_start = false): {', '.join(manual)}"
+                 "; start one with `taskmux start NAME`")
     return Result({"config": loaded.path, "project": loaded.name, "tasks": sorted(tasks),
-                   "start_order": order}, text)
+                   "start_order": order, "manual": manual}, text)

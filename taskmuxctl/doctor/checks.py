@@ -255,7 +255,9 @@ def check_proxy(f: Facts) -> Check:
     sec = _section(f, f.proxy, "proxy")
     if isinstance(sec, Check):
         return sec
-    summary = sec.get("summary") or ""
+    from taskmuxctl.render import fix_plurals
+
+    summary = fix_plurals(sec.get("summary") or "")  # the daemon writes "N projects" for any N
     if not sec.get("enabled"):
         return Check("proxy", OK, summary or "disabled in the settings")
     if not sec.get("bound"):

@@ -180,7 +180,7 @@ class Tools:
         if path is None:
             return None
         try:
-            return _load_file(path).name
+            return self._load_file(path).name
         except ToolFailure:
             return None
 
@@ -230,7 +230,16 @@ class Tools:
         if path is None:
             raise ToolFailure(f"no taskmux.toml in {self.cwd} or above, and no project "
                               "argument; pass project (list_projects shows the registered ones)")
-        return _load_file(path)
+        return self._load_file(path)
+
+    def _load_file(self, path: str) -> projectfile.ProjectFile:
+        """The taskmux.toml at ``path`` (its registered last valid copy when it is broken)."""
+        from taskmuxctl.result import CommandError
+
+        try:
+            return projectfile.from_path(path, self.paths)
+        except CommandError as exc:
+            raise ToolFailure(exc.message, exc.code) from None
 
     @staticmethod
     def _since(text: str | None) -> float | None:
@@ -296,8 +305,10 @@ class Tools:
         count = int(args.get("lines", 100))
         rows = rows[-count:] if count else []
         lines = [line if task else f"{t} | {line}" for t, line in rows]
-        return ({"project": pf.name, "task": task, "lines": lines},
-                "\n".join(lines) if lines else "(no log lines)")
+        data = {"project": pf.name, "task": task, "lines": lines}
+        if pf.broken:
+            data["config_error"] = pf.broken
+        return data, "\n".join(lines) if lines else "(no log lines)"
 
     def tool_events(self, args: dict[str, Any], cancelled: threading.Event
                     ) -> tuple[Any, str]:
@@ -318,16 +329,4 @@ class Tools:
 
 def _json(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False)
-
-
-def _load_file(path: str) -> projectfile.ProjectFile:
-    import tomllib
-
-    from taskmuxctl.fsutil import read_regular_file
-
-    try:
-        text = read_regular_file(path, 1024 * 1024).decode("utf-8")
-        return projectfile.ProjectFile(path, tomllib.loads(text))
-    except (OSError, UnicodeDecodeError, RecursionError, tomllib.TOMLDecodeError) as exc:
-        raise ToolFailure(f"cannot read {path}: {exc}", Code.CONFIG_INVALID) from None
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from taskmuxctl.fsutil import UnreadableFile, read_regular_file
 from taskmuxctl.protocol import Code
+from taskmuxctl.suggest import closest, did_you_mean
 from taskmuxd.errors import ClientError
 
 log = logging.getLogger("taskmuxd.config")
@@ -219,13 +220,32 @@ def find_line(text: str, key_path: tuple[str | int, ...]) -> int | None:
 
 
 def _pydantic_problems(exc: ValidationError, index: LineIndex) -> list[Problem]:
+    errors = exc.errors()
+    missing = {tuple(e["loc"]) for e in errors if e["type"] == "missing"}
+    # A misspelt key is one problem, not two: `comand` names `command`, and the "command is
+    # required" that follows from the typo is not reported separately.
+    typos: dict[tuple[Any, ...], str] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            best = closest(str(loc[-1]), _valid_keys(loc))
+            if best is not None:
+                typos[loc] = best
+    explained = {(*loc[:-1], best) for loc, best in typos.items()}
     problems = []
-    for err in exc.errors():
+    for err in errors:
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and loc in typos:
+            best = typos[loc]
+            msg = f"unknown key {loc[-1]!r}; did you mean {best!r}?"
+            if (*loc[:-1], best) in missing:
+                msg += f" ({best!r} is required)"
+        elif err["type"] == "extra_forbidden":
             valid = _valid_keys(loc)
             msg = f"unknown key {loc[-1]!r}; valid keys here: {', '.join(valid)}"
+        elif err["type"] == "missing" and loc in explained:
+            continue
         elif err["type"] == "missing":
             msg = "is required"
         else:
@@ -263,8 +283,8 @@ def _check_semantics(cfg: ProjectConfig, folder: str, index: LineIndex) -> list[
             add(where, f"{name!r} is not a valid task name: use {NAME_RULE}")
         for dep in task.depends_on:
             if dep not in cfg.tasks:
-                add((*where, "depends_on"), f"depends on {dep!r}, which is not a task here; "
-                    f"tasks: {task_names}")
+                add((*where, "depends_on"), f"depends on {dep!r}, which is not a task here"
+                    f"{did_you_mean(dep, names)}; tasks: {task_names}")
             elif dep == name:
                 add((*where, "depends_on"), "a task cannot depend on itself")
         if task.cwd is not None and not os.path.isdir(os.path.join(folder, task.cwd)):

@@ -3,33 +3,21 @@ that ran ``taskmux start``), then ``env_file``, then ``env``, then ``PORT``."""
 
 from __future__ import annotations
 
-import re
+import io
 
-_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+from dotenv import dotenv_values
+
 _DROP = ("TMUX", "TMUX_PANE", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
          "LISTEN_PID", "INVOCATION_ID", "JOURNAL_STREAM", "_ARGCOMPLETE")
 
 
 def parse_dotenv(text: str) -> dict[str, str]:
-    """``KEY=value`` lines; ``#`` comments, ``export``, single and double quotes (with
-    backslash escapes and ``${VAR}`` left as written inside single quotes)."""
-    out: dict[str, str] = {}
-    for raw in text.splitlines():
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        m = _LINE.match(raw)
-        if not m:
-            continue
-        key, value = m.group(1), m.group(2)
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            quote, value = value[0], value[1:-1]
-            if quote == '"':
-                value = (value.replace("\\n", "\n").replace("\\t", "\t")
-                         .replace('\\"', '"').replace("\\\\", "\\"))
-        else:
-            value = re.sub(r"\s+#.*$", "", value)
-        out[key] = value
-    return out
+    """An ``env_file``, read by python-dotenv (the library whose format people write):
+    ``export``, comments, single quotes (literal), double quotes (backslash escapes, values
+    over several lines). Values are taken as written: ``${VAR}`` is not expanded. A bare
+    ``KEY`` with no ``=`` sets nothing."""
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def build(base: dict[str, str], env_file_text: str | None, env: dict[str, str],

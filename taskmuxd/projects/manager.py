@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from taskmuxctl.daemonctl import alive
 from taskmuxctl.fsutil import atomic_write
+from taskmuxctl.project import no_project_message
 from taskmuxctl.protocol import Code
+from taskmuxctl.render import plural
 from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.errors import ClientError
@@ -107,8 +109,8 @@ class Projects:
         total = sum(len(p.tasks) for p in self.projects.values())
         return {"registered": len(self.projects) + len(self.problems), "tasks_running": running,
                 "tasks_total": total, "tmux": self.tmux.describe(),
-                "summary": f"{running}/{total} tasks running in {len(self.projects)} project(s)"
-                           f" on {self.tmux.describe()}"}
+                "summary": f"{running}/{plural(total, 'task')} running in "
+                           f"{plural(len(self.projects), 'project')} on {self.tmux.describe()}"}
 
     def settings_changed(self, old: Any, new: Any) -> None:
         del old, new
@@ -152,6 +154,13 @@ class Projects:
     def remember_config(self, project: Project) -> None:
         atomic_write(project.files.last_config, project.loaded.text)
 
+    def config_fixed(self, name: str, path: str) -> None:
+        """``name``'s taskmux.toml reads cleanly again: forget the problem and, if there was
+        one, say that it is gone (a ``config_valid`` event)."""
+        problem = self.problems.pop(name, None)
+        if problem is not None:
+            self.events.emit("config_valid", name, None, config=path, was=problem[0])
+
     # -- finding a project from a command's params ------------------------------------------
 
     def get(self, name: str) -> Project:
@@ -169,10 +178,7 @@ class Projects:
 
     async def load_config(self, config: str | None, cwd: str | None) -> cfgmod.LoadedConfig:
         if not config:
-            raise cfgmod.ConfigNotFound(
-                f"no {cfgmod.CONFIG_NAME} in {cwd or 'this folder'} or any folder above it; "
-                "create one with `taskmux init`, or name a registered project with -p NAME",
-                {"cwd": cwd})
+            raise cfgmod.ConfigNotFound(no_project_message(cwd), {"cwd": cwd})
         return await self.load_file(config)
 
     async def resolve(self, project: str | None, config: str | None, cwd: str | None) -> Project:
@@ -211,7 +217,7 @@ class Projects:
             async with project.reload_lock:
                 await self.apply(project, loaded)
         self.watcher.watch(loaded.path)
-        self.problems.pop(loaded.name, None)
+        self.config_fixed(loaded.name, loaded.path)
         self.remember_config(project)
         return project
 
@@ -248,7 +254,7 @@ class Projects:
             self.problems[project.name] = ("error", message)
             self.events.emit("config_invalid", project.name, None, error=message)
             return None
-        self.problems.pop(project.name, None)
+        self.config_fixed(project.name, path)
         if loaded.text == project.loaded.text:
             return None
         diff = await self.apply(project, loaded)

@@ -128,7 +128,7 @@ def register(daemon: Daemon, projects: Projects) -> None:
                     health_probe=p.probe_spec(t).method, **p.group_info(t),
                     policy={k: v for k, v in vars(t.record.policy).items()
                             if k in ("attempt", "manual_stop", "restarts", "cause")})
-        return {"task": info}
+        return {"task": info, "config_error": _problem(projects, p)}
 
     async def health_check(project: str | None = None, config: str | None = None,
                            cwd: str | None = None) -> dict[str, Any]:
@@ -136,17 +136,23 @@ def register(daemon: Daemon, projects: Projects) -> None:
         rows = []
         for t in sorted(p.tasks.values(), key=lambda t: t.name):
             h = t.health
+            # A stopped task nobody asked to run (auto_start = false, or stopped by the user)
+            # is neither healthy nor unhealthy: it is left out of the count.
+            idle = t.state.value == "stopped" and (not t.config.auto_start
+                                                   or t.record.policy.manual_stop)
             rows.append({
-                "name": t.name, "state": t.state.value, "healthy": h.ok,
+                "name": t.name, "state": t.state.value, "healthy": h.ok, "counted": not idle,
                 "method": h.last.method if h.last else p.probe_spec(t).method,
                 "detail": h.last.detail if h.last else None,
                 "failures": h.failures,
                 "last_failure": h.last_failure.detail if h.last_failure else None,
                 "checked_at": h.last_at,
             })
-        healthy = sum(1 for r in rows if r["healthy"])
-        return {"project": p.name, "healthy_count": healthy, "total_count": len(rows),
-                "tasks": rows}
+        healthy = sum(1 for r in rows if r["healthy"] and r["counted"])
+        counted = sum(1 for r in rows if r["counted"])
+        return {"project": p.name, "healthy_count": healthy, "total_count": counted,
+                "not_counted": len(rows) - counted,
+                "tasks": rows, "config_error": _problem(projects, p)}
 
     async def project_list() -> dict[str, Any]:
         out = []
@@ -172,7 +178,7 @@ def register(daemon: Daemon, projects: Projects) -> None:
         else:
             await projects.apply(p, loaded)
         projects.watcher.watch(loaded.path)
-        projects.problems.pop(loaded.name, None)
+        projects.config_fixed(loaded.name, loaded.path)
         projects.remember_config(p)
         if action != "unchanged":
             daemon.events.emit("project_registered", loaded.name, None, config=loaded.path,
@@ -229,6 +235,12 @@ def _actions(p: Project, results: list[dict[str, Any]]) -> dict[str, Any]:
         out["task"] = results[0]["task"]
         out["action"] = results[0]["action"]
     return out
+
+
+def _problem(projects: Projects, p: Project) -> str | None:
+    """What is wrong with the project's taskmux.toml (its last valid version is in use)."""
+    problem = projects.problems.get(p.name)
+    return problem[1] if problem else None
 
 
 def _runner_record(p: Project, task: str) -> dict[str, Any] | None:

@@ -110,8 +110,11 @@ class Project:
         try:
             return self.tasks[name]
         except KeyError:
+            from taskmuxctl.suggest import did_you_mean
+
             raise TaskNotFound(
-                f"task {name!r} not found in {self.loaded.path}; tasks: "
+                f"task {name!r} not found in {self.loaded.path}"
+                f"{did_you_mean(name, self.tasks)}; tasks: "
                 f"{', '.join(sorted(self.tasks)) or '(none)'}",
                 {"task": name, "tasks": sorted(self.tasks)}) from None
 
