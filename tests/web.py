@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 STREAM_CHUNKS = 3
+PROTOCOL_PAGE = (b"<!doctype html><html><body><script>document.body.textContent = 'PROTOCOL:' + "
+                 b"performance.getEntriesByType('navigation')[0].nextHopProtocol;</script>"
+                 b"</body></html>")
 
 
 class Gate:
@@ -69,6 +72,8 @@ class Backend(http.server.BaseHTTPRequestHandler):
                                          ("x-MiXeD-case", "Kept  As Is")])
         elif path in ("/stream", "/sse"):
             self._stream(sse=path == "/sse")
+        elif path == "/proto":  # a page that shows the protocol the browser used
+            self._send(200, PROTOCOL_PAGE, [("Content-Type", "text/html; charset=utf-8")])
         elif path == "/big":
             self._big(int(self.path.split("=")[1]))
         else:
