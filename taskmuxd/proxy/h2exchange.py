@@ -108,7 +108,11 @@ class Exchange:
             up.close()
             return
         self.up = up
-        self._send_request()
+        try:
+            self._send_request()
+        except Exception:
+            log.exception("sending a request to the task on port %d failed", port)
+            self._reset(ErrorCodes.INTERNAL_ERROR)
         self.side.flush()
 
     def _send_request(self) -> None:
@@ -174,6 +178,9 @@ class Exchange:
             self._read_events()
         except h11.RemoteProtocolError as exc:
             self._backend_failed(f"the task's answer is not valid HTTP/1.1 ({exc})")
+        except Exception:
+            log.exception("relaying a response to %s failed", self.side.client_ip)
+            self._reset(ErrorCodes.INTERNAL_ERROR)
         self.side.flush()
 
     def _read_events(self) -> None:

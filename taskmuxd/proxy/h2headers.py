@@ -18,7 +18,7 @@ from taskmuxd.proxy.http1 import BadMessage
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
-_PATH = re.compile(rb"/[\x21-\x7e\x80-\xff]*")
+_PATH = re.compile(rb"/[\x21-\x7e]*")  # (as an HTTP/1.1 request-target: visible ASCII)
 # Fields the proxy sets or that mean something only on one hop.
 _DROPPED = frozenset({b"host", b"te", b"x-forwarded-proto", b"x-forwarded-host",
                       b"x-forwarded-for", b"content-length"})

@@ -46,6 +46,7 @@ MAX_STREAMS = 100
 MAX_HEADER_LIST = 64 * 1024
 STREAM_WINDOW = 1024 * 1024
 CONNECTION_WINDOW = 4 * 1024 * 1024
+MAX_FRAME = 256 * 1024  # larger DATA frames from the client: fewer to parse per upload
 MAX_RESETS = 1000
 # Unsent bytes to the client beyond which the client's frames are not read (answers to its
 # PINGs and SETTINGS pile up there otherwise when it does not read).
@@ -83,8 +84,12 @@ class H2Side(asyncio.Protocol):
             codes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
             codes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
             codes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            codes.MAX_FRAME_SIZE: MAX_FRAME,
         })
+        # (Initial values take effect at once in h2, but these two copies are only updated
+        # when a settings change is acknowledged, so they are set here.)
         self.conn.decoder.max_header_list_size = MAX_HEADER_LIST
+        self.conn.max_inbound_frame_size = MAX_FRAME
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.flush()
