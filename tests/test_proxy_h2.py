@@ -354,3 +354,40 @@ def test_websockets_still_use_http1_upgrade_with_h2_on_offer(proxy: ProxyHarness
         finally:
             server.shutdown()
             thread.join(5)
+
+
+def test_h2_an_upload_waits_for_a_task_that_does_not_read(proxy: ProxyHarness) -> None:
+    """The client's window reopens only as the task takes the bytes: against a task that
+    accepts the connection and reads nothing, a client can push a bounded amount (the
+    stream's window plus what the sockets hold), never the whole body."""
+    with socket.socket() as deaf:
+        deaf.bind(("127.0.0.1", 0))
+        deaf.listen()
+        proxy.set_routes("hslow", route("web", "web", deaf.getsockname()[1]))
+        client = RawH2(proxy, "web.hslow.localhost")
+        try:
+            size = 256 * MB
+            sid = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(sid, [
+                (b":method", b"POST"), (b":scheme", b"https"),
+                (b":authority", b"web.hslow.localhost"), (b":path", b"/up"),
+                (b"content-length", str(size).encode())])
+            client.flush()
+            sent, chunk = 0, b"x" * 16384
+            client.sock.settimeout(2.0)
+            while sent < size:
+                window = client.conn.local_flow_control_window(sid)
+                if window >= len(chunk):
+                    client.conn.send_data(sid, chunk)
+                    client.flush()
+                    sent += len(chunk)
+                    continue
+                try:  # wait for a WINDOW_UPDATE; none within 2 s: the proxy holds back
+                    data = client.sock.recv(65536)
+                except TimeoutError:
+                    break
+                client.conn.receive_data(data)
+                client.flush()
+        finally:
+            client.close()
+    assert 1 * MB <= sent < 32 * MB, sent
