@@ -391,3 +391,50 @@ def test_h2_an_upload_waits_for_a_task_that_does_not_read(proxy: ProxyHarness) -
         finally:
             client.close()
     assert 1 * MB <= sent < 32 * MB, sent
+
+
+def test_h2_streams_count_against_the_per_client_cap(tmp_path: Any) -> None:
+    """Each task connection an h2 connection holds beyond its first takes a place in the
+    client's connection count: with a cap of 3, three streams held open go through and the
+    fourth gets a 503 page; once they end, their places are given back."""
+    home = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
+    write_config(home, "proxy_max_connections_per_client = 3\n")
+    daemon = DaemonProcess(home, daemon_env(home)).wait_ready()
+    try:
+        harness = ProxyHarness(daemon)
+        with backend("web") as web:
+            harness.set_routes("hcap", route("web", "web", web.port))
+            client = RawH2(harness, "web.hcap.localhost")
+            try:
+                held = [client.request("web.hcap.localhost", "/sse") for _ in range(3)]
+                extra = client.request("web.hcap.localhost", "/sse")
+                assert client.status(extra) == 503
+                assert harness.status("proxy")["limits"]["open"] == 3
+                for gate in web.gate.events:
+                    gate.set()  # the held streams finish
+                ended: set[int] = set()
+                while not set(held) <= ended:
+                    ended |= {e.stream_id for e in client.events(h2.events.StreamEnded)
+                              if isinstance(e, h2.events.StreamEnded)}
+                # Their places are back: a leak of even one would refuse this request.
+                assert client.status(client.request("web.hcap.localhost")) == 200
+                before = harness.status("proxy")["limits"]["open"]
+            finally:
+                client.close()
+        wait_until(lambda: harness.status("proxy")["limits"]["open"] < before,
+                   what="the connection's place to be given back")
+    finally:
+        daemon.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_daemon_start_does_not_import_h2() -> None:
+    """h2 and h11 are imported with the first HTTP/2 connection, not at daemon start."""
+    import subprocess
+    import sys
+
+    code = ("import sys, taskmuxd.proxy.subsystem, taskmuxd.daemon; "
+            "print(sorted(m for m in ('h2', 'h11', 'hpack') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    assert out.strip() == "[]"

@@ -50,6 +50,7 @@ class Exchange:
         self.ended = False  # our side of the stream is closed (or reset)
         self.retried = False
         self.gone = False
+        self.slot = False  # holds a place in the client's connection count (``take_slot``)
 
     # -- the request ----------------------------------------------------------------------
 
@@ -80,6 +81,19 @@ class Exchange:
         html_ok = req.accept_html
         if backend is not None and backend.ready and backend.port is not None:
             port = backend.port
+            if not side.take_slot():
+                self._page(pages.response(
+                    503, "too-many-connections", f"{name}: too many connections",
+                    f"This client already holds {side.proxy.limits.per_client} connections "
+                    "to tasks (proxy_max_connections_per_client); retry when some finish.",
+                    html_ok=html_ok, close=False, head_only=head_only))
+                return
+            self.slot = True
+            up = side.pool.take_idle(port, self)
+            if up is not None:  # a kept-alive connection: the request goes out at once
+                self.up = up
+                self._send_request()
+                return
             self.connecting = asyncio.get_running_loop().create_task(self._connect(port))
             return
         if project is None:
@@ -188,13 +202,13 @@ class Exchange:
             up = self.up
             event = up.h11.next_event()
             if event is h11.NEED_DATA or event is h11.PAUSED:
+                self.flush()  # (after the whole read: its last DATA can end the stream)
                 return
             if isinstance(event, h11.Response):
                 fields = h2headers.response(event.status_code, event.headers.raw_items())
                 self._send_headers(fields, end=False)
             elif isinstance(event, h11.Data):
                 self.out.append(bytes(event.data))
-                self.flush()
             elif isinstance(event, h11.EndOfMessage):
                 self.out_end = True
                 self._release()
@@ -256,11 +270,16 @@ class Exchange:
                 chunk = self.out[0]
                 if len(chunk) <= window:
                     self.out.popleft()
-                    conn.send_data(self.stream_id, chunk)
+                    last = self.out_end and not self.out
+                    conn.send_data(self.stream_id, chunk, end_stream=last)
+                    if last:
+                        self.ended = True
+                        self._finish()
+                        break
                 else:
                     self.out[0] = chunk[window:]
                     conn.send_data(self.stream_id, chunk[:window])
-            if not self.out and self.out_end:
+            if not self.out and self.out_end and not self.ended:
                 self.ended = True
                 conn.end_stream(self.stream_id)
                 self._finish()

@@ -61,12 +61,17 @@ class H2Side(asyncio.Protocol):
         self.sni_project = sni_project
         self.transport: asyncio.Transport | None = None
         self.client_ip = "unknown"
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # What the client sends is validated; what goes out is the task's answer as h11 read
+        # it, with names lowered and connection fields dropped (``h2headers.response``).
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                           validate_outbound_headers=False)
         self.conn = h2.connection.H2Connection(config)
         self.exchanges: dict[int, Exchange] = {}
         self.closing = False
         self.out_paused = False  # the client's TLS write buffer is full
         self.resets = 0
+        self.slots = 0  # task connections held for this client's streams
+        self._flush_soon = False
         self.idle_since: float | None = time.monotonic()
         if proxy.pool is None:
             proxy.pool = BackendPool(proxy)
@@ -92,17 +97,17 @@ class H2Side(asyncio.Protocol):
         self.conn.max_inbound_frame_size = MAX_FRAME
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
-        self.flush()
+        self.send_now()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.proxy.clients.discard(self)
-        if self.admitted is not None:
-            self.proxy.limits.release(self.admitted)
-            self.admitted = None
         for exchange in list(self.exchanges.values()):
             exchange.abandon()
         self.exchanges.clear()
+        if self.admitted is not None:
+            self.proxy.limits.release(self.admitted)
+            self.admitted = None
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -120,7 +125,7 @@ class H2Side(asyncio.Protocol):
             log.exception("HTTP/2 connection from %s failed", self.client_ip)
             self.close(ErrorCodes.INTERNAL_ERROR)
             return
-        self.flush()
+        self.send_now()
         if self.transport is not None and not self.closing \
                 and self.transport.get_write_buffer_size() > MAX_UNSENT:
             self.transport.pause_reading()
@@ -199,14 +204,41 @@ class H2Side(asyncio.Protocol):
                 pass
             self.flush()
 
+    def take_slot(self) -> bool:
+        """Count one more task connection held for this client. The first is covered by
+        the client's own connection (the descriptor budget counts two per connection, as on
+        HTTP/1.1); each further one takes a place in the proxy's limits under the client's
+        name, so that 100 streams on one connection count like 100 connections."""
+        if self.slots and (self.admitted is None
+                           or not self.proxy.limits.admit(self.admitted)):
+            return False
+        self.slots += 1
+        return True
+
+    def give_slot(self) -> None:
+        if self.slots > 1 and self.admitted is not None:
+            self.proxy.limits.release(self.admitted)
+        self.slots = max(self.slots - 1, 0)
+
     def finished(self, exchange: Exchange) -> None:
+        if exchange.slot:
+            exchange.slot = False
+            self.give_slot()
         if self.exchanges.get(exchange.stream_id) is exchange:
             del self.exchanges[exchange.stream_id]
         if not self.exchanges:
             self.idle_since = time.monotonic()
 
     def flush(self) -> None:
+        """Send what h2 has queued, soon: what several task connections answer in one turn
+        of the event loop goes out in one write (fewer TLS records and system calls)."""
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self.send_now)
+
+    def send_now(self) -> None:
         """Send what h2 has queued."""
+        self._flush_soon = False
         data = self.conn.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -225,7 +257,7 @@ class H2Side(asyncio.Protocol):
             self.conn.close_connection(error_code=code)
         except h2.exceptions.ProtocolError:
             pass
-        self.flush()
+        self.send_now()
         self.closing = True
         for exchange in list(self.exchanges.values()):
             exchange.abandon()

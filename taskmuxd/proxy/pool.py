@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from taskmuxd.proxy.server import Proxy
 
 MAX_IDLE_PER_PORT = 32
+# Idle connections count in the proxy's connection limits under this name, so that the pool
+# stays inside the descriptor budget too.
+POOL_CLIENT = "(idle task connections)"
 IDLE_SECONDS = 30.0
 
 
@@ -44,6 +47,7 @@ class BackendConn(asyncio.Protocol):
         self.owner: Owner | None = None
         self.reused = False
         self.closed = False
+        self.pooled = False  # idle in the pool, counted in the proxy's limits
         self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -110,9 +114,20 @@ class BackendPool:
 
     async def get(self, port: int, owner: Owner) -> BackendConn:
         """A connection to the task on ``port`` for ``owner``: an idle one, else a new one."""
+        conn = self.take_idle(port, owner)
+        if conn is not None:
+            return conn
+        _, conn = await self.proxy.connect_backend(port, lambda: BackendConn(self, port))
+        assert isinstance(conn, BackendConn)
+        conn.owner = owner
+        return conn
+
+    def take_idle(self, port: int, owner: Owner) -> BackendConn | None:
+        """A kept-alive connection to ``port`` for ``owner``, if one is idle."""
         idle = self.idle.get(port)
         while idle:
             conn = idle.pop()
+            self._unpool(conn)
             if conn._idle_timer is not None:
                 conn._idle_timer.cancel()
                 conn._idle_timer = None
@@ -122,10 +137,7 @@ class BackendPool:
                 conn.reading(True)
                 return conn
             conn.close()
-        _, conn = await self.proxy.connect_backend(port, lambda: BackendConn(self, port))
-        assert isinstance(conn, BackendConn)
-        conn.owner = owner
-        return conn
+        return None
 
     def put(self, conn: BackendConn) -> None:
         """Take back ``conn`` after an exchange; keep it if it can carry another."""
@@ -141,14 +153,21 @@ class BackendPool:
             conn.close()
             return
         idle = self.idle.setdefault(conn.port, [])
-        if len(idle) >= MAX_IDLE_PER_PORT:
+        if len(idle) >= MAX_IDLE_PER_PORT or not self.proxy.limits.admit(POOL_CLIENT):
             conn.close()
             return
+        conn.pooled = True
         conn.reading(True)  # so that a close by the task is seen at once
         idle.append(conn)
         conn._idle_timer = asyncio.get_running_loop().call_later(IDLE_SECONDS, conn.close)
 
+    def _unpool(self, conn: BackendConn) -> None:
+        if conn.pooled:
+            conn.pooled = False
+            self.proxy.limits.release(POOL_CLIENT)
+
     def forget(self, conn: BackendConn) -> None:
+        self._unpool(conn)
         idle = self.idle.get(conn.port)
         if idle and conn in idle:
             idle.remove(conn)
@@ -158,5 +177,6 @@ class BackendPool:
     def close(self) -> None:
         for idle in list(self.idle.values()):
             for conn in list(idle):
+                self._unpool(conn)
                 conn.close()
         self.idle.clear()
