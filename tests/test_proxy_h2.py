@@ -438,3 +438,24 @@ def test_daemon_start_does_not_import_h2() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_h2_expect_100_continue_is_answered_by_the_task(proxy: ProxyHarness) -> None:
+    with backend("web") as web:
+        proxy.set_routes("hcont", route("web", "web", web.port))
+        client = RawH2(proxy, "web.hcont.localhost")
+        try:
+            sid = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(sid, [
+                (b":method", b"POST"), (b":scheme", b"https"),
+                (b":authority", b"web.hcont.localhost"), (b":path", b"/up"),
+                (b"content-length", b"3"), (b"expect", b"100-continue")])
+            client.flush()
+            first = client.events(h2.events.InformationalResponseReceived)
+            interim = [e for e in first if isinstance(e, h2.events.InformationalResponseReceived)]
+            assert dict(interim[0].headers)[b":status"] == b"100"
+            client.conn.send_data(sid, b"x=1", end_stream=True)
+            client.flush()
+            assert client.status(sid) == 200
+        finally:
+            client.close()

@@ -207,6 +207,11 @@ class Exchange:
             if isinstance(event, h11.Response):
                 fields = h2headers.response(event.status_code, event.headers.raw_items())
                 self._send_headers(fields, end=False)
+            elif isinstance(event, h11.InformationalResponse):
+                if event.status_code in (100, 103):  # Continue, Early Hints: passed on
+                    self._send_headers(h2headers.response(event.status_code,
+                                                          event.headers.raw_items()),
+                                       end=False, final=False)
             elif isinstance(event, h11.Data):
                 self.out.append(bytes(event.data))
             elif isinstance(event, h11.EndOfMessage):
@@ -295,7 +300,8 @@ class Exchange:
 
     # -- our own answers ------------------------------------------------------------------
 
-    def _send_headers(self, fields: list[tuple[bytes, bytes]], end: bool) -> None:
+    def _send_headers(self, fields: list[tuple[bytes, bytes]], end: bool,
+                      final: bool = True) -> None:
         if self.ended or self.gone:
             return
         try:
@@ -307,7 +313,7 @@ class Exchange:
             log.debug("response refused by h2: %s", exc)
             self._reset(ErrorCodes.INTERNAL_ERROR)
             return
-        self.headers_sent = True
+        self.headers_sent = final
         if end:
             self.ended = True
             self._finish()
