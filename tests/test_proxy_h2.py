@@ -459,3 +459,31 @@ def test_h2_expect_100_continue_is_answered_by_the_task(proxy: ProxyHarness) -> 
             assert client.status(sid) == 200
         finally:
             client.close()
+
+
+def test_h2_a_rapid_reset_flood_ends_the_connection(proxy: ProxyHarness) -> None:
+    """Streams opened and cancelled at once, over and over (CVE-2023-44487): past the
+    allowance the proxy says ENHANCE_YOUR_CALM and closes."""
+    with socket.socket() as deaf:
+        deaf.bind(("127.0.0.1", 0))
+        deaf.listen(1024)
+        proxy.set_routes("hreset", route("web", "web", deaf.getsockname()[1]))
+        client = RawH2(proxy, "web.hreset.localhost")
+        fields = [(b":method", b"GET"), (b":scheme", b"https"),
+                  (b":authority", b"web.hreset.localhost"), (b":path", b"/")]
+        ended: list[Any] = []
+        try:
+            for _ in range(30):
+                for _ in range(50):
+                    sid = client.conn.get_next_available_stream_id()
+                    client.conn.send_headers(sid, fields, end_stream=True)
+                    client.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+                try:
+                    client.flush()
+                except OSError:
+                    break
+            events = client.events(h2.events.ConnectionTerminated)
+            ended = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        finally:
+            client.close()
+    assert ended and ended[0].error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM

@@ -14,8 +14,9 @@ Flow control, both ways, never holds a whole body:
 
 Limits: at most ``MAX_STREAMS`` streams at once (SETTINGS_MAX_CONCURRENT_STREAMS, enforced by
 h2), a header list of at most ``MAX_HEADER_LIST`` bytes, at most ``MAX_RESETS`` streams the
-client cancels per connection (against "rapid reset" floods). Extended CONNECT (WebSockets
-over HTTP/2, RFC 8441) is not advertised, so browsers open WebSockets over HTTP/1.1.
+client cancels in ``RESET_WINDOW`` seconds (against "rapid reset" floods). Extended CONNECT
+(WebSockets over HTTP/2, RFC 8441) is not advertised, so browsers open WebSockets over
+HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ MAX_HEADER_LIST = 64 * 1024
 STREAM_WINDOW = 1024 * 1024
 CONNECTION_WINDOW = 4 * 1024 * 1024
 MAX_FRAME = 256 * 1024  # larger DATA frames from the client: fewer to parse per upload
-MAX_RESETS = 1000
+MAX_RESETS = 1000  # streams the client cancels within RESET_WINDOW seconds
+RESET_WINDOW = 10.0
 # Unsent bytes to the client beyond which the client's frames are not read (answers to its
 # PINGs and SETTINGS pile up there otherwise when it does not read).
 MAX_UNSENT = 4 * HIGH_WATER
@@ -70,6 +72,7 @@ class H2Side(asyncio.Protocol):
         self.closing = False
         self.out_paused = False  # the client's TLS write buffer is full
         self.resets = 0
+        self._resets_since = time.monotonic()
         self.slots = 0  # task connections held for this client's streams
         self._flush_soon = False
         self.idle_since: float | None = time.monotonic()
@@ -174,10 +177,8 @@ class H2Side(asyncio.Protocol):
             exchange = self.exchanges.get(event.stream_id)
             if exchange is not None:
                 exchange.abandon()
-            if event.remote_reset:
-                self.resets += 1
-                if self.resets > MAX_RESETS:
-                    self.close(ErrorCodes.ENHANCE_YOUR_CALM)
+            if event.remote_reset and self._reset_counted(time.monotonic()):
+                self.close(ErrorCodes.ENHANCE_YOUR_CALM)
         elif isinstance(event, h2.events.WindowUpdated):
             if event.stream_id:
                 exchange = self.exchanges.get(event.stream_id)
@@ -189,6 +190,14 @@ class H2Side(asyncio.Protocol):
             self._flush_all()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.close()
+
+    def _reset_counted(self, now: float) -> bool:
+        """Count a stream the client cancelled; whether it cancels too many too fast (a
+        browser cancels some when a page is left mid-load, a flood cancels without end)."""
+        if now - self._resets_since > RESET_WINDOW:
+            self._resets_since, self.resets = now, 0
+        self.resets += 1
+        return self.resets > MAX_RESETS
 
     def _flush_all(self) -> None:
         for exchange in list(self.exchanges.values()):
