@@ -248,7 +248,7 @@ class RawH2:
         self.sock.close()
 
 
-def test_h2_settings_bound_streams_and_headers_and_offer_no_extended_connect(
+def test_h2_settings_bound_streams_and_headers_and_offer_extended_connect(
         proxy: ProxyHarness) -> None:
     with backend("web") as web:
         proxy.set_routes("hset", route("web", "web", web.port))
@@ -260,7 +260,7 @@ def test_h2_settings_bound_streams_and_headers_and_offer_no_extended_connect(
     codes = h2.settings.SettingCodes
     assert client.settings[codes.MAX_CONCURRENT_STREAMS] == 100
     assert client.settings[codes.MAX_HEADER_LIST_SIZE] == 64 * 1024
-    assert not client.settings.get(codes.ENABLE_CONNECT_PROTOCOL)
+    assert client.settings[codes.ENABLE_CONNECT_PROTOCOL] == 1  # WebSockets over h2
 
 
 @pytest.mark.parametrize(("extra", "authority", "expect"), [
@@ -329,8 +329,8 @@ def test_h2_a_client_leaving_mid_stream_frees_everything(proxy: ProxyHarness) ->
 
 
 def test_websockets_still_use_http1_upgrade_with_h2_on_offer(proxy: ProxyHarness) -> None:
-    """A browser that finds no extended CONNECT on the h2 connection opens its WebSocket on
-    an HTTP/1.1 one; the proxy (offering h2 too) serves that upgrade."""
+    """A client that asks for HTTP/1.1 (as browsers without WebSockets over HTTP/2 do) gets
+    its WebSocket upgrade served while the proxy offers h2 too."""
     from websockets.sync.client import connect
     from websockets.sync.server import ServerConnection, serve
 
@@ -487,3 +487,49 @@ def test_h2_a_rapid_reset_flood_ends_the_connection(proxy: ProxyHarness) -> None
         finally:
             client.close()
     assert ended and ended[0].error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+def test_h2_websocket_over_extended_connect(proxy: ProxyHarness) -> None:
+    """RFC 8441: CONNECT with :protocol websocket becomes the task's HTTP/1.1 upgrade; the
+    stream then carries WebSocket frames both ways (a real websockets server echoes)."""
+    from websockets.frames import Frame, Opcode
+    from websockets.sync.server import ServerConnection, serve
+
+    def echo_ws(ws: ServerConnection) -> None:
+        for message in ws:
+            ws.send(message)
+
+    with serve(echo_ws, "127.0.0.1", 0, subprotocols=["chat.v2"]) as server:  # type: ignore[list-item]
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            proxy.set_routes("hwsh2", route("chat", "chat", server.socket.getsockname()[1]))
+            client = RawH2(proxy, "chat.hwsh2.localhost")
+            try:
+                client.events(h2.events.RemoteSettingsChanged)
+                sid = client.conn.get_next_available_stream_id()
+                client.conn.send_headers(sid, [
+                    (b":method", b"CONNECT"), (b":protocol", b"websocket"),
+                    (b":scheme", b"https"), (b":authority", b"chat.hwsh2.localhost"),
+                    (b":path", b"/socket"), (b"sec-websocket-version", b"13"),
+                    (b"sec-websocket-protocol", b"chat.v1, chat.v2")])
+                client.flush()
+                answer = client.events(h2.events.ResponseReceived)
+                head = next(e for e in answer if isinstance(e, h2.events.ResponseReceived))
+                fields = dict(head.headers)
+                assert fields[b":status"] == b"200"
+                assert fields[b"sec-websocket-protocol"] == b"chat.v2"
+                assert b"sec-websocket-accept" not in fields
+                frame = Frame(Opcode.TEXT, b"hello over h2")
+                client.conn.send_data(sid, frame.serialize(mask=True, extensions=[]))
+                client.flush()
+                got = b""
+                while len(got) < 15:
+                    got += b"".join(e.data for e in client.events(h2.events.DataReceived)
+                                    if isinstance(e, h2.events.DataReceived))
+                assert got == b"\x81\x0dhello over h2"  # the echo, unmasked from the server
+            finally:
+                client.close()
+        finally:
+            server.shutdown()
+            thread.join(5)

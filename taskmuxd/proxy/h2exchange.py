@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("taskmuxd.proxy")
 
-# Stream states of the task's side.
-_ROUTING, _CONNECTING, _SENT, _ANSWERED, _DONE = range(5)
+# Fields of the task's 101 that mean something only to its HTTP/1.1 handshake.
+_UPGRADE_ONLY = frozenset({b"sec-websocket-accept"})
 
 
 class Exchange:
@@ -50,6 +50,7 @@ class Exchange:
         self.ended = False  # our side of the stream is closed (or reset)
         self.retried = False
         self.gone = False
+        self.tunnel = False  # a WebSocket: raw bytes both ways after the task's 101
         self.slot = False  # holds a place in the client's connection count (``take_slot``)
 
     # -- the request ----------------------------------------------------------------------
@@ -58,6 +59,8 @@ class Exchange:
         self.from_client_done = end_stream
         try:
             req = h2headers.request(fields, end_stream, self.side.client_ip)
+            if req.websocket and end_stream:
+                raise BadMessage("a WebSocket CONNECT that ends its stream at once")
         except BadMessage as exc:
             self._page(pages.bad_request(exc.status, exc.reason, html_ok=False, close=False))
             return
@@ -133,6 +136,10 @@ class Exchange:
         up, req = self.up, self.req
         assert up is not None and req is not None
         up.send(h11.Request(method=req.method, target=req.path, headers=req.headers))
+        if req.websocket:  # the upgrade request has no body; the client's data waits
+            self._request_end()
+            self.update_reading()
+            return
         pending, self.pending = self.pending, []
         for data, size in pending:
             self._pass_on(data, size)
@@ -141,6 +148,12 @@ class Exchange:
         self.update_reading()
 
     def from_client(self, data: bytes, size: int) -> None:
+        if self.req is not None and self.req.websocket and not self.tunnel:
+            if self.up is not None or self.connecting is not None:
+                self.pending.append((data, size))  # (until the task switched)
+            else:
+                self.side.acknowledge(self.stream_id, size)
+            return
         if self.up is not None:
             self._pass_on(data, size)
         elif self.connecting is not None:
@@ -150,7 +163,10 @@ class Exchange:
 
     def _pass_on(self, data: bytes, size: int) -> None:
         assert self.up is not None
-        if data:
+        if self.tunnel:
+            if data and self.up.transport is not None:
+                self.up.transport.write(data)
+        elif data:
             try:
                 self.up.send(h11.Data(data=data))
             except h11.LocalProtocolError:  # more than its Content-Length (h2 checks too)
@@ -163,6 +179,11 @@ class Exchange:
 
     def client_done(self) -> None:
         self.from_client_done = True
+        if self.tunnel:  # the client closed its side of the WebSocket's stream
+            if self.up is not None and self.up.transport is not None \
+                    and self.up.transport.can_write_eof():
+                self.up.transport.write_eof()
+            return
         if self.up is not None:
             self._request_end()
 
@@ -187,6 +208,10 @@ class Exchange:
     def backend_data(self, data: bytes) -> None:
         up = self.up
         assert up is not None
+        if self.tunnel:
+            self.out.append(data)
+            self.flush()
+            return
         try:
             up.h11.receive_data(data)
             self._read_events()
@@ -208,6 +233,9 @@ class Exchange:
                 fields = h2headers.response(event.status_code, event.headers.raw_items())
                 self._send_headers(fields, end=False)
             elif isinstance(event, h11.InformationalResponse):
+                if event.status_code == 101 and self.req is not None and self.req.websocket:
+                    self._switched(event)
+                    return
                 if event.status_code in (100, 103):  # Continue, Early Hints: passed on
                     self._send_headers(h2headers.response(event.status_code,
                                                           event.headers.raw_items()),
@@ -222,9 +250,32 @@ class Exchange:
             elif isinstance(event, h11.ConnectionClosed):
                 return
 
+    def _switched(self, event: h11.InformationalResponse) -> None:
+        """The task took the WebSocket: 200 to the client, then raw bytes both ways."""
+        up = self.up
+        assert up is not None
+        fields = [(n, v) for n, v in h2headers.response(200, event.headers.raw_items())
+                  if n not in _UPGRADE_ONLY]
+        self._send_headers(fields, end=False)
+        self.tunnel = True
+        rest, _ = up.h11.trailing_data
+        if rest:
+            self.out.append(bytes(rest))
+        pending, self.pending = self.pending, []
+        for data, size in pending:
+            self._pass_on(data, size)
+        if self.from_client_done:
+            self.client_done()
+        self.flush()
+
     def backend_lost(self) -> None:
         up, self.up = self.up, None
         if self.gone or up is None:
+            return
+        if self.tunnel:  # the task closed the WebSocket's connection: end the stream
+            self.out_end = True
+            self.flush()
+            self.side.flush()
             return
         try:  # a body that ends with the connection ends here
             up.h11.receive_data(b"")

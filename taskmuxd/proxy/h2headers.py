@@ -31,7 +31,8 @@ _MAX_LENGTH_DIGITS = 18
 class Request:
     """An HTTP/2 request, checked, as the HTTP/1.1 request the task gets."""
 
-    __slots__ = ("accept_html", "authority", "has_body", "headers", "length", "method", "path")
+    __slots__ = ("accept_html", "authority", "has_body", "headers", "length", "method", "path",
+                 "websocket")
 
     def __init__(self) -> None:
         self.method = b""
@@ -41,6 +42,7 @@ class Request:
         self.length: int | None = None  # Content-Length, when the client sent one
         self.has_body = True
         self.accept_html = False
+        self.websocket = False  # extended CONNECT (RFC 8441): an HTTP/1.1 upgrade to the task
 
 
 def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
@@ -78,7 +80,13 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
             kept.append((name, value))
     req.method = pseudo.get(b":method", b"")
     if req.method == b"CONNECT":
-        return req  # refused by the caller, with a page
+        if pseudo.get(b":protocol") != b"websocket":
+            return req  # refused by the caller, with a page
+        # A WebSocket over HTTP/2 becomes the HTTP/1.1 upgrade the task knows (RFC 8441 5).
+        req.websocket = True
+        req.method = b"GET"
+        req.has_body = False
+        lengths = []
     authority = _authority(pseudo.get(b":authority"), hosts)
     req.authority = authority.decode("ascii")
     req.path = path = pseudo.get(b":path", b"")
@@ -96,7 +104,13 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
     out.extend(kept)
     if cookies:  # RFC 9113 8.2.3: one field on HTTP/1.1
         out.append((b"cookie", b"; ".join(cookies)))
-    if req.length is not None:
+    if req.websocket:
+        import base64
+        import os
+
+        out.extend([(b"connection", b"upgrade"), (b"upgrade", b"websocket"),
+                    (b"sec-websocket-key", base64.b64encode(os.urandom(16)))])
+    elif req.length is not None:
         out.append((b"content-length", lengths[0]))
     elif req.has_body:
         out.append((b"transfer-encoding", b"chunked"))

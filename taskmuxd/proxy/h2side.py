@@ -14,9 +14,11 @@ Flow control, both ways, never holds a whole body:
 
 Limits: at most ``MAX_STREAMS`` streams at once (SETTINGS_MAX_CONCURRENT_STREAMS, enforced by
 h2), a header list of at most ``MAX_HEADER_LIST`` bytes, at most ``MAX_RESETS`` streams the
-client cancels in ``RESET_WINDOW`` seconds (against "rapid reset" floods). Extended CONNECT
-(WebSockets over HTTP/2, RFC 8441) is not advertised, so browsers open WebSockets over
-HTTP/1.1.
+client cancels in ``RESET_WINDOW`` seconds (against "rapid reset" floods).
+
+WebSockets over HTTP/2 (extended CONNECT, RFC 8441, advertised with
+SETTINGS_ENABLE_CONNECT_PROTOCOL) reach the task as the HTTP/1.1 upgrade it knows; after its
+101 the stream carries the WebSocket's bytes both ways, under the same flow control.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class H2Side(asyncio.Protocol):
             codes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
             codes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             codes.MAX_FRAME_SIZE: MAX_FRAME,
+            codes.ENABLE_CONNECT_PROTOCOL: 1,  # WebSockets over HTTP/2 (RFC 8441)
         })
         # (Initial values take effect at once in h2, but these two copies are only updated
         # when a settings change is acknowledged, so they are set here.)
