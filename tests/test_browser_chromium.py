@@ -97,12 +97,12 @@ def _stop_daemon(state: str) -> None:
     wait_until(lambda: pid_gone(pid), what="the daemon to stop")
 
 
-def chromium_protocol(person: Person, url: str) -> str:
+def chromium_protocol(person: Person, url: str, extra: list[str] | None = None) -> str:
     """What the page at ``url`` said about its protocol in headless Chromium ('' when the
     page did not load, e.g. a certificate error)."""
     profile = os.path.join(person.home, f"chromium-{len(os.listdir(person.home))}")
-    proc = person.run(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                       "--dump-dom", url], timeout=90)
+    proc = person.run(["chromium", *CHROMIUM_FLAGS, *(extra or []),
+                       f"--user-data-dir={profile}", "--dump-dom", url], timeout=90)
     marker = "PROTOCOL:"
     if marker not in proc.stdout:
         return ""
@@ -132,5 +132,72 @@ def test_chromium_trusts_the_proxy_after_ca_install_and_speaks_h2(person: Person
         doctor = {c["name"]: c for c in person.taskmux("doctor")["checks"]}
         assert doctor["browsers"]["status"] == "ok", doctor["browsers"]
         assert ".pki/nssdb" in doctor["browsers"]["summary"]
+    finally:
+        _stop_daemon(person.state)
+
+
+WS_PAGE = (b"<!doctype html><html><body><script>"
+           b"const ws = new WebSocket('wss://' + location.host + '/ws');"
+           b"ws.onopen = () => ws.send('ping');"
+           b"ws.onmessage = (e) => { ws.send('got ' + e.data); };"
+           b"</script><img src='/wait'></body></html>")
+
+
+def test_chromium_websocket_through_the_proxy(person: Person) -> None:
+    """A page's WebSocket works in Chromium through the proxy: the task echoes, the page
+    sends back what it got (an image the page waits for holds its load event until then).
+    The task also tells which way the upgrade came (over HTTP/2 the proxy's request has
+    lower-case names, Chromium's own HTTP/1.1 one does not)."""
+    import threading
+
+    from websockets.datastructures import Headers
+    from websockets.http11 import Request, Response
+    from websockets.sync.server import ServerConnection, serve
+
+    heard: list[str] = []
+    done = threading.Event()
+
+    def page(conn: ServerConnection, request: Request) -> Response | None:
+        if request.path == "/ws":
+            return None
+        if request.path == "/wait":
+            done.wait(20)
+            return Response(204, "No Content", Headers([("Content-Length", "0")]), b"")
+        return Response(200, "OK", Headers([("Content-Type", "text/html"),
+                                            ("Content-Length", str(len(WS_PAGE)))]), WS_PAGE)
+
+    def echo(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        names = [name for name, _ in ws.request.headers.raw_items()]
+        way = "h2" if "host" in names else "http/1.1"
+        try:
+            for message in ws:
+                heard.append(str(message))
+                if str(message).startswith("got "):
+                    done.set()
+                else:
+                    ws.send(f"{message}:{way}")
+        except Exception:
+            pass  # Chromium leaves without a close frame
+
+    try:
+        assert person.taskmux("ca", "path")["path"]
+        sock = os.path.join(person.state, "ctl.sock")
+        port = call(sock, "daemon.status")["proxy"]["https_port"]
+        assert person.taskmux("ca", "install")["actions"]
+        with serve(echo, "127.0.0.1", 0, process_request=page) as server:
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            try:
+                call(sock, "routes.set", {"project": "chat", "backends": [
+                    {"task": "web", "host": "web", "state": "running", "ready": True,
+                     "port": server.socket.getsockname()[1]}]})
+                chromium_protocol(person, f"https://web.chat.localhost:{port}/")
+            finally:
+                done.set()
+                server.shutdown()
+                thread.join(5)
+        assert heard[:1] == ["ping"] and heard[1:2] in (["got ping:h2"], ["got ping:http/1.1"])
+        print(f"Chromium's WebSocket went over {heard[1].split(':')[1]}")
     finally:
         _stop_daemon(person.state)
