@@ -533,3 +533,18 @@ def test_h2_websocket_over_extended_connect(proxy: ProxyHarness) -> None:
         finally:
             server.shutdown()
             thread.join(5)
+
+
+def test_h2_plain_connect_is_refused(proxy: ProxyHarness) -> None:
+    with backend("web") as web:
+        proxy.set_routes("hconn", route("web", "web", web.port))
+        client = RawH2(proxy, "web.hconn.localhost")
+        try:
+            sid = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(sid, [(b":method", b"CONNECT"),
+                                           (b":authority", b"example.com:443")])
+            client.flush()
+            assert client.status(sid) == 405
+        finally:
+            client.close()
+        assert web.seen == []  # nothing reached the task

@@ -67,8 +67,9 @@ class Exchange:
         self.req = req
         if req.method == b"CONNECT":
             self._page(pages.bad_request(
-                405, "this proxy does not offer CONNECT over HTTP/2 (WebSockets use "
-                "HTTP/1.1)", html_ok=False, close=False))
+                405, "this is a reverse proxy for taskmux tasks, not a forward proxy: over "
+                "HTTP/2 it takes CONNECT only for WebSockets (:protocol websocket)",
+                html_ok=False, close=False))
             return
         side, routes = self.side, self.side.proxy.routes
         host = req.authority
