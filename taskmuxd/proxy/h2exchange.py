@@ -96,7 +96,7 @@ class Exchange:
             up = side.pool.take_idle(port, self)
             if up is not None:  # a kept-alive connection: the request goes out at once
                 self.up = up
-                self._send_request()
+                self._sent_or_reset(port)
                 return
             self.connecting = asyncio.get_running_loop().create_task(self._connect(port))
             return
@@ -126,12 +126,15 @@ class Exchange:
             up.close()
             return
         self.up = up
+        self._sent_or_reset(port)
+        self.side.flush()
+
+    def _sent_or_reset(self, port: int) -> None:
         try:
             self._send_request()
         except Exception:
             log.exception("sending a request to the task on port %d failed", port)
             self._reset(ErrorCodes.INTERNAL_ERROR)
-        self.side.flush()
 
     def _send_request(self) -> None:
         up, req = self.up, self.req
