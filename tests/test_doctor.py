@@ -238,19 +238,20 @@ def test_doctor_checks_an_installed_service(env: dict[str, str], home: str,
     fake = make_fake_manager(str(tmp_path), env)
     code, out = run_json(["daemon", "install"], fake.env)
     assert code == 0, out
-    code, out = run_json(["doctor"], fake.env)
+    looking = {**fake.env, "HOME": home}  # doctor reads the browsers' databases under HOME
+    code, out = run_json(["doctor"], looking)
     by_name = {check["name"]: check for check in out["checks"]}
     assert by_name["service"]["status"] == "ok", by_name["service"]
     assert by_name["service-files"]["status"] == "ok", by_name["service-files"]
     template = fake.root + "/etc/systemd/system/taskmuxd@.service"
     with open(template, "a") as fh:
         fh.write("# hand edit\n")
-    code, out = run_json(["doctor"], fake.env)
+    code, out = run_json(["doctor"], looking)
     by_name = {check["name"]: check for check in out["checks"]}
     assert code == 1 and by_name["service-files"]["status"] == "fail"
     assert template in by_name["service-files"]["summary"]
     run_json(["daemon", "stop"], fake.env)
-    code, out = run_json(["doctor"], fake.env)
+    code, out = run_json(["doctor"], looking)
     by_name = {check["name"]: check for check in out["checks"]}
     assert by_name["service"]["status"] == "fail" and "inactive" in by_name["service"]["summary"]
     run_json(["daemon", "uninstall"], fake.env)
