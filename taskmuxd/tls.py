@@ -17,7 +17,7 @@ from taskmuxd.routes import RouteTable
 
 log = logging.getLogger("taskmuxd.tls")
 
-ALPN = ["http/1.1"]
+ALPN = ["h2", "http/1.1"]  # HTTP/2 first: browsers multiplex a page's requests on it
 
 
 def _server_context() -> ssl.SSLContext:

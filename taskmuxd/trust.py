@@ -209,9 +209,57 @@ def nss_databases(home: str) -> list[str]:
     return found
 
 
-def install_nss(cert_path: str, name: str, user: pwd.struct_passwd) -> list[Action]:
-    return _nss(user, lambda db: ["certutil", "-A", "-d", f"sql:{db}", "-t", "C,,", "-n", name,
-                                  "-i", cert_path], "trusted", install=True, name=name)
+# Browsers that read the user's NSS databases on Linux: the Chromium family trusts added roots
+# only from ~/.pki/nssdb; Firefox keeps one database per profile.
+CHROMIUM_FAMILY = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable",
+                   "google-chrome-beta", "google-chrome-unstable", "brave-browser",
+                   "microsoft-edge", "microsoft-edge-stable", "vivaldi", "vivaldi-stable",
+                   "opera")
+FIREFOX = ("firefox", "firefox-esr")
+CHROMIUM_DB = ".pki/nssdb"
+
+
+def installed_browsers(path: str | None = None) -> list[str]:
+    """The browsers on ``path`` (default: PATH) that take their trust from NSS databases."""
+    if sys.platform == "darwin":
+        return []  # they use the keychain there
+    return [b for b in (*CHROMIUM_FAMILY, *FIREFOX) if shutil.which(b, path=path)]
+
+
+def install_nss(cert_path: str, name: str, user: pwd.struct_passwd,
+                browsers: list[str] | None = None) -> list[Action]:
+    """Trust the CA in every NSS database of the user's; first create ~/.pki/nssdb when a
+    browser that reads it (or Firefox, for which it is the shared fallback) is installed and
+    it does not exist yet, since Chromium would otherwise trust nothing taskmux added."""
+    found = installed_browsers() if browsers is None else browsers
+    created: list[Action] = []
+    if found and not _is_db(os.path.join(user.pw_dir, CHROMIUM_DB)) \
+            and shutil.which("certutil") is not None:
+        created.append(_create_chromium_db(user, found))
+    actions = created + _nss(user, lambda db: ["certutil", "-A", "-d", f"sql:{db}", "-t", "C,,",
+                                               "-n", name, "-i", cert_path],
+                             "trusted", install=True, name=name, cert_path=cert_path)
+    if any(b in FIREFOX for b in found) and not any(
+            "/firefox/" in db for db in nss_databases(user.pw_dir)):
+        actions.append(Action("Firefox", True, "installed but has no profile yet: start it "
+                              "once, then run `taskmux ca install` again"))
+    return actions
+
+
+def _is_db(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, "cert9.db"))
+
+
+def _create_chromium_db(user: pwd.struct_passwd, browsers: list[str]) -> Action:
+    db = os.path.join(user.pw_dir, CHROMIUM_DB)
+    target = f"NSS database {db}"
+    ok, out = _run(["mkdir", "-p", "-m", "700", db], user)
+    if ok:
+        ok, out = _run(["certutil", "-N", "-d", f"sql:{db}", "--empty-password"], user)
+    if not ok:
+        return Action(target, False, f"cannot create it ({out}); {', '.join(browsers)} will "
+                      "not trust the CA until it exists")
+    return Action(target, True, f"created (for {', '.join(browsers)})", changed=True)
 
 
 def uninstall_nss(name: str, user: pwd.struct_passwd) -> list[Action]:
@@ -220,7 +268,7 @@ def uninstall_nss(name: str, user: pwd.struct_passwd) -> list[Action]:
 
 
 def _nss(user: pwd.struct_passwd, argv_for: Callable[[str], list[str]], verb: str, *,
-         install: bool, name: str) -> list[Action]:
+         install: bool, name: str, cert_path: str | None = None) -> list[Action]:
     dbs = nss_databases(user.pw_dir)
     if not dbs:
         return [Action("NSS databases", True, "none found (no Firefox profile or "
@@ -230,9 +278,15 @@ def _nss(user: pwd.struct_passwd, argv_for: Callable[[str], list[str]], verb: st
                 else "`sudo apt install libnss3-tools` or `sudo dnf install nss-tools`")
         return [Action(f"NSS database {db}", False, f"certutil is missing: install it "
                        f"({hint}) and run this again") for db in dbs]
+    want = _der_of_pem_file(cert_path) if cert_path else None
     actions = []
     for db in dbs:
-        present, _ = _run(["certutil", "-L", "-d", f"sql:{db}", "-n", name], user)
+        held = nss_certificate(db, name, user)
+        present = held is not None
+        if install and present and want is not None and held != want:
+            # An earlier CA under the same name (the CA was made anew): replace it.
+            _run(["certutil", "-D", "-d", f"sql:{db}", "-n", name], user)
+            present = False
         if present == install:
             actions.append(Action(f"NSS database {db}", True,
                                   "already trusted" if install else "not installed"))
@@ -241,6 +295,55 @@ def _nss(user: pwd.struct_passwd, argv_for: Callable[[str], list[str]], verb: st
         actions.append(Action(f"NSS database {db}", ok, verb if ok else f"certutil failed: "
                               f"{out}", changed=ok))
     return actions
+
+
+def nss_certificate(db: str, name: str, user: pwd.struct_passwd | None = None) -> bytes | None:
+    """The DER certificate ``db`` holds under ``name`` (None: none)."""
+    ok, out = _run(["certutil", "-L", "-d", f"sql:{db}", "-n", name, "-a"], user)
+    if not ok:
+        return None
+    return _der_of_pem(out.encode())
+
+
+def nss_trust(db: str, name: str, cert_der: bytes) -> tuple[bool, str]:
+    """Whether ``db`` trusts ``cert_der`` as a CA for web sites (as a browser reading it
+    would), and what it holds instead when not."""
+    ok, listing = _run(["certutil", "-L", "-d", f"sql:{db}"])
+    if not ok:
+        return False, f"certutil cannot read it: {listing}"
+    flags = None
+    for line in listing.splitlines():
+        label, _, attrs = line.rstrip().rpartition(" ")
+        if label.strip() == name:
+            flags = attrs
+    if flags is None:
+        return False, "does not hold the taskmux CA"
+    if nss_certificate(db, name) != cert_der:
+        return False, "holds an older taskmux CA under the same name"
+    if "C" not in flags.split(",")[0]:
+        return False, f"holds the CA without trusting it for web sites (flags {flags})"
+    return True, "trusts the CA"
+
+
+def _der_of_pem(pem: bytes) -> bytes | None:
+    import base64
+
+    begin = pem.find(_PEM_BEGIN)
+    end = pem.find(_PEM_END)
+    if begin < 0 or end < 0:
+        return None
+    try:
+        return base64.b64decode(b"".join(pem[begin + len(_PEM_BEGIN):end].split()))
+    except ValueError:
+        return None
+
+
+def _der_of_pem_file(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return _der_of_pem(fh.read())
+    except OSError:
+        return None
 
 
 def system_trusts(cert_der: bytes) -> bool | None:

@@ -186,3 +186,42 @@ def test_dns_flush_reports_what_it_did(env: dict[str, str]) -> None:
     code, out = run_json(["dns", "flush"], env)
     assert code == 0 and out["actions"]
     assert all({"target", "done", "detail", "needs_root"} <= set(a) for a in out["actions"])
+
+
+def test_ca_install_creates_the_chromium_database_and_replaces_an_old_ca(tmp_path: str) -> None:
+    """Chromium trusts added roots only from ~/.pki/nssdb: with a Chromium-family browser
+    installed and no database, install_nss makes one; a CA made anew under the same name
+    replaces the old one; nss_trust says what each database holds."""
+    if shutil.which("certutil") is None:
+        pytest.skip("certutil (libnss3-tools) is not installed")
+    home = os.path.join(tmp_path, "home")
+    os.makedirs(home)
+    me = pwd.getpwuid(os.getuid())
+    user = pwd.struct_passwd((me.pw_name, "x", me.pw_uid, me.pw_gid, "", home, "/bin/sh"))
+    ca = CertStore(os.path.join(tmp_path, "ca"))
+    ca.ca()
+    name = "taskmux local CA (test@host)"
+    chrome = os.path.join(home, ".pki", "nssdb")
+    none = trust.install_nss(ca.ca_cert_path, name, user, browsers=[])
+    assert not os.path.exists(chrome) and "none found" in none[0].detail
+    actions = trust.install_nss(ca.ca_cert_path, name, user, browsers=["chromium"])
+    assert [a.target for a in actions] == [f"NSS database {chrome}"] * 2
+    assert actions[0].detail.startswith("created") and actions[1].detail == "trusted"
+    assert oct(os.stat(chrome).st_mode & 0o777) == "0o700"
+    der = trust._der_of_pem_file(ca.ca_cert_path)
+    assert der is not None and trust.nss_trust(chrome, name, der) == (True, "trusts the CA")
+    # The CA made anew (same name, another key): the database holds the old one until
+    # install runs again, and doctor's reading says so.
+    shutil.rmtree(os.path.join(tmp_path, "ca"))
+    fresh = CertStore(os.path.join(tmp_path, "ca"))
+    fresh.ca()
+    new_der = trust._der_of_pem_file(fresh.ca_cert_path)
+    assert new_der is not None and new_der != der
+    assert trust.nss_trust(chrome, name, new_der) == (
+        False, "holds an older taskmux CA under the same name")
+    again = trust.install_nss(fresh.ca_cert_path, name, user, browsers=["chromium"])
+    assert [(a.done, a.changed) for a in again] == [(True, True)], again
+    assert trust.nss_trust(chrome, name, new_der)[0] is True
+    # Firefox installed with no profile yet: said, not failed.
+    firefox = trust.install_nss(fresh.ca_cert_path, name, user, browsers=["firefox"])
+    assert firefox[-1].target == "Firefox" and "start it once" in firefox[-1].detail

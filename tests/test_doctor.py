@@ -53,6 +53,10 @@ def healthy(**changes: Any) -> Facts:
         dns_direct=["127.0.0.1"], dns_system=["127.0.0.1", "::1"],
         ca={"path": "/home/alice/.taskmux/ca/ca.pem", "exists": True, "trusted": True,
             "summary": "trusted"},
+        browsers=["chromium", "firefox"], chromium_db="/home/alice/.pki/nssdb",
+        nss=[{"db": "/home/alice/.pki/nssdb", "trusted": True, "detail": "trusts the CA"},
+             {"db": "/home/alice/.mozilla/firefox/x.default", "trusted": True,
+              "detail": "trusts the CA"}],
         update={"auto_update": True, "current": VERSION, "previous": "1.2.2", "pinned": None,
                 "bad_versions": [], "last_check": 1.0, "last_error": None,
                 "summary": f"{VERSION}, up to date"},
@@ -64,7 +68,7 @@ def test_a_healthy_machine_passes_every_check() -> None:
     results = c.run_checks(healthy())
     assert [r.name for r in results] == ["tmux", "python", "state", "disk", "socket", "daemon",
                                          "service", "service-files", "service-code", "proxy",
-                                         "dns", "ca", "update"]
+                                         "dns", "ca", "browsers", "update"]
     assert {r.name: r.status for r in results if r.status != c.OK} == {}
 
 
@@ -137,6 +141,15 @@ FAILING: list[Case] = [
                          "summary": "see the keychain"}}, c.WARN, "ca install"),
     (c.check_ca, {"ca": {"path": "/ca.pem", "exists": True, "trusted": False}}, c.FAIL,
      "ca install"),
+    (c.check_browsers, {"nss": [{"db": "/home/alice/.mozilla/firefox/x.default",
+                                 "trusted": True, "detail": "trusts the CA"}]},
+     c.FAIL, "ca install"),  # Chromium installed, ~/.pki/nssdb missing
+    (c.check_browsers, {"nss": [{"db": "/home/alice/.pki/nssdb", "trusted": False,
+                                 "detail": "does not hold the taskmux CA"}]},
+     c.FAIL, "ca install"),
+    (c.check_browsers, {"nss_error": "certutil is not installed"}, c.WARN, "libnss3-tools"),
+    (c.check_browsers, {"browsers": ["firefox"], "nss": []}, c.WARN, "ca install"),
+    (c.check_browsers, {"browsers": [], "nss": []}, c.SKIP, ""),
     (c.check_update, {"update": ABSENT}, c.WARN, ""),
     (c.check_update, {"update": {"current": VERSION, "bad_versions": [VERSION]}}, c.FAIL,
      "update --rollback"),
@@ -232,7 +245,8 @@ def test_dns_query_against_a_real_socket(tiny_dns: TinyDns) -> None:
         parse_answer(build_query("x.localhost", 7), 7)
 
 
-def test_doctor_command_fails_without_a_daemon(env: dict[str, str]) -> None:
+def test_doctor_command_fails_without_a_daemon(env: dict[str, str], home: str) -> None:
+    env = {**env, "HOME": home}  # doctor reads the browsers' databases under HOME
     code, out = run_json(["doctor"], env)
     assert code == 1 and out["healthy"] is False
     by_name = {check["name"]: check for check in out["checks"]}
@@ -243,9 +257,9 @@ def test_doctor_command_fails_without_a_daemon(env: dict[str, str]) -> None:
     assert proc.returncode == 1 and "FAIL  daemon" in proc.stdout and "fix: " in proc.stdout
 
 
-def test_doctor_command_passes_with_a_daemon(daemon: DaemonProcess, env: dict[str, str]
-                                             ) -> None:
-    code, out = run_json(["doctor"], env)
+def test_doctor_command_passes_with_a_daemon(daemon: DaemonProcess, env: dict[str, str],
+                                             home: str) -> None:
+    code, out = run_json(["doctor"], {**env, "HOME": home})
     by_name = {check["name"]: check for check in out["checks"]}
     assert by_name["daemon"]["status"] == "ok", by_name["daemon"]
     assert by_name["socket"]["status"] == "ok" and by_name["state"]["status"] == "ok"
@@ -265,7 +279,8 @@ def test_doctor_checks_an_installed_service(env: dict[str, str], home: str,
     fake = make_fake_manager(str(tmp_path), env)
     code, out = run_json(["daemon", "install"], fake.env)
     assert code == 0, out
-    code, out = run_json(["doctor"], fake.env)
+    looking = {**fake.env, "HOME": home}  # doctor reads the browsers' databases under HOME
+    code, out = run_json(["doctor"], looking)
     by_name = {check["name"]: check for check in out["checks"]}
     assert by_name["service"]["status"] == "ok", by_name["service"]
     assert by_name["service-files"]["status"] == "ok", by_name["service-files"]
@@ -276,12 +291,12 @@ def test_doctor_checks_an_installed_service(env: dict[str, str], home: str,
     template = fake.root + "/etc/systemd/system/taskmuxd@.service"
     with open(template, "a") as fh:
         fh.write("# hand edit\n")
-    code, out = run_json(["doctor"], fake.env)
+    code, out = run_json(["doctor"], looking)
     by_name = {check["name"]: check for check in out["checks"]}
     assert code == 1 and by_name["service-files"]["status"] == "fail"
     assert template in by_name["service-files"]["summary"]
     run_json(["daemon", "stop"], fake.env)
-    code, out = run_json(["doctor"], fake.env)
+    code, out = run_json(["doctor"], looking)
     by_name = {check["name"]: check for check in out["checks"]}
     assert by_name["service"]["status"] == "fail" and "inactive" in by_name["service"]["summary"]
     run_json(["daemon", "uninstall"], fake.env)

@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from typing import Any
 
 STREAM_CHUNKS = 3
+PROTOCOL_PAGE = (b"<!doctype html><html><body><script>document.body.textContent = 'PROTOCOL:' + "
+                 b"performance.getEntriesByType('navigation')[0].nextHopProtocol;</script>"
+                 b"</body></html>")
 
 
 class Gate:
@@ -69,6 +72,8 @@ class Backend(http.server.BaseHTTPRequestHandler):
                                          ("x-MiXeD-case", "Kept  As Is")])
         elif path in ("/stream", "/sse"):
             self._stream(sse=path == "/sse")
+        elif path == "/proto":  # a page that shows the protocol the browser used
+            self._send(200, PROTOCOL_PAGE, [("Content-Type", "text/html; charset=utf-8")])
         elif path == "/big":
             self._big(int(self.path.split("=")[1]))
         else:
@@ -185,3 +190,23 @@ def get(host: str, port: int, ctx: ssl.SSLContext, path: str = "/",
         return resp.status, resp, body
     finally:
         conn.close()
+
+
+def h2_client(ca_path: str, http1: bool = False, timeout: float = 30.0) -> Any:
+    """An httpx client speaking HTTP/2 to the proxy: it trusts only the taskmux CA, and
+    reaches every ``*.localhost`` name at 127.0.0.1 (with SNI and :authority as named)."""
+    import httpcore
+    import httpx
+
+    class Loopback(httpcore.SyncBackend):
+        def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                        local_address: str | None = None,
+                        socket_options: Any = None) -> httpcore.NetworkStream:
+            return super().connect_tcp("127.0.0.1", port, timeout, local_address,
+                                       socket_options)
+
+    transport = httpx.HTTPTransport(http1=http1, http2=True)
+    transport._pool = httpcore.ConnectionPool(ssl_context=ca_context(ca_path), http1=http1,
+                                              http2=True, network_backend=Loopback(),
+                                              max_connections=10)
+    return httpx.Client(transport=transport, timeout=timeout)

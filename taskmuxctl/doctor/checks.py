@@ -331,6 +331,35 @@ def check_ca(f: Facts) -> Check:
     return Check("ca", OK, f.ca.get("summary") or f"trusted ({f.ca.get('path')})")
 
 
+def check_browsers(f: Facts) -> Check:
+    """What the browsers' own NSS databases trust (Chromium and Firefox on Linux do not read
+    the system store)."""
+    if not f.browsers and not f.nss:
+        return Check("browsers", SKIP, "no Chromium-family browser or Firefox found")
+    if not isinstance(f.ca, dict) or not f.ca.get("exists"):
+        return Check("browsers", SKIP, "no local CA yet")
+    fix = "taskmux ca install"
+    if f.nss_error:
+        return Check("browsers", WARN, f"cannot check the browsers' NSS databases: "
+                     f"{f.nss_error}", "sudo apt install libnss3-tools")
+    from taskmuxd.trust import CHROMIUM_FAMILY
+
+    chromium = [b for b in f.browsers if b in CHROMIUM_FAMILY]
+    dbs = {n["db"] for n in f.nss}
+    if chromium and f.chromium_db not in dbs:
+        return Check("browsers", FAIL, f"{', '.join(chromium)} trusts added roots only from "
+                     f"{f.chromium_db}, which does not exist: https://*.localhost will show "
+                     "a certificate error there", fix)
+    untrusted = [f"{n['db']} ({n['detail']})" for n in f.nss if not n["trusted"]]
+    if untrusted:
+        return Check("browsers", FAIL, "the local CA is not trusted by "
+                     + "; ".join(untrusted), fix)
+    if not f.nss:
+        return Check("browsers", WARN, f"{', '.join(f.browsers)} installed but no NSS "
+                     "database found (start Firefox once)", fix)
+    return Check("browsers", OK, "trusted by " + ", ".join(sorted(dbs)))
+
+
 def check_update(f: Facts) -> Check:
     sec = _section(f, f.update, "update")
     if isinstance(sec, Check):
@@ -349,7 +378,7 @@ def check_update(f: Facts) -> Check:
 CHECKS: tuple[Callable[[Facts], Check], ...] = (
     check_tmux, check_python, check_state_dir, check_disk, check_socket, check_daemon,
     check_service, check_service_files, check_service_code, check_proxy, check_dns, check_ca,
-    check_update)
+    check_browsers, check_update)
 
 
 def run_checks(facts: Facts) -> list[Check]:

@@ -59,6 +59,11 @@ class Facts:
     update: dict[str, Any] | str | None = None
     ca: dict[str, Any] | str | None = None  # ca.status
     ca_error: str | None = None
+    # browsers that read NSS databases, and what each database trusts
+    browsers: list[str] = field(default_factory=list)
+    chromium_db: str = ""  # where the Chromium family looks (~/.pki/nssdb)
+    nss: list[dict[str, Any]] = field(default_factory=list)  # {db, trusted, detail}
+    nss_error: str | None = None  # why the databases could not be read
     # DNS resolution of a test name
     dns_name: str = "taskmux-doctor.localhost"
     dns_direct: list[str] | None = None  # answers from the daemon's DNS server

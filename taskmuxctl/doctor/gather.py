@@ -28,7 +28,44 @@ def gather(paths: Paths) -> Facts:
     _daemon(f, paths)
     _service(f, paths)
     _dns_resolution(f)
+    _browsers(f)
     return f
+
+
+def _browsers(f: Facts) -> None:
+    """Which browsers read NSS databases here, and whether each database trusts the CA."""
+    from taskmuxd import trust
+
+    f.browsers = trust.installed_browsers()
+    home = os.path.expanduser("~")
+    f.chromium_db = os.path.join(home, trust.CHROMIUM_DB)
+    dbs = trust.nss_databases(home)
+    ca = f.ca if isinstance(f.ca, dict) else {}
+    if not dbs or not ca.get("exists") or not ca.get("path"):
+        f.nss = [{"db": db, "trusted": None, "detail": "not checked"} for db in dbs]
+        return
+    if shutil.which("certutil") is None:
+        f.nss_error = "certutil is not installed"
+        return
+    try:
+        name, der = _ca_name_and_der(str(ca["path"]))
+    except (OSError, ValueError) as exc:
+        f.nss_error = f"cannot read the CA: {exc}"
+        return
+    for db in dbs:
+        trusted, detail = trust.nss_trust(db, name, der)
+        f.nss.append({"db": db, "trusted": trusted, "detail": detail})
+
+
+def _ca_name_and_der(path: str) -> tuple[str, bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    with open(path, "rb") as fh:
+        cert = x509.load_pem_x509_certificate(fh.read())
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    name = str(names[0].value) if names else "taskmux local CA"
+    return name, cert.public_bytes(Encoding.DER)
 
 
 def _tmux(f: Facts) -> None:

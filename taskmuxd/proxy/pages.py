@@ -8,7 +8,8 @@ import html
 REASONS = {301: "Moved Permanently", 400: "Bad Request", 404: "Not Found",
            405: "Method Not Allowed", 421: "Misdirected Request",
            431: "Request Header Fields Too Large",
-           501: "Not Implemented", 502: "Bad Gateway", 505: "HTTP Version Not Supported"}
+           501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+           505: "HTTP Version Not Supported"}
 
 # Task states in which the task is on its way up: the page refreshes itself.
 COMING_UP = frozenset({"starting", "backoff", "restarting", "waiting", "pending"})

@@ -9,11 +9,12 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from taskmuxd.connlimits import ConnectionLimits
 from taskmuxd.peeruid import PeerUids
 from taskmuxd.proxy import pages, tlsconn
-from taskmuxd.proxy.forward import IDLE_TIMEOUT, LINGER, ClientSide, Upstream
+from taskmuxd.proxy.forward import IDLE_TIMEOUT, LINGER, ClientSide
 from taskmuxd.proxy.http1 import HEAD_END, MAX_HEAD, NO_BODY, BadMessage, parse_request
 from taskmuxd.routes import RouteTable, normalize
 from taskmuxd.tls import (
@@ -24,7 +25,11 @@ from taskmuxd.tls import (
     hello_server_name,
 )
 
+if TYPE_CHECKING:
+    from taskmuxd.proxy.pool import BackendPool
+
 log = logging.getLogger("taskmuxd.proxy")
+P = TypeVar("P", bound=asyncio.Protocol)
 
 LOOPBACKS = ("127.0.0.1", "::1")
 CONNECT_TIMEOUT = 5.0
@@ -61,6 +66,14 @@ def _low_water(sock: socket.socket, size: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
 
 
+class Client(Protocol):
+    """A client connection, HTTP/1.1 (``forward.ClientSide``) or HTTP/2 (``h2side``)."""
+
+    idle_since: float | None
+
+    def close(self) -> None: ...
+
+
 class Proxy:
     def __init__(self, routes: RouteTable, sni: SniContexts,
                  limits: ConnectionLimits | None = None,
@@ -78,7 +91,8 @@ class Proxy:
         self.redirects = 0
         self.unreachable = 0
         self.backend_failures = 0
-        self.clients: set[ClientSide] = set()
+        self.clients: set[Client] = set()
+        self.pool: BackendPool | None = None  # task connections for HTTP/2 streams
         self.connections: set[asyncio.Task[None]] = set()  # handshakes and redirects
         self._servers: list[asyncio.Server] = []
         self._accepting: list[asyncio.Task[None]] = []
@@ -126,12 +140,14 @@ class Proxy:
             task.cancel()
         if self.connections:
             await asyncio.wait(list(self.connections), timeout=STOP_GRACE)
+        if self.pool is not None:
+            self.pool.close()
         self.peers.close()
 
     # -- backends -------------------------------------------------------------------------
 
-    async def connect_backend(self, port: int, factory: Callable[[], Upstream]
-                              ) -> tuple[asyncio.Transport, Upstream]:
+    async def connect_backend(self, port: int, factory: Callable[[], P]
+                              ) -> tuple[asyncio.Transport, P]:
         """A connection to the task on ``port``, on whichever loopback address it bound."""
         loop = asyncio.get_running_loop()
         first = self._answered_on.get(port, LOOPBACKS[0])
@@ -188,7 +204,15 @@ class Proxy:
                                                    do_handshake_on_connect=False)
                 tls.setblocking(False)
                 await tlsconn.handshake(tls)
-            side = ClientSide(self, client, self.routes.project_of(name) if name else None)
+            project = self.routes.project_of(name) if name else None
+            side: asyncio.Protocol
+            if tls.selected_alpn_protocol() == "h2":
+                # Imported on the first HTTP/2 connection, so that daemon start stays fast.
+                from taskmuxd.proxy.h2side import H2Side
+
+                side = H2Side(self, client, project)
+            else:
+                side = ClientSide(self, client, project)
             tlsconn.TlsTransport(loop, tls, side)
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug("TLS handshake failed: %s", exc)

@@ -1,0 +1,281 @@
+"""One HTTP/2 client connection of the proxy (ALPN ``h2``), as an asyncio protocol.
+
+The h2 library keeps the protocol's state; this class feeds it the client's bytes and acts
+on its events. Each request stream is an ``Exchange`` (``h2exchange``) with its own HTTP/1.1
+connection to the task, taken from the proxy's pool.
+
+Flow control, both ways, never holds a whole body:
+- the client's request data is acknowledged (its window reopened) only once the task's
+  connection took it without pushing back, so an upload runs at the task's pace and at most
+  a window's worth waits here;
+- the task's response data goes out as far as the client's windows allow; the rest waits and
+  the task's connection stops being read until a WINDOW_UPDATE makes room, and all of them
+  stop while the client's own TLS connection has a full write buffer.
+
+Limits: at most ``MAX_STREAMS`` streams at once (SETTINGS_MAX_CONCURRENT_STREAMS, enforced by
+h2), a header list of at most ``MAX_HEADER_LIST`` bytes, at most ``MAX_RESETS`` streams the
+client cancels in ``RESET_WINDOW`` seconds (against "rapid reset" floods).
+
+WebSockets over HTTP/2 (extended CONNECT, RFC 8441, advertised with
+SETTINGS_ENABLE_CONNECT_PROTOCOL) reach the task as the HTTP/1.1 upgrade it knows; after its
+101 the stream carries the WebSocket's bytes both ways, under the same flow control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from taskmuxd.proxy.forward import LINGER
+from taskmuxd.proxy.h2exchange import Exchange
+from taskmuxd.proxy.pool import BackendPool
+from taskmuxd.proxy.tlsconn import HIGH_WATER, TlsTransport
+
+if TYPE_CHECKING:
+    from taskmuxd.proxy.server import Proxy
+
+log = logging.getLogger("taskmuxd.proxy")
+
+MAX_STREAMS = 100
+MAX_HEADER_LIST = 64 * 1024
+STREAM_WINDOW = 1024 * 1024
+CONNECTION_WINDOW = 4 * 1024 * 1024
+MAX_FRAME = 256 * 1024  # larger DATA frames from the client: fewer to parse per upload
+MAX_RESETS = 1000  # streams the client cancels within RESET_WINDOW seconds
+RESET_WINDOW = 10.0
+# Unsent bytes to the client beyond which the client's frames are not read (answers to its
+# PINGs and SETTINGS pile up there otherwise when it does not read).
+MAX_UNSENT = 4 * HIGH_WATER
+
+
+class H2Side(asyncio.Protocol):
+    def __init__(self, proxy: Proxy, admitted: str | None = None,
+                 sni_project: str | None = None) -> None:
+        self.proxy = proxy
+        self.admitted = admitted
+        self.sni_project = sni_project
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = "unknown"
+        # What the client sends is validated; what goes out is the task's answer as h11 read
+        # it, with names lowered and connection fields dropped (``h2headers.response``).
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                           validate_outbound_headers=False)
+        self.conn = h2.connection.H2Connection(config)
+        self.exchanges: dict[int, Exchange] = {}
+        self.closing = False
+        self.out_paused = False  # the client's TLS write buffer is full
+        self.resets = 0
+        self._resets_since = time.monotonic()
+        self.slots = 0  # task connections held for this client's streams
+        self._flush_soon = False
+        self.idle_since: float | None = time.monotonic()
+        if proxy.pool is None:
+            proxy.pool = BackendPool(proxy)
+        self.pool: BackendPool = proxy.pool
+
+    # -- the client's transport -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if peer else "unknown"
+        self.proxy.clients.add(self)
+        codes = h2.settings.SettingCodes
+        self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            codes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+            codes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+            codes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            codes.MAX_FRAME_SIZE: MAX_FRAME,
+            codes.ENABLE_CONNECT_PROTOCOL: 1,  # WebSockets over HTTP/2 (RFC 8441)
+        })
+        # (Initial values take effect at once in h2, but these two copies are only updated
+        # when a settings change is acknowledged, so they are set here.)
+        self.conn.decoder.max_header_list_size = MAX_HEADER_LIST
+        self.conn.max_inbound_frame_size = MAX_FRAME
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.send_now()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.proxy.clients.discard(self)
+        for exchange in list(self.exchanges.values()):
+            exchange.abandon()
+        self.exchanges.clear()
+        if self.admitted is not None:
+            self.proxy.limits.release(self.admitted)
+            self.admitted = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.debug("HTTP/2 protocol error from %s: %s", self.client_ip, exc)
+            self._refuse(exc)
+            return
+        try:
+            for event in events:
+                self._event(event)
+        except Exception:
+            log.exception("HTTP/2 connection from %s failed", self.client_ip)
+            self.close(ErrorCodes.INTERNAL_ERROR)
+            return
+        self.send_now()
+        if self.transport is not None and not self.closing \
+                and self.transport.get_write_buffer_size() > MAX_UNSENT:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        self.out_paused = True
+        for exchange in self.exchanges.values():
+            exchange.update_reading()
+
+    def resume_writing(self) -> None:
+        self.out_paused = False
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+        for exchange in list(self.exchanges.values()):
+            exchange.update_reading()
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _event(self, event: h2.events.Event) -> None:
+        exchange: Exchange | None
+        if isinstance(event, h2.events.RequestReceived):
+            assert event.stream_id is not None and event.headers is not None
+            self.proxy.requests += 1
+            self.idle_since = None
+            new = Exchange(self, event.stream_id)
+            self.exchanges[event.stream_id] = new
+            new.start(list(event.headers), event.stream_ended is not None)
+        elif isinstance(event, h2.events.DataReceived):
+            assert event.stream_id is not None
+            exchange = self.exchanges.get(event.stream_id)
+            size = event.flow_controlled_length or 0
+            if exchange is None:
+                self.acknowledge(event.stream_id, size)
+            else:
+                exchange.from_client(event.data or b"", size)
+        elif isinstance(event, h2.events.StreamEnded):
+            assert event.stream_id is not None
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.client_done()
+        elif isinstance(event, h2.events.StreamReset):
+            assert event.stream_id is not None
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.abandon()
+            if event.remote_reset and self._reset_counted(time.monotonic()):
+                self.close(ErrorCodes.ENHANCE_YOUR_CALM)
+        elif isinstance(event, h2.events.WindowUpdated):
+            if event.stream_id:
+                exchange = self.exchanges.get(event.stream_id)
+                if exchange is not None:
+                    exchange.flush()
+            else:
+                self._flush_all()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._flush_all()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.close()
+
+    def _reset_counted(self, now: float) -> bool:
+        """Count a stream the client cancelled; whether it cancels too many too fast (a
+        browser cancels some when a page is left mid-load, a flood cancels without end)."""
+        if now - self._resets_since > RESET_WINDOW:
+            self._resets_since, self.resets = now, 0
+        self.resets += 1
+        return self.resets > MAX_RESETS
+
+    def _flush_all(self) -> None:
+        for exchange in list(self.exchanges.values()):
+            exchange.flush()
+
+    # -- for exchanges --------------------------------------------------------------------
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        if size and not self.closing:
+            try:
+                self.conn.acknowledge_received_data(size, stream_id)
+            except h2.exceptions.ProtocolError:
+                pass
+            self.flush()
+
+    def take_slot(self) -> bool:
+        """Count one more task connection held for this client. The first is covered by
+        the client's own connection (the descriptor budget counts two per connection, as on
+        HTTP/1.1); each further one takes a place in the proxy's limits under the client's
+        name, so that 100 streams on one connection count like 100 connections."""
+        if self.slots and (self.admitted is None
+                           or not self.proxy.limits.admit(self.admitted)):
+            return False
+        self.slots += 1
+        return True
+
+    def give_slot(self) -> None:
+        if self.slots > 1 and self.admitted is not None:
+            self.proxy.limits.release(self.admitted)
+        self.slots = max(self.slots - 1, 0)
+
+    def finished(self, exchange: Exchange) -> None:
+        if exchange.slot:
+            exchange.slot = False
+            self.give_slot()
+        if self.exchanges.get(exchange.stream_id) is exchange:
+            del self.exchanges[exchange.stream_id]
+        if not self.exchanges:
+            self.idle_since = time.monotonic()
+
+    def flush(self) -> None:
+        """Send what h2 has queued, soon: what several task connections answer in one turn
+        of the event loop goes out in one write (fewer TLS records and system calls)."""
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self.send_now)
+
+    def send_now(self) -> None:
+        """Send what h2 has queued."""
+        self._flush_soon = False
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    # -- closing --------------------------------------------------------------------------
+
+    def _refuse(self, exc: h2.exceptions.ProtocolError) -> None:
+        code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
+        self.close(code, linger=True)
+
+    def close(self, code: int = ErrorCodes.NO_ERROR, linger: bool = False) -> None:
+        """Send GOAWAY, then close once it is flushed."""
+        if self.closing:
+            return
+        try:
+            self.conn.close_connection(error_code=code)
+        except h2.exceptions.ProtocolError:
+            pass
+        self.send_now()
+        self.closing = True
+        for exchange in list(self.exchanges.values()):
+            exchange.abandon()
+        if self.transport is None:
+            return
+        if linger and isinstance(self.transport, TlsTransport):
+            self.transport.close_lingering(LINGER)
+        else:
+            self.transport.close()

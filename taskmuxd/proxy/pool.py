@@ -1,0 +1,182 @@
+"""Kept-alive HTTP/1.1 connections to tasks, shared by the proxy's HTTP/2 streams.
+
+An HTTP/2 connection carries many requests at once, and each needs its own HTTP/1.1
+connection to the task while it is under way. When an exchange ends cleanly (both messages
+complete, neither side asked to close), its connection goes back here and the next stream
+for that port takes it instead of opening a new one. Idle connections are few per port and
+close after a while or as soon as the task closes them.
+
+h11 reads and writes the task's side (it decodes chunked bodies, which HTTP/2 does not
+carry, and knows when a connection can be reused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING, Protocol
+
+import h11
+
+from taskmuxd.proxy.http1 import MAX_HEAD
+
+if TYPE_CHECKING:
+    from taskmuxd.proxy.server import Proxy
+
+MAX_IDLE_PER_PORT = 32
+# Idle connections count in the proxy's connection limits under this name, so that the pool
+# stays inside the descriptor budget too.
+POOL_CLIENT = "(idle task connections)"
+IDLE_SECONDS = 30.0
+
+
+class Owner(Protocol):
+    """What a connection reports to the exchange using it."""
+
+    def backend_data(self, data: bytes) -> None: ...
+    def backend_lost(self) -> None: ...
+    def backend_full(self, full: bool) -> None: ...
+
+
+class BackendConn(asyncio.Protocol):
+    def __init__(self, pool: BackendPool, port: int) -> None:
+        self.pool = pool
+        self.port = port
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self.transport: asyncio.Transport | None = None
+        self.owner: Owner | None = None
+        self.reused = False
+        self.closed = False
+        self.pooled = False  # idle in the pool, counted in the proxy's limits
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self.owner is not None:
+            self.owner.backend_data(data)
+        else:  # bytes nobody asked for: the task is out of step
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner.backend_lost()
+
+    def pause_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.backend_full(True)
+
+    def resume_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.backend_full(False)
+
+    def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def reading(self, on: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if on:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None \
+            and not self.transport.is_closing() and self.h11.our_state is h11.IDLE
+
+    def close(self) -> None:
+        self.closed = True
+        self.owner = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self.transport is not None:
+            self.transport.close()
+
+
+class BackendPool:
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.idle: dict[int, list[BackendConn]] = {}
+
+    async def get(self, port: int, owner: Owner) -> BackendConn:
+        """A connection to the task on ``port`` for ``owner``: an idle one, else a new one."""
+        conn = self.take_idle(port, owner)
+        if conn is not None:
+            return conn
+        _, conn = await self.proxy.connect_backend(port, lambda: BackendConn(self, port))
+        assert isinstance(conn, BackendConn)
+        conn.owner = owner
+        return conn
+
+    def take_idle(self, port: int, owner: Owner) -> BackendConn | None:
+        """A kept-alive connection to ``port`` for ``owner``, if one is idle."""
+        idle = self.idle.get(port)
+        while idle:
+            conn = idle.pop()
+            self._unpool(conn)
+            if conn._idle_timer is not None:
+                conn._idle_timer.cancel()
+                conn._idle_timer = None
+            if conn.usable():
+                conn.reused = True
+                conn.owner = owner
+                conn.reading(True)
+                return conn
+            conn.close()
+        return None
+
+    def put(self, conn: BackendConn) -> None:
+        """Take back ``conn`` after an exchange; keep it if it can carry another."""
+        conn.owner = None
+        h = conn.h11
+        if conn.closed or h.our_state is not h11.DONE or h.their_state is not h11.DONE \
+                or h.trailing_data[0]:
+            conn.close()
+            return
+        try:
+            h.start_next_cycle()
+        except h11.LocalProtocolError:
+            conn.close()
+            return
+        idle = self.idle.setdefault(conn.port, [])
+        if len(idle) >= MAX_IDLE_PER_PORT or not self.proxy.limits.admit(POOL_CLIENT):
+            conn.close()
+            return
+        conn.pooled = True
+        conn.reading(True)  # so that a close by the task is seen at once
+        idle.append(conn)
+        conn._idle_timer = asyncio.get_running_loop().call_later(IDLE_SECONDS, conn.close)
+
+    def _unpool(self, conn: BackendConn) -> None:
+        if conn.pooled:
+            conn.pooled = False
+            self.proxy.limits.release(POOL_CLIENT)
+
+    def forget(self, conn: BackendConn) -> None:
+        self._unpool(conn)
+        idle = self.idle.get(conn.port)
+        if idle and conn in idle:
+            idle.remove(conn)
+            if not idle:
+                del self.idle[conn.port]
+
+    def close(self) -> None:
+        for idle in list(self.idle.values()):
+            for conn in list(idle):
+                self._unpool(conn)
+                conn.close()
+        self.idle.clear()
