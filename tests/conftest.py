@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 import uuid
@@ -12,6 +13,7 @@ import pytest
 
 from tests.helpers import (
     DaemonProcess,
+    ProxyHarness,
     daemon_env,
     kill_processes_of_home,
     kill_task_leftovers,
@@ -19,6 +21,7 @@ from tests.helpers import (
     write_config,
 )
 from tests.systemd_user_manager import Unavailable, UserManager
+from tests.web import ca_context
 
 pytest_plugins = ["tests.update_fixtures"]
 
@@ -99,3 +102,22 @@ def manager() -> Iterator[UserManager]:
     finally:
         mgr.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[ProxyHarness]:
+    """One daemon for a module of proxy tests; each test uses its own project names."""
+    home = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
+    write_config(home)
+    daemon = DaemonProcess(home, daemon_env(home)).wait_ready()
+    try:
+        yield ProxyHarness(daemon)
+    finally:
+        daemon.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tls(proxy: ProxyHarness) -> ssl.SSLContext:
+    """A client TLS context that trusts the module daemon's CA."""
+    return ca_context(proxy.ca_path)

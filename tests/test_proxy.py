@@ -6,45 +6,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
 import ssl
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.helpers import (
-    DaemonProcess,
     ProxyHarness,
     call,
-    daemon_env,
     route,
     wait_until,
     write_config,
 )
 from tests.web import ProxyConnection, backend, ca_context, get
-
-
-@pytest.fixture(scope="module")
-def proxy() -> Iterator[ProxyHarness]:
-    """One daemon for the module; each test uses its own project names."""
-    home = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
-    write_config(home)
-    daemon = DaemonProcess(home, daemon_env(home)).wait_ready()
-    try:
-        yield ProxyHarness(daemon)
-    finally:
-        daemon.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def tls(proxy: ProxyHarness) -> ssl.SSLContext:
-    return ca_context(proxy.ca_path)
 
 
 def echo(body: bytes) -> dict[str, Any]:

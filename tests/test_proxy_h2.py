@@ -11,7 +11,6 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import h2.config
@@ -24,18 +23,6 @@ from tests.helpers import DaemonProcess, ProxyHarness, daemon_env, route, wait_u
 from tests.web import backend, ca_context, h2_client
 
 MB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def proxy() -> Iterator[ProxyHarness]:
-    home = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
-    write_config(home)
-    daemon = DaemonProcess(home, daemon_env(home)).wait_ready()
-    try:
-        yield ProxyHarness(daemon)
-    finally:
-        daemon.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def url(proxy: ProxyHarness, name: str, path: str = "/") -> str:

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import ssl
 import statistics
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,7 +21,6 @@ from tests.helpers import (
     DaemonProcess,
     ProxyHarness,
     call,
-    daemon_env,
     route,
     wait_until,
     write_config,
@@ -32,23 +28,6 @@ from tests.helpers import (
 from tests.test_peer_uid import other_user_python
 from tests.users import throwaway_user
 from tests.web import backend, ca_context, get
-
-
-@pytest.fixture(scope="module")
-def proxy() -> Iterator[ProxyHarness]:
-    home = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
-    write_config(home)
-    daemon = DaemonProcess(home, daemon_env(home)).wait_ready()
-    try:
-        yield ProxyHarness(daemon)
-    finally:
-        daemon.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def tls(proxy: ProxyHarness) -> ssl.SSLContext:
-    return ca_context(proxy.ca_path)
 
 
 def exchange(port: int, name: str, data: bytes, ctx: ssl.SSLContext,
