@@ -170,18 +170,26 @@ def bind_proxy(settings: Settings, refuse: Refuse | None = None
 
 
 DNS_ADDRESS = "127.0.0.1"
+DNS_PAIR_TRIES = 20
 
 
 def bind_dns(settings: Settings, refuse: Refuse | None = None
              ) -> tuple[Bound | None, Bound | None]:
     if settings.host_resolver != "dns_server":
         return None, None
-    udp = bind("dns", [DNS_ADDRESS], settings.dns_server_port, "dns_server_port",
-               socket.SOCK_DGRAM, refuse)
-    if not udp.ok:
-        return udp, None
-    # TCP on the port UDP got (they differ only when the port was 0).
-    tcp = bind("dns", [DNS_ADDRESS], udp.port, "dns_server_port", socket.SOCK_STREAM, refuse)
+    # TCP on the port UDP got. With port 0 the kernel picks a UDP port whose TCP twin may be
+    # taken: then try another pair, a few times.
+    for _ in range(DNS_PAIR_TRIES if settings.dns_server_port == 0 else 1):
+        udp = bind("dns", [DNS_ADDRESS], settings.dns_server_port, "dns_server_port",
+                   socket.SOCK_DGRAM, refuse)
+        if not udp.ok:
+            return udp, None
+        tcp = bind("dns", [DNS_ADDRESS], udp.port, "dns_server_port", socket.SOCK_STREAM,
+                   refuse)
+        if tcp.ok or settings.dns_server_port != 0:
+            return udp, tcp
+        udp.close()
+        tcp.close()
     return udp, tcp
 
 

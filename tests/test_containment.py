@@ -148,19 +148,21 @@ def test_find_marked_finds_only_the_run_asked_for(
 def test_tree_stats_sees_through_the_shell_wrapper(
         spawn: Callable[..., subprocess.Popen[bytes]]) -> None:
     one = spawn(["/bin/sh", "-c", "sleep 100 & wait"])
-    main = wait_until(lambda: (s := proctree.tree_stats(one.pid))[1] == 2 and s,
-                      what="sh and its one child")[0]
+    # (until the child has exec'd, it is a second sh: wait for the sleep itself)
+    main = wait_until(lambda: (s := proctree.tree_stats(one.pid))[1] == 2
+                      and read(f"/proc/{s[0]}/comm") == "sleep\n" and s,
+                      what="sh and its one child, a sleep")[0]
     assert main != one.pid and proctree.procid(main) in proctree.descendants(one.pid)
-    assert read(f"/proc/{main}/comm") == "sleep\n"
     # A shell running two things is the main process itself.
     two = spawn(["/bin/sh", "-c", "sleep 100 & sleep 100 & wait"])
     assert wait_until(lambda: (s := proctree.tree_stats(two.pid))[1] == 3 and s,
                       what="sh and two children")[0] == two.pid
     # Nested wrappers: sh -> sh -> sleep.
     nested = spawn(["/bin/sh", "-c", "/bin/sh -c 'sleep 100 & wait' & wait"])
-    main = wait_until(lambda: (s := proctree.tree_stats(nested.pid))[1] == 3 and s,
+    main = wait_until(lambda: (s := proctree.tree_stats(nested.pid))[1] == 3
+                      and read(f"/proc/{s[0]}/comm") == "sleep\n" and s,
                       what="two shells and a sleep")[0]
-    assert proctree.descendants(main) == [] and read(f"/proc/{main}/comm") == "sleep\n"
+    assert proctree.descendants(main) == []
     # A program that is not a shell is the main process even with one child.
     py = spawn([PYTHON, "-c", "import subprocess; subprocess.run(['sleep', '100'])"])
     assert wait_until(lambda: (s := proctree.tree_stats(py.pid))[1] == 2 and s,
