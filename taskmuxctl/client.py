@@ -82,6 +82,13 @@ class Client:
         self._sock = sock
         return self
 
+    def detach(self) -> Any:
+        """Hand over the connected socket (``dial-stdio`` bridges it); the client forgets it."""
+        if self._sock is None:
+            self.connect()
+        sock, self._sock = self._sock, None
+        return sock
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()

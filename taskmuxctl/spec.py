@@ -300,6 +300,11 @@ COMMANDS: tuple[Cmd, ...] = (
         args=(Arg(("name",), "the name to look up"),
               Arg(("-t", "--type"), "record type (default: A)", default="A", metavar="TYPE"))),
     Cmd(("dns", "flush"), "taskmuxctl.commands.dns:flush", "flush the system's DNS caches"),
+    Cmd(("dial-stdio",), "taskmuxctl.commands.remote:dial_stdio",
+        "bridge this machine's daemon socket to stdin/stdout (what `--host ssh://...` runs "
+        "on the other machine)",
+        args=(Arg(("--protocol",), "the caller's protocol version (refused when it differs)",
+                  type="int", metavar="N"),)),
     Cmd(("update",), "taskmuxctl.commands.update:update",
         "update taskmux to the latest signed release (tasks keep running)",
         args=(Arg(("--check",), "only say whether an update is available; change nothing "
@@ -328,7 +333,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
                        "logs-clean")),
     ("the project file (taskmux.toml)", ("init", "check", "add", "remove", "inject")),
     ("the daemon and the machine", ("daemon", "config", "doctor", "ca", "dns", "update",
-                                    "mcp", "completion", "version")),
+                                    "mcp", "completion", "version", "dial-stdio")),
 )
 
 
