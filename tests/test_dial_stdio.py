@@ -103,3 +103,15 @@ def test_no_daemon_and_no_start_says_so(env: dict[str, str], home: str) -> None:
     assert proc.returncode != 0 and proc.stdout == b""
     assert b"the daemon is not running" in proc.stderr
     assert not os.path.exists(os.path.join(home, "ctl.sock"))
+
+
+def test_it_imports_nothing_heavy(daemon: DaemonProcess, env: dict[str, str]) -> None:
+    """It starts once per remote call: what it imports is what each call waits for."""
+    from tests.test_imports import FORBIDDEN
+
+    proc = subprocess.run([CTL, "dial-stdio"], env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    mods = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in proc.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+    assert "taskmuxctl" in mods, proc.stderr
+    assert not sorted(mods & {*FORBIDDEN, "subprocess", "shlex"})

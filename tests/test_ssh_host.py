@@ -1,0 +1,191 @@
+"""``taskmux --host ssh://...`` against a real OpenSSH server and throwaway users as machines.
+
+One sshd for the module (see ``tests/sshd.py``): two machines with taskmux and a daemon
+each, one without taskmux. Each test's client has its own TASKMUX_HOME, so its own shared
+ssh connections, closed (``ssh -O exit``) at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import BIN, wait_until
+from tests.sshd import SshLab, close_masters, control_sockets, free_port, ssh_lab
+
+CTL = os.path.join(BIN, "taskmuxctl")
+PROJECT = """name = "{name}"
+
+[tasks.web]
+command = "echo hello-from-{name}; exec sleep 600"
+"""
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[SshLab]:
+    with ssh_lab(users=2, without_taskmux=1) as lab:
+        for machine in lab.machines[:2]:
+            folder = os.path.join(machine.home, "proj")
+            os.makedirs(folder)
+            with open(os.path.join(folder, "taskmux.toml"), "w") as fh:
+                fh.write(PROJECT.format(name=f"proj-{machine.name}"))
+            os.chown(folder, machine.user.pw_uid, machine.user.pw_gid)
+            started = machine.as_user([os.path.join(lab.bin, "taskmuxctl"), "start"],
+                                      cwd=folder)
+            assert started.returncode == 0, started.stderr + machine.daemon_log()
+        yield lab
+
+
+class Client:
+    """This machine's side: a private TASKMUX_HOME and the lab's ssh config."""
+
+    def __init__(self, lab: SshLab, config: str | None = None) -> None:
+        self.lab = lab
+        self.config = config or lab.client_config
+        self.home = tempfile.mkdtemp(prefix="tmxc-", dir="/tmp")
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TASKMUX_")}
+        self.env = lab.client_env({**base, "TASKMUX_HOME": self.home,
+                                   "TASKMUX_NO_DAEMON_START": "1"}, self.config)
+
+    def run(self, *argv: str, extra: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CTL, *argv], env={**self.env, **(extra or {})},
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def close(self) -> None:
+        for machine in self.lab.machines:
+            close_masters(self.lab, self.home, machine, self.config)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture
+def client(lab: SshLab) -> Iterator[Client]:
+    c = Client(lab)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def one_clear_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    print(lines[0])  # shown with -s: the messages people get
+    return lines[0]
+
+
+def test_status_through_host(lab: SshLab, client: Client) -> None:
+    machine = lab.machines[0]
+    name = f"proj-{machine.name}"
+    proc = client.run("--host", machine.url, "-p", name, "status")
+    assert proc.returncode == 0, proc.stderr
+    assert name in proc.stdout and "web" in proc.stdout and "running" in proc.stdout
+    # The same answer as the machine gives itself, with TASKMUX_HOST as the door this time.
+    proc = client.run("--json", "-p", name, "status", extra={"TASKMUX_HOST": machine.url})
+    there = machine.as_user([os.path.join(lab.bin, "taskmuxctl"), "--json", "-p", name,
+                             "status"])
+    ours, theirs = json.loads(proc.stdout), json.loads(there.stdout)
+    assert ours["project"] == theirs["project"] == name
+    assert ([(t["name"], t["state"], t["pid"]) for t in ours["tasks"]]
+            == [(t["name"], t["state"], t["pid"]) for t in theirs["tasks"]])
+    # The other machine is another daemon: its project, not this one.
+    other = lab.machines[1]
+    proc = client.run("--host", other.url, "-p", name, "status")
+    assert proc.returncode != 0 and "proj-" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_connection_is_shared(lab: SshLab, client: Client) -> None:
+    machine = lab.machines[1]
+    before = lab.logins(machine.name)
+    first = client.run("--host", machine.url, "version")
+    assert first.returncode == 0, first.stderr
+    assert "taskmuxd" in first.stdout
+    sockets = control_sockets(client.home)
+    assert len(sockets) == 1
+    check = subprocess.run(["ssh", "-F", client.config, "-o",
+                            f"ControlPath={os.path.dirname(sockets[0])}/%C",
+                            "-p", str(lab.port), "-l", machine.name, "-O", "check",
+                            "127.0.0.1"], capture_output=True, text=True, timeout=15)
+    assert check.returncode == 0 and "Master running" in check.stderr, check.stderr
+    for _ in range(2):
+        again = client.run("--host", machine.url, "-p", f"proj-{machine.name}", "status")
+        assert again.returncode == 0, again.stderr
+    # Three calls, one ssh login: the later calls went through the shared connection.
+    wait_until(lambda: lab.logins(machine.name) >= before + 1, 10, "the login in sshd's log")
+    assert lab.logins(machine.name) == before + 1
+    close_masters(lab, client.home, machine, client.config)
+    assert not control_sockets(client.home)
+
+
+def test_logs_run_on_the_other_machine(lab: SshLab, client: Client) -> None:
+    machine = lab.machines[0]
+    name = f"proj-{machine.name}"
+    proc = client.run("--host", machine.url, "-p", name, "logs", "web")
+    assert proc.returncode == 0, proc.stderr
+    assert f"hello-from-{name}" in proc.stdout
+
+
+def test_a_host_that_is_down(lab: SshLab, client: Client) -> None:
+    url = f"ssh://nobody@127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    line = one_clear_line(client.run("--host", url, "-p", "x", "status"))
+    assert time.monotonic() - started < 10
+    assert "unreachable" in line and "Connection refused" in line and "sshd" in line
+
+
+def test_a_host_that_never_answers(lab: SshLab, client: Client) -> None:
+    """A port that accepts and then says nothing: ConnectTimeout ends it, not the test."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"ssh://nobody@127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        proc = client.run("--host", url, "-p", "x", "status",
+                          extra={"TASKMUX_SSH_CONNECT_TIMEOUT": "2"}, timeout=30)
+        elapsed = time.monotonic() - started
+    line = one_clear_line(proc)
+    assert elapsed < 15
+    assert "unreachable" in line and "timed out" in line
+
+
+def test_a_wrong_host_key(lab: SshLab) -> None:
+    wrong = Client(lab, lab.wrong_client_config)
+    try:
+        started = time.monotonic()
+        line = one_clear_line(wrong.run("--host", lab.machines[0].url, "-p", "x", "status"))
+        assert time.monotonic() - started < 10
+        assert "host key" in line and f"ssh-keygen -R '[127.0.0.1]:{lab.port}'" in line
+    finally:
+        wrong.close()
+
+
+def test_a_host_without_taskmux(lab: SshLab, client: Client) -> None:
+    bare = lab.machines[2]
+    line = one_clear_line(client.run("--host", bare.url, "-p", "x", "status"))
+    assert f"{bare.name}@127.0.0.1:{lab.port} has no `taskmuxctl`" in line
+    assert "install taskmux there" in line
+    # Run whole over ssh, the same.
+    line = one_clear_line(client.run("--host", bare.url, "-p", "x", "logs"))
+    assert "has no `taskmuxctl`" in line
+
+
+def test_commands_of_this_machine_say_so(lab: SshLab, client: Client) -> None:
+    url = lab.machines[0].url
+    for argv in (["daemon", "install"], ["update"], ["init"]):
+        proc = client.run("--host", url, *argv)
+        assert proc.returncode == 2, proc.stderr
+        line = one_clear_line(proc)
+        assert "does not take --host" in line and f"ssh -p {lab.port}" in line
