@@ -296,6 +296,16 @@ class Channel:
                 self.proc.stdin.close()
             except OSError:
                 pass
+        # ssh ends its stdout as it exits: wait for that on the descriptor (woken at once)
+        # rather than in subprocess's polling wait.
+        import select
+
+        deadline = 5.0
+        try:
+            while select.select([self._out], [], [], deadline)[0] and os.read(self._out, 65536):
+                deadline = 1.0  # the rest of an answer nobody asked for: drain it
+        except OSError:
+            pass
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
