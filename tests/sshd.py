@@ -89,12 +89,16 @@ class Machine:
                               extra_groups=[], env=self.env(), cwd=cwd or self.home,
                               capture_output=True, text=True, timeout=60, **kw)
 
-    def start_daemon(self) -> None:
+    def prepare_home(self) -> None:
+        """``~/.taskmux`` with the safe settings, owned by the user."""
         os.makedirs(self.taskmux_home, mode=0o700, exist_ok=True)
         write_config(self.taskmux_home)
         for root, dirs, files in os.walk(self.taskmux_home):
             for name in [*dirs, *files, "."]:
                 os.lchown(os.path.join(root, name), self.user.pw_uid, self.user.pw_gid)
+
+    def start_daemon(self) -> None:
+        self.prepare_home()
         log = open(os.path.join(self.home, "daemon.out"), "ab")  # noqa: SIM115
         with log:
             self.daemon = subprocess.Popen(
@@ -308,8 +312,10 @@ def close_masters(lab: SshLab, taskmux_home: str, machine: Machine, config: str)
 
 
 @contextlib.contextmanager
-def ssh_lab(users: int = 2, without_taskmux: int = 1) -> Iterator[SshLab]:
-    """sshd with ``users`` machines that have taskmux and ``without_taskmux`` that do not."""
+def ssh_lab(users: int = 2, without_taskmux: int = 1, idle: int = 0) -> Iterator[SshLab]:
+    """sshd with ``users`` machines that have taskmux and a running daemon, ``idle`` that
+    have taskmux and no daemon yet, and ``without_taskmux`` that have no taskmux (in this
+    order in ``lab.machines``)."""
     if not os.path.exists(SSHD) or shutil.which("ssh") is None \
             or shutil.which("ssh-keygen") is None:
         pytest.skip("OpenSSH (openssh-server, openssh-client) is not installed")
@@ -319,14 +325,15 @@ def ssh_lab(users: int = 2, without_taskmux: int = 1) -> Iterator[SshLab]:
     lab = SshLab(root)
     try:
         with contextlib.ExitStack() as stack:
-            wanted = [True] * users + [False] * without_taskmux
+            wanted = [True] * (users + idle) + [False] * without_taskmux
             accounts = [(stack.enter_context(throwaway_user()), flag) for flag in wanted]
             lab.setup(accounts)
             try:
                 lab.start()
-                for machine in lab.machines:
-                    if machine.with_taskmux:
-                        machine.start_daemon()
+                for machine in lab.machines[:users]:
+                    machine.start_daemon()
+                for machine in lab.machines[users:users + idle]:
+                    machine.prepare_home()
                 yield lab
             finally:
                 lab.stop()

@@ -1,15 +1,18 @@
 """``taskmux --host ssh://...`` against a real OpenSSH server and throwaway users as machines.
 
 One sshd for the module (see ``tests/sshd.py``): two machines with taskmux and a daemon
-each, one without taskmux. Each test's client has its own TASKMUX_HOME, so its own shared
-ssh connections, closed (``ssh -O exit``) at the end.
+each, one with taskmux and no daemon yet, one without taskmux. Each test's client has its
+own TASKMUX_HOME, so its own shared ssh connections, closed (``ssh -O exit``) at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -33,7 +36,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[SshLab]:
-    with ssh_lab(users=2, without_taskmux=1) as lab:
+    with ssh_lab(users=2, without_taskmux=1, idle=1) as lab:
         for machine in lab.machines[:2]:
             folder = os.path.join(machine.home, "proj")
             os.makedirs(folder)
@@ -173,7 +176,7 @@ def test_a_wrong_host_key(lab: SshLab) -> None:
 
 
 def test_a_host_without_taskmux(lab: SshLab, client: Client) -> None:
-    bare = lab.machines[2]
+    bare = lab.machines[3]
     line = one_clear_line(client.run("--host", bare.url, "-p", "x", "status"))
     assert f"{bare.name}@127.0.0.1:{lab.port} has no `taskmuxctl`" in line
     assert "install taskmux there" in line
@@ -189,3 +192,65 @@ def test_commands_of_this_machine_say_so(lab: SshLab, client: Client) -> None:
         assert proc.returncode == 2, proc.stderr
         line = one_clear_line(proc)
         assert "does not take --host" in line and f"ssh -p {lab.port}" in line
+
+
+def test_the_daemon_over_there_starts_when_asked(lab: SshLab, client: Client) -> None:
+    """No daemon on the machine: --no-daemon-start says so; without it the remote
+    dial-stdio starts one (detached: the ssh session still ends), and `daemon stop` (run
+    whole over ssh) stops it."""
+    machine = lab.machines[2]
+    line = one_clear_line(client.run("--host", machine.url, "--no-daemon-start", "version"))
+    assert f"{machine.name}@127.0.0.1:{lab.port}: the daemon is not running" in line
+    pid_file = os.path.join(machine.taskmux_home, "daemon.pid")
+    env = {k: v for k, v in client.env.items() if k != "TASKMUX_NO_DAEMON_START"}
+    started = time.monotonic()
+    proc = subprocess.run([CTL, "--host", machine.url, "version"], env=env,
+                          capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert "taskmuxd" in proc.stdout
+        assert time.monotonic() - started < 30
+        with open(pid_file) as fh:
+            pid = int(fh.read().split()[0])
+        assert os.stat(f"/proc/{pid}").st_uid == machine.user.pw_uid
+        stop = client.run("--host", machine.url, "daemon", "stop")
+        assert stop.returncode == 0, stop.stderr
+        assert f"pid {pid}" in stop.stdout
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 15, "the daemon to exit")
+    finally:
+        with contextlib.suppress(OSError, ValueError), open(pid_file) as fh:
+            os.kill(int(fh.read().split()[0]), signal.SIGKILL)
+        machine.as_user(["tmux", "kill-server"])
+
+
+def test_attach_goes_through_a_terminal(lab: SshLab, client: Client) -> None:
+    """`attach` over ssh -t: the task's pane shows in this terminal; C-b d detaches."""
+    machine = lab.machines[0]
+    name = f"proj-{machine.name}"
+    master, slave = os.openpty()
+    proc = subprocess.Popen([CTL, "--host", machine.url, "-p", name, "attach", "web"],
+                            env={**client.env, "TERM": "xterm"}, stdin=slave, stdout=slave,
+                            stderr=slave, start_new_session=True)
+    try:
+        os.close(slave)
+        slave = -1
+        seen = b""
+        deadline = time.monotonic() + 30
+        while f"hello-from-{name}".encode() not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+        assert f"hello-from-{name}".encode() in seen, seen[-2000:]
+        os.write(master, b"\x02d")  # tmux's prefix, then detach
+        code = proc.wait(timeout=30)
+        assert code == 0, seen[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
