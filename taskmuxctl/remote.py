@@ -21,7 +21,7 @@ ENV = "TASKMUX_HOST"
 OVER_SSH: frozenset[tuple[str, ...]] = frozenset({
     ("logs",), ("logs-clean",), ("events",), ("watch",), ("attach",), ("env",), ("doctor",),
     ("daemon", "start"), ("daemon", "stop"), ("daemon", "restart"), ("daemon", "status"),
-    ("daemon", "list"), ("daemon", "register"), ("daemon", "unregister"),
+    ("daemon", "register"),
     ("config", "show"), ("config", "set"), ("config", "path"),
     ("ca", "path"), ("ca", "mint"), ("dns", "query"),
 })

@@ -203,7 +203,7 @@ class SshLab:
             fh.write("\n".join(lines) + "\n")
         if not os.path.isdir(PRIVSEP_DIR):
             try:
-                os.makedirs(PRIVSEP_DIR, mode=0o755)
+                os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
             except OSError as exc:
                 pytest.skip(f"sshd needs {PRIVSEP_DIR}, which cannot be created: {exc}")
         check = subprocess.run([SSHD, "-t", "-f", self.config], capture_output=True, text=True,

@@ -104,6 +104,8 @@ def test_status_through_host(lab: SshLab, client: Client) -> None:
     assert ours["project"] == theirs["project"] == name
     assert ([(t["name"], t["state"], t["pid"]) for t in ours["tasks"]]
             == [(t["name"], t["state"], t["pid"]) for t in theirs["tasks"]])
+    listed = client.run("--json", "--host", machine.url, "daemon", "list")
+    assert [p["name"] for p in json.loads(listed.stdout)["projects"]] == [name]
     # The other machine is another daemon: its project, not this one.
     other = lab.machines[1]
     proc = client.run("--host", other.url, "-p", name, "status")
