@@ -95,6 +95,14 @@ class Client:
         sock, self._sock = self._sock, None
         return sock
 
+    def abort(self) -> None:
+        """End the connection now, from another thread (``fleet``'s deadline): an ssh
+        channel's ssh is killed, so a call blocked on it returns at once."""
+        sock = self._sock
+        kill = getattr(sock, "kill", None)
+        if kill is not None:
+            kill()
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()

@@ -44,6 +44,10 @@ LOCAL_ONLY: dict[tuple[str, ...], str] = {
     ("ca", "install"): _MACHINE, ("ca", "uninstall"): _MACHINE,
     ("dns", "install"): _MACHINE, ("dns", "uninstall"): _MACHINE, ("dns", "flush"): _MACHINE,
     ("dial-stdio",): "is what --host itself runs on the other machine",
+    ("fleet", "add"): "drives the machines listed on this one",
+    ("fleet", "remove"): "drives the machines listed on this one",
+    ("fleet", "list"): "drives the machines listed on this one",
+    ("fleet", "status"): "drives the machines listed on this one",
 }
 
 

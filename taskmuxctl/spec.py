@@ -105,6 +105,8 @@ GROUPS: tuple[Group, ...] = (
     Group(("config",), "show and change the global settings (config.toml)"),
     Group(("ca",), "the local certificate authority behind the https task URLs"),
     Group(("dns",), "how *.localhost task names resolve"),
+    Group(("fleet",), "other machines' daemons, over ssh (hosts in ~/.taskmux/fleet.toml)",
+          default="status"),
 )
 
 COMMANDS: tuple[Cmd, ...] = (
@@ -300,6 +302,22 @@ COMMANDS: tuple[Cmd, ...] = (
         args=(Arg(("name",), "the name to look up"),
               Arg(("-t", "--type"), "record type (default: A)", default="A", metavar="TYPE"))),
     Cmd(("dns", "flush"), "taskmuxctl.commands.dns:flush", "flush the system's DNS caches"),
+    Cmd(("fleet", "add"), "taskmuxctl.commands.fleet:add",
+        "add (or change) a machine in fleet.toml",
+        args=(Arg(("name",), "a short name for it"),
+              Arg(("target",), "how to reach it: ssh://[USER@]HOST[:PORT]"),
+              Arg(("-g", "--group"), "a group it belongs to (repeat for more)",
+                  action="append", metavar="GROUP"))),
+    Cmd(("fleet", "remove"), "taskmuxctl.commands.fleet:remove",
+        "remove a machine from fleet.toml", args=(Arg(("name",), "its name"),)),
+    Cmd(("fleet", "list"), "taskmuxctl.commands.fleet:list_", "the machines in fleet.toml"),
+    Cmd(("fleet", "status"), "taskmuxctl.commands.fleet:status",
+        "one table across the machines: reachable, daemon version, projects, tasks up, "
+        "unhealthy tasks (asked in parallel; exit 1 unless every machine answered)",
+        args=(Arg(("-g", "--group"), "only the machines of this group (or this one machine)",
+                  metavar="GROUP"),
+              Arg(("--deadline",), "seconds each machine has to answer (default 10)",
+                  type="float", default=10.0, metavar="SECONDS"))),
     Cmd(("dial-stdio",), "taskmuxctl.commands.remote:dial_stdio",
         "bridge this machine's daemon socket to stdin/stdout (what `--host ssh://...` runs "
         "on the other machine)",
@@ -333,7 +351,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
                        "logs-clean")),
     ("the project file (taskmux.toml)", ("init", "check", "add", "remove", "inject")),
     ("the daemon and the machine", ("daemon", "config", "doctor", "ca", "dns", "update",
-                                    "mcp", "completion", "version", "dial-stdio")),
+                                    "mcp", "completion", "version", "fleet", "dial-stdio")),
 )
 
 

@@ -288,6 +288,10 @@ class Channel:
             return b""
         raise err
 
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
     def close(self) -> None:
         import subprocess
 

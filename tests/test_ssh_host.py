@@ -256,3 +256,40 @@ def test_attach_goes_through_a_terminal(lab: SshLab, client: Client) -> None:
         if slave >= 0:
             os.close(slave)
         os.close(master)
+
+
+def test_fleet_status_across_machines(lab: SshLab, client: Client) -> None:
+    """Two machines up, one without a daemon, one without taskmux, one down and one that
+    never answers: one table, each line in time, exit 1; the group of the good ones: 0."""
+    up, other, idle, bare = lab.machines
+    for m in (up, other):
+        assert client.run("fleet", "add", m.name, m.url, "-g", "up").returncode == 0
+    client.run("fleet", "add", "idle", idle.url)
+    client.run("fleet", "add", "bare", bare.url)
+    client.run("fleet", "add", "down", f"ssh://nobody@127.0.0.1:{free_port()}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        client.run("fleet", "add", "silent", f"ssh://nobody@127.0.0.1:{silent.getsockname()[1]}")
+        started = time.monotonic()
+        proc = client.run("--json", "fleet", "status", "--deadline", "4")
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 1, proc.stderr
+    assert elapsed < 12  # parallel: one deadline, not one per machine
+    out = json.loads(proc.stdout)
+    by = {e["name"]: e for e in out["hosts"]}
+    assert [e["name"] for e in out["hosts"]] == [up.name, other.name, "idle", "bare", "down",
+                                                   "silent"]
+    for m in (up, other):
+        e = by[m.name]
+        assert e["ok"] and e["reachable"] and e["daemon_version"]
+        assert (e["projects"], e["tasks_up"], e["tasks_total"], e["unhealthy"]) == (1, 1, 1, [])
+    assert not by["idle"]["ok"] and by["idle"]["reachable"]
+    assert "the daemon is not running" in by["idle"]["error"]
+    assert not by["bare"]["ok"] and "has no `taskmuxctl`" in by["bare"]["error"]
+    assert not by["down"]["reachable"] and "unreachable" in by["down"]["error"]
+    assert not by["silent"]["reachable"] and by["silent"]["reason"] in ("deadline", "unreachable")
+    assert out["all_ok"] is False
+    table = client.run("fleet", "status", "-g", "up")
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert up.name in table.stdout and "1/1" in table.stdout and "idle" not in table.stdout

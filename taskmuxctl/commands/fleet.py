@@ -1,0 +1,90 @@
+"""``taskmux fleet add|remove|list|status``: many machines' daemons at once, over ssh."""
+
+from __future__ import annotations
+
+import os
+
+from taskmuxctl import fleet, render
+from taskmuxctl.context import Context
+from taskmuxctl.protocol import Code
+from taskmuxctl.result import EXIT_FAILURE, EXIT_USAGE, CommandError, Result
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def add(ctx: Context, args: Any) -> Result:
+    from taskmuxctl.sshhost import parse_target
+
+    problem = fleet.check_name(args.name)
+    if problem:
+        raise CommandError(problem, Code.USAGE, {"name": args.name}, exit_code=EXIT_USAGE)
+    parse_target(args.target)
+    groups = list(dict.fromkeys(args.group or []))
+    for g in groups:
+        problem = fleet.check_name(g, "group name")
+        if problem:
+            raise CommandError(problem, Code.USAGE, {"group": g}, exit_code=EXIT_USAGE)
+    hosts = fleet.load(ctx.paths)
+    host = fleet.Host(args.name, args.target, groups)
+    action = "added"
+    for i, h in enumerate(hosts):
+        if h.name == args.name:
+            hosts[i] = host
+            action = "updated"
+            break
+    else:
+        hosts.append(host)
+    fleet.save(ctx.paths, hosts)
+    return Result({"host": host.as_dict(), "action": action, "path": fleet.path(ctx.paths)},
+                  f"{args.name}: {action} ({args.target})")
+
+
+def remove(ctx: Context, args: Any) -> Result:
+    hosts = fleet.load(ctx.paths)
+    kept = [h for h in hosts if h.name != args.name]
+    if len(kept) == len(hosts):
+        raise CommandError(f"no host named {args.name!r} in {fleet.path(ctx.paths)}; "
+                           "`taskmux fleet list` shows them", Code.USAGE,
+                           {"name": args.name}, exit_code=EXIT_USAGE)
+    fleet.save(ctx.paths, kept)
+    return Result({"name": args.name, "action": "removed"}, f"{args.name}: removed")
+
+
+def list_(ctx: Context, args: Any) -> Result:
+    hosts = fleet.load(ctx.paths)
+    data = {"hosts": [h.as_dict() for h in hosts], "path": fleet.path(ctx.paths)}
+    if not hosts:
+        return Result(data, "no hosts; add one with `taskmux fleet add NAME "
+                            "ssh://[USER@]HOST[:PORT] [--group GROUP]`")
+    rows = [[h.name, h.target, ",".join(h.groups) or "-"] for h in hosts]
+    return Result(data, render.table(["HOST", "TARGET", "GROUPS"], rows, indent=""))
+
+
+def status(ctx: Context, args: Any) -> Result:
+    if args.deadline <= 0:
+        raise CommandError("--deadline must be more than 0 seconds", Code.USAGE,
+                           exit_code=EXIT_USAGE)
+    hosts = fleet.select(fleet.load(ctx.paths), args.group)
+    if not hosts:
+        return Result({"hosts": [], "ok": True}, "no hosts; add one with `taskmux fleet add`")
+    # ssh gives up connecting within the deadline too (unless told otherwise).
+    os.environ.setdefault("TASKMUX_SSH_CONNECT_TIMEOUT", str(max(1, int(args.deadline))))
+    entries = fleet.survey(ctx.paths, hosts, args.deadline)
+    rows = []
+    notes = []
+    for e in entries:
+        if e["ok"]:
+            unhealthy = e["unhealthy"]
+            rows.append([e["name"], "yes", str(e["daemon_version"]), str(e["projects"]),
+                         f"{e['tasks_up']}/{e['tasks_total']}",
+                         ",".join(unhealthy) if unhealthy else "-"])
+        else:
+            rows.append([e["name"], "yes" if e["reachable"] else "no", "-", "-", "-", "-"])
+            notes.append(f"! {e['name']}: {e['error']}")
+    text = render.table(["HOST", "REACHABLE", "DAEMON", "PROJECTS", "TASKS UP", "UNHEALTHY"],
+                        rows, indent="")
+    every = all(e["ok"] for e in entries)
+    return Result({"hosts": entries, "all_ok": every}, "\n".join([text, *notes]),
+                  exit_code=0 if every else EXIT_FAILURE)
