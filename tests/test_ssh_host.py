@@ -293,3 +293,23 @@ def test_fleet_status_across_machines(lab: SshLab, client: Client) -> None:
     table = client.run("fleet", "status", "-g", "up")
     assert table.returncode == 0, table.stdout + table.stderr
     assert up.name in table.stdout and "1/1" in table.stdout and "idle" not in table.stdout
+
+
+def test_start_through_host_keeps_this_machines_environment_here(lab: SshLab,
+                                                                  client: Client) -> None:
+    """A local `start` hands the daemon the caller's environment for the tasks; through
+    --host that would be this machine's (secrets included), so none is sent."""
+    machine = lab.machines[0]
+    name = f"proj-{machine.name}"
+    proc = client.run("--host", machine.url, "-p", name, "start",
+                      extra={"P18_LOCAL_SECRET": "do-not-ship"})
+    assert proc.returncode == 0, proc.stderr
+    found = []
+    for root, _dirs, files in os.walk(machine.taskmux_home):
+        for f in files:
+            if f == "env.json":
+                with open(os.path.join(root, f)) as fh:
+                    found.append(json.load(fh))
+    assert found, "the machine's own start saved an environment"
+    assert all("P18_LOCAL_SECRET" not in env for env in found)
+    assert all(env.get("HOME") == machine.home for env in found)
