@@ -73,6 +73,13 @@ def split_host(argv: list[str]) -> tuple[list[str], str | None]:
     return out, host
 
 
+def over_ssh(cmd: Cmd, args: Any) -> bool:
+    """Whether the command runs whole over there (``start --monitor`` follows the event log,
+    a file of that machine)."""
+    return cmd.path in OVER_SSH or (cmd.path == ("start",) and bool(getattr(args, "monitor",
+                                                                              False)))
+
+
 def refusal(cmd: Cmd, args: Any, host: str) -> str | None:
     """Why ``cmd`` cannot go to ``host`` as given (and what to do), or None."""
     from taskmuxctl.sshhost import parse_target

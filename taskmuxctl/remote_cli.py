@@ -31,7 +31,7 @@ def run_remote(cmd: Cmd, args: Any, host: str, tokens: list[str], flags: set[str
                                exit_code=EXIT_USAGE)
         if "--no-daemon-start" in flags:
             os.environ["TASKMUX_NO_DAEMON_START"] = "1"  # read by the ssh channel
-        if cmd.path not in remote.OVER_SSH:
+        if not remote.over_ssh(cmd, args):
             return None
         words = [*sorted(flags), *tokens]
         paths = Paths.from_env()

@@ -120,3 +120,15 @@ def test_a_protocol_mismatch_names_both_versions(tmp_path: Any) -> None:
     assert err.reason == "protocol"
     assert "protocol 9" in err.message and "speaks 1" in err.message
     assert "update the older" in err.message
+
+
+def test_which_commands_run_whole_over_there() -> None:
+    def over(words: list[str]) -> bool:
+        parsed = fast(words)
+        assert parsed is not None
+        return remote.over_ssh(*parsed)
+
+    assert over(["logs", "-p", "shop"]) and over(["attach", "-p", "shop"])
+    assert over(["start", "--monitor", "-p", "shop"])
+    assert not over(["start", "-p", "shop"]) and not over(["status", "-p", "shop"])
+    assert not over(["daemon", "list"])
