@@ -127,8 +127,46 @@ def select(hosts: list[Host], group: str | None) -> list[Host]:
     return chosen
 
 
-def ask(paths: Paths, host: Host, deadline: float, clients: dict[str, Any]) -> dict[str, Any]:
-    """One machine's line of ``fleet status`` (a thread runs it)."""
+def status_of(client: Any, entry: dict[str, Any]) -> None:
+    """Fill one machine's line of ``fleet status``."""
+    projects = client.call(Method.PROJECT_LIST)["projects"]
+    entry["projects"] = len(projects)
+    entry["tasks_up"] = sum(int(p.get("tasks_running") or 0) for p in projects)
+    entry["tasks_total"] = sum(int(p.get("tasks_total") or 0) for p in projects)
+    unhealthy: list[str] = []
+    for p in projects:
+        if p.get("state") != "ok":
+            continue
+        out = client.call(Method.PROJECT_STATUS, {"project": p["name"]})
+        unhealthy += [f"{p['name']}/{t['name']}" for t in out.get("tasks", [])
+                      if t.get("healthy") is False]
+    entry["unhealthy"] = unhealthy
+
+
+def action_on(method: str, project: str | None, tasks: list[str]) -> Any:
+    """``fleet start|stop|restart``: ``method`` on ``project`` (default: every project the
+    machine has) and ``tasks`` (default: all)."""
+
+    def work(client: Any, entry: dict[str, Any]) -> None:
+        names = [project] if project else [
+            p["name"] for p in client.call(Method.PROJECT_LIST)["projects"]
+            if p.get("state") == "ok"]
+        done: dict[str, Any] = {}
+        failed: list[str] = []
+        for name in names:
+            out = client.call(method, {"project": name, **({"tasks": tasks} if tasks else {})})
+            done[name] = out.get("results", [])
+            failed += [f"{name}/{r['task']}: {r['error']}" for r in done[name] if r.get("error")]
+        entry["results"] = done
+        if failed:
+            raise CommandError("; ".join(failed), Code.TASK_START_FAILED)
+
+    return work
+
+
+def ask(paths: Paths, host: Host, deadline: float, clients: dict[str, Any],
+        work: Any = status_of) -> dict[str, Any]:
+    """One machine's line (a thread runs it): the daemon's version, then ``work``."""
     from taskmuxctl.client import Client
     from taskmuxctl.paths import Paths as PathsCls
 
@@ -141,18 +179,7 @@ def ask(paths: Paths, host: Host, deadline: float, clients: dict[str, Any]) -> d
         version = client.call(Method.DAEMON_VERSION)
         entry["reachable"] = True
         entry["daemon_version"] = version.get("version")
-        projects = client.call(Method.PROJECT_LIST)["projects"]
-        entry["projects"] = len(projects)
-        entry["tasks_up"] = sum(int(p.get("tasks_running") or 0) for p in projects)
-        entry["tasks_total"] = sum(int(p.get("tasks_total") or 0) for p in projects)
-        unhealthy: list[str] = []
-        for p in projects:
-            if p.get("state") != "ok":
-                continue
-            out = client.call(Method.PROJECT_STATUS, {"project": p["name"]})
-            unhealthy += [f"{p['name']}/{t['name']}" for t in out.get("tasks", [])
-                          if t.get("healthy") is False]
-        entry["unhealthy"] = unhealthy
+        work(client, entry)
         entry["ok"] = True
     except RpcError as exc:
         entry["error"] = exc.message
@@ -167,7 +194,8 @@ def ask(paths: Paths, host: Host, deadline: float, clients: dict[str, Any]) -> d
     return entry
 
 
-def survey(paths: Paths, hosts: list[Host], deadline: float) -> list[dict[str, Any]]:
+def survey(paths: Paths, hosts: list[Host], deadline: float,
+           work: Any = status_of) -> list[dict[str, Any]]:
     """Every host's line, asked in parallel; a host still busy at ``deadline`` seconds gets
     a timeout line and its ssh is ended."""
     import threading
@@ -175,10 +203,10 @@ def survey(paths: Paths, hosts: list[Host], deadline: float) -> list[dict[str, A
     results: dict[str, dict[str, Any]] = {}
     clients: dict[str, Any] = {}
 
-    def work(host: Host) -> None:
-        results[host.name] = ask(paths, host, deadline, clients)
+    def run_one(host: Host) -> None:
+        results[host.name] = ask(paths, host, deadline, clients, work)
 
-    threads = [threading.Thread(target=work, args=(h,), daemon=True) for h in hosts]
+    threads = [threading.Thread(target=run_one, args=(h,), daemon=True) for h in hosts]
     end = time.monotonic() + deadline
     for t in threads:
         t.start()

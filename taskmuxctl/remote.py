@@ -48,6 +48,9 @@ LOCAL_ONLY: dict[tuple[str, ...], str] = {
     ("fleet", "remove"): "drives the machines listed on this one",
     ("fleet", "list"): "drives the machines listed on this one",
     ("fleet", "status"): "drives the machines listed on this one",
+    ("fleet", "start"): "drives the machines listed on this one",
+    ("fleet", "stop"): "drives the machines listed on this one",
+    ("fleet", "restart"): "drives the machines listed on this one",
 }
 
 

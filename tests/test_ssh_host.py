@@ -313,3 +313,32 @@ def test_start_through_host_keeps_this_machines_environment_here(lab: SshLab,
     assert found, "the machine's own start saved an environment"
     assert all("P18_LOCAL_SECRET" not in env for env in found)
     assert all(env.get("HOME") == machine.home for env in found)
+
+
+def test_fleet_stop_and_start_a_group(lab: SshLab, client: Client) -> None:
+    up, other = lab.machines[:2]
+    for m in (up, other):
+        assert client.run("fleet", "add", m.name, m.url, "-g", "pair").returncode == 0
+
+    def tasks_up() -> list[int]:
+        out = json.loads(client.run("--json", "fleet", "status", "-g", "pair").stdout)
+        return [e["tasks_up"] for e in out["hosts"]]
+
+    assert tasks_up() == [1, 1]
+    stop = client.run("--json", "fleet", "stop", "-g", "pair", "web")
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    entries = json.loads(stop.stdout)["hosts"]
+    assert [list(e["results"]) for e in entries] == [[f"proj-{up.name}"],
+                                                     [f"proj-{other.name}"]]
+    assert tasks_up() == [0, 0]
+    # A project only one machine has: that one does it, the other says why; exit 1.
+    one = client.run("--json", "fleet", "start", "-g", "pair", "-p", f"proj-{up.name}")
+    assert one.returncode == 1
+    by = {e["name"]: e for e in json.loads(one.stdout)["hosts"]}
+    assert by[up.name]["ok"] and not by[other.name]["ok"]
+    assert f"proj-{up.name}" in by[other.name]["error"]
+    assert tasks_up() == [1, 0]
+    start = client.run("fleet", "start", "-g", "pair")
+    assert start.returncode == 0, start.stdout + start.stderr
+    assert f"{other.name}: start" in start.stdout
+    assert tasks_up() == [1, 1]

@@ -6,7 +6,7 @@ import os
 
 from taskmuxctl import fleet, render
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Code
+from taskmuxctl.protocol import Code, Method
 from taskmuxctl.result import EXIT_FAILURE, EXIT_USAGE, CommandError, Result
 
 TYPE_CHECKING = False
@@ -62,15 +62,23 @@ def list_(ctx: Context, args: Any) -> Result:
     return Result(data, render.table(["HOST", "TARGET", "GROUPS"], rows, indent=""))
 
 
-def status(ctx: Context, args: Any) -> Result:
+def _chosen(ctx: Context, args: Any) -> list[fleet.Host]:
     if args.deadline <= 0:
         raise CommandError("--deadline must be more than 0 seconds", Code.USAGE,
                            exit_code=EXIT_USAGE)
     hosts = fleet.select(fleet.load(ctx.paths), args.group)
-    if not hosts:
-        return Result({"hosts": [], "ok": True}, "no hosts; add one with `taskmux fleet add`")
     # ssh gives up connecting within the deadline too (unless told otherwise).
     os.environ.setdefault("TASKMUX_SSH_CONNECT_TIMEOUT", str(max(1, int(args.deadline))))
+    return hosts
+
+
+NO_HOSTS = "no hosts; add one with `taskmux fleet add`"
+
+
+def status(ctx: Context, args: Any) -> Result:
+    hosts = _chosen(ctx, args)
+    if not hosts:
+        return Result({"hosts": [], "all_ok": True}, NO_HOSTS)
     entries = fleet.survey(ctx.paths, hosts, args.deadline)
     rows = []
     notes = []
@@ -88,3 +96,35 @@ def status(ctx: Context, args: Any) -> Result:
     every = all(e["ok"] for e in entries)
     return Result({"hosts": entries, "all_ok": every}, "\n".join([text, *notes]),
                   exit_code=0 if every else EXIT_FAILURE)
+
+
+def _action(ctx: Context, args: Any, method: str, verb: str) -> Result:
+    hosts = _chosen(ctx, args)
+    if not hosts:
+        return Result({"hosts": [], "all_ok": True}, NO_HOSTS)
+    entries = fleet.survey(ctx.paths, hosts, args.deadline,
+                           fleet.action_on(method, args.project, list(args.tasks or [])))
+    lines = []
+    for e in entries:
+        if e["ok"]:
+            done = e["results"]
+            count = sum(len(r) for r in done.values())
+            lines.append(f"{e['name']}: {verb} {count} task(s) in "
+                         f"{', '.join(done) or 'no project'}")
+        else:
+            lines.append(f"! {e['name']}: {e['error']}")
+    every = all(e["ok"] for e in entries)
+    return Result({"hosts": entries, "all_ok": every}, "\n".join(lines),
+                  exit_code=0 if every else EXIT_FAILURE)
+
+
+def start(ctx: Context, args: Any) -> Result:
+    return _action(ctx, args, Method.PROJECT_START, "start")
+
+
+def stop(ctx: Context, args: Any) -> Result:
+    return _action(ctx, args, Method.PROJECT_STOP, "stop")
+
+
+def restart(ctx: Context, args: Any) -> Result:
+    return _action(ctx, args, Method.PROJECT_RESTART, "restart")
