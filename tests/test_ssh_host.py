@@ -227,7 +227,8 @@ def test_the_daemon_over_there_starts_when_asked(lab: SshLab, client: Client) ->
 
 
 def test_attach_goes_through_a_terminal(lab: SshLab, client: Client) -> None:
-    """`attach` over ssh -t: the task's pane shows in this terminal; C-b d detaches."""
+    """`attach` over ssh -t: the task's pane shows in this terminal, as a client of the
+    machine's tmux server; when that client is detached, attach ends with 0."""
     machine = lab.machines[0]
     name = f"proj-{machine.name}"
     master, slave = os.openpty()
@@ -246,7 +247,13 @@ def test_attach_goes_through_a_terminal(lab: SshLab, client: Client) -> None:
                 except OSError:
                     break
         assert f"hello-from-{name}".encode() in seen, seen[-2000:]
-        os.write(master, b"\x02d")  # tmux's prefix, then detach
+        # The client over there is a real tmux client of the machine's server: detach it
+        # there (a key sent now could arrive before tmux reads keys).
+        clients = machine.as_user(["tmux", "-L", machine.tmux_socket, "list-clients", "-F",
+                                   "#{client_tty}"]).stdout.split()
+        assert len(clients) == 1, clients
+        machine.as_user(["tmux", "-L", machine.tmux_socket, "detach-client", "-t",
+                         clients[0]])
         code = proc.wait(timeout=30)
         assert code == 0, seen[-2000:]
     finally:
