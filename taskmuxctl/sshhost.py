@@ -150,10 +150,24 @@ def _stderr_file(paths: Paths) -> int:
     """An unnamed file for ssh's stderr. Not a pipe: the shared connection ssh leaves
     running keeps its copy open, and a pipe would then never end."""
     folder = control_dir(paths)
-    path = os.path.join(folder, f"stderr-{os.getpid()}-{id(paths):x}")
+    path = os.path.join(folder, f"stderr-{os.getpid()}-{os.urandom(6).hex()}")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600)
     os.unlink(path)
     return fd
+
+
+def _prepare(paths: Paths, target: Target) -> int:
+    """The control folder and ssh's stderr file; a folder that cannot be made is said."""
+    try:
+        return _stderr_file(paths)
+    except OSError as exc:
+        from taskmuxctl.client import DaemonUnavailable
+
+        raise DaemonUnavailable(
+            Code.DAEMON_UNREACHABLE, "no_ssh",
+            f"cannot prepare ssh for --host {target.label}: {exc.strerror} "
+            f"({exc.filename}); make that folder writable, or set TASKMUX_HOME or "
+            "XDG_RUNTIME_DIR to one that is") from None
 
 
 def _read_stderr(fd: int) -> str:
@@ -229,7 +243,7 @@ class Channel:
         remote = [REMOTE_PROGRAM, "dial-stdio", "--protocol", str(PROTOCOL_VERSION)]
         if no_daemon_start:
             remote.insert(1, "--no-daemon-start")
-        self._err = _stderr_file(paths)
+        self._err = _prepare(paths, target)
         try:
             self.proc: subprocess.Popen[bytes] = subprocess.Popen(
                 [*ssh_base(paths, target), *remote], stdin=subprocess.PIPE,
@@ -330,7 +344,7 @@ def run(paths: Paths, target: Target, words: list[str], tty: bool = False) -> in
     import sys
 
     remote = " ".join(shlex.quote(w) for w in [REMOTE_PROGRAM, *words])
-    err = _stderr_file(paths)
+    err = _prepare(paths, target)
     try:
         try:
             code = subprocess.call([*ssh_base(paths, target, tty=tty), remote], stderr=err)

@@ -132,3 +132,15 @@ def test_which_commands_run_whole_over_there() -> None:
     assert over(["start", "--monitor", "-p", "shop"])
     assert not over(["start", "-p", "shop"]) and not over(["status", "-p", "shop"])
     assert not over(["daemon", "list"])
+
+
+def test_an_unwritable_control_folder_is_said(tmp_path: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    paths = Paths(str(blocker))  # its "ssh" folder would have to be inside a file
+    with pytest.raises(RpcError) as info:
+        sshhost.Channel(paths, TARGET, 5.0)
+    assert "cannot prepare ssh for --host ann@box:2222" in info.value.message
+    assert "TASKMUX_HOME" in info.value.message
