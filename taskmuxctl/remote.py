@@ -49,6 +49,8 @@ LOCAL_ONLY: dict[tuple[str, ...], str] = {
     ("fleet", "list"): "drives the machines listed on this one",
     ("fleet", "status"): "drives the machines listed on this one",
     ("fleet", "start"): "drives the machines listed on this one",
+    ("fleet", "logs"): "drives the machines listed on this one",
+    ("fleet", "events"): "drives the machines listed on this one",
     ("fleet", "stop"): "drives the machines listed on this one",
     ("fleet", "restart"): "drives the machines listed on this one",
 }

@@ -371,3 +371,68 @@ def stop_shared(paths: Paths, target: Target) -> Any:
     return subprocess.run([*ssh_base(paths, target)[:-2], "-O", "exit", "--", target.host],
                           capture_output=True, text=True, timeout=15)
 
+
+
+def fan_out(paths: Paths, named: list[tuple[str, Target]], words: list[str],
+            as_json: bool) -> tuple[int, list[str]]:
+    """Run ``taskmuxctl WORDS`` on every machine at once and print their output lines as
+    they come, each marked with the machine's name (``--json``: a ``"host"`` key added to
+    each object). Returns (machines that failed, their one-line errors)."""
+    import selectors
+    import shlex
+    import subprocess
+    import sys
+
+    from taskmuxctl import jsonio
+
+    remote = " ".join(shlex.quote(w) for w in [REMOTE_PROGRAM, *words])
+    sel = selectors.DefaultSelector()
+    running: list[tuple[str, Target, Any, int]] = []
+    errors: list[str] = []
+    try:
+        for name, target in named:
+            err = _prepare(paths, target)
+            proc = subprocess.Popen([*ssh_base(paths, target), remote],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=err)
+            running.append((name, target, proc, err))
+            sel.register(proc.stdout, selectors.EVENT_READ, (name, proc))  # type: ignore[arg-type]
+        open_count = len(running)
+        while open_count:
+            for key, _ in sel.select():
+                name, proc = key.data
+                line = key.fileobj.readline()  # type: ignore[union-attr]
+                if not line:
+                    sel.unregister(key.fileobj)
+                    open_count -= 1
+                    continue
+                text = line.decode("utf-8", "replace").rstrip("\n")
+                if as_json:
+                    try:
+                        obj = jsonio.loads(text)
+                    except jsonio.JSONError:
+                        obj = None
+                    if not isinstance(obj, dict):
+                        obj = {"line": text}
+                    sys.stdout.write(jsonio.dumps({"host": name, **obj}) + "\n")
+                else:
+                    sys.stdout.write(f"{name} | {text}\n")
+                sys.stdout.flush()
+        for name, target, proc, err in running:
+            code = proc.wait()
+            if code != 0:
+                said = _read_stderr(err)
+                message = (explain(target, code, said).message if code in (
+                    SSH_FAILED, EXIT_NOT_FOUND, EXIT_PROTOCOL) or not said.strip()
+                    else f"{target.label}: {said.strip().splitlines()[-1].split('error: ', 1)[-1]}")
+                errors.append(f"{name}: {message}")
+    finally:
+        for _, _, proc, err in running:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+            os.close(err)
+        sel.close()
+    return len(errors), errors

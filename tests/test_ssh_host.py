@@ -349,3 +349,34 @@ def test_fleet_stop_and_start_a_group(lab: SshLab, client: Client) -> None:
     assert start.returncode == 0, start.stdout + start.stderr
     assert f"{other.name}: start" in start.stdout
     assert tasks_up() == [1, 1]
+
+
+def test_fleet_logs_and_events(lab: SshLab, client: Client) -> None:
+    up, other, _idle, bare = lab.machines
+    for m in (up, other):
+        assert client.run("fleet", "add", m.name, m.url, "-g", "pair").returncode == 0
+    name = f"proj-{up.name}"
+    proc = client.run("fleet", "logs", "-p", name, "web", "-g", "hello", "--group", "pair")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{up.name} | " in proc.stdout and f"hello-from-{name}" in proc.stdout
+    # That machine has no such project: nothing of it but the logs command's own word.
+    assert f"{other.name} | (no log lines yet)" in proc.stdout
+    assert "hello" not in "".join(ln for ln in proc.stdout.splitlines()
+                                  if ln.startswith(f"{other.name} |"))
+    # A machine that fails: its one line on stderr, the others' output still shown; exit 1.
+    assert client.run("fleet", "add", "bare", bare.url, "-g", "pair").returncode == 0
+    proc = client.run("fleet", "logs", "-p", name, "web", "--group", "pair")
+    assert proc.returncode == 1
+    assert f"hello-from-{name}" in proc.stdout
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("! bare: ")
+    assert "has no `taskmuxctl`" in errors[0] and "Traceback" not in proc.stderr
+    client.run("fleet", "remove", "bare")
+    proc = client.run("--json", "fleet", "events", "-n", "3", "-g", "pair")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    *lines, summary = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert lines and {line["host"] for line in lines} == {up.name, other.name}
+    assert summary["all_ok"] is True
+    assert [h["name"] for h in summary["hosts"]] == [up.name, other.name]
+    missing = client.run("fleet", "logs", "web")
+    assert missing.returncode == 2 and "-p NAME" in missing.stderr

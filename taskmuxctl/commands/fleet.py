@@ -128,3 +128,61 @@ def stop(ctx: Context, args: Any) -> Result:
 
 def restart(ctx: Context, args: Any) -> Result:
     return _action(ctx, args, Method.PROJECT_RESTART, "restart")
+
+
+def _fan_out(ctx: Context, args: Any, words: list[str]) -> Result:
+    import sys
+
+    from taskmuxctl.sshhost import fan_out, parse_target
+
+    hosts = fleet.select(fleet.load(ctx.paths), args.group)
+    if not hosts:
+        return Result({"hosts": [], "all_ok": True}, NO_HOSTS)
+    named = [(h.name, parse_target(h.target)) for h in hosts]
+    if ctx.as_json:
+        words = ["--json", *words]
+    try:
+        failed, errors = fan_out(ctx.paths, named, words, ctx.as_json)
+    except KeyboardInterrupt:
+        return Result({}, None, exit_code=130)
+    said = dict(line.split(": ", 1) for line in errors)
+    if not ctx.as_json:
+        for line in errors:
+            sys.stderr.write(f"! {line}\n")
+    # The lines are printed already, as they came; last, with --json, one entry per machine.
+    summary = [{"name": h.name, "ok": h.name not in said,
+                **({"error": said[h.name]} if h.name in said else {})} for h in hosts]
+    return Result({"hosts": summary, "all_ok": not failed}, None,
+                  exit_code=EXIT_FAILURE if failed else 0)
+
+
+def logs(ctx: Context, args: Any) -> Result:
+    if not args.project:
+        raise CommandError("name the project with -p NAME (each machine's logs are per "
+                           "project); `taskmux fleet status` counts the projects",
+                           Code.USAGE, exit_code=EXIT_USAGE)
+    words = ["logs", "-p", args.project, "-n", str(args.lines)]
+    if args.task:
+        words.append(args.task)
+    if args.grep:
+        words += ["-g", args.grep]
+    if args.since:
+        words += ["--since", args.since]
+    if args.follow:
+        words.append("-f")
+    return _fan_out(ctx, args, words)
+
+
+def events(ctx: Context, args: Any) -> Result:
+    words = ["events"]
+    if args.project:
+        words += ["-p", args.project]
+    else:  # no project named: every project of each machine
+        words.append("--all-projects")
+    if args.since:
+        words += ["--since", args.since]
+    if args.lines is not None:
+        words += ["-n", str(args.lines)]
+    if args.follow:
+        words.append("-f")
+    return _fan_out(ctx, args, words)
