@@ -380,3 +380,48 @@ def test_fleet_logs_and_events(lab: SshLab, client: Client) -> None:
     assert [h["name"] for h in summary["hosts"]] == [up.name, other.name]
     missing = client.run("fleet", "logs", "web")
     assert missing.returncode == 2 and "-p NAME" in missing.stderr
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as fh:
+                if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_fleet_events_follow_ends_on_ctrl_c(lab: SshLab, client: Client) -> None:
+    """`fleet events -f` follows every machine until Ctrl-C, then ends with 130 and leaves
+    none of its ssh clients behind."""
+    up, other = lab.machines[:2]
+    for m in (up, other):
+        client.run("fleet", "add", m.name, m.url, "-g", "pair")
+    with subprocess.Popen([CTL, "fleet", "events", "-f", "-g", "pair", "-n", "1"],
+                          env=client.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, start_new_session=True) as proc:
+        try:
+            assert proc.stdout is not None
+            seen: set[str] = set()
+            while len(seen) < 2:
+                line = proc.stdout.readline().decode()
+                assert line, "the follow ended by itself"
+                seen.add(line.split(" | ", 1)[0])
+            assert seen == {up.name, other.name}
+            ssh_clients = wait_until(lambda: len(children(proc.pid)) == 2
+                                     and children(proc.pid), 10, "two ssh clients")
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+            assert proc.wait(timeout=15) == 130
+            assert not [p for p in ssh_clients if alive(p)]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
