@@ -60,7 +60,7 @@ def _readable_by_all(path: str) -> bool:
 class Machine:
     """A throwaway user standing for a machine, and the taskmux daemon it runs."""
 
-    def __init__(self, lab: SshLab, user: pwd.struct_passwd, with_taskmux: bool) -> None:
+    def __init__(self, lab: SshLab, user: pwd.struct_passwd, with_taskmux: bool | str) -> None:
         self.lab = lab
         self.user = user
         self.with_taskmux = with_taskmux
@@ -151,6 +151,7 @@ class SshLab:
         self.pythonpath = f"{REPO}:{site}"
         self.bin = os.path.join(root, "bin")
         self.no_taskmux_bin = os.path.join(root, "empty-bin")
+        self.future_bin = os.path.join(root, "future-bin")
         self.remote_path = f"{self.bin}:/usr/local/bin:/usr/bin:/bin"
         self.sshd: subprocess.Popen[bytes] | None = None
         self.sshd_log = os.path.join(root, "sshd.log")
@@ -162,10 +163,20 @@ class SshLab:
                        check=True, capture_output=True, timeout=30)
         return path
 
-    def setup(self, users: list[tuple[pwd.struct_passwd, bool]]) -> None:
+    def setup(self, users: list[tuple[pwd.struct_passwd, bool | str]]) -> None:
         os.chmod(self.root, 0o755)
         os.makedirs(self.bin)
         os.makedirs(self.no_taskmux_bin)
+        os.makedirs(self.future_bin)
+        # This checkout's taskmuxctl, told it speaks the next protocol version: what a
+        # machine updated past this client looks like from here.
+        future = os.path.join(self.future_bin, "taskmuxctl")
+        with open(future, "w") as fh:
+            fh.write(f"#!/bin/sh\nexport PYTHONPATH='{self.pythonpath}'\n"
+                     f"exec '{self.python}' -c 'import sys, taskmuxctl.commands.remote as r; "
+                     "r.PROTOCOL_VERSION += 1; from taskmuxctl.cli import main; "
+                     "sys.exit(main())' \"$@\"\n")
+        os.chmod(future, 0o755)
         wrapper = os.path.join(self.bin, "taskmuxctl")
         with open(wrapper, "w") as fh:
             fh.write(f"#!/bin/sh\nexport PYTHONPATH='{self.pythonpath}'\n"
@@ -196,7 +207,8 @@ class SshLab:
             f"AllowUsers {' '.join(m.name for m in self.machines)}",
         ]
         for m in self.machines:
-            path = self.remote_path if m.with_taskmux else f"{self.no_taskmux_bin}:/usr/bin:/bin"
+            path = (f"{self.future_bin}:/usr/bin:/bin" if m.with_taskmux == "future" else
+                    self.remote_path if m.with_taskmux else f"{self.no_taskmux_bin}:/usr/bin:/bin")
             lines += [f"Match User {m.name}", f"  SetEnv PATH={path}"]
         self.config = os.path.join(self.root, "sshd_config")
         with open(self.config, "w") as fh:
@@ -312,10 +324,12 @@ def close_masters(lab: SshLab, taskmux_home: str, machine: Machine, config: str)
 
 
 @contextlib.contextmanager
-def ssh_lab(users: int = 2, without_taskmux: int = 1, idle: int = 0) -> Iterator[SshLab]:
+def ssh_lab(users: int = 2, without_taskmux: int = 1, idle: int = 0,
+            future: int = 0) -> Iterator[SshLab]:
     """sshd with ``users`` machines that have taskmux and a running daemon, ``idle`` that
-    have taskmux and no daemon yet, and ``without_taskmux`` that have no taskmux (in this
-    order in ``lab.machines``)."""
+    have taskmux and no daemon yet, ``without_taskmux`` that have no taskmux, and
+    ``future`` whose taskmux speaks the next protocol version (in this order in
+    ``lab.machines``)."""
     if not os.path.exists(SSHD) or shutil.which("ssh") is None \
             or shutil.which("ssh-keygen") is None:
         pytest.skip("OpenSSH (openssh-server, openssh-client) is not installed")
@@ -325,7 +339,8 @@ def ssh_lab(users: int = 2, without_taskmux: int = 1, idle: int = 0) -> Iterator
     lab = SshLab(root)
     try:
         with contextlib.ExitStack() as stack:
-            wanted = [True] * (users + idle) + [False] * without_taskmux
+            wanted: list[bool | str] = [True] * (users + idle) + [False] * without_taskmux \
+                + ["future"] * future
             accounts = [(stack.enter_context(throwaway_user()), flag) for flag in wanted]
             lab.setup(accounts)
             try:

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[SshLab]:
-    with ssh_lab(users=2, without_taskmux=1, idle=1) as lab:
+    with ssh_lab(users=2, without_taskmux=1, idle=1, future=1) as lab:
         for machine in lab.machines[:2]:
             folder = os.path.join(machine.home, "proj")
             os.makedirs(folder)
@@ -187,6 +187,13 @@ def test_a_host_without_taskmux(lab: SshLab, client: Client) -> None:
     assert "has no `taskmuxctl`" in line
 
 
+def test_a_host_speaking_another_protocol(lab: SshLab, client: Client) -> None:
+    future = lab.machines[4]
+    line = one_clear_line(client.run("--host", future.url, "-p", "x", "status"))
+    assert f"{future.name}@127.0.0.1:{lab.port}: protocol mismatch" in line
+    assert "speaks 2" in line and "protocol 1" in line and "update the older" in line
+
+
 def test_commands_of_this_machine_say_so(lab: SshLab, client: Client) -> None:
     url = lab.machines[0].url
     for argv in (["daemon", "install"], ["update"], ["init"]):
@@ -268,7 +275,7 @@ def test_attach_goes_through_a_terminal(lab: SshLab, client: Client) -> None:
 def test_fleet_status_across_machines(lab: SshLab, client: Client) -> None:
     """Two machines up, one without a daemon, one without taskmux, one down and one that
     never answers: one table, each line in time, exit 1; the group of the good ones: 0."""
-    up, other, idle, bare = lab.machines
+    up, other, idle, bare = lab.machines[:4]
     for m in (up, other):
         assert client.run("fleet", "add", m.name, m.url, "-g", "up").returncode == 0
     client.run("fleet", "add", "idle", idle.url)
@@ -352,7 +359,7 @@ def test_fleet_stop_and_start_a_group(lab: SshLab, client: Client) -> None:
 
 
 def test_fleet_logs_and_events(lab: SshLab, client: Client) -> None:
-    up, other, _idle, bare = lab.machines
+    up, other, _idle, bare = lab.machines[:4]
     for m in (up, other):
         assert client.run("fleet", "add", m.name, m.url, "-g", "pair").returncode == 0
     name = f"proj-{up.name}"
