@@ -27,7 +27,14 @@ def main(argv: list[str] | None = None) -> int:
 
         autocomplete(prog)
         return 0
-    tokens, flags = split_globals(sys.argv[1:] if argv is None else list(argv))
+    words = sys.argv[1:] if argv is None else list(argv)
+    host: str | None = None
+    if "--host" in words or any(w.startswith("--host=") for w in words) \
+            or os.environ.get("TASKMUX_HOST"):
+        from taskmuxctl.remote import split_host
+
+        words, host = split_host(words)
+    tokens, flags = split_globals(words)
     as_json = "--json" in flags
     parsed = fast(tokens)
     if parsed is None:
@@ -42,11 +49,21 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{exc.usage.rstrip()}\n{prog}: error: {exc}\n")
             return EXIT_USAGE
     cmd, args = parsed
+    if host is None and os.environ.get("TASKMUX_HOST") and cmd.path != ("dial-stdio",):
+        host = os.environ["TASKMUX_HOST"]
+    if host is not None:
+        from taskmuxctl.remote_cli import run_remote
+
+        done = run_remote(cmd, args, host, tokens, flags, prog)
+        if done is not None:
+            return done
 
     from taskmuxctl.context import Context
     from taskmuxctl.paths import Paths
 
-    ctx = Context(Paths.from_env(), as_json, "--no-daemon-start" in flags, prog)
+    paths = Paths.from_env()
+    paths.host = host
+    ctx = Context(paths, as_json, "--no-daemon-start" in flags, prog)
     module, func = cmd.handler.split(":")
     handler = getattr(__import__(module, fromlist=[func]), func)
     try:

@@ -72,6 +72,12 @@ class Client:
         self._next_id = 1
 
     def connect(self) -> Client:
+        if self.paths.host:  # the one door to another machine: ssh, then dial-stdio there
+            from taskmuxctl.sshhost import Channel, parse_target
+
+            self._sock = Channel(self.paths, parse_target(self.paths.host), self.timeout,
+                                 bool(os.environ.get("TASKMUX_NO_DAEMON_START")))
+            return self
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
@@ -81,6 +87,21 @@ class Client:
             raise _unavailable(self.paths, exc) from None
         self._sock = sock
         return self
+
+    def detach(self) -> Any:
+        """Hand over the connected socket (``dial-stdio`` bridges it); the client forgets it."""
+        if self._sock is None:
+            self.connect()
+        sock, self._sock = self._sock, None
+        return sock
+
+    def abort(self) -> None:
+        """End the connection now, from another thread (``fleet``'s deadline): an ssh
+        channel's ssh is killed, so a call blocked on it returns at once."""
+        sock = self._sock
+        kill = getattr(sock, "kill", None)
+        if kill is not None:
+            kill()
 
     def close(self) -> None:
         if self._sock is not None:
@@ -134,6 +155,11 @@ class Client:
         while not self._pending:
             data = self._sock.recv(65536)
             if not data:
+                if self.paths.host:
+                    raise DaemonUnavailable(
+                        Code.DAEMON_PROTOCOL, "closed",
+                        f"the daemon on {self.paths.host} closed the connection before "
+                        "answering; see `taskmux --host HOST daemon status` and its log")
                 raise DaemonUnavailable(
                     Code.DAEMON_PROTOCOL, "closed",
                     "the daemon closed the connection before answering; see the daemon log "

@@ -16,10 +16,13 @@ MAX_SOCKET_PATH = 103
 class Paths:
     """Every path under the state directory (``~/.taskmux`` or ``$TASKMUX_HOME``)."""
 
-    __slots__ = ("home",)
+    __slots__ = ("home", "host")
 
-    def __init__(self, home: str) -> None:
+    def __init__(self, home: str, host: str | None = None) -> None:
         self.home = os.path.abspath(home)
+        # ``--host ssh://...``: the daemon to talk to is that machine's (see ``sshhost``);
+        # the files here still are this machine's.
+        self.host = host
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Paths:

@@ -19,7 +19,9 @@ def version(ctx: Context, args: Any) -> Result:
         with Client(ctx.paths, timeout=2.0) as client:
             daemon = client.call(Method.DAEMON_VERSION)["version"]
     except (DaemonUnavailable, RpcError):
-        pass
+        if ctx.paths.host:  # asked about another machine: say why there is no answer
+            raise
+
     text = f"taskmuxctl {__version__}"
     if daemon is not None:
         text += f"\ntaskmuxd {daemon}" + ("" if daemon == __version__ else "  (differs: restart "

@@ -46,7 +46,11 @@ def _action_result(out: dict[str, Any], verb: str) -> Result:
 
 
 def start(ctx: Context, args: Any) -> Result:
-    params = _params(args, tasks=args.tasks or None, env=dict(os.environ),
+    # The environment tasks start with is the caller's, on its own machine; through --host
+    # this machine's would be wrong over there (and would hand it its secrets): the project
+    # keeps the one it has.
+    params = _params(args, tasks=args.tasks or None,
+                     env=None if ctx.paths.host else dict(os.environ),
                      force=True if args.force else None)
     out = ctx.call(Method.PROJECT_START, params)
     result = _action_result(out, "start")
