@@ -245,6 +245,11 @@ class BackendPool:
     def close(self) -> None:
         for task in list(self.opening):
             task.cancel()
+        for queue in list(self.waiting.values()):
+            for handed in queue:
+                if not handed.done():
+                    handed.set_exception(ConnectionError("the proxy is stopping"))
+        self.waiting.clear()
         for idle in list(self.idle.values()):
             for conn in list(idle):
                 self._unpool(conn)
