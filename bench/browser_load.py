@@ -7,7 +7,9 @@ ES modules (default 320) is served by `vite` in dev mode, so the browser asks fo
 module separately, as it does while developing. Each load uses a fresh Chromium profile (a
 cold cache); the figure is the time from navigation start until the last module has run,
 as the page measures it itself (`performance.now()`), median of `--loads` (default 10).
-Vite's own transform cache is warmed by one load first. Target: through the proxy over
+Vite's own transform cache is warmed by one load first. Beside each time: the processor time
+the daemon and Vite used during a load (medians), since on a busy machine every
+millisecond the proxy spends is one the browser and Vite do not get. Target: through the proxy over
 HTTP/2 no slower than direct HTTP/1.1.
 
 The proxy's certificate is accepted with --ignore-certificate-errors (this measures speed;
@@ -104,6 +106,13 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def cpu_ms(pid: int) -> float:
+    """Processor time (user + system) the process ``pid`` used so far, in milliseconds."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def load(url: str, extra: list[str]) -> dict[str, object]:
     profile = tempfile.mkdtemp(prefix="tmxb-chromium-")
     try:
@@ -144,6 +153,7 @@ def main() -> None:
                 {"task": "web", "host": "web", "port": vite_port, "state": "running",
                  "ready": True}]})
             wait_for_port(https_port)
+            daemon_pid = int(str(rpc(sock, "daemon.status", {})["pid"]))
             ways = {
                 "direct http/1.1": (f"http://127.0.0.1:{vite_port}/", []),
                 "proxy http/1.1": (f"https://web.bench.localhost:{https_port}/",
@@ -153,10 +163,14 @@ def main() -> None:
             for url, extra in ways.values():
                 load(url, extra)  # warm Vite's transform cache (and check each way works)
             times: dict[str, list[float]] = {name: [] for name in ways}
+            cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
             seen: dict[str, object] = {}
             for _ in range(args.loads):  # alternate, so noise from other load hits each
                 for name, (url, extra) in ways.items():
+                    before = cpu_ms(daemon_pid), cpu_ms(vite.pid)
                     result = load(url, extra)
+                    cpu[name].append((cpu_ms(daemon_pid) - before[0],
+                                      cpu_ms(vite.pid) - before[1]))
                     times[name].append(float(str(result["ms"])))
                     seen[name] = result["protocol"]
     finally:
@@ -164,8 +178,11 @@ def main() -> None:
         vite.wait(10)
     print(f"{args.modules} modules, cold loads in headless Chromium, median of {args.loads}:")
     for name, values in times.items():
+        daemon = statistics.median(d for d, _ in cpu[name])
+        node = statistics.median(v for _, v in cpu[name])
         print(f"  {name:16} {statistics.median(values):7.0f} ms  (protocol {seen[name]}, "
-              f"min {min(values):.0f}, max {max(values):.0f})")
+              f"min {min(values):.0f}, max {max(values):.0f}; cpu: daemon {daemon:.0f} ms, "
+              f"vite {node:.0f} ms)")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,18 @@ since the backend itself costs almost nothing). wrk runs in
 a private mount namespace where a bind-mounted hosts file resolves the task's name, so the
 machine's /etc/hosts is never touched and TLS carries the real server name (SNI).
 
-With `--reference nginx` (when nginx is installed) the same backend is also measured through
-nginx terminating TLS with the same certificate, one worker process like taskmux's one event
-loop, upstream keep-alive on: what a C proxy manages on this machine, so the ratio can be read
-against what is possible here and not only against the target.
+With `--references nginx,caddy` (the default: those of them installed) the same backend is
+also measured through nginx and Caddy terminating TLS with the same certificate, nginx with
+one worker process and Caddy with GOMAXPROCS=1 (like taskmux's one event loop), upstream
+keep-alive on: what C and Go proxies manage on this machine, so the ratio can be read against
+what is possible here and not only against the target. Each runs on a free loopback port of
+its own and is stopped by pid at the end.
+
+Every figure is measured at each of `--connections` (default 1 and 16). With h2load
+(Debian: nghttp2-client) the proxies are measured over HTTP/2 too: the same connections,
+each with `--streams` requests in flight (default 10). The table gives requests per second,
+medians of `--rounds`; at one HTTP/1.1 connection that is one request at a time, so its
+inverse is the latency of a request.
 """
 
 from __future__ import annotations
@@ -172,9 +180,10 @@ error_log {folder}/error.log;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
+  keepalive_requests 1000000;  # (1000 by default: it would close the measuring connections)
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
   server {{
-    listen 127.0.0.1:{port} ssl;
+    listen 127.0.0.1:{port} ssl http2;
     ssl_certificate {cert};
     ssl_certificate_key {key};
     location / {{
@@ -190,35 +199,86 @@ http {{
 """
 
 
+CADDYFILE = """
+{{
+  admin off
+  auto_https disable_redirects
+  skip_install_trust
+  storage file_system {folder}/data
+  servers {{
+    protocols h1 h2
+  }}
+}}
+https://{name}:{port} {{
+  bind 127.0.0.1
+  tls {cert} {key}
+  log {{
+    output discard
+  }}
+  reverse_proxy 127.0.0.1:{backend} {{
+    header_up X-Forwarded-Proto https
+  }}
+}}
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
+def wait_listening(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError as exc:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{what} did not start") from exc
+            time.sleep(0.02)
+
+
 @contextlib.contextmanager
-def nginx(backend_port: int, cert: str, key: str) -> Iterator[int]:
-    folder = tempfile.mkdtemp(prefix="tmxb-nginx-")
+def reference(kind: str, backend_port: int, cert: str, key: str) -> Iterator[int]:
+    """nginx or Caddy proxying to ``backend_port`` on a free loopback port (yielded), with
+    its files in a temporary folder; stopped by pid."""
+    folder = tempfile.mkdtemp(prefix=f"tmxb-{kind}-")
     port = free_port()
-    conf = os.path.join(folder, "nginx.conf")
-    with open(conf, "w") as fh:
-        fh.write(NGINX_CONF.format(folder=folder, backend=backend_port, port=port, cert=cert,
-                                   key=key))
-    proc = subprocess.Popen(["nginx", "-c", conf, "-p", folder])
+    env = dict(os.environ)
+    if kind == "nginx":
+        conf = os.path.join(folder, "nginx.conf")
+        with open(conf, "w") as fh:
+            fh.write(NGINX_CONF.format(folder=folder, backend=backend_port, port=port,
+                                       cert=cert, key=key))
+        argv = ["nginx", "-c", conf, "-p", folder]
+    else:
+        conf = os.path.join(folder, "Caddyfile")
+        with open(conf, "w") as fh:
+            fh.write(CADDYFILE.format(folder=folder, backend=backend_port, port=port,
+                                      cert=cert, key=key, name=NAME))
+        argv = ["caddy", "run", "--config", conf, "--adapter", "caddyfile"]
+        # Caddy's own files stay in the folder; one OS thread runs Go code, as one event
+        # loop runs taskmux's proxy and one worker process nginx's.
+        env.update(HOME=folder, XDG_DATA_HOME=folder, XDG_CONFIG_HOME=folder, GOMAXPROCS="1")
+    with open(os.path.join(folder, "log"), "wb") as log:  # (the child keeps its own copy)
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError as exc:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"nginx did not start (see {folder}/error.log)") from exc
-                time.sleep(0.02)
+        try:
+            wait_listening(port, proc, kind)
+        except RuntimeError:
+            with open(os.path.join(folder, "log"), "rb") as fh:
+                sys.stderr.write(fh.read()[-2000:].decode(errors="replace"))
+            raise
         yield port
     finally:
-        proc.send_signal(signal.SIGQUIT)
-        proc.wait(10)
+        proc.send_signal(signal.SIGQUIT if kind == "nginx" else signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -242,34 +302,57 @@ def wrk(url: str, connections: int, seconds: float, hosts_file: str | None) -> d
     return {"rps": rps, "p50_ms": p50}
 
 
-def measure(kind: str, proxy_port: int, sock: str, hosts_file: str, args: argparse.Namespace
-            ) -> dict[str, float]:
-    with backend(kind) as port:
+def h2load(url: str, port: int, connections: int, streams: int, seconds: float
+           ) -> dict[str, float]:
+    """Requests per second over HTTP/2 by h2load (TLS to 127.0.0.1:``port``, with the task's
+    name as SNI and :authority, so no name resolution is needed)."""
+    argv = ["h2load", "-t1", f"-c{connections}", f"-m{streams}",
+            f"-D{max(1, round(seconds))}", f"--connect-to=127.0.0.1:{port}", url]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"finished in [^,]+, ([\d.]+) req/s", out)
+    done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, "
+                     r"(\d+) failed", out)
+    codes = re.search(r"status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    # (Requests still in flight when the time is up count as failed: at most one per stream.)
+    if m is None or done is None or int(done.group(2)) > connections * streams \
+            or (codes is not None and codes.groups() != ("0", "0")):
+        raise RuntimeError(f"h2load saw errors:\n{out}")
+    return {"rps": float(m.group(1))}
+
+
+def measure(kind: str, proxy_port: int, sock: str, hosts_file: str, args: argparse.Namespace,
+            counts: list[int], references: list[str], http2: bool
+            ) -> dict[tuple[str, int], float]:
+    """Median requests per second of each way (direct, taskmux, each reference; "/h2" for
+    HTTP/2) at each number of connections."""
+    rows: dict[tuple[str, int], list[float]] = {}
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(backend(kind))
         rpc(sock, "routes.set", {"project": "bench", "backends": [
             {"task": "web", "host": "web", "port": port, "state": "running", "ready": True}]})
-        direct_url = f"http://127.0.0.1:{port}/"
-        proxy_url = f"https://{NAME}:{proxy_port}/"
-        wrk(direct_url, args.connections, 1, None)  # warm up both paths
-        wrk(proxy_url, args.connections, 1, hosts_file)
-        rows: dict[str, list[float]] = {"direct_rps": [], "proxy_rps": [], "direct_p50": [],
-                                        "proxy_p50": []}
-        for _ in range(args.rounds):  # alternate, so noise from other load hits both
-            d = wrk(direct_url, args.connections, args.seconds, None)
-            p = wrk(proxy_url, args.connections, args.seconds, hosts_file)
-            rows["direct_rps"].append(d["rps"])
-            rows["proxy_rps"].append(p["rps"])
-            # Latency of one request at a time on one kept-alive connection.
-            d1 = wrk(direct_url, 1, args.seconds / 2, None)
-            p1 = wrk(proxy_url, 1, args.seconds / 2, hosts_file)
-            rows["direct_p50"].append(d1["p50_ms"])
-            rows["proxy_p50"].append(p1["p50_ms"])
-        if args.reference == "nginx":
+        ports = {"taskmux": proxy_port}
+        if references:
             leaf = rpc(sock, "ca.mint", {"project": "bench"})["minted"][0]
-            with nginx(port, leaf["cert"], leaf["key"]) as nginx_port:
-                nginx_url = f"https://{NAME}:{nginx_port}/"
-                wrk(nginx_url, args.connections, 1, hosts_file)
-                rows["nginx_rps"] = [wrk(nginx_url, args.connections, args.seconds,
-                                         hosts_file)["rps"] for _ in range(args.rounds)]
+            for ref in references:
+                ports[ref] = stack.enter_context(reference(ref, port, leaf["cert"],
+                                                           leaf["key"]))
+        ways: list[tuple[str, str, int]] = [("direct", f"http://127.0.0.1:{port}/", 0)]
+        ways += [(name, f"https://{NAME}:{p}/", p) for name, p in ports.items()]
+
+        def once(name: str, url: str, p: int, conns: int, seconds: float, h2: bool) -> float:
+            if h2:
+                return h2load(url, p, conns, args.streams, seconds)["rps"]
+            return wrk(url, conns, seconds, None if name == "direct" else hosts_file)["rps"]
+
+        plan = [(name, url, p, h2) for name, url, p in ways
+                for h2 in ((False, True) if http2 and name != "direct" else (False,))]
+        for name, url, p, h2 in plan:  # warm up every path
+            once(name, url, p, max(counts), 1, h2)
+        for _ in range(args.rounds):  # alternate, so noise from other load hits each
+            for conns in counts:
+                for name, url, p, h2 in plan:
+                    key = (name + ("/h2" if h2 else ""), conns)
+                    rows.setdefault(key, []).append(once(name, url, p, conns, args.seconds, h2))
     return {k: statistics.median(v) for k, v in rows.items()}
 
 
@@ -279,13 +362,16 @@ def main() -> None:
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "PORT_FILE"), help=argparse.SUPPRESS)
     parser.add_argument("--backends",
                         default="stdlib,node,asyncio" if shutil.which("node") else "stdlib,asyncio")
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", default="1,16",
+                        help="numbers of connections to measure at, comma-separated")
+    parser.add_argument("--streams", type=int, default=10,
+                        help="requests in flight on each HTTP/2 connection")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--reference", choices=("none", "nginx"),
-                        default="nginx" if shutil.which("nginx") else "none",
-                        help="also measure this proxy on the same backend (default: nginx "
-                             "when installed)")
+    installed = [name for name in ("nginx", "caddy") if shutil.which(name)]
+    parser.add_argument("--references", default=",".join(installed),
+                        help="other proxies to measure on the same backend, comma-separated: "
+                             "nginx, caddy (default: those installed; '' for none)")
     args = parser.parse_args()
     if args.serve:
         serve(*args.serve)
@@ -295,6 +381,19 @@ def main() -> None:
             sys.exit(f"needs {tool} (Debian: apt install wrk util-linux)")
     if os.geteuid() != 0:
         sys.exit("run as root: wrk resolves the task's name in a private mount namespace")
+    references = [r for r in args.references.split(",") if r]
+    for ref in references:
+        if ref not in ("nginx", "caddy"):
+            sys.exit(f"unknown reference {ref!r}: choose from nginx, caddy")
+        if shutil.which(ref) is None:
+            sys.exit(f"{ref} is not installed (Debian: apt install {ref})")
+    try:
+        counts = [int(c) for c in args.connections.split(",")]
+    except ValueError:
+        sys.exit(f"--connections takes numbers separated by commas, not {args.connections!r}")
+    http2 = shutil.which("h2load") is not None
+    if not http2:
+        print("(h2load not installed: HTTP/1.1 only; Debian: apt install nghttp2-client)")
     folder = tempfile.mkdtemp(prefix="tmxb-")
     hosts_file = os.path.join(folder, "hosts")
     with open(hosts_file, "w") as fh:
@@ -308,20 +407,22 @@ def main() -> None:
                     break
                 except (OSError, ValueError):
                     time.sleep(0.05)
-            print(f"keep-alive, {args.connections} connections, {args.seconds:g}s x "
-                  f"{args.rounds} rounds (medians); latency: 1 connection, 1 request at a time")
-            print(f"{'backend':<9}{'direct req/s':>14}{'proxy req/s':>13}{'ratio':>8}"
-                  f"{'direct p50':>12}{'proxy p50':>11}{'added':>9}")
+            print(f"requests/s, keep-alive, small responses, {args.seconds:g}s x {args.rounds} "
+                  f"rounds (medians); HTTP/1.1 by wrk"
+                  + (f", HTTP/2 by h2load with {args.streams} streams per connection"
+                     if http2 else ""))
+            names = ["direct", "taskmux", *references]
+            if http2:
+                names += [f"{n}/h2" for n in ("taskmux", *references)]
+            print(f"{'backend':<9}{'conns':>6}" + "".join(f"{n:>12}" for n in names)
+                  + f"{'taskmux/direct':>16}")
             for kind in args.backends.split(","):
-                r = measure(kind, proxy_port, sock, hosts_file, args)
-                ratio = r["proxy_rps"] / r["direct_rps"]
-                added = r["proxy_p50"] - r["direct_p50"]
-                print(f"{kind:<9}{r['direct_rps']:>14,.0f}{r['proxy_rps']:>13,.0f}"
-                      f"{ratio:>7.0%} {r['direct_p50']:>9.3f}ms{r['proxy_p50']:>9.3f}ms"
-                      f"{added:>7.3f}ms")
-                if "nginx_rps" in r:
-                    print(f"{'':<9}{'via nginx':>14}{r['nginx_rps']:>13,.0f}"
-                          f"{r['nginx_rps'] / r['direct_rps']:>7.0%}")
+                r = measure(kind, proxy_port, sock, hosts_file, args, counts, references,
+                            http2)
+                for conns in counts:
+                    cells = "".join(f"{r[(n, conns)]:>12,.0f}" for n in names)
+                    ratio = r[("taskmux", conns)] / r[("direct", conns)]
+                    print(f"{kind:<9}{conns:>6}{cells}{ratio:>15.0%}", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -84,3 +84,10 @@ def test_a_page_of_the_proxy_becomes_headers_and_body() -> None:
     assert fields[0] == (b":status", b"502") and b"connection" not in names
     assert dict(fields)[b"content-length"] == str(len(body)).encode()
     assert b"taskmux start web" in body
+
+
+def test_a_method_that_is_not_a_token_is_refused() -> None:
+    for method in (b"GET /x HTTP/1.1\r\nX:", b"G T", b""):
+        fields = [(b":method", method), *[f for f in BASE if f[0] != b":method"]]
+        with pytest.raises(BadMessage, match="invalid :method"):
+            h2headers.request(fields, True, "127.0.0.1")

@@ -139,7 +139,10 @@ class Exchange:
     def _send_request(self) -> None:
         up, req = self.up, self.req
         assert up is not None and req is not None
-        up.send(h11.Request(method=req.method, target=req.path, headers=req.headers))
+        # (``h2headers.request`` checked the method, target and every field as h11 would, so
+        # h11 is told not to go over them again.)
+        up.send(h11.Request(method=req.method, target=req.path, headers=req.headers,
+                            http_version=b"1.1", _parsed=True))
         if req.websocket:  # the upgrade request has no body; the client's data waits
             self._request_end()
             self.update_reading()

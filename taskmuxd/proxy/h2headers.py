@@ -3,9 +3,9 @@
 The h2 library already refuses what RFC 9113 forbids outright (upper-case names, CR, LF or
 NUL in a value, connection-specific fields, misplaced or repeated pseudo-headers). What goes
 on to the task must also be a request that every HTTP/1.1 server reads the same way, so the
-rules of ``http1`` hold here too: field names are tokens, values hold no control character
-but HTAB, ``:authority`` and ``Host`` are one valid authority, and ``:path`` is origin-form
-(``*`` for OPTIONS).
+rules of ``http1`` hold here too: the method and field names are tokens, values hold no
+control character but HTAB, ``:authority`` and ``Host`` are one valid authority, and
+``:path`` is origin-form (``*`` for OPTIONS).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from taskmuxd.proxy.http1 import BadMessage
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 _PATH = re.compile(rb"/[\x21-\x7e]*")  # (as an HTTP/1.1 request-target: visible ASCII)
@@ -79,6 +80,8 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
                 req.accept_html = True
             kept.append((name, value))
     req.method = pseudo.get(b":method", b"")
+    if _METHOD.fullmatch(req.method) is None:
+        raise BadMessage(f"invalid :method {req.method[:40]!r}")
     if req.method == b"CONNECT":
         if pseudo.get(b":protocol") != b"websocket":
             return req  # refused by the caller, with a page

@@ -36,6 +36,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from taskmuxd.proxy.forward import LINGER
+from taskmuxd.proxy.h2encode import PlainEncoder
 from taskmuxd.proxy.h2exchange import Exchange
 from taskmuxd.proxy.pool import BackendPool
 from taskmuxd.proxy.tlsconn import HIGH_WATER, TlsTransport
@@ -66,10 +67,13 @@ class H2Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client_ip = "unknown"
         # What the client sends is validated; what goes out is the task's answer as h11 read
-        # it, with names lowered and connection fields dropped (``h2headers.response``).
+        # it, with names lowered and connection fields dropped (``h2headers.response``), so
+        # h2 need not go over it again, and it is encoded cheaply (``h2encode``).
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                           validate_outbound_headers=False)
+                                           validate_outbound_headers=False,
+                                           normalize_outbound_headers=False)
         self.conn = h2.connection.H2Connection(config)
+        self.conn.encoder = PlainEncoder()
         self.exchanges: dict[int, Exchange] = {}
         self.closing = False
         self.out_paused = False  # the client's TLS write buffer is full

@@ -3,8 +3,12 @@
 An HTTP/2 connection carries many requests at once, and each needs its own HTTP/1.1
 connection to the task while it is under way. When an exchange ends cleanly (both messages
 complete, neither side asked to close), its connection goes back here and the next stream
-for that port takes it instead of opening a new one. Idle connections are few per port and
-close after a while or as soon as the task closes them.
+for that port takes it instead of opening a new one. A stream that finds none idle starts a
+connection and waits for whichever comes first: that connection, or one another stream hands
+back meanwhile (a page of hundreds of modules then needs far fewer connections than streams;
+a connection that arrives when nobody waits any more is kept idle). Up to ``MAX_IDLE_PER_PORT``
+idle connections per port, as many as one client can have streams, so that a reload finds a
+whole page's worth kept alive; they close after a while or as soon as the task closes them.
 
 h11 reads and writes the task's side (it decodes chunked bodies, which HTTP/2 does not
 carry, and knows when a connection can be reused).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 import h11
@@ -23,7 +28,7 @@ from taskmuxd.proxy.http1 import MAX_HEAD
 if TYPE_CHECKING:
     from taskmuxd.proxy.server import Proxy
 
-MAX_IDLE_PER_PORT = 32
+MAX_IDLE_PER_PORT = 128  # (at least h2side.MAX_STREAMS)
 # Idle connections count in the proxy's connection limits under this name, so that the pool
 # stays inside the descriptor budget too.
 POOL_CLIENT = "(idle task connections)"
@@ -111,16 +116,70 @@ class BackendPool:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.idle: dict[int, list[BackendConn]] = {}
+        # Streams waiting for a connection to a port, first come first served.
+        self.waiting: dict[int, deque[asyncio.Future[BackendConn]]] = {}
+        self.opening: set[asyncio.Task[None]] = set()
 
     async def get(self, port: int, owner: Owner) -> BackendConn:
-        """A connection to the task on ``port`` for ``owner``: an idle one, else a new one."""
-        conn = self.take_idle(port, owner)
-        if conn is not None:
-            return conn
-        _, conn = await self.proxy.connect_backend(port, lambda: BackendConn(self, port))
+        """A connection to the task on ``port`` for ``owner``: an idle one, else the first of
+        a new one and one handed back by another exchange. Raises OSError or TimeoutError
+        when the new one cannot be opened and none was handed back meanwhile."""
+        while True:
+            conn = self.take_idle(port, owner)
+            if conn is not None:
+                return conn
+            loop = asyncio.get_running_loop()
+            handed: asyncio.Future[BackendConn] = loop.create_future()
+            self.waiting.setdefault(port, deque()).append(handed)
+            task = loop.create_task(self._open(port, handed))
+            self.opening.add(task)
+            task.add_done_callback(self.opening.discard)
+            try:
+                conn = await handed
+            except asyncio.CancelledError:  # (the stream ended; one may have come just now)
+                if handed.done() and not handed.cancelled() and handed.exception() is None:
+                    spare = handed.result()
+                    if not self._hand_over(spare):
+                        self._keep_idle(spare)
+                raise
+            finally:
+                self._withdraw(port, handed)
+            if conn.usable():  # (a handed-back one may have closed before this ran)
+                conn.owner = owner
+                conn.reading(True)
+                return conn
+            conn.close()
+
+    async def _open(self, port: int, handed: asyncio.Future[BackendConn]) -> None:
+        try:
+            _, conn = await self.proxy.connect_backend(port, lambda: BackendConn(self, port))
+        except (OSError, TimeoutError) as exc:
+            if not handed.done():
+                handed.set_exception(exc)
+            return
         assert isinstance(conn, BackendConn)
-        conn.owner = owner
-        return conn
+        if not handed.done():
+            handed.set_result(conn)
+        elif not self._hand_over(conn):  # the stream got one meanwhile (or is gone)
+            self._keep_idle(conn)
+
+    def _withdraw(self, port: int, handed: asyncio.Future[BackendConn]) -> None:
+        queue = self.waiting.get(port)
+        if queue is not None:
+            if handed in queue:
+                queue.remove(handed)
+            if not queue:
+                del self.waiting[port]
+
+    def _hand_over(self, conn: BackendConn) -> bool:
+        """Give ``conn`` to the first stream waiting for its port, if any."""
+        queue = self.waiting.get(conn.port)
+        while queue:
+            handed = queue.popleft()
+            if not handed.done():
+                handed.set_result(conn)
+                return True
+        return False
 
     def take_idle(self, port: int, owner: Owner) -> BackendConn | None:
         """A kept-alive connection to ``port`` for ``owner``, if one is idle."""
@@ -152,6 +211,15 @@ class BackendPool:
         except h11.LocalProtocolError:
             conn.close()
             return
+        conn.reused = True
+        if self._hand_over(conn):
+            return
+        self._keep_idle(conn)
+
+    def _keep_idle(self, conn: BackendConn) -> None:
+        if not conn.usable():
+            conn.close()
+            return
         idle = self.idle.setdefault(conn.port, [])
         if len(idle) >= MAX_IDLE_PER_PORT or not self.proxy.limits.admit(POOL_CLIENT):
             conn.close()
@@ -175,6 +243,13 @@ class BackendPool:
                 del self.idle[conn.port]
 
     def close(self) -> None:
+        for task in list(self.opening):
+            task.cancel()
+        for queue in list(self.waiting.values()):
+            for handed in queue:
+                if not handed.done():
+                    handed.set_exception(ConnectionError("the proxy is stopping"))
+        self.waiting.clear()
         for idle in list(self.idle.values()):
             for conn in list(idle):
                 self._unpool(conn)

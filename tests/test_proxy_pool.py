@@ -1,0 +1,157 @@
+"""The proxy's pool of kept-alive task connections (``pool``), against a real HTTP/1.1
+server on loopback; the proxy itself is reduced to the two things the pool asks of it (how
+to connect to a task, and the connection limits)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import h11
+
+from taskmuxd.connlimits import ConnectionLimits
+from taskmuxd.proxy.pool import BackendConn, BackendPool
+
+
+class Task:
+    """A task that answers every request with an empty 200, counting its connections."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                        ) -> None:
+        self.accepted += 1
+        self.writers.append(writer)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+class ProxyStandIn:
+    def __init__(self) -> None:
+        self.limits = ConnectionLimits(1024, 512)
+        self.connects = 0
+
+    async def connect_backend(self, port: int, factory: Callable[[], BackendConn]
+                              ) -> tuple[asyncio.BaseTransport, BackendConn]:
+        self.connects += 1
+        return await asyncio.get_running_loop().create_connection(factory, "127.0.0.1", port)
+
+
+class Exchange:
+    """Sends one GET on a connection and waits for the whole answer."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.get_running_loop().create_future()
+        self.conn: BackendConn | None = None
+
+    def backend_data(self, data: bytes) -> None:
+        assert self.conn is not None
+        self.conn.h11.receive_data(data)
+        while (event := self.conn.h11.next_event()) is not h11.NEED_DATA:
+            if isinstance(event, h11.EndOfMessage) and not self.done.done():
+                self.done.set_result(None)
+
+    def backend_lost(self) -> None:
+        pass
+
+    def backend_full(self, full: bool) -> None:
+        pass
+
+    async def run(self, pool: BackendPool, conn: BackendConn) -> None:
+        self.conn = conn
+        conn.send(h11.Request(method="GET", target="/", headers=[("host", "t")]))
+        conn.send(h11.EndOfMessage())
+        await asyncio.wait_for(self.done, 10)
+        pool.put(conn)
+
+
+async def _with_task(test: Callable[[BackendPool, ProxyStandIn, Task, int], object]) -> None:
+    task = Task()
+    server = await asyncio.start_server(task.connected, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    proxy = ProxyStandIn()
+    pool = BackendPool(proxy)  # type: ignore[arg-type]
+    try:
+        await test(pool, proxy, task, port)  # type: ignore[misc]
+    finally:
+        pool.close()
+        server.close()
+        for writer in task.writers:
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for w in task.writers),
+                             return_exceptions=True)
+        await server.wait_closed()
+
+
+def test_a_whole_page_of_connections_stays_idle_for_the_next_load() -> None:
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        for _ in range(2):  # two "page loads" of 60 requests at once
+            exchanges = [Exchange() for _ in range(60)]
+            conns = await asyncio.gather(*(pool.get(port, e) for e in exchanges))
+            await asyncio.gather(*(e.run(pool, c) for e, c in zip(exchanges, conns, strict=True)))
+        assert proxy.connects == 60  # the second load found all 60 idle (more than 32)
+        assert len(pool.idle[port]) == 60 and task.accepted == 60
+
+    asyncio.run(_with_task(test))
+
+
+def test_a_released_connection_goes_to_a_stream_waiting_for_one() -> None:
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        first = Exchange()
+        conn = await pool.get(port, first)
+        first.conn = conn
+        conn.send(h11.Request(method="GET", target="/", headers=[("host", "t")]))
+        conn.send(h11.EndOfMessage())
+        await asyncio.wait_for(first.done, 10)
+        second = Exchange()
+        waiting = asyncio.get_running_loop().create_task(pool.get(port, second))
+        await asyncio.sleep(0)  # it starts a connection of its own and waits
+        assert pool.waiting[port] and pool.opening
+        pool.put(conn)  # ... and gets this one first
+        assert await asyncio.wait_for(waiting, 10) is conn and conn.owner is second
+        # The connection it started is not wasted: it is kept idle for the next stream.
+        await asyncio.wait_for(asyncio.gather(*pool.opening), 10)
+        assert proxy.connects == 2 and not pool.waiting
+        assert len(pool.idle[port]) == 1 and pool.idle[port][0] is not conn
+        conn.close()
+
+    asyncio.run(_with_task(test))
+
+
+def test_a_connection_that_fails_reaches_the_waiting_stream_as_an_error() -> None:
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        with socket_closed() as closed_port:
+            try:
+                await pool.get(closed_port, Exchange())
+            except OSError:
+                pass
+            else:
+                raise AssertionError("a connection to a closed port was handed out")
+        assert not pool.waiting
+
+    asyncio.run(_with_task(test))
+
+
+def socket_closed() -> _ClosedPort:
+    return _ClosedPort()
+
+
+class _ClosedPort:
+    """A loopback port nothing listens on (bound, never listening, for the test's span)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return int(self.sock.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
