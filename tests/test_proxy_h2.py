@@ -459,6 +459,7 @@ def test_h2_a_rapid_reset_flood_ends_the_connection(proxy: ProxyHarness) -> None
         fields = [(b":method", b"GET"), (b":scheme", b"https"),
                   (b":authority", b"web.hreset.localhost"), (b":path", b"/")]
         ended: list[Any] = []
+        reset = False
         try:
             for _ in range(30):
                 for _ in range(50):
@@ -468,12 +469,21 @@ def test_h2_a_rapid_reset_flood_ends_the_connection(proxy: ProxyHarness) -> None
                 try:
                     client.flush()
                 except OSError:
+                    reset = True  # the proxy closed after its GOAWAY
                     break
-            events = client.events(h2.events.ConnectionTerminated)
+            try:
+                events = client.events(h2.events.ConnectionTerminated)
+            except OSError:
+                # A reset can discard the GOAWAY that preceded it (the kernel drops unread
+                # data): the proxy closing mid-flood is then all the client can see.
+                events = []
             ended = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
         finally:
             client.close()
-    assert ended and ended[0].error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    if ended:
+        assert ended[0].error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    else:
+        assert reset, "the flood went on and the proxy never ended the connection"
 
 
 def test_h2_websocket_over_extended_connect(proxy: ProxyHarness) -> None:
