@@ -25,7 +25,7 @@ from taskmuxd.cgroups import TaskGroups
 from taskmuxd.errors import ClientError
 from taskmuxd.events import EventLog
 from taskmuxd.jobs import Jobs
-from taskmuxd.policy import Ev, Event, Launch, Schedule, TaskState
+from taskmuxd.policy import Launch, Schedule, TaskState
 from taskmuxd.projects import config as cfgmod
 from taskmuxd.projects import launching, ownership, stopping
 from taskmuxd.projects import state as st
@@ -348,6 +348,7 @@ class Projects:
                 project.runner_started(task.name, runner)
                 if task.state == TaskState.RUNNING:
                     launching.after_launch(project, task, run_id)
+                    launching.started(project, task)
                 return
         if task.record.run_id != run_id or task.state != TaskState.STARTING:
             return
@@ -375,8 +376,9 @@ class Projects:
         log.info("tmux session %s is gone; bringing back %s", project.name,
                  [t.name for t in starts])
         self.events.emit("project_restored", project.name, None, tasks=[t.name for t in starts])
-        for task in starts:
-            project.feed(task, Event(Ev.START))
+        # In dependency order, gated like `start`: a dependent waits for what it needs.
+        self.jobs.spawn(project.restore(sorted(t.name for t in starts)),
+                        f"restore {project.name}")
 
     async def _sweep_forever(self) -> None:
         while True:

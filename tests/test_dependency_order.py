@@ -1,0 +1,119 @@
+"""One dependency order for start, stop (backward) and restore, end to end with a real daemon."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tests.helpers import read, run_json, wait_until
+from tests.projects import status, task, tmux, wait_state, write_project
+
+# A task that notes when it is asked to stop and when it has finished stopping; ``linger``
+# seconds between the two show whether the next level waited for it.
+STOPPER = """
+import signal, sys, time
+name, out, linger = sys.argv[1], sys.argv[2], float(sys.argv[3])
+def note(what):
+    with open(out, "a") as fh:
+        fh.write(f"{name}:{what}\\n")
+def bye(*_):
+    note("asked")
+    time.sleep(linger)
+    note("gone")
+    sys.exit(0)
+signal.signal(signal.SIGINT, bye)
+signal.signal(signal.SIGTERM, bye)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_stop_goes_backward_through_the_dependency_levels(env: dict[str, str],
+                                                           tmp_path: str) -> None:
+    folder = str(tmp_path / "p")
+    os.makedirs(folder)
+    script = os.path.join(folder, "stopper.py")
+    with open(script, "w") as fh:
+        fh.write(STOPPER)
+    out = os.path.join(folder, "order.txt")
+
+    def cmd(name: str, linger: float) -> str:
+        return f"exec {sys.executable} {script} {name} {out} {linger}"
+
+    proj = write_project(folder, f"""
+        name = "backward"
+        [tasks.db]
+        command = "{cmd('db', 0)}"
+        [tasks.api]
+        command = "{cmd('api', 0.4)}"
+        depends_on = ["db"]
+        [tasks.web]
+        command = "{cmd('web', 0.4)}"
+        depends_on = ["api"]
+        [tasks.worker]
+        command = "{cmd('worker', 0.4)}"
+        depends_on = ["api"]
+    """)
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    code, res = run_json(["stop"], env, cwd=proj)
+    assert code == 0, res
+    assert {r["task"]: r["action"] for r in res["results"]} == {
+        "api": "stopped", "db": "stopped", "web": "stopped", "worker": "stopped"}
+    lines = read(out).split()
+    # web and worker (one level) in either order, both gone before api is asked, api gone
+    # before db is asked.
+    assert sorted(lines[:4]) == ["web:asked", "web:gone", "worker:asked", "worker:gone"]
+    assert lines[4:] == ["api:asked", "api:gone", "db:asked", "db:gone"]
+
+
+def test_restore_after_kill_server_waits_for_dependencies(env: dict[str, str], tmp_path: str,
+                                                         tmux_socket: str) -> None:
+    folder = str(tmp_path / "p")
+    ready = os.path.join(folder, "db.ready")
+    seen = os.path.join(folder, "api.saw")
+    look = f"if [ -f {ready} ]; then echo ready >> {seen}; else echo early >> {seen}; fi"
+    proj = write_project(folder, f"""
+        name = "reborn"
+        [tasks.db]
+        command = "rm -f {ready}; sleep 1; touch {ready}; exec sleep 600"
+        health_check = "test -f {ready}"
+        health_interval = 0.2
+        [tasks.api]
+        command = "sleep 0.3; {look}; exec sleep 600"
+        depends_on = ["db"]
+    """)
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    wait_until(lambda: os.path.exists(seen), 10, "api to look")
+    assert read(seen).split() == ["ready"]
+    old = {t["name"]: t["pid"] for t in status(env, proj)["tasks"]}
+    tmux(tmux_socket, "kill-server")
+    wait_until(lambda: all(
+        task(env, proj, n)["state"] == "running" and task(env, proj, n)["pid"] != old[n]
+        for n in ("db", "api")), 30, "the project to come back")
+    wait_until(lambda: len(read(seen).split()) == 2, 10, "api to look again")
+    assert read(seen).split() == ["ready", "ready"]  # it came back after db was healthy
+
+
+def test_every_start_is_an_event_with_pid_and_attempt(env: dict[str, str],
+                                                      tmp_path: str) -> None:
+    flag = os.path.join(str(tmp_path), "crashed-once")
+    proj = write_project(str(tmp_path / "p"), f"""
+        name = "comeback"
+        [tasks.app]
+        command = "if [ -f {flag} ]; then exec sleep 600; else touch {flag}; exit 3; fi"
+        restart_backoff = 1.0
+    """)
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+                   and t["restarts"] == 1 and t, 15, "the automatic restart")
+
+    def starts() -> list[dict[str, object]]:
+        code, out = run_json(["events", "--task", "app"], env, cwd=proj)
+        assert code == 0, out
+        return [e for e in out["events"] if e["event"] == "task_started"]
+
+    evs = wait_until(lambda: len(s := starts()) == 2 and s, 10, "two task_started events")
+    details = [e["details"] for e in evs]
+    assert [d["attempt"] for d in details] == [0, 1]
+    assert details[1]["pid"] == t["pid"] and details[0]["pid"] != t["pid"]
+    wait_state(env, proj, "app", "running")
