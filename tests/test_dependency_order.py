@@ -86,6 +86,7 @@ def test_restore_after_kill_server_waits_for_dependencies(env: dict[str, str], t
     wait_until(lambda: os.path.exists(seen), 10, "api to look")
     assert read(seen).split() == ["ready"]
     old = {t["name"]: t["pid"] for t in status(env, proj)["tasks"]}
+    os.unlink(ready)  # only db's next run makes it again (a first probe cannot see a stale one)
     tmux(tmux_socket, "kill-server")
     wait_until(lambda: all(
         task(env, proj, n)["state"] == "running" and task(env, proj, n)["pid"] != old[n]
@@ -117,3 +118,62 @@ def test_every_start_is_an_event_with_pid_and_attempt(env: dict[str, str],
     assert [d["attempt"] for d in details] == [0, 1]
     assert details[1]["pid"] == t["pid"] and details[0]["pid"] != t["pid"]
     wait_state(env, proj, "app", "running")
+
+
+def events_of(env: dict[str, str], cwd: str, name: str) -> list[str]:
+    code, out = run_json(["events", "--task", name], env, cwd=cwd)
+    assert code == 0, out
+    return [str(e["event"]) for e in out["events"]]
+
+
+def test_a_fatal_task_is_tried_again_after_retry_after(env: dict[str, str],
+                                                       tmp_path: str) -> None:
+    proj = write_project(str(tmp_path / "p"), """
+        name = "stubborn"
+        [tasks.app]
+        command = "exit 1"
+        max_restarts = 0
+        retry_after = 1
+    """)
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: events_of(env, proj, "app").count("fatal_retry") >= 2, 15,
+               "two slow retries")
+    t = task(env, proj, "app")
+    assert t["restarts"] >= 2
+    assert run_json(["stop", "app"], env, cwd=proj)[0] == 0
+    t = task(env, proj, "app")
+    assert t["state"] == "stopped" and t["next_restart_in"] is None
+
+
+def test_a_dependency_blip_ends_with_its_dependents_back(env: dict[str, str],
+                                                         tmp_path: str) -> None:
+    folder = str(tmp_path / "p")
+    down = os.path.join(folder, "db.down")
+    proj = write_project(folder, f"""
+        name = "blip"
+        [tasks.db]
+        command = "exec sleep 600"
+        restart_policy = "no"
+        health_check = "test ! -f {down}"
+        health_interval = 0.2
+        health_retries = 1
+        [tasks.api]
+        command = "exec sleep 600"
+        depends_on = ["db"]
+        health_check = "test ! -f {down}"
+        health_interval = 0.2
+        health_retries = 1
+        health_grace = 0
+        max_restarts = 0
+        retry_after = 0
+    """)
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    first = task(env, proj, "api")["pid"]
+    with open(down, "w"):
+        pass
+    wait_state(env, proj, "api", "fatal", 30)  # max_restarts 0, retry_after 0: given up
+    os.unlink(down)
+    t = wait_until(lambda: (t := task(env, proj, "api"))["state"] == "running"
+                   and t["healthy"] and t, 30, "api back once db is healthy")
+    assert t["pid"] != first
+    assert "dependency_recovered" in events_of(env, proj, "api")

@@ -54,6 +54,7 @@ from taskmuxd.tmux import Tmux
 log = logging.getLogger("taskmuxd.project")
 
 SAVE_RETRY = 5.0  # seconds between attempts to write a state file that could not be written
+WAITING = (TaskState.BACKOFF, TaskState.FATAL)  # states whose restart is scheduled
 
 
 @dataclass
@@ -93,6 +94,9 @@ class Project:
         self._retry: asyncio.TimerHandle | None = None
         self._record_unsaved = False
         self._held: set[str] = set()  # restarts that are due, waiting for their dependencies
+        # FATAL tasks with dependencies -> whether one of those was seen not ready since
+        self._fatal: dict[str, bool] = {}
+        self.restoring = False  # bringing the project back after its tmux session went away
         self.config_error: str | None = None
         self._sync_tasks(loaded)
 
@@ -130,6 +134,10 @@ class Project:
             log.error("%s/%s: %s (ignored)", self.name, task.name, exc)
             return
         task.record.policy = new
+        if new.state == TaskState.FATAL and task.config.depends_on:
+            self._fatal.setdefault(task.name, False)
+        else:
+            self._fatal.pop(task.name, None)
         for action in actions:
             try:
                 self._apply(task, action)
@@ -174,7 +182,7 @@ class Project:
         """A scheduled restart is due. It waits while a dependency is not ready (a restore, a
         database blip): the task is launched once what it needs is back, not before."""
         task.timer = None
-        if task.state == TaskState.BACKOFF and self.waiting_for(task):
+        if task.state in WAITING and self.waiting_for(task):
             if task.name not in self._held:
                 log.info("%s/%s: restart waits for %s", self.name, task.name,
                          ", ".join(self.waiting_for(task)))
@@ -185,7 +193,7 @@ class Project:
     def _release_held(self) -> None:
         for name in sorted(self._held):
             task = self.tasks.get(name)
-            if task is None or task.state != TaskState.BACKOFF:
+            if task is None or task.state not in WAITING:
                 self._held.discard(name)
             elif not self.waiting_for(task):
                 self._held.discard(name)
@@ -198,6 +206,21 @@ class Project:
         self.s.on_change(self)
         if self._held:
             self._release_held()
+        if self._fatal:
+            self._recover_dependents()
+
+    def _recover_dependents(self) -> None:
+        """A task FATAL while a dependency was down (a database blip) is tried again, with a
+        fresh streak, once its dependencies are all ready again."""
+        for name in sorted(self._fatal):
+            task = self.tasks.get(name)
+            if task is None or task.state != TaskState.FATAL:
+                self._fatal.pop(name, None)
+            elif self.waiting_for(task):
+                self._fatal[name] = True
+            elif self._fatal[name] and not task.record.policy.manual_stop:
+                self._fatal.pop(name, None)
+                self.feed(task, Event(Ev.DEPENDENCY_READY))
 
     def save_task(self, task: TaskRuntime) -> None:
         """Write the task's record within this turn of the event loop (changes made together

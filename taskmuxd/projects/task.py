@@ -46,7 +46,7 @@ class TaskRuntime:
     @property
     def policy_spec(self) -> PolicySpec:
         c = self.config
-        return PolicySpec(c.restart_policy, c.max_restarts, c.restart_backoff)
+        return PolicySpec(c.restart_policy, c.max_restarts, c.restart_backoff, c.retry_after)
 
     @property
     def state(self) -> TaskState:
@@ -116,7 +116,7 @@ class TaskRuntime:
             "uptime": round(time.time() - rec.started_wall, 3)
             if running and rec.started_wall else None,
             "next_restart_in": round(max(pol.restart_at - time.monotonic(), 0.0), 3)
-            if self.state == TaskState.BACKOFF and pol.restart_at else None,
+            if self.state in (TaskState.BACKOFF, TaskState.FATAL) and pol.restart_at else None,
             "healthy": h.ok,
             "health_method": h.last.method if h.last else None,
             "last_health_failure": h.last_failure.detail if h.last_failure else None,
