@@ -67,6 +67,8 @@ class PolicySpec:
     max_restarts: int = 5
     restart_backoff: float = 2.0
     retry_after: float = RETRY_AFTER_DEFAULT  # seconds between tries once FATAL; 0: never
+    oneshot: bool = False  # done (EXITED) once it exits with a success code
+    success_exit_codes: frozenset[int] = frozenset({0})
 
 
 @dataclass(frozen=True)
@@ -247,8 +249,12 @@ def _launch_failed(spec: PolicySpec, s: State, e: Event, now: float, j: float) -
 
 def _exited(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
         State, list[Action]]:
-    failed = (e.exit_code or 0) != 0 or e.exit_signal is not None
+    failed = e.exit_signal is not None or (e.exit_code or 0) not in spec.success_exit_codes
     s = replace(s, last_exit_code=e.exit_code, last_exit_signal=e.exit_signal)
+    if spec.oneshot and not failed:  # done: a one-shot is not restarted after success
+        return replace(s, state=TaskState.EXITED, started_at=None, unhealthy_at=None,
+                       cause=None, attempt=0), [
+            Emit("task_exited", _exit_details(e)), Emit("task_completed", _exit_details(e))]
     reason = "crashed" if failed else "exited"
     return _after_failure(spec, s, now, j, failed, reason,
                           [Emit("task_exited", _exit_details(e))])

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 
+import pytest
+
+from taskmuxd.projects.config import ConfigError, parse
 from tests.helpers import read, run_json, wait_until
 from tests.projects import status, task, tmux, wait_state, write_project
 
@@ -54,7 +58,8 @@ def test_stop_goes_backward_through_the_dependency_levels(env: dict[str, str],
         command = "{cmd('worker', 0.4)}"
         depends_on = ["api"]
     """)
-    assert run_json(["start"], env, cwd=proj)[0] == 0
+    started = run_json(["start"], env, cwd=proj)
+    assert started[0] == 0, started
     code, res = run_json(["stop"], env, cwd=proj)
     assert code == 0, res
     assert {r["task"]: r["action"] for r in res["results"]} == {
@@ -177,3 +182,86 @@ def test_a_dependency_blip_ends_with_its_dependents_back(env: dict[str, str],
                    and t["healthy"] and t, 30, "api back once db is healthy")
     assert t["pid"] != first
     assert "dependency_recovered" in events_of(env, proj, "api")
+
+
+def test_depends_on_table_form_and_its_checks() -> None:
+    base = """
+        [tasks.migrate]
+        command = "true"
+        type = "oneshot"
+        success_exit_codes = [0, 2]
+        [tasks.db]
+        command = "sleep 600"
+    """
+    cfg = parse(textwrap.dedent(base + """
+        [tasks.api]
+        command = "sleep 600"
+        depends_on = { migrate = "completed_successfully", db = "started" }
+        [tasks.web]
+        command = "sleep 600"
+        depends_on = ["migrate", "db"]
+    """), "/nowhere/taskmux.toml")
+    tasks = cfg.project.tasks
+    assert tasks["migrate"].oneshot and tasks["migrate"].success_exit_codes == [0, 2]
+    assert [tasks["api"].condition_on(d, tasks[d]) for d in ("migrate", "db")] == [
+        "completed_successfully", "started"]
+    # The list form: a one-shot must complete, anything else be healthy.
+    assert [tasks["web"].condition_on(d, tasks[d]) for d in ("migrate", "db")] == [
+        "completed_successfully", "healthy"]
+    with pytest.raises(ConfigError) as bad:
+        parse(textwrap.dedent(base + """
+            [tasks.api]
+            command = "sleep 600"
+            depends_on = { migrate = "done" }
+        """), "/nowhere/taskmux.toml")
+    assert "'done'" in bad.value.message and "completed_successfully" in bad.value.message
+    with pytest.raises(ConfigError) as never:
+        parse(textwrap.dedent(base + """
+            [tasks.api]
+            command = "sleep 600"
+            depends_on = { db = "completed_successfully" }
+        """), "/nowhere/taskmux.toml")
+    assert "not a one-shot" in never.value.message and "tasks.api.depends_on.db" in \
+        never.value.message
+
+
+def test_a_one_shot_migration_gates_the_api(env: dict[str, str], tmp_path: str) -> None:
+    folder = str(tmp_path / "p")
+    migrated = os.path.join(folder, "migrated")
+    seen = os.path.join(folder, "api.saw")
+    proj = write_project(folder, f"""
+        name = "migrating"
+        [tasks.migrate]
+        command = "sleep 1; touch {migrated}"
+        type = "oneshot"
+        [tasks.api]
+        command = "test -f {migrated} && echo migrated > {seen}; exec sleep 600"
+        depends_on = {{ migrate = "completed_successfully" }}
+    """)
+    code, out = run_json(["start"], env, cwd=proj)
+    assert code == 0, out
+    wait_until(lambda: os.path.exists(seen), 10, "api to start")
+    assert read(seen).strip() == "migrated"
+    m = task(env, proj, "migrate")
+    assert (m["state"], m["completed"], m["type"]) == ("exited", True, "oneshot")
+    assert m["restarts"] == 0 and "task_completed" in events_of(env, proj, "migrate")
+    assert task(env, proj, "api")["state"] == "running"
+
+
+def test_a_failed_one_shot_fails_the_start_of_what_needs_it(env: dict[str, str],
+                                                            tmp_path: str) -> None:
+    proj = write_project(str(tmp_path / "p"), """
+        name = "badmigration"
+        [tasks.migrate]
+        command = "exit 4"
+        type = "oneshot"
+        restart_policy = "no"
+        [tasks.api]
+        command = "exec sleep 600"
+        depends_on = { migrate = "completed_successfully" }
+    """)
+    code, out = run_json(["start"], env, cwd=proj)
+    assert code != 0
+    assert "migrate" in out["error"] and "api" in out["error"]
+    assert task(env, proj, "api")["state"] == "stopped"
+    assert task(env, proj, "migrate")["completed"] is False

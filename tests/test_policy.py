@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from taskmuxd.policy import (
@@ -330,3 +332,28 @@ def test_a_dependency_back_restarts_a_fatal_task_with_a_fresh_streak() -> None:
         assert decide(PolicySpec(), State(state=state), Event(Ev.DEPENDENCY_READY), 0.0)[1] == []
     stopped = State(state=TaskState.FATAL, manual_stop=True)
     assert decide(PolicySpec(), stopped, Event(Ev.DEPENDENCY_READY), 0.0) == (stopped, [])
+
+
+def test_a_one_shot_is_done_after_a_success_code_and_retried_after_a_failure() -> None:
+    spec = PolicySpec("on-failure", 2, 2.0, 0, oneshot=True,
+                      success_exit_codes=frozenset({0, 3}))
+    running = decide(spec, decide(spec, State(), Event(Ev.START), 0.0)[0], Event(Ev.LAUNCHED),
+                     0.0)[0]
+    done, actions = decide(spec, running, Event(Ev.EXITED, 3), 1.0)
+    assert done.state == TaskState.EXITED and Emit("task_completed", {
+        "exit_code": 3, "signal": None}) in actions
+    assert not any(isinstance(a, Launch | Schedule) for a in actions)
+    failed, actions = decide(spec, running, Event(Ev.EXITED, 1), 1.0)
+    assert failed.state == TaskState.BACKOFF  # a failed one-shot is retried by its policy
+    killed, _ = decide(spec, running, Event(Ev.EXITED, None, 9), 1.0)
+    assert killed.state == TaskState.BACKOFF
+    always = replace(spec, restart_policy="always")
+    assert decide(always, running, Event(Ev.EXITED, 0), 1.0)[0].state == TaskState.EXITED
+
+
+def test_success_exit_codes_decide_what_on_failure_restarts() -> None:
+    spec = PolicySpec("on-failure", success_exit_codes=frozenset({0, 143}))
+    running = State(state=TaskState.RUNNING, started_at=0.0)
+    assert decide(spec, running, Event(Ev.EXITED, 143), 1.0)[0].state == TaskState.EXITED
+    assert decide(spec, running, Event(Ev.EXITED, 0), 1.0)[0].state == TaskState.EXITED
+    assert decide(spec, running, Event(Ev.EXITED, 1), 1.0)[0].state == TaskState.BACKOFF

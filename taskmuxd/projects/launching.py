@@ -99,7 +99,6 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
                 project.runner_started(task.name, runner)
                 if rec.run_id == run_id and task.state == TaskState.RUNNING:
                     after_launch(project, task, run_id)
-                    started(project, task)
             else:
                 launch_failed(project, task, run_id,
                               f"the runner did not report within {LAUNCH_TIMEOUT:.0f}s")
@@ -119,8 +118,6 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             after_launch(project, task, run_id)
             if task.config.hooks.after_start:
                 await project.after_hook(task, "after_start", task.config.hooks.after_start)
-            if rec.run_id == run_id and task.state == TaskState.RUNNING:
-                started(project, task)
     finally:
         task.launch_done.set()
 

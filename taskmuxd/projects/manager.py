@@ -350,7 +350,6 @@ class Projects:
                 project.runner_started(task.name, runner)
                 if task.state == TaskState.RUNNING:
                     launching.after_launch(project, task, run_id)
-                    launching.started(project, task)
                 return
         if task.record.run_id != run_id or task.state != TaskState.STARTING:
             return

@@ -176,7 +176,8 @@ class Project:
 
     def waiting_for(self, task: TaskRuntime) -> list[str]:
         """The dependencies of ``task`` that are not ready now."""
-        return [d for d in task.config.depends_on if d in self.tasks and not self.tasks[d].ready]
+        return [d for d in task.config.depends_on if d in self.tasks and self.tasks[d].meets(
+            task.config.condition_on(d, self.tasks[d].config)) is not True]
 
     def _due(self, task: TaskRuntime) -> None:
         """A scheduled restart is due. It waits while a dependency is not ready (a restore, a
@@ -339,6 +340,7 @@ class Project:
         self.watch_runner(task)
         if task.state == TaskState.STARTING:
             self.feed(task, Event(Ev.LAUNCHED))
+            launching.started(self, task)  # every start, the automatic ones too
         else:
             self.save_task(task)
             self.touch()
@@ -466,7 +468,15 @@ class Project:
         ``dependency_timeout``); independent tasks start in parallel."""
         deadline = time.monotonic() + self.s.dependency_timeout()
         results: dict[str, dict[str, Any]] = {}
-        await asyncio.gather(*(self._start_one(n, deadline, results) for n in todo))
+        wanted = set(todo)
+
+        async def one(name: str) -> None:
+            try:
+                await self._start_one(name, deadline, results, wanted)
+            finally:
+                self.changed.fire()  # its result is in: dependents waiting on it look again
+
+        await asyncio.gather(*(one(n) for n in todo))
         return results
 
     async def restore(self, names: list[str]) -> None:
@@ -477,22 +487,30 @@ class Project:
                 log.warning("%s/%s: not restored: %s", self.name, r["task"], r["error"])
 
     async def _start_one(self, name: str, deadline: float,
-                         results: dict[str, dict[str, Any]]) -> None:
+                         results: dict[str, dict[str, Any]], todo: set[str]) -> None:
         task = self.tasks[name]
         for dep in task.config.depends_on:
             dep_task = self.tasks[dep]
+            cond = task.config.condition_on(dep, dep_task.config)
 
-            def settled(d: TaskRuntime = dep_task) -> bool:
-                return d.ready or results.get(d.name, {}).get("action") == "failed"
+            def verdict(d: TaskRuntime = dep_task, c: str = cond) -> bool | None:
+                if d.name in todo and d.name not in results:
+                    return None  # started by this same command: not judged on an old run
+                if results.get(d.name, {}).get("action") == "failed":
+                    return False
+                return d.meets(c)
 
-            if not await self.changed.wait_for(settled, max(deadline - time.monotonic(), 0.01)):
+            if not await self.changed.wait_for(lambda: verdict() is not None,
+                                               max(deadline - time.monotonic(), 0.01)):
                 results[name] = {"task": name, "action": "failed", "reason": "dependency",
-                                 "error": f"{dep} was not ready in time (state {dep_task.state},"
-                                 f" healthy {dep_task.health.ok}); see `taskmux logs {dep}`"}
+                                 "error": f"{dep} was not {cond.replace('_', ' ')} in time "
+                                 f"(state {dep_task.state}, healthy {dep_task.health.ok}); "
+                                 f"see `taskmux logs {dep}`"}
                 return
-            if not dep_task.ready:
+            if not verdict():
                 results[name] = {"task": name, "action": "failed", "reason": "dependency",
-                                 "error": f"its dependency {dep} failed to start"}
+                                 "error": f"its dependency {dep} failed (waiting for it to be "
+                                 f"{cond.replace('_', ' ')}; state {dep_task.state})"}
                 return
         if task.live and task.state != TaskState.STOPPING:
             results[name] = {"task": name, "action": "already_running"}
@@ -504,7 +522,7 @@ class Project:
         if task.state == TaskState.RUNNING:  # its after_start hook runs before we answer
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(task.launch_done.wait(), HOOK_TIMEOUT)
-        if task.state == TaskState.RUNNING:  # `launching` wrote task_started
+        if task.state == TaskState.RUNNING or task.completed:  # runner_started: task_started
             results[name] = {"task": name, "action": "started", "pid": task.record.pid,
                              "port": task.record.port}
         else:
