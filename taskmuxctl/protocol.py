@@ -164,6 +164,8 @@ class Code:
     HOOK_FAILED = 201
     DEPENDENCY_TIMEOUT = 202
     TASK_START_FAILED = 203
+    WAIT_TIMEOUT = 204  # `taskmux wait`: the condition did not hold in time
+    TASK_FAILED = 205  # `taskmux wait`: a task cannot meet the condition (fatal, stopped)
     # The daemon's side or its environment.
     TMUX_UNAVAILABLE = 301
     STATE_CORRUPT = 302
@@ -210,6 +212,8 @@ ERRORS: dict[int, ErrorInfo] = {
     Code.HOOK_FAILED: ErrorInfo("hook_failed", "task"),
     Code.DEPENDENCY_TIMEOUT: ErrorInfo("dependency_timeout", "task"),
     Code.TASK_START_FAILED: ErrorInfo("task_start_failed", "task"),
+    Code.WAIT_TIMEOUT: ErrorInfo("wait_timeout", "task"),
+    Code.TASK_FAILED: ErrorInfo("task_failed", "task"),
     Code.TMUX_UNAVAILABLE: ErrorInfo("tmux_unavailable", "daemon"),
     Code.STATE_CORRUPT: ErrorInfo("state_corrupt", "daemon"),
     Code.DISK_FULL: ErrorInfo("disk_full", "daemon"),

@@ -172,6 +172,15 @@ COMMANDS: tuple[Cmd, ...] = (
     Cmd(("status",), "taskmuxctl.commands.project:status",
         "the project's tasks: state, pid, port, health, restarts, uptime, URL",
         args=(PROJECT,), aliases=("list", "ls")),
+    Cmd(("wait",), "taskmuxctl.commands.wait:wait",
+        "block until tasks are healthy (or running, or completed); non-zero with the reason "
+        "when they cannot be",
+        args=(Arg(("tasks",), "task names (default: the auto_start tasks)", nargs="*",
+                  metavar="TASK", complete="tasks"), PROJECT,
+              Arg(("--timeout",), "give up after S seconds (default 120)", type="float",
+                  default=120.0, metavar="S"),
+              Arg(("--for",), "the condition (default: healthy)", dest="condition",
+                  choices=("healthy", "running", "completed"), default="healthy"))),
     Cmd(("inspect",), "taskmuxctl.commands.project:inspect", "a task's full state as JSON",
         args=(TASK, PROJECT)),
     Cmd(("health",), "taskmuxctl.commands.project:health", "the tasks' health checks",
@@ -398,7 +407,7 @@ COMMANDS: tuple[Cmd, ...] = (
 # How `taskmux --help` groups the top-level words: what people run every day first.
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("everyday commands", ("start", "stop", "restart", "status", "logs", "events", "attach")),
-    ("more on tasks", ("health", "inspect", "url", "open", "env", "send", "kill", "watch",
+    ("more on tasks", ("health", "wait", "inspect", "url", "open", "env", "send", "kill", "watch",
                        "logs-clean")),
     ("the project file (taskmux.toml)", ("init", "check", "add", "remove", "inject")),
     ("the daemon and the machine", ("daemon", "config", "doctor", "ca", "dns", "update",

@@ -8,8 +8,10 @@ bug, reported with both names.
 Vocabulary from supervisord, with a better backoff: a failed run is retried after
 ``backoff ** attempt`` seconds (capped at 60, plus up to 10% jitter); the attempt count
 resets once a run has stayed healthy for 60 s; after ``max_restarts`` retries the task is
-FATAL until someone starts it. A stop or kill by the user blocks every restart until the
-user starts or restarts the task.
+FATAL, and is tried again every ``retry_after`` seconds (``0``: it stays down until someone
+starts it). A FATAL task is also tried again, with a fresh streak, when a dependency that was
+not ready is ready again (DEPENDENCY_READY, fed by the supervisor). A stop or kill by the
+user blocks every restart until the user starts or restarts the task.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 BACKOFF_CAP = 60.0
 RESET_AFTER_HEALTHY = 60.0
+RETRY_AFTER_DEFAULT = 300.0
 JITTER_FRACTION = 0.1
 
 
@@ -30,7 +33,7 @@ class TaskState(enum.StrEnum):
     STOPPING = "stopping"  # a stop is in progress (C-c, then SIGTERM, then SIGKILL)
     BACKOFF = "backoff"  # exited or failed; a restart is scheduled
     EXITED = "exited"  # exited, and the policy does not restart it
-    FATAL = "fatal"  # gave up after max_restarts
+    FATAL = "fatal"  # max_restarts reached: tried again only every retry_after seconds
 
 
 class Ev(enum.StrEnum):
@@ -44,6 +47,7 @@ class Ev(enum.StrEnum):
     UNHEALTHY = "unhealthy"  # health_retries consecutive probes failed
     TIMER = "timer"  # a scheduled restart is due
     ABORTED = "aborted"  # a before_start hook failed: the start is called off, not retried
+    DEPENDENCY_READY = "dependency_ready"  # a dependency that was not ready is ready again
 
 
 class Cause(enum.StrEnum):
@@ -62,6 +66,9 @@ class PolicySpec:
     restart_policy: str = "on-failure"  # "no" | "on-failure" | "always"
     max_restarts: int = 5
     restart_backoff: float = 2.0
+    retry_after: float = RETRY_AFTER_DEFAULT  # seconds between tries once FATAL; 0: never
+    oneshot: bool = False  # done (EXITED) once it exits with a success code
+    success_exit_codes: frozenset[int] = frozenset({0})
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class State:
     cause: Cause | None = None  # set while STOPPING
     started_at: float | None = None  # monotonic seconds, when the current run began
     unhealthy_at: float | None = None  # last time the run was judged unhealthy
-    restart_at: float | None = None  # when BACKOFF ends
+    restart_at: float | None = None  # when BACKOFF ends, or when a FATAL task is tried again
     last_exit_code: int | None = None
     last_exit_signal: int | None = None
     restarts: int = 0  # automatic restarts since the user last started it
@@ -137,6 +144,12 @@ def backoff_delay(spec: PolicySpec, attempt: int, jitter: float = 0.0) -> float:
     return base * (1.0 + JITTER_FRACTION * min(max(jitter, 0.0), 1.0))
 
 
+def _scheduled(s: State) -> bool:
+    """A restart is scheduled: in BACKOFF, or a FATAL task's next try."""
+    return s.state == TaskState.BACKOFF or (s.state == TaskState.FATAL
+                                            and s.restart_at is not None)
+
+
 def _healthy_for(s: State, now: float) -> float:
     if s.started_at is None:
         return 0.0
@@ -157,9 +170,14 @@ def _after_failure(spec: PolicySpec, s: State, now: float, jitter: float, failed
     if not wants:
         return replace(base, state=TaskState.EXITED), emits
     if attempt >= spec.max_restarts:
-        return replace(base, state=TaskState.FATAL), [
-            *emits, Emit("max_restarts_reached", {"max_restarts": spec.max_restarts,
-                                                  "reason": reason})]
+        details: dict[str, object] = {"max_restarts": spec.max_restarts, "reason": reason,
+                                      "retry_after": spec.retry_after or None}
+        if spec.retry_after <= 0:
+            return replace(base, state=TaskState.FATAL, restart_at=None), [
+                *emits, Emit("max_restarts_reached", details)]
+        at = now + spec.retry_after
+        return replace(base, state=TaskState.FATAL, restart_at=at), [
+            *emits, Emit("max_restarts_reached", details), Schedule(at)]
     delay = backoff_delay(spec, attempt, jitter)
     return replace(base, state=TaskState.BACKOFF, attempt=attempt + 1, restart_at=now + delay,
                    restarts=s.restarts + 1), [
@@ -173,7 +191,7 @@ Handler = Callable[[PolicySpec, State, Event, float, float], tuple[State, list[A
 
 def _start(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[State,
                                                                                list[Action]]:
-    extra: list[Action] = [CancelSchedule()] if s.state == TaskState.BACKOFF else []
+    extra: list[Action] = [CancelSchedule()] if _scheduled(s) else []
     return replace(s, state=TaskState.STARTING, manual_stop=False, attempt=0, restarts=0,
                    cause=None, restart_at=None, started_at=None, unhealthy_at=None), [
         *extra, Launch()]
@@ -192,7 +210,7 @@ def _stop(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[S
 
 def _stop_idle(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[State,
                                                                                    list[Action]]:
-    extra: list[Action] = [CancelSchedule()] if s.state == TaskState.BACKOFF else []
+    extra: list[Action] = [CancelSchedule()] if _scheduled(s) else []
     return replace(s, state=TaskState.STOPPED, manual_stop=True, restart_at=None), extra
 
 
@@ -204,7 +222,7 @@ def _stop_again(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> t
 
 def _kill(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[State,
                                                                               list[Action]]:
-    extra: list[Action] = [CancelSchedule()] if s.state == TaskState.BACKOFF else []
+    extra: list[Action] = [CancelSchedule()] if _scheduled(s) else []
     live = s.state in (TaskState.STARTING, TaskState.RUNNING, TaskState.STOPPING)
     new_state = TaskState.STOPPING if live else TaskState.STOPPED
     return replace(s, state=new_state, manual_stop=True, restart_at=None,
@@ -231,8 +249,12 @@ def _launch_failed(spec: PolicySpec, s: State, e: Event, now: float, j: float) -
 
 def _exited(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
         State, list[Action]]:
-    failed = (e.exit_code or 0) != 0 or e.exit_signal is not None
+    failed = e.exit_signal is not None or (e.exit_code or 0) not in spec.success_exit_codes
     s = replace(s, last_exit_code=e.exit_code, last_exit_signal=e.exit_signal)
+    if spec.oneshot and not failed:  # done: a one-shot is not restarted after success
+        return replace(s, state=TaskState.EXITED, started_at=None, unhealthy_at=None,
+                       cause=None, attempt=0), [
+            Emit("task_exited", _exit_details(e)), Emit("task_completed", _exit_details(e))]
     reason = "crashed" if failed else "exited"
     return _after_failure(spec, s, now, j, failed, reason,
                           [Emit("task_exited", _exit_details(e))])
@@ -265,6 +287,31 @@ def _unhealthy(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tu
     return replace(s, state=TaskState.STOPPING, cause=Cause.UNHEALTHY), [Stop()]
 
 
+def _fatal_timer(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
+        State, list[Action]]:
+    """A FATAL task's slow retry. The streak is not reset: a failure of this try is FATAL
+    again at once, with the next try ``retry_after`` later; a run that stays healthy for
+    RESET_AFTER_HEALTHY resets it as any run does."""
+    if s.restart_at is None or s.manual_stop:
+        return s, []  # a timer left from before a stop, or retries are off
+    if now < s.restart_at:
+        return s, [Schedule(s.restart_at)]
+    return replace(s, state=TaskState.STARTING, restart_at=None, restarts=s.restarts + 1), [
+        Emit("fatal_retry", {"attempt": s.attempt, "retry_after": spec.retry_after}),
+        Launch()]
+
+
+def _dependency_ready(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
+        State, list[Action]]:
+    """FATAL while a dependency was down, and it is back: try again with a fresh streak."""
+    if s.manual_stop:
+        return s, []
+    extra: list[Action] = [CancelSchedule()] if s.restart_at is not None else []
+    return replace(s, state=TaskState.STARTING, attempt=0, restart_at=None, cause=None,
+                   started_at=None, unhealthy_at=None, restarts=s.restarts + 1), [
+        *extra, Emit("dependency_recovered", {}), Launch()]
+
+
 def _timer(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[State,
                                                                                list[Action]]:
     if s.restart_at is not None and now < s.restart_at:
@@ -287,6 +334,7 @@ for _st in IDLE:
     TRANSITIONS[(_st, E.TIMER)] = _noop  # a timer that fired after a stop
     TRANSITIONS[(_st, E.LAUNCH_FAILED)] = _noop
     TRANSITIONS[(_st, E.ABORTED)] = _noop
+    TRANSITIONS[(_st, E.DEPENDENCY_READY)] = _noop
 for _st in LIVE:
     TRANSITIONS[(_st, E.START)] = _noop  # already running
     TRANSITIONS[(_st, E.STOP)] = _stop
@@ -294,6 +342,10 @@ for _st in LIVE:
     TRANSITIONS[(_st, E.RESTART)] = _restart_live
     TRANSITIONS[(_st, E.EXITED)] = _exited
     TRANSITIONS[(_st, E.TIMER)] = _noop
+for _st in (*LIVE, S.STOPPING, S.BACKOFF):
+    TRANSITIONS[(_st, E.DEPENDENCY_READY)] = _noop  # running, or a restart already on its way
+TRANSITIONS[(S.FATAL, E.TIMER)] = _fatal_timer
+TRANSITIONS[(S.FATAL, E.DEPENDENCY_READY)] = _dependency_ready
 TRANSITIONS[(S.STARTING, E.LAUNCHED)] = _launched
 TRANSITIONS[(S.STARTING, E.LAUNCH_FAILED)] = _launch_failed
 TRANSITIONS[(S.STARTING, E.ABORTED)] = _aborted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from taskmuxd.policy import (
@@ -37,8 +39,8 @@ class Task:
     """A task under the policy, with a fake clock."""
 
     def __init__(self, policy: str = "on-failure", max_restarts: int = 5,
-                 backoff: float = 2.0) -> None:
-        self.spec = PolicySpec(policy, max_restarts, backoff)
+                 backoff: float = 2.0, retry_after: float = 300.0) -> None:
+        self.spec = PolicySpec(policy, max_restarts, backoff, retry_after)
         self.state = State()
         self.clock = Clock()
         self.actions: list[object] = []
@@ -152,7 +154,7 @@ def test_an_unhealthy_spell_restarts_the_healthy_clock() -> None:
 
 
 def test_max_restarts_ends_in_fatal_until_started() -> None:
-    t = Task(max_restarts=2)
+    t = Task(max_restarts=2, retry_after=0)
     t.run()
     for _ in range(2):
         t.feed(Ev.EXITED, 1)
@@ -261,3 +263,97 @@ def test_launch_failure_counts_as_a_failure() -> None:
     t.feed(Ev.START)
     t.feed(Ev.LAUNCH_FAILED)
     assert t.state.state == TaskState.BACKOFF and t.state.attempt == 1
+
+
+def crash_until_fatal(t: Task) -> list[object]:
+    t.run()
+    while True:
+        actions = t.feed(Ev.EXITED, 1)
+        if t.state.state == TaskState.FATAL:
+            return actions
+        t.clock.now = t.state.restart_at or 0
+        t.feed(Ev.TIMER)
+        t.feed(Ev.LAUNCHED)
+
+
+def test_fatal_is_tried_again_every_retry_after() -> None:
+    t = Task(max_restarts=2, retry_after=300)
+    actions = crash_until_fatal(t)
+    fatal_at = t.clock.now
+    assert Schedule(fatal_at + 300) in actions
+    assert t.state.restart_at == fatal_at + 300
+    t.clock.advance(100)
+    assert t.feed(Ev.TIMER) == [Schedule(fatal_at + 300)]  # woke early: waits the rest
+    t.clock.now = fatal_at + 300
+    actions = t.feed(Ev.TIMER)
+    assert Launch() in actions and "fatal_retry" in t.emitted()
+    assert t.state.state == TaskState.STARTING
+    t.feed(Ev.LAUNCHED)
+    t.clock.advance(5)
+    actions = t.feed(Ev.EXITED, 1)  # the try failed too: FATAL again, next try later
+    assert t.state.state == TaskState.FATAL and Schedule(t.clock.now + 300) in actions
+    # A try that stays healthy long enough ends the streak: its next crash is a plain backoff.
+    t.clock.now = t.state.restart_at or 0
+    t.feed(Ev.TIMER)
+    t.feed(Ev.LAUNCHED)
+    t.clock.advance(61)
+    t.feed(Ev.EXITED, 1)
+    assert (t.state.state, t.state.attempt) == (TaskState.BACKOFF, 1)
+
+
+def test_retry_after_zero_stays_down_and_a_stop_cancels_the_next_try() -> None:
+    t = Task(max_restarts=1, retry_after=0)
+    actions = crash_until_fatal(t)
+    assert not any(isinstance(a, Schedule) for a in actions) and t.state.restart_at is None
+    t.clock.advance(10_000)
+    assert t.feed(Ev.TIMER) == []
+    t = Task(max_restarts=1, retry_after=60)
+    crash_until_fatal(t)
+    assert t.feed(Ev.STOP) == [CancelSchedule()]
+    assert (t.state.state, t.state.restart_at, t.state.manual_stop) == (
+        TaskState.STOPPED, None, True)
+    t.clock.advance(60)
+    assert t.feed(Ev.TIMER) == []  # a timer that fired anyway does nothing
+    t2 = Task(max_restarts=1, retry_after=60)
+    crash_until_fatal(t2)
+    assert t2.feed(Ev.START) == [CancelSchedule(), Launch()]
+
+
+def test_a_dependency_back_restarts_a_fatal_task_with_a_fresh_streak() -> None:
+    t = Task(max_restarts=2, retry_after=0)
+    crash_until_fatal(t)
+    actions = t.feed(Ev.DEPENDENCY_READY)
+    assert Launch() in actions and "dependency_recovered" in t.emitted()
+    assert (t.state.state, t.state.attempt) == (TaskState.STARTING, 0)
+    t.feed(Ev.LAUNCHED)
+    t.feed(Ev.EXITED, 1)
+    assert t.state.state == TaskState.BACKOFF  # a whole streak of restarts again
+    for state in (TaskState.RUNNING, TaskState.BACKOFF, TaskState.STOPPED):
+        assert decide(PolicySpec(), State(state=state), Event(Ev.DEPENDENCY_READY), 0.0)[1] == []
+    stopped = State(state=TaskState.FATAL, manual_stop=True)
+    assert decide(PolicySpec(), stopped, Event(Ev.DEPENDENCY_READY), 0.0) == (stopped, [])
+
+
+def test_a_one_shot_is_done_after_a_success_code_and_retried_after_a_failure() -> None:
+    spec = PolicySpec("on-failure", 2, 2.0, 0, oneshot=True,
+                      success_exit_codes=frozenset({0, 3}))
+    running = decide(spec, decide(spec, State(), Event(Ev.START), 0.0)[0], Event(Ev.LAUNCHED),
+                     0.0)[0]
+    done, actions = decide(spec, running, Event(Ev.EXITED, 3), 1.0)
+    assert done.state == TaskState.EXITED and Emit("task_completed", {
+        "exit_code": 3, "signal": None}) in actions
+    assert not any(isinstance(a, Launch | Schedule) for a in actions)
+    failed, actions = decide(spec, running, Event(Ev.EXITED, 1), 1.0)
+    assert failed.state == TaskState.BACKOFF  # a failed one-shot is retried by its policy
+    killed, _ = decide(spec, running, Event(Ev.EXITED, None, 9), 1.0)
+    assert killed.state == TaskState.BACKOFF
+    always = replace(spec, restart_policy="always")
+    assert decide(always, running, Event(Ev.EXITED, 0), 1.0)[0].state == TaskState.EXITED
+
+
+def test_success_exit_codes_decide_what_on_failure_restarts() -> None:
+    spec = PolicySpec("on-failure", success_exit_codes=frozenset({0, 143}))
+    running = State(state=TaskState.RUNNING, started_at=0.0)
+    assert decide(spec, running, Event(Ev.EXITED, 143), 1.0)[0].state == TaskState.EXITED
+    assert decide(spec, running, Event(Ev.EXITED, 0), 1.0)[0].state == TaskState.EXITED
+    assert decide(spec, running, Event(Ev.EXITED, 1), 1.0)[0].state == TaskState.BACKOFF

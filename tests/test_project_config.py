@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
 from taskmuxctl.protocol import Code
-from tests.helpers import read, run_cli, run_json
+from tests.helpers import BIN, read, run_cli, run_json
 from tests.projects import task, write_project
 
 CASES = [
@@ -116,9 +117,20 @@ def test_check_ok_prints_the_start_order(env: dict[str, str], tmp_path: str) -> 
         [tasks.api]
         command = "true"
         depends_on = ["db"]
+        [tasks.migrate]
+        command = "true"
+        type = "oneshot"
+        [tasks.web]
+        command = "true"
+        depends_on = { api = "started", migrate = "completed_successfully" }
     """)
     code, out = run_json(["check"], env, cwd=proj)
-    assert code == 0 and out["start_order"] == [["db"], ["api"]]
+    assert code == 0 and out["start_order"] == [["db", "migrate"], ["api"], ["web"]]
+    assert out["conditions"] == {"api": {"db": "healthy"},
+                                 "web": {"api": "started", "migrate": "completed_successfully"}}
+    text = subprocess.run([f"{BIN}/taskmux", "check"], env=env, cwd=proj, text=True,
+                          capture_output=True).stdout
+    assert "web waits for api started, migrate completed successfully" in text
 
 
 def test_check_leaves_manual_tasks_out_of_the_start_order(env: dict[str, str],

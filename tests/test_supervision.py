@@ -58,6 +58,7 @@ def test_max_restarts_leaves_the_task_down_plainly(env: dict[str, str], tmp_path
     text = subprocess.run([f"{BIN}/taskmux", "status"], env=env, cwd=proj, text=True,
                           capture_output=True).stdout
     assert "fatal" in text and "exit 1" in text
+    assert "next try in" in text  # retry_after (300 s by default): not given up silently
     # Until the user starts it again.
     assert task(env, proj, "app")["state"] == "fatal"
     code, out = run_json(["start", "app"], env, cwd=proj)

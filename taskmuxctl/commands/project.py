@@ -90,8 +90,15 @@ def status(ctx: Context, args: Any) -> Result:
     notes: dict[int, str] = {}
     for t in out["tasks"]:
         detail = ""
-        if t["state"] == "backoff" and t.get("next_restart_in") is not None:
+        if t.get("waiting_for"):
+            detail = f"restart waits for {', '.join(t['waiting_for'])}"
+        elif t["state"] == "backoff" and t.get("next_restart_in") is not None:
             detail = f"restart in {t['next_restart_in']:.0f}s"
+        elif t["state"] == "fatal" and t.get("next_restart_in") is not None:
+            detail = (render.last_exit(t["last_exit"]) + "; " if t.get("last_exit") else "") \
+                + f"next try in {t['next_restart_in']:.0f}s"
+        elif t.get("completed"):
+            detail = "completed"
         elif t.get("last_exit") and t["state"] != "running":
             detail = render.last_exit(t["last_exit"])
         if t.get("manually_stopped") and t["state"] == "stopped":
@@ -175,5 +182,10 @@ def check(ctx: Context, args: Any) -> Result:
     if manual:
         text += (f"\n  not started by `taskmux start` (auto_start = false): {', '.join(manual)}"
                  "; start one with `taskmux start NAME`")
+    waits = {n: {d: t.condition_on(d, tasks[d]) for d in t.depends_on}
+             for n, t in sorted(tasks.items()) if t.depends_on}
+    for name, conds in waits.items():
+        text += f"\n  {name} waits for " + ", ".join(
+            f"{d} {c.replace('_', ' ')}" for d, c in conds.items())
     return Result({"config": loaded.path, "project": loaded.name, "tasks": sorted(tasks),
-                   "start_order": order, "manual": manual}, text)
+                   "start_order": order, "manual": manual, "conditions": waits}, text)

@@ -71,6 +71,25 @@ class Hooks(BaseModel):
     after_stop: str | None = None
 
 
+Condition = Literal["started", "healthy", "completed_successfully"]
+CONDITIONS = ("started", "healthy", "completed_successfully")
+
+
+def _depends_on(value: object) -> object:
+    """One clear message for a wrong ``depends_on`` (not one per form it might have been)."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if isinstance(value, dict):
+        for dep, cond in value.items():
+            if cond not in CONDITIONS:
+                raise ValueError(f"the condition on {dep!r} is {cond!r}; use one of "
+                                 f"{', '.join(map(repr, CONDITIONS))}")
+        return value
+    raise ValueError(f"expected a list of task names, e.g. [\"db\"], or a table of task = "
+                     f"condition ({', '.join(CONDITIONS)}), e.g. {{ migrate = "
+                     f"\"completed_successfully\" }}; got {value!r}")
+
+
 class TaskConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,11 +102,17 @@ class TaskConfig(BaseModel):
     host: str | None = None
     host_path: str = "/"
     port: Literal["auto"] | None = None
-    depends_on: list[str] = Field(default_factory=list)
+    # A list of task names, or a table of name = condition. Iterating gives the names.
+    depends_on: Annotated[list[str] | dict[str, Condition], BeforeValidator(_depends_on)] = Field(
+        default_factory=list)
+    type: Literal["service", "oneshot"] = "service"
+    success_exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = Field(
+        default_factory=lambda: [0], min_length=1)
     stop_grace_period: float = Field(5.0, ge=0, le=3600)
     restart_policy: Literal["no", "on-failure", "always"] = "on-failure"
     max_restarts: int = Field(5, ge=0)
     restart_backoff: float = Field(2.0, ge=1.0, le=60.0)
+    retry_after: float = Field(300.0, ge=0, le=86400)
     log_file: str | None = None
     log_max_size: Annotated[int, BeforeValidator(parse_size)] = Field(10 * 1024 * 1024, ge=1024)
     log_max_files: int = Field(3, ge=1, le=100)
@@ -108,6 +133,18 @@ class TaskConfig(BaseModel):
     @property
     def has_health_check(self) -> bool:
         return bool(self.health_url or self.health_check)
+
+    @property
+    def oneshot(self) -> bool:
+        return self.type == "oneshot"
+
+    def condition_on(self, dep: str, dep_config: TaskConfig) -> str:
+        """What this task waits for from ``dep``: the table form says; in the list form a
+        one-shot must have completed successfully, any other task must be healthy (running,
+        when it has no probe)."""
+        if isinstance(self.depends_on, dict) and dep in self.depends_on:
+            return self.depends_on[dep]
+        return "completed_successfully" if dep_config.oneshot else "healthy"
 
 
 class ProjectConfig(BaseModel):
@@ -287,6 +324,11 @@ def _check_semantics(cfg: ProjectConfig, folder: str, index: LineIndex) -> list[
                     f"{did_you_mean(dep, names)}; tasks: {task_names}")
             elif dep == name:
                 add((*where, "depends_on"), "a task cannot depend on itself")
+            elif task.condition_on(dep, cfg.tasks[dep]) == "completed_successfully" \
+                    and not cfg.tasks[dep].oneshot:
+                add((*where, "depends_on", dep), f"{dep!r} is not a one-shot task, so it never "
+                    f"completes: set type = \"oneshot\" on it, or wait for \"started\" or "
+                    f"\"healthy\"")
         if task.cwd is not None and not os.path.isdir(os.path.join(folder, task.cwd)):
             add((*where, "cwd"), f"folder {os.path.join(folder, task.cwd)} does not exist; "
                 "create it or fix the path (relative paths start at taskmux.toml's folder)")

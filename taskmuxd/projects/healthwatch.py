@@ -1,8 +1,8 @@
 """Probing a running task on its schedule and feeding the verdict to its state machine.
 
-Probes run every ``health_interval`` (every half second until the task is first healthy, so
-that dependents are not kept waiting); a failure counts only after ``health_grace``, and only
-``health_retries`` consecutive failures make the task unhealthy.
+Probes of every kind run every ``health_interval`` (every half second until the task is first
+healthy, so that dependents are not kept waiting); a failure counts only after
+``health_grace``, and only ``health_retries`` consecutive failures make the task unhealthy.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ async def watch_health(project: Project, task: TaskRuntime, run_id: int) -> None
                     h.ok = False
                     project.feed(task, Event(Ev.UNHEALTHY))
         project.touch()
-        fast = h.ok is None and cfg.has_health_check
-        await asyncio.sleep(min(FAST_PROBE, cfg.health_interval) if fast
-                            else cfg.health_interval)
+        await asyncio.sleep(next_probe_in(h.ok, cfg.health_interval))
+
+
+def next_probe_in(ok: bool | None, interval: float) -> float:
+    """Seconds to the next probe, whatever its kind (HTTP, command or the port): every
+    ``FAST_PROBE`` until the task is first judged, then every ``health_interval``."""
+    return min(FAST_PROBE, interval) if ok is None else interval

@@ -97,6 +97,8 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             runner = st.read_runner_record(project.files, task.name)
             if runner and runner.get("run_id") == run_id and runner.get("pid"):
                 project.runner_started(task.name, runner)
+                if rec.run_id == run_id and task.state == TaskState.RUNNING:
+                    after_launch(project, task, run_id)
             else:
                 launch_failed(project, task, run_id,
                               f"the runner did not report within {LAUNCH_TIMEOUT:.0f}s")
@@ -118,6 +120,14 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
                 await project.after_hook(task, "after_start", task.config.hooks.after_start)
     finally:
         task.launch_done.set()
+
+
+def started(project: Project, task: TaskRuntime) -> None:
+    """Every start is in the event history, the user's and the automatic ones alike: with its
+    pid, and ``attempt`` (0 for a start by the user, n for the n-th restart in a streak)."""
+    rec, pol = task.record, task.record.policy
+    project.s.events.emit("task_started", project.name, task.name, pid=rec.pid, port=rec.port,
+                          attempt=pol.attempt, restarts=pol.restarts)
 
 
 def launch_failed(project: Project, task: TaskRuntime, run_id: int, reason: str) -> None:

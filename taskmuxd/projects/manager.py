@@ -25,7 +25,7 @@ from taskmuxd.cgroups import TaskGroups
 from taskmuxd.errors import ClientError
 from taskmuxd.events import EventLog
 from taskmuxd.jobs import Jobs
-from taskmuxd.policy import Ev, Event, Launch, Schedule, TaskState
+from taskmuxd.policy import Launch, Schedule, TaskState
 from taskmuxd.projects import config as cfgmod
 from taskmuxd.projects import launching, ownership, stopping
 from taskmuxd.projects import state as st
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskmuxd.projects")
 
 RESTORE_CHECK_DELAY = 0.5
+RESTORE_SETTLE = 5.0  # seconds a restore waits for the exits of the session's tasks
 
 
 class ProjectNotFound(ClientError):
@@ -299,7 +300,8 @@ class Projects:
         now_mono = time.monotonic()
         for task in project.tasks.values():
             rec = task.record
-            if task.state == TaskState.BACKOFF and rec.policy.restart_at is not None:
+            if task.state in (TaskState.BACKOFF, TaskState.FATAL) \
+                    and rec.policy.restart_at is not None:
                 project._apply(task, Schedule(max(rec.policy.restart_at, now_mono)))
                 continue
             if not task.live:
@@ -363,20 +365,32 @@ class Projects:
             alive = await self.tmux.has_session(project.name)
         else:
             alive = any(w.session == project.name for w in windows)
-        if alive:
+        if alive or project.restoring:
             return
-        starts = [t for t in project.tasks.values() if t.config.auto_start
-                  and not t.record.policy.manual_stop
-                  and t.state not in (TaskState.STARTING, TaskState.RUNNING, TaskState.STOPPING)]
         for task in project.tasks.values():
             task.record.window_id = None
-        if not starts:
-            return
-        log.info("tmux session %s is gone; bringing back %s", project.name,
-                 [t.name for t in starts])
-        self.events.emit("project_restored", project.name, None, tasks=[t.name for t in starts])
-        for task in starts:
-            project.feed(task, Event(Ev.START))
+        project.restoring = True
+        self.jobs.spawn(self._restore(project), f"restore {project.name}")
+
+    async def _restore(self, project: Project) -> None:
+        """Bring back a project whose tmux session went away: once the runners have reported
+        the exits of its tasks, in dependency order, gated like `start` (a dependent waits for
+        what it needs)."""
+        try:
+            await project.changed.wait_for(lambda: not any(
+                t.state in (TaskState.RUNNING, TaskState.STOPPING)
+                for t in project.tasks.values()), RESTORE_SETTLE)
+            starts = [t for t in project.tasks.values() if t.config.auto_start
+                      and not t.record.policy.manual_stop and not t.live]
+            if not starts or not project.record.running:
+                return
+            log.info("tmux session %s is gone; bringing back %s", project.name,
+                     [t.name for t in starts])
+            self.events.emit("project_restored", project.name, None,
+                             tasks=[t.name for t in starts])
+            await project.restore(sorted(t.name for t in starts))
+        finally:
+            project.restoring = False
 
     async def _sweep_forever(self) -> None:
         while True:

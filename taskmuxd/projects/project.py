@@ -42,7 +42,7 @@ from taskmuxd.policy import (
 )
 from taskmuxd.projects import environment, launching, ownership, stopping
 from taskmuxd.projects import state as st
-from taskmuxd.projects.config import LoadedConfig, closure
+from taskmuxd.projects.config import LoadedConfig, closure, start_order
 from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookRun, run_hook
 from taskmuxd.projects.launcher import Launcher
 from taskmuxd.projects.launching import LAUNCH_TIMEOUT
@@ -54,6 +54,7 @@ from taskmuxd.tmux import Tmux
 log = logging.getLogger("taskmuxd.project")
 
 SAVE_RETRY = 5.0  # seconds between attempts to write a state file that could not be written
+WAITING = (TaskState.BACKOFF, TaskState.FATAL)  # states whose restart is scheduled
 
 
 @dataclass
@@ -92,6 +93,10 @@ class Project:
         self._unsaved: set[str] = set()  # writes that failed, retried every SAVE_RETRY
         self._retry: asyncio.TimerHandle | None = None
         self._record_unsaved = False
+        self._held: set[str] = set()  # restarts that are due, waiting for their dependencies
+        # FATAL tasks with dependencies -> whether one of those was seen not ready since
+        self._fatal: dict[str, bool] = {}
+        self.restoring = False  # bringing the project back after its tmux session went away
         self.config_error: str | None = None
         self._sync_tasks(loaded)
 
@@ -129,6 +134,10 @@ class Project:
             log.error("%s/%s: %s (ignored)", self.name, task.name, exc)
             return
         task.record.policy = new
+        if new.state == TaskState.FATAL and task.config.depends_on:
+            self._fatal.setdefault(task.name, False)
+        else:
+            self._fatal.pop(task.name, None)
         for action in actions:
             try:
                 self._apply(task, action)
@@ -157,7 +166,7 @@ class Project:
         elif isinstance(action, Schedule):
             if task.timer is not None:
                 task.timer.cancel()
-            task.timer = loop.call_at(action.at, self.feed, task, Event(Ev.TIMER))
+            task.timer = loop.call_at(action.at, self._due, task)
         elif isinstance(action, CancelSchedule):
             if task.timer is not None:
                 task.timer.cancel()
@@ -165,10 +174,54 @@ class Project:
         elif isinstance(action, Emit):
             self.s.events.emit(action.event, self.name, task.name, **action.details)
 
+    def waiting_for(self, task: TaskRuntime) -> list[str]:
+        """The dependencies of ``task`` that are not ready now."""
+        return [d for d in task.config.depends_on if d in self.tasks and self.tasks[d].meets(
+            task.config.condition_on(d, self.tasks[d].config)) is not True]
+
+    def _due(self, task: TaskRuntime) -> None:
+        """A scheduled restart is due. It waits while a dependency is not ready (a restore, a
+        database blip): the task is launched once what it needs is back, not before."""
+        task.timer = None
+        if task.state in WAITING and self.waiting_for(task):
+            if task.name not in self._held:
+                log.info("%s/%s: restart waits for %s", self.name, task.name,
+                         ", ".join(self.waiting_for(task)))
+            self._held.add(task.name)
+            return
+        self.feed(task, Event(Ev.TIMER))
+
+    def _release_held(self) -> None:
+        for name in sorted(self._held):
+            task = self.tasks.get(name)
+            if task is None or task.state not in WAITING:
+                self._held.discard(name)
+            elif not self.waiting_for(task):
+                self._held.discard(name)
+                self.feed(task, Event(Ev.TIMER))
+
     def touch(self) -> None:
-        """Something changed: wake waiters, tell listeners."""
+        """Something changed: wake waiters, tell listeners, launch restarts whose dependencies
+        are now ready."""
         self.changed.fire()
         self.s.on_change(self)
+        if self._held:
+            self._release_held()
+        if self._fatal:
+            self._recover_dependents()
+
+    def _recover_dependents(self) -> None:
+        """A task FATAL while a dependency was down (a database blip) is tried again, with a
+        fresh streak, once its dependencies are all ready again."""
+        for name in sorted(self._fatal):
+            task = self.tasks.get(name)
+            if task is None or task.state != TaskState.FATAL:
+                self._fatal.pop(name, None)
+            elif self.waiting_for(task):
+                self._fatal[name] = True
+            elif self._fatal[name] and not task.record.policy.manual_stop:
+                self._fatal.pop(name, None)
+                self.feed(task, Event(Ev.DEPENDENCY_READY))
 
     def save_task(self, task: TaskRuntime) -> None:
         """Write the task's record within this turn of the event loop (changes made together
@@ -287,6 +340,7 @@ class Project:
         self.watch_runner(task)
         if task.state == TaskState.STARTING:
             self.feed(task, Event(Ev.LAUNCHED))
+            launching.started(self, task)  # every start, the automatic ones too
         else:
             self.save_task(task)
             self.touch()
@@ -383,9 +437,7 @@ class Project:
         todo = sorted(closure({n: t.config for n, t in self.tasks.items()}, wanted))
         self.set_running(True)
         await self._global_hook("before_start")
-        deadline = time.monotonic() + self.s.dependency_timeout()
-        results: dict[str, dict[str, Any]] = {}
-        await asyncio.gather(*(self._start_one(n, deadline, results) for n in todo))
+        results = await self.start_gated(todo)
         await self._global_hook("after_start")
         if not names:
             self.s.events.emit("session_started", self.name, None,
@@ -404,23 +456,61 @@ class Project:
                             {"results": out}, code=code)
         return out
 
+    def levels(self, names: list[str] | set[str]) -> list[list[str]]:
+        """``names`` in the dependency order ``taskmux check`` prints: each level depends only
+        on earlier ones. Start goes forward, stop backward, restore forward."""
+        wanted = set(names)
+        waves = start_order({n: t.config for n, t in self.tasks.items()})
+        return [w for w in ([n for n in wave if n in wanted] for wave in waves) if w]
+
+    async def start_gated(self, todo: list[str]) -> dict[str, dict[str, Any]]:
+        """Start ``todo``, each task once what it depends on is ready (within
+        ``dependency_timeout``); independent tasks start in parallel."""
+        deadline = time.monotonic() + self.s.dependency_timeout()
+        results: dict[str, dict[str, Any]] = {}
+        wanted = set(todo)
+
+        async def one(name: str) -> None:
+            try:
+                await self._start_one(name, deadline, results, wanted)
+            finally:
+                self.changed.fire()  # its result is in: dependents waiting on it look again
+
+        await asyncio.gather(*(one(n) for n in todo))
+        return results
+
+    async def restore(self, names: list[str]) -> None:
+        """Bring tasks back after their tmux session went away, gated like ``start``."""
+        results = await self.start_gated(names)
+        for r in results.values():
+            if r["action"] == "failed":
+                log.warning("%s/%s: not restored: %s", self.name, r["task"], r["error"])
+
     async def _start_one(self, name: str, deadline: float,
-                         results: dict[str, dict[str, Any]]) -> None:
+                         results: dict[str, dict[str, Any]], todo: set[str]) -> None:
         task = self.tasks[name]
         for dep in task.config.depends_on:
             dep_task = self.tasks[dep]
+            cond = task.config.condition_on(dep, dep_task.config)
 
-            def settled(d: TaskRuntime = dep_task) -> bool:
-                return d.ready or results.get(d.name, {}).get("action") == "failed"
+            def verdict(d: TaskRuntime = dep_task, c: str = cond) -> bool | None:
+                if d.name in todo and d.name not in results:
+                    return None  # started by this same command: not judged on an old run
+                if results.get(d.name, {}).get("action") == "failed":
+                    return False
+                return d.meets(c)
 
-            if not await self.changed.wait_for(settled, max(deadline - time.monotonic(), 0.01)):
+            if not await self.changed.wait_for(lambda: verdict() is not None,
+                                               max(deadline - time.monotonic(), 0.01)):
                 results[name] = {"task": name, "action": "failed", "reason": "dependency",
-                                 "error": f"{dep} was not ready in time (state {dep_task.state},"
-                                 f" healthy {dep_task.health.ok}); see `taskmux logs {dep}`"}
+                                 "error": f"{dep} was not {cond.replace('_', ' ')} in time "
+                                 f"(state {dep_task.state}, healthy {dep_task.health.ok}); "
+                                 f"see `taskmux logs {dep}`"}
                 return
-            if not dep_task.ready:
+            if not verdict():
                 results[name] = {"task": name, "action": "failed", "reason": "dependency",
-                                 "error": f"its dependency {dep} failed to start"}
+                                 "error": f"its dependency {dep} failed (waiting for it to be "
+                                 f"{cond.replace('_', ' ')}; state {dep_task.state})"}
                 return
         if task.live and task.state != TaskState.STOPPING:
             results[name] = {"task": name, "action": "already_running"}
@@ -432,9 +522,7 @@ class Project:
         if task.state == TaskState.RUNNING:  # its after_start hook runs before we answer
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(task.launch_done.wait(), HOOK_TIMEOUT)
-        if task.state == TaskState.RUNNING:
-            self.s.events.emit("task_started", self.name, name, pid=task.record.pid,
-                               port=task.record.port)
+        if task.state == TaskState.RUNNING or task.completed:  # runner_started: task_started
             results[name] = {"task": name, "action": "started", "pid": task.record.pid,
                              "port": task.record.port}
         else:
@@ -448,13 +536,16 @@ class Project:
         if not names:
             self.set_running(False)
         await self._global_hook("before_stop")
-        # Stop dependents before what they depend on.
-        results = await asyncio.gather(*(self._stop_one(n) for n in targets))
+        # Dependents before what they depend on: level by level, each with its grace period.
+        results: list[dict[str, Any]] = []
+        for level in reversed(self.levels(targets)):
+            results.extend(await asyncio.gather(*(self._stop_one(n) for n in level)))
+        results.sort(key=lambda r: str(r["task"]))
         await self._global_hook("after_stop")
         if not names:
             self.s.events.emit("session_stopped", self.name, None)
         self.touch()
-        return list(results)
+        return results
 
     async def _stop_one(self, name: str) -> dict[str, Any]:
         task = self.tasks[name]
@@ -512,5 +603,6 @@ class Project:
 
     def task_infos(self) -> list[dict[str, Any]]:
         snap = ownership.snapshot()
-        return [t.info(self.s.url_for(self.name, t.config.host), snap) for t in
-                sorted(self.tasks.values(), key=lambda t: t.name)]
+        return [{**t.info(self.s.url_for(self.name, t.config.host), snap),
+                 "waiting_for": self.waiting_for(t) if t.name in self._held else []}
+                for t in sorted(self.tasks.values(), key=lambda t: t.name)]

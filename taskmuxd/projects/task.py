@@ -46,7 +46,8 @@ class TaskRuntime:
     @property
     def policy_spec(self) -> PolicySpec:
         c = self.config
-        return PolicySpec(c.restart_policy, c.max_restarts, c.restart_backoff)
+        return PolicySpec(c.restart_policy, c.max_restarts, c.restart_backoff, c.retry_after,
+                          c.oneshot, frozenset(c.success_exit_codes))
 
     @property
     def state(self) -> TaskState:
@@ -55,6 +56,30 @@ class TaskRuntime:
     @property
     def live(self) -> bool:
         return self.state in (TaskState.STARTING, TaskState.RUNNING, TaskState.STOPPING)
+
+    @property
+    def completed(self) -> bool:
+        """A one-shot whose last run ended with one of its success codes."""
+        pol = self.record.policy
+        return (self.config.oneshot and self.state == TaskState.EXITED
+                and pol.last_exit_signal is None
+                and (pol.last_exit_code or 0) in self.config.success_exit_codes)
+
+    def meets(self, condition: str) -> bool | None:
+        """Whether this task meets a dependent's ``condition`` now: True, None (not yet), or
+        False (it cannot without someone starting it again: it failed, or was stopped)."""
+        if condition == "completed_successfully":
+            if self.completed:
+                return True
+        elif condition == "started":
+            if self.state == TaskState.RUNNING or self.completed:
+                return True
+        elif self.ready or self.completed:
+            return True
+        if self.state == TaskState.FATAL or (self.state == TaskState.EXITED
+                                             and not self.completed):
+            return False
+        return None
 
     @property
     def ready(self) -> bool:
@@ -116,7 +141,7 @@ class TaskRuntime:
             "uptime": round(time.time() - rec.started_wall, 3)
             if running and rec.started_wall else None,
             "next_restart_in": round(max(pol.restart_at - time.monotonic(), 0.0), 3)
-            if self.state == TaskState.BACKOFF and pol.restart_at else None,
+            if self.state in (TaskState.BACKOFF, TaskState.FATAL) and pol.restart_at else None,
             "healthy": h.ok,
             "health_method": h.last.method if h.last else None,
             "last_health_failure": h.last_failure.detail if h.last_failure else None,
@@ -126,4 +151,6 @@ class TaskRuntime:
             "command": self.config.command,
             "window": rec.window_id,
             "restart_policy": self.config.restart_policy,
+            "type": self.config.type,
+            "completed": self.completed,
         }
