@@ -56,16 +56,29 @@ LOCAL_ONLY: dict[tuple[str, ...], str] = {
 }
 
 
+# Commands with a ``--host`` of their own (the task's host name): after the command word it is
+# theirs; the machine's ``--host`` then goes before the command (or in TASKMUX_HOST).
+OWN_HOST_OPTION = frozenset({"add"})
+VALUED_GLOBALS = frozenset({"-p", "--project"})
+
+
 def split_host(argv: list[str]) -> tuple[list[str], str | None]:
     """Take ``--host VALUE`` / ``--host=VALUE`` out of ``argv`` (before any ``--``)."""
     out: list[str] = []
     host: str | None = None
+    command: str | None = None
     i = 0
     while i < len(argv):
         tok = argv[i]
-        if tok == "--":
+        if tok == "--" or command in OWN_HOST_OPTION:
             out.extend(argv[i:])
             break
+        if command is None and not tok.startswith("-"):
+            command = tok
+        elif tok in VALUED_GLOBALS and i + 1 < len(argv):
+            out.extend(argv[i:i + 2])
+            i += 2
+            continue
         if tok == "--host" and i + 1 < len(argv):
             host = argv[i + 1]
             i += 2

@@ -65,6 +65,13 @@ def test_split_host() -> None:
     assert remote.split_host(["status", "--host=ssh://b"]) == (["status"], "ssh://b")
     assert remote.split_host(["send", "w", "--", "--host", "x"]) == (
         ["send", "w", "--", "--host", "x"], None)
+    assert remote.split_host(["-p", "shop", "--host", "ssh://b", "status"]) == (
+        ["-p", "shop", "status"], "ssh://b")
+    # After `add`, --host is the task's host name; the machine's goes before the command.
+    assert remote.split_host(["add", "api", "sleep 1", "--host", "api"]) == (
+        ["add", "api", "sleep 1", "--host", "api"], None)
+    assert remote.split_host(["--host", "ssh://b", "add", "api", "x", "--host", "api"]) == (
+        ["add", "api", "x", "--host", "api"], "ssh://b")
 
 
 def refusal(words: list[str]) -> str | None:
