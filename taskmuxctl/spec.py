@@ -109,6 +109,16 @@ GROUPS: tuple[Group, ...] = (
           default="status"),
 )
 
+# fleet start|stop|restart take the same arguments.
+FLEET_ACTION_ARGS = (
+    Arg(("tasks",), "task names (default: all)", nargs="*", metavar="TASK"),
+    Arg(("-p", "--project"), "the project (default: every project of each machine)",
+        metavar="NAME"),
+    Arg(("-g", "--group"), "only the machines of this group (or this one machine)",
+        metavar="GROUP"),
+    Arg(("--deadline",), "seconds each machine has (default 30)", type="float",
+        default=30.0, metavar="SECONDS"))
+
 COMMANDS: tuple[Cmd, ...] = (
     Cmd(("version",), "taskmuxctl.commands.misc:version",
         "print the client's version (and the daemon's, when it runs)"),
@@ -329,31 +339,13 @@ COMMANDS: tuple[Cmd, ...] = (
                   type="float", default=10.0, metavar="SECONDS"))),
     Cmd(("fleet", "start"), "taskmuxctl.commands.fleet:start",
         "start tasks on every machine (or a group's), in parallel; exit 1 unless all did",
-        args=(Arg(("tasks",), "task names (default: all)", nargs="*", metavar="TASK"),
-              Arg(("-p", "--project"), "the project (default: every project of each machine)",
-                  metavar="NAME"),
-              Arg(("-g", "--group"), "only the machines of this group (or this one machine)",
-                  metavar="GROUP"),
-              Arg(("--deadline",), "seconds each machine has (default 30)", type="float",
-                  default=30.0, metavar="SECONDS"))),
+        args=FLEET_ACTION_ARGS),
     Cmd(("fleet", "stop"), "taskmuxctl.commands.fleet:stop",
         "stop tasks on every machine (or a group's), in parallel",
-        args=(Arg(("tasks",), "task names (default: all)", nargs="*", metavar="TASK"),
-              Arg(("-p", "--project"), "the project (default: every project of each machine)",
-                  metavar="NAME"),
-              Arg(("-g", "--group"), "only the machines of this group (or this one machine)",
-                  metavar="GROUP"),
-              Arg(("--deadline",), "seconds each machine has (default 30)", type="float",
-                  default=30.0, metavar="SECONDS"))),
+        args=FLEET_ACTION_ARGS),
     Cmd(("fleet", "restart"), "taskmuxctl.commands.fleet:restart",
         "restart tasks on every machine (or a group's), in parallel",
-        args=(Arg(("tasks",), "task names (default: all)", nargs="*", metavar="TASK"),
-              Arg(("-p", "--project"), "the project (default: every project of each machine)",
-                  metavar="NAME"),
-              Arg(("-g", "--group"), "only the machines of this group (or this one machine)",
-                  metavar="GROUP"),
-              Arg(("--deadline",), "seconds each machine has (default 30)", type="float",
-                  default=30.0, metavar="SECONDS"))),
+        args=FLEET_ACTION_ARGS),
     Cmd(("fleet", "logs"), "taskmuxctl.commands.fleet:logs",
         "a project's task logs from every machine (or a group's) at once, each line marked "
         "with its machine",
