@@ -42,7 +42,7 @@ def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
     rec = task.record
     was_clean = rec.clean
     rec.run_id += 1
-    rec.pid = rec.pgid = rec.runner_pid = rec.runner_start = None
+    rec.pid = rec.pgid = rec.pid_start = rec.runner_pid = rec.runner_start = None
     rec.clean = False
     project.s.runners.unwatch(project.task_key(task))
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 import tomllib
 from typing import TYPE_CHECKING, Any
@@ -331,7 +332,7 @@ class Projects:
                                 f"reconcile {project.name}/{task.name}")
             else:
                 rec.clean = False
-                stopping.exit_unreported(project, task, rec.run_id, 9)
+                stopping.exit_unreported(project, task, rec.run_id, signal.SIGKILL)
         if windows is not None:
             await self._restore_if_gone(project, windows)
         project.touch()
@@ -410,7 +411,7 @@ class Projects:
                     project.runner_gone(task, rec.run_id)
                 elif rid is None and not _alive(rec.runner_pid or rec.pid):
                     rec.clean = False
-                    stopping.exit_unreported(project, task, rec.run_id, 9)
+                    stopping.exit_unreported(project, task, rec.run_id, signal.SIGKILL)
             try:
                 await self._restore_if_gone(project)
             except TmuxError as exc:

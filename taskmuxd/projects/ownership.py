@@ -63,10 +63,10 @@ async def clear_leftovers(prefix: str, grace: float, exact: bool = False,
                     seen.add(child.pid)
                     found.append(child)
         if members is not None:
-            known = {p.pid for p in found}
             for pid in members():
                 pid_id = proctree.procid(pid)
-                if pid not in known and pid_id is not None and pid != os.getpid():
+                if pid not in seen and pid_id is not None and pid != os.getpid():
+                    seen.add(pid)
                     found.append(pid_id)
         return found
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -373,7 +374,7 @@ class Project:
                 and runner.get("status") in ("exited", "failed")):
             self.s.events.emit("runner_lost", self.name, task.name,
                                runner_pid=task.record.runner_pid)
-        stopping.exit_unreported(self, task, run_id, 9)
+        stopping.exit_unreported(self, task, run_id, signal.SIGKILL)
 
     def runner_exited(self, task_name: str, record: dict[str, Any]) -> None:
         task = self.tasks.get(task_name)
