@@ -75,19 +75,39 @@ Condition = Literal["started", "healthy", "completed_successfully"]
 CONDITIONS = ("started", "healthy", "completed_successfully")
 
 
+class Dependency(BaseModel):
+    """The long form of one ``depends_on`` entry: ``db = { condition = "healthy", restart =
+    true }``. ``restart``: a restart of the dependency restarts this task too (default false,
+    as in docker compose)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    condition: Condition | None = None
+    restart: bool = False
+
+
 def _depends_on(value: object) -> object:
     """One clear message for a wrong ``depends_on`` (not one per form it might have been)."""
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
     if isinstance(value, dict):
         for dep, cond in value.items():
-            if cond not in CONDITIONS:
-                raise ValueError(f"the condition on {dep!r} is {cond!r}; use one of "
+            if isinstance(cond, dict):
+                extra = sorted(set(cond) - {"condition", "restart"})
+                if extra:
+                    raise ValueError(f"the entry for {dep!r} has {', '.join(map(repr, extra))}; "
+                                     "it takes `condition` and `restart`")
+                if not isinstance(cond.get("restart", False), bool):
+                    raise ValueError(f"`restart` of {dep!r} must be true or false, not "
+                                     f"{cond['restart']!r}")
+            named = cond.get("condition", "healthy") if isinstance(cond, dict) else cond
+            if named not in CONDITIONS:
+                raise ValueError(f"the condition on {dep!r} is {named!r}; use one of "
                                  f"{', '.join(map(repr, CONDITIONS))}")
         return value
     raise ValueError(f"expected a list of task names, e.g. [\"db\"], or a table of task = "
                      f"condition ({', '.join(CONDITIONS)}), e.g. {{ migrate = "
-                     f"\"completed_successfully\" }}; got {value!r}")
+                     f"\"completed_successfully\" }}, or task = {{ condition = \"healthy\", "
+                     f"restart = true }}; got {value!r}")
 
 
 class TaskConfig(BaseModel):
@@ -103,8 +123,8 @@ class TaskConfig(BaseModel):
     host_path: str = "/"
     port: Literal["auto"] | None = None
     # A list of task names, or a table of name = condition. Iterating gives the names.
-    depends_on: Annotated[list[str] | dict[str, Condition], BeforeValidator(_depends_on)] = Field(
-        default_factory=list)
+    depends_on: Annotated[list[str] | dict[str, Condition | Dependency],
+                          BeforeValidator(_depends_on)] = Field(default_factory=list)
     type: Literal["service", "oneshot"] = "service"
     success_exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = Field(
         default_factory=lambda: [0], min_length=1)
@@ -142,9 +162,17 @@ class TaskConfig(BaseModel):
         """What this task waits for from ``dep``: the table form says; in the list form a
         one-shot must have completed successfully, any other task must be healthy (running,
         when it has no probe)."""
-        if isinstance(self.depends_on, dict) and dep in self.depends_on:
-            return self.depends_on[dep]
+        entry = self.depends_on.get(dep) if isinstance(self.depends_on, dict) else None
+        if isinstance(entry, Dependency):
+            entry = entry.condition
+        if entry is not None:
+            return entry
         return "completed_successfully" if dep_config.oneshot else "healthy"
+
+    def restarts_with(self, dep: str) -> bool:
+        """Whether a restart of ``dep`` restarts this task too (``restart = true``)."""
+        entry = self.depends_on.get(dep) if isinstance(self.depends_on, dict) else None
+        return isinstance(entry, Dependency) and entry.restart
 
 
 class ProjectConfig(BaseModel):

@@ -1,0 +1,161 @@
+"""What goes into the supervisor machine (events) and what comes out (actions).
+
+Every event names its task; times are monotonic seconds passed with the event, never read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskmuxd.policy import Ev
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """The user (or ``auto_start``, or a restore) asks: start, stop, kill or restart."""
+
+    task: str
+    kind: Ev  # Ev.START | Ev.STOP | Ev.KILL | Ev.RESTART
+
+
+@dataclass(frozen=True)
+class RunnerStarted:
+    """The runner reports the task's process."""
+
+    task: str
+
+
+@dataclass(frozen=True)
+class RunnerExited:
+    task: str
+    exit_code: int | None = None
+    exit_signal: int | None = None
+
+
+@dataclass(frozen=True)
+class LaunchFailed:
+    """The launch itself failed (tmux error, a silent runner)."""
+
+    task: str
+
+
+@dataclass(frozen=True)
+class Aborted:
+    """A ``before_start`` hook failed: the start is called off, not retried."""
+
+    task: str
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """A readiness or liveness verdict on the current run: a probe (HTTP, command, port), or
+    what the task says of itself. ``reason`` is what was checked, or why it failed."""
+
+    task: str
+    ok: bool
+    reason: str = ""
+    method: str = ""
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """A wake-up the machine asked for (``WakeAt``) is due."""
+
+    task: str
+
+
+@dataclass(frozen=True)
+class DependencyChanged:
+    """Something outside the machine may have changed what a dependency meets: look again."""
+
+    task: str = ""
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """At daemon start, what was found for a task whose record says it was live, or waiting
+    to be restarted: ``found`` is ``running`` (its runner runs this run), ``exited`` (the
+    runner recorded the exit), ``launching`` (killed mid-launch: the runner may be on its way)
+    or ``gone`` (nothing of the run is left, and nobody recorded its end)."""
+
+    task: str
+    found: str
+    exit_code: int | None = None
+    exit_signal: int | None = None
+
+
+Event = (Command | RunnerStarted | RunnerExited | LaunchFailed | Aborted | ProbeResult
+         | TimerFired | DependencyChanged | Adopted)
+
+# -- actions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Start a new run of the task."""
+
+    task: str
+
+
+@dataclass(frozen=True)
+class Signal:
+    """Stop the task's tree with its ladder (SIGINT, SIGTERM after ``grace``, SIGKILL); with
+    ``kill``, SIGKILL at once and close the window."""
+
+    task: str
+    grace: float = 0.0
+    kill: bool = False
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Probe the current run at ``at``."""
+
+    task: str
+    at: float
+
+
+@dataclass(frozen=True)
+class StopProbing:
+    task: str
+
+
+@dataclass(frozen=True)
+class WakeAt:
+    """Feed ``TimerFired`` at ``at`` (replaces the task's earlier wake-up)."""
+
+    task: str
+    at: float
+
+
+@dataclass(frozen=True)
+class CancelWake:
+    task: str
+
+
+@dataclass(frozen=True)
+class FinishLaunch:
+    """Adoption found a launch cut short: wait briefly for its runner, else launch again."""
+
+    task: str
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Write an event to the history."""
+
+    task: str
+    event: str
+    details: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Save:
+    """The task's state changed: write its record and tell listeners."""
+
+    task: str
+
+
+Action = Launch | Signal | Probe | StopProbing | WakeAt | CancelWake | FinishLaunch | Emit | Save
