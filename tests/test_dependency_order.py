@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from taskmuxd.projects.config import ConfigError, parse
-from tests.helpers import read, run_json, wait_until
+from tests.helpers import read, run_cli, run_json, wait_until
 from tests.projects import status, task, tmux, wait_state, write_project
 
 # A task that notes when it is asked to stop and when it has finished stopping; ``linger``
@@ -265,3 +265,30 @@ def test_a_failed_one_shot_fails_the_start_of_what_needs_it(env: dict[str, str],
     assert "migrate" in out["error"] and "api" in out["error"]
     assert task(env, proj, "api")["state"] == "stopped"
     assert task(env, proj, "migrate")["completed"] is False
+
+
+def test_restart_takes_along_the_dependents_that_ask_for_it(env: dict[str, str],
+                                                            tmp_path: str) -> None:
+    proj = write_project(str(tmp_path / "p"), """
+        name = "along"
+        [tasks.api]
+        command = "exec sleep 600"
+        [tasks.web]
+        command = "exec sleep 601"
+        depends_on = { api = { condition = "started", restart = true } }
+        [tasks.worker]
+        command = "exec sleep 602"
+        depends_on = ["api"]
+    """)
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    before = {t["name"]: t["pid"] for t in status(env, proj)["tasks"]}
+    code, out = run_json(["restart", "api"], env, cwd=proj)
+    assert code == 0, out
+    assert {r["task"]: (r["action"], r.get("because")) for r in out["results"]} == {
+        "api": ("restarted", None), "web": ("restarted", "api")}
+    after = {t["name"]: t for t in status(env, proj)["tasks"]}
+    assert after["worker"]["pid"] == before["worker"]  # the list form: not restarted
+    for name in ("api", "web"):
+        assert after[name]["state"] == "running" and after[name]["pid"] != before[name]
+    text = run_cli(["restart", "api"], env, cwd=proj).stdout
+    assert "web: restarted" in text and "depends on api with restart = true" in text

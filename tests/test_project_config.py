@@ -122,15 +122,19 @@ def test_check_ok_prints_the_start_order(env: dict[str, str], tmp_path: str) -> 
         type = "oneshot"
         [tasks.web]
         command = "true"
-        depends_on = { api = "started", migrate = "completed_successfully" }
+        [tasks.web.depends_on]
+        api = { condition = "started", restart = true }
+        migrate = "completed_successfully"
     """)
     code, out = run_json(["check"], env, cwd=proj)
     assert code == 0 and out["start_order"] == [["db", "migrate"], ["api"], ["web"]]
     assert out["conditions"] == {"api": {"db": "healthy"},
                                  "web": {"api": "started", "migrate": "completed_successfully"}}
+    assert out["restarts_with"] == {"web": ["api"]}
     text = subprocess.run([f"{BIN}/taskmux", "check"], env=env, cwd=proj, text=True,
                           capture_output=True).stdout
-    assert "web waits for api started, migrate completed successfully" in text
+    assert "web waits for api started (restarts with it), migrate completed successfully" \
+        in text
 
 
 def test_check_leaves_manual_tasks_out_of_the_start_order(env: dict[str, str],

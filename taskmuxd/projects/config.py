@@ -488,40 +488,15 @@ def load_guarded(path: str) -> LoadedConfig:
 
 
 def start_order(tasks: dict[str, TaskConfig]) -> list[list[str]]:
-    """Tasks in waves: each wave depends only on earlier ones (the config is acyclic).
-    Linear in tasks plus dependencies."""
-    waiting = {n: len(set(d for d in t.depends_on if d in tasks)) for n, t in tasks.items()}
-    dependents: dict[str, list[str]] = {n: [] for n in tasks}
-    for n, t in tasks.items():
-        for dep in set(t.depends_on):
-            if dep in tasks:
-                dependents[dep].append(n)
-    wave = sorted(n for n, count in waiting.items() if count == 0)
-    waves: list[list[str]] = []
-    placed = 0
-    while wave:
-        waves.append(wave)
-        placed += len(wave)
-        following = []
-        for n in wave:
-            for d in dependents[n]:
-                waiting[d] -= 1
-                if waiting[d] == 0:
-                    following.append(d)
-        wave = sorted(following)
-    if placed != len(tasks):
-        raise ValueError(f"dependency cycle among {sorted(n for n, c in waiting.items() if c)}")
-    return waves
+    """Tasks in waves: each wave depends only on earlier ones (the config is acyclic). The
+    supervisor's one dependency order (``taskmuxd.supervisor.order``)."""
+    from taskmuxd.supervisor import order
+
+    return order.levels({n: list(t.depends_on) for n, t in tasks.items()})
 
 
 def closure(tasks: dict[str, TaskConfig], names: list[str]) -> set[str]:
     """``names`` and everything they depend on, transitively."""
-    out: set[str] = set()
-    todo = list(names)
-    while todo:
-        n = todo.pop()
-        if n in out:
-            continue
-        out.add(n)
-        todo.extend(tasks[n].depends_on)
-    return out
+    from taskmuxd.supervisor import order
+
+    return order.closure({n: list(t.depends_on) for n, t in tasks.items()}, names)

@@ -548,10 +548,33 @@ class Project:
         return {"task": name, "action": "stopped" if was_live else "already_stopped"}
 
     async def restart(self, names: list[str] | None) -> list[dict[str, Any]]:
+        """Restart ``names``. A running dependent whose ``depends_on`` entry on one of them
+        says ``restart = true`` is restarted too: stopped first (dependents before what they
+        depend on), started again once what it needs is ready; its result says ``because``."""
         targets = self._targets(names, default_auto=False)
         if not names:
             targets = sorted(n for n, t in self.tasks.items() if t.live or t.config.auto_start)
         self.set_running(True)
+        along = self.machine.restarted_with(targets)
+        for level in self.machine.stop_levels(list(along)):
+            await asyncio.gather(*(self._stop_one(n) for n in level))
+        results = await self._restart_now(targets)
+        if along:
+            started = await self.start_gated(sorted(along))
+            for name in sorted(along):
+                r = started[name]
+                ok = r["action"] in ("started", "already_running")
+                task = self.tasks[name]
+                self.s.events.emit("task_restarted", self.name, name, pid=task.record.pid,
+                                   because=along[name])
+                results.append({"task": name, "action": "restarted" if ok else "failed",
+                                "pid": task.record.pid, "state": task.state.value,
+                                "because": along[name],
+                                **({"error": r["error"]} if "error" in r else {})})
+        self.touch()
+        return results
+
+    async def _restart_now(self, targets: list[str]) -> list[dict[str, Any]]:
         results = []
         for name in targets:
             task = self.tasks[name]
@@ -572,7 +595,6 @@ class Project:
             self.s.events.emit("task_restarted", self.name, name, pid=task.record.pid)
             results.append({"task": name, "action": "restarted" if ok else "failed",
                             "pid": task.record.pid, "state": task.state.value})
-        self.touch()
         return results
 
     async def kill(self, name: str) -> dict[str, Any]:
