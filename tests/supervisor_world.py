@@ -27,6 +27,9 @@ class World:
         self.signals: list[tuple[float, m.Signal]] = []
         self.emitted: list[tuple[str, str, dict[str, object]]] = []
         self.finishing: list[str] = []
+        self.answers: dict[int, dict[str, m.Outcome]] = {}
+        self.deadlines: list[float] = []
+        self._requests = 0
         self.obey_signals = True  # a signalled task exits at once (SIGINT; SIGKILL for a kill)
         self._queue: list[m.Event] = []
 
@@ -44,6 +47,16 @@ class World:
         for t in tasks:
             self.command(t, Ev.START)
 
+    def request(self, *tasks: str, timeout: float = 120.0) -> int:
+        """``taskmux start`` of ``tasks``: gated on dependencies, answered in ``answers``."""
+        self._requests += 1
+        self.feed(m.StartRequested(self._requests, tasks, timeout))
+        return self._requests
+
+    def outcome(self, request: int) -> dict[str, tuple[str, str]] | None:
+        got = self.answers.get(request)
+        return None if got is None else {t: (o.action, o.error) for t, o in got.items()}
+
     def exit(self, task: str, code: int | None = 0, sig: int | None = None) -> None:
         self.feed(m.RunnerExited(task, code, sig))
 
@@ -52,13 +65,17 @@ class World:
         end = self.now + seconds
         while True:
             due = [(at, 0, t) for t, at in self.wakes.items()] + [
-                (at, 1, t) for t, at in self.probes.items()]
+                (at, 1, t) for t, at in self.probes.items()] + [
+                (at, 2, "") for at in self.deadlines]
             due = [d for d in due if d[0] <= end]
             if not due:
                 break
             at, kind, task = min(due)
             self.now = max(self.now, at)
-            if kind == 0:
+            if kind == 2:
+                self.deadlines.remove(at)
+                self.feed(m.TimerFired(""))
+            elif kind == 0:
                 del self.wakes[task]
                 self.feed(m.TimerFired(task))
             else:
@@ -79,7 +96,11 @@ class World:
 
     def _apply(self, actions: list[m.Action]) -> None:
         for a in actions:
-            if isinstance(a, m.WakeAt):
+            if isinstance(a, m.Answer):
+                self.answers[a.request] = {o.task: o for o in a.outcomes}
+            elif isinstance(a, m.WakeAt) and not a.task:
+                self.deadlines.append(a.at)
+            elif isinstance(a, m.WakeAt):
                 self.wakes[a.task] = a.at
             elif isinstance(a, m.CancelWake):
                 self.wakes.pop(a.task, None)
@@ -104,12 +125,14 @@ class World:
         if b == "hang":
             return
         self._queue.append(m.RunnerStarted(task))
+        # One that exits at once does so before its launch is over (its after_start hook).
         if b == "crash":
             self._queue.append(m.RunnerExited(task, 1))
         elif b == "complete":
             self._queue.append(m.RunnerExited(task, 0))
         elif isinstance(b, int):
             self._queue.append(m.RunnerExited(task, b))
+        self._queue.append(m.LaunchSettled(task))
 
     # -- looking ----------------------------------------------------------------------------
 

@@ -177,6 +177,8 @@ def test_a_dependency_blip_ends_with_its_dependents_back(env: dict[str, str],
     with open(down, "w"):
         pass
     wait_state(env, proj, "api", "fatal", 30)  # max_restarts 0, retry_after 0: given up
+    # The blip is seen on db too (else nothing says api failed for db's sake).
+    wait_until(lambda: task(env, proj, "db")["healthy"] is False, 30, "db judged unhealthy")
     os.unlink(down)
     t = wait_until(lambda: (t := task(env, proj, "api"))["state"] == "running"
                    and t["healthy"] and t, 30, "api back once db is healthy")

@@ -297,3 +297,77 @@ def test_a_one_shot_that_fails_is_retried_then_completes_and_releases_a_held_res
     w.advance(10)
     assert w.m.completed("migrate") and w.state("api") == S.RUNNING
     assert w.launch_times("migrate")[:3] == [0.0, 1.0, 3.0]
+
+
+# -- start requests: gating on each condition -----------------------------------------------------
+
+
+def test_a_start_waits_for_each_condition_in_turn() -> None:
+    w = stack()
+    w.behaviour["migrate"] = "hang"
+    w.healthy["db"] = False
+    rid = w.request("migrate", "db", "cache", "api")
+    assert [t for _, t in w.launches] == ["migrate", "db", "cache"]  # api waits
+    w.advance(5)
+    assert w.outcome(rid) is None and w.state("api") == S.STOPPED
+    w.healthy["db"] = True
+    w.advance(10)
+    assert w.state("api") == S.STOPPED  # db healthy, cache started, migrate not done
+    w.feed(m.RunnerStarted("migrate"))
+    w.feed(m.LaunchSettled("migrate"))
+    w.exit("migrate", 0)
+    assert w.state("api") == S.RUNNING
+    assert w.outcome(rid) == {t: ("started", "") for t in ("migrate", "db", "cache", "api")}
+
+
+def test_a_start_fails_a_task_whose_dependency_is_not_ready_in_time() -> None:
+    w = stack()
+    w.healthy["db"] = False
+    w.behaviour["migrate"] = "complete"
+    rid = w.request("migrate", "db", "cache", "api", timeout=20.0)
+    w.advance(19.9)
+    assert w.outcome(rid) is None
+    w.advance(0.2)
+    got = w.outcome(rid)
+    assert got is not None and got["api"][0] == "failed"
+    assert "db was not healthy in time" in got["api"][1] and "healthy False" in got["api"][1]
+    assert got["db"] == ("started", "") and w.state("api") == S.STOPPED
+
+
+def test_a_failed_dependency_fails_what_needs_it_at_once_down_the_chain() -> None:
+    w = World({"migrate": spec(restart="no", oneshot=True),
+               "api": spec(depends_on={"migrate": "completed_successfully"}),
+               "web": spec(depends_on={"api": "started"})})
+    w.behaviour["migrate"] = 4
+    rid = w.request("migrate", "api", "web")
+    got = w.outcome(rid)
+    assert got is not None
+    assert got["migrate"] == ("failed", "state exited")
+    assert got["api"][0] == "failed" and "its dependency migrate failed" in got["api"][1]
+    assert got["web"][0] == "failed" and "its dependency api failed" in got["web"][1]
+    assert w.launch_times("api") == [] and w.launch_times("web") == []
+
+
+def test_a_start_answers_only_once_the_launch_with_its_hook_is_over() -> None:
+    w = World({"db": spec(), "api": spec(depends_on={"db": "started"})})
+    w.behaviour["db"] = "hang"
+    rid = w.request("db", "api")
+    w.feed(m.RunnerStarted("db"))
+    assert w.state("db") == S.RUNNING and w.state("api") == S.STOPPED  # after_start runs
+    w.feed(m.LaunchSettled("db"))
+    assert w.state("api") == S.RUNNING and w.outcome(rid) is not None
+
+
+def test_a_running_task_is_already_running_and_a_crash_at_start_is_a_failure() -> None:
+    w = World({"a": spec(), "b": spec()})
+    w.start("a")
+    w.behaviour["b"] = "crash"
+    got = w.outcome(w.request("a", "b"))
+    assert got == {"a": ("already_running", ""), "b": ("failed", "state backoff")}
+
+
+def test_a_restore_goes_forward_through_the_levels() -> None:
+    w = chain()
+    w.request("worker", "web", "api", "db")  # asked in any order
+    launched = [t for _, t in w.launches]
+    assert launched[:2] == ["db", "api"] and sorted(launched[2:]) == ["web", "worker"]

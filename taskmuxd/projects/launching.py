@@ -53,7 +53,6 @@ def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
 
 async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bool) -> None:
     rec = task.record
-    task.launch_done.clear()
     try:
         if not was_clean:
             # An earlier run may still have processes (its runner was killed, or a daemon died
@@ -115,7 +114,8 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
                 and task.config.hooks.after_start:
                 await project.after_hook(task, "after_start", task.config.hooks.after_start)
     finally:
-        task.launch_done.set()
+        if rec.run_id == run_id:
+            project.handle(m.LaunchSettled(task.name))
 
 
 def started(project: Project, task: TaskRuntime) -> None:

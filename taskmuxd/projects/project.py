@@ -11,7 +11,7 @@ answer the client, in the machine's dependency order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import logging
 import os
 import random
@@ -49,6 +49,7 @@ log = logging.getLogger("taskmuxd.project")
 
 SAVE_RETRY = 5.0  # seconds between attempts to write a state file that could not be written
 PID_EVENTS = ("task_adopted",)  # events the machine emits that carry the task's pid
+_requests = itertools.count(1)  # start requests, numbered daemon-wide
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Project:
         self.restoring = False  # bringing the project back after its tmux session went away
         self.config_error: str | None = None
         self.machine = Machine({})
+        self._answers: dict[int, asyncio.Future[tuple[m.Outcome, ...]]] = {}
         self._sync_tasks(loaded)
 
     # -- config ---------------------------------------------------------------------------
@@ -147,12 +149,21 @@ class Project:
         self.handle(m.Command(task.name, kind))
 
     def _perform(self, action: m.Action) -> None:
+        if isinstance(action, m.Answer):
+            answer = self._answers.get(action.request)
+            if answer is not None and not answer.done():
+                answer.set_result(action.outcomes)
+            return
+        if isinstance(action, m.WakeAt) and not action.task:  # a start request's deadline
+            asyncio.get_running_loop().call_at(action.at, self.handle, m.TimerFired(""))
+            return
         task = self.tasks.get(action.task)
         if task is None:
             return
         if isinstance(action, m.Save):
             self.save_task(task)
         elif isinstance(action, m.Launch):
+            task.last_launch_error, task.last_launch_code = None, None
             run_id, clean = launching.begin(self, task)
             self.s.spawn(launching.launch(self, task, run_id, clean),
                          f"launch {self.name}/{task.name}")
@@ -448,19 +459,40 @@ class Project:
 
     async def start_gated(self, todo: list[str]) -> dict[str, dict[str, Any]]:
         """Start ``todo``, each task once what it depends on is ready (within
-        ``dependency_timeout``); independent tasks start in parallel."""
-        deadline = time.monotonic() + self.s.dependency_timeout()
-        results: dict[str, dict[str, Any]] = {}
-        wanted = set(todo)
+        ``dependency_timeout``); independent tasks start in parallel. The machine decides;
+        this waits for its answer."""
+        timeout = self.s.dependency_timeout()
+        rid = next(_requests)
+        answer: asyncio.Future[tuple[m.Outcome, ...]] = \
+            asyncio.get_running_loop().create_future()
+        self._answers[rid] = answer
+        try:
+            self.handle(m.StartRequested(rid, tuple(todo), timeout))
+            outcomes = await asyncio.wait_for(asyncio.shield(answer),
+                                              timeout + LAUNCH_TIMEOUT + 2 * HOOK_TIMEOUT)
+        except TimeoutError:
+            outcomes = ()
+        finally:
+            self._answers.pop(rid, None)
+        decided = {o.task: o for o in outcomes}
+        return {n: self._result(n, decided.get(n)) for n in todo}
 
-        async def one(name: str) -> None:
-            try:
-                await self._start_one(name, deadline, results, wanted)
-            finally:
-                self.changed.fire()  # its result is in: dependents waiting on it look again
-
-        await asyncio.gather(*(one(n) for n in todo))
-        return results
+    def _result(self, name: str, o: m.Outcome | None) -> dict[str, Any]:
+        task = self.tasks[name]
+        if o is None:
+            return {"task": name, "action": "failed", "error": f"state {task.state}"}
+        if o.action == "started":
+            return {"task": name, "action": "started", "pid": task.record.pid,
+                    "port": task.record.port}
+        if o.action == "already_running":
+            return {"task": name, "action": "already_running"}
+        if o.reason == "dependency":
+            return {"task": name, "action": "failed", "reason": "dependency", "error": o.error}
+        out: dict[str, Any] = {"task": name, "action": "failed",
+                               "error": task.last_launch_error or o.error}
+        if task.last_launch_code is not None:
+            out["code"] = task.last_launch_code
+        return out
 
     async def restore(self, names: list[str]) -> None:
         """Bring tasks back after their tmux session went away, gated like ``start``."""
@@ -468,51 +500,6 @@ class Project:
         for r in results.values():
             if r["action"] == "failed":
                 log.warning("%s/%s: not restored: %s", self.name, r["task"], r["error"])
-
-    async def _start_one(self, name: str, deadline: float,
-                         results: dict[str, dict[str, Any]], todo: set[str]) -> None:
-        task = self.tasks[name]
-        for dep in task.config.depends_on:
-            dep_task = self.tasks[dep]
-            cond = task.config.condition_on(dep, dep_task.config)
-
-            def verdict(d: TaskRuntime = dep_task, c: str = cond) -> bool | None:
-                if d.name in todo and d.name not in results:
-                    return None  # started by this same command: not judged on an old run
-                if results.get(d.name, {}).get("action") == "failed":
-                    return False
-                return self.machine.meets(d.name, c)
-
-            if not await self.changed.wait_for(lambda: verdict() is not None,
-                                               max(deadline - time.monotonic(), 0.01)):
-                results[name] = {"task": name, "action": "failed", "reason": "dependency",
-                                 "error": f"{dep} was not {cond.replace('_', ' ')} in time "
-                                 f"(state {dep_task.state}, healthy {dep_task.health.ok}); "
-                                 f"see `taskmux logs {dep}`"}
-                return
-            if not verdict():
-                results[name] = {"task": name, "action": "failed", "reason": "dependency",
-                                 "error": f"its dependency {dep} failed (waiting for it to be "
-                                 f"{cond.replace('_', ' ')}; state {dep_task.state})"}
-                return
-        if task.live and task.state != TaskState.STOPPING:
-            results[name] = {"task": name, "action": "already_running"}
-            return
-        task.last_launch_error = None
-        self.command(task, Ev.START)
-        await self.changed.wait_for(lambda: task.state != TaskState.STARTING,
-                                    LAUNCH_TIMEOUT + HOOK_TIMEOUT)
-        if task.state == TaskState.RUNNING:  # its after_start hook runs before we answer
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(task.launch_done.wait(), HOOK_TIMEOUT)
-        if task.state == TaskState.RUNNING or task.completed:  # runner_started: task_started
-            results[name] = {"task": name, "action": "started", "pid": task.record.pid,
-                             "port": task.record.port}
-        else:
-            reason = task.last_launch_error or f"state {task.state}"
-            results[name] = {"task": name, "action": "failed", "error": reason}
-            if task.last_launch_code is not None:
-                results[name]["code"] = task.last_launch_code
 
     async def stop(self, names: list[str] | None) -> list[dict[str, Any]]:
         targets = self._targets(names, default_auto=False)

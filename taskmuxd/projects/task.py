@@ -39,8 +39,6 @@ class TaskRuntime:
         self.health_task: asyncio.Task[None] | None = None  # a probe in flight
         self.probe_timer: asyncio.TimerHandle | None = None  # the next probe
         self.exit_waiters: list[asyncio.Future[None]] = []
-        self.launch_done = asyncio.Event()
-        self.launch_done.set()
         self.last_launch_error: str | None = None
         self.last_launch_code: int | None = None
 

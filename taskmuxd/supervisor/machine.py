@@ -5,6 +5,8 @@ recovery, decided from events with the clock passed in.
 restart policy (``taskmuxd.policy``) for the transition, judges probe results
 (``verdict``), and after every event looks again at what waits on dependencies:
 
+- a start request (``start``, a restore) starts each task once its dependencies meet their
+  conditions, and fails it when one cannot (it failed, or the request's timeout passed);
 - a restart that is due while a dependency does not meet its condition is *held*
   (``waiting_for`` names what it waits for) and launched once it does;
 - a ``fatal`` task whose dependency was seen not ready is restarted, with a fresh streak,
@@ -47,6 +49,15 @@ class TaskView:
     held: bool = False  # a due restart, waiting for its dependencies
     # Watched while FATAL with dependencies: whether one was seen not ready since.
     dependency_lost: bool | None = None
+    settling: bool = False  # launched; its launch (after_start hook included) not over yet
+
+
+@dataclass
+class StartRequest:
+    tasks: tuple[str, ...]
+    deadline: float
+    results: dict[str, m.Outcome] = field(default_factory=dict)
+    launching: set[str] = field(default_factory=set)
 
 
 class Machine:
@@ -54,6 +65,7 @@ class Machine:
                  states: Mapping[str, State] | None = None) -> None:
         self.specs: dict[str, TaskSpec] = {}
         self.tasks: dict[str, TaskView] = {}
+        self.requests: dict[int, StartRequest] = {}
         self.configure(specs, states or {})
 
     # -- configuration ----------------------------------------------------------------------
@@ -150,10 +162,16 @@ class Machine:
             self._step(event.task, policy.Event(Ev.ABORTED), now, jitter, out)
         elif isinstance(event, m.ProbeResult):
             self._probed(event, now, jitter, out)
-        elif isinstance(event, m.TimerFired):
+        elif isinstance(event, m.TimerFired) and event.task:
             self._due(event.task, now, jitter, out)
         elif isinstance(event, m.Adopted):
             self._adopted(event, now, jitter, out)
+        elif isinstance(event, m.LaunchSettled):
+            self.tasks[event.task].settling = False
+        elif isinstance(event, m.StartRequested):
+            self.requests[event.request] = StartRequest(
+                tuple(t for t in event.tasks if t in self.tasks), now + event.timeout)
+            out.append(m.WakeAt("", now + event.timeout))
         self._settle(now, jitter, out)
         return out
 
@@ -173,6 +191,7 @@ class Machine:
         for a in actions:
             if isinstance(a, policy.Launch):
                 view.health = Judgement()
+                view.settling = True
                 out.append(m.Launch(name))
             elif isinstance(a, policy.Stop):
                 out.append(m.Signal(name, spec.stop_grace))
@@ -190,6 +209,8 @@ class Machine:
             out.append(m.StopProbing(name))
         if new.state not in (TaskState.RUNNING, TaskState.STOPPING):
             view.health = Judgement()  # a process that is gone is not judged
+        if new.state not in (TaskState.STARTING, TaskState.RUNNING):
+            view.settling = False
         out.append(m.Save(name))
 
     def _begin_judging(self, name: str, now: float, out: list[m.Action]) -> None:
@@ -259,8 +280,10 @@ class Machine:
             self._step(name, policy.Event(Ev.EXITED, None, 9), now, jitter, out)
 
     def _settle(self, now: float, jitter: float, out: list[m.Action]) -> None:
-        """After any event: launch held restarts whose dependencies are ready, and restart
-        ``fatal`` tasks whose lost dependencies are back."""
+        """After any event: move start requests on, launch held restarts whose dependencies
+        are ready, and restart ``fatal`` tasks whose lost dependencies are back."""
+        for rid in sorted(self.requests):
+            self._move_request(rid, now, jitter, out)
         for name in sorted(self.tasks):
             view = self.tasks[name]
             if view.held:
@@ -283,3 +306,76 @@ class Machine:
             else:
                 view.dependency_lost = False
 
+
+    # -- start requests ---------------------------------------------------------------------
+
+    def _move_request(self, rid: int, now: float, jitter: float, out: list[m.Action]) -> None:
+        """Decide what can be decided of a start request, until nothing more can; answer it
+        once every task is decided."""
+        req = self.requests[rid]
+        moved = True
+        while moved:
+            moved = False
+            for name in req.tasks:
+                if name in req.results:
+                    continue
+                if name in req.launching:
+                    outcome = self._launch_outcome(name)
+                else:
+                    outcome, ready = self._gate(req, name, now)
+                    if ready:
+                        outcome = self._begin(req, name, now, jitter, out)
+                if outcome is not None:
+                    req.results[name] = outcome
+                    moved = True
+        if len(req.results) == len(req.tasks):
+            del self.requests[rid]
+            out.append(m.Answer(rid, tuple(req.results[n] for n in req.tasks)))
+
+    def _gate(self, req: StartRequest, name: str, now: float) -> tuple[m.Outcome | None, bool]:
+        """(a failed outcome, False) when a dependency cannot meet its condition, or the
+        request ran out of time waiting for one; (None, False) while it may still; (None,
+        True) once every dependency meets its condition."""
+        for dep, cond in self.specs[name].depends_on.items():
+            if dep not in self.tasks:
+                continue
+            words = cond.replace("_", " ")
+            mine = req.results.get(dep)
+            if dep in req.tasks and mine is None:
+                verdict: bool | None = None  # started by this request: not judged on an old run
+            elif mine is not None and mine.action == "failed":
+                verdict = False
+            else:
+                verdict = self.meets(dep, cond)
+            view = self.tasks[dep]
+            if verdict is False:
+                return m.Outcome(name, "failed", "dependency",
+                                 f"its dependency {dep} failed (waiting for it to be {words}; "
+                                 f"state {view.state.state.value})"), False
+            if verdict is None:
+                if now >= req.deadline:
+                    return m.Outcome(name, "failed", "dependency",
+                                     f"{dep} was not {words} in time (state "
+                                     f"{view.state.state.value}, healthy {view.health.ok}); "
+                                     f"see `taskmux logs {dep}`"), False
+                return None, False
+        return None, True
+
+    def _begin(self, req: StartRequest, name: str, now: float, jitter: float,
+               out: list[m.Action]) -> m.Outcome | None:
+        """Every dependency is there: start the task (unless it runs already)."""
+        if self.state(name) in (TaskState.STARTING, TaskState.RUNNING):
+            return m.Outcome(name, "already_running")
+        req.launching.add(name)
+        self._step(name, policy.Event(Ev.START), now, jitter, out)
+        return self._launch_outcome(name)
+
+    def _launch_outcome(self, name: str) -> m.Outcome | None:
+        view = self.tasks[name]
+        s = view.state.state
+        if s in (TaskState.STARTING, TaskState.STOPPING) or (
+                s == TaskState.RUNNING and view.settling):
+            return None
+        if s == TaskState.RUNNING or self.completed(name):
+            return m.Outcome(name, "started")
+        return m.Outcome(name, "failed", "launch", f"state {s.value}")

@@ -74,6 +74,25 @@ class DependencyChanged:
 
 
 @dataclass(frozen=True)
+class LaunchSettled:
+    """The launch of the current run is over, its ``after_start`` hook included."""
+
+    task: str
+
+
+@dataclass(frozen=True)
+class StartRequested:
+    """Start ``tasks`` (and answer with ``Answer``), each once its dependencies meet their
+    conditions, failing the ones still waiting after ``timeout`` seconds; independent tasks
+    start at once, together."""
+
+    request: int
+    tasks: tuple[str, ...]
+    timeout: float
+    task: str = ""
+
+
+@dataclass(frozen=True)
 class Adopted:
     """At daemon start, what was found for a task whose record says it was live, or waiting
     to be restarted: ``found`` is ``running`` (its runner runs this run), ``exited`` (the
@@ -87,7 +106,7 @@ class Adopted:
 
 
 Event = (Command | RunnerStarted | RunnerExited | LaunchFailed | Aborted | ProbeResult
-         | TimerFired | DependencyChanged | Adopted)
+         | TimerFired | DependencyChanged | LaunchSettled | StartRequested | Adopted)
 
 # -- actions -----------------------------------------------------------------------------------
 
@@ -124,7 +143,8 @@ class StopProbing:
 
 @dataclass(frozen=True)
 class WakeAt:
-    """Feed ``TimerFired`` at ``at`` (replaces the task's earlier wake-up)."""
+    """Feed ``TimerFired`` at ``at`` (replaces the task's earlier wake-up; with no task, a
+    start request's deadline, added to the others)."""
 
     task: str
     at: float
@@ -152,10 +172,31 @@ class Emit:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """How the start of one task of a ``StartRequested`` ended: ``started``,
+    ``already_running`` or ``failed`` (``reason``: ``dependency`` or ``launch``)."""
+
+    task: str
+    action: str
+    reason: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Every task of start request ``request`` is decided."""
+
+    request: int
+    outcomes: tuple[Outcome, ...]
+    task: str = ""
+
+
+@dataclass(frozen=True)
 class Save:
     """The task's state changed: write its record and tell listeners."""
 
     task: str
 
 
-Action = Launch | Signal | Probe | StopProbing | WakeAt | CancelWake | FinishLaunch | Emit | Save
+Action = (Launch | Signal | Probe | StopProbing | WakeAt | CancelWake | FinishLaunch | Emit
+          | Answer | Save)
