@@ -80,7 +80,7 @@ def test_restore_after_kill_server_waits_for_dependencies(env: dict[str, str], t
     proj = write_project(folder, f"""
         name = "reborn"
         [tasks.db]
-        command = "rm -f {ready}; sleep 1; touch {ready}; exec sleep 600"
+        command = "rm -f {ready}; sleep 0.5; touch {ready}; exec sleep 600"
         health_check = "test -f {ready}"
         health_interval = 0.2
         [tasks.api]
@@ -138,7 +138,7 @@ def test_a_fatal_task_is_tried_again_after_retry_after(env: dict[str, str],
         [tasks.app]
         command = "exit 1"
         max_restarts = 0
-        retry_after = 1
+        retry_after = 0.3
     """)
     run_json(["start"], env, cwd=proj)
     wait_until(lambda: events_of(env, proj, "app").count("fatal_retry") >= 2, 15,

@@ -371,3 +371,33 @@ def test_a_restore_goes_forward_through_the_levels() -> None:
     w.request("worker", "web", "api", "db")  # asked in any order
     launched = [t for _, t in w.launches]
     assert launched[:2] == ["db", "api"] and sorted(launched[2:]) == ["web", "worker"]
+
+
+def test_probes_are_fast_until_the_first_verdict_then_at_the_interval() -> None:
+    w = World({"web": spec(probe=HealthSpec("probe", interval=60.0, retries=3, grace=10.0))})
+    w.healthy["web"] = False  # the port opens after a second
+    w.start("web")
+    seen: list[float] = []
+    while w.m.tasks["web"].health.ok is None:
+        seen.append(round(w.probes["web"] - 1000.0, 3))
+        if w.probes["web"] - 1000.0 >= 1.0:
+            w.healthy["web"] = True
+        w.advance(w.probes["web"] - w.now)
+    assert seen == [0.0, 0.5, 1.0] and w.m.ready("web")
+    assert w.probes["web"] - 1000.0 == 61.0
+
+
+def test_a_config_diff_forgets_tasks_gone_and_rejudges_what_waits() -> None:
+    w = World({"db": spec(), "api": spec(depends_on={"db": "started"}), "old": spec()})
+    w.behaviour["old"] = "crash"
+    w.start("old")
+    assert "old" in w.wakes
+    w.exit("api", 0)  # (a late report: ignored)
+    w.m.tasks["api"].state = State(S.BACKOFF, attempt=1, restart_at=w.now)
+    w.feed(m.TimerFired("api"))
+    assert w.m.held("api") == ["db"]
+    # The new config drops the dependency and the task "old".
+    w.feed(m.ConfigChanged({"db": spec(), "api": spec()}))
+    assert "old" not in w.wakes and "old" not in w.m.tasks
+    assert w.state("api") == S.RUNNING  # nothing to wait for any more
+    assert w.m.levels() == [["api", "db"]]

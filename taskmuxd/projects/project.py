@@ -105,10 +105,12 @@ class Project:
                 rec = self.record.tasks.setdefault(name, st.TaskRecord())
                 self.tasks[name] = TaskRuntime(name, cfg, rec)
         tasks = loaded.project.tasks
-        for action in self.machine.configure(
-                {n: task_spec(c, tasks) for n, c in tasks.items()},
-                {n: t.record.policy for n, t in self.tasks.items()}):
-            self._perform(action)
+        specs = {n: task_spec(c, tasks) for n, c in tasks.items()}
+        states = {n: t.record.policy for n, t in self.tasks.items()}
+        if self.machine.specs:
+            self.handle(m.ConfigChanged(specs, states))
+        else:  # the first configuration, before the loop may run
+            self.machine.configure(specs, states)
 
     def task(self, name: str) -> TaskRuntime:
         try:

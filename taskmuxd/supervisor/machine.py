@@ -168,6 +168,8 @@ class Machine:
             self._adopted(event, now, jitter, out)
         elif isinstance(event, m.LaunchSettled):
             self.tasks[event.task].settling = False
+        elif isinstance(event, m.ConfigChanged):
+            out.extend(self.configure(event.specs, event.states))
         elif isinstance(event, m.StartRequested):
             self.requests[event.request] = StartRequest(
                 tuple(t for t in event.tasks if t in self.tasks), now + event.timeout)

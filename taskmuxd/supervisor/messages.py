@@ -5,9 +5,14 @@ Every event names its task; times are monotonic seconds passed with the event, n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from taskmuxd.policy import Ev
+from taskmuxd.policy import Ev, State
+
+if TYPE_CHECKING:
+    from taskmuxd.supervisor.machine import TaskSpec
 
 # -- events ------------------------------------------------------------------------------------
 
@@ -93,6 +98,16 @@ class StartRequested:
 
 
 @dataclass(frozen=True)
+class ConfigChanged:
+    """A new configuration (a config diff): every task's spec, and the recorded state of tasks
+    new to the machine. Tasks gone are forgotten."""
+
+    specs: Mapping[str, TaskSpec]
+    states: Mapping[str, State] = field(default_factory=dict)
+    task: str = ""
+
+
+@dataclass(frozen=True)
 class Adopted:
     """At daemon start, what was found for a task whose record says it was live, or waiting
     to be restarted: ``found`` is ``running`` (its runner runs this run), ``exited`` (the
@@ -106,7 +121,8 @@ class Adopted:
 
 
 Event = (Command | RunnerStarted | RunnerExited | LaunchFailed | Aborted | ProbeResult
-         | TimerFired | DependencyChanged | LaunchSettled | StartRequested | Adopted)
+         | TimerFired | DependencyChanged | LaunchSettled | StartRequested | ConfigChanged
+         | Adopted)
 
 # -- actions -----------------------------------------------------------------------------------
 
