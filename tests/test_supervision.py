@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 from tests.helpers import BIN, read, run_json, wait_until
 from tests.projects import pid_alive, status, task, wait_state, write_project
@@ -322,7 +321,7 @@ def test_logs_follow_through_rotation(env: dict[str, str], tmp_path: str) -> Non
     proj = write_project(str(tmp_path / "p"), f"""
         name = "follow"
         [tasks.w]
-        command = '''while [ ! -f {gate} ]; do sleep 0.05; done
+        command = '''while [ ! -f {gate} ]; do echo tick; sleep 0.05; done
           for i in $(seq 1 80); do echo line-$i; done; sleep 600'''
         log_max_size = "1KB"
         log_max_files = 10
@@ -332,9 +331,8 @@ def test_logs_follow_through_rotation(env: dict[str, str], tmp_path: str) -> Non
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        wait_until(lambda: os.path.exists(os.path.join(
-            env["TASKMUX_HOME"], "projects/follow/logs/w.log")), 10)
-        time.sleep(0.3)  # let the follower open the file before lines arrive
+        while "tick" not in proc.stdout.readline():  # the follower is following
+            pass
         open(gate, "w").close()
         got: list[str] = []
         while len(got) < 80:

@@ -401,3 +401,12 @@ def test_a_config_diff_forgets_tasks_gone_and_rejudges_what_waits() -> None:
     assert "old" not in w.wakes and "old" not in w.m.tasks
     assert w.state("api") == S.RUNNING  # nothing to wait for any more
     assert w.m.levels() == [["api", "db"]]
+
+
+def test_an_event_with_no_row_is_refused_by_name_and_changes_nothing() -> None:
+    w = World({"app": spec()})
+    w.start("app")
+    before = w.m.tasks["app"].state
+    actions = w.m.handle(m.Aborted("app"), w.now)  # a hook cannot fail once it runs
+    assert actions == [m.Refused("app", "running", "aborted")]
+    assert w.m.tasks["app"].state == before

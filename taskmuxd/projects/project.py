@@ -188,6 +188,9 @@ class Project:
             healthwatch.schedule(self, task, action.at)
         elif isinstance(action, m.StopProbing):
             healthwatch.cancel(task)
+        elif isinstance(action, m.Refused):
+            log.error("%s/%s: no transition from %r on %r (ignored)", self.name, task.name,
+                      action.state, action.event)
         elif isinstance(action, m.FinishLaunch):
             self.s.spawn(launching.finish(self, task, task.record.run_id),
                          f"reconcile {self.name}/{task.name}")

@@ -184,8 +184,7 @@ class Machine:
         try:
             new, actions = policy.decide(spec.policy, view.state, ev, now, jitter)
         except policy.TransitionError:
-            out.append(m.Emit(name, "transition_refused", {"state": before.value,
-                                                            "event": ev.kind.value}))
+            out.append(m.Refused(name, before.value, ev.kind.value))
             return
         view.state = new
         if new.state not in WAITING:

@@ -208,6 +208,15 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """An event the transition table has no row for in the task's state: a bug, to log."""
+
+    task: str
+    state: str
+    event: str
+
+
+@dataclass(frozen=True)
 class Save:
     """The task's state changed: write its record and tell listeners."""
 
@@ -215,4 +224,4 @@ class Save:
 
 
 Action = (Launch | Signal | Probe | StopProbing | WakeAt | CancelWake | FinishLaunch | Emit
-          | Answer | Save)
+          | Answer | Refused | Save)
