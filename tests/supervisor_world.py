@@ -25,12 +25,14 @@ class World:
         self.healthy: dict[str, bool] = {}  # a probe's answer per task (default: passes)
         self.launches: list[tuple[float, str]] = []
         self.signals: list[tuple[float, m.Signal]] = []
+        self.recorded: list[tuple[float, str]] = []  # exits recorded though none was reported
         self.emitted: list[tuple[str, str, dict[str, object]]] = []
         self.finishing: list[str] = []
         self.answers: dict[int, dict[str, m.Outcome]] = {}
         self.deadlines: list[float] = []
         self._requests = 0
         self.obey_signals = True  # a signalled task exits at once (SIGINT; SIGKILL for a kill)
+        self.alive: set[str] = set()  # tasks whose process runs
         self._queue: list[m.Event] = []
 
     # -- driving ----------------------------------------------------------------------------
@@ -38,7 +40,13 @@ class World:
     def feed(self, event: m.Event) -> None:
         self._queue.append(event)
         while self._queue:
-            self._apply(self.m.handle(self._queue.pop(0), self.now))
+            event = self._queue.pop(0)
+            if isinstance(event, m.RunnerStarted) or (
+                    isinstance(event, m.Adopted) and event.found == "running"):
+                self.alive.add(event.task)
+            elif isinstance(event, m.RunnerExited):
+                self.alive.discard(event.task)
+            self._apply(self.m.handle(event, self.now))
 
     def command(self, task: str, kind: Ev) -> None:
         self.feed(m.Command(task, kind))
@@ -110,8 +118,11 @@ class World:
                 self.probes.pop(a.task, None)
             elif isinstance(a, m.Signal):
                 self.signals.append((self.now, a))
-                if self.obey_signals:
+                if self.obey_signals and a.task in self.alive:
                     self._queue.append(m.RunnerExited(a.task, None, 9 if a.kill else 2))
+            elif isinstance(a, m.RecordExit):
+                self.recorded.append((self.now, a.task))
+                self._queue.append(m.RunnerExited(a.task, None, 9))
             elif isinstance(a, m.FinishLaunch):
                 self.finishing.append(a.task)
             elif isinstance(a, m.Emit):

@@ -107,16 +107,58 @@ def test_start_restore_and_stop_share_one_order() -> None:
                                                                 ["db"]]
 
 
-def test_a_stop_signals_with_each_tasks_grace_period() -> None:
+def test_a_stop_signals_level_by_level() -> None:
     w = chain()
     w.start("db", "api", "web", "worker")
     for level in w.m.stop_levels(list(w.m.tasks)):
         for name in level:
             w.command(name, Ev.STOP)
-    assert [(s.task, s.grace) for _, s in w.signals] == [
-        ("web", 3.0), ("worker", 5.0), ("api", 2.0), ("db", 1.0)]
+    assert [(s.task, s.signal) for _, s in w.signals] == [
+        ("web", "SIGINT"), ("worker", "SIGINT"), ("api", "SIGINT"), ("db", "SIGINT")]
     assert all(w.state(n) == S.STOPPED for n in w.m.tasks)
-    assert w.m.tasks["api"].state.manual_stop
+    assert w.m.tasks["api"].state.manual_stop and w.wakes == {}
+
+
+def test_the_stop_ladder_climbs_on_the_tasks_grace_period() -> None:
+    w = chain()
+    w.start("web")
+    w.obey_signals = False  # it ignores SIGINT and SIGTERM, and no report of SIGKILL comes
+    w.command("web", Ev.STOP)
+    w.advance(20)
+    assert [(round(at - 1000.0, 3), s.signal) for at, s in w.signals] == [
+        (0.0, "SIGINT"), (3.0, "SIGTERM"), (6.0, "SIGKILL")]
+    assert [round(at - 1000.0, 3) for at, _ in w.recorded] == [11.0]  # KILL_WAIT later
+    assert w.state("web") == S.STOPPED and w.m.tasks["web"].state.last_exit_signal == 9
+
+
+def test_a_stop_that_works_ends_the_ladder() -> None:
+    w = chain()
+    w.start("web")
+    w.command("web", Ev.STOP)  # exits on SIGINT
+    w.advance(60)
+    assert [s.signal for _, s in w.signals] == ["SIGINT"] and w.recorded == []
+
+
+def test_a_stop_while_starting_waits_for_the_process_then_signals_it() -> None:
+    w = chain()
+    w.behaviour["web"] = "hang"
+    w.start("web")
+    w.command("web", Ev.STOP)
+    assert w.signals == [] and w.state("web") == S.STOPPING
+    w.advance(1)
+    w.feed(m.RunnerStarted("web"))  # reported late: now it can be stopped
+    assert [(round(at - 1000.0, 3), s.signal) for at, s in w.signals] == [(1.0, "SIGINT")]
+    assert w.state("web") == S.STOPPED
+
+
+def test_a_kill_is_sigkill_at_once_and_recorded_if_never_reported() -> None:
+    w = chain()
+    w.start("web")
+    w.obey_signals = False
+    w.command("web", Ev.KILL)
+    assert [(s.signal, s.kill) for _, s in w.signals] == [("SIGKILL", True)]
+    w.advance(5)
+    assert len(w.recorded) == 1 and w.state("web") == S.STOPPED
 
 
 def test_restart_brings_along_the_dependents_that_ask_for_it() -> None:
@@ -254,7 +296,8 @@ def test_adoption_of_every_in_between_state() -> None:
     assert w.state("app") == S.RUNNING and w.probes["app"] == w.now
     assert "task_adopted" in w.events("app")
     w = adopt(State(S.STOPPING, cause=None, manual_stop=True), "running")
-    assert [s.task for _, s in w.signals] == ["app"] and w.state("app") == S.STOPPED
+    assert [(s.task, s.signal) for _, s in w.signals] == [("app", "SIGINT")]
+    assert w.state("app") == S.STOPPED
     w = adopt(State(S.STARTING), "launching")
     assert w.finishing == ["app"] and w.state("app") == S.STARTING
     w = adopt(State(S.RUNNING, started_at=900.0), "gone")

@@ -38,10 +38,9 @@ from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookRun, run_hook
 from taskmuxd.projects.launcher import Launcher
 from taskmuxd.projects.launching import LAUNCH_TIMEOUT
 from taskmuxd.projects.ownership import RunnerWatch
-from taskmuxd.projects.stopping import KILL_WAIT
 from taskmuxd.projects.task import TaskRuntime
 from taskmuxd.supervisor import messages as m
-from taskmuxd.supervisor.machine import Machine, TaskSpec
+from taskmuxd.supervisor.machine import KILL_WAIT, Machine, TaskSpec
 from taskmuxd.supervisor.verdict import HealthSpec
 from taskmuxd.tmux import Tmux
 
@@ -170,12 +169,9 @@ class Project:
             self.s.spawn(launching.launch(self, task, run_id, clean),
                          f"launch {self.name}/{task.name}")
         elif isinstance(action, m.Signal):
-            if action.kill:
-                self.s.spawn(stopping.kill(self, task, task.record.run_id),
-                             f"kill {self.name}/{task.name}")
-            else:
-                self.s.spawn(stopping.stop_process(self, task, task.record.run_id),
-                             f"stop {self.name}/{task.name}")
+            stopping.send(self, task, getattr(signal, action.signal), action.kill)
+        elif isinstance(action, m.RecordExit):
+            stopping.exit_unreported(self, task, task.record.run_id, signal.SIGKILL)
         elif isinstance(action, m.WakeAt):
             if task.timer is not None:
                 task.timer.cancel()

@@ -12,6 +12,11 @@ restart policy (``taskmuxd.policy``) for the transition, judges probe results
 - a ``fatal`` task whose dependency was seen not ready is restarted, with a fresh streak,
   once every dependency is ready again (``DEPENDENCY_READY``).
 
+A stop climbs a ladder, one wake-up per rung: SIGINT, SIGTERM after ``stop_grace`` seconds,
+SIGKILL after as many again, and ``KILL_WAIT`` seconds later the exit is recorded though no
+report came. A stop of a task whose process was not reported yet waits ``REPORT_WAIT`` for it
+first. A kill is SIGKILL at once, then the same last wait.
+
 No clock, no I/O: ``taskmuxd.projects.project`` performs the actions and feeds back results.
 """
 
@@ -28,6 +33,9 @@ from taskmuxd.supervisor.verdict import HealthSpec, Judgement, judge, next_probe
 
 WAITING = (TaskState.BACKOFF, TaskState.FATAL)  # states whose restart is scheduled
 LIVE = (TaskState.STARTING, TaskState.RUNNING, TaskState.STOPPING)
+KILL_WAIT = 5.0  # seconds after SIGKILL before an exit nobody reported is recorded
+REPORT_WAIT = 15.0  # seconds a stop waits for the process of a run still starting
+LADDER = ("SIGINT", "SIGTERM", "SIGKILL")
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class TaskView:
     # Watched while FATAL with dependencies: whether one was seen not ready since.
     dependency_lost: bool | None = None
     settling: bool = False  # launched; its launch (after_start hook included) not over yet
+    reported: bool = True  # the runner reported the current run's process
+    rung: int | None = None  # while stopping: -1 waiting for the report, 0.. the ladder's
 
 
 @dataclass
@@ -151,8 +161,12 @@ class Machine:
         if isinstance(event, m.Command):
             self._step(event.task, policy.Event(event.kind), now, jitter, out)
         elif isinstance(event, m.RunnerStarted):
-            if self.state(event.task) == TaskState.STARTING:
+            view = self.tasks[event.task]
+            view.reported = True
+            if view.state.state == TaskState.STARTING:
                 self._step(event.task, policy.Event(Ev.LAUNCHED), now, jitter, out)
+            elif view.state.state == TaskState.STOPPING and view.rung == -1:
+                self._climb(event.task, 0, now, out)  # stopped while starting: now it can be
         elif isinstance(event, m.RunnerExited):
             self._step(event.task, policy.Event(Ev.EXITED, event.exit_code, event.exit_signal),
                        now, jitter, out)
@@ -163,7 +177,11 @@ class Machine:
         elif isinstance(event, m.ProbeResult):
             self._probed(event, now, jitter, out)
         elif isinstance(event, m.TimerFired) and event.task:
-            self._due(event.task, now, jitter, out)
+            rung = self.tasks[event.task].rung
+            if rung is not None:
+                self._climb(event.task, rung + 1, now, out)
+            else:
+                self._due(event.task, now, jitter, out)
         elif isinstance(event, m.Adopted):
             self._adopted(event, now, jitter, out)
         elif isinstance(event, m.LaunchSettled):
@@ -189,15 +207,22 @@ class Machine:
         view.state = new
         if new.state not in WAITING:
             view.held = False
+        if before == TaskState.STOPPING and new.state != TaskState.STOPPING:
+            view.rung = None
+            out.append(m.CancelWake(name))  # the ladder's next rung
         for a in actions:
             if isinstance(a, policy.Launch):
                 view.health = Judgement()
                 view.settling = True
+                view.reported = False
                 out.append(m.Launch(name))
             elif isinstance(a, policy.Stop):
-                out.append(m.Signal(name, spec.stop_grace))
+                self._climb(name, -1 if not view.reported else 0, now, out)
             elif isinstance(a, policy.Kill):
-                out.append(m.Signal(name, 0.0, kill=True))
+                out.append(m.Signal(name, "SIGKILL", kill=True))
+                if new.state == TaskState.STOPPING:
+                    view.rung = len(LADDER)
+                    out.append(m.WakeAt(name, now + KILL_WAIT))
             elif isinstance(a, policy.Schedule):
                 out.append(m.WakeAt(name, a.at))
             elif isinstance(a, policy.CancelSchedule):
@@ -213,6 +238,23 @@ class Machine:
         if new.state not in (TaskState.STARTING, TaskState.RUNNING):
             view.settling = False
         out.append(m.Save(name))
+
+    def _climb(self, name: str, rung: int, now: float, out: list[m.Action]) -> None:
+        """Take the stop ladder's rung ``rung`` (-1: wait for the process to be reported)."""
+        view, grace = self.tasks[name], self.specs[name].stop_grace
+        if view.state.state != TaskState.STOPPING:
+            view.rung = None
+            return
+        view.rung = rung
+        if rung < 0:
+            out.append(m.WakeAt(name, now + REPORT_WAIT))
+        elif rung < len(LADDER):
+            out.append(m.Signal(name, LADDER[rung]))
+            last = rung == len(LADDER) - 1
+            out.append(m.WakeAt(name, now + (KILL_WAIT if last else grace)))
+        else:  # no report after the last rung: record the exit ourselves
+            view.rung = None
+            out.append(m.RecordExit(name))
 
     def _begin_judging(self, name: str, now: float, out: list[m.Action]) -> None:
         view = self.tasks[name]
@@ -269,8 +311,9 @@ class Machine:
                 self._step(name, policy.Event(Ev.LAUNCHED), now, jitter, out)
             elif s == TaskState.RUNNING:
                 self._begin_judging(name, now, out)
-            else:  # STOPPING: carry the stop on
-                out.append(m.Signal(name, self.specs[name].stop_grace))
+            else:  # STOPPING: carry the stop on, from the first rung
+                view.reported = True
+                self._climb(name, 0, now, out)
             out.append(m.Emit(name, "task_adopted", {}))
         elif e.found == "exited":
             self._step(name, policy.Event(Ev.EXITED, e.exit_code, e.exit_signal), now, jitter,

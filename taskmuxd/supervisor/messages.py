@@ -136,12 +136,21 @@ class Launch:
 
 @dataclass(frozen=True)
 class Signal:
-    """Stop the task's tree with its ladder (SIGINT, SIGTERM after ``grace``, SIGKILL); with
-    ``kill``, SIGKILL at once and close the window."""
+    """Send ``signal`` (a name: SIGINT, SIGTERM, SIGKILL) to the task's process group, while
+    its leader is provably the task's; when the group and the runner are both gone, end what
+    the run left and record its exit. With ``kill``, close the task's window too."""
 
     task: str
-    grace: float = 0.0
+    signal: str
     kill: bool = False
+
+
+@dataclass(frozen=True)
+class RecordExit:
+    """No exit report came after the last rung of a stop: record the exit from the runner's
+    file, or as a SIGKILL."""
+
+    task: str
 
 
 @dataclass(frozen=True)
@@ -223,5 +232,5 @@ class Save:
     task: str
 
 
-Action = (Launch | Signal | Probe | StopProbing | WakeAt | CancelWake | FinishLaunch | Emit
-          | Answer | Refused | Save)
+Action = (Launch | Signal | RecordExit | Probe | StopProbing | WakeAt | CancelWake | FinishLaunch
+          | Emit | Answer | Refused | Save)
