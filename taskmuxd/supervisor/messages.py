@@ -1,6 +1,9 @@
 """What goes into the supervisor machine (events) and what comes out (actions).
 
-Every event names its task; times are monotonic seconds passed with the event, never read.
+Every event names its task (project-wide ones an empty name); the time comes with the call
+(``Machine.handle(event, now)``), never read. A dependency's change of state is no event of its
+own: every task of the project is in the one machine, and after each event it looks again at
+whatever waits on a dependency.
 """
 
 from __future__ import annotations
@@ -72,13 +75,6 @@ class TimerFired:
 
 
 @dataclass(frozen=True)
-class DependencyChanged:
-    """Something outside the machine may have changed what a dependency meets: look again."""
-
-    task: str = ""
-
-
-@dataclass(frozen=True)
 class LaunchSettled:
     """The launch of the current run is over, its ``after_start`` hook included."""
 
@@ -121,7 +117,7 @@ class Adopted:
 
 
 Event = (Command | RunnerStarted | RunnerExited | LaunchFailed | Aborted | ProbeResult
-         | TimerFired | DependencyChanged | LaunchSettled | StartRequested | ConfigChanged
+         | TimerFired | LaunchSettled | StartRequested | ConfigChanged
          | Adopted)
 
 # -- actions -----------------------------------------------------------------------------------
