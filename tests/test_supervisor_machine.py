@@ -257,10 +257,12 @@ def test_startup_failures_count_only_after_the_grace_then_liveness_needs_retries
 
 
 def test_a_missed_watchdog_is_a_liveness_failure() -> None:
-    # A task's own readiness (sd_notify, a log line) comes in as probe results like any other.
-    w = World({"svc": spec(probe=HealthSpec("probe", interval=10.0, retries=1, grace=0.0))})
+    # A task's own readiness (sd_notify, a log line) comes in as probe results like any other;
+    # nothing is polled.
+    w = World({"svc": spec(probe=HealthSpec("self", interval=10.0, retries=1, grace=0.0))})
     w.start("svc")
     w.advance(0.1)
+    assert w.probes == {} and not w.m.ready("svc")  # not ready until it says so
     w.feed(m.ProbeResult("svc", True, "READY=1", "notify"))
     assert w.m.ready("svc")
     w.feed(m.ProbeResult("svc", False, "no WATCHDOG=1 within 2s", "notify"))

@@ -258,12 +258,14 @@ class Machine:
 
     def _begin_judging(self, name: str, now: float, out: list[m.Action]) -> None:
         view = self.tasks[name]
-        if self.specs[name].health.kind == "process":
+        kind = self.specs[name].health.kind
+        if kind == "process":
             # The runner reports the exit at once: polling the process would add nothing.
             view.health = Judgement(True, 0)
         else:
             view.health = Judgement()
-            out.append(m.Probe(name, now))
+            if kind == "probe":
+                out.append(m.Probe(name, now))
 
     def _probed(self, e: m.ProbeResult, now: float, jitter: float,
                 out: list[m.Action]) -> None:
@@ -279,7 +281,7 @@ class Machine:
                 "attempt": outcome.attempt, "method": e.method, "reason": e.reason}))
         if outcome.turned_unhealthy:
             self._step(e.task, policy.Event(Ev.UNHEALTHY), now, jitter, out)
-        if view.state.state == TaskState.RUNNING and spec.health.kind != "process":
+        if view.state.state == TaskState.RUNNING and spec.health.kind == "probe":
             out.append(m.Probe(e.task, now + next_probe_in(view.health.ok,
                                                            spec.health.interval)))
         out.append(m.Save(e.task))

@@ -15,7 +15,9 @@ FAST_PROBE = 0.5  # seconds between probes until a task is first judged
 
 @dataclass(frozen=True)
 class HealthSpec:
-    kind: str = "process"  # "probe" (HTTP, command, port) or "process" (alive is healthy)
+    # "probe": polled (HTTP, command, port); "process": alive is healthy; "self": the task
+    # says (a log line, sd_notify): judged only on the results fed in, none polled.
+    kind: str = "process"
     interval: float = 10.0
     retries: int = 3
     grace: float = 10.0
