@@ -169,6 +169,12 @@ class Project:
             self.s.spawn(launching.launch(self, task, run_id, clean),
                          f"launch {self.name}/{task.name}")
         elif isinstance(action, m.Signal):
+            # Written down before the signal, as a launch is before tmux is asked: a daemon
+            # killed right after finds the stop (and why: a restart) it had begun.
+            try:
+                st.save_task(self.files, task.name, task.record)
+            except OSError as exc:
+                log.error("cannot record the stop of %s/%s: %s", self.name, task.name, exc)
             stopping.send(self, task, getattr(signal, action.signal), action.kill)
         elif isinstance(action, m.RecordExit):
             stopping.exit_unreported(self, task, task.record.run_id, signal.SIGKILL)
