@@ -186,3 +186,55 @@ def events(ctx: Context, args: Any) -> Result:
     if args.follow:
         words.append("-f")
     return _fan_out(ctx, args, words)
+
+
+def update(ctx: Context, args: Any) -> Result:
+    """``fleet update``: canaries, then waves; halts at the first failure (see ``rollout``)."""
+    import sys
+
+    from taskmuxctl import rollout
+    from taskmuxctl.update.release import is_version
+
+    if args.to is not None and not is_version(args.to):
+        raise CommandError(f"--to {args.to!r} is not a version (like 1.2.3)", Code.USAGE,
+                           exit_code=EXIT_USAGE)
+    for name, value, low in (("--canary", args.canary, 0), ("--wave", args.wave, 1)):
+        if value < low:
+            raise CommandError(f"{name} must be at least {low}", Code.USAGE,
+                               exit_code=EXIT_USAGE)
+    for name, value in (("--soak", args.soak), ("--settle", args.settle),
+                        ("--timeout", args.timeout)):
+        if not 0 <= value <= 7 * 86400 or (value == 0 and name != "--soak"):
+            raise CommandError(f"{name} must be more than 0 seconds and at most a week",
+                               Code.USAGE, exit_code=EXIT_USAGE)
+    hosts = fleet.select(fleet.load(ctx.paths), args.group)
+    if not hosts:
+        return Result({"hosts": [], "completed": True}, NO_HOSTS)
+    # The machines' daemons are only watched here: never started by a probe (the update
+    # over there starts them).
+    os.environ["TASKMUX_NO_DAEMON_START"] = "1"
+
+    def say(line: str) -> None:
+        if not ctx.as_json:
+            sys.stderr.write(f"  {line}\n")
+            sys.stderr.flush()
+
+    plan = rollout.Plan(to=args.to, canary=args.canary, wave=args.wave, soak=args.soak,
+                        settle=args.settle, force=args.force)
+    ops = rollout.SshOps(ctx.paths, update_timeout=args.timeout)
+    done = rollout.Runner(hosts, ops, plan, say).run()
+    rows = [[e["name"], e["phase"] or "-", str(e["from"] or "-"), str(e["to"] or "-"),
+             e["outcome"], e["reason"] or ""] for e in done.hosts]
+    lines = [render.table(["HOST", "PHASE", "FROM", "TO", "OUTCOME", "REASON"], rows, indent="")]
+    if done.completed:
+        lines.append(f"rollout of {done.version} completed")
+    else:
+        assert done.halted is not None
+        where = f" at {done.halted['host']}" if done.halted["host"] else ""
+        lines.append(f"! rollout of {done.version or 'a release'} halted{where}: "
+                     f"{done.halted['reason']}")
+        if done.marked_bad:
+            lines.append(f"! {done.version} is marked bad on {', '.join(done.marked_bad)} "
+                         "(auto-update skips it there)")
+    return Result(done.as_dict(), "\n".join(lines),
+                  exit_code=0 if done.completed else EXIT_FAILURE)
