@@ -193,7 +193,8 @@ class Runner:
         for entry in self.entries.values():
             entry.update(to=version, outcome=REFUSED if entry["outcome"] == NOT_STARTED
                          else entry["outcome"], reason=why)
-        return self._result(version, False, {"host": None, "reason": why})
+        return self._result(version, False, {"host": None, "reason": why,
+                                             "release_blamed": False})
 
     # -- one machine ----------------------------------------------------------------------
 

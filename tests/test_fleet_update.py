@@ -1,8 +1,9 @@
 """``taskmux fleet update`` end to end: three throwaway users behind a real sshd stand for
 three machines, each with taskmux installed in the versioned layout (its own daemon, tmux
 server and a running task), following a stand-in for GitHub Releases. Releases are wheels of
-this checkout built by the release script (tests/update_fixtures.py), signed and served by
-tests/fakegithub.py.
+this checkout built by the release script (tests/update_fixtures.py) and served by
+tests/fakegithub.py; the crashing one is built, signed and published by the release script
+itself (``packaging/release.py publish`` against the stand-in's API).
 
 One lab for the whole story, since every installed version costs a pip install: a good
 release rolls out in waves; the next one crashes on the canary, the rollout halts, the canary
@@ -28,10 +29,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from taskmuxctl import fleet
 from taskmuxctl.paths import Paths
 from taskmuxctl.update import bootguard
-from tests.fakegithub import FakeGitHub, public_key_text
+from tests.fakegithub import TOKEN, FakeGitHub, public_key_text
 from tests.helpers import BIN, REPO, wait_until, write_config
 from tests.sshd import Machine, SshLab, close_masters, ssh_lab
-from tests.update_fixtures import BASE, CRASHES, GOOD, NEWER, Builds
+from tests.update_fixtures import (
+    BASE,
+    CRASHES,
+    EPOCH,
+    GOOD,
+    NEWER,
+    RELEASES,
+    Builds,
+    copy_source,
+    private_key_text,
+)
 
 CTL = os.path.join(BIN, "taskmuxctl")
 PROJECT = """name = "{name}"
@@ -152,6 +163,26 @@ class Story:
         self.gh.publish(version, self.builds.wheels[version], self.key, edit=now,
                         latest=latest)
 
+    def publish_with_script(self, version: str) -> None:
+        """Build, sign and publish ``version`` the way a maintainer does: the release script's
+        ``publish``, against the stand-in's API (the manifest's ``created`` is now)."""
+        import sys
+
+        with tempfile.TemporaryDirectory(prefix="tmxrel-") as tmp:
+            src = copy_source(os.path.join(tmp, "src"), version, RELEASES[version])
+            proc = subprocess.run(
+                [sys.executable, os.path.join(src, "packaging", "release.py"), "publish",
+                 "--source", src, "--out", os.path.join(tmp, "out"), "--repo",
+                 "taskmux/taskmux", "--api-url", self.gh.api, "--download-base",
+                 f"{self.gh.site}/download", "--channel-url", self.gh.channel,
+                 "--no-build-isolation"],
+                env={**os.environ, "GITHUB_TOKEN": TOKEN, "GITHUB_SHA": "",
+                     "SOURCE_DATE_EPOCH": EPOCH,
+                     "TASKMUX_SIGNING_KEY": private_key_text(self.key)},
+                capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert self.gh.latest == f"v{version}"
+
     def fleet_update(self, *argv: str, timeout: float = 400) -> tuple[int, dict[str, Any],
                                                                        float]:
         started = time.monotonic()
@@ -235,7 +266,7 @@ def test_staged_rollout_halts_on_a_crashing_release(story: Story) -> None:
 
     # The next release crashes on start: the canary's own update rolls it back, the rollout
     # halts there and marks it bad everywhere; the others never see it.
-    story.publish(CRASHES)
+    story.publish_with_script(CRASHES)
     code, out, took = story.fleet_update("--canary", "1", "--wave", "2")
     assert code == 1, out
     assert out["completed"] is False and out["version"] == CRASHES

@@ -255,10 +255,12 @@ def test_wave_policy_waits_for_the_release_to_be_out_long_enough() -> None:
 
 
 def test_wave_settings() -> None:
+    from pydantic import ValidationError
+
     from taskmuxd.settings import Settings
 
     assert Settings.model_validate({"auto_update": "wave"}).auto_update == "wave"
     assert Settings.model_validate({"auto_update": True}).auto_update is True
     for bad in ({"auto_update": "sometimes"}, {"update_wave_delay": -1}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValidationError):
             Settings.model_validate(bad)
