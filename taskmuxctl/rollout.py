@@ -14,7 +14,8 @@
    rolled back, failed to install, or did not come up as it should) it is marked bad on every
    machine (``update --mark-bad``: auto-update skips it, a plain ``update`` refuses it), and
    a machine left on it by a failed soak is put back on its old version. A machine that
-   cannot be reached halts the rollout without blaming the release.
+   cannot be reached (ssh does not get there, before or during its update) halts the
+   rollout without blaming the release.
 
 The machines are reached through ``Ops`` (``SshOps``: ssh for the commands, the ``--host``
 channel for the daemon's answers), so the sequencing is tested on a fake clock.
@@ -38,6 +39,9 @@ NOT_STARTED = "not_started"
 REFUSED = "refused"
 # Codes of a remote ``update`` that put the blame on the release itself.
 BLAMED_CODES = frozenset({Code.UPDATE_ROLLED_BACK, Code.UPDATE_INSTALL_FAILED})
+# ``DaemonUnavailable.reason`` values that mean ssh did not get to the machine at all: the
+# machine (or the network) is down, which says nothing about the release.
+UNREACHABLE = frozenset({"unreachable", "host_key", "auth", "ssh_failed", "no_ssh"})
 
 
 class HostFailed(Exception):
@@ -230,7 +234,10 @@ class Runner:
         try:
             running, well = self.ops.probe(host)
         except Exception as exc:
-            return f"its daemon does not answer ({getattr(exc, 'message', exc)})"
+            said = getattr(exc, "message", None) or getattr(exc, "reason", None) or str(exc)
+            if getattr(exc, "reason", None) in UNREACHABLE:
+                raise HostFailed(f"lost during the update: {said}") from None
+            return f"its daemon does not answer ({said})"
         if running != version:
             return f"its daemon answers as {running}, not {version}"
         lost = sorted(before - well)
@@ -298,6 +305,17 @@ class SshOps:
         self.paths = paths
         self.update_timeout = update_timeout
         self.call_timeout = call_timeout
+        self.channels: dict[str, str] = {}  # each machine's channel, as its check said
+
+    def _to(self, host: Any, version: str) -> list[str]:
+        """``--to VERSION``, so that every machine gets exactly the version the canaries got.
+        A channel that is not laid out as GitHub's (``.../releases/latest/download/``) is
+        given too: that machine's update then refuses anything but VERSION."""
+        from taskmuxctl.update.apply import LATEST
+
+        channel = self.channels.get(host.name)
+        extra = ["--channel", channel] if channel and LATEST not in channel else []
+        return ["--to", version, *extra]
 
     def _run(self, host: Any, words: list[str], timeout: float) -> tuple[int, dict[str, Any]]:
         from taskmuxctl import jsonio
@@ -324,17 +342,21 @@ class SshOps:
         code, data = self._run(host, words, self.call_timeout)
         if code not in (0, 10):
             raise HostFailed(f"update --check: {data.get('error', data)}")
+        if to is None and isinstance(data.get("channel"), str):  # (--to derives one)
+            self.channels[host.name] = data["channel"]
         return data
 
     def update(self, host: Any, version: str) -> dict[str, Any]:
-        code, data = self._run(host, ["update", "--to", version], self.update_timeout)
+        code, data = self._run(host, ["update", *self._to(host, version)],
+                               self.update_timeout)
         if code != 0:
             raise HostFailed(f"its update failed: {data.get('error', data)}",
                              blame=data.get("code") in BLAMED_CODES)
         return data
 
     def revert(self, host: Any, version: str) -> None:
-        code, data = self._run(host, ["update", "--to", version], self.update_timeout)
+        code, data = self._run(host, ["update", *self._to(host, version)],
+                               self.update_timeout)
         if code != 0:
             raise HostFailed(str(data.get("error", data)))
 

@@ -95,8 +95,15 @@ def test_names_survive_the_round_trip(tmp_path: object) -> None:
     assert os.stat(fleet.path(paths)).st_mode & 0o777 == 0o600
 
 
-def test_host_events_of_every_project_is_not_refused(tmp_path: object) -> None:
+def test_host_events_of_every_project_is_not_refused() -> None:
     """``--all-projects`` stands for -p: the command goes on to ssh (here, a closed port)."""
-    proc = run(str(tmp_path), "--host", "ssh://nobody@127.0.0.1:1", "events", "--all-projects")
+    import shutil
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="tmxf-", dir="/tmp")  # short: ssh's ControlPath limit
+    try:
+        proc = run(home, "--host", "ssh://nobody@127.0.0.1:1", "events", "--all-projects")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     assert proc.returncode == 1 and "-p NAME" not in proc.stderr, proc.stderr
     assert "unreachable" in proc.stderr and "Traceback" not in proc.stderr

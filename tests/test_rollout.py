@@ -37,10 +37,19 @@ class FakeFleet:
         self.rolls_back: set[str] = set()  # the update there fails and rolls itself back
         self.sick_after: dict[str, float] = {}  # loses its task this long after the update
         self.updated_at: dict[str, float] = {}
+        self.gone_after: dict[str, float] = {}  # ssh cannot reach it this long after
 
     def _reach(self, host: Host) -> None:
         if host.name in self.down:
             raise HostFailed(f"{host.name} is unreachable (connection refused)")
+        gone = self.gone_after.get(host.name)
+        since = self.updated_at.get(host.name)
+        if gone is not None and since is not None and self.clock.now - since >= gone:
+            from taskmuxctl.client import DaemonUnavailable
+            from taskmuxctl.protocol import Code
+
+            raise DaemonUnavailable(Code.DAEMON_UNREACHABLE, "unreachable",
+                                    f"{host.name} is unreachable (connection refused)")
 
     def check(self, host: Host, to: str | None) -> dict[str, Any]:
         self.calls.append(("check", host.name, self.clock.now))
@@ -206,3 +215,17 @@ def test_canary_count(canary: int) -> None:
     phases = [e["phase"] for e in done.hosts]
     assert phases == (["wave 1", "wave 2", "wave 3"] if canary == 0 else
                       ["canary", "canary", "wave 1"])
+
+
+def test_a_host_lost_during_its_soak_halts_without_blaming_the_release() -> None:
+    clock = Clock()
+    names = ["c", "a", "b"]
+    fleet = FakeFleet(clock, {n: "1.0.0" for n in names})
+    fleet.gone_after["a"] = 2.0
+    done, _ = run(fleet, names, clock, soak=10.0)
+    assert done.halted["host"] == "a" and done.halted["release_blamed"] is False
+    assert done.halted["reason"].startswith("lost during the update: a is unreachable")
+    assert done.marked_bad == [] and not any(fleet.bad.values())
+    assert "revert" not in {k for k, _, _ in fleet.calls}
+    assert {e["name"]: e["outcome"] for e in done.hosts} == {
+        "c": "updated", "a": "failed", "b": "not_started"}

@@ -1,4 +1,5 @@
-"""``taskmux fleet add|remove|list|status``: many machines' daemons at once, over ssh."""
+"""``taskmux fleet add|remove|list|status|start|stop|restart|logs|events|update``: many
+machines' daemons at once, over ssh (``update``'s stages are in ``taskmuxctl.rollout``)."""
 
 from __future__ import annotations
 
