@@ -238,6 +238,8 @@ class Runner:
             if getattr(exc, "reason", None) in UNREACHABLE:
                 raise HostFailed(f"lost during the update: {said}") from None
             return f"its daemon does not answer ({said})"
+        if running is None:
+            return "its daemon has not reached READY"
         if running != version:
             return f"its daemon answers as {running}, not {version}"
         lost = sorted(before - well)
@@ -373,7 +375,10 @@ class SshOps:
         from taskmuxctl.protocol import Method
 
         with Client(Paths(self.paths.home, host.target), timeout=self.call_timeout) as client:
-            version = client.call(Method.DAEMON_VERSION).get("version")
+            status = client.call(Method.DAEMON_STATUS)
+            version = status.get("version")
+            if status.get("ready") is False:  # (a daemon older than the flag has no key)
+                return None, frozenset()
             well: set[str] = set()
             for p in client.call(Method.PROJECT_LIST)["projects"]:
                 if p.get("state") != "ok":

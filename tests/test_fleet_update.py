@@ -335,7 +335,9 @@ def test_staged_rollout_halts_on_a_crashing_release(story: Story) -> None:
         assert (e["from"], e["to"], e["outcome"]) == (BASE, GOOD, "updated"), e
         assert story.current(m) == GOOD and story.answers_as(m) == GOOD
         assert task_pids(m) == pids[m.name]  # the task never noticed
-    print(f"3-machine rollout (canary 1, wave 2, soak 0.3s): {took:.1f}s")
+    print(f"3-machine rollout (canary 1, wave 2, soak 0.3s): {took:.1f}s; per machine: "
+          + ", ".join(f"{by[m.name]['phase']} {by[m.name]['seconds']:.1f}s"
+                      for m in story.machines))
 
     # The next release crashes on start: the canary's own update rolls it back, the rollout
     # halts there and marks it bad everywhere; the others never see it.

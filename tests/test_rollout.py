@@ -38,6 +38,7 @@ class FakeFleet:
         self.sick_after: dict[str, float] = {}  # loses its task this long after the update
         self.updated_at: dict[str, float] = {}
         self.gone_after: dict[str, float] = {}  # ssh cannot reach it this long after
+        self.ready_after: dict[str, float] = {}  # READY only this long after the update
 
     def _reach(self, host: Host) -> None:
         if host.name in self.down:
@@ -72,6 +73,9 @@ class FakeFleet:
         self._reach(host)
         sick = self.sick_after.get(host.name)
         since = self.updated_at.get(host.name)
+        slow = self.ready_after.get(host.name)
+        if slow is not None and since is not None and self.clock.now - since < slow:
+            return None, frozenset()  # answers, but has not reached READY yet
         if sick is not None and since is not None and self.clock.now - since >= sick:
             return self.version[host.name], frozenset()
         return self.version[host.name], self.tasks[host.name]
@@ -229,3 +233,21 @@ def test_a_host_lost_during_its_soak_halts_without_blaming_the_release() -> None
     assert "revert" not in {k for k, _, _ in fleet.calls}
     assert {e["name"]: e["outcome"] for e in done.hosts} == {
         "c": "updated", "a": "failed", "b": "not_started"}
+
+
+def test_the_soak_starts_at_ready_and_a_daemon_never_ready_fails() -> None:
+    clock = Clock()
+    fleet = FakeFleet(clock, {"c": "1.0.0", "a": "1.0.0"})
+    fleet.ready_after["c"] = 12.0
+    done, _ = run(fleet, ["c", "a"], clock, settle=30.0, soak=10.0)
+    assert done.completed
+    at = dict(updates(fleet))
+    assert at["a"] >= at["c"] + 5 + 12 + 10  # update, READY, then the whole soak
+    clock2 = Clock()
+    fleet2 = FakeFleet(clock2, {"c": "1.0.0", "a": "1.0.0"})
+    fleet2.ready_after["c"] = 1e9
+    done2, _ = run(fleet2, ["c", "a"], clock2, settle=30.0)
+    assert done2.halted["host"] == "c" and done2.halted["release_blamed"] is True
+    assert "not ready within 30s" in done2.halted["reason"]
+    assert "has not reached READY" in done2.halted["reason"]
+    assert fleet2.version["c"] == "1.0.0"  # put back
