@@ -183,6 +183,16 @@ def test_wave_policy_and_marks_as_the_installed_client_reads_them(installed: Ins
     assert code == 0 and out["action"] == "none" and inst.current() == BASE
     code, out = inst.ctl_json("update", "--check")  # an explicit update does not wait
     assert code == 10 and out["available"] is True
+    # The daemon's own auto-update check follows the same policy.
+    from tests.helpers import call
+
+    assert inst.ctl("daemon", "start").returncode == 0
+    sock = os.path.join(inst.home, "ctl.sock")
+    checked = call(sock, "update.check")
+    assert checked["available"] is False and "update_wave_delay" in checked["reason"]
+    status = call(sock, "update.status")
+    assert status["auto_update"] == "wave" and status["wave_delay"] == 3600
+    assert "auto-update in waves (after 3600s)" in status["summary"]
     with open(config) as fh:
         text = fh.read().replace("update_wave_delay = 3600", "update_wave_delay = 0")
     with open(config, "w") as fh:
