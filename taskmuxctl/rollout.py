@@ -220,8 +220,10 @@ class Runner:
                          seconds=round(self.clock() - started, 3))
             self.say(f"! {host.name}: {exc.reason}")
             raise
-        except Exception as exc:
-            entry.update(outcome=FAILED, reason=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug here must not take the other machines' threads down
+            entry.update(outcome=FAILED, reason=f"{type(exc).__name__}: {exc}",
+                         seconds=round(self.clock() - started, 3))
+            self.say(f"! {host.name}: {entry['reason']}")
             raise HostFailed(entry["reason"]) from None
         entry.update(outcome=UPDATED, reason=f"answers as {version} with its tasks as well as "
                      f"before, for {self.plan.soak:g}s",
@@ -267,9 +269,11 @@ class Runner:
     # -- halting --------------------------------------------------------------------------
 
     def _halt(self, version: str, failed: list[tuple[Any, Exception]]) -> Rollout:
+        # The machine named is the first one whose failure blames the release, if any.
+        failed = sorted(failed, key=lambda item: not getattr(item[1], "blame", False))
         host, exc = failed[0]
         reason = getattr(exc, "reason", str(exc))
-        blame = any(getattr(e, "blame", False) for _, e in failed)
+        blame = bool(getattr(exc, "blame", False))
         halted = {"host": host.name, "reason": reason, "release_blamed": blame}
         self.say(f"halted at {host.name}: {reason}")
         marked: list[str] = []

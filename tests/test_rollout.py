@@ -251,3 +251,40 @@ def test_the_soak_starts_at_ready_and_a_daemon_never_ready_fails() -> None:
     assert "not ready within 30s" in done2.halted["reason"]
     assert "has not reached READY" in done2.halted["reason"]
     assert fleet2.version["c"] == "1.0.0"  # put back
+
+
+def test_in_a_wave_the_release_is_blamed_even_when_another_machine_is_down() -> None:
+    clock = Clock()
+    names = ["c", "a", "b"]
+    fleet = FakeFleet(clock, {n: "1.0.0" for n in names})
+    fleet.down.add("a")
+    fleet.rolls_back.add("b")
+    done, _ = run(fleet, names, clock, canary=1, wave=2)
+    assert done.halted["host"] == "b" and done.halted["release_blamed"] is True
+    assert done.marked_bad == ["c", "b"]  # a is down: it could not be marked
+    by = {e["name"]: e for e in done.hosts}
+    assert by["a"]["marked_bad"] is False and "unreachable" in by["a"]["mark_bad_error"]
+    from taskmuxctl.commands.fleet import rollout_text
+
+    text = "\n".join(rollout_text(done))
+    assert "! rollout of 2.0.0 halted at b: update to 2.0.0 rolled back" in text
+    assert "! 2.0.0 is marked bad on c, b" in text
+    assert "! could not mark it bad on a (a is unreachable (connection refused)); once it is " \
+        "back: `ssh a taskmux update --mark-bad 2.0.0`" in text
+
+
+def test_the_table_says_where_each_machine_is() -> None:
+    from taskmuxctl.commands.fleet import rollout_text
+
+    clock = Clock()
+    names = ["c", "a", "b"]
+    fleet = FakeFleet(clock, {n: "1.0.0" for n in names})
+    fleet.sick_after["a"] = 3.0
+    text = "\n".join(rollout_text(run(fleet, names, clock)[0]))
+    header, *rows = text.splitlines()
+    assert header.split() == ["HOST", "PHASE", "FROM", "TO", "OUTCOME", "REASON"]
+    assert rows[0].split()[:6] == ["c", "canary", "1.0.0", "2.0.0", "updated", "answers"]
+    assert rows[1].split()[:6] == ["a", "wave", "1", "1.0.0", "2.0.0", "failed"]
+    assert "! a was put back on 1.0.0" in text
+    done, _ = run(FakeFleet(clock, {"c": "1.0.0"}), ["c"], clock)
+    assert rollout_text(done)[-1] == "rollout of 2.0.0 completed"

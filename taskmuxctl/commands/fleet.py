@@ -224,6 +224,13 @@ def update(ctx: Context, args: Any) -> Result:
                         settle=args.settle, force=args.force)
     ops = rollout.SshOps(ctx.paths, update_timeout=args.timeout)
     done = rollout.Runner(hosts, ops, plan, say).run()
+    lines = rollout_text(done)
+    return Result(done.as_dict(), "\n".join(lines),
+                  exit_code=0 if done.completed else EXIT_FAILURE)
+
+
+def rollout_text(done: Any) -> list[str]:
+    """The table and the notes under it (``fleet update`` without --json)."""
     rows = [[e["name"], e["phase"] or "-", str(e["from"] or "-"), str(e["to"] or "-"),
              e["outcome"], e["reason"] or ""] for e in done.hosts]
     lines = [render.table(["HOST", "PHASE", "FROM", "TO", "OUTCOME", "REASON"], rows, indent="")]
@@ -237,5 +244,16 @@ def update(ctx: Context, args: Any) -> Result:
         if done.marked_bad:
             lines.append(f"! {done.version} is marked bad on {', '.join(done.marked_bad)} "
                          "(auto-update skips it there)")
-    return Result(done.as_dict(), "\n".join(lines),
-                  exit_code=0 if done.completed else EXIT_FAILURE)
+        for e in done.hosts:
+            if e.get("mark_bad_error"):
+                from taskmuxctl.sshhost import parse_target
+
+                lines.append(f"! could not mark it bad on {e['name']} ({e['mark_bad_error']});"
+                             f" once it is back: `ssh {parse_target(e['target']).ssh_words} "
+                             f"taskmux update --mark-bad {done.version}`")
+            if e.get("reverted_to"):
+                lines.append(f"! {e['name']} was put back on {e['reverted_to']}")
+            if e.get("revert_error"):
+                lines.append(f"! {e['name']} still runs {done.version}: putting it back failed "
+                             f"({e['revert_error']})")
+    return lines
