@@ -71,6 +71,10 @@ def shared(builds: Builds) -> Iterator[dict[str, str]]:
     from tests.sshd import system_python
 
     python = system_python()
+    if subprocess.run([python, "-c", "import ensurepip, venv"], capture_output=True,
+                      timeout=60).returncode != 0:
+        pytest.skip(f"{python} has no venv/ensurepip (Debian: python3-venv), which the "
+                    "installed layout's versions are built with")
     root = tempfile.mkdtemp(prefix="tmxfleet-", dir="/tmp")
     os.chmod(root, 0o755)
     try:
