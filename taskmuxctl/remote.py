@@ -53,6 +53,7 @@ LOCAL_ONLY: dict[tuple[str, ...], str] = {
     ("fleet", "events"): "drives the machines listed on this one",
     ("fleet", "stop"): "drives the machines listed on this one",
     ("fleet", "restart"): "drives the machines listed on this one",
+    ("fleet", "update"): "drives the machines listed on this one",
 }
 
 
@@ -107,8 +108,11 @@ def refusal(cmd: Cmd, args: Any, host: str) -> str | None:
     if why is not None:
         return (f"`taskmux {words}` {why}, so it does not take --host; run it on that "
                 f"machine: `ssh {parse_target(host).ssh_words} taskmux {words}`")
-    if any(arg.name == "project" for arg in cmd.args) and not getattr(args, "project", None):
-        return (f"with --host, name the project with -p NAME (the taskmux.toml in this "
+    if any(arg.name == "project" for arg in cmd.args) and not getattr(args, "project", None) \
+            and not getattr(args, "all_projects", False):
+        every = " (or give --all-projects)" if any(a.name == "all_projects" for a in cmd.args) \
+            else ""
+        return (f"with --host, name the project with -p NAME{every} (the taskmux.toml in this "
                 f"folder is on this machine); `taskmux --host {host} daemon list` lists the "
                 "projects there")
     return None

@@ -370,6 +370,26 @@ COMMANDS: tuple[Cmd, ...] = (
               Arg(("-f", "--follow"), "keep printing new events", action="store_true"),
               Arg(("-g", "--group"), "only the machines of this group (or this one machine)",
                   metavar="GROUP"))),
+    Cmd(("fleet", "update"), "taskmuxctl.commands.fleet:update",
+        "roll a release out: canaries first, then waves, each machine watched for the soak "
+        "time; halts at the first failure and marks the release bad on every machine",
+        args=(Arg(("--to",), "the version (default: the newest one the machines' channel "
+                  "offers)", metavar="VERSION"),
+              Arg(("--canary",), "machines updated first, alone (default 1)", type="int",
+                  default=1, metavar="N"),
+              Arg(("--wave",), "machines updated at once after the canaries (default 1)",
+                  type="int", default=1, metavar="SIZE"),
+              Arg(("--soak",), "seconds each updated machine must stay well before the next "
+                  "stage (default 60)", type="float", default=60.0, metavar="SECONDS"),
+              Arg(("--settle",), "seconds a machine has to answer as the new version with "
+                  "its tasks well (default 120)", type="float", default=120.0,
+                  metavar="SECONDS"),
+              Arg(("--timeout",), "seconds one machine's own update may take (default 900)",
+                  type="float", default=900.0, metavar="SECONDS"),
+              Arg(("--force",), "roll out a version marked bad somewhere, and downgrade "
+                  "machines that run a newer one", action="store_true"),
+              Arg(("-g", "--group"), "only the machines of this group (or this one machine)",
+                  metavar="GROUP"))),
     Cmd(("dial-stdio",), "taskmuxctl.commands.remote:dial_stdio",
         "bridge this machine's daemon socket to stdin/stdout (what `--host ssh://...` runs "
         "on the other machine)",
@@ -388,7 +408,12 @@ COMMANDS: tuple[Cmd, ...] = (
               Arg(("--auto",), "decide as auto-update does: never downgrade, skip versions "
                   "marked bad, keep a rollback pin", action="store_true"),
               Arg(("--timeout",), "give up the download after this many seconds (default 600)",
-                  type="float", metavar="SECONDS")),
+                  type="float", metavar="SECONDS"),
+              Arg(("--mark-bad",), "record VERSION as bad here and change nothing else: "
+                  "auto-update skips it, a plain update refuses it (what `fleet update` "
+                  "does on every machine when a canary fails)", metavar="VERSION"),
+              Arg(("--reason",), "with --mark-bad: why (shown by `update --check`)",
+                  metavar="TEXT")),
         description="Fetch the release manifest, verify its Ed25519 signature, download and "
         "check the package, install it next to the running version, check that it loads, "
         "switch to it and restart the daemon onto it; a version that does not come up is "

@@ -178,6 +178,17 @@ def _read_stderr(fd: int) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
+def _read_bounded(fd: int, limit: int, tail: bool) -> str:
+    """At most ``limit`` bytes of the file: its start, or its end (``tail``)."""
+    size = os.fstat(fd).st_size
+    os.lseek(fd, max(0, size - limit) if tail else 0, os.SEEK_SET)
+    chunks, left = [], limit
+    while left > 0 and (chunk := os.read(fd, min(65536, left))):
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
 def explain(target: Target, returncode: int, stderr: str) -> DaemonUnavailable:
     """The one error for a failed ssh transport: what went wrong and what to do."""
     from taskmuxctl.client import DaemonUnavailable
@@ -362,6 +373,50 @@ def run(paths: Paths, target: Target, words: list[str], tty: bool = False) -> in
         raise explain(target, code, said)
     sys.stderr.write(said)
     return code
+
+
+def capture(paths: Paths, target: Target, words: list[str], timeout: float,
+            limit: int = 1 << 20) -> tuple[int, str, str]:
+    """Run ``taskmuxctl WORDS`` over there without a terminal and collect what it says:
+    (exit status, stdout, stderr), each output cut at ``limit`` bytes. ssh is killed at
+    ``timeout`` seconds (DaemonUnavailable, reason ``timeout``); ssh's own failures raise
+    the one clear error. Both outputs go to unnamed files, not pipes (see ``_stderr_file``)."""
+    import shlex
+    import subprocess
+
+    from taskmuxctl.client import DaemonUnavailable
+
+    remote = " ".join(shlex.quote(w) for w in [REMOTE_PROGRAM, *words])
+    err = _prepare(paths, target)
+    out = -1
+    try:
+        out = _stderr_file(paths)
+        try:
+            proc = subprocess.Popen([*ssh_base(paths, target), remote],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        except OSError as exc:
+            raise DaemonUnavailable(
+                Code.DAEMON_UNREACHABLE, "no_ssh",
+                f"cannot run ssh for --host {target.label} ({exc.strerror}); install the "
+                "OpenSSH client, or set TASKMUX_SSH_COMMAND") from None
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise DaemonUnavailable(
+                Code.DAEMON_TIMEOUT, "timeout",
+                f"{target.label}: `taskmuxctl {' '.join(words)}` did not finish within "
+                f"{timeout:g}s; see `ssh {target.ssh_words} taskmux daemon status`") from None
+        said = _read_bounded(err, limit, tail=True)
+        stdout = _read_bounded(out, limit, tail=False)
+    finally:
+        os.close(err)
+        if out >= 0:
+            os.close(out)
+    if code in (SSH_FAILED, EXIT_NOT_FOUND):
+        raise explain(target, code, said)
+    return code, stdout, said
 
 
 def stop_shared(paths: Paths, target: Target) -> Any:

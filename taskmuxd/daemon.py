@@ -66,6 +66,7 @@ class Daemon:
         self.started_monotonic = time.monotonic()
         self.started_at = time.time()
         self.stopping = False
+        self.ready_at: float | None = None  # when every subsystem had started (READY)
         self._requests: asyncio.Queue[int] = asyncio.Queue()
         self.rpc = RpcServer(paths.socket, self.methods.as_dict, owner_uid=os.getuid())
         self.events = EventLog(paths.events)
@@ -149,6 +150,7 @@ class Daemon:
                  os.getpid())
         self.notifier.ready(f"serving on {self.paths.socket}")
         bootmark.ready(self.paths, __version__)
+        self.ready_at = time.time()
         async with asyncio.TaskGroup() as tg:
             watchdog = tg.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
             code = await self._wait_for_stop()

@@ -54,6 +54,7 @@ def register(daemon: Daemon) -> None:
             "home": daemon.paths.home,
             "projects": registered_project_count(daemon.paths.registry),
             "stopping": daemon.stopping,
+            "ready": daemon.ready_at is not None and not daemon.stopping,
             "calls_in_flight": daemon.rpc.in_flight - 1,  # this call excluded
             "calls_served": daemon.rpc.calls_served,
         }

@@ -134,8 +134,15 @@ class Settings(BaseModel):
                               for lab in labels):
             raise ValueError(f"{value!r} is not a domain name such as \"localhost\"")
         return tld
-    auto_update: bool = Field(
-        False, description="the daemon installs new signed releases by itself"
+    auto_update: bool | Literal["wave"] = Field(
+        False, description="the daemon installs new signed releases by itself (\"wave\": "
+        "only once a release has been out for update_wave_delay seconds)"
+    )
+    update_wave_delay: float = Field(
+        86400.0, ge=0, le=90 * 86400,
+        description="with auto_update = \"wave\": seconds a release must have been out "
+        "(from its signed publish time) before this machine takes it; give each group of "
+        "machines its own (canaries 0, the rest later)",
     )
     update_check_interval: float = Field(
         300.0, ge=1, le=7 * 86400,

@@ -121,7 +121,8 @@ class AutoUpdater:
                     raise
 
     def settings_changed(self, old: Settings, new: Settings) -> None:
-        keys = ("auto_update", "update_check_interval", "release_url", "trusted_keys")
+        keys = ("auto_update", "update_check_interval", "release_url", "trusted_keys",
+                "update_wave_delay")
         if any(getattr(old, k) != getattr(new, k) for k in keys) and self._wake is not None:
             self._wake.set()
 
@@ -139,6 +140,7 @@ class AutoUpdater:
             update_lock.holder(self.layout.lock_file)
         return {
             "auto_update": settings.auto_update,
+            "wave_delay": settings.update_wave_delay if settings.auto_update == "wave" else None,
             "current": current,
             "previous": self.layout.previous_version(),
             "pinned": state.get("pinned"),
@@ -154,8 +156,13 @@ class AutoUpdater:
             "checks": self.checks,
         }
 
-    def _summary(self, auto: bool, current: str, pinned: str | None, error: str | None) -> str:
-        parts = [f"{current}", "auto-update on" if auto else "auto-update off"]
+    def _summary(self, auto: bool | str, current: str, pinned: str | None,
+                 error: str | None) -> str:
+        if auto == "wave":
+            mode = f"auto-update in waves (after {self.daemon.settings.update_wave_delay:g}s)"
+        else:
+            mode = "auto-update on" if auto else "auto-update off"
+        parts = [f"{current}", mode]
         if not self.layout.installed():
             parts.append("not installed with install.sh")
         if pinned:
@@ -194,8 +201,10 @@ class AutoUpdater:
 
     def _options(self, auto: bool = True) -> apply.Options:
         settings = self.daemon.settings
+        wave = settings.update_wave_delay if settings.auto_update == "wave" else None
         return apply.Options(channel=settings.release_url,
-                             keys=trusted_keys(settings.trusted_keys), auto=auto)
+                             keys=trusted_keys(settings.trusted_keys), auto=auto,
+                             wave_delay=wave)
 
     async def check(self) -> dict[str, Any]:
         """Fetch, verify and decide (auto rules); record the outcome for ``status``."""

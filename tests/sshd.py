@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, wait_until, write_config
+from tests.helpers import REPO, read_daemon_pid_kill, wait_until, write_config
 from tests.users import throwaway_user
 
 SSHD = "/usr/sbin/sshd"
@@ -72,6 +72,11 @@ class Machine:
     @property
     def name(self) -> str:
         return self.user.pw_name
+
+    @property
+    def installed_bin(self) -> str:
+        """Where an installed layout's taskmuxctl is (``app/current/bin``)."""
+        return os.path.join(self.taskmux_home, "app", "current", "bin")
 
     @property
     def url(self) -> str:
@@ -134,7 +139,9 @@ class Machine:
             except subprocess.TimeoutExpired:
                 self.daemon.kill()
                 self.daemon.wait()
-        if self.daemon is not None:
+        if self.with_taskmux == "installed":  # its daemon was started over there, detached
+            read_daemon_pid_kill(self.taskmux_home)
+        if self.daemon is not None or self.with_taskmux == "installed":
             self.as_user(["tmux", "-L", self.tmux_socket, "kill-server"])
 
 
@@ -156,6 +163,7 @@ class SshLab:
         self.sshd: subprocess.Popen[bytes] | None = None
         self.sshd_log = os.path.join(root, "sshd.log")
         self.machines: list[Machine] = []
+        self.extra_env: dict[str, str] = {}  # set for every machine's sessions (SetEnv)
 
     def keygen(self, name: str) -> str:
         path = os.path.join(self.root, name)
@@ -208,8 +216,12 @@ class SshLab:
         ]
         for m in self.machines:
             path = (f"{self.future_bin}:/usr/bin:/bin" if m.with_taskmux == "future" else
+                    f"{m.installed_bin}:/usr/bin:/bin" if m.with_taskmux == "installed" else
                     self.remote_path if m.with_taskmux else f"{self.no_taskmux_bin}:/usr/bin:/bin")
-            lines += [f"Match User {m.name}", f"  SetEnv PATH={path}"]
+            extra = {**self.extra_env, "TASKMUX_TMUX_SOCKET": m.tmux_socket} \
+                if m.with_taskmux == "installed" else {}
+            words = " ".join(f"{k}={v}" for k, v in extra.items())
+            lines += [f"Match User {m.name}", f"  SetEnv PATH={path} {words}".rstrip()]
         self.config = os.path.join(self.root, "sshd_config")
         with open(self.config, "w") as fh:
             fh.write("\n".join(lines) + "\n")
@@ -325,11 +337,13 @@ def close_masters(lab: SshLab, taskmux_home: str, machine: Machine, config: str)
 
 @contextlib.contextmanager
 def ssh_lab(users: int = 2, without_taskmux: int = 1, idle: int = 0,
-            future: int = 0) -> Iterator[SshLab]:
+            future: int = 0, installed: int = 0,
+            extra_env: dict[str, str] | None = None) -> Iterator[SshLab]:
     """sshd with ``users`` machines that have taskmux and a running daemon, ``idle`` that
-    have taskmux and no daemon yet, ``without_taskmux`` that have no taskmux, and
-    ``future`` whose taskmux speaks the next protocol version (in this order in
-    ``lab.machines``)."""
+    have taskmux and no daemon yet, ``without_taskmux`` that have no taskmux, ``future``
+    whose taskmux speaks the next protocol version, and ``installed`` whose PATH leads to
+    an installed layout in their ``~/.taskmux/app`` that the test puts there (in this order
+    in ``lab.machines``). ``extra_env`` is set in the installed machines' ssh sessions."""
     if not os.path.exists(SSHD) or shutil.which("ssh") is None \
             or shutil.which("ssh-keygen") is None:
         pytest.skip("OpenSSH (openssh-server, openssh-client) is not installed")
@@ -337,10 +351,11 @@ def ssh_lab(users: int = 2, without_taskmux: int = 1, idle: int = 0,
         pytest.skip("sshd and throwaway users need root")
     root = tempfile.mkdtemp(prefix="tmxssh-", dir="/tmp")
     lab = SshLab(root)
+    lab.extra_env = dict(extra_env or {})
     try:
         with contextlib.ExitStack() as stack:
             wanted: list[bool | str] = [True] * (users + idle) + [False] * without_taskmux \
-                + ["future"] * future
+                + ["future"] * future + ["installed"] * installed
             accounts = [(stack.enter_context(throwaway_user()), flag) for flag in wanted]
             lab.setup(accounts)
             try:

@@ -51,6 +51,15 @@ def test_add_change_remove_list(tmp_path: object) -> None:
     (["fleet", "status", "-g", "nope"], "no host is in group 'nope'"),
     (["fleet", "status", "--deadline", "0"], "more than 0"),
     (["--host", "ssh://x", "fleet", "status"], "does not take --host"),
+    (["--host", "ssh://x", "fleet", "update"], "does not take --host"),
+    (["fleet", "update", "--wave", "0"], "--wave must be at least 1"),
+    (["fleet", "update", "--canary", "-1"], "--canary must be at least 0"),
+    (["fleet", "update", "--soak", "-1"], "--soak must be"),
+    (["fleet", "update", "--to", "latest"], "is not a version"),
+    (["fleet", "update", "-g", "nope"], "no host is in group 'nope'"),
+    # --host reaches another machine's daemon: no project file here names the project.
+    (["--host", "ssh://x", "status"], "name the project with -p NAME (the taskmux.toml"),
+    (["--host", "ssh://x", "events"], "-p NAME (or give --all-projects)"),
 ])
 def test_bad_input_is_said(tmp_path: object, argv: list[str], says: str) -> None:
     home = str(tmp_path)
@@ -84,3 +93,17 @@ def test_names_survive_the_round_trip(tmp_path: object) -> None:
     fleet.save(paths, hosts)
     assert [h.as_dict() for h in fleet.load(paths)] == [h.as_dict() for h in hosts]
     assert os.stat(fleet.path(paths)).st_mode & 0o777 == 0o600
+
+
+def test_host_events_of_every_project_is_not_refused() -> None:
+    """``--all-projects`` stands for -p: the command goes on to ssh (here, a closed port)."""
+    import shutil
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="tmxf-", dir="/tmp")  # short: ssh's ControlPath limit
+    try:
+        proc = run(home, "--host", "ssh://nobody@127.0.0.1:1", "events", "--all-projects")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert proc.returncode == 1 and "-p NAME" not in proc.stderr, proc.stderr
+    assert "unreachable" in proc.stderr and "Traceback" not in proc.stderr

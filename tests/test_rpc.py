@@ -23,6 +23,8 @@ def test_methods_answer(daemon: DaemonProcess) -> None:
     assert status["socket"] == daemon.socket
     assert status["projects"] == 0
     assert status["uptime"] >= 0
+    # READY once every subsystem has started (what `fleet update` waits for).
+    wait_until(lambda: call(daemon.socket, "daemon.status")["ready"] is True, 20, "READY")
 
 
 def test_parse_error(daemon: DaemonProcess) -> None:

@@ -216,3 +216,51 @@ def test_progress_bar_redraws_in_place_and_ends_the_line() -> None:
     text = out.getvalue()
     assert text.count("\r") == 2 and text.endswith("100%  2.0/2.0 MB\n")
     assert "[" + "#" * 30 + "]" in text
+
+
+def test_wave_policy_waits_for_the_release_to_be_out_long_enough() -> None:
+    """auto_update = "wave": a machine takes a release only ``update_wave_delay`` seconds
+    after the publish time in its signed manifest; groups with different delays take it in
+    turn. A fake clock: no sleeping."""
+    from taskmuxctl.update.decide import released_at, wave_wait
+
+    created = "2026-03-01T12:00:00Z"
+    out = released_at(created)
+    assert out is not None
+    hour = 3600.0
+    delays = {"canary": 0.0, "early": hour, "rest": 24 * hour}
+    took: dict[str, float] = {}
+    now = out - 60  # a clock a minute behind the release server: nobody takes it yet
+    while now <= out + 48 * hour:
+        for group, delay in delays.items():
+            d = decide("1.0.0", "1.1.0", auto=True, wave_delay=delay, created=created, now=now)
+            if d.install:
+                took.setdefault(group, now)
+            elif group not in took:
+                assert d.action == NONE and "update_wave_delay" in d.reason
+        now += 600
+    assert took["canary"] - out < 600
+    assert hour <= took["early"] - out < hour + 600
+    assert 24 * hour <= took["rest"] - out < 24 * hour + 600
+    assert wave_wait(created, out + 10, hour) == hour - 10
+    # The other auto rules still come first; an explicit update ignores the delay.
+    assert not decide("1.0.0", "1.1.0", auto=True, wave_delay=0.0, created=created, now=out,
+                      bad={"1.1.0"}).install
+    assert decide("1.0.0", "1.1.0", wave_delay=hour, created=created, now=out).install
+    # No policy: at once. An unreadable publish time: never by itself.
+    assert decide("1.0.0", "1.1.0", auto=True, created=created, now=out - 1e6).install
+    d = decide("1.0.0", "1.1.0", auto=True, wave_delay=0.0, created="yesterday", now=out)
+    assert d.action == NONE and "cannot tell when 1.1.0 was released" in d.reason
+    assert released_at("2026-13-01T00:00:00Z") is None
+
+
+def test_wave_settings() -> None:
+    from pydantic import ValidationError
+
+    from taskmuxd.settings import Settings
+
+    assert Settings.model_validate({"auto_update": "wave"}).auto_update == "wave"
+    assert Settings.model_validate({"auto_update": True}).auto_update is True
+    for bad in ({"auto_update": "sometimes"}, {"update_wave_delay": -1}):
+        with pytest.raises(ValidationError):
+            Settings.model_validate(bad)

@@ -158,3 +158,56 @@ def test_update_check_stays_light(env: dict[str, str]) -> None:
                                        "http://127.0.0.1:9/release.json"], env))
     assert "taskmuxctl" in mods
     assert not mods & {"asyncio", "pydantic", "libtmux", "jsonrpcserver", "tomlkit"}, mods
+
+
+def test_wave_policy_and_marks_as_the_installed_client_reads_them(installed: Installed) -> None:
+    """``auto_update = "wave"`` in config.toml holds a fresh release back from ``update
+    --auto`` (and the daemon's check) for ``update_wave_delay`` seconds after its signed
+    ``created`` time; ``update --mark-bad`` holds one back for good. Nothing is installed."""
+    import os
+    import time
+
+    from taskmuxctl.update import bootguard
+
+    inst = installed
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    inst.publish(GOOD, edit=lambda m: m.update(created=stamp))
+    config = os.path.join(inst.home, "config.toml")
+    with open(config, "a") as fh:
+        fh.write('auto_update = "wave"\nupdate_wave_delay = 3600\n')
+    code, out = inst.ctl_json("update", "--check", "--auto")
+    assert code == 0 and out["available"] is False, out
+    assert "after 1h (update_wave_delay), in 59m" in out["reason"] or \
+        "after 1h (update_wave_delay), in 60m" in out["reason"], out["reason"]
+    code, out = inst.ctl_json("update", "--auto")
+    assert code == 0 and out["action"] == "none" and inst.current() == BASE
+    code, out = inst.ctl_json("update", "--check")  # an explicit update does not wait
+    assert code == 10 and out["available"] is True
+    # The daemon's own auto-update check follows the same policy.
+    from tests.helpers import call
+
+    assert inst.ctl("daemon", "start").returncode == 0
+    sock = os.path.join(inst.home, "ctl.sock")
+    checked = call(sock, "update.check")
+    assert checked["available"] is False and "update_wave_delay" in checked["reason"]
+    status = call(sock, "update.status")
+    assert status["auto_update"] == "wave" and status["wave_delay"] == 3600
+    assert "auto-update in waves (after 3600s)" in status["summary"]
+    with open(config) as fh:
+        text = fh.read().replace("update_wave_delay = 3600", "update_wave_delay = 0")
+    with open(config, "w") as fh:
+        fh.write(text)
+    code, out = inst.ctl_json("update", "--check", "--auto")
+    assert code == 10 and out["available"] is True, out
+
+    code, out = inst.ctl_json("update", "--mark-bad", GOOD, "--reason", "broke the canary")
+    assert code == 0 and out["bad_versions"] == [GOOD]
+    assert bootguard.bad_versions(inst.app)[GOOD]["reason"] == "broke the canary"
+    code, out = inst.ctl_json("update", "--check", "--auto")
+    assert code == 0 and out["available"] is False and "marked bad" in out["reason"]
+    code, out = inst.ctl_json("update")
+    assert code == 1 and out["code"] == Code.UPDATE_REFUSED and f"--to {GOOD}" in out["error"]
+    for argv in (["--mark-bad", "nope"], ["--mark-bad", GOOD, "--auto"], ["--reason", "x"]):
+        code, out = inst.ctl_json("update", *argv)
+        assert code == 2 and out["kind"] == "usage", (argv, out)
+    assert inst.current() == BASE and inst.versions() == [BASE]

@@ -1,4 +1,5 @@
-"""``taskmux fleet add|remove|list|status``: many machines' daemons at once, over ssh."""
+"""``taskmux fleet add|remove|list|status|start|stop|restart|logs|events|update``: many
+machines' daemons at once, over ssh (``update``'s stages are in ``taskmuxctl.rollout``)."""
 
 from __future__ import annotations
 
@@ -186,3 +187,73 @@ def events(ctx: Context, args: Any) -> Result:
     if args.follow:
         words.append("-f")
     return _fan_out(ctx, args, words)
+
+
+def update(ctx: Context, args: Any) -> Result:
+    """``fleet update``: canaries, then waves; halts at the first failure (see ``rollout``)."""
+    import sys
+
+    from taskmuxctl import rollout
+    from taskmuxctl.update.release import is_version
+
+    if args.to is not None and not is_version(args.to):
+        raise CommandError(f"--to {args.to!r} is not a version (like 1.2.3)", Code.USAGE,
+                           exit_code=EXIT_USAGE)
+    for name, value, low in (("--canary", args.canary, 0), ("--wave", args.wave, 1)):
+        if value < low:
+            raise CommandError(f"{name} must be at least {low}", Code.USAGE,
+                               exit_code=EXIT_USAGE)
+    for name, value in (("--soak", args.soak), ("--settle", args.settle),
+                        ("--timeout", args.timeout)):
+        if not 0 <= value <= 7 * 86400 or (value == 0 and name != "--soak"):
+            raise CommandError(f"{name} must be more than 0 seconds and at most a week",
+                               Code.USAGE, exit_code=EXIT_USAGE)
+    hosts = fleet.select(fleet.load(ctx.paths), args.group)
+    if not hosts:
+        return Result({"hosts": [], "completed": True}, NO_HOSTS)
+    # The machines' daemons are only watched here: never started by a probe (the update
+    # over there starts them).
+    os.environ["TASKMUX_NO_DAEMON_START"] = "1"
+
+    def say(line: str) -> None:
+        if not ctx.as_json:
+            sys.stderr.write(f"  {line}\n")
+            sys.stderr.flush()
+
+    plan = rollout.Plan(to=args.to, canary=args.canary, wave=args.wave, soak=args.soak,
+                        settle=args.settle, force=args.force)
+    ops = rollout.SshOps(ctx.paths, update_timeout=args.timeout)
+    done = rollout.Runner(hosts, ops, plan, say).run()
+    lines = rollout_text(done)
+    return Result(done.as_dict(), "\n".join(lines),
+                  exit_code=0 if done.completed else EXIT_FAILURE)
+
+
+def rollout_text(done: Any) -> list[str]:
+    """The table and the notes under it (``fleet update`` without --json)."""
+    rows = [[e["name"], e["phase"] or "-", str(e["from"] or "-"), str(e["to"] or "-"),
+             e["outcome"], e["reason"] or ""] for e in done.hosts]
+    lines = [render.table(["HOST", "PHASE", "FROM", "TO", "OUTCOME", "REASON"], rows, indent="")]
+    if done.completed:
+        lines.append(f"rollout of {done.version} completed")
+    else:
+        assert done.halted is not None
+        where = f" at {done.halted['host']}" if done.halted["host"] else ""
+        lines.append(f"! rollout of {done.version or 'a release'} halted{where}: "
+                     f"{done.halted['reason']}")
+        if done.marked_bad:
+            lines.append(f"! {done.version} is marked bad on {', '.join(done.marked_bad)} "
+                         "(auto-update skips it there)")
+        for e in done.hosts:
+            if e.get("mark_bad_error"):
+                from taskmuxctl.sshhost import parse_target
+
+                lines.append(f"! could not mark it bad on {e['name']} ({e['mark_bad_error']});"
+                             f" once it is back: `ssh {parse_target(e['target']).ssh_words} "
+                             f"taskmux update --mark-bad {done.version}`")
+            if e.get("reverted_to"):
+                lines.append(f"! {e['name']} was put back on {e['reverted_to']}")
+            if e.get("revert_error"):
+                lines.append(f"! {e['name']} still runs {done.version}: putting it back failed "
+                             f"({e['revert_error']})")
+    return lines

@@ -1,4 +1,5 @@
-"""``update [--check] [--to VERSION] [--rollback] [--channel URL] [--auto] [--timeout S]``."""
+"""``update [--check] [--to VERSION] [--rollback] [--channel URL] [--auto] [--timeout S]``,
+and ``update --mark-bad VERSION [--reason TEXT]``."""
 
 from __future__ import annotations
 
@@ -80,6 +81,10 @@ def _options(ctx: Context, args: Any) -> Any:
     if isinstance(probation, int | float) and not isinstance(probation, bool) and \
             0 <= probation <= 600:
         opts.probation = float(probation)
+    if args.auto and ctx.setting("auto_update", False) == "wave":
+        delay = ctx.setting("update_wave_delay", 86400.0)
+        ok = isinstance(delay, int | float) and not isinstance(delay, bool) and delay >= 0
+        opts.wave_delay = float(delay) if ok else 86400.0
     if args.timeout is not None:
         if args.timeout <= 0:
             raise CommandError("--timeout must be a positive number of seconds", Code.USAGE,
@@ -90,9 +95,16 @@ def _options(ctx: Context, args: Any) -> Any:
     return opts
 
 
+MAX_REASON = 500
+
+
 def update(ctx: Context, args: Any) -> Result:
     if args.rollback and (args.check or args.to or args.channel or args.auto):
         raise CommandError("--rollback takes no other option", Code.USAGE, exit_code=EXIT_USAGE)
+    if args.mark_bad is not None:
+        return _mark_bad(ctx, args)
+    if args.reason is not None:
+        raise CommandError("--reason goes with --mark-bad", Code.USAGE, exit_code=EXIT_USAGE)
     if args.to is not None:
         from taskmuxctl.update.release import is_version
 
@@ -132,3 +144,22 @@ def update(ctx: Context, args: Any) -> Result:
     else:
         text = f"up to date: {done['reason']}"
     return Result(done, text)
+
+
+def _mark_bad(ctx: Context, args: Any) -> Result:
+    from taskmuxctl.update.release import is_version
+
+    if args.rollback or args.check or args.to or args.channel or args.auto:
+        raise CommandError("--mark-bad takes no other option but --reason", Code.USAGE,
+                           exit_code=EXIT_USAGE)
+    if not is_version(args.mark_bad):
+        raise CommandError(f"--mark-bad {args.mark_bad!r} is not a version (like 1.2.3)",
+                           Code.USAGE, exit_code=EXIT_USAGE)
+    reason = " ".join(str(args.reason or "marked bad by hand").split())[:MAX_REASON]
+    from taskmuxctl.update import apply, events
+
+    ctx.paths.ensure()
+    events.add_sink(events.event_log_sink(ctx.paths.events))
+    done = apply.mark_bad(ctx.paths, args.mark_bad, reason)
+    return Result(done, f"{args.mark_bad} is marked bad here: auto-update skips it, `update` "
+                        f"refuses it (`update --to {args.mark_bad}` still installs it)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -23,7 +24,7 @@ from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
 from taskmuxctl.result import CommandError
 from taskmuxctl.update import DEFAULT_RELEASE_URL, bootguard, install, restart
-from taskmuxctl.update.decide import INSTALL, NONE, REFUSE, decide
+from taskmuxctl.update.decide import INSTALL, NONE, REFUSE, Decision, decide
 from taskmuxctl.update.events import emit
 from taskmuxctl.update.layout import AppLayout
 from taskmuxctl.update.lock import UpdateBusy, UpdateLock
@@ -38,8 +39,8 @@ from taskmuxctl.update.release import (
 
 LATEST = "/releases/latest/download/"
 EXIT_UPDATE_AVAILABLE = 10
-__all__ = ["DEFAULT_RELEASE_URL", "Options", "UpdateError", "channel_for", "check", "rollback",
-           "update"]
+__all__ = ["DEFAULT_RELEASE_URL", "Options", "UpdateError", "channel_for", "check", "mark_bad",
+           "rollback", "update"]
 
 _RELEASE_CODES = {"fetch": Code.UPDATE_DOWNLOAD_FAILED, "timeout": Code.UPDATE_DOWNLOAD_FAILED,
                   "truncated": Code.UPDATE_DOWNLOAD_FAILED}
@@ -60,6 +61,14 @@ class Options:
     preflight_timeout: float = install.PREFLIGHT_TIMEOUT
     probation: float = restart.DEFAULT_PROBATION
     progress: Progress | None = field(default=None, repr=False)
+    wave_delay: float | None = None  # auto_update = "wave": seconds a release must be out
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+
+    def decide(self, current: str | None, manifest: Manifest, bad: Collection[str],
+               pinned: str | None) -> Decision:
+        return decide(current, manifest.version, bad=bad, pinned=pinned, to=self.to,
+                      auto=self.auto, wave_delay=self.wave_delay if self.auto else None,
+                      created=manifest.created, now=self.clock())
 
 
 def channel_for(release_url: str, channel: str | None, to: str | None) -> str:
@@ -97,8 +106,7 @@ def check(paths: Paths, opts: Options) -> dict[str, Any]:
     state = layout.load_state()
     bad = bootguard.bad_versions(layout.app)
     manifest = fetch(opts)
-    decision = decide(current, manifest.version, bad=bad, pinned=state["pinned"], to=opts.to,
-                      auto=opts.auto)
+    decision = opts.decide(current, manifest, bad, state["pinned"])
     emit("update_checked", current=current, offered=manifest.version, action=decision.action)
     return {"current": current, "offered": manifest.version, "action": decision.action,
             "available": decision.install, "reason": decision.reason,
@@ -147,8 +155,7 @@ def _update(paths: Paths, layout: AppLayout, opts: Options) -> dict[str, Any]:
     emit("update_checking", channel=opts.channel, current=current)
     manifest = fetch(opts)
     version = manifest.version
-    decision = decide(current, version, bad=bad, pinned=state["pinned"], to=opts.to,
-                      auto=opts.auto)
+    decision = opts.decide(current, manifest, bad, state["pinned"])
     result: dict[str, Any] = {"action": decision.action, "from": current, "to": version,
                               "offered": version, "reason": decision.reason}
     if decision.action == REFUSE:
@@ -339,6 +346,19 @@ def rollback(paths: Paths, opts: Options) -> dict[str, Any]:
                 "restart": mode}
     finally:
         lock.release()
+
+
+def mark_bad(paths: Paths, version: str, reason: str, by: str = "fleet") -> dict[str, Any]:
+    """Record ``version`` as bad here (``update --mark-bad``, what a fleet rollout runs on
+    every machine when a canary fails): auto-update skips it and a plain ``update`` refuses
+    it; ``update --to VERSION`` still installs it."""
+    layout = AppLayout(paths)
+    layout.ensure()
+    bootguard.mark_bad(layout.app, version, reason, time.time(), by=by)
+    emit("update_marked_bad", version=version, reason=reason, by=by)
+    return {"action": "marked_bad", "version": version, "reason": reason,
+            "current": layout.current_version(),
+            "bad_versions": sorted(bootguard.bad_versions(layout.app))}
 
 
 def repair(paths: Paths) -> list[str]:

@@ -9,6 +9,10 @@ and carries it out. The rules:
   until a newer one appears, and leaves a machine pinned by ``update --rollback`` alone.
 - An explicit ``update`` refuses a downgrade or a version marked bad (``--to`` overrides),
   and clears a rollback pin.
+- The ``wave`` policy (``auto_update = "wave"``): auto-update also waits until the release
+  has been out for ``update_wave_delay`` seconds, counted from the ``created`` time in its
+  signed manifest, so that machines with different delays take it in waves. A release whose
+  time cannot be read is not taken automatically.
 """
 
 from __future__ import annotations
@@ -40,8 +44,38 @@ def compare(a: str, b: str) -> int:
     return (ka > kb) - (ka < kb)
 
 
+def released_at(created: str) -> float | None:
+    """The manifest's ``created`` (``2026-01-02T03:04:05Z``) as a Unix time; None if unreadable."""
+    import datetime
+
+    try:
+        when = datetime.datetime.strptime(created.strip(), "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return when.replace(tzinfo=datetime.UTC).timestamp()
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}".replace(".0" + unit, unit)
+    return f"{seconds:.0f}s"
+
+
+def wave_wait(created: str, now: float, delay: float) -> float | None:
+    """Seconds until a release published at ``created`` may be taken under the wave policy
+    (0 when it may be now); None when its time cannot be read."""
+    at = released_at(created)
+    if at is None:
+        return None
+    return max(0.0, at + delay - now)
+
+
 def decide(current: str | None, offered: str, *, bad: Collection[str] = (),
-           pinned: str | None = None, to: str | None = None, auto: bool = False) -> Decision:
+           pinned: str | None = None, to: str | None = None, auto: bool = False,
+           wave_delay: float | None = None, created: str = "",
+           now: float = 0.0) -> Decision:
     if to is not None:
         if compare(offered, to) != 0:
             return Decision(REFUSE, offered, f"the channel offers {offered}, not {to}: point "
@@ -68,8 +102,17 @@ def decide(current: str | None, offered: str, *, bad: Collection[str] = (),
             return Decision(NONE, offered, f"the channel offers {offered}, older than "
                             f"{current}: auto-update never downgrades")
         if offered in bad:
-            return Decision(NONE, offered, f"{offered} was rolled back on this machine; "
-                            "waiting for a newer release")
+            return Decision(NONE, offered, f"{offered} is marked bad (rolled back here or by a "
+                            "fleet rollout); waiting for a newer release")
+        if wave_delay is not None:
+            wait = wave_wait(created, now, wave_delay)
+            if wait is None:
+                return Decision(NONE, offered, f"the wave policy cannot tell when {offered} "
+                                f"was released (created {created!r}); not taking it by itself")
+            if wait > 0:
+                return Decision(NONE, offered, f"{offered} is out since {created}; the wave "
+                                f"policy takes it after {_span(wave_delay)} "
+                                f"(update_wave_delay), in {_span(wait)}")
         return Decision(INSTALL, offered, f"updating {current} -> {offered}")
     if order == 0:
         return Decision(NONE, offered, f"{current} is the latest release", unpin=True)
@@ -78,6 +121,7 @@ def decide(current: str | None, offered: str, *, bad: Collection[str] = (),
                         f"installed {current}: refusing to downgrade; `taskmuxctl update "
                         f"--to {offered}` installs it anyway")
     if offered in bad:
-        return Decision(REFUSE, offered, f"{offered} was rolled back on this machine as bad; "
+        return Decision(REFUSE, offered, f"{offered} is marked bad on this machine (rolled back "
+                        "here or by a fleet rollout); "
                         f"`taskmuxctl update --to {offered}` tries it again")
     return Decision(INSTALL, offered, f"updating {current} -> {offered}", unpin=True)
