@@ -103,6 +103,8 @@ def status(ctx: Context, args: Any) -> Result:
             detail = render.last_exit(t["last_exit"])
         if t.get("manually_stopped") and t["state"] == "stopped":
             detail = "stopped by you"
+        if t.get("notify_status"):  # the task's own STATUS= (sd_notify)
+            detail = f"{detail}; {t['notify_status']}" if detail else t["notify_status"]
         health = {True: "healthy", False: "unhealthy", None: "-"}[t.get("healthy")]
         procs = t.get("processes") or 0
         rows.append([t["name"], t["state"], render.dash(t.get("main_pid") or t.get("pid")),

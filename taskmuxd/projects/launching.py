@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from taskmuxctl import diskspace
 from taskmuxctl.fsutil import atomic_write
 from taskmuxd.policy import Ev, Event, TaskState
-from taskmuxd.projects import ownership
+from taskmuxd.projects import ownership, readiness
 from taskmuxd.projects import state as st
 from taskmuxd.projects.healthwatch import watch_health
 from taskmuxd.projects.hooks import HookFailed, HookRun, run_hook
@@ -84,6 +84,7 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             "record": project.files.record(task.name), "socket": project.s.paths.socket,
             "marker": marker, "stop_grace_period": task.config.stop_grace_period,
             "cgroup": project.s.groups.ensure(project.name, task.name),
+            **readiness.runner_spec(project, task),
         }
         atomic_write(project.files.spec(task.name), json.dumps(spec), mode=0o600)
         if rec.run_id != run_id:
@@ -143,7 +144,10 @@ def after_launch(project: Project, task: TaskRuntime, run_id: int) -> None:
     """The task runs (launched now, or adopted by a new daemon): start judging its health."""
     if task.health_task is not None:
         task.health_task.cancel()
+        task.health_task = None
     task.health.unjudge()
+    if readiness.after_launch(project, task, run_id):
+        return
     if project.probe_spec(task).method == "process":
         # The runner reports the process's exit at once: polling it would add nothing.
         from taskmuxd.health import ProbeResult

@@ -41,7 +41,7 @@ from taskmuxd.policy import (
     TransitionError,
     decide,
 )
-from taskmuxd.projects import environment, launching, ownership, stopping
+from taskmuxd.projects import environment, launching, ownership, readiness, stopping
 from taskmuxd.projects import state as st
 from taskmuxd.projects.config import LoadedConfig, closure, start_order
 from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookRun, run_hook
@@ -339,12 +339,19 @@ class Project:
         rec.boot_id = record.get("boot_id")
         rec.started_wall = float(record.get("started_at") or time.time())
         self.watch_runner(task)
+        readiness.take(self, task, record, judge=False)
         if task.state == TaskState.STARTING:
             self.feed(task, Event(Ev.LAUNCHED))
             launching.started(self, task)  # every start, the automatic ones too
         else:
             self.save_task(task)
             self.touch()
+
+    def runner_notified(self, task_name: str, record: dict[str, Any]) -> None:
+        """The runner saw the task become ready, miss its watchdog, or change its status."""
+        task = self.tasks.get(task_name)
+        if task is not None and task.live:
+            readiness.take(self, task, record, judge=True)
 
     def watch_runner(self, task: TaskRuntime) -> None:
         """Hear of the runner's end the moment it happens (see ``ownership``)."""

@@ -10,7 +10,7 @@ from typing import Any
 from taskmuxd.health import ProbeResult
 from taskmuxd.policy import PolicySpec, TaskState
 from taskmuxd.proctree import Snapshot
-from taskmuxd.projects import ownership
+from taskmuxd.projects import ownership, readiness
 from taskmuxd.projects.config import TaskConfig
 from taskmuxd.projects.state import TaskRecord
 
@@ -42,6 +42,8 @@ class TaskRuntime:
         self.launch_done.set()
         self.last_launch_error: str | None = None
         self.last_launch_code: int | None = None
+        # What the runner saw of the task's own readiness (see ``readiness``), per run.
+        self.reported: dict[str, Any] = {}
 
     @property
     def policy_spec(self) -> PolicySpec:
@@ -153,4 +155,5 @@ class TaskRuntime:
             "restart_policy": self.config.restart_policy,
             "type": self.config.type,
             "completed": self.completed,
+            **readiness.info(self),
         }
