@@ -54,6 +54,14 @@ def start(ctx: Context, args: Any) -> Result:
                      force=True if args.force else None)
     out = ctx.call(Method.PROJECT_START, params)
     result = _action_result(out, "start")
+    if getattr(args, "wait", False):
+        from taskmuxctl.commands.wait import wait_until
+
+        names = [r["task"] for r in out.get("results", [])]
+        if names:
+            ready = wait_until(ctx, _params(args), names, "ready", args.timeout)
+            out["ready"] = ready.data["tasks"]
+            result = Result(out, f"{result.text}\n{ready.text}")
     if args.monitor:
         from taskmuxctl.commands.events import follow_after
 
