@@ -81,6 +81,26 @@ CASES = [
     ("not toml", """
         name = "x
      """, "", 1, ["not valid TOML"]),
+    ("bad ready_log_line", """
+        name = "x"
+        [tasks.db]
+        command = "true"
+        ready_log_line = "ready (to"
+     """, "tasks.db.ready_log_line", 4, ["not a valid regular expression",
+                                         "missing ), unterminated subpattern"]),
+    ("two readiness sources", """
+        name = "x"
+        [tasks.db]
+        command = "true"
+        ready = "notify"
+        ready_log_line = "ready"
+     """, "tasks.db.ready_log_line", 5, ["choose one readiness source"]),
+    ("bad watchdog_sec", """
+        name = "x"
+        [tasks.db]
+        command = "true"
+        watchdog_sec = 0
+     """, "tasks.db.watchdog_sec", 4, ["greater than 0"]),
 ]
 
 

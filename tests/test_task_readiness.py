@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from typing import Any
 
-from tests.helpers import run_cli, run_json, wait_until
+from tests.helpers import read, run_cli, run_json, wait_until
 from tests.projects import task, write_project
 
 NOTIFY_TASK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notify_task.py")
@@ -113,3 +114,34 @@ def test_a_task_that_never_says_ready_fails_its_startup_timeout(
     assert svc["health_method"] == "log" and svc["state"] == "running"
     code, out = run_json(["wait", "svc", "--timeout", "0.5"], env, cwd=proj)
     assert code == 124 and "not ready within startup_timeout" in out["error"], out
+
+
+def test_the_notify_socket_hears_only_the_task(env: dict[str, str], home: str,
+                                               tmp_path: str) -> None:
+    """Datagrams from a process outside the task's tree, oversized or garbage ones change
+    nothing; the log says they were refused."""
+    proj = write_project(str(tmp_path / "p"), f"""
+        name = "deaf"
+        [tasks.svc]
+        command = "exec {sys.executable} {NOTIFY_TASK} 600 /nonexistent"
+        ready = "notify"
+        startup_timeout = 0
+    """)
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    path = os.path.join(home, "projects", "deaf", "run", "svc.notify")
+    wait_until(lambda: os.path.exists(path), 10, "the notify socket")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(b"READY=1\nSTATUS=forged", path)  # this test is no process of the task
+        s.sendto(b"READY=1\nSTATUS=" + b"x" * 5000, path)
+        s.sendto(b"\xff\x00\x01", path)
+    log = os.path.join(home, "projects", "deaf", "logs", "svc.log")
+    text = wait_until(lambda: "NOTIFY_SOCKET: refused" in (t := read(log)) and t, 10,
+                      "the refusal note")
+    assert "not one of the task's processes" in text or "over 4096 bytes" in text, text
+    # The task's own STATUS (reported a moment later, after the forged datagrams were read)
+    # stands, and nothing made it ready.
+    svc = wait_until(lambda: (t := task(env, proj, "svc"))["notify_status"] and t, 10,
+                     "the task's own status")
+    assert svc["notify_status"] == "starting", svc
+    assert svc["healthy"] is None and svc["ready_by"] is None and svc["state"] == "running"
