@@ -118,3 +118,19 @@ def test_run_timeout_and_ctrl_c_stop_what_it_started(env: dict[str, str], tmp_pa
     assert out["interrupted"] is True and out["stopped"] == ["db", "hang"], out
     assert task(env, proj, "hang")["state"] == "stopped"
     assert task(env, proj, "db")["state"] == "stopped"
+
+
+def test_run_judges_the_end_of_a_run_and_its_exit_code() -> None:
+    from taskmuxctl.commands.run import closure, exit_code_of, finished
+
+    tasks = {"suite": {"depends_on": ["api"]}, "api": {"depends_on": ["db", "migrate"]},
+             "db": {}, "migrate": {"depends_on": ["db"]}, "web": {"depends_on": ["api"]}}
+    assert closure(tasks, "suite") == {"suite", "api", "db", "migrate"}
+    assert closure(tasks, "db") == {"db"}
+    old = {"state": "exited", "last_exit": {"code": 0, "signal": None, "at": 99.0}}
+    assert not finished(old, 100.0)  # an exit from before this command began
+    assert not finished({"state": "running", "last_exit": None}, 100.0)
+    restarted = {"state": "running", "last_exit": {"code": 3, "signal": None, "at": 101.0}}
+    assert finished(restarted, 100.0) and exit_code_of(restarted) == 3
+    assert exit_code_of({"last_exit": {"code": None, "signal": 9}}) == 137
+    assert exit_code_of({"last_exit": None}) == 1
