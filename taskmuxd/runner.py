@@ -489,9 +489,11 @@ class Runner:
     def pump(self, timeout: float | None) -> None:
         """One turn of the relay: wait up to ``timeout`` for output, input or a signal."""
         readers = [self.wake_r]
-        notify_fd = self.readiness.fileno() if self.ended_by is None else None
+        watching = self.ended_by is None  # readiness and the watchdog, while the run lasts
+        notify_fd = self.readiness.fileno() if watching else None
         if notify_fd is not None:
             readers.append(notify_fd)
+        if watching:
             wake = self.readiness.timeout(time.monotonic())
             if wake is not None:
                 timeout = wake if timeout is None else min(timeout, wake)
@@ -515,17 +517,21 @@ class Runner:
         if 0 in ready:
             self.relay_input()
         self.log.flush_partial(now)
-        if notify_fd is not None:
-            if notify_fd in ready:
+        if watching:
+            if notify_fd is not None and notify_fd in ready:
                 self.readiness.readable()
             if self.readiness.tick(time.monotonic()):
-                write_record(self.record_path, self.record)
-                self.notify("runner.notify")
-        elif self.readiness.urgent and self.ended_by is None:  # a log line made it ready
-            self.readiness.tick(time.monotonic())
-            write_record(self.record_path, self.record)
-            self.notify("runner.notify")
+                self.report()
         self.reap()
+
+    def report(self) -> None:
+        """Readiness, the watchdog or the status changed: record it, tell the daemon. A record
+        that cannot be written (a full disk) does not stop the task: the daemon still hears."""
+        try:
+            write_record(self.record_path, self.record)
+        except OSError as exc:
+            self.log.note(f"cannot write the run's record: {exc.strerror or exc}")
+        self.notify("runner.notify")
 
     def pump_for(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -57,17 +57,20 @@ class RunReadiness:
     def open(self, env: dict[str, str]) -> None:
         """Bind the task's NOTIFY_SOCKET and name it in ``env`` (left out when it cannot be
         bound: the task then runs without one, and the log says why)."""
-        if self.socket_path:
+        if not self.socket_path:
+            self.state.watchdog_sec = None  # no socket (its path would be too long)
+        else:
             try:
                 sock = notifysocket.bind(self.socket_path)
             except OSError as exc:
                 self.note(f"no NOTIFY_SOCKET for this run: cannot bind {self.socket_path}: "
                           f"{exc.strerror or exc}")
+                self.state.watchdog_sec = None  # it could never be fed
             else:
                 self.receiver = notifysocket.Receiver(sock, self._allowed)
                 env["NOTIFY_SOCKET"] = self.socket_path
-        if self.watchdog_sec:
-            env["WATCHDOG_USEC"] = str(int(self.watchdog_sec * 1_000_000))
+        if self.state.watchdog_sec:
+            env["WATCHDOG_USEC"] = str(int(self.state.watchdog_sec * 1_000_000))
 
     def _allowed(self, pid: int) -> bool:
         if not proctree.AVAILABLE:

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -139,3 +140,33 @@ def test_oversized_and_garbage_datagrams_are_dropped_and_a_flood_is_read_in_turn
     assert sent == 5, "the kernel queued fewer than 5 datagrams"
     assert [f["STATUS"] for f in recv.receive()] == ["0", "1", "2"]
     assert [f["STATUS"] for f in recv.receive()] == ["3", "4"]
+
+
+def test_what_the_runner_records_of_a_log_line_and_the_watchdog(tmp_path: object) -> None:
+    from taskmuxd.runready import RunReadiness
+
+    notes: list[str] = []
+    record: dict[str, object] = {}
+    r = RunReadiness({"ready_log_line": r"^ready on \d+", "watchdog_sec": 5}, record,
+                     notes.append)
+    env: dict[str, str] = {}
+    r.open(env)  # no socket path given: no NOTIFY_SOCKET, so no watchdog it could not feed
+    assert "NOTIFY_SOCKET" not in env and "WATCHDOG_USEC" not in env
+    r.on_line("starting")
+    assert not r.tick(0.0) and "ready_at" not in record
+    r.on_line("ready on 8080")
+    assert r.timeout(0.0) == 0.0 and r.tick(0.0)
+    assert record["ready_by"] == "log" and "ready on 8080" in str(record["ready_detail"])
+    assert not r.tick(1e9)  # nothing new, and no watchdog to miss
+    path = os.path.join(str(tmp_path), "w.sock")
+    r2 = RunReadiness({"notify_socket": path, "watchdog_sec": 0.5}, {}, notes.append)
+    env = {}
+    r2.open(env)
+    try:
+        assert env == {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "500000"}
+        assert r2.timeout(time.monotonic()) is not None  # the watchdog runs from the start
+        assert r2.tick(time.monotonic() + 1.0) and r2.record["watchdog_reason"]
+        assert any("watchdog" in n for n in notes)
+    finally:
+        r2.close()
+    assert not os.path.exists(path)
