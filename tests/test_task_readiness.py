@@ -53,6 +53,7 @@ def test_a_ready_log_line_gates_a_dependent_and_survives_a_daemon_restart(
     t = wait_until(lambda: (t := task(env, proj, "db"))["healthy"] is True and t, 15,
                    "db healthy again after the daemon restart")
     assert t["pid"] == db["pid"] and t["health_method"] == "log"
+    assert len(events(home, "task_ready", "db")) == 1  # announced once, not again on adoption
 
 
 def test_an_sd_notify_task_says_ready_shows_its_status_and_a_starved_watchdog_restarts_it(

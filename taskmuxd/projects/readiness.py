@@ -56,6 +56,7 @@ def take(project: Project, task: TaskRuntime, record: dict[str, Any], judge: boo
         if value is not None:
             task.reported[key] = value
     if judge:
+        task.reported["heard"] = True  # from the runner as it happened (not on adoption)
         judge_watchdog(project, task)
     project.touch()
 
@@ -129,8 +130,9 @@ async def watch(project: Project, task: TaskRuntime, run_id: int) -> None:
         h.ok = True
         h.last = ProbeResult(True, source, str(task.reported.get("ready_detail") or "ready"))
         h.last_at = time.time()
-        project.s.events.emit("task_ready", project.name, task.name, by=source,
-                              detail=h.last.detail)
+        if task.reported.get("heard"):  # an adopted task was announced by the last daemon
+            project.s.events.emit("task_ready", project.name, task.name, by=source,
+                                  detail=h.last.detail)
         project.touch()
     if cfg.health_url or cfg.health_check:
         await watch_health(project, task, run_id)
