@@ -38,6 +38,9 @@ def test_a_ready_log_line_gates_a_dependent_and_survives_a_daemon_restart(
         command = "exec sleep 600"
         depends_on = ["db"]
     """)
+    code, out = run_json(["check"], env, cwd=proj)
+    assert out["ready"] == {"db": "a line of its output matching 'database system is "
+                                  "(ready|up)'"}, out
     code, out = run_json(["start"], env, cwd=proj)
     assert code == 0, out
     db = task(env, proj, "db")

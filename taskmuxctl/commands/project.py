@@ -197,5 +197,11 @@ def check(ctx: Context, args: Any) -> Result:
     for name, conds in waits.items():
         text += f"\n  {name} waits for " + ", ".join(
             f"{d} {c.replace('_', ' ')}" for d, c in conds.items())
+    ready = {n: "READY=1 on its NOTIFY_SOCKET" if t.ready_source == "notify"
+             else f"a line of its output matching {t.ready_log_line!r}"
+             for n, t in sorted(tasks.items()) if t.ready_source}
+    for name, how in ready.items():
+        text += f"\n  {name} is ready on {how}"
     return Result({"config": loaded.path, "project": loaded.name, "tasks": sorted(tasks),
-                   "start_order": order, "manual": manual, "conditions": waits}, text)
+                   "start_order": order, "manual": manual, "conditions": waits,
+                   "ready": ready}, text)
