@@ -322,61 +322,73 @@ def _timer(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
 S, E = TaskState, Ev
 IDLE = (S.STOPPED, S.EXITED, S.FATAL)
 LIVE = (S.STARTING, S.RUNNING)
+SAME = None  # in a target list: the state the task was in
 
-TRANSITIONS: dict[tuple[TaskState, Ev], Handler] = {}
-for _st in IDLE:
-    TRANSITIONS[(_st, E.START)] = _start
-    TRANSITIONS[(_st, E.RESTART)] = _start
-    TRANSITIONS[(_st, E.STOP)] = _stop_idle
-    TRANSITIONS[(_st, E.KILL)] = _kill
-    TRANSITIONS[(_st, E.EXITED)] = _noop  # a late or repeated report of an exit seen already
-    TRANSITIONS[(_st, E.UNHEALTHY)] = _noop  # a probe that finished after the process
-    TRANSITIONS[(_st, E.TIMER)] = _noop  # a timer that fired after a stop
-    TRANSITIONS[(_st, E.LAUNCH_FAILED)] = _noop
-    TRANSITIONS[(_st, E.ABORTED)] = _noop
-    TRANSITIONS[(_st, E.DEPENDENCY_READY)] = _noop
-for _st in LIVE:
-    TRANSITIONS[(_st, E.START)] = _noop  # already running
-    TRANSITIONS[(_st, E.STOP)] = _stop
-    TRANSITIONS[(_st, E.KILL)] = _kill
-    TRANSITIONS[(_st, E.RESTART)] = _restart_live
-    TRANSITIONS[(_st, E.EXITED)] = _exited
-    TRANSITIONS[(_st, E.TIMER)] = _noop
-for _st in (*LIVE, S.STOPPING, S.BACKOFF):
-    TRANSITIONS[(_st, E.DEPENDENCY_READY)] = _noop  # running, or a restart already on its way
-TRANSITIONS[(S.FATAL, E.TIMER)] = _fatal_timer
-TRANSITIONS[(S.FATAL, E.DEPENDENCY_READY)] = _dependency_ready
-TRANSITIONS[(S.STARTING, E.LAUNCHED)] = _launched
-TRANSITIONS[(S.STARTING, E.LAUNCH_FAILED)] = _launch_failed
-TRANSITIONS[(S.STARTING, E.ABORTED)] = _aborted
-TRANSITIONS[(S.STOPPING, E.ABORTED)] = _exited_while_stopping
-TRANSITIONS[(S.BACKOFF, E.ABORTED)] = _noop
-TRANSITIONS[(S.STARTING, E.UNHEALTHY)] = _noop  # not judged before it runs
-TRANSITIONS[(S.RUNNING, E.LAUNCHED)] = _noop  # a repeated report
-TRANSITIONS[(S.RUNNING, E.UNHEALTHY)] = _unhealthy
-TRANSITIONS[(S.STOPPING, E.START)] = _restart_live  # start again once it has stopped
-TRANSITIONS[(S.STOPPING, E.STOP)] = _stop_again
-TRANSITIONS[(S.STOPPING, E.KILL)] = _kill
-TRANSITIONS[(S.STOPPING, E.RESTART)] = _restart_live
-TRANSITIONS[(S.STOPPING, E.EXITED)] = _exited_while_stopping
-TRANSITIONS[(S.STOPPING, E.LAUNCHED)] = _noop
-TRANSITIONS[(S.STOPPING, E.LAUNCH_FAILED)] = _exited_while_stopping
-TRANSITIONS[(S.STOPPING, E.UNHEALTHY)] = _noop
-TRANSITIONS[(S.STOPPING, E.TIMER)] = _noop
-TRANSITIONS[(S.BACKOFF, E.START)] = _start
-TRANSITIONS[(S.BACKOFF, E.RESTART)] = _start
-TRANSITIONS[(S.BACKOFF, E.STOP)] = _stop_idle
-TRANSITIONS[(S.BACKOFF, E.KILL)] = _kill
-TRANSITIONS[(S.BACKOFF, E.TIMER)] = _timer
-TRANSITIONS[(S.BACKOFF, E.EXITED)] = _noop
-TRANSITIONS[(S.BACKOFF, E.UNHEALTHY)] = _noop
-TRANSITIONS[(S.BACKOFF, E.LAUNCH_FAILED)] = _noop
+
+@dataclass(frozen=True)
+class Transition:
+    """One row of the table: the handler, and every state it may lead to (``SAME``: stays)."""
+
+    handler: Handler
+    targets: tuple[TaskState | None, ...]
+
+
+TRANSITIONS: dict[tuple[TaskState, Ev], Transition] = {}
+
+
+def _on(states: tuple[TaskState, ...], kinds: tuple[Ev, ...], handler: Handler,
+        *targets: TaskState | None) -> None:
+    for st in states:
+        for kind in kinds:
+            TRANSITIONS[(st, kind)] = Transition(handler, targets or (SAME,))
+
+
+AFTER_FAILURE = (S.BACKOFF, S.EXITED, S.FATAL)  # where ``_after_failure`` may lead
+
+_on(IDLE, (E.START, E.RESTART), _start, S.STARTING)
+_on(IDLE, (E.STOP,), _stop_idle, S.STOPPED)
+_on(IDLE, (E.KILL,), _kill, S.STOPPED)
+# Late reports: an exit seen already, a probe that finished after the process, a timer that
+# fired after a stop, a launch that was called off.
+_on(IDLE, (E.EXITED, E.UNHEALTHY, E.TIMER, E.LAUNCH_FAILED, E.ABORTED, E.DEPENDENCY_READY),
+    _noop)
+_on(LIVE, (E.START, E.TIMER), _noop)  # already running
+_on(LIVE, (E.STOP,), _stop, S.STOPPING)
+_on(LIVE, (E.KILL,), _kill, S.STOPPING)
+_on(LIVE, (E.RESTART,), _restart_live, S.STOPPING)
+_on(LIVE, (E.EXITED,), _exited, *AFTER_FAILURE)
+# Running, or a restart already on its way.
+_on((*LIVE, S.STOPPING, S.BACKOFF), (E.DEPENDENCY_READY,), _noop)
+_on((S.FATAL,), (E.TIMER,), _fatal_timer, SAME, S.STARTING)
+_on((S.FATAL,), (E.DEPENDENCY_READY,), _dependency_ready, SAME, S.STARTING)
+_on((S.STARTING,), (E.LAUNCHED,), _launched, S.RUNNING)
+_on((S.STARTING,), (E.LAUNCH_FAILED,), _launch_failed, *AFTER_FAILURE)
+_on((S.STARTING,), (E.ABORTED,), _aborted, S.EXITED)
+_on((S.STARTING,), (E.UNHEALTHY,), _noop)  # not judged before it runs
+_on((S.RUNNING,), (E.LAUNCHED,), _noop)  # a repeated report
+_on((S.RUNNING,), (E.UNHEALTHY,), _unhealthy, SAME, S.STOPPING)
+_on((S.STOPPING,), (E.START, E.RESTART), _restart_live, S.STOPPING)  # start again once stopped
+_on((S.STOPPING,), (E.STOP,), _stop_again, S.STOPPING)
+_on((S.STOPPING,), (E.KILL,), _kill, S.STOPPING)
+_on((S.STOPPING,), (E.EXITED, E.LAUNCH_FAILED, E.ABORTED), _exited_while_stopping,
+    S.STARTING, S.STOPPED, *AFTER_FAILURE)
+_on((S.STOPPING,), (E.LAUNCHED, E.UNHEALTHY, E.TIMER), _noop)
+_on((S.BACKOFF,), (E.START, E.RESTART), _start, S.STARTING)
+_on((S.BACKOFF,), (E.STOP,), _stop_idle, S.STOPPED)
+_on((S.BACKOFF,), (E.KILL,), _kill, S.STOPPED)
+_on((S.BACKOFF,), (E.TIMER,), _timer, SAME, S.STARTING)
+_on((S.BACKOFF,), (E.EXITED, E.UNHEALTHY, E.LAUNCH_FAILED, E.ABORTED), _noop)
+
+
+def targets_of(state: TaskState, kind: Ev) -> tuple[TaskState, ...]:
+    """The states (state, kind) may lead to, ``SAME`` resolved."""
+    return tuple(state if t is SAME else t for t in TRANSITIONS[(state, kind)].targets)
 
 
 def decide(spec: PolicySpec, state: State, event: Event, now: float,
            jitter: float = 0.0) -> tuple[State, list[Action]]:
     """The next state and the actions to carry out. ``now`` is monotonic seconds."""
-    handler = TRANSITIONS.get((state.state, event.kind))
-    if handler is None:
+    row = TRANSITIONS.get((state.state, event.kind))
+    if row is None:
         raise TransitionError(state.state, event.kind)
-    return handler(spec, state, event, now, jitter)
+    return row.handler(spec, state, event, now, jitter)

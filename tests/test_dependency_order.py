@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from taskmuxd.projects.config import ConfigError, parse
-from tests.helpers import read, run_json, wait_until
+from tests.helpers import read, run_cli, run_json, wait_until
 from tests.projects import status, task, tmux, wait_state, write_project
 
 # A task that notes when it is asked to stop and when it has finished stopping; ``linger``
@@ -80,7 +80,7 @@ def test_restore_after_kill_server_waits_for_dependencies(env: dict[str, str], t
     proj = write_project(folder, f"""
         name = "reborn"
         [tasks.db]
-        command = "rm -f {ready}; sleep 1; touch {ready}; exec sleep 600"
+        command = "rm -f {ready}; sleep 0.5; touch {ready}; exec sleep 600"
         health_check = "test -f {ready}"
         health_interval = 0.2
         [tasks.api]
@@ -138,7 +138,7 @@ def test_a_fatal_task_is_tried_again_after_retry_after(env: dict[str, str],
         [tasks.app]
         command = "exit 1"
         max_restarts = 0
-        retry_after = 1
+        retry_after = 0.3
     """)
     run_json(["start"], env, cwd=proj)
     wait_until(lambda: events_of(env, proj, "app").count("fatal_retry") >= 2, 15,
@@ -177,6 +177,8 @@ def test_a_dependency_blip_ends_with_its_dependents_back(env: dict[str, str],
     with open(down, "w"):
         pass
     wait_state(env, proj, "api", "fatal", 30)  # max_restarts 0, retry_after 0: given up
+    # The blip is seen on db too (else nothing says api failed for db's sake).
+    wait_until(lambda: task(env, proj, "db")["healthy"] is False, 30, "db judged unhealthy")
     os.unlink(down)
     t = wait_until(lambda: (t := task(env, proj, "api"))["state"] == "running"
                    and t["healthy"] and t, 30, "api back once db is healthy")
@@ -265,3 +267,30 @@ def test_a_failed_one_shot_fails_the_start_of_what_needs_it(env: dict[str, str],
     assert "migrate" in out["error"] and "api" in out["error"]
     assert task(env, proj, "api")["state"] == "stopped"
     assert task(env, proj, "migrate")["completed"] is False
+
+
+def test_restart_takes_along_the_dependents_that_ask_for_it(env: dict[str, str],
+                                                            tmp_path: str) -> None:
+    proj = write_project(str(tmp_path / "p"), """
+        name = "along"
+        [tasks.api]
+        command = "exec sleep 600"
+        [tasks.web]
+        command = "exec sleep 601"
+        depends_on = { api = { condition = "started", restart = true } }
+        [tasks.worker]
+        command = "exec sleep 602"
+        depends_on = ["api"]
+    """)
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    before = {t["name"]: t["pid"] for t in status(env, proj)["tasks"]}
+    code, out = run_json(["restart", "api"], env, cwd=proj)
+    assert code == 0, out
+    assert {r["task"]: (r["action"], r.get("because")) for r in out["results"]} == {
+        "api": ("restarted", None), "web": ("restarted", "api")}
+    after = {t["name"]: t for t in status(env, proj)["tasks"]}
+    assert after["worker"]["pid"] == before["worker"]  # the list form: not restarted
+    for name in ("api", "web"):
+        assert after[name]["state"] == "running" and after[name]["pid"] != before[name]
+    text = run_cli(["restart", "api"], env, cwd=proj).stdout
+    assert "web: restarted" in text and "depends on api with restart = true" in text

@@ -17,7 +17,7 @@ def test_dependency_order_with_gating(env: dict[str, str], tmp_path: str) -> Non
     proj = write_project(str(tmp_path / "p"), f"""
         name = "gated"
         [tasks.db]
-        command = "sleep 1; touch {marker}; sleep 600"
+        command = "sleep 0.3; touch {marker}; sleep 600"
         health_check = "test -f {marker}"
         health_interval = 0.2
         [tasks.api]
@@ -47,7 +47,8 @@ def test_dependency_order_with_gating(env: dict[str, str], tmp_path: str) -> Non
 
 def test_dependency_that_never_gets_healthy_fails_clearly(env: dict[str, str],
                                                           tmp_path: str, home: str) -> None:
-    write_config(home, "dependency_timeout = 1.5\n")
+    # The deadline's arithmetic is the machine's (tests/test_supervisor_machine.py, fake clock).
+    write_config(home, "dependency_timeout = 0.5\n")
     proj = write_project(str(tmp_path / "p"), """
         name = "never"
         [tasks.db]

@@ -357,3 +357,28 @@ def test_success_exit_codes_decide_what_on_failure_restarts() -> None:
     assert decide(spec, running, Event(Ev.EXITED, 143), 1.0)[0].state == TaskState.EXITED
     assert decide(spec, running, Event(Ev.EXITED, 0), 1.0)[0].state == TaskState.EXITED
     assert decide(spec, running, Event(Ev.EXITED, 1), 1.0)[0].state == TaskState.BACKOFF
+
+
+def test_every_transition_lands_in_a_state_its_row_declares() -> None:
+    # The table's targets draw the README's diagram: each handler must keep to them.
+    from itertools import product
+
+    from taskmuxd.policy import Cause, targets_of
+
+    specs = [PolicySpec(p, n, 2.0, 300.0) for p, n in product(
+        ("no", "on-failure", "always"), (0, 5))]
+    specs += [PolicySpec("on-failure", 0, 2.0, 0.0), PolicySpec("always", 5, 2.0, 300.0, True)]
+    states = [State(state=st, manual_stop=ms, cause=c, restart_at=ra, attempt=a,
+                    started_at=0.0)
+              for st, ms, c, ra, a in product(TaskState, (False, True), (None, *Cause),
+                                              (None, 50.0), (0, 5))]
+    events = [Event(k) for k in Ev if k != Ev.EXITED] + [
+        Event(Ev.EXITED, c, sg) for c, sg in ((0, None), (1, None), (None, 9))]
+    checked = 0
+    for sp, s, e in product(specs, states, events):
+        if (s.state, e.kind) not in TRANSITIONS:
+            continue
+        new, _ = decide(sp, s, e, 10.0)
+        assert new.state in targets_of(s.state, e.kind), (s, e, sp, new.state)
+        checked += 1
+    assert checked > 5000

@@ -95,6 +95,13 @@ CASES = [
         ready = "notify"
         ready_log_line = "ready"
      """, "tasks.db.ready_log_line", 5, ["choose one readiness source"]),
+    ("probes with the task's own word", """
+        name = "x"
+        [tasks.db]
+        command = "true"
+        ready_log_line = "ready"
+        health_url = "http://127.0.0.1:1/"
+     """, "tasks.db.health_url", 5, ["judged on its own word", "remove health_url"]),
     ("bad watchdog_sec", """
         name = "x"
         [tasks.db]
@@ -142,15 +149,19 @@ def test_check_ok_prints_the_start_order(env: dict[str, str], tmp_path: str) -> 
         type = "oneshot"
         [tasks.web]
         command = "true"
-        depends_on = { api = "started", migrate = "completed_successfully" }
+        [tasks.web.depends_on]
+        api = { condition = "started", restart = true }
+        migrate = "completed_successfully"
     """)
     code, out = run_json(["check"], env, cwd=proj)
     assert code == 0 and out["start_order"] == [["db", "migrate"], ["api"], ["web"]]
     assert out["conditions"] == {"api": {"db": "healthy"},
                                  "web": {"api": "started", "migrate": "completed_successfully"}}
+    assert out["restarts_with"] == {"web": ["api"]}
     text = subprocess.run([f"{BIN}/taskmux", "check"], env=env, cwd=proj, text=True,
                           capture_output=True).stdout
-    assert "web waits for api started, migrate completed successfully" in text
+    assert "web waits for api started (restarts with it), migrate completed successfully" \
+        in text
 
 
 def test_check_leaves_manual_tasks_out_of_the_start_order(env: dict[str, str],

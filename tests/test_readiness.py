@@ -25,7 +25,7 @@ def test_a_task_probed_only_through_its_port_is_healthy_soon(env: dict[str, str]
     proj = write_project(str(tmp_path / "p"), f"""
         name = "porty"
         [tasks.web]
-        command = "sleep 1; exec {sys.executable} -m http.server $PORT --bind 127.0.0.1"
+        command = "sleep 0.3; exec {sys.executable} -m http.server $PORT --bind 127.0.0.1"
         port = "auto"
         health_interval = 60
     """)

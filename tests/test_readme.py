@@ -7,6 +7,7 @@ import re
 
 from taskmuxctl.protocol import ERRORS
 from taskmuxctl.spec import COMMANDS, GROUPS
+from taskmuxd.policy import Ev, TaskState
 from taskmuxd.projects.config import Hooks, ProjectConfig, TaskConfig
 from taskmuxd.settings import Settings
 from tests.helpers import REPO, read
@@ -65,3 +66,16 @@ def test_every_error_code_is_documented() -> None:
     table = section("### Error codes") if "### Error codes" in README else ""
     for code, info in ERRORS.items():
         assert f"| {code} | {info.name} |" in table, code
+
+
+def test_the_state_diagram_is_the_one_the_table_draws() -> None:
+    from taskmuxd.supervisor.diagram import mermaid
+
+    states = section("## Task states")
+    block = re.search(r"```mermaid\n(.*?)```", states, re.S)
+    assert block is not None, "the Task states section has no mermaid block"
+    assert block.group(1) == mermaid(), "regenerate: python -m taskmuxd.supervisor.diagram"
+    for state in TaskState:
+        assert f"`{state.value}`" in states, state
+    for kind in Ev:
+        assert f"`{kind.value}`" in states, kind

@@ -39,6 +39,8 @@ def _action_result(out: dict[str, Any], verb: str) -> Result:
             extra = f" (pid {r['pid']}" + (f", port {r['port']}" if r.get("port") else "") + ")"
         if r.get("error"):
             extra = f": {r['error']}"
+        if r.get("because"):
+            extra += f" — it depends on {r['because']} with restart = true"
         lines.append(f"{r['task']}: {action.replace('_', ' ')}{extra}")
     if not lines:
         lines.append(f"nothing to {verb} in {out.get('project')}")
@@ -194,9 +196,12 @@ def check(ctx: Context, args: Any) -> Result:
                  "; start one with `taskmux start NAME`")
     waits = {n: {d: t.condition_on(d, tasks[d]) for d in t.depends_on}
              for n, t in sorted(tasks.items()) if t.depends_on}
+    along = {n: sorted(d for d in t.depends_on if t.restarts_with(d))
+             for n, t in sorted(tasks.items()) if any(t.restarts_with(d) for d in t.depends_on)}
     for name, conds in waits.items():
         text += f"\n  {name} waits for " + ", ".join(
-            f"{d} {c.replace('_', ' ')}" for d, c in conds.items())
+            f"{d} {c.replace('_', ' ')}" + (" (restarts with it)" if d in along.get(name, [])
+                                             else "") for d, c in conds.items())
     ready = {n: "READY=1 on its NOTIFY_SOCKET" if t.ready_source == "notify"
              else f"a line of its output matching {t.ready_log_line!r}"
              for n, t in sorted(tasks.items()) if t.ready_source}
@@ -204,4 +209,4 @@ def check(ctx: Context, args: Any) -> Result:
         text += f"\n  {name} is ready on {how}"
     return Result({"config": loaded.path, "project": loaded.name, "tasks": sorted(tasks),
                    "start_order": order, "manual": manual, "conditions": waits,
-                   "ready": ready}, text)
+                   "restarts_with": along, "ready": ready}, text)

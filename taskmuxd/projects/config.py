@@ -76,19 +76,39 @@ Condition = Literal["started", "healthy", "completed_successfully"]
 CONDITIONS = ("started", "healthy", "completed_successfully")
 
 
+class Dependency(BaseModel):
+    """The long form of one ``depends_on`` entry: ``db = { condition = "healthy", restart =
+    true }``. ``restart``: a restart of the dependency restarts this task too (default false,
+    as in docker compose)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    condition: Condition | None = None
+    restart: bool = False
+
+
 def _depends_on(value: object) -> object:
     """One clear message for a wrong ``depends_on`` (not one per form it might have been)."""
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
     if isinstance(value, dict):
         for dep, cond in value.items():
-            if cond not in CONDITIONS:
-                raise ValueError(f"the condition on {dep!r} is {cond!r}; use one of "
+            if isinstance(cond, dict):
+                extra = sorted(set(cond) - {"condition", "restart"})
+                if extra:
+                    raise ValueError(f"the entry for {dep!r} has {', '.join(map(repr, extra))}; "
+                                     "it takes `condition` and `restart`")
+                if not isinstance(cond.get("restart", False), bool):
+                    raise ValueError(f"`restart` of {dep!r} must be true or false, not "
+                                     f"{cond['restart']!r}")
+            named = cond.get("condition", "healthy") if isinstance(cond, dict) else cond
+            if named not in CONDITIONS:
+                raise ValueError(f"the condition on {dep!r} is {named!r}; use one of "
                                  f"{', '.join(map(repr, CONDITIONS))}")
         return value
     raise ValueError(f"expected a list of task names, e.g. [\"db\"], or a table of task = "
                      f"condition ({', '.join(CONDITIONS)}), e.g. {{ migrate = "
-                     f"\"completed_successfully\" }}; got {value!r}")
+                     f"\"completed_successfully\" }}, or task = {{ condition = \"healthy\", "
+                     f"restart = true }}; got {value!r}")
 
 
 class TaskConfig(BaseModel):
@@ -104,8 +124,8 @@ class TaskConfig(BaseModel):
     host_path: str = "/"
     port: Literal["auto"] | None = None
     # A list of task names, or a table of name = condition. Iterating gives the names.
-    depends_on: Annotated[list[str] | dict[str, Condition], BeforeValidator(_depends_on)] = Field(
-        default_factory=list)
+    depends_on: Annotated[list[str] | dict[str, Condition | Dependency],
+                          BeforeValidator(_depends_on)] = Field(default_factory=list)
     type: Literal["service", "oneshot"] = "service"
     success_exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = Field(
         default_factory=lambda: [0], min_length=1)
@@ -157,9 +177,17 @@ class TaskConfig(BaseModel):
         """What this task waits for from ``dep``: the table form says; in the list form a
         one-shot must have completed successfully, any other task must be healthy (running,
         when it has no probe)."""
-        if isinstance(self.depends_on, dict) and dep in self.depends_on:
-            return self.depends_on[dep]
+        entry = self.depends_on.get(dep) if isinstance(self.depends_on, dict) else None
+        if isinstance(entry, Dependency):
+            entry = entry.condition
+        if entry is not None:
+            return entry
         return "completed_successfully" if dep_config.oneshot else "healthy"
+
+    def restarts_with(self, dep: str) -> bool:
+        """Whether a restart of ``dep`` restarts this task too (``restart = true``)."""
+        entry = self.depends_on.get(dep) if isinstance(self.depends_on, dict) else None
+        return isinstance(entry, Dependency) and entry.restart
 
 
 class ProjectConfig(BaseModel):
@@ -373,6 +401,11 @@ def _check_semantics(cfg: ProjectConfig, folder: str, index: LineIndex) -> list[
             if task.ready == "notify":
                 add((*where, "ready_log_line"), "choose one readiness source: ready = "
                     "\"notify\" or ready_log_line, not both")
+        if (task.ready_source or task.watchdog_sec) and (task.health_url or task.health_check):
+            key = "health_url" if task.health_url else "health_check"
+            add((*where, key), f"a task that says itself when it is ready or alive "
+                "(ready_log_line, ready = \"notify\", watchdog_sec) is judged on its own word: "
+                f"remove {key}, or those")
         if task.shell is not None and not os.path.isabs(task.shell):
             add((*where, "shell"), "give the shell's absolute path, e.g. \"/bin/bash\"")
     cycle = find_cycle({n: list(t.depends_on) for n, t in cfg.tasks.items()})
@@ -483,40 +516,15 @@ def load_guarded(path: str) -> LoadedConfig:
 
 
 def start_order(tasks: dict[str, TaskConfig]) -> list[list[str]]:
-    """Tasks in waves: each wave depends only on earlier ones (the config is acyclic).
-    Linear in tasks plus dependencies."""
-    waiting = {n: len(set(d for d in t.depends_on if d in tasks)) for n, t in tasks.items()}
-    dependents: dict[str, list[str]] = {n: [] for n in tasks}
-    for n, t in tasks.items():
-        for dep in set(t.depends_on):
-            if dep in tasks:
-                dependents[dep].append(n)
-    wave = sorted(n for n, count in waiting.items() if count == 0)
-    waves: list[list[str]] = []
-    placed = 0
-    while wave:
-        waves.append(wave)
-        placed += len(wave)
-        following = []
-        for n in wave:
-            for d in dependents[n]:
-                waiting[d] -= 1
-                if waiting[d] == 0:
-                    following.append(d)
-        wave = sorted(following)
-    if placed != len(tasks):
-        raise ValueError(f"dependency cycle among {sorted(n for n, c in waiting.items() if c)}")
-    return waves
+    """Tasks in waves: each wave depends only on earlier ones (the config is acyclic). The
+    supervisor's one dependency order (``taskmuxd.supervisor.order``)."""
+    from taskmuxd.supervisor import order
+
+    return order.levels({n: list(t.depends_on) for n, t in tasks.items()})
 
 
 def closure(tasks: dict[str, TaskConfig], names: list[str]) -> set[str]:
     """``names`` and everything they depend on, transitively."""
-    out: set[str] = set()
-    todo = list(names)
-    while todo:
-        n = todo.pop()
-        if n in out:
-            continue
-        out.add(n)
-        todo.extend(tasks[n].depends_on)
-    return out
+    from taskmuxd.supervisor import order
+
+    return order.closure({n: list(t.depends_on) for n, t in tasks.items()}, names)

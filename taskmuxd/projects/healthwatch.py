@@ -1,8 +1,8 @@
-"""Probing a running task on its schedule and feeding the verdict to its state machine.
+"""Carrying out the supervisor's ``Probe`` actions: run one probe of the task's current run at
+the time asked, and feed the result back as a ``ProbeResult``.
 
-Probes of every kind run every ``health_interval`` (every half second until the task is first
-healthy, so that dependents are not kept waiting); a failure counts only after
-``health_grace``, and only ``health_retries`` consecutive failures make the task unhealthy.
+When to probe, and what a result means (fast first probes, the startup grace, consecutive
+failures), is the machine's to decide (``taskmuxd.supervisor.verdict``).
 """
 
 from __future__ import annotations
@@ -12,45 +12,47 @@ import time
 from typing import TYPE_CHECKING
 
 from taskmuxd.health import probe
-from taskmuxd.policy import Ev, Event, TaskState
+from taskmuxd.policy import TaskState
+from taskmuxd.supervisor import messages as m
+from taskmuxd.supervisor.verdict import FAST_PROBE, next_probe_in
 
 if TYPE_CHECKING:
     from taskmuxd.projects.project import Project
     from taskmuxd.projects.task import TaskRuntime
 
-FAST_PROBE = 0.5  # seconds between probes until a task is first healthy
+__all__ = ["FAST_PROBE", "cancel", "next_probe_in", "schedule"]
 
 
-async def watch_health(project: Project, task: TaskRuntime, run_id: int) -> None:
-    started = time.monotonic()
+def schedule(project: Project, task: TaskRuntime, at: float) -> None:
+    """Probe the current run at ``at`` (monotonic seconds; the loop's clock)."""
+    cancel(task)
+    run_id = task.record.run_id
+    task.probe_timer = asyncio.get_running_loop().call_at(
+        at, lambda: _begin(project, task, run_id))
+
+
+def cancel(task: TaskRuntime) -> None:
+    if task.probe_timer is not None:
+        task.probe_timer.cancel()
+        task.probe_timer = None
+    if task.health_task is not None:
+        task.health_task.cancel()
+        task.health_task = None
+
+
+def _begin(project: Project, task: TaskRuntime, run_id: int) -> None:
+    task.probe_timer = None
+    task.health_task = project.s.spawn(_probe_once(project, task, run_id),
+                                       f"health {project.name}/{task.name}")
+
+
+async def _probe_once(project: Project, task: TaskRuntime, run_id: int) -> None:
+    result = await probe(project.probe_spec(task))
+    if task.record.run_id != run_id or task.state != TaskState.RUNNING:
+        return
+    task.health_task = None
     h = task.health
-    while task.record.run_id == run_id and task.state == TaskState.RUNNING:
-        result = await probe(project.probe_spec(task))
-        if task.record.run_id != run_id or task.state != TaskState.RUNNING:
-            return
-        h.last, h.last_at = result, time.time()
-        cfg = task.config
-        if result.ok:
-            if h.ok is False:
-                project.s.events.emit("health_recovered", project.name, task.name,
-                                   method=result.method)
-            h.ok, h.failures = True, 0
-        else:
-            h.last_failure = result
-            in_grace = time.monotonic() - started < cfg.health_grace
-            if not (in_grace and h.ok is None):
-                h.failures += 1
-                project.s.events.emit("health_check_failed", project.name, task.name,
-                                   attempt=h.failures, method=result.method,
-                                   reason=result.detail)
-                if h.failures >= cfg.health_retries and h.ok is not False:
-                    h.ok = False
-                    project.feed(task, Event(Ev.UNHEALTHY))
-        project.touch()
-        await asyncio.sleep(next_probe_in(h.ok, cfg.health_interval))
-
-
-def next_probe_in(ok: bool | None, interval: float) -> float:
-    """Seconds to the next probe, whatever its kind (HTTP, command or the port): every
-    ``FAST_PROBE`` until the task is first judged, then every ``health_interval``."""
-    return min(FAST_PROBE, interval) if ok is None else interval
+    h.last, h.last_at = result, time.time()
+    if not result.ok:
+        h.last_failure = result
+    project.handle(m.ProbeResult(task.name, result.ok, result.detail, result.method))

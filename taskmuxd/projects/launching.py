@@ -6,25 +6,24 @@ and reconciles it with what the runner recorded, rather than mistaking a live ru
 one. ``launch`` then carries out the state machine's Launch action: end whatever an earlier
 run may have left behind, claim the port, build the environment, run ``before_start``, write
 the runner's spec and open (or respawn) the window, then wait for the runner's report.
-Whatever goes wrong is fed back as LAUNCH_FAILED or ABORTED, so the policy decides what
-happens next.
+Whatever goes wrong is fed back as LAUNCH_FAILED or ABORTED, so the supervisor decides what
+happens next. ``finish`` settles a launch a killed daemon left half done.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from taskmuxctl import diskspace
 from taskmuxctl.fsutil import atomic_write
-from taskmuxd.policy import Ev, Event, TaskState
+from taskmuxd.policy import TaskState
 from taskmuxd.projects import ownership, readiness
 from taskmuxd.projects import state as st
-from taskmuxd.projects.healthwatch import watch_health
 from taskmuxd.projects.hooks import HookFailed, HookRun, run_hook
 from taskmuxd.projects.portclaim import claim_port
+from taskmuxd.supervisor import messages as m
 
 if TYPE_CHECKING:
     from taskmuxd.projects.project import Project
@@ -54,7 +53,6 @@ def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
 
 async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bool) -> None:
     rec = task.record
-    task.launch_done.clear()
     try:
         if not was_clean:
             # An earlier run may still have processes (its runner was killed, or a daemon died
@@ -98,8 +96,6 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             runner = st.read_runner_record(project.files, task.name)
             if runner and runner.get("run_id") == run_id and runner.get("pid"):
                 project.runner_started(task.name, runner)
-                if rec.run_id == run_id and task.state == TaskState.RUNNING:
-                    after_launch(project, task, run_id)
             else:
                 launch_failed(project, task, run_id,
                               f"the runner did not report within {LAUNCH_TIMEOUT:.0f}s")
@@ -110,17 +106,17 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             task.last_launch_code = exc.code
             project.s.events.emit("hook_failed", project.name, task.name, hook="before_start",
                                   error=exc.message)
-            project.feed(task, Event(Ev.ABORTED))
+            project.handle(m.Aborted(task.name))
     except Exception as exc:  # a full disk: say which file and what to do
         launch_failed(project, task, run_id, diskspace.describe(exc) if diskspace.is_full(exc)
                       else str(getattr(exc, "message", exc)))
     else:
-        if rec.run_id == run_id and task.state == TaskState.RUNNING:
-            after_launch(project, task, run_id)
-            if task.config.hooks.after_start:
+        if rec.run_id == run_id and task.state == TaskState.RUNNING \
+                and task.config.hooks.after_start:
                 await project.after_hook(task, "after_start", task.config.hooks.after_start)
     finally:
-        task.launch_done.set()
+        if rec.run_id == run_id:
+            project.handle(m.LaunchSettled(task.name))
 
 
 def started(project: Project, task: TaskRuntime) -> None:
@@ -137,24 +133,28 @@ def launch_failed(project: Project, task: TaskRuntime, run_id: int, reason: str)
     log.warning("%s/%s: launch failed: %s", project.name, task.name, reason)
     task.last_launch_error = reason
     task.last_launch_code = None
-    project.feed(task, Event(Ev.LAUNCH_FAILED))
+    project.handle(m.LaunchFailed(task.name))
 
 
-def after_launch(project: Project, task: TaskRuntime, run_id: int) -> None:
-    """The task runs (launched now, or adopted by a new daemon): start judging its health."""
-    if task.health_task is not None:
-        task.health_task.cancel()
-        task.health_task = None
-    task.health.unjudge()
-    if readiness.after_launch(project, task, run_id):
+async def finish(project: Project, task: TaskRuntime, run_id: int) -> None:
+    """A daemon was killed mid-launch of ``run_id``: its runner may be on its way, or tmux was
+    never asked. Wait for it briefly; else launch again, clearing leftovers first."""
+    marker = ownership.run_marker(project.s.paths.home, project.name, task.name, run_id)
+    if await ownership.marked_alive(marker):
+        reported = await project.changed.wait_for(
+            lambda: task.record.run_id != run_id or task.state != TaskState.STARTING,
+            LAUNCH_TIMEOUT)
+        if reported:
+            return
+        runner = st.read_runner_record(project.files, task.name)
+        if runner and runner.get("run_id") == run_id and runner.get("status") == "running" \
+                and ownership.runner_record_alive(runner):
+            project.runner_started(task.name, runner)
+            return
+    if task.record.run_id != run_id or task.state != TaskState.STARTING:
         return
-    if project.probe_spec(task).method == "process":
-        # The runner reports the process's exit at once: polling it would add nothing.
-        from taskmuxd.health import ProbeResult
-
-        task.health.ok = True
-        task.health.last = ProbeResult(True, "process", f"process {task.record.pid} runs")
-        task.health.last_at = time.time()
-    else:
-        task.health_task = project.s.spawn(watch_health(project, task, run_id),
-                                           f"health {project.name}/{task.name}")
+    task.record.clean = False  # the launch below ends anything of this task first
+    log.info("%s/%s: the launch of run %d did not finish; launching again", project.name,
+             task.name, run_id)
+    new_run, clean = begin(project, task)
+    project.s.spawn(launch(project, task, new_run, clean), f"launch {project.name}/{task.name}")

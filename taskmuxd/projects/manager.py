@@ -26,7 +26,7 @@ from taskmuxd.cgroups import TaskGroups
 from taskmuxd.errors import ClientError
 from taskmuxd.events import EventLog
 from taskmuxd.jobs import Jobs
-from taskmuxd.policy import Launch, Schedule, TaskState
+from taskmuxd.policy import TaskState
 from taskmuxd.projects import config as cfgmod
 from taskmuxd.projects import launching, ownership, stopping
 from taskmuxd.projects import state as st
@@ -35,6 +35,7 @@ from taskmuxd.projects.project import Project, Services
 from taskmuxd.projects.registry import Registry
 from taskmuxd.projects.watcher import ConfigWatcher
 from taskmuxd.routes import Backend
+from taskmuxd.supervisor import messages as m
 from taskmuxd.tmux import Tmux, TmuxError
 
 if TYPE_CHECKING:
@@ -296,68 +297,48 @@ class Projects:
 
     async def _adopt(self, project: Project, windows: list[Any] | None) -> None:
         """Reconcile what the last daemon recorded with what the runners recorded, by
-        identity. The launch was written ahead, so the daemon's run id is never behind a
-        runner's unless a file was lost; every in-between state has one rule here."""
-        now_mono = time.monotonic()
+        identity, and tell the supervisor what was found (``Adopted``): it has one rule for
+        every in-between state. The launch was written ahead, so the daemon's run id is never
+        behind a runner's unless a file was lost."""
         for task in project.tasks.values():
             rec = task.record
-            if task.state in (TaskState.BACKOFF, TaskState.FATAL) \
-                    and rec.policy.restart_at is not None:
-                project._apply(task, Schedule(max(rec.policy.restart_at, now_mono)))
+            if task.state in (TaskState.BACKOFF, TaskState.FATAL):
+                project.handle(m.Adopted(task.name, "waiting"))
                 continue
             if not task.live:
                 continue
             runner = st.read_runner_record(project.files, task.name)
             run = runner.get("run_id") if runner else None
-            if runner and isinstance(run, int) and run > rec.run_id and _runner_alive(runner):
+            if runner and isinstance(run, int) and run > rec.run_id and \
+                    ownership.runner_record_alive(runner):
                 rec.run_id = run  # a record lost after the launch: the runner knows better
             current = runner is not None and run == rec.run_id
-            if current and runner and runner.get("status") == "running" and _runner_alive(
-                    runner):
-                project.runner_started(task.name, runner)
-                if task.state == TaskState.RUNNING:
-                    launching.after_launch(project, task, rec.run_id)
-                elif task.state == TaskState.STOPPING:
-                    project.s.spawn(stopping.stop_process(project, task, rec.run_id),
-                                    f"stop {project.name}/{task.name}")
-                self.events.emit("task_adopted", project.name, task.name, pid=rec.pid)
+            status = runner.get("status") if runner else None
+            if current and runner and status == "running" and \
+                    ownership.runner_record_alive(runner):
+                was_starting = task.state == TaskState.STARTING
+                project.take_runner(task, runner)
+                project.handle(m.Adopted(task.name, "running"))
+                if was_starting and task.state == TaskState.RUNNING:
+                    launching.started(project, task)
                 log.info("adopted %s/%s (pid %s)", project.name, task.name, rec.pid)
-            elif current and runner and runner.get("status") in ("exited", "failed"):
+            elif current and runner and status in ("exited", "failed"):
                 project.runner_exited(task.name, runner)
-            elif task.state == TaskState.STARTING and (
-                    not current or runner is None or runner.get("status") == "starting"):
-                # Killed mid-launch: the runner of this run may be on its way, or tmux was
-                # never asked. Wait for it briefly; else launch again, clearing leftovers.
-                project.s.spawn(self._finish_launch(project, task, rec.run_id),
-                                f"reconcile {project.name}/{task.name}")
+            elif task.state == TaskState.STARTING and (not current or status == "starting"):
+                project.handle(m.Adopted(task.name, "launching"))
             else:
                 rec.clean = False
-                stopping.exit_unreported(project, task, rec.run_id, signal.SIGKILL)
+                runner_now = st.read_runner_record(project.files, task.name)
+                if runner_now and runner_now.get("run_id") == rec.run_id and \
+                        runner_now.get("status") in ("exited", "failed"):
+                    project.runner_exited(task.name, runner_now)
+                else:
+                    project.s.runners.unwatch(project.task_key(task))
+                    rec.exited_wall = time.time()
+                    project.handle(m.Adopted(task.name, "gone"))
         if windows is not None:
             await self._restore_if_gone(project, windows)
         project.touch()
-
-    async def _finish_launch(self, project: Project, task: Any, run_id: int) -> None:
-        marker = ownership.run_marker(self.paths.home, project.name, task.name, run_id)
-        if await ownership.marked_alive(marker):
-            reported = await project.changed.wait_for(
-                lambda: task.record.run_id != run_id or task.state != TaskState.STARTING,
-                launching.LAUNCH_TIMEOUT)
-            if reported:
-                return
-            runner = st.read_runner_record(project.files, task.name)
-            if runner and runner.get("run_id") == run_id and runner.get("status") == "running" \
-                    and _runner_alive(runner):
-                project.runner_started(task.name, runner)
-                if task.state == TaskState.RUNNING:
-                    launching.after_launch(project, task, run_id)
-                return
-        if task.record.run_id != run_id or task.state != TaskState.STARTING:
-            return
-        task.record.clean = False  # the launch below ends anything of this task first
-        log.info("%s/%s: the launch of run %d did not finish; launching again", project.name,
-                 task.name, run_id)
-        project._apply(task, Launch())
 
     async def _restore_if_gone(self, project: Project, windows: list[Any] | None = None) -> None:
         if not project.record.running:
@@ -463,15 +444,3 @@ class Projects:
 
 def _alive(pid: object) -> bool:
     return isinstance(pid, int) and alive(pid)
-
-
-def _runner_alive(runner: dict[str, Any]) -> bool:
-    """Whether the runner that wrote ``runner`` still runs: by identity when the record has
-    one (pid, start time, boot), else by pid (records of older runners)."""
-    pid, start, boot = runner.get("runner_pid"), runner.get("runner_start"), runner.get("boot_id")
-    rid = st.ident(pid if isinstance(pid, int) else None,
-                   start if isinstance(start, int) else None, boot if isinstance(boot, str)
-                   else None)
-    if rid is not None:
-        return proctree.is_alive(rid)
-    return _alive(pid) and _alive(runner.get("pid"))

@@ -84,6 +84,21 @@ async def marked_alive(marker: str) -> bool:
     return bool(await asyncio.to_thread(proctree.find_marked, marker, None, True))
 
 
+def runner_record_alive(runner: dict[str, Any]) -> bool:
+    """Whether the runner that wrote ``runner`` (its record) still runs: by identity when the
+    record has one (pid, start time, boot), else by pid (records of older runners)."""
+    from taskmuxctl.daemonctl import alive
+    from taskmuxd.projects.state import ident
+
+    pid, start, boot = runner.get("runner_pid"), runner.get("runner_start"), runner.get("boot_id")
+    rid = ident(pid if isinstance(pid, int) else None, start if isinstance(start, int) else None,
+                boot if isinstance(boot, str) else None)
+    if rid is not None:
+        return proctree.is_alive(rid)
+    main = runner.get("pid")
+    return isinstance(pid, int) and alive(pid) and isinstance(main, int) and alive(main)
+
+
 _snap: tuple[float, proctree.Snapshot] | None = None
 
 

@@ -1,15 +1,17 @@
-"""A supervised project: its tasks' state machines driven by what tmux and the runners report.
+"""A supervised project: the asyncio side of its supervisor machine.
 
-``feed`` is the only way a task changes state: it asks ``policy.decide`` and carries out the
-actions (launch a runner: ``launching``; signal a process group: ``stopping``; set a timer;
-write an event). The commands (``start``, ``stop``, ``restart``, ``kill``) add ordering,
-dependency gating and hooks on top.
+``handle`` is the only way a task changes state: it passes an event (what tmux, a runner, a
+probe or the user said) to the project's ``supervisor.machine.Machine`` with the time, and
+carries out the actions that come back (launch a runner: ``launching``; signal a process
+group: ``stopping``; probe: ``healthwatch``; set a timer; write an event or a record). The
+commands (``start``, ``stop``, ``restart``, ``kill``) add hooks, and wait for the results to
+answer the client, in the machine's dependency order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import logging
 import os
 import random
@@ -28,34 +30,32 @@ from taskmuxd.errors import ClientError, TaskError
 from taskmuxd.events import EventLog
 from taskmuxd.health import ProbeSpec
 from taskmuxd.jobs import Changed
-from taskmuxd.policy import (
-    CancelSchedule,
-    Emit,
-    Ev,
-    Event,
-    Kill,
-    Launch,
-    Schedule,
-    Stop,
-    TaskState,
-    TransitionError,
-    decide,
+from taskmuxd.policy import Ev, PolicySpec, TaskState
+from taskmuxd.projects import (
+    environment,
+    healthwatch,
+    launching,
+    ownership,
+    readiness,
+    stopping,
 )
-from taskmuxd.projects import environment, launching, ownership, readiness, stopping
 from taskmuxd.projects import state as st
-from taskmuxd.projects.config import LoadedConfig, closure, start_order
+from taskmuxd.projects.config import LoadedConfig, TaskConfig, closure
 from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookRun, run_hook
 from taskmuxd.projects.launcher import Launcher
 from taskmuxd.projects.launching import LAUNCH_TIMEOUT
 from taskmuxd.projects.ownership import RunnerWatch
-from taskmuxd.projects.stopping import KILL_WAIT
 from taskmuxd.projects.task import TaskRuntime
+from taskmuxd.supervisor import messages as m
+from taskmuxd.supervisor.machine import KILL_WAIT, Machine, TaskSpec
+from taskmuxd.supervisor.verdict import HealthSpec
 from taskmuxd.tmux import Tmux
 
 log = logging.getLogger("taskmuxd.project")
 
 SAVE_RETRY = 5.0  # seconds between attempts to write a state file that could not be written
-WAITING = (TaskState.BACKOFF, TaskState.FATAL)  # states whose restart is scheduled
+PID_EVENTS = ("task_adopted",)  # events the machine emits that carry the task's pid
+_requests = itertools.count(1)  # start requests, numbered daemon-wide
 
 
 @dataclass
@@ -94,11 +94,10 @@ class Project:
         self._unsaved: set[str] = set()  # writes that failed, retried every SAVE_RETRY
         self._retry: asyncio.TimerHandle | None = None
         self._record_unsaved = False
-        self._held: set[str] = set()  # restarts that are due, waiting for their dependencies
-        # FATAL tasks with dependencies -> whether one of those was seen not ready since
-        self._fatal: dict[str, bool] = {}
         self.restoring = False  # bringing the project back after its tmux session went away
         self.config_error: str | None = None
+        self.machine = Machine({})
+        self._answers: dict[int, asyncio.Future[tuple[m.Outcome, ...]]] = {}
         self._sync_tasks(loaded)
 
     # -- config ---------------------------------------------------------------------------
@@ -111,6 +110,13 @@ class Project:
             else:
                 rec = self.record.tasks.setdefault(name, st.TaskRecord())
                 self.tasks[name] = TaskRuntime(name, cfg, rec)
+        tasks = loaded.project.tasks
+        specs = {n: task_spec(c, tasks) for n, c in tasks.items()}
+        states = {n: t.record.policy for n, t in self.tasks.items()}
+        if self.machine.specs:
+            self.handle(m.ConfigChanged(specs, states))
+        else:  # the first configuration, before the loop may run
+            self.machine.configure(specs, states)
 
     def task(self, name: str) -> TaskRuntime:
         try:
@@ -126,103 +132,108 @@ class Project:
 
     # -- the state machine ----------------------------------------------------------------
 
-    def feed(self, task: TaskRuntime, event: Event) -> None:
-        before = task.state
-        try:
-            new, actions = decide(task.policy_spec, task.record.policy, event, time.monotonic(),
-                                  random.random())
-        except TransitionError as exc:
-            log.error("%s/%s: %s (ignored)", self.name, task.name, exc)
-            return
-        task.record.policy = new
-        if new.state == TaskState.FATAL and task.config.depends_on:
-            self._fatal.setdefault(task.name, False)
-        else:
-            self._fatal.pop(task.name, None)
+    def handle(self, event: m.Event) -> None:
+        """Feed one event to the machine, with the time, and carry out its actions."""
+        before = {n: t.state for n, t in self.tasks.items()}
+        actions = self.machine.handle(event, time.monotonic(), random.random())
+        for task in self.tasks.values():
+            self._sync(task)
         for action in actions:
             try:
-                self._apply(task, action)
+                self._perform(action)
             except Exception:  # one failed action (a write) must not lose the ones after it
-                log.exception("%s/%s: carrying out %s failed", self.name, task.name, action)
-        if before != new.state:
-            log.info("%s/%s: %s -> %s (%s)", self.name, task.name, before.value,
-                     new.state.value, event.kind.value)
-            if not task.live:
-                task.wake_exit_waiters()
-        self.save_task(task)
+                log.exception("%s: carrying out %s failed", self.name, action)
+        for name, was in before.items():
+            changed = self.tasks.get(name)
+            if changed is None or changed.state == was:
+                continue
+            log.info("%s/%s: %s -> %s (%s)", self.name, name, was.value, changed.state.value,
+                     type(event).__name__)
+            if not changed.live:
+                changed.wake_exit_waiters()
+        for task in self.tasks.values():
+            readiness.settle(self, task)  # the task's own word, once its run is judged
         self.touch()
 
-    def _apply(self, task: TaskRuntime, action: object) -> None:
-        loop = asyncio.get_running_loop()
-        if isinstance(action, Launch):
+    def command(self, task: TaskRuntime, kind: Ev) -> None:
+        self.handle(m.Command(task.name, kind))
+
+    def _perform(self, action: m.Action) -> None:
+        if isinstance(action, m.Answer):
+            answer = self._answers.get(action.request)
+            if answer is not None and not answer.done():
+                answer.set_result(action.outcomes)
+            return
+        if isinstance(action, m.WakeAt) and not action.task:  # a start request's deadline
+            asyncio.get_running_loop().call_at(action.at, self.handle, m.TimerFired(""))
+            return
+        task = self.tasks.get(action.task)
+        if task is None:
+            return
+        if isinstance(action, m.Save):
+            self.save_task(task)
+        elif isinstance(action, m.Launch):
+            task.last_launch_error, task.last_launch_code = None, None
             run_id, clean = launching.begin(self, task)
             self.s.spawn(launching.launch(self, task, run_id, clean),
                          f"launch {self.name}/{task.name}")
-        elif isinstance(action, Stop):
-            self.s.spawn(stopping.stop_process(self, task, task.record.run_id),
-                         f"stop {self.name}/{task.name}")
-        elif isinstance(action, Kill):
-            self.s.spawn(stopping.kill(self, task, task.record.run_id),
-                         f"kill {self.name}/{task.name}")
-        elif isinstance(action, Schedule):
+        elif isinstance(action, m.Signal):
+            # Written down before the signal, as a launch is before tmux is asked: a daemon
+            # killed right after finds the stop (and why: a restart) it had begun.
+            try:
+                st.save_task(self.files, task.name, task.record)
+            except OSError as exc:
+                log.error("cannot record the stop of %s/%s: %s", self.name, task.name, exc)
+            stopping.send(self, task, getattr(signal, action.signal), action.kill)
+        elif isinstance(action, m.RecordExit):
+            stopping.exit_unreported(self, task, task.record.run_id, signal.SIGKILL)
+        elif isinstance(action, m.WakeAt):
             if task.timer is not None:
                 task.timer.cancel()
-            task.timer = loop.call_at(action.at, self._due, task)
-        elif isinstance(action, CancelSchedule):
+            task.timer = asyncio.get_running_loop().call_at(action.at, self._wake, task)
+        elif isinstance(action, m.CancelWake):
             if task.timer is not None:
                 task.timer.cancel()
                 task.timer = None
-        elif isinstance(action, Emit):
-            self.s.events.emit(action.event, self.name, task.name, **action.details)
+        elif isinstance(action, m.Probe):
+            healthwatch.schedule(self, task, action.at)
+        elif isinstance(action, m.StopProbing):
+            healthwatch.cancel(task)
+        elif isinstance(action, m.Refused):
+            log.error("%s/%s: no transition from %r on %r (ignored)", self.name, task.name,
+                      action.state, action.event)
+        elif isinstance(action, m.FinishLaunch):
+            self.s.spawn(launching.finish(self, task, task.record.run_id),
+                         f"reconcile {self.name}/{task.name}")
+        elif isinstance(action, m.Emit):
+            details = dict(action.details)
+            if action.event in PID_EVENTS:
+                details["pid"] = task.record.pid
+            if action.event == "restart_held":
+                log.info("%s/%s: restart waits for %s", self.name, task.name,
+                         action.details.get("waiting_for"))
+            self.s.events.emit(action.event, self.name, task.name, **details)
+
+    def _sync(self, task: TaskRuntime) -> None:
+        """The machine's state into the task's record, which status and the files show."""
+        view = self.machine.tasks.get(task.name)
+        if view is None:
+            return
+        task.record.policy = view.state
+        task.health.ok, task.health.failures = view.health.ok, view.health.failures
+
+    def _wake(self, task: TaskRuntime) -> None:
+        task.timer = None
+        self.handle(m.TimerFired(task.name))
 
     def waiting_for(self, task: TaskRuntime) -> list[str]:
         """The dependencies of ``task`` that are not ready now."""
-        return [d for d in task.config.depends_on if d in self.tasks and self.tasks[d].meets(
-            task.config.condition_on(d, self.tasks[d].config)) is not True]
-
-    def _due(self, task: TaskRuntime) -> None:
-        """A scheduled restart is due. It waits while a dependency is not ready (a restore, a
-        database blip): the task is launched once what it needs is back, not before."""
-        task.timer = None
-        if task.state in WAITING and self.waiting_for(task):
-            if task.name not in self._held:
-                log.info("%s/%s: restart waits for %s", self.name, task.name,
-                         ", ".join(self.waiting_for(task)))
-            self._held.add(task.name)
-            return
-        self.feed(task, Event(Ev.TIMER))
-
-    def _release_held(self) -> None:
-        for name in sorted(self._held):
-            task = self.tasks.get(name)
-            if task is None or task.state not in WAITING:
-                self._held.discard(name)
-            elif not self.waiting_for(task):
-                self._held.discard(name)
-                self.feed(task, Event(Ev.TIMER))
+        return self.machine.waiting_for(task.name)
 
     def touch(self) -> None:
-        """Something changed: wake waiters, tell listeners, launch restarts whose dependencies
-        are now ready."""
+        """Something changed: wake waiters, tell listeners."""
         self.changed.fire()
         self.s.on_change(self)
-        if self._held:
-            self._release_held()
-        if self._fatal:
-            self._recover_dependents()
-
-    def _recover_dependents(self) -> None:
-        """A task FATAL while a dependency was down (a database blip) is tried again, with a
-        fresh streak, once its dependencies are all ready again."""
-        for name in sorted(self._fatal):
-            task = self.tasks.get(name)
-            if task is None or task.state != TaskState.FATAL:
-                self._fatal.pop(name, None)
-            elif self.waiting_for(task):
-                self._fatal[name] = True
-            elif self._fatal[name] and not task.record.policy.manual_stop:
-                self._fatal.pop(name, None)
-                self.feed(task, Event(Ev.DEPENDENCY_READY))
 
     def save_task(self, task: TaskRuntime) -> None:
         """Write the task's record within this turn of the event loop (changes made together
@@ -330,6 +341,16 @@ class Project:
         task = self.tasks.get(task_name)
         if task is None or record.get("run_id") != task.record.run_id:
             return
+        self.take_runner(task, record)
+        if task.state == TaskState.STARTING:
+            self.handle(m.RunnerStarted(task.name))
+            launching.started(self, task)  # every start, the automatic ones too
+        else:
+            self.save_task(task)
+            self.touch()
+
+    def take_runner(self, task: TaskRuntime, record: dict[str, Any]) -> None:
+        """Record the process a runner reports for the current run, and watch the runner."""
         rec = task.record
         rec.pid = int(record["pid"])
         rec.pgid = int(record.get("pgid") or record["pid"])
@@ -339,19 +360,15 @@ class Project:
         rec.boot_id = record.get("boot_id")
         rec.started_wall = float(record.get("started_at") or time.time())
         self.watch_runner(task)
-        readiness.take(self, task, record, judge=False)
-        if task.state == TaskState.STARTING:
-            self.feed(task, Event(Ev.LAUNCHED))
-            launching.started(self, task)  # every start, the automatic ones too
-        else:
-            self.save_task(task)
-            self.touch()
+        readiness.take(task, record, live=False)
 
     def runner_notified(self, task_name: str, record: dict[str, Any]) -> None:
         """The runner saw the task become ready, miss its watchdog, or change its status."""
         task = self.tasks.get(task_name)
         if task is not None and task.live:
-            readiness.take(self, task, record, judge=True)
+            readiness.take(task, record, live=True)
+            readiness.settle(self, task)
+            self.touch()
 
     def watch_runner(self, task: TaskRuntime) -> None:
         """Hear of the runner's end the moment it happens (see ``ownership``)."""
@@ -391,14 +408,10 @@ class Project:
         self.s.runners.unwatch(self.task_key(task))
         rec.clean = record.get("tree_clean") is True
         rec.exited_wall = float(record.get("exited_at") or time.time())
-        if task.health_task is not None:
-            task.health_task.cancel()
-            task.health_task = None
-        task.health.unjudge()  # a process that is gone is not judged
         code, sig = record.get("exit_code"), record.get("exit_signal")
         if record.get("status") == "failed" and code is None and sig is None:
             code = 127
-        self.feed(task, Event(Ev.EXITED, code, sig))
+        self.handle(m.RunnerExited(task.name, code, sig))
 
     # -- health ---------------------------------------------------------------------------
 
@@ -467,25 +480,44 @@ class Project:
     def levels(self, names: list[str] | set[str]) -> list[list[str]]:
         """``names`` in the dependency order ``taskmux check`` prints: each level depends only
         on earlier ones. Start goes forward, stop backward, restore forward."""
-        wanted = set(names)
-        waves = start_order({n: t.config for n, t in self.tasks.items()})
-        return [w for w in ([n for n in wave if n in wanted] for wave in waves) if w]
+        return self.machine.levels(names)
 
     async def start_gated(self, todo: list[str]) -> dict[str, dict[str, Any]]:
         """Start ``todo``, each task once what it depends on is ready (within
-        ``dependency_timeout``); independent tasks start in parallel."""
-        deadline = time.monotonic() + self.s.dependency_timeout()
-        results: dict[str, dict[str, Any]] = {}
-        wanted = set(todo)
+        ``dependency_timeout``); independent tasks start in parallel. The machine decides;
+        this waits for its answer."""
+        timeout = self.s.dependency_timeout()
+        rid = next(_requests)
+        answer: asyncio.Future[tuple[m.Outcome, ...]] = \
+            asyncio.get_running_loop().create_future()
+        self._answers[rid] = answer
+        try:
+            self.handle(m.StartRequested(rid, tuple(todo), timeout))
+            outcomes = await asyncio.wait_for(asyncio.shield(answer),
+                                              timeout + LAUNCH_TIMEOUT + 2 * HOOK_TIMEOUT)
+        except TimeoutError:
+            outcomes = ()
+        finally:
+            self._answers.pop(rid, None)
+        decided = {o.task: o for o in outcomes}
+        return {n: self._result(n, decided.get(n)) for n in todo}
 
-        async def one(name: str) -> None:
-            try:
-                await self._start_one(name, deadline, results, wanted)
-            finally:
-                self.changed.fire()  # its result is in: dependents waiting on it look again
-
-        await asyncio.gather(*(one(n) for n in todo))
-        return results
+    def _result(self, name: str, o: m.Outcome | None) -> dict[str, Any]:
+        task = self.tasks[name]
+        if o is None:
+            return {"task": name, "action": "failed", "error": f"state {task.state}"}
+        if o.action == "started":
+            return {"task": name, "action": "started", "pid": task.record.pid,
+                    "port": task.record.port}
+        if o.action == "already_running":
+            return {"task": name, "action": "already_running"}
+        if o.reason == "dependency":
+            return {"task": name, "action": "failed", "reason": "dependency", "error": o.error}
+        out: dict[str, Any] = {"task": name, "action": "failed",
+                               "error": task.last_launch_error or o.error}
+        if task.last_launch_code is not None:
+            out["code"] = task.last_launch_code
+        return out
 
     async def restore(self, names: list[str]) -> None:
         """Bring tasks back after their tmux session went away, gated like ``start``."""
@@ -494,51 +526,6 @@ class Project:
             if r["action"] == "failed":
                 log.warning("%s/%s: not restored: %s", self.name, r["task"], r["error"])
 
-    async def _start_one(self, name: str, deadline: float,
-                         results: dict[str, dict[str, Any]], todo: set[str]) -> None:
-        task = self.tasks[name]
-        for dep in task.config.depends_on:
-            dep_task = self.tasks[dep]
-            cond = task.config.condition_on(dep, dep_task.config)
-
-            def verdict(d: TaskRuntime = dep_task, c: str = cond) -> bool | None:
-                if d.name in todo and d.name not in results:
-                    return None  # started by this same command: not judged on an old run
-                if results.get(d.name, {}).get("action") == "failed":
-                    return False
-                return d.meets(c)
-
-            if not await self.changed.wait_for(lambda: verdict() is not None,
-                                               max(deadline - time.monotonic(), 0.01)):
-                results[name] = {"task": name, "action": "failed", "reason": "dependency",
-                                 "error": f"{dep} was not {cond.replace('_', ' ')} in time "
-                                 f"(state {dep_task.state}, healthy {dep_task.health.ok}); "
-                                 f"see `taskmux logs {dep}`"}
-                return
-            if not verdict():
-                results[name] = {"task": name, "action": "failed", "reason": "dependency",
-                                 "error": f"its dependency {dep} failed (waiting for it to be "
-                                 f"{cond.replace('_', ' ')}; state {dep_task.state})"}
-                return
-        if task.live and task.state != TaskState.STOPPING:
-            results[name] = {"task": name, "action": "already_running"}
-            return
-        task.last_launch_error = None
-        self.feed(task, Event(Ev.START))
-        await self.changed.wait_for(lambda: task.state != TaskState.STARTING,
-                                    LAUNCH_TIMEOUT + HOOK_TIMEOUT)
-        if task.state == TaskState.RUNNING:  # its after_start hook runs before we answer
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(task.launch_done.wait(), HOOK_TIMEOUT)
-        if task.state == TaskState.RUNNING or task.completed:  # runner_started: task_started
-            results[name] = {"task": name, "action": "started", "pid": task.record.pid,
-                             "port": task.record.port}
-        else:
-            reason = task.last_launch_error or f"state {task.state}"
-            results[name] = {"task": name, "action": "failed", "error": reason}
-            if task.last_launch_code is not None:
-                results[name]["code"] = task.last_launch_code
-
     async def stop(self, names: list[str] | None) -> list[dict[str, Any]]:
         targets = self._targets(names, default_auto=False)
         if not names:
@@ -546,7 +533,7 @@ class Project:
         await self._global_hook("before_stop")
         # Dependents before what they depend on: level by level, each with its grace period.
         results: list[dict[str, Any]] = []
-        for level in reversed(self.levels(targets)):
+        for level in self.machine.stop_levels(targets):
             results.extend(await asyncio.gather(*(self._stop_one(n) for n in level)))
         results.sort(key=lambda r: str(r["task"]))
         await self._global_hook("after_stop")
@@ -562,7 +549,7 @@ class Project:
             await run_hook(HookRun("before_stop", name, task.config.hooks.before_stop),
                            self.task_env(task, task.record.port),
                            self.loaded.task_cwd(task.config))
-        self.feed(task, Event(Ev.STOP))
+        self.command(task, Ev.STOP)
         await task.wait_exit()
         if was_live:
             self.s.events.emit("task_stopped", self.name, name,
@@ -573,10 +560,33 @@ class Project:
         return {"task": name, "action": "stopped" if was_live else "already_stopped"}
 
     async def restart(self, names: list[str] | None) -> list[dict[str, Any]]:
+        """Restart ``names``. A running dependent whose ``depends_on`` entry on one of them
+        says ``restart = true`` is restarted too: stopped first (dependents before what they
+        depend on), started again once what it needs is ready; its result says ``because``."""
         targets = self._targets(names, default_auto=False)
         if not names:
             targets = sorted(n for n, t in self.tasks.items() if t.live or t.config.auto_start)
         self.set_running(True)
+        along = self.machine.restarted_with(targets)
+        for level in self.machine.stop_levels(list(along)):
+            await asyncio.gather(*(self._stop_one(n) for n in level))
+        results = await self._restart_now(targets)
+        if along:
+            started = await self.start_gated(sorted(along))
+            for name in sorted(along):
+                r = started[name]
+                ok = r["action"] in ("started", "already_running")
+                task = self.tasks[name]
+                self.s.events.emit("task_restarted", self.name, name, pid=task.record.pid,
+                                   because=along[name])
+                results.append({"task": name, "action": "restarted" if ok else "failed",
+                                "pid": task.record.pid, "state": task.state.value,
+                                "because": along[name],
+                                **({"error": r["error"]} if "error" in r else {})})
+        self.touch()
+        return results
+
+    async def _restart_now(self, targets: list[str]) -> list[dict[str, Any]]:
         results = []
         for name in targets:
             task = self.tasks[name]
@@ -584,7 +594,7 @@ class Project:
                 await run_hook(HookRun("before_stop", name, task.config.hooks.before_stop),
                                self.task_env(task, task.record.port),
                                self.loaded.task_cwd(task.config))
-            self.feed(task, Event(Ev.RESTART))
+            self.command(task, Ev.RESTART)
         for name in targets:
             task = self.tasks[name]
 
@@ -597,12 +607,11 @@ class Project:
             self.s.events.emit("task_restarted", self.name, name, pid=task.record.pid)
             results.append({"task": name, "action": "restarted" if ok else "failed",
                             "pid": task.record.pid, "state": task.state.value})
-        self.touch()
         return results
 
     async def kill(self, name: str) -> dict[str, Any]:
         task = self.task(name)
-        self.feed(task, Event(Ev.KILL))
+        self.command(task, Ev.KILL)
         await task.wait_exit()
         self.s.events.emit("task_killed", self.name, name)
         return {"task": name, "action": "killed"}
@@ -612,5 +621,20 @@ class Project:
     def task_infos(self) -> list[dict[str, Any]]:
         snap = ownership.snapshot()
         return [{**t.info(self.s.url_for(self.name, t.config.host), snap),
-                 "waiting_for": self.waiting_for(t) if t.name in self._held else []}
+                 "waiting_for": self.machine.held(t.name)}
                 for t in sorted(self.tasks.values(), key=lambda t: t.name)]
+
+
+def task_spec(cfg: TaskConfig, tasks: dict[str, TaskConfig]) -> TaskSpec:
+    """What the supervisor machine needs of a task's configuration."""
+    deps = {d: cfg.condition_on(d, tasks[d]) for d in cfg.depends_on if d in tasks}
+    probed = bool(cfg.health_url or cfg.health_check) or cfg.wants_port
+    return TaskSpec(
+        policy=PolicySpec(cfg.restart_policy, cfg.max_restarts, cfg.restart_backoff,
+                          cfg.retry_after, cfg.oneshot, frozenset(cfg.success_exit_codes)),
+        depends_on=deps,
+        restart_with=frozenset(d for d in deps if cfg.restarts_with(d)),
+        health=HealthSpec("self", cfg.health_interval, 1, 0.0) if readiness.self_judged(cfg)
+        else HealthSpec("probe" if probed else "process", cfg.health_interval,
+                        cfg.health_retries, cfg.health_grace),
+        gated_by_probe=cfg.has_health_check, stop_grace=cfg.stop_grace_period)

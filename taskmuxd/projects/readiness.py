@@ -5,19 +5,23 @@ restarts, or was down at the moment, still knows): a line of output matching
 ``ready_log_line``, and ``READY=1`` on the task's ``NOTIFY_SOCKET`` (``ready = "notify"``).
 Until one arrives the task is running but not healthy, so dependents wait; it has
 ``startup_timeout`` seconds from its start (0: no limit), after which the verdict is a failed
-probe and the task is unhealthy (restarted per its policy). Once ready, its health probes, if
-it has any (``health_url``, ``health_check``), take over as liveness checks.
+probe and the task is unhealthy (restarted per its policy).
 
 Liveness from the task itself: with ``watchdog_sec``, a runner that saw no ``WATCHDOG=1`` for
 that long records a miss, which arrives here as a failed probe (unhealthy at once). The last
 ``STATUS=`` text is shown by ``status`` and ``inspect``.
 
-The verdicts take the path health probes take (``Health`` fields, the ``health_*`` events,
-``Ev.UNHEALTHY`` through ``Project.feed``); nothing here changes a task's state otherwise.
+Such a task is judged on its own word (the supervisor's HealthSpec kind ``"self"``: nothing
+is polled, one failed verdict is enough), so ``health_url`` and ``health_check`` are refused
+alongside these keys. The verdicts enter the supervisor as ``ProbeResult`` events, the way a
+probe's do (``settle`` runs after every event the project handles, so the order in which a
+launch, an adoption and a runner's report arrive does not matter); nothing here changes a
+task's state otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -26,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 from taskmuxctl.paths import MAX_SOCKET_PATH
 from taskmuxd.health import ProbeResult
 from taskmuxd.notifyproto import clean_status
-from taskmuxd.policy import Ev, Event, TaskState
-from taskmuxd.projects.healthwatch import watch_health
+from taskmuxd.policy import TaskState
+from taskmuxd.supervisor import messages as m
 
 if TYPE_CHECKING:
+    from taskmuxd.projects.config import TaskConfig
     from taskmuxd.projects.project import Project
     from taskmuxd.projects.task import TaskRuntime
 
@@ -38,14 +43,19 @@ FIELDS = ("ready_at", "ready_by", "ready_detail", "notify_status", "watchdog_mis
 MAX_TEXT = 300  # characters kept of any text a runner reports
 
 
-def take(project: Project, task: TaskRuntime, record: dict[str, Any], judge: bool) -> None:
-    """The readiness facts of a runner's record (its report, or the file read on adoption).
-    With ``judge``, a watchdog miss of the current run makes the task unhealthy (adoption
-    judges it in ``after_launch``, once the task is back under watch)."""
-    run_id = record.get("run_id")
+def self_judged(cfg: TaskConfig) -> bool:
+    """Whether the task's health is its own word (HealthSpec kind "self"): nothing polled."""
+    return bool(cfg.ready_source or cfg.watchdog_sec)
+
+
+def take(task: TaskRuntime, record: dict[str, Any], live: bool) -> None:
+    """The readiness facts of a runner's record: its report as it happened (``live``), or
+    the record read when a run is adopted. Fed to the machine by ``settle``."""
+    run_id = record.get("run_id", task.record.run_id)
     if run_id != task.record.run_id:
         return
     if task.reported.get("run_id") != run_id:
+        _cancel_timer(task)
         task.reported = {"run_id": run_id}
     for key in FIELDS:
         value = record.get(key)
@@ -55,87 +65,82 @@ def take(project: Project, task: TaskRuntime, record: dict[str, Any], judge: boo
             continue
         if value is not None:
             task.reported[key] = value
-    if judge:
-        task.reported["heard"] = True  # from the runner as it happened (not on adoption)
-        judge_watchdog(project, task)
-    project.touch()
+    if live:
+        task.reported["heard"] = True  # as it happened (not from an adopted run's record)
 
 
-def judge_watchdog(project: Project, task: TaskRuntime) -> None:
-    rep = task.reported
-    if rep.get("run_id") != task.record.run_id or rep.get("watchdog_missed_at") is None \
-            or rep.get("judged") or task.state != TaskState.RUNNING:
-        return
-    rep["judged"] = True
-    fail(project, task, ProbeResult(False, "watchdog", str(
-        rep.get("watchdog_reason") or "the watchdog was not fed")))
-
-
-def after_launch(project: Project, task: TaskRuntime, run_id: int) -> bool:
-    """The task runs (launched, or adopted): whether its readiness is judged here (it has a
-    readiness source) rather than by probes alone. A watchdog miss recorded while no daemon
-    listened is judged now."""
-    judge_watchdog(project, task)
-    if task.state != TaskState.RUNNING:
-        return True
-    if not task.config.ready_source:
-        return False
-    task.health_task = project.s.spawn(watch(project, task, run_id),
-                                       f"readiness {project.name}/{task.name}")
-    return True
-
-
-def fail(project: Project, task: TaskRuntime, result: ProbeResult) -> None:
-    """A failed verdict that makes the task unhealthy at once (no retries: the task itself
-    said, or its start-up took too long)."""
-    h = task.health
-    h.last = h.last_failure = result
-    h.last_at = time.time()
-    h.failures += 1
-    project.s.events.emit("health_check_failed", project.name, task.name, attempt=h.failures,
-                          method=result.method, reason=result.detail)
-    if h.ok is not False:
-        h.ok = False
-        project.feed(task, Event(Ev.UNHEALTHY))
-
-
-def is_ready(task: TaskRuntime, run_id: int) -> bool:
-    return task.reported.get("run_id") == run_id and task.reported.get("ready_at") is not None
-
-
-async def watch(project: Project, task: TaskRuntime, run_id: int) -> None:
-    """Wait for the task to say it is ready (or for ``startup_timeout``), then let its probes
-    judge liveness, if it has any."""
+def settle(project: Project, task: TaskRuntime) -> None:
+    """Feed what the runner reported to the supervisor, as probe results, whenever the
+    machine judges the current run: ready (once per run), a watchdog miss (once per run),
+    running for a task with only a watchdog; and keep the startup_timeout armed meanwhile."""
     cfg = task.config
-    source = cfg.ready_source or "log"
-    started = task.record.started_wall or time.time()
-
-    def settled() -> bool:
-        return task.record.run_id != run_id or task.state != TaskState.RUNNING \
-            or is_ready(task, run_id)
-
+    if not self_judged(cfg):
+        return
+    view = project.machine.tasks.get(task.name)
+    if view is None or task.state != TaskState.RUNNING:
+        _cancel_timer(task)
+        return
+    run_id = task.record.run_id
+    if task.reported.get("run_id") != run_id:
+        _cancel_timer(task)
+        task.reported = {"run_id": run_id}
+    rep = task.reported
+    if rep.get("watchdog_missed_at") is not None and not rep.get("fed_missed"):
+        rep["fed_missed"] = True
+        _feed(project, task, False, "watchdog",
+              str(rep.get("watchdog_reason") or "the watchdog was not fed"))
+        return
+    if not cfg.ready_source:
+        if view.health.ok is None:  # a watchdog alone: running is ready, the pings keep it
+            _feed(project, task, True, "process", f"process {task.record.pid} runs")
+        return
+    source = cfg.ready_source
+    if rep.get("ready_at") is not None:
+        if view.health.ok is None or not rep.get("fed_ready"):
+            _cancel_timer(task)
+            rep["fed_ready"] = True
+            detail = str(rep.get("ready_detail") or "ready")
+            if rep.get("heard") and not rep.get("announced"):
+                rep["announced"] = True  # an adopted run was announced by the last daemon
+                project.s.events.emit("task_ready", project.name, task.name, by=source,
+                                      detail=detail)
+            _feed(project, task, True, source, detail)
+        return
     limit = cfg.startup_timeout
-    left = started + limit - time.time() if limit > 0 else float("inf")
-    await project.changed.wait_for(settled, max(left, 0.0))
-    if task.record.run_id != run_id or task.state != TaskState.RUNNING:
+    if view.health.ok is None and limit > 0 and rep.get("timer") is None:
+        started = task.record.started_wall or time.time()
+        delay = max(started + limit - time.time(), 0.0)
+        rep["timer"] = asyncio.get_running_loop().call_later(
+            delay, _startup_expired, project, task, run_id)
+
+
+def _startup_expired(project: Project, task: TaskRuntime, run_id: int) -> None:
+    rep = task.reported
+    rep.pop("timer", None)
+    if task.record.run_id != run_id or task.state != TaskState.RUNNING \
+            or rep.get("ready_at") is not None:
         return
+    source = task.config.ready_source or "log"
+    what = "no line matched ready_log_line" if source == "log" else "no READY=1 came"
+    _feed(project, task, False, source, f"not ready within startup_timeout "
+          f"({task.config.startup_timeout:g}s): {what}")
+
+
+def _cancel_timer(task: TaskRuntime) -> None:
+    timer = task.reported.pop("timer", None)
+    if isinstance(timer, asyncio.TimerHandle):
+        timer.cancel()
+
+
+def _feed(project: Project, task: TaskRuntime, ok: bool, method: str, detail: str) -> None:
+    """One verdict, the way a probe's enters: the task's Health for status, then the
+    machine (HealthSpec kind "self", one failure is enough: the task said so itself)."""
+    result = ProbeResult(ok, method, detail)
     h = task.health
-    if not is_ready(task, run_id):
-        what = "no line matched ready_log_line" if source == "log" else "no READY=1 came"
-        fail(project, task, ProbeResult(False, source, f"not ready within startup_timeout "
-                                        f"({limit:g}s): {what}"))
-        project.touch()
-        return
-    if h.ok is None:
-        h.ok = True
-        h.last = ProbeResult(True, source, str(task.reported.get("ready_detail") or "ready"))
-        h.last_at = time.time()
-        if task.reported.get("heard"):  # an adopted task was announced by the last daemon
-            project.s.events.emit("task_ready", project.name, task.name, by=source,
-                                  detail=h.last.detail)
-        project.touch()
-    if cfg.health_url or cfg.health_check:
-        await watch_health(project, task, run_id)
+    h.last, h.last_at = result, time.time()
+    if not ok:
+        h.last_failure = result
+    project.handle(m.ProbeResult(task.name, ok, detail, method))
 
 
 def socket_path(project: Project, task: TaskRuntime) -> str | None:

@@ -1,16 +1,14 @@
-"""Ending a task's process: the signal ladder of a stop, a kill, and an exit nobody reported.
+"""Carrying out the supervisor's signals: one rung of a stop, a kill, an exit nobody reported.
 
-A stop sends SIGINT, then SIGTERM, each followed by ``stop_grace_period`` seconds of waiting
-for the runner's exit report, then SIGKILL to the whole process group; the runner, the tree's
-subreaper, ends whatever left the group. A kill is SIGKILL and the window closed at once. A
-group is signalled only while its leader is provably the task's process; when the runner is
-gone too, the daemon ends the run's marked processes itself. When no report comes, the exit
-is recorded from the runner's file, or as a SIGKILL, so the state machine never waits forever.
+The ladder itself (SIGINT, then SIGTERM after ``stop_grace_period``, then SIGKILL, then the
+exit recorded though no report came) is timed by the machine (``taskmuxd.supervisor``); each
+``Signal`` action lands here. A group is signalled only while its leader is provably the
+task's process; when the runner is gone too, the daemon ends the run's marked processes itself
+and records the exit. A kill is SIGKILL and the window closed at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -21,7 +19,6 @@ from typing import TYPE_CHECKING
 from taskmuxd import proctree
 from taskmuxd.projects import ownership
 from taskmuxd.projects import state as st
-from taskmuxd.projects.launching import LAUNCH_TIMEOUT
 
 if TYPE_CHECKING:
     from taskmuxd.projects.project import Project
@@ -29,17 +26,7 @@ if TYPE_CHECKING:
     from taskmuxd.tmux import Tmux
 
 log = logging.getLogger("taskmuxd.project")
-
-KILL_WAIT = 5.0  # seconds to wait for the exit report after SIGKILL
-
-
-async def wait_run_exit(task: TaskRuntime, run_id: int, timeout: float) -> bool:
-    """Whether run ``run_id`` of the task has ended, waiting up to ``timeout`` seconds."""
-    if task.record.run_id != run_id or not task.live:
-        return True
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(task.wait_exit()), timeout)
-    return task.record.run_id != run_id or not task.live
+_ending: set[tuple[str, str, int]] = set()  # runs whose leftovers are being ended
 
 
 def signal_group(task: TaskRuntime, sig: int) -> bool:
@@ -60,24 +47,30 @@ def runner_alive(task: TaskRuntime) -> bool:
     return rid is not None and proctree.is_alive(rid)
 
 
-async def stop_process(project: Project, task: TaskRuntime, run_id: int) -> None:
-    rec = task.record
-    if rec.pgid is None:  # still starting: let the runner report the process first
-        await project.changed.wait_for(lambda: rec.pgid is not None or rec.run_id != run_id,
-                                       LAUNCH_TIMEOUT)
-    grace = task.config.stop_grace_period
-    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace),
-                      (signal.SIGKILL, KILL_WAIT)):
-        if rec.run_id != run_id or not task.live:
-            return
-        if signal_group(task, sig):
-            log.info("%s/%s: sent %s to process group %s", project.name, task.name,
-                     signal.Signals(sig).name, rec.pgid)
-        elif not runner_alive(task):
-            await end_orphans(project, task, run_id)
-            break
-        if await wait_run_exit(task, run_id, wait):
-            return
+def send(project: Project, task: TaskRuntime, sig: int, kill: bool = False) -> None:
+    """One rung: signal the group; when group and runner are both gone, end what the run
+    left (off the loop) and record its exit. ``kill`` closes the window too."""
+    run_id = task.record.run_id
+    if kill:
+        project.s.spawn(_kill(project, task, run_id), f"kill {project.name}/{task.name}")
+        return
+    if not task.live:
+        return
+    if signal_group(task, sig):
+        log.info("%s/%s: sent %s to process group %s", project.name, task.name,
+                 signal.Signals(sig).name, task.record.pgid)
+    elif not runner_alive(task) and (project.name, task.name, run_id) not in _ending:
+        project.s.spawn(_orphaned(project, task, run_id),
+                        f"leftovers {project.name}/{task.name}")
+
+
+async def _orphaned(project: Project, task: TaskRuntime, run_id: int) -> None:
+    key = (project.name, task.name, run_id)
+    _ending.add(key)
+    try:
+        await end_orphans(project, task, run_id)
+    finally:
+        _ending.discard(key)
     exit_unreported(project, task, run_id, signal.SIGKILL)
 
 
@@ -93,20 +86,18 @@ async def end_orphans(project: Project, task: TaskRuntime, run_id: int) -> None:
         task.record.clean = True
 
 
-async def kill(project: Project, task: TaskRuntime, run_id: int) -> None:
+async def _kill(project: Project, task: TaskRuntime, run_id: int) -> None:
     rec = task.record
     ours = False
     if rec.window_id:
         with contextlib.suppress(Exception):
             ours = await is_task_window(project.s.tmux, project.name, rec.window_id, task.name)
-    if task.live:
+    if task.live and rec.run_id == run_id:
         signal_group(task, signal.SIGKILL)
     if ours and rec.window_id:  # right after the signal, before the runner's report lands
         with contextlib.suppress(Exception):
             await project.s.tmux.run(["kill-window", "-t", rec.window_id], allow_missing=True)
     rec.window_id = None
-    if task.live and not await wait_run_exit(task, run_id, KILL_WAIT):
-        exit_unreported(project, task, run_id, signal.SIGKILL)
     project.save_task(task)
     project.touch()
 

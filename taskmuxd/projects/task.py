@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskmuxd.health import ProbeResult
-from taskmuxd.policy import PolicySpec, TaskState
+from taskmuxd.policy import TaskState
 from taskmuxd.proctree import Snapshot
 from taskmuxd.projects import ownership, readiness
 from taskmuxd.projects.config import TaskConfig
@@ -36,20 +36,13 @@ class TaskRuntime:
         self.record = record
         self.health = Health()
         self.timer: asyncio.TimerHandle | None = None
-        self.health_task: asyncio.Task[None] | None = None
+        self.health_task: asyncio.Task[None] | None = None  # a probe in flight
+        self.probe_timer: asyncio.TimerHandle | None = None  # the next probe
         self.exit_waiters: list[asyncio.Future[None]] = []
-        self.launch_done = asyncio.Event()
-        self.launch_done.set()
         self.last_launch_error: str | None = None
         self.last_launch_code: int | None = None
         # What the runner saw of the task's own readiness (see ``readiness``), per run.
         self.reported: dict[str, Any] = {}
-
-    @property
-    def policy_spec(self) -> PolicySpec:
-        c = self.config
-        return PolicySpec(c.restart_policy, c.max_restarts, c.restart_backoff, c.retry_after,
-                          c.oneshot, frozenset(c.success_exit_codes))
 
     @property
     def state(self) -> TaskState:
@@ -66,22 +59,6 @@ class TaskRuntime:
         return (self.config.oneshot and self.state == TaskState.EXITED
                 and pol.last_exit_signal is None
                 and (pol.last_exit_code or 0) in self.config.success_exit_codes)
-
-    def meets(self, condition: str) -> bool | None:
-        """Whether this task meets a dependent's ``condition`` now: True, None (not yet), or
-        False (it cannot without someone starting it again: it failed, or was stopped)."""
-        if condition == "completed_successfully":
-            if self.completed:
-                return True
-        elif condition == "started":
-            if self.state == TaskState.RUNNING or self.completed:
-                return True
-        elif self.ready or self.completed:
-            return True
-        if self.state == TaskState.FATAL or (self.state == TaskState.EXITED
-                                             and not self.completed):
-            return False
-        return None
 
     @property
     def ready(self) -> bool:

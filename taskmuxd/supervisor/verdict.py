@@ -1,0 +1,60 @@
+"""The health verdict of one run, from its probe results: pure, the clock passed in.
+
+A run is in its *startup* until its first passing probe: failures then count only once
+``grace`` seconds have passed since the run began (how long it may take to become ready).
+After that it is in *liveness*: ``retries`` consecutive failures make it unhealthy. Probes
+come every ``FAST_PROBE`` seconds until the first verdict, then every ``interval``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+FAST_PROBE = 0.5  # seconds between probes until a task is first judged
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    # "probe": polled (HTTP, command, port); "process": alive is healthy; "self": the task
+    # says (a log line, sd_notify): judged only on the results fed in, none polled.
+    kind: str = "process"
+    interval: float = 10.0
+    retries: int = 3
+    grace: float = 10.0
+
+
+@dataclass(frozen=True)
+class Judgement:
+    ok: bool | None = None  # None: not judged yet
+    failures: int = 0  # consecutive failures that counted
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a probe result changed: an event to record, and whether the run just turned
+    unhealthy (the policy hears of it)."""
+
+    event: str | None = None  # "health_check_failed" | "health_recovered"
+    attempt: int = 0
+    turned_unhealthy: bool = False
+
+
+def next_probe_in(ok: bool | None, interval: float) -> float:
+    """Seconds to the next probe, whatever its kind: every ``FAST_PROBE`` until the task is
+    first judged, then every ``interval`` (never slower than asked)."""
+    return min(FAST_PROBE, interval) if ok is None else interval
+
+
+def judge(spec: HealthSpec, j: Judgement, ok: bool, now: float,
+          run_started: float | None) -> tuple[Judgement, Outcome]:
+    """Fold one probe result into the run's judgement."""
+    if ok:
+        event = "health_recovered" if j.ok is False else None
+        return Judgement(True, 0), Outcome(event)
+    in_startup = j.ok is None and run_started is not None and now - run_started < spec.grace
+    if in_startup:
+        return j, Outcome()
+    failures = j.failures + 1
+    turned = failures >= spec.retries and j.ok is not False
+    return replace(j, failures=failures, ok=False if turned else j.ok), Outcome(
+        "health_check_failed", failures, turned)
