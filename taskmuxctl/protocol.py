@@ -109,6 +109,7 @@ class Method:
     HEALTH_CHECK = "health.check"
     RUNNER_STARTED = "runner.started"  # notifications from a task's runner
     RUNNER_EXITED = "runner.exited"
+    RUNNER_NOTIFY = "runner.notify"  # the task's readiness, watchdog or status changed
     CA_INFO = "ca.info"
     CA_MINT = "ca.mint"
     CA_STATUS = "ca.status"

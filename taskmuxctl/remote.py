@@ -19,7 +19,8 @@ ENV = "TASKMUX_HOST"
 
 # Run as a whole on the other machine.
 OVER_SSH: frozenset[tuple[str, ...]] = frozenset({
-    ("logs",), ("logs-clean",), ("events",), ("watch",), ("attach",), ("env",), ("doctor",),
+    ("logs",), ("logs-clean",), ("run",), ("events",), ("watch",), ("attach",), ("env",),
+    ("doctor",),
     ("daemon", "start"), ("daemon", "stop"), ("daemon", "restart"), ("daemon", "status"),
     ("daemon", "register"),
     ("config", "show"), ("config", "set"), ("config", "path"),

@@ -168,10 +168,21 @@ COMMANDS: tuple[Cmd, ...] = (
         "order", args=(TASKS, PROJECT,
                        Arg(("-m", "--monitor"), "then stream the project's events until Ctrl-C",
                            action="store_true"),
+                       Arg(("-w", "--wait"), "then block until what it started is healthy "
+                           "(running, without probes; completed, for one-shots); non-zero "
+                           "with the reason when it cannot be", action="store_true"),
+                       Arg(("--timeout",), "with --wait: give up after S seconds (default "
+                           "120; exit 124)", type="float", default=120.0, metavar="S"),
                        Arg(("-d", "--daemon"), "accepted for taskmux 0.6 (the daemon always runs)",
                            action="store_true"),
                        Arg(("--force",), "take over the project name from another registered "
                            "taskmux.toml", action="store_true"))),
+    Cmd(("run",), "taskmuxctl.commands.run:run",
+        "start TASK (and what it depends on), wait for it to finish, print its log, stop what "
+        "this started, and exit with TASK's exit code (CI: a test suite against the stack)",
+        args=(TASK, PROJECT,
+              Arg(("--timeout",), "give up after S seconds (exit 124; default: none)",
+                  type="float", metavar="S"))),
     Cmd(("stop",), "taskmuxctl.commands.project:stop",
         "stop tasks: C-c, then SIGTERM, then SIGKILL; they stay stopped until started",
         args=(TASKS, PROJECT)),
@@ -424,8 +435,8 @@ COMMANDS: tuple[Cmd, ...] = (
 # How `taskmux --help` groups the top-level words: what people run every day first.
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("everyday commands", ("start", "stop", "restart", "status", "logs", "events", "attach")),
-    ("more on tasks", ("health", "wait", "inspect", "url", "open", "env", "send", "kill", "watch",
-                       "logs-clean")),
+    ("more on tasks", ("health", "wait", "run", "inspect", "url", "open", "env", "send", "kill",
+                       "watch", "logs-clean")),
     ("the project file (taskmux.toml)", ("init", "check", "add", "remove", "inject")),
     ("the daemon and the machine", ("daemon", "config", "doctor", "ca", "dns", "update",
                                     "mcp", "completion", "version", "fleet", "dial-stdio")),

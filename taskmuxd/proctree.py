@@ -236,6 +236,23 @@ def descendants(pid: int) -> list[ProcId]:
     return [ProcId(p, table[p][2], boot) for p in _below(pid, _live_children(table))]
 
 
+def is_descendant(pid: int, ancestor: int, max_depth: int = 256) -> bool:
+    """Whether ``pid`` is a descendant of ``ancestor`` (not ``ancestor`` itself), by its chain
+    of parents; at most ``max_depth`` steps. A zombie still names its parent (and its pid
+    cannot be reused until reaped), so it counts; a process already gone does not. False
+    where there is no /proc."""
+    seen = 0
+    while pid > 1 and seen < max_depth:
+        st = _stat(pid)
+        if st is None:
+            return False
+        pid = st[1]
+        if pid == ancestor:
+            return True
+        seen += 1
+    return False
+
+
 def tree_stats(root_pid: int) -> tuple[int, int]:
     """(main pid, number of live processes) of the tree of ``root_pid`` and its descendants.
 

@@ -35,6 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from taskmuxctl import jsonio  # after the path set-up above
 from taskmuxd import proctree
+from taskmuxd.runready import RunReadiness
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -163,6 +164,7 @@ class LogWriter:
         self.partial_since = 0.0
         self._stamp_second = -1
         self._stamp_prefix = ""
+        self.on_line: Callable[[str], None] | None = None  # each line of the task's output
         os.makedirs(os.path.dirname(path), exist_ok=True)
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.size = os.fstat(self.fd).st_size
@@ -185,7 +187,11 @@ class LogWriter:
         self.partial = lines.pop()
         if lines:
             stamp = self.stamp(now)
-            self.write_lines([f"{stamp} {visible_line(x).rstrip()}\n" for x in lines])
+            shown = [visible_line(x).rstrip() for x in lines]
+            self.write_lines([f"{stamp} {x}\n" for x in shown])
+            if self.on_line is not None:
+                for x in shown:
+                    self.on_line(x)
             if self.partial:
                 self.partial_since = now
 
@@ -196,6 +202,8 @@ class LogWriter:
             self.partial = ""
             if line:
                 self.write(f"{self.stamp(now)} {line}\n")
+                if self.on_line is not None:
+                    self.on_line(line)
 
     def note(self, message: str) -> None:
         self.flush_partial(time.time(), force=True)
@@ -380,6 +388,8 @@ class Runner:
         self.master_open = False
         self.stdin_open = True
         self.last_output = 0.0  # monotonic time of the task's last output
+        self.readiness = RunReadiness(spec, self.record, self.log.note)
+        self.log.on_line = self.readiness.on_line
 
     def notify(self, method: str) -> None:
         tell_daemon(self.socket_path, method, {
@@ -392,6 +402,7 @@ class Runner:
         env = {str(k): str(v) for k, v in self.spec["env"].items()}  # type: ignore[attr-defined]
         env[proctree.MARKER_VAR] = self.marker  # inherited by all it starts: found by marker
         cwd = str(self.spec["cwd"])
+        self.readiness.open(env)
         pid, master = os.forkpty()
         if pid == 0:  # the task's side: a new session whose controlling terminal is the pty
             try:
@@ -478,6 +489,14 @@ class Runner:
     def pump(self, timeout: float | None) -> None:
         """One turn of the relay: wait up to ``timeout`` for output, input or a signal."""
         readers = [self.wake_r]
+        watching = self.ended_by is None  # readiness and the watchdog, while the run lasts
+        notify_fd = self.readiness.fileno() if watching else None
+        if notify_fd is not None:
+            readers.append(notify_fd)
+        if watching:
+            wake = self.readiness.timeout(time.monotonic())
+            if wake is not None:
+                timeout = wake if timeout is None else min(timeout, wake)
         if self.master_open:
             readers.append(self.master)
         if self.stdin_open and self.pane_ok:
@@ -498,7 +517,21 @@ class Runner:
         if 0 in ready:
             self.relay_input()
         self.log.flush_partial(now)
+        if watching:
+            if notify_fd is not None and notify_fd in ready:
+                self.readiness.readable()
+            if self.readiness.tick(time.monotonic()):
+                self.report()
         self.reap()
+
+    def report(self) -> None:
+        """Readiness, the watchdog or the status changed: record it, tell the daemon. A record
+        that cannot be written (a full disk) does not stop the task: the daemon still hears."""
+        try:
+            write_record(self.record_path, self.record)
+        except OSError as exc:
+            self.log.note(f"cannot write the run's record: {exc.strerror or exc}")
+        self.notify("runner.notify")
 
     def pump_for(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -618,6 +651,7 @@ class Runner:
                            exited_at=time.time(), tree_clean=clean, ended_by=self.ended_by)
         write_record(self.record_path, self.record)
         os.close(self.master)
+        self.readiness.close()
         self.notify("runner.exited")
         return code if code is not None else 128 + (sig or 0)
 

@@ -81,6 +81,33 @@ CASES = [
     ("not toml", """
         name = "x
      """, "", 1, ["not valid TOML"]),
+    ("bad ready_log_line", """
+        name = "x"
+        [tasks.db]
+        command = "true"
+        ready_log_line = "ready (to"
+     """, "tasks.db.ready_log_line", 4, ["not a valid regular expression",
+                                         "missing ), unterminated subpattern"]),
+    ("two readiness sources", """
+        name = "x"
+        [tasks.db]
+        command = "true"
+        ready = "notify"
+        ready_log_line = "ready"
+     """, "tasks.db.ready_log_line", 5, ["choose one readiness source"]),
+    ("probes with the task's own word", """
+        name = "x"
+        [tasks.db]
+        command = "true"
+        ready_log_line = "ready"
+        health_url = "http://127.0.0.1:1/"
+     """, "tasks.db.health_url", 5, ["judged on its own word", "remove health_url"]),
+    ("bad watchdog_sec", """
+        name = "x"
+        [tasks.db]
+        command = "true"
+        watchdog_sec = 0
+     """, "tasks.db.watchdog_sec", 4, ["greater than 0"]),
 ]
 
 

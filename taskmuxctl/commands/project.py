@@ -56,6 +56,14 @@ def start(ctx: Context, args: Any) -> Result:
                      force=True if args.force else None)
     out = ctx.call(Method.PROJECT_START, params)
     result = _action_result(out, "start")
+    if getattr(args, "wait", False):
+        from taskmuxctl.commands.wait import wait_until
+
+        names = [r["task"] for r in out.get("results", [])]
+        if names:
+            ready = wait_until(ctx, _params(args), names, "ready", args.timeout)
+            out["ready"] = ready.data["tasks"]
+            result = Result(out, f"{result.text}\n{ready.text}")
     if args.monitor:
         from taskmuxctl.commands.events import follow_after
 
@@ -105,6 +113,8 @@ def status(ctx: Context, args: Any) -> Result:
             detail = render.last_exit(t["last_exit"])
         if t.get("manually_stopped") and t["state"] == "stopped":
             detail = "stopped by you"
+        if t.get("notify_status"):  # the task's own STATUS= (sd_notify)
+            detail = f"{detail}; {t['notify_status']}" if detail else t["notify_status"]
         health = {True: "healthy", False: "unhealthy", None: "-"}[t.get("healthy")]
         procs = t.get("processes") or 0
         rows.append([t["name"], t["state"], render.dash(t.get("main_pid") or t.get("pid")),
@@ -192,6 +202,11 @@ def check(ctx: Context, args: Any) -> Result:
         text += f"\n  {name} waits for " + ", ".join(
             f"{d} {c.replace('_', ' ')}" + (" (restarts with it)" if d in along.get(name, [])
                                              else "") for d, c in conds.items())
+    ready = {n: "READY=1 on its NOTIFY_SOCKET" if t.ready_source == "notify"
+             else f"a line of its output matching {t.ready_log_line!r}"
+             for n, t in sorted(tasks.items()) if t.ready_source}
+    for name, how in ready.items():
+        text += f"\n  {name} is ready on {how}"
     return Result({"config": loaded.path, "project": loaded.name, "tasks": sorted(tasks),
                    "start_order": order, "manual": manual, "conditions": waits,
-                   "restarts_with": along}, text)
+                   "restarts_with": along, "ready": ready}, text)

@@ -64,13 +64,30 @@ def _exit_text(t: dict[str, Any]) -> str:
     return f"exit {last.get('code')}"
 
 
+def _condition(t: dict[str, Any], condition: str) -> str:
+    """``ready`` (what ``start --wait`` waits for): a one-shot completed, any other task
+    healthy (running, when it has no probe)."""
+    if condition != "ready":
+        return condition
+    return "completed" if t.get("type") == "oneshot" else "healthy"
+
+
 def wait(ctx: Context, args: Any) -> Result:
     from taskmuxctl.commands.project import _params
 
-    names = list(args.tasks or [])
-    deadline = time.monotonic() + max(args.timeout, 0.0)
+    return wait_until(ctx, _params(args), list(args.tasks or []), args.condition,
+                      args.timeout)
+
+
+def wait_until(ctx: Context, params: dict[str, Any], names: list[str], condition: str,
+               timeout: float) -> Result:
+    """Block until every task of ``names`` (default: the auto_start ones) meets
+    ``condition`` (healthy, running, completed, or ready: see ``_condition``); a
+    CommandError with the reason when one cannot, or when ``timeout`` seconds pass first
+    (exit 124). ``start --wait`` uses it too."""
+    deadline = time.monotonic() + max(timeout, 0.0)
     while True:
-        out = ctx.call(Method.PROJECT_STATUS, _params(args))
+        out = ctx.call(Method.PROJECT_STATUS, params)
         tasks = {t["name"]: t for t in out["tasks"]}
         unknown = [n for n in names if n not in tasks]
         if unknown:
@@ -79,7 +96,7 @@ def wait(ctx: Context, args: Any) -> Result:
                                {"tasks": unknown})
         wanted = names or sorted(n for n, t in tasks.items() if t.get("auto_start", True)
                                  and not t.get("manually_stopped"))
-        verdicts = {n: judge(tasks[n], args.condition) for n in wanted}
+        verdicts = {n: judge(tasks[n], _condition(tasks[n], condition)) for n in wanted}
         for n, (ok, _why) in list(verdicts.items()):
             down = [d for d in tasks[n].get("waiting_for") or []
                     if tasks.get(d, {}).get("state") == "fatal"]
@@ -88,17 +105,17 @@ def wait(ctx: Context, args: Any) -> Result:
         failed = {n: why for n, (ok, why) in verdicts.items() if ok is False}
         if failed:
             lines = "; ".join(f"{n} {why}" for n, why in sorted(failed.items()))
-            raise CommandError(f"cannot be {args.condition}: {lines}", Code.TASK_FAILED,
-                               {"condition": args.condition, "failed": failed})
+            raise CommandError(f"cannot be {condition}: {lines}", Code.TASK_FAILED,
+                               {"condition": condition, "failed": failed})
         pending = {n: why for n, (ok, why) in verdicts.items() if ok is None}
         if not pending:
-            return Result({"project": out["project"], "condition": args.condition,
+            return Result({"project": out["project"], "condition": condition,
                            "tasks": wanted},
-                          f"{', '.join(wanted) or 'no tasks'}: {args.condition}")
+                          f"{', '.join(wanted) or 'no tasks'}: {condition}")
         if time.monotonic() >= deadline:
             lines = "; ".join(f"{n} {why}" for n, why in sorted(pending.items()))
-            raise CommandError(f"not {args.condition} after {args.timeout:g}s: {lines}",
-                               Code.WAIT_TIMEOUT, {"condition": args.condition,
+            raise CommandError(f"not {condition} after {timeout:g}s: {lines}",
+                               Code.WAIT_TIMEOUT, {"condition": condition,
                                                    "pending": pending},
                                exit_code=EXIT_TIMEOUT)
         time.sleep(min(POLL, max(deadline - time.monotonic(), 0.0)))

@@ -37,6 +37,7 @@ MAX_PROBLEMS_SHOWN = 50
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HOST_RE = re.compile(r"^(@|\*|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
+MAX_PATTERN = 1000  # characters of a ready_log_line pattern
 NAME_RULE = ("lowercase letters, digits and hyphens, starting and ending with a letter or "
              "digit, at most 63 characters (it names a tmux window, a log file and a DNS label)")
 
@@ -145,6 +146,11 @@ class TaskConfig(BaseModel):
     health_timeout: float = Field(5.0, gt=0)
     health_retries: int = Field(3, ge=1)
     health_grace: float = Field(10.0, ge=0)
+    # Readiness from the task itself (see taskmuxd/projects/readiness.py).
+    ready: Literal["notify"] | None = None
+    ready_log_line: str | None = Field(None, min_length=1, max_length=MAX_PATTERN)
+    startup_timeout: float = Field(90.0, ge=0, le=86400)
+    watchdog_sec: float | None = Field(None, gt=0, le=86400)
 
     @property
     def wants_port(self) -> bool:
@@ -152,7 +158,16 @@ class TaskConfig(BaseModel):
 
     @property
     def has_health_check(self) -> bool:
-        return bool(self.health_url or self.health_check)
+        """Whether "healthy" needs a verdict (a probe, or the task's own word)."""
+        return bool(self.health_url or self.health_check or self.ready_source)
+
+    @property
+    def ready_source(self) -> str | None:
+        """Where the task's readiness comes from besides probes: "notify" (it sends
+        READY=1) or "log" (a line of its output matches ``ready_log_line``)."""
+        if self.ready == "notify":
+            return "notify"
+        return "log" if self.ready_log_line else None
 
     @property
     def oneshot(self) -> bool:
@@ -378,6 +393,19 @@ def _check_semantics(cfg: ProjectConfig, folder: str, index: LineIndex) -> list[
                 re.compile(task.health_expected_body)
             except re.error as exc:
                 add((*where, "health_expected_body"), f"not a valid regular expression: {exc}")
+        if task.ready_log_line is not None:
+            try:
+                re.compile(task.ready_log_line)
+            except re.error as exc:
+                add((*where, "ready_log_line"), f"not a valid regular expression: {exc}")
+            if task.ready == "notify":
+                add((*where, "ready_log_line"), "choose one readiness source: ready = "
+                    "\"notify\" or ready_log_line, not both")
+        if (task.ready_source or task.watchdog_sec) and (task.health_url or task.health_check):
+            key = "health_url" if task.health_url else "health_check"
+            add((*where, key), f"a task that says itself when it is ready or alive "
+                "(ready_log_line, ready = \"notify\", watchdog_sec) is judged on its own word: "
+                f"remove {key}, or those")
         if task.shell is not None and not os.path.isabs(task.shell):
             add((*where, "shell"), "give the shell's absolute path, e.g. \"/bin/bash\"")
     cycle = find_cycle({n: list(t.depends_on) for n, t in cfg.tasks.items()})

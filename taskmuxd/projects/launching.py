@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from taskmuxctl import diskspace
 from taskmuxctl.fsutil import atomic_write
 from taskmuxd.policy import TaskState
-from taskmuxd.projects import ownership
+from taskmuxd.projects import ownership, readiness
 from taskmuxd.projects import state as st
 from taskmuxd.projects.hooks import HookFailed, HookRun, run_hook
 from taskmuxd.projects.portclaim import claim_port
@@ -82,6 +82,7 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             "record": project.files.record(task.name), "socket": project.s.paths.socket,
             "marker": marker, "stop_grace_period": task.config.stop_grace_period,
             "cgroup": project.s.groups.ensure(project.name, task.name),
+            **readiness.runner_spec(project, task),
         }
         atomic_write(project.files.spec(task.name), json.dumps(spec), mode=0o600)
         if rec.run_id != run_id:

@@ -211,6 +211,13 @@ def register(daemon: Daemon, projects: Projects) -> None:
         projects.runner_exited(project, task, {**record, "run_id": run_id})
         return {}
 
+    async def runner_notify(project: str, task: str, run_id: RunId,
+                            record: RunnerRecord) -> dict[str, Any]:
+        p = projects.projects.get(project)
+        if p is not None:
+            p.runner_notified(task, {**record, "run_id": run_id})
+        return {}
+
     add(Method.PROJECT_STATUS, project_status)
     add(Method.PROJECT_START, project_start)
     add(Method.PROJECT_STOP, project_stop)
@@ -224,6 +231,7 @@ def register(daemon: Daemon, projects: Projects) -> None:
     add(Method.HEALTH_CHECK, health_check)
     add(Method.RUNNER_STARTED, runner_started)
     add(Method.RUNNER_EXITED, runner_exited)
+    add(Method.RUNNER_NOTIFY, runner_notify)
     from taskmuxd.projects import panes
 
     panes.register(projects, add)

@@ -31,7 +31,14 @@ from taskmuxd.events import EventLog
 from taskmuxd.health import ProbeSpec
 from taskmuxd.jobs import Changed
 from taskmuxd.policy import Ev, PolicySpec, TaskState
-from taskmuxd.projects import environment, healthwatch, launching, ownership, stopping
+from taskmuxd.projects import (
+    environment,
+    healthwatch,
+    launching,
+    ownership,
+    readiness,
+    stopping,
+)
 from taskmuxd.projects import state as st
 from taskmuxd.projects.config import LoadedConfig, TaskConfig, closure
 from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookRun, run_hook
@@ -144,6 +151,8 @@ class Project:
                      type(event).__name__)
             if not changed.live:
                 changed.wake_exit_waiters()
+        for task in self.tasks.values():
+            readiness.settle(self, task)  # the task's own word, once its run is judged
         self.touch()
 
     def command(self, task: TaskRuntime, kind: Ev) -> None:
@@ -351,6 +360,15 @@ class Project:
         rec.boot_id = record.get("boot_id")
         rec.started_wall = float(record.get("started_at") or time.time())
         self.watch_runner(task)
+        readiness.take(task, record, live=False)
+
+    def runner_notified(self, task_name: str, record: dict[str, Any]) -> None:
+        """The runner saw the task become ready, miss its watchdog, or change its status."""
+        task = self.tasks.get(task_name)
+        if task is not None and task.live:
+            readiness.take(task, record, live=True)
+            readiness.settle(self, task)
+            self.touch()
 
     def watch_runner(self, task: TaskRuntime) -> None:
         """Hear of the runner's end the moment it happens (see ``ownership``)."""
@@ -616,6 +634,7 @@ def task_spec(cfg: TaskConfig, tasks: dict[str, TaskConfig]) -> TaskSpec:
                           cfg.retry_after, cfg.oneshot, frozenset(cfg.success_exit_codes)),
         depends_on=deps,
         restart_with=frozenset(d for d in deps if cfg.restarts_with(d)),
-        health=HealthSpec("probe" if probed else "process", cfg.health_interval,
-                          cfg.health_retries, cfg.health_grace),
+        health=HealthSpec("self", cfg.health_interval, 1, 0.0) if readiness.self_judged(cfg)
+        else HealthSpec("probe" if probed else "process", cfg.health_interval,
+                        cfg.health_retries, cfg.health_grace),
         gated_by_probe=cfg.has_health_check, stop_grace=cfg.stop_grace_period)

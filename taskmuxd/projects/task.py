@@ -10,7 +10,7 @@ from typing import Any
 from taskmuxd.health import ProbeResult
 from taskmuxd.policy import TaskState
 from taskmuxd.proctree import Snapshot
-from taskmuxd.projects import ownership
+from taskmuxd.projects import ownership, readiness
 from taskmuxd.projects.config import TaskConfig
 from taskmuxd.projects.state import TaskRecord
 
@@ -41,6 +41,8 @@ class TaskRuntime:
         self.exit_waiters: list[asyncio.Future[None]] = []
         self.last_launch_error: str | None = None
         self.last_launch_code: int | None = None
+        # What the runner saw of the task's own readiness (see ``readiness``), per run.
+        self.reported: dict[str, Any] = {}
 
     @property
     def state(self) -> TaskState:
@@ -130,4 +132,5 @@ class TaskRuntime:
             "restart_policy": self.config.restart_policy,
             "type": self.config.type,
             "completed": self.completed,
+            **readiness.info(self),
         }
