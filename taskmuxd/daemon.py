@@ -84,6 +84,11 @@ class Daemon:
         self.projects = Projects(self)
         self.subsystems.append(self.projects)
         project_methods.register(self, self.projects)
+        from taskmuxd import sampler
+
+        self.resources = sampler.Sampler(lambda: sampler.targets_of(self.projects),
+                                         sampler.known_in(self.projects))
+        self.subsystems.append(self.resources)
         from taskmuxd.updater import AutoUpdater
 
         self.subsystems.append(AutoUpdater(self))
