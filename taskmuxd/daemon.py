@@ -69,6 +69,11 @@ class Daemon:
         self._requests: asyncio.Queue[int] = asyncio.Queue()
         self.rpc = RpcServer(paths.socket, self.methods.as_dict, owner_uid=os.getuid())
         self.events = EventLog(paths.events)
+        from taskmuxd import eventstream
+
+        self.event_hub = eventstream.EventHub(self.events)
+        eventstream.register(self.methods, self.event_hub)
+        self.subsystems.append(self.event_hub)
         from taskmuxd.diskwatch import DiskWatch
 
         self.subsystems.append(DiskWatch(self))
