@@ -92,7 +92,8 @@ class Daemon:
         from taskmuxd import sampler
 
         self.resources = sampler.Sampler(lambda: sampler.targets_of(self.projects),
-                                         sampler.known_in(self.projects))
+                                         sampler.known_in(self.projects),
+                                         settings.resource_sample_interval)
         self.subsystems.append(self.resources)
         from taskmuxd.updater import AutoUpdater
 

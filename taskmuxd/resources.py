@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from taskmuxd import proctree
@@ -61,15 +62,33 @@ def parse_stat(data: bytes) -> Proc | None:
         return None
 
 
+def _stat_of(pid: int) -> Proc | None:
+    """``/proc/PID/stat`` in one read (the kernel hands the whole line at once)."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, STAT_LIMIT)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return parse_stat(data) if data else None
+
+
 def scan() -> Table:
     """Every live process of the machine, from one pass over ``/proc``."""
+    return scan_pids(proctree._pids())
+
+
+def scan_pids(pids: Iterable[int]) -> Table:
+    """Only these processes (those gone left out): the cheap look between full scans."""
     table: Table = {}
-    for pid in proctree._pids():
-        data = proctree._read(f"/proc/{pid}/stat", STAT_LIMIT)
-        if data:
-            proc = parse_stat(data)
-            if proc is not None:
-                table[pid] = proc
+    for pid in pids:
+        proc = _stat_of(pid)
+        if proc is not None:
+            table[pid] = proc
     return table
 
 

@@ -8,7 +8,11 @@ task keeps ``HISTORY`` samples (five minutes) in a ring for ``inspect`` and the 
 
 CPU comes from the task's cgroup (``cpu.stat``: exact, processes that ended included) where
 a subtree was delegated, else from the ticks of the processes in the tree now (a process
-that ended during the interval loses its last part). :class:`Meter` holds that state and
+that ended during the interval loses its last part). Trees are found by a scan of every
+process every ``FULL_EVERY`` samples (and whenever the set of runs changed); in between only
+the processes already known are read again, so the cost follows the tasks' processes, not the
+machine's. A process started in between is counted from the next full scan, its CPU time
+since its start included. :class:`Meter` holds that state and
 does the arithmetic; it takes the time and the process table as arguments, so tests drive
 it with a fake clock and a made-up table.
 """
@@ -31,8 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("taskmuxd.sampler")
 
-INTERVAL = 1.0  # seconds between samples
+INTERVAL = 1.0  # seconds between samples (the setting resource_sample_interval)
 SLOW_EVERY = 10  # PSS and ports every this many samples
+FULL_EVERY = 5  # a scan of every process every this many samples (new processes found)
 HISTORY = 300  # samples kept per task (five minutes at INTERVAL)
 MAX_PORTS = 64  # ports reported per task
 
@@ -113,6 +118,9 @@ def read_all(targets: Iterable[Target], table: resources.Table, slow: bool,
         cg_usec = None
         inside = members(t.cgroup) if t.cgroup is not None else []
         if t.cgroup is not None and inside:
+            missing = [p for p in inside if p not in table]
+            if missing and proctree.AVAILABLE:  # born since the last full scan
+                table.update(resources.scan_pids(missing))
             pids = [p for p in inside if p != t.runner_pid and p in table]
             cg_usec = cg_cpu(t.cgroup)
         elif t.runner_pid is not None and t.runner_pid in table:
@@ -206,6 +214,9 @@ class Sampler:
         self.cpu_seconds = 0.0  # thread CPU time spent reading
         self.last_cost = 0.0
         self.wake = asyncio.Event()
+        self._runs: frozenset[tuple[tuple[str, str], int]] = frozenset()
+        self._since_full = 0
+        self._known_pids: set[int] = set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="resource-sampler")
@@ -223,7 +234,9 @@ class Sampler:
                 "source": "proc" if proctree.AVAILABLE else "ps"}
 
     def settings_changed(self, old: Any, new: Any) -> None:
-        del old, new
+        del old
+        self.interval = float(new.resource_sample_interval)
+        self.wake.set()
 
     def figures(self, project: str, task: str) -> dict[str, Any]:
         fig = self.meter.get(project, task)
@@ -235,7 +248,7 @@ class Sampler:
         fig = self.meter.get(project, task)
         if fig is None:
             return {"interval": self.interval, "time": [], "cpu": [], "rss": [], "pss": []}
-        return fig.history_dict()
+        return {**fig.history_dict(), "interval": self.interval}
 
     async def sample_once(self, slow: bool) -> None:
         targets = self._targets()
@@ -243,7 +256,15 @@ class Sampler:
         if not targets:
             return
         previous = {k: f.port_key for k, f in self.meter.figures.items()}
-        readings, cost = await asyncio.to_thread(_read, targets, slow, previous)
+        runs = frozenset((t.key, t.run_id) for t in targets)
+        known: set[int] | None = None
+        if runs == self._runs and self._since_full < FULL_EVERY - 1 and not slow:
+            known = set(self._known_pids)
+            known.update(p for t in targets for p in (t.runner_pid, t.pid) if p is not None)
+        readings, cost = await asyncio.to_thread(_read, targets, slow, previous, known)
+        self._runs = runs
+        self._since_full = 0 if known is None else self._since_full + 1
+        self._known_pids = {pid for r in readings for pid, _start in r.pids}
         self.samples += 1
         self.cpu_seconds += cost
         self.last_cost = cost
@@ -252,13 +273,14 @@ class Sampler:
     async def _run(self) -> None:
         count = 0
         while True:
-            try:
-                await self.sample_once(count % SLOW_EVERY == 0)
-            except Exception:  # a bug must not end sampling for good
-                log.exception("sampling resources failed")
-            count += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.interval)
+            if self.interval > 0:
+                try:
+                    await self.sample_once(count % SLOW_EVERY == 0)
+                except Exception:  # a bug must not end sampling for good
+                    log.exception("sampling resources failed")
+                count += 1
+            with contextlib.suppress(TimeoutError):  # interval 0: off until settings change
+                await asyncio.wait_for(self.wake.wait(), self.interval or None)
             self.wake.clear()
 
 
@@ -283,9 +305,14 @@ def known_in(projects: Projects) -> Callable[[tuple[str, str]], bool]:
 
 
 def _read(targets: list[Target], slow: bool,
-          previous: dict[tuple[str, str], tuple[frozenset[int], int] | None]
-          ) -> tuple[list[Reading], float]:
+          previous: dict[tuple[str, str], tuple[frozenset[int], int] | None],
+          known: set[int] | None) -> tuple[list[Reading], float]:
     started = time.thread_time()
-    table = resources.scan() if proctree.AVAILABLE else resources.scan_ps()
+    if not proctree.AVAILABLE:
+        table = resources.scan_ps()
+    elif known is not None:
+        table = resources.scan_pids(known)
+    else:
+        table = resources.scan()
     readings = read_all(targets, table, slow and proctree.AVAILABLE, previous)
     return readings, time.thread_time() - started

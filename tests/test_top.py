@@ -35,7 +35,7 @@ def test_rows_filter_and_project_cycle() -> None:
     ]
     rows = model.rows_of(statuses)
     web = rows[0]
-    assert web.cells() == ("shop", "web", "running", "healthy", "12%", "50.0M", "2", "1m15s",
+    assert web.cells() == ("shop", "web", "running", "healthy", "12%", "50.0M", "2", "1m",
                            "https://web.shop.localhost", "")
     assert rows[1].error == "exit 3" and rows[1].cpu == "-"
     assert rows[2].error == "health: GET / -> 502 bad gateway"

@@ -27,7 +27,7 @@ from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Method, RpcError
 from taskmuxctl.top import model
 
-REFRESH = 2.0  # seconds between refreshes of the figures
+REFRESH = 5.0  # seconds between refreshes of the figures (events refresh at once)
 LOG_POLL = 0.5  # seconds between looks at the followed log
 LOG_TAIL = 200  # lines shown when a task is selected
 LOG_READ = 256 * 1024  # bytes of log read at once at most

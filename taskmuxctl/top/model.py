@@ -63,6 +63,18 @@ def last_error(t: dict[str, Any], config_error: str | None) -> str:
     return text if len(text) <= MAX_ERROR else text[:MAX_ERROR - 1] + "…"
 
 
+def uptime(seconds: float | None) -> str:
+    """Seconds only in the first minute, then minutes: an idle screen has nothing to redraw
+    for most refreshes."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds) // 60}m"
+    return render.duration(seconds)
+
+
 def row_of(project: str, t: dict[str, Any], config_error: str | None = None) -> Row:
     res = t.get("resources") or {}
     live = t.get("state") in LIVE
@@ -70,7 +82,7 @@ def row_of(project: str, t: dict[str, Any], config_error: str | None = None) -> 
     return Row(project, str(t["name"]), str(t.get("state", "?")), health,
                render.cpu(res.get("cpu")) if live else "-",
                render.size(res.get("rss")) if live else "-",
-               str(t.get("restarts", 0)), render.duration(t.get("uptime")),
+               str(t.get("restarts", 0)), uptime(t.get("uptime")),
                t.get("url") or "-", last_error(t, config_error))
 
 
