@@ -114,6 +114,7 @@ class Method:
     CA_STATUS = "ca.status"
     DNS_INFO = "dns.info"
     ROUTES_LIST = "routes.list"
+    DASHBOARD_SESSION = "dashboard.session"  # a one-time link to the web dashboard
     EVENTS_SUBSCRIBE = "events.subscribe"  # then notifications on the same connection:
     EVENTS_UNSUBSCRIBE = "events.unsubscribe"
     EVENT_NOTICE = "events.event"  # {"subscription", "event"}

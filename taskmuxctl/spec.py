@@ -280,6 +280,11 @@ COMMANDS: tuple[Cmd, ...] = (
         "attach, open (also: bare `taskmux` on a terminal)",
         args=(Arg(("-p", "--project"), "show only this project (p switches in the view)",
                   metavar="NAME", complete="projects"),)),
+    Cmd(("dashboard",), "taskmuxctl.commands.urls:dashboard",
+        "open the web dashboard (https://taskmux.localhost) in the browser, with a session "
+        "that may start, stop and restart",
+        args=(Arg(("--print-url",), "print the one-time link instead of opening a browser",
+                  action="store_true"),)),
     Cmd(("open",), "taskmuxctl.commands.urls:open_",
         "open a task's URL in the browser ($BROWSER, open or xdg-open), or print it",
         args=(TASK, PROJECT)),
@@ -406,8 +411,8 @@ COMMANDS: tuple[Cmd, ...] = (
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("everyday commands", ("start", "stop", "restart", "status", "top", "logs", "events",
                            "attach")),
-    ("more on tasks", ("health", "wait", "inspect", "url", "open", "env", "send", "kill", "watch",
-                       "logs-clean")),
+    ("more on tasks", ("health", "wait", "inspect", "url", "open", "dashboard", "env", "send",
+                       "kill", "watch", "logs-clean")),
     ("the project file (taskmux.toml)", ("init", "check", "add", "remove", "inject")),
     ("the daemon and the machine", ("daemon", "config", "doctor", "ca", "dns", "update",
                                     "mcp", "completion", "version", "fleet", "dial-stdio")),

@@ -111,6 +111,11 @@ class Daemon:
                                 bound.dns_tcp)
         self.subsystems += [self.proxy, self.dns]
         register_proxy(self)
+        from taskmuxd.dashboard.app import dashboard_for
+        from taskmuxd.dashboard.app import register as register_dashboard
+
+        self.dashboard = dashboard_for(self)
+        register_dashboard(self, self.dashboard)
 
     # -- called by RPC methods -------------------------------------------------------------
 

@@ -94,6 +94,24 @@ class RpcServer:
         self._server = await asyncio.start_unix_server(self._accept, sock=sock,
                                                        limit=READ_CHUNK)
 
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Run one method as a caller on the socket would (params checked, errors mapped) and
+        return its result; an error reply raises RpcError. For the daemon's own web
+        dashboard, so that it goes through the same door as every client."""
+        import json
+
+        from taskmuxctl.protocol import RpcError
+
+        line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                           "params": params or {}}).encode()
+        reply = await self._dispatcher.handle(line)
+        obj = json.loads(reply or b"{}")
+        if "error" in obj:
+            err = obj["error"]
+            raise RpcError(int(err.get("code", Code.INTERNAL_ERROR)), str(err.get("message")),
+                           err.get("data"))
+        return obj.get("result")
+
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
