@@ -116,6 +116,8 @@ class Daemon:
 
         self.dashboard = dashboard_for(self)
         register_dashboard(self, self.dashboard)
+        if self.dashboard is not None:
+            self.subsystems.append(self.dashboard)
 
     # -- called by RPC methods -------------------------------------------------------------
 

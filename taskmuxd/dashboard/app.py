@@ -54,6 +54,8 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
 
 
 class Dashboard:
+    name = "dashboard"  # as a daemon subsystem (its section in daemon.status)
+
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.sessions = security.Sessions()
@@ -74,7 +76,7 @@ class Dashboard:
         return int(self.daemon.proxy.proxy.https_port)
 
     @property
-    def name(self) -> str:
+    def site(self) -> str:
         return security.site_name(self.tld)
 
     def url(self, path: str = "/") -> str:
@@ -82,8 +84,8 @@ class Dashboard:
 
     def attach(self) -> None:
         """Claim the dashboard's name in the proxy: SNI, certificate, and the connections."""
-        self.daemon.proxy.sni.own[self.name] = self.context
-        self.daemon.proxy.proxy.own_sites[self.name] = self.protocol
+        self.daemon.proxy.sni.own[self.site] = self.context
+        self.daemon.proxy.proxy.own_sites[self.site] = self.protocol
 
     def context(self) -> ssl.SSLContext:
         """TLS for the dashboard's name: its own leaf, HTTP/1.1 only (renewed when due)."""
@@ -92,7 +94,7 @@ class Dashboard:
             return self._context[0]
         from taskmuxd.certs import LEAF_RENEW_BEFORE
 
-        leaf = self.daemon.proxy.store.leaf(self.name.split(".", 1)[0])
+        leaf = self.daemon.proxy.store.leaf(self.site.split(".", 1)[0])
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["http/1.1"])
@@ -102,6 +104,15 @@ class Dashboard:
 
     def protocol(self, proxy: Proxy, client: str) -> SiteSide:
         return SiteSide(self, proxy, client)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def settings_changed(self, old: Any, new: Any) -> None:
+        del old, new
 
     def status(self) -> dict[str, Any]:
         return {"url": self.url(), "requests": self.requests, "refused": self.refused,
