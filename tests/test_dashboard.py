@@ -243,3 +243,34 @@ def test_other_users_are_refused(demo: tuple[str, Site], env: dict[str, str]) ->
             os.chmod(path, mode)
     assert proc.stdout.startswith("HTTP/1.1 403"), proc.stderr
 
+
+
+def test_malformed_and_oversized_requests_are_refused(demo: tuple[str, Site],
+                                                      env: dict[str, str]) -> None:
+    import socket
+    import ssl
+
+    _proj, site = demo
+    ca = call(os.path.join(env["TASKMUX_HOME"], "ctl.sock"), "ca.info")["cert"]
+    ctx = ssl.create_default_context(cafile=ca)
+
+    def exchange(raw: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", site.port), timeout=20) as plain, \
+                ctx.wrap_socket(plain, server_hostname="taskmux.localhost") as tls:
+            assert tls.selected_alpn_protocol() in (None, "http/1.1")
+            tls.sendall(raw)
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+        return data
+
+    host = f"Host: taskmux.localhost:{site.port}\r\n".encode()
+    assert exchange(b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400")
+    big = b"x" * (32 * 1024)
+    assert exchange(b"POST /api/action HTTP/1.1\r\n" + host
+                    + f"Content-Length: {len(big)}\r\n\r\n".encode() + big
+                    ).startswith(b"HTTP/1.1 413")
+    huge_head = b"GET / HTTP/1.1\r\n" + host + b"X-Pad: " + b"y" * (20 * 1024) + b"\r\n\r\n"
+    assert exchange(huge_head).startswith(b"HTTP/1.1 431")
+    # and the dashboard still answers
+    assert site.client.get("/api/me").status_code == 200

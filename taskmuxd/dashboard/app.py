@@ -145,7 +145,7 @@ class Dashboard:
             if path == "/api/action":
                 return await self._action(req.body)
             return json_response(404, {"error": "no such URL"})
-        if req.method not in ("GET", "HEAD"):
+        if req.method != "GET":
             return json_response(405, {"error": "GET or POST only"})
         if path in self.static:
             body, kind = self.static[path]

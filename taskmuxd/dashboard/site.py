@@ -64,6 +64,7 @@ class SiteSide(asyncio.Protocol):
         self.closed = False
         self._req: h11.Request | None = None
         self._body = bytearray()
+        self._head_bytes = 0  # received since the last request ended
         self._drained = asyncio.Event()
         self._drained.set()
 
@@ -99,6 +100,11 @@ class SiteSide(asyncio.Protocol):
         return self.task is not None
 
     def data_received(self, data: bytes) -> None:
+        if self._req is None:  # bytes of a head (h11 checks its bound only between reads)
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD + MAX_BODY:
+                self._fail(431, f"a request head may be at most {MAX_HEAD} bytes")
+                return
         try:
             self.conn.receive_data(data)
             self._events()
@@ -113,6 +119,10 @@ class SiteSide(asyncio.Protocol):
             if isinstance(event, h11.Request):
                 self.idle_since = None
                 self._req, self._body = event, bytearray()
+                size = sum(len(k) + len(v) + 4 for k, v in event.headers) + len(event.target)
+                if size > MAX_HEAD:
+                    self._fail(431, f"a request head may be at most {MAX_HEAD} bytes")
+                    return
             elif isinstance(event, h11.Data):
                 self._body += event.data
                 if len(self._body) > MAX_BODY:
@@ -121,6 +131,7 @@ class SiteSide(asyncio.Protocol):
             elif isinstance(event, h11.EndOfMessage) and self._req is not None:
                 req = self._request(self._req, bytes(self._body))
                 self._req = None
+                self._head_bytes = 0
                 assert self.transport is not None
                 self.transport.pause_reading()
                 self.task = asyncio.create_task(self._answer(req))
