@@ -201,6 +201,9 @@ def test_live_stream_pushes_events(demo: tuple[str, Site], env: dict[str, str]) 
                 if any(e["event"] == "task_restarted" for e in got):
                     break
     assert any(e["event"] == "task_restarted" and e["task"] == "worker" for e in got)
+    site.client.close()  # the browser goes away: the stream ends and gives its place back
+    wait_until(lambda: call(sock, "daemon.status")["dashboard"]["streams"] == 0, timeout=40,
+               what="the stream to be let go")
     del proj
 
 

@@ -20,7 +20,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from importlib import resources as package_files
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -230,7 +230,7 @@ class Dashboard:
         return Response(200, content_type="text/event-stream",
                         stream=lambda: self._stream(project))
 
-    async def _stream(self, project: str | None) -> AsyncIterator[bytes]:
+    async def _stream(self, project: str | None) -> AsyncGenerator[bytes, None]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(STREAM_QUEUE)
 
         def offer(rec: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
-    stream: Callable[[], AsyncIterator[bytes]] | None = None  # server-sent events
+    stream: Callable[[], AsyncGenerator[bytes, None]] | None = None  # server-sent events
 
 
 class SiteSide(asyncio.Protocol):
@@ -201,11 +201,15 @@ class SiteSide(asyncio.Protocol):
     async def _stream(self, resp: Response) -> None:
         assert self.transport is not None and resp.stream is not None
         self.transport.write(self.conn.send(self._head(resp, [])) or b"")
-        async for chunk in resp.stream():
-            if self.closed:
-                return
-            self.transport.write(self.conn.send(h11.Data(data=chunk)) or b"")
-            await self._drained.wait()
+        chunks = resp.stream()
+        try:
+            async for chunk in chunks:
+                if self.closed:
+                    return
+                self.transport.write(self.conn.send(h11.Data(data=chunk)) or b"")
+                await self._drained.wait()
+        finally:
+            await chunks.aclose()  # its cleanup now, also when the connection is gone
         self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
         self.close()
 
