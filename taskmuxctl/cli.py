@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         words, host = split_host(words)
     tokens, flags = split_globals(words)
     as_json = "--json" in flags
+    if not tokens and not flags and sys.stdin.isatty() and sys.stdout.isatty():
+        tokens = ["top"]  # bare `taskmux` on a terminal: the live view
     parsed = fast(tokens)
     if parsed is None:
         from taskmuxctl.parse import UsageError, slow

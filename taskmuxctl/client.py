@@ -140,6 +140,24 @@ class Client:
                            err.get("data"))
         return reply.get("result")
 
+    def set_timeout(self, seconds: float | None) -> None:
+        """How long a read may wait from now on (``receive`` returns None after it)."""
+        self.timeout = seconds if seconds is not None else DEFAULT_TIMEOUT
+        setter = getattr(self._sock, "settimeout", None)
+        if setter is not None:
+            setter(seconds)
+
+    def receive(self) -> Any:
+        """The next message the daemon pushes (a notification), or None when none came
+        within the timeout; DaemonUnavailable when the connection ended."""
+        try:
+            return self._read_message()
+        except TimeoutError:
+            return None
+        except OSError as exc:
+            self.close()
+            raise _unavailable(self.paths, exc) from None
+
     def _raise_refusal(self) -> None:
         """The daemon closed on us before we spoke: if it said why, raise that."""
         try:

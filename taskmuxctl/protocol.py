@@ -115,10 +115,16 @@ class Method:
     CA_STATUS = "ca.status"
     DNS_INFO = "dns.info"
     ROUTES_LIST = "routes.list"
+    DASHBOARD_SESSION = "dashboard.session"  # a one-time link to the web dashboard
+    EVENTS_SUBSCRIBE = "events.subscribe"  # then notifications on the same connection:
+    EVENTS_UNSUBSCRIBE = "events.unsubscribe"
+    EVENT_NOTICE = "events.event"  # {"subscription", "event"}
+    EVENTS_DROPPED_NOTICE = "events.dropped"  # {"subscription", "reason", "cursor"}
     # Test hooks, served only when the daemon's environment has TASKMUX_TEST_HOOKS=1.
     ROUTES_SET = "routes.set"
     ROUTES_REMOVE = "routes.remove"
     DEBUG_IDENTITY = "debug.identity"
+    DEBUG_EMIT = "debug.emit"  # a burst of test events
 
 
 class ErrorInfo(tuple[str, str]):

@@ -53,3 +53,19 @@ def last_exit(info: dict[str, Any] | None) -> str:
     if info.get("signal"):
         return f"killed by signal {info['signal']}"
     return f"exit {info.get('code')}"
+
+
+def size(n: int | None) -> str:
+    """Bytes as people read them: ``512K``, ``12.3M``, ``1.2G``; ``-`` for unknown."""
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return f"{n // 1024}K"
+
+
+def cpu(percent: float | None) -> str:
+    """A CPU figure in percent of one core (``-`` before the first interval)."""
+    return "-" if percent is None else f"{percent:.0f}%" if percent >= 10 else f"{percent:.1f}%"

@@ -285,6 +285,17 @@ COMMANDS: tuple[Cmd, ...] = (
         "tmux: switch to it)",
         args=(Arg(("task",), "the task's window (default: the session as it is)", nargs="?",
                   complete="tasks"), PROJECT)),
+    Cmd(("top",), "taskmuxctl.commands.top:top",
+        "live full-screen view of every project's tasks: state, health, CPU, memory, "
+        "restarts, URL, last error, the selected task's log; keys to start, stop, restart, "
+        "attach, open (also: bare `taskmux` on a terminal)",
+        args=(Arg(("-p", "--project"), "show only this project (p switches in the view)",
+                  metavar="NAME", complete="projects"),)),
+    Cmd(("dashboard",), "taskmuxctl.commands.urls:dashboard",
+        "open the web dashboard (https://taskmux.localhost) in the browser, with a session "
+        "that may start, stop and restart",
+        args=(Arg(("--print-url",), "print the one-time link instead of opening a browser",
+                  action="store_true"),)),
     Cmd(("open",), "taskmuxctl.commands.urls:open_",
         "open a task's URL in the browser ($BROWSER, open or xdg-open), or print it",
         args=(TASK, PROJECT)),
@@ -434,9 +445,10 @@ COMMANDS: tuple[Cmd, ...] = (
 
 # How `taskmux --help` groups the top-level words: what people run every day first.
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("everyday commands", ("start", "stop", "restart", "status", "logs", "events", "attach")),
-    ("more on tasks", ("health", "wait", "run", "inspect", "url", "open", "env", "send", "kill",
-                       "watch", "logs-clean")),
+    ("everyday commands", ("start", "stop", "restart", "status", "top", "logs", "events",
+                           "attach")),
+    ("more on tasks", ("health", "wait", "run", "inspect", "url", "open", "dashboard", "env",
+                       "send", "kill", "watch", "logs-clean")),
     ("the project file (taskmux.toml)", ("init", "check", "add", "remove", "inject")),
     ("the daemon and the machine", ("daemon", "config", "doctor", "ca", "dns", "update",
                                     "mcp", "completion", "version", "fleet", "dial-stdio")),

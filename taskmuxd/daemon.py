@@ -70,6 +70,11 @@ class Daemon:
         self._requests: asyncio.Queue[int] = asyncio.Queue()
         self.rpc = RpcServer(paths.socket, self.methods.as_dict, owner_uid=os.getuid())
         self.events = EventLog(paths.events)
+        from taskmuxd import eventstream
+
+        self.event_hub = eventstream.EventHub(self.events)
+        eventstream.register(self.methods, self.event_hub)
+        self.subsystems.append(self.event_hub)
         from taskmuxd.diskwatch import DiskWatch
 
         self.subsystems.append(DiskWatch(self))
@@ -85,6 +90,12 @@ class Daemon:
         self.projects = Projects(self)
         self.subsystems.append(self.projects)
         project_methods.register(self, self.projects)
+        from taskmuxd import sampler
+
+        self.resources = sampler.Sampler(lambda: sampler.targets_of(self.projects),
+                                         sampler.known_in(self.projects),
+                                         settings.resource_sample_interval)
+        self.subsystems.append(self.resources)
         from taskmuxd.updater import AutoUpdater
 
         self.subsystems.append(AutoUpdater(self))
@@ -101,6 +112,13 @@ class Daemon:
                                 bound.dns_tcp)
         self.subsystems += [self.proxy, self.dns]
         register_proxy(self)
+        from taskmuxd.dashboard.app import dashboard_for
+        from taskmuxd.dashboard.app import register as register_dashboard
+
+        self.dashboard = dashboard_for(self)
+        register_dashboard(self, self.dashboard)
+        if self.dashboard is not None:
+            self.subsystems.append(self.dashboard)
 
     # -- called by RPC methods -------------------------------------------------------------
 

@@ -8,6 +8,12 @@ and a short write (a full disk) is cut off again. A record that cannot be writte
 and counted, never raised: the event history must not stop the daemon doing its work. Once
 writing works again an ``events_dropped`` record says how many were lost. Past ``TRIM_AT``
 lines the file is cut to the newest ``KEEP`` (rewritten atomically, under the same lock).
+
+Every record gets an ``id``, one more than the last record's, found under the lock (cached
+while this writer was the last one to write), so ids grow by one across writers, daemon
+restarts and trims: a client that saw id N asks for what came after N (``events.subscribe``'s
+cursor). Records this writer finds that another process appended since its own last write are
+handed to the listeners too, before its own, so a live stream misses nothing the file has.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ log = logging.getLogger("taskmuxd.events")
 KEEP = 10_000
 TRIM_AT = 15_000
 TRIM_RETRY = 1_000  # appends between attempts at a trim that failed
+TAIL = 64 * 1024  # bytes read back to find the last id
+FOREIGN_LIMIT = 1024 * 1024  # bytes of other writers' records read to pass on to listeners
 
 
 def utc_iso(ts: float | None = None) -> str:
@@ -44,6 +52,9 @@ class EventLog:
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self.dropped = 0  # records not written since the last one that was
         self.last_error: OSError | None = None
+        self.last_id = 0  # the id of the last record written by anyone (as far as seen)
+        self._end: int | None = None  # the file's size after this writer's last write
+        self._foreign: list[dict[str, Any]] = []
 
     def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -55,18 +66,33 @@ class EventLog:
                                   "event": event}
         if details:
             record["details"] = details
-        self.append(record)
-        for listener in list(self._listeners):
-            try:
-                listener(record)
-            except Exception:
-                log.exception("an event listener failed")
+        written = self.append(record)
+        seen, self._foreign = self._foreign, []
+        for rec in [*seen, record] if written else seen:
+            for listener in list(self._listeners):
+                try:
+                    listener(rec)
+                except Exception:
+                    log.exception("an event listener failed")
         return record
+
+    def current_id(self) -> int:
+        """The id of the newest record in the file (blocking: a read of its tail)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return self.last_id
+        try:
+            size = os.fstat(fd).st_size
+            return self.last_id if size == self._end else _last_id(fd, size)
+        except OSError:
+            return self.last_id
+        finally:
+            os.close(fd)
 
     def append(self, record: dict[str, Any]) -> bool:
         """Append ``record`` as one line; False (and counted in ``dropped``) when it could not
         be written."""
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -74,7 +100,7 @@ class EventLog:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self._append_locked(fd, line)
+            self._append_locked(fd, record)
         except OSError as exc:
             self._dropped(exc)
             return False
@@ -82,13 +108,23 @@ class EventLog:
             os.close(fd)  # releases the lock
         return True
 
-    def _append_locked(self, fd: int, line: bytes) -> None:
+    def _append_locked(self, fd: int, record: dict[str, Any]) -> None:
         size = os.fstat(fd).st_size
-        data = line
+        if self._end != size:  # another writer was here (or this is the first write)
+            if self._end is not None and self._listeners and 0 < size - self._end \
+                    <= FOREIGN_LIMIT:
+                self._foreign = _records(os.pread(fd, size - self._end, self._end))
+            self.last_id = _last_id(fd, size)
+        first = self.last_id + 1
+        data = b""
         if self.dropped:  # say what was lost, in the same write as the record that follows
-            note = {"time": utc_iso(), "project": None, "task": None, "event": "events_dropped",
+            note = {"id": first, "time": utc_iso(), "project": None, "task": None,
+                    "event": "events_dropped",
                     "details": {"count": self.dropped, "error": _reason(self.last_error)}}
-            data = (json.dumps(note, separators=(",", ":")) + "\n").encode() + data
+            data = (json.dumps(note, separators=(",", ":")) + "\n").encode()
+            first += 1
+        record["id"] = first
+        data += (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data  # a writer died mid-line: close that line off
         try:
@@ -99,6 +135,8 @@ class EventLog:
         if written != len(data):
             _cut(fd, size)  # a short write (the disk filled up): take the partial line back
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
+        self.last_id = first
+        self._end = size + len(data)
         if self.dropped:
             log.warning("the event log %s is writable again; %d event(s) were dropped",
                         self.path, self.dropped)
@@ -128,6 +166,7 @@ class EventLog:
         keep = lines[-KEEP:]
         atomic_write(self.path, b"".join(keep))
         self._lines = len(keep)
+        self._end = sum(len(line) for line in keep)
 
 
 def _reason(exc: OSError | None) -> str:
@@ -142,6 +181,29 @@ def _cut(fd: int, size: int) -> None:
     with contextlib.suppress(OSError):
         if os.fstat(fd).st_size > size:
             os.ftruncate(fd, size)
+
+
+def _records(data: bytes) -> list[dict[str, Any]]:
+    out = []
+    for line in data.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "event" in obj:
+            out.append(obj)
+    return out
+
+
+def _last_id(fd: int, size: int) -> int:
+    """The id of the last record that has one, from the file's last ``TAIL`` bytes (0: none;
+    a history written before ids existed starts them at 1)."""
+    start = max(size - TAIL, 0)
+    for obj in reversed(_records(os.pread(fd, size - start, start))):
+        value = obj.get("id")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return 0
 
 
 def _count_lines(path: str) -> int:

@@ -36,6 +36,10 @@ class Settings(BaseModel):
     health_check_interval: float = Field(
         30.0, gt=0, description="seconds between the daemon's safety-net sweeps of all tasks"
     )
+    resource_sample_interval: float = Field(
+        1.0, ge=0, le=60,
+        description="seconds between samples of each task's CPU, memory and ports (0: off)"
+    )
     api_port: int = Field(
         8765, ge=0, le=65535,
         description="accepted for taskmux 0.6 configs; unused (the API is ctl.sock)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import ssl
+from collections.abc import Callable
 
 from taskmuxd.certstore import CertStore, Leaf, utcnow
 from taskmuxd.routes import RouteTable
@@ -33,6 +34,9 @@ class SniContexts:
         self.routes = routes
         self._by_project: dict[str, tuple[ssl.SSLContext, dt.datetime]] = {}
         self.handshakes_refused = 0
+        # Names the daemon serves itself (the dashboard): name -> its context (own leaf, own
+        # ALPN), looked up before any project.
+        self.own: dict[str, Callable[[], ssl.SSLContext]] = {}
         self.context = _server_context()
         self.context.sni_callback = self._on_sni
 
@@ -75,6 +79,8 @@ class SniContexts:
 
     def accepts(self, server_name: str | None) -> bool:
         """Whether a handshake for ``server_name`` can be served (else it is refused)."""
+        if server_name and server_name.lower() in self.own:
+            return True
         if server_name:
             project = self.routes.project_of(server_name)
             if project is not None and self.routes.knows(project):
@@ -88,6 +94,14 @@ class SniContexts:
                 _ctx: ssl.SSLContext) -> int | None:
         if not self.accepts(server_name):
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        own = self.own.get((server_name or "").lower())
+        if own is not None:
+            try:
+                sslobj.context = own()
+            except Exception:
+                log.exception("no certificate for %s", server_name)
+                return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+            return None
         project = self.routes.project_of(server_name or "")
         assert project is not None
         try:

@@ -166,7 +166,7 @@ def test_help_puts_everyday_commands_first(env: dict[str, str]) -> None:
     everyday = text[positions[0]:positions[1]]
     firsts = [line.split()[0] for line in everyday.splitlines()[1:] if line.startswith("  ")
               and not line.startswith("   ")]
-    assert firsts == ["start", "stop", "restart", "status", "logs", "events", "attach"]
+    assert firsts == ["start", "stop", "restart", "status", "top", "logs", "events", "attach"]
     for word in ("daemon", "config", "ca", "dns"):
         assert text.index(f"\n  {word} ") > positions[-1]
     assert "-p NAME, --project NAME" in text

@@ -1,4 +1,6 @@
-"""``events`` and ``watch``: the event history, read straight from events.jsonl."""
+"""``events`` and ``watch``: the event history, read straight from events.jsonl; followed
+(``-f``) as the daemon pushes it (``events.subscribe``), or from the file while the daemon
+is not running."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from taskmuxctl.result import CommandError, Result, render
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 RELOAD_EVENTS = {"config_reloaded", "config_invalid", "config_valid", "task_started",
@@ -48,12 +51,37 @@ def _stream(ctx: Context, events: Any) -> None:
         pass
 
 
+def pushed(ctx: Context, project: str | None, task: str | None, since: float | None,
+           tail: int, kinds: set[str] | None = None) -> Iterator[dict[str, Any]]:
+    """The last ``tail`` matching events from the file, then new ones as the daemon pushes
+    them (resuming after a reconnection without a gap); polling the file instead when the
+    daemon is not running."""
+    from taskmuxctl import eventstream
+    from taskmuxctl.client import DaemonUnavailable
+
+    cursor = eventstream.last_id(ctx.paths.events) or 0
+    try:
+        stream = eventstream.follow(ctx.paths, project, task, kinds, cursor,
+                                    on_gap=lambda n: sys.stderr.write(
+                                        f"{ctx.prog}: note: {n} event(s) were trimmed from the "
+                                        "history before they could be shown\n"))
+    except DaemonUnavailable:
+        yield from eventlog.follow(ctx.paths.events, project, task, since, tail, kinds)
+        return
+    if tail:
+        for e in eventlog.read(ctx.paths.events, project, task, since, None, kinds)[-tail:]:
+            if not isinstance(e.get("id"), int) or e["id"] <= cursor:
+                yield e
+    for e in stream:
+        if eventlog.matches(e, None, None, since):
+            yield e
+
+
 def events(ctx: Context, args: Any) -> Result:
     project = _project(ctx, args)
     since = _since(args.since)
     if args.follow:
-        _stream(ctx, eventlog.follow(ctx.paths.events, project, args.task, since,
-                                     tail=args.lines or 10))
+        _stream(ctx, pushed(ctx, project, args.task, since, args.lines or 10))
         return Result({}, None)
     skipped = [0]
     found = eventlog.read(ctx.paths.events, project, args.task, since, args.lines,
@@ -73,8 +101,7 @@ def watch(ctx: Context, args: Any) -> Result:
     if not ctx.as_json:
         print(f"watching {'every project' if project is None else project} for config "
               "reloads (Ctrl-C to stop)", flush=True)
-    _stream(ctx, eventlog.follow(ctx.paths.events, project, None, None, tail=0,
-                                 kinds=RELOAD_EVENTS))
+    _stream(ctx, pushed(ctx, project, None, None, 0, RELOAD_EVENTS))
     return Result({}, None)
 
 
@@ -82,5 +109,5 @@ def follow_after(ctx: Context, result: Result, project: str) -> Result:
     """``start --monitor``: print the start's result, then the project's events until Ctrl-C."""
     render(result, ctx.as_json)
     sys.stdout.flush()
-    _stream(ctx, eventlog.follow(ctx.paths.events, project, None, None, tail=0))
+    _stream(ctx, pushed(ctx, project, None, None, 0))
     return Result({}, None)

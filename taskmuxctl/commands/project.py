@@ -117,13 +117,19 @@ def status(ctx: Context, args: Any) -> Result:
             detail = f"{detail}; {t['notify_status']}" if detail else t["notify_status"]
         health = {True: "healthy", False: "unhealthy", None: "-"}[t.get("healthy")]
         procs = t.get("processes") or 0
+        res = t.get("resources") or {}
+        live = t["state"] in ("starting", "running", "stopping")
         rows.append([t["name"], t["state"], render.dash(t.get("main_pid") or t.get("pid")),
-                     str(procs) if procs else "-", render.dash(t.get("port")),
+                     str(procs) if procs else "-",
+                     render.cpu(res.get("cpu")) if live else "-",
+                     render.size(res.get("rss")) if live else "-",
+                     render.dash(t.get("port")),
                      health, str(t.get("restarts", 0)), render.duration(t.get("uptime")),
                      render.dash(t.get("url")), detail])
         if t.get("healthy") is False and t.get("last_health_failure"):
             notes[len(rows) - 1] = f"last health failure: {t['last_health_failure']}"
-    table = render.table(["TASK", "STATE", "PID", "PROCS", "PORT", "HEALTH", "RESTARTS",
+    table = render.table(["TASK", "STATE", "PID", "PROCS", "CPU", "MEM", "PORT", "HEALTH",
+                          "RESTARTS",
                           "UPTIME", "URL", "NOTES"], rows).splitlines()
     lines.append(table[0])
     for i, line in enumerate(table[1:]):
@@ -140,7 +146,12 @@ def inspect(ctx: Context, args: Any) -> Result:
     _warn_config(ctx, out)
     from taskmuxctl import jsonio
 
-    return Result(out, jsonio.dumps(out["task"]))
+    shown = dict(out["task"])
+    res = shown.get("resources")
+    if isinstance(res, dict) and isinstance(res.get("history"), dict):  # --json has it all
+        samples = len(res["history"].get("time") or [])
+        shown["resources"] = {**res, "history": f"{samples} samples (see --json)"}
+    return Result(out, jsonio.dumps(shown))
 
 
 def health(ctx: Context, args: Any) -> Result:

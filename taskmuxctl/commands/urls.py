@@ -98,3 +98,30 @@ def open_(ctx: Context, args: Any) -> Result:
         sys.stderr.write("no browser found (set $BROWSER, or run inside a desktop session "
                          "with xdg-open); open the URL yourself:\n")
     return Result({"task": args.task, "url": url, "opened": False, "browser": None}, url)
+
+
+def dashboard(ctx: Context, args: Any) -> Result:
+    """Open the web dashboard with a session: a one-time link the browser trades for a
+    cookie (so only this user's browser may change anything there)."""
+    import shutil
+    import subprocess
+
+    out = ctx.call(Method.DASHBOARD_SESSION)
+    url = str(out["url"])
+    if args.print_url:
+        return Result(out, url)
+    for argv in _browser_commands(url):
+        program = shutil.which(argv[0])
+        if program is None:
+            continue
+        try:
+            proc = subprocess.run([program, *argv[1:]], stdin=subprocess.DEVNULL if
+                                  argv[0] in ("open", "xdg-open") else None, check=False)
+        except OSError:
+            continue
+        if proc.returncode == 0:
+            return Result({**out, "opened": True}, f"opened {out['dashboard']}")
+    if not ctx.as_json:
+        sys.stderr.write("no browser found; open this one-time link yourself (good for two "
+                         "minutes):\n")
+    return Result({**out, "opened": False}, url)

@@ -1,10 +1,11 @@
-"""Task state changes for the MCP server: events.jsonl followed in a thread, each event turned
-into a log level and a sentence, and handed to whoever listens.
+"""Task state changes for the MCP server: events pushed by the daemon (``events.subscribe``)
+and received in a thread, each turned into a log level and a sentence, and handed to whoever
+listens.
 
-Why a thread that follows the file (``eventlog.follow``) rather than a subscription to the
-daemon: events.jsonl is the daemon's own record, written for every change whoever caused it,
-and reading it needs no connection, so the MCP server keeps working across daemon restarts
-and updates. The cost is the follower's poll (every 0.1 s, a ``stat`` when nothing changed).
+The thread subscribes with the id of the newest event in ``events.jsonl`` as its cursor and
+resubscribes from the last id it saw whenever the connection ends (a daemon restart or
+update), so no event is missed or repeated. While no daemon runs it tries again every
+``eventstream.RETRY`` seconds; nothing polls the file.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
+
+    from taskmuxctl.paths import Paths
 
 LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 WARNING_EVENTS = {"auto_restart", "health_check_failed"}
@@ -96,8 +99,8 @@ class Waiter:
 class Hub:
     """Fans events out: to ``deliver`` (the server's notifications) and to waiters."""
 
-    def __init__(self, path: str, deliver: Callable[[dict[str, Any]], None]) -> None:
-        self.path = path
+    def __init__(self, paths: Paths, deliver: Callable[[dict[str, Any]], None]) -> None:
+        self.paths = paths
         self.deliver = deliver
         self.waiters: list[Waiter] = []
         self.lock = threading.Lock()
@@ -106,8 +109,18 @@ class Hub:
         threading.Thread(target=self._follow, name="taskmux-events", daemon=True).start()
 
     def _follow(self) -> None:
-        for e in eventlog.follow(self.path, None, None, None, tail=0):
-            self.publish(e)
+        from taskmuxctl import eventstream
+        from taskmuxctl.client import DaemonUnavailable
+
+        cursor = eventstream.last_id(self.paths.events) or 0
+        while True:
+            try:
+                for e in eventstream.follow(self.paths, cursor=cursor):
+                    if isinstance(e.get("id"), int):
+                        cursor = e["id"]
+                    self.publish(e)
+            except DaemonUnavailable:
+                time.sleep(eventstream.RETRY)
 
     def publish(self, e: dict[str, Any]) -> None:
         with self.lock:

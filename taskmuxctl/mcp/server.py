@@ -114,7 +114,7 @@ class Server:
         self.legacy_version: str | None = None  # set by initialize
         self.legacy_level = "info"
         self.watched: set[str] = set()
-        self.hub = Hub(paths.events, self.on_event)
+        self.hub = Hub(paths, self.on_event)
         self.tools = Tools(paths, cwd, self.hub, self.watch)
         self.default_project = self.tools.default_project()
         if self.default_project:

@@ -29,6 +29,10 @@ RunnerRecord = Annotated[dict[str, Any], Field(max_length=64)]
 
 def status_of(projects: Projects, project: Project) -> dict[str, Any]:
     problem = projects.problems.get(project.name)
+    tasks = project.task_infos()
+    sampler = projects.daemon.resources
+    for t in tasks:
+        t["resources"] = sampler.figures(project.name, t["name"])
     return {
         "project": project.name,
         "session": project.name,
@@ -36,7 +40,7 @@ def status_of(projects: Projects, project: Project) -> dict[str, Any]:
         "state": problem[0] if problem else "ok",
         "config_error": problem[1] if problem else None,
         "wanted_up": project.record.running,
-        "tasks": project.task_infos(),
+        "tasks": tasks,
     }
 
 
@@ -127,7 +131,9 @@ def register(daemon: Daemon, projects: Projects) -> None:
                     runner=_runner_record(p, task), cwd=p.loaded.task_cwd(t.config),
                     health_probe=p.probe_spec(t).method, **p.group_info(t),
                     policy={k: v for k, v in vars(t.record.policy).items()
-                            if k in ("attempt", "manual_stop", "restarts", "cause")})
+                            if k in ("attempt", "manual_stop", "restarts", "cause")},
+                    resources={**daemon.resources.figures(p.name, task),
+                               "history": daemon.resources.history(p.name, task)})
         return {"task": info, "config_error": _problem(projects, p)}
 
     async def health_check(project: str | None = None, config: str | None = None,

@@ -93,6 +93,9 @@ class Proxy:
         self.backend_failures = 0
         self.clients: set[Client] = set()
         self.pool: BackendPool | None = None  # task connections for HTTP/2 streams
+        # The daemon's own site (taskmux.localhost): name -> a protocol factory taking the
+        # proxy and the client's key (``taskmuxd.dashboard``).
+        self.own_sites: dict[str, Callable[[Proxy, str], asyncio.Protocol]] = {}
         self.connections: set[asyncio.Task[None]] = set()  # handshakes and redirects
         self._servers: list[asyncio.Server] = []
         self._accepting: list[asyncio.Task[None]] = []
@@ -206,7 +209,10 @@ class Proxy:
                 await tlsconn.handshake(tls)
             project = self.routes.project_of(name) if name else None
             side: asyncio.Protocol
-            if tls.selected_alpn_protocol() == "h2":
+            site = self.own_sites.get(name.lower()) if name else None
+            if site is not None:
+                side = site(self, client)
+            elif tls.selected_alpn_protocol() == "h2":
                 # Imported on the first HTTP/2 connection, so that daemon start stays fast.
                 from taskmuxd.proxy.h2side import H2Side
 

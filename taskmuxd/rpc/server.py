@@ -3,12 +3,17 @@
 Each request line runs as its own task (a slow call does not hold up the connection), up to a
 per-connection limit; responses carry the request id. On close the server stops accepting,
 lets calls in flight finish within a deadline, then closes every connection.
+
+A method that pushes notifications later (``events.subscribe``) finds its connection through
+:data:`CURRENT` and may ask for a callback once its reply is written (so nothing it pushes
+can overtake the reply) and when the connection closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -34,6 +39,7 @@ class Connection:
         self.peer_pid = peer_pid
         self._lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.on_close: list[Callable[[], None]] = []
 
     async def send_raw(self, payload: bytes) -> None:
         if self.writer.is_closing():
@@ -42,6 +48,17 @@ class Connection:
             self.writer.write(payload)
             with contextlib.suppress(ConnectionError):
                 await self.writer.drain()
+
+
+class Call:
+    """The connection a call came on, and what to run once its reply is written."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.after_reply: list[Callable[[], None]] = []
+
+
+CURRENT: contextvars.ContextVar[Call | None] = contextvars.ContextVar("rpc_call", default=None)
 
 
 class RpcServer:
@@ -76,6 +93,24 @@ class RpcServer:
         sock.listen(128)
         self._server = await asyncio.start_unix_server(self._accept, sock=sock,
                                                        limit=READ_CHUNK)
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Run one method as a caller on the socket would (params checked, errors mapped) and
+        return its result; an error reply raises RpcError. For the daemon's own web
+        dashboard, so that it goes through the same door as every client."""
+        import json
+
+        from taskmuxctl.protocol import RpcError
+
+        line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                           "params": params or {}}).encode()
+        reply = await self._dispatcher.handle(line)
+        obj = json.loads(reply or b"{}")
+        if "error" in obj:
+            err = obj["error"]
+            raise RpcError(int(err.get("code", Code.INTERNAL_ERROR)), str(err.get("message")),
+                           err.get("data"))
+        return obj.get("result")
 
     @property
     def in_flight(self) -> int:
@@ -164,8 +199,15 @@ class RpcServer:
                 await asyncio.wait(set(conn.tasks))
         finally:
             self._connections.discard(conn)
+            for hook in conn.on_close:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("a connection close hook failed")
 
     async def _call(self, conn: Connection, line: bytes, slots: asyncio.Semaphore) -> None:
+        call = Call(conn)
+        CURRENT.set(call)  # this task's own context: seen by the method it runs
         try:
             try:
                 reply = await self._dispatcher.handle(line)
@@ -176,6 +218,8 @@ class RpcServer:
             self.calls_served += 1
             if reply is not None:
                 await conn.send_raw(reply)
+            for hook in call.after_reply:
+                hook()
             self._trimmer.note(len(line) + len(reply or b""))
         finally:
             slots.release()
