@@ -37,25 +37,32 @@ DEFAULT_SHELL = "/bin/sh"
 
 
 def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
-    """Start a new run in the record and write it through at once. Returns the run id and
-    whether earlier runs are known to be gone."""
+    """Start a new run in the record and hand it to the writer at once (``launch`` waits
+    until it is durable before tmux is asked). Returns the run id and whether earlier runs
+    are known to be gone."""
     rec = task.record
     was_clean = rec.clean
     rec.run_id += 1
     rec.pid = rec.pgid = rec.pid_start = rec.runner_pid = rec.runner_start = None
     rec.clean = False
     project.s.runners.unwatch(project.task_key(task))
+    st.save_task(project.files, task.name, task.record)
+    return rec.run_id, was_clean
+
+
+async def _written_ahead(project: Project, task: TaskRuntime) -> None:
+    """Wait until the launch's record is on disk."""
     try:
-        st.save_task(project.files, task.name, task.record)
+        await st.task_durable(project.files, task.name)
     except OSError as exc:  # the launch goes on; adoption then proves the run by its marker
         log.error("cannot record the launch of %s/%s: %s", project.name, task.name, exc)
-    return rec.run_id, was_clean
 
 
 async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bool) -> None:
     rec = task.record
     task.launch_done.clear()
     try:
+        await _written_ahead(project, task)
         if not was_clean:
             # An earlier run may still have processes (its runner was killed, or a daemon died
             # mid-launch): end them before a second copy could start.

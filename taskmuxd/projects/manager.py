@@ -102,6 +102,7 @@ class Projects:
                 if task.timer is not None:
                     task.timer.cancel()
             project.persist()
+        await st.drain()
         self.services.runners.close()
         await self.jobs.stop()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -232,20 +233,25 @@ class Project:
         self._dirty.add(task.name)
 
     def flush(self) -> None:
+        """Hand the changed records to the writer thread (``statewriter``), which never holds
+        up the loop; a record that could not be written is tried again every SAVE_RETRY."""
         dirty, self._dirty = self._dirty | self._unsaved, set()
         self._unsaved = set()
         for name in dirty:
             task = self.tasks.get(name)
-            if task is None:
-                continue
-            try:
-                st.save_task(self.files, name, task.record)
-            except OSError as exc:
-                if not self._unsaved:
-                    log.error("cannot save the state of %s/%s: %s (trying again every %gs)",
-                              self.name, name, exc, SAVE_RETRY)
-                self._unsaved.add(name)
-        if self._unsaved and self._retry is None:
+            if task is not None:
+                st.save_task(self.files, name, task.record).add_done_callback(
+                    functools.partial(self._saved, name))
+
+    def _saved(self, name: str, fut: asyncio.Future[None]) -> None:
+        exc = fut.exception()
+        if exc is None:
+            return
+        if not self._unsaved:
+            log.error("cannot save the state of %s/%s: %s (trying again every %gs)",
+                      self.name, name, exc, SAVE_RETRY)
+        self._unsaved.add(name)
+        if self._retry is None:
             self._retry = asyncio.get_running_loop().call_later(SAVE_RETRY, self._retry_save)
 
     def _retry_save(self) -> None:
