@@ -92,8 +92,8 @@ class StateWriter:
             with self._cond:
                 self._writing = {}
             self.batches += 1
-            for path, job in batch.items():
-                _settle(job.waiters, results.get(path))
+            _settle([(fut, results.get(path)) for path, job in batch.items()
+                     for fut in job.waiters])
 
     def _write(self, batch: dict[str, _Write]) -> dict[str, OSError]:
         """Write the batch: each file fsynced and renamed into place, then each folder
@@ -139,20 +139,29 @@ def _replace(path: str, data: bytes, mode: int) -> None:
         raise OSError(exc.errno, exc.strerror, path) from exc
 
 
-def _settle(waiters: list[asyncio.Future[None]], exc: OSError | None) -> None:
-    for fut in waiters:
+Outcome = tuple[asyncio.Future[None], OSError | None]
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """Resolve a batch's futures, all in one turn of each loop (the launches it releases
+    then reach tmux together)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for fut, exc in outcomes:
+        by_loop.setdefault(fut.get_loop(), []).append((fut, exc))
+    for loop, some in by_loop.items():
         with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
-            fut.get_loop().call_soon_threadsafe(_resolve, fut, exc)
+            loop.call_soon_threadsafe(_resolve, some)
 
 
-def _resolve(fut: asyncio.Future[None], exc: OSError | None) -> None:
-    if fut.done():
-        return
-    if exc is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(exc)
-        fut.exception()  # retrieved: a caller that does not look is not warned about it
+def _resolve(outcomes: list[Outcome]) -> None:
+    for fut, exc in outcomes:
+        if fut.done():
+            continue
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: a caller that does not look is not warned about it
 
 
 WRITER = StateWriter()
