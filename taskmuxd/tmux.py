@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from taskmuxctl.protocol import Code
-from taskmuxd import privacy
+from taskmuxd import ownenv, privacy
 from taskmuxd.errors import DaemonError
 
 log = logging.getLogger("taskmuxd.tmux")
@@ -116,7 +116,7 @@ def parse_window(line: str) -> Window:
 
 def _tmux_env() -> dict[str, str]:
     """tmux run from inside a tmux pane would talk to that server; the socket decides."""
-    env = dict(os.environ)
+    env = ownenv.for_child(dict(os.environ))
     env.pop("TMUX", None)
     env.pop("TMUX_PANE", None)
     return env
