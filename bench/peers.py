@@ -185,11 +185,12 @@ class Taskmux:
                     per.append(pss_kb(int(rec["runner_pid"])) + pss_kb(int(rec["pid"])))
         return median([p / 1024 for p in per])
 
-    def crash(self, samples: int, backoff: str, minus_wait: bool) -> list[float]:
+    def crash(self, samples: int, wait: str, minus_wait: bool) -> list[float]:
+        """``wait``: the task's setting of its first wait (``restart_delay = 0``)."""
         d = tempfile.mkdtemp(dir=self.work)
-        proj = self.project(f"crashy{backoff.replace('.', '')}",
+        proj = self.project(f"crashy{abs(hash(wait)) % 1000}",
                             f'[tasks.c]\ncommand = "{CRASHER.format(d=d)}"\n'
-                            f'restart_policy = "always"\nrestart_backoff = {backoff}\n'
+                            f'restart_policy = "always"\n{wait}\n'
                             "max_restarts = 100000\n")
         started = self.cli("start", cwd=proj)
         if "results" not in started:  # this version refuses the wait asked for
@@ -405,10 +406,10 @@ def main() -> None:
             fig.put("taskmux", f"stop {N} tasks until all gone (ms)", stop * 1000)
             fig.put("taskmux", f"daemon RSS with {N} tasks (MB)", rss)
             fig.put("taskmux", "per-task PSS, runner + program (MB)", pss)
-            lat = t.crash(args.samples, "1.0", minus_wait=True)
+            lat = t.crash(args.samples, "restart_backoff = 1.0", minus_wait=True)
             fig.put("taskmux", "crash -> replacement, minus the wait (ms)", median(lat) * 1000)
-            lat = t.crash(args.samples, "0", minus_wait=False) \
-                or t.crash(args.samples, "1.0", minus_wait=False)
+            lat = t.crash(args.samples, "restart_delay = 0", minus_wait=False) \
+                or t.crash(args.samples, "restart_backoff = 1.0", minus_wait=False)
             fig.put("taskmux", "crash -> replacement, smallest wait (ms)", median(lat) * 1000)
         finally:
             t.close()

@@ -47,7 +47,7 @@ class TaskRuntime:
     def policy_spec(self) -> PolicySpec:
         c = self.config
         return PolicySpec(c.restart_policy, c.max_restarts, c.restart_backoff, c.retry_after,
-                          c.oneshot, frozenset(c.success_exit_codes))
+                          c.oneshot, frozenset(c.success_exit_codes), c.restart_delay)
 
     @property
     def state(self) -> TaskState:
