@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from taskmuxctl.protocol import Code
 from taskmuxd import ownenv, privacy
 from taskmuxd.errors import DaemonError
-from taskmuxd.tmuxcontrol import Connection, ConnectionLost, Event, Exit, SessionsChanged
+from taskmuxd.tmuxcontrol import Connection, ConnectionLost, Event, SessionsChanged
 
 log = logging.getLogger("taskmuxd.tmux")
 
@@ -122,7 +122,7 @@ class Tmux:
         return True
 
     def _event(self, event: Event) -> None:
-        if isinstance(event, SessionsChanged | Exit):
+        if isinstance(event, SessionsChanged):
             self._changed()
 
     def _lost(self) -> None:

@@ -232,13 +232,17 @@ class Connection:
         finally:
             if self._attached is not None and not self._attached.done():
                 self._attached.set_result(False)
-            was_alive = self.alive
-            self._lose()
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-            if was_alive:
-                self.on_lost()
+            self._ended()
+
+    def _ended(self) -> None:
+        """The client is over (``%exit``, or its output ended): tell the owner, once."""
+        was_alive = self.alive
+        self._lose()
+        if was_alive:
+            self.on_lost()
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, Reply):
@@ -248,9 +252,11 @@ class Connection:
                 return
             self._answer(event)
             return
-        if isinstance(event, Exit) and self._attached is not None \
-                and not self._attached.done():
-            self._attached.set_result(False)
+        if isinstance(event, Exit):
+            if self._attached is not None and not self._attached.done():
+                self._attached.set_result(False)
+            self._ended()  # nothing more comes: no need to wait for the end of the output
+            return
         self.on_event(event)
 
     def _answer(self, reply: Reply) -> None:

@@ -117,6 +117,9 @@ class Projects:
         total = sum(len(p.tasks) for p in self.projects.values())
         return {"registered": len(self.projects) + len(self.problems), "tasks_running": running,
                 "tasks_total": total, "tmux": self.tmux.describe(),
+                # Commands go over one control-mode connection while it is up; processes:
+                # tmux commands run as processes since the daemon started.
+                "tmux_control": self.tmux.connected, "tmux_processes": self.tmux.processes,
                 "summary": f"{running}/{plural(total, 'task')} running in "
                            f"{plural(len(self.projects), 'project')} on {self.tmux.describe()}"}
 
