@@ -125,7 +125,7 @@ class Taskmux:
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env.update(TASKMUX_HOME=self.home, TASKMUX_TMUX_SOCKET=self.socket)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.cpu = 0.0
+        self.cpu = self.cpu_start = self.cpu_stop = 0.0
 
     def cli(self, *args: str, cwd: str | None = None) -> dict[str, object]:
         out = subprocess.run([f"{BIN}/taskmux", "--json", *args], env=self.env, cwd=cwd,
@@ -160,17 +160,19 @@ class Taskmux:
     def start_stop_100(self) -> tuple[float, float, float, float]:
         tasks = "".join(f'[tasks.t{i:03d}]\ncommand = "sleep 3600"\n' for i in range(N))
         proj = self.project("hundred", tasks)
-        t0 = time.perf_counter()
+        assert self.proc is not None
+        c0, t0 = cpu_ms(self.proc.pid), time.perf_counter()
         out = self.cli("start", cwd=proj)
         start = time.perf_counter() - t0
+        self.cpu_start = cpu_ms(self.proc.pid) - c0
         started = [r for r in out["results"] if r["action"] == "started"]  # type: ignore
         assert len(started) == N, out
-        assert self.proc is not None
         daemon_rss = rss_kb(self.proc.pid) / 1024
         pss = self.task_pss(proj)
-        t0 = time.perf_counter()
+        c0, t0 = cpu_ms(self.proc.pid), time.perf_counter()
         self.cli("stop", cwd=proj)
         stop = time.perf_counter() - t0
+        self.cpu_stop = cpu_ms(self.proc.pid) - c0
         return start, stop, daemon_rss, pss
 
     def task_pss(self, proj: str) -> float:
@@ -235,7 +237,7 @@ class Supervisord:
         self.conf = os.path.join(self.work, "sv.conf")
         self.sock = os.path.join(self.work, "sv.sock")
         self.proc: subprocess.Popen[bytes] | None = None
-        self.cpu = 0.0
+        self.cpu = self.cpu_start = self.cpu_stop = 0.0
 
     def configure(self, programs: str) -> None:
         with open(self.conf, "w") as fh:
@@ -283,17 +285,20 @@ class Supervisord:
     def start_stop_100(self) -> tuple[float, float, float, float]:
         self.run_with("".join(f"[program:t{i:03d}]\ncommand=sleep 3600\nautostart=false\n"
                               "startsecs=0\n" for i in range(N)))
-        t0 = time.perf_counter()
+        assert self.proc is not None
+        c0, t0 = cpu_ms(self.proc.pid), time.perf_counter()
         self.ctl("start", "all")
         start = time.perf_counter() - t0
-        assert self.proc is not None
+        self.cpu_start = cpu_ms(self.proc.pid) - c0
         kids = children(self.proc.pid)
         assert len(kids) == N, len(kids)
         rss = rss_kb(self.proc.pid) / 1024
         pss = median([pss_kb(k) / 1024 for k in kids])
-        t0 = time.perf_counter()
+        c0, t0 = cpu_ms(self.proc.pid), time.perf_counter()
         self.ctl("stop", "all")
-        return start, time.perf_counter() - t0, rss, pss
+        stop = time.perf_counter() - t0
+        self.cpu_stop = cpu_ms(self.proc.pid) - c0
+        return start, stop, rss, pss
 
     def crash(self, samples: int) -> list[float]:
         d = tempfile.mkdtemp(dir=self.work)
@@ -411,6 +416,8 @@ def main() -> None:
             start, stop, rss, pss = t.start_stop_100()
             fig.put("taskmux", f"start {N} tasks until all alive (ms)", start * 1000)
             fig.put("taskmux", f"stop {N} tasks until all gone (ms)", stop * 1000)
+            fig.put("taskmux", f"  daemon CPU, start {N} (ms)", t.cpu_start)
+            fig.put("taskmux", f"  daemon CPU, stop {N} (ms)", t.cpu_stop)
             fig.put("taskmux", f"daemon RSS with {N} tasks (MB)", rss)
             fig.put("taskmux", "per-task PSS, runner + program (MB)", pss)
             # The smallest wait this version allows: restart_delay = 0 (older: backoff 1.0).
@@ -436,6 +443,8 @@ def main() -> None:
                     start, stop, rss, pss = sv.start_stop_100()
                     fig.put("supervisord", f"start {N} tasks until all alive (ms)", start * 1000)
                     fig.put("supervisord", f"stop {N} tasks until all gone (ms)", stop * 1000)
+                    fig.put("supervisord", f"  daemon CPU, start {N} (ms)", sv.cpu_start)
+                    fig.put("supervisord", f"  daemon CPU, stop {N} (ms)", sv.cpu_stop)
                     fig.put("supervisord", f"daemon RSS with {N} tasks (MB)", rss)
                     fig.put("supervisord", "per-task PSS, runner + program (MB)", pss)
                     lat = sv.crash(args.samples)  # its wait is 0: both figures are one
