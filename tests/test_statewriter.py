@@ -86,3 +86,14 @@ def test_a_failed_write_says_why_and_a_later_one_succeeds(tmp_path: Path) -> Non
         await w.drain()
 
     asyncio.run(main())
+
+
+def test_a_file_written_without_sync_is_in_place_with_its_mode(tmp_path: Path) -> None:
+    async def main() -> None:
+        w = StateWriter()
+        path = str(tmp_path / "spec.json")
+        await w.submit(path, "{}", mode=0o600, sync=False)
+        assert read(tmp_path / "spec.json") == "{}"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+    asyncio.run(main())

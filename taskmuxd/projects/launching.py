@@ -18,7 +18,6 @@ import time
 from typing import TYPE_CHECKING
 
 from taskmuxctl import diskspace
-from taskmuxctl.fsutil import atomic_write
 from taskmuxd.policy import Ev, Event, TaskState
 from taskmuxd.projects import ownership
 from taskmuxd.projects import state as st
@@ -62,7 +61,6 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
     rec = task.record
     task.launch_done.clear()
     try:
-        await _written_ahead(project, task)
         if not was_clean:
             # An earlier run may still have processes (its runner was killed, or a daemon died
             # mid-launch): end them before a second copy could start.
@@ -92,7 +90,10 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             "marker": marker, "stop_grace_period": task.config.stop_grace_period,
             "cgroup": project.s.groups.ensure(project.name, task.name),
         }
-        atomic_write(project.files.spec(task.name), json.dumps(spec), mode=0o600)
+        # Off the loop, not fsynced (only this run's runner reads it); the launch's record,
+        # handed to the writer by ``begin``, must be on disk before tmux is asked.
+        await st.write_spec(project.files, task.name, json.dumps(spec))
+        await _written_ahead(project, task)
         if rec.run_id != run_id:
             return
         rec.window_id = await project.launcher.launch(

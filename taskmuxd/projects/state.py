@@ -150,6 +150,11 @@ def task_durable(files: ProjectFiles, name: str) -> asyncio.Future[None]:
     return WRITER.durable(files.task_state(name))
 
 
+def write_spec(files: ProjectFiles, task: str, text: str) -> asyncio.Future[None]:
+    """The runner's spec (0600: it holds the task's environment), in place atomically."""
+    return WRITER.submit(files.spec(task), text, mode=0o600, sync=False)
+
+
 async def drain() -> None:
     """Wait until every record handed to the writer so far is written (at shutdown)."""
     await WRITER.drain()

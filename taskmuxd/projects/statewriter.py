@@ -27,6 +27,7 @@ from taskmuxctl.fsutil import TEMP_SUFFIX, fsync_dir
 class _Write:
     data: bytes | None  # None: remove the file
     mode: int
+    sync: bool = True  # fsynced (and its folder); False: only atomic (a file read at once)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
@@ -38,9 +39,13 @@ class StateWriter:
         self._thread: threading.Thread | None = None
         self.batches = 0  # batches written (the tests read it)
 
-    def submit(self, path: str, data: bytes | str, mode: int = 0o600) -> asyncio.Future[None]:
-        """Replace ``path`` with ``data`` soon; the future says when it is durable."""
-        return self._put(path, _Write(data.encode() if isinstance(data, str) else data, mode))
+    def submit(self, path: str, data: bytes | str, mode: int = 0o600,
+               sync: bool = True) -> asyncio.Future[None]:
+        """Replace ``path`` with ``data`` soon; the future says when it is durable (with
+        ``sync`` False: when it is in place, not fsynced, for a file that matters only
+        until the next reboot, such as a runner's spec)."""
+        raw = data.encode() if isinstance(data, str) else data
+        return self._put(path, _Write(raw, mode, sync))
 
     def remove(self, path: str) -> asyncio.Future[None]:
         """Remove ``path`` after any write of it still pending (a missing file is fine)."""
@@ -106,8 +111,9 @@ class StateWriter:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
                 else:
-                    _replace(path, job.data, job.mode)
-                folders.setdefault(os.path.dirname(path), []).append(path)
+                    _replace(path, job.data, job.mode, job.sync)
+                if job.sync or job.data is None:
+                    folders.setdefault(os.path.dirname(path), []).append(path)
             except OSError as exc:
                 failed[path] = exc
         for folder, paths in folders.items():
@@ -119,7 +125,7 @@ class StateWriter:
         return failed
 
 
-def _replace(path: str, data: bytes, mode: int) -> None:
+def _replace(path: str, data: bytes, mode: int, sync: bool) -> None:
     # One writer thread: one temporary name per file is enough (``tempfiles`` knows it).
     tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}{TEMP_SUFFIX}"
     try:
@@ -129,7 +135,8 @@ def _replace(path: str, data: bytes, mode: int) -> None:
             while view:
                 view = view[os.write(fd, view):]
             os.fchmod(fd, mode)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
