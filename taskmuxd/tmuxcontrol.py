@@ -232,9 +232,8 @@ class Connection:
         finally:
             if self._attached is not None and not self._attached.done():
                 self._attached.set_result(False)
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+            if proc.stdin is not None:  # tmux exits at the end of its output, or of input
+                proc.stdin.close()
             self._ended()
 
     def _ended(self) -> None:
