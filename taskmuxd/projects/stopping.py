@@ -60,8 +60,21 @@ def runner_alive(task: TaskRuntime) -> bool:
     return rid is not None and proctree.is_alive(rid)
 
 
+async def written_ahead(project: Project, task: TaskRuntime) -> None:
+    """The record of what the user asked (a stop or a kill: ``manual_stop``) on disk before
+    any signal: a daemon killed after the task's exit finds the exit was asked for, rather
+    than taking it for a crash or a loss. State writes are off the loop (``statewriter``):
+    hand over what is pending now and wait for it."""
+    project.flush()
+    try:
+        await st.task_durable(project.files, task.name)
+    except OSError as exc:  # a full disk: the stop goes on all the same
+        log.error("cannot record the stop of %s/%s: %s", project.name, task.name, exc)
+
+
 async def stop_process(project: Project, task: TaskRuntime, run_id: int) -> None:
     rec = task.record
+    await written_ahead(project, task)
     if rec.pgid is None:  # still starting: let the runner report the process first
         await project.changed.wait_for(lambda: rec.pgid is not None or rec.run_id != run_id,
                                        LAUNCH_TIMEOUT)
@@ -95,6 +108,7 @@ async def end_orphans(project: Project, task: TaskRuntime, run_id: int) -> None:
 
 async def kill(project: Project, task: TaskRuntime, run_id: int) -> None:
     rec = task.record
+    await written_ahead(project, task)
     ours = False
     if rec.window_id:
         with contextlib.suppress(Exception):
