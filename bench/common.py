@@ -52,6 +52,8 @@ def private_daemon(extra_env: dict[str, str] | None = None,
         fh.write(config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMUX_")}
     env["TASKMUX_HOME"] = home
+    # A tmux server of its own: never the user's default one.
+    env["TASKMUX_TMUX_SOCKET"] = f"tmxbench-{os.getpid()}-{os.path.basename(home)}"
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(extra_env or {})
     proc = subprocess.Popen([PYTHON, "-m", "taskmuxd", "run"], env=env,
@@ -71,6 +73,7 @@ def private_daemon(extra_env: dict[str, str] | None = None,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        kill_tmux(env["TASKMUX_TMUX_SOCKET"])
         shutil.rmtree(home, ignore_errors=True)
 
 

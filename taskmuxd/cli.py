@@ -70,6 +70,9 @@ def _version() -> int:
 
 
 def run(log_file: str | None = None, detach: bool = False, user: str | None = None) -> int:
+    from taskmuxd import ownenv
+
+    ownenv.quiet_pydantic()  # before the first pydantic model is built
     from taskmuxd import fdlimit, listeners, logs, privacy, privileges, rootconfig
     from taskmuxd.daemon import Daemon
     from taskmuxd.errors import SettingsError

@@ -69,6 +69,7 @@ class PolicySpec:
     retry_after: float = RETRY_AFTER_DEFAULT  # seconds between tries once FATAL; 0: never
     oneshot: bool = False  # done (EXITED) once it exits with a success code
     success_exit_codes: frozenset[int] = frozenset({0})
+    restart_delay: float = 1.0  # the first restart's wait; restart n > 1: backoff ** (n-1)
 
 
 @dataclass(frozen=True)
@@ -136,11 +137,13 @@ class TransitionError(Exception):
 
 
 def backoff_delay(spec: PolicySpec, attempt: int, jitter: float = 0.0) -> float:
-    """Seconds before restart number ``attempt + 1``: backoff ** attempt, capped, jittered.
+    """Seconds before restart number ``attempt + 1``: ``restart_delay`` the first time (0: at
+    once), then backoff ** attempt; capped, jittered.
 
     ``jitter`` in [0, 1) spreads restarts of many tasks so they do not all land at once.
     """
-    base = min(spec.restart_backoff ** attempt, BACKOFF_CAP)
+    base = min(spec.restart_delay if attempt == 0 else spec.restart_backoff ** attempt,
+               BACKOFF_CAP)
     return base * (1.0 + JITTER_FRACTION * min(max(jitter, 0.0), 1.0))
 
 

@@ -1,6 +1,12 @@
 """The one door to tmux. Every tmux command the daemon runs goes through ``Tmux.run``, which
 logs it with its exit status and stderr, and turns failure into ``TmuxError``.
 
+Commands go over one persistent control-mode connection (``tmuxcontrol``) while there is one:
+no tmux process per launch, restart or status. There is none while the server is not running
+(or has no session to attach to); then each command runs as a ``tmux`` process, and the first
+one that succeeds (the ``new-session`` of a first launch) connects again. ``on_change`` is
+called at once when sessions come or go and when the server goes away (the restore path).
+
 "No server running" and "no such session" are facts, reported as such (empty results); tmux
 missing or failing is an error, never mistaken for "no windows". Output is parsed here, where
 it enters, into typed values.
@@ -12,12 +18,14 @@ import asyncio
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from taskmuxctl.protocol import Code
-from taskmuxd import privacy
+from taskmuxd import ownenv, privacy
 from taskmuxd.errors import DaemonError
+from taskmuxd.tmuxcontrol import Connection, ConnectionLost, Event, SessionsChanged
 
 log = logging.getLogger("taskmuxd.tmux")
 
@@ -28,6 +36,11 @@ WINDOW_FORMAT = SEP.join([
 ])
 _NO_SERVER = ("no server running", "error connecting to", "server exited unexpectedly")
 _NO_TARGET = ("can't find session", "can't find window", "can't find pane", "session not found")
+# Commands that change nothing: asked again through a process when the connection ended
+# before their answer. Any other command may have run: the caller hears of the failure.
+_READ_ONLY = frozenset(("list-windows", "list-sessions", "list-panes", "has-session",
+                        "display-message", "show-options", "show-buffer"))
+RECONNECT_PAUSE = 2.0  # seconds before connecting again after an attempt that failed
 
 
 class TmuxError(DaemonError):
@@ -53,9 +66,84 @@ class Tmux:
         self.socket_name = socket_name
         self.binary = binary or shutil.which("tmux") or "tmux"
         self.base = [self.binary] + (["-L", socket_name] if socket_name else [])
+        self.on_change: Callable[[], None] | None = None
+        self.control: Connection | None = None
+        self.connects = 0  # control connections made
+        self.processes = 0  # tmux processes run for commands
+        self._connecting: asyncio.Task[bool] | None = None
+        self._retry_at = 0.0
+        self._closed = True
 
     def describe(self) -> str:
         return f"tmux -L {self.socket_name}" if self.socket_name else "tmux (default server)"
+
+    # -- the control connection -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, when a server with a session is there to connect to."""
+        self._closed = False
+        await self.connect()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._connecting is not None:
+            await asyncio.gather(self._connecting, return_exceptions=True)
+            self._connecting = None
+        control, self.control = self.control, None
+        if control is not None:
+            await control.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.control is not None and self.control.alive
+
+    async def connect(self) -> bool:
+        """Whether a control connection is up (one attempt at a time)."""
+        if self.connected:
+            return True
+        if self._closed:
+            return False
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.get_running_loop().create_task(self._open())
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> bool:
+        conn = Connection(self.base, _tmux_env(), privacy.child_umask(), self._event,
+                          self._lost)
+        if not await conn.open():
+            self._retry_at = time.monotonic() + RECONNECT_PAUSE
+            return False
+        if self._closed:
+            await conn.close()
+            return False
+        self.control = conn
+        self.connects += 1
+        log.debug("control connection to %s", self.describe())
+        return True
+
+    def _event(self, event: Event) -> None:
+        if isinstance(event, SessionsChanged):
+            self._changed()
+
+    def _lost(self) -> None:
+        """The server went away or let the client go: say so at once, and connect again if
+        there is still something to attach to."""
+        self.control = None
+        self._changed()
+        if not self._closed:
+            self._connecting = asyncio.get_running_loop().create_task(self._open())
+
+    def _changed(self) -> None:
+        if self.on_change is not None and not self._closed:
+            self.on_change()
+
+    def _after_process(self, first: str) -> None:
+        """A command ran as a process and succeeded: there is a server; connect to it."""
+        if self._closed or self.connected or (
+                self._connecting is not None and not self._connecting.done()):
+            return
+        if first == "new-session" or time.monotonic() >= self._retry_at:
+            self._connecting = asyncio.get_running_loop().create_task(self._open())
 
     async def run(self, *commands: Sequence[str], allow_missing: bool = False,
                   input: bytes | None = None) -> str | None:
@@ -64,12 +152,38 @@ class Tmux:
         ``input`` is given to tmux on stdin (``load-buffer -b NAME -`` reads it). Returns
         stdout; None when ``allow_missing`` and the server or target does not exist.
         """
-        argv = list(self.base)
-        for i, cmd in enumerate(commands):
-            if i:
-                argv.append(";")
-            argv.extend(cmd)
+        if input is None and self.control is not None and self.control.alive:
+            try:
+                reply = await self.control.request(commands)
+            except ConnectionLost:
+                if not all(cmd[0] in _READ_ONLY for cmd in commands):
+                    raise TmuxError("tmux went away while running "
+                                    f"{', '.join(cmd[0] for cmd in commands)}") from None
+            else:
+                text = "".join(line + "\n" for line in reply.lines)
+                if reply.ok:
+                    return text
+                self._failed(["(control)", *_joined(commands)], None, text.strip(),
+                             allow_missing)
+                return None
+        return await self._run_process(commands, allow_missing, input)
+
+    def _failed(self, argv: list[str], status: int | None, stderr: str,
+                allow_missing: bool) -> None:
+        """Raise TmuxError, unless the target or server is missing and that is allowed."""
+        lowered = stderr.lower()
+        if allow_missing and any(s in lowered for s in _NO_SERVER + _NO_TARGET):
+            return
+        log.warning("%s failed (%s): %s", _show(argv), status, stderr)
+        raise TmuxError(f"tmux failed: {stderr or 'exit status ' + str(status)}",
+                        {"argv": argv, "status": status, "stderr": stderr})
+
+    async def _run_process(self, commands: Sequence[Sequence[str]], allow_missing: bool,
+                           input: bytes | None) -> str | None:
+        argv = [*self.base, *_joined(commands)]
+        self.processes += 1
         try:
+
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
@@ -83,13 +197,11 @@ class Tmux:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %s %s", _show(argv), proc.returncode, stderr)
         if proc.returncode == 0:
+            if commands:
+                self._after_process(commands[0][0])
             return out.decode(errors="replace")
-        lowered = stderr.lower()
-        if allow_missing and any(s in lowered for s in _NO_SERVER + _NO_TARGET):
-            return None
-        log.warning("%s failed (%s): %s", _show(argv), proc.returncode, stderr)
-        raise TmuxError(f"tmux failed: {stderr or 'exit status ' + str(proc.returncode)}",
-                        {"argv": argv, "status": proc.returncode, "stderr": stderr})
+        self._failed(argv, proc.returncode, stderr, allow_missing)
+        return None
 
     async def has_session(self, session: str) -> bool:
         out = await self.run(["has-session", "-t", f"={session}"], allow_missing=True)
@@ -114,9 +226,19 @@ def parse_window(line: str) -> Window:
                   dead == "1", int(status) if status.lstrip("-").isdigit() else None)
 
 
+def _joined(commands: Sequence[Sequence[str]]) -> list[str]:
+    """Commands as one tmux command line's arguments, separated by ``;``."""
+    argv: list[str] = []
+    for i, cmd in enumerate(commands):
+        if i:
+            argv.append(";")
+        argv.extend(cmd)
+    return argv
+
+
 def _tmux_env() -> dict[str, str]:
     """tmux run from inside a tmux pane would talk to that server; the socket decides."""
-    env = dict(os.environ)
+    env = ownenv.for_child(dict(os.environ))
     env.pop("TMUX", None)
     env.pop("TMUX_PANE", None)
     return env

@@ -257,7 +257,7 @@ def test_attach_goes_through_a_terminal(lab: SshLab, client: Client) -> None:
         # The client over there is a real tmux client of the machine's server: detach it
         # there (a key sent now could arrive before tmux reads keys).
         clients = machine.as_user(["tmux", "-L", machine.tmux_socket, "list-clients", "-F",
-                                   "#{client_tty}"]).stdout.split()
+                                   "#{?client_control_mode,,#{client_tty}}"]).stdout.split()
         assert len(clients) == 1, clients
         machine.as_user(["tmux", "-L", machine.tmux_socket, "detach-client", "-t",
                          clients[0]])

@@ -133,6 +133,7 @@ class TaskConfig(BaseModel):
     restart_policy: Literal["no", "on-failure", "always"] = "on-failure"
     max_restarts: int = Field(5, ge=0)
     restart_backoff: float = Field(2.0, ge=1.0, le=60.0)
+    restart_delay: float = Field(1.0, ge=0, le=60.0)
     retry_after: float = Field(300.0, ge=0, le=86400)
     log_file: str | None = None
     log_max_size: Annotated[int, BeforeValidator(parse_size)] = Field(10 * 1024 * 1024, ge=1024)

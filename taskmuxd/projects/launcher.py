@@ -51,6 +51,7 @@ class Launcher:
         self.session = session
         self._queue: list[LaunchRequest] = []
         self._scheduled = False
+        self._lock = asyncio.Lock()
 
     async def launch(self, task: str, spec_path: str, cwd: str, window_id: str | None,
                      marker: str) -> str:
@@ -67,6 +68,12 @@ class Launcher:
         asyncio.get_running_loop().create_task(self._flush(batch))
 
     async def _flush(self, batch: list[LaunchRequest]) -> None:
+        # One batch at a time: a batch looks at the session's windows before it creates
+        # any, so two at once would both create the session.
+        async with self._lock:
+            await self._flush_one(batch)
+
+    async def _flush_one(self, batch: list[LaunchRequest]) -> None:
         try:
             # A window is reused only when it is still marked as this task's: a new tmux
             # server hands out the same window ids again, to other tasks' windows.

@@ -17,7 +17,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from taskmuxctl import diskspace
-from taskmuxctl.fsutil import atomic_write
 from taskmuxd.policy import TaskState
 from taskmuxd.projects import ownership, readiness
 from taskmuxd.projects import state as st
@@ -36,19 +35,25 @@ DEFAULT_SHELL = "/bin/sh"
 
 
 def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
-    """Start a new run in the record and write it through at once. Returns the run id and
-    whether earlier runs are known to be gone."""
+    """Start a new run in the record and hand it to the writer at once (``launch`` waits
+    until it is durable before tmux is asked). Returns the run id and whether earlier runs
+    are known to be gone."""
     rec = task.record
     was_clean = rec.clean
     rec.run_id += 1
     rec.pid = rec.pgid = rec.pid_start = rec.runner_pid = rec.runner_start = None
     rec.clean = False
     project.s.runners.unwatch(project.task_key(task))
+    st.save_task(project.files, task.name, task.record)
+    return rec.run_id, was_clean
+
+
+async def _written_ahead(project: Project, task: TaskRuntime) -> None:
+    """Wait until the launch's record is on disk."""
     try:
-        st.save_task(project.files, task.name, task.record)
+        await st.task_durable(project.files, task.name)
     except OSError as exc:  # the launch goes on; adoption then proves the run by its marker
         log.error("cannot record the launch of %s/%s: %s", project.name, task.name, exc)
-    return rec.run_id, was_clean
 
 
 async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bool) -> None:
@@ -84,7 +89,10 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             "cgroup": project.s.groups.ensure(project.name, task.name),
             **readiness.runner_spec(project, task),
         }
-        atomic_write(project.files.spec(task.name), json.dumps(spec), mode=0o600)
+        # Off the loop, not fsynced (only this run's runner reads it); the launch's record,
+        # handed to the writer by ``begin``, must be on disk before tmux is asked.
+        await st.write_spec(project.files, task.name, json.dumps(spec))
+        await _written_ahead(project, task)
         if rec.run_id != run_id:
             return
         rec.window_id = await project.launcher.launch(

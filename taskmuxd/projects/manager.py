@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskmuxd.projects")
 
 RESTORE_CHECK_DELAY = 0.5
+TMUX_CHANGE_DELAY = 0.05  # a burst of tmux notifications is looked at once
 RESTORE_SETTLE = 5.0  # seconds a restore waits for the exits of the session's tasks
 
 
@@ -66,6 +67,7 @@ class Projects:
         self.jobs = Jobs("projects")
         self.started = asyncio.Event()
         self._restore_check: asyncio.TimerHandle | None = None
+        self._tmux_check: asyncio.TimerHandle | None = None
         self.watcher = ConfigWatcher(self._config_touched)
         self._published: dict[str, list[Backend]] = {}
         self.services = Services(
@@ -85,6 +87,8 @@ class Projects:
         for entry in entries.values():
             await self._load_registered(entry.name, entry.config)
             self.watcher.watch(entry.config)
+        self.tmux.on_change = self._tmux_changed
+        await self.tmux.start()
         try:
             windows = await self.tmux.windows()
         except TmuxError as exc:
@@ -103,8 +107,10 @@ class Projects:
                 if task.timer is not None:
                     task.timer.cancel()
             project.persist()
+        await st.drain()
         self.services.runners.close()
         await self.jobs.stop()
+        await self.tmux.close()
 
     def status(self) -> dict[str, Any]:
         running = sum(1 for p in self.projects.values() for t in p.tasks.values()
@@ -112,6 +118,9 @@ class Projects:
         total = sum(len(p.tasks) for p in self.projects.values())
         return {"registered": len(self.projects) + len(self.problems), "tasks_running": running,
                 "tasks_total": total, "tmux": self.tmux.describe(),
+                # Commands go over one control-mode connection while it is up; processes:
+                # tmux commands run as processes since the daemon started.
+                "tmux_control": self.tmux.connected, "tmux_processes": self.tmux.processes,
                 "summary": f"{running}/{plural(total, 'task')} running in "
                            f"{plural(len(self.projects), 'project')} on {self.tmux.describe()}"}
 
@@ -373,6 +382,21 @@ class Projects:
             await project.restore(sorted(t.name for t in starts))
         finally:
             project.restoring = False
+
+    def _tmux_changed(self) -> None:
+        """tmux says sessions came or went, or that the server went away: look at once (not
+        at the next sweep) whether a project that should be up lost its session."""
+        if self._tmux_check is not None:
+            self._tmux_check.cancel()
+        self._tmux_check = asyncio.get_running_loop().call_later(
+            TMUX_CHANGE_DELAY, lambda: self.jobs.spawn(self._restore_check_all(), "tmux changed"))
+
+    async def _restore_check_all(self) -> None:
+        for project in list(self.projects.values()):
+            try:
+                await self._restore_if_gone(project)
+            except TmuxError as exc:
+                log.warning("restore check: %s", exc.message)
 
     async def _sweep_forever(self) -> None:
         while True:

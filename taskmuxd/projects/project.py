@@ -11,6 +11,7 @@ answer the client, in the machine's dependency order.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -178,12 +179,9 @@ class Project:
             self.s.spawn(launching.launch(self, task, run_id, clean),
                          f"launch {self.name}/{task.name}")
         elif isinstance(action, m.Signal):
-            # Written down before the signal, as a launch is before tmux is asked: a daemon
-            # killed right after finds the stop (and why: a restart) it had begun.
-            try:
-                st.save_task(self.files, task.name, task.record)
-            except OSError as exc:
-                log.error("cannot record the stop of %s/%s: %s", self.name, task.name, exc)
+            # Written down before the signal (``stopping.send`` waits for it), as a launch is
+            # before tmux is asked: a daemon killed right after finds the stop (and why: a
+            # restart) it had begun.
             stopping.send(self, task, getattr(signal, action.signal), action.kill)
         elif isinstance(action, m.RecordExit):
             stopping.exit_unreported(self, task, task.record.run_id, signal.SIGKILL)
@@ -243,20 +241,25 @@ class Project:
         self._dirty.add(task.name)
 
     def flush(self) -> None:
+        """Hand the changed records to the writer thread (``statewriter``), which never holds
+        up the loop; a record that could not be written is tried again every SAVE_RETRY."""
         dirty, self._dirty = self._dirty | self._unsaved, set()
         self._unsaved = set()
         for name in dirty:
             task = self.tasks.get(name)
-            if task is None:
-                continue
-            try:
-                st.save_task(self.files, name, task.record)
-            except OSError as exc:
-                if not self._unsaved:
-                    log.error("cannot save the state of %s/%s: %s (trying again every %gs)",
-                              self.name, name, exc, SAVE_RETRY)
-                self._unsaved.add(name)
-        if self._unsaved and self._retry is None:
+            if task is not None:
+                st.save_task(self.files, name, task.record).add_done_callback(
+                    functools.partial(self._saved, name))
+
+    def _saved(self, name: str, fut: asyncio.Future[None]) -> None:
+        exc = fut.exception()
+        if exc is None:
+            return
+        if not self._unsaved:
+            log.error("cannot save the state of %s/%s: %s (trying again every %gs)",
+                      self.name, name, exc, SAVE_RETRY)
+        self._unsaved.add(name)
+        if self._retry is None:
             self._retry = asyncio.get_running_loop().call_later(SAVE_RETRY, self._retry_save)
 
     def _retry_save(self) -> None:
@@ -631,7 +634,8 @@ def task_spec(cfg: TaskConfig, tasks: dict[str, TaskConfig]) -> TaskSpec:
     probed = bool(cfg.health_url or cfg.health_check) or cfg.wants_port
     return TaskSpec(
         policy=PolicySpec(cfg.restart_policy, cfg.max_restarts, cfg.restart_backoff,
-                          cfg.retry_after, cfg.oneshot, frozenset(cfg.success_exit_codes)),
+                          cfg.retry_after, cfg.oneshot, frozenset(cfg.success_exit_codes),
+                          cfg.restart_delay),
         depends_on=deps,
         restart_with=frozenset(d for d in deps if cfg.restarts_with(d)),
         health=HealthSpec("self", cfg.health_interval, 1, 0.0) if readiness.self_judged(cfg)

@@ -1,26 +1,30 @@
 """What a project's supervision needs to survive a daemon restart, under ``projects/{name}/``.
 
-``state.json`` (format-versioned, atomic): whether the project should be up, and per task its
-policy state, run id, port, window and last known process. ``env.json`` (0600): the
-environment of the shell that started the project. ``config.last.toml``: the last valid
+``state.json`` (format-versioned, atomic): whether the project should be up.
+``tasks/{task}.json``: per task its policy state, run id, port, window and last known process,
+written off the event loop by ``statewriter`` in batches. ``env.json`` (0600): the environment
+of the shell that started the project. ``config.last.toml``: the last valid
 taskmux.toml, so a broken edit never stops supervision. ``run/{task}.json``: the runner's
 record; ``run/{task}.spec.json``: what the runner was asked to run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from taskmuxctl.fsutil import atomic_write
 from taskmuxctl.paths import Paths
 from taskmuxd.policy import Cause, State, TaskState
 from taskmuxd.proctree import ProcId
+from taskmuxd.projects.statewriter import WRITER
 
 log = logging.getLogger("taskmuxd.state")
 
@@ -93,13 +97,18 @@ class ProjectFiles:
 
 
 def _policy_to_json(p: State, mono_now: float, wall_now: float) -> dict[str, Any]:
-    out = asdict(p)
+    out = {name: getattr(p, name) for name in _policy_fields()}  # flat: asdict is slower
     out["state"] = p.state.value
     out["cause"] = p.cause.value if p.cause else None
     for key in ("started_at", "unhealthy_at", "restart_at"):  # monotonic → wall
         if out[key] is not None:
             out[key] = wall_now - (mono_now - out[key])
     return out
+
+
+@functools.cache
+def _policy_fields() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(State))
 
 
 def _policy_from_json(d: dict[str, Any], mono_now: float, wall_now: float) -> State:
@@ -135,14 +144,31 @@ def save(files: ProjectFiles, rec: ProjectRecord) -> None:
     atomic_write(files.state, json.dumps({"format": FORMAT, "running": rec.running}) + "\n")
 
 
-def save_task(files: ProjectFiles, name: str, task: TaskRecord) -> None:
-    atomic_write(files.task_state(name),
-                 json.dumps(_task_to_json(task, time.monotonic(), time.time())) + "\n")
+def save_task(files: ProjectFiles, name: str, task: TaskRecord) -> asyncio.Future[None]:
+    """Hand the task's record to the writer thread (``statewriter``): the future says when it
+    is durable, or why it could not be written."""
+    return WRITER.submit(files.task_state(name),
+                         json.dumps(_task_to_json(task, time.monotonic(), time.time())) + "\n")
 
 
-def delete_task(files: ProjectFiles, name: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(files.task_state(name))
+def task_durable(files: ProjectFiles, name: str) -> asyncio.Future[None]:
+    """Resolved once every record of the task handed to the writer so far is on disk."""
+    return WRITER.durable(files.task_state(name))
+
+
+def write_spec(files: ProjectFiles, task: str, text: str) -> asyncio.Future[None]:
+    """The runner's spec (0600: it holds the task's environment), in place atomically."""
+    return WRITER.submit(files.spec(task), text, mode=0o600, sync=False)
+
+
+async def drain() -> None:
+    """Wait until every record handed to the writer so far is written (at shutdown)."""
+    await WRITER.drain()
+
+
+def delete_task(files: ProjectFiles, name: str) -> asyncio.Future[None]:
+    """Remove the task's record, after any write of it still pending."""
+    return WRITER.remove(files.task_state(name))
 
 
 def _move_aside(path: str, exc: Exception) -> str:

@@ -48,20 +48,37 @@ def runner_alive(task: TaskRuntime) -> bool:
 
 
 def send(project: Project, task: TaskRuntime, sig: int, kill: bool = False) -> None:
-    """One rung: signal the group; when group and runner are both gone, end what the run
-    left (off the loop) and record its exit. ``kill`` closes the window too."""
-    run_id = task.record.run_id
+    """One rung, once the record of the stop is on disk: signal the group; when group and
+    runner are both gone, end what the run left (off the loop) and record its exit. ``kill``
+    closes the window too."""
+    project.s.spawn(_send(project, task, sig, kill, task.record.run_id),
+                    f"{'kill' if kill else 'stop'} {project.name}/{task.name}")
+
+
+async def written_ahead(project: Project, task: TaskRuntime) -> None:
+    """The record of what was asked (a stop, a kill, a restart: ``cause``, ``manual_stop``)
+    on disk before any signal: a daemon killed after the task's exit finds the exit was asked
+    for, rather than taking it for a crash or a loss. State writes are off the loop
+    (``statewriter``): hand over what is pending now and wait for it."""
+    project.flush()
+    try:
+        await st.task_durable(project.files, task.name)
+    except OSError as exc:  # a full disk: the stop goes on all the same
+        log.error("cannot record the stop of %s/%s: %s", project.name, task.name, exc)
+
+
+async def _send(project: Project, task: TaskRuntime, sig: int, kill: bool, run_id: int) -> None:
+    await written_ahead(project, task)
     if kill:
-        project.s.spawn(_kill(project, task, run_id), f"kill {project.name}/{task.name}")
+        await _kill(project, task, run_id)
         return
-    if not task.live:
+    if not task.live or task.record.run_id != run_id:
         return
     if signal_group(task, sig):
         log.info("%s/%s: sent %s to process group %s", project.name, task.name,
                  signal.Signals(sig).name, task.record.pgid)
     elif not runner_alive(task) and (project.name, task.name, run_id) not in _ending:
-        project.s.spawn(_orphaned(project, task, run_id),
-                        f"leftovers {project.name}/{task.name}")
+        await _orphaned(project, task, run_id)
 
 
 async def _orphaned(project: Project, task: TaskRuntime, run_id: int) -> None:
@@ -88,6 +105,7 @@ async def end_orphans(project: Project, task: TaskRuntime, run_id: int) -> None:
 
 async def _kill(project: Project, task: TaskRuntime, run_id: int) -> None:
     rec = task.record
+    await written_ahead(project, task)
     ours = False
     if rec.window_id:
         with contextlib.suppress(Exception):

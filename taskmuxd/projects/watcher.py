@@ -2,6 +2,8 @@
 
 The folder is watched rather than the file, because editors save by writing a temporary file
 and renaming it over the old one; every burst of events for one config counts as one change.
+watchdog is loaded in a worker thread once the daemon is up (it is not on the path to the
+daemon's first answer); folders asked for before then are watched as soon as it is.
 """
 
 from __future__ import annotations
@@ -26,28 +28,43 @@ class ConfigWatcher:
         self._files: dict[str, set[str]] = {}  # folder -> config paths in it
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._starting: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        from watchdog.observers import Observer
-
         self._loop = asyncio.get_running_loop()
-        self._observer = Observer()
-        self._observer.daemon = True
-        self._observer.start()
+        self._starting = self._loop.create_task(self._start())
+
+    async def _start(self) -> None:
+        try:
+            observer = await asyncio.to_thread(_new_observer)
+        except OSError as exc:  # no inotify left: supervision goes on, edits need a reload
+            log.error("cannot watch the projects' taskmux.toml files: %s", exc)
+            return
+        if self._starting is None:  # stopped meanwhile
+            observer.stop()
+            return
+        self._observer = observer
+        for folder in list(self._files):
+            self._schedule(folder)
 
     def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
+        self._starting = None  # an observer still being made is stopped once it is
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
 
     def watch(self, config_path: str) -> None:
-        if self._observer is None:
+        if self._loop is None:
             return
         folder = os.path.dirname(os.path.abspath(config_path))
         self._files.setdefault(folder, set()).add(os.path.abspath(config_path))
+        if self._observer is not None:
+            self._schedule(folder)
+
+    def _schedule(self, folder: str) -> None:
         if folder in self._watches or not os.path.isdir(folder):
             return
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -75,9 +92,10 @@ class ConfigWatcher:
         if files is None:
             return
         files.discard(os.path.abspath(config_path))
-        if not files and folder in self._watches and self._observer is not None:
-            self._observer.unschedule(self._watches.pop(folder))
+        if not files:
             del self._files[folder]
+            if folder in self._watches and self._observer is not None:
+                self._observer.unschedule(self._watches.pop(folder))
 
     def _bump(self, path: str) -> None:
         timer = self._timers.pop(path, None)
@@ -89,3 +107,14 @@ class ConfigWatcher:
     def _fire(self, path: str) -> None:
         self._timers.pop(path, None)
         self.on_change(path)
+
+
+def _new_observer() -> Any:
+    """A started watchdog observer (its import, ~15-30 ms, runs in a worker thread)."""
+    import watchdog.events  # noqa: F401  (what ``_schedule`` imports, loaded here too)
+    from watchdog.observers import Observer
+
+    observer = Observer()
+    observer.daemon = True
+    observer.start()
+    return observer

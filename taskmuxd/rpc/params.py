@@ -168,7 +168,9 @@ def check_shape(params: Iterator[tuple[str, Any]]) -> None:
 
 
 class ParamChecker:
-    """The checks of one method, built once at registration."""
+    """The checks of one method: read at registration (a parameter no check can describe
+    fails there), its pydantic model built at the method's first call, not before: building
+    thirty of them would hold up the daemon's first answer."""
 
     def __init__(self, name: str, handler: Callable[..., Any]) -> None:
         target = inspect.unwrap(handler)
@@ -186,8 +188,18 @@ class ParamChecker:
             default = ... if param.default is param.empty else param.default
             fields[param.name] = (hint, default)
             self.names.append(param.name)
-        self.model: type[BaseModel] = create_model(
-            f"params of {name}", __config__=_STRICT, **fields)
+        self._name = name
+        self._fields: dict[str, Any] | None = fields
+        self._model: type[BaseModel] | None = None
+
+    @property
+    def model(self) -> type[BaseModel]:
+        if self._model is None:
+            assert self._fields is not None
+            self._model = create_model(f"params of {self._name}", __config__=_STRICT,
+                                       **self._fields)
+            self._fields = None
+        return self._model
 
     def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The validated keyword arguments, or a JsonRpcError (Invalid params)."""

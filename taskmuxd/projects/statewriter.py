@@ -1,0 +1,174 @@
+"""The state files' writer: one thread that makes the projects' state durable, in batches.
+
+The event loop hands it the bytes of a file (``submit``) or a removal (``remove``) and goes
+on; the thread takes everything pending at once, keeps only the latest version of each path
+(an older one is superseded before it is written), writes each through a temporary file that
+is fsynced and renamed over the old one, and fsyncs each folder once per batch. Readers see
+the old file or the new, never half, and a ``kill -9`` at any moment leaves either.
+
+Each submission returns a future of the loop that made it, resolved once that version (or a
+later one of the same path) is durable, or failed with the ``OSError`` of the write (a full
+disk: the caller retries). Code that must not go on before a record is on disk (a launch is
+written ahead of the launch) awaits ``durable(path)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from dataclasses import dataclass, field
+
+from taskmuxctl.fsutil import TEMP_SUFFIX, fsync_dir
+
+
+@dataclass
+class _Write:
+    data: bytes | None  # None: remove the file
+    mode: int
+    sync: bool = True  # fsynced (and its folder); False: only atomic (a file read at once)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+
+class StateWriter:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: dict[str, _Write] = {}
+        self._writing: dict[str, _Write] = {}
+        self._thread: threading.Thread | None = None
+        self.batches = 0  # batches written (the tests read it)
+
+    def submit(self, path: str, data: bytes | str, mode: int = 0o600,
+               sync: bool = True) -> asyncio.Future[None]:
+        """Replace ``path`` with ``data`` soon; the future says when it is durable (with
+        ``sync`` False: when it is in place, not fsynced, for a file that matters only
+        until the next reboot, such as a runner's spec)."""
+        raw = data.encode() if isinstance(data, str) else data
+        return self._put(path, _Write(raw, mode, sync))
+
+    def remove(self, path: str) -> asyncio.Future[None]:
+        """Remove ``path`` after any write of it still pending (a missing file is fine)."""
+        return self._put(path, _Write(None, 0))
+
+    def durable(self, path: str) -> asyncio.Future[None]:
+        """Resolved once whatever was submitted for ``path`` so far is durable (at once when
+        nothing is)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._cond:
+            job = self._pending.get(path) or self._writing.get(path)
+            if job is not None:
+                job.waiters.append(fut)
+                return fut
+        fut.set_result(None)
+        return fut
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is written (or failed)."""
+        with self._cond:
+            paths = list(self._pending) + list(self._writing)
+        for path in paths:
+            with contextlib.suppress(OSError):
+                await self.durable(path)
+
+    def _put(self, path: str, job: _Write) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        job.waiters.append(fut)
+        with self._cond:
+            old = self._pending.get(path)
+            if old is not None:  # superseded before it was written: its waiters wait for this
+                job.waiters[:0] = old.waiters
+            self._pending[path] = job
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="taskmux-state",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                batch, self._pending = self._pending, {}
+                self._writing = batch
+            results = self._write(batch)
+            with self._cond:
+                self._writing = {}
+            self.batches += 1
+            _settle([(fut, results.get(path)) for path, job in batch.items()
+                     for fut in job.waiters])
+
+    def _write(self, batch: dict[str, _Write]) -> dict[str, OSError]:
+        """Write the batch: each file fsynced and renamed into place, then each folder
+        fsynced once. Returns the failures by path."""
+        failed: dict[str, OSError] = {}
+        folders: dict[str, list[str]] = {}
+        for path, job in batch.items():
+            try:
+                if job.data is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                else:
+                    _replace(path, job.data, job.mode, job.sync)
+                if job.sync or job.data is None:
+                    folders.setdefault(os.path.dirname(path), []).append(path)
+            except OSError as exc:
+                failed[path] = exc
+        for folder, paths in folders.items():
+            try:
+                fsync_dir(folder)
+            except OSError as exc:  # the renames may not be durable: say so to each
+                for path in paths:
+                    failed[path] = OSError(exc.errno, exc.strerror, path)
+        return failed
+
+
+def _replace(path: str, data: bytes, mode: int, sync: bool) -> None:
+    # One writer thread: one temporary name per file is enough (``tempfiles`` knows it).
+    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}{TEMP_SUFFIX}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, mode)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OSError(exc.errno, exc.strerror, path) from exc
+
+
+Outcome = tuple[asyncio.Future[None], OSError | None]
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """Resolve a batch's futures, all in one turn of each loop (the launches it releases
+    then reach tmux together)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for fut, exc in outcomes:
+        by_loop.setdefault(fut.get_loop(), []).append((fut, exc))
+    for loop, some in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, some)
+
+
+def _resolve(outcomes: list[Outcome]) -> None:
+    for fut, exc in outcomes:
+        if fut.done():
+            continue
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: a caller that does not look is not warned about it
+
+
+WRITER = StateWriter()

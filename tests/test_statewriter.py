@@ -1,0 +1,99 @@
+"""The state files' writer thread: the latest version of each file wins, removals keep their
+order, a failed write says why (and a later one succeeds), and nothing waits on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from taskmuxd.projects.statewriter import StateWriter
+
+
+def read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def test_the_latest_version_of_each_file_is_written_and_every_waiter_hears(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        w = StateWriter()
+        futs = [w.submit(str(tmp_path / f"t{i % 3}.json"), f"v{i}") for i in range(30)]
+        await asyncio.gather(*futs)
+        assert {p.name: read(p) for p in tmp_path.iterdir()} == {
+            "t0.json": "v27", "t1.json": "v28", "t2.json": "v29"}
+        # Thirty submissions in one turn of the loop: far fewer batches than writes.
+        assert w.batches < 30
+        assert stat.S_IMODE(os.stat(tmp_path / "t0.json").st_mode) == 0o600
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    asyncio.run(main())
+
+
+def test_durable_waits_for_what_was_submitted(tmp_path: Path) -> None:
+    gate = threading.Event()
+
+    class Slow(StateWriter):
+        def _write(self, batch):  # type: ignore[no-untyped-def]
+            gate.wait(10)
+            return super()._write(batch)
+
+    async def main() -> None:
+        w = Slow()
+        path = str(tmp_path / "t.json")
+        assert w.durable(path).done()  # nothing pending: at once
+        w.submit(path, "one")
+        durable = w.durable(path)
+        await asyncio.sleep(0.01)
+        assert not durable.done() and not os.path.exists(path)
+        gate.set()
+        await durable
+        assert read(tmp_path / "t.json") == "one"
+
+    asyncio.run(main())
+
+
+def test_a_removal_after_a_write_leaves_no_file(tmp_path: Path) -> None:
+    async def main() -> None:
+        w = StateWriter()
+        path = str(tmp_path / "t.json")
+        await w.submit(path, "kept")
+        w.submit(path, "written, then removed")
+        await w.remove(path)
+        assert not os.path.exists(path)
+        await w.remove(path)  # already gone: fine
+
+    asyncio.run(main())
+
+
+def test_a_failed_write_says_why_and_a_later_one_succeeds(tmp_path: Path) -> None:
+    folder = tmp_path / "gone"  # a write that cannot be done (a full disk behaves alike)
+
+    async def main() -> None:
+        w = StateWriter()
+        path = str(folder / "t.json")
+        with pytest.raises(FileNotFoundError) as info:
+            await w.submit(path, "lost")
+        assert info.value.filename == path  # the file meant, not the temporary one
+        folder.mkdir()
+        await w.submit(path, "kept")
+        assert read(folder / "t.json") == "kept"
+        assert os.listdir(folder) == ["t.json"]  # no temporary file left behind
+        await w.drain()
+
+    asyncio.run(main())
+
+
+def test_a_file_written_without_sync_is_in_place_with_its_mode(tmp_path: Path) -> None:
+    async def main() -> None:
+        w = StateWriter()
+        path = str(tmp_path / "spec.json")
+        await w.submit(path, "{}", mode=0o600, sync=False)
+        assert read(tmp_path / "spec.json") == "{}"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+    asyncio.run(main())
