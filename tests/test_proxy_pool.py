@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import h11
-
 from taskmuxd.connlimits import ConnectionLimits
+from taskmuxd.proxy.h1client import END
 from taskmuxd.proxy.pool import BackendConn, BackendPool
 
 
@@ -53,9 +52,8 @@ class Exchange:
 
     def backend_data(self, data: bytes) -> None:
         assert self.conn is not None
-        self.conn.h11.receive_data(data)
-        while (event := self.conn.h11.next_event()) is not h11.NEED_DATA:
-            if isinstance(event, h11.EndOfMessage) and not self.done.done():
+        for event in self.conn.reader.feed(data):
+            if event == END and not self.done.done():
                 self.done.set_result(None)
 
     def backend_lost(self) -> None:
@@ -66,8 +64,8 @@ class Exchange:
 
     async def run(self, pool: BackendPool, conn: BackendConn) -> None:
         self.conn = conn
-        conn.send(h11.Request(method="GET", target="/", headers=[("host", "t")]))
-        conn.send(h11.EndOfMessage())
+        conn.send_head(b"GET", b"/", [(b"host", b"t")])
+        conn.send_end()
         await asyncio.wait_for(self.done, 10)
         pool.put(conn)
 
@@ -107,8 +105,8 @@ def test_a_released_connection_goes_to_a_stream_waiting_for_one() -> None:
         first = Exchange()
         conn = await pool.get(port, first)
         first.conn = conn
-        conn.send(h11.Request(method="GET", target="/", headers=[("host", "t")]))
-        conn.send(h11.EndOfMessage())
+        conn.send_head(b"GET", b"/", [(b"host", b"t")])
+        conn.send_end()
         await asyncio.wait_for(first.done, 10)
         second = Exchange()
         waiting = asyncio.get_running_loop().create_task(pool.get(port, second))

@@ -66,9 +66,10 @@ class H2Side(asyncio.Protocol):
         self.sni_project = sni_project
         self.transport: asyncio.Transport | None = None
         self.client_ip = "unknown"
-        # What the client sends is validated; what goes out is the task's answer as h11 read
-        # it, with names lowered and connection fields dropped (``h2headers.response``), so
-        # h2 need not go over it again, and it is encoded cheaply (``h2encode``).
+        # What the client sends is validated; what goes out is the task's answer as
+        # ``h1client`` read it (strictly), with names lowered and connection fields dropped
+        # (``h2headers.response``), so h2 need not go over it again, and it is encoded
+        # cheaply (``h2encode``).
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                            validate_outbound_headers=False,
                                            normalize_outbound_headers=False)

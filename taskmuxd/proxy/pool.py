@@ -10,8 +10,8 @@ a connection that arrives when nobody waits any more is kept idle). Up to ``MAX_
 idle connections per port, as many as one client can have streams, so that a reload finds a
 whole page's worth kept alive; they close after a while or as soon as the task closes them.
 
-h11 reads and writes the task's side (it decodes chunked bodies, which HTTP/2 does not
-carry, and knows when a connection can be reused).
+``h1client`` writes the requests and reads the answers (it decodes chunked bodies, which
+HTTP/2 does not carry, and knows when a connection can be reused).
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-import h11
-
-from taskmuxd.proxy.http1 import MAX_HEAD
+from taskmuxd.proxy.h1client import RequestWriter, ResponseReader
 
 if TYPE_CHECKING:
     from taskmuxd.proxy.server import Proxy
@@ -47,7 +45,8 @@ class BackendConn(asyncio.Protocol):
     def __init__(self, pool: BackendPool, port: int) -> None:
         self.pool = pool
         self.port = port
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self.reader = ResponseReader()
+        self.writer = RequestWriter()
         self.transport: asyncio.Transport | None = None
         self.owner: Owner | None = None
         self.reused = False
@@ -85,8 +84,21 @@ class BackendConn(asyncio.Protocol):
         if self.owner is not None:
             self.owner.backend_full(False)
 
-    def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
+    def send_head(self, method: bytes, target: bytes, fields: list[tuple[bytes, bytes]],
+                  upgrade: bool = False) -> None:
+        """Send a request's head (its fields checked already); its answer is read next."""
+        self.reader.expect(method, upgrade)
+        self._write(self.writer.head(method, target, fields))
+
+    def send_data(self, data: bytes) -> None:
+        """Send request body bytes; raises BadMessage beyond its Content-Length."""
+        self._write(self.writer.data(data))
+
+    def send_end(self) -> None:
+        """End the request body; raises BadMessage short of its Content-Length."""
+        self._write(self.writer.end())
+
+    def _write(self, data: bytes) -> None:
         if data and self.transport is not None:
             self.transport.write(data)
 
@@ -100,7 +112,12 @@ class BackendConn(asyncio.Protocol):
 
     def usable(self) -> bool:
         return not self.closed and self.transport is not None \
-            and not self.transport.is_closing() and self.h11.our_state is h11.IDLE
+            and not self.transport.is_closing() and not self.writer.sending \
+            and self.reader.done and not self.reader.rest
+
+    def reusable(self) -> bool:
+        """Whether the exchange that just ended leaves the connection fit for another."""
+        return self.usable() and not self.reader.close
 
     def close(self) -> None:
         self.closed = True
@@ -201,14 +218,7 @@ class BackendPool:
     def put(self, conn: BackendConn) -> None:
         """Take back ``conn`` after an exchange; keep it if it can carry another."""
         conn.owner = None
-        h = conn.h11
-        if conn.closed or h.our_state is not h11.DONE or h.their_state is not h11.DONE \
-                or h.trailing_data[0]:
-            conn.close()
-            return
-        try:
-            h.start_next_cycle()
-        except h11.LocalProtocolError:
+        if not conn.reusable():
             conn.close()
             return
         conn.reused = True
