@@ -61,6 +61,8 @@ class Exchange:
             req = h2headers.request(fields, end_stream, self.side.client_ip)
             if req.websocket and end_stream:
                 raise BadMessage("a WebSocket CONNECT that ends its stream at once")
+        except h2headers.Malformed:
+            raise  # (the connection ends)
         except BadMessage as exc:
             self._page(pages.bad_request(exc.status, exc.reason, html_ok=False, close=False))
             return

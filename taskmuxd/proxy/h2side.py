@@ -38,6 +38,7 @@ from h2.errors import ErrorCodes
 from taskmuxd.proxy.forward import LINGER
 from taskmuxd.proxy.h2encode import PlainEncoder
 from taskmuxd.proxy.h2exchange import Exchange
+from taskmuxd.proxy.h2headers import Malformed, trailers
 from taskmuxd.proxy.pool import BackendPool
 from taskmuxd.proxy.tlsconn import HIGH_WATER, TlsTransport
 
@@ -66,11 +67,14 @@ class H2Side(asyncio.Protocol):
         self.sni_project = sni_project
         self.transport: asyncio.Transport | None = None
         self.client_ip = "unknown"
-        # What the client sends is validated; what goes out is the task's answer as
-        # ``h1client`` read it (strictly), with names lowered and connection fields dropped
-        # (``h2headers.response``), so h2 need not go over it again, and it is encoded
+        # What the client sends is checked by ``h2headers`` (as h2 would, and for HTTP/1.1;
+        # cookies joined there too); what goes out is the task's answer as ``h1client`` read
+        # it (strictly), with names lowered and connection fields dropped
+        # (``h2headers.response``). So h2 need not go over either, and the answer is encoded
         # cheaply (``h2encode``).
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                           validate_inbound_headers=False,
+                                           normalize_inbound_headers=False,
                                            validate_outbound_headers=False,
                                            normalize_outbound_headers=False)
         self.conn = h2.connection.H2Connection(config)
@@ -132,6 +136,10 @@ class H2Side(asyncio.Protocol):
         try:
             for event in events:
                 self._event(event)
+        except Malformed as exc:
+            log.debug("malformed HTTP/2 request from %s: %s", self.client_ip, exc.reason)
+            self.close(ErrorCodes.PROTOCOL_ERROR, linger=True)
+            return
         except Exception:
             log.exception("HTTP/2 connection from %s failed", self.client_ip)
             self.close(ErrorCodes.INTERNAL_ERROR)
@@ -175,6 +183,8 @@ class H2Side(asyncio.Protocol):
                 self.acknowledge(event.stream_id, size)
             else:
                 exchange.from_client(event.data or b"", size)
+        elif isinstance(event, h2.events.TrailersReceived):  # (checked, not passed on)
+            trailers(event.headers or [])
         elif isinstance(event, h2.events.StreamEnded):
             assert event.stream_id is not None
             exchange = self.exchanges.get(event.stream_id)
