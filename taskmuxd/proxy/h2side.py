@@ -36,6 +36,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from taskmuxd.proxy.forward import LINGER
+from taskmuxd.proxy.h2decode import LeanDecoder
 from taskmuxd.proxy.h2encode import PlainEncoder
 from taskmuxd.proxy.h2exchange import Exchange
 from taskmuxd.proxy.h2headers import Malformed, trailers
@@ -79,6 +80,7 @@ class H2Side(asyncio.Protocol):
                                            normalize_outbound_headers=False)
         self.conn = h2.connection.H2Connection(config)
         self.conn.encoder = PlainEncoder()
+        self.conn.decoder = LeanDecoder()
         self.exchanges: dict[int, Exchange] = {}
         self.closing = False
         self.out_paused = False  # the client's TLS write buffer is full
