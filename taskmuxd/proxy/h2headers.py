@@ -43,6 +43,11 @@ _DROPPED = frozenset({b"host", b"te", b"x-forwarded-proto", b"x-forwarded-host",
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection",
                          b"transfer-encoding", b"upgrade", b"te", b"trailer"})
 _MAX_LENGTH_DIGITS = 18
+# Ordinary fields (passed on as they are) already found valid, and whether each is an Accept
+# that takes HTML: a browser repeats most of its fields in every request, and these need no
+# second look. (Bounded: it starts over when full.)
+_KNOWN: dict[tuple[bytes, bytes], bool] = {}
+_MAX_KNOWN = 4096
 
 
 class Malformed(BadMessage):
@@ -81,10 +86,21 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
     kept: list[tuple[bytes, bytes]] = []
     regular = False
     problem: BadMessage | None = None  # (raised once the list is known not malformed)
-    for name, value in fields:
+    known = _KNOWN
+    for field in fields:
+        html = known.get(field)
+        if html is not None:
+            regular = True
+            kept.append(field)
+            if html:
+                req.accept_html = True
+            continue
+        name, value = field
+        fine = True
         if _PLAIN_VALUE.fullmatch(value) is None:
             found = _value_problem(name, value)  # (raises Malformed)
             problem = problem or found
+            fine = found is None
         if name[:1] == b":":
             if regular:
                 raise Malformed(f"the pseudo-header {name[:20]!r} after a regular field")
@@ -99,6 +115,7 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
             if _H2_NAME.fullmatch(name) is None:
                 raise Malformed(f"invalid header name {name[:40]!r}")
             problem = problem or BadMessage(f"invalid header name {name[:40]!r}")
+            fine = False
         if name == b"cookie":
             cookies.append(value)
         elif name == b"host":
@@ -115,9 +132,13 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
             if value.lower() != b"trailers":
                 raise Malformed("TE other than trailers")
         elif name not in _DROPPED:
-            if name == b"accept" and b"text/html" in value:
-                req.accept_html = True
+            html = name == b"accept" and b"text/html" in value
+            req.accept_html = req.accept_html or html
             kept.append((name, value))
+            if fine:
+                if len(known) >= _MAX_KNOWN:
+                    known.clear()
+                known[name, value] = html
     _check_pseudo(pseudo, hosts)
     if problem is not None:
         raise problem

@@ -52,7 +52,7 @@ class BackendConn(asyncio.Protocol):
         self.reused = False
         self.closed = False
         self.pooled = False  # idle in the pool, counted in the proxy's limits
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0  # (loop time) when it went idle in the pool
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -122,9 +122,6 @@ class BackendConn(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         self.owner = None
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         if self.transport is not None:
             self.transport.close()
 
@@ -136,6 +133,7 @@ class BackendPool:
         # Streams waiting for a connection to a port, first come first served.
         self.waiting: dict[int, deque[asyncio.Future[BackendConn]]] = {}
         self.opening: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def get(self, port: int, owner: Owner) -> BackendConn:
         """A connection to the task on ``port`` for ``owner``: an idle one, else the first of
@@ -204,9 +202,6 @@ class BackendPool:
         while idle:
             conn = idle.pop()
             self._unpool(conn)
-            if conn._idle_timer is not None:
-                conn._idle_timer.cancel()
-                conn._idle_timer = None
             if conn.usable():
                 conn.reused = True
                 conn.owner = owner
@@ -237,7 +232,23 @@ class BackendPool:
         conn.pooled = True
         conn.reading(True)  # so that a close by the task is seen at once
         idle.append(conn)
-        conn._idle_timer = asyncio.get_running_loop().call_later(IDLE_SECONDS, conn.close)
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(IDLE_SECONDS / 2, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle for more than ``IDLE_SECONDS`` (one timer for the pool, not
+        one for each connection put back)."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        before = loop.time() - IDLE_SECONDS
+        for idle in list(self.idle.values()):
+            for conn in [c for c in idle if c.idle_since <= before]:
+                conn.close()
+                self.forget(conn)
+        if self.idle:
+            self._sweeper = loop.call_later(IDLE_SECONDS / 2, self._sweep)
 
     def _unpool(self, conn: BackendConn) -> None:
         if conn.pooled:
@@ -253,6 +264,9 @@ class BackendPool:
                 del self.idle[conn.port]
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for task in list(self.opening):
             task.cancel()
         for queue in list(self.waiting.values()):
