@@ -34,6 +34,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from h2.stream import StreamState
 
 from taskmuxd.proxy.forward import LINGER
 from taskmuxd.proxy.h2decode import LeanDecoder
@@ -60,6 +61,30 @@ RESET_WINDOW = 10.0
 MAX_UNSENT = 4 * HIGH_WATER
 
 
+_OPEN, _REMOTE_DONE, _LOCAL_DONE, _CLOSED = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE,
+                                             StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED)
+
+
+class Connection(h2.connection.H2Connection):
+    """h2's connection, counting its open streams (which it does for every new stream, over
+    all of them, to hold SETTINGS_MAX_CONCURRENT_STREAMS) in a leaner loop: the same count,
+    and closed streams dropped from ``streams`` the same way."""
+
+    def _open_streams(self, remainder: int) -> int:
+        count = 0
+        closed = []
+        for stream_id, stream in self.streams.items():
+            state = stream.state_machine.state
+            if state is _OPEN or state is _REMOTE_DONE or state is _LOCAL_DONE:
+                if stream_id % 2 == remainder:
+                    count += 1
+            elif state is _CLOSED:
+                closed.append(stream_id)
+        for stream_id in closed:
+            self._closed_streams[stream_id] = self.streams.pop(stream_id).closed_by
+        return count
+
+
 class H2Side(asyncio.Protocol):
     def __init__(self, proxy: Proxy, admitted: str | None = None,
                  sni_project: str | None = None) -> None:
@@ -78,7 +103,7 @@ class H2Side(asyncio.Protocol):
                                            normalize_inbound_headers=False,
                                            validate_outbound_headers=False,
                                            normalize_outbound_headers=False)
-        self.conn = h2.connection.H2Connection(config)
+        self.conn = Connection(config)
         self.conn.encoder = PlainEncoder()
         self.conn.decoder = LeanDecoder()
         self.exchanges: dict[int, Exchange] = {}
