@@ -230,6 +230,8 @@ class Exchange:
 
     def _parts(self, events: list[Event]) -> None:
         for event in events:
+            if self.up is None:  # (the stream was reset meanwhile)
+                return
             if isinstance(event, bytes):
                 self.out.append(event)
                 continue
