@@ -45,7 +45,15 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
 def rpc(sock_path: str, method: str, params: dict[str, object]) -> dict[str, object]:
     msg = {"jsonrpc": "2.0", "method": method, "id": 1, "params": params}
     with socket.socket(socket.AF_UNIX) as s:
-        s.connect(sock_path)
+        deadline = time.monotonic() + 20
+        while True:  # (the socket file can appear a moment before the daemon listens)
+            try:
+                s.connect(sock_path)
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         s.sendall(json.dumps(msg).encode() + b"\n")
         buf = b""
         while not buf.endswith(b"\n"):

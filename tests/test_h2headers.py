@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
+import h2.exceptions
 import pytest
+from h2.utilities import HeaderValidationFlags, validate_headers
 
 from taskmuxd.proxy import h2headers, pages
 from taskmuxd.proxy.http1 import BadMessage
@@ -87,7 +91,88 @@ def test_a_page_of_the_proxy_becomes_headers_and_body() -> None:
 
 
 def test_a_method_that_is_not_a_token_is_refused() -> None:
-    for method in (b"GET /x HTTP/1.1\r\nX:", b"G T", b""):
+    with pytest.raises(h2headers.Malformed):
+        h2headers.request([(b":method", b"GET /x HTTP/1.1\r\nX:"), *BASE[1:]], True, "::1")
+    for method in (b"G T", b"", b"G(T"):
         fields = [(b":method", method), *[f for f in BASE if f[0] != b":method"]]
         with pytest.raises(BadMessage, match="invalid :method"):
             h2headers.request(fields, True, "127.0.0.1")
+
+
+# -- the checks h2 is told not to make, against h2's own -------------------------------------
+
+_FLAGS = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False,
+                               is_push_promise=False)
+_TRAILER_FLAGS = HeaderValidationFlags(is_client=False, is_trailer=True,
+                                       is_response_header=False, is_push_promise=False)
+_CONNECT = [(b":method", b"CONNECT"), (b":authority", b"web.p.localhost:8443")]
+_WS = [(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"https"),
+       (b":authority", b"web.p.localhost:8443"), (b":path", b"/ws")]
+# Header lists to start from, and fields to add, drop or put first: alone and two at a time
+# they make some thousands of lists, valid and not.
+_STARTS = [BASE, _CONNECT, _WS, BASE[1:], BASE[:2] + BASE[3:], [BASE[0], *BASE[2:]],
+           [BASE[0], BASE[1], BASE[3]], [*BASE[:3], (b":path", b"")]]
+_FIELDS = [
+    (b"accept", b"*/*"), (b"X-Upper", b"1"), (b"x-a", b""), (b"", b"1"), (b"x y", b"1"),
+    (b"x:y", b"1"), (b"x\x00", b"1"), (b"x\xe9", b"1"), (b"x(y)", b"1"), (b"x-a", b" a"),
+    (b"x-a", b"a\t"), (b"x-a", b"a\rb"), (b"x-a", b"a\nb"), (b"x-a", b"a\x00b"),
+    (b"x-a", b"a\x01b"), (b"x-a", b"a\x7fb"), (b"x-a", b"a \tb\xe9"), (b"te", b"trailers"),
+    (b"te", b"Trailers"), (b"te", b"gzip"), (b"connection", b"close"), (b"keep-alive", b"1"),
+    (b"proxy-connection", b"x"), (b"transfer-encoding", b"chunked"), (b"upgrade", b"h2c"),
+    (b"host", b"web.p.localhost:8443"), (b"host", b"WEB.p.localhost:8443"),
+    (b"host", b"other.localhost"), (b":method", b"POST"), (b":path", b"/x"),
+    (b":status", b"200"), (b":foo", b"1"), (b":", b"1"), (b":protocol", b"websocket"),
+    (b":scheme", b"http"), (b":authority", b"web.p.localhost:8443"), (b"cookie", b"a=1"),
+    (b"content-length", b"0"),
+]
+
+
+def _h2_refuses(fields: list[tuple[bytes, bytes]], flags: HeaderValidationFlags) -> bool:
+    try:
+        list(validate_headers(fields, flags))
+    except h2.exceptions.ProtocolError:
+        return True
+    return False
+
+
+def _lists() -> list[list[tuple[bytes, bytes]]]:
+    out = []
+    for start in _STARTS:
+        out.append(start)
+        for field in _FIELDS:
+            out.append([*start, field])
+            out.append([field, *start])
+        for a, b in itertools.combinations(_FIELDS, 2):
+            out.append([*start, a, b])
+    return out
+
+
+def test_what_h2_calls_malformed_is_malformed_here_too() -> None:
+    """With h2's inbound checks off, ``request`` refuses (``Malformed``, so the connection
+    ends) every header list h2 refuses, and refuses nothing as malformed that h2 takes."""
+    lists = _lists()
+    assert len(lists) > 5000
+    refused = 0
+    for fields in lists:
+        h2_refuses = _h2_refuses(fields, _FLAGS)
+        try:
+            h2headers.request(fields, False, "127.0.0.1")
+            malformed = False
+        except h2headers.Malformed:
+            malformed = True
+        except BadMessage:
+            malformed = False
+        assert malformed == h2_refuses, fields
+        refused += h2_refuses
+    assert refused > 1000 and len(lists) - refused > 200  # (a corpus of both kinds)
+
+
+def test_trailers_h2_refuses_are_refused() -> None:
+    for field in _FIELDS:
+        h2_refuses = _h2_refuses([field], _TRAILER_FLAGS)
+        try:
+            h2headers.trailers([field])
+            malformed = False
+        except h2headers.Malformed:
+            malformed = True
+        assert malformed == h2_refuses, field

@@ -274,7 +274,9 @@ def test_h2_requests_http1_would_refuse_get_an_error_answer(
 
 @pytest.mark.parametrize("extra", [[(b"connection", b"close")], [(b"X-Upper", b"1")],
                                    [(b"te", b"gzip")], [(b"x-a", b"a\r\nb: c")],
-                                   [(b"host", b"other.hmal.localhost")]])
+                                   [(b"host", b"other.hmal.localhost")],
+                                   [(b"x-a", b" padded")], [(b"keep-alive", b"1")],
+                                   [(b"x(y)", b"1"), (b"x-a", b"a\x00b")]])
 def test_h2_malformed_header_lists_end_the_connection(
         proxy: ProxyHarness, extra: list[tuple[bytes, bytes]]) -> None:
     proxy.set_routes("hmal", route("web", "web", 1))

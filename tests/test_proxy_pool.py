@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import h11
-
 from taskmuxd.connlimits import ConnectionLimits
-from taskmuxd.proxy.pool import BackendConn, BackendPool
+from taskmuxd.proxy.h1client import END
+from taskmuxd.proxy.pool import IDLE_SECONDS, POOL_CLIENT, BackendConn, BackendPool
 
 
 class Task:
@@ -53,9 +52,8 @@ class Exchange:
 
     def backend_data(self, data: bytes) -> None:
         assert self.conn is not None
-        self.conn.h11.receive_data(data)
-        while (event := self.conn.h11.next_event()) is not h11.NEED_DATA:
-            if isinstance(event, h11.EndOfMessage) and not self.done.done():
+        for event in self.conn.reader.feed(data):
+            if event == END and not self.done.done():
                 self.done.set_result(None)
 
     def backend_lost(self) -> None:
@@ -66,8 +64,8 @@ class Exchange:
 
     async def run(self, pool: BackendPool, conn: BackendConn) -> None:
         self.conn = conn
-        conn.send(h11.Request(method="GET", target="/", headers=[("host", "t")]))
-        conn.send(h11.EndOfMessage())
+        conn.send_head(b"GET", b"/", [(b"host", b"t")])
+        conn.send_end()
         await asyncio.wait_for(self.done, 10)
         pool.put(conn)
 
@@ -107,8 +105,8 @@ def test_a_released_connection_goes_to_a_stream_waiting_for_one() -> None:
         first = Exchange()
         conn = await pool.get(port, first)
         first.conn = conn
-        conn.send(h11.Request(method="GET", target="/", headers=[("host", "t")]))
-        conn.send(h11.EndOfMessage())
+        conn.send_head(b"GET", b"/", [(b"host", b"t")])
+        conn.send_end()
         await asyncio.wait_for(first.done, 10)
         second = Exchange()
         waiting = asyncio.get_running_loop().create_task(pool.get(port, second))
@@ -135,6 +133,28 @@ def test_a_connection_that_fails_reaches_the_waiting_stream_as_an_error() -> Non
             else:
                 raise AssertionError("a connection to a closed port was handed out")
         assert not pool.waiting
+
+    asyncio.run(_with_task(test))
+
+
+def test_idle_connections_close_after_a_while_and_only_those() -> None:
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        exchanges = [Exchange() for _ in range(3)]
+        conns = await asyncio.gather(*(pool.get(port, e) for e in exchanges))
+        await asyncio.gather(*(e.run(pool, c) for e, c in zip(exchanges, conns, strict=True)))
+        assert len(pool.idle[port]) == 3 and pool._sweeper is not None
+        # One went idle long ago (the clock is moved by hand, not waited for).
+        old = pool.idle[port][0]
+        old.idle_since -= IDLE_SECONDS + 1
+        pool._sweep()
+        assert old.closed and old not in pool.idle[port] and len(pool.idle[port]) == 2
+        assert proxy.limits.by_client.get(POOL_CLIENT) == 2
+        assert pool._sweeper is not None  # (two are still idle)
+        for conn in pool.idle[port]:
+            conn.idle_since -= IDLE_SECONDS + 1
+        pool._sweep()
+        assert port not in pool.idle and pool._sweeper is None
+        assert POOL_CLIENT not in proxy.limits.by_client
 
     asyncio.run(_with_task(test))
 

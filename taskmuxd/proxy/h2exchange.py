@@ -15,10 +15,10 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import h2.exceptions
-import h11
 from h2.errors import ErrorCodes
 
 from taskmuxd.proxy import h2headers, pages
+from taskmuxd.proxy.h1client import ENDED, HEAD, INFO, SWITCHED, Event
 from taskmuxd.proxy.http1 import BadMessage
 from taskmuxd.routes import normalize
 
@@ -61,6 +61,8 @@ class Exchange:
             req = h2headers.request(fields, end_stream, self.side.client_ip)
             if req.websocket and end_stream:
                 raise BadMessage("a WebSocket CONNECT that ends its stream at once")
+        except h2headers.Malformed:
+            raise  # (the connection ends)
         except BadMessage as exc:
             self._page(pages.bad_request(exc.status, exc.reason, html_ok=False, close=False))
             return
@@ -139,10 +141,8 @@ class Exchange:
     def _send_request(self) -> None:
         up, req = self.up, self.req
         assert up is not None and req is not None
-        # (``h2headers.request`` checked the method, target and every field as h11 would, so
-        # h11 is told not to go over them again.)
-        up.send(h11.Request(method=req.method, target=req.path, headers=req.headers,
-                            http_version=b"1.1", _parsed=True))
+        # (``h2headers.request`` checked the method, target and every field.)
+        up.send_head(req.method, req.path, req.headers, req.websocket)
         if req.websocket:  # the upgrade request has no body; the client's data waits
             self._request_end()
             self.update_reading()
@@ -175,8 +175,8 @@ class Exchange:
                 self.up.transport.write(data)
         elif data:
             try:
-                self.up.send(h11.Data(data=data))
-            except h11.LocalProtocolError:  # more than its Content-Length (h2 checks too)
+                self.up.send_data(data)
+            except BadMessage:  # more than its Content-Length (h2 checks too)
                 self._reset(ErrorCodes.PROTOCOL_ERROR)
                 return
         if self.up_full:
@@ -200,8 +200,8 @@ class Exchange:
             return
         self.request_sent = True
         try:
-            self.up.send(h11.EndOfMessage())
-        except h11.LocalProtocolError:  # fewer bytes than its Content-Length
+            self.up.send_end()
+        except BadMessage:  # fewer bytes than its Content-Length
             self._reset(ErrorCodes.PROTOCOL_ERROR)
 
     def backend_full(self, full: bool) -> None:
@@ -220,54 +220,47 @@ class Exchange:
             self.flush()
             return
         try:
-            up.h11.receive_data(data)
-            self._read_events()
-        except h11.RemoteProtocolError as exc:
-            self._backend_failed(f"the task's answer is not valid HTTP/1.1 ({exc})")
+            self._parts(up.reader.feed(data))
+        except BadMessage as exc:
+            self._backend_failed(f"the task's answer is not valid HTTP/1.1 ({exc.reason})")
         except Exception:
             log.exception("relaying a response to %s failed", self.side.client_ip)
             self._reset(ErrorCodes.INTERNAL_ERROR)
         self.side.flush()
 
-    def _read_events(self) -> None:
-        while self.up is not None:
-            up = self.up
-            event = up.h11.next_event()
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                self.flush()  # (after the whole read: its last DATA can end the stream)
+    def _parts(self, events: list[Event]) -> None:
+        for event in events:
+            if self.up is None:  # (the stream was reset meanwhile)
                 return
-            if isinstance(event, h11.Response):
-                fields = h2headers.response(event.status_code, event.headers.raw_items())
-                self._send_headers(fields, end=False)
-            elif isinstance(event, h11.InformationalResponse):
-                if event.status_code == 101 and self.req is not None and self.req.websocket:
-                    self._switched(event)
-                    return
-                if event.status_code in (100, 103):  # Continue, Early Hints: passed on
-                    self._send_headers(h2headers.response(event.status_code,
-                                                          event.headers.raw_items()),
-                                       end=False, final=False)
-            elif isinstance(event, h11.Data):
-                self.out.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
+            if isinstance(event, bytes):
+                self.out.append(event)
+                continue
+            kind = event.kind
+            if kind == HEAD:
+                self._send_headers(h2headers.response(event.status, event.fields), end=False)
+            elif kind == ENDED:
                 self.out_end = True
                 self._release()
-                self.flush()
+            elif kind == INFO:
+                if event.status in (100, 103):  # Continue, Early Hints: passed on
+                    self._send_headers(h2headers.response(event.status, event.fields),
+                                       end=False, final=False)
+            elif kind == SWITCHED:
+                self._switched(event.fields)
                 return
-            elif isinstance(event, h11.ConnectionClosed):
-                return
+        self.flush()  # (after the whole read: its last DATA can end the stream)
 
-    def _switched(self, event: h11.InformationalResponse) -> None:
+    def _switched(self, fields: list[tuple[bytes, bytes]]) -> None:
         """The task took the WebSocket: 200 to the client, then raw bytes both ways."""
         up = self.up
         assert up is not None
-        fields = [(n, v) for n, v in h2headers.response(200, event.headers.raw_items())
+        fields = [(n, v) for n, v in h2headers.response(200, fields)
                   if n not in _UPGRADE_ONLY]
         self._send_headers(fields, end=False)
         self.tunnel = True
-        rest, _ = up.h11.trailing_data
+        rest = up.reader.rest
         if rest:
-            self.out.append(bytes(rest))
+            self.out.append(rest)
         pending, self.pending = self.pending, []
         for data, size in pending:
             self._pass_on(data, size)
@@ -285,10 +278,9 @@ class Exchange:
             self.side.flush()
             return
         try:  # a body that ends with the connection ends here
-            up.h11.receive_data(b"")
             self.up = up
-            self._read_events()
-        except h11.RemoteProtocolError:
+            self._parts(up.reader.eof())
+        except BadMessage:
             pass
         self.up = None
         if self.out_end:

@@ -1,11 +1,17 @@
 """Header lists between HTTP/2 (the browser) and HTTP/1.1 (the task), with no I/O.
 
-The h2 library already refuses what RFC 9113 forbids outright (upper-case names, CR, LF or
-NUL in a value, connection-specific fields, misplaced or repeated pseudo-headers). What goes
-on to the task must also be a request that every HTTP/1.1 server reads the same way, so the
-rules of ``http1`` hold here too: the method and field names are tokens, values hold no
-control character but HTAB, ``:authority`` and ``Host`` are one valid authority, and
-``:path`` is origin-form (``*`` for OPTIONS).
+A request's header list is checked here in one pass, h2's own inbound checks being switched
+off (they cost more than the rest of a request together): what RFC 9113 calls malformed
+(8.2.1, 8.2.2, 8.3: names with upper-case letters, controls, white space or a colon; CR, LF
+or NUL in a value, or white space around it; connection-specific fields, TE other than
+"trailers"; pseudo-headers unknown, repeated, after a regular field or missing; an empty
+:path; several Host, or a Host that differs from :authority) raises ``Malformed``, and the
+connection ends with PROTOCOL_ERROR as h2 would end it. What goes on to the task must also
+be a request that every HTTP/1.1 server reads the same way, so the rules of ``http1`` hold
+here too (a 400 answer, ``BadMessage``): the method and field names are tokens, values hold
+no control character but HTAB, ``:authority`` and ``Host`` are one valid authority, and
+``:path`` is origin-form (``*`` for OPTIONS). tests/test_h2headers.py holds the checks to
+h2's over a corpus of header lists.
 """
 
 from __future__ import annotations
@@ -16,6 +22,16 @@ from collections.abc import Iterable
 from taskmuxd.proxy.http1 import BadMessage
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+# RFC 9113 8.2.1: a name without 0x00-0x20, A-Z, 0x7f-0xff or a colon; a value without NUL,
+# CR or LF, and without SP or HTAB at either end. (The common case in one match: visible
+# characters and obs-text, HTAB and SP inside only.)
+_H2_NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")
+_PLAIN_VALUE = re.compile(
+    rb"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?")
+_H2_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
+_CONNECTION_SPECIFIC = frozenset({b"connection", b"proxy-connection", b"keep-alive",
+                                  b"transfer-encoding", b"upgrade"})
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
@@ -27,6 +43,15 @@ _DROPPED = frozenset({b"host", b"te", b"x-forwarded-proto", b"x-forwarded-host",
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection",
                          b"transfer-encoding", b"upgrade", b"te", b"trailer"})
 _MAX_LENGTH_DIGITS = 18
+# Ordinary fields (passed on as they are) already found valid, and whether each is an Accept
+# that takes HTML: a browser repeats most of its fields in every request, and these need no
+# second look. (Bounded: it starts over when full.)
+_KNOWN: dict[tuple[bytes, bytes], bool] = {}
+_MAX_KNOWN = 4096
+
+
+class Malformed(BadMessage):
+    """A header list RFC 9113 calls malformed (the connection ends with PROTOCOL_ERROR)."""
 
 
 class Request:
@@ -59,26 +84,64 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
     chain: list[bytes] = []
     lengths: list[bytes] = []
     kept: list[tuple[bytes, bytes]] = []
-    for name, value in fields:
+    regular = False
+    problem: BadMessage | None = None  # (raised once the list is known not malformed)
+    known = _KNOWN
+    for field in fields:
+        html = known.get(field)
+        if html is not None:
+            regular = True
+            kept.append(field)
+            if html:
+                req.accept_html = True
+            continue
+        name, value = field
+        fine = True
+        if _PLAIN_VALUE.fullmatch(value) is None:
+            found = _value_problem(name, value)  # (raises Malformed)
+            problem = problem or found
+            fine = found is None
         if name[:1] == b":":
+            if regular:
+                raise Malformed(f"the pseudo-header {name[:20]!r} after a regular field")
+            if name not in _PSEUDO:
+                raise Malformed(f"the pseudo-header {name[:20]!r} in a request")
+            if name in pseudo:
+                raise Malformed(f"the pseudo-header {name[:20]!r} more than once")
             pseudo[name] = value
             continue
+        regular = True
         if _TOKEN.fullmatch(name) is None:
-            raise BadMessage(f"invalid header name {name[:40]!r}")
-        if _VALUE.fullmatch(value) is None:
-            raise BadMessage(f"a control character in the value of {name[:40].decode()}")
+            if _H2_NAME.fullmatch(name) is None:
+                raise Malformed(f"invalid header name {name[:40]!r}")
+            problem = problem or BadMessage(f"invalid header name {name[:40]!r}")
+            fine = False
         if name == b"cookie":
             cookies.append(value)
         elif name == b"host":
+            if hosts:
+                raise Malformed("more than one Host header")
             hosts.append(value)
         elif name == b"x-forwarded-for":
             chain.append(value)
         elif name == b"content-length":
             lengths.append(value)
+        elif name in _CONNECTION_SPECIFIC:
+            raise Malformed(f"the connection-specific field {name.decode()}")
+        elif name == b"te":
+            if value.lower() != b"trailers":
+                raise Malformed("TE other than trailers")
         elif name not in _DROPPED:
-            if name == b"accept" and b"text/html" in value:
-                req.accept_html = True
+            html = name == b"accept" and b"text/html" in value
+            req.accept_html = req.accept_html or html
             kept.append((name, value))
+            if fine:
+                if len(known) >= _MAX_KNOWN:
+                    known.clear()
+                known[name, value] = html
+    _check_pseudo(pseudo, hosts)
+    if problem is not None:
+        raise problem
     req.method = pseudo.get(b":method", b"")
     if _METHOD.fullmatch(req.method) is None:
         raise BadMessage(f"invalid :method {req.method[:40]!r}")
@@ -122,6 +185,51 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
     out.append((b"x-forwarded-host", authority))
     req.headers = out
     return req
+
+
+def _value_problem(name: bytes, value: bytes) -> BadMessage | None:
+    """What is wrong with a value that is not visible text with HTAB and SP inside: raises
+    Malformed (RFC 9113), returns BadMessage (HTTP/1.1) or None (nothing)."""
+    if _H2_BAD_VALUE.search(value) is not None:
+        raise Malformed(f"CR, LF, NUL or white space around the value of {name[:40]!r}")
+    if _VALUE.fullmatch(value) is None:
+        return BadMessage(f"a control character in the value of {name[:40].decode('latin-1')}")
+    return None
+
+
+def _check_pseudo(pseudo: dict[bytes, bytes], hosts: list[bytes]) -> None:
+    """RFC 9113 8.3.1 and RFC 8441 4: the pseudo-headers a request must and must not have."""
+    method = pseudo.get(b":method")
+    if method is None:
+        raise Malformed("no :method")
+    if method == b"CONNECT" and b":protocol" not in pseudo:
+        if b":scheme" in pseudo or b":path" in pseudo:
+            raise Malformed("a plain CONNECT with :scheme or :path")
+    else:
+        if b":scheme" not in pseudo or b":path" not in pseudo:
+            raise Malformed("no :scheme or no :path")
+        if not pseudo[b":path"]:
+            raise Malformed("an empty :path")
+        if b":protocol" in pseudo and method != b"CONNECT":
+            raise Malformed(":protocol without CONNECT")
+    authority = pseudo.get(b":authority")
+    if authority is None and not hosts:
+        raise Malformed("neither :authority nor Host")
+    if authority is not None and hosts and hosts[0] != authority:
+        raise Malformed(":authority and Host differ")
+
+
+def trailers(fields: Iterable[tuple[bytes, bytes]]) -> None:
+    """Raise Malformed for trailers RFC 9113 forbids (they do not go on to the task)."""
+    for name, value in fields:
+        if name[:1] == b":":
+            raise Malformed("a pseudo-header in trailers")
+        if _H2_NAME.fullmatch(name) is None:
+            raise Malformed(f"invalid header name {name[:40]!r}")
+        if _PLAIN_VALUE.fullmatch(value) is None and _H2_BAD_VALUE.search(value):
+            raise Malformed(f"CR, LF, NUL or white space around the value of {name[:40]!r}")
+        if name in _CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
+            raise Malformed(f"the connection-specific field {name[:40]!r}")
 
 
 def _authority(pseudo: bytes | None, hosts: list[bytes]) -> bytes:

@@ -34,10 +34,13 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from h2.stream import StreamState
 
 from taskmuxd.proxy.forward import LINGER
+from taskmuxd.proxy.h2decode import LeanDecoder
 from taskmuxd.proxy.h2encode import PlainEncoder
 from taskmuxd.proxy.h2exchange import Exchange
+from taskmuxd.proxy.h2headers import Malformed, trailers
 from taskmuxd.proxy.pool import BackendPool
 from taskmuxd.proxy.tlsconn import HIGH_WATER, TlsTransport
 
@@ -58,6 +61,30 @@ RESET_WINDOW = 10.0
 MAX_UNSENT = 4 * HIGH_WATER
 
 
+_OPEN, _REMOTE_DONE, _LOCAL_DONE, _CLOSED = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE,
+                                             StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED)
+
+
+class Connection(h2.connection.H2Connection):
+    """h2's connection, counting its open streams (which it does for every new stream, over
+    all of them, to hold SETTINGS_MAX_CONCURRENT_STREAMS) in a leaner loop: the same count,
+    and closed streams dropped from ``streams`` the same way."""
+
+    def _open_streams(self, remainder: int) -> int:
+        count = 0
+        closed = []
+        for stream_id, stream in self.streams.items():
+            state = stream.state_machine.state
+            if state is _OPEN or state is _REMOTE_DONE or state is _LOCAL_DONE:
+                if stream_id % 2 == remainder:
+                    count += 1
+            elif state is _CLOSED:
+                closed.append(stream_id)
+        for stream_id in closed:
+            self._closed_streams[stream_id] = self.streams.pop(stream_id).closed_by
+        return count
+
+
 class H2Side(asyncio.Protocol):
     def __init__(self, proxy: Proxy, admitted: str | None = None,
                  sni_project: str | None = None) -> None:
@@ -66,14 +93,19 @@ class H2Side(asyncio.Protocol):
         self.sni_project = sni_project
         self.transport: asyncio.Transport | None = None
         self.client_ip = "unknown"
-        # What the client sends is validated; what goes out is the task's answer as h11 read
-        # it, with names lowered and connection fields dropped (``h2headers.response``), so
-        # h2 need not go over it again, and it is encoded cheaply (``h2encode``).
+        # What the client sends is checked by ``h2headers`` (as h2 would, and for HTTP/1.1;
+        # cookies joined there too); what goes out is the task's answer as ``h1client`` read
+        # it (strictly), with names lowered and connection fields dropped
+        # (``h2headers.response``). So h2 need not go over either, and the answer is encoded
+        # cheaply (``h2encode``).
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                           validate_inbound_headers=False,
+                                           normalize_inbound_headers=False,
                                            validate_outbound_headers=False,
                                            normalize_outbound_headers=False)
-        self.conn = h2.connection.H2Connection(config)
+        self.conn = Connection(config)
         self.conn.encoder = PlainEncoder()
+        self.conn.decoder = LeanDecoder()
         self.exchanges: dict[int, Exchange] = {}
         self.closing = False
         self.out_paused = False  # the client's TLS write buffer is full
@@ -131,6 +163,10 @@ class H2Side(asyncio.Protocol):
         try:
             for event in events:
                 self._event(event)
+        except Malformed as exc:
+            log.debug("malformed HTTP/2 request from %s: %s", self.client_ip, exc.reason)
+            self.close(ErrorCodes.PROTOCOL_ERROR, linger=True)
+            return
         except Exception:
             log.exception("HTTP/2 connection from %s failed", self.client_ip)
             self.close(ErrorCodes.INTERNAL_ERROR)
@@ -174,6 +210,8 @@ class H2Side(asyncio.Protocol):
                 self.acknowledge(event.stream_id, size)
             else:
                 exchange.from_client(event.data or b"", size)
+        elif isinstance(event, h2.events.TrailersReceived):  # (checked, not passed on)
+            trailers(event.headers or [])
         elif isinstance(event, h2.events.StreamEnded):
             assert event.stream_id is not None
             exchange = self.exchanges.get(event.stream_id)

@@ -10,8 +10,8 @@ a connection that arrives when nobody waits any more is kept idle). Up to ``MAX_
 idle connections per port, as many as one client can have streams, so that a reload finds a
 whole page's worth kept alive; they close after a while or as soon as the task closes them.
 
-h11 reads and writes the task's side (it decodes chunked bodies, which HTTP/2 does not
-carry, and knows when a connection can be reused).
+``h1client`` writes the requests and reads the answers (it decodes chunked bodies, which
+HTTP/2 does not carry, and knows when a connection can be reused).
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-import h11
-
-from taskmuxd.proxy.http1 import MAX_HEAD
+from taskmuxd.proxy.h1client import RequestWriter, ResponseReader
 
 if TYPE_CHECKING:
     from taskmuxd.proxy.server import Proxy
@@ -47,13 +45,14 @@ class BackendConn(asyncio.Protocol):
     def __init__(self, pool: BackendPool, port: int) -> None:
         self.pool = pool
         self.port = port
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self.reader = ResponseReader()
+        self.writer = RequestWriter()
         self.transport: asyncio.Transport | None = None
         self.owner: Owner | None = None
         self.reused = False
         self.closed = False
         self.pooled = False  # idle in the pool, counted in the proxy's limits
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0  # (loop time) when it went idle in the pool
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -85,8 +84,21 @@ class BackendConn(asyncio.Protocol):
         if self.owner is not None:
             self.owner.backend_full(False)
 
-    def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
+    def send_head(self, method: bytes, target: bytes, fields: list[tuple[bytes, bytes]],
+                  upgrade: bool = False) -> None:
+        """Send a request's head (its fields checked already); its answer is read next."""
+        self.reader.expect(method, upgrade)
+        self._write(self.writer.head(method, target, fields))
+
+    def send_data(self, data: bytes) -> None:
+        """Send request body bytes; raises BadMessage beyond its Content-Length."""
+        self._write(self.writer.data(data))
+
+    def send_end(self) -> None:
+        """End the request body; raises BadMessage short of its Content-Length."""
+        self._write(self.writer.end())
+
+    def _write(self, data: bytes) -> None:
         if data and self.transport is not None:
             self.transport.write(data)
 
@@ -100,14 +112,16 @@ class BackendConn(asyncio.Protocol):
 
     def usable(self) -> bool:
         return not self.closed and self.transport is not None \
-            and not self.transport.is_closing() and self.h11.our_state is h11.IDLE
+            and not self.transport.is_closing() and not self.writer.sending \
+            and self.reader.done and not self.reader.rest
+
+    def reusable(self) -> bool:
+        """Whether the exchange that just ended leaves the connection fit for another."""
+        return self.usable() and not self.reader.close
 
     def close(self) -> None:
         self.closed = True
         self.owner = None
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         if self.transport is not None:
             self.transport.close()
 
@@ -119,6 +133,7 @@ class BackendPool:
         # Streams waiting for a connection to a port, first come first served.
         self.waiting: dict[int, deque[asyncio.Future[BackendConn]]] = {}
         self.opening: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def get(self, port: int, owner: Owner) -> BackendConn:
         """A connection to the task on ``port`` for ``owner``: an idle one, else the first of
@@ -187,9 +202,6 @@ class BackendPool:
         while idle:
             conn = idle.pop()
             self._unpool(conn)
-            if conn._idle_timer is not None:
-                conn._idle_timer.cancel()
-                conn._idle_timer = None
             if conn.usable():
                 conn.reused = True
                 conn.owner = owner
@@ -201,14 +213,7 @@ class BackendPool:
     def put(self, conn: BackendConn) -> None:
         """Take back ``conn`` after an exchange; keep it if it can carry another."""
         conn.owner = None
-        h = conn.h11
-        if conn.closed or h.our_state is not h11.DONE or h.their_state is not h11.DONE \
-                or h.trailing_data[0]:
-            conn.close()
-            return
-        try:
-            h.start_next_cycle()
-        except h11.LocalProtocolError:
+        if not conn.reusable():
             conn.close()
             return
         conn.reused = True
@@ -227,7 +232,23 @@ class BackendPool:
         conn.pooled = True
         conn.reading(True)  # so that a close by the task is seen at once
         idle.append(conn)
-        conn._idle_timer = asyncio.get_running_loop().call_later(IDLE_SECONDS, conn.close)
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(IDLE_SECONDS / 2, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle for more than ``IDLE_SECONDS`` (one timer for the pool, not
+        one for each connection put back)."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        before = loop.time() - IDLE_SECONDS
+        for idle in list(self.idle.values()):
+            for conn in [c for c in idle if c.idle_since <= before]:
+                conn.close()
+                self.forget(conn)
+        if self.idle:
+            self._sweeper = loop.call_later(IDLE_SECONDS / 2, self._sweep)
 
     def _unpool(self, conn: BackendConn) -> None:
         if conn.pooled:
@@ -243,6 +264,9 @@ class BackendPool:
                 del self.idle[conn.port]
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for task in list(self.opening):
             task.cancel()
         for queue in list(self.waiting.values()):

@@ -33,6 +33,27 @@ P = TypeVar("P", bound=asyncio.Protocol)
 
 LOOPBACKS = ("127.0.0.1", "::1")
 CONNECT_TIMEOUT = 5.0
+
+
+async def _connected(loop: asyncio.AbstractEventLoop, address: str, port: int
+                     ) -> socket.socket:
+    """A socket connected to ``address``:``port`` on loopback, with TCP_NODELAY. (Cheaper than
+    ``create_connection``, which a page of module requests does a hundred times over: no
+    name resolution, and a connection refused or made at once needs no wait at all.)"""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.connect((address, port))
+        except BlockingIOError:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.sock_connect(sock, (address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 HANDSHAKE_TIMEOUT = 10.0
 STOP_GRACE = 2.0
 MAX_HELLO = 16 * 1024
@@ -158,14 +179,18 @@ class Proxy:
         last: OSError | None = None
         for address in order:
             try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    transport, protocol = await loop.create_connection(factory, address, port)
+                sock = await _connected(loop, address, port)
             except TimeoutError:
                 last = TimeoutError(f"no answer within {CONNECT_TIMEOUT:g}s")
                 continue
             except OSError as exc:
                 last = exc
                 continue
+            try:
+                transport, protocol = await loop.connect_accepted_socket(factory, sock)
+            except BaseException:
+                sock.close()
+                raise
             self._answered_on[port] = address
             return transport, protocol
         assert last is not None

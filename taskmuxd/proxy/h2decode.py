@@ -1,0 +1,116 @@
+"""A leaner HPACK decoder for the proxy's HTTP/2 requests (RFC 7541), in place of hpack's.
+
+A browser sends each request's dozen or more fields mostly as indexes into the dynamic
+table, so decoding is a loop of small steps; hpack's decoder spends most of its time around
+them (a copy of the rest of the block for each literal, a log call and a named tuple for each
+field, a second pass to copy every name and value). This one is the same decoder in one
+loop over the block: the same header table (hpack's ``HeaderTable``, so table size settings
+and updates work as before), the same Huffman decoder, and the same errors for the same
+faults (a bad index, a truncated block, an integer over five octets, a table size update
+after a field or above the allowed size, a header list over ``max_header_list_size``).
+Fields come out as plain ``(name, value)`` byte tuples, which is all h2 and the proxy need
+(the "never indexed" mark only matters to whoever encodes the field again; the proxy sends it
+on in HTTP/1.1). tests/test_h2decode.py holds it to hpack's decoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import hpack
+from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, OversizedHeaderListError
+from hpack.huffman_table import decode_huffman
+
+_MAX_INTEGER_OCTETS = 5  # (as hpack: a prefix and four more octets)
+
+
+def _integer(data: bytes, pos: int, value: int) -> tuple[int, int]:
+    """The rest of an HPACK integer whose prefix was all ones (``value``), from ``pos``."""
+    shift = 0
+    octets = 1
+    while True:
+        try:
+            byte = data[pos]
+        except IndexError:
+            raise HPACKDecodingError("truncated integer") from None
+        pos += 1
+        octets += 1
+        if byte < 128:
+            return value + (byte << shift), pos
+        value += (byte - 128) << shift
+        shift += 7
+        if octets > _MAX_INTEGER_OCTETS:
+            raise HPACKDecodingError("an integer of more than five octets")
+
+
+def _string(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
+    """A string literal at ``pos``: its bytes (Huffman-decoded if marked) and where it ends."""
+    if pos >= end:
+        raise HPACKDecodingError("Truncated header block")
+    first = data[pos]
+    length = first & 0x7F
+    pos += 1
+    if length == 0x7F:
+        length, pos = _integer(data, pos, length)
+    stop = pos + length
+    if stop > end:
+        raise HPACKDecodingError("Truncated header block")
+    text = data[pos:stop]
+    if first & 0x80:
+        text = decode_huffman(text)
+    return text, stop
+
+
+class LeanDecoder(hpack.Decoder):
+    def decode(self, data: bytes | memoryview, raw: bool = False) -> Iterable[Any]:
+        if not raw:  # (h2 always asks for bytes; anything else is hpack's business)
+            return super().decode(bytes(data), raw)
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        table = self.header_table
+        get = table.get_by_index
+        limit = self.max_header_list_size
+        headers: list[tuple[bytes, bytes]] = []
+        size = 0
+        pos = 0
+        end = len(data)
+        while pos < end:
+            first = data[pos]
+            pos += 1
+            if first & 0x80:  # an indexed field
+                index = first & 0x7F
+                if index == 0x7F:
+                    index, pos = _integer(data, pos, index)
+                name, value = get(index)
+            elif first & 0x40 or not first & 0x20:  # a literal, added to the table or not
+                if first & 0x40:
+                    index, full = first & 0x3F, 0x3F
+                else:
+                    index, full = first & 0x0F, 0x0F
+                if index == full:
+                    index, pos = _integer(data, pos, index)
+                if index:
+                    name = get(index)[0]
+                else:
+                    name, pos = _string(data, pos, end)
+                value, pos = _string(data, pos, end)
+                if first & 0x40:
+                    table.add(name, value)
+            else:  # a dynamic table size update
+                if headers:
+                    raise HPACKDecodingError("Table size update not at the start of the block")
+                new_size = first & 0x1F
+                if new_size == 0x1F:
+                    new_size, pos = _integer(data, pos, new_size)
+                if new_size > self.max_allowed_table_size:
+                    raise InvalidTableSizeError("Encoder exceeded max allowable table size")
+                self.header_table_size = new_size
+                continue
+            headers.append((name, value))
+            size += len(name) + len(value) + 32
+            if size > limit:
+                raise OversizedHeaderListError(
+                    f"A header list larger than {limit} has been received")
+        self._assert_valid_table_size()
+        return headers

@@ -1,0 +1,40 @@
+"""The proxy's count of open HTTP/2 streams (``h2side.Connection``) against h2's own, on a
+connection with streams in every state a server sees."""
+
+from __future__ import annotations
+
+import copy
+
+import h2.config
+import h2.connection
+from h2.errors import ErrorCodes
+
+from taskmuxd.proxy.h2side import Connection
+
+
+def test_open_streams_are_counted_and_closed_ones_dropped_as_h2_does() -> None:
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    client.initiate_connection()
+    server.initiate_connection()
+    request = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.localhost"),
+               (b":path", b"/")]
+    sent = []
+    for i in range(12):
+        sid = client.get_next_available_stream_id()
+        client.send_headers(sid, request, end_stream=i % 3 != 0)  # open / half closed
+        sent.append(sid)
+    server.receive_data(client.data_to_send())
+    for sid in sent[:4]:  # answered: closed (or half closed where the request is still open)
+        server.send_headers(sid, [(b":status", b"200")], end_stream=True)
+    server.reset_stream(sent[5], ErrorCodes.CANCEL)
+    server.send_headers(sent[6], [(b":status", b"200")])  # half closed here
+    states = {sid: s.state_machine.state for sid, s in server.streams.items()}
+    assert len(set(states.values())) >= 3, states
+    theirs = copy.deepcopy(server)
+    for remainder in (1, 0):
+        expected = h2.connection.H2Connection._open_streams(theirs, remainder)
+        assert server._open_streams(remainder) == expected
+        assert server.streams.keys() == theirs.streams.keys()
+        assert server._closed_streams == theirs._closed_streams
+    assert server.open_inbound_streams == 9 and len(server._closed_streams) == 3
