@@ -20,7 +20,7 @@ import h2.settings
 import pytest
 
 from tests.helpers import DaemonProcess, ProxyHarness, daemon_env, route, wait_until, write_config
-from tests.web import backend, ca_context, h2_client
+from tests.web import backend, ca_context, h2_client, wss_echo
 
 MB = 1024 * 1024
 
@@ -318,7 +318,6 @@ def test_h2_a_client_leaving_mid_stream_frees_everything(proxy: ProxyHarness) ->
 def test_websockets_still_use_http1_upgrade_with_h2_on_offer(proxy: ProxyHarness) -> None:
     """A client that asks for HTTP/1.1 (as browsers without WebSockets over HTTP/2 do) gets
     its WebSocket upgrade served while the proxy offers h2 too."""
-    from websockets.sync.client import connect
     from websockets.sync.server import ServerConnection, serve
 
     def echo_ws(ws: ServerConnection) -> None:
@@ -333,11 +332,8 @@ def test_websockets_still_use_http1_upgrade_with_h2_on_offer(proxy: ProxyHarness
             proxy.set_routes("hws", route("chat", "chat", port))
             ctx = ca_context(proxy.ca_path)
             ctx.set_alpn_protocols(["http/1.1"])
-            raw = socket.create_connection(("127.0.0.1", proxy.https_port), timeout=10)
-            with connect("wss://chat.hws.localhost/socket", sock=raw, ssl=ctx,
-                         server_hostname="chat.hws.localhost") as ws:
-                ws.send("hello")
-                assert ws.recv(timeout=10) == "hello"
+            _, replies = wss_echo("chat.hws.localhost", proxy.https_port, ctx, ["hello"])
+            assert replies == ["hello"]
         finally:
             server.shutdown()
             thread.join(5)
