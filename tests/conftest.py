@@ -26,6 +26,15 @@ from tests.web import ca_context
 pytest_plugins = ["tests.update_fixtures"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with a ``slow`` test run first, so that the long tests start early and the
+    parallel workers do not end waiting on one of them; a module keeps its own order (its
+    module-scoped fixtures start once). Every xdist worker sorts alike."""
+    slow = {item.module.__name__ for item in items
+            if item.module is not None and item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module is None or item.module.__name__ not in slow)
+
+
 @pytest.fixture
 def tmux_socket() -> Iterator[str]:
     """A private tmux server for the test (``tmux -L NAME``), killed afterwards."""

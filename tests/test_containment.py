@@ -417,6 +417,7 @@ def _postgres_bin() -> str | None:
     return found[-1] if found else None
 
 
+@pytest.mark.slow
 def test_real_postgres_survives_no_pane_and_comes_back_once(tmux_socket: str) -> None:
     """PostgreSQL's children each leave the session (setsid) and blank their environment (the
     process title): only the runner's subreaper tree still holds them all."""

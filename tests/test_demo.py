@@ -30,6 +30,7 @@ def clone() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_the_demo_command_runs_every_example_task(clone: str, env: dict[str, str],
                                                   home: str, tmp_path: str) -> None:
     user_home = str(tmp_path / "home")  # never the real ~/.local/bin

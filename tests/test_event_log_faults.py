@@ -168,6 +168,7 @@ def test_the_daemon_removes_leftover_temp_files_and_skips_a_torn_line(
         daemon.stop()
 
 
+@pytest.mark.slow
 def test_a_daemon_killed_mid_work_again_and_again_leaves_whole_files(
         home: str, env: dict[str, str], tmp_path: str) -> None:
     """The daemon itself, busy restarting a crash-looping task (events, state files), is

@@ -25,7 +25,7 @@ from tests.update_fixtures import (
     private_key_text,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
 def make_release(gh: FakeGitHub, builds: Builds, key: Ed25519PrivateKey, version: str,
