@@ -65,3 +65,11 @@ def test_every_error_code_is_documented() -> None:
     table = section("### Error codes") if "### Error codes" in README else ""
     for code, info in ERRORS.items():
         assert f"| {code} | {info.name} |" in table, code
+
+
+def test_ci_runs_the_test_command_of_the_quick_start() -> None:
+    quick = section("## Quick start")
+    [command] = [line for line in quick.splitlines() if line.startswith("python3 -m venv")]
+    assert "-m pytest" in command
+    ci = [line for line in read(f"{REPO}/.ci/run").splitlines() if line.strip()]
+    assert ci[-1] == command  # .ci/run ends with the README's command, verbatim

@@ -13,7 +13,7 @@ from taskmuxctl.update import release as rel
 from tests.fakegithub import Fault
 from tests.update_fixtures import BASE, BROKEN_PREFLIGHT, GOOD, Installed
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(360)  # the first one may wait for the shared builds
 
 WHEEL = f"taskmux-{GOOD}-py3-none-any.whl"
 
