@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
+
 from tests.helpers import read, run_cli, run_json, wait_until
 from tests.projects import wait_state, write_project
 
@@ -25,6 +27,7 @@ def events(env: dict[str, str], kind: str) -> list[dict[str, Any]]:
     return [e for e in out["events"] if e["project"] == "mended" and e["event"] == kind]
 
 
+@pytest.mark.slow
 def test_read_only_commands_work_while_the_file_is_broken(env: dict[str, str],
                                                          tmp_path: str) -> None:
     proj = write_project(str(tmp_path / "p"), PROJECT)

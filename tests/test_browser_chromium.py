@@ -109,6 +109,7 @@ def chromium_protocol(person: Person, url: str, extra: list[str] | None = None) 
     return proc.stdout.split(marker, 1)[1].split("<", 1)[0].strip()
 
 
+@pytest.mark.slow
 def test_chromium_trusts_the_proxy_after_ca_install_and_speaks_h2(person: Person) -> None:
     try:
         # The CA and a daemon, as the person (``ca path`` starts the daemon).
@@ -143,6 +144,7 @@ WS_PAGE = (b"<!doctype html><html><body><script>"
            b"</script><img src='/wait'></body></html>")
 
 
+@pytest.mark.slow
 def test_chromium_websocket_through_the_proxy(person: Person) -> None:
     """A page's WebSocket works in Chromium through the proxy: the task echoes, the page
     sends back what it got (an image the page waits for holds its load event until then).

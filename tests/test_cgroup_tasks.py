@@ -41,6 +41,7 @@ def _with_cmdline(cmd: bytes) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 def test_each_task_runs_in_its_own_delegated_cgroup(manager: UserManager, home: str,
                                                     env: dict[str, str], tmp_path: str,
                                                     tmux_socket: str) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
+
 from taskmuxctl.protocol import Code
 from tests.helpers import call, run_cli, run_json, wait_until
 from tests.projects import status, write_project
@@ -129,6 +131,7 @@ def chain(n: int, cycle: bool = False) -> str:
     return 'name = "chain"\n' + "".join(tasks)
 
 
+@pytest.mark.slow
 def test_a_2000_task_chain_and_deep_nesting_without_a_traceback(env: dict[str, str],
                                                                 tmp_path: str) -> None:
     proj = write_project(str(tmp_path / "p"), chain(2000))
@@ -146,6 +149,7 @@ def test_a_2000_task_chain_and_deep_nesting_without_a_traceback(env: dict[str, s
         assert "nested too deeply" in out["error"], out
 
 
+@pytest.mark.slow
 def test_a_reload_that_fails_is_reported_and_the_project_keeps_running(
         env: dict[str, str], tmp_path: str) -> None:
     proj = write_project(str(tmp_path / "p"), SLEEPER.format(name="reload"))

@@ -30,7 +30,8 @@ def clone() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.timeout(300)  # demo.sh's `pip install -e .` into a fresh venv (textual and all)
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # a fresh venv and pip install: minutes on busy cores
 def test_the_demo_command_runs_every_example_task(clone: str, env: dict[str, str],
                                                   home: str, tmp_path: str) -> None:
     user_home = str(tmp_path / "home")  # never the real ~/.local/bin

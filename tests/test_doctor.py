@@ -273,6 +273,7 @@ def test_doctor_command_passes_with_a_daemon(daemon: DaemonProcess, env: dict[st
         assert code == 0 and out["healthy"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="the system scope needs root")
 def test_doctor_checks_an_installed_service(env: dict[str, str], home: str,
                                             tmp_path: str) -> None:
@@ -339,6 +340,7 @@ def _service_code(env: dict[str, str]) -> dict[str, Any]:
     return next(ch for ch in out["checks"] if ch["name"] == "service-code")  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="files of another user need root")
 @pytest.mark.parametrize("manager", ["systemd", "launchd"])
 def test_doctor_fails_a_system_service_whose_program_a_user_can_change(

@@ -168,6 +168,7 @@ def test_the_daemon_removes_leftover_temp_files_and_skips_a_torn_line(
         daemon.stop()
 
 
+@pytest.mark.slow
 def test_a_daemon_killed_mid_work_again_and_again_leaves_whole_files(
         home: str, env: dict[str, str], tmp_path: str) -> None:
     """The daemon itself, busy restarting a crash-looping task (events, state files), is
@@ -186,7 +187,9 @@ def test_a_daemon_killed_mid_work_again_and_again_leaves_whole_files(
         daemon = DaemonProcess(home, env).wait_ready()
         try:
             if round_ == 0:
-                assert run_json(["start"], env, cwd=proj)[0] == 0
+                # The task exits at once: `start` may see it running or already gone (then it
+                # answers that the start failed); the restarts that follow are the work.
+                run_json(["start"], env, cwd=proj)
             size = os.path.getsize(events)
             wait_until(lambda s=size: os.path.getsize(events) > s, 20,
                        "the daemon to write events")

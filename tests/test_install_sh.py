@@ -25,7 +25,7 @@ from tests.update_fixtures import (
     private_key_text,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # minutes of pip on busy cores
 
 
 def make_release(gh: FakeGitHub, builds: Builds, key: Ed25519PrivateKey, version: str,

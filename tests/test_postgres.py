@@ -70,6 +70,7 @@ def runs_as() -> Iterator[tuple[list[str], Callable[[str], None]]]:
                lambda path: os.chown(path, user.pw_uid, user.pw_gid))
 
 
+@pytest.mark.slow
 def test_postgres_comes_back_once_and_healthy_after_tmux_kill_server(
         env: dict[str, str], tmux_socket: str, start_daemon: Callable[..., DaemonProcess],
         tmp_path: Path) -> None:

@@ -236,6 +236,7 @@ def test_a_misspelt_task_name_names_the_closest_task(env: dict[str, str],
     assert "did you mean" not in out["error"] and "tasks: web, worker" in out["error"]
 
 
+@pytest.mark.slow
 def test_add_and_remove_keep_comments(env: dict[str, str], tmp_path: str) -> None:
     original = """\
 # The dev environment

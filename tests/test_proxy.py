@@ -21,7 +21,7 @@ from tests.helpers import (
     wait_until,
     write_config,
 )
-from tests.web import ProxyConnection, backend, ca_context, get
+from tests.web import ProxyConnection, backend, ca_context, get, wss_echo
 
 
 def echo(body: bytes) -> dict[str, Any]:
@@ -204,7 +204,6 @@ def test_a_client_leaving_mid_stream_frees_both_connections(proxy: ProxyHarness,
 
 
 def test_websocket_echo_with_a_subprotocol(proxy: ProxyHarness, tls: ssl.SSLContext) -> None:
-    from websockets.sync.client import connect
     from websockets.sync.server import ServerConnection, serve
 
     def echo_ws(ws: ServerConnection) -> None:
@@ -217,15 +216,10 @@ def test_websocket_echo_with_a_subprotocol(proxy: ProxyHarness, tls: ssl.SSLCont
         try:
             port = server.socket.getsockname()[1]
             proxy.set_routes("ws", route("chat", "chat", port))
-            raw = socket.create_connection(("127.0.0.1", proxy.https_port), timeout=10)
-            with connect("wss://chat.ws.localhost/socket", sock=raw, ssl=tls,
-                         server_hostname="chat.ws.localhost",
-                         subprotocols=["chat.v1", "chat.v2"]) as ws:  # type: ignore[list-item]
-                assert ws.subprotocol == "chat.v2"
-                ws.send("hello")
-                assert ws.recv(timeout=10) == "hello"
-                ws.send(b"\x00\x01binary")
-                assert ws.recv(timeout=10) == b"\x00\x01binary"
+            agreed, replies = wss_echo("chat.ws.localhost", proxy.https_port, tls,
+                                       ["hello", b"\x00\x01binary"], ["chat.v1", "chat.v2"])
+            assert agreed == "chat.v2"
+            assert replies == ["hello", b"\x00\x01binary"]
         finally:
             server.shutdown()
             thread.join(5)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.helpers import BIN, REPO
 
 
@@ -14,6 +16,7 @@ def test_ruff_clean() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_mypy_strict_clean() -> None:
     proc = subprocess.run([f"{BIN}/mypy"], cwd=REPO, capture_output=True, text=True,
                           timeout=600)

@@ -79,3 +79,11 @@ def test_the_state_diagram_is_the_one_the_table_draws() -> None:
         assert f"`{state.value}`" in states, state
     for kind in Ev:
         assert f"`{kind.value}`" in states, kind
+
+
+def test_ci_runs_the_test_command_of_the_quick_start() -> None:
+    quick = section("## Quick start")
+    [command] = [line for line in quick.splitlines() if line.startswith("python3 -m venv")]
+    assert "-m pytest" in command
+    ci = [line for line in read(f"{REPO}/.ci/run").splitlines() if line.strip()]
+    assert ci[-1] == command  # .ci/run ends with the README's command, verbatim

@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from tests.helpers import BIN, call, pid_gone, run_json, wait_until
 from tests.systemd_user_manager import UserManager
 
@@ -96,6 +98,7 @@ def _exit_78_is_final(manager: UserManager, home: str, env: dict[str, str], pid:
     return int(out["pid"])
 
 
+@pytest.mark.slow
 def test_user_unit_runs_under_systemd(manager: UserManager, home: str,
                                       env: dict[str, str]) -> None:
     env = {**env, "XDG_RUNTIME_DIR": manager.runtime, "XDG_CONFIG_HOME": manager.config,

@@ -22,7 +22,7 @@ from tests.helpers import call, read, wait_until
 from tests.projects import pid_alive, write_project
 from tests.update_fixtures import BASE, CRASHES, DIES, GOOD, NEWER, PROBATION, Installed
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(480), pytest.mark.slow]  # minutes of pip on busy cores
 
 
 def wheel_downloads(inst: Installed, version: str) -> int:

@@ -16,7 +16,7 @@ from taskmuxd.events import read_events
 from tests.helpers import call, read, wait_until
 from tests.update_fixtures import BASE, CRASHES, GOOD, NEWER, NO_IMPORT, Installed, wait_version
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(480), pytest.mark.slow]  # minutes of pip on busy cores
 
 
 def starts(record: str) -> int:

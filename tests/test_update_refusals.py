@@ -13,7 +13,7 @@ from taskmuxctl.update import release as rel
 from tests.fakegithub import Fault
 from tests.update_fixtures import BASE, BROKEN_PREFLIGHT, GOOD, Installed
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(360)  # the first one may wait for the shared builds
 
 WHEEL = f"taskmux-{GOOD}-py3-none-any.whl"
 
@@ -87,7 +87,8 @@ CASES: dict[str, tuple[Callable[[Installed], None], int, str]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "preflight"
+                                  else c for c in CASES])
 def test_refused_and_nothing_changed(installed: Installed, case: str) -> None:
     setup, code, message = CASES[case]
     assert installed.ctl("daemon", "start").returncode == 0

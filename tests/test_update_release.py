@@ -102,6 +102,7 @@ def test_keygen_prints_the_public_key_and_keeps_the_private_one_private(tmp_path
         assert f'    "{public}",\n)' in fh.read()  # --pin wrote it into the copy
 
 
+@pytest.mark.slow
 def test_build_is_reproducible_and_verifiable_with_openssl(tmp_path: Any) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
@@ -156,6 +157,7 @@ def publish(gh: FakeGitHub, src: str, out: str, key: Ed25519PrivateKey,
                   env={"GITHUB_TOKEN": TOKEN, "GITHUB_SHA": ""}, key=key)
 
 
+@pytest.mark.slow
 def test_publish_to_github_and_refusals(tmp_path: Any, github: FakeGitHub) -> None:
     key = Ed25519PrivateKey.generate()
     raw_pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)

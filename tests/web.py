@@ -167,6 +167,34 @@ def ca_context(ca_path: str) -> ssl.SSLContext:
     return ctx
 
 
+def wss_echo(host: str, port: int, ctx: ssl.SSLContext, messages: list[str | bytes],
+             subprotocols: list[str] | None = None,
+             timeout: float = 10.0) -> tuple[str | None, list[str | bytes]]:
+    """Open ``wss://host/socket`` through the proxy at 127.0.0.1:``port``, send each message
+    and read one reply to each; returns the agreed subprotocol and the replies.
+
+    The asyncio client, on one thread: the sync client reads on a thread of its own while the
+    caller writes, and one OpenSSL connection must not be used by two threads at once (under
+    load that race ended a test with "[SSL] internal error")."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+    from websockets.typing import Subprotocol
+
+    async def exchange() -> tuple[str | None, list[str | bytes]]:
+        offered = [Subprotocol(p) for p in subprotocols] if subprotocols else None
+        async with connect(f"wss://{host}/socket", host="127.0.0.1", port=port, ssl=ctx,
+                           server_hostname=host, subprotocols=offered,
+                           open_timeout=timeout) as ws:
+            replies: list[str | bytes] = []
+            for message in messages:
+                await ws.send(message)
+                replies.append(await asyncio.wait_for(ws.recv(), timeout))
+            return ws.subprotocol, replies
+
+    return asyncio.run(exchange())
+
+
 class ProxyConnection(http.client.HTTPSConnection):
     """HTTPS to ``host`` through the proxy at 127.0.0.1:``port``: SNI and Host say ``host``."""
 
