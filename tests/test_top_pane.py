@@ -74,14 +74,16 @@ def test_top_in_a_pane_restarts_and_attaches(env: dict[str, str], tmp_path: Any,
     # attach: the pane becomes a tmux client of the tasks' server at api's window
     keys(view, "a")
 
-    def attached() -> bool:
-        clients = subprocess.run(["tmux", "-L", tmux_socket, "list-clients", "-F",
-                                  "#{client_session}"], capture_output=True, text=True,
-                                 check=False).stdout
-        return "panedemo" in clients
+    def viewers() -> list[str]:
+        """The session's clients, but for the daemon's own control-mode connection."""
+        out = subprocess.run(["tmux", "-L", tmux_socket, "list-clients", "-F",
+                              "#{client_name} #{client_session} #{client_control_mode}"],
+                             capture_output=True, text=True, check=False).stdout
+        return [line.split()[0] for line in out.splitlines()
+                if line.split()[1:] == ["panedemo", "0"]]
 
-    wait_until(attached, timeout=20, what="the view's pane attached to the session")
-    subprocess.run(["tmux", "-L", tmux_socket, "detach-client", "-s", "panedemo"], check=True)
+    [client] = wait_until(viewers, timeout=20, what="the view's pane attached to the session")
+    subprocess.run(["tmux", "-L", tmux_socket, "detach-client", "-t", client], check=True)
     wait_until(lambda: "2/2 running" in screen(view), timeout=20, what="back in the view")
     keys(view, "q")
     wait_until(lambda: subprocess.run(["tmux", "-L", view, "has-session", "-t", "top"],
