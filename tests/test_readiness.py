@@ -8,13 +8,18 @@ import time
 
 from taskmuxctl.commands.wait import judge
 from taskmuxd.projects.healthwatch import FAST_PROBE, next_probe_in
+from taskmuxd.supervisor.verdict import FIRST_PROBE
 from tests.helpers import run_json, wait_until
 from tests.projects import task, write_project
 
 
 def test_probes_are_fast_until_the_first_verdict_then_at_the_interval() -> None:
-    assert next_probe_in(None, 60.0) == FAST_PROBE
-    assert next_probe_in(None, 0.2) == 0.2  # never slower than asked
+    assert next_probe_in(None, 60.0) == FAST_PROBE  # age unknown: as if old
+    assert next_probe_in(None, 60.0, 0.0) == FIRST_PROBE  # right after the start: soon
+    assert next_probe_in(None, 60.0, 1.0) == 0.25  # a quarter of the run's age
+    assert next_probe_in(None, 60.0, 30.0) == FAST_PROBE  # never slower than that
+    assert next_probe_in(None, 0.2) == 0.2  # nor slower than asked
+    assert next_probe_in(None, 0.02, 0.0) == 0.02
     assert next_probe_in(True, 60.0) == 60.0
     assert next_probe_in(False, 60.0) == 60.0
 

@@ -282,8 +282,10 @@ class Machine:
         if outcome.turned_unhealthy:
             self._step(e.task, policy.Event(Ev.UNHEALTHY), now, jitter, out)
         if view.state.state == TaskState.RUNNING and spec.health.kind == "probe":
-            out.append(m.Probe(e.task, now + next_probe_in(view.health.ok,
-                                                           spec.health.interval)))
+            started = view.state.started_at
+            out.append(m.Probe(e.task, now + next_probe_in(
+                view.health.ok, spec.health.interval,
+                None if started is None else now - started)))
         out.append(m.Save(e.task))
 
     def _due(self, name: str, now: float, jitter: float, out: list[m.Action]) -> None:

@@ -2,15 +2,18 @@
 
 A run is in its *startup* until its first passing probe: failures then count only once
 ``grace`` seconds have passed since the run began (how long it may take to become ready).
-After that it is in *liveness*: ``retries`` consecutive failures make it unhealthy. Probes
-come every ``FAST_PROBE`` seconds until the first verdict, then every ``interval``.
+After that it is in *liveness*: ``retries`` consecutive failures make it unhealthy. Until
+the first verdict, probes come soon after the start and then less and less often (a quarter of
+the run's age, from ``FIRST_PROBE`` up to ``FAST_PROBE`` seconds apart), so a task that is up in
+100 ms is known to be in about as long; after it, every ``interval``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-FAST_PROBE = 0.5  # seconds between probes until a task is first judged
+FAST_PROBE = 0.5  # the longest wait between probes until a task is first judged
+FIRST_PROBE = 0.05  # the shortest, right after the start
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,15 @@ class Outcome:
     turned_unhealthy: bool = False
 
 
-def next_probe_in(ok: bool | None, interval: float) -> float:
-    """Seconds to the next probe, whatever its kind: every ``FAST_PROBE`` until the task is
-    first judged, then every ``interval`` (never slower than asked)."""
-    return min(FAST_PROBE, interval) if ok is None else interval
+def next_probe_in(ok: bool | None, interval: float, age: float | None = None) -> float:
+    """Seconds to the next probe, whatever its kind. Until the task is first judged: a
+    quarter of the run's ``age`` (seconds since it started; unknown counts as old), kept
+    between ``FIRST_PROBE`` and ``FAST_PROBE``; then every ``interval``. Never slower than
+    asked."""
+    if ok is not None:
+        return interval
+    ramp = FAST_PROBE if age is None else max(FIRST_PROBE, age / 4)
+    return min(FAST_PROBE, ramp, interval)
 
 
 def judge(spec: HealthSpec, j: Judgement, ok: bool, now: float,
