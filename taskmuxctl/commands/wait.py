@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from taskmuxctl.context import Context
 
-POLL = 0.2  # seconds between looks at the status
+POLL = 0.05  # seconds between looks at the status (one call costs about a millisecond)
 EXIT_TIMEOUT = 124  # as timeout(1)
 
 
