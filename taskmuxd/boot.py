@@ -33,6 +33,7 @@ from taskmuxd.rpc.server import RpcServer
 
 if TYPE_CHECKING:
     from taskmuxd.listeners import Listeners
+    from taskmuxd.lock import InstanceLock
     from taskmuxd.settings import Settings
 
 log = logging.getLogger("taskmuxd")
@@ -107,23 +108,30 @@ class Early:
         }
 
 
-def load_rest(raw: dict[str, Any], settings: Settings | None, source: str) -> Settings:
+def load_rest(raw: dict[str, Any], settings: Settings | None, source: str,
+              lock: InstanceLock | None) -> Settings:
     """Phase two's loading (run in a worker thread): the settings checked against the model,
-    then every module the daemon is built from. Raises SettingsError for bad settings."""
+    ``daemon.pid`` written (when ``lock`` is given), then every module the daemon is built
+    from. Raises SettingsError for bad settings."""
     if settings is None:
         from taskmuxd.settings import validate
 
         settings = validate(raw, source)
+    if lock is not None and lock.write_pid():
+        log.warning("%s; running without it", lock.pid_problem)
     for name in SUBSYSTEM_MODULES:
         importlib.import_module(name)
     return settings
 
 
 async def run(paths: Paths, notifier: Notifier, raw: dict[str, Any],
-              settings: Settings | None, bound: Listeners | None) -> int:
+              settings: Settings | None, bound: Listeners | None,
+              lock: InstanceLock | None) -> int:
     """Serve, load, then run the daemon until it stops; its exit code. ``settings`` None:
     check ``raw`` in phase two; ``bound`` None: bind what the settings ask for then (and close
-    it at the end)."""
+    it at the end); ``lock``: the instance lock whose ``daemon.pid`` is still to be written
+    (once the settings pass, so that a start refused for its settings leaves the file as it
+    found it)."""
     early = Early(paths, notifier)
     loop = asyncio.get_running_loop()
     for sig in SIGNALS:
@@ -132,7 +140,7 @@ async def run(paths: Paths, notifier: Notifier, raw: dict[str, Any],
     try:
         await early.rpc.start()
         try:
-            settings = await asyncio.to_thread(load_rest, raw, settings, paths.config)
+            settings = await asyncio.to_thread(load_rest, raw, settings, paths.config, lock)
         except SettingsError as exc:
             print(f"taskmuxd: {exc.message}", file=sys.stderr)
             await _give_up(early, exc.code, exc.message, exc.data)

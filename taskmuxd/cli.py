@@ -113,7 +113,7 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
             "running as root, so tasks would run as root too: start it with --user NAME "
             "(or through sudo) to run as a user")
     privacy.make_private()
-    code = _claim(paths, lock, None)
+    code = _claim(paths, lock, None, pid_file=False)  # written once the settings pass
     if code:
         return code
     privacy.tighten(paths)
@@ -121,10 +121,8 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
     logs.set_level(settings.log_level if settings else settingsfile.log_level(raw))
     if detach:
         _detach(log_file)
-        if lock.write_pid():
-            logging.getLogger("taskmuxd").warning("%s; running without it", lock.pid_problem)
     try:
-        return asyncio.run(boot.run(paths, Notifier(), raw, settings, None))
+        return asyncio.run(boot.run(paths, Notifier(), raw, settings, None, lock))
     finally:
         lock.release()
 
@@ -178,7 +176,7 @@ def _run_as_root_for(target: Target, paths: Paths, log_file: str | None, detach:
         if lock.write_pid():
             logging.getLogger("taskmuxd").warning("%s; running without it", lock.pid_problem)
     try:
-        return asyncio.run(boot.run(paths, Notifier(), {}, settings, bound))
+        return asyncio.run(boot.run(paths, Notifier(), {}, settings, bound, None))
     finally:
         bound.close()
         lock.release()
@@ -219,8 +217,9 @@ def _load_settings(paths: Paths, target: Target | None) -> Settings:
     return settings_mod.parse(text, paths.config)
 
 
-def _claim(paths: Paths, lock: InstanceLock, user: str | None) -> int:
-    """Create the state directory and take the instance lock; an exit code on failure."""
+def _claim(paths: Paths, lock: InstanceLock, user: str | None, pid_file: bool = True) -> int:
+    """Create the state directory and take the instance lock; an exit code on failure.
+    ``pid_file`` False: ``daemon.pid`` is written later (``taskmuxd.boot``)."""
     try:
         paths.ensure()
     except PermissionError as exc:
@@ -232,7 +231,7 @@ def _claim(paths: Paths, lock: InstanceLock, user: str | None) -> int:
         print(f"taskmuxd: {diskspace.describe(exc, paths.home, START_AGAIN)}", file=sys.stderr)
         return EXIT_CANT_WRITE
     try:
-        lock.acquire()
+        lock.acquire(pid_file)
     except AlreadyRunning as exc:
         print(f"taskmuxd: {exc}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING

@@ -31,7 +31,10 @@ class InstanceLock:
         self._fd: int | None = None
         self.pid_problem: str | None = None  # why daemon.pid could not be written
 
-    def acquire(self) -> None:
+    def acquire(self, pid_file: bool = True) -> None:
+        """Take the lock (AlreadyRunning names the holder); ``pid_file`` False: leave
+        ``daemon.pid`` for the caller to write with ``write_pid`` (a failed start then leaves
+        a dead predecessor's file as it found it)."""
         fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -39,7 +42,8 @@ class InstanceLock:
             os.close(fd)
             raise AlreadyRunning(read_pid(self.paths.pid_file), self.paths) from None
         self._fd = fd
-        self.write_pid()
+        if pid_file:
+            self.write_pid()
 
     def write_pid(self) -> str | None:
         """Record this process in ``daemon.pid``. When that cannot be written (a full disk)
