@@ -97,3 +97,34 @@ def test_a_file_written_without_sync_is_in_place_with_its_mode(tmp_path: Path) -
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
     asyncio.run(main())
+
+
+def test_in_place_comes_after_the_rename_and_before_the_folders_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a launch waits for: the new record is what any reader gets (a successor daemon
+    after a kill -9), while the folder's fsync is still to come."""
+    from taskmuxd.projects import statewriter
+
+    gate = threading.Event()
+    synced: list[str] = []
+
+    def slow_fsync_dir(folder: str) -> None:
+        gate.wait(10)
+        synced.append(folder)
+
+    monkeypatch.setattr(statewriter, "fsync_dir", slow_fsync_dir)
+
+    async def main() -> None:
+        w = StateWriter()
+        path = str(tmp_path / "t.json")
+        assert w.in_place(path).done()  # nothing pending: at once
+        durable = w.submit(path, "new")
+        placed = w.in_place(path)
+        await asyncio.wait_for(placed, 10)
+        assert read(tmp_path / "t.json") == "new"
+        assert not durable.done() and synced == []
+        gate.set()
+        await durable
+        assert synced == [str(tmp_path)]
+
+    asyncio.run(main())

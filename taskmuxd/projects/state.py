@@ -156,6 +156,12 @@ def task_durable(files: ProjectFiles, name: str) -> asyncio.Future[None]:
     return WRITER.durable(files.task_state(name))
 
 
+def task_in_place(files: ProjectFiles, name: str) -> asyncio.Future[None]:
+    """Resolved once every record of the task handed to the writer so far is renamed into
+    place (what the write-ahead of a launch needs; ``statewriter`` says why)."""
+    return WRITER.in_place(files.task_state(name))
+
+
 def write_spec(files: ProjectFiles, task: str, text: str) -> asyncio.Future[None]:
     """The runner's spec (0600: it holds the task's environment), in place atomically."""
     return WRITER.submit(files.spec(task), text, mode=0o600, sync=False)

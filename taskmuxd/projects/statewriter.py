@@ -8,8 +8,17 @@ the old file or the new, never half, and a ``kill -9`` at any moment leaves eith
 
 Each submission returns a future of the loop that made it, resolved once that version (or a
 later one of the same path) is durable, or failed with the ``OSError`` of the write (a full
-disk: the caller retries). Code that must not go on before a record is on disk (a launch is
-written ahead of the launch) awaits ``durable(path)``.
+disk: the caller retries). Code that must not go on before a record is on disk awaits
+``durable(path)``; a launch, written ahead of the launch, awaits only ``in_place(path)``:
+the new file renamed over the old, its data already fsynced, the folder's fsync still to come.
+
+Why that is enough for the write-ahead: it guards against the daemon dying (``kill -9``)
+between asking tmux for a runner and recording that it did. Once renamed, the record is what
+any later reader of the path gets, whatever becomes of this process: the folder's fsync adds
+nothing there. It matters only if the machine loses power, and then the rename may be lost
+(the older record, intact, comes back: the data was fsynced before the rename) together with
+every process the launch started, so no run can be left behind or started twice; the next
+daemon finds the old run gone by its boot id.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ class _Write:
     mode: int
     sync: bool = True  # fsynced (and its folder); False: only atomic (a file read at once)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    placed: list[asyncio.Future[None]] = field(default_factory=list)  # see ``in_place``
 
 
 class StateWriter:
@@ -63,6 +73,18 @@ class StateWriter:
         fut.set_result(None)
         return fut
 
+    def in_place(self, path: str) -> asyncio.Future[None]:
+        """Resolved once whatever was submitted for ``path`` so far is renamed into place
+        (its data fsynced, the folder's fsync perhaps not yet; see the module's note)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._cond:
+            job = self._pending.get(path) or self._writing.get(path)
+            if job is not None:
+                job.placed.append(fut)
+                return fut
+        fut.set_result(None)
+        return fut
+
     async def drain(self) -> None:
         """Wait until everything submitted so far is written (or failed)."""
         with self._cond:
@@ -78,6 +100,7 @@ class StateWriter:
             old = self._pending.get(path)
             if old is not None:  # superseded before it was written: its waiters wait for this
                 job.waiters[:0] = old.waiters
+                job.placed[:0] = old.placed
             self._pending[path] = job
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="taskmux-state",
@@ -101,8 +124,8 @@ class StateWriter:
                      for fut in job.waiters])
 
     def _write(self, batch: dict[str, _Write]) -> dict[str, OSError]:
-        """Write the batch: each file fsynced and renamed into place, then each folder
-        fsynced once. Returns the failures by path."""
+        """Write the batch: each file fsynced and renamed into place (then the ``in_place``
+        waiters are released), then each folder fsynced once. Returns the failures by path."""
         failed: dict[str, OSError] = {}
         folders: dict[str, list[str]] = {}
         for path, job in batch.items():
@@ -116,6 +139,7 @@ class StateWriter:
                     folders.setdefault(os.path.dirname(path), []).append(path)
             except OSError as exc:
                 failed[path] = exc
+        _settle([(fut, failed.get(path)) for path, job in batch.items() for fut in job.placed])
         for folder, paths in folders.items():
             try:
                 fsync_dir(folder)
