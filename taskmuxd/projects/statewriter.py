@@ -32,20 +32,24 @@ from dataclasses import dataclass, field
 from taskmuxctl.fsutil import TEMP_SUFFIX, fsync_dir
 
 
-@dataclass
+@dataclass(eq=False)
 class _Write:
     data: bytes | None  # None: remove the file
     mode: int
     sync: bool = True  # fsynced (and its folder); False: only atomic (a file read at once)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     placed: list[asyncio.Future[None]] = field(default_factory=list)  # see ``in_place``
+    is_placed: bool = False  # renamed into place (or removed); the folder may be unsynced
+
+
+MAX_ROUNDS = 8  # rounds of renames before the folders' fsyncs (bounds a durable wait)
 
 
 class StateWriter:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._pending: dict[str, _Write] = {}
-        self._writing: dict[str, _Write] = {}
+        self._writing: dict[str, list[_Write]] = {}  # taken, not yet durable, oldest first
         self._thread: threading.Thread | None = None
         self.batches = 0  # batches written (the tests read it)
 
@@ -66,7 +70,8 @@ class StateWriter:
         nothing is)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._cond:
-            job = self._pending.get(path) or self._writing.get(path)
+            taken = self._writing.get(path)
+            job = self._pending.get(path) or (taken[-1] if taken else None)
             if job is not None:
                 job.waiters.append(fut)
                 return fut
@@ -78,8 +83,9 @@ class StateWriter:
         (its data fsynced, the folder's fsync perhaps not yet; see the module's note)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._cond:
-            job = self._pending.get(path) or self._writing.get(path)
-            if job is not None:
+            taken = self._writing.get(path)
+            job = self._pending.get(path) or (taken[-1] if taken else None)
+            if job is not None and not job.is_placed:
                 job.placed.append(fut)
                 return fut
         fut.set_result(None)
@@ -114,39 +120,56 @@ class StateWriter:
             with self._cond:
                 while not self._pending:
                     self._cond.wait()
-                batch, self._pending = self._pending, {}
-                self._writing = batch
-            results = self._write(batch)
-            with self._cond:
-                self._writing = {}
+            self._batch()
             self.batches += 1
-            _settle([(fut, results.get(path)) for path, job in batch.items()
-                     for fut in job.waiters])
 
-    def _write(self, batch: dict[str, _Write]) -> dict[str, OSError]:
-        """Write the batch: each file fsynced and renamed into place (then the ``in_place``
-        waiters are released), then each folder fsynced once. Returns the failures by path."""
-        failed: dict[str, OSError] = {}
-        folders: dict[str, list[str]] = {}
-        for path, job in batch.items():
-            try:
-                if job.data is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                else:
-                    _replace(path, job.data, job.mode, job.sync)
-                if job.sync or job.data is None:
-                    folders.setdefault(os.path.dirname(path), []).append(path)
-            except OSError as exc:
-                failed[path] = exc
-        _settle([(fut, failed.get(path)) for path, job in batch.items() for fut in job.placed])
-        for folder, paths in folders.items():
+    def _batch(self) -> None:
+        """Rounds of files written, fsynced and renamed into place (each round's ``in_place``
+        waiters released as soon as it is), for as long as more keep coming (up to
+        MAX_ROUNDS); then each folder fsynced once and every waiter of the batch released.
+        A launch written ahead thus never waits for the folder fsync of the writes before it."""
+        failed: dict[int, OSError] = {}  # id(job) -> why
+        folders: dict[str, list[tuple[str, _Write]]] = {}
+        taken: list[tuple[str, _Write]] = []
+        for _ in range(MAX_ROUNDS):
+            with self._cond:
+                if not self._pending:
+                    break
+                batch, self._pending = self._pending, {}
+                for path, job in batch.items():
+                    self._writing.setdefault(path, []).append(job)
+            for path, job in batch.items():
+                try:
+                    if job.data is None:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
+                    else:
+                        _replace(path, job.data, job.mode, job.sync)
+                    if job.sync or job.data is None:
+                        folders.setdefault(os.path.dirname(path), []).append((path, job))
+                except OSError as exc:
+                    failed[id(job)] = exc
+            with self._cond:
+                placed = []
+                for job in batch.values():
+                    job.is_placed = True
+                    placed += [(fut, failed.get(id(job))) for fut in job.placed]
+            _settle(placed)
+            taken += batch.items()
+        for folder, entries in folders.items():
             try:
                 fsync_dir(folder)
             except OSError as exc:  # the renames may not be durable: say so to each
-                for path in paths:
-                    failed[path] = OSError(exc.errno, exc.strerror, path)
-        return failed
+                for path, job in entries:
+                    failed[id(job)] = OSError(exc.errno, exc.strerror, path)
+        with self._cond:
+            for path, job in taken:
+                jobs = self._writing[path]
+                jobs.remove(job)
+                if not jobs:
+                    del self._writing[path]
+            done = [(fut, failed.get(id(job))) for _, job in taken for fut in job.waiters]
+        _settle(done)
 
 
 def _replace(path: str, data: bytes, mode: int, sync: bool) -> None:
