@@ -170,3 +170,36 @@ def test_what_comes_during_a_round_is_placed_before_the_folders_fsync(
         assert synced == [str(tmp_path)]  # one fsync of the folder for both rounds
 
     asyncio.run(main())
+
+
+def test_a_late_write_is_in_place_before_its_fsync_and_durable_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch's record: renamed into place first (what a successor daemon reads), its data
+    and its folder fsynced after, before its durable waiters hear."""
+    from taskmuxd.projects import statewriter
+
+    gate = threading.Event()
+    fsynced: list[str] = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        gate.wait(10)
+        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(statewriter.os, "fsync", slow_fsync)
+
+    async def main() -> None:
+        w = StateWriter()
+        path = str(tmp_path / "t.json")
+        durable = w.submit(path, "launch", late=True)
+        await asyncio.wait_for(w.in_place(path), 10)
+        assert read(tmp_path / "t.json") == "launch" and fsynced == []
+        assert not durable.done()
+        gate.set()
+        await asyncio.wait_for(durable, 10)
+        assert fsynced[0] == path  # the file itself, after its rename
+        assert str(tmp_path) in fsynced[1:]  # then its folder
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    asyncio.run(main())

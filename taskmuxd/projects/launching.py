@@ -44,7 +44,7 @@ def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
     rec.pid = rec.pgid = rec.pid_start = rec.runner_pid = rec.runner_start = None
     rec.clean = False
     project.s.runners.unwatch(project.task_key(task))
-    st.save_task(project.files, task.name, task.record)
+    st.save_task(project.files, task.name, task.record, launch=True)
     return rec.run_id, was_clean
 
 
