@@ -108,17 +108,13 @@ class Early:
         }
 
 
-def load_rest(raw: dict[str, Any], settings: Settings | None, source: str,
-              lock: InstanceLock | None) -> Settings:
+def load_rest(raw: dict[str, Any], settings: Settings | None, source: str) -> Settings:
     """Phase two's loading (run in a worker thread): the settings checked against the model,
-    ``daemon.pid`` written (when ``lock`` is given), then every module the daemon is built
-    from. Raises SettingsError for bad settings."""
+    then every module the daemon is built from. Raises SettingsError for bad settings."""
     if settings is None:
         from taskmuxd.settings import validate
 
         settings = validate(raw, source)
-    if lock is not None and lock.write_pid():
-        log.warning("%s; running without it", lock.pid_problem)
     for name in SUBSYSTEM_MODULES:
         importlib.import_module(name)
     return settings
@@ -129,9 +125,8 @@ async def run(paths: Paths, notifier: Notifier, raw: dict[str, Any],
               lock: InstanceLock | None) -> int:
     """Serve, load, then run the daemon until it stops; its exit code. ``settings`` None:
     check ``raw`` in phase two; ``bound`` None: bind what the settings ask for then (and close
-    it at the end); ``lock``: the instance lock whose ``daemon.pid`` is still to be written
-    (once the settings pass, so that a start refused for its settings leaves the file as it
-    found it)."""
+    it at the end); ``lock``: the instance lock, whose ``daemon.pid`` a start refused for its
+    settings puts back as it found it."""
     early = Early(paths, notifier)
     loop = asyncio.get_running_loop()
     for sig in SIGNALS:
@@ -140,10 +135,12 @@ async def run(paths: Paths, notifier: Notifier, raw: dict[str, Any],
     try:
         await early.rpc.start()
         try:
-            settings = await asyncio.to_thread(load_rest, raw, settings, paths.config, lock)
+            settings = await asyncio.to_thread(load_rest, raw, settings, paths.config)
         except SettingsError as exc:
             print(f"taskmuxd: {exc.message}", file=sys.stderr)
             await _give_up(early, exc.code, exc.message, exc.data)
+            if lock is not None:
+                lock.put_back()
             return EXIT_CONFIG
         except BaseException as exc:
             await _give_up(early, Code.INTERNAL_ERROR, f"the daemon failed to start: {exc}")

@@ -113,7 +113,7 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
             "running as root, so tasks would run as root too: start it with --user NAME "
             "(or through sudo) to run as a user")
     privacy.make_private()
-    code = _claim(paths, lock, None, pid_file=False)  # written once the settings pass
+    code = _claim(paths, lock, None)
     if code:
         return code
     privacy.tighten(paths)
@@ -121,6 +121,8 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
     logs.set_level(settings.log_level if settings else settingsfile.log_level(raw))
     if detach:
         _detach(log_file)
+        if lock.write_pid():
+            logging.getLogger("taskmuxd").warning("%s; running without it", lock.pid_problem)
     try:
         return asyncio.run(boot.run(paths, Notifier(), raw, settings, None, lock))
     finally:
@@ -217,9 +219,8 @@ def _load_settings(paths: Paths, target: Target | None) -> Settings:
     return settings_mod.parse(text, paths.config)
 
 
-def _claim(paths: Paths, lock: InstanceLock, user: str | None, pid_file: bool = True) -> int:
-    """Create the state directory and take the instance lock; an exit code on failure.
-    ``pid_file`` False: ``daemon.pid`` is written later (``taskmuxd.boot``)."""
+def _claim(paths: Paths, lock: InstanceLock, user: str | None) -> int:
+    """Create the state directory and take the instance lock; an exit code on failure."""
     try:
         paths.ensure()
     except PermissionError as exc:
@@ -231,7 +232,7 @@ def _claim(paths: Paths, lock: InstanceLock, user: str | None, pid_file: bool = 
         print(f"taskmuxd: {diskspace.describe(exc, paths.home, START_AGAIN)}", file=sys.stderr)
         return EXIT_CANT_WRITE
     try:
-        lock.acquire(pid_file)
+        lock.acquire()
     except AlreadyRunning as exc:
         print(f"taskmuxd: {exc}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
