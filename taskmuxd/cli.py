@@ -70,12 +70,14 @@ def _version() -> int:
 
 
 def run(log_file: str | None = None, detach: bool = False, user: str | None = None) -> int:
+    """Check what can be checked at once, take the lock, then serve (``taskmuxd.boot``):
+    the control socket answers before the settings model and the subsystems are loaded."""
     from taskmuxd import ownenv
 
     ownenv.quiet_pydantic()  # before the first pydantic model is built
-    from taskmuxd import fdlimit, listeners, logs, privacy, privileges, rootconfig
-    from taskmuxd.daemon import Daemon
+    from taskmuxd import boot, fdlimit, logs, privacy, privileges, settingsfile
     from taskmuxd.errors import SettingsError
+    from taskmuxd.notify import Notifier
 
     logs.configure("info", None)
     # Before anything opens a descriptor: the proxy's and DNS server's caps are shares of it.
@@ -90,54 +92,84 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
     if problem:
         print(f"taskmuxd: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    # Still root (when started so): read root's configuration and the user's settings (as
-    # the user, as hostile input) to learn the ports, bind them within what root allows,
-    # write what needs root, then drop before touching the state directory. SECURITY.md.
-    root = None
     if target is not None:
-        try:
-            root = rootconfig.load()
-        except rootconfig.RootConfigError as exc:
-            print(f"taskmuxd: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-        problem = _own_code_problem()
-        if problem:
-            print(f"taskmuxd: refusing to run as root: {problem}, so a user could change "
-                  "what root runs. Install taskmux where only root can change it and point "
-                  "the service there, or run a per-user service (`taskmuxctl daemon install "
-                  "--user-unit` as the user)", file=sys.stderr)
-            return EXIT_CONFIG
+        return _run_as_root_for(target, paths, log_file, detach)
+    # As the user: the file is read (an unreadable file or bad TOML ends the start here);
+    # its values are checked against the model in the second phase, off the way to the first
+    # answer, unless detaching: then the caller waits for the full check's verdict.
+    settings: Settings | None = None
+    try:
+        raw = settingsfile.read(paths.config)
+        if detach:
+            from taskmuxd.settings import validate
+
+            settings = validate(raw, paths.config)
+    except SettingsError as exc:
+        print(f"taskmuxd: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    lock = InstanceLock(paths)
+    if os.geteuid() == 0:
+        logging.getLogger("taskmuxd").warning(
+            "running as root, so tasks would run as root too: start it with --user NAME "
+            "(or through sudo) to run as a user")
+    privacy.make_private()
+    code = _claim(paths, lock, None)
+    if code:
+        return code
+    privacy.tighten(paths)
+    logs.configure("info", log_file)
+    logs.set_level(settings.log_level if settings else settingsfile.log_level(raw))
+    if detach:
+        _detach(log_file)
+        if lock.write_pid():
+            logging.getLogger("taskmuxd").warning("%s; running without it", lock.pid_problem)
+    try:
+        return asyncio.run(boot.run(paths, Notifier(), raw, settings, None, lock))
+    finally:
+        lock.release()
+
+
+def _run_as_root_for(target: Target, paths: Paths, log_file: str | None, detach: bool) -> int:
+    """Started as root for a user: read root's configuration and the user's settings (as
+    the user, as hostile input, checked in full) to learn the ports, bind them within what
+    root allows, write what needs root, then drop before touching the state directory.
+    SECURITY.md."""
+    from taskmuxd import boot, listeners, logs, privacy, privileges, rootconfig
+    from taskmuxd.errors import SettingsError
+    from taskmuxd.notify import Notifier
+    from taskmuxd.rootwork import before_drop
+
+    try:
+        root = rootconfig.load()
+    except rootconfig.RootConfigError as exc:
+        print(f"taskmuxd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    problem = _own_code_problem()
+    if problem:
+        print(f"taskmuxd: refusing to run as root: {problem}, so a user could change "
+              "what root runs. Install taskmux where only root can change it and point "
+              "the service there, or run a per-user service (`taskmuxctl daemon install "
+              "--user-unit` as the user)", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         settings = _load_settings(paths, target)
     except SettingsError as exc:
         print(f"taskmuxd: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
     lock = InstanceLock(paths)
-    if target is None or root is None:
-        if os.geteuid() == 0:
-            logging.getLogger("taskmuxd").warning(
-                "running as root, so tasks would run as root too: start it with --user NAME "
-                "(or through sudo) to run as a user")
-        privacy.make_private()
-        code = _claim(paths, lock, None)
-        if code:
-            return code
-        bound = listeners.bind_all(settings)
-    else:
-        bound = listeners.bind_all(settings, root.bind_problem)
-        from taskmuxd.rootwork import before_drop
-
-        before_drop(settings, paths, bound, target, root)
-        try:
-            privileges.drop(target)
-        except privileges.PrivilegeError as exc:
-            print(f"taskmuxd: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        privacy.make_private()
-        code = _claim(paths, lock, target.name)
-        if code:
-            bound.close()
-            return code
+    bound = listeners.bind_all(settings, root.bind_problem)
+    before_drop(settings, paths, bound, target, root)
+    try:
+        privileges.drop(target)
+    except privileges.PrivilegeError as exc:
+        print(f"taskmuxd: {exc}", file=sys.stderr)
+        bound.close()
+        return EXIT_USAGE
+    privacy.make_private()
+    code = _claim(paths, lock, target.name)
+    if code:
+        bound.close()
+        return code
     privacy.tighten(paths)
     logs.configure("info", log_file)
     logs.set_level(settings.log_level)
@@ -146,7 +178,7 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
         if lock.write_pid():
             logging.getLogger("taskmuxd").warning("%s; running without it", lock.pid_problem)
     try:
-        return asyncio.run(Daemon(paths, settings, listeners=bound).run())
+        return asyncio.run(boot.run(paths, Notifier(), {}, settings, bound, None))
     finally:
         bound.close()
         lock.release()

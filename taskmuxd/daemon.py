@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskmuxctl import __version__
 from taskmuxctl.paths import Paths
@@ -29,6 +29,9 @@ from taskmuxd.routes import RouteTable
 from taskmuxd.rpc.methods import MethodTable
 from taskmuxd.rpc.server import RpcServer
 from taskmuxd.tempfiles import remove_leftovers
+
+if TYPE_CHECKING:
+    from taskmuxd.boot import Early
 
 log = logging.getLogger("taskmuxd")
 
@@ -57,18 +60,22 @@ class Subsystem(Protocol):
 
 class Daemon:
     def __init__(self, paths: Paths, settings: settings_mod.Settings,
-                 notifier: Notifier | None = None, listeners: Listeners | None = None) -> None:
+                 notifier: Notifier | None = None, listeners: Listeners | None = None,
+                 early: Early | None = None) -> None:
+        """``early``: the first phase of the start (``taskmuxd.boot``), whose control socket
+        already serves its early answers and whose queue already holds the signals."""
         self.paths = paths
         self.settings = settings
         self.notifier = notifier or Notifier()
         self.methods = MethodTable()
         self.subsystems: list[Subsystem] = []
-        self.started_monotonic = time.monotonic()
-        self.started_at = time.time()
+        self.started_monotonic = early.started_monotonic if early else time.monotonic()
+        self.started_at = early.started_at if early else time.time()
         self.stopping = False
         self.ready_at: float | None = None  # when every subsystem had started (READY)
-        self._requests: asyncio.Queue[int] = asyncio.Queue()
-        self.rpc = RpcServer(paths.socket, self.methods.as_dict, owner_uid=os.getuid())
+        self._requests: asyncio.Queue[int] = early.requests if early else asyncio.Queue()
+        self.rpc = early.rpc if early else RpcServer(paths.socket, self.methods.as_dict,
+                                                     owner_uid=os.getuid())
         self.events = EventLog(paths.events)
         from taskmuxd import eventstream
 
@@ -157,7 +164,10 @@ class Daemon:
             loop.add_signal_handler(sig, self._requests.put_nowait, int(sig))
         remove_leftovers(self.paths)
         try:
-            await self.rpc.start()
+            if self.rpc.serving:  # since the first phase: the held calls go through now
+                self.rpc.attach(self.methods.as_dict)
+            else:
+                await self.rpc.start()
             for sub in self.subsystems:
                 await sub.start()
                 log.info("%s started", sub.name)

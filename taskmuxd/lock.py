@@ -30,8 +30,11 @@ class InstanceLock:
         self.paths = paths
         self._fd: int | None = None
         self.pid_problem: str | None = None  # why daemon.pid could not be written
+        self.previous_pid: int | None = None  # what daemon.pid said before acquire
 
     def acquire(self) -> None:
+        """Take the lock (AlreadyRunning names the holder) and write ``daemon.pid``; what it
+        said before is kept (``put_back``)."""
         fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -39,6 +42,7 @@ class InstanceLock:
             os.close(fd)
             raise AlreadyRunning(read_pid(self.paths.pid_file), self.paths) from None
         self._fd = fd
+        self.previous_pid = read_pid(self.paths.pid_file)
         self.write_pid()
 
     def write_pid(self) -> str | None:
@@ -55,6 +59,15 @@ class InstanceLock:
         else:
             self.pid_problem = None
         return self.pid_problem
+
+    def put_back(self) -> None:
+        """A start that failed (invalid settings) leaves ``daemon.pid`` as it found it: a dead
+        predecessor's pid stays for ``daemon status`` to report."""
+        with contextlib.suppress(OSError):
+            if self.previous_pid is None:
+                os.unlink(self.paths.pid_file)
+            else:
+                atomic_write(self.paths.pid_file, f"{self.previous_pid}\n", mode=0o600)
 
     def release(self) -> None:
         if self._fd is None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 from collections.abc import Callable
 
@@ -17,6 +15,9 @@ LARGE_MESSAGE = 64 * 1024  # bytes: a request this big is worth a trim afterward
 
 
 def _trimmer() -> Callable[[], None] | None:
+    import ctypes  # only after a burst: never on the daemon's way to its first answer
+    import ctypes.util
+
     name = ctypes.util.find_library("c")
     if not name:
         return None

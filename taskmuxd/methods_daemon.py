@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,21 +10,12 @@ from pydantic import Field
 
 from taskmuxctl import __version__
 from taskmuxctl.protocol import PROTOCOL_VERSION, Method
+from taskmuxd.boot import registered_project_count
 
 if TYPE_CHECKING:
     from taskmuxd.daemon import Daemon
 
 MAX_PING_DELAY = 60.0
-
-
-def registered_project_count(registry_path: str) -> int:
-    try:
-        with open(registry_path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (FileNotFoundError, ValueError):
-        return 0
-    projects = data.get("projects", {}) if isinstance(data, dict) else {}
-    return len(projects)
 
 
 def register(daemon: Daemon) -> None:

@@ -298,15 +298,25 @@ def _write_all(fd: int, data: bytes) -> None:
 # -- records and telling the daemon ------------------------------------------------------------
 
 
-def write_record(path: str, record: dict[str, object]) -> None:
+def write_record(path: str, record: dict[str, object],
+                 then: Callable[[], None] | None = None) -> None:
+    """Replace the record at ``path``, then run ``then`` (telling the daemon), then fsync it.
+
+    The daemon is told once the file says what the message says (renamed into place): a
+    daemon killed from then on finds it there, and a later run's record can never be
+    overwritten by this one. The fsync comes after the message, off the way from a task's
+    exit to its restart: it matters only if the machine loses power within those
+    milliseconds, when the run is over anyway and a torn record reads as none."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         _write_all(fd, (jsonio.dumps(record) + "\n").encode())
+        os.replace(tmp, path)
+        if then is not None:
+            then()
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
 
 
 def tell_daemon(sock_path: str, method: str, params: dict[str, object]) -> None:
@@ -416,9 +426,8 @@ class Runner:
         self.pid, self.master, self.master_open = pid, master, True
         self.record.update(pid=pid, pgid=pid, pid_start=proctree.start_ticks(pid),
                            started_at=time.time(), status="running")
-        write_record(self.record_path, self.record)
+        write_record(self.record_path, self.record, lambda: self.notify("runner.started"))
         self.log.note(f"started (pid {pid}): {self.spec['command']}")
-        self.notify("runner.started")
 
     def setup_signals(self) -> None:
         for sig in (_signal.SIGWINCH, _signal.SIGCHLD, *ENDING_SIGNALS):
@@ -649,10 +658,9 @@ class Runner:
         self.log.note(what)
         self.record.update(status="exited", exit_code=code, exit_signal=sig,
                            exited_at=time.time(), tree_clean=clean, ended_by=self.ended_by)
-        write_record(self.record_path, self.record)
+        write_record(self.record_path, self.record, lambda: self.notify("runner.exited"))
         os.close(self.master)
         self.readiness.close()
-        self.notify("runner.exited")
         return code if code is not None else 128 + (sig or 0)
 
     def run(self) -> int:

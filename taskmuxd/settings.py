@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from taskmuxctl.fsutil import atomic_write
 from taskmuxctl.protocol import Code
 from taskmuxctl.update import DEFAULT_RELEASE_URL
+from taskmuxd import settingsfile
 from taskmuxd.errors import SettingsError
 
 
@@ -208,35 +209,25 @@ def _describe(exc: ValidationError, source: str) -> SettingsError:
     return SettingsError(f"{source}: {text}", {"problems": problems})
 
 
-def parse(text: str, source: str) -> Settings:
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{source}: not valid TOML: {exc}", {"path": source}) from None
-    except RecursionError:
-        raise SettingsError(f"{source}: values are nested too deeply to read",
-                            {"path": source}) from None
+def validate(raw: dict[str, Any], source: str) -> Settings:
+    """The settings in ``raw`` (TOML values read from ``source``), checked against the model."""
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
         raise _describe(exc, source) from None
 
 
-MAX_SETTINGS_BYTES = 1024 * 1024
+def parse(text: str, source: str) -> Settings:
+    return validate(settingsfile.parse_toml(text, source), source)
+
+
+MAX_SETTINGS_BYTES = settingsfile.MAX_SETTINGS_BYTES
 
 
 def load(path: str) -> Settings:
     """The settings in ``path``, all defaults when the file does not exist. Only a regular
     file of at most 1 MiB is read, opened without blocking (a FIFO is refused, not waited on)."""
-    from taskmuxctl.fsutil import read_regular_file
-
-    try:
-        text = read_regular_file(path, MAX_SETTINGS_BYTES).decode("utf-8")
-    except FileNotFoundError:
-        return Settings()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{path}: cannot be read: {exc}", {"path": path}) from None
-    return parse(text, path)
+    return validate(settingsfile.read(path), path)
 
 
 def overrides(path: str) -> list[str]:

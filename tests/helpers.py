@@ -146,11 +146,19 @@ class DaemonProcess:
         except (OSError, RuntimeError):
             return False
 
+    def ready(self) -> bool:
+        """Every subsystem started (the socket answers from the first phase of the start,
+        before that, with ``ready`` false)."""
+        try:
+            return call(self.socket, "daemon.status", timeout=1.0)["ready"] is True
+        except (OSError, RuntimeError):
+            return False
+
     def wait_ready(self, timeout: float = 20.0) -> DaemonProcess:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}: {self.output()}")
-            return self.answering()
+            return self.ready()
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

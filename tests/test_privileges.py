@@ -138,11 +138,11 @@ def wait_answering(sock: str, proc: subprocess.Popen[bytes], log: str) -> None:
     def up() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"daemon exited {proc.returncode}: {read(log)}")
-        try:
-            return bool(call(sock, "daemon.ping", timeout=1))
+        try:  # ready: every subsystem started (it answers, not ready, before that)
+            return call(sock, "daemon.status", timeout=1)["ready"] is True
         except (OSError, RuntimeError):
             return False
-    wait_until(up, timeout=30, what="the daemon to answer")
+    wait_until(up, timeout=30, what="the daemon to be ready")
 
 
 def test_root_binds_low_ports_then_runs_as_the_user_for_good(tmp_path: str) -> None:

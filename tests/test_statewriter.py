@@ -38,9 +38,9 @@ def test_durable_waits_for_what_was_submitted(tmp_path: Path) -> None:
     gate = threading.Event()
 
     class Slow(StateWriter):
-        def _write(self, batch):  # type: ignore[no-untyped-def]
+        def _batch(self) -> None:
             gate.wait(10)
-            return super()._write(batch)
+            super()._batch()
 
     async def main() -> None:
         w = Slow()
@@ -95,5 +95,111 @@ def test_a_file_written_without_sync_is_in_place_with_its_mode(tmp_path: Path) -
         await w.submit(path, "{}", mode=0o600, sync=False)
         assert read(tmp_path / "spec.json") == "{}"
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+    asyncio.run(main())
+
+
+def test_in_place_comes_after_the_rename_and_before_the_folders_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a launch waits for: the new record is what any reader gets (a successor daemon
+    after a kill -9), while the folder's fsync is still to come."""
+    from taskmuxd.projects import statewriter
+
+    gate = threading.Event()
+    synced: list[str] = []
+
+    def slow_fsync_dir(folder: str) -> None:
+        gate.wait(10)
+        synced.append(folder)
+
+    monkeypatch.setattr(statewriter, "fsync_dir", slow_fsync_dir)
+
+    async def main() -> None:
+        w = StateWriter()
+        path = str(tmp_path / "t.json")
+        assert w.in_place(path).done()  # nothing pending: at once
+        durable = w.submit(path, "new")
+        placed = w.in_place(path)
+        await asyncio.wait_for(placed, 10)
+        assert read(tmp_path / "t.json") == "new"
+        assert not durable.done() and synced == []
+        gate.set()
+        await durable
+        assert synced == [str(tmp_path)]
+
+    asyncio.run(main())
+
+
+def test_what_comes_during_a_round_is_placed_before_the_folders_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version submitted while a batch writes its files is written in a second round of the
+    same batch, and its ``in_place`` resolves before the batch's folder fsync; asked for
+    once placed, ``in_place`` is true at once."""
+    from taskmuxd.projects import statewriter
+
+    writing, go_on, sync_gate = threading.Event(), threading.Event(), threading.Event()
+    real_replace = statewriter._replace
+    synced: list[str] = []
+
+    def slow_replace(path: str, data: bytes, mode: int, sync: bool) -> None:
+        if path.endswith("a.json"):
+            writing.set()
+            go_on.wait(10)
+        real_replace(path, data, mode, sync)
+
+    def slow_fsync_dir(folder: str) -> None:
+        sync_gate.wait(10)
+        synced.append(folder)
+
+    monkeypatch.setattr(statewriter, "_replace", slow_replace)
+    monkeypatch.setattr(statewriter, "fsync_dir", slow_fsync_dir)
+
+    async def main() -> None:
+        w = StateWriter()
+        a, b = str(tmp_path / "a.json"), str(tmp_path / "b.json")
+        first = w.submit(a, "one")
+        await asyncio.to_thread(writing.wait, 10)  # the first round is writing a.json
+        second = w.submit(b, "two")
+        go_on.set()
+        await asyncio.wait_for(w.in_place(b), 10)
+        assert read(tmp_path / "b.json") == "two" and synced == []
+        assert w.in_place(a).done() and w.in_place(b).done()
+        assert not (first.done() or second.done())
+        sync_gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert synced == [str(tmp_path)]  # one fsync of the folder for both rounds
+
+    asyncio.run(main())
+
+
+def test_a_late_write_is_in_place_before_its_fsync_and_durable_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch's record: renamed into place first (what a successor daemon reads), its data
+    and its folder fsynced after, before its durable waiters hear."""
+    from taskmuxd.projects import statewriter
+
+    gate = threading.Event()
+    fsynced: list[str] = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        gate.wait(10)
+        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(statewriter.os, "fsync", slow_fsync)
+
+    async def main() -> None:
+        w = StateWriter()
+        path = str(tmp_path / "t.json")
+        durable = w.submit(path, "launch", late=True)
+        await asyncio.wait_for(w.in_place(path), 10)
+        assert read(tmp_path / "t.json") == "launch" and fsynced == []
+        assert not durable.done()
+        gate.set()
+        await asyncio.wait_for(durable, 10)
+        assert fsynced[0] == path  # the file itself, after its rename
+        assert str(tmp_path) in fsynced[1:]  # then its folder
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
     asyncio.run(main())

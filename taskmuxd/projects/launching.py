@@ -36,7 +36,7 @@ DEFAULT_SHELL = "/bin/sh"
 
 def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
     """Start a new run in the record and hand it to the writer at once (``launch`` waits
-    until it is durable before tmux is asked). Returns the run id and whether earlier runs
+    until it is in place before tmux is asked). Returns the run id and whether earlier runs
     are known to be gone."""
     rec = task.record
     was_clean = rec.clean
@@ -44,14 +44,16 @@ def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
     rec.pid = rec.pgid = rec.pid_start = rec.runner_pid = rec.runner_start = None
     rec.clean = False
     project.s.runners.unwatch(project.task_key(task))
-    st.save_task(project.files, task.name, task.record)
+    st.save_task(project.files, task.name, task.record, launch=True)
     return rec.run_id, was_clean
 
 
 async def _written_ahead(project: Project, task: TaskRuntime) -> None:
-    """Wait until the launch's record is on disk."""
+    """Wait until the launch's record is in place: what a successor reads if this daemon is
+    killed from here on (its folder's fsync follows in the background; ``statewriter``
+    says why that is not waited for)."""
     try:
-        await st.task_durable(project.files, task.name)
+        await st.task_in_place(project.files, task.name)
     except OSError as exc:  # the launch goes on; adoption then proves the run by its marker
         log.error("cannot record the launch of %s/%s: %s", project.name, task.name, exc)
 
@@ -90,7 +92,7 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             **readiness.runner_spec(project, task),
         }
         # Off the loop, not fsynced (only this run's runner reads it); the launch's record,
-        # handed to the writer by ``begin``, must be on disk before tmux is asked.
+        # handed to the writer by ``begin``, must be in place before tmux is asked.
         await st.write_spec(project.files, task.name, json.dumps(spec))
         await _written_ahead(project, task)
         if rec.run_id != run_id:

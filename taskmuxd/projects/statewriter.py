@@ -8,8 +8,21 @@ the old file or the new, never half, and a ``kill -9`` at any moment leaves eith
 
 Each submission returns a future of the loop that made it, resolved once that version (or a
 later one of the same path) is durable, or failed with the ``OSError`` of the write (a full
-disk: the caller retries). Code that must not go on before a record is on disk (a launch is
-written ahead of the launch) awaits ``durable(path)``.
+disk: the caller retries). Code that must not go on before a record is on disk awaits
+``durable(path)``; a launch, written ahead of the launch, awaits only ``in_place(path)``:
+the new file renamed over the old, its data already fsynced, the folder's fsync still to come.
+
+Why that is enough for the write-ahead: it guards against the daemon dying (``kill -9``)
+between asking tmux for a runner and recording that it did. Once renamed, the record is what
+any later reader of the path gets, whatever becomes of this process: the fsyncs add nothing
+there. They matter only if the machine loses power, and then every process the launch
+started is gone with it, so no run can be left behind or started twice whatever the record
+says; the next daemon finds the old run gone by its boot id. So a launch's record is even
+written ``late``: renamed into place first, its data fsynced after (then the folder, as for
+every write). The price is a window of a few milliseconds in which a power loss could leave
+that one record torn on a file system that does not order a rename after the data it
+replaces (ext4 does, by default); a torn record is moved aside when read, and the task starts
+afresh from its configuration.
 """
 
 from __future__ import annotations
@@ -23,29 +36,37 @@ from dataclasses import dataclass, field
 from taskmuxctl.fsutil import TEMP_SUFFIX, fsync_dir
 
 
-@dataclass
+@dataclass(eq=False)
 class _Write:
     data: bytes | None  # None: remove the file
     mode: int
     sync: bool = True  # fsynced (and its folder); False: only atomic (a file read at once)
+    late: bool = False  # with sync: renamed into place first, fsynced after (see ``submit``)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    placed: list[asyncio.Future[None]] = field(default_factory=list)  # see ``in_place``
+    is_placed: bool = False  # renamed into place (or removed); the folder may be unsynced
+
+
+MAX_ROUNDS = 8  # rounds of renames before the folders' fsyncs (bounds a durable wait)
 
 
 class StateWriter:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._pending: dict[str, _Write] = {}
-        self._writing: dict[str, _Write] = {}
+        self._writing: dict[str, list[_Write]] = {}  # taken, not yet durable, oldest first
         self._thread: threading.Thread | None = None
         self.batches = 0  # batches written (the tests read it)
 
     def submit(self, path: str, data: bytes | str, mode: int = 0o600,
-               sync: bool = True) -> asyncio.Future[None]:
+               sync: bool = True, late: bool = False) -> asyncio.Future[None]:
         """Replace ``path`` with ``data`` soon; the future says when it is durable (with
         ``sync`` False: when it is in place, not fsynced, for a file that matters only
-        until the next reboot, such as a runner's spec)."""
+        until the next reboot, such as a runner's spec). ``late``: rename the file into
+        place before its fsync, so that ``in_place`` comes a fsync sooner; for a launch's
+        record only (the module's note says why the order does not matter there)."""
         raw = data.encode() if isinstance(data, str) else data
-        return self._put(path, _Write(raw, mode, sync))
+        return self._put(path, _Write(raw, mode, sync, late))
 
     def remove(self, path: str) -> asyncio.Future[None]:
         """Remove ``path`` after any write of it still pending (a missing file is fine)."""
@@ -56,9 +77,23 @@ class StateWriter:
         nothing is)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._cond:
-            job = self._pending.get(path) or self._writing.get(path)
+            taken = self._writing.get(path)
+            job = self._pending.get(path) or (taken[-1] if taken else None)
             if job is not None:
                 job.waiters.append(fut)
+                return fut
+        fut.set_result(None)
+        return fut
+
+    def in_place(self, path: str) -> asyncio.Future[None]:
+        """Resolved once whatever was submitted for ``path`` so far is renamed into place
+        (its data fsynced, the folder's fsync perhaps not yet; see the module's note)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._cond:
+            taken = self._writing.get(path)
+            job = self._pending.get(path) or (taken[-1] if taken else None)
+            if job is not None and not job.is_placed:
+                job.placed.append(fut)
                 return fut
         fut.set_result(None)
         return fut
@@ -78,6 +113,8 @@ class StateWriter:
             old = self._pending.get(path)
             if old is not None:  # superseded before it was written: its waiters wait for this
                 job.waiters[:0] = old.waiters
+                job.placed[:0] = old.placed
+                job.sync = job.sync or old.sync
             self._pending[path] = job
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="taskmux-state",
@@ -91,41 +128,73 @@ class StateWriter:
             with self._cond:
                 while not self._pending:
                     self._cond.wait()
-                batch, self._pending = self._pending, {}
-                self._writing = batch
-            results = self._write(batch)
-            with self._cond:
-                self._writing = {}
+            self._batch()
             self.batches += 1
-            _settle([(fut, results.get(path)) for path, job in batch.items()
-                     for fut in job.waiters])
 
-    def _write(self, batch: dict[str, _Write]) -> dict[str, OSError]:
-        """Write the batch: each file fsynced and renamed into place, then each folder
-        fsynced once. Returns the failures by path."""
-        failed: dict[str, OSError] = {}
-        folders: dict[str, list[str]] = {}
-        for path, job in batch.items():
+    def _batch(self) -> None:
+        """Rounds of files written, fsynced and renamed into place (each round's ``in_place``
+        waiters released as soon as it is), for as long as more keep coming (up to
+        MAX_ROUNDS); then each folder fsynced once and every waiter of the batch released.
+        A launch written ahead thus never waits for the folder fsync of the writes before it."""
+        failed: dict[int, OSError] = {}  # id(job) -> why
+        folders: dict[str, list[tuple[str, _Write]]] = {}
+        unsynced: list[tuple[str, _Write, int]] = []  # renamed before their fsync: open fds
+        taken: list[tuple[str, _Write]] = []
+        for _ in range(MAX_ROUNDS):
+            with self._cond:
+                if not self._pending:
+                    break
+                batch, self._pending = self._pending, {}
+                for path, job in batch.items():
+                    self._writing.setdefault(path, []).append(job)
+            for path, job in batch.items():
+                try:
+                    if job.data is None:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
+                    elif job.sync and job.late:
+                        unsynced.append((path, job, _replace(path, job.data, job.mode, False,
+                                                             keep=True)))
+                    else:
+                        _replace(path, job.data, job.mode, job.sync)
+                    if job.sync or job.data is None:
+                        folders.setdefault(os.path.dirname(path), []).append((path, job))
+                except OSError as exc:
+                    failed[id(job)] = exc
+            with self._cond:
+                placed = []
+                for job in batch.values():
+                    job.is_placed = True
+                    placed += [(fut, failed.get(id(job))) for fut in job.placed]
+            _settle(placed)
+            taken += batch.items()
+        for path, job, fd in unsynced:
             try:
-                if job.data is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                else:
-                    _replace(path, job.data, job.mode, job.sync)
-                if job.sync or job.data is None:
-                    folders.setdefault(os.path.dirname(path), []).append(path)
+                os.fsync(fd)
             except OSError as exc:
-                failed[path] = exc
-        for folder, paths in folders.items():
+                failed[id(job)] = OSError(exc.errno, exc.strerror, path)
+            finally:
+                os.close(fd)
+        for folder, entries in folders.items():
             try:
                 fsync_dir(folder)
             except OSError as exc:  # the renames may not be durable: say so to each
-                for path in paths:
-                    failed[path] = OSError(exc.errno, exc.strerror, path)
-        return failed
+                for path, job in entries:
+                    failed[id(job)] = OSError(exc.errno, exc.strerror, path)
+        with self._cond:
+            for path, job in taken:
+                jobs = self._writing[path]
+                jobs.remove(job)
+                if not jobs:
+                    del self._writing[path]
+            done = [(fut, failed.get(id(job))) for _, job in taken for fut in job.waiters]
+        _settle(done)
 
 
-def _replace(path: str, data: bytes, mode: int, sync: bool) -> None:
+def _replace(path: str, data: bytes, mode: int, sync: bool, keep: bool = False) -> int:
+    """Write ``data`` to a temporary file (fsynced with ``sync``) and rename it over
+    ``path``. ``keep``: return the file's descriptor, open, for a fsync after the rename
+    (the caller closes it); else -1."""
     # One writer thread: one temporary name per file is enough (``tempfiles`` knows it).
     tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.{os.getpid()}{TEMP_SUFFIX}"
     try:
@@ -137,9 +206,14 @@ def _replace(path: str, data: bytes, mode: int, sync: bool) -> None:
             os.fchmod(fd, mode)
             if sync:
                 os.fsync(fd)
-        finally:
+            os.replace(tmp, path)
+        except BaseException:
             os.close(fd)
-        os.replace(tmp, path)
+            raise
+        if keep:
+            return fd
+        os.close(fd)
+        return -1
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

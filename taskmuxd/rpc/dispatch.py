@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from taskmuxctl.protocol import Code
-from taskmuxd.rpc.jsonrpc import dispatch_to_serializable
 
 log = logging.getLogger("taskmuxd.rpc")
 
@@ -142,11 +141,45 @@ def _identity(obj: Any) -> Any:
 
 
 class Dispatcher:
-    def __init__(self, methods: Callable[[], dict[str, Callable[..., Awaitable[Any]]]]) -> None:
+    """Request lines to replies. Made without a method table (``methods`` None), it answers
+    only what ``early`` can (``taskmuxd.rpc.early``) and holds every other request until
+    ``attach`` gives it the table, or ``refuse`` says the daemon will not get that far."""
+
+    def __init__(self, methods: Callable[[], dict[str, Callable[..., Awaitable[Any]]]] | None,
+                 early: dict[str, Callable[[], Any]] | None = None) -> None:
         self._methods = methods
+        self._early = early or {}
+        self._gate = asyncio.Event()
+        self._refusal: tuple[int, str, Any] | None = None
+        if methods is not None:
+            self._gate.set()
+
+    @property
+    def attached(self) -> bool:
+        return self._methods is not None
+
+    def attach(self, methods: Callable[[], dict[str, Callable[..., Awaitable[Any]]]]) -> None:
+        """Serve every method of ``methods`` from now on; held requests go through it."""
+        self._methods = methods
+        self._early = {}
+        self._gate.set()
+
+    def refuse(self, code: int, message: str, data: Any = None) -> None:
+        """The table will never come: held and later requests get this error."""
+        self._refusal = (code, message, data)
+        self._gate.set()
 
     async def handle(self, line: bytes) -> bytes | None:
         """The response to one request line, or None when nothing must be sent back."""
+        if self._methods is None:
+            from taskmuxd.rpc.early import answer
+
+            quick = answer(line, self._early)
+            if quick is not None:
+                return quick
+            await self._gate.wait()
+            if self._methods is None:
+                return self._refused(line)
         try:
             parsed = parse(line)
         except Refused as exc:
@@ -161,7 +194,26 @@ class Dispatcher:
         reply = await self._member(parsed)
         return None if reply is None else _dump(reply)
 
+    def _refused(self, line: bytes) -> bytes | None:
+        assert self._refusal is not None
+        code, message, data = self._refusal
+        try:
+            parsed = parse(line)
+        except Refused:
+            parsed = None
+        if isinstance(parsed, dict) and "id" not in parsed:
+            return None  # a notification gets no reply, not even this one
+        rid = parsed.get("id") if isinstance(parsed, dict) else None
+        if not (rid is None or isinstance(rid, str | int)) or isinstance(rid, bool):
+            rid = None
+        return _dump(error_response(code, message, data, rid))
+
     async def _member(self, obj: Any) -> Any:
+        # jsonrpcserver loads with the method table (taskmuxd.rpc.methods), after the
+        # daemon's first answers (taskmuxd.boot): never on the way to them.
+        from taskmuxd.rpc.jsonrpc import dispatch_to_serializable
+
+        assert self._methods is not None
         try:
             return await dispatch_to_serializable(obj, self._methods(), deserializer=_identity,
                                   validator=validate_request)

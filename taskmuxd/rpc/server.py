@@ -65,13 +65,16 @@ class RpcServer:
     def __init__(
         self,
         path: str,
-        methods: Callable[[], dict[str, Callable[..., Awaitable[Any]]]],
+        methods: Callable[[], dict[str, Callable[..., Awaitable[Any]]]] | None,
         owner_uid: int,
+        early: dict[str, Callable[[], Any]] | None = None,
     ) -> None:
+        """``methods`` None: serve only ``early`` (``taskmuxd.rpc.early``) and hold the rest
+        until ``attach``."""
         self.path = path
         self.owner_uid = owner_uid
         self.allowed_uids = frozenset((owner_uid, 0))
-        self._dispatcher = Dispatcher(methods)
+        self._dispatcher = Dispatcher(methods, early)
         self._trimmer = Trimmer()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[Connection] = set()
@@ -93,6 +96,18 @@ class RpcServer:
         sock.listen(128)
         self._server = await asyncio.start_unix_server(self._accept, sock=sock,
                                                        limit=READ_CHUNK)
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    def attach(self, methods: Callable[[], dict[str, Callable[..., Awaitable[Any]]]]) -> None:
+        """The full method table: requests held since the start go through it now."""
+        self._dispatcher.attach(methods)
+
+    def refuse(self, code: int, message: str, data: Any = None) -> None:
+        """The daemon will not finish starting: held requests get this error."""
+        self._dispatcher.refuse(code, message, data)
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Run one method as a caller on the socket would (params checked, errors mapped) and
