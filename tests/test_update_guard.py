@@ -91,8 +91,10 @@ def test_a_version_that_ran_a_while_is_never_reverted(installed: Installed) -> N
     assert code == 0 and out["restart"] == "service", out
     wait_version(inst, GOOD)
     run_json = os.path.join(inst.app, "run.json")
-    wait_until(lambda: bootguard.read_json(run_json).get("stable_at"), 20,  # type: ignore[union-attr]
-               "the daemon to report a stable run")
+    # This version's own run (the file still holds the last one's until the new daemon is
+    # READY, and a daemon answers its version before that).
+    wait_until(lambda: (run := bootguard.read_json(run_json) or {}).get("version") == GOOD
+               and run.get("stable_at"), 20, "the daemon to report a stable run")
     # Now make every start of 1.1.0 fail: the guard, disarmed, keeps starting it anyway.
     daemon = os.path.join(inst.app, "versions", GOOD, "bin", "taskmuxd")
     os.rename(daemon, daemon + ".away")
