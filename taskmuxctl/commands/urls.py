@@ -73,13 +73,11 @@ def _browser_commands(url: str) -> list[list[str]]:
     return found
 
 
-def open_(ctx: Context, args: Any) -> Result:
+def _open_in_browser(url: str) -> str | None:
+    """Open ``url`` with the first browser that takes it; the one that did, or None."""
     import shutil
     import subprocess
 
-    from taskmuxctl.commands.project import url as url_command
-
-    url = str(url_command(ctx, args).data["url"])
     for argv in _browser_commands(url):
         program = shutil.which(argv[0])
         if program is None:
@@ -92,8 +90,18 @@ def open_(ctx: Context, args: Any) -> Result:
         except OSError:
             continue
         if proc.returncode == 0:
-            return Result({"task": args.task, "url": url, "opened": True, "browser": argv[0]},
-                          f"opened {url}")
+            return argv[0]
+    return None
+
+
+def open_(ctx: Context, args: Any) -> Result:
+    from taskmuxctl.commands.project import url as url_command
+
+    url = str(url_command(ctx, args).data["url"])
+    browser = _open_in_browser(url)
+    if browser is not None:
+        return Result({"task": args.task, "url": url, "opened": True, "browser": browser},
+                      f"opened {url}")
     if not ctx.as_json:
         sys.stderr.write("no browser found (set $BROWSER, or run inside a desktop session "
                          "with xdg-open); open the URL yourself:\n")
@@ -103,24 +111,12 @@ def open_(ctx: Context, args: Any) -> Result:
 def dashboard(ctx: Context, args: Any) -> Result:
     """Open the web dashboard with a session: a one-time link the browser trades for a
     cookie (so only this user's browser may change anything there)."""
-    import shutil
-    import subprocess
-
     out = ctx.call(Method.DASHBOARD_SESSION)
     url = str(out["url"])
     if args.print_url:
         return Result(out, url)
-    for argv in _browser_commands(url):
-        program = shutil.which(argv[0])
-        if program is None:
-            continue
-        try:
-            proc = subprocess.run([program, *argv[1:]], stdin=subprocess.DEVNULL if
-                                  argv[0] in ("open", "xdg-open") else None, check=False)
-        except OSError:
-            continue
-        if proc.returncode == 0:
-            return Result({**out, "opened": True}, f"opened {out['dashboard']}")
+    if _open_in_browser(url) is not None:
+        return Result({**out, "opened": True}, f"opened {out['dashboard']}")
     if not ctx.as_json:
         sys.stderr.write("no browser found; open this one-time link yourself (good for two "
                          "minutes):\n")
