@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import BENCH_CONFIG, BIN, PYTHON, compile_bytecode, kill_tmux
 
 N = 100
+PARTS = ("cold", "hundred", "crash")  # what --only can pick
 CRASHER = ('echo $(date +%s.%N) >> {d}/starts; sleep 0.3; echo $(date +%s.%N) >> {d}/exits; '
            'exit 1')
 
@@ -398,7 +399,12 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="taskmux alone")
     parser.add_argument("--samples", type=int, default=12, help="crashes per tool")
     parser.add_argument("--runs", type=int, default=5, help="cold starts per tool")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated parts to run (of {', '.join(PARTS)})")
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if only - set(PARTS):
+        parser.error(f"unknown part(s): {', '.join(sorted(only - set(PARTS)))}")
     compile_bytecode()
     work = tempfile.mkdtemp(prefix="tmxpeers-")
     fig = Figures()
@@ -406,66 +412,81 @@ def main() -> None:
         t = Taskmux(work)
         try:
             colds, cpus = [], []
-            for _ in range(args.runs):
+            for _ in range(args.runs if "cold" in only else 0):
                 colds.append(t.cold_start())
                 cpus.append(t.cpu)
                 t.stop_daemon()
-            fig.put("taskmux", "daemon cold start until it answers (ms)", median(colds) * 1000)
-            fig.put("taskmux", "  its CPU time until it answers (ms)", median(cpus))
+            if colds:
+                fig.put("taskmux", "daemon cold start until it answers (ms)",
+                        median(colds) * 1000)
+                fig.put("taskmux", "  its CPU time until it answers (ms)", median(cpus))
             t.cold_start()
-            start, stop, rss, pss = t.start_stop_100()
-            fig.put("taskmux", f"start {N} tasks until all alive (ms)", start * 1000)
-            fig.put("taskmux", f"stop {N} tasks until all gone (ms)", stop * 1000)
-            fig.put("taskmux", f"  daemon CPU, start {N} (ms)", t.cpu_start)
-            fig.put("taskmux", f"  daemon CPU, stop {N} (ms)", t.cpu_stop)
-            fig.put("taskmux", f"daemon RSS with {N} tasks (MB)", rss)
-            fig.put("taskmux", "per-task PSS, runner + program (MB)", pss)
-            # The smallest wait this version allows: restart_delay = 0 (older: backoff 1.0).
-            pairs = t.crash(args.samples, "restart_delay = 0\nrestart_backoff = 1.0") \
-                or t.crash(args.samples, "restart_backoff = 1.0")
-            fig.put("taskmux", "crash -> replacement, minus the wait (ms)",
-                    median([g - w for g, w in pairs]) * 1000)
-            first = [g for g, w in pairs if w == min(w for _, w in pairs)]
-            fig.put("taskmux", "crash -> replacement, smallest wait (ms)", median(first) * 1000)
+            if "hundred" in only:
+                start, stop, rss, pss = t.start_stop_100()
+                fig.put("taskmux", f"start {N} tasks until all alive (ms)", start * 1000)
+                fig.put("taskmux", f"stop {N} tasks until all gone (ms)", stop * 1000)
+                fig.put("taskmux", f"  daemon CPU, start {N} (ms)", t.cpu_start)
+                fig.put("taskmux", f"  daemon CPU, stop {N} (ms)", t.cpu_stop)
+                fig.put("taskmux", f"daemon RSS with {N} tasks (MB)", rss)
+                fig.put("taskmux", "per-task PSS, runner + program (MB)", pss)
+            if "crash" in only:
+                # The smallest wait this version allows: restart_delay = 0 (older: backoff 1).
+                pairs = t.crash(args.samples, "restart_delay = 0\nrestart_backoff = 1.0") \
+                    or t.crash(args.samples, "restart_backoff = 1.0")
+                fig.put("taskmux", "crash -> replacement, minus the wait (ms)",
+                        median([g - w for g, w in pairs]) * 1000)
+                first = [g for g, w in pairs if w == min(w for _, w in pairs)]
+                fig.put("taskmux", "crash -> replacement, smallest wait (ms)",
+                        median(first) * 1000)
         finally:
             t.close()
         if not args.no_peers:
             with peer(lambda: Supervisord(work), "supervisord") as sv:
                 if isinstance(sv, Supervisord):
                     colds, cpus = [], []
-                    for _ in range(args.runs):
+                    for _ in range(args.runs if "cold" in only else 0):
                         colds.append(sv.cold_start())
                         cpus.append(sv.cpu)
                         sv.stop_daemon()
-                    fig.put("supervisord", "daemon cold start until it answers (ms)",
-                            median(colds) * 1000)
-                    fig.put("supervisord", "  its CPU time until it answers (ms)", median(cpus))
-                    start, stop, rss, pss = sv.start_stop_100()
-                    fig.put("supervisord", f"start {N} tasks until all alive (ms)", start * 1000)
-                    fig.put("supervisord", f"stop {N} tasks until all gone (ms)", stop * 1000)
-                    fig.put("supervisord", f"  daemon CPU, start {N} (ms)", sv.cpu_start)
-                    fig.put("supervisord", f"  daemon CPU, stop {N} (ms)", sv.cpu_stop)
-                    fig.put("supervisord", f"daemon RSS with {N} tasks (MB)", rss)
-                    fig.put("supervisord", "per-task PSS, runner + program (MB)", pss)
-                    lat = sv.crash(args.samples)  # its wait is 0: both figures are one
-                    for what in ("minus the wait", "smallest wait"):
-                        fig.put("supervisord", f"crash -> replacement, {what} (ms)",
-                                median(lat) * 1000)
+                    if colds:
+                        fig.put("supervisord", "daemon cold start until it answers (ms)",
+                                median(colds) * 1000)
+                        fig.put("supervisord", "  its CPU time until it answers (ms)",
+                                median(cpus))
+                    if "hundred" in only:
+                        start, stop, rss, pss = sv.start_stop_100()
+                        fig.put("supervisord", f"start {N} tasks until all alive (ms)",
+                                start * 1000)
+                        fig.put("supervisord", f"stop {N} tasks until all gone (ms)",
+                                stop * 1000)
+                        fig.put("supervisord", f"  daemon CPU, start {N} (ms)", sv.cpu_start)
+                        fig.put("supervisord", f"  daemon CPU, stop {N} (ms)", sv.cpu_stop)
+                        fig.put("supervisord", f"daemon RSS with {N} tasks (MB)", rss)
+                        fig.put("supervisord", "per-task PSS, runner + program (MB)", pss)
+                    if "crash" in only:
+                        lat = sv.crash(args.samples)  # its wait is 0: both figures are one
+                        for what in ("minus the wait", "smallest wait"):
+                            fig.put("supervisord", f"crash -> replacement, {what} (ms)",
+                                    median(lat) * 1000)
             with peer(lambda: Pm2(work), "pm2") as pm:
                 if isinstance(pm, Pm2):
                     colds = []
-                    for _ in range(args.runs):
+                    for _ in range(args.runs if "cold" in only else 0):
                         colds.append(pm.cold_start())
-                    fig.put("pm2", "daemon cold start until it answers (ms)",
-                            median(colds) * 1000)
-                    start, stop, rss, pss = pm.start_stop_100()
-                    fig.put("pm2", f"start {N} tasks until all alive (ms)", start * 1000)
-                    fig.put("pm2", f"stop {N} tasks until all gone (ms)", stop * 1000)
-                    fig.put("pm2", f"daemon RSS with {N} tasks (MB)", rss)
-                    fig.put("pm2", "per-task PSS, runner + program (MB)", pss)
-                    lat = pm.crash(args.samples)  # restart_delay 0: both figures are one
-                    for what in ("minus the wait", "smallest wait"):
-                        fig.put("pm2", f"crash -> replacement, {what} (ms)", median(lat) * 1000)
+                    if colds:
+                        fig.put("pm2", "daemon cold start until it answers (ms)",
+                                median(colds) * 1000)
+                    if "hundred" in only:
+                        start, stop, rss, pss = pm.start_stop_100()
+                        fig.put("pm2", f"start {N} tasks until all alive (ms)", start * 1000)
+                        fig.put("pm2", f"stop {N} tasks until all gone (ms)", stop * 1000)
+                        fig.put("pm2", f"daemon RSS with {N} tasks (MB)", rss)
+                        fig.put("pm2", "per-task PSS, runner + program (MB)", pss)
+                    if "crash" in only:
+                        lat = pm.crash(args.samples)  # restart_delay 0: both figures are one
+                        for what in ("minus the wait", "smallest wait"):
+                            fig.put("pm2", f"crash -> replacement, {what} (ms)",
+                                    median(lat) * 1000)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         show(fig)

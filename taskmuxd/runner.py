@@ -34,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from taskmuxctl import jsonio  # after the path set-up above
-from taskmuxd import proctree
+from taskmuxd import proctree, runrelaunch
 from taskmuxd.runready import RunReadiness
 
 TYPE_CHECKING = False
@@ -319,16 +319,18 @@ def write_record(path: str, record: dict[str, object],
         os.close(fd)
 
 
-def tell_daemon(sock_path: str, method: str, params: dict[str, object]) -> None:
-    """A JSON-RPC notification on ctl.sock; when the daemon is away, the record file speaks."""
+def tell_daemon(sock_path: str, method: str, params: dict[str, object]) -> bool:
+    """A JSON-RPC notification on ctl.sock; when the daemon is away, the record file speaks.
+    Whether it was delivered."""
     msg = {"jsonrpc": "2.0", "method": method, "params": params}
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(2.0)
         sock.connect(sock_path)
         sock.sendall((jsonio.dumps(msg) + "\n").encode())
+        return True
     except OSError:
-        pass
+        return False
     finally:
         sock.close()
 
@@ -374,35 +376,48 @@ def route_text(ended_by: str | None) -> str:
 
 class Runner:
     def __init__(self, spec: dict[str, object], marker: str | None = None) -> None:
+        self.tty_attrs: list[Any] | None = None
+        self.wake_r, self.wake_w = os.pipe()
+        self.pending_signals: list[int] = []
+        self.pane_ok = True  # output still goes to the pane
+        self.stdin_open = True
+        self.listener: _socket.socket | None = None  # for relaunch orders (``runrelaunch``)
+        self.cgroup: str | None = None
+        self.subreaper = False
+        self.begin(spec, marker)
+
+    def begin(self, spec: dict[str, object], marker: str | None = None) -> None:
+        """Take up a run: the first, or one the daemon ordered in place."""
         self.spec = spec
         self.record_path = str(spec["record"])
         self.socket_path = str(spec["socket"])
         self.marker = str(spec.get("marker") or marker or default_marker(spec))
         self.grace = max(float(str(spec.get("stop_grace_period", DEFAULT_GRACE))), 0.0)
+        old_log: LogWriter | None = getattr(self, "log", None)
+        if old_log is not None:
+            os.close(old_log.fd)
         self.log = LogWriter(str(spec["log"]), int(str(spec["log_max_size"])),
                              int(str(spec["log_max_files"])))
         self.record: dict[str, object] = {
             "format": RECORD_FORMAT, "project": spec["project"], "task": spec["task"],
             "run_id": spec["run_id"], "runner_pid": os.getpid(),
             "runner_start": proctree.start_ticks(os.getpid()), "boot_id": proctree.boot_id(),
-            "marker": self.marker, "subreaper": False, "status": "starting",
+            "marker": self.marker, "subreaper": self.subreaper, "status": "starting",
+            "cgroup": self.cgroup,
         }
         self.pid = 0
         self.master = -1
-        self.tty_attrs: list[Any] | None = None
-        self.wake_r, self.wake_w = os.pipe()
-        self.pending_signals: list[int] = []
         self.main_status: int | None = None  # the wait status of the task's first process
         self.ended_by: str | None = None  # the first route by which this run began to end
-        self.pane_ok = True  # output still goes to the pane
         self.master_open = False
-        self.stdin_open = True
         self.last_output = 0.0  # monotonic time of the task's last output
         self.readiness = RunReadiness(spec, self.record, self.log.note)
         self.log.on_line = self.readiness.on_line
 
+    told = False  # whether the last report reached the daemon
+
     def notify(self, method: str) -> None:
-        tell_daemon(self.socket_path, method, {
+        self.told = tell_daemon(self.socket_path, method, {
             "project": self.spec["project"], "task": self.spec["task"],
             "run_id": self.spec["run_id"], "record": self.record})
 
@@ -658,30 +673,109 @@ class Runner:
         self.log.note(what)
         self.record.update(status="exited", exit_code=code, exit_signal=sig,
                            exited_at=time.time(), tree_clean=clean, ended_by=self.ended_by)
+        self.clean = clean
+        if self.offers_relaunch():  # the daemon may order the next run here (``runrelaunch``)
+            self.record["relaunch"] = self.spec["relaunch_socket"]
         write_record(self.record_path, self.record, lambda: self.notify("runner.exited"))
         os.close(self.master)
         self.readiness.close()
         return code if code is not None else 128 + (sig or 0)
 
     def run(self) -> int:
-        self.record["cgroup"] = join_cgroup(self.spec.get("cgroup"))
+        self.cgroup = join_cgroup(self.spec.get("cgroup"))
+        self.record["cgroup"] = self.cgroup
         self.setup_signals()
-        self.record["subreaper"] = proctree.set_child_subreaper()
+        self.subreaper = self.record["subreaper"] = proctree.set_child_subreaper()
+        self.listen()
+        first = True
         try:
-            self.spawn()
-            self.setup_terminal()
-            while self.ended_by is None:
-                self.pump(PARTIAL_FLUSH_SECONDS if self.log.partial else None)
-                if self.main_status is not None:
-                    self.end("exit")
-            clean = self.stop_tree(self.pump_for)
-            deadline = time.monotonic() + REAP_WAIT_SECONDS
-            while self.main_status is None and time.monotonic() < deadline:
-                self.pump(proctree.POLL)  # ended, perhaps not yet reaped
-            self.drain()
-            return self.finish(clean)
+            while True:
+                code = self.run_once(first)
+                first = False
+                if not self.relaunch():
+                    return code
         finally:
             self.restore_terminal()
+            if self.listener is not None:
+                self.listener.close()
+
+    def run_once(self, first: bool) -> int:
+        """One run of the task, from its start to its recorded and reported exit."""
+        self.spawn()
+        if first:
+            self.setup_terminal()
+        else:
+            self.copy_window_size()
+        while self.ended_by is None:
+            self.pump(PARTIAL_FLUSH_SECONDS if self.log.partial else None)
+            if self.main_status is not None:
+                self.end("exit")
+        clean = self.stop_tree(self.pump_for)
+        deadline = time.monotonic() + REAP_WAIT_SECONDS
+        while self.main_status is None and time.monotonic() < deadline:
+            self.pump(proctree.POLL)  # ended, perhaps not yet reaped
+        self.drain()
+        return self.finish(clean)
+
+    # -- relaunch in place (``runrelaunch``): the daemon decides, the runner obeys ---------
+
+    def listen(self) -> None:
+        path = self.spec.get("relaunch_socket")
+        if path:
+            self.listener = runrelaunch.bind(str(path))
+
+    clean = False  # whether the last run's whole tree is known to be gone
+
+    def offers_relaunch(self) -> bool:
+        """Whether to offer the daemon a relaunch in place: the run ended by itself, all of
+        it is gone, and the pane is still there."""
+        return (self.listener is not None and self.ended_by == "exit" and self.pane_ok
+                and self.clean)
+
+    def relaunch(self) -> bool:
+        """Wait for the daemon's order (see ``runrelaunch``); whether a new run was taken up.
+        """
+        if not (self.offers_relaunch() and self.told) or self.listener is None:
+            return False  # a daemon that did not hear the exit report would never answer
+
+        def woken() -> bool:
+            try:
+                os.read(self.wake_r, 512)
+            except BlockingIOError:
+                pass
+            self.handle_signals()  # the pane closing or a signal ends the wait
+            return self.ended_by != "exit" or not self.pane_ok
+
+        got = runrelaunch.wait_order(self.listener, runrelaunch.WAIT_SECONDS, self.wake_r,
+                                     woken)
+        if got is None:
+            return False
+        order, conn = got
+        spec = self.relaunch_spec(order)
+        if spec is None:
+            runrelaunch.answer(conn, False)
+            return False
+        if not runrelaunch.answer(conn, True):
+            return False  # the daemon did not hear yes: it launches the usual way
+        self.begin(spec)
+        return True
+
+    def relaunch_spec(self, order: dict[str, object]) -> dict[str, object] | None:
+        """The spec an order names, when it is one to obey: the same task, a later run."""
+        path = order.get("spec")
+        if order.get("finish") or not isinstance(path, str):
+            return None
+        try:
+            with open(path, "rb") as fh:
+                spec = jsonio.loads(fh.read())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(spec, dict) or spec.get("project") != self.spec["project"] \
+                or spec.get("task") != self.spec["task"] or spec.get("run_id") != \
+                order.get("run") or not isinstance(spec.get("run_id"), int) \
+                or int(str(spec["run_id"])) <= int(str(self.spec["run_id"])):
+            return None
+        return spec
 
     def stop_after_failure(self) -> bool:
         """The runner itself failed: still stop the task's tree before saying so."""

@@ -8,15 +8,29 @@ run may have left behind, claim the port, build the environment, run ``before_st
 the runner's spec and open (or respawn) the window, then wait for the runner's report.
 Whatever goes wrong is fed back as LAUNCH_FAILED or ABORTED, so the supervisor decides what
 happens next. ``finish`` settles a launch a killed daemon left half done.
+
+Relaunch in place (``taskmuxd.runrelaunch``): a runner whose run ended cleanly by itself
+offers, in its exit record, to run the next run in its pane. When the machine's next Launch
+for the task comes while it waits, the launch orders it there (after the write-ahead, as a
+tmux launch would be), skipping a tmux command and a new runner's start-up; any other
+outcome (no answer, a refusal, the runner gone) falls back to ``tmux respawn-pane``, after
+ending what an order of unknown fate may have started. When no relaunch is coming (stopped,
+exited, or a backoff longer than the runner waits), the runner is told to finish at once, so
+its pane ends as it always did.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING
+import os
+import time
+from typing import TYPE_CHECKING, Any
 
 from taskmuxctl import diskspace
+from taskmuxctl.paths import MAX_SOCKET_PATH
+from taskmuxd import runrelaunch
 from taskmuxd.policy import TaskState
 from taskmuxd.projects import ownership, readiness
 from taskmuxd.projects import state as st
@@ -89,6 +103,7 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             "record": project.files.record(task.name), "socket": project.s.paths.socket,
             "marker": marker, "stop_grace_period": task.config.stop_grace_period,
             "cgroup": project.s.groups.ensure(project.name, task.name),
+            "relaunch_socket": relaunch_socket(project, task),
             **readiness.runner_spec(project, task),
         }
         # Off the loop, not fsynced (only this run's runner reads it); the launch's record,
@@ -97,9 +112,14 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
         await _written_ahead(project, task)
         if rec.run_id != run_id:
             return
-        rec.window_id = await project.launcher.launch(
-            task.name, project.files.spec(task.name), cwd, rec.window_id, marker) \
-            or rec.window_id
+        waiting, task.waiting_runner = task.waiting_runner, None
+        placed = await _relaunch_in_place(project, task, waiting, run_id, was_clean)
+        if rec.run_id != run_id:
+            return
+        if not placed:
+            rec.window_id = await project.launcher.launch(
+                task.name, project.files.spec(task.name), cwd, rec.window_id, marker) \
+                or rec.window_id
         reported = await project.changed.wait_for(
             lambda: rec.run_id != run_id or task.state != TaskState.STARTING, LAUNCH_TIMEOUT)
         if not reported:
@@ -127,6 +147,68 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
     finally:
         if rec.run_id == run_id:
             project.handle(m.LaunchSettled(task.name))
+
+
+def relaunch_socket(project: Project, task: TaskRuntime) -> str | None:
+    """Where the task's runner listens for a relaunch order: ``run/{task}.relaunch``, or None
+    when that path is too long for a Unix socket (then every launch goes through tmux)."""
+    path = os.path.join(project.files.run_dir, task.name + runrelaunch.SUFFIX)
+    return path if len(path.encode()) <= MAX_SOCKET_PATH else None
+
+
+async def _order(path: str, order: dict[str, Any]) -> bool | None:
+    """Send a relaunch order; True once the runner said ``ok``, False when it certainly did
+    not take it (no runner listening, a refusal, closed unanswered), None when unknown."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path),
+                                                runrelaunch.ORDER_SECONDS)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write((json.dumps(order) + "\n").encode())
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readline(), runrelaunch.ORDER_SECONDS)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+    return answer == b"ok\n"  # the runner answers before it starts anything, or closes
+
+
+async def _relaunch_in_place(project: Project, task: TaskRuntime, waiting: str | None,
+                             run_id: int, was_clean: bool) -> bool:
+    """Order the runner that waits in the task's pane to run ``run_id``; whether it took it.
+    When its answer was lost, whatever it may have started is ended before tmux is asked."""
+    if not waiting or not was_clean:
+        return False
+    placed = await _order(waiting, {"run": run_id, "spec": project.files.spec(task.name)})
+    if placed is None:
+        log.warning("%s/%s: no answer to the relaunch order; launching through tmux",
+                    project.name, task.name)
+        prefix = ownership.task_prefix(project.s.paths.home, project.name, task.name)
+        await ownership.clear_leftovers(prefix, task.config.stop_grace_period)
+    return bool(placed)
+
+
+def runner_waits(task: TaskRuntime, record: dict[str, Any]) -> None:
+    """The exit record of the current run: whether its runner waits for a relaunch order."""
+    path = record.get("relaunch")
+    task.waiting_runner = path if isinstance(path, str) and record.get("tree_clean") is True \
+        else None
+
+
+def release_waiting(project: Project, task: TaskRuntime) -> None:
+    """After each event: a runner that waits in vain (no relaunch is coming before it would
+    give up) is told to finish now, so its pane ends at once, as it did before."""
+    path = task.waiting_runner
+    if path is None or task.state == TaskState.STARTING:
+        return
+    at = task.record.policy.restart_at
+    if task.state == TaskState.BACKOFF and at is not None \
+            and at - time.monotonic() < runrelaunch.WAIT_SECONDS / 2:
+        return  # the relaunch comes while it waits
+    task.waiting_runner = None
+    project.s.spawn(_order(path, {"finish": True}), f"finish runner {project.name}/{task.name}")
 
 
 def started(project: Project, task: TaskRuntime) -> None:

@@ -154,6 +154,7 @@ class Project:
                 changed.wake_exit_waiters()
         for task in self.tasks.values():
             readiness.settle(self, task)  # the task's own word, once its run is judged
+            launching.release_waiting(self, task)  # a runner waiting for no relaunch
         self.touch()
 
     def command(self, task: TaskRuntime, kind: Ev) -> None:
@@ -410,6 +411,7 @@ class Project:
         rec = task.record
         self.s.runners.unwatch(self.task_key(task))
         rec.clean = record.get("tree_clean") is True
+        launching.runner_waits(task, record)
         rec.exited_wall = float(record.get("exited_at") or time.time())
         code, sig = record.get("exit_code"), record.get("exit_signal")
         if record.get("status") == "failed" and code is None and sig is None:

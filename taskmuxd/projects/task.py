@@ -43,6 +43,9 @@ class TaskRuntime:
         self.last_launch_code: int | None = None
         # What the runner saw of the task's own readiness (see ``readiness``), per run.
         self.reported: dict[str, Any] = {}
+        # The socket of the last run's runner while it offers a relaunch in place (see
+        # ``launching``); None otherwise.
+        self.waiting_runner: str | None = None
 
     @property
     def state(self) -> TaskState:

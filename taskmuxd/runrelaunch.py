@@ -1,0 +1,130 @@
+"""Relaunch in place: a runner whose task exited waits, briefly, for the daemon's word.
+
+Once a run has ended and its exit is recorded and reported, the runner does not leave its
+pane at once: it listens on its own Unix socket (``run/{task}.relaunch``, 0600 in the
+project's 0700 ``run/`` folder; the peer's uid is checked too) for one order from the daemon:
+
+- ``{"run": N, "spec": PATH}``: run the task again as run ``N`` from the spec at ``PATH``
+  (written by the daemon, with run ``N`` recorded write-ahead, before it says so). The runner
+  answers ``ok`` and only then starts the new run, in the same pane, with the same log.
+- ``{"finish": true}``: end now (the task was stopped, or will not run again soon).
+
+The runner decides nothing: it never runs anything again on its own. Without an order within
+``WAIT_SECONDS`` it ends as a runner always ended (the pane stays, dead, until the daemon
+respawns it); so does it when the daemon is gone (its report could not be delivered: it does
+not wait at all) or when the daemon's connection breaks. A daemon that heard no ``ok`` (the
+runner ended, timed out, refused) launches the run the usual way (``tmux respawn-pane``), so
+an order lost anywhere costs time, never a second copy.
+
+Standard library only and cheap to import (the runner imports it).
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import select
+import time
+
+from taskmuxctl import jsonio
+
+WAIT_SECONDS = 1.0  # how long a runner waits for an order after reporting its exit
+ORDER_LIMIT = 4096  # bytes of one order
+ORDER_SECONDS = 1.0  # for the order's bytes once connected, and for the daemon's answer
+SUFFIX = ".relaunch"
+
+
+def bind(path: str) -> _socket.socket | None:
+    """The runner's listening socket at ``path`` (replacing a stale one); None on failure."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        sock.listen(4)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _peer_is_me(conn: _socket.socket) -> bool:
+    """Whether the connecting process runs as this user (Linux SO_PEERCRED; elsewhere the
+    socket's mode and its folder's are the guard)."""
+    opt = getattr(_socket, "SO_PEERCRED", None)
+    if opt is None:
+        return True
+    try:
+        cred = conn.getsockopt(_socket.SOL_SOCKET, opt, 12)
+    except OSError:
+        return False
+    return int.from_bytes(cred[4:8], "little") == os.getuid()
+
+
+def _read_order(conn: _socket.socket) -> dict[str, object] | None:
+    conn.settimeout(ORDER_SECONDS)
+    data = b""
+    try:
+        while b"\n" not in data and len(data) < ORDER_LIMIT:
+            chunk = conn.recv(ORDER_LIMIT - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        order = jsonio.loads(data.split(b"\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    return order if isinstance(order, dict) else None
+
+
+def wait_order(sock: _socket.socket, seconds: float, wake_fd: int,
+               on_wake: Callable[[], bool]) -> tuple[dict[str, object], _socket.socket] | None:
+    """Wait up to ``seconds`` for the daemon's order; the order and its connection (to
+    answer on), or None (time out). ``on_wake`` runs when ``wake_fd`` (signals) is readable
+    and says whether to give up (the pane closed, the runner was told to end)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            ready, _, _ = select.select([sock.fileno(), wake_fd], [], [], left)
+        except InterruptedError:
+            continue
+        if wake_fd in ready and on_wake():
+            return None
+        if sock.fileno() not in ready:
+            continue
+        try:
+            fd, _addr = sock._accept()  # type: ignore[attr-defined]  # a descriptor
+        except OSError:
+            continue
+        conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
+        if not _peer_is_me(conn):
+            conn.close()
+            continue
+        order = _read_order(conn)
+        if order is None:
+            conn.close()
+            continue
+        return order, conn
+    return None
+
+
+def answer(conn: _socket.socket, ok: bool) -> bool:
+    """Answer an order; whether the daemon could be told."""
+    try:
+        conn.settimeout(ORDER_SECONDS)
+        conn.sendall(b"ok\n" if ok else b"no\n")
+        return True
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
