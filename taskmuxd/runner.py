@@ -34,15 +34,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from taskmuxctl import jsonio  # after the path set-up above
-from taskmuxd import proctree, runrelaunch
+from taskmuxd import proctree, runrecord, runrelaunch
 from taskmuxd.runready import RunReadiness
+from taskmuxd.runrecord import RunRecord, RunSpec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-RECORD_FORMAT = 1
 PARTIAL_FLUSH_SECONDS = 1.0
 DRAIN_AFTER_EXIT_SECONDS = 0.5
 DRAIN_LIMIT_SECONDS = 5.0
@@ -298,7 +298,7 @@ def _write_all(fd: int, data: bytes) -> None:
 # -- records and telling the daemon ------------------------------------------------------------
 
 
-def write_record(path: str, record: dict[str, object],
+def write_record(path: str, record: RunRecord,
                  then: Callable[[], None] | None = None) -> None:
     """Replace the record at ``path``, then run ``then`` (telling the daemon), then fsync it.
 
@@ -310,7 +310,7 @@ def write_record(path: str, record: dict[str, object],
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        _write_all(fd, (jsonio.dumps(record) + "\n").encode())
+        _write_all(fd, (runrecord.dumps(record) + "\n").encode())
         os.replace(tmp, path)
         if then is not None:
             then()
@@ -354,14 +354,14 @@ def join_cgroup(path: object) -> str | None:
 # -- the pty relay and the task's tree ---------------------------------------------------------
 
 
-def default_marker(spec: dict[str, object]) -> str:
+def default_marker(spec: RunSpec) -> str:
     """A marker when the daemon gave none: the state folder's inode stands in for the home id,
     so that two homes running the same project never take each other's processes."""
     try:
-        home = format(os.stat(os.path.dirname(str(spec["socket"]))).st_ino, "x")
-    except (KeyError, OSError):
+        home = format(os.stat(os.path.dirname(spec.socket)).st_ino, "x")
+    except OSError:
         home = ""
-    return f"?{home}:{spec['project']}:{spec['task']}:{spec['run_id']}"
+    return f"?{home}:{spec.project}:{spec.task}:{spec.run_id}"
 
 
 def signal_name(sig: int) -> str:
@@ -375,7 +375,7 @@ def route_text(ended_by: str | None) -> str:
 
 
 class Runner:
-    def __init__(self, spec: dict[str, object], marker: str | None = None) -> None:
+    def __init__(self, spec: RunSpec, marker: str | None = None) -> None:
         self.tty_attrs: list[Any] | None = None
         self.wake_r, self.wake_w = os.pipe()
         self.pending_signals: list[int] = []
@@ -386,25 +386,22 @@ class Runner:
         self.subreaper = False
         self.begin(spec, marker)
 
-    def begin(self, spec: dict[str, object], marker: str | None = None) -> None:
+    def begin(self, spec: RunSpec, marker: str | None = None) -> None:
         """Take up a run: the first, or one the daemon ordered in place."""
         self.spec = spec
-        self.record_path = str(spec["record"])
-        self.socket_path = str(spec["socket"])
-        self.marker = str(spec.get("marker") or marker or default_marker(spec))
-        self.grace = max(float(str(spec.get("stop_grace_period", DEFAULT_GRACE))), 0.0)
+        self.record_path = spec.record
+        self.socket_path = spec.socket
+        self.marker = spec.marker or marker or default_marker(spec)
+        self.grace = max(spec.stop_grace_period, 0.0)
         old_log: LogWriter | None = getattr(self, "log", None)
         if old_log is not None:
             os.close(old_log.fd)
-        self.log = LogWriter(str(spec["log"]), int(str(spec["log_max_size"])),
-                             int(str(spec["log_max_files"])))
-        self.record: dict[str, object] = {
-            "format": RECORD_FORMAT, "project": spec["project"], "task": spec["task"],
-            "run_id": spec["run_id"], "runner_pid": os.getpid(),
-            "runner_start": proctree.start_ticks(os.getpid()), "boot_id": proctree.boot_id(),
-            "marker": self.marker, "subreaper": self.subreaper, "status": "starting",
-            "cgroup": self.cgroup,
-        }
+        self.log = LogWriter(spec.log, spec.log_max_size, spec.log_max_files)
+        self.record = RunRecord(
+            project=spec.project, task=spec.task, run_id=spec.run_id, runner_pid=os.getpid(),
+            runner_start=proctree.start_ticks(os.getpid()), boot_id=proctree.boot_id(),
+            marker=self.marker, subreaper=self.subreaper, status="starting",
+            cgroup=self.cgroup)
         self.pid = 0
         self.master = -1
         self.main_status: int | None = None  # the wait status of the task's first process
@@ -418,15 +415,15 @@ class Runner:
 
     def notify(self, method: str) -> None:
         self.told = tell_daemon(self.socket_path, method, {
-            "project": self.spec["project"], "task": self.spec["task"],
-            "run_id": self.spec["run_id"], "record": self.record})
+            "project": self.spec.project, "task": self.spec.task,
+            "run_id": self.spec.run_id, "record": runrecord.to_json(self.record)})
 
     def spawn(self) -> None:
-        shell = str(self.spec["shell"])
-        argv = [shell, "-c", str(self.spec["command"])]
-        env = {str(k): str(v) for k, v in self.spec["env"].items()}  # type: ignore[attr-defined]
+        shell = self.spec.shell
+        argv = [shell, "-c", self.spec.command]
+        env = dict(self.spec.env)
         env[proctree.MARKER_VAR] = self.marker  # inherited by all it starts: found by marker
-        cwd = str(self.spec["cwd"])
+        cwd = self.spec.cwd
         self.readiness.open(env)
         pid, master = os.forkpty()
         if pid == 0:  # the task's side: a new session whose controlling terminal is the pty
@@ -439,10 +436,11 @@ class Runner:
                 os.write(2, f"taskmux: cannot run {argv!r} in {cwd}: {exc}\r\n".encode())
             os._exit(127)
         self.pid, self.master, self.master_open = pid, master, True
-        self.record.update(pid=pid, pgid=pid, pid_start=proctree.start_ticks(pid),
-                           started_at=time.time(), status="running")
+        rec = self.record
+        rec.pid, rec.pgid, rec.pid_start = pid, pid, proctree.start_ticks(pid)
+        rec.started_at, rec.status = time.time(), "running"
         write_record(self.record_path, self.record, lambda: self.notify("runner.started"))
-        self.log.note(f"started (pid {pid}): {self.spec['command']}")
+        self.log.note(f"started (pid {pid}): {self.spec.command}")
 
     def setup_signals(self) -> None:
         for sig in (_signal.SIGWINCH, _signal.SIGCHLD, *ENDING_SIGNALS):
@@ -604,7 +602,7 @@ class Runner:
 
     def group_members(self) -> list[proctree.ProcId]:
         """The members of the task's cgroup (where one was delegated), the runner aside."""
-        group = self.record.get("cgroup")
+        group = self.record.cgroup
         if not group:
             return []
         try:
@@ -671,21 +669,21 @@ class Runner:
         if not clean:
             what += "; some of its processes may remain"
         self.log.note(what)
-        self.record.update(status="exited", exit_code=code, exit_signal=sig,
-                           exited_at=time.time(), tree_clean=clean, ended_by=self.ended_by)
+        rec = self.record
+        rec.status, rec.exit_code, rec.exit_signal = "exited", code, sig
+        rec.exited_at, rec.tree_clean, rec.ended_by = time.time(), clean, self.ended_by
         self.clean = clean
         if self.offers_relaunch():  # the daemon may order the next run here (``runrelaunch``)
-            self.record["relaunch"] = self.spec["relaunch_socket"]
+            self.record.relaunch = self.spec.relaunch_socket
         write_record(self.record_path, self.record, lambda: self.notify("runner.exited"))
         os.close(self.master)
         self.readiness.close()
         return code if code is not None else 128 + (sig or 0)
 
     def run(self) -> int:
-        self.cgroup = join_cgroup(self.spec.get("cgroup"))
-        self.record["cgroup"] = self.cgroup
+        self.cgroup = self.record.cgroup = join_cgroup(self.spec.cgroup)
         self.setup_signals()
-        self.subreaper = self.record["subreaper"] = proctree.set_child_subreaper()
+        self.subreaper = self.record.subreaper = proctree.set_child_subreaper()
         self.listen()
         first = True
         try:
@@ -720,9 +718,8 @@ class Runner:
     # -- relaunch in place (``runrelaunch``): the daemon decides, the runner obeys ---------
 
     def listen(self) -> None:
-        path = self.spec.get("relaunch_socket")
-        if path:
-            self.listener = runrelaunch.bind(str(path))
+        if self.spec.relaunch_socket:
+            self.listener = runrelaunch.bind(self.spec.relaunch_socket)
 
     clean = False  # whether the last run's whole tree is known to be gone
 
@@ -760,20 +757,18 @@ class Runner:
         self.begin(spec)
         return True
 
-    def relaunch_spec(self, order: dict[str, object]) -> dict[str, object] | None:
+    def relaunch_spec(self, order: dict[str, object]) -> RunSpec | None:
         """The spec an order names, when it is one to obey: the same task, a later run."""
         path = order.get("spec")
         if order.get("finish") or not isinstance(path, str):
             return None
         try:
-            with open(path, "rb") as fh:
-                spec = jsonio.loads(fh.read())
-        except (OSError, ValueError):
+            spec = runrecord.read_spec(path)
+        except (OSError, ValueError) as exc:  # FormatError included: refused, and said why
+            self.log.note(f"relaunch refused: {exc}")
             return None
-        if not isinstance(spec, dict) or spec.get("project") != self.spec["project"] \
-                or spec.get("task") != self.spec["task"] or spec.get("run_id") != \
-                order.get("run") or not isinstance(spec.get("run_id"), int) \
-                or int(str(spec["run_id"])) <= int(str(self.spec["run_id"])):
+        if spec.project != self.spec.project or spec.task != self.spec.task \
+                or spec.run_id != order.get("run") or spec.run_id <= self.spec.run_id:
             return None
         return spec
 
@@ -797,33 +792,31 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (2, 3):
         sys.stderr.write("usage: runner.py SPEC.json [MARKER]\n")
         return 2
-    with open(argv[1], "rb") as fh:
-        spec = jsonio.loads(fh.read())
+    spec = runrecord.read_spec(argv[1])
     runner = None
     try:
         runner = Runner(spec, argv[2] if len(argv) == 3 else None)
         return runner.run()
     except Exception as exc:  # stop the task, tell the daemon why, then show it in the pane
-        record = {"format": RECORD_FORMAT, "project": spec.get("project"),
-                  "task": spec.get("task"), "run_id": spec.get("run_id"),
-                  "runner_pid": os.getpid(), "status": "failed", "error": repr(exc),
-                  "exited_at": time.time()}
+        record = RunRecord(project=spec.project, task=spec.task, run_id=spec.run_id,
+                           runner_pid=os.getpid())
         if runner is not None:
-            record.update(runner.record, status="failed", error=repr(exc),
-                          tree_clean=runner.stop_after_failure(), ended_by="runner_error",
-                          exited_at=time.time())
+            record = runner.record
+            record.tree_clean = runner.stop_after_failure()
+            record.ended_by = "runner_error"
             if runner.main_status is not None:  # the task's own status, when known
                 status = runner.main_status
-                record.update(exit_code=os.waitstatus_to_exitcode(status)
-                              if not os.WIFSIGNALED(status) else None,
-                              exit_signal=os.WTERMSIG(status)
-                              if os.WIFSIGNALED(status) else None)
+                signalled = os.WIFSIGNALED(status)
+                record.exit_code = None if signalled else os.waitstatus_to_exitcode(status)
+                record.exit_signal = os.WTERMSIG(status) if signalled else None
+        record.status, record.error, record.exited_at = "failed", repr(exc), time.time()
+        record.relaunch = None
         try:
-            write_record(str(spec["record"]), record)
+            write_record(spec.record, record)
         finally:
-            tell_daemon(str(spec["socket"]), "runner.exited", {
-                "project": spec.get("project"), "task": spec.get("task"),
-                "run_id": spec.get("run_id"), "record": record})
+            tell_daemon(spec.socket, "runner.exited", {
+                "project": spec.project, "task": spec.task, "run_id": spec.run_id,
+                "record": runrecord.to_json(record)})
         raise
 
 

@@ -26,26 +26,25 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from taskmuxd.readyline import LineMatcher
+    from taskmuxd.runrecord import RunRecord, RunSpec
 
 STATUS_EVERY = 1.0  # seconds between reports of status text alone
 REFUSAL_NOTE_EVERY = 60.0  # seconds between log notes about refused datagrams
 
 
 class RunReadiness:
-    def __init__(self, spec: dict[str, object], record: dict[str, object],
-                 note: Callable[[str], None]) -> None:
+    def __init__(self, spec: RunSpec, record: RunRecord, note: Callable[[str], None]) -> None:
         self.record = record
         self.note = note
-        self.socket_path = str(spec.get("notify_socket") or "") or None
-        watchdog = spec.get("watchdog_sec")
-        self.watchdog_sec = float(str(watchdog)) if watchdog else None
-        pattern = spec.get("ready_log_line")
+        self.socket_path = spec.notify_socket or None
+        self.watchdog_sec = spec.watchdog_sec or None
+        pattern = spec.ready_log_line
         self.matcher: LineMatcher | None = None
         if pattern:
             from taskmuxd.readyline import LineMatcher
 
-            self.matcher = LineMatcher(str(pattern))
-        wait_ready = bool(self.matcher) or spec.get("ready") == "notify"
+            self.matcher = LineMatcher(pattern)
+        wait_ready = bool(self.matcher) or spec.ready == "notify"
         self.state = NotifyState(self.watchdog_sec, wait_ready, time.monotonic())
         self.receiver: notifysocket.Receiver | None = None
         self.root = os.getpid()
@@ -86,8 +85,9 @@ class RunReadiness:
             self._ready("log", f"log line matched: {(self.matcher.matched or '')[:200]}")
 
     def _ready(self, by: str, detail: str) -> None:
-        if "ready_at" not in self.record:
-            self.record.update(ready_at=time.time(), ready_by=by, ready_detail=detail)
+        rec = self.record
+        if rec.ready_at is None:
+            rec.ready_at, rec.ready_by, rec.ready_detail = time.time(), by, detail
             self.urgent = True
 
     def readable(self) -> None:
@@ -100,8 +100,8 @@ class RunReadiness:
                 if self.state.ready and not was_ready:
                     was_ready = True
                     self._ready("notify", "the task sent READY=1")
-                if self.state.status != self.record.get("notify_status"):
-                    self.record["notify_status"] = self.state.status
+                if self.state.status != self.record.notify_status:
+                    self.record.notify_status = self.state.status
                     if self.status_due is None:
                         self.status_due = now + (0 if self.urgent else STATUS_EVERY)
                 self._check_missed(now)
@@ -118,9 +118,9 @@ class RunReadiness:
             self.last_refusal_note = now
 
     def _check_missed(self, now: float) -> None:
-        if self.state.missed and "watchdog_missed_at" not in self.record:
-            self.record.update(watchdog_missed_at=time.time(),
-                               watchdog_reason=self.state.missed_reason)
+        if self.state.missed and self.record.watchdog_missed_at is None:
+            self.record.watchdog_missed_at = time.time()
+            self.record.watchdog_reason = self.state.missed_reason
             self.note(f"watchdog: {self.state.missed_reason}")
             self.urgent = True
 

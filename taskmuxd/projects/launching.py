@@ -30,17 +30,19 @@ from typing import TYPE_CHECKING, Any
 
 from taskmuxctl import diskspace
 from taskmuxctl.paths import MAX_SOCKET_PATH
-from taskmuxd import runrelaunch
+from taskmuxd import runrecord, runrelaunch
 from taskmuxd.policy import TaskState
 from taskmuxd.projects import ownership, readiness
 from taskmuxd.projects import state as st
 from taskmuxd.projects.hooks import HookFailed, HookRun, run_hook
 from taskmuxd.projects.portclaim import claim_port
+from taskmuxd.runrecord import RunSpec
 from taskmuxd.supervisor import messages as m
 
 if TYPE_CHECKING:
     from taskmuxd.projects.project import Project
     from taskmuxd.projects.task import TaskRuntime
+    from taskmuxd.runrecord import RunRecord
 
 log = logging.getLogger("taskmuxd.project")
 
@@ -94,21 +96,20 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
         if task.config.hooks.before_start:
             await run_hook(HookRun("before_start", task.name, task.config.hooks.before_start),
                            env, cwd)
-        spec = {
-            "project": project.name, "task": task.name, "run_id": run_id,
-            "command": task.config.command, "shell": task.config.shell or DEFAULT_SHELL,
-            "cwd": cwd, "env": env, "log": project.log_path(task),
-            "log_max_size": task.config.log_max_size,
-            "log_max_files": task.config.log_max_files,
-            "record": project.files.record(task.name), "socket": project.s.paths.socket,
-            "marker": marker, "stop_grace_period": task.config.stop_grace_period,
-            "cgroup": project.s.groups.ensure(project.name, task.name),
-            "relaunch_socket": relaunch_socket(project, task),
+        spec = RunSpec(
+            project=project.name, task=task.name, run_id=run_id,
+            command=task.config.command, shell=task.config.shell or DEFAULT_SHELL,
+            cwd=cwd, env=env, log=project.log_path(task),
+            log_max_size=task.config.log_max_size, log_max_files=task.config.log_max_files,
+            record=project.files.record(task.name), socket=project.s.paths.socket,
+            marker=marker, stop_grace_period=task.config.stop_grace_period,
+            cgroup=project.s.groups.ensure(project.name, task.name),
+            relaunch_socket=relaunch_socket(project, task),
             **readiness.runner_spec(project, task),
-        }
+        )
         # Off the loop, not fsynced (only this run's runner reads it); the launch's record,
         # handed to the writer by ``begin``, must be in place before tmux is asked.
-        await st.write_spec(project.files, task.name, json.dumps(spec))
+        await st.write_spec(project.files, task.name, runrecord.dumps(spec))
         await _written_ahead(project, task)
         if rec.run_id != run_id:
             return
@@ -124,7 +125,7 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             lambda: rec.run_id != run_id or task.state != TaskState.STARTING, LAUNCH_TIMEOUT)
         if not reported:
             runner = st.read_runner_record(project.files, task.name)
-            if runner and runner.get("run_id") == run_id and runner.get("pid"):
+            if runner and runner.run_id == run_id and runner.pid:
                 project.runner_started(task.name, runner)
             else:
                 launch_failed(project, task, run_id,
@@ -190,11 +191,9 @@ async def _relaunch_in_place(project: Project, task: TaskRuntime, waiting: str |
     return bool(placed)
 
 
-def runner_waits(task: TaskRuntime, record: dict[str, Any]) -> None:
+def runner_waits(task: TaskRuntime, record: RunRecord) -> None:
     """The exit record of the current run: whether its runner waits for a relaunch order."""
-    path = record.get("relaunch")
-    task.waiting_runner = path if isinstance(path, str) and record.get("tree_clean") is True \
-        else None
+    task.waiting_runner = record.relaunch if record.tree_clean is True else None
 
 
 def release_waiting(project: Project, task: TaskRuntime) -> None:
@@ -239,7 +238,7 @@ async def finish(project: Project, task: TaskRuntime, run_id: int) -> None:
         if reported:
             return
         runner = st.read_runner_record(project.files, task.name)
-        if runner and runner.get("run_id") == run_id and runner.get("status") == "running" \
+        if runner and runner.run_id == run_id and runner.status == "running" \
                 and ownership.runner_record_alive(runner):
             project.runner_started(task.name, runner)
             return

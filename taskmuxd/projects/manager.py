@@ -35,6 +35,7 @@ from taskmuxd.projects.project import Project, Services
 from taskmuxd.projects.registry import Registry
 from taskmuxd.projects.watcher import ConfigWatcher
 from taskmuxd.routes import Backend
+from taskmuxd.runrecord import RunRecord
 from taskmuxd.supervisor import messages as m
 from taskmuxd.tmux import Tmux, TmuxError
 
@@ -317,12 +318,12 @@ class Projects:
             if not task.live:
                 continue
             runner = st.read_runner_record(project.files, task.name)
-            run = runner.get("run_id") if runner else None
-            if runner and isinstance(run, int) and run > rec.run_id and \
+            run = runner.run_id if runner else None
+            if runner and run is not None and run > rec.run_id and \
                     ownership.runner_record_alive(runner):
                 rec.run_id = run  # a record lost after the launch: the runner knows better
             current = runner is not None and run == rec.run_id
-            status = runner.get("status") if runner else None
+            status = runner.status if runner else None
             if current and runner and status == "running" and \
                     ownership.runner_record_alive(runner):
                 was_starting = task.state == TaskState.STARTING
@@ -338,8 +339,8 @@ class Projects:
             else:
                 rec.clean = False
                 runner_now = st.read_runner_record(project.files, task.name)
-                if runner_now and runner_now.get("run_id") == rec.run_id and \
-                        runner_now.get("status") in ("exited", "failed"):
+                if runner_now and runner_now.run_id == rec.run_id and \
+                        runner_now.status in ("exited", "failed"):
                     project.runner_exited(task.name, runner_now)
                 else:
                     project.s.runners.unwatch(project.task_key(task))
@@ -422,15 +423,15 @@ class Projects:
             except TmuxError as exc:
                 log.warning("sweep: %s", exc.message)
 
-    def runner_exited(self, project_name: str, task_name: str, record: dict[str, Any]) -> None:
+    def runner_exited(self, project_name: str, task_name: str, record: RunRecord) -> None:
         project = self.projects.get(project_name)
         if project is None:
             return
         project.runner_exited(task_name, record)
         # The window went away (tmux kill-server, a closed window): look soon, not at the
         # next sweep, whether the whole session went with it.
-        hangup = record.get("ended_by") in ("hangup", "pane_write_failed") or record.get(
-            "exit_signal") in (1, 15)
+        hangup = record.ended_by in ("hangup", "pane_write_failed") or record.exit_signal in (
+            signal.SIGHUP, signal.SIGTERM)
         if hangup and project.record.running:
             # A hang-up often means tmux went away; look soon rather than at the next sweep.
             if self._restore_check is not None:

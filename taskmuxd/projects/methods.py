@@ -13,6 +13,7 @@ from taskmuxd.errors import ClientError
 from taskmuxd.projects import config as cfgmod
 from taskmuxd.projects.manager import Projects
 from taskmuxd.projects.project import Project
+from taskmuxd.runrecord import FormatError, RunRecord, record_from_json
 
 if TYPE_CHECKING:
     from taskmuxd.daemon import Daemon
@@ -209,19 +210,19 @@ def register(daemon: Daemon, projects: Projects) -> None:
                              record: RunnerRecord) -> dict[str, Any]:
         p = projects.projects.get(project)
         if p is not None:
-            p.runner_started(task, {**record, "run_id": run_id})
+            p.runner_started(task, _record(record, run_id))
         return {}
 
     async def runner_exited(project: str, task: str, run_id: RunId,
                             record: RunnerRecord) -> dict[str, Any]:
-        projects.runner_exited(project, task, {**record, "run_id": run_id})
+        projects.runner_exited(project, task, _record(record, run_id))
         return {}
 
     async def runner_notify(project: str, task: str, run_id: RunId,
                             record: RunnerRecord) -> dict[str, Any]:
         p = projects.projects.get(project)
         if p is not None:
-            p.runner_notified(task, {**record, "run_id": run_id})
+            p.runner_notified(task, _record(record, run_id))
         return {}
 
     add(Method.PROJECT_STATUS, project_status)
@@ -259,5 +260,15 @@ def _problem(projects: Projects, p: Project) -> str | None:
 
 def _runner_record(p: Project, task: str) -> dict[str, Any] | None:
     from taskmuxd.projects.state import read_runner_record
+    from taskmuxd.runrecord import to_json
 
-    return read_runner_record(p.files, task)
+    record = read_runner_record(p.files, task)
+    return to_json(record) if record is not None else None
+
+
+def _record(record: dict[str, Any], run_id: int) -> RunRecord:
+    """A runner's report, read by the one reader of runner records (``runrecord``)."""
+    try:
+        return record_from_json({**record, "run_id": run_id})
+    except FormatError as exc:
+        raise ClientError(str(exc), {"run_id": run_id}) from None

@@ -23,10 +23,13 @@ import os
 import select
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskmuxd import proctree
 from taskmuxd.proctree import ProcId
+
+if TYPE_CHECKING:
+    from taskmuxd.runrecord import RunRecord
 
 log = logging.getLogger("taskmuxd.ownership")
 
@@ -84,19 +87,18 @@ async def marked_alive(marker: str) -> bool:
     return bool(await asyncio.to_thread(proctree.find_marked, marker, None, True))
 
 
-def runner_record_alive(runner: dict[str, Any]) -> bool:
+def runner_record_alive(runner: RunRecord) -> bool:
     """Whether the runner that wrote ``runner`` (its record) still runs: by identity when the
     record has one (pid, start time, boot), else by pid (records of older runners)."""
     from taskmuxctl.daemonctl import alive
     from taskmuxd.projects.state import ident
 
-    pid, start, boot = runner.get("runner_pid"), runner.get("runner_start"), runner.get("boot_id")
-    rid = ident(pid if isinstance(pid, int) else None, start if isinstance(start, int) else None,
-                boot if isinstance(boot, str) else None)
+    pid = runner.runner_pid
+    rid = ident(pid, runner.runner_start, runner.boot_id)
     if rid is not None:
         return proctree.is_alive(rid)
-    main = runner.get("pid")
-    return isinstance(pid, int) and alive(pid) and isinstance(main, int) and alive(main)
+    main = runner.pid
+    return pid is not None and alive(pid) and main is not None and alive(main)
 
 
 _snap: tuple[float, proctree.Snapshot] | None = None

@@ -47,6 +47,7 @@ from taskmuxd.projects.launcher import Launcher
 from taskmuxd.projects.launching import LAUNCH_TIMEOUT
 from taskmuxd.projects.ownership import RunnerWatch
 from taskmuxd.projects.task import TaskRuntime
+from taskmuxd.runrecord import RunRecord
 from taskmuxd.supervisor import messages as m
 from taskmuxd.supervisor.machine import KILL_WAIT, Machine, TaskSpec
 from taskmuxd.supervisor.verdict import HealthSpec
@@ -341,9 +342,9 @@ class Project:
     def task_key(self, task: TaskRuntime) -> str:
         return f"{self.name}/{task.name}"
 
-    def runner_started(self, task_name: str, record: dict[str, Any]) -> None:
+    def runner_started(self, task_name: str, record: RunRecord) -> None:
         task = self.tasks.get(task_name)
-        if task is None or record.get("run_id") != task.record.run_id:
+        if task is None or record.run_id != task.record.run_id or record.pid is None:
             return
         self.take_runner(task, record)
         if task.state == TaskState.STARTING:
@@ -353,20 +354,20 @@ class Project:
             self.save_task(task)
             self.touch()
 
-    def take_runner(self, task: TaskRuntime, record: dict[str, Any]) -> None:
+    def take_runner(self, task: TaskRuntime, record: RunRecord) -> None:
         """Record the process a runner reports for the current run, and watch the runner."""
         rec = task.record
-        rec.pid = int(record["pid"])
-        rec.pgid = int(record.get("pgid") or record["pid"])
-        rec.runner_pid = record.get("runner_pid")
-        rec.pid_start = record.get("pid_start")
-        rec.runner_start = record.get("runner_start")
-        rec.boot_id = record.get("boot_id")
-        rec.started_wall = float(record.get("started_at") or time.time())
+        rec.pid = record.pid
+        rec.pgid = record.pgid or record.pid
+        rec.runner_pid = record.runner_pid
+        rec.pid_start = record.pid_start
+        rec.runner_start = record.runner_start
+        rec.boot_id = record.boot_id
+        rec.started_wall = record.started_at or time.time()
         self.watch_runner(task)
         readiness.take(task, record, live=False)
 
-    def runner_notified(self, task_name: str, record: dict[str, Any]) -> None:
+    def runner_notified(self, task_name: str, record: RunRecord) -> None:
         """The runner saw the task become ready, miss its watchdog, or change its status."""
         task = self.tasks.get(task_name)
         if task is not None and task.live:
@@ -398,23 +399,22 @@ class Project:
         if task.record.run_id != run_id or not task.live:
             return
         runner = st.read_runner_record(self.files, task.name)
-        if not (runner and runner.get("run_id") == run_id
-                and runner.get("status") in ("exited", "failed")):
+        if not (runner and runner.run_id == run_id and runner.status in ("exited", "failed")):
             self.s.events.emit("runner_lost", self.name, task.name,
                                runner_pid=task.record.runner_pid)
         stopping.exit_unreported(self, task, run_id, signal.SIGKILL)
 
-    def runner_exited(self, task_name: str, record: dict[str, Any]) -> None:
+    def runner_exited(self, task_name: str, record: RunRecord) -> None:
         task = self.tasks.get(task_name)
-        if task is None or record.get("run_id") != task.record.run_id or not task.live:
+        if task is None or record.run_id != task.record.run_id or not task.live:
             return
         rec = task.record
         self.s.runners.unwatch(self.task_key(task))
-        rec.clean = record.get("tree_clean") is True
+        rec.clean = record.tree_clean is True
         launching.runner_waits(task, record)
-        rec.exited_wall = float(record.get("exited_at") or time.time())
-        code, sig = record.get("exit_code"), record.get("exit_signal")
-        if record.get("status") == "failed" and code is None and sig is None:
+        rec.exited_wall = record.exited_at or time.time()
+        code, sig = record.exit_code, record.exit_signal
+        if record.status == "failed" and code is None and sig is None:
             code = 127
         self.handle(m.RunnerExited(task.name, code, sig))
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from taskmuxd.projects.config import TaskConfig
     from taskmuxd.projects.project import Project
     from taskmuxd.projects.task import TaskRuntime
+    from taskmuxd.runrecord import RunRecord
 
 FIELDS = ("ready_at", "ready_by", "ready_detail", "notify_status", "watchdog_missed_at",
           "watchdog_reason")
@@ -48,17 +49,17 @@ def self_judged(cfg: TaskConfig) -> bool:
     return bool(cfg.ready_source or cfg.watchdog_sec)
 
 
-def take(task: TaskRuntime, record: dict[str, Any], live: bool) -> None:
+def take(task: TaskRuntime, record: RunRecord, live: bool) -> None:
     """The readiness facts of a runner's record: its report as it happened (``live``), or
     the record read when a run is adopted. Fed to the machine by ``settle``."""
-    run_id = record.get("run_id", task.record.run_id)
+    run_id = record.run_id
     if run_id != task.record.run_id:
         return
     if task.reported.get("run_id") != run_id:
         _cancel_timer(task)
         task.reported = {"run_id": run_id}
     for key in FIELDS:
-        value = record.get(key)
+        value = getattr(record, key)
         if isinstance(value, str):
             value = clean_status(value[:MAX_TEXT]) if key == "notify_status" else value[:MAX_TEXT]
         elif value is not None and not isinstance(value, int | float):

@@ -25,6 +25,7 @@ from taskmuxctl.paths import Paths
 from taskmuxd.policy import Cause, State, TaskState
 from taskmuxd.proctree import ProcId
 from taskmuxd.projects.statewriter import WRITER
+from taskmuxd.runrecord import FormatError, RunRecord, read_record
 
 log = logging.getLogger("taskmuxd.state")
 
@@ -227,10 +228,14 @@ def load_env(files: ProjectFiles) -> dict[str, str] | None:
         return None
 
 
-def read_runner_record(files: ProjectFiles, task: str) -> dict[str, Any] | None:
+def read_runner_record(files: ProjectFiles, task: str) -> RunRecord | None:
+    """The task's runner record (``runrecord``), or None when there is none that this
+    version can read (one of another format is logged, and then treated as none: the run
+    is proven by its marker instead)."""
     try:
-        with open(files.record(task), encoding="utf-8") as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else None
-    except (FileNotFoundError, ValueError):
+        return read_record(files.record(task))
+    except FormatError as exc:
+        log.error("%s: %s", files.record(task), exc)
+        return None
+    except OSError:
         return None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from taskmuxd import proctree
 from taskmuxd.projects import ownership
 from taskmuxd.projects import state as st
+from taskmuxd.runrecord import RunRecord
 
 if TYPE_CHECKING:
     from taskmuxd.projects.project import Project
@@ -137,11 +138,10 @@ def exit_unreported(project: Project, task: TaskRuntime, run_id: int, sig: int) 
     if task.record.run_id != run_id or not task.live:
         return
     runner = st.read_runner_record(project.files, task.name)
-    if runner and runner.get("run_id") == run_id and runner.get("status") in (
-            "exited", "failed"):
+    if runner and runner.run_id == run_id and runner.status in ("exited", "failed"):
         project.runner_exited(task.name, runner)
         return
     log.warning("%s/%s: no exit report from the runner; recording the exit", project.name,
                 task.name)
-    project.runner_exited(task.name, {"run_id": run_id, "exit_code": None, "exit_signal": sig,
-                                      "exited_at": time.time()})
+    project.runner_exited(task.name, RunRecord(run_id=run_id, exit_signal=sig,
+                                               exited_at=time.time()))
