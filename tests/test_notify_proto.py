@@ -144,28 +144,33 @@ def test_oversized_and_garbage_datagrams_are_dropped_and_a_flood_is_read_in_turn
 
 def test_what_the_runner_records_of_a_log_line_and_the_watchdog(tmp_path: object) -> None:
     from taskmuxd.runready import RunReadiness
+    from taskmuxd.runrecord import RunRecord, RunSpec
+
+    def spec(**kw: object) -> RunSpec:
+        return RunSpec("p", "t", 1, "c", "/bin/sh", "/", {}, "/l", 1, 1, "/r", "/s",
+                       **kw)  # type: ignore[arg-type]
 
     notes: list[str] = []
-    record: dict[str, object] = {}
-    r = RunReadiness({"ready_log_line": r"^ready on \d+", "watchdog_sec": 5}, record,
+    record = RunRecord()
+    r = RunReadiness(spec(ready_log_line=r"^ready on \d+", watchdog_sec=5.0), record,
                      notes.append)
     env: dict[str, str] = {}
     r.open(env)  # no socket path given: no NOTIFY_SOCKET, so no watchdog it could not feed
     assert "NOTIFY_SOCKET" not in env and "WATCHDOG_USEC" not in env
     r.on_line("starting")
-    assert not r.tick(0.0) and "ready_at" not in record
+    assert not r.tick(0.0) and record.ready_at is None
     r.on_line("ready on 8080")
     assert r.timeout(0.0) == 0.0 and r.tick(0.0)
-    assert record["ready_by"] == "log" and "ready on 8080" in str(record["ready_detail"])
+    assert record.ready_by == "log" and "ready on 8080" in str(record.ready_detail)
     assert not r.tick(1e9)  # nothing new, and no watchdog to miss
     path = os.path.join(str(tmp_path), "w.sock")
-    r2 = RunReadiness({"notify_socket": path, "watchdog_sec": 0.5}, {}, notes.append)
+    r2 = RunReadiness(spec(notify_socket=path, watchdog_sec=0.5), RunRecord(), notes.append)
     env = {}
     r2.open(env)
     try:
         assert env == {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "500000"}
         assert r2.timeout(time.monotonic()) is not None  # the watchdog runs from the start
-        assert r2.tick(time.monotonic() + 1.0) and r2.record["watchdog_reason"]
+        assert r2.tick(time.monotonic() + 1.0) and r2.record.watchdog_reason
         assert any("watchdog" in n for n in notes)
     finally:
         r2.close()
