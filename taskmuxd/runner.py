@@ -382,6 +382,7 @@ class Runner:
         self.pane_ok = True  # output still goes to the pane
         self.stdin_open = True
         self.listener: _socket.socket | None = None  # for relaunch orders (``runrelaunch``)
+        self.listen_path, self.listen_inode = "", 0
         self.cgroup: str | None = None
         self.subreaper = False
         self.begin(spec, marker)
@@ -695,7 +696,7 @@ class Runner:
         finally:
             self.restore_terminal()
             if self.listener is not None:
-                self.listener.close()
+                runrelaunch.unbind(self.listener, self.listen_path, self.listen_inode)
 
     def run_once(self, first: bool) -> int:
         """One run of the task, from its start to its recorded and reported exit."""
@@ -719,7 +720,10 @@ class Runner:
 
     def listen(self) -> None:
         if self.spec.relaunch_socket:
-            self.listener = runrelaunch.bind(self.spec.relaunch_socket)
+            bound = runrelaunch.bind(self.spec.relaunch_socket)
+            if bound is not None:
+                self.listener, self.listen_inode = bound
+                self.listen_path = self.spec.relaunch_socket
 
     clean = False  # whether the last run's whole tree is known to be gone
 
@@ -740,8 +744,10 @@ class Runner:
                 os.read(self.wake_r, 512)
             except BlockingIOError:
                 pass
-            self.handle_signals()  # the pane closing or a signal ends the wait
-            return self.ended_by != "exit" or not self.pane_ok
+            # The pane closing, or a signal (the daemon's SIGTERM: "finish"), ends the wait.
+            ending = any(sig in ENDING_SIGNALS for sig in self.pending_signals)
+            self.handle_signals()
+            return ending or not self.pane_ok
 
         got = runrelaunch.wait_order(self.listener, runrelaunch.WAIT_SECONDS, self.wake_r,
                                      woken)

@@ -7,7 +7,9 @@ project's 0700 ``run/`` folder; the peer's uid is checked too) for one order fro
 - ``{"run": N, "spec": PATH}``: run the task again as run ``N`` from the spec at ``PATH``
   (written by the daemon, with run ``N`` recorded write-ahead, before it says so). The runner
   answers ``ok`` and only then starts the new run, in the same pane, with the same log.
-- ``{"finish": true}``: end now (the task was stopped, or will not run again soon).
+- ``{"finish": true}``: end now. The daemon says this with SIGTERM instead (one system call
+  rather than a connection, for each of a hundred tasks being stopped), sent only while the
+  runner's identity (pid, start time, boot) is still the recorded one.
 
 The runner decides nothing: it never runs anything again on its own. Without an order within
 ``WAIT_SECONDS`` it ends as a runner always ended (the pane stays, dead, until the daemon
@@ -34,8 +36,9 @@ ORDER_SECONDS = 1.0  # for the order's bytes once connected, and for the daemon'
 SUFFIX = ".relaunch"
 
 
-def bind(path: str) -> _socket.socket | None:
-    """The runner's listening socket at ``path`` (replacing a stale one); None on failure."""
+def bind(path: str) -> tuple[_socket.socket, int] | None:
+    """The runner's listening socket at ``path`` (replacing a stale one) and the inode of its
+    file; None on failure."""
     try:
         os.unlink(path)
     except OSError:
@@ -48,10 +51,11 @@ def bind(path: str) -> _socket.socket | None:
         finally:
             os.umask(old)
         sock.listen(4)
+        inode = os.stat(path).st_ino
     except OSError:
         sock.close()
         return None
-    return sock
+    return sock, inode
 
 
 def _peer_is_me(conn: _socket.socket) -> bool:
@@ -111,6 +115,17 @@ def wait_order(sock: _socket.socket, seconds: float, wake_fd: int,
             continue
         return order, conn
     return None
+
+
+def unbind(sock: _socket.socket, path: str, inode: int) -> None:
+    """Close the listening socket and remove its file (``inode`` when bound), unless another
+    runner of the task has bound the path since (the file is then another one)."""
+    sock.close()
+    try:
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def answer(conn: _socket.socket, ok: bool) -> bool:

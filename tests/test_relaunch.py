@@ -8,10 +8,22 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
 
-from tests.helpers import call, pid_gone, read, run_json, wait_until
+from tests.helpers import (
+    PYTHON,
+    REPO,
+    call,
+    listening_socket,
+    pid_gone,
+    read,
+    run_json,
+    wait_until,
+)
 from tests.projects import task, write_project
 
+RUNNER_MAIN = os.path.join(REPO, "taskmuxd", "runner_main.py")
 FLAG_TASK = ('echo "$PPID ${{TASKMUX_RUN##*:}}" >> {runs}; echo "output of run '
              '${{TASKMUX_RUN##*:}}"; if [ -f {flag} ]; then exec sleep 600; fi; '
              'touch {flag}; {wait}exit 3')
@@ -94,3 +106,72 @@ def test_a_daemon_killed_between_the_exit_report_and_the_relaunch(
     again = task(env, proj, "app")
     assert again["pid"] == second["pid"] and again["state"] == "running"
     assert len(_runs(runs)) == 2, "the task ran more than once after the adoption"
+
+
+def _order(path: str, order: dict[str, object]) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(path)
+        s.sendall(json.dumps(order).encode() + b"\n")
+        return s.recv(16)
+
+
+def test_a_waiting_runner_refuses_an_order_for_a_stale_run_and_obeys_a_later_one(
+        tmp_path: str) -> None:
+    # The runner alone (a plain socket stands in for the daemon, which only has to accept
+    # the exit report): an order whose spec is not a later run of this task is refused; an
+    # order for run 2 is obeyed in the same process; a SIGTERM while it waits ends it.
+    d = str(tmp_path)
+    relaunch = os.path.join(d, "t.relaunch")
+    out = os.path.join(d, "out")
+
+    def spec(run_id: int, path: str) -> None:
+        with open(path, "w") as fh:
+            json.dump({"format": 1, "project": "rt", "task": "t", "run_id": run_id,
+                       "command": f'echo "$PPID {run_id}" >> {out}', "shell": "/bin/sh",
+                       "cwd": d, "env": {"PATH": os.environ["PATH"]},
+                       "log": os.path.join(d, "t.log"), "log_max_size": 100000,
+                       "log_max_files": 1, "record": os.path.join(d, "t.json"),
+                       "socket": os.path.join(d, "ctl.sock"), "marker": f"x:rt:t:{run_id}",
+                       "stop_grace_period": 1.0, "relaunch_socket": relaunch}, fh)
+
+    spec(1, os.path.join(d, "s1.json"))
+    spec(1, os.path.join(d, "stale.json"))
+    spec(2, os.path.join(d, "s2.json"))
+    with listening_socket(os.path.join(d, "ctl.sock")):
+        proc = subprocess.Popen([PYTHON, "-I", "-S", RUNNER_MAIN, os.path.join(d, "s1.json")],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            def record() -> dict[str, object]:
+                try:
+                    data: dict[str, object] = json.loads(read(os.path.join(d, "t.json")))
+                except (OSError, ValueError):
+                    return {}
+                return data
+
+            wait_until(lambda: record().get("status") == "exited" and record().get("relaunch"),
+                       10, "the first run's exit record, offering a relaunch")
+            assert _order(relaunch, {"run": 1, "spec": os.path.join(d, "stale.json")}) \
+                == b"no\n"
+            assert proc.wait(10) == 0  # refused: it ended as a runner always did
+            assert not os.path.exists(relaunch)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        proc = subprocess.Popen([PYTHON, "-I", "-S", RUNNER_MAIN, os.path.join(d, "s1.json")],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: len(read(out).splitlines()) == 2 and record().get("relaunch"),
+                       10, "the second first run")
+            assert _order(relaunch, {"run": 2, "spec": os.path.join(d, "s2.json")}) == b"ok\n"
+            wait_until(lambda: record().get("run_id") == 2 and record().get("status")
+                       == "exited", 10, "run 2 in the same runner")
+            pids = [line.split()[0] for line in read(out).splitlines()]
+            assert pids[1] == pids[2] == str(proc.pid)
+            proc.send_signal(signal.SIGTERM)  # the daemon's "finish"
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -15,22 +15,24 @@ for the task comes while it waits, the launch orders it there (after the write-a
 tmux launch would be), skipping a tmux command and a new runner's start-up; any other
 outcome (no answer, a refusal, the runner gone) falls back to ``tmux respawn-pane``, after
 ending what an order of unknown fate may have started. When no relaunch is coming (stopped,
-exited, or a backoff longer than the runner waits), the runner is told to finish at once, so
-its pane ends as it always did.
+exited, or a backoff longer than the runner waits), the runner is told to finish at once
+(SIGTERM, by its identity), so its pane ends as it always did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import time
 from typing import TYPE_CHECKING, Any
 
 from taskmuxctl import diskspace
 from taskmuxctl.paths import MAX_SOCKET_PATH
-from taskmuxd import runrecord, runrelaunch
+from taskmuxd import proctree, runrecord, runrelaunch
 from taskmuxd.policy import TaskState
 from taskmuxd.projects import ownership, readiness
 from taskmuxd.projects import state as st
@@ -207,7 +209,10 @@ def release_waiting(project: Project, task: TaskRuntime) -> None:
             and at - time.monotonic() < runrelaunch.WAIT_SECONDS / 2:
         return  # the relaunch comes while it waits
     task.waiting_runner = None
-    project.s.spawn(_order(path, {"finish": True}), f"finish runner {project.name}/{task.name}")
+    rid = task.record.runner_id()  # still the exited run's runner: no launch came since
+    if rid is not None and proctree.is_alive(rid):
+        with contextlib.suppress(OSError):
+            os.kill(rid.pid, signal.SIGTERM)  # "finish", by the runner's identity
 
 
 def started(project: Project, task: TaskRuntime) -> None:

@@ -155,7 +155,8 @@ class Project:
                 changed.wake_exit_waiters()
         for task in self.tasks.values():
             readiness.settle(self, task)  # the task's own word, once its run is judged
-            launching.release_waiting(self, task)  # a runner waiting for no relaunch
+            if task.waiting_runner is not None:  # a runner waiting for no relaunch?
+                launching.release_waiting(self, task)
         self.touch()
 
     def command(self, task: TaskRuntime, kind: Ev) -> None:

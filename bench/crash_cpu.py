@@ -1,0 +1,137 @@
+"""CPU per crash -> replacement, and the gap, for taskmux alone: steadier than wall time on a
+busy machine.
+
+Run by hand: `.venv/bin/python bench/crash_cpu.py [--crashes N] [--tree PATH]`. N tasks wait
+on a FIFO each; one at a time is let go, exits 1 and is restarted (``restart_delay = 0``).
+The figures: the CPU time (user + system) spent from the exit until the replacement runs, by
+the daemon with its children (tmux clients) and by the private tmux server with its
+children (every runner, every task shell), and the gap from the exit to the next start.
+``--tree`` runs another checkout of taskmux (its ``taskmuxd``/``taskmuxctl`` put first on
+``PYTHONPATH``), so a before and an after are measured the same way in one sitting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import compile_bytecode
+from bench.peers import Taskmux, children, wait
+
+
+def cpu_all_ms(pid: int) -> float:
+    """utime + stime + cutime + cstime of ``pid`` (reaped children included), in ms."""
+    with open(f"/proc/{pid}/stat") as fh:
+        f = fh.read().rsplit(") ", 1)[1].split()
+    return sum(int(x) for x in f[11:15]) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_ms(pid: int) -> float:
+    """The CPU of ``pid`` and of its live descendants (reaped ones are in cutime/cstime)."""
+    total = cpu_all_ms(pid)
+    for kid in children(pid):
+        try:
+            total += tree_cpu_ms(kid)
+        except OSError:
+            pass
+    return total
+
+
+def tmux_server_pid(socket_name: str) -> int:
+    out = subprocess.run(["tmux", "-L", socket_name, "display-message", "-p", "#{pid}"],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--crashes", type=int, default=20)
+    parser.add_argument("--tree", help="another taskmux checkout to measure")
+    args = parser.parse_args()
+    compile_bytecode()
+    work = tempfile.mkdtemp(prefix="tmxcpu-")
+    t = Taskmux(work)
+    if args.tree:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", args.tree], check=False,
+                       env={k: v for k, v in os.environ.items()
+                            if k != "PYTHONDONTWRITEBYTECODE"})
+        t.env["PYTHONPATH"] = args.tree
+    d = os.path.join(work, "d")
+    os.makedirs(d)
+    n = args.crashes
+    for i in range(n):
+        os.mkfifo(os.path.join(d, f"go{i}"))
+    body = "".join(
+        f'[tasks.c{i}]\ncommand = "echo $(date +%s.%N) >> {d}/starts{i}; '
+        f'if [ -f {d}/done{i} ]; then exec sleep 600; fi; read x < {d}/go{i}; '
+        f'touch {d}/done{i}; echo $(date +%s.%N) >> {d}/exits{i}; exit 1"\n'
+        'restart_policy = "always"\nrestart_delay = 0\n' for i in range(n))
+    try:
+        profile = os.environ.get("CRASH_CPU_PROFILE")  # a cProfile output file for the daemon
+        if profile:
+            t.proc = subprocess.Popen([sys.executable, "-m", "cProfile", "-o", profile, "-m",
+                                       "taskmuxd", "run"], env=t.env)
+            assert wait(lambda: os.path.exists(os.path.join(t.home, "ctl.sock")), 20)
+            time.sleep(1)
+        else:
+            t.cold_start()
+        assert t.proc is not None
+        daemon = t.proc.pid
+        proj = t.project("cpu", body)
+        out = t.cli("start", cwd=proj)
+        assert len(out["results"]) == n, out  # type: ignore[arg-type]
+        server = tmux_server_pid(t.socket)
+
+        def lines(name: str) -> list[float]:
+            try:
+                with open(os.path.join(d, name)) as fh:
+                    return [float(x) for x in fh.read().split()]
+            except OSError:
+                return []
+
+        def started_twice(i: int) -> bool:
+            return len(lines(f"starts{i}")) >= 2
+
+        def running(i: int) -> bool:
+            path = os.path.join(t.home, "projects", "cpu", "run", f"c{i}.json")
+            try:
+                with open(path) as fh:
+                    rec = json.load(fh)
+            except (OSError, ValueError):
+                return False
+            return bool(rec.get("status") == "running" and rec.get("run_id", 0) >= 2)
+
+        cpus, gaps = [], []
+        for i in range(n):
+            c0 = tree_cpu_ms(daemon) + tree_cpu_ms(server)
+            with open(os.path.join(d, f"go{i}"), "w") as fh:
+                fh.write("go\n")
+            assert wait(functools.partial(started_twice, i), 30), "no replacement"
+            assert wait(functools.partial(running, i), 10), "the replacement's record"
+            c1 = tree_cpu_ms(daemon) + tree_cpu_ms(server)
+            cpus.append(c1 - c0)
+            gaps.append(lines(f"starts{i}")[1] - lines(f"exits{i}")[0])
+        if os.environ.get("CRASH_CPU_SHOW_LOG"):
+            with open(os.path.join(t.home, "projects", "cpu", "logs", f"c{n - 1}.log")) as fh:
+                print(fh.read())
+            print("exit", lines(f"exits{n - 1}"), "starts", lines(f"starts{n - 1}"))
+        t.cli("stop", cwd=proj)
+        print(f"crashes: {n}; load {os.getloadavg()[0]:.1f}")
+        print(f"CPU per crash -> replacement (daemon + tmux + runners + task), median: "
+              f"{statistics.median(cpus):.1f} ms (mean {statistics.mean(cpus):.1f})")
+        print(f"exit -> next start, median: {statistics.median(gaps) * 1000:.1f} ms")
+    finally:
+        t.close()
+
+
+if __name__ == "__main__":
+    main()
