@@ -19,8 +19,8 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
