@@ -65,6 +65,7 @@ def main() -> None:
                        env={k: v for k, v in os.environ.items()
                             if k != "PYTHONDONTWRITEBYTECODE"})
         t.env["PYTHONPATH"] = args.tree
+    os.chdir(work)  # ``python -m taskmuxd`` puts the working folder first on its path
     d = os.path.join(work, "d")
     os.makedirs(d)
     n = args.crashes
@@ -110,6 +111,10 @@ def main() -> None:
                 return False
             return bool(rec.get("status") == "running" and rec.get("run_id", 0) >= 2)
 
+        first_runner = {}
+        for i in range(n):
+            with open(os.path.join(t.home, "projects", "cpu", "run", f"c{i}.json")) as fh:
+                first_runner[i] = json.load(fh)["runner_pid"]
         cpus, gaps = [], []
         for i in range(n):
             c0 = tree_cpu_ms(daemon) + tree_cpu_ms(server)
@@ -120,6 +125,9 @@ def main() -> None:
             c1 = tree_cpu_ms(daemon) + tree_cpu_ms(server)
             cpus.append(c1 - c0)
             gaps.append(lines(f"starts{i}")[1] - lines(f"exits{i}")[0])
+            if os.environ.get("CRASH_CPU_SHOW_LOG"):
+                with open(os.path.join(t.home, "projects", "cpu", "run", f"c{i}.json")) as fh:
+                    print("runner", json.load(fh)["runner_pid"], "first", first_runner[i])
         if os.environ.get("CRASH_CPU_SHOW_LOG"):
             with open(os.path.join(t.home, "projects", "cpu", "logs", f"c{n - 1}.log")) as fh:
                 print(fh.read())
