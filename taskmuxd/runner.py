@@ -749,11 +749,17 @@ class Runner:
             self.handle_signals()
             return ending or not self.pane_ok
 
-        got = runrelaunch.wait_order(self.listener, runrelaunch.WAIT_SECONDS, self.wake_r,
-                                     woken)
-        if got is None:
-            return False
-        order, conn = got
+        wait = runrelaunch.WAIT_SECONDS
+        while True:
+            got = runrelaunch.wait_order(self.listener, wait, self.wake_r, woken)
+            if got is None:
+                return False
+            order, conn = got
+            hold = runrelaunch.hold_seconds(order)
+            if hold is None:
+                break
+            wait = hold  # the daemon's restart comes later: wait that long instead
+            runrelaunch.answer(conn, True)
         spec = self.relaunch_spec(order)
         if spec is None:
             runrelaunch.answer(conn, False)

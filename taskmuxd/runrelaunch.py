@@ -2,21 +2,25 @@
 
 Once a run has ended and its exit is recorded and reported, the runner does not leave its
 pane at once: it listens on its own Unix socket (``run/{task}.relaunch``, 0600 in the
-project's 0700 ``run/`` folder; the peer's uid is checked too) for one order from the daemon:
+project's 0700 ``run/`` folder; the peer's uid is checked too) for the daemon's orders:
 
 - ``{"run": N, "spec": PATH}``: run the task again as run ``N`` from the spec at ``PATH``
   (written by the daemon, with run ``N`` recorded write-ahead, before it says so). The runner
   answers ``ok`` and only then starts the new run, in the same pane, with the same log.
+- ``{"hold": S}``: the restart comes later (a backoff): wait S seconds from now instead (at
+  most ``HOLD_LIMIT``), so that it too runs in place.
 - ``{"finish": true}``: end now. The daemon says this with SIGTERM instead (one system call
   rather than a connection, for each of a hundred tasks being stopped), sent only while the
   runner's identity (pid, start time, boot) is still the recorded one.
 
 The runner decides nothing: it never runs anything again on its own. Without an order within
-``WAIT_SECONDS`` it ends as a runner always ended (the pane stays, dead, until the daemon
-respawns it); so does it when the daemon is gone (its report could not be delivered: it does
-not wait at all) or when the daemon's connection breaks. A daemon that heard no ``ok`` (the
-runner ended, timed out, refused) launches the run the usual way (``tmux respawn-pane``), so
-an order lost anywhere costs time, never a second copy.
+``WAIT_SECONDS`` (or the hold the daemon asked for) it ends as a runner always ended (the
+pane stays, dead, until the daemon respawns it); when its exit report could not be delivered
+(no daemon) it does not wait at all, as before. A daemon killed after the report is thus
+outlived by a waiting runner for at most that wait; its successor adopts the recorded exit
+and launches through tmux (``respawn-pane -k`` ends a runner still waiting). A daemon that
+heard no ``ok`` (the runner ended, timed out, refused) launches the run the usual way, so an
+order lost anywhere costs time, never a second copy.
 
 Standard library only and cheap to import (the runner imports it).
 """
@@ -31,6 +35,7 @@ import time
 from taskmuxctl import jsonio
 
 WAIT_SECONDS = 1.0  # how long a runner waits for an order after reporting its exit
+HOLD_LIMIT = 65.0  # the longest hold a runner accepts (the longest backoff is 60 s, +10%)
 ORDER_LIMIT = 4096  # bytes of one order
 ORDER_SECONDS = 1.0  # for the order's bytes once connected, and for the daemon's answer
 SUFFIX = ".relaunch"
@@ -126,6 +131,14 @@ def unbind(sock: _socket.socket, path: str, inode: int) -> None:
             os.unlink(path)
     except OSError:
         pass
+
+
+def hold_seconds(order: dict[str, object]) -> float | None:
+    """The seconds a hold order asks for (bounded), or None when it is no hold."""
+    hold = order.get("hold")
+    if isinstance(hold, bool) or not isinstance(hold, int | float):
+        return None
+    return min(max(float(hold), 0.0), HOLD_LIMIT)
 
 
 def answer(conn: _socket.socket, ok: bool) -> bool:

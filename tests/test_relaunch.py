@@ -65,17 +65,40 @@ def test_a_zero_wait_crash_runs_again_in_the_same_pane(env: dict[str, str], tmp_
     assert "exited with code 3" in log
 
 
-def test_a_runner_that_no_relaunch_comes_for_ends_at_once(env: dict[str, str], tmp_path: str,
-                                                          home: str) -> None:
-    # The restart waits far longer than a runner would: the daemon tells it to finish, and
-    # a stop in the meantime starts nothing.
+def test_a_restart_after_a_backoff_runs_in_place_too(env: dict[str, str], tmp_path: str,
+                                                     home: str) -> None:
+    # The second restart in a row waits restart_backoff (2 s, twice what a runner waits on
+    # its own): the daemon asks the runner to hold on until then.
+    runs = os.path.join(str(tmp_path), "runs")
+    command = (f'echo "$PPID ${{TASKMUX_RUN##*:}}" >> {runs}; '
+               f'if [ $(wc -l < {runs}) -ge 3 ]; then exec sleep 600; fi; exit 3')
+    proj = write_project(os.path.join(str(tmp_path), "p"), f"""
+        name = "held"
+        [tasks.app]
+        command = '{command}'
+        restart_delay = 0
+        restart_backoff = 2.0
+    """)
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+               and t["restarts"] == 2, 30, "two restarts")
+    got = _runs(runs)
+    assert len(got) == 3 and [run for _pid, run in got] == sorted({r for _p, r in got})
+    assert len({pid for pid, _run in got}) == 1, f"not all in one runner: {got}"
+
+
+def test_a_task_stopped_while_its_runner_holds_for_a_restart(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # The restart waits 30 s: the runner holds on for it; a stop in the meantime ends the
+    # runner at once and starts nothing.
     proj, runs, _ = _project(str(tmp_path), "later", "restart_delay = 30")
     run_json(["start"], env, cwd=proj)
     wait_until(lambda: task(env, proj, "app")["state"] == "backoff", 20, "the crash")
     ((runner, _run),) = _runs(runs)
-    wait_until(lambda: pid_gone(runner), 20, "the runner to finish")
+    assert not pid_gone(runner), "the runner did not hold on for the restart"
     run_json(["stop"], env, cwd=proj)
     assert task(env, proj, "app")["state"] == "stopped"
+    wait_until(lambda: pid_gone(runner), 20, "the runner to finish")
     assert len(_runs(runs)) == 1
 
 

@@ -14,9 +14,10 @@ offers, in its exit record, to run the next run in its pane. When the machine's 
 for the task comes while it waits, the launch orders it there (after the write-ahead, as a
 tmux launch would be), skipping a tmux command and a new runner's start-up; any other
 outcome (no answer, a refusal, the runner gone) falls back to ``tmux respawn-pane``, after
-ending what an order of unknown fate may have started. When no relaunch is coming (stopped,
-exited, or a backoff longer than the runner waits), the runner is told to finish at once
-(SIGTERM, by its identity), so its pane ends as it always did.
+ending what an order of unknown fate may have started. A restart that waits a backoff first
+tells the runner to hold on that long. When no relaunch is coming (stopped, exited, fatal),
+the runner is told to finish at once (SIGTERM, by its identity), so its pane ends as it
+always did.
 """
 
 from __future__ import annotations
@@ -205,9 +206,16 @@ def release_waiting(project: Project, task: TaskRuntime) -> None:
     if path is None or task.state == TaskState.STARTING:
         return
     at = task.record.policy.restart_at
-    if task.state == TaskState.BACKOFF and at is not None \
-            and at - time.monotonic() < runrelaunch.WAIT_SECONDS / 2:
-        return  # the relaunch comes while it waits
+    if task.state == TaskState.BACKOFF and at is not None:
+        left = at - time.monotonic()
+        if left < runrelaunch.WAIT_SECONDS / 2:
+            return  # the relaunch comes while it waits
+        if left + runrelaunch.WAIT_SECONDS <= runrelaunch.HOLD_LIMIT:
+            if task.runner_held_for != at:  # ask it to wait for this restart (once)
+                task.runner_held_for = at
+                project.s.spawn(_order(path, {"hold": left + runrelaunch.WAIT_SECONDS}),
+                                f"hold runner {project.name}/{task.name}")
+            return
     task.waiting_runner = None
     rid = task.record.runner_id()  # still the exited run's runner: no launch came since
     if rid is not None and proctree.is_alive(rid):

@@ -46,6 +46,7 @@ class TaskRuntime:
         # The socket of the last run's runner while it offers a relaunch in place (see
         # ``launching``); None otherwise.
         self.waiting_runner: str | None = None
+        self.runner_held_for: float | None = None  # the restart it was asked to hold for
 
     @property
     def state(self) -> TaskState:
