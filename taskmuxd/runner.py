@@ -6,7 +6,9 @@ process's command line). It starts the task's command in a new session on a pty,
 ANSI-stripped with a UTC millisecond timestamp per line, to the task's log (rotated by size);
 relays typed input and window size; records the task's identity (pid, start ticks, boot id),
 exit status and exit time in the record file; and tells the daemon at once over ``ctl.sock``.
-It decides nothing: it never restarts anything.
+It decides nothing: it never restarts anything on its own. After a run that ended by itself
+it waits, briefly, for the daemon's order to run the task again in the same pane
+(``runrelaunch``); the spec and the record are read and written only through ``runrecord``.
 
 It owns the task's whole tree: as child subreaper (Linux) it inherits the orphans of the
 tree and reaps them, and it finds the task's processes by their marker even when they left
