@@ -142,7 +142,6 @@ SERVE = ("import os, socket, time\n"
          "time.sleep(600)\n")
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not proctree.AVAILABLE, reason="needs /proc (Linux)")
 def test_daemon_reports_memory_cpu_and_ports(env: dict[str, str], tmp_path: str) -> None:
     folder = str(tmp_path / "p")
