@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import resource
 import shutil
 import ssl
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -45,6 +48,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     out two at a time: each idle worker takes the next slow one). The rest keep their order;
     every xdist worker sorts alike."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    """With TASKMUX_TEST_CPU_LOG=FILE, append each test's wall time and CPU (this process and
+    the children it reaped: user+sys, seconds) to FILE as a JSON line, set-up and tear-down
+    included. Off by default; used to find where the suite's time goes."""
+    path = os.environ.get("TASKMUX_TEST_CPU_LOG")
+    if not path:
+        return (yield)
+
+    def cpu() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    wall0, cpu0 = time.monotonic(), cpu()
+    try:
+        return (yield)
+    finally:
+        record = {"test": item.nodeid, "wall": time.monotonic() - wall0, "cpu": cpu() - cpu0}
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.chaos import KINDS, TASK_SCRIPT, Chaos
 from tests.chaos_look import (
     Findings,
@@ -29,6 +31,7 @@ PLAN = ("start", "restart", "stop", "crashloop", "idle", "restart", "start", "st
         "crashloop", "start", "restart", "idle")
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_daemon_at_any_moment_breaks_nothing(
         home: str, tmux_socket: str, tmp_path: Path) -> None:
     assert set(PLAN) == set(KINDS)

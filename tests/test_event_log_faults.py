@@ -81,6 +81,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_9_during_writes_leaves_whole_records_and_no_temp_files(
         home: str, env: dict[str, str], tmp_path: str) -> None:
     script = os.path.join(str(tmp_path), "writer.py")

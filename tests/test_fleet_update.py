@@ -54,7 +54,7 @@ PROJECT = """name = "{name}"
 command = "exec sleep 600"
 """
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # five pip installs over ssh
 
 
 def _walk_chown(path: str, uid: int, gid: int) -> None:
@@ -290,7 +290,7 @@ class Story:
 @pytest.fixture
 def story(builds: Builds, shared: dict[str, str]) -> Iterator[Story]:
     pip = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": shared["wheelhouse"],
-           "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+           "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_COMPILE": "0"}  # as Builds.pip_env
     key = Ed25519PrivateKey.generate()
     with FakeGitHub() as gh, ssh_lab(users=0, without_taskmux=0, installed=3,
                                      extra_env=pip) as lab:

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from tests.helpers import call, pid_gone, run_json, wait_until
 from tests.projects import pid_alive, status, task, write_project
 
@@ -141,6 +143,7 @@ def _marked(home: str, project: str, name: str) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 def test_a_daemon_killed_right_after_a_restart_neither_loses_nor_doubles_the_task(
         env: dict[str, str], tmp_path: str, home: str) -> None:
     proj = write_project(str(tmp_path / "p"), """

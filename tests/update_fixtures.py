@@ -105,8 +105,13 @@ class Builds:
     python: str
 
     def pip_env(self) -> dict[str, str]:
+        """pip's own settings for the installs a test runs: no index, this run's wheels, and
+        no byte-compiling of every installed file (``PIP_COMPILE=0`` is pip's ``--no-compile``;
+        ``PIP_NO_COMPILE`` would read the value backwards). pip compiling all of textual, rich
+        and pygments cost more CPU than the rest of an install; the few modules a version's
+        programs import are compiled when first imported instead (see ``installed_env``)."""
         return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": self.wheelhouse,
-                "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_COMPILE": "0"}
 
 
 def _build_all(root: str) -> None:
@@ -305,6 +310,14 @@ class Installed:
         return read(path) if os.path.exists(path) else ""
 
 
+def installed_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for the programs of installed versions: without the suite's pip settings, and
+    writing bytecode (as on a user's machine), so that a version installed without compiling
+    compiles each module once, on its first import, rather than on every start (CI sets
+    PYTHONDONTWRITEBYTECODE for the suite's own processes)."""
+    return {k: v for k, v in env.items() if k not in (*PIP_ENV, "PYTHONDONTWRITEBYTECODE")}
+
+
 def make_installed(home: str, env: dict[str, str], gh: FakeGitHub, key: Ed25519PrivateKey,
                    builds: Builds) -> Installed:
     app = os.path.join(home, "app")
@@ -319,7 +332,7 @@ def make_installed(home: str, env: dict[str, str], gh: FakeGitHub, key: Ed25519P
     with open(os.path.join(home, "config.toml"), "w") as fh:
         fh.write(f'release_url = "{gh.channel}"\ntrusted_keys = ["{public_key_text(key)}"]\n'
                  f"update_probation = {PROBATION}\n")
-    full_env = {k: v for k, v in env.items() if k not in PIP_ENV}
+    full_env = installed_env(env)
     full_env.update(builds.pip_env())
     return Installed(home, full_env, gh, key, builds)
 

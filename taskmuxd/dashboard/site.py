@@ -67,6 +67,7 @@ class SiteSide(asyncio.Protocol):
         self._head_bytes = 0  # received since the last request ended
         self._drained = asyncio.Event()
         self._drained.set()
+        self._streaming = False
 
     # -- the transport --------------------------------------------------------------------
 
@@ -97,6 +98,8 @@ class SiteSide(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         with contextlib.suppress(h11.RemoteProtocolError):
             self.conn.receive_data(b"")
+        if self._streaming:  # the reader of a live stream is gone: close, which ends it
+            return False
         return self.task is not None
 
     def data_received(self, data: bytes) -> None:
@@ -201,6 +204,11 @@ class SiteSide(asyncio.Protocol):
     async def _stream(self, resp: Response) -> None:
         assert self.transport is not None and resp.stream is not None
         self.transport.write(self.conn.send(self._head(resp, [])) or b"")
+        # Read while the stream runs, so that the client's going away ends it at once
+        # (``eof_received``) rather than at the next write that fails, a keep-alive or two
+        # later. What the client sends meanwhile is bounded as any request head is.
+        self._streaming = True
+        self.transport.resume_reading()
         chunks = resp.stream()
         try:
             async for chunk in chunks:
