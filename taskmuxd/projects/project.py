@@ -50,7 +50,7 @@ from taskmuxd.projects.task import TaskRuntime
 from taskmuxd.supervisor import messages as m
 from taskmuxd.supervisor.machine import KILL_WAIT, Machine, TaskSpec
 from taskmuxd.supervisor.verdict import HealthSpec
-from taskmuxd.tmux import Tmux
+from taskmuxd.tmux import DeadPane, Tmux
 
 log = logging.getLogger("taskmuxd.project")
 
@@ -415,6 +415,43 @@ class Project:
         if record.get("status") == "failed" and code is None and sig is None:
             code = 127
         self.handle(m.RunnerExited(task.name, code, sig))
+
+    # -- what tmux reports ----------------------------------------------------------------
+
+    def tmux_window_closed(self, window_id: str) -> None:
+        """tmux closed a task's window (the user's ``kill-window`` or ``kill-pane``, a
+        ``kill`` of ours). Its runner had the hang-up and reports the task's end itself; a
+        runner provably gone already (it could not) is a runner gone, now, as its pidfd would
+        say. Either way the machine decides what follows; the next launch opens a new
+        window."""
+        for task in self.tasks.values():
+            rec = task.record
+            if rec.window_id != window_id:
+                continue
+            rec.window_id = None
+            self.save_task(task)
+            self.s.events.emit("window_closed", self.name, task.name, window=window_id,
+                               state=task.state.value)
+            rid = rec.runner_id()
+            if task.live and rid is not None and not proctree.is_alive(rid):
+                self.runner_gone(task, rec.run_id)
+            self.touch()
+
+    def tmux_panes_dead(self, panes: tuple[DeadPane, ...]) -> None:
+        """tmux lists the panes whose process has ended. A live task whose window's pane is
+        dead with its runner's pid has lost its runner: the runner's own report, if it wrote
+        one, or an exit nobody reported (``runner_gone``). Reported again on every new
+        connection, which is harmless: a task no longer live, or on another run, is left
+        alone."""
+        by_window = {p.window_id: p for p in panes}
+        for task in list(self.tasks.values()):
+            rec = task.record
+            pane = by_window.get(rec.window_id) if rec.window_id else None
+            if pane is None or not task.live or pane.pid is None or pane.pid != rec.runner_pid:
+                continue
+            log.info("%s/%s: tmux reports the pane of runner %s dead", self.name, task.name,
+                     pane.pid)
+            self.runner_gone(task, rec.run_id)
 
     # -- health ---------------------------------------------------------------------------
 
