@@ -92,6 +92,8 @@ class Project:
         self.changed = Changed()
         self.reload_lock = asyncio.Lock()
         self._dirty: set[str] = set()
+        self._ahead: set[str] = set()  # dirty records that a signal waits for (see flush)
+        self.rungs: list[stopping.Rung] = []  # signals asked for in this turn of the loop
         self._unsaved: set[str] = set()  # writes that failed, retried every SAVE_RETRY
         self._retry: asyncio.TimerHandle | None = None
         self._record_unsaved = False
@@ -99,6 +101,7 @@ class Project:
         self.config_error: str | None = None
         self.machine = Machine({})
         self._answers: dict[int, asyncio.Future[tuple[m.Outcome, ...]]] = {}
+        self._self_judged: list[str] = []
         self._sync_tasks(loaded)
 
     # -- config ---------------------------------------------------------------------------
@@ -112,6 +115,8 @@ class Project:
                 rec = self.record.tasks.setdefault(name, st.TaskRecord())
                 self.tasks[name] = TaskRuntime(name, cfg, rec)
         tasks = loaded.project.tasks
+        # The tasks that judge their own readiness (the others' ``settle`` does nothing).
+        self._self_judged = [n for n, c in tasks.items() if readiness.self_judged(c)]
         specs = {n: task_spec(c, tasks) for n, c in tasks.items()}
         states = {n: t.record.policy for n, t in self.tasks.items()}
         if self.machine.specs:
@@ -133,27 +138,34 @@ class Project:
 
     # -- the state machine ----------------------------------------------------------------
 
-    def handle(self, event: m.Event) -> None:
-        """Feed one event to the machine, with the time, and carry out its actions."""
-        before = {n: t.state for n, t in self.tasks.items()}
-        actions = self.machine.handle(event, time.monotonic(), random.random())
-        for task in self.tasks.values():
-            self._sync(task)
-        for action in actions:
-            try:
-                self._perform(action)
-            except Exception:  # one failed action (a write) must not lose the ones after it
-                log.exception("%s: carrying out %s failed", self.name, action)
+    def handle(self, *events: m.Event) -> None:
+        """Feed events to the machine, in order, with the time, and carry out the actions of
+        each (the events given together share the bookkeeping after them: a stop of a
+        hundred tasks is one call, not a hundred)."""
+        before = {n: t.record.policy for n, t in self.tasks.items()}
+        now = time.monotonic()
+        for event in events:
+            actions = self.machine.handle(event, now, random.random())
+            for task in self.tasks.values():
+                self._sync(task)
+            for action in actions:
+                try:
+                    self._perform(action)
+                except Exception:  # one failed action (a write) must not lose the ones after
+                    log.exception("%s: carrying out %s failed", self.name, action)
+        why = type(events[0]).__name__ if len(events) == 1 else f"{len(events)} events"
         for name, was in before.items():
             changed = self.tasks.get(name)
-            if changed is None or changed.state == was:
+            if changed is None or changed.record.policy is was or changed.state == was.state:
                 continue
-            log.info("%s/%s: %s -> %s (%s)", self.name, name, was.value, changed.state.value,
-                     type(event).__name__)
+            log.info("%s/%s: %s -> %s (%s)", self.name, name, was.state.value,
+                     changed.state.value, why)
             if not changed.live:
                 changed.wake_exit_waiters()
-        for task in self.tasks.values():
-            readiness.settle(self, task)  # the task's own word, once its run is judged
+        for name in self._self_judged:
+            judged = self.tasks.get(name)
+            if judged is not None:
+                readiness.settle(self, judged)  # the task's own word, once its run is judged
         self.touch()
 
     def command(self, task: TaskRuntime, kind: Ev) -> None:
@@ -179,9 +191,9 @@ class Project:
             self.s.spawn(launching.launch(self, task, run_id, clean),
                          f"launch {self.name}/{task.name}")
         elif isinstance(action, m.Signal):
-            # Written down before the signal (``stopping.send`` waits for it), as a launch is
-            # before tmux is asked: a daemon killed right after finds the stop (and why: a
-            # restart) it had begun.
+            # Written down before the signal (``stopping.send`` waits for it, once for all
+            # the signals of this turn), as a launch is before tmux is asked: a daemon killed
+            # right after finds the stop (and why: a restart) it had begun.
             stopping.send(self, task, getattr(signal, action.signal), action.kill)
         elif isinstance(action, m.RecordExit):
             stopping.exit_unreported(self, task, task.record.run_id, signal.SIGKILL)
@@ -240,16 +252,23 @@ class Project:
             asyncio.get_running_loop().call_soon(self.flush)
         self._dirty.add(task.name)
 
+    def write_ahead(self, task: TaskRuntime) -> None:
+        """The task's record is written ahead of a signal: renamed into place first, fsynced
+        after (``stopping.written_ahead`` waits for it to be in place)."""
+        self._ahead.add(task.name)
+        self.save_task(task)
+
     def flush(self) -> None:
         """Hand the changed records to the writer thread (``statewriter``), which never holds
         up the loop; a record that could not be written is tried again every SAVE_RETRY."""
         dirty, self._dirty = self._dirty | self._unsaved, set()
+        ahead, self._ahead = self._ahead, set()
         self._unsaved = set()
         for name in dirty:
             task = self.tasks.get(name)
             if task is not None:
-                st.save_task(self.files, name, task.record).add_done_callback(
-                    functools.partial(self._saved, name))
+                st.save_task(self.files, name, task.record, launch=name in ahead).\
+                    add_done_callback(functools.partial(self._saved, name))
 
     def _saved(self, name: str, fut: asyncio.Future[None]) -> None:
         exc = fut.exception()
@@ -574,7 +593,7 @@ class Project:
         # Dependents before what they depend on: level by level, each with its grace period.
         results: list[dict[str, Any]] = []
         for level in self.machine.stop_levels(targets):
-            results.extend(await asyncio.gather(*(self._stop_one(n) for n in level)))
+            results.extend(await self._stop_level(level))
         results.sort(key=lambda r: str(r["task"]))
         await self._global_hook("after_stop")
         if not names:
@@ -582,14 +601,31 @@ class Project:
         self.touch()
         return results
 
-    async def _stop_one(self, name: str) -> dict[str, Any]:
+    async def _stop_level(self, names: list[str]) -> list[dict[str, Any]]:
+        """Stop tasks that do not depend on each other, together: the ones with no
+        ``before_stop`` hook to run first are asked in one event batch (their signals then
+        go in one batch too: ``stopping``); the answer comes once every one is gone."""
+        was_live = {n: self.tasks[n].live for n in names}
+        hooked = {n for n in names if was_live[n] and self.tasks[n].config.hooks.before_stop}
+        plain = [n for n in names if n not in hooked]
+        if plain:
+            self.handle(*(m.Command(n, Ev.STOP) for n in plain))
+        return list(await asyncio.gather(*(self._stop_one(n, was_live[n], n in hooked)
+                                           for n in names)))
+
+    async def _stop_one(self, name: str, was_live: bool | None = None,
+                        hooked: bool = True) -> dict[str, Any]:
+        """Stop one task: its ``before_stop`` hook and the command when ``hooked`` (else the
+        command was given already), then wait for its end."""
         task = self.tasks[name]
-        was_live = task.live
-        if task.config.hooks.before_stop and was_live:
-            await run_hook(HookRun("before_stop", name, task.config.hooks.before_stop),
-                           self.task_env(task, task.record.port),
-                           self.loaded.task_cwd(task.config))
-        self.command(task, Ev.STOP)
+        if was_live is None:
+            was_live = task.live
+        if hooked:
+            if task.config.hooks.before_stop and was_live:
+                await run_hook(HookRun("before_stop", name, task.config.hooks.before_stop),
+                               self.task_env(task, task.record.port),
+                               self.loaded.task_cwd(task.config))
+            self.command(task, Ev.STOP)
         await task.wait_exit()
         if was_live:
             self.s.events.emit("task_stopped", self.name, name,

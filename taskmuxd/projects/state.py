@@ -147,8 +147,8 @@ def save(files: ProjectFiles, rec: ProjectRecord) -> None:
 def save_task(files: ProjectFiles, name: str, task: TaskRecord,
               launch: bool = False) -> asyncio.Future[None]:
     """Hand the task's record to the writer thread (``statewriter``): the future says when it
-    is durable, or why it could not be written. ``launch``: the write-ahead of a launch,
-    renamed into place before its fsync (``statewriter`` says why that is safe)."""
+    is durable, or why it could not be written. ``launch``: the write-ahead of a launch or of a
+    signal, renamed into place before its fsync (``statewriter`` says why that is safe)."""
     return WRITER.submit(files.task_state(name),
                          json.dumps(_task_to_json(task, time.monotonic(), time.time())) + "\n",
                          late=launch)
