@@ -102,6 +102,7 @@ class Project:
         self.machine = Machine({})
         self._answers: dict[int, asyncio.Future[tuple[m.Outcome, ...]]] = {}
         self._self_judged: list[str] = []
+        self._transitions: dict[tuple[str, str, str], list[str]] = {}
         self._sync_tasks(loaded)
 
     # -- config ---------------------------------------------------------------------------
@@ -158,8 +159,7 @@ class Project:
             changed = self.tasks.get(name)
             if changed is None or changed.record.policy is was or changed.state == was.state:
                 continue
-            log.info("%s/%s: %s -> %s (%s)", self.name, name, was.state.value,
-                     changed.state.value, why)
+            self._log_transition(name, was.state.value, changed.state.value, why)
             if not changed.live:
                 changed.wake_exit_waiters()
         for name in self._self_judged:
@@ -167,6 +167,25 @@ class Project:
             if judged is not None:
                 readiness.settle(self, judged)  # the task's own word, once its run is judged
         self.touch()
+
+    def _log_transition(self, name: str, was: str, now: str, why: str) -> None:
+        """Log a change of state; the changes of one turn of the loop go in one line per
+        kind (a hundred tasks stopped: one line, not a hundred)."""
+        if not self._transitions:
+            try:
+                asyncio.get_running_loop().call_soon(self._log_transitions)
+            except RuntimeError:  # no loop (a test driving the project directly)
+                log.info("%s/%s: %s -> %s (%s)", self.name, name, was, now, why)
+                return
+        self._transitions.setdefault((was, now, why), []).append(name)
+
+    def _log_transitions(self) -> None:
+        done, self._transitions = self._transitions, {}
+        for (was, now, why), names in done.items():
+            if len(names) == 1:
+                log.info("%s/%s: %s -> %s (%s)", self.name, names[0], was, now, why)
+            else:
+                log.info("%s: %s -> %s (%s): %s", self.name, was, now, why, ", ".join(names))
 
     def command(self, task: TaskRuntime, kind: Ev) -> None:
         self.handle(m.Command(task.name, kind))
@@ -416,11 +435,14 @@ class Project:
         if task.record.run_id != run_id or not task.live:
             return
         runner = st.read_runner_record(self.files, task.name)
-        if not (runner and runner.get("run_id") == run_id
-                and runner.get("status") in ("exited", "failed")):
-            self.s.events.emit("runner_lost", self.name, task.name,
-                               runner_pid=task.record.runner_pid)
-        stopping.exit_unreported(self, task, run_id, signal.SIGKILL)
+        if runner and runner.get("run_id") == run_id and runner.get("status") in (
+                "exited", "failed"):
+            self.runner_exited(task.name, runner)  # its report, read before it arrived
+            return
+        self.s.events.emit("runner_lost", self.name, task.name,
+                           runner_pid=task.record.runner_pid)
+        # The runner is gone: its record cannot change any more (read once, above).
+        stopping.exit_unreported(self, task, run_id, signal.SIGKILL, read=False)
 
     def runner_exited(self, task_name: str, record: dict[str, Any]) -> None:
         task = self.tasks.get(task_name)

@@ -167,11 +167,14 @@ async def close_window(tmux: Tmux, session: str, window_id: str, task: str) -> N
         await tmux.run(["kill-window", "-t", window_id], allow_missing=True)
 
 
-def exit_unreported(project: Project, task: TaskRuntime, run_id: int, sig: int) -> None:
-    """The process is gone (or beyond reach) and no runner said so: record it ourselves."""
+def exit_unreported(project: Project, task: TaskRuntime, run_id: int, sig: int,
+                    read: bool = True) -> None:
+    """The process is gone (or beyond reach) and no runner said so: record it ourselves
+    (from the runner's record when it wrote its exit there; ``read`` False: the caller
+    read it already)."""
     if task.record.run_id != run_id or not task.live:
         return
-    runner = st.read_runner_record(project.files, task.name)
+    runner = st.read_runner_record(project.files, task.name) if read else None
     if runner and runner.get("run_id") == run_id and runner.get("status") in (
             "exited", "failed"):
         project.runner_exited(task.name, runner)
