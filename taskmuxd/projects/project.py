@@ -315,17 +315,20 @@ class Project:
             self._save_record()
 
     def _save_record(self) -> None:
-        try:
-            st.save(self.files, self.record)
-        except OSError as exc:
-            log.error("cannot save %s: %s (trying again every %gs)", self.files.state, exc,
-                      SAVE_RETRY)
-            self._record_unsaved = True
-            if self._retry is None:
-                self._retry = asyncio.get_running_loop().call_later(SAVE_RETRY,
-                                                                    self._retry_save)
-        else:
+        """Hand the project-level record to the writer, written ahead like a signal's (a stop
+        waits for it to be in place: ``stopping.written_ahead``)."""
+        st.save(self.files, self.record).add_done_callback(self._record_saved)
+
+    def _record_saved(self, fut: asyncio.Future[None]) -> None:
+        exc = fut.exception()
+        if exc is None:
             self._record_unsaved = False
+            return
+        log.error("cannot save %s: %s (trying again every %gs)", self.files.state, exc,
+                  SAVE_RETRY)
+        self._record_unsaved = True
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(SAVE_RETRY, self._retry_save)
 
     def persist(self) -> None:
         """Write the project-level record and every task's."""

@@ -138,10 +138,19 @@ def _task_from_json(d: dict[str, Any], mono: float, wall: float) -> TaskRecord:
     return TaskRecord(policy=_policy_from_json(d.get("policy", {}), mono, wall), **kw)
 
 
-def save(files: ProjectFiles, rec: ProjectRecord) -> None:
-    """The project-level record (each task has its own file: see ``save_task``)."""
+def save(files: ProjectFiles, rec: ProjectRecord) -> asyncio.Future[None]:
+    """The project-level record (each task has its own file: see ``save_task``), handed to
+    the writer thread, renamed into place before its fsync (what a stop waits for: see
+    ``record_in_place``)."""
     files.ensure()
-    atomic_write(files.state, json.dumps({"format": FORMAT, "running": rec.running}) + "\n")
+    return WRITER.submit(files.state,
+                         json.dumps({"format": FORMAT, "running": rec.running}) + "\n",
+                         late=True)
+
+
+def record_in_place(files: ProjectFiles) -> asyncio.Future[None]:
+    """Resolved once the project-level record handed over so far is renamed into place."""
+    return WRITER.in_place(files.state)
 
 
 def save_task(files: ProjectFiles, name: str, task: TaskRecord,

@@ -91,7 +91,8 @@ async def written_ahead(project: Project, tasks: Iterable[TaskRuntime]) -> None:
     project.flush()
     names = sorted({t.name for t in tasks})
     try:
-        await asyncio.gather(*(st.task_in_place(project.files, n) for n in names))
+        await asyncio.gather(st.record_in_place(project.files),
+                             *(st.task_in_place(project.files, n) for n in names))
     except OSError as exc:  # a full disk: the stop goes on all the same
         log.error("cannot record the stop of %s/%s: %s", project.name, ",".join(names), exc)
 
