@@ -93,6 +93,7 @@ class Project:
         self.reload_lock = asyncio.Lock()
         self._dirty: set[str] = set()
         self._ahead: set[str] = set()  # dirty records that a signal waits for (see flush)
+        self._ahead_placed: dict[str, asyncio.Future[None]] = {}
         self.rungs: list[stopping.Rung] = []  # signals asked for in this turn of the loop
         self._unsaved: set[str] = set()  # writes that failed, retried every SAVE_RETRY
         self._retry: asyncio.TimerHandle | None = None
@@ -272,22 +273,49 @@ class Project:
         self._dirty.add(task.name)
 
     def write_ahead(self, task: TaskRuntime) -> None:
-        """The task's record is written ahead of a signal: renamed into place first, fsynced
-        after (``stopping.written_ahead`` waits for it to be in place)."""
+        """The task's record goes into the next write-ahead batch: one file (``ahead.json``)
+        for every task signalled in this turn of the loop, written before the tasks' own
+        files (``stopping.written_ahead`` waits for it to be in place)."""
         self._ahead.add(task.name)
         self.save_task(task)
 
+    def ahead_placed(self, name: str) -> asyncio.Future[None] | None:
+        """The write-ahead batch of ``name`` not yet in place, if there is one."""
+        return self._ahead_placed.get(name)
+
     def flush(self) -> None:
         """Hand the changed records to the writer thread (``statewriter``), which never holds
-        up the loop; a record that could not be written is tried again every SAVE_RETRY."""
+        up the loop; a record that could not be written is tried again every SAVE_RETRY.
+        Records written ahead go first, together, as one file; their own files after it."""
         dirty, self._dirty = self._dirty | self._unsaved, set()
-        ahead, self._ahead = self._ahead, set()
         self._unsaved = set()
+        ahead = sorted(n for n in self._ahead if n in self.tasks)
+        self._ahead = set()
+        if not ahead:
+            self._submit(dirty)
+            return
+        placed = st.save_ahead(self.files, self.record, ahead)
+        for name in ahead:
+            self._ahead_placed[name] = placed
+        # The writer takes everything pending at once: the one file goes alone, first.
+        placed.add_done_callback(functools.partial(self._ahead_done, ahead, dirty))
+
+    def _ahead_done(self, names: list[str], dirty: set[str],
+                    placed: asyncio.Future[None]) -> None:
+        for name in names:
+            if self._ahead_placed.get(name) is placed:
+                del self._ahead_placed[name]
+        exc = None if placed.cancelled() else placed.exception()
+        if exc is not None:  # the tasks' own files carry the same records, a moment later
+            log.error("cannot write ahead the records of %s: %s", ", ".join(names), exc)
+        self._submit(dirty)
+
+    def _submit(self, dirty: set[str]) -> None:
         for name in dirty:
             task = self.tasks.get(name)
             if task is not None:
-                st.save_task(self.files, name, task.record, launch=name in ahead).\
-                    add_done_callback(functools.partial(self._saved, name))
+                st.save_task(self.files, name, task.record).add_done_callback(
+                    functools.partial(self._saved, name))
 
     def _saved(self, name: str, fut: asyncio.Future[None]) -> None:
         exc = fut.exception()
@@ -315,8 +343,8 @@ class Project:
             self._save_record()
 
     def _save_record(self) -> None:
-        """Hand the project-level record to the writer, written ahead like a signal's (a stop
-        waits for it to be in place: ``stopping.written_ahead``)."""
+        """Hand the project-level record to the writer (a stop's write-ahead batch carries
+        it too: ``flush``)."""
         st.save(self.files, self.record).add_done_callback(self._record_saved)
 
     def _record_saved(self, fut: asyncio.Future[None]) -> None:

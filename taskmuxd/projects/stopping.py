@@ -7,9 +7,8 @@ task's process; when the runner is gone too, the daemon ends the run's marked pr
 and records the exit. A kill is SIGKILL and the window closed at once.
 
 The rungs asked for in one turn of the event loop (a stop of a hundred tasks) go together:
-their records are handed to the writer at once, the batch waits once for all of them to be in
-place, and then every group is signalled in one go, with no tmux command and one log line per
-signal.
+their records are written ahead as one file, the batch waits once for it to be in place, and
+then every group is signalled in one go, with no tmux command and one log line per signal.
 """
 
 from __future__ import annotations
@@ -84,17 +83,17 @@ async def written_ahead(project: Project, tasks: Iterable[TaskRuntime]) -> None:
     """The records of what was asked (a stop, a kill, a restart: ``cause``, ``manual_stop``)
     in place before any signal: a daemon killed after the task's exit finds the exit was asked
     for, rather than taking it for a crash or a loss. State writes are off the loop
-    (``statewriter``): hand over what is pending now, and wait once for the whole batch to be
-    renamed into place. Their fsyncs follow in the background: as for a launch's record
-    (``statewriter`` says why), they matter only if the machine loses power, which ends the
+    (``statewriter``): the records of every task signalled in this turn are handed over as
+    one file (``state.save_ahead``), and the batch waits once, for that file to be renamed
+    into place. Its fsync follows in the background: as for a launch's record
+    (``statewriter`` says why), it matters only if the machine loses power, which ends the
     tasks too."""
     project.flush()
-    names = sorted({t.name for t in tasks})
+    waits = {id(f): f for f in (project.ahead_placed(t.name) for t in tasks) if f is not None}
     try:
-        await asyncio.gather(st.record_in_place(project.files),
-                             *(st.task_in_place(project.files, n) for n in names))
+        await asyncio.gather(*waits.values())
     except OSError as exc:  # a full disk: the stop goes on all the same
-        log.error("cannot record the stop of %s/%s: %s", project.name, ",".join(names), exc)
+        log.error("cannot record the stop of tasks of %s: %s", project.name, exc)
 
 
 async def _send_batch(project: Project, batch: list[Rung]) -> None:
