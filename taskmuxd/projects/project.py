@@ -94,6 +94,7 @@ class Project:
         self._dirty: set[str] = set()
         self._ahead: set[str] = set()  # dirty records that a signal waits for (see flush)
         self._ahead_placed: dict[str, asyncio.Future[None]] = {}
+        self._journaled: set[str] = set()  # in ahead.json; their own files not yet durable
         self.rungs: list[stopping.Rung] = []  # signals asked for in this turn of the loop
         self._unsaved: set[str] = set()  # writes that failed, retried every SAVE_RETRY
         self._retry: asyncio.TimerHandle | None = None
@@ -289,16 +290,20 @@ class Project:
         Records written ahead go first, together, as one file; their own files after it."""
         dirty, self._dirty = self._dirty | self._unsaved, set()
         self._unsaved = set()
-        ahead = sorted(n for n in self._ahead if n in self.tasks)
+        ahead = {n for n in self._ahead if n in self.tasks}
         self._ahead = set()
         if not ahead:
             self._submit(dirty)
             return
-        placed = st.save_ahead(self.files, self.record, ahead)
+        # A batch still waiting for its tasks' own files is written again with this one
+        # (the file holds one batch: the last).
+        self._journaled |= ahead
+        names = sorted(n for n in self._journaled if n in self.tasks)
+        placed = st.save_ahead(self.files, self.record, names)
         for name in ahead:
             self._ahead_placed[name] = placed
         # The writer takes everything pending at once: the one file goes alone, first.
-        placed.add_done_callback(functools.partial(self._ahead_done, ahead, dirty))
+        placed.add_done_callback(functools.partial(self._ahead_done, sorted(ahead), dirty))
 
     def _ahead_done(self, names: list[str], dirty: set[str],
                     placed: asyncio.Future[None]) -> None:
@@ -308,14 +313,22 @@ class Project:
         exc = None if placed.cancelled() else placed.exception()
         if exc is not None:  # the tasks' own files carry the same records, a moment later
             log.error("cannot write ahead the records of %s: %s", ", ".join(names), exc)
-        self._submit(dirty)
+        self._submit(dirty, set(names))
 
-    def _submit(self, dirty: set[str]) -> None:
+    def _submit(self, dirty: set[str], journaled: set[str] | None = None) -> None:
         for name in dirty:
             task = self.tasks.get(name)
             if task is not None:
-                st.save_task(self.files, name, task.record).add_done_callback(
-                    functools.partial(self._saved, name))
+                done = st.save_task(self.files, name, task.record)
+                done.add_done_callback(functools.partial(self._saved, name))
+                if journaled and name in journaled:
+                    done.add_done_callback(functools.partial(self._own_file_written, name))
+
+    def _own_file_written(self, name: str, fut: asyncio.Future[None]) -> None:
+        """A task's own file is durable after its write-ahead: the next batch can leave it
+        out."""
+        if not fut.cancelled() and fut.exception() is None:
+            self._journaled.discard(name)
 
     def _saved(self, name: str, fut: asyncio.Future[None]) -> None:
         exc = fut.exception()
