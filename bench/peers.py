@@ -401,11 +401,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="cold starts per tool")
     parser.add_argument("--only", default=",".join(PARTS),
                         help=f"comma-separated parts to run (of {', '.join(PARTS)})")
+    parser.add_argument("--stop-only", type=int, default=0, metavar="N",
+                        help="only start and stop 100 tasks, N times per tool (medians)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     if only - set(PARTS):
         parser.error(f"unknown part(s): {', '.join(sorted(only - set(PARTS)))}")
     compile_bytecode()
+    if args.stop_only:
+        stop_only(args.stop_only, args.no_peers)
+        return
     work = tempfile.mkdtemp(prefix="tmxpeers-")
     fig = Figures()
     try:
@@ -490,6 +495,51 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         show(fig)
+
+
+def stop_only(times: int, no_peers: bool) -> None:
+    """Start and stop 100 tasks ``times`` times with each tool; the medians side by side,
+    with the machine's load average when the run began and ended."""
+    work = tempfile.mkdtemp(prefix="tmxpeers-")
+    fig = Figures()
+    load0 = os.getloadavg()[0]
+
+    def put(tool: str, runs: list[tuple[float, float, float, float]], cpus: list[float],
+            cpu_starts: list[float]) -> None:
+        fig.put(tool, f"start {N} tasks until all alive (ms), median",
+                median([r[0] for r in runs]) * 1000)
+        fig.put(tool, f"stop {N} tasks until all gone (ms), median",
+                median([r[1] for r in runs]) * 1000)
+        fig.put(tool, f"stop {N}: fastest of {times} (ms)", min(r[1] for r in runs) * 1000)
+        fig.put(tool, f"  daemon CPU, start {N} (ms), median", median(cpu_starts))
+        fig.put(tool, f"  daemon CPU, stop {N} (ms), median", median(cpus))
+
+    try:
+        t = Taskmux(work)
+        try:
+            t.cold_start()
+            runs, cpus, cpu_starts = [], [], []
+            for _ in range(times):
+                runs.append(t.start_stop_100())
+                cpus.append(t.cpu_stop)
+                cpu_starts.append(t.cpu_start)
+            put("taskmux", runs, cpus, cpu_starts)
+        finally:
+            t.close()
+        if not no_peers:
+            with peer(lambda: Supervisord(work), "supervisord") as sv:
+                if isinstance(sv, Supervisord):
+                    runs, cpus, cpu_starts = [], [], []
+                    for _ in range(times):
+                        runs.append(sv.start_stop_100())
+                        cpus.append(sv.cpu_stop)
+                        cpu_starts.append(sv.cpu_start)
+                    put("supervisord", runs, cpus, cpu_starts)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        show(fig)
+        print(f"load average (1 min): {load0:.2f} at the start, {os.getloadavg()[0]:.2f} "
+              "at the end")
 
 
 def show(fig: Figures) -> None:

@@ -4,8 +4,16 @@ logs it with its exit status and stderr, and turns failure into ``TmuxError``.
 Commands go over one persistent control-mode connection (``tmuxcontrol``) while there is one:
 no tmux process per launch, restart or status. There is none while the server is not running
 (or has no session to attach to); then each command runs as a ``tmux`` process, and the first
-one that succeeds (the ``new-session`` of a first launch) connects again. ``on_change`` is
-called at once when sessions come or go and when the server goes away (the restore path).
+one that succeeds (the ``new-session`` of a first launch) connects again.
+
+What tmux reports on the connection becomes supervision events, given to ``on_event`` as they
+come: ``SessionsChanged`` (a session came or went), ``WindowClosed`` (a window was closed,
+whoever closed it), ``PanesDead`` (the panes whose process has ended: every connection
+subscribes, with ``refresh-client -B``, to one format listing the dead panes of every
+session, which tmux looks at once a second and reports when it changes, and reports in full
+on each new connection) and ``ServerGone`` (the connection ended: the server exited or was
+killed; the restore path). Nothing here changes any task's state: the projects map these
+onto their supervisors' events.
 
 "No server running" and "no such session" are facts, reported as such (empty results); tmux
 missing or failing is an error, never mistaken for "no windows". Output is parsed here, where
@@ -25,7 +33,15 @@ from dataclasses import dataclass
 from taskmuxctl.protocol import Code
 from taskmuxd import ownenv, privacy
 from taskmuxd.errors import DaemonError
-from taskmuxd.tmuxcontrol import Connection, ConnectionLost, Event, SessionsChanged
+from taskmuxd.tmuxcontrol import (
+    Connection,
+    ConnectionLost,
+    Event,
+    Reply,
+    SessionsChanged,
+    SubscriptionChanged,
+    WindowClose,
+)
 
 log = logging.getLogger("taskmuxd.tmux")
 
@@ -41,6 +57,12 @@ _NO_TARGET = ("can't find session", "can't find window", "can't find pane", "ses
 _READ_ONLY = frozenset(("list-windows", "list-sessions", "list-panes", "has-session",
                         "display-message", "show-options", "show-buffer"))
 RECONNECT_PAUSE = 2.0  # seconds before connecting again after an attempt that failed
+DEAD_SUBSCRIPTION = "taskmux-dead"
+# Every dead pane of every session: "%pane.@window.pid.status " each (status empty when a
+# signal ended it). tmux expands it once a second and reports it when it changes.
+DEAD_FORMAT = ("#{S:#{W:#{P:#{?pane_dead,#{pane_id}.#{window_id}.#{pane_pid}."
+               "#{pane_dead_status} ,}}}}")
+MAX_DEAD_PANES = 10_000  # read from one report (hostile input is bounded)
 
 
 class TmuxError(DaemonError):
@@ -59,6 +81,53 @@ class Window:
     dead_status: int | None
 
 
+@dataclass(frozen=True)
+class DeadPane:
+    pane_id: str
+    window_id: str
+    pid: int | None  # the process that ran in it (the runner, for a task's pane)
+    status: int | None  # its exit status; None when a signal ended it
+
+
+@dataclass(frozen=True)
+class WindowClosed:
+    """A window was closed (by taskmux, the user, or its last pane ending without
+    ``remain-on-exit``)."""
+
+    window_id: str
+
+
+@dataclass(frozen=True)
+class PanesDead:
+    """Every pane of the server whose process has ended, as of now (a full list)."""
+
+    panes: tuple[DeadPane, ...]
+
+
+@dataclass(frozen=True)
+class ServerGone:
+    """The control connection ended: the server exited or was killed, or let the client go
+    (its session was closed). Whether the sessions are gone is for the listener to ask."""
+
+
+TmuxEvent = SessionsChanged | WindowClosed | PanesDead | ServerGone
+__all__ = ["DeadPane", "PanesDead", "ServerGone", "SessionsChanged", "Tmux", "TmuxError",
+           "TmuxEvent", "Window", "WindowClosed", "parse_dead", "parse_window"]
+
+
+def parse_dead(value: str) -> PanesDead:
+    """The value of ``DEAD_FORMAT`` as typed panes; malformed entries are skipped."""
+    panes = []
+    for item in value.split()[:MAX_DEAD_PANES]:
+        parts = item.split(".")
+        if len(parts) != 4 or not parts[0].startswith("%") or not parts[1].startswith("@"):
+            continue
+        pid, status = parts[2], parts[3]
+        panes.append(DeadPane(parts[0], parts[1], int(pid) if pid.isdigit() else None,
+                              int(status) if status.lstrip("-").isdigit() else None))
+    return PanesDead(tuple(panes))
+
+
 class Tmux:
     """A tmux server: the user's default one, or ``-L socket_name``."""
 
@@ -66,7 +135,7 @@ class Tmux:
         self.socket_name = socket_name
         self.binary = binary or shutil.which("tmux") or "tmux"
         self.base = [self.binary] + (["-L", socket_name] if socket_name else [])
-        self.on_change: Callable[[], None] | None = None
+        self.on_event: Callable[[TmuxEvent], None] | None = None
         self.control: Connection | None = None
         self.connects = 0  # control connections made
         self.processes = 0  # tmux processes run for commands
@@ -119,23 +188,33 @@ class Tmux:
         self.control = conn
         self.connects += 1
         log.debug("control connection to %s", self.describe())
+        # Not awaited: the answer is of no use, and a request waits its turn on the line.
+        conn.request([["refresh-client", "-B",
+                       f"{DEAD_SUBSCRIPTION}::{DEAD_FORMAT}"]]).add_done_callback(_subscribed)
         return True
 
     def _event(self, event: Event) -> None:
         if isinstance(event, SessionsChanged):
-            self._changed()
+            self._tell(event)
+        elif isinstance(event, WindowClose):
+            self._tell(WindowClosed(event.window_id))
+        elif isinstance(event, SubscriptionChanged) and event.name == DEAD_SUBSCRIPTION:
+            self._tell(parse_dead(event.value))
 
     def _lost(self) -> None:
         """The server went away or let the client go: say so at once, and connect again if
         there is still something to attach to."""
         self.control = None
-        self._changed()
+        self._tell(ServerGone())
         if not self._closed:
             self._connecting = asyncio.get_running_loop().create_task(self._open())
 
-    def _changed(self) -> None:
-        if self.on_change is not None and not self._closed:
-            self.on_change()
+    def _tell(self, event: TmuxEvent) -> None:
+        if self.on_event is not None and not self._closed:
+            try:
+                self.on_event(event)
+            except Exception:  # a listener's bug must not end the connection's reader
+                log.exception("handling %r failed", event)
 
     def _after_process(self, first: str) -> None:
         """A command ran as a process and succeeded: there is a server; connect to it."""
@@ -215,6 +294,13 @@ class Tmux:
         if out is None:
             return []
         return [parse_window(line) for line in out.splitlines() if line.strip()]
+
+
+def _subscribed(done: asyncio.Future[Reply]) -> None:
+    if done.cancelled() or done.exception() is not None:
+        return  # the connection ended already: the next one subscribes again
+    if not done.result().ok:  # an older tmux: the sweep and the runners' reports remain
+        log.info("tmux refused the dead-pane subscription: %s", " ".join(done.result().lines))
 
 
 def parse_window(line: str) -> Window:

@@ -8,11 +8,12 @@ older tmux there is no connection and every command runs as a process).
 
 What tmux writes is parsed here into typed values: ``Reply`` for each command's
 ``%begin``/``%end`` (or ``%error``) block, and notifications (``SessionsChanged``,
-``WindowClose``, ``Exit``, ``Notification`` for the rest). A request is one line of commands
-joined with ``;``: tmux answers each command with a block, and stops at the first error, so a
-request is complete after as many ``%end`` blocks as it had commands or at its first
-``%error``. Arguments are always double-quoted with tmux's own escapes (``quote``), so a
-path, an environment value or a format with a unit separator arrives as it was.
+``WindowClose``, ``SubscriptionChanged``, ``Exit``, ``Notification`` for the rest). A request
+is one line of commands joined with ``;``: tmux answers each command with a block, and stops
+at the first error, so a request is complete after as many ``%end`` blocks as it had commands
+or at its first ``%error``. Arguments are always double-quoted with tmux's own escapes
+(``quote``), so a path, an environment value or a format with a unit separator arrives as it
+was.
 
 The connection ends when tmux ends it: the server exits (``kill-server``, its last session
 gone) or detaches it. Requests still waiting then fail with ``ConnectionLost``; the owner
@@ -69,13 +70,28 @@ class WindowClose:
 
 
 @dataclass(frozen=True)
+class SubscriptionChanged:
+    """``%subscription-changed``: the value of a format subscribed to with ``refresh-client
+    -B name:what:format`` changed (tmux looks at most once a second). ``session``,
+    ``window``, ``index`` and ``pane`` say where, ``-`` where the subscription does not
+    reach (one for the whole session)."""
+
+    name: str
+    session: str
+    window: str
+    index: str
+    pane: str
+    value: str
+
+
+@dataclass(frozen=True)
 class Exit:
     """tmux is ending this client (the server is exiting, or the client was detached)."""
 
     reason: str = ""
 
 
-Event = Reply | Notification | SessionsChanged | WindowClose | Exit
+Event = Reply | Notification | SessionsChanged | WindowClose | SubscriptionChanged | Exit
 
 
 def quote(arg: str) -> str:
@@ -129,9 +145,23 @@ class Parser:
             return SessionsChanged()
         if name in ("window-close", "unlinked-window-close") and args:
             return WindowClose(args[0])
+        if name == "subscription-changed":
+            return _subscription(line)
         if name == "exit":
             return Exit(" ".join(args))
         return Notification(name, tuple(args))
+
+
+def _subscription(line: str) -> Event:
+    """``%subscription-changed name $s @w index %p [reserved...] : value``: the value is
+    everything after the first `` : `` (it may hold spaces and colons of its own)."""
+    head, sep, value = line.partition(" : ")
+    if not sep and line.endswith(" :"):  # an empty value
+        head, sep = line[:-2], " : "
+    words = head.split(" ")
+    if not sep or len(words) < 6:
+        return Notification("subscription-changed", tuple(words[1:]))
+    return SubscriptionChanged(words[1], words[2], words[3], words[4], words[5], value)
 
 
 @dataclass

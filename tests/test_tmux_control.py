@@ -5,19 +5,31 @@ command, and the server killed under it (heard at once, then connected again).""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 
 import pytest
 
-from taskmuxd.tmux import Tmux, TmuxError
+from taskmuxd.tmux import (
+    DeadPane,
+    PanesDead,
+    ServerGone,
+    Tmux,
+    TmuxError,
+    TmuxEvent,
+    WindowClosed,
+    parse_dead,
+)
 from taskmuxd.tmuxcontrol import (
     Exit,
     Notification,
     Parser,
     Reply,
     SessionsChanged,
+    SubscriptionChanged,
     WindowClose,
     command_line,
     quote,
@@ -45,6 +57,27 @@ def test_blocks_and_notifications_are_typed() -> None:
         Reply(False, ("can't find session: nope",)),
         WindowClose("@4"), WindowClose("@5"), Notification("session-changed", ("$1", "p1")),
         Exit("detached")]
+
+
+def test_subscription_changes_are_typed_with_the_value_whole() -> None:
+    p = Parser()
+    assert p.feed("%subscription-changed taskmux-dead $0 - - - : %2.@2.18108. %5.@4.9.1 ") \
+        == SubscriptionChanged("taskmux-dead", "$0", "-", "-", "-", "%2.@2.18108. %5.@4.9.1 ")
+    # Fields tmux may add before the colon are skipped; a value keeps its own " : ".
+    assert p.feed("%subscription-changed n $1 @2 0 %3 future : a : b") == \
+        SubscriptionChanged("n", "$1", "@2", "0", "%3", "a : b")
+    assert p.feed("%subscription-changed n $1 - - - :") == \
+        SubscriptionChanged("n", "$1", "-", "-", "-", "")
+    assert p.feed("%subscription-changed broken") == \
+        Notification("subscription-changed", ("broken",))
+
+
+def test_dead_panes_are_parsed_and_bounded() -> None:
+    assert parse_dead("%2.@2.18108. %5.@4.9.1 junk %6.@5.x.-1 ") == PanesDead((
+        DeadPane("%2", "@2", 18108, None), DeadPane("%5", "@4", 9, 1),
+        DeadPane("%6", "@5", None, -1)))
+    assert parse_dead("") == PanesDead(())
+    assert len(parse_dead("%1.@1.2.0 " * 20_000).panes) == 10_000
 
 
 def test_every_argument_is_quoted_with_tmux_escapes() -> None:
@@ -109,7 +142,7 @@ def test_the_server_killed_under_it_is_heard_at_once_and_reconnected(tmux_socket
     async def main() -> None:
         t = Tmux(tmux_socket)
         changed = asyncio.Event()
-        t.on_change = changed.set
+        t.on_event = lambda _event: changed.set()
         await t.start()
         await t.run(["new-session", "-d", "-s", "one", "sleep 600"])
         assert await t.connect()
@@ -130,6 +163,60 @@ def test_the_server_killed_under_it_is_heard_at_once_and_reconnected(tmux_socket
         assert not t.connected
         # Closing the connection detached it: the server and its session are untouched.
         assert await tmux_cli(tmux_socket, "has-session", "-t", "=three") == 0
+
+    run(main())
+
+
+async def tmux_out(socket: str, *args: str) -> str:
+    done = await asyncio.to_thread(subprocess.run, ["tmux", "-L", socket, *args],
+                                   capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@needs_tmux
+def test_notifications_become_supervision_events(tmux_socket: str) -> None:
+    """A window closed from outside, a pane whose process died, the server killed by its pid:
+    each arrives typed, and the connection comes back (subscribed again) on a new server."""
+    async def main() -> None:
+        t = Tmux(tmux_socket)
+        events: list[TmuxEvent] = []
+        t.on_event = events.append
+        await t.start()
+        await t.run(["new-session", "-d", "-s", "one", "sleep 600"])
+        await t.run(["set-option", "-g", "remain-on-exit", "on"])
+        assert await t.connect()
+        wid = (await t.run(["new-window", "-d", "-t", "=one:", "-P", "-F", "#{window_id}",
+                            "sleep 600"]) or "").strip()
+        assert await tmux_cli(tmux_socket, "kill-window", "-t", wid) == 0
+        await until(lambda: WindowClosed(wid) in events)
+
+        # A pane's process dies: the dead-pane subscription lists it, with its pid.
+        other = (await t.run(["new-window", "-d", "-t", "=one:", "-P", "-F",
+                              "#{window_id} #{pane_id} #{pane_pid}", "sleep 600"]) or "")
+        wid2, pane, pid = other.split()
+        os.kill(int(pid), signal.SIGKILL)
+        dead = DeadPane(pane, wid2, int(pid), None)
+        await until(lambda: any(isinstance(e, PanesDead) and dead in e.panes for e in events))
+
+        # The server killed under the connection (by its pid): heard at once.
+        server = int(await tmux_out(tmux_socket, "display-message", "-p", "#{pid}"))
+        events.clear()
+        os.kill(server, signal.SIGTERM)  # its panes get their hang-up: nothing is left
+        await until(lambda: ServerGone() in events)
+        assert not t.connected
+        # A new server: the first session's process connects again, and the subscription is
+        # made again (it reports the dead panes of the new server in full).
+        await t.run(["new-session", "-d", "-s", "two", "sleep 600"])
+        await t.run(["set-option", "-g", "remain-on-exit", "on"])
+        assert await t.connect() and t.connects == 2
+        info = await tmux_out(tmux_socket, "display-message", "-p", "-t", "=two:",
+                              "#{window_id} #{pane_id} #{pane_pid}")
+        wid3, pane3, pid3 = info.split()
+        os.kill(int(pid3), signal.SIGTERM)
+        await until(lambda: any(isinstance(e, PanesDead) and
+                                DeadPane(pane3, wid3, int(pid3), None) in e.panes
+                                for e in events))
+        await t.close()
 
     run(main())
 

@@ -37,7 +37,15 @@ from taskmuxd.projects.watcher import ConfigWatcher
 from taskmuxd.routes import Backend
 from taskmuxd.runrecord import RunRecord
 from taskmuxd.supervisor import messages as m
-from taskmuxd.tmux import Tmux, TmuxError
+from taskmuxd.tmux import (
+    PanesDead,
+    ServerGone,
+    SessionsChanged,
+    Tmux,
+    TmuxError,
+    TmuxEvent,
+    WindowClosed,
+)
 
 if TYPE_CHECKING:
     from taskmuxd.daemon import Daemon
@@ -88,7 +96,7 @@ class Projects:
         for entry in entries.values():
             await self._load_registered(entry.name, entry.config)
             self.watcher.watch(entry.config)
-        self.tmux.on_change = self._tmux_changed
+        self.tmux.on_event = self._tmux_event
         await self.tmux.start()
         try:
             windows = await self.tmux.windows()
@@ -384,13 +392,28 @@ class Projects:
         finally:
             project.restoring = False
 
-    def _tmux_changed(self) -> None:
+    def _tmux_event(self, event: TmuxEvent) -> None:
+        """What tmux reported, to every project (each maps it onto its supervisor's events:
+        a runner gone, an exit nobody reported), and to the restore path."""
+        if isinstance(event, WindowClosed):
+            for project in list(self.projects.values()):
+                project.tmux_window_closed(event.window_id)
+        elif isinstance(event, PanesDead):
+            for project in list(self.projects.values()):
+                project.tmux_panes_dead(event.panes)
+        elif isinstance(event, ServerGone):
+            self._tmux_changed(0.0)
+        elif isinstance(event, SessionsChanged):
+            self._tmux_changed(TMUX_CHANGE_DELAY)
+
+    def _tmux_changed(self, delay: float) -> None:
         """tmux says sessions came or went, or that the server went away: look at once (not
-        at the next sweep) whether a project that should be up lost its session."""
+        at the next sweep) whether a project that should be up lost its session (a burst of
+        changes is looked at once, after ``delay``)."""
         if self._tmux_check is not None:
             self._tmux_check.cancel()
         self._tmux_check = asyncio.get_running_loop().call_later(
-            TMUX_CHANGE_DELAY, lambda: self.jobs.spawn(self._restore_check_all(), "tmux changed"))
+            delay, lambda: self.jobs.spawn(self._restore_check_all(), "tmux changed"))
 
     async def _restore_check_all(self) -> None:
         for project in list(self.projects.values()):

@@ -51,7 +51,7 @@ from taskmuxd.runrecord import RunRecord
 from taskmuxd.supervisor import messages as m
 from taskmuxd.supervisor.machine import KILL_WAIT, Machine, TaskSpec
 from taskmuxd.supervisor.verdict import HealthSpec
-from taskmuxd.tmux import Tmux
+from taskmuxd.tmux import DeadPane, Tmux
 
 log = logging.getLogger("taskmuxd.project")
 
@@ -93,6 +93,10 @@ class Project:
         self.changed = Changed()
         self.reload_lock = asyncio.Lock()
         self._dirty: set[str] = set()
+        self._ahead: set[str] = set()  # dirty records that a signal waits for (see flush)
+        self._ahead_placed: dict[str, asyncio.Future[None]] = {}
+        self._journaled: set[str] = set()  # in ahead.json; their own files not yet durable
+        self.rungs: list[stopping.Rung] = []  # signals asked for in this turn of the loop
         self._unsaved: set[str] = set()  # writes that failed, retried every SAVE_RETRY
         self._retry: asyncio.TimerHandle | None = None
         self._record_unsaved = False
@@ -100,6 +104,8 @@ class Project:
         self.config_error: str | None = None
         self.machine = Machine({})
         self._answers: dict[int, asyncio.Future[tuple[m.Outcome, ...]]] = {}
+        self._self_judged: list[str] = []
+        self._transitions: dict[tuple[str, str, str], list[str]] = {}
         self._sync_tasks(loaded)
 
     # -- config ---------------------------------------------------------------------------
@@ -113,6 +119,8 @@ class Project:
                 rec = self.record.tasks.setdefault(name, st.TaskRecord())
                 self.tasks[name] = TaskRuntime(name, cfg, rec)
         tasks = loaded.project.tasks
+        # The tasks that judge their own readiness (the others' ``settle`` does nothing).
+        self._self_judged = [n for n, c in tasks.items() if readiness.self_judged(c)]
         specs = {n: task_spec(c, tasks) for n, c in tasks.items()}
         states = {n: t.record.policy for n, t in self.tasks.items()}
         if self.machine.specs:
@@ -134,30 +142,56 @@ class Project:
 
     # -- the state machine ----------------------------------------------------------------
 
-    def handle(self, event: m.Event) -> None:
-        """Feed one event to the machine, with the time, and carry out its actions."""
-        before = {n: t.state for n, t in self.tasks.items()}
-        actions = self.machine.handle(event, time.monotonic(), random.random())
-        for task in self.tasks.values():
-            self._sync(task)
-        for action in actions:
-            try:
-                self._perform(action)
-            except Exception:  # one failed action (a write) must not lose the ones after it
-                log.exception("%s: carrying out %s failed", self.name, action)
+    def handle(self, *events: m.Event) -> None:
+        """Feed events to the machine, in order, with the time, and carry out the actions of
+        each (the events given together share the bookkeeping after them: a stop of a
+        hundred tasks is one call, not a hundred)."""
+        before = {n: t.record.policy for n, t in self.tasks.items()}
+        now = time.monotonic()
+        for event in events:
+            actions = self.machine.handle(event, now, random.random())
+            for task in self.tasks.values():
+                self._sync(task)
+            for action in actions:
+                try:
+                    self._perform(action)
+                except Exception:  # one failed action (a write) must not lose the ones after
+                    log.exception("%s: carrying out %s failed", self.name, action)
+        why = type(events[0]).__name__ if len(events) == 1 else f"{len(events)} events"
         for name, was in before.items():
             changed = self.tasks.get(name)
-            if changed is None or changed.state == was:
+            if changed is None or changed.record.policy is was or changed.state == was.state:
                 continue
-            log.info("%s/%s: %s -> %s (%s)", self.name, name, was.value, changed.state.value,
-                     type(event).__name__)
+            self._log_transition(name, was.state.value, changed.state.value, why)
             if not changed.live:
                 changed.wake_exit_waiters()
+        for name in self._self_judged:
+            judged = self.tasks.get(name)
+            if judged is not None:
+                readiness.settle(self, judged)  # the task's own word, once its run is judged
         for task in self.tasks.values():
-            readiness.settle(self, task)  # the task's own word, once its run is judged
             if task.waiting_runner is not None:  # a runner waiting for no relaunch?
                 launching.release_waiting(self, task)
         self.touch()
+
+    def _log_transition(self, name: str, was: str, now: str, why: str) -> None:
+        """Log a change of state; the changes of one turn of the loop go in one line per
+        kind (a hundred tasks stopped: one line, not a hundred)."""
+        if not self._transitions:
+            try:
+                asyncio.get_running_loop().call_soon(self._log_transitions)
+            except RuntimeError:  # no loop (a test driving the project directly)
+                log.info("%s/%s: %s -> %s (%s)", self.name, name, was, now, why)
+                return
+        self._transitions.setdefault((was, now, why), []).append(name)
+
+    def _log_transitions(self) -> None:
+        done, self._transitions = self._transitions, {}
+        for (was, now, why), names in done.items():
+            if len(names) == 1:
+                log.info("%s/%s: %s -> %s (%s)", self.name, names[0], was, now, why)
+            else:
+                log.info("%s: %s -> %s (%s): %s", self.name, was, now, why, ", ".join(names))
 
     def command(self, task: TaskRuntime, kind: Ev) -> None:
         self.handle(m.Command(task.name, kind))
@@ -182,9 +216,9 @@ class Project:
             self.s.spawn(launching.launch(self, task, run_id, clean),
                          f"launch {self.name}/{task.name}")
         elif isinstance(action, m.Signal):
-            # Written down before the signal (``stopping.send`` waits for it), as a launch is
-            # before tmux is asked: a daemon killed right after finds the stop (and why: a
-            # restart) it had begun.
+            # Written down before the signal (``stopping.send`` waits for it, once for all
+            # the signals of this turn), as a launch is before tmux is asked: a daemon killed
+            # right after finds the stop (and why: a restart) it had begun.
             stopping.send(self, task, getattr(signal, action.signal), action.kill)
         elif isinstance(action, m.RecordExit):
             stopping.exit_unreported(self, task, task.record.run_id, signal.SIGKILL)
@@ -243,16 +277,62 @@ class Project:
             asyncio.get_running_loop().call_soon(self.flush)
         self._dirty.add(task.name)
 
+    def write_ahead(self, task: TaskRuntime) -> None:
+        """The task's record goes into the next write-ahead batch: one file (``ahead.json``)
+        for every task signalled in this turn of the loop, written before the tasks' own
+        files (``stopping.written_ahead`` waits for it to be in place)."""
+        self._ahead.add(task.name)
+        self.save_task(task)
+
+    def ahead_placed(self, name: str) -> asyncio.Future[None] | None:
+        """The write-ahead batch of ``name`` not yet in place, if there is one."""
+        return self._ahead_placed.get(name)
+
     def flush(self) -> None:
         """Hand the changed records to the writer thread (``statewriter``), which never holds
-        up the loop; a record that could not be written is tried again every SAVE_RETRY."""
+        up the loop; a record that could not be written is tried again every SAVE_RETRY.
+        Records written ahead go first, together, as one file; their own files after it."""
         dirty, self._dirty = self._dirty | self._unsaved, set()
         self._unsaved = set()
+        ahead = {n for n in self._ahead if n in self.tasks}
+        self._ahead = set()
+        if not ahead:
+            self._submit(dirty)
+            return
+        # A batch still waiting for its tasks' own files is written again with this one
+        # (the file holds one batch: the last).
+        self._journaled |= ahead
+        names = sorted(n for n in self._journaled if n in self.tasks)
+        placed = st.save_ahead(self.files, self.record, names)
+        for name in ahead:
+            self._ahead_placed[name] = placed
+        # The writer takes everything pending at once: the one file goes alone, first.
+        placed.add_done_callback(functools.partial(self._ahead_done, sorted(ahead), dirty))
+
+    def _ahead_done(self, names: list[str], dirty: set[str],
+                    placed: asyncio.Future[None]) -> None:
+        for name in names:
+            if self._ahead_placed.get(name) is placed:
+                del self._ahead_placed[name]
+        exc = None if placed.cancelled() else placed.exception()
+        if exc is not None:  # the tasks' own files carry the same records, a moment later
+            log.error("cannot write ahead the records of %s: %s", ", ".join(names), exc)
+        self._submit(dirty, set(names))
+
+    def _submit(self, dirty: set[str], journaled: set[str] | None = None) -> None:
         for name in dirty:
             task = self.tasks.get(name)
             if task is not None:
-                st.save_task(self.files, name, task.record).add_done_callback(
-                    functools.partial(self._saved, name))
+                done = st.save_task(self.files, name, task.record)
+                done.add_done_callback(functools.partial(self._saved, name))
+                if journaled and name in journaled:
+                    done.add_done_callback(functools.partial(self._own_file_written, name))
+
+    def _own_file_written(self, name: str, fut: asyncio.Future[None]) -> None:
+        """A task's own file is durable after its write-ahead: the next batch can leave it
+        out."""
+        if not fut.cancelled() and fut.exception() is None:
+            self._journaled.discard(name)
 
     def _saved(self, name: str, fut: asyncio.Future[None]) -> None:
         exc = fut.exception()
@@ -280,17 +360,20 @@ class Project:
             self._save_record()
 
     def _save_record(self) -> None:
-        try:
-            st.save(self.files, self.record)
-        except OSError as exc:
-            log.error("cannot save %s: %s (trying again every %gs)", self.files.state, exc,
-                      SAVE_RETRY)
-            self._record_unsaved = True
-            if self._retry is None:
-                self._retry = asyncio.get_running_loop().call_later(SAVE_RETRY,
-                                                                    self._retry_save)
-        else:
+        """Hand the project-level record to the writer (a stop's write-ahead batch carries
+        it too: ``flush``)."""
+        st.save(self.files, self.record).add_done_callback(self._record_saved)
+
+    def _record_saved(self, fut: asyncio.Future[None]) -> None:
+        exc = fut.exception()
+        if exc is None:
             self._record_unsaved = False
+            return
+        log.error("cannot save %s: %s (trying again every %gs)", self.files.state, exc,
+                  SAVE_RETRY)
+        self._record_unsaved = True
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(SAVE_RETRY, self._retry_save)
 
     def persist(self) -> None:
         """Write the project-level record and every task's."""
@@ -400,10 +483,13 @@ class Project:
         if task.record.run_id != run_id or not task.live:
             return
         runner = st.read_runner_record(self.files, task.name)
-        if not (runner and runner.run_id == run_id and runner.status in ("exited", "failed")):
-            self.s.events.emit("runner_lost", self.name, task.name,
-                               runner_pid=task.record.runner_pid)
-        stopping.exit_unreported(self, task, run_id, signal.SIGKILL)
+        if runner and runner.run_id == run_id and runner.status in ("exited", "failed"):
+            self.runner_exited(task.name, runner)  # its report, read before it arrived
+            return
+        self.s.events.emit("runner_lost", self.name, task.name,
+                           runner_pid=task.record.runner_pid)
+        # The runner is gone: its record cannot change any more (read once, above).
+        stopping.exit_unreported(self, task, run_id, signal.SIGKILL, read=False)
 
     def runner_exited(self, task_name: str, record: RunRecord) -> None:
         task = self.tasks.get(task_name)
@@ -418,6 +504,43 @@ class Project:
         if record.status == "failed" and code is None and sig is None:
             code = 127
         self.handle(m.RunnerExited(task.name, code, sig))
+
+    # -- what tmux reports ----------------------------------------------------------------
+
+    def tmux_window_closed(self, window_id: str) -> None:
+        """tmux closed a task's window (the user's ``kill-window`` or ``kill-pane``, a
+        ``kill`` of ours). Its runner had the hang-up and reports the task's end itself; a
+        runner provably gone already (it could not) is a runner gone, now, as its pidfd would
+        say. Either way the machine decides what follows; the next launch opens a new
+        window."""
+        for task in self.tasks.values():
+            rec = task.record
+            if rec.window_id != window_id:
+                continue
+            rec.window_id = None
+            self.save_task(task)
+            self.s.events.emit("window_closed", self.name, task.name, window=window_id,
+                               state=task.state.value)
+            rid = rec.runner_id()
+            if task.live and rid is not None and not proctree.is_alive(rid):
+                self.runner_gone(task, rec.run_id)
+            self.touch()
+
+    def tmux_panes_dead(self, panes: tuple[DeadPane, ...]) -> None:
+        """tmux lists the panes whose process has ended. A live task whose window's pane is
+        dead with its runner's pid has lost its runner: the runner's own report, if it wrote
+        one, or an exit nobody reported (``runner_gone``). Reported again on every new
+        connection, which is harmless: a task no longer live, or on another run, is left
+        alone."""
+        by_window = {p.window_id: p for p in panes}
+        for task in list(self.tasks.values()):
+            rec = task.record
+            pane = by_window.get(rec.window_id) if rec.window_id else None
+            if pane is None or not task.live or pane.pid is None or pane.pid != rec.runner_pid:
+                continue
+            log.info("%s/%s: tmux reports the pane of runner %s dead", self.name, task.name,
+                     pane.pid)
+            self.runner_gone(task, rec.run_id)
 
     # -- health ---------------------------------------------------------------------------
 
@@ -540,7 +663,7 @@ class Project:
         # Dependents before what they depend on: level by level, each with its grace period.
         results: list[dict[str, Any]] = []
         for level in self.machine.stop_levels(targets):
-            results.extend(await asyncio.gather(*(self._stop_one(n) for n in level)))
+            results.extend(await self._stop_level(level))
         results.sort(key=lambda r: str(r["task"]))
         await self._global_hook("after_stop")
         if not names:
@@ -548,14 +671,31 @@ class Project:
         self.touch()
         return results
 
-    async def _stop_one(self, name: str) -> dict[str, Any]:
+    async def _stop_level(self, names: list[str]) -> list[dict[str, Any]]:
+        """Stop tasks that do not depend on each other, together: the ones with no
+        ``before_stop`` hook to run first are asked in one event batch (their signals then
+        go in one batch too: ``stopping``); the answer comes once every one is gone."""
+        was_live = {n: self.tasks[n].live for n in names}
+        hooked = {n for n in names if was_live[n] and self.tasks[n].config.hooks.before_stop}
+        plain = [n for n in names if n not in hooked]
+        if plain:
+            self.handle(*(m.Command(n, Ev.STOP) for n in plain))
+        return list(await asyncio.gather(*(self._stop_one(n, was_live[n], n in hooked)
+                                           for n in names)))
+
+    async def _stop_one(self, name: str, was_live: bool | None = None,
+                        hooked: bool = True) -> dict[str, Any]:
+        """Stop one task: its ``before_stop`` hook and the command when ``hooked`` (else the
+        command was given already), then wait for its end."""
         task = self.tasks[name]
-        was_live = task.live
-        if task.config.hooks.before_stop and was_live:
-            await run_hook(HookRun("before_stop", name, task.config.hooks.before_stop),
-                           self.task_env(task, task.record.port),
-                           self.loaded.task_cwd(task.config))
-        self.command(task, Ev.STOP)
+        if was_live is None:
+            was_live = task.live
+        if hooked:
+            if task.config.hooks.before_stop and was_live:
+                await run_hook(HookRun("before_stop", name, task.config.hooks.before_stop),
+                               self.task_env(task, task.record.port),
+                               self.loaded.task_cwd(task.config))
+            self.command(task, Ev.STOP)
         await task.wait_exit()
         if was_live:
             self.s.events.emit("task_stopped", self.name, name,

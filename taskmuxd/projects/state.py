@@ -2,7 +2,11 @@
 
 ``state.json`` (format-versioned, atomic): whether the project should be up.
 ``tasks/{task}.json``: per task its policy state, run id, port, window and last known process,
-written off the event loop by ``statewriter`` in batches. ``env.json`` (0600): the environment
+written off the event loop by ``statewriter`` in batches. ``ahead.json``: the records of a
+batch of tasks about to be signalled (a stop of a hundred tasks), written ahead as one file,
+before their own files (see ``save_ahead``). Every record carries ``seq``, the project's write
+counter: where the same task (or ``running``) is in two files, the higher ``seq`` is the
+later word, whichever file it is in. ``env.json`` (0600): the environment
 of the shell that started the project. ``config.last.toml``: the last valid
 taskmux.toml, so a broken edit never stops supervision. ``run/{task}.json``: the runner's
 record; ``run/{task}.spec.json``: what the runner was asked to run.
@@ -80,6 +84,12 @@ class ProjectFiles:
         self.state = os.path.join(self.dir, "state.json")
         self.env = os.path.join(self.dir, "env.json")
         self.last_config = os.path.join(self.dir, "config.last.toml")
+        self.ahead = os.path.join(self.dir, "ahead.json")
+        self.seq = 0  # the last write's number (``load`` starts from what is on disk)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
 
     def ensure(self) -> None:
         """The project's folders, 0700 each (its task runners, started with the user's umask,
@@ -123,9 +133,9 @@ def _policy_from_json(d: dict[str, Any], mono_now: float, wall_now: float) -> St
     return State(**kw)
 
 
-def _task_to_json(t: TaskRecord, mono: float, wall: float) -> dict[str, Any]:
-    return {"format": FORMAT, "run_id": t.run_id, "port": t.port, "window_id": t.window_id,
-            "pid": t.pid, "pgid": t.pgid, "runner_pid": t.runner_pid,
+def _task_to_json(t: TaskRecord, mono: float, wall: float, seq: int) -> dict[str, Any]:
+    return {"format": FORMAT, "seq": seq, "run_id": t.run_id, "port": t.port,
+            "window_id": t.window_id, "pid": t.pid, "pgid": t.pgid, "runner_pid": t.runner_pid,
             "pid_start": t.pid_start, "runner_start": t.runner_start, "boot_id": t.boot_id,
             "clean": t.clean,
             "started_wall": t.started_wall, "exited_wall": t.exited_wall,
@@ -139,19 +149,43 @@ def _task_from_json(d: dict[str, Any], mono: float, wall: float) -> TaskRecord:
     return TaskRecord(policy=_policy_from_json(d.get("policy", {}), mono, wall), **kw)
 
 
-def save(files: ProjectFiles, rec: ProjectRecord) -> None:
-    """The project-level record (each task has its own file: see ``save_task``)."""
+def save(files: ProjectFiles, rec: ProjectRecord) -> asyncio.Future[None]:
+    """The project-level record (each task has its own file: see ``save_task``), handed to
+    the writer thread (a stop's ``save_ahead`` carries it too)."""
     files.ensure()
-    atomic_write(files.state, json.dumps({"format": FORMAT, "running": rec.running}) + "\n")
+    return WRITER.submit(files.state, json.dumps(
+        {"format": FORMAT, "seq": files.next_seq(), "running": rec.running}) + "\n")
+
+
+def save_ahead(files: ProjectFiles, rec: ProjectRecord,
+               names: list[str]) -> asyncio.Future[None]:
+    """The write-ahead of a batch of signals as one file: the records of ``names`` and
+    whether the project should be up, as they are now. Renamed into place before its fsync
+    (``statewriter`` says why that is enough); the future says when it is in place. The
+    tasks' own files follow (``save_task``), with higher ``seq``: ``load`` takes, per task,
+    whichever is later, so a daemon killed between the two finds what this one said."""
+    mono, wall = time.monotonic(), time.time()
+    data = {"format": FORMAT, "seq": files.next_seq(), "running": rec.running,
+            "tasks": {n: _task_to_json(rec.tasks[n], mono, wall, files.next_seq())
+                      for n in names if n in rec.tasks}}
+    done = WRITER.submit(files.ahead, json.dumps(data) + "\n", late=True)
+    done.add_done_callback(_retrieved)
+    return WRITER.in_place(files.ahead)
+
+
+def _retrieved(fut: asyncio.Future[None]) -> None:
+    """A write-ahead that failed is said by its ``in_place`` future; this one is dropped."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def save_task(files: ProjectFiles, name: str, task: TaskRecord,
               launch: bool = False) -> asyncio.Future[None]:
     """Hand the task's record to the writer thread (``statewriter``): the future says when it
-    is durable, or why it could not be written. ``launch``: the write-ahead of a launch,
-    renamed into place before its fsync (``statewriter`` says why that is safe)."""
-    return WRITER.submit(files.task_state(name),
-                         json.dumps(_task_to_json(task, time.monotonic(), time.time())) + "\n",
+    is durable, or why it could not be written. ``launch``: the write-ahead of a launch or of a
+    signal, renamed into place before its fsync (``statewriter`` says why that is safe)."""
+    return WRITER.submit(files.task_state(name), json.dumps(
+        _task_to_json(task, time.monotonic(), time.time(), files.next_seq())) + "\n",
                          late=launch)
 
 
@@ -190,13 +224,19 @@ def _move_aside(path: str, exc: Exception) -> str:
 
 
 def load(files: ProjectFiles) -> tuple[ProjectRecord, str | None]:
-    """The saved record, and a note when a corrupt file had to be moved aside."""
+    """The saved record, and a note when a corrupt file had to be moved aside. Where
+    ``ahead.json`` holds a later word (a higher ``seq``) than a task's own file or
+    ``state.json``, it wins: a batch's write-ahead whose own files were not written yet."""
     mono, wall = time.monotonic(), time.time()
     note = None
     rec = ProjectRecord()
+    seqs: dict[str, int] = {}
+    state_seq = 0
     try:
         with open(files.state, encoding="utf-8") as fh:
-            rec.running = bool(json.load(fh).get("running"))
+            data = json.load(fh)
+        rec.running = bool(data.get("running"))
+        state_seq = _seq(data)
     except FileNotFoundError:
         pass
     except (ValueError, AttributeError) as exc:
@@ -208,10 +248,35 @@ def load(files: ProjectFiles) -> tuple[ProjectRecord, str | None]:
             path = os.path.join(files.tasks_dir, entry)
             try:
                 with open(path, encoding="utf-8") as fh:
-                    rec.tasks[entry[:-5]] = _task_from_json(json.load(fh), mono, wall)
+                    data = json.load(fh)
+                rec.tasks[entry[:-5]] = _task_from_json(data, mono, wall)
+                seqs[entry[:-5]] = _seq(data)
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                note = _move_aside(path, exc)
+                note = _move_aside(files.task_state(entry[:-5]), exc)
+    top = max([state_seq, *seqs.values()])
+    try:
+        with open(files.ahead, encoding="utf-8") as fh:
+            ahead = json.load(fh)
+        if _seq(ahead) > state_seq:
+            rec.running = bool(ahead.get("running"))
+        top = max(top, _seq(ahead))
+        for name, data in dict(ahead.get("tasks") or {}).items():
+            if not isinstance(name, str) or not isinstance(data, dict):
+                continue
+            top = max(top, _seq(data))
+            if _seq(data) > seqs.get(name, -1):
+                rec.tasks[name] = _task_from_json(data, mono, wall)
+    except FileNotFoundError:
+        pass
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        note = _move_aside(files.ahead, exc)
+    files.seq = max(files.seq, top)
     return rec, note
+
+
+def _seq(data: object) -> int:
+    seq = data.get("seq") if isinstance(data, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
 
 
 def save_env(files: ProjectFiles, env: dict[str, str]) -> None:

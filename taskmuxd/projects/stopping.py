@@ -5,15 +5,22 @@ exit recorded though no report came) is timed by the machine (``taskmuxd.supervi
 ``Signal`` action lands here. A group is signalled only while its leader is provably the
 task's process; when the runner is gone too, the daemon ends the run's marked processes itself
 and records the exit. A kill is SIGKILL and the window closed at once.
+
+The rungs asked for in one turn of the event loop (a stop of a hundred tasks) go together:
+their records are written ahead as one file, the batch waits once for it to be in place, and
+then every group is signalled in one go, with no tmux command and one log line per signal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import signal
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from taskmuxd import proctree
@@ -48,38 +55,66 @@ def runner_alive(task: TaskRuntime) -> bool:
     return rid is not None and proctree.is_alive(rid)
 
 
+@dataclass(frozen=True)
+class Rung:
+    task: TaskRuntime
+    sig: int
+    kill: bool
+    run_id: int
+
+
 def send(project: Project, task: TaskRuntime, sig: int, kill: bool = False) -> None:
-    """One rung, once the record of the stop is on disk: signal the group; when group and
+    """One rung, once the record of the stop is in place: signal the group; when group and
     runner are both gone, end what the run left (off the loop) and record its exit. ``kill``
-    closes the window too."""
-    project.s.spawn(_send(project, task, sig, kill, task.record.run_id),
-                    f"{'kill' if kill else 'stop'} {project.name}/{task.name}")
+    closes the window too. Rungs asked for in the same turn of the loop go as one batch."""
+    if not project.rungs:
+        asyncio.get_running_loop().call_soon(_flush, project)
+    project.rungs.append(Rung(task, sig, kill, task.record.run_id))
+    project.write_ahead(task)
 
 
-async def written_ahead(project: Project, task: TaskRuntime) -> None:
-    """The record of what was asked (a stop, a kill, a restart: ``cause``, ``manual_stop``)
-    on disk before any signal: a daemon killed after the task's exit finds the exit was asked
+def _flush(project: Project) -> None:
+    batch, project.rungs = project.rungs, []
+    if batch:
+        project.s.spawn(_send_batch(project, batch),
+                        f"signal {project.name} ({len(batch)} tasks)")
+
+
+async def written_ahead(project: Project, tasks: Iterable[TaskRuntime]) -> None:
+    """The records of what was asked (a stop, a kill, a restart: ``cause``, ``manual_stop``)
+    in place before any signal: a daemon killed after the task's exit finds the exit was asked
     for, rather than taking it for a crash or a loss. State writes are off the loop
-    (``statewriter``): hand over what is pending now and wait for it."""
+    (``statewriter``): the records of every task signalled in this turn are handed over as
+    one file (``state.save_ahead``), and the batch waits once, for that file to be renamed
+    into place. Its fsync follows in the background: as for a launch's record
+    (``statewriter`` says why), it matters only if the machine loses power, which ends the
+    tasks too."""
     project.flush()
+    waits = {id(f): f for f in (project.ahead_placed(t.name) for t in tasks) if f is not None}
     try:
-        await st.task_durable(project.files, task.name)
+        await asyncio.gather(*waits.values())
     except OSError as exc:  # a full disk: the stop goes on all the same
-        log.error("cannot record the stop of %s/%s: %s", project.name, task.name, exc)
+        log.error("cannot record the stop of tasks of %s: %s", project.name, exc)
 
 
-async def _send(project: Project, task: TaskRuntime, sig: int, kill: bool, run_id: int) -> None:
-    await written_ahead(project, task)
-    if kill:
-        await _kill(project, task, run_id)
-        return
-    if not task.live or task.record.run_id != run_id:
-        return
-    if signal_group(task, sig):
-        log.info("%s/%s: sent %s to process group %s", project.name, task.name,
-                 signal.Signals(sig).name, task.record.pgid)
-    elif not runner_alive(task) and (project.name, task.name, run_id) not in _ending:
-        await _orphaned(project, task, run_id)
+async def _send_batch(project: Project, batch: list[Rung]) -> None:
+    await written_ahead(project, (r.task for r in batch))
+    sent: dict[int, list[str]] = {}
+    for r in batch:
+        task = r.task
+        if r.kill:
+            project.s.spawn(_kill(project, task, r.run_id), f"kill {project.name}/{task.name}")
+            continue
+        if not task.live or task.record.run_id != r.run_id:
+            continue
+        if signal_group(task, r.sig):
+            sent.setdefault(r.sig, []).append(task.name)
+        elif not runner_alive(task) and (project.name, task.name, r.run_id) not in _ending:
+            project.s.spawn(_orphaned(project, task, r.run_id),
+                            f"orphans {project.name}/{task.name}")
+    for sig, names in sent.items():
+        log.info("%s: sent %s to the process group of %s", project.name,
+                 signal.Signals(sig).name, ", ".join(names))
 
 
 async def _orphaned(project: Project, task: TaskRuntime, run_id: int) -> None:
@@ -106,7 +141,7 @@ async def end_orphans(project: Project, task: TaskRuntime, run_id: int) -> None:
 
 async def _kill(project: Project, task: TaskRuntime, run_id: int) -> None:
     rec = task.record
-    await written_ahead(project, task)
+    await written_ahead(project, (task,))
     ours = False
     if rec.window_id:
         with contextlib.suppress(Exception):
@@ -133,11 +168,14 @@ async def close_window(tmux: Tmux, session: str, window_id: str, task: str) -> N
         await tmux.run(["kill-window", "-t", window_id], allow_missing=True)
 
 
-def exit_unreported(project: Project, task: TaskRuntime, run_id: int, sig: int) -> None:
-    """The process is gone (or beyond reach) and no runner said so: record it ourselves."""
+def exit_unreported(project: Project, task: TaskRuntime, run_id: int, sig: int,
+                    read: bool = True) -> None:
+    """The process is gone (or beyond reach) and no runner said so: record it ourselves
+    (from the runner's record when it wrote its exit there; ``read`` False: the caller
+    read it already)."""
     if task.record.run_id != run_id or not task.live:
         return
-    runner = st.read_runner_record(project.files, task.name)
+    runner = st.read_runner_record(project.files, task.name) if read else None
     if runner and runner.run_id == run_id and runner.status in ("exited", "failed"):
         project.runner_exited(task.name, runner)
         return
