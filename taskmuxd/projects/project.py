@@ -78,7 +78,7 @@ class TaskNotFound(ClientError):
 
 class Project:
     def __init__(self, services: Services, name: str, loaded: LoadedConfig) -> None:
-        self.s = services
+        self.services = services
         self.name = name
         self.loaded = loaded
         self.files = st.ProjectFiles(services.paths, name)
@@ -176,7 +176,7 @@ class Project:
         elif isinstance(action, m.Launch):
             task.last_launch_error, task.last_launch_code = None, None
             run_id, clean = launching.begin(self, task)
-            self.s.spawn(launching.launch(self, task, run_id, clean),
+            self.services.spawn(launching.launch(self, task, run_id, clean),
                          f"launch {self.name}/{task.name}")
         elif isinstance(action, m.Signal):
             # Written down before the signal (``stopping.send`` waits for it), as a launch is
@@ -201,7 +201,7 @@ class Project:
             log.error("%s/%s: no transition from %r on %r (ignored)", self.name, task.name,
                       action.state, action.event)
         elif isinstance(action, m.FinishLaunch):
-            self.s.spawn(launching.finish(self, task, task.record.run_id),
+            self.services.spawn(launching.finish(self, task, task.record.run_id),
                          f"reconcile {self.name}/{task.name}")
         elif isinstance(action, m.Emit):
             details = dict(action.details)
@@ -210,7 +210,7 @@ class Project:
             if action.event == "restart_held":
                 log.info("%s/%s: restart waits for %s", self.name, task.name,
                          action.details.get("waiting_for"))
-            self.s.events.emit(action.event, self.name, task.name, **details)
+            self.services.events.emit(action.event, self.name, task.name, **details)
 
     def _sync(self, task: TaskRuntime) -> None:
         """The machine's state into the task's record, which status and the files show."""
@@ -231,7 +231,7 @@ class Project:
     def touch(self) -> None:
         """Something changed: wake waiters, tell listeners."""
         self.changed.fire()
-        self.s.on_change(self)
+        self.services.on_change(self)
 
     def save_task(self, task: TaskRuntime) -> None:
         """Write the task's record within this turn of the event loop (changes made together
@@ -310,7 +310,7 @@ class Project:
                                  if k in ("PATH", "HOME", "USER", "LANG", "SHELL", "LOGNAME")}
         return environment.build(base, text, task.config.env, port, {
             "TASKMUX_PROJECT": self.name, "TASKMUX_TASK": task.name,
-            "TASKMUX_HOME": self.s.paths.home})
+            "TASKMUX_HOME": self.services.paths.home})
 
     async def after_hook(self, task: TaskRuntime, which: str, command: str) -> None:
         try:
@@ -319,22 +319,22 @@ class Project:
                            self.loaded.task_cwd(task.config))
         except TaskError as exc:
             log.warning("%s", exc.message)
-            self.s.events.emit("hook_failed", self.name, task.name, hook=which,
+            self.services.events.emit("hook_failed", self.name, task.name, hook=which,
                                error=exc.message)
 
     def log_path(self, task: TaskRuntime) -> str:
         if task.config.log_file:
             return os.path.join(self.loaded.folder, os.path.expanduser(task.config.log_file))
-        return self.s.paths.task_log(self.name, task.name)
+        return self.services.paths.task_log(self.name, task.name)
 
     # -- what the runners report ----------------------------------------------------------
 
     def group_info(self, task: TaskRuntime) -> dict[str, Any]:
         """The task's cgroup and the CPU time it used, where a subtree was delegated."""
-        path = self.s.groups.path(self.name, task.name)
+        path = self.services.groups.path(self.name, task.name)
         if path is None:
             return {}
-        usec = self.s.groups.cpu_usec(self.name, task.name)
+        usec = self.services.groups.cpu_usec(self.name, task.name)
         return {"cgroup": path, "cpu_seconds": None if usec is None else usec / 1e6}
 
     def task_key(self, task: TaskRuntime) -> str:
@@ -387,7 +387,7 @@ class Project:
         else:
             return
         run_id = rec.run_id
-        self.s.runners.watch(self.task_key(task), rec.runner_pid, still,
+        self.services.runners.watch(self.task_key(task), rec.runner_pid, still,
                              lambda: self.runner_gone(task, run_id))
 
     def runner_gone(self, task: TaskRuntime, run_id: int) -> None:
@@ -399,7 +399,7 @@ class Project:
         runner = st.read_runner_record(self.files, task.name)
         if not (runner and runner.get("run_id") == run_id
                 and runner.get("status") in ("exited", "failed")):
-            self.s.events.emit("runner_lost", self.name, task.name,
+            self.services.events.emit("runner_lost", self.name, task.name,
                                runner_pid=task.record.runner_pid)
         stopping.exit_unreported(self, task, run_id, signal.SIGKILL)
 
@@ -408,7 +408,7 @@ class Project:
         if task is None or record.get("run_id") != task.record.run_id or not task.live:
             return
         rec = task.record
-        self.s.runners.unwatch(self.task_key(task))
+        self.services.runners.unwatch(self.task_key(task))
         rec.clean = record.get("tree_clean") is True
         rec.exited_wall = float(record.get("exited_at") or time.time())
         code, sig = record.get("exit_code"), record.get("exit_signal")
@@ -440,7 +440,7 @@ class Project:
 
     def _project_env(self) -> dict[str, str]:
         return environment.build(self.base_env, None, {}, None, {
-            "TASKMUX_PROJECT": self.name, "TASKMUX_HOME": self.s.paths.home})
+            "TASKMUX_PROJECT": self.name, "TASKMUX_HOME": self.services.paths.home})
 
     async def _global_hook(self, which: str) -> None:
         command = getattr(self.loaded.project.hooks, which)
@@ -464,7 +464,7 @@ class Project:
         results = await self.start_gated(todo)
         await self._global_hook("after_start")
         if not names:
-            self.s.events.emit("session_started", self.name, None,
+            self.services.events.emit("session_started", self.name, None,
                                tasks=[n for n in todo if results[n]["action"] == "started"])
         self.touch()
         out = [results[n] for n in todo]
@@ -489,7 +489,7 @@ class Project:
         """Start ``todo``, each task once what it depends on is ready (within
         ``dependency_timeout``); independent tasks start in parallel. The machine decides;
         this waits for its answer."""
-        timeout = self.s.dependency_timeout()
+        timeout = self.services.dependency_timeout()
         rid = next(_requests)
         answer: asyncio.Future[tuple[m.Outcome, ...]] = \
             asyncio.get_running_loop().create_future()
@@ -541,7 +541,7 @@ class Project:
         results.sort(key=lambda r: str(r["task"]))
         await self._global_hook("after_stop")
         if not names:
-            self.s.events.emit("session_stopped", self.name, None)
+            self.services.events.emit("session_stopped", self.name, None)
         self.touch()
         return results
 
@@ -555,7 +555,7 @@ class Project:
         self.command(task, Ev.STOP)
         await task.wait_exit()
         if was_live:
-            self.s.events.emit("task_stopped", self.name, name,
+            self.services.events.emit("task_stopped", self.name, name,
                                exit_code=task.record.policy.last_exit_code,
                                signal=task.record.policy.last_exit_signal)
             if task.config.hooks.after_stop:
@@ -580,7 +580,7 @@ class Project:
                 r = started[name]
                 ok = r["action"] in ("started", "already_running")
                 task = self.tasks[name]
-                self.s.events.emit("task_restarted", self.name, name, pid=task.record.pid,
+                self.services.events.emit("task_restarted", self.name, name, pid=task.record.pid,
                                    because=along[name])
                 results.append({"task": name, "action": "restarted" if ok else "failed",
                                 "pid": task.record.pid, "state": task.state.value,
@@ -607,7 +607,7 @@ class Project:
             await self.changed.wait_for(
                 settled, task.config.stop_grace_period * 2 + KILL_WAIT + LAUNCH_TIMEOUT + 5)
             ok = task.state == TaskState.RUNNING
-            self.s.events.emit("task_restarted", self.name, name, pid=task.record.pid)
+            self.services.events.emit("task_restarted", self.name, name, pid=task.record.pid)
             results.append({"task": name, "action": "restarted" if ok else "failed",
                             "pid": task.record.pid, "state": task.state.value})
         return results
@@ -616,14 +616,14 @@ class Project:
         task = self.task(name)
         self.command(task, Ev.KILL)
         await task.wait_exit()
-        self.s.events.emit("task_killed", self.name, name)
+        self.services.events.emit("task_killed", self.name, name)
         return {"task": name, "action": "killed"}
 
     # -- status ---------------------------------------------------------------------------
 
     def task_infos(self) -> list[dict[str, Any]]:
         snap = ownership.snapshot()
-        return [{**t.info(self.s.url_for(self.name, t.config.host), snap),
+        return [{**t.info(self.services.url_for(self.name, t.config.host), snap),
                  "waiting_for": self.machine.held(t.name)}
                 for t in sorted(self.tasks.values(), key=lambda t: t.name)]
 

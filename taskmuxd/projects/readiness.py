@@ -102,7 +102,7 @@ def settle(project: Project, task: TaskRuntime) -> None:
             detail = str(rep.get("ready_detail") or "ready")
             if rep.get("heard") and not rep.get("announced"):
                 rep["announced"] = True  # an adopted run was announced by the last daemon
-                project.s.events.emit("task_ready", project.name, task.name, by=source,
+                project.services.events.emit("task_ready", project.name, task.name, by=source,
                                       detail=detail)
             _feed(project, task, True, source, detail)
         return
@@ -151,7 +151,7 @@ def socket_path(project: Project, task: TaskRuntime) -> str | None:
     if len(path.encode()) <= MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(f"{project.name}/{task.name}".encode()).hexdigest()[:16]
-    path = os.path.join(project.s.paths.home, "run", f"{digest}.notify")
+    path = os.path.join(project.services.paths.home, "run", f"{digest}.notify")
     if len(path.encode()) > MAX_SOCKET_PATH:
         return None
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)

@@ -51,7 +51,7 @@ def send(project: Project, task: TaskRuntime, sig: int, kill: bool = False) -> N
     """One rung, once the record of the stop is on disk: signal the group; when group and
     runner are both gone, end what the run left (off the loop) and record its exit. ``kill``
     closes the window too."""
-    project.s.spawn(_send(project, task, sig, kill, task.record.run_id),
+    project.services.spawn(_send(project, task, sig, kill, task.record.run_id),
                     f"{'kill' if kill else 'stop'} {project.name}/{task.name}")
 
 
@@ -93,12 +93,12 @@ async def _orphaned(project: Project, task: TaskRuntime, run_id: int) -> None:
 
 async def end_orphans(project: Project, task: TaskRuntime, run_id: int) -> None:
     """The runner is gone: end whatever still carries this run's marker, ourselves."""
-    marker = ownership.run_marker(project.s.paths.home, project.name, task.name, run_id)
+    marker = ownership.run_marker(project.services.paths.home, project.name, task.name, run_id)
     found = await ownership.clear_leftovers(
         marker, task.config.stop_grace_period, exact=True,
-        members=lambda: project.s.groups.members(project.name, task.name))
+        members=lambda: project.services.groups.members(project.name, task.name))
     if found:
-        project.s.events.emit("leftovers_stopped", project.name, task.name, processes=found)
+        project.services.events.emit("leftovers_stopped", project.name, task.name, processes=found)
     if task.record.run_id == run_id:
         task.record.clean = True
 
@@ -109,12 +109,14 @@ async def _kill(project: Project, task: TaskRuntime, run_id: int) -> None:
     ours = False
     if rec.window_id:
         with contextlib.suppress(Exception):
-            ours = await is_task_window(project.s.tmux, project.name, rec.window_id, task.name)
+            ours = await is_task_window(project.services.tmux, project.name, rec.window_id,
+                                        task.name)
     if task.live and rec.run_id == run_id:
         signal_group(task, signal.SIGKILL)
     if ours and rec.window_id:  # right after the signal, before the runner's report lands
         with contextlib.suppress(Exception):
-            await project.s.tmux.run(["kill-window", "-t", rec.window_id], allow_missing=True)
+            await project.services.tmux.run(["kill-window", "-t", rec.window_id],
+                                            allow_missing=True)
     rec.window_id = None
     project.save_task(task)
     project.touch()
