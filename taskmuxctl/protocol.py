@@ -12,6 +12,8 @@ TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it
 if TYPE_CHECKING:
     from typing import Any
 
+    from taskmuxctl.rpctypes import Fault
+
 PROTOCOL_VERSION = 1
 # One request or response line, newline excluded. Generous for status of many projects,
 # small enough that a misbehaving peer cannot make the daemon buffer without bound.
@@ -127,13 +129,13 @@ class Method:
     DEBUG_EMIT = "debug.emit"  # a burst of test events
 
 
-class ErrorInfo(tuple[str, str]):
+class ErrorInfo(tuple[str, "Fault"]):
     """(name, fault); fault is "client" (the caller's input), "task" (the task's own doing)
     or "daemon" (the daemon or its environment)."""
 
     __slots__ = ()
 
-    def __new__(cls, name: str, fault: str) -> ErrorInfo:
+    def __new__(cls, name: str, fault: Fault) -> ErrorInfo:
         return super().__new__(cls, (name, fault))
 
     @property
@@ -141,7 +143,7 @@ class ErrorInfo(tuple[str, str]):
         return self[0]
 
     @property
-    def fault(self) -> str:
+    def fault(self) -> Fault:
         return self[1]
 
 
@@ -154,6 +156,9 @@ class Code:
     METHOD_NOT_FOUND = -32601
     INVALID_PARAMS = -32602
     INTERNAL_ERROR = -32603
+    # The Model Context Protocol's own (taskmuxctl.mcp): the client asked for a protocol
+    # version the server does not speak.
+    UNSUPPORTED_PROTOCOL_VERSION = -32022
     # The caller's input.
     CONFIG_NOT_FOUND = 101
     CONFIG_INVALID = 102
@@ -204,6 +209,7 @@ ERRORS: dict[int, ErrorInfo] = {
     Code.METHOD_NOT_FOUND: ErrorInfo("method_not_found", "client"),
     Code.INVALID_PARAMS: ErrorInfo("invalid_params", "client"),
     Code.INTERNAL_ERROR: ErrorInfo("internal_error", "daemon"),
+    Code.UNSUPPORTED_PROTOCOL_VERSION: ErrorInfo("unsupported_protocol_version", "client"),
     Code.CONFIG_NOT_FOUND: ErrorInfo("config_not_found", "client"),
     Code.CONFIG_INVALID: ErrorInfo("config_invalid", "client"),
     Code.SETTINGS_INVALID: ErrorInfo("settings_invalid", "client"),

@@ -306,3 +306,22 @@ def test_a_method_name_registered_twice_is_refused() -> None:
 def test_replies_are_one_line_of_strict_json(rpc: InProcessRpc) -> None:
     raw = asyncio.run(rpc.dispatcher.handle(json.dumps(req()).encode()))
     assert raw is not None and raw.endswith(b"\n") and b"\n" not in raw[:-1]
+
+
+def test_one_set_of_error_codes() -> None:
+    """The MCP server and the daemon answer with the codes of ``taskmuxctl.protocol``: no
+    module defines JSON-RPC codes of its own."""
+    import taskmuxctl.mcp.server as mcp_server
+    from taskmuxctl.protocol import ERRORS
+
+    with_codes = [mcp_server]
+    with_codes += [__import__(name, fromlist=["_"]) for name in (
+        "taskmuxd.rpc.dispatch", "taskmuxd.rpc.methods", "taskmuxd.rpc.params",
+        "taskmuxd.rpc.early", "taskmuxd.rpc.server")]
+    for module in with_codes:
+        own = {name: value for name, value in vars(module).items()
+               if isinstance(value, int) and not isinstance(value, bool)
+               and -32768 <= value <= -32000}
+        assert not own, (module.__name__, own)
+    assert Code.UNSUPPORTED_PROTOCOL_VERSION in ERRORS
+    assert issubclass(mcp_server.ProtocolError, RpcError)
