@@ -113,8 +113,18 @@ class LastExit(TypedDict):
     at: float | None
 
 
-class TaskInfo(TypedDict):
-    """One task in ``project.status`` (and the base of ``task.inspect``)."""
+class ReadinessInfo(TypedDict):
+    """What a task said of its own readiness (``sd_notify``), and how it is judged ready."""
+
+    notify_status: str | None
+    ready_by: str | None
+    ready_source: str | None
+    watchdog_sec: float | None
+
+
+class TaskInfo(ReadinessInfo):
+    """One task in ``project.status`` (and the base of ``task.inspect``); a task not
+    supervised yet has the same keys, with nothing known but its configuration."""
 
     name: str
     state: TaskStateName
@@ -142,12 +152,13 @@ class TaskInfo(TypedDict):
     restart_policy: str
     type: str
     completed: bool
-    notify_status: str | None
-    ready_by: str | None
-    ready_source: str | None
-    watchdog_sec: float | None
-    waiting_for: NotRequired[list[str]]
-    resources: NotRequired[dict[str, Any]]
+
+
+class StatusTask(TaskInfo):
+    """A supervised task in ``project.status``: what it waits for, what it uses."""
+
+    waiting_for: list[str]
+    resources: dict[str, Any]
 
 
 class ProjectStatus(TypedDict):
@@ -159,7 +170,7 @@ class ProjectStatus(TypedDict):
     state: ProjectState
     config_error: str | None
     wanted_up: bool
-    tasks: list[TaskInfo]
+    tasks: list[StatusTask] | list[TaskInfo]  # TaskInfo: a project not supervised yet
     running: NotRequired[bool]
     disk_full: NotRequired[str | None]
 

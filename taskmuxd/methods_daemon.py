@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import Field
 
@@ -14,8 +14,10 @@ from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import PROTOCOL_VERSION, Method
 from taskmuxctl.rpctypes import ConfigResult, PingResult, ShutdownResult, VersionResult
 from taskmuxd.daemonstatus import core_status
-from taskmuxd.rpc.methods import Handler
 from taskmuxd.settings import Settings
+
+if TYPE_CHECKING:
+    from taskmuxd.rpc.methods import Handler
 
 MAX_PING_DELAY = 60.0
 

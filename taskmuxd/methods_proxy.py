@@ -15,10 +15,10 @@ from pydantic import Field
 from taskmuxctl.protocol import Method
 from taskmuxd.errors import ClientError
 from taskmuxd.routes import CATCH_ALL, Backend, RouteTable
-from taskmuxd.rpc.methods import Handler
 
 if TYPE_CHECKING:
     from taskmuxd.proxy.subsystem import ProxySubsystem
+    from taskmuxd.rpc.methods import Handler
     from taskmuxd.settings import Settings
 
 TEST_HOOKS_ENV = "TASKMUX_TEST_HOOKS"

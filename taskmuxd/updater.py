@@ -31,11 +31,11 @@ from taskmuxctl.update.install import clean_env
 from taskmuxctl.update.keys import trusted_keys
 from taskmuxctl.update.layout import AppLayout
 from taskmuxd.errors import ClientError, DaemonError
-from taskmuxd.rpc.methods import Handler
 
 if TYPE_CHECKING:
     from taskmuxctl.paths import Paths
     from taskmuxd.events import EventLog
+    from taskmuxd.rpc.methods import Handler
     from taskmuxd.settings import Settings
 
 log = logging.getLogger("taskmuxd.update")

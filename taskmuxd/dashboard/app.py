@@ -29,7 +29,6 @@ from taskmuxctl import eventlog
 from taskmuxctl.protocol import Method, RpcError
 from taskmuxd.dashboard import logview, security
 from taskmuxd.dashboard.site import Request, Response, SiteSide, json_response
-from taskmuxd.rpc.methods import Handler
 
 if TYPE_CHECKING:
     from taskmuxctl.paths import Paths
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from taskmuxd.proxy.server import Proxy
     from taskmuxd.proxy.subsystem import ProxySubsystem
     from taskmuxd.routes import RouteTable
+    from taskmuxd.rpc.methods import Handler
     from taskmuxd.settings import Settings
 
 log = logging.getLogger("taskmuxd.dashboard")

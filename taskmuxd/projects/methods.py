@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import Field
 
@@ -15,7 +15,10 @@ from taskmuxd.projects import config as cfgmod
 from taskmuxd.projects.manager import Projects
 from taskmuxd.projects.panes import PaneMethods
 from taskmuxd.projects.project import Project
-from taskmuxd.rpc.methods import Handler
+from taskmuxd.projects.task import idle_info
+
+if TYPE_CHECKING:
+    from taskmuxd.rpc.methods import Handler
 
 # Bounds of the params (checked by taskmuxd.rpc.params before a method runs).
 TaskNames = Annotated[list[str], Field(max_length=cfgmod.MAX_TASKS)]
@@ -37,9 +40,7 @@ class ResourceFigures(Protocol):
 def status_of(projects: Projects, resources: ResourceFigures, project: Project
               ) -> dict[str, Any]:
     problem = projects.problems.get(project.name)
-    tasks = project.task_infos()
-    for t in tasks:
-        t["resources"] = resources.figures(project.name, t["name"])
+    tasks = project.task_infos(lambda task: resources.figures(project.name, task))
     return {
         "project": project.name,
         "session": project.name,
@@ -102,11 +103,7 @@ class ProjectMethods:
                 return {"project": loaded.name, "session": loaded.name, "config": loaded.path,
                         "state": "not_registered", "config_error": None, "wanted_up": False,
                         "running": False, "tasks": [
-                            {"name": n, "state": "stopped", "pid": None, "port": None,
-                             "host": t.host, "url": self.projects.url_for(loaded.name, t.host),
-                             "restarts": 0, "last_exit": None, "uptime": None,
-                             "healthy": None, "auto_start": t.auto_start,
-                             "command": t.command, "depends_on": list(t.depends_on)}
+                            idle_info(n, t, self.projects.url_for(loaded.name, t.host))
                             for n, t in sorted(loaded.project.tasks.items())]}
         p = await self.projects.resolve(project, config, cwd)
         info = status_of(self.projects, self.resources, p)
@@ -163,7 +160,7 @@ class ProjectMethods:
                            cwd: str | None = None) -> dict[str, Any]:
         p = await self.projects.resolve(project, config, cwd)
         t = p.task(task)
-        info = t.info(self.projects.url_for(p.name, t.config.host))
+        info: dict[str, Any] = dict(t.info(self.projects.url_for(p.name, t.config.host)))
         info.update(project=p.name, config=t.config.model_dump(mode="json"),
                     log=p.log_path(t), run_id=t.record.run_id,
                     runner=_runner_record(p, task), cwd=p.loaded.task_cwd(t.config),

@@ -19,13 +19,13 @@ from pydantic import Field
 from taskmuxctl.protocol import Code, Method
 from taskmuxd.errors import ClientError
 from taskmuxd.policy import TaskState
-from taskmuxd.rpc.methods import Handler
 from taskmuxd.tmux import Window
 
 if TYPE_CHECKING:
     from taskmuxd.projects.manager import Projects
     from taskmuxd.projects.project import Project
     from taskmuxd.projects.task import TaskRuntime
+    from taskmuxd.rpc.methods import Handler
 
 # Text longer than this goes through a buffer (stdin, no size limit) rather than the
 # command line, which tmux caps at 16 KiB per message.

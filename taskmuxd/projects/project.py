@@ -25,6 +25,7 @@ from typing import Any
 from taskmuxctl.daemonctl import alive
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
+from taskmuxctl.rpctypes import StatusTask
 from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.errors import ClientError, TaskError
@@ -621,10 +622,11 @@ class Project:
 
     # -- status ---------------------------------------------------------------------------
 
-    def task_infos(self) -> list[dict[str, Any]]:
+    def task_infos(self, resources: Callable[[str], dict[str, Any]]) -> list[StatusTask]:
+        """Every task's ``status`` row; ``resources`` gives a task's resource figures."""
         snap = ownership.snapshot()
         return [{**t.info(self.services.url_for(self.name, t.config.host), snap),
-                 "waiting_for": self.machine.held(t.name)}
+                 "waiting_for": self.machine.held(t.name), "resources": resources(t.name)}
                 for t in sorted(self.tasks.values(), key=lambda t: t.name)]
 
 

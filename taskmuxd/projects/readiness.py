@@ -28,6 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from taskmuxctl.paths import MAX_SOCKET_PATH
+from taskmuxctl.rpctypes import ReadinessInfo
 from taskmuxd.health import ProbeResult
 from taskmuxd.notifyproto import clean_status
 from taskmuxd.policy import TaskState
@@ -165,7 +166,7 @@ def runner_spec(project: Project, task: TaskRuntime) -> dict[str, Any]:
             "ready_log_line": cfg.ready_log_line, "watchdog_sec": cfg.watchdog_sec}
 
 
-def info(task: TaskRuntime) -> dict[str, Any]:
+def info(task: TaskRuntime) -> ReadinessInfo:
     """What ``status`` and ``inspect`` show of it."""
     rep = task.reported if task.reported.get("run_id") == task.record.run_id and task.live \
         else {}
