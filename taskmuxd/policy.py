@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 BACKOFF_CAP = 60.0
 RESET_AFTER_HEALTHY = 60.0
@@ -59,11 +60,14 @@ class Cause(enum.StrEnum):
     UNHEALTHY = "unhealthy"
 
 
+RestartPolicy = Literal["no", "on-failure", "always"]
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """The task's restart settings (from taskmux.toml)."""
 
-    restart_policy: str = "on-failure"  # "no" | "on-failure" | "always"
+    restart_policy: RestartPolicy = "on-failure"
     max_restarts: int = 5
     restart_backoff: float = 2.0
     retry_after: float = RETRY_AFTER_DEFAULT  # seconds between tries once FATAL; 0: never

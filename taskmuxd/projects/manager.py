@@ -15,7 +15,7 @@ import signal
 import time
 import tomllib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from taskmuxctl.daemonctl import alive
 from taskmuxctl.fsutil import atomic_write
@@ -52,6 +52,10 @@ RESTORE_SETTLE = 5.0  # seconds a restore waits for the exits of the session's t
 HANGUP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
 
 
+# What is wrong with a registered project's taskmux.toml (its last valid version is in use).
+ProblemState = Literal["config_missing", "error"]
+
+
 class ProjectNotFound(ClientError):
     default_code = Code.PROJECT_NOT_FOUND
 
@@ -74,7 +78,7 @@ class Projects:
         socket_name = os.environ.get("TASKMUX_TMUX_SOCKET") or settings().tmux_socket
         self.tmux = Tmux(socket_name)
         self.projects: dict[str, Project] = {}
-        self.problems: dict[str, tuple[str, str]] = {}  # name -> (state, message)
+        self.problems: dict[str, tuple[ProblemState, str]] = {}  # name -> (state, message)
         self.jobs = Jobs("projects")
         self.started = asyncio.Event()
         self._restore_check: asyncio.TimerHandle | None = None
@@ -263,7 +267,8 @@ class Projects:
         try:
             loaded = await self.load_file(path)
         except (cfgmod.ConfigError, cfgmod.ConfigNotFound) as exc:
-            state = "config_missing" if isinstance(exc, cfgmod.ConfigNotFound) else "error"
+            state: ProblemState = "config_missing" if isinstance(
+                exc, cfgmod.ConfigNotFound) else "error"
             self.problems[project.name] = (state, exc.message)
             log.error("%s: %s; keeping the running configuration", project.name, exc.message)
             self.events.emit("config_invalid", project.name, None, error=exc.message,

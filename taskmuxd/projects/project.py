@@ -43,7 +43,7 @@ from taskmuxd.projects import (
 )
 from taskmuxd.projects import state as st
 from taskmuxd.projects.config import LoadedConfig, TaskConfig, closure
-from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookRun, run_hook
+from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookName, HookRun, run_hook
 from taskmuxd.projects.launcher import Launcher
 from taskmuxd.projects.launching import LAUNCH_TIMEOUT
 from taskmuxd.projects.ownership import RunnerWatch
@@ -313,7 +313,7 @@ class Project:
             "TASKMUX_PROJECT": self.name, "TASKMUX_TASK": task.name,
             "TASKMUX_HOME": self.services.paths.home})
 
-    async def after_hook(self, task: TaskRuntime, which: str, command: str) -> None:
+    async def after_hook(self, task: TaskRuntime, which: HookName, command: str) -> None:
         try:
             await run_hook(HookRun(which, task.name, command),
                            self.task_env(task, task.record.port),
@@ -443,7 +443,7 @@ class Project:
         return environment.build(self.base_env, None, {}, None, {
             "TASKMUX_PROJECT": self.name, "TASKMUX_HOME": self.services.paths.home})
 
-    async def _global_hook(self, which: str) -> None:
+    async def _global_hook(self, which: HookName) -> None:
         command = getattr(self.loaded.project.hooks, which)
         if command:
             await run_hook(HookRun(which, "project", command), self._project_env(),

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskmuxctl.paths import MAX_SOCKET_PATH
 from taskmuxctl.rpctypes import ReadinessInfo
-from taskmuxd.health import ProbeResult
+from taskmuxd.health import ProbeResult, ResultMethod
 from taskmuxd.notifyproto import clean_status
 from taskmuxd.policy import TaskState
 from taskmuxd.supervisor import messages as m
@@ -133,7 +133,8 @@ def _cancel_timer(task: TaskRuntime) -> None:
         timer.cancel()
 
 
-def _feed(project: Project, task: TaskRuntime, ok: bool, method: str, detail: str) -> None:
+def _feed(project: Project, task: TaskRuntime, ok: bool, method: ResultMethod,
+          detail: str) -> None:
     """One verdict, the way a probe's enters: the task's Health for status, then the
     machine (HealthSpec kind "self", one failure is enough: the task said so itself)."""
     result = ProbeResult(ok, method, detail)
