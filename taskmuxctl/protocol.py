@@ -10,6 +10,7 @@ from taskmuxctl import jsonio
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from taskmuxctl.rpctypes import Fault
@@ -75,7 +76,10 @@ def encode(message: Any) -> bytes:
     return jsonio.dumps(message).encode() + b"\n"
 
 
-def request(method: str, params: dict[str, Any] | None, req_id: int | str | None) -> dict[str, Any]:
+def request(method: str, params: Mapping[str, Any] | None,
+            req_id: int | str | None) -> dict[str, Any]:
+    """A request (``req_id`` None: a notification); ``params`` is one of the shapes in
+    ``taskmuxctl.rpctypes`` or any JSON object."""
     msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
     if params:
         msg["params"] = params

@@ -4,12 +4,13 @@
 params and results hold, as ``TypedDict``s that mypy checks on both sides of the socket. The
 daemon's handlers return them; the client and the MCP server build params with them. The
 client's hot path imports this module only for type checking (``typing`` costs start-up time;
-tests/test_imports.py guards that), the daemon imports it at run time.
+tests/test_imports.py guards that), the daemon imports it at run time. No ``from __future__
+import annotations`` here: Python 3.11 reads ``NotRequired`` only from evaluated annotations.
 """
 
-from __future__ import annotations
-
 from typing import Any, Literal, NotRequired, TypedDict
+
+from taskmuxctl.protocol import Method
 
 # What a task is doing (``taskmuxd.policy.TaskState``'s values).
 TaskStateName = Literal["stopped", "starting", "running", "stopping", "backoff", "exited",
@@ -200,3 +201,31 @@ class RegisterResult(TypedDict):
 class UnregisterResult(TypedDict):
     project: str
     action: Literal["unregistered", "not_registered"]
+
+
+# Which shape each method's params and result have, where one is declared here. A test
+# (tests/test_rpc_inprocess.py) holds them to the daemon's handlers: the params' keys are the
+# handler's parameters, the result is what the handler says it returns.
+PARAMS: dict[str, type] = {
+    Method.DAEMON_PING: PingParams,
+    Method.PROJECT_STATUS: ProjectTarget,
+    Method.PROJECT_START: StartParams,
+    Method.PROJECT_STOP: TasksParams,
+    Method.PROJECT_RESTART: TasksParams,
+    Method.HEALTH_CHECK: ProjectTarget,
+    Method.TASK_KILL: TaskParams,
+    Method.TASK_INSPECT: TaskParams,
+}
+RESULTS: dict[str, type] = {
+    Method.DAEMON_PING: PingResult,
+    Method.DAEMON_VERSION: VersionResult,
+    Method.DAEMON_SHUTDOWN: ShutdownResult,
+    Method.CONFIG_GET: ConfigResult,
+    Method.CONFIG_RELOAD: ConfigResult,
+    Method.PROJECT_START: ActionsResult,
+    Method.PROJECT_STOP: ActionsResult,
+    Method.PROJECT_RESTART: ActionsResult,
+    Method.TASK_KILL: ActionsResult,
+    Method.PROJECT_REGISTER: RegisterResult,
+    Method.PROJECT_UNREGISTER: UnregisterResult,
+}

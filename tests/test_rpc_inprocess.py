@@ -325,3 +325,44 @@ def test_one_set_of_error_codes() -> None:
         assert not own, (module.__name__, own)
     assert Code.UNSUPPORTED_PROTOCOL_VERSION in ERRORS
     assert issubclass(mcp_server.ProtocolError, RpcError)
+
+
+def _all_handlers(daemon: FakeDaemon) -> dict[str, Any]:
+    """Plain handlers of the daemon and project namespaces (unwrapped from the checks)."""
+    from taskmuxd.methods_daemon import DaemonMethods
+    from taskmuxd.projects.methods import ProjectMethods
+
+    return {**DaemonMethods(daemon).handlers(),
+            **ProjectMethods(_stub_projects(), types.SimpleNamespace(),
+                             lambda: None).handlers()}
+
+
+def test_the_shared_param_shapes_are_the_handlers_parameters(daemon_ns: FakeDaemon) -> None:
+    import inspect
+
+    from taskmuxctl.rpctypes import PARAMS
+
+    handlers = _all_handlers(daemon_ns)
+    assert PARAMS
+    for method, shape in PARAMS.items():
+        params = inspect.signature(handlers[method]).parameters
+        keys = shape.__required_keys__ | shape.__optional_keys__  # type: ignore[attr-defined]
+        assert set(params) == keys, method
+        required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+        assert required == shape.__required_keys__, method  # type: ignore[attr-defined]
+
+
+def test_the_shared_result_shapes_are_what_the_handlers_return(daemon_ns: FakeDaemon,
+                                                               rpc: InProcessRpc) -> None:
+    import typing
+
+    from taskmuxctl.rpctypes import RESULTS
+
+    handlers = _all_handlers(daemon_ns)
+    assert RESULTS
+    for method, shape in RESULTS.items():
+        assert typing.get_type_hints(handlers[method])["return"] is shape, method
+    # And what comes over the wire has the declared keys.
+    for method in ("daemon.ping", "daemon.version", "daemon.shutdown", "config.get"):
+        shape = RESULTS[method]
+        assert set(rpc.call(method)) == shape.__required_keys__, method  # type: ignore

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from pydantic import Field
 
 from taskmuxctl.protocol import Code, Method
+from taskmuxctl.rpctypes import ActionsResult, RegisterResult, UnregisterResult
 from taskmuxd.errors import ClientError
 from taskmuxd.projects import config as cfgmod
 from taskmuxd.projects.manager import Projects
@@ -116,7 +117,7 @@ class ProjectMethods:
     async def project_start(self, project: str | None = None, config: str | None = None,
                             cwd: str | None = None, tasks: TaskNames | None = None,
                             env: Environment | None = None,
-                            force: bool = False) -> dict[str, Any]:
+                            force: bool = False) -> ActionsResult:
         if project and not config:
             p = self.projects.get(project)
             await self.projects.reload(p)
@@ -141,18 +142,18 @@ class ProjectMethods:
 
     async def project_stop(self, project: str | None = None, config: str | None = None,
                            cwd: str | None = None,
-                           tasks: TaskNames | None = None) -> dict[str, Any]:
+                           tasks: TaskNames | None = None) -> ActionsResult:
         p = await self.projects.resolve(project, config, cwd)
         return _actions(p, await p.stop(tasks or None))
 
     async def project_restart(self, project: str | None = None, config: str | None = None,
                               cwd: str | None = None,
-                              tasks: TaskNames | None = None) -> dict[str, Any]:
+                              tasks: TaskNames | None = None) -> ActionsResult:
         p = await self.projects.resolve(project, config, cwd)
         return _actions(p, await p.restart(tasks or None))
 
     async def task_kill(self, task: str, project: str | None = None, config: str | None = None,
-                        cwd: str | None = None) -> dict[str, Any]:
+                        cwd: str | None = None) -> ActionsResult:
         p = await self.projects.resolve(project, config, cwd)
         return _actions(p, [await p.kill(task)])
 
@@ -209,7 +210,7 @@ class ProjectMethods:
                         "wanted_up": p.record.running if p else False})
         return {"projects": out}
 
-    async def project_register(self, config: str, force: bool = False) -> dict[str, Any]:
+    async def project_register(self, config: str, force: bool = False) -> RegisterResult:
         loaded = await self.projects.load_file(config)
         action = self.projects.registry.register(loaded.name, loaded.path, force=force)
         p = self.projects.projects.get(loaded.name)
@@ -226,7 +227,7 @@ class ProjectMethods:
                                action=action)
         return {"project": loaded.name, "config": loaded.path, "action": action}
 
-    async def project_unregister(self, project: str) -> dict[str, Any]:
+    async def project_unregister(self, project: str) -> UnregisterResult:
         p = self.projects.projects.get(project)
         if p is not None and any(t.live for t in p.tasks.values()):
             await p.stop(None)
@@ -260,8 +261,8 @@ class ProjectMethods:
         return {}
 
 
-def _actions(p: Project, results: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"project": p.name, "results": results}
+def _actions(p: Project, results: list[dict[str, Any]]) -> ActionsResult:
+    out: ActionsResult = {"project": p.name, "results": results}
     if len(results) == 1:
         out["task"] = results[0]["task"]
         out["action"] = results[0]["action"]
