@@ -70,7 +70,7 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
                 members=lambda: project.services.groups.members(project.name, task.name))
             if found:
                 project.services.events.emit("leftovers_stopped", project.name, task.name,
-                                      processes=found)
+                                             processes=found)
             if rec.run_id != run_id:
                 return
         marker = ownership.run_marker(project.services.paths.home, project.name, task.name, run_id)

@@ -37,7 +37,7 @@ async def claim_port(project: Project, task: TaskRuntime) -> int:
     if holders and len(leftovers) == len(holders):
         await ownership.clear_leftovers(prefix, task.config.stop_grace_period)
         project.services.events.emit("leftover_killed", project.name, task.name, port=rec.port,
-                              pids=[h.pid for h in leftovers])
+                                     pids=[h.pid for h in leftovers])
         for _ in range(40):
             if not ports.in_use(rec.port):
                 return rec.port

@@ -178,7 +178,7 @@ class Project:
             task.last_launch_error, task.last_launch_code = None, None
             run_id, clean = launching.begin(self, task)
             self.services.spawn(launching.launch(self, task, run_id, clean),
-                         f"launch {self.name}/{task.name}")
+                                f"launch {self.name}/{task.name}")
         elif isinstance(action, m.Signal):
             # Written down before the signal (``stopping.send`` waits for it), as a launch is
             # before tmux is asked: a daemon killed right after finds the stop (and why: a
@@ -203,7 +203,7 @@ class Project:
                       action.state, action.event)
         elif isinstance(action, m.FinishLaunch):
             self.services.spawn(launching.finish(self, task, task.record.run_id),
-                         f"reconcile {self.name}/{task.name}")
+                                f"reconcile {self.name}/{task.name}")
         elif isinstance(action, m.Emit):
             details = dict(action.details)
             if action.event in PID_EVENTS:
@@ -321,7 +321,7 @@ class Project:
         except TaskError as exc:
             log.warning("%s", exc.message)
             self.services.events.emit("hook_failed", self.name, task.name, hook=which,
-                               error=exc.message)
+                                      error=exc.message)
 
     def log_path(self, task: TaskRuntime) -> str:
         if task.config.log_file:
@@ -389,7 +389,7 @@ class Project:
             return
         run_id = rec.run_id
         self.services.runners.watch(self.task_key(task), rec.runner_pid, still,
-                             lambda: self.runner_gone(task, run_id))
+                                    lambda: self.runner_gone(task, run_id))
 
     def runner_gone(self, task: TaskRuntime, run_id: int) -> None:
         """The runner of ``run_id`` has ended. It normally said so first; if it could not (it
@@ -401,7 +401,7 @@ class Project:
         if not (runner and runner.get("run_id") == run_id
                 and runner.get("status") in ("exited", "failed")):
             self.services.events.emit("runner_lost", self.name, task.name,
-                               runner_pid=task.record.runner_pid)
+                                      runner_pid=task.record.runner_pid)
         stopping.exit_unreported(self, task, run_id, signal.SIGKILL)
 
     def runner_exited(self, task_name: str, record: dict[str, Any]) -> None:
@@ -466,7 +466,7 @@ class Project:
         await self._global_hook("after_start")
         if not names:
             self.services.events.emit("session_started", self.name, None,
-                               tasks=[n for n in todo if results[n]["action"] == "started"])
+                                      tasks=[n for n in todo if results[n]["action"] == "started"])
         self.touch()
         out = [results[n] for n in todo]
         failed = [r for r in out if r["action"] == "failed"]
@@ -557,8 +557,8 @@ class Project:
         await task.wait_exit()
         if was_live:
             self.services.events.emit("task_stopped", self.name, name,
-                               exit_code=task.record.policy.last_exit_code,
-                               signal=task.record.policy.last_exit_signal)
+                                      exit_code=task.record.policy.last_exit_code,
+                                      signal=task.record.policy.last_exit_signal)
             if task.config.hooks.after_stop:
                 await self.after_hook(task, "after_stop", task.config.hooks.after_stop)
         return {"task": name, "action": "stopped" if was_live else "already_stopped"}
@@ -582,7 +582,7 @@ class Project:
                 ok = r["action"] in ("started", "already_running")
                 task = self.tasks[name]
                 self.services.events.emit("task_restarted", self.name, name, pid=task.record.pid,
-                                   because=along[name])
+                                          because=along[name])
                 results.append({"task": name, "action": "restarted" if ok else "failed",
                                 "pid": task.record.pid, "state": task.state.value,
                                 "because": along[name],

@@ -104,7 +104,7 @@ def settle(project: Project, task: TaskRuntime) -> None:
             if rep.get("heard") and not rep.get("announced"):
                 rep["announced"] = True  # an adopted run was announced by the last daemon
                 project.services.events.emit("task_ready", project.name, task.name, by=source,
-                                      detail=detail)
+                                             detail=detail)
             _feed(project, task, True, source, detail)
         return
     limit = cfg.startup_timeout

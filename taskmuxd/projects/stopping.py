@@ -52,7 +52,7 @@ def send(project: Project, task: TaskRuntime, sig: int, kill: bool = False) -> N
     runner are both gone, end what the run left (off the loop) and record its exit. ``kill``
     closes the window too."""
     project.services.spawn(_send(project, task, sig, kill, task.record.run_id),
-                    f"{'kill' if kill else 'stop'} {project.name}/{task.name}")
+                           f"{'kill' if kill else 'stop'} {project.name}/{task.name}")
 
 
 async def written_ahead(project: Project, task: TaskRuntime) -> None:
