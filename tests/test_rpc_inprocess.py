@@ -366,3 +366,29 @@ def test_the_shared_result_shapes_are_what_the_handlers_return(daemon_ns: FakeDa
     for method in ("daemon.ping", "daemon.version", "daemon.shutdown", "config.get"):
         shape = RESULTS[method]
         assert set(rpc.call(method)) == shape.__required_keys__, method  # type: ignore
+
+
+def test_the_update_namespace_is_built_from_callbacks_not_the_daemon(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``update.restart`` asks for a restart through the callback it was given, and only
+    under a service manager; otherwise its refusal has the stable code."""
+    from taskmuxd.events import EventLog
+    from taskmuxd.settings import Settings
+    from taskmuxd.updater import AutoUpdater
+
+    paths, settings = Paths(str(tmp_path)), Settings()
+    restarts: list[bool] = []
+    updater = AutoUpdater(paths, lambda: settings, EventLog(paths.events), stopping=lambda: False,
+                          request_restart=lambda: restarts.append(True))
+    rpc = InProcessRpc(updater)
+    for name in ("INVOCATION_ID", "XPC_SERVICE_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("TASKMUX_SUPERVISED", raising=False)
+    with pytest.raises(RpcError) as caught:
+        rpc.call("update.restart")
+    assert caught.value.code == Code.UPDATE_NOT_SUPERVISED and restarts == []
+    monkeypatch.setenv("TASKMUX_SUPERVISED", "runit")
+    assert rpc.call("update.restart") == {"restarting": True, "pid": os.getpid(),
+                                          "manager": "runit"}
+    assert restarts == [True]
+    assert rpc.call("update.status")["auto_update"] == settings.auto_update
