@@ -94,7 +94,8 @@ class Daemon:
         self.subsystems.append(self.event_hub)
         from taskmuxd.diskwatch import DiskWatch
 
-        self.subsystems.append(DiskWatch(paths, self.events))
+        disk = DiskWatch(paths, self.events)
+        self.subsystems.append(disk)
         from taskmuxd.methods_daemon import DaemonMethods
 
         self.methods.include(DaemonMethods(self))
@@ -112,8 +113,7 @@ class Daemon:
                                          sampler.known_in(self.projects),
                                          settings.resource_sample_interval)
         self.subsystems.append(self.resources)
-        self.methods.include(ProjectMethods(self.projects, self.resources,
-                                            lambda: self.subsystem_status("disk")))
+        self.methods.include(ProjectMethods(self.projects, self.resources, disk.status))
         from taskmuxd.updater import AutoUpdater
 
         updater = AutoUpdater(paths, self.current_settings, self.events,
@@ -179,15 +179,6 @@ class Daemon:
     def subsystem_statuses(self) -> dict[str, dict[str, Any]]:
         """Each subsystem's section of ``daemon.status``, by name."""
         return {sub.name: sub.status() for sub in self.subsystems}
-
-    def subsystem_status(self, name: str) -> dict[str, Any] | None:
-        for sub in self.subsystems:
-            if sub.name == name:
-                return sub.status()
-        return None
-
-    def uptime(self) -> float:
-        return time.monotonic() - self.started_monotonic
 
     # -- the main loop --------------------------------------------------------------------
 
