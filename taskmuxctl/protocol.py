@@ -11,9 +11,10 @@ from taskmuxctl import jsonio
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import Any
+    from typing import Any, Literal
 
-    from taskmuxctl.rpctypes import Fault
+    # Whose fault an error is (``ERRORS``).
+    Fault = Literal["client", "task", "daemon"]
 
 PROTOCOL_VERSION = 1
 # One request or response line, newline excluded. Generous for status of many projects,

@@ -15,8 +15,6 @@ from taskmuxctl.protocol import Method
 # What a task is doing (``taskmuxd.policy.TaskState``'s values).
 TaskStateName = Literal["stopped", "starting", "running", "stopping", "backoff", "exited",
                         "fatal"]
-# Whose fault an error is (``taskmuxctl.protocol.ERRORS``).
-Fault = Literal["client", "task", "daemon"]
 # A registered project's state in ``project.list`` and ``project.status``.
 ProjectState = Literal["ok", "error", "config_missing", "not_registered"]
 # What ``project.register`` (and ``start``) did to the registry.
