@@ -224,6 +224,7 @@ RESULTS: dict[str, type] = {
     Method.PROJECT_STOP: ActionsResult,
     Method.PROJECT_RESTART: ActionsResult,
     Method.TASK_KILL: ActionsResult,
+    Method.PROJECT_STATUS: ProjectStatus,
     Method.PROJECT_REGISTER: RegisterResult,
     Method.PROJECT_UNREGISTER: UnregisterResult,
 }

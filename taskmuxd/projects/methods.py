@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from pydantic import Field
 
 from taskmuxctl.protocol import Code, Method
-from taskmuxctl.rpctypes import ActionsResult, RegisterResult, UnregisterResult
+from taskmuxctl.rpctypes import ActionsResult, ProjectStatus, RegisterResult, UnregisterResult
 from taskmuxd.errors import ClientError
 from taskmuxd.projects import config as cfgmod
 from taskmuxd.projects.manager import Projects
@@ -39,7 +39,7 @@ class ResourceFigures(Protocol):
 
 
 def status_of(projects: Projects, resources: ResourceFigures, project: Project
-              ) -> dict[str, Any]:
+              ) -> ProjectStatus:
     problem = projects.problems.get(project.name)
     tasks = project.task_infos(lambda task: resources.figures(project.name, task))
     return {
@@ -94,7 +94,7 @@ class ProjectMethods:
         return gated
 
     async def project_status(self, project: str | None = None, config: str | None = None,
-                             cwd: str | None = None) -> dict[str, Any]:
+                             cwd: str | None = None) -> ProjectStatus:
         if not project and config and not any(
                 p.loaded.path == os.path.abspath(config) for p in self.projects.projects.values()):
             loaded = await self.projects.load_config(config, cwd)
