@@ -190,6 +190,49 @@ class ActionsResult(TypedDict):
     action: NotRequired[str]
 
 
+class HealthRow(TypedDict):
+    """One task in ``health.check``; ``counted`` False: stopped and not wanted up."""
+
+    name: str
+    state: TaskStateName
+    healthy: bool | None
+    counted: bool
+    method: str
+    detail: str | None
+    failures: int
+    last_failure: str | None
+    checked_at: float | None
+
+
+class HealthResult(TypedDict):
+    """``health.check``."""
+
+    project: str
+    healthy_count: int
+    total_count: int
+    not_counted: int
+    tasks: list[HealthRow]
+    config_error: str | None
+
+
+class ProjectEntry(TypedDict):
+    """One registered project in ``project.list``."""
+
+    name: str
+    config: str
+    state: ProjectState
+    error: str | None
+    tasks_total: int
+    tasks_running: int
+    wanted_up: bool
+
+
+class ProjectList(TypedDict):
+    """``project.list``."""
+
+    projects: list[ProjectEntry]
+
+
 class RegisterResult(TypedDict):
     project: str
     config: str
@@ -225,6 +268,8 @@ RESULTS: dict[str, type] = {
     Method.PROJECT_RESTART: ActionsResult,
     Method.TASK_KILL: ActionsResult,
     Method.PROJECT_STATUS: ProjectStatus,
+    Method.PROJECT_LIST: ProjectList,
+    Method.HEALTH_CHECK: HealthResult,
     Method.PROJECT_REGISTER: RegisterResult,
     Method.PROJECT_UNREGISTER: UnregisterResult,
 }

@@ -7,7 +7,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from taskmuxctl.rpctypes import ProjectStatus, StatusTask, TaskInfo
+from taskmuxctl.rpctypes import (
+    HealthResult,
+    HealthRow,
+    ProjectEntry,
+    ProjectList,
+    ProjectStatus,
+    StatusTask,
+    TaskInfo,
+)
 from tests.helpers import DaemonProcess, call
 from tests.projects import write_project
 
@@ -50,3 +58,12 @@ def test_a_task_row_has_one_shape_before_and_after_registering(daemon: DaemonPro
         assert set(row) == keys(StatusTask), row
         # The same facts of a stopped task, from the one builder.
         assert {k: row[k] for k in keys(TaskInfo)} == before
+
+    listed = call(daemon.socket, "project.list")
+    assert set(listed) == keys(ProjectList)
+    [entry] = listed["projects"]
+    assert set(entry) == keys(ProjectEntry) and entry["state"] == "ok"
+    health = call(daemon.socket, "health.check", {"project": "shapes"})
+    assert set(health) == keys(HealthResult)
+    assert [set(r) for r in health["tasks"]] == [keys(HealthRow)] * 2
+    assert health["not_counted"] == 1  # the worker: stopped, not auto_start

@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from pydantic import Field
 
 from taskmuxctl.protocol import Code, Method
-from taskmuxctl.rpctypes import ActionsResult, ProjectStatus, RegisterResult, UnregisterResult
+from taskmuxctl.rpctypes import (
+    ActionsResult,
+    HealthResult,
+    HealthRow,
+    ProjectEntry,
+    ProjectList,
+    ProjectState,
+    ProjectStatus,
+    RegisterResult,
+    UnregisterResult,
+)
 from taskmuxd.errors import ClientError
 from taskmuxd.projects import config as cfgmod
 from taskmuxd.projects.manager import Projects
@@ -173,9 +183,9 @@ class ProjectMethods:
         return {"task": info, "config_error": _problem(self.projects, p)}
 
     async def health_check(self, project: str | None = None, config: str | None = None,
-                           cwd: str | None = None) -> dict[str, Any]:
+                           cwd: str | None = None) -> HealthResult:
         p = await self.projects.resolve(project, config, cwd)
-        rows = []
+        rows: list[HealthRow] = []
         for t in sorted(p.tasks.values(), key=lambda t: t.name):
             h = t.health
             # A stopped task nobody asked to run (auto_start = false, or stopped by the user)
@@ -196,13 +206,13 @@ class ProjectMethods:
                 "not_counted": len(rows) - counted,
                 "tasks": rows, "config_error": _problem(self.projects, p)}
 
-    async def project_list(self) -> dict[str, Any]:
-        out = []
+    async def project_list(self) -> ProjectList:
+        out: list[ProjectEntry] = []
         entries = self.projects.registry.load()
         for name, entry in sorted(entries.items()):
             p = self.projects.projects.get(name)
             problem = self.projects.problems.get(name)
-            state = problem[0] if problem else ("ok" if p else "error")
+            state: ProjectState = problem[0] if problem else ("ok" if p else "error")
             running = sum(1 for t in p.tasks.values() if t.live) if p else 0
             out.append({"name": name, "config": entry.config, "state": state,
                         "error": problem[1] if problem else None,
