@@ -12,6 +12,7 @@ from taskmuxctl.protocol import Code, LineFramer, RpcError, encode, request
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 DEFAULT_TIMEOUT = 30.0
@@ -114,7 +115,7 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+    def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
         """Call ``method`` and return its result; raise RpcError for an error response."""
         if self._sock is None:
             self.connect()
@@ -193,7 +194,7 @@ class Client:
             ) from None
 
 
-def call(paths: Paths, method: str, params: dict[str, Any] | None = None,
+def call(paths: Paths, method: str, params: Mapping[str, Any] | None = None,
          timeout: float = DEFAULT_TIMEOUT) -> Any:
     """Connect, make one call, close."""
     with Client(paths, timeout) as client:

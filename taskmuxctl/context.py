@@ -10,6 +10,7 @@ from taskmuxctl.protocol import Code
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 
@@ -55,7 +56,8 @@ class Context:
             self._client = Client(self.paths).connect()
         return self._client
 
-    def call(self, method: str, params: dict[str, Any] | None = None, start: bool = True) -> Any:
+    def call(self, method: str, params: Mapping[str, Any] | None = None,
+             start: bool = True) -> Any:
         return self.daemon(start).call(method, params)
 
     def close(self) -> None:

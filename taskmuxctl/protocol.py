@@ -10,7 +10,11 @@ from taskmuxctl import jsonio
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Mapping
+    from typing import Any, Literal
+
+    # Whose fault an error is (``ERRORS``).
+    Fault = Literal["client", "task", "daemon"]
 
 PROTOCOL_VERSION = 1
 # One request or response line, newline excluded. Generous for status of many projects,
@@ -73,7 +77,10 @@ def encode(message: Any) -> bytes:
     return jsonio.dumps(message).encode() + b"\n"
 
 
-def request(method: str, params: dict[str, Any] | None, req_id: int | str | None) -> dict[str, Any]:
+def request(method: str, params: Mapping[str, Any] | None,
+            req_id: int | str | None) -> dict[str, Any]:
+    """A request (``req_id`` None: a notification); ``params`` is one of the shapes in
+    ``taskmuxctl.rpctypes`` or any JSON object."""
     msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
     if params:
         msg["params"] = params
@@ -127,13 +134,13 @@ class Method:
     DEBUG_EMIT = "debug.emit"  # a burst of test events
 
 
-class ErrorInfo(tuple[str, str]):
+class ErrorInfo(tuple[str, "Fault"]):
     """(name, fault); fault is "client" (the caller's input), "task" (the task's own doing)
     or "daemon" (the daemon or its environment)."""
 
     __slots__ = ()
 
-    def __new__(cls, name: str, fault: str) -> ErrorInfo:
+    def __new__(cls, name: str, fault: Fault) -> ErrorInfo:
         return super().__new__(cls, (name, fault))
 
     @property
@@ -141,7 +148,7 @@ class ErrorInfo(tuple[str, str]):
         return self[0]
 
     @property
-    def fault(self) -> str:
+    def fault(self) -> Fault:
         return self[1]
 
 
@@ -154,6 +161,9 @@ class Code:
     METHOD_NOT_FOUND = -32601
     INVALID_PARAMS = -32602
     INTERNAL_ERROR = -32603
+    # The Model Context Protocol's own (taskmuxctl.mcp): the client asked for a protocol
+    # version the server does not speak.
+    UNSUPPORTED_PROTOCOL_VERSION = -32022
     # The caller's input.
     CONFIG_NOT_FOUND = 101
     CONFIG_INVALID = 102
@@ -204,6 +214,7 @@ ERRORS: dict[int, ErrorInfo] = {
     Code.METHOD_NOT_FOUND: ErrorInfo("method_not_found", "client"),
     Code.INVALID_PARAMS: ErrorInfo("invalid_params", "client"),
     Code.INTERNAL_ERROR: ErrorInfo("internal_error", "daemon"),
+    Code.UNSUPPORTED_PROTOCOL_VERSION: ErrorInfo("unsupported_protocol_version", "client"),
     Code.CONFIG_NOT_FOUND: ErrorInfo("config_not_found", "client"),
     Code.CONFIG_INVALID: ErrorInfo("config_invalid", "client"),
     Code.SETTINGS_INVALID: ErrorInfo("settings_invalid", "client"),

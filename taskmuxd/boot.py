@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
 import os
 import signal
@@ -27,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 from taskmuxctl import __version__
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import PROTOCOL_VERSION, Code, Method
+from taskmuxd.daemonstatus import core_status
 from taskmuxd.errors import SettingsError
 from taskmuxd.notify import Notifier
 from taskmuxd.rpc.server import RpcServer
 
 if TYPE_CHECKING:
+    from taskmuxctl.rpctypes import DaemonStatus
     from taskmuxd.listeners import Listeners
     from taskmuxd.lock import InstanceLock
     from taskmuxd.settings import Settings
@@ -61,16 +62,6 @@ SUBSYSTEM_MODULES = (
 )
 
 
-def registered_project_count(registry_path: str) -> int:
-    try:
-        with open(registry_path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (FileNotFoundError, ValueError):
-        return 0
-    projects = data.get("projects", {}) if isinstance(data, dict) else {}
-    return len(projects)
-
-
 class Early:
     """What phase one sets up and the Daemon takes over: the control socket's server (serving
     the early answers), the queue signals land in, the systemd channel and the start time."""
@@ -88,24 +79,12 @@ class Early:
             Method.DAEMON_STATUS: self.status,
         })
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> DaemonStatus:
         """``daemon.status`` while starting: the same keys as once started, ``ready`` false,
         and no subsystem sections yet."""
-        return {
-            "pid": os.getpid(),
-            "uid": os.getuid(),
-            "version": __version__,
-            "protocol": PROTOCOL_VERSION,
-            "uptime": round(time.monotonic() - self.started_monotonic, 3),
-            "started_at": self.started_at,
-            "socket": self.paths.socket,
-            "home": self.paths.home,
-            "projects": registered_project_count(self.paths.registry),
-            "stopping": False,
-            "ready": False,
-            "calls_in_flight": self.rpc.in_flight - 1,  # this call excluded
-            "calls_served": self.rpc.calls_served,
-        }
+        return core_status(self.paths, self.started_monotonic, self.started_at,
+                           stopping=False, ready=False, in_flight=self.rpc.in_flight,
+                           calls_served=self.rpc.calls_served)
 
 
 def load_rest(raw: dict[str, Any], settings: Settings | None, source: str) -> Settings:

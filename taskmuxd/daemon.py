@@ -4,6 +4,10 @@ Signal handlers only record the signal in a queue; this loop decides what it mea
 SIGTERM/SIGINT start an ordered shutdown (exit 128+signal), ``daemon.shutdown`` does the same
 with exit 0, SIGHUP reloads the settings, and a SIGINT during shutdown forces the exit.
 Tasks live in tmux, so stopping the daemon never stops a task.
+
+This module is the one place that knows every subsystem: it builds each from the narrow
+things it uses (paths, the event log, the route table, a reader of the current settings...)
+and adds each RPC namespace to the method table. No subsystem imports this module.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from taskmuxctl import __version__
 from taskmuxctl.paths import Paths
@@ -29,9 +33,6 @@ from taskmuxd.routes import RouteTable
 from taskmuxd.rpc.methods import MethodTable
 from taskmuxd.rpc.server import RpcServer
 from taskmuxd.tempfiles import remove_leftovers
-
-if TYPE_CHECKING:
-    from taskmuxd.boot import Early
 
 log = logging.getLogger("taskmuxd")
 
@@ -58,10 +59,19 @@ class Subsystem(Protocol):
         """Apply new settings after a reload."""
 
 
+class EarlyStart(Protocol):
+    """What the first phase of the start hands over (``taskmuxd.boot.Early``)."""
+
+    started_monotonic: float
+    started_at: float
+    requests: asyncio.Queue[int]
+    rpc: RpcServer
+
+
 class Daemon:
     def __init__(self, paths: Paths, settings: settings_mod.Settings,
                  notifier: Notifier | None = None, listeners: Listeners | None = None,
-                 early: Early | None = None) -> None:
+                 early: EarlyStart | None = None) -> None:
         """``early``: the first phase of the start (``taskmuxd.boot``), whose control socket
         already serves its early answers and whose queue already holds the signals."""
         self.paths = paths
@@ -80,37 +90,44 @@ class Daemon:
         from taskmuxd import eventstream
 
         self.event_hub = eventstream.EventHub(self.events)
-        eventstream.register(self.methods, self.event_hub)
+        self.methods.include(eventstream.EventMethods(self.event_hub))
         self.subsystems.append(self.event_hub)
         from taskmuxd.diskwatch import DiskWatch
 
-        self.subsystems.append(DiskWatch(self))
-        from taskmuxd.methods_daemon import register
+        disk = DiskWatch(paths, self.events)
+        self.subsystems.append(disk)
+        from taskmuxd.methods_daemon import DaemonMethods
 
-        register(self)
+        self.methods.include(DaemonMethods(self))
         # Host name -> task; the projects code fills it, the proxy and DNS read it.
         self.routes = RouteTable(settings.dns_managed_tld)
         self._add_front_door(listeners or Listeners())
-        from taskmuxd.projects import methods as project_methods
-        from taskmuxd.projects.manager import Projects
-
-        self.projects = Projects(self)
-        self.subsystems.append(self.projects)
-        project_methods.register(self, self.projects)
         from taskmuxd import sampler
+        from taskmuxd.projects.manager import Projects
+        from taskmuxd.projects.methods import ProjectMethods
 
+        self.projects = Projects(paths, self.current_settings, self.events, self.routes,
+                                 self.proxy.url_for)
+        self.subsystems.append(self.projects)
         self.resources = sampler.Sampler(lambda: sampler.targets_of(self.projects),
                                          sampler.known_in(self.projects),
                                          settings.resource_sample_interval)
         self.subsystems.append(self.resources)
+        self.methods.include(ProjectMethods(self.projects, self.resources, disk.status))
         from taskmuxd.updater import AutoUpdater
 
-        self.subsystems.append(AutoUpdater(self))
+        updater = AutoUpdater(paths, self.current_settings, self.events,
+                              stopping=lambda: self.stopping,
+                              request_restart=self.request_restart)
+        self.subsystems.append(updater)
+        self.methods.include(updater)
 
     def _add_front_door(self, bound: Listeners) -> None:
-        """The proxy (with its CA) and name resolution, on sockets bound before the drop."""
+        """The proxy (with its CA), name resolution and the dashboard, on sockets bound
+        before the drop."""
+        from taskmuxd.dashboard.app import Dashboard, DashboardMethods, enabled
         from taskmuxd.dns.subsystem import DnsSubsystem
-        from taskmuxd.methods_proxy import register as register_proxy
+        from taskmuxd.methods_proxy import HookMethods, ProxyMethods, hooks_enabled
         from taskmuxd.proxy.subsystem import ProxySubsystem
 
         self.proxy = ProxySubsystem(self.paths, self.settings, self.routes, bound.https,
@@ -118,14 +135,22 @@ class Daemon:
         self.dns = DnsSubsystem(self.paths, self.settings, self.routes, bound.dns_udp,
                                 bound.dns_tcp)
         self.subsystems += [self.proxy, self.dns]
-        register_proxy(self)
-        from taskmuxd.dashboard.app import dashboard_for
-        from taskmuxd.dashboard.app import register as register_dashboard
-
-        self.dashboard = dashboard_for(self)
-        register_dashboard(self, self.dashboard)
-        if self.dashboard is not None:
+        self.methods.include(ProxyMethods(self.proxy, self.routes, self.dns.status,
+                                          self.current_settings))
+        if hooks_enabled():
+            self.methods.include(HookMethods(self.routes))
+        self.dashboard: Dashboard | None = None
+        if enabled(self.settings):
+            self.dashboard = Dashboard(self.paths, self.routes, self.proxy, self.rpc,
+                                       self.events, lambda: self.event_hub.ring,
+                                       self._task_known)
+            self.dashboard.attach()
             self.subsystems.append(self.dashboard)
+        self.methods.include(DashboardMethods(self.dashboard))
+
+    def _task_known(self, project: str, task: str) -> bool:
+        found = self.projects.projects.get(project)
+        return found is not None and task in found.tasks
 
     # -- called by RPC methods -------------------------------------------------------------
 
@@ -147,14 +172,13 @@ class Daemon:
         log.info("settings reloaded from %s", self.paths.config)
         return new
 
-    def subsystem_status(self, name: str) -> dict[str, Any] | None:
-        for sub in self.subsystems:
-            if sub.name == name:
-                return sub.status()
-        return None
+    def current_settings(self) -> settings_mod.Settings:
+        """The settings now (a reload replaces them): what subsystems read them through."""
+        return self.settings
 
-    def uptime(self) -> float:
-        return time.monotonic() - self.started_monotonic
+    def subsystem_statuses(self) -> dict[str, dict[str, Any]]:
+        """Each subsystem's section of ``daemon.status``, by name."""
+        return {sub.name: sub.status() for sub in self.subsystems}
 
     # -- the main loop --------------------------------------------------------------------
 

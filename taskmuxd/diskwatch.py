@@ -21,7 +21,8 @@ from taskmuxctl.fsutil import read_pid
 from taskmuxd.lock import write_pid_file
 
 if TYPE_CHECKING:
-    from taskmuxd.daemon import Daemon
+    from taskmuxctl.paths import Paths
+    from taskmuxd.events import EventLog
     from taskmuxd.settings import Settings
 
 log = logging.getLogger("taskmuxd.disk")
@@ -32,17 +33,18 @@ INTERVAL = 2.0  # seconds between looks at the file system
 class DiskWatch:
     name = "disk"
 
-    def __init__(self, daemon: Daemon, interval: float = INTERVAL) -> None:
-        self.daemon = daemon
+    def __init__(self, paths: Paths, events: EventLog, interval: float = INTERVAL) -> None:
+        self.paths = paths
+        self.events = events
         self.interval = interval
-        self.state: dict[str, Any] = diskspace.space(daemon.paths.home)
+        self.state: dict[str, Any] = diskspace.space(paths.home)
         self.full_since: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
     def full(self) -> bool:
         """Full by the numbers, or events could not be written for want of space."""
-        events = self.daemon.events
+        events = self.events
         return bool(self.state.get("full")) or (
             events.dropped > 0 and events.last_error is not None
             and diskspace.is_full(events.last_error))
@@ -63,10 +65,10 @@ class DiskWatch:
     def status(self) -> dict[str, Any]:
         out = dict(self.state)
         out["full"] = self.full
-        out["events_dropped"] = self.daemon.events.dropped
+        out["events_dropped"] = self.events.dropped
         out["summary"] = diskspace.summary(out)
         if self.full:
-            out["message"] = diskspace.full_status(self.daemon.paths.home)
+            out["message"] = diskspace.full_status(self.paths.home)
         return out
 
     async def _loop(self) -> None:
@@ -76,7 +78,7 @@ class DiskWatch:
 
     def look(self) -> None:
         """Read the file system's free space; on a change between full and not, say so."""
-        paths = self.daemon.paths
+        paths = self.paths
         self.state = diskspace.space(paths.home)
         loop_now = asyncio.get_running_loop().time()
         if self.state["full"] and self.full_since is None:
@@ -86,16 +88,16 @@ class DiskWatch:
             self.full_since = None
             log.info("there is room on %s again (%s free)", self.state["mount"],
                      diskspace.size(self.state["free"]))
-            self.daemon.events.emit("disk_space_back", None, None, path=paths.home,
+            self.events.emit("disk_space_back", None, None, path=paths.home,
                                     free=self.state["free"])
         if not self.state["full"] and read_pid(paths.pid_file) != os.getpid():
             self._write_pid()
 
     def _write_pid(self) -> None:
         try:
-            write_pid_file(self.daemon.paths)
+            write_pid_file(self.paths)
         except OSError as exc:
-            log.debug("still cannot write %s: %s", self.daemon.paths.pid_file, exc)
+            log.debug("still cannot write %s: %s", self.paths.pid_file, exc)
         else:
             log.info("wrote %s (a full disk had kept it from being written)",
-                     self.daemon.paths.pid_file)
+                     self.paths.pid_file)

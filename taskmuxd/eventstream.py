@@ -19,8 +19,8 @@ import asyncio
 import itertools
 import json
 import logging
-import os
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
@@ -29,11 +29,11 @@ from taskmuxctl import eventlog
 from taskmuxctl.protocol import Code, Method
 from taskmuxd.errors import ClientError
 from taskmuxd.events import EventLog, read_events
-from taskmuxd.methods_proxy import TEST_HOOKS_ENV
+from taskmuxd.methods_proxy import hooks_enabled
 from taskmuxd.rpc.server import CURRENT, Connection
 
 if TYPE_CHECKING:
-    from taskmuxd.rpc.methods import MethodTable
+    from taskmuxd.rpc.methods import Handler
 
 log = logging.getLogger("taskmuxd.eventstream")
 
@@ -208,8 +208,20 @@ def _from_file(path: str, cursor: int, upto: int) -> list[dict[str, Any]]:
     return [r for r in read_events(path) if cursor < (_id(r) or 0) <= upto]
 
 
-def register(methods: MethodTable, hub: EventHub) -> None:
-    async def subscribe(project: Annotated[str, Field(max_length=256)] | None = None,
+class EventMethods:
+    """The ``events.*`` namespace (and the ``debug.emit`` test hook when hooks are on)."""
+
+    def __init__(self, hub: EventHub) -> None:
+        self.hub = hub
+
+    def handlers(self) -> Mapping[str, Handler]:
+        out: dict[str, Handler] = {Method.EVENTS_SUBSCRIBE: self.subscribe,
+                                   Method.EVENTS_UNSUBSCRIBE: self.unsubscribe}
+        if hooks_enabled():
+            out[Method.DEBUG_EMIT] = self.emit
+        return out
+
+    async def subscribe(self, project: Annotated[str, Field(max_length=256)] | None = None,
                         task: Annotated[str, Field(max_length=256)] | None = None,
                         kinds: Kinds | None = None,
                         cursor: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None,
@@ -220,30 +232,25 @@ def register(methods: MethodTable, hub: EventHub) -> None:
         call = CURRENT.get()
         if call is None:  # pragma: no cover - every call runs through the server
             raise ClientError("events.subscribe needs a connection")
-        return await hub.subscribe(call.conn, project, task, set(kinds) if kinds else None,
-                                   cursor, queue, call.after_reply)
+        return await self.hub.subscribe(call.conn, project, task,
+                                        set(kinds) if kinds else None, cursor, queue,
+                                        call.after_reply)
 
-    async def unsubscribe(subscription: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    async def unsubscribe(self, subscription: Annotated[int, Field(ge=1, le=2**63 - 1)]
                           ) -> dict[str, Any]:
         call = CURRENT.get()
-        sub = hub.subs.get(subscription)
+        sub = self.hub.subs.get(subscription)
         if sub is None or call is None or sub.conn is not call.conn:
             return {"subscription": subscription, "removed": False}
-        hub.remove(sub)
+        self.hub.remove(sub)
         return {"subscription": subscription, "removed": True}
 
-    methods.add(Method.EVENTS_SUBSCRIBE, subscribe)
-    methods.add(Method.EVENTS_UNSUBSCRIBE, unsubscribe)
-    if os.environ.get(TEST_HOOKS_ENV) == "1":
-        async def emit(count: Annotated[int, Field(ge=1, le=100_000)],
-                       project: Annotated[str, Field(max_length=63)] | None = None,
-                       padding: Annotated[int, Field(ge=0, le=10_000)] = 0
-                       ) -> dict[str, Any]:
-            """Test hook: ``count`` events at once, without yielding to the loop (a burst)."""
-            last = 0
-            for i in range(count):
-                last = hub.events.emit("test_event", project, None, n=i, pad="x" * padding)["id"]
-            return {"last_id": last}
-
-        methods.add(Method.DEBUG_EMIT, emit)
-
+    async def emit(self, count: Annotated[int, Field(ge=1, le=100_000)],
+                   project: Annotated[str, Field(max_length=63)] | None = None,
+                   padding: Annotated[int, Field(ge=0, le=10_000)] = 0) -> dict[str, Any]:
+        """Test hook: ``count`` events at once, without yielding to the loop (a burst)."""
+        last = 0
+        for i in range(count):
+            last = self.hub.events.emit("test_event", project, None, n=i,
+                                        pad="x" * padding)["id"]
+        return {"last_id": last}

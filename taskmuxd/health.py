@@ -14,16 +14,23 @@ import re
 import signal
 import urllib.parse
 from dataclasses import dataclass
+from typing import Literal
 
 from taskmuxd import privacy
 
 BODY_LIMIT = 1024 * 1024
 
 
+# How a probe checks a task's health; a result may also come from the task itself (its
+# READY=1, a ready_log_line match, a missed watchdog).
+ProbeMethod = Literal["http", "command", "tcp", "process"]
+ResultMethod = ProbeMethod | Literal["notify", "log", "watchdog"]
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     ok: bool
-    method: str  # "http" | "command" | "tcp" | "process"
+    method: ResultMethod
     detail: str  # what was checked, or why it failed
 
 
@@ -40,7 +47,7 @@ class ProbeSpec:
     cwd: str
 
     @property
-    def method(self) -> str:
+    def method(self) -> ProbeMethod:
         if self.url:
             return "http"
         if self.command:

@@ -17,6 +17,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from taskmuxd.settings import Settings
 
@@ -30,13 +31,14 @@ _EPHEMERAL_RETRIES = 8
 # passes the root configuration's rule (taskmuxd.rootconfig.RootConfig.bind_problem), so
 # that the user's settings cannot make root bind any port below 1024 on any address.
 Refuse = Callable[[str, int], str | None]
+Role = Literal["https", "redirect", "dns"]
 
 
 @dataclass
 class Bound:
     """The sockets of one service: the same port on one or more addresses."""
 
-    role: str  # "https" | "redirect" | "dns"
+    role: Role
     port: int  # the port asked for, then the port actually bound
     addresses: list[str] = field(default_factory=list)
     sockets: list[socket.socket] = field(default_factory=list)
@@ -115,7 +117,7 @@ def _one(address: str, port: int, kind: socket.SocketKind) -> socket.socket:
     return s
 
 
-def bind(role: str, addresses: list[str], port: int, key: str,
+def bind(role: Role, addresses: list[str], port: int, key: str,
          kind: socket.SocketKind = socket.SOCK_STREAM, refuse: Refuse | None = None) -> Bound:
     """Bind ``port`` on every address; ``port`` 0 picks one free on all of them."""
     for _ in range(_EPHEMERAL_RETRIES if port == 0 else 1):
@@ -125,7 +127,7 @@ def bind(role: str, addresses: list[str], port: int, key: str,
     return Bound(role, port, error=f"cannot find a port free on all of {', '.join(addresses)}")
 
 
-def _try_bind(role: str, addresses: list[str], port: int, key: str,
+def _try_bind(role: Role, addresses: list[str], port: int, key: str,
               kind: socket.SocketKind, refuse: Refuse | None = None) -> Bound:
     out = Bound(role, port)
     for address in addresses:

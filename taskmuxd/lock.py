@@ -1,18 +1,19 @@
 """One daemon per state directory: an flock on ``daemon.lock`` held for the daemon's life.
 
-The kernel drops the lock when the process dies however it dies, so a crash never leaves a
-stale lock; ``daemon.pid`` is informational and rewritten by each new holder.
+A ``taskmuxctl.pidlock.PidLock`` (the kernel drops it when the process dies however it dies,
+so a crash never leaves a stale lock) whose holder's pid goes to ``daemon.pid`` rather than
+into the lock file: informational, rewritten by each new holder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 
 from taskmuxctl import diskspace
 from taskmuxctl.fsutil import atomic_write, read_pid
 from taskmuxctl.paths import Paths
+from taskmuxctl.pidlock import LockHeld, PidLock
 
 
 class AlreadyRunning(Exception):
@@ -25,23 +26,25 @@ class AlreadyRunning(Exception):
         self.pid = pid
 
 
-class InstanceLock:
+class InstanceLock(PidLock):
     def __init__(self, paths: Paths) -> None:
+        super().__init__(paths.lock_file)
         self.paths = paths
-        self._fd: int | None = None
         self.pid_problem: str | None = None  # why daemon.pid could not be written
         self.previous_pid: int | None = None  # what daemon.pid said before acquire
 
-    def acquire(self) -> None:
+    def acquire(self) -> InstanceLock:
         """Take the lock (AlreadyRunning names the holder) and write ``daemon.pid``; what it
         said before is kept (``put_back``)."""
-        fd = os.open(self.paths.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(read_pid(self.paths.pid_file), self.paths) from None
-        self._fd = fd
+            return super().acquire()
+        except LockHeld as exc:
+            raise AlreadyRunning(exc.pid, self.paths) from None
+
+    def held_by(self) -> int | None:
+        return read_pid(self.paths.pid_file)
+
+    def record_pid(self) -> None:
         self.previous_pid = read_pid(self.paths.pid_file)
         self.write_pid()
 
@@ -69,14 +72,10 @@ class InstanceLock:
             else:
                 atomic_write(self.paths.pid_file, f"{self.previous_pid}\n", mode=0o600)
 
-    def release(self) -> None:
-        if self._fd is None:
-            return
+    def forget_pid(self) -> None:
         if read_pid(self.paths.pid_file) == os.getpid():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.paths.pid_file)
-        os.close(self._fd)
-        self._fd = None
 
 
 def write_pid_file(paths: Paths) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 BACKOFF_CAP = 60.0
 RESET_AFTER_HEALTHY = 60.0
@@ -59,11 +60,14 @@ class Cause(enum.StrEnum):
     UNHEALTHY = "unhealthy"
 
 
+RestartPolicy = Literal["no", "on-failure", "always"]
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """The task's restart settings (from taskmux.toml)."""
 
-    restart_policy: str = "on-failure"  # "no" | "on-failure" | "always"
+    restart_policy: RestartPolicy = "on-failure"
     max_restarts: int = 5
     restart_backoff: float = 2.0
     retry_after: float = RETRY_AFTER_DEFAULT  # seconds between tries once FATAL; 0: never
@@ -322,9 +326,8 @@ def _timer(spec: PolicySpec, s: State, e: Event, now: float, j: float) -> tuple[
     return replace(s, state=TaskState.STARTING, restart_at=None), [Launch()]
 
 
-S, E = TaskState, Ev
-IDLE = (S.STOPPED, S.EXITED, S.FATAL)
-LIVE = (S.STARTING, S.RUNNING)
+IDLE = (TaskState.STOPPED, TaskState.EXITED, TaskState.FATAL)
+LIVE = (TaskState.STARTING, TaskState.RUNNING)
 SAME = None  # in a target list: the state the task was in
 
 
@@ -346,41 +349,43 @@ def _on(states: tuple[TaskState, ...], kinds: tuple[Ev, ...], handler: Handler,
             TRANSITIONS[(st, kind)] = Transition(handler, targets or (SAME,))
 
 
-AFTER_FAILURE = (S.BACKOFF, S.EXITED, S.FATAL)  # where ``_after_failure`` may lead
+# Where ``_after_failure`` may lead.
+AFTER_FAILURE = (TaskState.BACKOFF, TaskState.EXITED, TaskState.FATAL)
 
-_on(IDLE, (E.START, E.RESTART), _start, S.STARTING)
-_on(IDLE, (E.STOP,), _stop_idle, S.STOPPED)
-_on(IDLE, (E.KILL,), _kill, S.STOPPED)
+_on(IDLE, (Ev.START, Ev.RESTART), _start, TaskState.STARTING)
+_on(IDLE, (Ev.STOP,), _stop_idle, TaskState.STOPPED)
+_on(IDLE, (Ev.KILL,), _kill, TaskState.STOPPED)
 # Late reports: an exit seen already, a probe that finished after the process, a timer that
 # fired after a stop, a launch that was called off.
-_on(IDLE, (E.EXITED, E.UNHEALTHY, E.TIMER, E.LAUNCH_FAILED, E.ABORTED, E.DEPENDENCY_READY),
+_on(IDLE, (Ev.EXITED, Ev.UNHEALTHY, Ev.TIMER, Ev.LAUNCH_FAILED, Ev.ABORTED, Ev.DEPENDENCY_READY),
     _noop)
-_on(LIVE, (E.START, E.TIMER), _noop)  # already running
-_on(LIVE, (E.STOP,), _stop, S.STOPPING)
-_on(LIVE, (E.KILL,), _kill, S.STOPPING)
-_on(LIVE, (E.RESTART,), _restart_live, S.STOPPING)
-_on(LIVE, (E.EXITED,), _exited, *AFTER_FAILURE)
+_on(LIVE, (Ev.START, Ev.TIMER), _noop)  # already running
+_on(LIVE, (Ev.STOP,), _stop, TaskState.STOPPING)
+_on(LIVE, (Ev.KILL,), _kill, TaskState.STOPPING)
+_on(LIVE, (Ev.RESTART,), _restart_live, TaskState.STOPPING)
+_on(LIVE, (Ev.EXITED,), _exited, *AFTER_FAILURE)
 # Running, or a restart already on its way.
-_on((*LIVE, S.STOPPING, S.BACKOFF), (E.DEPENDENCY_READY,), _noop)
-_on((S.FATAL,), (E.TIMER,), _fatal_timer, SAME, S.STARTING)
-_on((S.FATAL,), (E.DEPENDENCY_READY,), _dependency_ready, SAME, S.STARTING)
-_on((S.STARTING,), (E.LAUNCHED,), _launched, S.RUNNING)
-_on((S.STARTING,), (E.LAUNCH_FAILED,), _launch_failed, *AFTER_FAILURE)
-_on((S.STARTING,), (E.ABORTED,), _aborted, S.EXITED)
-_on((S.STARTING,), (E.UNHEALTHY,), _noop)  # not judged before it runs
-_on((S.RUNNING,), (E.LAUNCHED,), _noop)  # a repeated report
-_on((S.RUNNING,), (E.UNHEALTHY,), _unhealthy, SAME, S.STOPPING)
-_on((S.STOPPING,), (E.START, E.RESTART), _restart_live, S.STOPPING)  # start again once stopped
-_on((S.STOPPING,), (E.STOP,), _stop_again, S.STOPPING)
-_on((S.STOPPING,), (E.KILL,), _kill, S.STOPPING)
-_on((S.STOPPING,), (E.EXITED, E.LAUNCH_FAILED, E.ABORTED), _exited_while_stopping,
-    S.STARTING, S.STOPPED, *AFTER_FAILURE)
-_on((S.STOPPING,), (E.LAUNCHED, E.UNHEALTHY, E.TIMER), _noop)
-_on((S.BACKOFF,), (E.START, E.RESTART), _start, S.STARTING)
-_on((S.BACKOFF,), (E.STOP,), _stop_idle, S.STOPPED)
-_on((S.BACKOFF,), (E.KILL,), _kill, S.STOPPED)
-_on((S.BACKOFF,), (E.TIMER,), _timer, SAME, S.STARTING)
-_on((S.BACKOFF,), (E.EXITED, E.UNHEALTHY, E.LAUNCH_FAILED, E.ABORTED), _noop)
+_on((*LIVE, TaskState.STOPPING, TaskState.BACKOFF), (Ev.DEPENDENCY_READY,), _noop)
+_on((TaskState.FATAL,), (Ev.TIMER,), _fatal_timer, SAME, TaskState.STARTING)
+_on((TaskState.FATAL,), (Ev.DEPENDENCY_READY,), _dependency_ready, SAME, TaskState.STARTING)
+_on((TaskState.STARTING,), (Ev.LAUNCHED,), _launched, TaskState.RUNNING)
+_on((TaskState.STARTING,), (Ev.LAUNCH_FAILED,), _launch_failed, *AFTER_FAILURE)
+_on((TaskState.STARTING,), (Ev.ABORTED,), _aborted, TaskState.EXITED)
+_on((TaskState.STARTING,), (Ev.UNHEALTHY,), _noop)  # not judged before it runs
+_on((TaskState.RUNNING,), (Ev.LAUNCHED,), _noop)  # a repeated report
+_on((TaskState.RUNNING,), (Ev.UNHEALTHY,), _unhealthy, SAME, TaskState.STOPPING)
+# Start again once stopped.
+_on((TaskState.STOPPING,), (Ev.START, Ev.RESTART), _restart_live, TaskState.STOPPING)
+_on((TaskState.STOPPING,), (Ev.STOP,), _stop_again, TaskState.STOPPING)
+_on((TaskState.STOPPING,), (Ev.KILL,), _kill, TaskState.STOPPING)
+_on((TaskState.STOPPING,), (Ev.EXITED, Ev.LAUNCH_FAILED, Ev.ABORTED), _exited_while_stopping,
+    TaskState.STARTING, TaskState.STOPPED, *AFTER_FAILURE)
+_on((TaskState.STOPPING,), (Ev.LAUNCHED, Ev.UNHEALTHY, Ev.TIMER), _noop)
+_on((TaskState.BACKOFF,), (Ev.START, Ev.RESTART), _start, TaskState.STARTING)
+_on((TaskState.BACKOFF,), (Ev.STOP,), _stop_idle, TaskState.STOPPED)
+_on((TaskState.BACKOFF,), (Ev.KILL,), _kill, TaskState.STOPPED)
+_on((TaskState.BACKOFF,), (Ev.TIMER,), _timer, SAME, TaskState.STARTING)
+_on((TaskState.BACKOFF,), (Ev.EXITED, Ev.UNHEALTHY, Ev.LAUNCH_FAILED, Ev.ABORTED), _noop)
 
 
 def targets_of(state: TaskState, kind: Ev) -> tuple[TaskState, ...]:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from taskmuxctl.fsutil import atomic_write
 from taskmuxd.dns.delegation import Action
@@ -28,7 +29,7 @@ COMMAND_TIMEOUT = 60
 class SystemStore:
     """Where a system keeps extra trust anchors and how it rebuilds its bundle."""
 
-    kind: str  # "debian" | "fedora" | "macos"
+    kind: Literal["debian", "fedora", "macos"]
     anchor_dir: str
     suffix: str
     refresh: tuple[str, ...] = field(default=())

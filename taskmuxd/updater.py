@@ -19,7 +19,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from taskmuxctl import __version__
@@ -33,7 +33,9 @@ from taskmuxctl.update.layout import AppLayout
 from taskmuxd.errors import ClientError, DaemonError
 
 if TYPE_CHECKING:
-    from taskmuxd.daemon import Daemon
+    from taskmuxctl.paths import Paths
+    from taskmuxd.events import EventLog
+    from taskmuxd.rpc.methods import Handler
     from taskmuxd.settings import Settings
 
 log = logging.getLogger("taskmuxd.update")
@@ -64,12 +66,21 @@ def supervised_by(environ: dict[str, str] | None = None) -> str | None:
 
 
 class AutoUpdater:
+    """The ``update`` subsystem and the ``update.*`` RPC namespace. ``settings`` reads the
+    daemon's current settings (they change on reload); ``stopping`` says whether the daemon is
+    shutting down; ``request_restart`` asks it to exit for its service manager to restart it."""
+
     name = "update"
 
-    def __init__(self, daemon: Daemon, rand: Callable[[], float] = random.random) -> None:
-        self.daemon = daemon
-        self.paths = daemon.paths
-        self.layout = AppLayout(daemon.paths)
+    def __init__(self, paths: Paths, settings: Callable[[], Settings], events: EventLog,
+                 stopping: Callable[[], bool], request_restart: Callable[[], None],
+                 rand: Callable[[], float] = random.random) -> None:
+        self.paths = paths
+        self._settings = settings
+        self._events = events
+        self._stopping = stopping
+        self._request_restart = request_restart
+        self.layout = AppLayout(paths)
         self._rand = rand
         self._task: asyncio.Task[None] | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -82,14 +93,13 @@ class AutoUpdater:
         self.checks = 0
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._register()
 
     # -- Subsystem ------------------------------------------------------------------------
 
     def _to_event_log(self, event: str, details: dict[str, Any]) -> None:
         """The events sink. Checks run in a worker thread: hand their events to the loop."""
         def write() -> None:
-            self.daemon.events.emit(event, None, None, **details)
+            self._events.emit(event, None, None, **details)
 
         if self._event_loop is None or threading.get_ident() == self._loop_thread:
             write()
@@ -127,7 +137,7 @@ class AutoUpdater:
             self._wake.set()
 
     def status(self) -> dict[str, Any]:
-        settings = self.daemon.settings
+        settings = self._settings()
         state = self.layout.load_state()
         bad = sorted(bootguard.bad_versions(self.layout.app))
         current = self.layout.current_version() or __version__
@@ -159,7 +169,7 @@ class AutoUpdater:
     def _summary(self, auto: bool | str, current: str, pinned: str | None,
                  error: str | None) -> str:
         if auto == "wave":
-            mode = f"auto-update in waves (after {self.daemon.settings.update_wave_delay:g}s)"
+            mode = f"auto-update in waves (after {self._settings().update_wave_delay:g}s)"
         else:
             mode = "auto-update on" if auto else "auto-update off"
         parts = [f"{current}", mode]
@@ -180,12 +190,12 @@ class AutoUpdater:
     async def _loop(self) -> None:
         first = True
         while True:
-            interval = self.daemon.settings.update_check_interval
+            interval = self._settings().update_check_interval
             if await self._sleep(check_delay(interval, self._rand(), first)):
                 first = True  # the settings changed: start a fresh jittered cycle
                 continue
             first = False
-            if self.daemon.settings.auto_update and not self.daemon.stopping:
+            if self._settings().auto_update and not self._stopping():
                 await self.check_and_apply()
 
     async def _sleep(self, seconds: float) -> bool:
@@ -200,7 +210,7 @@ class AutoUpdater:
         return True
 
     def _options(self, auto: bool = True) -> apply.Options:
-        settings = self.daemon.settings
+        settings = self._settings()
         wave = settings.update_wave_delay if settings.auto_update == "wave" else None
         return apply.Options(channel=settings.release_url,
                              keys=trusted_keys(settings.trusted_keys), auto=auto,
@@ -242,7 +252,7 @@ class AutoUpdater:
 
     async def _spawn(self, version: str) -> None:
         argv = [sys.executable, "-m", "taskmuxctl", "--json", "update", "--auto",
-                "--channel", self.daemon.settings.release_url]
+                "--channel", self._settings().release_url]
         self.layout.ensure()
         out = os.open(self.layout.update_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -264,30 +274,26 @@ class AutoUpdater:
 
     # -- RPC ------------------------------------------------------------------------------
 
-    def _register(self) -> None:
-        add = self.daemon.methods.add
+    def handlers(self) -> Mapping[str, Handler]:
+        return {Method.UPDATE_STATUS: self.rpc_status, Method.UPDATE_CHECK: self.rpc_check,
+                Method.UPDATE_RESTART: self.rpc_restart}
 
-        async def status() -> dict[str, Any]:
-            return self.status()
+    async def rpc_status(self) -> dict[str, Any]:
+        return self.status()
 
-        async def check() -> dict[str, Any]:
-            """Check the channel now (auto-update rules); installs nothing."""
-            try:
-                return await self.check()
-            except apply.UpdateError as exc:
-                raise DaemonError(exc.message, exc.data, code=exc.code) from None
+    async def rpc_check(self) -> dict[str, Any]:
+        """Check the channel now (auto-update rules); installs nothing."""
+        try:
+            return await self.check()
+        except apply.UpdateError as exc:
+            raise DaemonError(exc.message, exc.data, code=exc.code) from None
 
-        async def restart() -> dict[str, Any]:
-            """Stop in order and exit 75 so that the service manager starts ``current``."""
-            manager = supervised_by()
-            if manager is None:
-                raise ClientError("the daemon is not run by a service manager that would "
-                                  "restart it; stop it and start it again instead",
-                                  code=Code.UPDATE_NOT_SUPERVISED)
-            self.daemon.request_restart()
-            return {"restarting": True, "pid": os.getpid(), "manager": manager}
-
-        add(Method.UPDATE_STATUS, status)
-        add(Method.UPDATE_CHECK, check)
-        add(Method.UPDATE_RESTART, restart)
-
+    async def rpc_restart(self) -> dict[str, Any]:
+        """Stop in order and exit 75 so that the service manager starts ``current``."""
+        manager = supervised_by()
+        if manager is None:
+            raise ClientError("the daemon is not run by a service manager that would "
+                              "restart it; stop it and start it again instead",
+                              code=Code.UPDATE_NOT_SUPERVISED)
+        self._request_restart()
+        return {"restarting": True, "pid": os.getpid(), "manager": manager}

@@ -1,4 +1,6 @@
-"""JSON-RPC 2.0 over the control socket of a real daemon: every error case the spec names."""
+"""JSON-RPC 2.0 over the control socket of a real daemon: what needs the socket (framing,
+connections, concurrency) and a batch end to end. Every error case the spec names is checked
+in process, against the same dispatcher, in tests/test_rpc_inprocess.py."""
 
 from __future__ import annotations
 
@@ -27,54 +29,6 @@ def test_methods_answer(daemon: DaemonProcess) -> None:
     wait_until(lambda: call(daemon.socket, "daemon.status")["ready"] is True, 20, "READY")
 
 
-def test_parse_error(daemon: DaemonProcess) -> None:
-    [reply] = rpc_lines(daemon.socket, b'{"jsonrpc": "2.0", "method": \n', 1)
-    assert reply["error"]["code"] == Code.PARSE_ERROR
-    assert reply["id"] is None
-    [reply] = rpc_lines(daemon.socket, b"\xff\xfe\n", 1)
-    assert reply["error"]["code"] == Code.PARSE_ERROR
-
-
-def test_invalid_requests(daemon: DaemonProcess) -> None:
-    bad = [
-        {"method": "daemon.ping", "id": 1},  # no jsonrpc
-        {"jsonrpc": "1.0", "method": "daemon.ping", "id": 2},
-        {"jsonrpc": "2.0", "method": 5, "id": 3},
-        {"jsonrpc": "2.0", "method": "daemon.ping", "params": "x", "id": 4},
-        {"jsonrpc": "2.0", "method": "daemon.ping", "id": {"a": 1}},
-        {"jsonrpc": "2.0", "method": "daemon.ping", "id": 5, "extra": True},
-        "just a string",
-        42,
-    ]
-    replies = rpc_lines(daemon.socket, b"".join(line(b) for b in bad), len(bad))
-    assert len(replies) == len(bad)
-    for reply in replies:
-        assert reply["jsonrpc"] == "2.0"
-        assert reply["error"]["code"] == Code.INVALID_REQUEST
-        assert reply["id"] is None
-
-
-def test_unknown_method_and_bad_params(daemon: DaemonProcess) -> None:
-    msgs = [
-        {"jsonrpc": "2.0", "method": "no.such", "id": "a"},
-        {"jsonrpc": "2.0", "method": "daemon.ping", "params": {"delay": "soon"}, "id": "b"},
-        {"jsonrpc": "2.0", "method": "daemon.ping", "params": {"bogus": 1}, "id": "c"},
-        {"jsonrpc": "2.0", "method": "daemon.ping", "params": [1, 2, 3], "id": "d"},
-    ]
-    replies = {r["id"]: r for r in rpc_lines(daemon.socket, b"".join(map(line, msgs)), 4)}
-    assert replies["a"]["error"]["code"] == Code.METHOD_NOT_FOUND
-    assert replies["b"]["error"]["code"] == Code.INVALID_PARAMS
-    assert "delay" in replies["b"]["error"]["message"]
-    assert replies["c"]["error"]["code"] == Code.INVALID_PARAMS
-    assert replies["d"]["error"]["code"] == Code.INVALID_PARAMS
-
-
-def test_positional_params_work(daemon: DaemonProcess) -> None:
-    msg = {"jsonrpc": "2.0", "method": "daemon.ping", "params": [0], "id": 9}
-    [reply] = rpc_lines(daemon.socket, line(msg), 1)
-    assert reply == {"jsonrpc": "2.0", "result": {"pong": True}, "id": 9}
-
-
 def test_batches(daemon: DaemonProcess) -> None:
     batch = [
         {"jsonrpc": "2.0", "method": "daemon.ping", "id": 1},
@@ -93,15 +47,6 @@ def test_batches(daemon: DaemonProcess) -> None:
     # An empty batch is one Invalid Request, not an empty array.
     [reply] = rpc_lines(daemon.socket, b"[]\n", 1)
     assert reply["error"]["code"] == Code.INVALID_REQUEST
-
-
-def test_notifications_get_no_reply(daemon: DaemonProcess) -> None:
-    payload = (line({"jsonrpc": "2.0", "method": "daemon.ping"})
-               + line([{"jsonrpc": "2.0", "method": "daemon.ping"},
-                       {"jsonrpc": "2.0", "method": "no.such"}])
-               + line({"jsonrpc": "2.0", "method": "daemon.ping", "id": "last"}))
-    replies = rpc_lines(daemon.socket, payload, 1)
-    assert [r["id"] for r in replies] == ["last"]
 
 
 def test_message_too_large_is_answered_and_the_daemon_survives(daemon: DaemonProcess) -> None:

@@ -12,7 +12,10 @@ from taskmuxctl.result import Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
+
+    from taskmuxctl.rpctypes import HealthResult
 
 
 def _params(args: Any, **extra: Any) -> dict[str, Any]:
@@ -21,7 +24,7 @@ def _params(args: Any, **extra: Any) -> dict[str, Any]:
     return params
 
 
-def _warn_config(ctx: Context, out: dict[str, Any]) -> None:
+def _warn_config(ctx: Context, out: Mapping[str, Any]) -> None:
     """A read-only command answered from the last valid config: say the file is broken."""
     if out.get("config_error"):
         from taskmuxctl.projectfile import say_broken
@@ -155,7 +158,7 @@ def inspect(ctx: Context, args: Any) -> Result:
 
 
 def health(ctx: Context, args: Any) -> Result:
-    out = ctx.call(Method.HEALTH_CHECK, _params(args))
+    out: HealthResult = ctx.call(Method.HEALTH_CHECK, _params(args))
     _warn_config(ctx, out)
     rows = []
     for t in out["tasks"]:
@@ -172,7 +175,7 @@ def health(ctx: Context, args: Any) -> Result:
     if idle:
         head += f" ({idle} stopped task{'s' if idle > 1 else ''} not meant to run, not counted)"
     text = head + "\n" + render.table(headers, rows)
-    return Result(out, text)
+    return Result(dict(out), text)
 
 
 def url(ctx: Context, args: Any) -> Result:

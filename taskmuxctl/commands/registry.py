@@ -14,17 +14,19 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from taskmuxctl.rpctypes import ProjectList
+
 
 def list_(ctx: Context, args: Any) -> Result:
-    out = ctx.call(Method.PROJECT_LIST)
+    out: ProjectList = ctx.call(Method.PROJECT_LIST)
     rows = [[p["name"], p["state"], f"{p['tasks_running']}/{p['tasks_total']}", p["config"]]
             for p in out["projects"]]
     if not rows:
-        return Result(out, "no projects registered; `taskmux start` in a project folder "
+        return Result(dict(out), "no projects registered; `taskmux start` in a project folder "
                            "registers it")
     text = render.table(["PROJECT", "STATE", "RUNNING", "CONFIG"], rows, indent="")
     errors = [f"! {p['name']}: {p['error']}" for p in out["projects"] if p.get("error")]
-    return Result(out, "\n".join([text, *errors]))
+    return Result(dict(out), "\n".join([text, *errors]))
 
 
 def register(ctx: Context, args: Any) -> Result:

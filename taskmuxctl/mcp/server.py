@@ -31,6 +31,7 @@ from taskmuxctl import __version__
 from taskmuxctl.mcp.events import LEVELS, Hub, message_params, rank
 from taskmuxctl.mcp.tools import BY_NAME, TOOLS, ToolFailure, Tools
 from taskmuxctl.paths import Paths
+from taskmuxctl.protocol import Code, RpcError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,22 +45,12 @@ META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
 META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-UNSUPPORTED_PROTOCOL_VERSION = -32022
 TOOLS_TTL_MS = 3_600_000  # the tool list never changes while a server runs
 DRAIN_TIMEOUT = 30.0  # seconds for calls in flight to finish once stdin closes
 
 
-class ProtocolError(Exception):
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
+class ProtocolError(RpcError):
+    """An MCP request refused with a JSON-RPC error (codes from ``taskmuxctl.protocol.Code``)."""
 
 
 class Call:
@@ -146,14 +137,14 @@ class Server:
             try:
                 message = json.loads(line)
             except ValueError as exc:
-                self.send_error(None, PARSE_ERROR, f"Parse error: {exc}")
+                self.send_error(None, Code.PARSE_ERROR, f"Parse error: {exc}")
                 continue
             try:
                 self.handle(message)
             except Exception as exc:  # never let one message end the session
                 sys.stderr.write(f"taskmux mcp: internal error: {exc!r}\n")
                 if isinstance(message, dict) and "id" in message and "method" in message:
-                    self.send_error(message["id"], INTERNAL_ERROR, f"internal error: {exc}")
+                    self.send_error(message["id"], Code.INTERNAL_ERROR, f"internal error: {exc}")
         self.drain()
         return 0
 
@@ -194,12 +185,12 @@ class Server:
 
     def handle(self, message: Any) -> None:
         if isinstance(message, list):
-            self.send_error(None, INVALID_REQUEST, "batches are not supported: send one "
+            self.send_error(None, Code.INVALID_REQUEST, "batches are not supported: send one "
                             "message per line")
             return
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             self.send_error(message.get("id") if isinstance(message, dict) else None,
-                            INVALID_REQUEST, 'not a JSON-RPC 2.0 message ("jsonrpc": "2.0")')
+                            Code.INVALID_REQUEST, 'not a JSON-RPC 2.0 message ("jsonrpc": "2.0")')
             return
         method = message.get("method")
         if not isinstance(method, str):
@@ -212,7 +203,7 @@ class Server:
         req_id = message["id"]
         try:
             if not isinstance(params, dict):
-                raise ProtocolError(INVALID_PARAMS, "params must be an object")
+                raise ProtocolError(Code.INVALID_PARAMS, "params must be an object")
             self.request(req_id, method, params)
         except ProtocolError as exc:
             self.send_error(req_id, exc.code, exc.message, exc.data)
@@ -240,13 +231,13 @@ class Server:
         elif self.legacy_version is not None or method == "ping":
             version, log_level, modern = self.legacy_version or HANDSHAKE_VERSIONS[0], None, False
         else:
-            raise ProtocolError(INVALID_PARAMS, f"missing {META_VERSION} in params._meta: "
+            raise ProtocolError(Code.INVALID_PARAMS, f"missing {META_VERSION} in params._meta: "
                                 "send it (and the client capabilities) with every request "
                                 "(protocol 2026-07-28), or open with initialize (earlier "
                                 "revisions)", {"supported": list(SUPPORTED_VERSIONS)})
         if method == "server/discover":
             if not modern:
-                raise ProtocolError(METHOD_NOT_FOUND, "server/discover is a 2026-07-28 method;"
+                raise ProtocolError(Code.METHOD_NOT_FOUND, "server/discover is a 2026-07-28 method;"
                                     " this session opened with initialize")
             self.reply(req_id, {"supportedVersions": list(MODERN_VERSIONS),
                                 "capabilities": capabilities(),
@@ -266,23 +257,24 @@ class Server:
         elif method == "logging/setLevel" and not modern:
             level = params.get("level")
             if level not in LEVELS:
-                raise ProtocolError(INVALID_PARAMS, f"level must be one of {', '.join(LEVELS)}")
+                raise ProtocolError(Code.INVALID_PARAMS,
+                                    f"level must be one of {', '.join(LEVELS)}")
             self.legacy_level = str(level)
             self.reply(req_id, {}, False)
         else:
-            raise ProtocolError(METHOD_NOT_FOUND, f"method {method!r} not found")
+            raise ProtocolError(Code.METHOD_NOT_FOUND, f"method {method!r} not found")
 
     def check_modern(self, meta: dict[str, Any]) -> tuple[str, str | None]:
         version = meta.get(META_VERSION)
         if version not in MODERN_VERSIONS:
-            raise ProtocolError(UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
+            raise ProtocolError(Code.UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
                                 {"supported": list(SUPPORTED_VERSIONS), "requested": version})
         if not isinstance(meta.get(META_CAPABILITIES), dict):
-            raise ProtocolError(INVALID_PARAMS, f"missing {META_CAPABILITIES} in params._meta "
+            raise ProtocolError(Code.INVALID_PARAMS, f"missing {META_CAPABILITIES} in params._meta "
                                 "(an object; {} when the client has none)")
         level = meta.get(META_LOG_LEVEL)
         if level is not None and level not in LEVELS:
-            raise ProtocolError(INVALID_PARAMS, f"{META_LOG_LEVEL} must be one of "
+            raise ProtocolError(Code.INVALID_PARAMS, f"{META_LOG_LEVEL} must be one of "
                                 f"{', '.join(LEVELS)}")
         return str(version), level
 
@@ -299,7 +291,7 @@ class Server:
         or prompts, so no notification type is honoured: the stream stays open, quiet, until
         the client cancels it (no response then) or stdin closes."""
         if not isinstance(params.get("notifications"), dict):
-            raise ProtocolError(INVALID_PARAMS, "notifications must be an object (the "
+            raise ProtocolError(Code.INVALID_PARAMS, "notifications must be an object (the "
                                 "notification types to receive)")
         with self.calls_lock:
             self.calls[json.dumps(req_id)] = Call(None, listen=True)
@@ -313,11 +305,11 @@ class Server:
                    log_level: str | None) -> None:
         name = params.get("name")
         if name not in BY_NAME:
-            raise ProtocolError(INVALID_PARAMS, f"unknown tool {name!r}; tools: "
+            raise ProtocolError(Code.INVALID_PARAMS, f"unknown tool {name!r}; tools: "
                                 f"{', '.join(BY_NAME)}")
         args = params.get("arguments") or {}
         if not isinstance(args, dict):
-            raise ProtocolError(INVALID_PARAMS, "arguments must be an object")
+            raise ProtocolError(Code.INVALID_PARAMS, "arguments must be an object")
         call = Call(log_level)
         key = json.dumps(req_id)
         with self.calls_lock:
@@ -338,7 +330,7 @@ class Server:
         except Exception as exc:
             sys.stderr.write(f"taskmux mcp: tool {name} failed: {exc!r}\n")
             if not call.cancelled.is_set():
-                self.send_error(req_id, INTERNAL_ERROR, f"tool {name} failed: {exc}")
+                self.send_error(req_id, Code.INTERNAL_ERROR, f"tool {name} failed: {exc}")
             return
         finally:
             with self.calls_lock:

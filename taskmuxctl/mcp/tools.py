@@ -21,10 +21,11 @@ from taskmuxctl.protocol import Code, Method, RpcError, error_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     from taskmuxctl.mcp.events import Hub
+    from taskmuxctl.rpctypes import ProjectTarget, StartParams, TaskParams, TasksParams
 
 MAX_LOG_LINES = 2000
 MAX_WAIT = 300.0
@@ -198,20 +199,31 @@ class Tools:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _params(self, args: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    def _target(self, args: dict[str, Any], params: ProjectTarget) -> None:
+        """Say in ``params`` which project a tool works on: the one named, or the one of
+        the working folder."""
         if args.get("project"):
-            params: dict[str, Any] = {"project": args["project"]}
-        else:
-            config = find_config(self.cwd)
-            if config is None:
-                raise ToolFailure(
-                    f"no taskmux.toml in {self.cwd} or any folder above it, and no project "
-                    "argument; pass project (list_projects shows the registered ones)")
-            params = {"config": config, "cwd": self.cwd}
-        params.update({k: v for k, v in extra.items() if v is not None})
+            params["project"] = args["project"]
+            return
+        config = find_config(self.cwd)
+        if config is None:
+            raise ToolFailure(
+                f"no taskmux.toml in {self.cwd} or any folder above it, and no project "
+                "argument; pass project (list_projects shows the registered ones)")
+        params["config"], params["cwd"] = config, self.cwd
+
+    def _project(self, args: dict[str, Any]) -> ProjectTarget:
+        params: ProjectTarget = {}
+        self._target(args, params)
         return params
 
-    def _call(self, method: str, params: dict[str, Any] | None) -> Any:
+    def _with_tasks(self, args: dict[str, Any], params: TasksParams) -> TasksParams:
+        self._target(args, params)
+        if args.get("tasks"):
+            params["tasks"] = args["tasks"]
+        return params
+
+    def _call(self, method: str, params: Mapping[str, Any] | None) -> Any:
         ctx = Context(self.paths, as_json=True)
         try:
             return ctx.call(method, params)
@@ -255,29 +267,30 @@ class Tools:
     # -- the tools -----------------------------------------------------------------------
 
     def tool_status(self, args: dict[str, Any], _c: threading.Event) -> tuple[Any, str]:
-        out = self._call(Method.PROJECT_STATUS, self._params(args))
+        out = self._call(Method.PROJECT_STATUS, self._project(args))
         return out, _json(out)
 
     def tool_inspect(self, args: dict[str, Any], _c: threading.Event) -> tuple[Any, str]:
-        out = self._call(Method.TASK_INSPECT, self._params(args, task=args["task"]))
+        params: TaskParams = {"task": args["task"]}
+        self._target(args, params)
+        out = self._call(Method.TASK_INSPECT, params)
         return out, _json(out["task"])
 
     def tool_start(self, args: dict[str, Any], _c: threading.Event) -> tuple[Any, str]:
-        out = self._call(Method.PROJECT_START, self._params(
-            args, tasks=args.get("tasks") or None, env=dict(os.environ)))
+        params: StartParams = {"env": dict(os.environ)}
+        out = self._call(Method.PROJECT_START, self._with_tasks(args, params))
         return out, _json(out)
 
     def tool_stop(self, args: dict[str, Any], _c: threading.Event) -> tuple[Any, str]:
-        out = self._call(Method.PROJECT_STOP, self._params(args, tasks=args.get("tasks") or None))
+        out = self._call(Method.PROJECT_STOP, self._with_tasks(args, {}))
         return out, _json(out)
 
     def tool_restart(self, args: dict[str, Any], _c: threading.Event) -> tuple[Any, str]:
-        out = self._call(Method.PROJECT_RESTART,
-                         self._params(args, tasks=args.get("tasks") or None))
+        out = self._call(Method.PROJECT_RESTART, self._with_tasks(args, {}))
         return out, _json(out)
 
     def tool_health(self, args: dict[str, Any], _c: threading.Event) -> tuple[Any, str]:
-        out = self._call(Method.HEALTH_CHECK, self._params(args))
+        out = self._call(Method.HEALTH_CHECK, self._project(args))
         return out, _json(out)
 
     def tool_list_projects(self, args: dict[str, Any], _c: threading.Event) -> tuple[Any, str]:

@@ -56,7 +56,9 @@ def run(argv: list[str], timeout: float = 90.0, env: Mapping[str, str] | None = 
         while open_fds:
             left = deadline - time.monotonic()
             if left <= 0:
-                os.kill(pid, 9)
+                import signal  # only on this rare path: the client's start-up stays light
+
+                os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 raise TimeoutError(f"{' '.join(argv)} did not finish within {timeout:.0f}s")
             ready, _, _ = select.select(open_fds, [], [], left)

@@ -1,11 +1,17 @@
-"""The update lock: one update at a time per state directory (CLI and daemon alike)."""
+"""The update lock: one update at a time per state directory (CLI and daemon alike).
+
+A ``PidLock`` on ``app/update.lock`` whose holder's pid is written into the lock file.
+"""
 
 from __future__ import annotations
 
-import fcntl
-import os
+from taskmuxctl.pidlock import LockHeld, PidLock, holder
 
-from taskmuxctl.fsutil import read_pid
+TYPE_CHECKING = False  # typing costs start-up time; the client never needs it at run time
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["UpdateBusy", "UpdateLock", "holder"]
 
 
 class UpdateBusy(Exception):
@@ -15,49 +21,14 @@ class UpdateBusy(Exception):
         self.pid = pid
 
 
-class UpdateLock:
+class UpdateLock(PidLock):
     """An flock on ``app/update.lock``; the holder's pid is written into the file."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self._fd: int | None = None
+        super().__init__(path, make_dir=True)
 
-    def acquire(self) -> UpdateLock:
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def acquire(self) -> Self:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise UpdateBusy(read_pid(self.path)) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> UpdateLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def holder(path: str) -> int | None:
-    """The pid holding the lock, 0 when held by an unknown process, None when free."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return read_pid(path) or 0
-    finally:
-        os.close(fd)
-    return None
+            return super().acquire()
+        except LockHeld as exc:
+            raise UpdateBusy(exc.pid) from None

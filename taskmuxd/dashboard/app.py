@@ -20,9 +20,9 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from importlib import resources as package_files
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from taskmuxctl import eventlog
@@ -31,8 +31,13 @@ from taskmuxd.dashboard import logview, security
 from taskmuxd.dashboard.site import Request, Response, SiteSide, json_response
 
 if TYPE_CHECKING:
-    from taskmuxd.daemon import Daemon
+    from taskmuxctl.paths import Paths
+    from taskmuxd.events import EventLog
     from taskmuxd.proxy.server import Proxy
+    from taskmuxd.proxy.subsystem import ProxySubsystem
+    from taskmuxd.routes import RouteTable
+    from taskmuxd.rpc.methods import Handler
+    from taskmuxd.settings import Settings
 
 log = logging.getLogger("taskmuxd.dashboard")
 
@@ -53,11 +58,32 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
             for path, (name, kind) in STATIC.items()}
 
 
+class LocalRpc(Protocol):
+    """The daemon's own door to its methods (``RpcServer``): calls go through the same
+    checks as every client's."""
+
+    @property
+    def owner_uid(self) -> int: ...
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any: ...
+
+
 class Dashboard:
+    """The web dashboard, a daemon subsystem on the proxy's port. ``recent_events`` is the
+    event hub's ring of recent events; ``task_known`` says whether a project has a task."""
+
     name = "dashboard"  # as a daemon subsystem (its section in daemon.status)
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, paths: Paths, routes: RouteTable, proxy: ProxySubsystem, rpc: LocalRpc,
+                 events: EventLog, recent_events: Callable[[], Iterable[dict[str, Any]]],
+                 task_known: Callable[[str, str], bool]) -> None:
+        self.paths = paths
+        self.routes = routes
+        self.proxy = proxy
+        self.rpc = rpc
+        self.events = events
+        self.recent_events = recent_events
+        self.task_known = task_known
         self.sessions = security.Sessions()
         self.static = _load_static()
         self.streams = 0
@@ -69,11 +95,11 @@ class Dashboard:
 
     @property
     def tld(self) -> str:
-        return self.daemon.routes.tld
+        return self.routes.tld
 
     @property
     def port(self) -> int:
-        return int(self.daemon.proxy.proxy.https_port)
+        return int(self.proxy.proxy.https_port)
 
     @property
     def site(self) -> str:
@@ -84,8 +110,8 @@ class Dashboard:
 
     def attach(self) -> None:
         """Claim the dashboard's name in the proxy: SNI, certificate, and the connections."""
-        self.daemon.proxy.sni.own[self.site] = self.context
-        self.daemon.proxy.proxy.own_sites[self.site] = self.protocol
+        self.proxy.sni.own[self.site] = self.context
+        self.proxy.proxy.own_sites[self.site] = self.protocol
 
     def context(self) -> ssl.SSLContext:
         """TLS for the dashboard's name: its own leaf, HTTP/1.1 only (renewed when due)."""
@@ -94,7 +120,7 @@ class Dashboard:
             return self._context[0]
         from taskmuxd.certs import LEAF_RENEW_BEFORE
 
-        leaf = self.daemon.proxy.store.leaf(self.site.split(".", 1)[0])
+        leaf = self.proxy.store.leaf(self.site.split(".", 1)[0])
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["http/1.1"])
@@ -122,7 +148,7 @@ class Dashboard:
 
     async def respond(self, req: Request) -> Response:
         self.requests += 1
-        owner = self.daemon.rpc.owner_uid
+        owner = self.rpc.owner_uid
         if not security.peer_ok(req.client, owner):
             self.refused += 1
             return _text(403, "this dashboard serves only the user who runs the taskmux "
@@ -175,7 +201,7 @@ class Dashboard:
                                                  ("set-cookie", security.set_cookie(sid))])
 
     async def _overview(self) -> dict[str, Any]:
-        rpc = self.daemon.rpc
+        rpc = self.rpc
         out = []
         for p in (await rpc.call(Method.PROJECT_LIST))["projects"]:
             try:
@@ -189,20 +215,19 @@ class Dashboard:
         if not project or not task:
             return json_response(400, {"error": "project and task are required"})
         try:
-            info = await self.daemon.rpc.call(Method.TASK_INSPECT,
+            info = await self.rpc.call(Method.TASK_INSPECT,
                                               {"project": project, "task": task})
         except RpcError as exc:
             return json_response(404, {"error": exc.message})
-        recent = [e for e in self.daemon.event_hub.ring
+        recent = [e for e in self.recent_events()
                   if eventlog.matches(e, project, task, None)][-RECENT_EVENTS:]
         return json_response(200, {"task": info["task"], "events": recent})
 
     async def _logs(self, query: dict[str, str]) -> Response:
         project, task = query.get("project", ""), query.get("task", "")
-        projects = self.daemon.projects.projects
-        if project not in projects or task not in projects[project].tasks:
+        if not self.task_known(project, task):
             return json_response(404, {"error": "no such task"})
-        path = self.daemon.paths.task_log(project, task)
+        path = self.paths.task_log(project, task)
         lines = await asyncio.to_thread(logview.tail, path, query.get("q", ""),
                                         logview.clamp(query.get("n")))
         return json_response(200, {"project": project, "task": task, "path": path,
@@ -218,7 +243,7 @@ class Dashboard:
             return json_response(400, {"error": 'send {"action": "start"|"stop"|"restart", '
                                                 '"project": ..., "task": ...}'})
         try:
-            out = await self.daemon.rpc.call(method, {"project": project, "tasks": [task]})
+            out = await self.rpc.call(method, {"project": project, "tasks": [task]})
         except RpcError as exc:
             return json_response(409, {"error": exc.message, "code": exc.code})
         return json_response(200, out)
@@ -244,7 +269,7 @@ class Dashboard:
                     queue.get_nowait()
                 queue.put_nowait(None)
 
-        unlisten = self.daemon.events.subscribe(offer)
+        unlisten = self.events.subscribe(offer)
         self.streams += 1
         try:
             yield b"retry: 2000\n\n"
@@ -268,19 +293,25 @@ def _text(status: int, message: str) -> Response:
     return Response(status, (message + "\n").encode(), "text/plain; charset=utf-8")
 
 
-def dashboard_for(daemon: Daemon) -> Dashboard | None:
-    """The dashboard when the proxy serves (it lives on the proxy's port)."""
-    if not daemon.settings.proxy_enabled:
-        return None
-    dash = Dashboard(daemon)
-    dash.attach()
-    return dash
+def enabled(settings: Settings) -> bool:
+    """The dashboard is served when the proxy serves (it lives on the proxy's port)."""
+    return settings.proxy_enabled
 
 
-def register(daemon: Daemon, dash: Dashboard | None) -> None:
-    async def session() -> dict[str, Any]:
+class DashboardMethods:
+    """The ``dashboard.*`` namespace; ``dash`` None when the proxy (and so the dashboard) is
+    off."""
+
+    def __init__(self, dash: Dashboard | None) -> None:
+        self.dash = dash
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {Method.DASHBOARD_SESSION: self.session}
+
+    async def session(self) -> dict[str, Any]:
         """A one-time link that opens the dashboard with a session (good for two minutes,
         once)."""
+        dash = self.dash
         if dash is None:
             from taskmuxd.errors import ClientError
 
@@ -289,5 +320,3 @@ def register(daemon: Daemon, dash: Dashboard | None) -> None:
         token = dash.sessions.issue(time.time())
         return {"url": dash.url(f"/session?token={token}"), "dashboard": dash.url(),
                 "expires_in": security.TOKEN_TTL}
-
-    daemon.methods.add(Method.DASHBOARD_SESSION, session)

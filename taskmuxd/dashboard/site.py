@@ -15,14 +15,13 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h11
 
 from taskmuxd.dashboard import security
 
 if TYPE_CHECKING:
-    from taskmuxd.dashboard.app import Dashboard
     from taskmuxd.proxy.server import Proxy
 
 log = logging.getLogger("taskmuxd.dashboard")
@@ -52,8 +51,14 @@ class Response:
     stream: Callable[[], AsyncGenerator[bytes, None]] | None = None  # server-sent events
 
 
+class Site(Protocol):
+    """What answers the requests of a ``SiteSide`` (``taskmuxd.dashboard.app.Dashboard``)."""
+
+    async def respond(self, req: Request) -> Response: ...
+
+
 class SiteSide(asyncio.Protocol):
-    def __init__(self, site: Dashboard, proxy: Proxy, client: str) -> None:
+    def __init__(self, site: Site, proxy: Proxy, client: str) -> None:
         self.site = site
         self.proxy = proxy
         self.client = client

@@ -73,6 +73,8 @@ class Hooks(BaseModel):
 
 
 Condition = Literal["started", "healthy", "completed_successfully"]
+# Where a task's readiness comes from besides probes (``TaskConfig.ready_source``).
+ReadySource = Literal["notify", "log"]
 CONDITIONS = ("started", "healthy", "completed_successfully")
 
 
@@ -163,7 +165,7 @@ class TaskConfig(BaseModel):
         return bool(self.health_url or self.health_check or self.ready_source)
 
     @property
-    def ready_source(self) -> str | None:
+    def ready_source(self) -> ReadySource | None:
         """Where the task's readiness comes from besides probes: "notify" (it sends
         READY=1) or "log" (a line of its output matches ``ready_log_line``)."""
         if self.ready == "notify":

@@ -42,8 +42,8 @@ def cancel(task: TaskRuntime) -> None:
 
 def _begin(project: Project, task: TaskRuntime, run_id: int) -> None:
     task.probe_timer = None
-    task.health_task = project.s.spawn(_probe_once(project, task, run_id),
-                                       f"health {project.name}/{task.name}")
+    task.health_task = project.services.spawn(_probe_once(project, task, run_id),
+                                              f"health {project.name}/{task.name}")
 
 
 async def _probe_once(project: Project, task: TaskRuntime, run_id: int) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 from dataclasses import dataclass
+from typing import Literal
 
 from taskmuxctl.protocol import Code
 from taskmuxd import privacy
@@ -21,9 +22,13 @@ class HookFailed(TaskError):
     default_code = Code.HOOK_FAILED
 
 
+# The hooks of taskmux.toml (``config.Hooks``' fields).
+HookName = Literal["before_start", "after_start", "before_stop", "after_stop"]
+
+
 @dataclass(frozen=True)
 class HookRun:
-    which: str  # "before_start", ...
+    which: HookName
     scope: str  # "project" or the task's name
     command: str
 

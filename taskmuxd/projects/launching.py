@@ -62,7 +62,7 @@ def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
     rec.run_id += 1
     rec.pid = rec.pgid = rec.pid_start = rec.runner_pid = rec.runner_start = None
     rec.clean = False
-    project.s.runners.unwatch(project.task_key(task))
+    project.services.runners.unwatch(project.task_key(task))
     st.save_task(project.files, task.name, task.record, launch=True)
     return rec.run_id, was_clean
 
@@ -83,16 +83,16 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
         if not was_clean:
             # An earlier run may still have processes (its runner was killed, or a daemon died
             # mid-launch): end them before a second copy could start.
-            prefix = ownership.task_prefix(project.s.paths.home, project.name, task.name)
+            prefix = ownership.task_prefix(project.services.paths.home, project.name, task.name)
             found = await ownership.clear_leftovers(
                 prefix, task.config.stop_grace_period,
-                members=lambda: project.s.groups.members(project.name, task.name))
+                members=lambda: project.services.groups.members(project.name, task.name))
             if found:
-                project.s.events.emit("leftovers_stopped", project.name, task.name,
-                                      processes=found)
+                project.services.events.emit("leftovers_stopped", project.name, task.name,
+                                             processes=found)
             if rec.run_id != run_id:
                 return
-        marker = ownership.run_marker(project.s.paths.home, project.name, task.name, run_id)
+        marker = ownership.run_marker(project.services.paths.home, project.name, task.name, run_id)
         port = await claim_port(project, task) if task.config.wants_port else None
         env = project.task_env(task, port)
         cwd = project.loaded.task_cwd(task.config)
@@ -104,9 +104,9 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             command=task.config.command, shell=task.config.shell or DEFAULT_SHELL,
             cwd=cwd, env=env, log=project.log_path(task),
             log_max_size=task.config.log_max_size, log_max_files=task.config.log_max_files,
-            record=project.files.record(task.name), socket=project.s.paths.socket,
+            record=project.files.record(task.name), socket=project.services.paths.socket,
             marker=marker, stop_grace_period=task.config.stop_grace_period,
-            cgroup=project.s.groups.ensure(project.name, task.name),
+            cgroup=project.services.groups.ensure(project.name, task.name),
             relaunch_socket=relaunch_socket(project, task),
             **readiness.runner_spec(project, task),
         )
@@ -138,8 +138,8 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
         if rec.run_id == run_id:
             task.last_launch_error = exc.message
             task.last_launch_code = exc.code
-            project.s.events.emit("hook_failed", project.name, task.name, hook="before_start",
-                                  error=exc.message)
+            project.services.events.emit("hook_failed", project.name, task.name,
+                                         hook="before_start", error=exc.message)
             project.handle(m.Aborted(task.name))
     except Exception as exc:  # a full disk: say which file and what to do
         launch_failed(project, task, run_id, diskspace.describe(exc) if diskspace.is_full(exc)
@@ -189,7 +189,7 @@ async def _relaunch_in_place(project: Project, task: TaskRuntime, waiting: str |
     if placed is None:
         log.warning("%s/%s: no answer to the relaunch order; launching through tmux",
                     project.name, task.name)
-        prefix = ownership.task_prefix(project.s.paths.home, project.name, task.name)
+        prefix = ownership.task_prefix(project.services.paths.home, project.name, task.name)
         await ownership.clear_leftovers(prefix, task.config.stop_grace_period)
     return bool(placed)
 
@@ -213,7 +213,7 @@ def release_waiting(project: Project, task: TaskRuntime) -> None:
         if left + runrelaunch.WAIT_SECONDS <= runrelaunch.HOLD_LIMIT:
             if task.runner_held_for != at:  # ask it to wait for this restart (once)
                 task.runner_held_for = at
-                project.s.spawn(_order(path, {"hold": left + runrelaunch.WAIT_SECONDS}),
+                project.services.spawn(_order(path, {"hold": left + runrelaunch.WAIT_SECONDS}),
                                 f"hold runner {project.name}/{task.name}")
             return
     task.waiting_runner = None
@@ -227,8 +227,8 @@ def started(project: Project, task: TaskRuntime) -> None:
     """Every start is in the event history, the user's and the automatic ones alike: with its
     pid, and ``attempt`` (0 for a start by the user, n for the n-th restart in a streak)."""
     rec, pol = task.record, task.record.policy
-    project.s.events.emit("task_started", project.name, task.name, pid=rec.pid, port=rec.port,
-                          attempt=pol.attempt, restarts=pol.restarts)
+    project.services.events.emit("task_started", project.name, task.name, pid=rec.pid,
+                                 port=rec.port, attempt=pol.attempt, restarts=pol.restarts)
 
 
 def launch_failed(project: Project, task: TaskRuntime, run_id: int, reason: str) -> None:
@@ -243,7 +243,7 @@ def launch_failed(project: Project, task: TaskRuntime, run_id: int, reason: str)
 async def finish(project: Project, task: TaskRuntime, run_id: int) -> None:
     """A daemon was killed mid-launch of ``run_id``: its runner may be on its way, or tmux was
     never asked. Wait for it briefly; else launch again, clearing leftovers first."""
-    marker = ownership.run_marker(project.s.paths.home, project.name, task.name, run_id)
+    marker = ownership.run_marker(project.services.paths.home, project.name, task.name, run_id)
     if await ownership.marked_alive(marker):
         reported = await project.changed.wait_for(
             lambda: task.record.run_id != run_id or task.state != TaskState.STARTING,
@@ -261,4 +261,5 @@ async def finish(project: Project, task: TaskRuntime, run_id: int) -> None:
     log.info("%s/%s: the launch of run %d did not finish; launching again", project.name,
              task.name, run_id)
     new_run, clean = begin(project, task)
-    project.s.spawn(launch(project, task, new_run, clean), f"launch {project.name}/{task.name}")
+    project.services.spawn(launch(project, task, new_run, clean),
+                           f"launch {project.name}/{task.name}")

@@ -14,7 +14,8 @@ import os
 import signal
 import time
 import tomllib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from taskmuxctl.daemonctl import alive
 from taskmuxctl.fsutil import atomic_write
@@ -34,7 +35,7 @@ from taskmuxd.projects.ownership import RunnerWatch
 from taskmuxd.projects.project import Project, Services
 from taskmuxd.projects.registry import Registry
 from taskmuxd.projects.watcher import ConfigWatcher
-from taskmuxd.routes import Backend
+from taskmuxd.routes import Backend, RouteTable
 from taskmuxd.runrecord import RunRecord
 from taskmuxd.supervisor import messages as m
 from taskmuxd.tmux import (
@@ -48,13 +49,20 @@ from taskmuxd.tmux import (
 )
 
 if TYPE_CHECKING:
-    from taskmuxd.daemon import Daemon
+    from taskmuxctl.paths import Paths
+    from taskmuxd.settings import Settings
 
 log = logging.getLogger("taskmuxd.projects")
 
 RESTORE_CHECK_DELAY = 0.5
 TMUX_CHANGE_DELAY = 0.05  # a burst of tmux notifications is looked at once
 RESTORE_SETTLE = 5.0  # seconds a restore waits for the exits of the session's tasks
+# A task that died of one of these likely lost its pane (tmux went away, or closed the window).
+HANGUP_SIGNALS = (signal.SIGHUP, signal.SIGTERM)
+
+
+# What is wrong with a registered project's taskmux.toml (its last valid version is in use).
+ProblemState = Literal["config_missing", "error"]
 
 
 class ProjectNotFound(ClientError):
@@ -62,17 +70,24 @@ class ProjectNotFound(ClientError):
 
 
 class Projects:
+    """The ``supervision`` subsystem. ``settings`` reads the daemon's current settings (they
+    change on reload); ``routes`` is where it publishes which task answers which name, and
+    ``url_of`` says under which URL the proxy serves a backend."""
+
     name = "supervision"
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.paths = daemon.paths
-        self.events: EventLog = daemon.events
+    def __init__(self, paths: Paths, settings: Callable[[], Settings], events: EventLog,
+                 routes: RouteTable, url_of: Callable[[Backend], str | None]) -> None:
+        self.paths = paths
+        self._settings = settings
+        self.events = events
+        self.routes = routes
+        self._url_of = url_of
         self.registry = Registry(self.paths.registry)
-        socket_name = os.environ.get("TASKMUX_TMUX_SOCKET") or daemon.settings.tmux_socket
+        socket_name = os.environ.get("TASKMUX_TMUX_SOCKET") or settings().tmux_socket
         self.tmux = Tmux(socket_name)
         self.projects: dict[str, Project] = {}
-        self.problems: dict[str, tuple[str, str]] = {}  # name -> (state, message)
+        self.problems: dict[str, tuple[ProblemState, str]] = {}  # name -> (state, message)
         self.jobs = Jobs("projects")
         self.started = asyncio.Event()
         self._restore_check: asyncio.TimerHandle | None = None
@@ -81,7 +96,7 @@ class Projects:
         self._published: dict[str, list[Backend]] = {}
         self.services = Services(
             paths=self.paths, tmux=self.tmux, events=self.events,
-            dependency_timeout=lambda: float(daemon.settings.dependency_timeout),
+            dependency_timeout=lambda: float(settings().dependency_timeout),
             url_for=self.url_for, on_change=self._changed, spawn=self.jobs.spawn,
             runners=RunnerWatch(), groups=TaskGroups.detect())
 
@@ -261,7 +276,8 @@ class Projects:
         try:
             loaded = await self.load_file(path)
         except (cfgmod.ConfigError, cfgmod.ConfigNotFound) as exc:
-            state = "config_missing" if isinstance(exc, cfgmod.ConfigNotFound) else "error"
+            state: ProblemState = "config_missing" if isinstance(
+                exc, cfgmod.ConfigNotFound) else "error"
             self.problems[project.name] = (state, exc.message)
             log.error("%s: %s; keeping the running configuration", project.name, exc.message)
             self.events.emit("config_invalid", project.name, None, error=exc.message,
@@ -351,7 +367,7 @@ class Projects:
                         runner_now.status in ("exited", "failed"):
                     project.runner_exited(task.name, runner_now)
                 else:
-                    project.s.runners.unwatch(project.task_key(task))
+                    project.services.runners.unwatch(project.task_key(task))
                     rec.exited_wall = time.time()
                     project.handle(m.Adopted(task.name, "gone"))
         if windows is not None:
@@ -424,7 +440,7 @@ class Projects:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(float(self.daemon.settings.health_check_interval))
+            await asyncio.sleep(float(self._settings().health_check_interval))
             await self.sweep()
 
     async def sweep(self) -> None:
@@ -453,8 +469,8 @@ class Projects:
         project.runner_exited(task_name, record)
         # The window went away (tmux kill-server, a closed window): look soon, not at the
         # next sweep, whether the whole session went with it.
-        hangup = record.ended_by in ("hangup", "pane_write_failed") or record.exit_signal in (
-            signal.SIGHUP, signal.SIGTERM)
+        hangup = record.ended_by in ("hangup", "pane_write_failed") or \
+            record.exit_signal in HANGUP_SIGNALS
         if hangup and project.record.running:
             # A hang-up often means tmux went away; look soon rather than at the next sweep.
             if self._restore_check is not None:
@@ -467,7 +483,7 @@ class Projects:
     def url_for(self, project: str, host: str | None) -> str | None:
         if host is None:
             return None
-        return self.daemon.proxy.url_for(Backend(project, "", host, None, "", False))
+        return self._url_of(Backend(project, "", host, None, "", False))
 
     def _changed(self, project: Project) -> None:
         self._publish_routes(project)
@@ -483,11 +499,11 @@ class Projects:
             return  # no web tasks: nothing to route, no certificate to mint
         if self._published.get(project.name) != backends:
             self._published[project.name] = backends
-            self.daemon.routes.set_project(project.name, backends)
+            self.routes.set_project(project.name, backends)
 
     def forget_routes(self, name: str) -> None:
         self._published.pop(name, None)
-        self.daemon.routes.remove_project(name)
+        self.routes.remove_project(name)
 
 
 def _alive(pid: object) -> bool:

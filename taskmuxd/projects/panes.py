@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from taskmuxd.projects.manager import Projects
     from taskmuxd.projects.project import Project
     from taskmuxd.projects.task import TaskRuntime
+    from taskmuxd.rpc.methods import Handler
 
 # Text longer than this goes through a buffer (stdin, no size limit) rather than the
 # command line, which tmux caps at 16 KiB per message.
@@ -71,12 +72,20 @@ async def task_window(projects: Projects, p: Project, task: TaskRuntime) -> Wind
     return None
 
 
-def register(projects: Projects, add: Callable[[str, Callable[..., Awaitable[Any]]], None]
-             ) -> None:
-    async def task_send(task: str, text: SendText | None = None, enter: bool = True,
+class PaneMethods:
+    """``task.send`` and ``project.tmux``: the part of the project namespace that talks to
+    the panes through ``Tmux``."""
+
+    def __init__(self, projects: Projects) -> None:
+        self.projects = projects
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {Method.TASK_SEND: self.task_send, Method.PROJECT_TMUX: self.project_tmux}
+
+    async def task_send(self, task: str, text: SendText | None = None, enter: bool = True,
                         keys: SendKeys | None = None, project: str | None = None,
                         config: str | None = None, cwd: str | None = None) -> dict[str, Any]:
-        p = await projects.resolve(project, config, cwd)
+        p = await self.projects.resolve(project, config, cwd)
         t = p.task(task)
         keys = list(keys or [])
         if not text and not keys:
@@ -84,7 +93,7 @@ def register(projects: Projects, add: Callable[[str, Callable[..., Awaitable[Any
         if text and len(text.encode()) > MAX_SEND_BYTES:
             raise ClientError(f"text too long ({len(text.encode())} bytes; at most "
                               f"{MAX_SEND_BYTES})", {"task": task})
-        window = await task_window(projects, p, t) if t.state == TaskState.RUNNING else None
+        window = await task_window(self.projects, p, t) if t.state == TaskState.RUNNING else None
         if window is None or window.dead:
             raise TaskNotRunning(
                 f"task {task!r} is {t.state.value}, so nothing reads what would be typed; "
@@ -92,23 +101,23 @@ def register(projects: Projects, add: Callable[[str, Callable[..., Awaitable[Any
                 {"task": task, "state": t.state.value})
         buffer = f"taskmux-send-{os.getpid()}-{next(_buffers)}"
         commands, stdin = plan(window.pane_id, text, enter, keys, buffer)
-        await projects.tmux.run(*commands, input=stdin)
+        await self.projects.tmux.run(*commands, input=stdin)
         return {"project": p.name, "task": task, "window": window.window_id,
                 "pane": window.pane_id, "bytes": len(text.encode()) if text else 0,
                 "paste": stdin is not None, "enter": bool(text) and enter, "keys": keys}
 
-    async def project_tmux(task: str | None = None, project: str | None = None,
+    async def project_tmux(self, task: str | None = None, project: str | None = None,
                            config: str | None = None,
                            cwd: str | None = None) -> dict[str, Any]:
-        p = await projects.resolve(project, config, cwd)
-        tmux = projects.tmux
+        p = await self.projects.resolve(project, config, cwd)
+        tmux = self.projects.tmux
         running = await tmux.has_session(p.name)
         out: dict[str, Any] = {"project": p.name, "session": p.name, "running": running,
                                "socket_name": tmux.socket_name, "socket_path": None,
                                "task": task, "window": None, "pane": None}
         if task is not None:
             t = p.task(task)
-            window = await task_window(projects, p, t) if running else None
+            window = await task_window(self.projects, p, t) if running else None
             if window is not None:
                 out.update(window=window.window_id, pane=window.pane_id)
         if running:
@@ -116,6 +125,3 @@ def register(projects: Projects, add: Callable[[str, Callable[..., Awaitable[Any
                                    "#{socket_path}"], allow_missing=True)
             out["socket_path"] = path.strip() if path else None
         return out
-
-    add(Method.TASK_SEND, task_send)
-    add(Method.PROJECT_TMUX, project_tmux)

@@ -31,20 +31,20 @@ async def claim_port(project: Project, task: TaskRuntime) -> int:
     holders = await asyncio.to_thread(ports.listeners, rec.port)
     # A holder is this task's leftover only when it carries the task's run marker: a process
     # group id or a uid proves nothing (both are reused).
-    prefix = ownership.task_prefix(project.s.paths.home, project.name, task.name)
+    prefix = ownership.task_prefix(project.services.paths.home, project.name, task.name)
     marked = {p.pid for p in await asyncio.to_thread(proctree.find_marked, prefix)}
     leftovers = [h for h in holders if h.pid in marked]
     if holders and len(leftovers) == len(holders):
         await ownership.clear_leftovers(prefix, task.config.stop_grace_period)
-        project.s.events.emit("leftover_killed", project.name, task.name, port=rec.port,
-                              pids=[h.pid for h in leftovers])
+        project.services.events.emit("leftover_killed", project.name, task.name, port=rec.port,
+                                     pids=[h.pid for h in leftovers])
         for _ in range(40):
             if not ports.in_use(rec.port):
                 return rec.port
             await asyncio.sleep(0.05)
     old = rec.port
     rec.port = ports.free_port()
-    project.s.events.emit("port_reassigned", project.name, task.name, old_port=old,
+    project.services.events.emit("port_reassigned", project.name, task.name, old_port=old,
                        new_port=rec.port, held_by=[h.pid for h in holders])
     log.warning("%s/%s: port %d is held by pid(s) %s that are not this task's; using %d",
                 project.name, task.name, old, [h.pid for h in holders] or "?", rec.port)

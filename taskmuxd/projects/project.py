@@ -25,6 +25,7 @@ from typing import Any
 from taskmuxctl.daemonctl import alive
 from taskmuxctl.paths import Paths
 from taskmuxctl.protocol import Code
+from taskmuxctl.rpctypes import StatusTask
 from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.errors import ClientError, TaskError
@@ -42,7 +43,7 @@ from taskmuxd.projects import (
 )
 from taskmuxd.projects import state as st
 from taskmuxd.projects.config import LoadedConfig, TaskConfig, closure
-from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookRun, run_hook
+from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookName, HookRun, run_hook
 from taskmuxd.projects.launcher import Launcher
 from taskmuxd.projects.launching import LAUNCH_TIMEOUT
 from taskmuxd.projects.ownership import RunnerWatch
@@ -79,7 +80,7 @@ class TaskNotFound(ClientError):
 
 class Project:
     def __init__(self, services: Services, name: str, loaded: LoadedConfig) -> None:
-        self.s = services
+        self.services = services
         self.name = name
         self.loaded = loaded
         self.files = st.ProjectFiles(services.paths, name)
@@ -213,8 +214,8 @@ class Project:
         elif isinstance(action, m.Launch):
             task.last_launch_error, task.last_launch_code = None, None
             run_id, clean = launching.begin(self, task)
-            self.s.spawn(launching.launch(self, task, run_id, clean),
-                         f"launch {self.name}/{task.name}")
+            self.services.spawn(launching.launch(self, task, run_id, clean),
+                                f"launch {self.name}/{task.name}")
         elif isinstance(action, m.Signal):
             # Written down before the signal (``stopping.send`` waits for it, once for all
             # the signals of this turn), as a launch is before tmux is asked: a daemon killed
@@ -238,8 +239,8 @@ class Project:
             log.error("%s/%s: no transition from %r on %r (ignored)", self.name, task.name,
                       action.state, action.event)
         elif isinstance(action, m.FinishLaunch):
-            self.s.spawn(launching.finish(self, task, task.record.run_id),
-                         f"reconcile {self.name}/{task.name}")
+            self.services.spawn(launching.finish(self, task, task.record.run_id),
+                                f"reconcile {self.name}/{task.name}")
         elif isinstance(action, m.Emit):
             details = dict(action.details)
             if action.event in PID_EVENTS:
@@ -247,7 +248,7 @@ class Project:
             if action.event == "restart_held":
                 log.info("%s/%s: restart waits for %s", self.name, task.name,
                          action.details.get("waiting_for"))
-            self.s.events.emit(action.event, self.name, task.name, **details)
+            self.services.events.emit(action.event, self.name, task.name, **details)
 
     def _sync(self, task: TaskRuntime) -> None:
         """The machine's state into the task's record, which status and the files show."""
@@ -268,7 +269,7 @@ class Project:
     def touch(self) -> None:
         """Something changed: wake waiters, tell listeners."""
         self.changed.fire()
-        self.s.on_change(self)
+        self.services.on_change(self)
 
     def save_task(self, task: TaskRuntime) -> None:
         """Write the task's record within this turn of the event loop (changes made together
@@ -396,31 +397,31 @@ class Project:
                                  if k in ("PATH", "HOME", "USER", "LANG", "SHELL", "LOGNAME")}
         return environment.build(base, text, task.config.env, port, {
             "TASKMUX_PROJECT": self.name, "TASKMUX_TASK": task.name,
-            "TASKMUX_HOME": self.s.paths.home})
+            "TASKMUX_HOME": self.services.paths.home})
 
-    async def after_hook(self, task: TaskRuntime, which: str, command: str) -> None:
+    async def after_hook(self, task: TaskRuntime, which: HookName, command: str) -> None:
         try:
             await run_hook(HookRun(which, task.name, command),
                            self.task_env(task, task.record.port),
                            self.loaded.task_cwd(task.config))
         except TaskError as exc:
             log.warning("%s", exc.message)
-            self.s.events.emit("hook_failed", self.name, task.name, hook=which,
-                               error=exc.message)
+            self.services.events.emit("hook_failed", self.name, task.name, hook=which,
+                                      error=exc.message)
 
     def log_path(self, task: TaskRuntime) -> str:
         if task.config.log_file:
             return os.path.join(self.loaded.folder, os.path.expanduser(task.config.log_file))
-        return self.s.paths.task_log(self.name, task.name)
+        return self.services.paths.task_log(self.name, task.name)
 
     # -- what the runners report ----------------------------------------------------------
 
     def group_info(self, task: TaskRuntime) -> dict[str, Any]:
         """The task's cgroup and the CPU time it used, where a subtree was delegated."""
-        path = self.s.groups.path(self.name, task.name)
+        path = self.services.groups.path(self.name, task.name)
         if path is None:
             return {}
-        usec = self.s.groups.cpu_usec(self.name, task.name)
+        usec = self.services.groups.cpu_usec(self.name, task.name)
         return {"cgroup": path, "cpu_seconds": None if usec is None else usec / 1e6}
 
     def task_key(self, task: TaskRuntime) -> str:
@@ -473,8 +474,8 @@ class Project:
         else:
             return
         run_id = rec.run_id
-        self.s.runners.watch(self.task_key(task), rec.runner_pid, still,
-                             lambda: self.runner_gone(task, run_id))
+        self.services.runners.watch(self.task_key(task), rec.runner_pid, still,
+                                    lambda: self.runner_gone(task, run_id))
 
     def runner_gone(self, task: TaskRuntime, run_id: int) -> None:
         """The runner of ``run_id`` has ended. It normally said so first; if it could not (it
@@ -486,7 +487,7 @@ class Project:
         if runner and runner.run_id == run_id and runner.status in ("exited", "failed"):
             self.runner_exited(task.name, runner)  # its report, read before it arrived
             return
-        self.s.events.emit("runner_lost", self.name, task.name,
+        self.services.events.emit("runner_lost", self.name, task.name,
                            runner_pid=task.record.runner_pid)
         # The runner is gone: its record cannot change any more (read once, above).
         stopping.exit_unreported(self, task, run_id, signal.SIGKILL, read=False)
@@ -496,7 +497,7 @@ class Project:
         if task is None or record.run_id != task.record.run_id or not task.live:
             return
         rec = task.record
-        self.s.runners.unwatch(self.task_key(task))
+        self.services.runners.unwatch(self.task_key(task))
         rec.clean = record.tree_clean is True
         launching.runner_waits(task, record)
         rec.exited_wall = record.exited_at or time.time()
@@ -519,7 +520,7 @@ class Project:
                 continue
             rec.window_id = None
             self.save_task(task)
-            self.s.events.emit("window_closed", self.name, task.name, window=window_id,
+            self.services.events.emit("window_closed", self.name, task.name, window=window_id,
                                state=task.state.value)
             rid = rec.runner_id()
             if task.live and rid is not None and not proctree.is_alive(rid):
@@ -566,9 +567,9 @@ class Project:
 
     def _project_env(self) -> dict[str, str]:
         return environment.build(self.base_env, None, {}, None, {
-            "TASKMUX_PROJECT": self.name, "TASKMUX_HOME": self.s.paths.home})
+            "TASKMUX_PROJECT": self.name, "TASKMUX_HOME": self.services.paths.home})
 
-    async def _global_hook(self, which: str) -> None:
+    async def _global_hook(self, which: HookName) -> None:
         command = getattr(self.loaded.project.hooks, which)
         if command:
             await run_hook(HookRun(which, "project", command), self._project_env(),
@@ -590,8 +591,8 @@ class Project:
         results = await self.start_gated(todo)
         await self._global_hook("after_start")
         if not names:
-            self.s.events.emit("session_started", self.name, None,
-                               tasks=[n for n in todo if results[n]["action"] == "started"])
+            self.services.events.emit("session_started", self.name, None,
+                                      tasks=[n for n in todo if results[n]["action"] == "started"])
         self.touch()
         out = [results[n] for n in todo]
         failed = [r for r in out if r["action"] == "failed"]
@@ -615,7 +616,7 @@ class Project:
         """Start ``todo``, each task once what it depends on is ready (within
         ``dependency_timeout``); independent tasks start in parallel. The machine decides;
         this waits for its answer."""
-        timeout = self.s.dependency_timeout()
+        timeout = self.services.dependency_timeout()
         rid = next(_requests)
         answer: asyncio.Future[tuple[m.Outcome, ...]] = \
             asyncio.get_running_loop().create_future()
@@ -667,7 +668,7 @@ class Project:
         results.sort(key=lambda r: str(r["task"]))
         await self._global_hook("after_stop")
         if not names:
-            self.s.events.emit("session_stopped", self.name, None)
+            self.services.events.emit("session_stopped", self.name, None)
         self.touch()
         return results
 
@@ -698,9 +699,9 @@ class Project:
             self.command(task, Ev.STOP)
         await task.wait_exit()
         if was_live:
-            self.s.events.emit("task_stopped", self.name, name,
-                               exit_code=task.record.policy.last_exit_code,
-                               signal=task.record.policy.last_exit_signal)
+            self.services.events.emit("task_stopped", self.name, name,
+                                      exit_code=task.record.policy.last_exit_code,
+                                      signal=task.record.policy.last_exit_signal)
             if task.config.hooks.after_stop:
                 await self.after_hook(task, "after_stop", task.config.hooks.after_stop)
         return {"task": name, "action": "stopped" if was_live else "already_stopped"}
@@ -723,8 +724,8 @@ class Project:
                 r = started[name]
                 ok = r["action"] in ("started", "already_running")
                 task = self.tasks[name]
-                self.s.events.emit("task_restarted", self.name, name, pid=task.record.pid,
-                                   because=along[name])
+                self.services.events.emit("task_restarted", self.name, name, pid=task.record.pid,
+                                          because=along[name])
                 results.append({"task": name, "action": "restarted" if ok else "failed",
                                 "pid": task.record.pid, "state": task.state.value,
                                 "because": along[name],
@@ -750,7 +751,7 @@ class Project:
             await self.changed.wait_for(
                 settled, task.config.stop_grace_period * 2 + KILL_WAIT + LAUNCH_TIMEOUT + 5)
             ok = task.state == TaskState.RUNNING
-            self.s.events.emit("task_restarted", self.name, name, pid=task.record.pid)
+            self.services.events.emit("task_restarted", self.name, name, pid=task.record.pid)
             results.append({"task": name, "action": "restarted" if ok else "failed",
                             "pid": task.record.pid, "state": task.state.value})
         return results
@@ -759,15 +760,16 @@ class Project:
         task = self.task(name)
         self.command(task, Ev.KILL)
         await task.wait_exit()
-        self.s.events.emit("task_killed", self.name, name)
+        self.services.events.emit("task_killed", self.name, name)
         return {"task": name, "action": "killed"}
 
     # -- status ---------------------------------------------------------------------------
 
-    def task_infos(self) -> list[dict[str, Any]]:
+    def task_infos(self, resources: Callable[[str], dict[str, Any]]) -> list[StatusTask]:
+        """Every task's ``status`` row; ``resources`` gives a task's resource figures."""
         snap = ownership.snapshot()
-        return [{**t.info(self.s.url_for(self.name, t.config.host), snap),
-                 "waiting_for": self.machine.held(t.name)}
+        return [{**t.info(self.services.url_for(self.name, t.config.host), snap),
+                 "waiting_for": self.machine.held(t.name), "resources": resources(t.name)}
                 for t in sorted(self.tasks.values(), key=lambda t: t.name)]
 
 

@@ -28,7 +28,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from taskmuxctl.paths import MAX_SOCKET_PATH
-from taskmuxd.health import ProbeResult
+from taskmuxctl.rpctypes import ReadinessInfo
+from taskmuxd.health import ProbeResult, ResultMethod
 from taskmuxd.notifyproto import clean_status
 from taskmuxd.policy import TaskState
 from taskmuxd.supervisor import messages as m
@@ -103,8 +104,8 @@ def settle(project: Project, task: TaskRuntime) -> None:
             detail = str(rep.get("ready_detail") or "ready")
             if rep.get("heard") and not rep.get("announced"):
                 rep["announced"] = True  # an adopted run was announced by the last daemon
-                project.s.events.emit("task_ready", project.name, task.name, by=source,
-                                      detail=detail)
+                project.services.events.emit("task_ready", project.name, task.name, by=source,
+                                             detail=detail)
             _feed(project, task, True, source, detail)
         return
     limit = cfg.startup_timeout
@@ -133,7 +134,8 @@ def _cancel_timer(task: TaskRuntime) -> None:
         timer.cancel()
 
 
-def _feed(project: Project, task: TaskRuntime, ok: bool, method: str, detail: str) -> None:
+def _feed(project: Project, task: TaskRuntime, ok: bool, method: ResultMethod,
+          detail: str) -> None:
     """One verdict, the way a probe's enters: the task's Health for status, then the
     machine (HealthSpec kind "self", one failure is enough: the task said so itself)."""
     result = ProbeResult(ok, method, detail)
@@ -152,7 +154,7 @@ def socket_path(project: Project, task: TaskRuntime) -> str | None:
     if len(path.encode()) <= MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(f"{project.name}/{task.name}".encode()).hexdigest()[:16]
-    path = os.path.join(project.s.paths.home, "run", f"{digest}.notify")
+    path = os.path.join(project.services.paths.home, "run", f"{digest}.notify")
     if len(path.encode()) > MAX_SOCKET_PATH:
         return None
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -166,7 +168,7 @@ def runner_spec(project: Project, task: TaskRuntime) -> dict[str, Any]:
             "ready_log_line": cfg.ready_log_line, "watchdog_sec": cfg.watchdog_sec}
 
 
-def info(task: TaskRuntime) -> dict[str, Any]:
+def info(task: TaskRuntime) -> ReadinessInfo:
     """What ``status`` and ``inspect`` show of it."""
     rep = task.reported if task.reported.get("run_id") == task.record.run_id and task.live \
         else {}

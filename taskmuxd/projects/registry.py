@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from taskmuxctl.fsutil import atomic_write
 from taskmuxctl.protocol import Code
+from taskmuxctl.rpctypes import RegistryAction
 from taskmuxd.errors import ClientError
 
 log = logging.getLogger("taskmuxd.registry")
@@ -73,7 +74,7 @@ class Registry:
             for e in sorted(entries.values(), key=lambda e: e.name)}}
         atomic_write(self.path, json.dumps(data, indent=2) + "\n")
 
-    def register(self, name: str, config: str, force: bool = False) -> str:
+    def register(self, name: str, config: str, force: bool = False) -> RegistryAction:
         """Add or re-point ``name``. Returns "registered", "repointed", "replaced" or
         "unchanged". Two live paths with one name are refused unless ``force``."""
         config = os.path.abspath(config)
@@ -82,6 +83,7 @@ class Registry:
             old = entries.get(name)
             if old is not None and old.config == config:
                 return "unchanged"
+            action: RegistryAction
             if old is None:
                 action = "registered"
             elif not os.path.exists(old.config):

@@ -76,7 +76,7 @@ def send(project: Project, task: TaskRuntime, sig: int, kill: bool = False) -> N
 def _flush(project: Project) -> None:
     batch, project.rungs = project.rungs, []
     if batch:
-        project.s.spawn(_send_batch(project, batch),
+        project.services.spawn(_send_batch(project, batch),
                         f"signal {project.name} ({len(batch)} tasks)")
 
 
@@ -103,14 +103,15 @@ async def _send_batch(project: Project, batch: list[Rung]) -> None:
     for r in batch:
         task = r.task
         if r.kill:
-            project.s.spawn(_kill(project, task, r.run_id), f"kill {project.name}/{task.name}")
+            project.services.spawn(_kill(project, task, r.run_id),
+                                   f"kill {project.name}/{task.name}")
             continue
         if not task.live or task.record.run_id != r.run_id:
             continue
         if signal_group(task, r.sig):
             sent.setdefault(r.sig, []).append(task.name)
         elif not runner_alive(task) and (project.name, task.name, r.run_id) not in _ending:
-            project.s.spawn(_orphaned(project, task, r.run_id),
+            project.services.spawn(_orphaned(project, task, r.run_id),
                             f"orphans {project.name}/{task.name}")
     for sig, names in sent.items():
         log.info("%s: sent %s to the process group of %s", project.name,
@@ -129,12 +130,12 @@ async def _orphaned(project: Project, task: TaskRuntime, run_id: int) -> None:
 
 async def end_orphans(project: Project, task: TaskRuntime, run_id: int) -> None:
     """The runner is gone: end whatever still carries this run's marker, ourselves."""
-    marker = ownership.run_marker(project.s.paths.home, project.name, task.name, run_id)
+    marker = ownership.run_marker(project.services.paths.home, project.name, task.name, run_id)
     found = await ownership.clear_leftovers(
         marker, task.config.stop_grace_period, exact=True,
-        members=lambda: project.s.groups.members(project.name, task.name))
+        members=lambda: project.services.groups.members(project.name, task.name))
     if found:
-        project.s.events.emit("leftovers_stopped", project.name, task.name, processes=found)
+        project.services.events.emit("leftovers_stopped", project.name, task.name, processes=found)
     if task.record.run_id == run_id:
         task.record.clean = True
 
@@ -145,12 +146,14 @@ async def _kill(project: Project, task: TaskRuntime, run_id: int) -> None:
     ours = False
     if rec.window_id:
         with contextlib.suppress(Exception):
-            ours = await is_task_window(project.s.tmux, project.name, rec.window_id, task.name)
+            ours = await is_task_window(project.services.tmux, project.name, rec.window_id,
+                                        task.name)
     if task.live and rec.run_id == run_id:
         signal_group(task, signal.SIGKILL)
     if ours and rec.window_id:  # right after the signal, before the runner's report lands
         with contextlib.suppress(Exception):
-            await project.s.tmux.run(["kill-window", "-t", rec.window_id], allow_missing=True)
+            await project.services.tmux.run(["kill-window", "-t", rec.window_id],
+                                            allow_missing=True)
     rec.window_id = None
     project.save_task(task)
     project.touch()

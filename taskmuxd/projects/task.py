@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from taskmuxctl.rpctypes import LastExit, TaskInfo
 from taskmuxd.health import ProbeResult
 from taskmuxd.policy import TaskState
 from taskmuxd.proctree import Snapshot
@@ -98,11 +99,14 @@ class TaskRuntime:
             count = snap.tree(rec.pid)[1]
         return main, count
 
-    def info(self, url: str | None, snap: Snapshot | None = None) -> dict[str, Any]:
+    def info(self, url: str | None, snap: Snapshot | None = None) -> TaskInfo:
+        """What ``status`` shows of the task (the one place that builds it): for a task
+        not supervised yet, make it with a fresh ``TaskRecord`` (``idle_info``)."""
         rec, pol = self.record, self.record.policy
         running = self.state == TaskState.RUNNING
-        main_pid, procs = self.processes(snap or ownership.snapshot())
-        last_exit = None
+        main_pid, procs = self.processes(snap or ownership.snapshot()) if self.live \
+            else (None, 0)
+        last_exit: LastExit | None = None
         if pol.last_exit_code is not None or pol.last_exit_signal is not None:
             last_exit = {"code": pol.last_exit_code, "signal": pol.last_exit_signal,
                          "at": rec.exited_wall}
@@ -138,3 +142,9 @@ class TaskRuntime:
             "completed": self.completed,
             **readiness.info(self),
         }
+
+
+def idle_info(name: str, config: TaskConfig, url: str | None) -> TaskInfo:
+    """``status`` of a task whose project is not supervised yet: stopped, nothing known but
+    its configuration; the same keys as a supervised task's."""
+    return TaskRuntime(name, config, TaskRecord()).info(url)

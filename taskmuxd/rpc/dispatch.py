@@ -142,13 +142,14 @@ def _identity(obj: Any) -> Any:
 
 class Dispatcher:
     """Request lines to replies. Made without a method table (``methods`` None), it answers
-    only what ``early`` can (``taskmuxd.rpc.early``) and holds every other request until
-    ``attach`` gives it the table, or ``refuse`` says the daemon will not get that far."""
+    only what ``early`` can (a line in, its reply or None: ``taskmuxd.rpc.early``) and holds
+    every other request until ``attach`` gives it the table, or ``refuse`` says the daemon
+    will not get that far."""
 
     def __init__(self, methods: Callable[[], dict[str, Callable[..., Awaitable[Any]]]] | None,
-                 early: dict[str, Callable[[], Any]] | None = None) -> None:
+                 early: Callable[[bytes], bytes | None] | None = None) -> None:
         self._methods = methods
-        self._early = early or {}
+        self._early = early
         self._gate = asyncio.Event()
         self._refusal: tuple[int, str, Any] | None = None
         if methods is not None:
@@ -161,7 +162,7 @@ class Dispatcher:
     def attach(self, methods: Callable[[], dict[str, Callable[..., Awaitable[Any]]]]) -> None:
         """Serve every method of ``methods`` from now on; held requests go through it."""
         self._methods = methods
-        self._early = {}
+        self._early = None
         self._gate.set()
 
     def refuse(self, code: int, message: str, data: Any = None) -> None:
@@ -172,9 +173,7 @@ class Dispatcher:
     async def handle(self, line: bytes) -> bytes | None:
         """The response to one request line, or None when nothing must be sent back."""
         if self._methods is None:
-            from taskmuxd.rpc.early import answer
-
-            quick = answer(line, self._early)
+            quick = self._early(line) if self._early is not None else None
             if quick is not None:
                 return quick
             await self._gate.wait()

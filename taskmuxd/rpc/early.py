@@ -19,6 +19,12 @@ from taskmuxd.rpc.dispatch import Refused, _dump, parse, validate_request
 Answers = dict[str, Callable[[], Any]]
 
 
+def answerer(answers: Answers) -> Callable[[bytes], bytes | None]:
+    """What a ``Dispatcher`` without a method table answers with: ``answer`` from
+    ``answers``."""
+    return lambda line: answer(line, answers)
+
+
 def answer(line: bytes, answers: Answers) -> bytes | None:
     """The reply line to ``line`` from ``answers`` (method -> result maker), or None when the
     request must wait for the full dispatcher."""

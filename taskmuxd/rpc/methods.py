@@ -1,5 +1,10 @@
 """Registering RPC methods: names, parameter validation, and error translation at one edge.
 
+Handlers come in namespaces (``daemon.*`` and ``config.*``, ``ca.*``/``dns.*``/``routes.*``,
+``project.*``/``task.*``...): each is a small class built from the narrow things it uses, whose
+``handlers()`` names its methods; the daemon adds each namespace to one ``MethodTable``. A test
+builds a namespace from fakes and drives it through ``Dispatcher`` without a daemon.
+
 A method is an ``async def`` taking keyword parameters with type hints, numbers and collections
 with declared bounds. Registration builds its ``params.ParamChecker``, so bad params become
 JSON-RPC ``Invalid params`` (-32602) naming the parameter and what it allows before the method
@@ -11,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from taskmuxctl import diskspace
 from taskmuxctl.protocol import Code, RpcError
@@ -20,6 +25,13 @@ from taskmuxd.rpc.jsonrpc import JsonRpcError, Success
 from taskmuxd.rpc.params import ParamChecker
 
 Handler = Callable[..., Awaitable[Any]]
+
+
+class Namespace(Protocol):
+    """A set of RPC methods with what they need, registered together."""
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """Method name -> plain async handler (params checked by ``wrap`` before it runs)."""
 
 
 def wrap(name: str, handler: Handler) -> Callable[..., Awaitable[Any]]:
@@ -62,6 +74,11 @@ class MethodTable:
         if name in self._methods:
             raise ValueError(f"RPC method {name} registered twice")
         self._methods[name] = wrap(name, handler)
+
+    def include(self, namespace: Namespace) -> None:
+        """Add every method of ``namespace``."""
+        for name, handler in namespace.handlers().items():
+            self.add(name, handler)
 
     def names(self) -> list[str]:
         return sorted(self._methods)

@@ -23,6 +23,7 @@ from typing import Any
 from taskmuxctl.protocol import Code, FrameTooLarge, LineFramer
 from taskmuxd.memtrim import Trimmer
 from taskmuxd.rpc.dispatch import Dispatcher, _dump, error_response
+from taskmuxd.rpc.early import answerer
 from taskmuxd.rpc.peercred import peer_of
 
 log = logging.getLogger("taskmuxd.rpc")
@@ -74,7 +75,7 @@ class RpcServer:
         self.path = path
         self.owner_uid = owner_uid
         self.allowed_uids = frozenset((owner_uid, 0))
-        self._dispatcher = Dispatcher(methods, early)
+        self._dispatcher = Dispatcher(methods, answerer(early) if early else None)
         self._trimmer = Trimmer()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[Connection] = set()

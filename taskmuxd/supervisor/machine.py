@@ -22,6 +22,7 @@ No clock, no I/O: ``taskmuxd.projects.project`` performs the actions and feeds b
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -325,7 +326,7 @@ class Machine:
         elif e.found == "launching" and s == TaskState.STARTING:
             out.append(m.FinishLaunch(name))
         else:  # gone, and nobody recorded how: as a SIGKILL
-            self._step(name, policy.Event(Ev.EXITED, None, 9), now, jitter, out)
+            self._step(name, policy.Event(Ev.EXITED, None, int(signal.SIGKILL)), now, jitter, out)
 
     def _settle(self, now: float, jitter: float, out: list[m.Action]) -> None:
         """After any event: move start requests on, launch held restarts whose dependencies

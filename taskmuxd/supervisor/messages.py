@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from taskmuxd.policy import Ev, State
 
@@ -103,15 +103,19 @@ class ConfigChanged:
     task: str = ""
 
 
+Found = Literal["running", "exited", "launching", "gone", "waiting"]
+
+
 @dataclass(frozen=True)
 class Adopted:
     """At daemon start, what was found for a task whose record says it was live, or waiting
     to be restarted: ``found`` is ``running`` (its runner runs this run), ``exited`` (the
     runner recorded the exit), ``launching`` (killed mid-launch: the runner may be on its way)
-    or ``gone`` (nothing of the run is left, and nobody recorded its end)."""
+    or ``gone`` (nothing of the run is left, and nobody recorded its end); ``waiting`` for a
+    task that was in backoff or fatal."""
 
     task: str
-    found: str
+    found: Found
     exit_code: int | None = None
     exit_signal: int | None = None
 

@@ -11,6 +11,7 @@ the run's age, from ``FIRST_PROBE`` up to ``FAST_PROBE`` seconds apart), so a ta
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 FAST_PROBE = 0.5  # the longest wait between probes until a task is first judged
 FIRST_PROBE = 0.05  # the shortest, right after the start
@@ -20,7 +21,7 @@ FIRST_PROBE = 0.05  # the shortest, right after the start
 class HealthSpec:
     # "probe": polled (HTTP, command, port); "process": alive is healthy; "self": the task
     # says (a log line, sd_notify): judged only on the results fed in, none polled.
-    kind: str = "process"
+    kind: Literal["probe", "process", "self"] = "process"
     interval: float = 10.0
     retries: int = 3
     grace: float = 10.0
@@ -32,12 +33,15 @@ class Judgement:
     failures: int = 0  # consecutive failures that counted
 
 
+HealthEvent = Literal["health_check_failed", "health_recovered"]
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a probe result changed: an event to record, and whether the run just turned
     unhealthy (the policy hears of it)."""
 
-    event: str | None = None  # "health_check_failed" | "health_recovered"
+    event: HealthEvent | None = None
     attempt: int = 0
     turned_unhealthy: bool = False
 
@@ -57,7 +61,7 @@ def judge(spec: HealthSpec, j: Judgement, ok: bool, now: float,
           run_started: float | None) -> tuple[Judgement, Outcome]:
     """Fold one probe result into the run's judgement."""
     if ok:
-        event = "health_recovered" if j.ok is False else None
+        event: HealthEvent | None = "health_recovered" if j.ok is False else None
         return Judgement(True, 0), Outcome(event)
     in_startup = j.ok is None and run_started is not None and now - run_started < spec.grace
     if in_startup:
