@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-MAX_MESSAGE = 4 * 1024 * 1024  # taskmuxctl.protocol.MAX_MESSAGE_BYTES, the daemon's line cap
+MAX_MESSAGE = 4 * 1024 * 1024  # taskmuxctl.core.protocol.MAX_MESSAGE_BYTES, the daemon's line cap
 HUGE = MAX_MESSAGE - 100 * 1024  # a string that fits in one message, with room to spare
 _OMIT = object()
 

@@ -31,13 +31,13 @@ sys.path.insert(0, ROOT)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from bench.common import kill_tmux  # noqa: E402
-from taskmuxctl.paths import Paths  # noqa: E402
-from taskmuxctl.timefmt import parse_stamp  # noqa: E402
-from taskmuxctl.update import bootguard  # noqa: E402
-from taskmuxctl.update.install import create_version, install_guard  # noqa: E402
-from taskmuxctl.update.layout import AppLayout  # noqa: E402
-from taskmuxctl.update.restart import daemon_version  # noqa: E402
-from taskmuxd.events import read_events  # noqa: E402
+from taskmuxctl.core.eventlog import read_events  # noqa: E402
+from taskmuxctl.core.paths import Paths  # noqa: E402
+from taskmuxctl.core.timefmt import parse_stamp  # noqa: E402
+from taskmuxctl.core.update import bootguard  # noqa: E402
+from taskmuxctl.core.update.install import create_version, install_guard  # noqa: E402
+from taskmuxctl.core.update.layout import AppLayout  # noqa: E402
+from taskmuxctl.core.update.restart import daemon_version  # noqa: E402
 from tests.fakegithub import FakeGitHub, public_key_text  # noqa: E402
 from tests.update_fixtures import copy_source, dependency_wheelhouse, load_release_script  # noqa: E402
 

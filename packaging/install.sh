@@ -65,7 +65,7 @@ trap cleanup EXIT INT TERM
 # The installed current version is trusted already; without one (a first install, or a broken
 # one being repaired), verify the release here and run the installer from the verified package.
 if [ -x "$APP/current/bin/python" ] && \
-   "$APP/current/bin/python" -I -c 'import taskmuxctl.update.apply' 2>/dev/null; then
+   "$APP/current/bin/python" -I -c 'import taskmuxctl.core.update.apply' 2>/dev/null; then
   RUNNER="$APP/current/bin/python"
   say "taskmux $(basename "$(readlink "$APP/current")") is installed; checking for a newer release"
 else
@@ -73,7 +73,7 @@ else
   "$PYTHON" -m venv "$BOOT" || die "could not create a virtual environment with $PYTHON"
   "$BOOT/bin/python" -m pip install -q --disable-pip-version-check cryptography \
     || die "could not install cryptography (needed to check the release signature)"
-  # The verifier, identical to taskmuxctl/update/release.py: signature, size, sha256.
+  # The verifier, identical to taskmuxctl/core/update/release.py: signature, size, sha256.
   # shellcheck disable=SC2086
   VERIFIED=$("$BOOT/bin/python" - "$RELEASE_URL" "$TMP" $PINNED_KEYS <<'PYEOF'
 # @@RELEASE_PY@@
@@ -88,7 +88,7 @@ PYEOF
 fi
 
 # -- install into the versioned layout (the same code as `taskmuxctl update`) -----------------
-TASKMUX_HOME="$TMX_HOME" "$RUNNER" -I -m taskmuxctl.update install --channel "$RELEASE_URL" \
+TASKMUX_HOME="$TMX_HOME" "$RUNNER" -I -m taskmuxctl.core.update install --channel "$RELEASE_URL" \
   >"$TMP/result.json" || die "installing taskmux failed (see the messages above)"
 CURRENT=$(basename "$(readlink "$APP/current")")
 

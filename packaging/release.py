@@ -39,7 +39,7 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from taskmuxctl.update import release as rel  # noqa: E402
+from taskmuxctl.core.update import release as rel  # noqa: E402
 
 KEY_ENV = "TASKMUX_SIGNING_KEY"
 ASSET_TYPES = {".whl": "application/zip", ".json": "application/json",
@@ -70,7 +70,7 @@ def keygen(out: str | None, pin: bool) -> int:
     if pin:
         pin_key(public)
     print(f"public key (key id {rel.key_id(base64.b64decode(public))}):\n  {public}\n")
-    print("Commit the public key as PINNED_KEYS in taskmuxctl/update/keys.py"
+    print("Commit the public key as PINNED_KEYS in taskmuxctl/core/update/keys.py"
           + (" (done: --pin)" if pin else " (or re-run with --pin)") + ".")
     if out:
         print(f"The private key is in {out} (mode 0600). Store its content as the repository "
@@ -82,7 +82,7 @@ def keygen(out: str | None, pin: bool) -> int:
 
 
 def pin_key(public: str) -> None:
-    path = os.path.join(ROOT, "taskmuxctl", "update", "keys.py")
+    path = os.path.join(ROOT, "taskmuxctl", "core", "update", "keys.py")
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     new, count = re.subn(r"(?:# A placeholder[^\n]*\n(?:#[^\n]*\n)*)?"
@@ -164,12 +164,12 @@ def build_wheel(source: str, out: str, isolation: bool) -> str:
 def render_install_sh(source: str, release_url: str) -> str:
     with open(os.path.join(source, "packaging", "install.sh"), encoding="utf-8") as fh:
         template = fh.read()
-    with open(os.path.join(source, "taskmuxctl", "update", "release.py"), encoding="utf-8") as fh:
+    with open(os.path.join(source, "taskmuxctl", "core", "update", "release.py"), encoding="utf-8") as fh:
         verifier = fh.read()
-    with open(os.path.join(source, "taskmuxctl", "update", "keys.py"), encoding="utf-8") as fh:
+    with open(os.path.join(source, "taskmuxctl", "core", "update", "keys.py"), encoding="utf-8") as fh:
         m = re.search(r"PINNED_KEYS: tuple\[str, \.\.\.\] = \((.*?)\)", fh.read(), re.S)
     if not m:
-        raise ReleaseFailed("cannot find PINNED_KEYS in taskmuxctl/update/keys.py")
+        raise ReleaseFailed("cannot find PINNED_KEYS in taskmuxctl/core/update/keys.py")
     keys = ast.literal_eval(f"({m.group(1)})")
     if "\nPYEOF\n" in verifier or RELEASE_PY_MARK not in template:
         raise ReleaseFailed("packaging/install.sh and release.py cannot be combined")
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     kg = sub.add_parser("keygen", help="make an Ed25519 signing key pair")
     kg.add_argument("--out", help="write the private key to this new file (mode 0600)")
     kg.add_argument("--pin", action="store_true",
-                    help="write the public key into taskmuxctl/update/keys.py")
+                    help="write the public key into taskmuxctl/core/update/keys.py")
     for name in ("build", "publish"):
         p = sub.add_parser(name, help=f"{name} a release")
         p.add_argument("--source", default=ROOT, help="the checkout to build (default: this one)")

@@ -159,7 +159,7 @@ def read(path: str) -> str:
 
 def write(path: str, text: str) -> None:
     """Replace the file (through a symlink: the link stays a link)."""
-    from taskmuxctl.fsutil import atomic_write
+    from taskmuxctl.core.fsutil import atomic_write
 
     path = os.path.realpath(path)
     try:

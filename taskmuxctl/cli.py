@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import sys
 
+from taskmuxctl.core.protocol import Code, RpcError
+from taskmuxctl.core.result import EXIT_USAGE, CommandError, render, render_error
 from taskmuxctl.parse import fast, split_globals
-from taskmuxctl.protocol import Code, RpcError
-from taskmuxctl.result import EXIT_USAGE, CommandError, render, render_error
 
 
 def _prog() -> str:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             return done
 
     from taskmuxctl.context import Context
-    from taskmuxctl.paths import Paths
+    from taskmuxctl.core.paths import Paths
 
     paths = Paths.from_env()
     paths.host = host
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except RpcError as exc:
         return render_error(exc, as_json, prog)
     except OSError as exc:
-        from taskmuxctl import diskspace
+        from taskmuxctl.core import diskspace
 
         if not diskspace.is_full(exc):
             raise

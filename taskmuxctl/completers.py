@@ -9,15 +9,15 @@ if TYPE_CHECKING:
 
 def settings_keys(**_: Any) -> list[str]:
     try:
-        from taskmuxd.settings import Settings
+        from taskmuxctl.core.settings import Settings
     except ImportError:
         return []
     return sorted(Settings.model_fields)
 
 
 def projects(**_: Any) -> list[str]:
-    from taskmuxctl.client import call
-    from taskmuxctl.paths import Paths
+    from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.rpcclient import call
 
     try:
         result = call(Paths.from_env(), "project.list", timeout=2)
@@ -27,9 +27,9 @@ def projects(**_: Any) -> list[str]:
 
 
 def tasks(prefix: str = "", parsed_args: Any = None, **_: Any) -> list[str]:
-    from taskmuxctl.client import call
-    from taskmuxctl.paths import Paths
-    from taskmuxctl.project import project_params
+    from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.rpcclient import call
+    from taskmuxctl.core.whichproject import project_params
 
     params = project_params(getattr(parsed_args, "project", None))
     try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from taskmuxctl.client import Client, DaemonUnavailable
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.rpcclient import Client, DaemonUnavailable
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class Context:
         except DaemonUnavailable as exc:
             if not (start and exc.code == Code.DAEMON_NOT_RUNNING and self.autostart_allowed()):
                 raise
-            from taskmuxctl.daemonctl import start_daemon
+            from taskmuxctl.core.daemonctl import start_daemon
             from taskmuxctl.service import control
 
             managed = control.start(self.paths)  # through the service manager, if any

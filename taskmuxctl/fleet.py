@@ -17,14 +17,14 @@ from __future__ import annotations
 import os
 import time
 
-from taskmuxctl.protocol import Code, Method, RpcError
-from taskmuxctl.result import EXIT_USAGE, CommandError
+from taskmuxctl.core.protocol import Code, Method, RpcError
+from taskmuxctl.core.result import EXIT_USAGE, CommandError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from taskmuxctl.paths import Paths
+    from taskmuxctl.core.paths import Paths
 
 FILE = "fleet.toml"
 # ``DaemonUnavailable.reason`` values that mean ssh never reached the machine's shell.
@@ -63,7 +63,7 @@ def check_name(name: str, what: str = "host name") -> str | None:
 def load(paths: Paths) -> list[Host]:
     import tomllib
 
-    from taskmuxctl.sshhost import parse_target
+    from taskmuxctl.core.sshchannel import parse_target
 
     where = path(paths)
     try:
@@ -98,13 +98,13 @@ def load(paths: Paths) -> list[Host]:
 
 
 def _quote(text: str) -> str:
-    from taskmuxctl import jsonio
+    from taskmuxctl.core import jsonio
 
     return jsonio.dumps(text)  # a JSON string is a TOML basic string
 
 
 def save(paths: Paths, hosts: list[Host]) -> None:
-    from taskmuxctl.fsutil import atomic_write
+    from taskmuxctl.core.fsutil import atomic_write
 
     parts = ["# The machines `taskmux fleet` drives (`taskmux fleet add|remove|list`).\n"]
     for h in hosts:
@@ -167,8 +167,8 @@ def action_on(method: str, project: str | None, tasks: list[str]) -> Any:
 def ask(paths: Paths, host: Host, deadline: float, clients: dict[str, Any],
         work: Any = status_of) -> dict[str, Any]:
     """One machine's line (a thread runs it): the daemon's version, then ``work``."""
-    from taskmuxctl.client import Client
-    from taskmuxctl.paths import Paths as PathsCls
+    from taskmuxctl.core.paths import Paths as PathsCls
+    from taskmuxctl.core.rpcclient import Client
 
     entry: dict[str, Any] = {"name": host.name, "target": host.target, "ok": False,
                              "reachable": False}

@@ -7,7 +7,7 @@ import heapq
 import os
 import time
 
-from taskmuxctl.timefmt import parse_stamp
+from taskmuxctl.core.timefmt import parse_stamp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -173,7 +173,7 @@ def unknown_command(tokens: list[str], prog: str = "taskmux") -> UsageError | No
                 cmd = next(c for c in COMMANDS if c.path == path)
                 if any(a.positional for a in cmd.args):
                     return None  # `mcp WORD`: argparse says what is wrong
-            from taskmuxctl.suggest import closest
+            from taskmuxctl.core.suggest import closest
 
             best = closest(tok, sorted(names))
             words = " ".join((*path, tok))

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 
-from taskmuxctl.paths import Paths
-from taskmuxctl.project import require_config
-from taskmuxctl.protocol import Code
-from taskmuxctl.result import CommandError
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.result import CommandError
+from taskmuxctl.core.whichproject import require_config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def from_path(path: str, paths: Paths, project: str | None = None) -> ProjectFil
 def _read_toml(path: str) -> dict[str, Any]:
     import tomllib
 
-    from taskmuxctl.fsutil import read_regular_file
+    from taskmuxctl.core.fsutil import read_regular_file
 
     try:
         return tomllib.loads(read_regular_file(path, MAX_BYTES).decode("utf-8"))

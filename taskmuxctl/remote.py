@@ -102,7 +102,7 @@ def over_ssh(cmd: Cmd, args: Any) -> bool:
 
 def refusal(cmd: Cmd, args: Any, host: str) -> str | None:
     """Why ``cmd`` cannot go to ``host`` as given (and what to do), or None."""
-    from taskmuxctl.sshhost import parse_target
+    from taskmuxctl.core.sshchannel import parse_target
 
     words = " ".join(cmd.path)
     why = LOCAL_ONLY.get(cmd.path)

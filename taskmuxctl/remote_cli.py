@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from taskmuxctl.protocol import Code, RpcError
-from taskmuxctl.result import EXIT_USAGE, CommandError, render_error
+from taskmuxctl.core.protocol import Code, RpcError
+from taskmuxctl.core.result import EXIT_USAGE, CommandError, render_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,12 +19,13 @@ def run_remote(cmd: Cmd, args: Any, host: str, tokens: list[str], flags: set[str
                prog: str) -> int | None:
     """An exit status when the command is done (refused or run over ssh); None when its
     handler should run here, talking to the remote daemon."""
-    from taskmuxctl import remote, sshhost
-    from taskmuxctl.paths import Paths
+    from taskmuxctl import remote
+    from taskmuxctl.core import sshchannel
+    from taskmuxctl.core.paths import Paths
 
     as_json = "--json" in flags
     try:
-        target = sshhost.parse_target(host)
+        target = sshchannel.parse_target(host)
         why = remote.refusal(cmd, args, host)
         if why is not None:
             raise CommandError(why, Code.USAGE, {"host": host, "command": " ".join(cmd.path)},
@@ -35,7 +36,7 @@ def run_remote(cmd: Cmd, args: Any, host: str, tokens: list[str], flags: set[str
             return None
         words = [*sorted(flags), *tokens]
         paths = Paths.from_env()
-        return sshhost.run(paths, target, words, tty=cmd.path in remote.WITH_TERMINAL)
+        return sshchannel.run(paths, target, words, tty=cmd.path in remote.WITH_TERMINAL)
     except RpcError as exc:
         return render_error(exc, as_json, prog)
     except KeyboardInterrupt:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.protocol import Code
 
 UPDATED = "updated"
 UP_TO_DATE = "up_to_date"
@@ -90,7 +90,7 @@ class Rollout:
 
 
 def _version_key(text: str) -> tuple[Any, ...]:
-    from taskmuxctl.update.release import version_key
+    from taskmuxctl.core.update.release import version_key
 
     return version_key(text)
 
@@ -317,16 +317,16 @@ class SshOps:
         """``--to VERSION``, so that every machine gets exactly the version the canaries got.
         A channel that is not laid out as GitHub's (``.../releases/latest/download/``) is
         given too: that machine's update then refuses anything but VERSION."""
-        from taskmuxctl.update.apply import LATEST
+        from taskmuxctl.core.update.apply import LATEST
 
         channel = self.channels.get(host.name)
         extra = ["--channel", channel] if channel and LATEST not in channel else []
         return ["--to", version, *extra]
 
     def _run(self, host: Any, words: list[str], timeout: float) -> tuple[int, dict[str, Any]]:
-        from taskmuxctl import jsonio
-        from taskmuxctl.protocol import RpcError
-        from taskmuxctl.sshhost import capture, parse_target
+        from taskmuxctl.core import jsonio
+        from taskmuxctl.core.protocol import RpcError
+        from taskmuxctl.core.sshchannel import capture, parse_target
 
         try:
             code, out, err = capture(self.paths, parse_target(host.target), ["--json", *words],
@@ -374,9 +374,9 @@ class SshOps:
 
     def probe(self, host: Any) -> tuple[str | None, frozenset[str]]:
         """The daemon's version and its tasks that are well, through the ssh channel."""
-        from taskmuxctl.client import Client
-        from taskmuxctl.paths import Paths
-        from taskmuxctl.protocol import Method
+        from taskmuxctl.core.paths import Paths
+        from taskmuxctl.core.protocol import Method
+        from taskmuxctl.core.rpcclient import Client
 
         with Client(Paths(self.paths.home, host.target), timeout=self.call_timeout) as client:
             status = client.call(Method.DAEMON_STATUS)

@@ -24,18 +24,18 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from taskmuxctl import __version__
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import PROTOCOL_VERSION, Code, Method
+from taskmuxctl.core.errors import SettingsError
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import PROTOCOL_VERSION, Code, Method
 from taskmuxd.daemonstatus import core_status
-from taskmuxd.errors import SettingsError
 from taskmuxd.notify import Notifier
-from taskmuxd.rpc.server import RpcServer
+from taskmuxd.rpc.ctlsocket import RpcServer
 
 if TYPE_CHECKING:
-    from taskmuxctl.rpctypes import DaemonStatus
+    from taskmuxctl.core.rpctypes import DaemonStatus
+    from taskmuxctl.core.settings import Settings
+    from taskmuxd.daemonlock import InstanceLock
     from taskmuxd.listeners import Listeners
-    from taskmuxd.lock import InstanceLock
-    from taskmuxd.settings import Settings
 
 log = logging.getLogger("taskmuxd")
 
@@ -49,13 +49,13 @@ SUBSYSTEM_MODULES = (
     "taskmuxd.daemon",
     "taskmuxd.eventstream",
     "taskmuxd.diskwatch",
-    "taskmuxd.methods_daemon",
+    "taskmuxd.handlers.daemon",
     "taskmuxd.listeners",
     "taskmuxd.dns.subsystem",
-    "taskmuxd.methods_proxy",
+    "taskmuxd.handlers.network",
     "taskmuxd.proxy.subsystem",
     "taskmuxd.dashboard.app",
-    "taskmuxd.projects.methods",
+    "taskmuxd.handlers.projects",
     "taskmuxd.projects.manager",
     "taskmuxd.sampler",
     "taskmuxd.updater",
@@ -91,7 +91,7 @@ def load_rest(raw: dict[str, Any], settings: Settings | None, source: str) -> Se
     """Phase two's loading (run in a worker thread): the settings checked against the model,
     then every module the daemon is built from. Raises SettingsError for bad settings."""
     if settings is None:
-        from taskmuxd.settings import validate
+        from taskmuxctl.core.settings import validate
 
         settings = validate(raw, source)
     for name in SUBSYSTEM_MODULES:

@@ -14,8 +14,8 @@ import os
 import threading
 import time
 
-from taskmuxctl.paths import Paths
-from taskmuxctl.update import bootguard
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.update import bootguard
 
 log = logging.getLogger("taskmuxd.bootmark")
 

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from taskmuxctl.fsutil import atomic_write
-from taskmuxd.errors import ClientError, DaemonError
+from taskmuxctl.core.errors import ClientError, DaemonError
+from taskmuxctl.core.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from taskmuxd.certs import KeyPair

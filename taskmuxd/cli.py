@@ -9,13 +9,14 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from taskmuxctl import __version__, diskspace
-from taskmuxctl.paths import Paths
-from taskmuxd.lock import AlreadyRunning, InstanceLock
+from taskmuxctl import __version__
+from taskmuxctl.core import diskspace
+from taskmuxctl.core.paths import Paths
+from taskmuxd.daemonlock import AlreadyRunning, InstanceLock
 
 if TYPE_CHECKING:
+    from taskmuxctl.core.settings import Settings
     from taskmuxd.privileges import Target
-    from taskmuxd.settings import Settings
 
 EXIT_ALREADY_RUNNING = 1
 EXIT_USAGE = 2
@@ -75,8 +76,9 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
     from taskmuxd import ownenv
 
     ownenv.quiet_pydantic()  # before the first pydantic model is built
-    from taskmuxd import boot, fdlimit, logs, privacy, privileges, settingsfile
-    from taskmuxd.errors import SettingsError
+    from taskmuxctl.core import settingsfile
+    from taskmuxctl.core.errors import SettingsError
+    from taskmuxd import boot, fdlimit, logs, privacy, privileges
     from taskmuxd.notify import Notifier
 
     logs.configure("info", None)
@@ -101,7 +103,7 @@ def run(log_file: str | None = None, detach: bool = False, user: str | None = No
     try:
         raw = settingsfile.read(paths.config)
         if detach:
-            from taskmuxd.settings import validate
+            from taskmuxctl.core.settings import validate
 
             settings = validate(raw, paths.config)
     except SettingsError as exc:
@@ -134,8 +136,8 @@ def _run_as_root_for(target: Target, paths: Paths, log_file: str | None, detach:
     the user, as hostile input, checked in full) to learn the ports, bind them within what
     root allows, write what needs root, then drop before touching the state directory.
     SECURITY.md."""
+    from taskmuxctl.core.errors import SettingsError
     from taskmuxd import boot, listeners, logs, privacy, privileges, rootconfig
-    from taskmuxd.errors import SettingsError
     from taskmuxd.notify import Notifier
     from taskmuxd.rootwork import before_drop
 
@@ -188,7 +190,7 @@ def _own_code_problem() -> str | None:
     """Why this very program is code a user could change (run as root, it must not be)."""
     import taskmuxctl
     import taskmuxd
-    from taskmuxd.rootfiles import code_problem
+    from taskmuxctl.core.system.rootfiles import code_problem
 
     packages = [os.path.dirname(os.path.abspath(m.__file__ or "")) for m in (taskmuxd,
                                                                              taskmuxctl)]
@@ -199,9 +201,10 @@ def _load_settings(paths: Paths, target: Target | None) -> Settings:
     """The settings in ``config.toml``. Started as root for a user, the file is the user's:
     read with the user's identity, never through a link, only a regular file of theirs of at
     most MAX_CONFIG_BYTES (a FIFO or /dev/zero cannot stall or flood root)."""
-    from taskmuxd import privileges, rootfiles
-    from taskmuxd import settings as settings_mod
-    from taskmuxd.errors import SettingsError
+    from taskmuxctl.core import settings as settings_mod
+    from taskmuxctl.core.errors import SettingsError
+    from taskmuxctl.core.system import rootfiles
+    from taskmuxd import privileges
 
     if target is None:
         return settings_mod.load(paths.config)

@@ -21,17 +21,17 @@ import time
 from typing import Any, Protocol
 
 from taskmuxctl import __version__
-from taskmuxctl.paths import Paths
+from taskmuxctl.core import settings as settings_mod
+from taskmuxctl.core.errors import SettingsError
+from taskmuxctl.core.eventlog import EventLog
+from taskmuxctl.core.paths import Paths
 from taskmuxd import bootmark
-from taskmuxd import settings as settings_mod
-from taskmuxd.errors import SettingsError
-from taskmuxd.events import EventLog
 from taskmuxd.listeners import Listeners
 from taskmuxd.logs import set_level
 from taskmuxd.notify import Notifier
 from taskmuxd.routes import RouteTable
-from taskmuxd.rpc.methods import MethodTable
-from taskmuxd.rpc.server import RpcServer
+from taskmuxd.rpc.ctlsocket import RpcServer
+from taskmuxd.rpc.registration import MethodTable
 from taskmuxd.tempfiles import remove_leftovers
 
 log = logging.getLogger("taskmuxd")
@@ -96,15 +96,15 @@ class Daemon:
 
         disk = DiskWatch(paths, self.events)
         self.subsystems.append(disk)
-        from taskmuxd.methods_daemon import DaemonMethods
+        from taskmuxd.handlers.daemon import DaemonMethods
 
         self.methods.include(DaemonMethods(self))
         # Host name -> task; the projects code fills it, the proxy and DNS read it.
         self.routes = RouteTable(settings.dns_managed_tld)
         self._add_front_door(listeners or Listeners())
         from taskmuxd import sampler
+        from taskmuxd.handlers.projects import ProjectMethods
         from taskmuxd.projects.manager import Projects
-        from taskmuxd.projects.methods import ProjectMethods
 
         self.projects = Projects(paths, self.current_settings, self.events, self.routes,
                                  self.proxy.url_for)
@@ -127,7 +127,7 @@ class Daemon:
         before the drop."""
         from taskmuxd.dashboard.app import Dashboard, DashboardMethods, enabled
         from taskmuxd.dns.subsystem import DnsSubsystem
-        from taskmuxd.methods_proxy import HookMethods, ProxyMethods, hooks_enabled
+        from taskmuxd.handlers.network import HookMethods, ProxyMethods, hooks_enabled
         from taskmuxd.proxy.subsystem import ProxySubsystem
 
         self.proxy = ProxySubsystem(self.paths, self.settings, self.routes, bound.https,

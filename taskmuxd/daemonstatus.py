@@ -1,7 +1,7 @@
 """What ``daemon.status`` says of the daemon itself, built in one place.
 
 Both the first phase of the start (``taskmuxd.boot``, before any subsystem exists) and the
-started daemon (``taskmuxd.methods_daemon``) answer ``daemon.status``; they share this builder
+started daemon (``taskmuxd.handlers.daemon``) answer ``daemon.status``; they share this builder
 so the two answers always have the same keys. Stdlib only: phase one imports it.
 """
 
@@ -13,11 +13,11 @@ import time
 from typing import TYPE_CHECKING
 
 from taskmuxctl import __version__
-from taskmuxctl.protocol import PROTOCOL_VERSION
+from taskmuxctl.core.protocol import PROTOCOL_VERSION
 
 if TYPE_CHECKING:
-    from taskmuxctl.paths import Paths
-    from taskmuxctl.rpctypes import DaemonStatus
+    from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.rpctypes import DaemonStatus
 
 
 def registered_project_count(registry_path: str) -> int:

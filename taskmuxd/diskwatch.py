@@ -16,14 +16,14 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from taskmuxctl import diskspace
-from taskmuxctl.fsutil import read_pid
-from taskmuxd.lock import write_pid_file
+from taskmuxctl.core import diskspace
+from taskmuxctl.core.fsutil import read_pid
+from taskmuxd.daemonlock import write_pid_file
 
 if TYPE_CHECKING:
-    from taskmuxctl.paths import Paths
-    from taskmuxd.events import EventLog
-    from taskmuxd.settings import Settings
+    from taskmuxctl.core.eventlog import EventLog
+    from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.settings import Settings
 
 log = logging.getLogger("taskmuxd.disk")
 

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
-from taskmuxctl import eventlog
-from taskmuxctl.protocol import Code, Method
-from taskmuxd.errors import ClientError
-from taskmuxd.events import EventLog, read_events
-from taskmuxd.methods_proxy import hooks_enabled
-from taskmuxd.rpc.server import CURRENT, Connection
+from taskmuxctl.core import eventread
+from taskmuxctl.core.errors import ClientError
+from taskmuxctl.core.eventlog import EventLog, read_events
+from taskmuxctl.core.protocol import Code, Method
+from taskmuxd.handlers.network import hooks_enabled
+from taskmuxd.rpc.ctlsocket import CURRENT, Connection
 
 if TYPE_CHECKING:
-    from taskmuxd.rpc.methods import Handler
+    from taskmuxd.rpc.registration import Handler
 
 log = logging.getLogger("taskmuxd.eventstream")
 
@@ -67,7 +67,7 @@ class Subscription:
         self.pump: asyncio.Task[None] | None = None
 
     def matches(self, rec: dict[str, Any]) -> bool:
-        return eventlog.matches(rec, self.project, self.task, None, self.kinds)
+        return eventread.matches(rec, self.project, self.task, None, self.kinds)
 
     def offer(self, rec: dict[str, Any]) -> None:
         ident = _id(rec)

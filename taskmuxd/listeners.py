@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from taskmuxd.settings import Settings
+from taskmuxctl.core.settings import Settings
 
 log = logging.getLogger("taskmuxd.listeners")
 

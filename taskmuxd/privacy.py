@@ -15,7 +15,7 @@ import contextlib
 import os
 import stat
 
-from taskmuxctl.paths import Paths
+from taskmuxctl.core.paths import Paths
 
 PRIVATE_UMASK = 0o077
 _started_with: int | None = None

@@ -17,7 +17,7 @@ import pwd
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 
-from taskmuxctl.paths import Paths
+from taskmuxctl.core.paths import Paths
 
 log = logging.getLogger("taskmuxd.privileges")
 

@@ -11,7 +11,7 @@ binds, on which addresses. Every key is optional; without the file the defaults 
     privileged_addresses = ["127.0.0.1", "::1"]
 
 The file is trusted only when root alone can have written it (see
-:func:`taskmuxd.rootfiles.path_problem`). ``TASKMUX_SYSTEM_CONFIG`` in root's own
+:func:`taskmuxctl.core.system.rootfiles.path_problem`). ``TASKMUX_SYSTEM_CONFIG`` in root's own
 environment names another file (tests aim the privileged half at a throwaway hosts file with
 it); that file must pass the same check, so the variable cannot point root at anything a user
 wrote. A file that is unsafe or invalid stops the daemon with a message saying why: the
@@ -27,8 +27,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from taskmuxd import rootfiles
-from taskmuxd.dns import names
+from taskmuxctl.core.system import hostnames, rootfiles
 
 SYSTEM_CONFIG = "/etc/taskmux/config.toml"
 ENV = "TASKMUX_SYSTEM_CONFIG"
@@ -65,7 +64,7 @@ class RootConfig(BaseModel):
     @field_validator("dns_managed_tld")
     @classmethod
     def _tld(cls, value: str) -> str:
-        problem = names.problem_tld(value)
+        problem = hostnames.problem_tld(value)
         if problem:
             raise ValueError(problem)
         return value

@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 import os
 
-from taskmuxctl.paths import Paths
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.settings import Settings
+from taskmuxctl.core.system import hostsfile, resolver
 from taskmuxd import cgroups
-from taskmuxd.dns import delegation, hosts
 from taskmuxd.dns.subsystem import read_record, record_path
 from taskmuxd.listeners import Listeners
 from taskmuxd.privileges import Target, as_user
 from taskmuxd.rootconfig import RootConfig
-from taskmuxd.settings import Settings
 
 log = logging.getLogger("taskmuxd.privileges")
 
@@ -52,12 +52,12 @@ def before_drop(settings: Settings, paths: Paths, bound: Listeners, target: Targ
 
 
 def _delegate(tld: str, port: int) -> None:
-    if not delegation.resolver_present():
+    if not resolver.resolver_present():
         log.warning("no resolver to delegate *.%s to the DNS server on 127.0.0.1:%d "
                     "(systemd-resolved is not running): point your resolver at it yourself",
                     tld, port)
         return
-    for action in delegation.install(tld, port):
+    for action in resolver.install(tld, port):
         level = logging.INFO if action.done else logging.WARNING
         log.log(level, "%s: %s", action.target, action.detail)
 
@@ -67,5 +67,5 @@ def _hosts_block(root: RootConfig, paths: Paths, target: Target) -> None:
         if not os.path.lexists(record_path(paths.home)):
             return  # the daemon never routed anything yet: leave the file alone
         names = read_record(paths.home, owners=(target.uid, 0))
-    if hosts.write(root.hosts_file, names, root.dns_managed_tld):
+    if hostsfile.write(root.hosts_file, names, root.dns_managed_tld):
         log.info("wrote the taskmux block of %s (%d names given)", root.hosts_file, len(names))

@@ -35,7 +35,7 @@ import termios
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from taskmuxctl import jsonio  # after the path set-up above
+from taskmuxctl.core import jsonio  # after the path set-up above
 from taskmuxd import proctree, runrecord, runrelaunch
 from taskmuxd.runready import RunReadiness
 from taskmuxd.runrecord import RunRecord, RunSpec

@@ -20,7 +20,7 @@ classes are made by a small stand-in for ``dataclasses`` at run time (``dataclas
 
 from __future__ import annotations
 
-from taskmuxctl import jsonio
+from taskmuxctl.core import jsonio
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ import os
 import select
 import time
 
-from taskmuxctl import jsonio
+from taskmuxctl.core import jsonio
 
 WAIT_SECONDS = 1.0  # how long a runner waits for an order after reporting its exit
 HOLD_LIMIT = 65.0  # the longest hold a runner accepts (the longest backoff is 60 s, +10%)

@@ -14,8 +14,8 @@ import os
 import re
 import time
 
-from taskmuxctl.fsutil import TEMP_SUFFIX
-from taskmuxctl.paths import Paths
+from taskmuxctl.core.fsutil import TEMP_SUFFIX
+from taskmuxctl.core.paths import Paths
 
 log = logging.getLogger("taskmuxd.tempfiles")
 

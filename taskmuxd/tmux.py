@@ -30,9 +30,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.errors import DaemonError
+from taskmuxctl.core.protocol import Code
 from taskmuxd import ownenv, privacy
-from taskmuxd.errors import DaemonError
 from taskmuxd.tmuxcontrol import (
     Connection,
     ConnectionLost,

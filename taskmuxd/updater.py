@@ -23,20 +23,20 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from taskmuxctl import __version__
-from taskmuxctl.protocol import Code, Method
-from taskmuxctl.update import apply, bootguard
-from taskmuxctl.update import events as update_events
-from taskmuxctl.update import lock as update_lock
-from taskmuxctl.update.install import clean_env
-from taskmuxctl.update.keys import trusted_keys
-from taskmuxctl.update.layout import AppLayout
-from taskmuxd.errors import ClientError, DaemonError
+from taskmuxctl.core.errors import ClientError, DaemonError
+from taskmuxctl.core.protocol import Code, Method
+from taskmuxctl.core.update import apply, bootguard
+from taskmuxctl.core.update import lock as update_lock
+from taskmuxctl.core.update import progress as update_events
+from taskmuxctl.core.update.install import clean_env
+from taskmuxctl.core.update.keys import trusted_keys
+from taskmuxctl.core.update.layout import AppLayout
 
 if TYPE_CHECKING:
-    from taskmuxctl.paths import Paths
-    from taskmuxd.events import EventLog
-    from taskmuxd.rpc.methods import Handler
-    from taskmuxd.settings import Settings
+    from taskmuxctl.core.eventlog import EventLog
+    from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.settings import Settings
+    from taskmuxd.rpc.registration import Handler
 
 log = logging.getLogger("taskmuxd.update")
 

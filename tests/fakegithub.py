@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from taskmuxctl.update import release as rel
+from taskmuxctl.core.update import release as rel
 
 TOKEN = "test-token"
 

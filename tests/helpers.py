@@ -23,7 +23,7 @@ def daemon_env(home: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("TASKMUX_", "NOTIFY_SOCKET", "WATCHDOG_", "TMUX"))}
     base["TASKMUX_HOME"] = home
-    base["TASKMUX_TEST_HOOKS"] = "1"  # routes.set & co. (taskmuxd/methods_proxy.py)
+    base["TASKMUX_TEST_HOOKS"] = "1"  # routes.set & co. (taskmuxd/handlers/network.py)
     return base
 
 

@@ -13,13 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import LineFramer, RpcError
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import LineFramer, RpcError
 
 with warnings.catch_warnings():  # jsonrpcserver uses a deprecated importlib.resources call
     warnings.simplefilter("ignore", DeprecationWarning)
     from taskmuxd.rpc.dispatch import Dispatcher
-    from taskmuxd.rpc.methods import MethodTable, Namespace
+    from taskmuxd.rpc.registration import MethodTable, Namespace
 
 
 def _not_json(name: str) -> Any:

@@ -11,11 +11,11 @@ import sys
 import time
 from typing import Any
 
-from taskmuxctl.update import bootguard
+from taskmuxctl.core.update import bootguard
 from tests.helpers import REPO, read
 from tests.users import throwaway_user
 
-GUARD = os.path.join(REPO, "taskmuxctl", "update", "bootguard.py")
+GUARD = os.path.join(REPO, "taskmuxctl", "core", "update", "bootguard.py")
 BARE = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 DAEMON = """#!/bin/sh

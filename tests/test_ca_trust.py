@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from taskmuxd import trust
+from taskmuxctl.core.system import resolver, truststore
 from taskmuxd.certstore import CertStore
-from taskmuxd.dns import delegation
 from tests.helpers import call, pid_gone, read, run_json, wait_until
 from tests.test_certs import handshake
 from tests.test_privileges import prepare_home, user_python_env
@@ -37,7 +36,7 @@ def test_ca_path_and_mint(env: dict[str, str], home: str, tmp_path: str) -> None
     assert code == 1 and "cannot be part of a host name" in out["error"]
 
 
-def _update_ca_certificates(root: str) -> trust.SystemStore:
+def _update_ca_certificates(root: str) -> truststore.SystemStore:
     if shutil.which("update-ca-certificates") is None:
         pytest.skip("update-ca-certificates is not installed")
     dirs = {d: os.path.join(root, d) for d in ("local", "certs", "etc", "hooks")}
@@ -50,7 +49,7 @@ def _update_ca_certificates(root: str) -> trust.SystemStore:
     other = CertStore(os.path.join(root, "other"))
     other.ca()
     shutil.copy(other.ca_cert_path, os.path.join(dirs["local"], "someone-else.crt"))
-    return trust.SystemStore("debian", dirs["local"], ".crt", (
+    return truststore.SystemStore("debian", dirs["local"], ".crt", (
         "update-ca-certificates", "--certsconf", conf, "--certsdir", dirs["certs"],
         "--localcertsdir", dirs["local"], "--etccertsdir", dirs["etc"],
         "--hooksdir", dirs["hooks"]), ("--fresh",))
@@ -63,16 +62,16 @@ def test_the_system_store_trusts_the_ca(tmp_path: str) -> None:
     ca = CertStore(os.path.join(tmp_path, "ca"))
     ca.ca()
     name = "taskmux local CA (test@host)"
-    action = trust.install_system(ca.ca_cert_path, name, store)
+    action = truststore.install_system(ca.ca_cert_path, name, store)
     assert action.done and action.changed, action
     bundle = os.path.join(tmp_path, "sys", "etc", "ca-certificates.crt")
     assert read(ca.ca_cert_path) in read(bundle)
-    again = trust.install_system(ca.ca_cert_path, name, store)
+    again = truststore.install_system(ca.ca_cert_path, name, store)
     assert again.done and not again.changed and "already trusted" in again.detail
     # A client trusting the rebuilt bundle accepts the proxy's certificates.
     leaf = ca.leaf("shop")
     handshake(bundle, leaf.cert_path, leaf.key_path, "web.shop.localhost")
-    gone = trust.uninstall_system(name, store, ca.ca_cert_path)
+    gone = truststore.uninstall_system(name, store, ca.ca_cert_path)
     assert gone.done and gone.changed
     assert read(ca.ca_cert_path) not in read(bundle)
     assert "BEGIN CERTIFICATE" in read(bundle)  # the other anchor stays
@@ -98,15 +97,15 @@ def test_nss_databases_of_browsers(tmp_path: str) -> None:
     ca = CertStore(os.path.join(tmp_path, "ca"))
     ca.ca()
     name = "taskmux local CA (test@host)"
-    assert trust.nss_databases(home) == [chrome, firefox]
-    actions = trust.install_nss(ca.ca_cert_path, name, user)
+    assert truststore.nss_databases(home) == [chrome, firefox]
+    actions = truststore.install_nss(ca.ca_cert_path, name, user)
     assert [(a.done, a.changed) for a in actions] == [(True, True), (True, True)], actions
     for db in (chrome, firefox):
         listing = subprocess.run(["certutil", "-L", "-d", f"sql:{db}"], capture_output=True,
                                  text=True, check=True).stdout
         assert name in listing and "C,," in listing
-    assert all(not a.changed for a in trust.install_nss(ca.ca_cert_path, name, user))
-    assert all(a.done and a.changed for a in trust.uninstall_nss(name, user))
+    assert all(not a.changed for a in truststore.install_nss(ca.ca_cert_path, name, user))
+    assert all(a.done and a.changed for a in truststore.uninstall_nss(name, user))
     listing = subprocess.run(["certutil", "-L", "-d", f"sql:{chrome}"], capture_output=True,
                              text=True, check=True).stdout
     assert name not in listing
@@ -163,21 +162,21 @@ def _stop_daemon(state: str) -> None:
 
 def test_resolver_delegation_files(tmp_path: str) -> None:
     root = str(tmp_path)
-    actions = delegation.install("localhost", 5454, root=root, platform="linux", reload=False)
+    actions = resolver.install("localhost", 5454, root=root, platform="linux", reload=False)
     path = os.path.join(root, "etc/systemd/resolved.conf.d/taskmux-localhost.conf")
     assert actions[0].changed and actions[0].target == path
     assert read(path).endswith("[Resolve]\nDNS=127.0.0.1:5454\nDomains=~localhost\n")
-    again = delegation.install("localhost", 5454, root=root, platform="linux", reload=False)
+    again = resolver.install("localhost", 5454, root=root, platform="linux", reload=False)
     assert again[0].done and not again[0].changed
-    mac = delegation.install("test", 5454, root=root, platform="darwin", reload=False)
+    mac = resolver.install("test", 5454, root=root, platform="darwin", reload=False)
     assert read(os.path.join(root, "etc/resolver/test")).endswith(
         "nameserver 127.0.0.1\nport 5454\n")
     assert mac[0].changed
-    assert delegation.uninstall("localhost", root=root, platform="linux", reload=False)[0].changed
+    assert resolver.uninstall("localhost", root=root, platform="linux", reload=False)[0].changed
     assert not os.path.exists(path)
     with open(os.path.join(root, "etc/resolver/mine"), "w") as fh:
         fh.write("nameserver 10.0.0.1\n")
-    kept = delegation.uninstall("mine", root=root, platform="darwin", reload=False)
+    kept = resolver.uninstall("mine", root=root, platform="darwin", reload=False)
     assert not kept[0].done and "not written by taskmux" in kept[0].detail
     assert os.path.exists(os.path.join(root, "etc/resolver/mine"))
 
@@ -202,26 +201,26 @@ def test_ca_install_creates_the_chromium_database_and_replaces_an_old_ca(tmp_pat
     ca.ca()
     name = "taskmux local CA (test@host)"
     chrome = os.path.join(home, ".pki", "nssdb")
-    none = trust.install_nss(ca.ca_cert_path, name, user, browsers=[])
+    none = truststore.install_nss(ca.ca_cert_path, name, user, browsers=[])
     assert not os.path.exists(chrome) and "none found" in none[0].detail
-    actions = trust.install_nss(ca.ca_cert_path, name, user, browsers=["chromium"])
+    actions = truststore.install_nss(ca.ca_cert_path, name, user, browsers=["chromium"])
     assert [a.target for a in actions] == [f"NSS database {chrome}"] * 2
     assert actions[0].detail.startswith("created") and actions[1].detail == "trusted"
     assert oct(os.stat(chrome).st_mode & 0o777) == "0o700"
-    der = trust._der_of_pem_file(ca.ca_cert_path)
-    assert der is not None and trust.nss_trust(chrome, name, der) == (True, "trusts the CA")
+    der = truststore._der_of_pem_file(ca.ca_cert_path)
+    assert der is not None and truststore.nss_trust(chrome, name, der) == (True, "trusts the CA")
     # The CA made anew (same name, another key): the database holds the old one until
     # install runs again, and doctor's reading says so.
     shutil.rmtree(os.path.join(tmp_path, "ca"))
     fresh = CertStore(os.path.join(tmp_path, "ca"))
     fresh.ca()
-    new_der = trust._der_of_pem_file(fresh.ca_cert_path)
+    new_der = truststore._der_of_pem_file(fresh.ca_cert_path)
     assert new_der is not None and new_der != der
-    assert trust.nss_trust(chrome, name, new_der) == (
+    assert truststore.nss_trust(chrome, name, new_der) == (
         False, "holds an older taskmux CA under the same name")
-    again = trust.install_nss(fresh.ca_cert_path, name, user, browsers=["chromium"])
+    again = truststore.install_nss(fresh.ca_cert_path, name, user, browsers=["chromium"])
     assert [(a.done, a.changed) for a in again] == [(True, True)], again
-    assert trust.nss_trust(chrome, name, new_der)[0] is True
+    assert truststore.nss_trust(chrome, name, new_der)[0] is True
     # Firefox installed with no profile yet: said, not failed.
-    firefox = trust.install_nss(fresh.ca_cert_path, name, user, browsers=["firefox"])
+    firefox = truststore.install_nss(fresh.ca_cert_path, name, user, browsers=["firefox"])
     assert firefox[-1].target == "Firefox" and "start it once" in firefox[-1].detail

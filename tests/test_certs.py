@@ -15,9 +15,9 @@ import threading
 import pytest
 from cryptography import x509
 
+from taskmuxctl.core.errors import ClientError
 from taskmuxd import certs
 from taskmuxd.certstore import CertStore, check_label
-from taskmuxd.errors import ClientError
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.protocol import Code
 from tests.helpers import DaemonProcess, call, read, run_cli, run_json, safe_settings
 
 

@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from taskmuxctl.client import Client, DaemonUnavailable
 from taskmuxctl.context import Context
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.rpcclient import Client, DaemonUnavailable
 from tests.helpers import (
     BIN,
     DaemonProcess,
@@ -93,7 +93,7 @@ def test_start_stop_restart(env: dict[str, str], home: str) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the warning is about running as root")
 def test_starting_the_daemon_as_root_says_so_once(env: dict[str, str], home: str) -> None:
-    from taskmuxctl.daemonctl import ROOT_WARNING
+    from taskmuxctl.core.daemonctl import ROOT_WARNING
 
     # The first command that needs the daemon starts it, and warns: once, on stderr.
     first = run_cli(["--json", "status"], env, cwd=home)
@@ -109,7 +109,7 @@ def test_starting_the_daemon_as_root_says_so_once(env: dict[str, str], home: str
 
 def test_no_root_warning_for_a_user(monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from taskmuxctl import daemonctl
+    from taskmuxctl.core import daemonctl
 
     monkeypatch.setattr(daemonctl.os, "geteuid", lambda: 1000)
     daemonctl.warn_if_root()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.protocol import Code
 from tests.helpers import call, run_cli, run_json, wait_until
 from tests.projects import status, write_project
 
@@ -175,7 +175,7 @@ def test_a_reload_that_fails_is_reported_and_the_project_keeps_running(
 
 
 def test_dependency_checks_are_iterative_and_linear() -> None:
-    from taskmuxd.projects.config import TaskConfig, find_cycle, start_order
+    from taskmuxctl.core.projectconfig import TaskConfig, find_cycle, start_order
 
     n = 100_000
     graph = {f"t{i}": [f"t{i - 1}"] if i else [] for i in range(n)}

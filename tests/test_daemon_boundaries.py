@@ -13,14 +13,14 @@ from tests.helpers import REPO
 
 PACKAGES = ("taskmuxd", "taskmuxctl")
 # The daemon's wiring and what it wires: none of these may be in a circle.
-NO_CIRCLE = ("taskmuxd.daemon", "taskmuxd.boot", "taskmuxd.methods_daemon",
-             "taskmuxd.methods_proxy", "taskmuxd.projects.methods", "taskmuxd.projects.panes",
+NO_CIRCLE = ("taskmuxd.daemon", "taskmuxd.boot", "taskmuxd.handlers.daemon",
+             "taskmuxd.handlers.network", "taskmuxd.handlers.projects", "taskmuxd.projects.panes",
              "taskmuxd.projects.manager", "taskmuxd.updater", "taskmuxd.diskwatch",
              "taskmuxd.dashboard.app", "taskmuxd.dashboard.site", "taskmuxd.eventstream",
              "taskmuxd.sampler", "taskmuxd.daemonstatus", "taskmuxd.rpc.dispatch",
-             "taskmuxd.rpc.early", "taskmuxd.rpc.methods", "taskmuxd.rpc.params",
-             "taskmuxd.rpc.server", "taskmuxd.lock", "taskmuxctl.pidlock",
-             "taskmuxctl.protocol", "taskmuxctl.rpctypes", "taskmuxctl.mcp.server")
+             "taskmuxd.rpc.early", "taskmuxd.rpc.registration", "taskmuxd.rpc.params",
+             "taskmuxd.rpc.ctlsocket", "taskmuxd.daemonlock", "taskmuxctl.core.pidlock",
+             "taskmuxctl.core.protocol", "taskmuxctl.core.rpctypes", "taskmuxctl.mcp.stdioserver")
 
 
 def _modules(root: str) -> dict[str, str]:

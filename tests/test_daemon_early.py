@@ -12,8 +12,8 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import Code
 from tests.helpers import PYTHON
 
 PING = b'{"jsonrpc":"2.0","method":"daemon.ping","id":7}\n'
@@ -64,7 +64,7 @@ def _full_table() -> Callable[[], dict[str, Callable[..., Awaitable[Any]]]]:
 
     with warnings.catch_warnings():  # jsonrpcserver uses a deprecated importlib call
         warnings.simplefilter("ignore", DeprecationWarning)
-        from taskmuxd.rpc.methods import MethodTable
+        from taskmuxd.rpc.registration import MethodTable
 
     table = MethodTable()
 
@@ -149,10 +149,10 @@ def test_a_failed_start_answers_held_requests_with_its_reason() -> None:
 
 
 def test_the_first_phase_loads_neither_pydantic_nor_the_method_table() -> None:
-    code = ("import sys, taskmuxd.cli, taskmuxd.boot, taskmuxd.settingsfile; "
+    code = ("import sys, taskmuxd.cli, taskmuxd.boot, taskmuxctl.core.settingsfile; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('pydantic', 'pydantic_core', 'jsonrpcserver', 'oslash', 'watchdog', 'ctypes') "
-            "or m in ('taskmuxd.settings', 'taskmuxd.daemon', 'taskmuxd.rpc.methods', "
+            "or m in ('taskmuxctl.core.settings', 'taskmuxd.daemon', 'taskmuxd.rpc.registration', "
             "'taskmuxd.projects.manager')))")
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True,
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},

@@ -252,9 +252,9 @@ def test_ready_waits_for_every_subsystem_and_children_do_not_inherit_the_socket(
         home: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import warnings
 
-    from taskmuxctl.paths import Paths
+    from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.settings import Settings
     from taskmuxd.notify import Notifier
-    from taskmuxd.settings import Settings
 
     with warnings.catch_warnings():  # jsonrpcserver uses a deprecated importlib.resources call
         warnings.simplefilter("ignore", DeprecationWarning)

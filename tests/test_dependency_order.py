@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from taskmuxd.projects.config import ConfigError, parse
+from taskmuxctl.core.projectconfig import ConfigError, parse
 from tests.helpers import read, run_cli, run_json, wait_until
 from tests.projects import status, task, tmux, wait_state, write_project
 

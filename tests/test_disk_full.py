@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from taskmuxctl import diskspace
-from taskmuxctl.fsutil import read_pid
+from taskmuxctl.core import diskspace
+from taskmuxctl.core.fsutil import read_pid
 from tests.helpers import (
     DaemonProcess,
     call,

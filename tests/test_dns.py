@@ -15,7 +15,7 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 
-from taskmuxd.dns import hosts
+from taskmuxctl.core.system import hostsfile
 from taskmuxd.dns.answers import Answerer
 from tests.helpers import ProxyHarness, call, read, route, run_json, wait_until, write_config
 
@@ -115,18 +115,18 @@ def test_the_hosts_block_follows_the_routes_and_leaves_user_lines(
     harness = ProxyHarness(start_daemon())
     harness.set_routes("shop", route("web", "web", 1), route("api", "api", 2),
                        route("rest", "*", 3))
-    wait_until(lambda: hosts.block_names(read(hosts_file)), what="the hosts block")
+    wait_until(lambda: hostsfile.block_names(read(hosts_file)), what="the hosts block")
     text = read(hosts_file)
     assert text.startswith(USER_LINES)
-    assert hosts.block_names(text) == ["api.shop.localhost", "shop.localhost",
+    assert hostsfile.block_names(text) == ["api.shop.localhost", "shop.localhost",
                                        "web.shop.localhost"]
     assert "127.0.0.1\tweb.shop.localhost" in text and "::1\tweb.shop.localhost" in text
-    assert hosts.BEGIN in text and hosts.END in text
+    assert hostsfile.BEGIN in text and hostsfile.END in text
     # The names are recorded for the next start as root (which writes the real file).
     record = os.path.join(home, "hostnames.json")
     wait_until(lambda: "web.shop.localhost" in read(record), what="the record")
     harness.set_routes("shop", route("web", "web", 1))
-    wait_until(lambda: hosts.block_names(read(hosts_file)) == ["shop.localhost",
+    wait_until(lambda: hostsfile.block_names(read(hosts_file)) == ["shop.localhost",
                                                                "web.shop.localhost"],
                what="the block to shrink")
     harness.remove("shop")
@@ -144,12 +144,12 @@ def test_dns_install_writes_the_block_with_the_daemons_names(
     write_config(home, 'host_resolver = "etc_hosts"\n')
     harness = ProxyHarness(start_daemon())
     harness.set_routes("blog", route("web", "web", 1))
-    wait_until(lambda: hosts.block_names(read(hosts_file)), what="the daemon's own write")
+    wait_until(lambda: hostsfile.block_names(read(hosts_file)), what="the daemon's own write")
     with open(hosts_file, "w") as fh:  # as if the block were lost
         fh.write(USER_LINES)
     code, out = run_json(["dns", "install"], env)
     assert code == 0 and out["complete"] is True, out
-    assert hosts.block_names(read(hosts_file)) == ["blog.localhost", "web.blog.localhost"]
+    assert hostsfile.block_names(read(hosts_file)) == ["blog.localhost", "web.blog.localhost"]
     code, out = run_json(["dns", "uninstall"], env)
     assert code == 0 and read(hosts_file) == USER_LINES
     assert call(harness.daemon.socket, "dns.info")["hostnames"] == ["blog.localhost",
@@ -158,21 +158,21 @@ def test_dns_install_writes_the_block_with_the_daemons_names(
 
 @pytest.mark.parametrize(("before", "names", "after"), [
     ("a\nb\n", ["x.localhost"],
-     f"a\nb\n{hosts.BEGIN}\n{hosts.NOTE}\n127.0.0.1\tx.localhost\n::1\tx.localhost\n"
-     f"{hosts.END}\n"),
+     f"a\nb\n{hostsfile.BEGIN}\n{hostsfile.NOTE}\n127.0.0.1\tx.localhost\n::1\tx.localhost\n"
+     f"{hostsfile.END}\n"),
     # The block is rewritten where it stands; lines after it stay after it.
-    (f"a\n{hosts.BEGIN}\n1.2.3.4 old.localhost\n{hosts.END}\nb\n", ["n.localhost"],
-     f"a\n{hosts.BEGIN}\n{hosts.NOTE}\n127.0.0.1\tn.localhost\n::1\tn.localhost\n"
-     f"{hosts.END}\nb\n"),
-    (f"a\n{hosts.BEGIN}\nx\n{hosts.END}\nb\n", [], "a\nb\n"),
+    (f"a\n{hostsfile.BEGIN}\n1.2.3.4 old.localhost\n{hostsfile.END}\nb\n", ["n.localhost"],
+     f"a\n{hostsfile.BEGIN}\n{hostsfile.NOTE}\n127.0.0.1\tn.localhost\n::1\tn.localhost\n"
+     f"{hostsfile.END}\nb\n"),
+    (f"a\n{hostsfile.BEGIN}\nx\n{hostsfile.END}\nb\n", [], "a\nb\n"),
     # A BEGIN without an END is the user's text: nothing after it is swallowed.
-    (f"a\n{hosts.BEGIN}\nmine\n", [],
-     f"a\n{hosts.BEGIN}\nmine\n"),
+    (f"a\n{hostsfile.BEGIN}\nmine\n", [],
+     f"a\n{hostsfile.BEGIN}\nmine\n"),
     ("", [], ""),
 ])
 def test_replace_block(before: str, names: list[str], after: str) -> None:
-    assert hosts.replace_block(before, names) == after
-    assert hosts.replace_block(after, names) == after  # idempotent
+    assert hostsfile.replace_block(before, names) == after
+    assert hostsfile.replace_block(after, names) == after  # idempotent
 
 
 def test_hosts_write_is_atomic_and_keeps_the_mode(tmp_path: str) -> None:
@@ -181,10 +181,10 @@ def test_hosts_write_is_atomic_and_keeps_the_mode(tmp_path: str) -> None:
         fh.write(USER_LINES)
     os.chmod(path, 0o644)
     inode = os.stat(path).st_ino
-    assert hosts.write(path, ["a.localhost"]) is True
+    assert hostsfile.write(path, ["a.localhost"]) is True
     assert os.stat(path).st_ino != inode  # replaced by rename, never half-written
     assert os.stat(path).st_mode & 0o777 == 0o644
-    assert hosts.write(path, ["a.localhost"]) is False  # nothing to change
+    assert hostsfile.write(path, ["a.localhost"]) is False  # nothing to change
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 

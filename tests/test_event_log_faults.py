@@ -14,8 +14,8 @@ import time
 
 import pytest
 
+from taskmuxctl.core.eventlog import EventLog, read_events
 from taskmuxd import tempfiles
-from taskmuxd.events import EventLog, read_events
 from tests.helpers import REPO, DaemonProcess, read, run_cli, run_json, wait_until
 from tests.projects import write_project
 
@@ -67,8 +67,8 @@ def test_a_short_write_is_taken_back(tmp_path: str, monkeypatch: pytest.MonkeyPa
 WRITER = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {repo!r})
-    from taskmuxctl.fsutil import atomic_write
-    from taskmuxd.events import EventLog
+    from taskmuxctl.core.fsutil import atomic_write
+    from taskmuxctl.core.eventlog import EventLog
     home = sys.argv[1]
     log = EventLog(os.path.join(home, "events.jsonl"))
     i = 0

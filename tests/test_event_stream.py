@@ -9,7 +9,7 @@ import socket
 import subprocess
 from typing import Any
 
-from taskmuxd.events import KEEP, TRIM_AT, EventLog
+from taskmuxctl.core.eventlog import KEEP, TRIM_AT, EventLog
 from tests.helpers import BIN, DaemonProcess, call
 from tests.projects import write_project
 

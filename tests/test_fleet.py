@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from taskmuxctl import fleet
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import RpcError
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import RpcError
 from tests.helpers import BIN
 
 CTL = os.path.join(BIN, "taskmuxctl")

@@ -30,8 +30,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from taskmuxctl import fleet
-from taskmuxctl.paths import Paths
-from taskmuxctl.update import bootguard
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.update import bootguard
 from tests.fakegithub import TOKEN, FakeGitHub, public_key_text
 from tests.helpers import BIN, REPO, wait_until, write_config
 from tests.sshd import Machine, SshLab, close_masters, ssh_lab
@@ -80,8 +80,8 @@ def shared(builds: Builds) -> Iterator[dict[str, str]]:
     try:
         wheelhouse = os.path.join(root, "wheelhouse")
         shutil.copytree(os.path.realpath(builds.wheelhouse), wheelhouse)
-        from taskmuxctl.update.install import create_version
-        from taskmuxctl.update.layout import AppLayout
+        from taskmuxctl.core.update.install import create_version
+        from taskmuxctl.core.update.layout import AppLayout
 
         layout = AppLayout(Paths(os.path.join(root, "base-home")))
         layout.ensure()
@@ -115,7 +115,7 @@ def install_base(machine: Machine, shared: dict[str, str], gh: FakeGitHub,
         os.makedirs(os.path.join(app, sub), mode=0o700)
     os.symlink(shared["base"], os.path.join(app, "versions", BASE))
     bootguard.set_link(app, "current", BASE)
-    shutil.copy(os.path.join(REPO, "taskmuxctl", "update", "bootguard.py"),
+    shutil.copy(os.path.join(REPO, "taskmuxctl", "core", "update", "bootguard.py"),
                 os.path.join(app, "bootguard.py"))
     with open(os.path.join(app, "layout.json"), "w") as fh:
         json.dump({"format": 1, "python": shared["python"]}, fh)

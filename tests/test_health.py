@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from taskmuxd.health import ProbeSpec, probe
+from taskmuxd.healthprobes import ProbeSpec, probe
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from taskmuxctl.protocol import Code
-from taskmuxd import events as events_mod
-from taskmuxd.events import EventLog
+from taskmuxctl.core import eventlog as events_mod
+from taskmuxctl.core.eventlog import EventLog
+from taskmuxctl.core.protocol import Code
 from tests.helpers import BIN, read, run_json
 from tests.projects import task, write_project
 
@@ -129,7 +129,7 @@ def test_task_and_project_names_complete(env: dict[str, str], tmp_path: str) -> 
 
 
 def test_an_event_line_reads_plainly() -> None:
-    from taskmuxctl.eventlog import format_event
+    from taskmuxctl.core.eventread import format_event
 
     line = format_event({"time": "2026-11-21T15:01:06.694Z", "project": "demo", "task": None,
                          "event": "session_started",

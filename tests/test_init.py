@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from taskmuxd.projects import config as cfgmod
+from taskmuxctl.core import projectconfig as cfgmod
 from tests.helpers import BIN, read, run_cli, run_json, wait_until
 from tests.projects import status, wait_state
 

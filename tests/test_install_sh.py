@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from taskmuxctl.update import bootguard
+from taskmuxctl.core.update import bootguard
 from tests.fakegithub import FakeGitHub, public_key_text
 from tests.helpers import read_daemon_pid_kill
 from tests.update_fixtures import (

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from taskmuxd.projects.launcher import Launcher
+from taskmuxd.projects.windowbatch import Launcher
 from taskmuxd.tmux import Tmux
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.protocol import Code
 from tests.helpers import DaemonProcess, call
 from tests.users import throwaway_user
 

@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from taskmuxctl.fsutil import read_pid
-from taskmuxctl.paths import Paths
-from taskmuxctl.pidlock import LockHeld, PidLock, holder
-from taskmuxctl.update.lock import UpdateBusy, UpdateLock
-from taskmuxd.lock import AlreadyRunning, InstanceLock
+from taskmuxctl.core.fsutil import read_pid
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.pidlock import LockHeld, PidLock, holder
+from taskmuxctl.core.update.lock import UpdateBusy, UpdateLock
+from taskmuxd.daemonlock import AlreadyRunning, InstanceLock
 
 
 def test_a_pid_lock_names_its_holder_and_lets_go(tmp_path: os.PathLike[str]) -> None:

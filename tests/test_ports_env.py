@@ -150,7 +150,7 @@ def test_environment_is_built_not_inherited(env: dict[str, str], tmp_path: str,
 def test_connections_in_time_wait_do_not_make_a_port_busy() -> None:
     """A dev server that closed its connections leaves them in TIME_WAIT on its port; a
     restarted server binds it again (servers set SO_REUSEADDR), so the port is not taken."""
-    from taskmuxd.projects import ports
+    from taskmuxd.projects import portscan
 
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -172,13 +172,13 @@ def test_connections_in_time_wait_do_not_make_a_port_busy() -> None:
     finally:
         plain.close()
     assert time_wait
-    assert not ports.in_use(port)
+    assert not portscan.in_use(port)
     busy = socket.socket()
     busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     busy.bind(("127.0.0.1", port))
     busy.listen()
     try:
-        assert ports.in_use(port)  # a listener still counts
+        assert portscan.in_use(port)  # a listener still counts
     finally:
         busy.close()
 

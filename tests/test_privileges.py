@@ -25,8 +25,8 @@ import dns.message
 import dns.query
 import pytest
 
+from taskmuxctl.core.system import hostsfile
 from taskmuxd import privileges
-from taskmuxd.dns import hosts
 from tests.helpers import REPO, call, read, route, wait_until
 from tests.users import throwaway_user
 from tests.web import backend, ca_context, get
@@ -241,7 +241,7 @@ def test_root_writes_the_hosts_block_before_dropping(tmp_path: str) -> None:
             wait_answering(sock, proc, log)
             text = read(hosts_file)
             assert text.startswith("127.0.0.1 localhost\n")
-            assert hosts.block_names(text) == ["api.shop.localhost", "shop.localhost"]
+            assert hostsfile.block_names(text) == ["api.shop.localhost", "shop.localhost"]
             st = os.stat(hosts_file)
             assert (st.st_uid, st.st_mode & 0o777) == (0, 0o644)  # still root's, same mode
             section = call(sock, "daemon.status")["dns"]
@@ -292,7 +292,7 @@ def test_a_users_settings_cannot_make_root_write_another_file(tmp_path: str) -> 
         assert (after[1].st_ino, after[1].st_mtime_ns, after[1].st_mode, after[1].st_uid) \
             == (before[1].st_ino, before[1].st_mtime_ns, before[1].st_mode, before[1].st_uid)
         text = read(hosts_file)
-        assert hosts.block_names(text) == ["ok.shop.localhost"]
+        assert hostsfile.block_names(text) == ["ok.shop.localhost"]
         assert SUDOERS_LINE not in text and "bank.example" not in text
         assert "example.com" not in text and "\x00" not in text
         assert sorted(os.listdir(etc)) == ["hosts", "sudoers-x", "taskmux.toml"]

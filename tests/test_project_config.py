@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.protocol import Code
 from tests.helpers import BIN, read, run_cli, run_json
 from tests.projects import task, write_project
 

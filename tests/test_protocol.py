@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from taskmuxctl import jsonio
-from taskmuxctl.protocol import ERRORS, Code, FrameTooLarge, LineFramer, encode
+from taskmuxctl.core import jsonio
+from taskmuxctl.core.protocol import ERRORS, Code, FrameTooLarge, LineFramer, encode
 
 
 def test_framer_splits_lines_across_arbitrary_chunks() -> None:

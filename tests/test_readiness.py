@@ -7,7 +7,7 @@ import sys
 import time
 
 from taskmuxctl.commands.wait import judge
-from taskmuxd.projects.healthwatch import FAST_PROBE, next_probe_in
+from taskmuxd.projects.probeactions import FAST_PROBE, next_probe_in
 from taskmuxd.supervisor.verdict import FIRST_PROBE
 from tests.helpers import run_json, wait_until
 from tests.projects import task, write_project

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 
-from taskmuxctl.protocol import ERRORS
+from taskmuxctl.core.projectconfig import Hooks, ProjectConfig, TaskConfig
+from taskmuxctl.core.protocol import ERRORS
+from taskmuxctl.core.settings import Settings
 from taskmuxctl.spec import COMMANDS, GROUPS
 from taskmuxd.policy import Ev, TaskState
-from taskmuxd.projects.config import Hooks, ProjectConfig, TaskConfig
-from taskmuxd.settings import Settings
 from tests.helpers import REPO, read
 
 README = read(f"{REPO}/README.md")

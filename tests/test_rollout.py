@@ -46,8 +46,8 @@ class FakeFleet:
         gone = self.gone_after.get(host.name)
         since = self.updated_at.get(host.name)
         if gone is not None and since is not None and self.clock.now - since >= gone:
-            from taskmuxctl.client import DaemonUnavailable
-            from taskmuxctl.protocol import Code
+            from taskmuxctl.core.protocol import Code
+            from taskmuxctl.core.rpcclient import DaemonUnavailable
 
             raise DaemonUnavailable(Code.DAEMON_UNREACHABLE, "unreachable",
                                     f"{host.name} is unreachable (connection refused)")

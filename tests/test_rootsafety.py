@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from taskmuxd import rootconfig, rootfiles
-from taskmuxd.dns import hosts, names
+from taskmuxctl.core.system import hostnames, hostsfile, rootfiles
+from taskmuxd import rootconfig
 from taskmuxd.dns.subsystem import MAX_RECORD_NAMES, read_record, record_path
 from tests.helpers import read
 
@@ -55,7 +55,7 @@ EVIL = [
 @pytest.mark.parametrize(("name", "why"), EVIL)
 def test_a_name_is_written_only_when_it_is_a_host_name_under_the_tld(
         name: str, why: str | None) -> None:
-    problem = names.problem(name, "localhost")
+    problem = hostnames.problem(name, "localhost")
     if why is None:
         assert problem is None
     else:
@@ -63,13 +63,13 @@ def test_a_name_is_written_only_when_it_is_a_host_name_under_the_tld(
 
 
 def test_non_strings_and_bad_tlds_are_refused() -> None:
-    assert names.problem(42, "localhost") == "not a string (int)"
-    assert names.problem(None, "localhost") == "not a string (NoneType)"
-    assert names.problem("a.test", "test") is None
-    assert names.problem("a.b.dev.test", "dev.test") is None
+    assert hostnames.problem(42, "localhost") == "not a string (int)"
+    assert hostnames.problem(None, "localhost") == "not a string (NoneType)"
+    assert hostnames.problem("a.test", "test") is None
+    assert hostnames.problem("a.b.dev.test", "dev.test") is None
     for tld in ("", "a..b", "-x", "x y", "UP"):
-        assert names.problem_tld(tld) is not None
-        assert names.problem(f"a.{tld}", tld) is not None
+        assert hostnames.problem_tld(tld) is not None
+        assert hostnames.problem(f"a.{tld}", tld) is not None
 
 
 def test_hosts_write_leaves_out_every_bad_name_and_logs_it(tmp_path: str,
@@ -79,10 +79,10 @@ def test_hosts_write_leaves_out_every_bad_name_and_logs_it(tmp_path: str,
     with open(path, "w") as fh:
         fh.write("127.0.0.1 localhost\n")
     given = [name for name, _ in EVIL] + ["shop.localhost"]
-    assert hosts.write(path, given, "localhost") is True
+    assert hostsfile.write(path, given, "localhost") is True
     text = read(path)
     good = [name for name, why in EVIL if why is None]
-    assert hosts.block_names(text) == good  # once each, in order
+    assert hostsfile.block_names(text) == good  # once each, in order
     assert "advuser" not in text and "example.com" not in text and "\x00" not in text
     lines = text.splitlines()
     assert lines[0] == "127.0.0.1 localhost" and len(lines) == 1 + 3 + 2 * len(good)
@@ -100,7 +100,7 @@ def test_hosts_write_is_atomic_keeps_owner_and_mode_and_leaves_no_temporary(
     group = os.getgid() if os.geteuid() else pwd.getpwnam("nobody").pw_gid
     os.chown(path, os.geteuid(), group)
     inode = os.stat(path).st_ino
-    assert hosts.write(path, ["a.localhost"]) is True
+    assert hostsfile.write(path, ["a.localhost"]) is True
     st = os.stat(path)
     assert st.st_ino != inode  # replaced (renamed over), not rewritten in place
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, os.geteuid(), group)
@@ -115,7 +115,7 @@ def test_as_root_the_hosts_file_is_never_reached_through_a_link(tmp_path: str) -
     link = os.path.join(tmp_path, "hosts")
     os.symlink(victim, link)
     with pytest.raises(rootfiles.UnsafeFile, match="symbolic link"):
-        hosts.write(link, ["a.localhost"])
+        hostsfile.write(link, ["a.localhost"])
     assert read(victim) == "# root only\n" and os.path.islink(link)
 
 
@@ -129,7 +129,7 @@ def test_as_root_the_hosts_file_must_sit_where_only_root_can_change_it(tmp_path:
     with open(path, "w") as fh:
         fh.write("x\n")
     with pytest.raises(rootfiles.UnsafeFile, match="belongs to uid"):
-        hosts.write(path, ["a.localhost"])
+        hostsfile.write(path, ["a.localhost"])
     assert read(path) == "x\n"
 
 
@@ -275,13 +275,13 @@ def test_root_configuration_is_read_only_from_root_and_checked(tmp_path: str) ->
 
 
 def test_the_ca_certificate_to_trust_is_read_as_hostile_input(tmp_path: str) -> None:
-    from taskmuxd import trust
+    from taskmuxctl.core.system import truststore
 
     cert = os.path.join(tmp_path, "ca.crt")
     body = "-----BEGIN CERTIFICATE-----\nTUlJQg==\n-----END CERTIFICATE-----\n"
     with open(cert, "w") as fh:
         fh.write(body)
-    assert trust.certificate_pem(cert) == body.encode()
+    assert truststore.certificate_pem(cert) == body.encode()
     link = os.path.join(tmp_path, "link.crt")
     os.symlink("/etc/shadow", link)
     for text, why in ((None, "symbolic link"), ("root:x:0:0\n", "not one PEM"),
@@ -292,8 +292,8 @@ def test_the_ca_certificate_to_trust_is_read_as_hostile_input(tmp_path: str) -> 
             with open(path, "w") as fh:
                 fh.write(text)
         with pytest.raises(ValueError, match=why):
-            trust.certificate_pem(path)
-    refused = trust.install_system(link, "taskmux", trust.SystemStore(
+            truststore.certificate_pem(path)
+    refused = truststore.install_system(link, "taskmux", truststore.SystemStore(
         "debian", os.path.join(tmp_path, "anchors"), ".crt", ("true",)))
     assert not refused.done and "nothing was trusted" in refused.detail
     assert not os.path.exists(os.path.join(tmp_path, "anchors"))

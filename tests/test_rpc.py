@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 
-from taskmuxctl.protocol import MAX_MESSAGE_BYTES, Code
+from taskmuxctl.core.protocol import MAX_MESSAGE_BYTES, Code
 from tests.helpers import DaemonProcess, call, rpc_lines, wait_until
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import pytest
 from pydantic import Field
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.protocol import Code
 from tests.helpers import DaemonProcess, call, wait_until
 
 MAX_BATCH = 100  # taskmuxd.rpc.dispatch.MAX_BATCH (importing it here loads jsonrpcserver)
@@ -242,7 +242,7 @@ def test_a_method_without_bounds_on_a_number_cannot_be_registered() -> None:
     with warnings.catch_warnings():  # jsonrpcserver uses a deprecated importlib call
         warnings.simplefilter("ignore", DeprecationWarning)
         from taskmuxd.rpc.dispatch import MAX_BATCH as batch_limit
-        from taskmuxd.rpc.methods import MethodTable
+        from taskmuxd.rpc.registration import MethodTable
     assert batch_limit == MAX_BATCH
     table = MethodTable()
 

@@ -15,22 +15,22 @@ from typing import Any
 
 import pytest
 
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import Code, Method, RpcError
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import Code, Method, RpcError
 from tests.rpc_inprocess import FakeDaemon, InProcessRpc, lines
 from tests.test_rpc_hostile import SHAPES, assert_response, enc, req
 
 
 @pytest.fixture
 def daemon_ns(tmp_path: Any) -> FakeDaemon:
-    from taskmuxd.settings import Settings
+    from taskmuxctl.core.settings import Settings
 
     return FakeDaemon(Paths(str(tmp_path)), Settings())
 
 
 @pytest.fixture
 def rpc(daemon_ns: FakeDaemon) -> InProcessRpc:
-    from taskmuxd.methods_daemon import DaemonMethods
+    from taskmuxd.handlers.daemon import DaemonMethods
 
     return InProcessRpc(DaemonMethods(daemon_ns))
 
@@ -66,7 +66,7 @@ def test_daemon_methods_answer_from_what_they_are_given(rpc: InProcessRpc,
 
 def test_config_methods_read_the_current_settings(rpc: InProcessRpc,
                                                   daemon_ns: FakeDaemon) -> None:
-    from taskmuxd.settings import Settings
+    from taskmuxctl.core.settings import Settings
 
     got = rpc.call("config.get")
     assert got["path"] == daemon_ns.paths.config
@@ -165,8 +165,8 @@ def test_notifications_get_no_reply(rpc: InProcessRpc) -> None:
 
 def test_every_malformed_shape_gets_a_well_formed_reply(daemon_ns: FakeDaemon) -> None:
     """tests/test_rpc_hostile.py's table of hostile messages, every one of them."""
-    from taskmuxd.methods_daemon import DaemonMethods
-    from taskmuxd.projects.methods import ProjectMethods
+    from taskmuxd.handlers.daemon import DaemonMethods
+    from taskmuxd.handlers.projects import ProjectMethods
 
     with_projects = InProcessRpc(DaemonMethods(daemon_ns),
                                  ProjectMethods(_stub_projects(), types.SimpleNamespace(),
@@ -213,7 +213,7 @@ def test_params_errors_name_the_parameter_and_its_range(rpc: InProcessRpc) -> No
 def test_project_params_are_checked_before_the_wait_for_adoption() -> None:
     """The project namespace waits for the start's adoption before a method runs; bad params
     are refused before that wait (the stub's ``started`` is never set)."""
-    from taskmuxd.projects.methods import ProjectMethods
+    from taskmuxd.handlers.projects import ProjectMethods
 
     rpc = InProcessRpc(ProjectMethods(_stub_projects(), types.SimpleNamespace(), lambda: None))
     [reply] = rpc.exchange(enc(req({"project": "p", "tasks": "web"}, "project.stop")) + b"\n")
@@ -235,17 +235,17 @@ class Faults:
                 "fault.bug": self.bug, "fault.nan": self.nan, "fault.rpc": self.rpc}
 
     async def client(self) -> None:
-        from taskmuxd.errors import ClientError
+        from taskmuxctl.core.errors import ClientError
 
         raise ClientError("no such project", {"project": "x"}, code=Code.PROJECT_NOT_FOUND)
 
     async def task(self) -> None:
-        from taskmuxd.errors import TaskError
+        from taskmuxctl.core.errors import TaskError
 
         raise TaskError("before_start failed", code=Code.HOOK_FAILED)
 
     async def daemon(self) -> None:
-        from taskmuxd.errors import DaemonError
+        from taskmuxctl.core.errors import DaemonError
 
         raise DaemonError("tmux is not answering", code=Code.TMUX_UNAVAILABLE)
 
@@ -296,7 +296,7 @@ def test_anything_else_is_an_internal_error_with_the_callers_id(method: str) -> 
 
 
 def test_a_method_name_registered_twice_is_refused() -> None:
-    from taskmuxd.methods_daemon import DaemonMethods
+    from taskmuxd.handlers.daemon import DaemonMethods
 
     daemon = FakeDaemon(Paths("/nonexistent"), None)
     with pytest.raises(ValueError, match=r"daemon\.ping registered twice"):
@@ -309,15 +309,15 @@ def test_replies_are_one_line_of_strict_json(rpc: InProcessRpc) -> None:
 
 
 def test_one_set_of_error_codes() -> None:
-    """The MCP server and the daemon answer with the codes of ``taskmuxctl.protocol``: no
+    """The MCP server and the daemon answer with the codes of ``taskmuxctl.core.protocol``: no
     module defines JSON-RPC codes of its own."""
-    import taskmuxctl.mcp.server as mcp_server
-    from taskmuxctl.protocol import ERRORS
+    import taskmuxctl.mcp.stdioserver as mcp_server
+    from taskmuxctl.core.protocol import ERRORS
 
     with_codes = [mcp_server]
     with_codes += [__import__(name, fromlist=["_"]) for name in (
-        "taskmuxd.rpc.dispatch", "taskmuxd.rpc.methods", "taskmuxd.rpc.params",
-        "taskmuxd.rpc.early", "taskmuxd.rpc.server")]
+        "taskmuxd.rpc.dispatch", "taskmuxd.rpc.registration", "taskmuxd.rpc.params",
+        "taskmuxd.rpc.early", "taskmuxd.rpc.ctlsocket")]
     for module in with_codes:
         own = {name: value for name, value in vars(module).items()
                if isinstance(value, int) and not isinstance(value, bool)
@@ -329,8 +329,8 @@ def test_one_set_of_error_codes() -> None:
 
 def _all_handlers(daemon: FakeDaemon) -> dict[str, Any]:
     """Plain handlers of the daemon and project namespaces (unwrapped from the checks)."""
-    from taskmuxd.methods_daemon import DaemonMethods
-    from taskmuxd.projects.methods import ProjectMethods
+    from taskmuxd.handlers.daemon import DaemonMethods
+    from taskmuxd.handlers.projects import ProjectMethods
 
     return {**DaemonMethods(daemon).handlers(),
             **ProjectMethods(_stub_projects(), types.SimpleNamespace(),
@@ -340,7 +340,7 @@ def _all_handlers(daemon: FakeDaemon) -> dict[str, Any]:
 def test_the_shared_param_shapes_are_the_handlers_parameters(daemon_ns: FakeDaemon) -> None:
     import inspect
 
-    from taskmuxctl.rpctypes import PARAMS
+    from taskmuxctl.core.rpctypes import PARAMS
 
     handlers = _all_handlers(daemon_ns)
     assert PARAMS
@@ -356,7 +356,7 @@ def test_the_shared_result_shapes_are_what_the_handlers_return(daemon_ns: FakeDa
                                                                rpc: InProcessRpc) -> None:
     import typing
 
-    from taskmuxctl.rpctypes import RESULTS
+    from taskmuxctl.core.rpctypes import RESULTS
 
     handlers = _all_handlers(daemon_ns)
     assert RESULTS
@@ -372,8 +372,8 @@ def test_the_update_namespace_is_built_from_callbacks_not_the_daemon(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """``update.restart`` asks for a restart through the callback it was given, and only
     under a service manager; otherwise its refusal has the stable code."""
-    from taskmuxd.events import EventLog
-    from taskmuxd.settings import Settings
+    from taskmuxctl.core.eventlog import EventLog
+    from taskmuxctl.core.settings import Settings
     from taskmuxd.updater import AutoUpdater
 
     paths, settings = Paths(str(tmp_path)), Settings()

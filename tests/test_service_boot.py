@@ -160,7 +160,7 @@ def test_system_template_with_its_hardening_runs(manager: UserManager, home: str
     """The system template (root, Type=notify, the hardening) under the root user manager:
     the hardening applies and does not stop the daemon from starting and serving, and the
     user's tasks keep what they need (no NoNewPrivileges, so sudo works in a task)."""
-    from taskmuxctl.service.program import daemon_program
+    from taskmuxctl.core.daemonprogram import daemon_program
     from taskmuxctl.service.render import render
     from taskmuxctl.service.target import Target
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.protocol import Code
 from tests.helpers import call, pid_gone, read, run_cli, run_json, write_config
 from tests.service_fakes import FakeManager, make_fake_manager
 

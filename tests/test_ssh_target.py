@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from taskmuxctl import remote, sshhost
+from taskmuxctl import remote
+from taskmuxctl.core import sshchannel
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import Code, RpcError
 from taskmuxctl.parse import fast
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import Code, RpcError
 from tests.helpers import BIN
 
 
@@ -24,7 +25,7 @@ from tests.helpers import BIN
     ("ssh://a@b@box:22/", "a@b", "box", 22),
 ])
 def test_addresses(text: str, user: str | None, host: str, port: int | None) -> None:
-    t = sshhost.parse_target(text)
+    t = sshchannel.parse_target(text)
     assert (t.user, t.host, t.port) == (user, host, port)
 
 
@@ -37,7 +38,7 @@ def test_addresses(text: str, user: str | None, host: str, port: int | None) -> 
 ])
 def test_bad_addresses_say_what_to_give(text: str, says: str) -> None:
     with pytest.raises(RpcError) as info:
-        sshhost.parse_target(text)
+        sshchannel.parse_target(text)
     assert says in info.value.message and "ssh://[USER@]HOST[:PORT]" in info.value.message
     assert info.value.code == Code.USAGE
 
@@ -47,7 +48,7 @@ def test_ssh_words(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKMUX_SSH_COMMAND", "ssh -F '/a b/config'")
     monkeypatch.setenv("TASKMUX_SSH_CONNECT_TIMEOUT", "4")
     paths = Paths(str(tmp_path))
-    words = sshhost.ssh_base(paths, sshhost.parse_target("ssh://ann@box:2222"))
+    words = sshchannel.ssh_base(paths, sshchannel.parse_target("ssh://ann@box:2222"))
     assert words[:3] == ["ssh", "-F", "/a b/config"]
     assert words[-2:] == ["--", "box"]
     for option in ("BatchMode=yes", "ConnectTimeout=4", "ControlMaster=auto",
@@ -55,7 +56,7 @@ def test_ssh_words(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         assert option in words
     assert words[words.index("-p"):words.index("-p") + 2] == ["-p", "2222"]
     assert words[words.index("-l"):words.index("-l") + 2] == ["-l", "ann"]
-    assert "-T" in words and "-t" in sshhost.ssh_base(paths, sshhost.parse_target(
+    assert "-T" in words and "-t" in sshchannel.ssh_base(paths, sshchannel.parse_target(
         "ssh://box"), tty=True)
     assert os.stat(tmp_path / "ssh").st_mode & 0o777 == 0o700
 
@@ -89,7 +90,7 @@ def test_refusals() -> None:
     assert why is not None and "`ssh -p 2222 ann@box taskmux daemon install`" in why
 
 
-TARGET = sshhost.parse_target("ssh://ann@box:2222")
+TARGET = sshchannel.parse_target("ssh://ann@box:2222")
 
 
 @pytest.mark.parametrize(("code", "stderr", "reason", "says"), [
@@ -112,7 +113,7 @@ TARGET = sshhost.parse_target("ssh://ann@box:2222")
 ])
 def test_ssh_failures_become_one_clear_error(code: int, stderr: str, reason: str,
                                              says: str) -> None:
-    err = sshhost.explain(TARGET, code, stderr)
+    err = sshchannel.explain(TARGET, code, stderr)
     assert err.reason == reason
     assert says in err.message
     assert "\n" not in err.message
@@ -123,7 +124,7 @@ def test_a_protocol_mismatch_names_both_versions(tmp_path: Any) -> None:
     proc = subprocess.run([os.path.join(BIN, "taskmuxctl"), "dial-stdio", "--protocol", "9"],
                           env={**os.environ, "TASKMUX_HOME": str(tmp_path)},
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
-    err = sshhost.explain(TARGET, proc.returncode, proc.stderr)
+    err = sshchannel.explain(TARGET, proc.returncode, proc.stderr)
     assert err.reason == "protocol"
     assert "protocol 9" in err.message and "speaks 1" in err.message
     assert "update the older" in err.message
@@ -148,6 +149,6 @@ def test_an_unwritable_control_folder_is_said(tmp_path: Any,
     blocker.write_text("")
     paths = Paths(str(blocker))  # its "ssh" folder would have to be inside a file
     with pytest.raises(RpcError) as info:
-        sshhost.Channel(paths, TARGET, 5.0)
+        sshchannel.Channel(paths, TARGET, 5.0)
     assert "cannot prepare ssh for --host ann@box:2222" in info.value.message
     assert "TASKMUX_HOME" in info.value.message

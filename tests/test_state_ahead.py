@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from taskmuxctl.paths import Paths
+from taskmuxctl.core.paths import Paths
 from taskmuxd.policy import Cause, State, TaskState
 from taskmuxd.projects import state as st
 from tests.helpers import DaemonProcess, run_json, wait_until

@@ -1,4 +1,4 @@
-"""``project.status`` over the socket of a real daemon has the shapes ``taskmuxctl.rpctypes``
+"""``project.status`` over the socket of a real daemon has the shapes ``taskmuxctl.core.rpctypes``
 declares: a task row has the same keys whether its project is supervised or only known by its
 taskmux.toml (the task-info dict is built in one place)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from taskmuxctl.rpctypes import (
+from taskmuxctl.core.rpctypes import (
     HealthResult,
     HealthRow,
     ProjectEntry,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from taskmuxctl.paths import Paths
+from taskmuxctl.core.paths import Paths
 from taskmuxctl.top import model
 from tests.helpers import run_json
 from tests.projects import task, write_project

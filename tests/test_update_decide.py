@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from taskmuxctl.update import bootguard
-from taskmuxctl.update.decide import INSTALL, NONE, REFUSE, decide
-from taskmuxctl.update.release import python_satisfies, version_key
+from taskmuxctl.core.update import bootguard
+from taskmuxctl.core.update.decide import INSTALL, NONE, REFUSE, decide
+from taskmuxctl.core.update.release import python_satisfies, version_key
 from taskmuxd.updater import check_delay, supervised_by
 
 BAD = frozenset({"1.3.0"})
@@ -188,8 +188,8 @@ def test_guard_cannot_revert_without_the_previous_version() -> None:
 
 
 def test_update_settings_are_validated() -> None:
-    from taskmuxd import settings
-    from taskmuxd.errors import SettingsError
+    from taskmuxctl.core import settings
+    from taskmuxctl.core.errors import SettingsError
 
     good = settings.parse('trusted_keys = ["+vY1WFt4/9Bu10v/Em0yla7ADVNlzVHMbxbnH+xd5D4="]\n'
                           'auto_update = true\nupdate_check_interval = 60\n', "t")
@@ -222,7 +222,7 @@ def test_wave_policy_waits_for_the_release_to_be_out_long_enough() -> None:
     """auto_update = "wave": a machine takes a release only ``update_wave_delay`` seconds
     after the publish time in its signed manifest; groups with different delays take it in
     turn. A fake clock: no sleeping."""
-    from taskmuxctl.update.decide import released_at, wave_wait
+    from taskmuxctl.core.update.decide import released_at, wave_wait
 
     created = "2026-03-01T12:00:00Z"
     out = released_at(created)
@@ -257,7 +257,7 @@ def test_wave_policy_waits_for_the_release_to_be_out_long_enough() -> None:
 def test_wave_settings() -> None:
     from pydantic import ValidationError
 
-    from taskmuxd.settings import Settings
+    from taskmuxctl.core.settings import Settings
 
     assert Settings.model_validate({"auto_update": "wave"}).auto_update == "wave"
     assert Settings.model_validate({"auto_update": True}).auto_update is True

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from taskmuxctl.protocol import Code
-from taskmuxctl.update import bootguard
-from taskmuxctl.update import lock as update_lock
-from taskmuxd.events import read_events
+from taskmuxctl.core.eventlog import read_events
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.update import bootguard
+from taskmuxctl.core.update import lock as update_lock
 from tests.fakegithub import Fault
 from tests.helpers import call, read, wait_until
 from tests.projects import pid_alive, write_project
@@ -37,7 +37,7 @@ def project_task(inst: Installed, proj: str) -> dict[str, Any]:
 
 
 def events_since(inst: Installed, since: float) -> list[dict[str, Any]]:
-    from taskmuxctl.timefmt import parse_stamp
+    from taskmuxctl.core.timefmt import parse_stamp
 
     out = []
     for e in read_events(os.path.join(inst.home, "events.jsonl")):

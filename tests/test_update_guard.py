@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from taskmuxctl.protocol import Code
-from taskmuxctl.update import bootguard
-from taskmuxctl.update import lock as update_lock
-from taskmuxd.events import read_events
+from taskmuxctl.core.eventlog import read_events
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.update import bootguard
+from taskmuxctl.core.update import lock as update_lock
 from tests.helpers import call, read, wait_until
 from tests.update_fixtures import BASE, CRASHES, GOOD, NEWER, NO_IMPORT, Installed, wait_version
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from taskmuxctl.protocol import Code
-from taskmuxctl.update import release as rel
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.update import release as rel
 from tests.fakegithub import Fault
 from tests.update_fixtures import BASE, BROKEN_PREFLIGHT, GOOD, Installed
 
@@ -168,7 +168,7 @@ def test_wave_policy_and_marks_as_the_installed_client_reads_them(installed: Ins
     import os
     import time
 
-    from taskmuxctl.update import bootguard
+    from taskmuxctl.core.update import bootguard
 
     inst = installed
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from taskmuxctl.update import release as rel
+from taskmuxctl.core.update import release as rel
 from tests.fakegithub import TOKEN, FakeGitHub
 from tests.update_fixtures import EPOCH, copy_source, private_key_text
 
@@ -98,7 +98,7 @@ def test_keygen_prints_the_public_key_and_keeps_the_private_one_private(tmp_path
     public = base64.b64encode(key.public_key().public_bytes(Encoding.Raw,
                                                             PublicFormat.Raw)).decode()
     assert public in proc.stdout
-    with open(os.path.join(src, "taskmuxctl", "update", "keys.py")) as fh:
+    with open(os.path.join(src, "taskmuxctl", "core", "update", "keys.py")) as fh:
         assert f'    "{public}",\n)' in fh.read()  # --pin wrote it into the copy
 
 

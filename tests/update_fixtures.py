@@ -34,7 +34,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from taskmuxctl.update import bootguard
+from taskmuxctl.core.update import bootguard
 from tests.fakegithub import FakeGitHub, public_key_text
 from tests.helpers import REPO, read, read_daemon_pid_kill, wait_until
 
@@ -129,9 +129,9 @@ def _build_all(root: str) -> None:
     wheelhouse = dependency_wheelhouse(base_wheel)
     os.symlink(wheelhouse, os.path.join(root, "wheelhouse"))
     # The base version is built the way an update builds a version (the product's own code).
-    from taskmuxctl.paths import Paths
-    from taskmuxctl.update.install import create_version
-    from taskmuxctl.update.layout import AppLayout
+    from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.update.install import create_version
+    from taskmuxctl.core.update.layout import AppLayout
 
     python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     layout = AppLayout(Paths(os.path.join(root, "base-home")))
@@ -270,13 +270,13 @@ class Installed:
         return self.gh.publish(version, self.builds.wheels[version], self.key, **kw)
 
     def daemon_version(self) -> str | None:
-        from taskmuxctl.paths import Paths
-        from taskmuxctl.update.restart import daemon_version
+        from taskmuxctl.core.paths import Paths
+        from taskmuxctl.core.update.restart import daemon_version
 
         return daemon_version(Paths(self.home), timeout=1.0)
 
     def daemon_pid(self) -> int | None:
-        from taskmuxctl.fsutil import read_pid
+        from taskmuxctl.core.fsutil import read_pid
 
         return read_pid(os.path.join(self.home, "daemon.pid"))
 
@@ -325,7 +325,7 @@ def make_installed(home: str, env: dict[str, str], gh: FakeGitHub, key: Ed25519P
         os.makedirs(os.path.join(app, sub), mode=0o700)
     os.symlink(builds.base_venv, os.path.join(app, "versions", BASE))
     bootguard.set_link(app, "current", BASE)
-    shutil.copy(os.path.join(REPO, "taskmuxctl", "update", "bootguard.py"),
+    shutil.copy(os.path.join(REPO, "taskmuxctl", "core", "update", "bootguard.py"),
                 os.path.join(app, "bootguard.py"))
     with open(os.path.join(app, "layout.json"), "w") as fh:
         json.dump({"format": 1, "python": builds.python}, fh)

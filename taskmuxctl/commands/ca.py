@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 
-from taskmuxctl.client import DaemonUnavailable
 from taskmuxctl.context import Context
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import Code, Method
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import Code, Method
+from taskmuxctl.core.result import CommandError, Result
+from taskmuxctl.core.rpcclient import DaemonUnavailable
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
@@ -96,23 +96,23 @@ def _render(actions: list[Any], head: str) -> str:
 
 
 def install(ctx: Context, args: Any) -> Result:
-    from taskmuxd import trust
+    from taskmuxctl.core.system import truststore
 
     info = ca_info(ctx)
     name = ca_name(info)
     user = acting_user()
-    actions = [trust.install_system(info["cert"], name, trust.detect_system_store())]
-    actions += trust.install_nss(info["cert"], name, user)
+    actions = [truststore.install_system(info["cert"], name, truststore.detect_system_store())]
+    actions += truststore.install_nss(info["cert"], name, user)
     return _outcome(actions, info, f"local CA {name} ({info['cert']})")
 
 
 def uninstall(ctx: Context, args: Any) -> Result:
-    from taskmuxd import trust
+    from taskmuxctl.core.system import truststore
 
     info = ca_info(ctx)
     name = ca_name(info)
-    actions = [trust.uninstall_system(name, trust.detect_system_store(), info["cert"])]
-    actions += trust.uninstall_nss(name, acting_user())
+    actions = [truststore.uninstall_system(name, truststore.detect_system_store(), info["cert"])]
+    actions += truststore.uninstall_nss(name, acting_user())
     return _outcome(actions, info, f"local CA {name}")
 
 
@@ -151,7 +151,7 @@ def mint(ctx: Context, args: Any) -> Result:
 
 def _project_here() -> str | None:
     """The ``name`` of the taskmux.toml here or above, if there is one."""
-    from taskmuxctl.project import find_config
+    from taskmuxctl.core.whichproject import find_config
 
     config = find_config()
     if config is None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from taskmuxctl.client import DaemonUnavailable
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Method, RpcError
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.core.protocol import Method, RpcError
+from taskmuxctl.core.result import CommandError, Result
+from taskmuxctl.core.rpcclient import DaemonUnavailable
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def _settings() -> Any:
-    from taskmuxd import settings
+    from taskmuxctl.core import settings
 
     return settings
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import sys
 
-from taskmuxctl import render
-from taskmuxctl.client import Client, DaemonUnavailable
 from taskmuxctl.context import Context
-from taskmuxctl.fsutil import read_pid
-from taskmuxctl.protocol import Code, Method
-from taskmuxctl.result import Result
+from taskmuxctl.core import humanize
+from taskmuxctl.core.fsutil import read_pid
+from taskmuxctl.core.protocol import Code, Method
+from taskmuxctl.core.result import Result
+from taskmuxctl.core.rpcclient import Client, DaemonUnavailable
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def status(ctx: Context, args: Any) -> Result:
         return _with_service(_not_answering(ctx, exc), _service(ctx))
     lines = [
         f"taskmuxd is running (pid {info['pid']}, version {info['version']}, "
-        f"up {render.duration(info['uptime'])})",
+        f"up {humanize.duration(info['uptime'])})",
         f"  socket:   {info['socket']}",
         f"  projects: {info['projects']} registered",
     ]
@@ -76,7 +76,7 @@ def _not_answering(ctx: Context, exc: DaemonUnavailable) -> Result:
 
 
 def _exists(pid: int) -> bool:
-    from taskmuxctl.daemonctl import alive
+    from taskmuxctl.core.daemonctl import alive
 
     return alive(pid)
 
@@ -88,7 +88,7 @@ def _via_service(data: dict[str, Any], text: str) -> Result:
 
 
 def start(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.daemonctl import ping, start_daemon
+    from taskmuxctl.core.daemonctl import ping, start_daemon
     from taskmuxctl.service import control
 
     managed = control.start(ctx.paths)
@@ -106,7 +106,7 @@ def start(ctx: Context, args: Any) -> Result:
 
 
 def stop(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.daemonctl import stop_daemon
+    from taskmuxctl.core.daemonctl import stop_daemon
     from taskmuxctl.service import control
 
     managed = control.stop(ctx.paths)
@@ -123,7 +123,7 @@ def stop(ctx: Context, args: Any) -> Result:
 
 
 def restart(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.daemonctl import start_daemon, stop_daemon
+    from taskmuxctl.core.daemonctl import start_daemon, stop_daemon
     from taskmuxctl.service import control
 
     managed = control.restart(ctx.paths)

@@ -8,11 +8,11 @@ DNS server (``dns_server``). Both need root; without it the command says what to
 
 from __future__ import annotations
 
-from taskmuxctl.client import DaemonUnavailable
 from taskmuxctl.commands.ca import user_context
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Code, Method
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.core.protocol import Code, Method
+from taskmuxctl.core.result import CommandError, Result
+from taskmuxctl.core.rpcclient import DaemonUnavailable
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
@@ -22,8 +22,8 @@ QUERY_TIMEOUT = 3.0
 
 
 def _settings(ctx: Context) -> Any:
-    from taskmuxd import settings as settings_mod
-    from taskmuxd.errors import SettingsError
+    from taskmuxctl.core import settings as settings_mod
+    from taskmuxctl.core.errors import SettingsError
 
     try:
         return settings_mod.load(ctx.paths.config)
@@ -56,11 +56,11 @@ def _result(actions: list[Any], head: str, extra: dict[str, Any]) -> Result:
 
 
 def _hosts_action(path: str, names: list[str], verb: str, tld: str) -> Any:
-    from taskmuxd.dns import hosts
-    from taskmuxd.dns.delegation import Action
+    from taskmuxctl.core.system import hostsfile
+    from taskmuxctl.core.system.resolver import Action
 
     try:
-        changed = hosts.write(path, names, tld)
+        changed = hostsfile.write(path, names, tld)
     except PermissionError:
         return Action(path, False, f"needs root: run `sudo taskmux dns {verb}`",
                       needs_root=True)
@@ -71,7 +71,7 @@ def _hosts_action(path: str, names: list[str], verb: str, tld: str) -> Any:
 
 
 def install(ctx: Context, args: Any) -> Result:
-    from taskmuxd.dns import delegation
+    from taskmuxctl.core.system import resolver
     from taskmuxd.dns.subsystem import read_record
 
     uctx = user_context(ctx)
@@ -88,29 +88,29 @@ def install(ctx: Context, args: Any) -> Result:
         actions = [_hosts_action(settings.hosts_file, names, "install", tld)]
     elif mode == "dns_server":
         port = (info or {}).get("port") or settings.dns_server_port
-        actions = delegation.install(tld, port)
+        actions = resolver.install(tld, port)
     else:
-        actions = [delegation.Action("host_resolver", True, "noop: nothing to install (set "
+        actions = [resolver.Action("host_resolver", True, "noop: nothing to install (set "
                                      "host_resolver to etc_hosts or dns_server first)")]
     return _result(actions, f"name resolution for *.{tld} ({mode})", {"resolver": mode})
 
 
 def uninstall(ctx: Context, args: Any) -> Result:
-    from taskmuxd.dns import delegation
+    from taskmuxctl.core.system import resolver
 
     uctx = user_context(ctx)
     settings = _settings(uctx)
     actions = [_hosts_action(settings.hosts_file, [], "uninstall",
                                settings.dns_managed_tld)]
-    actions += delegation.uninstall(settings.dns_managed_tld)
+    actions += resolver.uninstall(settings.dns_managed_tld)
     return _result(actions, f"name resolution for *.{settings.dns_managed_tld}",
                    {"resolver": settings.host_resolver})
 
 
 def flush(ctx: Context, args: Any) -> Result:
-    from taskmuxd.dns import delegation
+    from taskmuxctl.core.system import resolver
 
-    return _result(delegation.flush(), "DNS caches", {})
+    return _result(resolver.flush(), "DNS caches", {})
 
 
 def query(ctx: Context, args: Any) -> Result:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from taskmuxctl.context import Context
-from taskmuxctl.result import EXIT_FAILURE, EXIT_OK, Result
+from taskmuxctl.core.result import EXIT_FAILURE, EXIT_OK, Result
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:

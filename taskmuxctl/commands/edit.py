@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from taskmuxctl.client import DaemonUnavailable
 from taskmuxctl.context import Context
-from taskmuxctl.project import require_config
-from taskmuxctl.protocol import Code, Method, RpcError
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.core.protocol import Code, Method, RpcError
+from taskmuxctl.core.result import CommandError, Result
+from taskmuxctl.core.rpcclient import DaemonUnavailable
+from taskmuxctl.core.whichproject import require_config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,8 +28,8 @@ def _config_path(ctx: Context, args: Any) -> str:
 
 def _validate_or_restore(path: str, before: str, after: str) -> None:
     """Write ``after`` only if it is a valid config; otherwise explain and keep ``before``."""
-    from taskmuxctl.fsutil import atomic_write
-    from taskmuxd.projects import config as cfgmod
+    from taskmuxctl.core import projectconfig as cfgmod
+    from taskmuxctl.core.fsutil import atomic_write
 
     try:
         cfgmod.parse(after, path)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import sys
 
-from taskmuxctl import eventlog, projectfile
+from taskmuxctl import projectfile
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Code
-from taskmuxctl.result import CommandError, Result, render
+from taskmuxctl.core import eventread
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.result import CommandError, Result, render
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ RELOAD_EVENTS = {"config_reloaded", "config_invalid", "config_valid", "task_star
 def _since(text: str | None) -> float | None:
     if not text:
         return None
-    from taskmuxctl.timefmt import TimeError, parse_since
+    from taskmuxctl.core.timefmt import TimeError, parse_since
 
     try:
         return parse_since(text)
@@ -40,11 +41,11 @@ def _project(ctx: Context, args: Any) -> str | None:
 
 
 def _stream(ctx: Context, events: Any) -> None:
-    from taskmuxctl import jsonio
+    from taskmuxctl.core import jsonio
 
     try:
         for e in events:
-            line = jsonio.dumps(e) if ctx.as_json else eventlog.format_event(e)
+            line = jsonio.dumps(e) if ctx.as_json else eventread.format_event(e)
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
     except (KeyboardInterrupt, BrokenPipeError):
@@ -56,24 +57,24 @@ def pushed(ctx: Context, project: str | None, task: str | None, since: float | N
     """The last ``tail`` matching events from the file, then new ones as the daemon pushes
     them (resuming after a reconnection without a gap); polling the file instead when the
     daemon is not running."""
-    from taskmuxctl import eventstream
-    from taskmuxctl.client import DaemonUnavailable
+    from taskmuxctl import eventfollow
+    from taskmuxctl.core.rpcclient import DaemonUnavailable
 
-    cursor = eventstream.last_id(ctx.paths.events) or 0
+    cursor = eventfollow.last_id(ctx.paths.events) or 0
     try:
-        stream = eventstream.follow(ctx.paths, project, task, kinds, cursor,
+        stream = eventfollow.follow(ctx.paths, project, task, kinds, cursor,
                                     on_gap=lambda n: sys.stderr.write(
                                         f"{ctx.prog}: note: {n} event(s) were trimmed from the "
                                         "history before they could be shown\n"))
     except DaemonUnavailable:
-        yield from eventlog.follow(ctx.paths.events, project, task, since, tail, kinds)
+        yield from eventread.follow(ctx.paths.events, project, task, since, tail, kinds)
         return
     if tail:
-        for e in eventlog.read(ctx.paths.events, project, task, since, None, kinds)[-tail:]:
+        for e in eventread.read(ctx.paths.events, project, task, since, None, kinds)[-tail:]:
             if not isinstance(e.get("id"), int) or e["id"] <= cursor:
                 yield e
     for e in stream:
-        if eventlog.matches(e, None, None, since):
+        if eventread.matches(e, None, None, since):
             yield e
 
 
@@ -84,9 +85,9 @@ def events(ctx: Context, args: Any) -> Result:
         _stream(ctx, pushed(ctx, project, args.task, since, args.lines or 10))
         return Result({}, None)
     skipped = [0]
-    found = eventlog.read(ctx.paths.events, project, args.task, since, args.lines,
+    found = eventread.read(ctx.paths.events, project, args.task, since, args.lines,
                           skipped=skipped)
-    text = "\n".join(eventlog.format_event(e) for e in found) or "(no events)"
+    text = "\n".join(eventread.format_event(e) for e in found) or "(no events)"
     data: dict[str, Any] = {"events": found, "count": len(found)}
     if skipped[0]:
         data["skipped_lines"] = skipped[0]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 
-from taskmuxctl import fleet, render
+from taskmuxctl import fleet
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Code, Method
-from taskmuxctl.result import EXIT_FAILURE, EXIT_USAGE, CommandError, Result
+from taskmuxctl.core import humanize
+from taskmuxctl.core.protocol import Code, Method
+from taskmuxctl.core.result import EXIT_FAILURE, EXIT_USAGE, CommandError, Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def add(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.sshhost import parse_target
+    from taskmuxctl.core.sshchannel import parse_target
 
     problem = fleet.check_name(args.name)
     if problem:
@@ -60,7 +61,7 @@ def list_(ctx: Context, args: Any) -> Result:
         return Result(data, "no hosts; add one with `taskmux fleet add NAME "
                             "ssh://[USER@]HOST[:PORT] [--group GROUP]`")
     rows = [[h.name, h.target, ",".join(h.groups) or "-"] for h in hosts]
-    return Result(data, render.table(["HOST", "TARGET", "GROUPS"], rows, indent=""))
+    return Result(data, humanize.table(["HOST", "TARGET", "GROUPS"], rows, indent=""))
 
 
 def _chosen(ctx: Context, args: Any) -> list[fleet.Host]:
@@ -92,7 +93,7 @@ def status(ctx: Context, args: Any) -> Result:
         else:
             rows.append([e["name"], "yes" if e["reachable"] else "no", "-", "-", "-", "-"])
             notes.append(f"! {e['name']}: {e['error']}")
-    text = render.table(["HOST", "REACHABLE", "DAEMON", "PROJECTS", "TASKS UP", "UNHEALTHY"],
+    text = humanize.table(["HOST", "REACHABLE", "DAEMON", "PROJECTS", "TASKS UP", "UNHEALTHY"],
                         rows, indent="")
     every = all(e["ok"] for e in entries)
     return Result({"hosts": entries, "all_ok": every}, "\n".join([text, *notes]),
@@ -134,7 +135,7 @@ def restart(ctx: Context, args: Any) -> Result:
 def _fan_out(ctx: Context, args: Any, words: list[str]) -> Result:
     import sys
 
-    from taskmuxctl.sshhost import fan_out, parse_target
+    from taskmuxctl.core.sshchannel import fan_out, parse_target
 
     hosts = fleet.select(fleet.load(ctx.paths), args.group)
     if not hosts:
@@ -194,7 +195,7 @@ def update(ctx: Context, args: Any) -> Result:
     import sys
 
     from taskmuxctl import rollout
-    from taskmuxctl.update.release import is_version
+    from taskmuxctl.core.update.release import is_version
 
     if args.to is not None and not is_version(args.to):
         raise CommandError(f"--to {args.to!r} is not a version (like 1.2.3)", Code.USAGE,
@@ -233,7 +234,7 @@ def rollout_text(done: Any) -> list[str]:
     """The table and the notes under it (``fleet update`` without --json)."""
     rows = [[e["name"], e["phase"] or "-", str(e["from"] or "-"), str(e["to"] or "-"),
              e["outcome"], e["reason"] or ""] for e in done.hosts]
-    lines = [render.table(["HOST", "PHASE", "FROM", "TO", "OUTCOME", "REASON"], rows, indent="")]
+    lines = [humanize.table(["HOST", "PHASE", "FROM", "TO", "OUTCOME", "REASON"], rows, indent="")]
     if done.completed:
         lines.append(f"rollout of {done.version} completed")
     else:
@@ -246,7 +247,7 @@ def rollout_text(done: Any) -> list[str]:
                          "(auto-update skips it there)")
         for e in done.hosts:
             if e.get("mark_bad_error"):
-                from taskmuxctl.sshhost import parse_target
+                from taskmuxctl.core.sshchannel import parse_target
 
                 lines.append(f"! could not mark it bad on {e['name']} ({e['mark_bad_error']});"
                              f" once it is back: `ssh {parse_target(e['target']).ssh_words} "

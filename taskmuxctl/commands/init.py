@@ -8,15 +8,15 @@ import sys
 
 from taskmuxctl import agentcontext
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Code
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.result import CommandError, Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from taskmuxctl.core.projectconfig import LoadedConfig
     from taskmuxctl.scaffold.detect import Proposal
-    from taskmuxd.projects.config import LoadedConfig
 
 
 def _ask(question: str, default: str) -> str:
@@ -52,7 +52,7 @@ def _choose(proposals: list[Proposal], project: str) -> tuple[str, list[Proposal
 
 
 def _validate(path: str, text: str) -> LoadedConfig:
-    from taskmuxd.projects import config as cfgmod
+    from taskmuxctl.core import projectconfig as cfgmod
 
     try:
         return cfgmod.parse(text, path)
@@ -62,7 +62,7 @@ def _validate(path: str, text: str) -> LoadedConfig:
 
 
 def init(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.fsutil import atomic_write
+    from taskmuxctl.core.fsutil import atomic_write
     from taskmuxctl.scaffold import detect, render
 
     folder = os.getcwd()
@@ -136,7 +136,7 @@ def inject_files(loaded: LoadedConfig) -> list[dict[str, str]]:
 
 
 def inject(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.project import load_config
+    from taskmuxctl.core.whichproject import load_config
 
     loaded = load_config(args.config)
     if args.print:

@@ -6,8 +6,8 @@ import os
 
 from taskmuxctl import logread, projectfile
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Code
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.result import CommandError, Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ def _paths(ctx: Context, args: Any) -> tuple[projectfile.ProjectFile, dict[str, 
     projectfile.warn_broken(pf, ctx.prog)
     names = [args.task] if args.task else sorted(pf.tasks)
     if args.task and pf.tasks and args.task not in pf.tasks:
-        from taskmuxctl.suggest import did_you_mean
+        from taskmuxctl.core.suggest import did_you_mean
 
         raise CommandError(f"task {args.task!r} not found in {pf.path}"
                            f"{did_you_mean(args.task, pf.tasks)}; tasks: "
@@ -40,7 +40,7 @@ def logs(ctx: Context, args: Any) -> Result:
     single = bool(args.task)
     since = None
     if args.since:
-        from taskmuxctl.timefmt import TimeError, parse_since
+        from taskmuxctl.core.timefmt import TimeError, parse_since
 
         try:
             since = parse_since(args.since)
@@ -70,7 +70,7 @@ def _follow(ctx: Context, rows: list[tuple[str, str]], paths: dict[str, str], si
             pattern: str | None) -> Result:
     import sys
 
-    from taskmuxctl import jsonio
+    from taskmuxctl.core import jsonio
 
     rx = None
     if pattern:

@@ -6,8 +6,8 @@ import os
 import sys
 
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Code
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.result import CommandError, Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ HINTS = {
 
 
 def serve(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.mcp.server import Server
+    from taskmuxctl.mcp.stdioserver import Server
 
     # stdout carries protocol messages only: keep a private handle on it, and point fd 1 (and
     # sys.stdout) at stderr so nothing else, not even a child process, can write there.
@@ -53,8 +53,8 @@ def _server_command() -> tuple[str, list[str]]:
 
 
 def install(ctx: Context, args: Any) -> Result:
+    from taskmuxctl.core.whichproject import find_config
     from taskmuxctl.mcp import install as inst
-    from taskmuxctl.project import find_config
 
     config = find_config()
     project_dir = os.path.dirname(config) if config else os.getcwd()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from taskmuxctl import __version__
-from taskmuxctl.client import Client, DaemonUnavailable
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Method, RpcError
-from taskmuxctl.result import Result
+from taskmuxctl.core.protocol import Method, RpcError
+from taskmuxctl.core.result import Result
+from taskmuxctl.core.rpcclient import Client, DaemonUnavailable
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 from taskmuxctl.context import Context
-from taskmuxctl.project import project_params
-from taskmuxctl.protocol import Code, Method
-from taskmuxctl.result import EXIT_USAGE, CommandError, Result
+from taskmuxctl.core.protocol import Code, Method
+from taskmuxctl.core.result import EXIT_USAGE, CommandError, Result
+from taskmuxctl.core.whichproject import project_params
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 
-from taskmuxctl import render
 from taskmuxctl.context import Context
-from taskmuxctl.project import project_params
-from taskmuxctl.protocol import Method
-from taskmuxctl.result import Result
+from taskmuxctl.core import humanize
+from taskmuxctl.core.protocol import Method
+from taskmuxctl.core.result import Result
+from taskmuxctl.core.whichproject import project_params
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-    from taskmuxctl.rpctypes import HealthResult
+    from taskmuxctl.core.rpctypes import HealthResult
 
 
 def _params(args: Any, **extra: Any) -> dict[str, Any]:
@@ -108,12 +108,12 @@ def status(ctx: Context, args: Any) -> Result:
         elif t["state"] == "backoff" and t.get("next_restart_in") is not None:
             detail = f"restart in {t['next_restart_in']:.0f}s"
         elif t["state"] == "fatal" and t.get("next_restart_in") is not None:
-            detail = (render.last_exit(t["last_exit"]) + "; " if t.get("last_exit") else "") \
+            detail = (humanize.last_exit(t["last_exit"]) + "; " if t.get("last_exit") else "") \
                 + f"next try in {t['next_restart_in']:.0f}s"
         elif t.get("completed"):
             detail = "completed"
         elif t.get("last_exit") and t["state"] != "running":
-            detail = render.last_exit(t["last_exit"])
+            detail = humanize.last_exit(t["last_exit"])
         if t.get("manually_stopped") and t["state"] == "stopped":
             detail = "stopped by you"
         if t.get("notify_status"):  # the task's own STATUS= (sd_notify)
@@ -122,16 +122,16 @@ def status(ctx: Context, args: Any) -> Result:
         procs = t.get("processes") or 0
         res = t.get("resources") or {}
         live = t["state"] in ("starting", "running", "stopping")
-        rows.append([t["name"], t["state"], render.dash(t.get("main_pid") or t.get("pid")),
+        rows.append([t["name"], t["state"], humanize.dash(t.get("main_pid") or t.get("pid")),
                      str(procs) if procs else "-",
-                     render.cpu(res.get("cpu")) if live else "-",
-                     render.size(res.get("rss")) if live else "-",
-                     render.dash(t.get("port")),
-                     health, str(t.get("restarts", 0)), render.duration(t.get("uptime")),
-                     render.dash(t.get("url")), detail])
+                     humanize.cpu(res.get("cpu")) if live else "-",
+                     humanize.size(res.get("rss")) if live else "-",
+                     humanize.dash(t.get("port")),
+                     health, str(t.get("restarts", 0)), humanize.duration(t.get("uptime")),
+                     humanize.dash(t.get("url")), detail])
         if t.get("healthy") is False and t.get("last_health_failure"):
             notes[len(rows) - 1] = f"last health failure: {t['last_health_failure']}"
-    table = render.table(["TASK", "STATE", "PID", "PROCS", "CPU", "MEM", "PORT", "HEALTH",
+    table = humanize.table(["TASK", "STATE", "PID", "PROCS", "CPU", "MEM", "PORT", "HEALTH",
                           "RESTARTS",
                           "UPTIME", "URL", "NOTES"], rows).splitlines()
     lines.append(table[0])
@@ -147,7 +147,7 @@ def status(ctx: Context, args: Any) -> Result:
 def inspect(ctx: Context, args: Any) -> Result:
     out = ctx.call(Method.TASK_INSPECT, _params(args, task=args.task))
     _warn_config(ctx, out)
-    from taskmuxctl import jsonio
+    from taskmuxctl.core import jsonio
 
     shown = dict(out["task"])
     res = shown.get("resources")
@@ -167,14 +167,14 @@ def health(ctx: Context, args: Any) -> Result:
         row = [t["name"], t["state"], mark]
         if args.verbose:
             row += [t["method"], str(t["failures"]),
-                    render.dash(t["detail"] if t["healthy"] else t["last_failure"] or t["detail"])]
+                    humanize.dash(t["detail"] if t["healthy"] else t["last_failure"] or t["detail"])]
         rows.append(row)
     headers = ["TASK", "STATE", "HEALTH"] + (["PROBE", "FAILS", "DETAIL"] if args.verbose else [])
     head = f"{out['healthy_count']}/{out['total_count']} healthy"
     idle = out.get("not_counted") or 0
     if idle:
         head += f" ({idle} stopped task{'s' if idle > 1 else ''} not meant to run, not counted)"
-    text = head + "\n" + render.table(headers, rows)
+    text = head + "\n" + humanize.table(headers, rows)
     return Result(dict(out), text)
 
 
@@ -183,8 +183,8 @@ def url(ctx: Context, args: Any) -> Result:
     _warn_config(ctx, out)
     task = out["task"]
     if not task.get("url"):
-        from taskmuxctl.protocol import Code
-        from taskmuxctl.result import CommandError
+        from taskmuxctl.core.protocol import Code
+        from taskmuxctl.core.result import CommandError
 
         raise CommandError(f"task {args.task!r} has no URL: give it a `host` in taskmux.toml "
                            f"(e.g. host = \"{args.task}\")", Code.USAGE, {"task": args.task})
@@ -192,8 +192,8 @@ def url(ctx: Context, args: Any) -> Result:
 
 
 def check(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.project import load_config
-    from taskmuxd.projects import config as cfgmod
+    from taskmuxctl.core import projectconfig as cfgmod
+    from taskmuxctl.core.whichproject import load_config
 
     loaded = load_config(args.config)
     tasks = loaded.project.tasks
@@ -202,7 +202,7 @@ def check(ctx: Context, args: Any) -> Result:
     started = cfgmod.closure(tasks, auto)
     order = cfgmod.start_order({n: t for n, t in tasks.items() if n in started})
     manual = sorted(set(tasks) - started)
-    text = (f"{loaded.path}: OK — project {loaded.name!r}, {render.plural(len(tasks), 'task')}; "
+    text = (f"{loaded.path}: OK — project {loaded.name!r}, {humanize.plural(len(tasks), 'task')}; "
             "start order: "
             + (" → ".join("[" + ", ".join(w) + "]" for w in order) or "(nothing)"))
     if manual:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import os
 
-from taskmuxctl import render
 from taskmuxctl.context import Context
-from taskmuxctl.project import require_config
-from taskmuxctl.protocol import Method
-from taskmuxctl.result import Result
+from taskmuxctl.core import humanize
+from taskmuxctl.core.protocol import Method
+from taskmuxctl.core.result import Result
+from taskmuxctl.core.whichproject import require_config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from taskmuxctl.rpctypes import ProjectList
+    from taskmuxctl.core.rpctypes import ProjectList
 
 
 def list_(ctx: Context, args: Any) -> Result:
@@ -24,7 +24,7 @@ def list_(ctx: Context, args: Any) -> Result:
     if not rows:
         return Result(dict(out), "no projects registered; `taskmux start` in a project folder "
                            "registers it")
-    text = render.table(["PROJECT", "STATE", "RUNNING", "CONFIG"], rows, indent="")
+    text = humanize.table(["PROJECT", "STATE", "RUNNING", "CONFIG"], rows, indent="")
     errors = [f"! {p['name']}: {p['error']}" for p in out["projects"] if p.get("error")]
     return Result(dict(out), "\n".join([text, *errors]))
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import PROTOCOL_VERSION, Code
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.core.protocol import PROTOCOL_VERSION, Code
+from taskmuxctl.core.result import CommandError, Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 
-from taskmuxctl.protocol import Code, Method, RpcError
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.core.protocol import Code, Method, RpcError
+from taskmuxctl.core.result import CommandError, Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ import shutil
 import sys
 
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Code
-from taskmuxctl.result import EXIT_USAGE, CommandError, Result
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.result import EXIT_USAGE, CommandError, Result
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
@@ -43,9 +43,9 @@ def _linger_warning(target: Target) -> str | None:
 
 
 def install(ctx: Context, args: Any) -> Result:
+    from taskmuxctl.core.daemonprogram import daemon_program
     from taskmuxctl.service import install as install_mod
     from taskmuxctl.service.escape import UnrepresentableError
-    from taskmuxctl.service.program import daemon_program
 
     target = _target(args, _scope(args))
     program = daemon_program(target.paths)
@@ -82,7 +82,7 @@ def install(ctx: Context, args: Any) -> Result:
 
 
 def uninstall(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.paths import Paths
+    from taskmuxctl.core.paths import Paths
     from taskmuxctl.service import install as install_mod
     from taskmuxctl.service import record as record_mod
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Code
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.result import CommandError, Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 
 from taskmuxctl.context import Context
-from taskmuxctl.protocol import Code
-from taskmuxctl.result import EXIT_USAGE, CommandError, Result
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.result import EXIT_USAGE, CommandError, Result
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
@@ -65,8 +65,8 @@ def _steps(event: str, details: dict[str, Any]) -> None:
 
 
 def _options(ctx: Context, args: Any) -> Any:
-    from taskmuxctl.update import DEFAULT_RELEASE_URL, apply
-    from taskmuxctl.update.keys import trusted_keys
+    from taskmuxctl.core.update import DEFAULT_RELEASE_URL, apply
+    from taskmuxctl.core.update.keys import trusted_keys
 
     extra = ctx.setting("trusted_keys", [])
     try:
@@ -106,12 +106,12 @@ def update(ctx: Context, args: Any) -> Result:
     if args.reason is not None:
         raise CommandError("--reason goes with --mark-bad", Code.USAGE, exit_code=EXIT_USAGE)
     if args.to is not None:
-        from taskmuxctl.update.release import is_version
+        from taskmuxctl.core.update.release import is_version
 
         if not is_version(args.to):
             raise CommandError(f"--to {args.to!r} is not a version (like 1.2.3)", Code.USAGE,
                                exit_code=EXIT_USAGE)
-    from taskmuxctl.update import apply, events
+    from taskmuxctl.core.update import apply, progress
 
     if args.auto:
         import logging
@@ -119,9 +119,9 @@ def update(ctx: Context, args: Any) -> Result:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     elif not ctx.as_json:
-        events.add_sink(_steps)
+        progress.add_sink(_steps)
     ctx.paths.ensure()
-    events.add_sink(events.event_log_sink(ctx.paths.events))
+    progress.add_sink(progress.event_log_sink(ctx.paths.events))
     opts = _options(ctx, args)
     if args.check:
         found = apply.check(ctx.paths, opts)
@@ -147,7 +147,7 @@ def update(ctx: Context, args: Any) -> Result:
 
 
 def _mark_bad(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.update.release import is_version
+    from taskmuxctl.core.update.release import is_version
 
     if args.rollback or args.check or args.to or args.channel or args.auto:
         raise CommandError("--mark-bad takes no other option but --reason", Code.USAGE,
@@ -156,10 +156,10 @@ def _mark_bad(ctx: Context, args: Any) -> Result:
         raise CommandError(f"--mark-bad {args.mark_bad!r} is not a version (like 1.2.3)",
                            Code.USAGE, exit_code=EXIT_USAGE)
     reason = " ".join(str(args.reason or "marked bad by hand").split())[:MAX_REASON]
-    from taskmuxctl.update import apply, events
+    from taskmuxctl.core.update import apply, progress
 
     ctx.paths.ensure()
-    events.add_sink(events.event_log_sink(ctx.paths.events))
+    progress.add_sink(progress.event_log_sink(ctx.paths.events))
     done = apply.mark_bad(ctx.paths, args.mark_bad, reason)
     return Result(done, f"{args.mark_bad} is marked bad here: auto-update skips it, `update` "
                         f"refuses it (`update --to {args.mark_bad}` still installs it)")

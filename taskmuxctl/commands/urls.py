@@ -6,9 +6,9 @@ import os
 import sys
 
 from taskmuxctl.context import Context
-from taskmuxctl.project import project_params
-from taskmuxctl.protocol import Method
-from taskmuxctl.result import Result
+from taskmuxctl.core.protocol import Method
+from taskmuxctl.core.result import Result
+from taskmuxctl.core.whichproject import project_params
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

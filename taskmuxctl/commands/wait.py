@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from taskmuxctl.protocol import Code, Method
-from taskmuxctl.result import CommandError, Result
+from taskmuxctl.core.protocol import Code, Method
+from taskmuxctl.core.result import CommandError, Result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

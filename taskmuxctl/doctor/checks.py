@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from taskmuxctl import diskspace
+from taskmuxctl.core import diskspace
 from taskmuxctl.doctor.facts import ABSENT, Facts
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -255,7 +255,7 @@ def check_proxy(f: Facts) -> Check:
     sec = _section(f, f.proxy, "proxy")
     if isinstance(sec, Check):
         return sec
-    from taskmuxctl.render import fix_plurals
+    from taskmuxctl.core.humanize import fix_plurals
 
     summary = fix_plurals(sec.get("summary") or "")  # the daemon writes "N projects" for any N
     if not sec.get("enabled"):
@@ -342,7 +342,7 @@ def check_browsers(f: Facts) -> Check:
     if f.nss_error:
         return Check("browsers", WARN, f"cannot check the browsers' NSS databases: "
                      f"{f.nss_error}", "sudo apt install libnss3-tools")
-    from taskmuxd.trust import CHROMIUM_FAMILY
+    from taskmuxctl.core.system.truststore import CHROMIUM_FAMILY
 
     chromium = [b for b in f.browsers if b in CHROMIUM_FAMILY]
     dbs = {n["db"] for n in f.nss}

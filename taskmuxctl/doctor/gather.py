@@ -8,12 +8,13 @@ import socket
 import stat
 import sys
 
-from taskmuxctl import __version__, diskspace
-from taskmuxctl.client import Client, DaemonUnavailable, daemon_pid
+from taskmuxctl import __version__
+from taskmuxctl.core import diskspace
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import Code, Method, RpcError
+from taskmuxctl.core.rpcclient import Client, DaemonUnavailable, daemon_pid
 from taskmuxctl.doctor import dnsquery
 from taskmuxctl.doctor.facts import ABSENT, Facts
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import Code, Method, RpcError
 from taskmuxctl.service import record as record_mod
 from taskmuxctl.service.manager import ServiceError
 
@@ -34,12 +35,12 @@ def gather(paths: Paths) -> Facts:
 
 def _browsers(f: Facts) -> None:
     """Which browsers read NSS databases here, and whether each database trusts the CA."""
-    from taskmuxd import trust
+    from taskmuxctl.core.system import truststore
 
-    f.browsers = trust.installed_browsers()
+    f.browsers = truststore.installed_browsers()
     home = os.path.expanduser("~")
-    f.chromium_db = os.path.join(home, trust.CHROMIUM_DB)
-    dbs = trust.nss_databases(home)
+    f.chromium_db = os.path.join(home, truststore.CHROMIUM_DB)
+    dbs = truststore.nss_databases(home)
     ca = f.ca if isinstance(f.ca, dict) else {}
     if not dbs or not ca.get("exists") or not ca.get("path"):
         f.nss = [{"db": db, "trusted": None, "detail": "not checked"} for db in dbs]
@@ -53,7 +54,7 @@ def _browsers(f: Facts) -> None:
         f.nss_error = f"cannot read the CA: {exc}"
         return
     for db in dbs:
-        trusted, detail = trust.nss_trust(db, name, der)
+        trusted, detail = truststore.nss_trust(db, name, der)
         f.nss.append({"db": db, "trusted": trusted, "detail": detail})
 
 
@@ -178,9 +179,9 @@ def _service(f: Facts, paths: Paths) -> None:
 
 
 def _unit_files(f: Facts, rec: record_mod.Record, paths: Paths) -> None:
+    from taskmuxctl.core.daemonprogram import daemon_program
     from taskmuxctl.service import rootcode
     from taskmuxctl.service.escape import UnrepresentableError
-    from taskmuxctl.service.program import daemon_program
     from taskmuxctl.service.render import TemplateError, render
     from taskmuxctl.service.target import Target, TargetError, _passwd_by_name
 
@@ -208,8 +209,8 @@ def _unit_files(f: Facts, rec: record_mod.Record, paths: Paths) -> None:
 
 def _root_code(f: Facts, rec: record_mod.Record, paths: Paths) -> None:
     """What root runs when the system service starts, and whether a user could change it."""
+    from taskmuxctl.core.daemonprogram import daemon_program
     from taskmuxctl.service import rootcode
-    from taskmuxctl.service.program import daemon_program
 
     f.root_program = rootcode.installed_program(rec.manager, rec.unit_file)
     if f.root_program is None:

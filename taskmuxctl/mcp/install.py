@@ -137,7 +137,7 @@ def install_toml(path: str, name: str, value: dict[str, Any]) -> str:
 
 
 def _write(path: str, text: str) -> None:
-    from taskmuxctl.fsutil import atomic_write
+    from taskmuxctl.core.fsutil import atomic_write
 
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)

@@ -13,19 +13,20 @@ import json
 import os
 import threading
 
-from taskmuxctl import eventlog, logread, projectfile
+from taskmuxctl import logread, projectfile
 from taskmuxctl.context import Context
-from taskmuxctl.paths import Paths
-from taskmuxctl.project import find_config
-from taskmuxctl.protocol import Code, Method, RpcError, error_name
+from taskmuxctl.core import eventread
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import Code, Method, RpcError, error_name
+from taskmuxctl.core.whichproject import find_config
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-    from taskmuxctl.mcp.events import Hub
-    from taskmuxctl.rpctypes import ProjectTarget, StartParams, TaskParams, TasksParams
+    from taskmuxctl.core.rpctypes import ProjectTarget, StartParams, TaskParams, TasksParams
+    from taskmuxctl.mcp.eventfeed import Hub
 
 MAX_LOG_LINES = 2000
 MAX_WAIT = 300.0
@@ -246,7 +247,7 @@ class Tools:
 
     def _load_file(self, path: str) -> projectfile.ProjectFile:
         """The taskmux.toml at ``path`` (its registered last valid copy when it is broken)."""
-        from taskmuxctl.result import CommandError
+        from taskmuxctl.core.result import CommandError
 
         try:
             return projectfile.from_path(path, self.paths)
@@ -257,7 +258,7 @@ class Tools:
     def _since(text: str | None) -> float | None:
         if not text:
             return None
-        from taskmuxctl.timefmt import TimeError, parse_since
+        from taskmuxctl.core.timefmt import TimeError, parse_since
 
         try:
             return parse_since(text)
@@ -331,11 +332,11 @@ class Tools:
         if wait > 0 and self.hub is not None:
             found = self.hub.wait(project, task, wait, cancelled)
             since = self._since(args.get("since"))
-            found = [e for e in found if eventlog.matches(e, project, task, since)]
+            found = [e for e in found if eventread.matches(e, project, task, since)]
         else:
-            found = eventlog.read(self.paths.events, project, task,
+            found = eventread.read(self.paths.events, project, task,
                                   self._since(args.get("since")), int(args.get("lines", 50)))
-        text = "\n".join(eventlog.format_event(e) for e in found) or (
+        text = "\n".join(eventread.format_event(e) for e in found) or (
             "(no new events)" if wait > 0 else "(no events)")
         return {"project": project, "events": found, "count": len(found)}, text
 

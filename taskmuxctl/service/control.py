@@ -3,7 +3,7 @@ through systemctl or launchctl, so that the manager's view and taskmux's agree."
 
 from __future__ import annotations
 
-from taskmuxctl.paths import Paths
+from taskmuxctl.core.paths import Paths
 from taskmuxctl.service import record as record_mod
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
@@ -29,7 +29,7 @@ def start(paths: Paths) -> dict[str, Any] | None:
     if found is None:
         return None
     rec, ctl = found
-    from taskmuxctl.daemonctl import ping
+    from taskmuxctl.core.daemonctl import ping
     from taskmuxctl.service.install import wait_answering
 
     info = ping(paths)
@@ -59,7 +59,7 @@ def restart(paths: Paths) -> dict[str, Any] | None:
     if found is None:
         return None
     rec, ctl = found
-    from taskmuxctl.daemonctl import ping
+    from taskmuxctl.core.daemonctl import ping
     from taskmuxctl.service.install import wait_answering
 
     old = ping(paths)

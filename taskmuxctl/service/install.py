@@ -13,14 +13,14 @@ import os
 import time
 from typing import Any
 
-from taskmuxctl.daemonctl import ping, stop_daemon
-from taskmuxctl.fsutil import atomic_write, chown_nofollow
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.daemonctl import ping, stop_daemon
+from taskmuxctl.core.daemonprogram import ctl_command
+from taskmuxctl.core.fsutil import atomic_write, chown_nofollow
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import Code
 from taskmuxctl.service import record as record_mod
 from taskmuxctl.service.launchd import Launchd
 from taskmuxctl.service.manager import ServiceError, ServiceState
-from taskmuxctl.service.program import ctl_command
 from taskmuxctl.service.render import FileSpec, render
 from taskmuxctl.service.systemd import Systemd
 from taskmuxctl.service.target import DROP_IN, LAUNCHD, SYSTEM, SYSTEMD, Target
@@ -188,12 +188,12 @@ def _check_allowed(target: Target, program: list[str]) -> None:
 
 
 def root_code_problem(program: list[str]) -> str | None:
-    """Why ``program`` must not run as root (see taskmuxd.rootfiles.code_problem). When it
+    """Why ``program`` must not run as root (see taskmuxctl.core.system.rootfiles.code_problem). When it
     is this installation (not the install.sh layout, whose boot-guard the check of the
     program's own paths covers), this installation's packages are checked as well."""
     import taskmuxctl
     import taskmuxd
-    from taskmuxd.rootfiles import code_problem
+    from taskmuxctl.core.system.rootfiles import code_problem
 
     packages = [os.path.dirname(os.path.abspath(m.__file__ or "")) for m in (taskmuxd,
                                                                              taskmuxctl)]

@@ -4,8 +4,8 @@ say what it did and tests can check the order)."""
 
 from __future__ import annotations
 
-from taskmuxctl.protocol import Code
-from taskmuxctl.result import CommandError
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.result import CommandError
 from taskmuxctl.service import spawn
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time

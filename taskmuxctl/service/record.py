@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from taskmuxctl import jsonio
-from taskmuxctl.paths import Paths
+from taskmuxctl.core import jsonio
+from taskmuxctl.core.paths import Paths
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@
 an older taskmux may still start a boot-guard or a virtualenv in a user's home: root runs it
 at the next start, before taskmuxd's own check can refuse. ``doctor`` and ``daemon status``
 read the installed file and judge its program here, with the rules the privileged half uses
-(``taskmuxd.rootfiles.code_problem``). The program is only looked at (``lstat``, and the
+(``taskmuxctl.core.system.rootfiles.code_problem``). The program is only looked at (``lstat``, and the
 ``#!`` line of a script), never run.
 """
 
@@ -74,7 +74,7 @@ def program_problem(program: list[str], packages: list[str] | None = None) -> st
     to each must be root's alone; so must each folder it names (the boot-guard's ``--home``
     holds the versions it starts) and ``packages`` (Python packages it imports), when known.
     OSError when a path cannot be examined (a folder this user may not enter)."""
-    from taskmuxd.rootfiles import code_problem, folder_problem
+    from taskmuxctl.core.system.rootfiles import code_problem, folder_problem
 
     words = list(program)
     for word in program:

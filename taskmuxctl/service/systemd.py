@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.protocol import Code
 from taskmuxctl.service.manager import ServiceError, ServiceState, Tool, describe_exit
 
 SHOW_PROPERTIES = ("LoadState", "ActiveState", "SubState", "UnitFileState", "MainPID",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from taskmuxctl.paths import Paths
+from taskmuxctl.core.paths import Paths
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def resolve(user: str | None = None, scope: str | None = None,
     if scope == USER and euid not in (uid, 0):
         raise TargetError(f"a per-user service for {name} must be installed by {name}")
     if scope == USER and euid == 0 and uid != 0 and manager == SYSTEMD:
-        from taskmuxctl.service.program import ctl_command
+        from taskmuxctl.core.daemonprogram import ctl_command
 
         raise TargetError(
             f"install {name}'s user unit as {name} (run taskmuxctl without sudo), or install "

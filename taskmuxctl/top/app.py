@@ -22,9 +22,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Input, Log, Static
 
-from taskmuxctl.client import Client, DaemonUnavailable
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import Method, RpcError
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.protocol import Method, RpcError
+from taskmuxctl.core.rpcclient import Client, DaemonUnavailable
 from taskmuxctl.top import model
 
 REFRESH = 5.0  # seconds between refreshes of the figures (events refresh at once)
@@ -182,16 +182,16 @@ class TopApp(App[None]):
 
     def _follow_events(self) -> None:
         """Refresh as soon as the daemon pushes an event (reconnecting as needed)."""
-        from taskmuxctl import eventstream
+        from taskmuxctl import eventfollow
 
         while not self._stopping.is_set():
             try:
-                for _event in eventstream.follow(self.paths, stopped=self._stopping.is_set):
+                for _event in eventfollow.follow(self.paths, stopped=self._stopping.is_set):
                     if self._stopping.is_set():
                         return
                     self.call_from_thread(self.refresh_data)
             except (DaemonUnavailable, RpcError):
-                self._stopping.wait(eventstream.RETRY)
+                self._stopping.wait(eventfollow.RETRY)
             except RuntimeError:  # the app is gone
                 return
 

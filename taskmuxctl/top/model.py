@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from taskmuxctl import render
-from taskmuxctl.protocol import Method
+from taskmuxctl.core import humanize
+from taskmuxctl.core.protocol import Method
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from taskmuxctl.client import Client
+    from taskmuxctl.core.rpcclient import Client
 
 COLUMNS = ("PROJECT", "TASK", "STATE", "HEALTH", "CPU", "MEM", "RESTARTS", "UPTIME", "URL",
            "LAST ERROR")
@@ -56,7 +56,7 @@ def last_error(t: dict[str, Any], config_error: str | None) -> str:
         text = f"health: {t['last_health_failure']}"
     elif t.get("state") in ("backoff", "fatal", "exited") and t.get("last_exit") \
             and not t.get("completed"):
-        text = render.last_exit(t["last_exit"])
+        text = humanize.last_exit(t["last_exit"])
     elif config_error:
         text = f"config: {config_error}"
     text = " ".join(text.split())
@@ -72,7 +72,7 @@ def uptime(seconds: float | None) -> str:
         return f"{int(seconds)}s"
     if seconds < 3600:
         return f"{int(seconds) // 60}m"
-    return render.duration(seconds)
+    return humanize.duration(seconds)
 
 
 def row_of(project: str, t: dict[str, Any], config_error: str | None = None) -> Row:
@@ -80,8 +80,8 @@ def row_of(project: str, t: dict[str, Any], config_error: str | None = None) -> 
     live = t.get("state") in LIVE
     health = {True: "healthy", False: "unhealthy", None: "-"}.get(t.get("healthy"), "-")
     return Row(project, str(t["name"]), str(t.get("state", "?")), health,
-               render.cpu(res.get("cpu")) if live else "-",
-               render.size(res.get("rss")) if live else "-",
+               humanize.cpu(res.get("cpu")) if live else "-",
+               humanize.size(res.get("rss")) if live else "-",
                str(t.get("restarts", 0)), uptime(t.get("uptime")),
                t.get("url") or "-", last_error(t, config_error))
 
@@ -109,7 +109,7 @@ def fetch(client: Client) -> list[dict[str, Any]]:
         try:
             out.append(client.call(Method.PROJECT_STATUS, {"project": p["name"]}))
         except Exception as exc:  # one project's trouble must not blank the others
-            from taskmuxctl.protocol import RpcError
+            from taskmuxctl.core.protocol import RpcError
 
             if not isinstance(exc, RpcError):
                 raise

@@ -25,19 +25,19 @@ from importlib import resources as package_files
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from taskmuxctl import eventlog
-from taskmuxctl.protocol import Method, RpcError
+from taskmuxctl.core import eventread
+from taskmuxctl.core.protocol import Method, RpcError
 from taskmuxd.dashboard import logview, security
 from taskmuxd.dashboard.site import Request, Response, SiteSide, json_response
 
 if TYPE_CHECKING:
-    from taskmuxctl.paths import Paths
-    from taskmuxd.events import EventLog
-    from taskmuxd.proxy.server import Proxy
+    from taskmuxctl.core.eventlog import EventLog
+    from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.settings import Settings
+    from taskmuxd.proxy.frontend import Proxy
     from taskmuxd.proxy.subsystem import ProxySubsystem
     from taskmuxd.routes import RouteTable
-    from taskmuxd.rpc.methods import Handler
-    from taskmuxd.settings import Settings
+    from taskmuxd.rpc.registration import Handler
 
 log = logging.getLogger("taskmuxd.dashboard")
 
@@ -220,7 +220,7 @@ class Dashboard:
         except RpcError as exc:
             return json_response(404, {"error": exc.message})
         recent = [e for e in self.recent_events()
-                  if eventlog.matches(e, project, task, None)][-RECENT_EVENTS:]
+                  if eventread.matches(e, project, task, None)][-RECENT_EVENTS:]
         return json_response(200, {"task": info["task"], "events": recent})
 
     async def _logs(self, query: dict[str, str]) -> Response:
@@ -313,7 +313,7 @@ class DashboardMethods:
         once)."""
         dash = self.dash
         if dash is None:
-            from taskmuxd.errors import ClientError
+            from taskmuxctl.core.errors import ClientError
 
             raise ClientError("the dashboard is served by the proxy, which is off "
                               "(proxy_enabled = false)")

@@ -22,7 +22,7 @@ import h11
 from taskmuxd.dashboard import security
 
 if TYPE_CHECKING:
-    from taskmuxd.proxy.server import Proxy
+    from taskmuxd.proxy.frontend import Proxy
 
 log = logging.getLogger("taskmuxd.dashboard")
 

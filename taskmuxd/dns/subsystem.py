@@ -16,17 +16,17 @@ import logging
 import os
 from typing import Any
 
-from taskmuxctl.fsutil import atomic_write
-from taskmuxctl.paths import Paths
-from taskmuxd import fdlimit, listeners, rootfiles
+from taskmuxctl.core.fsutil import atomic_write
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.settings import Settings
+from taskmuxctl.core.system import hostsfile, rootfiles
+from taskmuxd import fdlimit, listeners
 from taskmuxd.connlimits import ConnectionLimits
-from taskmuxd.dns import hosts
 from taskmuxd.dns.answers import Answerer
-from taskmuxd.dns.server import DnsServer
+from taskmuxd.dns.sockets import DnsServer
 from taskmuxd.jobs import Jobs
 from taskmuxd.listeners import Bound
 from taskmuxd.routes import RouteTable
-from taskmuxd.settings import Settings
 
 log = logging.getLogger("taskmuxd.dns")
 
@@ -50,7 +50,7 @@ def read_record(home: str, owners: tuple[int, ...] | None = None) -> list[str]:
     FIFO or device), at most MAX_RECORD_BYTES, at most MAX_RECORD_NAMES names (the rest are
     dropped, with a warning); ``owners`` (the privileged half passes the user's uid and
     root's) refuses a file of anyone else. The names themselves are checked where they are
-    written (:func:`taskmuxd.dns.hosts.write`).
+    written (:func:`taskmuxctl.core.system.hostsfile.write`).
     """
     path = record_path(home)
     try:
@@ -146,7 +146,7 @@ class DnsSubsystem:
             if read_record(self.paths.home) != names:
                 write_record(self.paths.home, self.routes.tld, names)
             if hosts_writable(self.settings.hosts_file) \
-                    and hosts.write(self.settings.hosts_file, names, self.routes.tld):
+                    and hostsfile.write(self.settings.hosts_file, names, self.routes.tld):
                 log.info("updated the taskmux block of %s (%d names)",
                              self.settings.hosts_file, len(names))
             self.hosts_error = None
@@ -206,7 +206,7 @@ class DnsSubsystem:
             path = self.settings.hosts_file
             wanted = self.routes.hostnames()
             try:
-                present = hosts.block_names(hosts.read(path))
+                present = hostsfile.block_names(hostsfile.read(path))
             except OSError as exc:
                 present = []
                 out["error"] = f"cannot read {path}: {exc.strerror or exc}"

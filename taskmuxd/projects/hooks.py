@@ -10,9 +10,9 @@ import signal
 from dataclasses import dataclass
 from typing import Literal
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.errors import TaskError
+from taskmuxctl.core.protocol import Code
 from taskmuxd import privacy
-from taskmuxd.errors import TaskError
 
 HOOK_TIMEOUT = 120.0
 OUTPUT_LIMIT = 8000

@@ -17,19 +17,19 @@ import tomllib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from taskmuxctl.daemonctl import alive
-from taskmuxctl.fsutil import atomic_write
-from taskmuxctl.project import no_project_message
-from taskmuxctl.protocol import Code
-from taskmuxctl.render import plural
+from taskmuxctl.core import projectconfig as cfgmod
+from taskmuxctl.core.daemonctl import alive
+from taskmuxctl.core.errors import ClientError
+from taskmuxctl.core.eventlog import EventLog
+from taskmuxctl.core.fsutil import atomic_write
+from taskmuxctl.core.humanize import plural
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.whichproject import no_project_message
 from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
-from taskmuxd.errors import ClientError
-from taskmuxd.events import EventLog
 from taskmuxd.jobs import Jobs
 from taskmuxd.policy import TaskState
-from taskmuxd.projects import config as cfgmod
-from taskmuxd.projects import launching, ownership, stopping
+from taskmuxd.projects import ownership, stopping, taskstart
 from taskmuxd.projects import state as st
 from taskmuxd.projects.ownership import RunnerWatch
 from taskmuxd.projects.project import Project, Services
@@ -49,8 +49,8 @@ from taskmuxd.tmux import (
 )
 
 if TYPE_CHECKING:
-    from taskmuxctl.paths import Paths
-    from taskmuxd.settings import Settings
+    from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.settings import Settings
 
 log = logging.getLogger("taskmuxd.projects")
 
@@ -354,7 +354,7 @@ class Projects:
                 project.take_runner(task, runner)
                 project.handle(m.Adopted(task.name, "running"))
                 if was_starting and task.state == TaskState.RUNNING:
-                    launching.started(project, task)
+                    taskstart.started(project, task)
                 log.info("adopted %s/%s (pid %s)", project.name, task.name, rec.pid)
             elif current and runner and status in ("exited", "failed"):
                 project.runner_exited(task.name, runner)

@@ -90,7 +90,7 @@ async def marked_alive(marker: str) -> bool:
 def runner_record_alive(runner: RunRecord) -> bool:
     """Whether the runner that wrote ``runner`` (its record) still runs: by identity when the
     record has one (pid, start time, boot), else by pid (records of older runners)."""
-    from taskmuxctl.daemonctl import alive
+    from taskmuxctl.core.daemonctl import alive
     from taskmuxd.projects.state import ident
 
     pid = runner.runner_pid

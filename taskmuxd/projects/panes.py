@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
-from taskmuxctl.protocol import Code, Method
-from taskmuxd.errors import ClientError
+from taskmuxctl.core.errors import ClientError
+from taskmuxctl.core.protocol import Code, Method
 from taskmuxd.policy import TaskState
 from taskmuxd.tmux import Window
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from taskmuxd.projects.manager import Projects
     from taskmuxd.projects.project import Project
     from taskmuxd.projects.task import TaskRuntime
-    from taskmuxd.rpc.methods import Handler
+    from taskmuxd.rpc.registration import Handler
 
 # Text longer than this goes through a buffer (stdin, no size limit) rather than the
 # command line, which tmux caps at 16 KiB per message.

@@ -22,32 +22,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from taskmuxctl.daemonctl import alive
-from taskmuxctl.paths import Paths
-from taskmuxctl.protocol import Code
-from taskmuxctl.rpctypes import StatusTask
+from taskmuxctl.core.daemonctl import alive
+from taskmuxctl.core.errors import ClientError, TaskError
+from taskmuxctl.core.eventlog import EventLog
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.projectconfig import LoadedConfig, TaskConfig, closure
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.rpctypes import StatusTask
 from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
-from taskmuxd.errors import ClientError, TaskError
-from taskmuxd.events import EventLog
-from taskmuxd.health import ProbeSpec
+from taskmuxd.healthprobes import ProbeSpec
 from taskmuxd.jobs import Changed
 from taskmuxd.policy import Ev, PolicySpec, TaskState
-from taskmuxd.projects import (
-    environment,
-    healthwatch,
-    launching,
-    ownership,
-    readiness,
-    stopping,
-)
+from taskmuxd.projects import environment, ownership, probeactions, readiness, stopping, taskstart
 from taskmuxd.projects import state as st
-from taskmuxd.projects.config import LoadedConfig, TaskConfig, closure
 from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookName, HookRun, run_hook
-from taskmuxd.projects.launcher import Launcher
-from taskmuxd.projects.launching import LAUNCH_TIMEOUT
 from taskmuxd.projects.ownership import RunnerWatch
 from taskmuxd.projects.task import TaskRuntime
+from taskmuxd.projects.taskstart import LAUNCH_TIMEOUT
+from taskmuxd.projects.windowbatch import Launcher
 from taskmuxd.runrecord import RunRecord
 from taskmuxd.supervisor import messages as m
 from taskmuxd.supervisor.machine import KILL_WAIT, Machine, TaskSpec
@@ -133,7 +126,7 @@ class Project:
         try:
             return self.tasks[name]
         except KeyError:
-            from taskmuxctl.suggest import did_you_mean
+            from taskmuxctl.core.suggest import did_you_mean
 
             raise TaskNotFound(
                 f"task {name!r} not found in {self.loaded.path}"
@@ -172,7 +165,7 @@ class Project:
                 readiness.settle(self, judged)  # the task's own word, once its run is judged
         for task in self.tasks.values():
             if task.waiting_runner is not None:  # a runner waiting for no relaunch?
-                launching.release_waiting(self, task)
+                taskstart.release_waiting(self, task)
         self.touch()
 
     def _log_transition(self, name: str, was: str, now: str, why: str) -> None:
@@ -213,8 +206,8 @@ class Project:
             self.save_task(task)
         elif isinstance(action, m.Launch):
             task.last_launch_error, task.last_launch_code = None, None
-            run_id, clean = launching.begin(self, task)
-            self.services.spawn(launching.launch(self, task, run_id, clean),
+            run_id, clean = taskstart.begin(self, task)
+            self.services.spawn(taskstart.launch(self, task, run_id, clean),
                                 f"launch {self.name}/{task.name}")
         elif isinstance(action, m.Signal):
             # Written down before the signal (``stopping.send`` waits for it, once for all
@@ -232,14 +225,14 @@ class Project:
                 task.timer.cancel()
                 task.timer = None
         elif isinstance(action, m.Probe):
-            healthwatch.schedule(self, task, action.at)
+            probeactions.schedule(self, task, action.at)
         elif isinstance(action, m.StopProbing):
-            healthwatch.cancel(task)
+            probeactions.cancel(task)
         elif isinstance(action, m.Refused):
             log.error("%s/%s: no transition from %r on %r (ignored)", self.name, task.name,
                       action.state, action.event)
         elif isinstance(action, m.FinishLaunch):
-            self.services.spawn(launching.finish(self, task, task.record.run_id),
+            self.services.spawn(taskstart.finish(self, task, task.record.run_id),
                                 f"reconcile {self.name}/{task.name}")
         elif isinstance(action, m.Emit):
             details = dict(action.details)
@@ -434,7 +427,7 @@ class Project:
         self.take_runner(task, record)
         if task.state == TaskState.STARTING:
             self.handle(m.RunnerStarted(task.name))
-            launching.started(self, task)  # every start, the automatic ones too
+            taskstart.started(self, task)  # every start, the automatic ones too
         else:
             self.save_task(task)
             self.touch()
@@ -499,7 +492,7 @@ class Project:
         rec = task.record
         self.services.runners.unwatch(self.task_key(task))
         rec.clean = record.tree_clean is True
-        launching.runner_waits(task, record)
+        taskstart.runner_waits(task, record)
         rec.exited_wall = record.exited_at or time.time()
         code, sig = record.exit_code, record.exit_signal
         if record.status == "failed" and code is None and sig is None:

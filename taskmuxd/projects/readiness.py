@@ -27,15 +27,15 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from taskmuxctl.paths import MAX_SOCKET_PATH
-from taskmuxctl.rpctypes import ReadinessInfo
-from taskmuxd.health import ProbeResult, ResultMethod
+from taskmuxctl.core.paths import MAX_SOCKET_PATH
+from taskmuxctl.core.rpctypes import ReadinessInfo
+from taskmuxd.healthprobes import ProbeResult, ResultMethod
 from taskmuxd.notifyproto import clean_status
 from taskmuxd.policy import TaskState
 from taskmuxd.supervisor import messages as m
 
 if TYPE_CHECKING:
-    from taskmuxd.projects.config import TaskConfig
+    from taskmuxctl.core.projectconfig import TaskConfig
     from taskmuxd.projects.project import Project
     from taskmuxd.projects.task import TaskRuntime
     from taskmuxd.runrecord import RunRecord

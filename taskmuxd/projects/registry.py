@@ -15,10 +15,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from taskmuxctl.fsutil import atomic_write
-from taskmuxctl.protocol import Code
-from taskmuxctl.rpctypes import RegistryAction
-from taskmuxd.errors import ClientError
+from taskmuxctl.core.errors import ClientError
+from taskmuxctl.core.fsutil import atomic_write
+from taskmuxctl.core.protocol import Code
+from taskmuxctl.core.rpctypes import RegistryAction
 
 log = logging.getLogger("taskmuxd.registry")
 

@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from taskmuxctl.fsutil import atomic_write
-from taskmuxctl.paths import Paths
+from taskmuxctl.core.fsutil import atomic_write
+from taskmuxctl.core.paths import Paths
 from taskmuxd.policy import Cause, State, TaskState
 from taskmuxd.proctree import ProcId
 from taskmuxd.projects.statewriter import WRITER

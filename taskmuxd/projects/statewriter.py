@@ -33,7 +33,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from taskmuxctl.fsutil import TEMP_SUFFIX, fsync_dir
+from taskmuxctl.core.fsutil import TEMP_SUFFIX, fsync_dir
 
 
 @dataclass(eq=False)

@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from taskmuxctl.rpctypes import LastExit, TaskInfo
-from taskmuxd.health import ProbeResult
+from taskmuxctl.core.projectconfig import TaskConfig
+from taskmuxctl.core.rpctypes import LastExit, TaskInfo
+from taskmuxd.healthprobes import ProbeResult
 from taskmuxd.policy import TaskState
 from taskmuxd.proctree import Snapshot
 from taskmuxd.projects import ownership, readiness
-from taskmuxd.projects.config import TaskConfig
 from taskmuxd.projects.state import TaskRecord
 
 

@@ -42,7 +42,7 @@ from taskmuxd.proxy.tlsconn import TlsTransport
 from taskmuxd.routes import APEX, CATCH_ALL, Backend, normalize
 
 if TYPE_CHECKING:
-    from taskmuxd.proxy.server import Proxy
+    from taskmuxd.proxy.frontend import Proxy
 
 log = logging.getLogger("taskmuxd.proxy")
 

@@ -45,7 +45,7 @@ from taskmuxd.proxy.pool import BackendPool
 from taskmuxd.proxy.tlsconn import HIGH_WATER, TlsTransport
 
 if TYPE_CHECKING:
-    from taskmuxd.proxy.server import Proxy
+    from taskmuxd.proxy.frontend import Proxy
 
 log = logging.getLogger("taskmuxd.proxy")
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 from taskmuxd.proxy.h1client import RequestWriter, ResponseReader
 
 if TYPE_CHECKING:
-    from taskmuxd.proxy.server import Proxy
+    from taskmuxd.proxy.frontend import Proxy
 
 MAX_IDLE_PER_PORT = 128  # (at least h2side.MAX_STREAMS)
 # Idle connections count in the proxy's connection limits under this name, so that the pool

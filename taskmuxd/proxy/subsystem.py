@@ -6,15 +6,15 @@ import asyncio
 import logging
 from typing import Any
 
-from taskmuxctl.paths import Paths
+from taskmuxctl.core.paths import Paths
+from taskmuxctl.core.settings import Settings
 from taskmuxd import fdlimit, listeners
 from taskmuxd.certstore import CertStore
 from taskmuxd.connlimits import ConnectionLimits
 from taskmuxd.jobs import Jobs
 from taskmuxd.listeners import Bound
-from taskmuxd.proxy.server import Proxy
+from taskmuxd.proxy.frontend import Proxy
 from taskmuxd.routes import Backend, RouteTable, url
-from taskmuxd.settings import Settings
 from taskmuxd.tls import SniContexts
 
 log = logging.getLogger("taskmuxd.proxy")

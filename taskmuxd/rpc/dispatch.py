@@ -23,7 +23,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.protocol import Code
 
 log = logging.getLogger("taskmuxd.rpc")
 
@@ -208,7 +208,7 @@ class Dispatcher:
         return _dump(error_response(code, message, data, rid))
 
     async def _member(self, obj: Any) -> Any:
-        # jsonrpcserver loads with the method table (taskmuxd.rpc.methods), after the
+        # jsonrpcserver loads with the method table (taskmuxd.rpc.registration), after the
         # daemon's first answers (taskmuxd.boot): never on the way to them.
         from taskmuxd.rpc.jsonrpc import dispatch_to_serializable
 

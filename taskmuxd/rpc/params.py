@@ -30,7 +30,7 @@ import annotated_types as at
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from taskmuxctl.protocol import Code
+from taskmuxctl.core.protocol import Code
 from taskmuxd.rpc.jsonrpc import JsonRpcError
 
 MAX_DEPTH = 16

@@ -26,10 +26,10 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from taskmuxctl.core import taskorder
 from taskmuxd import policy
 from taskmuxd.policy import Ev, PolicySpec, State, TaskState
 from taskmuxd.supervisor import messages as m
-from taskmuxd.supervisor import order
 from taskmuxd.supervisor.verdict import HealthSpec, Judgement, judge, next_probe_in
 
 WAITING = (TaskState.BACKOFF, TaskState.FATAL)  # states whose restart is scheduled
@@ -94,7 +94,7 @@ class Machine:
         for name in specs:
             if name not in self.tasks:
                 self.tasks[name] = TaskView((states or {}).get(name, State()))
-        self._order = order.levels({n: list(s.depends_on) for n, s in self.specs.items()})
+        self._order = taskorder.levels({n: list(s.depends_on) for n, s in self.specs.items()})
         return actions
 
     # -- queries ----------------------------------------------------------------------------
@@ -142,15 +142,15 @@ class Machine:
 
     def levels(self, names: list[str] | set[str] | None = None) -> list[list[str]]:
         """The start order (kept to ``names``): each level depends only on earlier ones."""
-        return self._order if names is None else order.within(self._order, names)
+        return self._order if names is None else taskorder.within(self._order, names)
 
     def stop_levels(self, names: list[str] | set[str]) -> list[list[str]]:
-        return order.stop_levels(self._order, names)
+        return taskorder.stop_levels(self._order, names)
 
     def restarted_with(self, names: list[str]) -> dict[str, str]:
         """The live dependents a restart of ``names`` restarts too, each with the task that
         brought it in (``restart = true`` on that dependency)."""
-        got = order.restarted_with({n: s.restart_with for n, s in self.specs.items()}, names)
+        got = taskorder.restarted_with({n: s.restart_with for n, s in self.specs.items()}, names)
         return {n: why for n, why in got.items() if self.state(n) in LIVE}
 
     # -- events -----------------------------------------------------------------------------
