@@ -164,9 +164,10 @@ def build_wheel(source: str, out: str, isolation: bool) -> str:
 def render_install_sh(source: str, release_url: str) -> str:
     with open(os.path.join(source, "packaging", "install.sh"), encoding="utf-8") as fh:
         template = fh.read()
-    with open(os.path.join(source, "taskmuxctl", "core", "update", "release.py"), encoding="utf-8") as fh:
+    engine = os.path.join(source, "taskmuxctl", "core", "update")
+    with open(os.path.join(engine, "release.py"), encoding="utf-8") as fh:
         verifier = fh.read()
-    with open(os.path.join(source, "taskmuxctl", "core", "update", "keys.py"), encoding="utf-8") as fh:
+    with open(os.path.join(engine, "keys.py"), encoding="utf-8") as fh:
         m = re.search(r"PINNED_KEYS: tuple\[str, \.\.\.\] = \((.*?)\)", fh.read(), re.S)
     if not m:
         raise ReleaseFailed("cannot find PINNED_KEYS in taskmuxctl/core/update/keys.py")

@@ -166,8 +166,8 @@ def health(ctx: Context, args: Any) -> Result:
             if t.get("counted", True) else "-"
         row = [t["name"], t["state"], mark]
         if args.verbose:
-            row += [t["method"], str(t["failures"]),
-                    humanize.dash(t["detail"] if t["healthy"] else t["last_failure"] or t["detail"])]
+            detail = t["detail"] if t["healthy"] else t["last_failure"] or t["detail"]
+            row += [t["method"], str(t["failures"]), humanize.dash(detail)]
         rows.append(row)
     headers = ["TASK", "STATE", "HEALTH"] + (["PROBE", "FAILS", "DETAIL"] if args.verbose else [])
     head = f"{out['healthy_count']}/{out['total_count']} healthy"

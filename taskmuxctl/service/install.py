@@ -188,9 +188,10 @@ def _check_allowed(target: Target, program: list[str]) -> None:
 
 
 def root_code_problem(program: list[str]) -> str | None:
-    """Why ``program`` must not run as root (see taskmuxctl.core.system.rootfiles.code_problem). When it
-    is this installation (not the install.sh layout, whose boot-guard the check of the
-    program's own paths covers), this installation's packages are checked as well."""
+    """Why ``program`` must not run as root (see
+    ``taskmuxctl.core.system.rootfiles.code_problem``). When it is this installation (not the
+    install.sh layout, whose boot-guard the check of the program's own paths covers), this
+    installation's packages are checked as well."""
     import taskmuxctl
     import taskmuxd
     from taskmuxctl.core.system.rootfiles import code_problem

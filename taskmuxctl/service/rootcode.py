@@ -4,8 +4,8 @@
 an older taskmux may still start a boot-guard or a virtualenv in a user's home: root runs it
 at the next start, before taskmuxd's own check can refuse. ``doctor`` and ``daemon status``
 read the installed file and judge its program here, with the rules the privileged half uses
-(``taskmuxctl.core.system.rootfiles.code_problem``). The program is only looked at (``lstat``, and the
-``#!`` line of a script), never run.
+(``taskmuxctl.core.system.rootfiles.code_problem``). The program is only looked at
+(``lstat``, and the ``#!`` line of a script), never run.
 """
 
 from __future__ import annotations

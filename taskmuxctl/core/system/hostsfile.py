@@ -119,10 +119,10 @@ def _read_as_root(path: str) -> tuple[str, os.stat_result | None]:
 def write(path: str, names: list[str], tld: str = "localhost") -> bool:
     """Make the block of ``path`` hold ``names``; True when the file changed.
 
-    Every name is checked here (:mod:`taskmuxctl.core.system.hostnames`): one that is not a host name under
-    ``.{tld}`` is left out and logged. The new file replaces the old atomically, keeping its
-    mode and owner. As root the file must be a regular file (never a link) in folders only root
-    can change (:func:`taskmuxctl.core.system.rootfiles.path_problem`).
+    Every name is checked here (:mod:`taskmuxctl.core.system.hostnames`): one that is not a
+    host name under ``.{tld}`` is left out and logged. The new file replaces the old atomically,
+    keeping its mode and owner. As root the file must be a regular file (never a link) in folders
+    only root can change (:func:`taskmuxctl.core.system.rootfiles.path_problem`).
     """
     names = valid_names(names, tld, path)
     as_root = os.geteuid() == 0
