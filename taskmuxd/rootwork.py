@@ -20,8 +20,8 @@ import os
 from taskmuxctl.core.paths import Paths
 from taskmuxctl.core.settings import Settings
 from taskmuxctl.core.system import hostsfile, resolver
+from taskmuxctl.core.system.hostsrecord import read_record, record_path
 from taskmuxd import cgroups
-from taskmuxd.dns.subsystem import read_record, record_path
 from taskmuxd.listeners import Listeners
 from taskmuxd.privileges import Target, as_user
 from taskmuxd.rootconfig import RootConfig

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from taskmuxctl.core.system import hostnames, hostsfile, rootfiles
+from taskmuxctl.core.system.hostsrecord import MAX_RECORD_NAMES, read_record, record_path
 from taskmuxd import rootconfig
-from taskmuxd.dns.subsystem import MAX_RECORD_NAMES, read_record, record_path
 from tests.helpers import read
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (files of other owners, "

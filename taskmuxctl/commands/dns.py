@@ -72,7 +72,7 @@ def _hosts_action(path: str, names: list[str], verb: str, tld: str) -> Any:
 
 def install(ctx: Context, args: Any) -> Result:
     from taskmuxctl.core.system import resolver
-    from taskmuxd.dns.subsystem import read_record
+    from taskmuxctl.core.system.hostsrecord import read_record
 
     uctx = user_context(ctx)
     try:
