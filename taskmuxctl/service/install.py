@@ -192,13 +192,10 @@ def root_code_problem(program: list[str]) -> str | None:
     ``taskmuxctl.core.system.rootfiles.code_problem``). When it is this installation (not the
     install.sh layout, whose boot-guard the check of the program's own paths covers), this
     installation's packages are checked as well."""
-    import taskmuxctl
-    import taskmuxd
     from taskmuxctl.core.system.rootfiles import code_problem
+    from taskmuxctl.service.rootcode import this_installation_packages
 
-    packages = [os.path.dirname(os.path.abspath(m.__file__ or "")) for m in (taskmuxd,
-                                                                             taskmuxctl)]
-    return code_problem(program, packages)
+    return code_problem(program, this_installation_packages())
 
 
 def _write_files(target: Target, files: list[tuple[FileSpec, str]]) -> list[str]:

@@ -91,8 +91,13 @@ def program_problem(program: list[str], packages: list[str] | None = None) -> st
 
 
 def this_installation_packages() -> list[str]:
-    """The folders of the ``taskmuxd`` and ``taskmuxctl`` packages this program runs."""
-    import taskmuxctl
-    import taskmuxd
+    """The folders of the ``taskmuxd`` and ``taskmuxctl`` packages this program runs (found,
+    not imported: the client imports no daemon module)."""
+    from importlib.util import find_spec
 
-    return [os.path.dirname(os.path.abspath(m.__file__ or "")) for m in (taskmuxd, taskmuxctl)]
+    folders = []
+    for name in ("taskmuxd", "taskmuxctl"):
+        spec = find_spec(name)
+        origin = spec.origin if spec is not None else None
+        folders.append(os.path.dirname(os.path.abspath(origin or "")))
+    return folders
