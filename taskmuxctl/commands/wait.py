@@ -73,10 +73,10 @@ def _condition(t: dict[str, Any], condition: str) -> str:
 
 
 def wait(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.commands.project import _params
+    from taskmuxctl.core.whichproject import project_params
 
-    return wait_until(ctx, _params(args), list(args.tasks or []), args.condition,
-                      args.timeout)
+    return wait_until(ctx, project_params(getattr(args, "project", None)),
+                      list(args.tasks or []), args.condition, args.timeout)
 
 
 def wait_until(ctx: Context, params: dict[str, Any], names: list[str], condition: str,

@@ -274,3 +274,11 @@ class RpcError(Exception):
         if self.data is not None:
             err["data"] = self.data
         return err
+
+
+class DaemonUnavailable(RpcError):
+    """The daemon could not be reached; ``reason`` says why, the message says what to do."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(code, message, {"reason": reason})
+        self.reason = reason

@@ -9,6 +9,9 @@ import os
 from taskmuxctl.core import jsonio
 from taskmuxctl.core.paths import Paths
 from taskmuxctl.core.protocol import Code, LineFramer, RpcError, encode, request
+from taskmuxctl.core.protocol import (
+    DaemonUnavailable as DaemonUnavailable,  # noqa: PLC0414  (re-exported for its importers)
+)
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; the client never needs it at run time
 if TYPE_CHECKING:
@@ -16,14 +19,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_TIMEOUT = 30.0
-
-
-class DaemonUnavailable(RpcError):
-    """The daemon could not be reached; ``reason`` says why, the message says what to do."""
-
-    def __init__(self, code: int, reason: str, message: str) -> None:
-        super().__init__(code, message, {"reason": reason})
-        self.reason = reason
 
 
 def _unavailable(paths: Paths, exc: OSError) -> DaemonUnavailable:

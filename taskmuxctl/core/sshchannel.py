@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from taskmuxctl.core.paths import Paths
-    from taskmuxctl.core.rpcclient import DaemonUnavailable
+    from taskmuxctl.core.protocol import DaemonUnavailable
 
 SCHEME = "ssh://"
 FORM = "ssh://[USER@]HOST[:PORT]"
@@ -161,7 +161,7 @@ def _prepare(paths: Paths, target: Target) -> int:
     try:
         return _stderr_file(paths)
     except OSError as exc:
-        from taskmuxctl.core.rpcclient import DaemonUnavailable
+        from taskmuxctl.core.protocol import DaemonUnavailable
 
         raise DaemonUnavailable(
             Code.DAEMON_UNREACHABLE, "no_ssh",
@@ -191,7 +191,7 @@ def _read_bounded(fd: int, limit: int, tail: bool) -> str:
 
 def explain(target: Target, returncode: int, stderr: str) -> DaemonUnavailable:
     """The one error for a failed ssh transport: what went wrong and what to do."""
-    from taskmuxctl.core.rpcclient import DaemonUnavailable
+    from taskmuxctl.core.protocol import DaemonUnavailable
 
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()
              and not ln.startswith("Warning: Permanently added")]
@@ -261,7 +261,7 @@ class Channel:
                 stdout=subprocess.PIPE, stderr=self._err)
         except OSError as exc:
             os.close(self._err)
-            from taskmuxctl.core.rpcclient import DaemonUnavailable
+            from taskmuxctl.core.protocol import DaemonUnavailable
 
             raise DaemonUnavailable(
                 Code.DAEMON_UNREACHABLE, "no_ssh",
@@ -299,7 +299,7 @@ class Channel:
         self._first = False
         ready, _, _ = select.select([self._out], [], [], wait)
         if not ready:
-            from taskmuxctl.core.rpcclient import DaemonUnavailable
+            from taskmuxctl.core.protocol import DaemonUnavailable
 
             raise DaemonUnavailable(
                 Code.DAEMON_TIMEOUT, "timeout",
@@ -360,7 +360,7 @@ def run(paths: Paths, target: Target, words: list[str], tty: bool = False) -> in
         try:
             code = subprocess.call([*ssh_base(paths, target, tty=tty), remote], stderr=err)
         except OSError as exc:
-            from taskmuxctl.core.rpcclient import DaemonUnavailable
+            from taskmuxctl.core.protocol import DaemonUnavailable
 
             raise DaemonUnavailable(
                 Code.DAEMON_UNREACHABLE, "no_ssh",
@@ -384,7 +384,7 @@ def capture(paths: Paths, target: Target, words: list[str], timeout: float,
     import shlex
     import subprocess
 
-    from taskmuxctl.core.rpcclient import DaemonUnavailable
+    from taskmuxctl.core.protocol import DaemonUnavailable
 
     remote = " ".join(shlex.quote(w) for w in [REMOTE_PROGRAM, *words])
     err = _prepare(paths, target)
