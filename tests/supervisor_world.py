@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping
 
 from taskmuxd.policy import Ev, State, TaskState
 from taskmuxd.supervisor import messages as m
-from taskmuxd.supervisor.machine import Machine, TaskSpec
+from taskmuxd.supervisor.machine import Machine
+from taskmuxd.supervisor.taskspec import TaskSpec
 
 # What a launched task does: "run" (reports its process), "crash" (runs, then exits 1),
 # "complete" (runs, then exits 0), "hang" (never reports), or an exit code to exit with.

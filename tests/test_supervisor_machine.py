@@ -7,7 +7,7 @@ import itertools
 
 from taskmuxd.policy import Ev, PolicySpec, State, TaskState
 from taskmuxd.supervisor import messages as m
-from taskmuxd.supervisor.machine import TaskSpec
+from taskmuxd.supervisor.taskspec import TaskSpec
 from taskmuxd.supervisor.verdict import HealthSpec
 from tests.supervisor_world import World
 

@@ -43,7 +43,8 @@ from taskmuxd.projects.taskstart import LAUNCH_TIMEOUT
 from taskmuxd.projects.windowbatch import Launcher
 from taskmuxd.runrecord import RunRecord
 from taskmuxd.supervisor import messages as m
-from taskmuxd.supervisor.machine import KILL_WAIT, Machine, TaskSpec
+from taskmuxd.supervisor.machine import KILL_WAIT, Machine
+from taskmuxd.supervisor.taskspec import TaskSpec
 from taskmuxd.supervisor.verdict import HealthSpec
 from taskmuxd.tmux import DeadPane, Tmux
 

@@ -28,27 +28,16 @@ from dataclasses import dataclass, field
 
 from taskmuxctl.core import taskorder
 from taskmuxd import policy
-from taskmuxd.policy import Ev, PolicySpec, State, TaskState
+from taskmuxd.policy import Ev, State, TaskState
 from taskmuxd.supervisor import messages as m
-from taskmuxd.supervisor.verdict import HealthSpec, Judgement, judge, next_probe_in
+from taskmuxd.supervisor.taskspec import TaskSpec
+from taskmuxd.supervisor.verdict import Judgement, judge, next_probe_in
 
 WAITING = (TaskState.BACKOFF, TaskState.FATAL)  # states whose restart is scheduled
 LIVE = (TaskState.STARTING, TaskState.RUNNING, TaskState.STOPPING)
 KILL_WAIT = 5.0  # seconds after SIGKILL before an exit nobody reported is recorded
 REPORT_WAIT = 15.0  # seconds a stop waits for the process of a run still starting
 LADDER = ("SIGINT", "SIGTERM", "SIGKILL")
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What the machine needs of a task's configuration."""
-
-    policy: PolicySpec = field(default_factory=PolicySpec)
-    depends_on: Mapping[str, str] = field(default_factory=dict)  # dependency -> condition
-    restart_with: frozenset[str] = frozenset()  # dependencies whose restart restarts it
-    health: HealthSpec = field(default_factory=HealthSpec)
-    gated_by_probe: bool = False  # "healthy" needs a passing probe (else running is enough)
-    stop_grace: float = 5.0
 
 
 @dataclass

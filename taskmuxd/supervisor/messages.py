@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from taskmuxd.policy import Ev, State
 
 if TYPE_CHECKING:
-    from taskmuxd.supervisor.machine import TaskSpec
+    from taskmuxd.supervisor.taskspec import TaskSpec
 
 # -- events ------------------------------------------------------------------------------------
 
