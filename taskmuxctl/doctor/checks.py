@@ -11,8 +11,8 @@ from taskmuxctl.doctor.facts import ABSENT, Facts
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
-# 3.2a: what Debian 11 and Ubuntu 22.04 ship, the oldest systems taskmux supports, and the
-# oldest tmux that libtmux (a declared dependency) accepts.
+# 3.2a: what Debian 11 and Ubuntu 22.04 ship, the oldest systems taskmux supports (and the
+# oldest tmux its tests run against).
 TMUX_MINIMUM = (3, 2, "a")
 PYTHON_MINIMUM = (3, 11)
 LOOPBACK = ("127.", "::1")
