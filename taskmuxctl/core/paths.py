@@ -20,7 +20,7 @@ class Paths:
 
     def __init__(self, home: str, host: str | None = None) -> None:
         self.home = os.path.abspath(home)
-        # ``--host ssh://...``: the daemon to talk to is that machine's (see ``sshhost``);
+        # ``--host ssh://...``: the daemon to talk to is that machine's (see ``sshchannel``);
         # the files here still are this machine's.
         self.host = host
 

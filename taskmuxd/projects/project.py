@@ -2,8 +2,8 @@
 
 ``handle`` is the only way a task changes state: it passes an event (what tmux, a runner, a
 probe or the user said) to the project's ``supervisor.machine.Machine`` with the time, and
-carries out the actions that come back (launch a runner: ``launching``; signal a process
-group: ``stopping``; probe: ``healthwatch``; set a timer; write an event or a record). The
+carries out the actions that come back (launch a runner: ``taskstart``; signal a process
+group: ``stopping``; probe: ``probeactions``; set a timer; write an event or a record). The
 commands (``start``, ``stop``, ``restart``, ``kill``) add hooks, and wait for the results to
 answer the client, in the machine's dependency order.
 """

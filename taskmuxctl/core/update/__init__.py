@@ -6,7 +6,7 @@ Modules: ``release`` (the signed manifest and the download), ``decide`` (the pur
 ``layout`` (``app/``: versions, ``current``/``previous``, state), ``bootguard`` (the launcher that
 undoes a release that cannot start), ``install`` (a version's virtual environment and
 preflight), ``restart`` (bouncing the daemon), ``apply`` (the whole update), ``keys``, ``lock``,
-``events``.
+``progress`` (what each step reports).
 """
 
 # The project's GitHub repository is not settled yet: this is where the release workflow
