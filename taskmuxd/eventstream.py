@@ -33,7 +33,7 @@ from taskmuxd.handlers.network import hooks_enabled
 from taskmuxd.rpc.ctlsocket import CURRENT, Connection
 
 if TYPE_CHECKING:
-    from taskmuxd.rpc.registration import Handler
+    from taskmuxd.handlertype import Handler
 
 log = logging.getLogger("taskmuxd.eventstream")
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from taskmuxctl.core.eventlog import EventLog
     from taskmuxctl.core.paths import Paths
     from taskmuxctl.core.settings import Settings
-    from taskmuxd.rpc.registration import Handler
+    from taskmuxd.handlertype import Handler
 
 log = logging.getLogger("taskmuxd.update")
 

@@ -1,9 +1,10 @@
 """An exclusive flock held for a process's life, whose holder is named by its pid.
 
 The kernel drops an flock when its process dies, however it dies, so a crash never leaves a
-stale lock; the pid is informational, for messages ("already running, pid 123"). The daemon's
-instance lock (``taskmuxd.daemonlock``) and the update lock (``taskmuxctl.core.update.lock``) are both
-this one class: they differ only in where the pid is written and which error says "held".
+stale lock; the pid is informational, for messages ("already running, pid 123"). The
+daemon's instance lock (``taskmuxd.daemonlock``) and the update lock
+(``taskmuxctl.core.update.lock``) are both this one class: they differ only in where the pid
+is written and which error says "held".
 Stdlib only: the client uses it.
 """
 

@@ -50,7 +50,7 @@ DRAIN_TIMEOUT = 30.0  # seconds for calls in flight to finish once stdin closes
 
 
 class ProtocolError(RpcError):
-    """An MCP request refused with a JSON-RPC error (codes from ``taskmuxctl.core.protocol.Code``)."""
+    """An MCP request refused with a JSON-RPC error (its codes: ``taskmuxctl.core.protocol``)."""
 
 
 class Call:

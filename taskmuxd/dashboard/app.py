@@ -34,10 +34,10 @@ if TYPE_CHECKING:
     from taskmuxctl.core.eventlog import EventLog
     from taskmuxctl.core.paths import Paths
     from taskmuxctl.core.settings import Settings
+    from taskmuxd.handlertype import Handler
     from taskmuxd.proxy.frontend import Proxy
     from taskmuxd.proxy.subsystem import ProxySubsystem
     from taskmuxd.routes import RouteTable
-    from taskmuxd.rpc.registration import Handler
 
 log = logging.getLogger("taskmuxd.dashboard")
 

@@ -17,7 +17,7 @@ from taskmuxctl.core.settings import Settings
 from taskmuxd.daemonstatus import core_status
 
 if TYPE_CHECKING:
-    from taskmuxd.rpc.registration import Handler
+    from taskmuxd.handlertype import Handler
 
 MAX_PING_DELAY = 60.0
 

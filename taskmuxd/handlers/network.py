@@ -18,8 +18,8 @@ from taskmuxd.routes import CATCH_ALL, Backend, RouteTable
 
 if TYPE_CHECKING:
     from taskmuxctl.core.settings import Settings
+    from taskmuxd.handlertype import Handler
     from taskmuxd.proxy.subsystem import ProxySubsystem
-    from taskmuxd.rpc.registration import Handler
 
 TEST_HOOKS_ENV = "TASKMUX_TEST_HOOKS"
 

@@ -30,7 +30,7 @@ from taskmuxd.projects.task import idle_info
 from taskmuxd.runrecord import FormatError, RunRecord, record_from_json
 
 if TYPE_CHECKING:
-    from taskmuxd.rpc.registration import Handler
+    from taskmuxd.handlertype import Handler
 
 # Bounds of the params (checked by taskmuxd.rpc.params before a method runs).
 TaskNames = Annotated[list[str], Field(max_length=cfgmod.MAX_TASKS)]

@@ -22,10 +22,10 @@ from taskmuxd.policy import TaskState
 from taskmuxd.tmux import Window
 
 if TYPE_CHECKING:
+    from taskmuxd.handlertype import Handler
     from taskmuxd.projects.manager import Projects
     from taskmuxd.projects.project import Project
     from taskmuxd.projects.task import TaskRuntime
-    from taskmuxd.rpc.registration import Handler
 
 # Text longer than this goes through a buffer (stdin, no size limit) rather than the
 # command line, which tmux caps at 16 KiB per message.

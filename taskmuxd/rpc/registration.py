@@ -16,22 +16,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from taskmuxctl.core import diskspace
 from taskmuxctl.core.protocol import Code, RpcError
+from taskmuxd.handlertype import Handler, Namespace
 from taskmuxd.rpc.jsonrpc import JsonRpcError, Success
 from taskmuxd.rpc.params import ParamChecker
 
-Handler = Callable[..., Awaitable[Any]]
-
-
-class Namespace(Protocol):
-    """A set of RPC methods with what they need, registered together."""
-
-    def handlers(self) -> Mapping[str, Handler]:
-        """Method name -> plain async handler (params checked by ``wrap`` before it runs)."""
+__all__ = ["Handler", "MethodTable", "Namespace", "wrap"]
 
 
 def wrap(name: str, handler: Handler) -> Callable[..., Awaitable[Any]]:
