@@ -50,6 +50,9 @@ WINDOW_FORMAT = SEP.join([
     "#{session_name}", "#{window_id}", "#{window_name}", "#{@taskmux_task}", "#{pane_id}",
     "#{pane_pid}", "#{pane_dead}", "#{pane_dead_status}",
 ])
+_DYING = "server exited unexpectedly"
+DYING_SERVER_TRIES = 5  # a client that met a server on its way out asks again, this often
+DYING_SERVER_PAUSE = 0.02  # seconds, times the attempt
 _NO_SERVER = ("no server running", "error connecting to", "server exited unexpectedly")
 _NO_TARGET = ("can't find session", "can't find window", "can't find pane", "session not found")
 # Commands that change nothing: asked again through a process when the connection ended
@@ -260,9 +263,24 @@ class Tmux:
     async def _run_process(self, commands: Sequence[Sequence[str]], allow_missing: bool,
                            input: bytes | None) -> str | None:
         argv = [*self.base, *_joined(commands)]
+        for attempt in range(1, DYING_SERVER_TRIES + 1):
+            returncode, out, stderr = await self._spawn(argv, input)
+            # The client reached a server on its way out (killed, or its last session just
+            # closed): nothing ran. Once it is gone the next client starts a new one.
+            if returncode == 0 or _DYING not in stderr.lower() or attempt == DYING_SERVER_TRIES:
+                break
+            await asyncio.sleep(DYING_SERVER_PAUSE * attempt)
+        if returncode == 0:
+            if commands:
+                self._after_process(commands[0][0])
+            return out.decode(errors="replace")
+        self._failed(argv, returncode, stderr, allow_missing)
+        return None
+
+    async def _spawn(self, argv: list[str], input: bytes | None) -> tuple[int | None, bytes, str]:
+        """One tmux client process: its status, stdout and stderr."""
         self.processes += 1
         try:
-
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
@@ -275,12 +293,7 @@ class Tmux:
         stderr = err.decode(errors="replace").strip()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %s %s", _show(argv), proc.returncode, stderr)
-        if proc.returncode == 0:
-            if commands:
-                self._after_process(commands[0][0])
-            return out.decode(errors="replace")
-        self._failed(argv, proc.returncode, stderr, allow_missing)
-        return None
+        return proc.returncode, out, stderr
 
     async def has_session(self, session: str) -> bool:
         out = await self.run(["has-session", "-t", f"={session}"], allow_missing=True)

@@ -246,3 +246,32 @@ def test_the_daemon_runs_no_tmux_process_per_launch_restart_or_status(
     assert code == 0, out
     assert {t["state"] for t in status(env, proj)["tasks"]} == {"running"}
     assert call(daemon.socket, "daemon.status")["supervision"]["tmux_processes"] == before
+
+
+def test_a_client_that_met_a_dying_server_asks_again(tmp_path: str) -> None:
+    """tmux says "server exited unexpectedly" when its client reached a server on its way
+    out: nothing ran, so the command is asked again (a new server answers); any other failure
+    is reported at once. The seam: a stand-in tmux binary that fails twice, then answers."""
+    calls = os.path.join(str(tmp_path), "calls")
+    fake = os.path.join(str(tmp_path), "tmux")
+    with open(fake, "w", encoding="utf-8") as fh:
+        fh.write(f"""#!/bin/sh
+echo x >> {calls}
+n=$(wc -l < {calls})
+case "$*" in *refuse*) echo "unknown command: refuse" >&2; exit 1;; esac
+if [ "$n" -le 2 ]; then echo "server exited unexpectedly" >&2; exit 1; fi
+echo answered
+""")
+    os.chmod(fake, 0o755)
+
+    async def main() -> None:
+        t = Tmux("unused", binary=fake)
+        assert await t.run(["new-session", "-d"]) == "answered\n"
+        with open(calls, encoding="utf-8") as fh:
+            assert len(fh.read().split()) == 3
+        with pytest.raises(TmuxError, match="unknown command"):
+            await t.run(["refuse"])
+        with open(calls, encoding="utf-8") as fh:
+            assert len(fh.read().split()) == 4  # asked once: not a dying server
+
+    run(main())
