@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from taskmuxd.connlimits import ConnectionLimits
+from taskmuxd.proxy import pool as pool_mod
 from taskmuxd.proxy.h1client import END
-from taskmuxd.proxy.pool import IDLE_SECONDS, POOL_CLIENT, BackendConn, BackendPool
+from taskmuxd.proxy.pool import IDLE_SECONDS, MAX_PER_PORT, POOL_CLIENT, BackendConn, BackendPool
 
 
 class Task:
@@ -88,14 +91,81 @@ async def _with_task(test: Callable[[BackendPool, ProxyStandIn, Task, int], obje
         await server.wait_closed()
 
 
-def test_a_whole_page_of_connections_stays_idle_for_the_next_load() -> None:
+def test_a_page_of_streams_shares_a_few_connections_kept_for_the_next_load() -> None:
     async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        async def one(exchange: Exchange) -> None:
+            await exchange.run(pool, await pool.get(port, exchange))
+
         for _ in range(2):  # two "page loads" of 60 requests at once
-            exchanges = [Exchange() for _ in range(60)]
-            conns = await asyncio.gather(*(pool.get(port, e) for e in exchanges))
-            await asyncio.gather(*(e.run(pool, c) for e, c in zip(exchanges, conns, strict=True)))
-        assert proxy.connects == 60  # the second load found all 60 idle (more than 32)
-        assert len(pool.idle[port]) == 60 and task.accepted == 60
+            await asyncio.gather(*(one(Exchange()) for _ in range(60)))
+        # Never more than the cap at once, and the second load opened none.
+        assert proxy.connects == MAX_PER_PORT and task.accepted == MAX_PER_PORT
+        assert len(pool.idle[port]) == MAX_PER_PORT and not pool.busy and not pool.waiting
+
+    asyncio.run(_with_task(test))
+
+
+async def _hold_all(pool: BackendPool, port: int) -> list[BackendConn]:
+    """Take as many connections as the cap allows and keep them."""
+    return list(await asyncio.gather(*(pool.get(port, Exchange())
+                                       for _ in range(MAX_PER_PORT))))
+
+
+def test_streams_beyond_the_cap_wait_and_are_served_first_come_first_served(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_mod, "STALL_SECONDS", 3600.0)  # (no escape in this test)
+
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        held = await _hold_all(pool, port)
+        assert proxy.connects == MAX_PER_PORT and pool.busy[port] == MAX_PER_PORT
+        late = [Exchange() for _ in range(3)]
+        waiting = [asyncio.get_running_loop().create_task(pool.get(port, e)) for e in late]
+        await asyncio.sleep(0)
+        assert len(pool.waiting[port]) == 3 and not pool.opening  # no new connection
+        owner = held[0].owner
+        assert isinstance(owner, Exchange)
+        await owner.run(pool, held[0])  # its answer ends: it goes to the first waiting
+        assert await asyncio.wait_for(waiting[0], 10) is held[0] and held[0].owner is late[0]
+        assert not waiting[1].done() and not waiting[2].done()
+        held[1].close()  # a connection that closes makes room for a new one
+        second = await asyncio.wait_for(waiting[1], 10)
+        assert second not in held and proxy.connects == MAX_PER_PORT + 1
+        assert not waiting[2].done() and pool.busy[port] == MAX_PER_PORT
+        waiting[2].cancel()
+        await asyncio.gather(waiting[2], return_exceptions=True)
+        assert not pool.waiting and not pool._stall_timers
+
+    asyncio.run(_with_task(test))
+
+
+def test_when_held_connections_never_come_back_waiting_streams_open_their_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_mod, "STALL_SECONDS", 0.01)
+
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        await _hold_all(pool, port)  # (long answers, server-sent events: held for good)
+        extra = await asyncio.wait_for(
+            asyncio.gather(*(pool.get(port, Exchange()) for _ in range(3))), 10)
+        assert proxy.connects == MAX_PER_PORT + 3 and len(set(extra)) == 3
+
+    asyncio.run(_with_task(test))
+
+
+def test_a_connection_that_became_a_websocket_leaves_the_count(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_mod, "STALL_SECONDS", 3600.0)
+
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        held = await _hold_all(pool, port)
+        waiting = asyncio.get_running_loop().create_task(pool.get(port, Exchange()))
+        await asyncio.sleep(0)
+        assert not pool.opening
+        pool.uncount(held[0])  # (what an exchange does on the task's 101)
+        pool.uncount(held[0])  # (counted off once only)
+        conn = await asyncio.wait_for(waiting, 10)
+        assert conn not in held and pool.busy[port] == MAX_PER_PORT
+        held[0].close()  # the WebSocket ends: not counted off again
+        assert pool.busy[port] == MAX_PER_PORT
 
     asyncio.run(_with_task(test))
 

@@ -258,6 +258,7 @@ class Exchange:
                   if n not in _UPGRADE_ONLY]
         self._send_headers(fields, end=False)
         self.tunnel = True
+        self.side.pool.uncount(up)  # (held as long as the WebSocket lasts: off the cap)
         rest = up.reader.rest
         if rest:
             self.out.append(rest)
