@@ -39,9 +39,12 @@ class ProxyStandIn:
     def __init__(self) -> None:
         self.limits = ConnectionLimits(1024, 512)
         self.connects = 0
+        self.refuse = False  # (the task's listen queue is full, say)
 
     async def connect_backend(self, port: int, factory: Callable[[], BackendConn]
                               ) -> tuple[asyncio.BaseTransport, BackendConn]:
+        if self.refuse:
+            raise ConnectionRefusedError("refused")
         self.connects += 1
         return await asyncio.get_running_loop().create_connection(factory, "127.0.0.1", port)
 
@@ -203,6 +206,30 @@ def test_a_connection_that_fails_reaches_the_waiting_stream_as_an_error() -> Non
             else:
                 raise AssertionError("a connection to a closed port was handed out")
         assert not pool.waiting
+
+    asyncio.run(_with_task(test))
+
+
+def test_a_failed_connection_fails_every_waiting_stream_only_when_none_is_under_way(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_mod, "STALL_SECONDS", 3600.0)
+
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        owner = Exchange()
+        held = await pool.get(port, owner)
+        proxy.refuse = True
+        waiting = asyncio.get_running_loop().create_task(pool.get(port, Exchange()))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(*pool.opening), 10)
+        assert not waiting.done()  # the one under way will do
+        await owner.run(pool, held)
+        assert await asyncio.wait_for(waiting, 10) is held
+        held.close()  # now none is under way: a refusal reaches all who wait
+        waiters = [asyncio.get_running_loop().create_task(pool.get(port, Exchange()))
+                   for _ in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 10)
+        assert all(isinstance(r, ConnectionRefusedError) for r in results)
+        assert not pool.waiting and not pool.busy and not pool._stall_timers
 
     asyncio.run(_with_task(test))
 
