@@ -141,6 +141,47 @@ def test_streams_beyond_the_cap_wait_and_are_served_first_come_first_served(
     asyncio.run(_with_task(test))
 
 
+class Waiting:
+    """A stream in the pool's queue (``pool.Waiter``), gone or not."""
+
+    def __init__(self, gone: bool = False) -> None:
+        self.gone = gone
+        self.got: BackendConn | None = None
+
+    def take(self, conn: BackendConn) -> bool:
+        if self.gone:
+            return False
+        self.got = conn
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        raise AssertionError(f"unexpected failure: {exc}")
+
+
+def test_a_connection_handed_back_goes_at_once_to_the_first_stream_still_waiting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_mod, "STALL_SECONDS", 3600.0)
+
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        held = await _hold_all(pool, port)
+        gone, first, second = Waiting(gone=True), Waiting(), Waiting()
+        for waiter in (gone, first, second):
+            pool.wait(port, waiter)
+        pool.withdraw(port, second)  # (its stream was reset)
+        owner = held[0].owner
+        assert isinstance(owner, Exchange)
+        owner.done = asyncio.get_running_loop().create_future()
+        owner.conn = held[0]
+        held[0].send_head(b"GET", b"/", [(b"host", b"t")])
+        held[0].send_end()
+        await asyncio.wait_for(owner.done, 10)
+        pool.put(held[0])  # in the same turn: skips the stream that is gone
+        assert first.got is held[0] and second.got is None and gone.got is None
+        assert not pool.waiting and not pool._stall_timers and not pool.opening
+
+    asyncio.run(_with_task(test))
+
+
 def test_when_held_connections_never_come_back_waiting_streams_open_their_own(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pool_mod, "STALL_SECONDS", 0.01)

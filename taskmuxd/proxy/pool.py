@@ -49,6 +49,36 @@ class Owner(Protocol):
     def backend_full(self, full: bool) -> None: ...
 
 
+class Waiter(Protocol):
+    """A stream waiting for a connection (``BackendPool.wait``)."""
+
+    def take(self, conn: BackendConn) -> bool:
+        """Use ``conn`` from now on (at once, in the caller's turn of the event loop), or
+        say False when no longer waiting."""
+        ...
+
+    def fail(self, exc: BaseException) -> None:
+        """No connection can be had."""
+        ...
+
+
+class _Handed:
+    """A waiter for ``BackendPool.get``: the connection comes as a future's result."""
+
+    def __init__(self, future: asyncio.Future[BackendConn]) -> None:
+        self.future = future
+
+    def take(self, conn: BackendConn) -> bool:
+        if self.future.done():
+            return False
+        self.future.set_result(conn)
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
 class BackendConn(asyncio.Protocol):
     def __init__(self, pool: BackendPool, port: int) -> None:
         self.pool = pool
@@ -142,7 +172,7 @@ class BackendPool:
         self.proxy = proxy
         self.idle: dict[int, list[BackendConn]] = {}
         # Streams waiting for a connection to a port, first come first served.
-        self.waiting: dict[int, deque[asyncio.Future[BackendConn]]] = {}
+        self.waiting: dict[int, deque[Waiter]] = {}
         self.opening: set[asyncio.Task[None]] = set()
         self.busy: dict[int, int] = {}  # per port: connections lent out or being opened
         self.opens: dict[int, int] = {}  # per port: connections being opened
@@ -158,24 +188,41 @@ class BackendPool:
             conn = self.take_idle(port, owner)
             if conn is not None:
                 return conn
-            handed: asyncio.Future[BackendConn] = asyncio.get_running_loop().create_future()
-            self.waiting.setdefault(port, deque()).append(handed)
-            self._pump(port)
+            waiter = _Handed(asyncio.get_running_loop().create_future())
+            self.wait(port, waiter)
             try:
-                conn = await handed
-            except asyncio.CancelledError:  # (the stream ended; one may have come just now)
+                conn = await waiter.future
+            except asyncio.CancelledError:  # (one may have come just now)
+                self.withdraw(port, waiter)
+                handed = waiter.future
                 if handed.done() and not handed.cancelled() and handed.exception() is None:
                     spare = handed.result()
                     if not self._hand_over(spare):
                         self._keep_idle(spare)
                 raise
-            finally:
-                self._withdraw(port, handed)
             if conn.usable():  # (a handed-back one may have closed before this ran)
                 conn.owner = owner
                 conn.reading(True)
                 return conn
             conn.close()
+
+    def wait(self, port: int, waiter: Waiter) -> None:
+        """Queue ``waiter`` for the next connection to ``port`` free (none is idle); its
+        ``take`` is called with it, or ``fail`` when none can be had."""
+        self.waiting.setdefault(port, deque()).append(waiter)
+        self._pump(port)
+
+    def withdraw(self, port: int, waiter: Waiter) -> None:
+        """``waiter`` no longer waits (its stream ended)."""
+        queue = self.waiting.get(port)
+        if queue is not None:
+            try:
+                queue.remove(waiter)
+            except ValueError:
+                pass
+            if not queue:
+                del self.waiting[port]
+        self._disarm(port)
 
     def _pump(self, port: int, beyond_cap: bool = False) -> None:
         """Open connections for the streams waiting on ``port``, as far as the cap allows
@@ -230,10 +277,10 @@ class BackendPool:
             self._opened(port)
             self._uncount_port(port, pump=False)  # (not at once: it would fail again)
             if not self.busy.get(port):  # nothing else under way could serve them: fail
-                for handed in self.waiting.pop(port, deque()):
-                    if not handed.done():
-                        handed.set_exception(exc)
-                self._withdraw(port, None)
+                waiters = self.waiting.pop(port, deque())
+                self._disarm(port)
+                for waiter in waiters:
+                    waiter.fail(exc)
             else:  # one under way may come back; else try again after a stall
                 self._arm(port)
             return
@@ -266,13 +313,7 @@ class BackendPool:
         if pump and self.waiting.get(port):
             self._pump(port)
 
-    def _withdraw(self, port: int, handed: asyncio.Future[BackendConn] | None) -> None:
-        queue = self.waiting.get(port)
-        if queue is not None and handed is not None:
-            if handed in queue:
-                queue.remove(handed)
-            if not queue:
-                del self.waiting[port]
+    def _disarm(self, port: int) -> None:
         if not self.waiting.get(port):
             timer = self._stall_timers.pop(port, None)
             if timer is not None:
@@ -280,13 +321,17 @@ class BackendPool:
 
     def _hand_over(self, conn: BackendConn) -> bool:
         """Give ``conn`` to the first stream waiting for its port, if any."""
-        queue = self.waiting.get(conn.port)
+        port = conn.port
+        queue = self.waiting.get(port)
         while queue:
-            handed = queue.popleft()
-            if not handed.done():
-                handed.set_result(conn)
-                self.progress[conn.port] = asyncio.get_running_loop().time()
+            waiter = queue.popleft()
+            if not queue:
+                del self.waiting[port]
+                self._disarm(port)
+            if waiter.take(conn):
+                self.progress[port] = asyncio.get_running_loop().time()
                 return True
+            queue = self.waiting.get(port)
         return False
 
     def take_idle(self, port: int, owner: Owner) -> BackendConn | None:
@@ -368,11 +413,11 @@ class BackendPool:
         self._stall_timers.clear()
         for task in list(self.opening):
             task.cancel()
-        for queue in list(self.waiting.values()):
-            for handed in queue:
-                if not handed.done():
-                    handed.set_exception(ConnectionError("the proxy is stopping"))
+        queues = list(self.waiting.values())
         self.waiting.clear()
+        for queue in queues:
+            for waiter in queue:
+                waiter.fail(ConnectionError("the proxy is stopping"))
         for idle in list(self.idle.values()):
             for conn in list(idle):
                 self._unpool(conn)
