@@ -119,7 +119,7 @@ def task_connects(sock_path: str) -> int:
     """Connections the proxy opened to tasks so far."""
     proxy = rpc(sock_path, "daemon.status", {})["proxy"]
     assert isinstance(proxy, dict)
-    return int(proxy["task_connections"])
+    return int(proxy.get("task_connections", 0))  # (0 from a daemon that does not count)
 
 
 def cpu_ms(pid: int) -> float:
