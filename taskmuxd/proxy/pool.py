@@ -32,7 +32,7 @@ from taskmuxd.proxy.h1client import RequestWriter, ResponseReader
 if TYPE_CHECKING:
     from taskmuxd.proxy.server import Proxy
 
-MAX_PER_PORT = 8  # connections lent out or opening per port (see bench/browser_load.py)
+MAX_PER_PORT = 16  # connections lent out or opening per port (see bench/browser_load.py)
 STALL_SECONDS = 0.25  # no connection came back for this long: the waiting streams open more
 MAX_IDLE_PER_PORT = 128  # (at least h2side.MAX_STREAMS)
 # Idle connections count in the proxy's connection limits under this name, so that the pool
