@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -114,6 +115,13 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def task_connects(sock_path: str) -> int:
+    """Connections the proxy opened to tasks so far."""
+    proxy = rpc(sock_path, "daemon.status", {})["proxy"]
+    assert isinstance(proxy, dict)
+    return int(proxy.get("task_connections", 0))  # (0 from a daemon that does not count)
+
+
 def cpu_ms(pid: int) -> float:
     """Processor time (user + system) the process ``pid`` used so far, in milliseconds."""
     with open(f"/proc/{pid}/stat") as fh:
@@ -141,6 +149,10 @@ def main() -> None:
     parser.add_argument("--modules", type=int, default=320)
     parser.add_argument("--loads", type=int, default=10)
     parser.add_argument("--app", default=CACHE, help="where the generated app lives")
+    parser.add_argument("--ways", default="direct,h1,h2",
+                        help="which of direct,h1,h2 to load (default all three, alternated)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="record the daemon with py-spy during the loads (collapsed stacks)")
     args = parser.parse_args()
     for tool in ("chromium", "npm", "node"):
         if shutil.which(tool) is None:
@@ -162,25 +174,35 @@ def main() -> None:
                  "ready": True}]})
             wait_for_port(https_port)
             daemon_pid = int(str(rpc(sock, "daemon.status", {})["pid"]))
-            ways = {
-                "direct http/1.1": (f"http://127.0.0.1:{vite_port}/", []),
-                "proxy http/1.1": (f"https://web.bench.localhost:{https_port}/",
-                                   ["--disable-http2"]),
-                "proxy h2": (f"https://web.bench.localhost:{https_port}/", []),
+            every = {
+                "direct": ("direct http/1.1", f"http://127.0.0.1:{vite_port}/", []),
+                "h1": ("proxy http/1.1", f"https://web.bench.localhost:{https_port}/",
+                       ["--disable-http2"]),
+                "h2": ("proxy h2", f"https://web.bench.localhost:{https_port}/", []),
             }
+            ways = {every[w][0]: every[w][1:] for w in args.ways.split(",")}
             for url, extra in ways.values():
                 load(url, extra)  # warm Vite's transform cache (and check each way works)
             times: dict[str, list[float]] = {name: [] for name in ways}
             cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
+            opened: dict[str, list[int]] = {name: [] for name in ways}
             seen: dict[str, object] = {}
+            spy = None if args.profile is None else subprocess.Popen(
+                [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-r", "500",
+                 "--nonblocking", "-f", "raw", "-o", args.profile, "-p", str(daemon_pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for _ in range(args.loads):  # alternate, so noise from other load hits each
                 for name, (url, extra) in ways.items():
-                    before = cpu_ms(daemon_pid), cpu_ms(vite.pid)
+                    before = cpu_ms(daemon_pid), cpu_ms(vite.pid), task_connects(sock)
                     result = load(url, extra)
                     cpu[name].append((cpu_ms(daemon_pid) - before[0],
                                       cpu_ms(vite.pid) - before[1]))
+                    opened[name].append(task_connects(sock) - before[2])
                     times[name].append(float(str(result["ms"])))
                     seen[name] = result["protocol"]
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
     finally:
         vite.terminate()
         vite.wait(10)
@@ -190,7 +212,12 @@ def main() -> None:
         node = statistics.median(v for _, v in cpu[name])
         print(f"  {name:16} {statistics.median(values):7.0f} ms  (protocol {seen[name]}, "
               f"min {min(values):.0f}, max {max(values):.0f}; cpu: daemon {daemon:.0f} ms, "
-              f"vite {node:.0f} ms)")
+              f"vite {node:.0f} ms; task connections opened {statistics.median(opened[name]):.0f})")
+    if "direct http/1.1" in times:
+        direct = statistics.median(times["direct http/1.1"])
+        for name in ("proxy http/1.1", "proxy h2"):
+            if name in times:
+                print(f"  {name} / direct: {statistics.median(times[name]) / direct:.3f}")
 
 
 if __name__ == "__main__":

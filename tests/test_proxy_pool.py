@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from taskmuxd.connlimits import ConnectionLimits
+from taskmuxd.proxy import pool as pool_mod
 from taskmuxd.proxy.h1client import END
-from taskmuxd.proxy.pool import IDLE_SECONDS, POOL_CLIENT, BackendConn, BackendPool
+from taskmuxd.proxy.pool import IDLE_SECONDS, MAX_PER_PORT, POOL_CLIENT, BackendConn, BackendPool
 
 
 class Task:
@@ -36,9 +39,12 @@ class ProxyStandIn:
     def __init__(self) -> None:
         self.limits = ConnectionLimits(1024, 512)
         self.connects = 0
+        self.refuse = False  # (the task's listen queue is full, say)
 
     async def connect_backend(self, port: int, factory: Callable[[], BackendConn]
                               ) -> tuple[asyncio.BaseTransport, BackendConn]:
+        if self.refuse:
+            raise ConnectionRefusedError("refused")
         self.connects += 1
         return await asyncio.get_running_loop().create_connection(factory, "127.0.0.1", port)
 
@@ -88,14 +94,122 @@ async def _with_task(test: Callable[[BackendPool, ProxyStandIn, Task, int], obje
         await server.wait_closed()
 
 
-def test_a_whole_page_of_connections_stays_idle_for_the_next_load() -> None:
+def test_a_page_of_streams_shares_a_few_connections_kept_for_the_next_load() -> None:
     async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        async def one(exchange: Exchange) -> None:
+            await exchange.run(pool, await pool.get(port, exchange))
+
         for _ in range(2):  # two "page loads" of 60 requests at once
-            exchanges = [Exchange() for _ in range(60)]
-            conns = await asyncio.gather(*(pool.get(port, e) for e in exchanges))
-            await asyncio.gather(*(e.run(pool, c) for e, c in zip(exchanges, conns, strict=True)))
-        assert proxy.connects == 60  # the second load found all 60 idle (more than 32)
-        assert len(pool.idle[port]) == 60 and task.accepted == 60
+            await asyncio.gather(*(one(Exchange()) for _ in range(60)))
+        # Never more than the cap at once, and the second load opened none.
+        assert proxy.connects == MAX_PER_PORT and task.accepted == MAX_PER_PORT
+        assert len(pool.idle[port]) == MAX_PER_PORT and not pool.busy and not pool.waiting
+
+    asyncio.run(_with_task(test))
+
+
+async def _hold_all(pool: BackendPool, port: int) -> list[BackendConn]:
+    """Take as many connections as the cap allows and keep them."""
+    return list(await asyncio.gather(*(pool.get(port, Exchange())
+                                       for _ in range(MAX_PER_PORT))))
+
+
+def test_streams_beyond_the_cap_wait_and_are_served_first_come_first_served(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_mod, "STALL_SECONDS", 3600.0)  # (no escape in this test)
+
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        held = await _hold_all(pool, port)
+        assert proxy.connects == MAX_PER_PORT and pool.busy[port] == MAX_PER_PORT
+        late = [Exchange() for _ in range(3)]
+        waiting = [asyncio.get_running_loop().create_task(pool.get(port, e)) for e in late]
+        await asyncio.sleep(0)
+        assert len(pool.waiting[port]) == 3 and not pool.opening  # no new connection
+        owner = held[0].owner
+        assert isinstance(owner, Exchange)
+        await owner.run(pool, held[0])  # its answer ends: it goes to the first waiting
+        assert await asyncio.wait_for(waiting[0], 10) is held[0] and held[0].owner is late[0]
+        assert not waiting[1].done() and not waiting[2].done()
+        held[1].close()  # a connection that closes makes room for a new one
+        second = await asyncio.wait_for(waiting[1], 10)
+        assert second not in held and proxy.connects == MAX_PER_PORT + 1
+        assert not waiting[2].done() and pool.busy[port] == MAX_PER_PORT
+        waiting[2].cancel()
+        await asyncio.gather(waiting[2], return_exceptions=True)
+        assert not pool.waiting and not pool._stall_timers
+
+    asyncio.run(_with_task(test))
+
+
+class Waiting:
+    """A stream in the pool's queue (``pool.Waiter``), gone or not."""
+
+    def __init__(self, gone: bool = False) -> None:
+        self.gone = gone
+        self.got: BackendConn | None = None
+
+    def take(self, conn: BackendConn) -> bool:
+        if self.gone:
+            return False
+        self.got = conn
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        raise AssertionError(f"unexpected failure: {exc}")
+
+
+def test_a_connection_handed_back_goes_at_once_to_the_first_stream_still_waiting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_mod, "STALL_SECONDS", 3600.0)
+
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        held = await _hold_all(pool, port)
+        gone, first, second = Waiting(gone=True), Waiting(), Waiting()
+        for waiter in (gone, first, second):
+            pool.wait(port, waiter)
+        pool.withdraw(port, second)  # (its stream was reset)
+        owner = held[0].owner
+        assert isinstance(owner, Exchange)
+        owner.done = asyncio.get_running_loop().create_future()
+        owner.conn = held[0]
+        held[0].send_head(b"GET", b"/", [(b"host", b"t")])
+        held[0].send_end()
+        await asyncio.wait_for(owner.done, 10)
+        pool.put(held[0])  # in the same turn: skips the stream that is gone
+        assert first.got is held[0] and second.got is None and gone.got is None
+        assert not pool.waiting and not pool._stall_timers and not pool.opening
+
+    asyncio.run(_with_task(test))
+
+
+def test_when_held_connections_never_come_back_waiting_streams_open_their_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_mod, "STALL_SECONDS", 0.01)
+
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        await _hold_all(pool, port)  # (long answers, server-sent events: held for good)
+        extra = await asyncio.wait_for(
+            asyncio.gather(*(pool.get(port, Exchange()) for _ in range(3))), 10)
+        assert proxy.connects == MAX_PER_PORT + 3 and len(set(extra)) == 3
+
+    asyncio.run(_with_task(test))
+
+
+def test_a_connection_that_became_a_websocket_leaves_the_count(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_mod, "STALL_SECONDS", 3600.0)
+
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        held = await _hold_all(pool, port)
+        waiting = asyncio.get_running_loop().create_task(pool.get(port, Exchange()))
+        await asyncio.sleep(0)
+        assert not pool.opening
+        pool.uncount(held[0])  # (what an exchange does on the task's 101)
+        pool.uncount(held[0])  # (counted off once only)
+        conn = await asyncio.wait_for(waiting, 10)
+        assert conn not in held and pool.busy[port] == MAX_PER_PORT
+        held[0].close()  # the WebSocket ends: not counted off again
+        assert pool.busy[port] == MAX_PER_PORT
 
     asyncio.run(_with_task(test))
 
@@ -133,6 +247,30 @@ def test_a_connection_that_fails_reaches_the_waiting_stream_as_an_error() -> Non
             else:
                 raise AssertionError("a connection to a closed port was handed out")
         assert not pool.waiting
+
+    asyncio.run(_with_task(test))
+
+
+def test_a_failed_connection_fails_every_waiting_stream_only_when_none_is_under_way(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool_mod, "STALL_SECONDS", 3600.0)
+
+    async def test(pool: BackendPool, proxy: ProxyStandIn, task: Task, port: int) -> None:
+        owner = Exchange()
+        held = await pool.get(port, owner)
+        proxy.refuse = True
+        waiting = asyncio.get_running_loop().create_task(pool.get(port, Exchange()))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(*pool.opening), 10)
+        assert not waiting.done()  # the one under way will do
+        await owner.run(pool, held)
+        assert await asyncio.wait_for(waiting, 10) is held
+        held.close()  # now none is under way: a refusal reaches all who wait
+        waiters = [asyncio.get_running_loop().create_task(pool.get(port, Exchange()))
+                   for _ in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), 10)
+        assert all(isinstance(r, ConnectionRefusedError) for r in results)
+        assert not pool.waiting and not pool.busy and not pool._stall_timers
 
     asyncio.run(_with_task(test))
 

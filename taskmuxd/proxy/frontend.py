@@ -112,6 +112,7 @@ class Proxy:
         self.redirects = 0
         self.unreachable = 0
         self.backend_failures = 0
+        self.task_connects = 0  # connections opened to tasks (both protocols)
         self.clients: set[Client] = set()
         self.pool: BackendPool | None = None  # task connections for HTTP/2 streams
         # The daemon's own site (taskmux.localhost): name -> a protocol factory taking the
@@ -192,6 +193,7 @@ class Proxy:
                 sock.close()
                 raise
             self._answered_on[port] = address
+            self.task_connects += 1
             return transport, protocol
         assert last is not None
         raise last

@@ -9,7 +9,6 @@ DATA frames as the task writes it (a server-sent event reaches the browser at on
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from typing import TYPE_CHECKING
@@ -38,7 +37,7 @@ class Exchange:
         self.stream_id = stream_id
         self.req: h2headers.Request | None = None
         self.up: BackendConn | None = None
-        self.connecting: asyncio.Task[None] | None = None
+        self.waiting_on: int | None = None  # the port whose pool queue holds this stream
         self.pending: list[tuple[bytes, int]] = []  # request data until the task is reached
         self.from_client_done = False
         self.request_sent = False  # the whole request went to the task
@@ -95,12 +94,7 @@ class Exchange:
                     html_ok=html_ok, close=False, head_only=head_only))
                 return
             self.slot = True
-            up = side.pool.take_idle(port, self)
-            if up is not None:  # a kept-alive connection: the request goes out at once
-                self.up = up
-                self._sent_or_reset(port)
-                return
-            self.connecting = asyncio.get_running_loop().create_task(self._connect(port))
+            self._connect(port)
             return
         if project is None:
             page = pages.unknown_project(name, routes.project_of(name), routes.projects(),
@@ -115,21 +109,34 @@ class Exchange:
                                    html_ok=html_ok, close=False, head_only=head_only)
         self._page(page)
 
-    async def _connect(self, port: int) -> None:
-        try:
-            up = await self.side.pool.get(port, self)
-        except (OSError, TimeoutError) as exc:
-            self.connecting = None
-            if not self.gone:
-                self._unreachable(port, exc)
+    def _connect(self, port: int) -> None:
+        """Send the request on a kept-alive connection at once, else wait in the pool's
+        queue for the next one free (``take``)."""
+        up = self.side.pool.take_idle(port, self)
+        if up is not None:
+            self.up = up
+            self._sent_or_reset(port)
             return
-        self.connecting = None
-        if self.gone:
-            up.close()
-            return
-        self.up = up
-        self._sent_or_reset(port)
+        self.waiting_on = port
+        self.side.pool.wait(port, self)
+
+    def take(self, conn: BackendConn) -> bool:
+        """The pool hands this waiting stream a connection (see ``pool.Waiter``)."""
+        if self.gone or self.waiting_on is None:
+            return False
+        self.waiting_on = None
+        conn.owner = self
+        conn.reading(True)
+        self.up = conn
+        self._sent_or_reset(conn.port)
         self.side.flush()
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        """No connection to the task could be had."""
+        port, self.waiting_on = self.waiting_on, None
+        if not self.gone and port is not None:
+            self._unreachable(port, exc)
 
     def _sent_or_reset(self, port: int) -> None:
         try:
@@ -156,14 +163,14 @@ class Exchange:
 
     def from_client(self, data: bytes, size: int) -> None:
         if self.req is not None and self.req.websocket and not self.tunnel:
-            if self.up is not None or self.connecting is not None:
+            if self.up is not None or self.waiting_on is not None:
                 self.pending.append((data, size))  # (until the task switched)
             else:
                 self.side.acknowledge(self.stream_id, size)
             return
         if self.up is not None:
             self._pass_on(data, size)
-        elif self.connecting is not None:
+        elif self.waiting_on is not None:
             self.pending.append((data, size))
         else:  # answered already: drop it, but give the window back
             self.side.acknowledge(self.stream_id, size)
@@ -258,6 +265,7 @@ class Exchange:
                   if n not in _UPGRADE_ONLY]
         self._send_headers(fields, end=False)
         self.tunnel = True
+        self.side.pool.uncount(up)  # (held as long as the WebSocket lasts: off the cap)
         rest = up.reader.rest
         if rest:
             self.out.append(rest)
@@ -295,7 +303,7 @@ class Exchange:
             self.retried = True
             port = up.port
             self.request_sent = False
-            self.connecting = asyncio.get_running_loop().create_task(self._connect(port))
+            self._connect(port)
             return
         else:
             self._backend_failed("the task closed the connection without answering")
@@ -434,9 +442,9 @@ class Exchange:
             return
         self.gone = True
         self.out.clear()
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
+        if self.waiting_on is not None:
+            port, self.waiting_on = self.waiting_on, None
+            self.side.pool.withdraw(port, self)
         up, self.up = self.up, None
         if up is not None:
             up.close()

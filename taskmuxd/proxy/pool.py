@@ -2,13 +2,19 @@
 
 An HTTP/2 connection carries many requests at once, and each needs its own HTTP/1.1
 connection to the task while it is under way. When an exchange ends cleanly (both messages
-complete, neither side asked to close), its connection goes back here and the next stream
-for that port takes it instead of opening a new one. A stream that finds none idle starts a
-connection and waits for whichever comes first: that connection, or one another stream hands
-back meanwhile (a page of hundreds of modules then needs far fewer connections than streams;
-a connection that arrives when nobody waits any more is kept idle). Up to ``MAX_IDLE_PER_PORT``
-idle connections per port, as many as one client can have streams, so that a reload finds a
-whole page's worth kept alive; they close after a while or as soon as the task closes them.
+complete, neither side asked to close), its connection goes at once to the stream that has
+waited longest for that port, else back here, idle, for the next one.
+
+At most ``MAX_PER_PORT`` connections to a port are lent out or being opened at a time; further
+streams wait their turn, first come first served. A dev server answers from one thread (Vite,
+webpack: Node), so a page of hundreds of modules gains nothing from hundreds of connections,
+and each new one costs both sides a connect and its set-up; a handful, each reused the moment
+its answer ends, serves the page as fast. Two things keep the cap from starving anyone: a
+connection that became a WebSocket leaves the count, and when none of a port's connections
+came back for ``STALL_SECONDS`` while streams wait (long-lived answers such as server-sent
+events hold them all), each waiting stream gets a connection of its own as before the cap.
+Up to ``MAX_IDLE_PER_PORT`` idle connections per port; they close after a while or as soon
+as the task closes them.
 
 ``h1client`` writes the requests and reads the answers (it decodes chunked bodies, which
 HTTP/2 does not carry, and knows when a connection can be reused).
@@ -26,6 +32,8 @@ from taskmuxd.proxy.h1client import RequestWriter, ResponseReader
 if TYPE_CHECKING:
     from taskmuxd.proxy.frontend import Proxy
 
+MAX_PER_PORT = 16  # connections lent out or opening per port (see bench/browser_load.py)
+STALL_SECONDS = 0.25  # no connection came back for this long: the waiting streams open more
 MAX_IDLE_PER_PORT = 128  # (at least h2side.MAX_STREAMS)
 # Idle connections count in the proxy's connection limits under this name, so that the pool
 # stays inside the descriptor budget too.
@@ -41,6 +49,36 @@ class Owner(Protocol):
     def backend_full(self, full: bool) -> None: ...
 
 
+class Waiter(Protocol):
+    """A stream waiting for a connection (``BackendPool.wait``)."""
+
+    def take(self, conn: BackendConn) -> bool:
+        """Use ``conn`` from now on (at once, in the caller's turn of the event loop), or
+        say False when no longer waiting."""
+        ...
+
+    def fail(self, exc: BaseException) -> None:
+        """No connection can be had."""
+        ...
+
+
+class _Handed:
+    """A waiter for ``BackendPool.get``: the connection comes as a future's result."""
+
+    def __init__(self, future: asyncio.Future[BackendConn]) -> None:
+        self.future = future
+
+    def take(self, conn: BackendConn) -> bool:
+        if self.future.done():
+            return False
+        self.future.set_result(conn)
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
 class BackendConn(asyncio.Protocol):
     def __init__(self, pool: BackendPool, port: int) -> None:
         self.pool = pool
@@ -52,6 +90,7 @@ class BackendConn(asyncio.Protocol):
         self.reused = False
         self.closed = False
         self.pooled = False  # idle in the pool, counted in the proxy's limits
+        self.counted = False  # lent out, counted against MAX_PER_PORT
         self.idle_since = 0.0  # (loop time) when it went idle in the pool
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,6 +111,7 @@ class BackendConn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
+        self.pool.uncount(self)
         owner, self.owner = self.owner, None
         if owner is not None:
             owner.backend_lost()
@@ -124,6 +164,7 @@ class BackendConn(asyncio.Protocol):
         self.owner = None
         if self.transport is not None:
             self.transport.close()
+        self.pool.uncount(self)
 
 
 class BackendPool:
@@ -131,69 +172,166 @@ class BackendPool:
         self.proxy = proxy
         self.idle: dict[int, list[BackendConn]] = {}
         # Streams waiting for a connection to a port, first come first served.
-        self.waiting: dict[int, deque[asyncio.Future[BackendConn]]] = {}
+        self.waiting: dict[int, deque[Waiter]] = {}
         self.opening: set[asyncio.Task[None]] = set()
+        self.busy: dict[int, int] = {}  # per port: connections lent out or being opened
+        self.opens: dict[int, int] = {}  # per port: connections being opened
+        self.progress: dict[int, float] = {}  # per port: (loop time) a connection last came
+        self._stall_timers: dict[int, asyncio.TimerHandle] = {}
         self._sweeper: asyncio.TimerHandle | None = None
 
     async def get(self, port: int, owner: Owner) -> BackendConn:
-        """A connection to the task on ``port`` for ``owner``: an idle one, else the first of
-        a new one and one handed back by another exchange. Raises OSError or TimeoutError
-        when the new one cannot be opened and none was handed back meanwhile."""
+        """A connection to the task on ``port`` for ``owner``: an idle one, else the next
+        one free (a new one while fewer than ``MAX_PER_PORT`` are lent out). Raises OSError
+        or TimeoutError when a new one cannot be opened and no other is under way."""
         while True:
             conn = self.take_idle(port, owner)
             if conn is not None:
                 return conn
-            loop = asyncio.get_running_loop()
-            handed: asyncio.Future[BackendConn] = loop.create_future()
-            self.waiting.setdefault(port, deque()).append(handed)
-            task = loop.create_task(self._open(port, handed))
-            self.opening.add(task)
-            task.add_done_callback(self.opening.discard)
+            waiter = _Handed(asyncio.get_running_loop().create_future())
+            self.wait(port, waiter)
             try:
-                conn = await handed
-            except asyncio.CancelledError:  # (the stream ended; one may have come just now)
+                conn = await waiter.future
+            except asyncio.CancelledError:  # (one may have come just now)
+                self.withdraw(port, waiter)
+                handed = waiter.future
                 if handed.done() and not handed.cancelled() and handed.exception() is None:
                     spare = handed.result()
                     if not self._hand_over(spare):
                         self._keep_idle(spare)
                 raise
-            finally:
-                self._withdraw(port, handed)
             if conn.usable():  # (a handed-back one may have closed before this ran)
                 conn.owner = owner
                 conn.reading(True)
                 return conn
             conn.close()
 
-    async def _open(self, port: int, handed: asyncio.Future[BackendConn]) -> None:
+    def wait(self, port: int, waiter: Waiter) -> None:
+        """Queue ``waiter`` for the next connection to ``port`` free (none is idle); its
+        ``take`` is called with it, or ``fail`` when none can be had."""
+        self.waiting.setdefault(port, deque()).append(waiter)
+        self._pump(port)
+
+    def withdraw(self, port: int, waiter: Waiter) -> None:
+        """``waiter`` no longer waits (its stream ended)."""
+        queue = self.waiting.get(port)
+        if queue is not None:
+            try:
+                queue.remove(waiter)
+            except ValueError:
+                pass
+            if not queue:
+                del self.waiting[port]
+        self._disarm(port)
+
+    def _pump(self, port: int, beyond_cap: bool = False) -> None:
+        """Open connections for the streams waiting on ``port``, as far as the cap allows
+        (or, after a stall, one for each)."""
+        queue = self.waiting.get(port)
+        if not queue:
+            return
+        wanted = len(queue) - self.opens.get(port, 0)
+        if not beyond_cap:
+            wanted = min(wanted, MAX_PER_PORT - self.busy.get(port, 0))
+        loop = asyncio.get_running_loop()
+        for _ in range(wanted):
+            self.busy[port] = self.busy.get(port, 0) + 1
+            self.opens[port] = self.opens.get(port, 0) + 1
+            task = loop.create_task(self._open(port))
+            self.opening.add(task)
+            task.add_done_callback(self.opening.discard)
+        self._arm(port)
+
+    def _arm(self, port: int) -> None:
+        """Check for a stall later while more streams wait than connections are opening."""
+        queue = self.waiting.get(port)
+        if queue and len(queue) > self.opens.get(port, 0) and port not in self._stall_timers:
+            loop = asyncio.get_running_loop()
+            self.progress.setdefault(port, loop.time())
+            self._stall_timers[port] = loop.call_later(STALL_SECONDS, self._check_stall, port)
+
+    def _check_stall(self, port: int) -> None:
+        self._stall_timers.pop(port, None)
+        queue = self.waiting.get(port)
+        if not queue:
+            return
+        loop = asyncio.get_running_loop()
+        since = loop.time() - self.progress.get(port, 0.0)
+        if since >= STALL_SECONDS:
+            self._pump(port, beyond_cap=True)
+        elif len(queue) > self.opens.get(port, 0):
+            self._stall_timers[port] = loop.call_later(STALL_SECONDS - since,
+                                                       self._check_stall, port)
+
+    def _opened(self, port: int) -> None:
+        left = self.opens.get(port, 0) - 1
+        if left > 0:
+            self.opens[port] = left
+        else:
+            self.opens.pop(port, None)
+
+    async def _open(self, port: int) -> None:
         try:
             _, conn = await self.proxy.connect_backend(port, lambda: BackendConn(self, port))
         except (OSError, TimeoutError) as exc:
-            if not handed.done():
-                handed.set_exception(exc)
+            self._opened(port)
+            self._uncount_port(port, pump=False)  # (not at once: it would fail again)
+            if not self.busy.get(port):  # nothing else under way could serve them: fail
+                waiters = self.waiting.pop(port, deque())
+                self._disarm(port)
+                for waiter in waiters:
+                    waiter.fail(exc)
+            else:  # one under way may come back; else try again after a stall
+                self._arm(port)
             return
+        except asyncio.CancelledError:
+            self._opened(port)
+            self._uncount_port(port)
+            raise
         assert isinstance(conn, BackendConn)
-        if not handed.done():
-            handed.set_result(conn)
-        elif not self._hand_over(conn):  # the stream got one meanwhile (or is gone)
+        self._opened(port)
+        conn.counted = True  # (it was counted while it was being opened)
+        if conn.closed:  # (closed before its opening finished)
+            conn.counted = False
+            self._uncount_port(port)
+            return
+        if not self._hand_over(conn):  # every stream got one meanwhile (or is gone)
             self._keep_idle(conn)
 
-    def _withdraw(self, port: int, handed: asyncio.Future[BackendConn]) -> None:
-        queue = self.waiting.get(port)
-        if queue is not None:
-            if handed in queue:
-                queue.remove(handed)
-            if not queue:
-                del self.waiting[port]
+    def uncount(self, conn: BackendConn) -> None:
+        """``conn`` is no longer lent out (back idle, closed, or a WebSocket now)."""
+        if conn.counted:
+            conn.counted = False
+            self._uncount_port(conn.port)
+
+    def _uncount_port(self, port: int, pump: bool = True) -> None:
+        busy = self.busy.get(port, 0) - 1
+        if busy > 0:
+            self.busy[port] = busy
+        else:
+            self.busy.pop(port, None)
+        if pump and self.waiting.get(port):
+            self._pump(port)
+
+    def _disarm(self, port: int) -> None:
+        if not self.waiting.get(port):
+            timer = self._stall_timers.pop(port, None)
+            if timer is not None:
+                timer.cancel()
 
     def _hand_over(self, conn: BackendConn) -> bool:
         """Give ``conn`` to the first stream waiting for its port, if any."""
-        queue = self.waiting.get(conn.port)
+        port = conn.port
+        queue = self.waiting.get(port)
         while queue:
-            handed = queue.popleft()
-            if not handed.done():
-                handed.set_result(conn)
+            waiter = queue.popleft()
+            if not queue:
+                del self.waiting[port]
+                self._disarm(port)
+            if waiter.take(conn):
+                self.progress[port] = asyncio.get_running_loop().time()
                 return True
+            queue = self.waiting.get(port)
         return False
 
     def take_idle(self, port: int, owner: Owner) -> BackendConn | None:
@@ -205,6 +343,8 @@ class BackendPool:
             if conn.usable():
                 conn.reused = True
                 conn.owner = owner
+                conn.counted = True
+                self.busy[port] = self.busy.get(port, 0) + 1
                 conn.reading(True)
                 return conn
             conn.close()
@@ -222,6 +362,7 @@ class BackendPool:
         self._keep_idle(conn)
 
     def _keep_idle(self, conn: BackendConn) -> None:
+        self.uncount(conn)
         if not conn.usable():
             conn.close()
             return
@@ -267,13 +408,16 @@ class BackendPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for timer in self._stall_timers.values():
+            timer.cancel()
+        self._stall_timers.clear()
         for task in list(self.opening):
             task.cancel()
-        for queue in list(self.waiting.values()):
-            for handed in queue:
-                if not handed.done():
-                    handed.set_exception(ConnectionError("the proxy is stopping"))
+        queues = list(self.waiting.values())
         self.waiting.clear()
+        for queue in queues:
+            for waiter in queue:
+                waiter.fail(ConnectionError("the proxy is stopping"))
         for idle in list(self.idle.values()):
             for conn in list(idle):
                 self._unpool(conn)

@@ -176,6 +176,7 @@ class ProxySubsystem:
             "requests": self.proxy.requests,
             "redirects": self.proxy.redirects,
             "unreachable": self.proxy.unreachable,
+            "task_connections": self.proxy.task_connects,
             "tls_refused": self.sni.handshakes_refused,
             "limits": self.proxy.limits.status(),
             "ca": self.store.ca_cert_path,
