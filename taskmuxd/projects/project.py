@@ -28,7 +28,7 @@ from taskmuxctl.core.eventlog import EventLog
 from taskmuxctl.core.paths import Paths
 from taskmuxctl.core.projectconfig import LoadedConfig, TaskConfig, closure
 from taskmuxctl.core.protocol import Code
-from taskmuxctl.core.rpctypes import StatusTask
+from taskmuxctl.core.rpctypes import StatusTask, TaskGroup
 from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.healthprobes import ProbeSpec
@@ -411,7 +411,7 @@ class Project:
 
     # -- what the runners report ----------------------------------------------------------
 
-    def group_info(self, task: TaskRuntime) -> dict[str, Any]:
+    def group_info(self, task: TaskRuntime) -> TaskGroup:
         """The task's cgroup and the CPU time it used, where a subtree was delegated."""
         path = self.services.groups.path(self.name, task.name)
         if path is None:
