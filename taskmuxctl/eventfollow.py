@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.rpctypes import SubscribeResult
 
 RETRY = 0.5  # seconds between attempts to reach the daemon again
 POLL = 0.5  # seconds a read waits before checking ``stopped``
@@ -54,7 +55,7 @@ class Subscription:
     def __init__(self, paths: Paths, params: dict[str, Any]) -> None:
         self.client = Client(paths)
         self.client.connect()
-        self.reply = self.client.call(Method.EVENTS_SUBSCRIBE, params)
+        self.reply: SubscribeResult = self.client.call(Method.EVENTS_SUBSCRIBE, params)
         self.client.set_timeout(POLL)
 
     def messages(self, stopped: Callable[[], bool]) -> Iterator[dict[str, Any]]:

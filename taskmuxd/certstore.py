@@ -15,10 +15,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from taskmuxctl.core.errors import ClientError, DaemonError
 from taskmuxctl.core.fsutil import atomic_write
+from taskmuxctl.core.rpctypes import CaInfo, LeafInfo
 
 if TYPE_CHECKING:
     from taskmuxd.certs import KeyPair
@@ -209,16 +210,16 @@ class CertStore:
             return []
         return sorted(n[:-4] for n in names if n.endswith(".pem"))
 
-    def info(self, now: dt.datetime | None = None) -> dict[str, Any]:
+    def info(self, now: dt.datetime | None = None) -> CaInfo:
         from taskmuxd import certs
 
         ca = self.ca(now)
-        leaves = []
+        leaves: list[LeafInfo] = []
         for label in self.minted():
             leaf = self._leaves.get(label) or self._read_leaf(label, ca, now or utcnow())
             if leaf is not None:
                 leaves.append({"project": label, "cert": leaf.cert_path,
-                               "not_after": leaf.not_after.isoformat(), "names": leaf.names})
+                               "not_after": leaf.not_after.isoformat(), "names": list(leaf.names)})
         return {
             "cert": self.ca_cert_path,
             "key": self.ca_key_path,

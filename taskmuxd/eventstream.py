@@ -29,6 +29,7 @@ from taskmuxctl.core import eventread
 from taskmuxctl.core.errors import ClientError
 from taskmuxctl.core.eventlog import EventLog, read_events
 from taskmuxctl.core.protocol import Code, Method
+from taskmuxctl.core.rpctypes import SubscribeResult, UnsubscribeResult
 from taskmuxd.handlers.network import hooks_enabled
 from taskmuxd.rpc.ctlsocket import CURRENT, Connection
 
@@ -143,7 +144,7 @@ class EventHub:
 
     async def subscribe(self, conn: Connection, project: str | None, task: str | None,
                         kinds: set[str] | None, cursor: int | None, limit: int,
-                        after_reply: list[Any]) -> dict[str, Any]:
+                        after_reply: list[Any]) -> SubscribeResult:
         if len(self.subs) >= MAX_SUBSCRIPTIONS or sum(
                 1 for s in self.subs.values() if s.conn is conn) >= MAX_PER_CONNECTION:
             raise ClientError(f"too many event subscriptions (at most {MAX_PER_CONNECTION} a "
@@ -226,7 +227,7 @@ class EventMethods:
                         kinds: Kinds | None = None,
                         cursor: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None,
                         queue: Annotated[int, Field(ge=16, le=100_000)] = QUEUE
-                        ) -> dict[str, Any]:
+                        ) -> SubscribeResult:
         """Push the matching events after ``cursor`` (or from now) as ``events.event``
         notifications on this connection; see the module's docstring."""
         call = CURRENT.get()
@@ -237,7 +238,7 @@ class EventMethods:
                                         call.after_reply)
 
     async def unsubscribe(self, subscription: Annotated[int, Field(ge=1, le=2**63 - 1)]
-                          ) -> dict[str, Any]:
+                          ) -> UnsubscribeResult:
         call = CURRENT.get()
         sub = self.hub.subs.get(subscription)
         if sub is None or call is None or sub.conn is not call.conn:

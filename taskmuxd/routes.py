@@ -12,6 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from taskmuxctl.core.rpctypes import TaskStateName
 
 log = logging.getLogger("taskmuxd.routes")
 
@@ -28,7 +32,7 @@ class Backend:
     task: str
     host: str  # "api", "@" (the apex) or "*" (catch-all under the project)
     port: int | None  # the task's $PORT; None if not assigned
-    state: str  # task state word for the 502 page: "running", "starting", "stopped", ...
+    state: TaskStateName  # the task's state, for the 502 page and ``routes.list``
     ready: bool  # forward only when True (running, and healthy if it has health checks)
 
     def hostname(self, tld: str) -> str | None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from taskmuxctl import __version__
 from taskmuxctl.core.errors import ClientError, DaemonError
 from taskmuxctl.core.protocol import Code, Method
+from taskmuxctl.core.rpctypes import RestartResult, UpdateCheck, UpdateStatus
 from taskmuxctl.core.update import apply, bootguard
 from taskmuxctl.core.update import lock as update_lock
 from taskmuxctl.core.update import progress as update_events
@@ -137,6 +138,10 @@ class AutoUpdater:
             self._wake.set()
 
     def status(self) -> dict[str, Any]:
+        """The updater's section of ``daemon.status``: what ``update.status`` answers."""
+        return dict(self.update_status())
+
+    def update_status(self) -> UpdateStatus:
         settings = self._settings()
         state = self.layout.load_state()
         bad = sorted(bootguard.bad_versions(self.layout.app))
@@ -216,7 +221,7 @@ class AutoUpdater:
                              keys=trusted_keys(settings.trusted_keys), auto=auto,
                              wave_delay=wave)
 
-    async def check(self) -> dict[str, Any]:
+    async def check(self) -> UpdateCheck:
         """Fetch, verify and decide (auto rules); record the outcome for ``status``."""
         self.checks += 1
         try:
@@ -278,17 +283,17 @@ class AutoUpdater:
         return {Method.UPDATE_STATUS: self.rpc_status, Method.UPDATE_CHECK: self.rpc_check,
                 Method.UPDATE_RESTART: self.rpc_restart}
 
-    async def rpc_status(self) -> dict[str, Any]:
-        return self.status()
+    async def rpc_status(self) -> UpdateStatus:
+        return self.update_status()
 
-    async def rpc_check(self) -> dict[str, Any]:
+    async def rpc_check(self) -> UpdateCheck:
         """Check the channel now (auto-update rules); installs nothing."""
         try:
             return await self.check()
         except apply.UpdateError as exc:
             raise DaemonError(exc.message, exc.data, code=exc.code) from None
 
-    async def rpc_restart(self) -> dict[str, Any]:
+    async def rpc_restart(self) -> RestartResult:
         """Stop in order and exit 75 so that the service manager starts ``current``."""
         manager = supervised_by()
         if manager is None:

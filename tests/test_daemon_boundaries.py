@@ -20,7 +20,12 @@ NO_CIRCLE = ("taskmuxd.daemon", "taskmuxd.boot", "taskmuxd.handlers.daemon",
              "taskmuxd.sampler", "taskmuxd.daemonstatus", "taskmuxd.rpc.dispatch",
              "taskmuxd.rpc.early", "taskmuxd.rpc.registration", "taskmuxd.rpc.params",
              "taskmuxd.rpc.ctlsocket", "taskmuxd.daemonlock", "taskmuxctl.core.pidlock",
-             "taskmuxctl.core.protocol", "taskmuxctl.core.rpctypes", "taskmuxctl.mcp.stdioserver")
+             "taskmuxctl.core.protocol", "taskmuxctl.core.rpctypes", "taskmuxctl.mcp.stdioserver",
+             # Project and the modules carved out of it (they see it as a ProjectView).
+             "taskmuxd.projects.project", "taskmuxd.projects.projectview",
+             "taskmuxd.projects.task", "taskmuxd.projects.taskstart", "taskmuxd.projects.stopping",
+             "taskmuxd.projects.readiness", "taskmuxd.projects.probeactions",
+             "taskmuxd.projects.taskport")
 
 
 def _modules(root: str) -> dict[str, str]:

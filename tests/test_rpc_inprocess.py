@@ -327,14 +327,46 @@ def test_one_set_of_error_codes() -> None:
     assert issubclass(mcp_server.ProtocolError, RpcError)
 
 
+# Methods whose results have no shared shape: runner reports (notifications), the panes and
+# keys of ``project.tmux``/``task.send``, ``daemon.status`` (a section per subsystem),
+# ``project.reload``.
+UNTYPED_RESULTS = {Method.DAEMON_STATUS, Method.PROJECT_RELOAD, Method.TASK_SEND,
+                   Method.PROJECT_TMUX, Method.RUNNER_STARTED, Method.RUNNER_EXITED,
+                   Method.RUNNER_NOTIFY}
+
+
+def _updater(paths: Paths, settings: Any, restart: Any = lambda: None) -> Any:
+    from taskmuxctl.core.eventlog import EventLog
+    from taskmuxd.updater import AutoUpdater
+
+    return AutoUpdater(paths, lambda: settings, EventLog(paths.events), stopping=lambda: False,
+                       request_restart=restart)
+
+
+def _network(routes: Any, settings: Any) -> Any:
+    """The ``ca.*``, ``dns.*`` and ``routes.*`` namespace, with a proxy that is not bound."""
+    from taskmuxd.handlers.network import ProxyMethods
+
+    proxy = types.SimpleNamespace(url_for=lambda b: f"https://{b.hostname(routes.tld)}/",
+                                  status=lambda: {"https_port": None})
+    return ProxyMethods(proxy, routes, lambda: {"port": None, "bound": False},
+                        lambda: settings)
+
+
 def _all_handlers(daemon: FakeDaemon) -> dict[str, Any]:
-    """Plain handlers of the daemon and project namespaces (unwrapped from the checks)."""
+    """Plain handlers of every namespace with shared shapes (unwrapped from the checks):
+    daemon, config, project, task, health, ca, dns, routes, events and update."""
+    from taskmuxd.eventstream import EventMethods
     from taskmuxd.handlers.daemon import DaemonMethods
     from taskmuxd.handlers.projects import ProjectMethods
+    from taskmuxd.routes import RouteTable
 
     return {**DaemonMethods(daemon).handlers(),
             **ProjectMethods(_stub_projects(), types.SimpleNamespace(),
-                             lambda: None).handlers()}
+                             lambda: None).handlers(),
+            **_network(RouteTable(), daemon.settings).handlers(),
+            **EventMethods(types.SimpleNamespace()).handlers(),
+            **_updater(daemon.paths, daemon.settings).handlers()}
 
 
 def test_the_shared_param_shapes_are_the_handlers_parameters(daemon_ns: FakeDaemon) -> None:
@@ -366,6 +398,28 @@ def test_the_shared_result_shapes_are_what_the_handlers_return(daemon_ns: FakeDa
     for method in ("daemon.ping", "daemon.version", "daemon.shutdown", "config.get"):
         shape = RESULTS[method]
         assert set(rpc.call(method)) == shape.__required_keys__, method  # type: ignore
+    untyped = sorted(m for m in handlers if m not in RESULTS and m not in UNTYPED_RESULTS)
+    assert not untyped, f"declare their results in rpctypes.RESULTS: {untyped}"
+
+
+def test_the_network_and_update_results_have_their_declared_keys(daemon_ns: FakeDaemon
+                                                                 ) -> None:
+    from taskmuxctl.core.rpctypes import RESULTS, Route
+    from taskmuxd.routes import Backend, RouteTable
+
+    routes = RouteTable()
+    routes.set_project("shop", [Backend("shop", "web", "www", 4100, "running", True),
+                                Backend("shop", "api", "*", None, "backoff", False)])
+    rpc = InProcessRpc(_network(routes, daemon_ns.settings), _updater(daemon_ns.paths,
+                                                                      daemon_ns.settings))
+    for method in ("dns.info", "routes.list", "update.status"):
+        shape = RESULTS[method]
+        assert set(rpc.call(method)) == shape.__required_keys__, method  # type: ignore
+    listed = rpc.call("routes.list")["routes"]
+    assert [(r["task"], r["state"], r["name"]) for r in listed] == [
+        ("web", "running", "www.shop.localhost"), ("api", "backoff", None)]
+    assert all(set(r) == Route.__required_keys__ for r in listed)
+    assert rpc.call("dns.info")["hostnames"] == ["shop.localhost", "www.shop.localhost"]
 
 
 def test_the_update_namespace_is_built_from_callbacks_not_the_daemon(

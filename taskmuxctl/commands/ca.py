@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import pwd
     from typing import Any
 
+    from taskmuxctl.core.rpctypes import CaMintParams, MintResult
+
 
 def sudo_user() -> pwd.struct_passwd | None:
     """The user who ran sudo, when this runs as root through sudo."""
@@ -133,10 +135,10 @@ def path(ctx: Context, args: Any) -> Result:
 
 def mint(ctx: Context, args: Any) -> Result:
     project = args.project or _project_here()
-    params = {"project": project} if project else None
+    params: CaMintParams | None = {"project": project} if project else None
     uctx = user_context(ctx)
     try:
-        result = uctx.call(Method.CA_MINT, params)
+        result: MintResult = uctx.call(Method.CA_MINT, params)
     finally:
         if uctx is not ctx:
             uctx.close()
@@ -146,7 +148,7 @@ def mint(ctx: Context, args: Any) -> Result:
     else:
         text = "\n".join(f"minted {', '.join(m['names'])} (valid until "
                          f"{m['not_after'][:10]}): {m['cert']}" for m in minted)
-    return Result(result, text)
+    return Result(dict(result), text)
 
 
 def _project_here() -> str | None:

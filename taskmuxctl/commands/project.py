@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-    from taskmuxctl.core.rpctypes import HealthResult
+    from taskmuxctl.core.rpctypes import HealthResult, InspectResult
 
 
 def _params(args: Any, **extra: Any) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def status(ctx: Context, args: Any) -> Result:
 
 
 def inspect(ctx: Context, args: Any) -> Result:
-    out = ctx.call(Method.TASK_INSPECT, _params(args, task=args.task))
+    out: InspectResult = ctx.call(Method.TASK_INSPECT, _params(args, task=args.task))
     _warn_config(ctx, out)
     from taskmuxctl.core import jsonio
 
@@ -154,7 +154,7 @@ def inspect(ctx: Context, args: Any) -> Result:
     if isinstance(res, dict) and isinstance(res.get("history"), dict):  # --json has it all
         samples = len(res["history"].get("time") or [])
         shown["resources"] = {**res, "history": f"{samples} samples (see --json)"}
-    return Result(out, jsonio.dumps(shown))
+    return Result(dict(out), jsonio.dumps(shown))
 
 
 def health(ctx: Context, args: Any) -> Result:
@@ -179,7 +179,7 @@ def health(ctx: Context, args: Any) -> Result:
 
 
 def url(ctx: Context, args: Any) -> Result:
-    out = ctx.call(Method.TASK_INSPECT, _params(args, task=args.task))
+    out: InspectResult = ctx.call(Method.TASK_INSPECT, _params(args, task=args.task))
     _warn_config(ctx, out)
     task = out["task"]
     if not task.get("url"):

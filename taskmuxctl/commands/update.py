@@ -131,7 +131,7 @@ def update(ctx: Context, args: Any) -> Result:
                     "(`taskmuxctl update` installs it)")
         else:
             text = f"up to date: {found['current']} ({found['reason']})"
-        return Result(found, text, code)
+        return Result(dict(found), text, code)
     if args.rollback:
         done = apply.rollback(ctx.paths, opts)
         return Result(done, f"rolled back to {done['to']}; pinned there until the next "

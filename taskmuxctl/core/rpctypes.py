@@ -64,6 +64,27 @@ class PingParams(TypedDict, total=False):
     delay: float
 
 
+class CaMintParams(TypedDict, total=False):
+    """``ca.mint``: one project's leaf (default: every project with routes)."""
+
+    project: str | None
+
+
+class SubscribeParams(TypedDict, total=False):
+    """``events.subscribe``: which events, from after which ``cursor`` (default: from now),
+    and how many may wait unsent before the subscription is dropped."""
+
+    project: str | None
+    task: str | None
+    kinds: list[str] | None
+    cursor: int | None
+    queue: int
+
+
+class UnsubscribeParams(TypedDict):
+    subscription: int
+
+
 # -- results ------------------------------------------------------------------------------
 
 
@@ -244,6 +265,182 @@ class UnregisterResult(TypedDict):
     action: Literal["unregistered", "not_registered"]
 
 
+
+class TaskGroup(TypedDict, total=False):
+    """The task's cgroup and the CPU time it used, where a subtree was delegated (else none)."""
+
+    cgroup: str
+    cpu_seconds: float | None
+
+
+class TaskInspect(TaskInfo, TaskGroup):
+    """One task in ``task.inspect``: what ``status`` shows, and the details."""
+
+    project: str
+    config: dict[str, Any]  # the task's table of taskmux.toml, defaults filled in
+    log: str
+    run_id: int
+    runner: dict[str, Any] | None  # the runner's record of the current run, as written
+    cwd: str
+    health_probe: str
+    policy: dict[str, Any]
+    resources: dict[str, Any]
+
+
+class InspectResult(TypedDict):
+    """``task.inspect``."""
+
+    task: TaskInspect
+    config_error: str | None
+
+
+# -- ca.*, dns.*, routes.* ------------------------------------------------------------------
+
+# How host names resolve (the ``host_resolver`` setting).
+HostResolver = Literal["etc_hosts", "dns_server", "noop"]
+
+
+class LeafInfo(TypedDict):
+    """One project's certificate in ``ca.info``."""
+
+    project: str
+    cert: str
+    not_after: str  # ISO 8601
+    names: list[str]
+
+
+class CaInfo(TypedDict):
+    """``ca.info``: the local CA (made on first need) and the leaves minted so far."""
+
+    cert: str
+    key: str
+    subject: str
+    fingerprint_sha256: str
+    not_after: str
+    permitted: list[str]  # DNS subtrees and loopback networks of its name constraint
+    leaves: list[LeafInfo]
+
+
+class CaStatus(TypedDict):
+    """``ca.status``; ``trusted`` None: the system store cannot be checked here."""
+
+    path: str
+    exists: bool
+    trusted: bool | None
+    summary: str
+
+
+class MintedLeaf(LeafInfo):
+    key: str
+
+
+class MintResult(TypedDict):
+    """``ca.mint``."""
+
+    minted: list[MintedLeaf]
+    ca: str
+
+
+class DnsInfo(TypedDict):
+    """``dns.info``; ``status`` is the DNS subsystem's section of ``daemon.status``."""
+
+    resolver: HostResolver
+    tld: str
+    port: int | None
+    bound: bool
+    hosts_file: str
+    hostnames: list[str]
+    status: dict[str, Any]
+
+
+class Route(TypedDict):
+    """One host name the proxy serves, in ``routes.list``; ``name`` None: the catch-all."""
+
+    project: str
+    task: str
+    host: str
+    name: str | None
+    url: str | None
+    port: int | None
+    state: TaskStateName
+    ready: bool
+
+
+class RoutesList(TypedDict):
+    """``routes.list``."""
+
+    tld: str
+    https_port: int | None
+    routes: list[Route]
+
+
+# -- events.* -----------------------------------------------------------------------------
+
+
+class SubscribeResult(TypedDict):
+    """``events.subscribe``: events after ``cursor`` follow as notifications; ``replayed`` of
+    them from before the call, ``missed`` no longer kept."""
+
+    subscription: int
+    cursor: int
+    replayed: int
+    missed: int
+
+
+class UnsubscribeResult(TypedDict):
+    subscription: int
+    removed: bool
+
+
+# -- update.* -----------------------------------------------------------------------------
+
+# What an update check decided (``taskmuxctl.core.update.decide``).
+UpdateAction = Literal["install", "none", "refuse"]
+
+
+class UpdateStatus(TypedDict):
+    """``update.status``."""
+
+    auto_update: bool | Literal["wave"]
+    wave_delay: float | None
+    current: str
+    previous: str | None
+    pinned: str | None
+    bad_versions: list[str]
+    last_check: float | None
+    last_error: str | None
+    summary: str
+    installed_layout: bool
+    channel: str
+    available: str | None
+    update_running: int | None  # the pid of an update in progress
+    last_update: dict[str, Any] | None
+    checks: int
+
+
+class UpdateCheck(TypedDict):
+    """``update.check`` (and ``taskmux update --check``): what an update would do now."""
+
+    current: str
+    offered: str
+    action: UpdateAction
+    available: bool
+    reason: str
+    installed_layout: bool
+    pinned: str | None
+    bad_versions: list[str]
+    channel: str
+    release: dict[str, Any]
+    key_id: str
+
+
+class RestartResult(TypedDict):
+    """``update.restart``: the daemon stops in order and its service manager starts it."""
+
+    restarting: bool
+    pid: int
+    manager: str
+
 # Which shape each method's params and result have, where one is declared here. A test
 # (tests/test_rpc_inprocess.py) holds them to the daemon's handlers: the params' keys are the
 # handler's parameters, the result is what the handler says it returns.
@@ -256,6 +453,9 @@ PARAMS: dict[str, type] = {
     Method.HEALTH_CHECK: ProjectTarget,
     Method.TASK_KILL: TaskParams,
     Method.TASK_INSPECT: TaskParams,
+    Method.CA_MINT: CaMintParams,
+    Method.EVENTS_SUBSCRIBE: SubscribeParams,
+    Method.EVENTS_UNSUBSCRIBE: UnsubscribeParams,
 }
 RESULTS: dict[str, type] = {
     Method.DAEMON_PING: PingResult,
@@ -272,4 +472,15 @@ RESULTS: dict[str, type] = {
     Method.HEALTH_CHECK: HealthResult,
     Method.PROJECT_REGISTER: RegisterResult,
     Method.PROJECT_UNREGISTER: UnregisterResult,
+    Method.TASK_INSPECT: InspectResult,
+    Method.CA_INFO: CaInfo,
+    Method.CA_STATUS: CaStatus,
+    Method.CA_MINT: MintResult,
+    Method.DNS_INFO: DnsInfo,
+    Method.ROUTES_LIST: RoutesList,
+    Method.EVENTS_SUBSCRIBE: SubscribeResult,
+    Method.EVENTS_UNSUBSCRIBE: UnsubscribeResult,
+    Method.UPDATE_STATUS: UpdateStatus,
+    Method.UPDATE_CHECK: UpdateCheck,
+    Method.UPDATE_RESTART: RestartResult,
 }

@@ -25,7 +25,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-    from taskmuxctl.core.rpctypes import ProjectTarget, StartParams, TaskParams, TasksParams
+    from taskmuxctl.core.rpctypes import (
+        InspectResult,
+        ProjectTarget,
+        StartParams,
+        TaskParams,
+        TasksParams,
+    )
     from taskmuxctl.mcp.eventfeed import Hub
 
 MAX_LOG_LINES = 2000
@@ -274,7 +280,7 @@ class Tools:
     def tool_inspect(self, args: dict[str, Any], _c: threading.Event) -> tuple[Any, str]:
         params: TaskParams = {"task": args["task"]}
         self._target(args, params)
-        out = self._call(Method.TASK_INSPECT, params)
+        out: InspectResult = self._call(Method.TASK_INSPECT, params)
         return out, _json(out["task"])
 
     def tool_start(self, args: dict[str, Any], _c: threading.Event) -> tuple[Any, str]:

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from pydantic import Field
 
 from taskmuxctl.core.errors import ClientError
 from taskmuxctl.core.protocol import Method
+from taskmuxctl.core.rpctypes import (
+    CaInfo,
+    CaStatus,
+    DnsInfo,
+    MintedLeaf,
+    MintResult,
+    Route,
+    RoutesList,
+    TaskStateName,
+)
 from taskmuxd.routes import CATCH_ALL, Backend, RouteTable
 
 if TYPE_CHECKING:
@@ -40,11 +50,11 @@ class ProxyMethods:
                 Method.CA_STATUS: self.ca_status, Method.DNS_INFO: self.dns_info,
                 Method.ROUTES_LIST: self.routes_list}
 
-    async def ca_info(self) -> dict[str, Any]:
+    async def ca_info(self) -> CaInfo:
         """The local CA (created on first need) and the leaves minted so far."""
         return self.proxy.store.info()
 
-    async def ca_status(self) -> dict[str, Any]:
+    async def ca_status(self) -> CaStatus:
         """For doctor: does the CA exist, and does the system trust it?"""
         import asyncio
         import os.path
@@ -63,10 +73,10 @@ class ProxyMethods:
                    None: "trust cannot be checked here (see the keychain)"}[trusted]
         return {"path": path, "exists": True, "trusted": trusted, "summary": summary}
 
-    async def ca_mint(self, project: str | None = None) -> dict[str, Any]:
+    async def ca_mint(self, project: str | None = None) -> MintResult:
         """Mint a fresh leaf for ``project``, or for every project with routes."""
         targets = [project] if project else self.routes.projects()
-        minted = []
+        minted: list[MintedLeaf] = []
         for name in targets:
             leaf = self.proxy.sni.remint(name)
             minted.append({"project": leaf.project, "cert": leaf.cert_path,
@@ -74,15 +84,15 @@ class ProxyMethods:
                            "not_after": leaf.not_after.isoformat()})
         return {"minted": minted, "ca": self.proxy.store.ca_cert_path}
 
-    async def dns_info(self) -> dict[str, Any]:
+    async def dns_info(self) -> DnsInfo:
         status = self.dns_status()
         return {"resolver": self.settings().host_resolver, "tld": self.routes.tld,
                 "port": status.get("port"), "bound": status.get("bound", False),
                 "hosts_file": self.settings().hosts_file, "hostnames": self.routes.hostnames(),
                 "status": status}
 
-    async def routes_list(self) -> dict[str, Any]:
-        out = []
+    async def routes_list(self) -> RoutesList:
+        out: list[Route] = []
         for project in self.routes.projects():
             for b in self.routes.backends(project):
                 out.append({"project": b.project, "task": b.task, "host": b.host,
@@ -90,6 +100,13 @@ class ProxyMethods:
                             "port": b.port, "state": b.state, "ready": b.ready})
         return {"tld": self.routes.tld, "https_port": self.proxy.status()["https_port"],
                 "routes": out}
+
+
+def _state(word: object) -> TaskStateName:
+    for name in get_args(TaskStateName):
+        if word == name:
+            return name  # type: ignore[no-any-return]
+    raise ClientError(f"a backend's state is one of {', '.join(get_args(TaskStateName))}")
 
 
 def hooks_enabled() -> bool:
@@ -113,7 +130,7 @@ class HookMethods:
                          ) -> dict[str, Any]:
         try:
             table = [Backend(project=project, task=str(b["task"]), host=str(b["host"]),
-                             port=b.get("port"), state=str(b.get("state", "running")),
+                             port=b.get("port"), state=_state(b.get("state", "running")),
                              ready=bool(b.get("ready", True))) for b in backends]
         except KeyError as exc:
             raise ClientError(f"each backend needs {exc.args[0]!r}") from None

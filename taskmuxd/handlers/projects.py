@@ -16,11 +16,13 @@ from taskmuxctl.core.rpctypes import (
     ActionsResult,
     HealthResult,
     HealthRow,
+    InspectResult,
     ProjectEntry,
     ProjectList,
     ProjectState,
     ProjectStatus,
     RegisterResult,
+    TaskInspect,
     UnregisterResult,
 )
 from taskmuxd.projects.manager import Projects
@@ -169,18 +171,19 @@ class ProjectMethods:
         return _actions(p, [await p.kill(task)])
 
     async def task_inspect(self, task: str, project: str | None = None, config: str | None = None,
-                           cwd: str | None = None) -> dict[str, Any]:
+                           cwd: str | None = None) -> InspectResult:
         p = await self.projects.resolve(project, config, cwd)
         t = p.task(task)
-        info: dict[str, Any] = dict(t.info(self.projects.url_for(p.name, t.config.host)))
-        info.update(project=p.name, config=t.config.model_dump(mode="json"),
-                    log=p.log_path(t), run_id=t.record.run_id,
-                    runner=_runner_record(p, task), cwd=p.loaded.task_cwd(t.config),
-                    health_probe=p.probe_spec(t).method, **p.group_info(t),
-                    policy={k: v for k, v in vars(t.record.policy).items()
-                            if k in ("attempt", "manual_stop", "restarts", "cause")},
-                    resources={**self.resources.figures(p.name, task),
-                               "history": self.resources.history(p.name, task)})
+        info: TaskInspect = {
+            **t.info(self.projects.url_for(p.name, t.config.host)), **p.group_info(t),
+            "project": p.name, "config": t.config.model_dump(mode="json"),
+            "log": p.log_path(t), "run_id": t.record.run_id,
+            "runner": _runner_record(p, task), "cwd": p.loaded.task_cwd(t.config),
+            "health_probe": p.probe_spec(t).method,
+            "policy": {k: v for k, v in vars(t.record.policy).items()
+                       if k in ("attempt", "manual_stop", "restarts", "cause")},
+            "resources": {**self.resources.figures(p.name, task),
+                          "history": self.resources.history(p.name, task)}}
         return {"task": info, "config_error": _problem(self.projects, p)}
 
     async def health_check(self, project: str | None = None, config: str | None = None,

@@ -483,7 +483,7 @@ class Projects:
     def url_for(self, project: str, host: str | None) -> str | None:
         if host is None:
             return None
-        return self._url_of(Backend(project, "", host, None, "", False))
+        return self._url_of(Backend(project, "", host, None, "stopped", False))  # the name only
 
     def _changed(self, project: Project) -> None:
         self._publish_routes(project)

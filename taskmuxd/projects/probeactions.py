@@ -17,13 +17,13 @@ from taskmuxd.supervisor import messages as m
 from taskmuxd.supervisor.verdict import FAST_PROBE, next_probe_in
 
 if TYPE_CHECKING:
-    from taskmuxd.projects.project import Project
+    from taskmuxd.projects.projectview import ProjectView
     from taskmuxd.projects.task import TaskRuntime
 
 __all__ = ["FAST_PROBE", "cancel", "next_probe_in", "schedule"]
 
 
-def schedule(project: Project, task: TaskRuntime, at: float) -> None:
+def schedule(project: ProjectView, task: TaskRuntime, at: float) -> None:
     """Probe the current run at ``at`` (monotonic seconds; the loop's clock)."""
     cancel(task)
     run_id = task.record.run_id
@@ -40,13 +40,13 @@ def cancel(task: TaskRuntime) -> None:
         task.health_task = None
 
 
-def _begin(project: Project, task: TaskRuntime, run_id: int) -> None:
+def _begin(project: ProjectView, task: TaskRuntime, run_id: int) -> None:
     task.probe_timer = None
     task.health_task = project.services.spawn(_probe_once(project, task, run_id),
                                               f"health {project.name}/{task.name}")
 
 
-async def _probe_once(project: Project, task: TaskRuntime, run_id: int) -> None:
+async def _probe_once(project: ProjectView, task: TaskRuntime, run_id: int) -> None:
     result = await probe(project.probe_spec(task))
     if task.record.run_id != run_id or task.state != TaskState.RUNNING:
         return

@@ -28,7 +28,7 @@ from taskmuxctl.core.eventlog import EventLog
 from taskmuxctl.core.paths import Paths
 from taskmuxctl.core.projectconfig import LoadedConfig, TaskConfig, closure
 from taskmuxctl.core.protocol import Code
-from taskmuxctl.core.rpctypes import StatusTask
+from taskmuxctl.core.rpctypes import StatusTask, TaskGroup
 from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.healthprobes import ProbeSpec
@@ -38,6 +38,7 @@ from taskmuxd.projects import environment, ownership, probeactions, readiness, s
 from taskmuxd.projects import state as st
 from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookName, HookRun, run_hook
 from taskmuxd.projects.ownership import RunnerWatch
+from taskmuxd.projects.projectview import Rung
 from taskmuxd.projects.task import TaskRuntime
 from taskmuxd.projects.taskstart import LAUNCH_TIMEOUT
 from taskmuxd.projects.windowbatch import Launcher
@@ -91,7 +92,7 @@ class Project:
         self._ahead: set[str] = set()  # dirty records that a signal waits for (see flush)
         self._ahead_placed: dict[str, asyncio.Future[None]] = {}
         self._journaled: set[str] = set()  # in ahead.json; their own files not yet durable
-        self.rungs: list[stopping.Rung] = []  # signals asked for in this turn of the loop
+        self.rungs: list[Rung] = []  # signals asked for in this turn of the loop
         self._unsaved: set[str] = set()  # writes that failed, retried every SAVE_RETRY
         self._retry: asyncio.TimerHandle | None = None
         self._record_unsaved = False
@@ -410,7 +411,7 @@ class Project:
 
     # -- what the runners report ----------------------------------------------------------
 
-    def group_info(self, task: TaskRuntime) -> dict[str, Any]:
+    def group_info(self, task: TaskRuntime) -> TaskGroup:
         """The task's cgroup and the CPU time it used, where a subtree was delegated."""
         path = self.services.groups.path(self.name, task.name)
         if path is None:

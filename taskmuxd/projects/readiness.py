@@ -28,7 +28,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from taskmuxctl.core.paths import MAX_SOCKET_PATH
-from taskmuxctl.core.rpctypes import ReadinessInfo
 from taskmuxd.healthprobes import ProbeResult, ResultMethod
 from taskmuxd.notifyproto import clean_status
 from taskmuxd.policy import TaskState
@@ -36,7 +35,7 @@ from taskmuxd.supervisor import messages as m
 
 if TYPE_CHECKING:
     from taskmuxctl.core.projectconfig import TaskConfig
-    from taskmuxd.projects.project import Project
+    from taskmuxd.projects.projectview import ProjectView
     from taskmuxd.projects.task import TaskRuntime
     from taskmuxd.runrecord import RunRecord
 
@@ -71,7 +70,7 @@ def take(task: TaskRuntime, record: RunRecord, live: bool) -> None:
         task.reported["heard"] = True  # as it happened (not from an adopted run's record)
 
 
-def settle(project: Project, task: TaskRuntime) -> None:
+def settle(project: ProjectView, task: TaskRuntime) -> None:
     """Feed what the runner reported to the supervisor, as probe results, whenever the
     machine judges the current run: ready (once per run), a watchdog miss (once per run),
     running for a task with only a watchdog; and keep the startup_timeout armed meanwhile."""
@@ -116,7 +115,7 @@ def settle(project: Project, task: TaskRuntime) -> None:
             delay, _startup_expired, project, task, run_id)
 
 
-def _startup_expired(project: Project, task: TaskRuntime, run_id: int) -> None:
+def _startup_expired(project: ProjectView, task: TaskRuntime, run_id: int) -> None:
     rep = task.reported
     rep.pop("timer", None)
     if task.record.run_id != run_id or task.state != TaskState.RUNNING \
@@ -134,7 +133,7 @@ def _cancel_timer(task: TaskRuntime) -> None:
         timer.cancel()
 
 
-def _feed(project: Project, task: TaskRuntime, ok: bool, method: ResultMethod,
+def _feed(project: ProjectView, task: TaskRuntime, ok: bool, method: ResultMethod,
           detail: str) -> None:
     """One verdict, the way a probe's enters: the task's Health for status, then the
     machine (HealthSpec kind "self", one failure is enough: the task said so itself)."""
@@ -146,7 +145,7 @@ def _feed(project: Project, task: TaskRuntime, ok: bool, method: ResultMethod,
     project.handle(m.ProbeResult(task.name, ok, detail, method))
 
 
-def socket_path(project: Project, task: TaskRuntime) -> str | None:
+def socket_path(project: ProjectView, task: TaskRuntime) -> str | None:
     """Where the task's NOTIFY_SOCKET lives: ``run/{task}.notify`` in the project's state
     folder, or, when that path is too long for a Unix socket, a short name under
     TASKMUX_HOME (None if even that is too long)."""
@@ -161,17 +160,9 @@ def socket_path(project: Project, task: TaskRuntime) -> str | None:
     return path
 
 
-def runner_spec(project: Project, task: TaskRuntime) -> dict[str, Any]:
+def runner_spec(project: ProjectView, task: TaskRuntime) -> dict[str, Any]:
     """What the runner needs to watch the task's readiness (keys of its spec)."""
     cfg = task.config
     return {"notify_socket": socket_path(project, task), "ready": cfg.ready,
             "ready_log_line": cfg.ready_log_line, "watchdog_sec": cfg.watchdog_sec}
 
-
-def info(task: TaskRuntime) -> ReadinessInfo:
-    """What ``status`` and ``inspect`` show of it."""
-    rep = task.reported if task.reported.get("run_id") == task.record.run_id and task.live \
-        else {}
-    return {"notify_status": rep.get("notify_status"), "ready_by": rep.get("ready_by"),
-            "ready_source": task.config.ready_source,
-            "watchdog_sec": task.config.watchdog_sec}

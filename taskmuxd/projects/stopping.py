@@ -20,16 +20,16 @@ import os
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from taskmuxd import proctree
 from taskmuxd.projects import ownership
 from taskmuxd.projects import state as st
+from taskmuxd.projects.projectview import Rung
 from taskmuxd.runrecord import RunRecord
 
 if TYPE_CHECKING:
-    from taskmuxd.projects.project import Project
+    from taskmuxd.projects.projectview import ProjectView
     from taskmuxd.projects.task import TaskRuntime
     from taskmuxd.tmux import Tmux
 
@@ -55,15 +55,7 @@ def runner_alive(task: TaskRuntime) -> bool:
     return rid is not None and proctree.is_alive(rid)
 
 
-@dataclass(frozen=True)
-class Rung:
-    task: TaskRuntime
-    sig: int
-    kill: bool
-    run_id: int
-
-
-def send(project: Project, task: TaskRuntime, sig: int, kill: bool = False) -> None:
+def send(project: ProjectView, task: TaskRuntime, sig: int, kill: bool = False) -> None:
     """One rung, once the record of the stop is in place: signal the group; when group and
     runner are both gone, end what the run left (off the loop) and record its exit. ``kill``
     closes the window too. Rungs asked for in the same turn of the loop go as one batch."""
@@ -73,14 +65,14 @@ def send(project: Project, task: TaskRuntime, sig: int, kill: bool = False) -> N
     project.write_ahead(task)
 
 
-def _flush(project: Project) -> None:
+def _flush(project: ProjectView) -> None:
     batch, project.rungs = project.rungs, []
     if batch:
         project.services.spawn(_send_batch(project, batch),
                         f"signal {project.name} ({len(batch)} tasks)")
 
 
-async def written_ahead(project: Project, tasks: Iterable[TaskRuntime]) -> None:
+async def written_ahead(project: ProjectView, tasks: Iterable[TaskRuntime]) -> None:
     """The records of what was asked (a stop, a kill, a restart: ``cause``, ``manual_stop``)
     in place before any signal: a daemon killed after the task's exit finds the exit was asked
     for, rather than taking it for a crash or a loss. State writes are off the loop
@@ -97,7 +89,7 @@ async def written_ahead(project: Project, tasks: Iterable[TaskRuntime]) -> None:
         log.error("cannot record the stop of tasks of %s: %s", project.name, exc)
 
 
-async def _send_batch(project: Project, batch: list[Rung]) -> None:
+async def _send_batch(project: ProjectView, batch: list[Rung]) -> None:
     await written_ahead(project, (r.task for r in batch))
     sent: dict[int, list[str]] = {}
     for r in batch:
@@ -118,7 +110,7 @@ async def _send_batch(project: Project, batch: list[Rung]) -> None:
                  signal.Signals(sig).name, ", ".join(names))
 
 
-async def _orphaned(project: Project, task: TaskRuntime, run_id: int) -> None:
+async def _orphaned(project: ProjectView, task: TaskRuntime, run_id: int) -> None:
     key = (project.name, task.name, run_id)
     _ending.add(key)
     try:
@@ -128,7 +120,7 @@ async def _orphaned(project: Project, task: TaskRuntime, run_id: int) -> None:
     exit_unreported(project, task, run_id, signal.SIGKILL)
 
 
-async def end_orphans(project: Project, task: TaskRuntime, run_id: int) -> None:
+async def end_orphans(project: ProjectView, task: TaskRuntime, run_id: int) -> None:
     """The runner is gone: end whatever still carries this run's marker, ourselves."""
     marker = ownership.run_marker(project.services.paths.home, project.name, task.name, run_id)
     found = await ownership.clear_leftovers(
@@ -140,7 +132,7 @@ async def end_orphans(project: Project, task: TaskRuntime, run_id: int) -> None:
         task.record.clean = True
 
 
-async def _kill(project: Project, task: TaskRuntime, run_id: int) -> None:
+async def _kill(project: ProjectView, task: TaskRuntime, run_id: int) -> None:
     rec = task.record
     await written_ahead(project, (task,))
     ours = False
@@ -171,7 +163,7 @@ async def close_window(tmux: Tmux, session: str, window_id: str, task: str) -> N
         await tmux.run(["kill-window", "-t", window_id], allow_missing=True)
 
 
-def exit_unreported(project: Project, task: TaskRuntime, run_id: int, sig: int,
+def exit_unreported(project: ProjectView, task: TaskRuntime, run_id: int, sig: int,
                     read: bool = True) -> None:
     """The process is gone (or beyond reach) and no runner said so: record it ourselves
     (from the runner's record when it wrote its exit there; ``read`` False: the caller

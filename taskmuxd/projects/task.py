@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskmuxctl.core.projectconfig import TaskConfig
-from taskmuxctl.core.rpctypes import LastExit, TaskInfo
+from taskmuxctl.core.rpctypes import LastExit, ReadinessInfo, TaskInfo
 from taskmuxd.healthprobes import ProbeResult
 from taskmuxd.policy import TaskState
 from taskmuxd.proctree import Snapshot
-from taskmuxd.projects import ownership, readiness
+from taskmuxd.projects import ownership
 from taskmuxd.projects.state import TaskRecord
 
 
@@ -99,6 +99,15 @@ class TaskRuntime:
             count = snap.tree(rec.pid)[1]
         return main, count
 
+    def readiness_info(self) -> ReadinessInfo:
+        """What ``status`` and ``inspect`` show of the task's own readiness (``readiness``
+        keeps what the runner reported in ``reported``): the current run's only."""
+        rep = self.reported if self.reported.get("run_id") == self.record.run_id and self.live \
+            else {}
+        return {"notify_status": rep.get("notify_status"), "ready_by": rep.get("ready_by"),
+                "ready_source": self.config.ready_source,
+                "watchdog_sec": self.config.watchdog_sec}
+
     def info(self, url: str | None, snap: Snapshot | None = None) -> TaskInfo:
         """What ``status`` shows of the task (the one place that builds it): for a task
         not supervised yet, make it with a fresh ``TaskRecord`` (``idle_info``)."""
@@ -140,7 +149,7 @@ class TaskRuntime:
             "restart_policy": self.config.restart_policy,
             "type": self.config.type,
             "completed": self.completed,
-            **readiness.info(self),
+            **self.readiness_info(),
         }
 
 

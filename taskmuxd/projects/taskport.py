@@ -15,13 +15,13 @@ from taskmuxd import proctree
 from taskmuxd.projects import ownership, portscan
 
 if TYPE_CHECKING:
-    from taskmuxd.projects.project import Project
+    from taskmuxd.projects.projectview import ProjectView
     from taskmuxd.projects.task import TaskRuntime
 
 log = logging.getLogger("taskmuxd.ports")
 
 
-async def claim_port(project: Project, task: TaskRuntime) -> int:
+async def claim_port(project: ProjectView, task: TaskRuntime) -> int:
     rec = task.record
     if rec.port is None:
         rec.port = portscan.free_port()

@@ -43,7 +43,7 @@ from taskmuxd.runrecord import RunSpec
 from taskmuxd.supervisor import messages as m
 
 if TYPE_CHECKING:
-    from taskmuxd.projects.project import Project
+    from taskmuxd.projects.projectview import ProjectView
     from taskmuxd.projects.task import TaskRuntime
     from taskmuxd.runrecord import RunRecord
 
@@ -53,7 +53,7 @@ LAUNCH_TIMEOUT = 15.0  # seconds for a runner to report its process
 DEFAULT_SHELL = "/bin/sh"
 
 
-def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
+def begin(project: ProjectView, task: TaskRuntime) -> tuple[int, bool]:
     """Start a new run in the record and hand it to the writer at once (``launch`` waits
     until it is in place before tmux is asked). Returns the run id and whether earlier runs
     are known to be gone."""
@@ -67,7 +67,7 @@ def begin(project: Project, task: TaskRuntime) -> tuple[int, bool]:
     return rec.run_id, was_clean
 
 
-async def _written_ahead(project: Project, task: TaskRuntime) -> None:
+async def _written_ahead(project: ProjectView, task: TaskRuntime) -> None:
     """Wait until the launch's record is in place: what a successor reads if this daemon is
     killed from here on (its folder's fsync follows in the background; ``statewriter``
     says why that is not waited for)."""
@@ -77,7 +77,7 @@ async def _written_ahead(project: Project, task: TaskRuntime) -> None:
         log.error("cannot record the launch of %s/%s: %s", project.name, task.name, exc)
 
 
-async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bool) -> None:
+async def launch(project: ProjectView, task: TaskRuntime, run_id: int, was_clean: bool) -> None:
     rec = task.record
     try:
         if not was_clean:
@@ -153,7 +153,7 @@ async def launch(project: Project, task: TaskRuntime, run_id: int, was_clean: bo
             project.handle(m.LaunchSettled(task.name))
 
 
-def relaunch_socket(project: Project, task: TaskRuntime) -> str | None:
+def relaunch_socket(project: ProjectView, task: TaskRuntime) -> str | None:
     """Where the task's runner listens for a relaunch order: ``run/{task}.relaunch``, or None
     when that path is too long for a Unix socket (then every launch goes through tmux)."""
     path = os.path.join(project.files.run_dir, task.name + runrelaunch.SUFFIX)
@@ -179,7 +179,7 @@ async def _order(path: str, order: dict[str, Any]) -> bool | None:
     return answer == b"ok\n"  # the runner answers before it starts anything, or closes
 
 
-async def _relaunch_in_place(project: Project, task: TaskRuntime, waiting: str | None,
+async def _relaunch_in_place(project: ProjectView, task: TaskRuntime, waiting: str | None,
                              run_id: int, was_clean: bool) -> bool:
     """Order the runner that waits in the task's pane to run ``run_id``; whether it took it.
     When its answer was lost, whatever it may have started is ended before tmux is asked."""
@@ -199,7 +199,7 @@ def runner_waits(task: TaskRuntime, record: RunRecord) -> None:
     task.waiting_runner = record.relaunch if record.tree_clean is True else None
 
 
-def release_waiting(project: Project, task: TaskRuntime) -> None:
+def release_waiting(project: ProjectView, task: TaskRuntime) -> None:
     """After each event: a runner that waits in vain (no relaunch is coming before it would
     give up) is told to finish now, so its pane ends at once, as it did before."""
     path = task.waiting_runner
@@ -223,7 +223,7 @@ def release_waiting(project: Project, task: TaskRuntime) -> None:
             os.kill(rid.pid, signal.SIGTERM)  # "finish", by the runner's identity
 
 
-def started(project: Project, task: TaskRuntime) -> None:
+def started(project: ProjectView, task: TaskRuntime) -> None:
     """Every start is in the event history, the user's and the automatic ones alike: with its
     pid, and ``attempt`` (0 for a start by the user, n for the n-th restart in a streak)."""
     rec, pol = task.record, task.record.policy
@@ -231,7 +231,7 @@ def started(project: Project, task: TaskRuntime) -> None:
                                  port=rec.port, attempt=pol.attempt, restarts=pol.restarts)
 
 
-def launch_failed(project: Project, task: TaskRuntime, run_id: int, reason: str) -> None:
+def launch_failed(project: ProjectView, task: TaskRuntime, run_id: int, reason: str) -> None:
     if task.record.run_id != run_id:
         return
     log.warning("%s/%s: launch failed: %s", project.name, task.name, reason)
@@ -240,7 +240,7 @@ def launch_failed(project: Project, task: TaskRuntime, run_id: int, reason: str)
     project.handle(m.LaunchFailed(task.name))
 
 
-async def finish(project: Project, task: TaskRuntime, run_id: int) -> None:
+async def finish(project: ProjectView, task: TaskRuntime, run_id: int) -> None:
     """A daemon was killed mid-launch of ``run_id``: its runner may be on its way, or tmux was
     never asked. Wait for it briefly; else launch again, clearing leftovers first."""
     marker = ownership.run_marker(project.services.paths.home, project.name, task.name, run_id)

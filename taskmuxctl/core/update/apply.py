@@ -17,7 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from taskmuxctl import __version__
 from taskmuxctl.core.paths import Paths
@@ -36,6 +36,9 @@ from taskmuxctl.core.update.release import (
     fetch_manifest,
     python_satisfies,
 )
+
+if TYPE_CHECKING:
+    from taskmuxctl.core.rpctypes import UpdateCheck
 
 LATEST = "/releases/latest/download/"
 EXIT_UPDATE_AVAILABLE = 10
@@ -99,7 +102,7 @@ def fetch(opts: Options) -> Manifest:
                           {"kind": exc.kind, "channel": opts.channel}) from None
 
 
-def check(paths: Paths, opts: Options) -> dict[str, Any]:
+def check(paths: Paths, opts: Options) -> UpdateCheck:
     """What an update would do now. Changes nothing."""
     layout = AppLayout(paths)
     current = layout.current_version() or __version__

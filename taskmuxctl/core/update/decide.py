@@ -19,17 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 from taskmuxctl.core.update.release import version_key
 
-INSTALL = "install"
-NONE = "none"
-REFUSE = "refuse"
+if TYPE_CHECKING:
+    from taskmuxctl.core.rpctypes import UpdateAction
+
+INSTALL: Final = "install"
+NONE: Final = "none"
+REFUSE: Final = "refuse"
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # INSTALL | NONE | REFUSE
+    action: UpdateAction  # INSTALL | NONE | REFUSE
     version: str  # the offered version
     reason: str  # one line a person can act on
     unpin: bool = False  # an explicit update ends a rollback pin
