@@ -42,7 +42,7 @@ from taskmuxd.proxy.tlsconn import TlsTransport
 from taskmuxd.routes import APEX, CATCH_ALL, Backend, normalize
 
 if TYPE_CHECKING:
-    from taskmuxd.proxy.frontend import Proxy
+    from taskmuxd.proxy.proxyview import ProxyView
 
 log = logging.getLogger("taskmuxd.proxy")
 
@@ -109,7 +109,7 @@ class ClientSide(asyncio.Protocol):
     project the TLS server name fell under; a request for another project's host gets 421.
     """
 
-    def __init__(self, proxy: Proxy, admitted: str | None = None,
+    def __init__(self, proxy: ProxyView, admitted: str | None = None,
                  sni_project: str | None = None) -> None:
         self.proxy = proxy
         self.admitted = admitted
@@ -531,7 +531,7 @@ class ClientSide(asyncio.Protocol):
 _ACCEPTS_HTML = re.compile(rb"\r\naccept:[^\r\n]*text/html", re.IGNORECASE)
 
 
-def _host_list(proxy: Proxy, project: str) -> list[str]:
+def _host_list(proxy: ProxyView, project: str) -> list[str]:
     hosts = []
     for b in proxy.routes.backends(project):
         if b.host == APEX:

@@ -9,13 +9,14 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from taskmuxd.connlimits import ConnectionLimits
 from taskmuxd.peeruid import PeerUids
 from taskmuxd.proxy import pages, tlsconn
 from taskmuxd.proxy.forward import IDLE_TIMEOUT, LINGER, ClientSide
 from taskmuxd.proxy.http1 import HEAD_END, MAX_HEAD, NO_BODY, BadMessage, parse_request
+from taskmuxd.proxy.proxyview import Client
 from taskmuxd.routes import RouteTable, normalize
 from taskmuxd.tls import (
     ALERT_UNRECOGNIZED_NAME,
@@ -85,14 +86,6 @@ async def _readable(sock: socket.socket) -> None:
 def _low_water(sock: socket.socket, size: int) -> None:
     """Make the socket readable only once ``size`` bytes are waiting (or the peer left)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
-
-
-class Client(Protocol):
-    """A client connection, HTTP/1.1 (``forward.ClientSide``) or HTTP/2 (``h2side``)."""
-
-    idle_since: float | None
-
-    def close(self) -> None: ...
 
 
 class Proxy:

@@ -22,7 +22,7 @@ from taskmuxd.proxy.http1 import BadMessage
 from taskmuxd.routes import normalize
 
 if TYPE_CHECKING:
-    from taskmuxd.proxy.h2side import H2Side
+    from taskmuxd.proxy.h2view import StreamSide
     from taskmuxd.proxy.pool import BackendConn
 
 log = logging.getLogger("taskmuxd.proxy")
@@ -32,7 +32,7 @@ _UPGRADE_ONLY = frozenset({b"sec-websocket-accept"})
 
 
 class Exchange:
-    def __init__(self, side: H2Side, stream_id: int) -> None:
+    def __init__(self, side: StreamSide[Exchange], stream_id: int) -> None:
         self.side = side
         self.stream_id = stream_id
         self.req: h2headers.Request | None = None

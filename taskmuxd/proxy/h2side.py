@@ -45,7 +45,7 @@ from taskmuxd.proxy.pool import BackendPool
 from taskmuxd.proxy.tlsconn import HIGH_WATER, TlsTransport
 
 if TYPE_CHECKING:
-    from taskmuxd.proxy.frontend import Proxy
+    from taskmuxd.proxy.h2view import H2ProxyView
 
 log = logging.getLogger("taskmuxd.proxy")
 
@@ -86,7 +86,7 @@ class Connection(h2.connection.H2Connection):
 
 
 class H2Side(asyncio.Protocol):
-    def __init__(self, proxy: Proxy, admitted: str | None = None,
+    def __init__(self, proxy: H2ProxyView, admitted: str | None = None,
                  sni_project: str | None = None) -> None:
         self.proxy = proxy
         self.admitted = admitted

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 from taskmuxd.proxy.h1client import RequestWriter, ResponseReader
 
 if TYPE_CHECKING:
-    from taskmuxd.proxy.frontend import Proxy
+    from taskmuxd.proxy.proxyview import BackendOpener
 
 MAX_PER_PORT = 16  # connections lent out or opening per port (see bench/browser_load.py)
 STALL_SECONDS = 0.25  # no connection came back for this long: the waiting streams open more
@@ -168,7 +168,7 @@ class BackendConn(asyncio.Protocol):
 
 
 class BackendPool:
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: BackendOpener) -> None:
         self.proxy = proxy
         self.idle: dict[int, list[BackendConn]] = {}
         # Streams waiting for a connection to a port, first come first served.
