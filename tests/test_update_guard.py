@@ -24,7 +24,13 @@ def starts(record: str) -> int:
 
 
 def status(inst: Installed) -> dict[str, Any]:
-    return dict(call(os.path.join(inst.home, "ctl.sock"), "daemon.status", timeout=5)["update"])
+    """The updater's section of daemon.status, once the daemon has one: a daemon answers
+    before it is READY (its subsystems, the updater among them, not yet up)."""
+    def section() -> dict[str, Any] | None:
+        answer = call(os.path.join(inst.home, "ctl.sock"), "daemon.status", timeout=5)
+        return dict(answer["update"]) if "update" in answer else None
+    found: dict[str, Any] = wait_until(section, 30, "the daemon's update section (READY)")
+    return found
 
 
 def event_names(inst: Installed) -> list[str]:
