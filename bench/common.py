@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -65,6 +67,11 @@ def private_daemon(extra_env: dict[str, str] | None = None,
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("the daemon did not start")
             time.sleep(0.02)
+        # It answers before READY (its subsystems not yet up): wait for READY.
+        while not _ready(sock):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the daemon did not become ready")
+            time.sleep(0.02)
         yield home, env
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -75,6 +82,24 @@ def private_daemon(extra_env: dict[str, str] | None = None,
             proc.wait()
         kill_tmux(env["TASKMUX_TMUX_SOCKET"])
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _ready(sock_path: str) -> bool:
+    """Whether the daemon on ``sock_path`` says it is ready (``daemon.status``)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(5)
+            conn.connect(sock_path)
+            conn.sendall(b'{"jsonrpc": "2.0", "method": "daemon.status", "id": 1}\n')
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return False
+                data += chunk
+        return bool(json.loads(data).get("result", {}).get("ready"))
+    except (OSError, ValueError):
+        return False
 
 
 def kill_tmux(socket_name: str) -> None:
