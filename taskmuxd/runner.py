@@ -854,5 +854,18 @@ def main(argv: list[str]) -> int:
         raise
 
 
+def exit_now(code: int) -> None:
+    """End the runner with ``code`` without the interpreter's teardown (freeing every module
+    and object: about 2 ms of CPU, paid by each of a hundred runners a stop ends). Nothing
+    is lost: the runner writes through descriptors, has no ``atexit`` work, and its record
+    and log are complete (and the record fsynced) before ``main`` returns."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))
