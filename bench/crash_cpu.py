@@ -119,6 +119,7 @@ def main() -> None:
             with open(os.path.join(t.home, "projects", "cpu", "run", f"c{i}.json")) as fh:
                 first_runner[i] = json.load(fh)["runner_pid"]
         cpus, gaps, daemon_cpus = [], [], []
+        stages: list[tuple[float, float, float]] = []
         for i in range(n):
             d0 = tree_cpu_ms(daemon)
             c0 = d0 + tree_cpu_ms(server)
@@ -131,6 +132,11 @@ def main() -> None:
             cpus.append(c1 - c0)
             daemon_cpus.append(d1 - d0)
             gaps.append(lines(f"starts{i}")[1] - lines(f"exits{i}")[0])
+            if os.environ.get("CRASH_CPU_STAGES"):  # the old run's exit record, the new run's
+                with open(os.path.join(t.home, "projects", "cpu", "run", f"c{i}.json")) as fh:
+                    rec = json.load(fh)
+                stages.append((rec.get("started_at") or 0.0, lines(f"exits{i}")[0],
+                               lines(f"starts{i}")[1]))
             if os.environ.get("CRASH_CPU_SHOW_LOG"):
                 with open(os.path.join(t.home, "projects", "cpu", "run", f"c{i}.json")) as fh:
                     print("runner", json.load(fh)["runner_pid"], "first", first_runner[i])
@@ -144,6 +150,11 @@ def main() -> None:
               f"{statistics.median(cpus):.1f} ms (mean {statistics.mean(cpus):.1f})")
         print(f"  of which the daemon's, median: {statistics.median(daemon_cpus):.1f} ms")
         print(f"exit -> next start, median: {statistics.median(gaps) * 1000:.1f} ms")
+        if stages:
+            print(f"  exit -> the new run forked, median: "
+                  f"{statistics.median(f - e for f, e, _ in stages) * 1000:.1f} ms; "
+                  f"forked -> its first line: "
+                  f"{statistics.median(s - f for f, _, s in stages) * 1000:.1f} ms")
     finally:
         t.close()
 

@@ -67,6 +67,8 @@ class Machine:
         self.tasks: dict[str, TaskView] = {}
         self.requests: dict[int, StartRequest] = {}
         self._changed: set[str] | None = None
+        self._held: set[str] = set()
+        self._watched: set[str] = set()
         self.configure(specs, states or {})
 
     # -- configuration ----------------------------------------------------------------------
@@ -84,7 +86,11 @@ class Machine:
         for name in specs:
             if name not in self.tasks:
                 self.tasks[name] = TaskView((states or {}).get(name, State()))
-        self._names = sorted(self.tasks)  # in the order ``_settle`` goes through them
+        # What ``_settle`` must look at: restarts held for dependencies, and fatal tasks
+        # with dependencies (or whose ``dependency_lost`` is still set).
+        self._held = {n for n, v in self.tasks.items() if v.held}
+        self._watched = {n for n, v in self.tasks.items() if v.dependency_lost is not None
+                         or (v.state.state == TaskState.FATAL and self.specs[n].depends_on)}
         self._order = taskorder.levels({n: list(s.depends_on) for n, s in self.specs.items()})
         return actions
 
@@ -202,6 +208,8 @@ class Machine:
             return
         view.state = new
         self._mark(name)
+        if new.state == TaskState.FATAL and spec.depends_on:
+            self._watched.add(name)
         if new.state not in WAITING:
             view.held = False
         if before == TaskState.STOPPING and new.state != TaskState.STOPPING:
@@ -296,6 +304,7 @@ class Machine:
         if view.state.state in WAITING and self.waiting_for(name):
             if not view.held:
                 view.held = True
+                self._held.add(name)
                 out.append(m.Emit(name, "restart_held", {"waiting_for": self.waiting_for(name)}))
                 out.append(m.Save(name))
             return
@@ -333,18 +342,24 @@ class Machine:
         are ready, and restart ``fatal`` tasks whose lost dependencies are back."""
         for rid in sorted(self.requests):
             self._move_request(rid, now, jitter, out)
-        for name in self._names:
+        # Only the tasks that may need it: those held, and those fatal with dependencies
+        # or watched since (the others' flags are already clear), in name order.
+        for name in sorted(self._held):
             view = self.tasks[name]
+            self._held.discard(name)
             if view.held:
                 if view.state.state not in WAITING:
                     view.held = False
                 elif not self.waiting_for(name):
                     view.held = False
                     self._step(name, policy.Event(Ev.TIMER), now, jitter, out)
-        for name in self._names:
+                else:
+                    self._held.add(name)
+        for name in sorted(self._watched):
             view = self.tasks[name]
             if view.state.state != TaskState.FATAL or not self.specs[name].depends_on:
                 view.dependency_lost = None
+                self._watched.discard(name)
                 continue
             lost = bool(view.dependency_lost)
             if self.waiting_for(name):
