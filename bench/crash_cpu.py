@@ -25,14 +25,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import compile_bytecode
+from bench.hundred_cpu import reaped_ms, run_ms
 from bench.peers import Taskmux, children, wait
 
 
 def cpu_all_ms(pid: int) -> float:
-    """utime + stime + cutime + cstime of ``pid`` (reaped children included), in ms."""
-    with open(f"/proc/{pid}/stat") as fh:
-        f = fh.read().rsplit(") ", 1)[1].split()
-    return sum(int(x) for x in f[11:15]) * 1000 / os.sysconf("SC_CLK_TCK")
+    """The CPU of ``pid``'s threads (schedstat, in ns resolution: the clock ticks of
+    /proc/PID/stat lose up to 10 ms per process, as much as a crash costs) plus cutime +
+    cstime (its reaped children, in ticks: the mean stays true), in ms."""
+    return run_ms(pid) + reaped_ms(pid)
 
 
 def tree_cpu_ms(pid: int) -> float:
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--tree", help="another taskmux checkout to measure")
     args = parser.parse_args()
     compile_bytecode()
+    if args.tree:
+        args.tree = os.path.abspath(args.tree)  # the daemon runs in another folder
     work = tempfile.mkdtemp(prefix="tmxcpu-")
     t = Taskmux(work)
     if args.tree:
@@ -115,16 +118,25 @@ def main() -> None:
         for i in range(n):
             with open(os.path.join(t.home, "projects", "cpu", "run", f"c{i}.json")) as fh:
                 first_runner[i] = json.load(fh)["runner_pid"]
-        cpus, gaps = [], []
+        cpus, gaps, daemon_cpus = [], [], []
+        stages: list[tuple[float, float, float]] = []
         for i in range(n):
-            c0 = tree_cpu_ms(daemon) + tree_cpu_ms(server)
+            d0 = tree_cpu_ms(daemon)
+            c0 = d0 + tree_cpu_ms(server)
             with open(os.path.join(d, f"go{i}"), "w") as fh:
                 fh.write("go\n")
             assert wait(functools.partial(started_twice, i), 30), "no replacement"
             assert wait(functools.partial(running, i), 10), "the replacement's record"
-            c1 = tree_cpu_ms(daemon) + tree_cpu_ms(server)
+            d1 = tree_cpu_ms(daemon)
+            c1 = d1 + tree_cpu_ms(server)
             cpus.append(c1 - c0)
+            daemon_cpus.append(d1 - d0)
             gaps.append(lines(f"starts{i}")[1] - lines(f"exits{i}")[0])
+            if os.environ.get("CRASH_CPU_STAGES"):  # the old run's exit record, the new run's
+                with open(os.path.join(t.home, "projects", "cpu", "run", f"c{i}.json")) as fh:
+                    rec = json.load(fh)
+                stages.append((rec.get("started_at") or 0.0, lines(f"exits{i}")[0],
+                               lines(f"starts{i}")[1]))
             if os.environ.get("CRASH_CPU_SHOW_LOG"):
                 with open(os.path.join(t.home, "projects", "cpu", "run", f"c{i}.json")) as fh:
                     print("runner", json.load(fh)["runner_pid"], "first", first_runner[i])
@@ -136,7 +148,13 @@ def main() -> None:
         print(f"crashes: {n}; load {os.getloadavg()[0]:.1f}")
         print(f"CPU per crash -> replacement (daemon + tmux + runners + task), median: "
               f"{statistics.median(cpus):.1f} ms (mean {statistics.mean(cpus):.1f})")
+        print(f"  of which the daemon's, median: {statistics.median(daemon_cpus):.1f} ms")
         print(f"exit -> next start, median: {statistics.median(gaps) * 1000:.1f} ms")
+        if stages:
+            print(f"  exit -> the new run forked, median: "
+                  f"{statistics.median(f - e for f, e, _ in stages) * 1000:.1f} ms; "
+                  f"forked -> its first line: "
+                  f"{statistics.median(s - f for f, _, s in stages) * 1000:.1f} ms")
     finally:
         t.close()
 

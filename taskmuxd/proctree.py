@@ -67,6 +67,9 @@ else:
 MARKER_VAR = "TASKMUX_RUN"
 AVAILABLE = os.path.exists("/proc/self/stat")
 ENVIRON_LIMIT = 256 * 1024  # bytes of /proc/PID/environ read at most
+CHILDREN_LIMIT = 1024 * 1024  # bytes of one /proc/PID/task/TID/children read at most
+TREE_LIMIT = 65536  # processes a walk of a tree collects at most
+READ_CHUNK = 16384
 SHELLS = frozenset(("sh", "dash", "bash", "zsh", "fish", "ash", "ksh", "mksh"))
 POLL = 0.02  # seconds between checks while waiting for processes to end
 KILL_WAIT = 5.0  # seconds allowed after SIGKILL
@@ -77,7 +80,9 @@ _boot_id: str | None = None
 
 
 def _read(path: str, limit: int = 4096) -> bytes | None:
-    """Up to ``limit`` bytes of a /proc file; None when it cannot be read (gone, denied)."""
+    """Up to ``limit`` bytes of a /proc file; None when it cannot be read (gone, denied).
+    Read in pieces of at most ``READ_CHUNK``: a large first request costs an allocation of
+    its whole size even for the few kilobytes an environment usually holds."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -86,7 +91,7 @@ def _read(path: str, limit: int = 4096) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
         while size < limit:
-            chunk = os.read(fd, limit - size)
+            chunk = os.read(fd, min(limit - size, READ_CHUNK))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -174,8 +179,9 @@ def find_marked(prefix: str, uid: int | None = None, exact: bool = False) -> lis
     with ``prefix`` (``exact``: equals it). ``"home:proj:task:"`` finds every run of a task;
     one run is ``find_marked("home:proj:task:7", exact=True)`` (a bare prefix would also
     match run 70). The calling process is skipped, and so are processes whose environment
-    cannot be read. Reads each candidate's environment: a few milliseconds for some hundred
-    processes. Empty where there is no /proc."""
+    cannot be read. Reads each process's environment (the kernel refuses those of other
+    users unless we may trace them; the owner is checked on a match): about ten
+    microseconds of CPU per process on the machine. Empty where there is no /proc."""
     if uid is None:
         uid = os.getuid()
     me = os.getpid()
@@ -184,17 +190,82 @@ def find_marked(prefix: str, uid: int | None = None, exact: bool = False) -> lis
     for pid in _pids():
         if pid == me:
             continue
+        value = marker_of(pid)
+        if value is None or (value != prefix if exact else not value.startswith(prefix)):
+            continue
         try:
             if os.stat(f"/proc/{pid}").st_uid != uid:
                 continue
         except OSError:
             continue
-        value = marker_of(pid)
-        if value is None or (value != prefix if exact else not value.startswith(prefix)):
-            continue
         st = _stat(pid)
         if st is not None and st[0] not in ("Z", "X") and boot:
             found.append(ProcId(pid, st[2], boot))
+    return found
+
+
+_children_files: bool | None = None
+
+
+def _has_children_files() -> bool:
+    """Whether this kernel lists children in /proc/PID/task/TID/children
+    (``CONFIG_PROC_CHILDREN``, on in the usual distribution kernels); checked once."""
+    global _children_files
+    if _children_files is None:
+        me = os.getpid()
+        _children_files = os.path.exists(f"/proc/{me}/task/{me}/children")
+    return _children_files
+
+
+def _children_of(pid: int) -> list[int]:
+    """The children of every thread of ``pid`` (a thread's file lists what that thread
+    forked); empty when ``pid`` is gone."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    out: list[int] = []
+    for tid in tids:
+        data = _read(f"/proc/{pid}/task/{tid}/children", CHILDREN_LIMIT)
+        if data:
+            out.extend(int(x) for x in data.split() if x.isdigit())
+    return out
+
+
+def tree(root: int) -> list[ProcId] | None:
+    """Every live descendant of ``root`` (not ``root`` itself), found by walking down the
+    children files from ``root``: the cost grows with the tree, not with the number of
+    processes on the machine. None where that cannot be done (no /proc, no children files):
+    :func:`descendants` then scans every process.
+
+    A child is taken only when its parent, read from its own stat, is the process whose
+    file named it, and a parent's children count only when the parent is still the process
+    it was when it was taken (its start ticks): a pid that ends and is reused meanwhile is
+    never taken for the tree's. A process forked during the walk may be missed; callers that
+    must see everything walk again (the stop ladder does, at each step). A zombie counts as
+    gone (its children were already handed on). At most ``TREE_LIMIT`` processes."""
+    boot = boot_id()
+    if not boot or not _has_children_files():
+        return None
+    found: list[ProcId] = []
+    seen = {root}
+    todo: list[tuple[int, int | None]] = [(root, None)]  # (pid, its start ticks)
+    while todo and len(found) < TREE_LIMIT:
+        parent, started = todo.pop()
+        kids = _children_of(parent)
+        if not kids:
+            continue
+        if started is not None and start_ticks(parent) != started:
+            continue  # it ended (and its pid may name another process now)
+        for kid in kids:
+            if kid in seen:
+                continue
+            seen.add(kid)
+            st = _stat(kid)
+            if st is None or st[1] != parent or st[0] in ("Z", "X"):
+                continue
+            found.append(ProcId(kid, st[2], boot))
+            todo.append((kid, st[2]))
     return found
 
 

@@ -408,6 +408,8 @@ class Runner:
         self.pid = 0
         self.master = -1
         self.main_status: int | None = None  # the wait status of the task's first process
+        self.marker_looked = False  # whether this run's end looked for its marker yet
+        self.strangers: list[proctree.ProcId] = []  # marked ones that look found outside
         self.ended_by: str | None = None  # the first route by which this run began to end
         self.master_open = False
         self.last_output = 0.0  # monotonic time of the task's last output
@@ -596,11 +598,29 @@ class Runner:
                 pass
 
     def tree_ids(self) -> list[proctree.ProcId]:
-        """The task's processes now: those carrying its marker, and every descendant of the
-        runner (a child that cleared its environment cannot leave the subreaper's tree)."""
-        ids = set(proctree.find_marked(self.marker, exact=True))
-        ids.update(proctree.descendants(os.getpid()))
+        """The task's processes now: every descendant of the runner (a child that cleared its
+        environment cannot leave the subreaper's tree), the members of its cgroup, and those
+        carrying its marker.
+
+        The tree is walked down from the runner (``proctree.tree``), at a cost that grows
+        with the task, not with the machine. The marker needs a read of every process's
+        environment, so it is looked for only where it may find what the walk cannot:
+        processes outside the runner's tree that carry the run's marker. While the runner is
+        the tree's subreaper nothing of the tree can leave it, so the only such processes
+        are those started outside it on the task's behalf (by a program the task asked);
+        they are looked for once when the run ends, and again at each step only when that
+        first look found some. Where the runner is not the subreaper (no ``prctl``),
+        orphans go to init: then every step looks for the marker, as for the walk where the
+        kernel lists no children (``descendants`` scans every process)."""
+        me = os.getpid()
+        walked = proctree.tree(me)
+        ids = set(walked if walked is not None else proctree.descendants(me))
         ids.update(self.group_members())
+        if not self.subreaper or walked is None or not self.marker_looked or self.strangers:
+            self.marker_looked = True
+            marked = proctree.find_marked(self.marker, exact=True)
+            self.strangers = [p for p in marked if p not in ids]
+            ids.update(marked)
         return list(ids)
 
     def group_members(self) -> list[proctree.ProcId]:
@@ -834,5 +854,18 @@ def main(argv: list[str]) -> int:
         raise
 
 
+def exit_now(code: int) -> None:
+    """End the runner with ``code`` without the interpreter's teardown (freeing every module
+    and object: about 2 ms of CPU, paid by each of a hundred runners a stop ends). Nothing
+    is lost: the runner writes through descriptors, has no ``atexit`` work, and its record
+    and log are complete (and the record fsynced) before ``main`` returns."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))

@@ -10,6 +10,6 @@ import sys
 
 if __name__ == "__main__":  # imported (taskmuxd version imports every module): do nothing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from taskmuxd.runner import main  # after the path set-up above
+    from taskmuxd.runner import exit_now, main  # after the path set-up above
 
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))  # a failure raises: its traceback shows in the pane

@@ -32,3 +32,25 @@ def test_launches_in_separate_turns_share_one_session(tmux_socket: str, tmp_path
         assert sorted(w.task for w in windows) == ["t0", "t1", "t2", "t3"]
 
     asyncio.run(main())
+
+
+def test_a_first_start_on_a_new_server_goes_over_the_control_connection(
+        tmux_socket: str, tmp_path: str) -> None:
+    """Many launches at once with no tmux server yet: the session is made by one tmux
+    process, the control connection is up before the others, and they go over it."""
+    async def main() -> None:
+        tmux = Tmux(tmux_socket)
+        await tmux.start()  # as the daemon does: no server yet, so no connection
+        launcher = Launcher(tmux, "proj")
+        names = [f"t{n:02d}" for n in range(40)]
+        ids = await asyncio.gather(*(launcher.launch(name, f"{tmp_path}/missing-{name}.json",
+                                                     str(tmp_path), None, f"marker-{name}")
+                                     for name in names))
+        # list-windows and has-session (no server yet), then the new-session: no more.
+        assert tmux.processes == 3 and tmux.connected
+        windows = await tmux.windows("proj")
+        assert sorted(w.window_id for w in windows) == sorted(ids)
+        assert sorted(w.task for w in windows) == names
+        await tmux.close()
+
+    asyncio.run(main())

@@ -461,3 +461,32 @@ def test_an_event_with_no_row_is_refused_by_name_and_changes_nothing() -> None:
     actions = w.m.handle(m.Aborted("app"), w.now)  # a hook cannot fail once it runs
     assert actions == [m.Refused("app", "running", "aborted")]
     assert w.m.tasks["app"].state == before
+
+
+def test_a_wide_start_is_answered_with_each_launch_as_it_settles() -> None:
+    """A start of many tasks whose launches settle one by one, out of order, one failing
+    and one (hung) still starting when the configuration changes: each outcome is the
+    task's own, and the answer comes once the last launch is decided (the machine looks
+    again only at the launches an event changed)."""
+    names = [f"t{n:02d}" for n in range(30)]
+    w = World({n: spec() for n in names})
+    for n in names:
+        w.behaviour[n] = "hang"
+    rid = w.request(*names)
+    assert sorted(t for _, t in w.launches) == names and w.outcome(rid) is None
+    for n in reversed(names[2:]):
+        w.feed(m.RunnerStarted(n))
+        w.feed(m.LaunchSettled(n))
+        assert w.outcome(rid) is None
+    w.feed(m.LaunchFailed(names[0]))
+    assert w.outcome(rid) is None
+    # A new configuration (the same tasks) while t01 is still starting.
+    w.feed(m.ConfigChanged({n: spec() for n in names}, {n: w.m.tasks[n].state for n in names}))
+    assert w.outcome(rid) is None
+    w.feed(m.RunnerStarted(names[1]))
+    assert w.outcome(rid) is None  # running, but its launch (after_start) is not over
+    w.feed(m.LaunchSettled(names[1]))
+    got = w.outcome(rid)
+    assert got is not None
+    assert got[names[0]][0] == "failed" and got[names[1]] == ("started", "")
+    assert all(got[n] == ("started", "") for n in names[2:])

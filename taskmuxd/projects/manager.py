@@ -491,12 +491,11 @@ class Projects:
 
     def _publish_routes(self, project: Project) -> None:
         """Tell the proxy and DNS which task answers which name (only when that changed)."""
-        backends = [Backend(project.name, t.name, t.config.host, t.record.port, t.state.value,
-                            t.ready)
-                    for t in sorted(project.tasks.values(), key=lambda t: t.name)
-                    if t.config.host]
-        if not backends and project.name not in self._published:
-            return  # no web tasks: nothing to route, no certificate to mint
+        web = [(t.name, host, t) for t in project.tasks.values() if (host := t.config.host)]
+        if not web and project.name not in self._published:
+            return  # no web tasks: nothing to route, no certificate to mint (every change)
+        backends = [Backend(project.name, name, host, t.record.port, t.state.value, t.ready)
+                    for name, host, t in sorted(web, key=lambda w: w[0])]
         if self._published.get(project.name) != backends:
             self._published[project.name] = backends
             self.routes.set_project(project.name, backends)

@@ -18,7 +18,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.healthprobes import ProbeSpec
 from taskmuxd.jobs import Changed
-from taskmuxd.policy import Ev, PolicySpec, TaskState
+from taskmuxd.policy import Ev, PolicySpec, State, TaskState
 from taskmuxd.projects import environment, ownership, probeactions, readiness, stopping, taskstart
 from taskmuxd.projects import state as st
 from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookName, HookRun, run_hook
@@ -101,6 +101,7 @@ class Project:
         self.machine = Machine({})
         self._answers: dict[int, asyncio.Future[tuple[m.Outcome, ...]]] = {}
         self._self_judged: list[str] = []
+        self._self_judged_set: frozenset[str] = frozenset()
         self._transitions: dict[tuple[str, str, str], list[str]] = {}
         self._sync_tasks(loaded)
 
@@ -117,6 +118,7 @@ class Project:
         tasks = loaded.project.tasks
         # The tasks that judge their own readiness (the others' ``settle`` does nothing).
         self._self_judged = [n for n, c in tasks.items() if readiness.self_judged(c)]
+        self._self_judged_set = frozenset(self._self_judged)
         specs = {n: task_spec(c, tasks) for n, c in tasks.items()}
         states = {n: t.record.policy for n, t in self.tasks.items()}
         if self.machine.specs:
@@ -141,12 +143,26 @@ class Project:
     def handle(self, *events: m.Event) -> None:
         """Feed events to the machine, in order, with the time, and carry out the actions of
         each (the events given together share the bookkeeping after them: a stop of a
-        hundred tasks is one call, not a hundred)."""
-        before = {n: t.record.policy for n, t in self.tasks.items()}
+        hundred tasks is one call, not a hundred).
+
+        The bookkeeping touches only the tasks an event or its actions name: the machine
+        changes a task's state or health only with an action naming it (every step ends
+        with a ``Save``), so the others need no look (a start of a hundred tasks would
+        otherwise visit every task at each of its hundreds of events). A new configuration
+        can change any task: it looks at all."""
+        before: dict[str, State] = {}
         now = time.monotonic()
         for event in events:
             actions = self.machine.handle(event, now, random.random())
-            for task in self.tasks.values():
+            if isinstance(event, m.ConfigChanged):
+                names: Iterable[str] = list(self.tasks)
+            else:
+                names = {event.task, *(getattr(a, "task", "") for a in actions)}
+            for name in names:
+                task = self.tasks.get(name)
+                if task is None:
+                    continue
+                before.setdefault(name, task.record.policy)
                 self._sync(task)
             for action in actions:
                 try:
@@ -161,11 +177,12 @@ class Project:
             self._log_transition(name, was.state.value, changed.state.value, why)
             if not changed.live:
                 changed.wake_exit_waiters()
-        for name in self._self_judged:
-            judged = self.tasks.get(name)
-            if judged is not None:
-                readiness.settle(self, judged)  # the task's own word, once its run is judged
-        for task in self.tasks.values():
+        for name in before:
+            task = self.tasks.get(name)
+            if task is None:
+                continue
+            if name in self._self_judged_set:
+                readiness.settle(self, task)  # the task's own word, once its run is judged
             if task.waiting_runner is not None:  # a runner waiting for no relaunch?
                 taskstart.release_waiting(self, task)
         self.touch()

@@ -82,7 +82,15 @@ class Launcher:
             chunk: list[tuple[LaunchRequest, list[list[str]]]] = []
             size = 0
             for req in batch:
+                creating = not session_exists
                 commands, session_exists = self._commands(req, existing, session_exists)
+                if creating:
+                    # A new session, on a server that may be new too: that one launch alone
+                    # (a tmux process when there is no server), then the control connection
+                    # up before the rest, which go over it rather than as processes.
+                    await self._run([(req, commands)])
+                    await self.tmux.connect()
+                    continue
                 cost = sum(len(a) + 1 for cmd in commands for a in cmd)
                 if chunk and size + cost > MAX_INVOCATION_BYTES:
                     await self._run(chunk)

@@ -66,6 +66,9 @@ class Machine:
         self.specs: dict[str, TaskSpec] = {}
         self.tasks: dict[str, TaskView] = {}
         self.requests: dict[int, StartRequest] = {}
+        self._changed: set[str] | None = None
+        self._held: set[str] = set()
+        self._watched: set[str] = set()
         self.configure(specs, states or {})
 
     # -- configuration ----------------------------------------------------------------------
@@ -83,6 +86,11 @@ class Machine:
         for name in specs:
             if name not in self.tasks:
                 self.tasks[name] = TaskView((states or {}).get(name, State()))
+        # What ``_settle`` must look at: restarts held for dependencies, and fatal tasks
+        # with dependencies (or whose ``dependency_lost`` is still set).
+        self._held = {n for n, v in self.tasks.items() if v.held}
+        self._watched = {n for n, v in self.tasks.items() if v.dependency_lost is not None
+                         or (v.state.state == TaskState.FATAL and self.specs[n].depends_on)}
         self._order = taskorder.levels({n: list(s.depends_on) for n, s in self.specs.items()})
         return actions
 
@@ -148,6 +156,9 @@ class Machine:
         if event.task and event.task not in self.tasks:
             return []
         out: list[m.Action] = []
+        # The tasks whose state or settling this event changed (None: any may have): only
+        # those of a start request's launches can have a new outcome.
+        self._changed = None if isinstance(event, m.ConfigChanged) else set()
         if isinstance(event, m.Command):
             self._step(event.task, policy.Event(event.kind), now, jitter, out)
         elif isinstance(event, m.RunnerStarted):
@@ -176,6 +187,7 @@ class Machine:
             self._adopted(event, now, jitter, out)
         elif isinstance(event, m.LaunchSettled):
             self.tasks[event.task].settling = False
+            self._mark(event.task)
         elif isinstance(event, m.ConfigChanged):
             out.extend(self.configure(event.specs, event.states))
         elif isinstance(event, m.StartRequested):
@@ -195,6 +207,9 @@ class Machine:
             out.append(m.Refused(name, before.value, ev.kind.value))
             return
         view.state = new
+        self._mark(name)
+        if new.state == TaskState.FATAL and spec.depends_on:
+            self._watched.add(name)
         if new.state not in WAITING:
             view.held = False
         if before == TaskState.STOPPING and new.state != TaskState.STOPPING:
@@ -228,6 +243,10 @@ class Machine:
         if new.state not in (TaskState.STARTING, TaskState.RUNNING):
             view.settling = False
         out.append(m.Save(name))
+
+    def _mark(self, name: str) -> None:
+        if self._changed is not None:
+            self._changed.add(name)
 
     def _climb(self, name: str, rung: int, now: float, out: list[m.Action]) -> None:
         """Take the stop ladder's rung ``rung`` (-1: wait for the process to be reported)."""
@@ -285,6 +304,7 @@ class Machine:
         if view.state.state in WAITING and self.waiting_for(name):
             if not view.held:
                 view.held = True
+                self._held.add(name)
                 out.append(m.Emit(name, "restart_held", {"waiting_for": self.waiting_for(name)}))
                 out.append(m.Save(name))
             return
@@ -322,18 +342,24 @@ class Machine:
         are ready, and restart ``fatal`` tasks whose lost dependencies are back."""
         for rid in sorted(self.requests):
             self._move_request(rid, now, jitter, out)
-        for name in sorted(self.tasks):
+        # Only the tasks that may need it: those held, and those fatal with dependencies
+        # or watched since (the others' flags are already clear), in name order.
+        for name in sorted(self._held):
             view = self.tasks[name]
+            self._held.discard(name)
             if view.held:
                 if view.state.state not in WAITING:
                     view.held = False
                 elif not self.waiting_for(name):
                     view.held = False
                     self._step(name, policy.Event(Ev.TIMER), now, jitter, out)
-        for name in sorted(self.tasks):
+                else:
+                    self._held.add(name)
+        for name in sorted(self._watched):
             view = self.tasks[name]
             if view.state.state != TaskState.FATAL or not self.specs[name].depends_on:
                 view.dependency_lost = None
+                self._watched.discard(name)
                 continue
             lost = bool(view.dependency_lost)
             if self.waiting_for(name):
@@ -351,6 +377,7 @@ class Machine:
         """Decide what can be decided of a start request, until nothing more can; answer it
         once every task is decided."""
         req = self.requests[rid]
+        changed = self._changed
         moved = True
         while moved:
             moved = False
@@ -358,6 +385,8 @@ class Machine:
                 if name in req.results:
                     continue
                 if name in req.launching:
+                    if changed is not None and name not in changed:
+                        continue  # as undecided as when last looked at
                     outcome = self._launch_outcome(name)
                 else:
                     outcome, ready = self._gate(req, name, now)
