@@ -5,12 +5,14 @@ import json
 import os
 import resource
 import shutil
+import signal
 import ssl
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -168,3 +170,21 @@ def proxy() -> Iterator[ProxyHarness]:
 def tls(proxy: ProxyHarness) -> ssl.SSLContext:
     """A client TLS context that trusts the module daemon's CA."""
     return ca_context(proxy.ca_path)
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start processes that are killed and reaped after the test, whatever happens."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+

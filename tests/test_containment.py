@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,25 +30,6 @@ pytestmark = pytest.mark.skipif(not proctree.AVAILABLE,
 SHAPE = os.path.join(REPO, "tests", "postgres_shape.py")
 RUNNER = os.path.join(REPO, "taskmuxd", "runner.py")
 RUNNER_MAIN = os.path.join(REPO, "taskmuxd", "runner_main.py")
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start processes that are killed and reaped after the test, whatever happens."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def shape_pids(path: str, line: int = 0, timeout: float = 15.0) -> tuple[int, int]:

@@ -9,12 +9,11 @@ marker, also when the task's own tree is already gone when the run ends.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -62,21 +61,6 @@ while True:
 print(json.dumps(out))
 """.replace("REPO", repr(REPO))
 
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 def test_the_walk_finds_orphans_and_processes_that_left_the_group() -> None:

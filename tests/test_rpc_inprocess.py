@@ -18,7 +18,7 @@ import pytest
 from taskmuxctl.core.paths import Paths
 from taskmuxctl.core.protocol import Code, Method, RpcError
 from tests.rpc_inprocess import FakeDaemon, InProcessRpc, lines
-from tests.test_rpc_hostile import SHAPES, assert_response, enc, req
+from tests.test_rpc_hostile import SHAPES, assert_response, check_replies, enc, req
 
 
 @pytest.fixture
@@ -172,27 +172,7 @@ def test_every_malformed_shape_gets_a_well_formed_reply(daemon_ns: FakeDaemon) -
                                  ProjectMethods(_stub_projects(), types.SimpleNamespace(),
                                                 lambda: None))
     for label, payload, expect, code in SHAPES:
-        replies = with_projects.exchange(payload + b"\n")
-        if expect == "none":
-            assert replies == [], (label, replies)
-            continue
-        assert len(replies) == 1, (label, replies)
-        [reply] = replies
-        if expect == "any":
-            for r in reply if isinstance(reply, list) else [reply]:
-                assert_response(r)
-            continue
-        if isinstance(expect, int):
-            assert isinstance(reply, list) and len(reply) == expect, (label, reply)
-            for r in reply:
-                assert_response(r)
-            if code is not None:
-                assert {r["error"]["code"] for r in reply} == {code}, (label, reply)
-            continue
-        assert_response(reply)
-        assert "error" in reply, (label, reply)
-        if code is not None:
-            assert reply["error"]["code"] == code, (label, reply)
+        check_replies(label, with_projects.exchange(payload + b"\n"), expect, code)
 
 
 def test_params_errors_name_the_parameter_and_its_range(rpc: InProcessRpc) -> None:
