@@ -63,10 +63,15 @@ def server_pid(socket_name: str) -> int | None:
     return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
 
 
-def one_round(work: str, tree: str) -> dict[str, float]:
+def one_round(work: str, tree: str, warm: bool) -> dict[str, float]:
     t = Taskmux(work)
     if tree != HERE:
         t.env["PYTHONPATH"] = tree
+    with open(os.path.join(tree, "taskmuxctl", "core", "settings.py")) as fh:
+        knows_warm = "warm_runner_seconds" in fh.read()
+    if knows_warm and not warm:  # the stop's figures include every runner's exit
+        with open(os.path.join(t.home, "config.toml"), "a") as fh:
+            fh.write("warm_runner_seconds = 0\n")
     os.chdir(work)  # ``python -m taskmuxd`` puts the working folder first on its path
     try:
         t.cold_start()
@@ -88,13 +93,25 @@ def one_round(work: str, tree: str) -> dict[str, float]:
         t.cli("stop", cwd=proj)
         stop = time.perf_counter() - t0
         cpu_stop = cpu_ms(daemon) - c0
-        wait(lambda: not children(server), 20)  # every runner reaped: its CPU is counted
-        s2, own2 = run_ms(server) + reaped_ms(server), run_ms(server)
-        return {"start (ms)": start * 1000, "stop (ms)": stop * 1000,
-                "daemon CPU, start (ms)": cpu_start, "daemon CPU, stop (ms)": cpu_stop,
-                "tmux+runners+tasks CPU, start (ms)": s1 - s0,
-                "tmux+runners CPU, stop (ms)": s2 - s1,
-                "  of which the tmux server itself (ms)": own2 - own1}
+        if warm:  # the runners stay in their panes, idle: the next start orders them
+            s2, own2 = tree_cpu_ms(server), run_ms(server)
+        else:
+            wait(lambda: not children(server), 20)  # every runner reaped: its CPU counted
+            s2, own2 = run_ms(server) + reaped_ms(server), run_ms(server)
+        figures = {"start (ms)": start * 1000, "stop (ms)": stop * 1000,
+                   "daemon CPU, start (ms)": cpu_start, "daemon CPU, stop (ms)": cpu_stop,
+                   "tmux+runners+tasks CPU, start (ms)": s1 - s0,
+                   "tmux+runners CPU, stop (ms)": s2 - s1,
+                   "  of which the tmux server itself (ms)": own2 - own1}
+        if warm:
+            c0, t0 = cpu_ms(daemon), time.perf_counter()
+            out = t.cli("start", cwd=proj)
+            figures["start again, warm runners (ms)"] = (time.perf_counter() - t0) * 1000
+            figures["daemon CPU, start again (ms)"] = cpu_ms(daemon) - c0
+            figures["tmux+runners+tasks CPU, start again (ms)"] = tree_cpu_ms(server) - s2
+            assert sum(r["action"] == "started" for r in out["results"]) == N, out  # type: ignore
+            t.cli("stop", cwd=proj)
+        return figures
     finally:
         t.close()
 
@@ -103,6 +120,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tree", action="append", help="a taskmux checkout (repeatable)")
+    parser.add_argument("--warm", action="store_true",
+                        help="after the stop, start again (warm runners) and stop again; "
+                        "only for checkouts that have warm runners")
     args = parser.parse_args()
     trees = [os.path.abspath(x) for x in (args.tree or [HERE])]
     compile_bytecode()
@@ -115,7 +135,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {tree: [] for tree in trees}
     for _ in range(args.rounds):
         for tree in trees:
-            results[tree].append(one_round(work, tree))
+            results[tree].append(one_round(work, tree, args.warm))
     names = list(next(iter(results.values()))[0])
     print(f"{'median of ' + str(args.rounds) + ' rounds':38} "
           + " ".join(f"{os.path.basename(t) or t:>14}" for t in trees))

@@ -36,7 +36,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from taskmuxctl.core import jsonio  # after the path set-up above
-from taskmuxd import proctree, runrecord, runrelaunch
+from taskmuxd import proctree, runrecord, runrelaunch, runwarm
 from taskmuxd.runready import RunReadiness
 from taskmuxd.runrecord import RunRecord, RunSpec
 
@@ -778,6 +778,8 @@ class Runner:
                 return False
             order, conn = got
             hold = runrelaunch.hold_seconds(order)
+            if hold is None and (hold := runwarm.warm_seconds(order)) is not None:
+                runwarm.show(self.pane_ok, self.spec.task, hold)  # stopped: stays, idle
             if hold is None:
                 break
             wait = hold  # the daemon's restart comes later: wait that long instead
@@ -802,7 +804,8 @@ class Runner:
             self.log.note(f"relaunch refused: {exc}")
             return None
         if spec.project != self.spec.project or spec.task != self.spec.task \
-                or spec.run_id != order.get("run") or spec.run_id <= self.spec.run_id:
+                or spec.run_id != order.get("run") or spec.run_id <= self.spec.run_id \
+                or not runwarm.same_runner(self.spec, spec):
             return None
         return spec
 

@@ -51,6 +51,11 @@ class Settings(BaseModel):
     dependency_timeout: float = Field(
         120.0, gt=0, description="seconds a task waits for what it depends_on to be ready"
     )
+    warm_runner_seconds: float = Field(
+        600.0, ge=0, le=86400,
+        description="seconds a stopped task's runner stays in its window, idle, so that the "
+        "next start is an order to it rather than a new process (0: it ends with the task)",
+    )
     proxy_enabled: bool = Field(
         True, description="serve https://{host}.{project}.localhost through the TLS proxy"
     )

@@ -25,6 +25,7 @@ from taskmuxctl.core.rpctypes import (
     TaskInspect,
     UnregisterResult,
 )
+from taskmuxd.projects import warmrunner
 from taskmuxd.projects.manager import Projects
 from taskmuxd.projects.panes import PaneMethods
 from taskmuxd.projects.project import Project
@@ -245,6 +246,8 @@ class ProjectMethods:
         p = self.projects.projects.get(project)
         if p is not None and any(t.live for t in p.tasks.values()):
             await p.stop(None)
+        if p is not None:  # no runner stays warm for a project that is gone
+            warmrunner.release_all(list(p.tasks.values()))
         removed = self.projects.registry.unregister(project)
         gone = self.projects.projects.pop(project, None)
         if gone is not None:

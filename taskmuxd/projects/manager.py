@@ -29,7 +29,7 @@ from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.jobs import Jobs
 from taskmuxd.policy import TaskState
-from taskmuxd.projects import ownership, stopping, taskstart
+from taskmuxd.projects import ownership, stopping, taskstart, warmrunner
 from taskmuxd.projects import state as st
 from taskmuxd.projects.ownership import RunnerWatch
 from taskmuxd.projects.project import Project, Services
@@ -98,7 +98,8 @@ class Projects:
             paths=self.paths, tmux=self.tmux, events=self.events,
             dependency_timeout=lambda: float(settings().dependency_timeout),
             url_for=self.url_for, on_change=self._changed, spawn=self.jobs.spawn,
-            runners=RunnerWatch(), groups=TaskGroups.detect())
+            runners=RunnerWatch(), groups=TaskGroups.detect(),
+            warm_runner_seconds=lambda: float(settings().warm_runner_seconds))
 
     # -- life -----------------------------------------------------------------------------
 
@@ -304,6 +305,8 @@ class Projects:
         new = loaded.project.tasks
         diff = {"added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new)),
                 "changed": sorted(n for n in set(old) & set(new) if old[n] != new[n])}
+        # A warm runner of a task removed or changed ends: the next start gets a fresh one.
+        warmrunner.release_all([project.tasks[n] for n in diff["removed"] + diff["changed"]])
         live_removed = [n for n in diff["removed"] if project.tasks[n].live]
         if live_removed:
             await project.stop(live_removed)
@@ -340,6 +343,7 @@ class Projects:
                 project.handle(m.Adopted(task.name, "waiting"))
                 continue
             if not task.live:
+                warmrunner.adopt(project, task)  # a stopped task's runner, waiting warm?
                 continue
             runner = st.read_runner_record(project.files, task.name)
             run = runner.run_id if runner else None

@@ -34,7 +34,15 @@ from taskmuxd.cgroups import TaskGroups
 from taskmuxd.healthprobes import ProbeSpec
 from taskmuxd.jobs import Changed
 from taskmuxd.policy import Ev, PolicySpec, State, TaskState
-from taskmuxd.projects import environment, ownership, probeactions, readiness, stopping, taskstart
+from taskmuxd.projects import (
+    environment,
+    ownership,
+    probeactions,
+    readiness,
+    stopping,
+    taskstart,
+    warmrunner,
+)
 from taskmuxd.projects import state as st
 from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookName, HookRun, run_hook
 from taskmuxd.projects.ownership import RunnerWatch
@@ -67,6 +75,8 @@ class Services:
     spawn: Callable[[Any, str], asyncio.Task[None]]
     runners: RunnerWatch
     groups: TaskGroups
+    # Seconds a stopped task's runner stays warm in its pane (``warmrunner``); 0: none.
+    warm_runner_seconds: Callable[[], float] = lambda: 0.0
 
 
 class TaskNotFound(ClientError):
@@ -183,8 +193,8 @@ class Project:
                 continue
             if name in self._self_judged_set:
                 readiness.settle(self, task)  # the task's own word, once its run is judged
-            if task.waiting_runner is not None:  # a runner waiting for no relaunch?
-                taskstart.release_waiting(self, task)
+            if task.waiting_runner is not None and not warmrunner.keep(self, task):
+                taskstart.release_waiting(self, task)  # a runner waiting for no relaunch
         self.touch()
 
     def _log_transition(self, name: str, was: str, now: str, why: str) -> None:
@@ -512,6 +522,7 @@ class Project:
         self.services.runners.unwatch(self.task_key(task))
         rec.clean = record.tree_clean is True
         taskstart.runner_waits(task, record)
+        task.exit_by_stop = task.state == TaskState.STOPPING  # its runner may stay warm
         rec.exited_wall = record.exited_at or time.time()
         code, sig = record.exit_code, record.exit_signal
         if record.status == "failed" and code is None and sig is None:

@@ -48,6 +48,9 @@ class TaskRuntime:
         # ``launching``); None otherwise.
         self.waiting_runner: str | None = None
         self.runner_held_for: float | None = None  # the restart it was asked to hold for
+        # While its runner waits warm (``warmrunner``): when the daemon forgets it (monotonic).
+        self.warm_until: float | None = None
+        self.exit_by_stop = False  # the last exit reported was a stop's
 
     @property
     def state(self) -> TaskState:

@@ -1,0 +1,129 @@
+"""Warm runners: a stopped task's runner stays in its window, idle, so the next start is an order.
+
+A runner's start-up (an interpreter, its imports, a tmux command to put it in the pane) is
+most of what a start costs. When the user stops a task, its runner ends the task's whole tree
+and records and reports the exit exactly as always, then waits for the daemon's word
+(``taskmuxd.runrelaunch``). Instead of telling it to finish, the daemon tells it to stay warm
+(``{"warm": S}``, S the ``warm_runner_seconds`` setting; ``taskmuxd.runwarm`` is the runner's
+side): the task is ``stopped``, no process of it runs, the window shows its last output and a
+line saying that its idle runner waits. The next ``start`` (or ``restart``) of the task is
+then an order to that runner, the same order as a relaunch in place: run N written ahead
+first, ``ok`` before anything starts, and any other outcome launched through tmux
+(``respawn-pane -k`` ends the runner), so a lost order costs time, never a second copy.
+
+A warm runner is ours by its recorded identity (pid, start time, boot id: the exited run's
+runner in the task's record) and is signalled only while that identity holds. It ends:
+by itself when its wait is over (the daemon forgets it a moment before); on SIGTERM from the
+daemon when its project is unregistered or the task is removed from or changed in
+``taskmux.toml``; when its window is closed (SIGHUP); and when a launch cannot use it. It
+outlives a daemon that stops or is killed, as tasks do; the next daemon adopts it when its
+record proves it (the task's last run, ended clean, waiting at the task's order socket, alive
+by identity) and ends it otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from taskmuxd import proctree
+from taskmuxd.policy import TaskState
+from taskmuxd.projects import ownership, taskstart
+from taskmuxd.projects import state as st
+
+if TYPE_CHECKING:
+    from taskmuxd.projects.projectview import ProjectView
+    from taskmuxd.projects.task import TaskRuntime
+
+
+def wanted(project: ProjectView, task: TaskRuntime) -> bool:
+    """Whether the runner of a task that just ended stays warm: the user stopped it while it
+    ran (a ``stop``; not an exit, a crash or a kill), all of the run is gone, and the setting
+    allows it."""
+    return (task.state == TaskState.STOPPED and task.record.policy.manual_stop
+            and task.exit_by_stop and task.record.clean
+            and project.services.warm_runner_seconds() > 0)
+
+
+def keep(project: ProjectView, task: TaskRuntime) -> bool:
+    """After each event for a task whose runner waits for an order: whether it stays (warm),
+    rather than being released as ``taskstart.release_waiting`` would."""
+    if task.warm_until is not None:
+        if task.state == TaskState.STOPPED:
+            return True
+        task.warm_until = None  # a launch takes it (STARTING), or nothing will: release it
+        return False
+    if not wanted(project, task) or task.waiting_runner is None:
+        return False
+    seconds = project.services.warm_runner_seconds()
+    until = task.warm_until = time.monotonic() + seconds
+    project.services.spawn(_warm(project, task, task.waiting_runner, seconds, until),
+                           f"warm runner {project.name}/{task.name}")
+    return True
+
+
+async def _warm(project: ProjectView, task: TaskRuntime, path: str, seconds: float,
+                until: float) -> None:
+    """Tell the runner to stay warm; forget it when it did not take that, and when its wait
+    is over (a moment before its own deadline, which counts from the order's arrival)."""
+    took = await taskstart._order(path, {"warm": seconds})
+    if task.warm_until != until:
+        return  # started or released meanwhile
+    if not took:
+        release(task)
+        return
+    asyncio.get_running_loop().call_at(until, _expire, task, until)
+
+
+def _expire(task: TaskRuntime, until: float) -> None:
+    if task.warm_until == until:
+        task.warm_until = None
+        task.waiting_runner = None  # it ends by itself now
+
+
+def release(task: TaskRuntime) -> None:
+    """End a warm runner now (SIGTERM: "finish"), by its recorded identity only."""
+    if task.warm_until is None:
+        return
+    task.warm_until = None
+    task.waiting_runner = None
+    end_runner(task)
+
+
+def release_all(tasks: list[TaskRuntime]) -> None:
+    for task in tasks:
+        release(task)
+
+
+def end_runner(task: TaskRuntime) -> None:
+    rid = task.record.runner_id()
+    if rid is not None and proctree.is_alive(rid):
+        with contextlib.suppress(OSError):
+            os.kill(rid.pid, signal.SIGTERM)
+
+
+def adopt(project: ProjectView, task: TaskRuntime) -> None:
+    """A daemon starting: take over the warm runner of a stopped task when its records prove
+    it is one (else end it, if it still lives by its identity)."""
+    rec = task.record
+    if task.state != TaskState.STOPPED or rec.runner_id() is None:
+        return
+    runner = st.read_runner_record(project.files, task.name)
+    path = taskstart.relaunch_socket(project, task)
+    proven = (runner is not None and task.record.policy.manual_stop and rec.clean
+              and project.services.warm_runner_seconds() > 0 and path is not None
+              and runner.run_id == rec.run_id and runner.status == "exited"
+              and runner.tree_clean is True and runner.relaunch == path
+              and runner.runner_pid == rec.runner_pid
+              and runner.runner_start == rec.runner_start
+              and ownership.runner_record_alive(runner))
+    if not proven:
+        end_runner(task)
+        return
+    task.waiting_runner = path
+    until = task.warm_until = time.monotonic() + project.services.warm_runner_seconds()
+    asyncio.get_running_loop().call_at(until, _expire, task, until)

@@ -1,0 +1,236 @@
+"""Warm runners: a stopped task's runner stays in its window, idle, and the next start is an
+order to it (same runner, new run id, new task process); it ends when its wait is over, when
+its project is unregistered, when the task's config changes, and when an order cannot be
+used; a daemon killed while it waits is succeeded by one that adopts it, and the task runs
+exactly once. Real tmux, real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+
+from taskmuxd import runwarm
+from taskmuxd.runrecord import RunSpec
+from tests.helpers import call, pid_gone, read, run_json, wait_until, write_config
+from tests.projects import task, tmux, wait_state, write_project
+
+COMMAND = 'echo "$PPID ${{TASKMUX_RUN##*:}} $$" >> {runs}; exec sleep 600'
+
+
+def _project(tmp_path: str, name: str) -> tuple[str, str]:
+    runs = os.path.join(tmp_path, "runs")
+    proj = write_project(os.path.join(tmp_path, "p"), f"""
+        name = "{name}"
+        [tasks.app]
+        command = '{COMMAND.format(runs=runs)}'
+        stop_grace_period = 2
+    """)
+    return proj, runs
+
+
+def _runs(path: str) -> list[tuple[int, int, int]]:
+    """(runner pid, run id, task pid) per start of the task, as it wrote them."""
+    try:
+        text = read(path)
+    except FileNotFoundError:
+        return []
+    return [(int(a), int(b), int(c)) for a, b, c in (x.split() for x in text.splitlines())]
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids += [int(x) for x in fh.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def _runners_of(home: str, project: str) -> list[int]:
+    """Live runners with a spec of ``project`` (the tmux server's command line names one too)."""
+    needle = os.path.join(home, "projects", project, "run").encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or pid_gone(int(entry)):
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read()
+        except OSError:
+            continue
+        args = cmd.split(b"\0")
+        if b"tmux" not in args[0] and b"runner_main.py" in cmd and needle in cmd:
+            found.append(int(entry))
+    return found
+
+
+def _pane(tmux_socket: str, window: str) -> str:
+    return tmux(tmux_socket, "capture-pane", "-p", "-t", window)
+
+
+def _stopped_warm(env: dict[str, str], proj: str, tmux_socket: str) -> dict[str, object]:
+    """Stop the task; return its status once its runner says in the pane that it waits."""
+    window = task(env, proj, "app")["window"]
+    code, out = run_json(["stop"], env, cwd=proj)
+    assert code == 0, out
+    wait_until(lambda: "idle runner" in _pane(tmux_socket, window), 15, "the warm notice")
+    return task(env, proj, "app")
+
+
+def test_stop_then_start_reuses_the_runner(env: dict[str, str], tmp_path: str,
+                                           tmux_socket: str) -> None:
+    proj, runs = _project(str(tmp_path), "warm")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    ((runner, run1, pid1),) = wait_until(lambda: _runs(runs), 10, "the first run")
+    stopped = _stopped_warm(env, proj, tmux_socket)
+    assert stopped["state"] == "stopped" and stopped["pid"] is None
+    # Stopped means stopped: the task's process is gone, the runner has no child.
+    wait_until(lambda: pid_gone(pid1), 10, "the task's process to end")
+    assert not pid_gone(runner), "the runner did not stay warm"
+    assert _children(runner) == []
+    pane = _pane(tmux_socket, str(stopped["window"]))
+    assert "no task process runs" in pane and "taskmux start app" in pane
+    code, out = run_json(["start"], env, cwd=proj)
+    assert code == 0, out
+    wait_state(env, proj, "app", "running")
+    (_, (runner2, run2, pid2)) = wait_until(lambda: len(_runs(runs)) == 2 and _runs(runs), 10,
+                                            "the second run")
+    assert runner2 == runner, "the start did not go to the warm runner"
+    assert run2 > run1 and pid2 != pid1
+    assert task(env, proj, "app")["pid"] == pid2
+    assert _children(runner) == [pid2]
+
+
+def test_a_warm_runner_ends_when_its_wait_is_over(env: dict[str, str], home: str,
+                                                  tmp_path: str, tmux_socket: str) -> None:
+    write_config(home, "warm_runner_seconds = 1.5")
+    proj, runs = _project(str(tmp_path), "expiry")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
+    _stopped_warm(env, proj, tmux_socket)
+    wait_until(lambda: pid_gone(runner), 15, "the warm runner to end by itself")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    runners = [r for r, _run, _pid in wait_until(lambda: len(_runs(runs)) == 2 and _runs(runs),
+                                                  10, "the second run")]
+    assert runners[1] != runner  # a new runner, through tmux
+
+
+def test_unregistering_the_project_ends_its_warm_runners(
+        env: dict[str, str], home: str, tmp_path: str, tmux_socket: str) -> None:
+    proj, runs = _project(str(tmp_path), "gone")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
+    _stopped_warm(env, proj, tmux_socket)
+    code, out = run_json(["daemon", "unregister", "gone"], env)
+    assert code == 0, out
+    wait_until(lambda: pid_gone(runner), 10, "the warm runner to end")
+    assert _runners_of(home, "gone") == []
+
+
+def test_a_config_change_ends_the_warm_runner(env: dict[str, str], tmp_path: str,
+                                              tmux_socket: str) -> None:
+    proj, runs = _project(str(tmp_path), "changed")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
+    _stopped_warm(env, proj, tmux_socket)
+    path = os.path.join(proj, "taskmux.toml")
+    with open(path) as fh:
+        text = fh.read()
+    with open(path, "w") as fh:
+        fh.write(text.replace("stop_grace_period = 2", "stop_grace_period = 3"))
+    code, out = run_json(["start"], env, cwd=proj)  # the start reloads the changed file
+    assert code == 0, out
+    wait_state(env, proj, "app", "running")
+    runners = [r for r, _run, _pid in wait_until(lambda: len(_runs(runs)) == 2 and _runs(runs),
+                                                  10, "the second run")]
+    assert runners[1] != runner
+    wait_until(lambda: pid_gone(runner), 10, "the old warm runner to end")
+
+
+def test_a_daemon_killed_while_runners_wait_warm_is_succeeded_by_one_that_adopts_them(
+        env: dict[str, str], home: str, tmp_path: str, tmux_socket: str) -> None:
+    proj, runs = _project(str(tmp_path), "adopt")
+    sock = os.path.join(home, "ctl.sock")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
+    _stopped_warm(env, proj, tmux_socket)
+    daemon = call(sock, "daemon.status")["pid"]
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: pid_gone(daemon), 10, "the daemon to die")
+    assert task(env, proj, "app")["state"] == "stopped"  # a new daemon, the task still down
+    assert not pid_gone(runner)
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    got = wait_until(lambda: len(_runs(runs)) == 2 and _runs(runs), 10, "the second run")
+    assert got[1][0] == runner, "the new daemon did not adopt the warm runner"
+    assert _runners_of(home, "adopt") == [runner], "two runners for one task"
+    assert len(_runs(runs)) == 2, "the task started twice"
+    assert _children(runner) == [got[1][2]]
+
+
+def test_a_refused_order_falls_back_to_a_launch_through_tmux(
+        env: dict[str, str], home: str, tmp_path: str, tmux_socket: str) -> None:
+    # Something else answers at the runner's order socket and refuses: the daemon launches
+    # through tmux, which ends the warm runner (respawn-pane -k); the task runs once.
+    proj, runs = _project(str(tmp_path), "refused")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
+    _stopped_warm(env, proj, tmux_socket)
+    path = os.path.join(home, "projects", "refused", "run", "app.relaunch")
+    os.unlink(path)
+    orders: list[bytes] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(path)
+        srv.listen(1)
+        srv.settimeout(20)
+
+        def refuse() -> None:
+            conn, _ = srv.accept()
+            with conn:
+                orders.append(conn.recv(4096))
+                conn.sendall(b"no\n")
+
+        t = threading.Thread(target=refuse)
+        t.start()
+        code, out = run_json(["start"], env, cwd=proj)
+        t.join(20)
+    assert code == 0, out
+    assert orders and json.loads(orders[0])["run"] == 2
+    wait_state(env, proj, "app", "running")
+    got = wait_until(lambda: len(_runs(runs)) == 2 and _runs(runs), 10, "the second run")
+    assert got[1][0] != runner
+    wait_until(lambda: pid_gone(runner), 10, "the refused runner's pane to be respawned")
+    assert _runners_of(home, "refused") == [got[1][0]]
+
+
+def _spec(**kw: object) -> RunSpec:
+    base: dict[str, object] = dict(project="p", task="t", run_id=1, command="true",
+                                   shell="/bin/sh", cwd="/", env={}, log="/l", log_max_size=1,
+                                   log_max_files=1, record="/r", socket="/s",
+                                   relaunch_socket="/o")
+    base.update(kw)
+    return RunSpec(**base)  # type: ignore[arg-type]
+
+
+def test_warm_orders_are_bounded_and_a_fresh_runner_is_asked_for_when_needed() -> None:
+    assert runwarm.warm_seconds({"warm": 10}) == 10.0
+    assert runwarm.warm_seconds({"warm": 1e12}) == runwarm.WARM_LIMIT
+    assert runwarm.warm_seconds({"warm": -5}) == 0.0
+    assert runwarm.warm_seconds({"warm": True}) is None
+    assert runwarm.warm_seconds({"run": 2}) is None
+    assert runwarm.same_runner(_spec(), _spec(run_id=2, command="other", env={"A": "1"}))
+    assert not runwarm.same_runner(_spec(), _spec(cgroup="/sys/fs/cgroup/x"))
+    assert not runwarm.same_runner(_spec(), _spec(socket="/elsewhere"))
+    assert not runwarm.same_runner(_spec(), _spec(relaunch_socket=None))
