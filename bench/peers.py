@@ -12,7 +12,10 @@ How each figure is taken, the same way for every tool:
   0.3 s, appends its exit time and exits 1; the figure is the next start minus the exit, minus
   the wait the tool was configured to take (each tool at its smallest wait).
 - start / stop 100: from the command (``taskmux start``, ``supervisorctl start all``,
-  ``pm2 start``) until it returns with every task alive (or gone).
+  ``pm2 start``) until it returns with every task alive (or gone); taskmux's begins once
+  its daemon is READY (its boot is the cold-start figure). "start 100 again" is a second
+  start after the stop: for taskmux, one whose stopped tasks' runners wait warm in their
+  windows (``warm_runner_seconds``).
 - cold start: from exec of the daemon until it answers a request on its socket.
 """
 
@@ -126,7 +129,7 @@ class Taskmux:
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env.update(TASKMUX_HOME=self.home, TASKMUX_TMUX_SOCKET=self.socket)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.cpu = self.cpu_start = self.cpu_stop = 0.0
+        self.cpu = self.cpu_start = self.cpu_stop = self.again = self.cpu_again = 0.0
 
     def cli(self, *args: str, cwd: str | None = None) -> dict[str, object]:
         out = subprocess.run([f"{BIN}/taskmux", "--json", *args], env=self.env, cwd=cwd,
@@ -158,10 +161,33 @@ class Taskmux:
             self.proc.wait(20)
             self.proc = None
 
+    def ready(self) -> bool:
+        """Whether the daemon has every subsystem up (it answers before: the cold start)."""
+        sock = os.path.join(self.home, "ctl.sock")
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.settimeout(2)
+            s.connect(sock)
+            s.sendall(b'{"jsonrpc":"2.0","method":"daemon.status","id":1}\n')
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return bool(json.loads(data).get("result", {}).get("ready"))
+        except (OSError, ValueError):
+            return False
+        finally:
+            s.close()
+
     def start_stop_100(self) -> tuple[float, float, float, float]:
         tasks = "".join(f'[tasks.t{i:03d}]\ncommand = "sleep 3600"\n' for i in range(N))
         proj = self.project("hundred", tasks)
         assert self.proc is not None
+        # The daemon's own start is the cold-start figure: the start of 100 begins once it is
+        # READY (else it includes the end of the daemon's boot, which it waits for).
+        assert wait(self.ready, 20), "taskmuxd did not become ready"
         c0, t0 = cpu_ms(self.proc.pid), time.perf_counter()
         out = self.cli("start", cwd=proj)
         start = time.perf_counter() - t0
@@ -174,6 +200,12 @@ class Taskmux:
         self.cli("stop", cwd=proj)
         stop = time.perf_counter() - t0
         self.cpu_stop = cpu_ms(self.proc.pid) - c0
+        c0, t0 = cpu_ms(self.proc.pid), time.perf_counter()  # again: the runners are warm
+        out = self.cli("start", cwd=proj)
+        self.again = time.perf_counter() - t0
+        self.cpu_again = cpu_ms(self.proc.pid) - c0
+        assert sum(r["action"] == "started" for r in out["results"]) == N, out  # type: ignore
+        self.cli("stop", cwd=proj)
         return start, stop, daemon_rss, pss
 
     def task_pss(self, proj: str) -> float:
@@ -238,7 +270,7 @@ class Supervisord:
         self.conf = os.path.join(self.work, "sv.conf")
         self.sock = os.path.join(self.work, "sv.sock")
         self.proc: subprocess.Popen[bytes] | None = None
-        self.cpu = self.cpu_start = self.cpu_stop = 0.0
+        self.cpu = self.cpu_start = self.cpu_stop = self.again = self.cpu_again = 0.0
 
     def configure(self, programs: str) -> None:
         with open(self.conf, "w") as fh:
@@ -299,6 +331,11 @@ class Supervisord:
         self.ctl("stop", "all")
         stop = time.perf_counter() - t0
         self.cpu_stop = cpu_ms(self.proc.pid) - c0
+        c0, t0 = cpu_ms(self.proc.pid), time.perf_counter()
+        self.ctl("start", "all")
+        self.again = time.perf_counter() - t0
+        self.cpu_again = cpu_ms(self.proc.pid) - c0
+        self.ctl("stop", "all")
         return start, stop, rss, pss
 
     def crash(self, samples: int) -> list[float]:
@@ -432,6 +469,8 @@ def main() -> None:
                 fig.put("taskmux", f"stop {N} tasks until all gone (ms)", stop * 1000)
                 fig.put("taskmux", f"  daemon CPU, start {N} (ms)", t.cpu_start)
                 fig.put("taskmux", f"  daemon CPU, stop {N} (ms)", t.cpu_stop)
+                fig.put("taskmux", f"start {N} again after the stop (ms)", t.again * 1000)
+                fig.put("taskmux", f"  daemon CPU, start {N} again (ms)", t.cpu_again)
                 fig.put("taskmux", f"daemon RSS with {N} tasks (MB)", rss)
                 fig.put("taskmux", "per-task PSS, runner + program (MB)", pss)
             if "crash" in only:
@@ -466,6 +505,10 @@ def main() -> None:
                                 stop * 1000)
                         fig.put("supervisord", f"  daemon CPU, start {N} (ms)", sv.cpu_start)
                         fig.put("supervisord", f"  daemon CPU, stop {N} (ms)", sv.cpu_stop)
+                        fig.put("supervisord", f"start {N} again after the stop (ms)",
+                                sv.again * 1000)
+                        fig.put("supervisord", f"  daemon CPU, start {N} again (ms)",
+                                sv.cpu_again)
                         fig.put("supervisord", f"daemon RSS with {N} tasks (MB)", rss)
                         fig.put("supervisord", "per-task PSS, runner + program (MB)", pss)
                     if "crash" in only:
