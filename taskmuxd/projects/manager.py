@@ -93,6 +93,7 @@ class Projects:
         self._restore_check: asyncio.TimerHandle | None = None
         self._tmux_check: asyncio.TimerHandle | None = None
         self.watcher = ConfigWatcher(self._config_touched)
+        self._remembered: dict[str, str] = {}  # project -> the last_config text written
         self._published: dict[str, list[Backend]] = {}
         self.services = Services(
             paths=self.paths, tmux=self.tmux, events=self.events,
@@ -189,7 +190,12 @@ class Projects:
             return None
 
     def remember_config(self, project: Project) -> None:
+        """Keep the project's last good taskmux.toml (written, with fsyncs on the loop, only
+        when it differs from what this daemon last kept: every start asks)."""
+        if self._remembered.get(project.name) == project.loaded.text:
+            return
         atomic_write(project.files.last_config, project.loaded.text)
+        self._remembered[project.name] = project.loaded.text
 
     def config_fixed(self, name: str, path: str) -> None:
         """``name``'s taskmux.toml reads cleanly again: forget the problem and, if there was

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -36,7 +37,10 @@ log = logging.getLogger("taskmuxd.ownership")
 SNAPSHOT_TTL = 0.5  # seconds a process-tree snapshot serves status calls
 
 
+@functools.lru_cache(maxsize=16)
 def home_id(home: str) -> str:
+    """The state directory's id in markers (once per daemon: ``realpath`` is a system call
+    per component, and every launch asks)."""
     return hashlib.sha256(os.path.realpath(home).encode()).hexdigest()[:12]
 
 

@@ -600,7 +600,7 @@ class Project:
 
     async def start(self, names: list[str] | None, env: dict[str, str] | None
                     ) -> list[dict[str, Any]]:
-        if env:
+        if env and env != self.base_env:  # a fsync on the loop: only when it changed
             self.base_env = env
             st.save_env(self.files, env)
         if not names and not self.loaded.project.auto_start:
