@@ -76,6 +76,7 @@ def one_round(work: str, tree: str, warm: bool) -> dict[str, float]:
     try:
         t.cold_start()
         assert t.proc is not None
+        assert wait(t.ready, 20), "taskmuxd did not become ready"  # its boot is not the start
         daemon = t.proc.pid
         body = "".join(f'[tasks.t{i:03d}]\ncommand = "sleep 3600"\n' for i in range(N))
         proj = t.project(f"hundred{abs(hash(tree)) % 1000}", body)
