@@ -95,6 +95,7 @@ class Projects:
         self.watcher = ConfigWatcher(self._config_touched)
         self._remembered: dict[str, str] = {}  # project -> the last_config text written
         self._published: dict[str, list[Backend]] = {}
+        self._web: dict[str, tuple[cfgmod.LoadedConfig, list[tuple[str, str]]]] = {}
         self.services = Services(
             paths=self.paths, tmux=self.tmux, events=self.events,
             dependency_timeout=lambda: float(settings().dependency_timeout),
@@ -501,16 +502,29 @@ class Projects:
 
     def _publish_routes(self, project: Project) -> None:
         """Tell the proxy and DNS which task answers which name (only when that changed)."""
-        web = [(t.name, host, t) for t in project.tasks.values() if (host := t.config.host)]
+        web = self._web_tasks(project)
         if not web and project.name not in self._published:
             return  # no web tasks: nothing to route, no certificate to mint (every change)
+        tasks = project.tasks
         backends = [Backend(project.name, name, host, t.record.port, t.state.value, t.ready)
-                    for name, host, t in sorted(web, key=lambda w: w[0])]
+                    for name, host in web if (t := tasks.get(name)) is not None]
         if self._published.get(project.name) != backends:
             self._published[project.name] = backends
             self.routes.set_project(project.name, backends)
 
+    def _web_tasks(self, project: Project) -> list[tuple[str, str]]:
+        """(task, host) of the project's tasks with a host, by name: looked up once per
+        configuration (every change of every task asks, a start of 100 tasks hundreds of
+        times)."""
+        cached = self._web.get(project.name)
+        if cached is not None and cached[0] is project.loaded:
+            return cached[1]
+        web = sorted((name, t.config.host) for name, t in project.tasks.items() if t.config.host)
+        self._web[project.name] = (project.loaded, web)
+        return web
+
     def forget_routes(self, name: str) -> None:
+        self._web.pop(name, None)
         self._published.pop(name, None)
         self.routes.remove_project(name)
 
