@@ -6,7 +6,14 @@ given; ``.`` names this one), starts 100 ``sleep`` tasks, stops them, and ends t
 that a before and an after share the machine's load. Per checkout, medians over the rounds:
 the wall time of ``taskmux start`` and ``taskmux stop``, the daemon's CPU (user + system)
 in each, and the CPU of the private tmux server with its children (every runner and task,
-the reaped ones included), which in the stop is the runners' exit path.
+the reaped ones included), which in the stop is the runners' exit path. The start begins
+once the daemon is READY (its own boot is the cold-start figure of ``bench/peers.py``).
+
+``--warm`` (for checkouts with warm runners, ``warm_runner_seconds``): the stopped tasks'
+runners stay in their windows, and a second start after the stop is measured too (its wall
+time, the daemon's CPU, and the CPU of tmux, the runners and the tasks in it). Without it,
+a checkout that has warm runners runs with ``warm_runner_seconds = 0``, so that the stop's
+figures include every runner's exit, as before.
 """
 
 from __future__ import annotations
