@@ -234,3 +234,43 @@ def test_warm_orders_are_bounded_and_a_fresh_runner_is_asked_for_when_needed() -
     assert not runwarm.same_runner(_spec(), _spec(cgroup="/sys/fs/cgroup/x"))
     assert not runwarm.same_runner(_spec(), _spec(socket="/elsewhere"))
     assert not runwarm.same_runner(_spec(), _spec(relaunch_socket=None))
+
+
+def test_a_lost_order_to_a_warm_runner_costs_time_never_a_second_copy(
+        env: dict[str, str], home: str, tmp_path: str, tmux_socket: str) -> None:
+    # The order is taken at the runner's socket but never answered (tmux continues a pane's
+    # stopped process at once, so a frozen runner cannot stand in for this): the daemon ends
+    # what the order may have started (the task's marked processes, the warm runner among
+    # them) and launches through tmux; the task runs once, in one runner.
+    proj, runs = _project(str(tmp_path), "lost")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
+    _stopped_warm(env, proj, tmux_socket)
+    path = os.path.join(home, "projects", "lost", "run", "app.relaunch")
+    os.unlink(path)
+    held = threading.Event()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(path)
+        srv.listen(1)
+        srv.settimeout(20)
+
+        def hold() -> None:
+            conn, _ = srv.accept()
+            with conn:
+                held.wait(20)  # never answers
+
+        t = threading.Thread(target=hold)
+        t.start()
+        try:
+            code, out = run_json(["start"], env, cwd=proj)
+        finally:
+            held.set()
+            t.join(20)
+    assert code == 0, out
+    wait_state(env, proj, "app", "running")
+    got = wait_until(lambda: len(_runs(runs)) == 2 and _runs(runs), 20, "the second run")
+    assert got[1][0] != runner
+    wait_until(lambda: pid_gone(runner), 20, "the warm runner to be ended")
+    assert _runners_of(home, "lost") == [got[1][0]]
+    assert len(_runs(runs)) == 2
