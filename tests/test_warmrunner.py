@@ -136,6 +136,19 @@ def test_unregistering_the_project_ends_its_warm_runners(
     assert _runners_of(home, "gone") == []
 
 
+def test_kill_of_a_stopped_task_ends_its_warm_runner(env: dict[str, str], home: str,
+                                                     tmp_path: str, tmux_socket: str) -> None:
+    proj, runs = _project(str(tmp_path), "killed")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
+    _stopped_warm(env, proj, tmux_socket)
+    code, out = run_json(["kill", "app"], env, cwd=proj)
+    assert code == 0, out
+    wait_until(lambda: pid_gone(runner), 10, "the warm runner to end")
+    assert _runners_of(home, "killed") == []
+
+
 def test_a_config_change_ends_the_warm_runner(env: dict[str, str], tmp_path: str,
                                               tmux_socket: str) -> None:
     proj, runs = _project(str(tmp_path), "changed")
