@@ -21,6 +21,10 @@ from typing import Any
 import hpack
 from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, OversizedHeaderListError
 from hpack.huffman_table import decode_huffman
+from hpack.table import HeaderTable
+
+_STATIC: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
+_STATIC_LENGTH = len(_STATIC)
 
 _MAX_INTEGER_OCTETS = 5  # (as hpack: a prefix and four more octets)
 
@@ -69,7 +73,8 @@ class LeanDecoder(hpack.Decoder):
         if not isinstance(data, bytes):
             data = bytes(data)
         table = self.header_table
-        get = table.get_by_index
+        get = table.get_by_index  # (for what the two tables do not hold: it raises)
+        dynamic = table.dynamic_entries
         limit = self.max_header_list_size
         headers: list[tuple[bytes, bytes]] = []
         size = 0
@@ -82,8 +87,20 @@ class LeanDecoder(hpack.Decoder):
                 index = first & 0x7F
                 if index == 0x7F:
                     index, pos = _integer(data, pos, index)
-                name, value = get(index)
-            elif first & 0x40 or not first & 0x20:  # a literal, added to the table or not
+                # (The table's own look-up, inline: most of a request's fields are these.)
+                if 0 < index <= _STATIC_LENGTH:
+                    field = _STATIC[index - 1]
+                elif _STATIC_LENGTH < index <= _STATIC_LENGTH + len(dynamic):
+                    field = dynamic[index - _STATIC_LENGTH - 1]
+                else:
+                    field = get(index)
+                headers.append(field)
+                size += len(field[0]) + len(field[1]) + 32
+                if size > limit:
+                    raise OversizedHeaderListError(
+                        f"A header list larger than {limit} has been received")
+                continue
+            if first & 0x40 or not first & 0x20:  # a literal, added to the table or not
                 if first & 0x40:
                     index, full = first & 0x3F, 0x3F
                 else:

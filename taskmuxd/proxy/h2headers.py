@@ -246,19 +246,35 @@ def _authority(pseudo: bytes | None, hosts: list[bytes]) -> bytes:
 
 
 def response(status: int, fields: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The task's HTTP/1.1 response head as an HTTP/2 header list: names lowered, the
-    fields of its connection (and those its Connection header names) left out; several
-    Set-Cookie stay several fields."""
+    """An HTTP/1.1 response head as an HTTP/2 header list: names lowered, the fields of its
+    connection (and those its Connection header names) left out; several Set-Cookie stay
+    several fields."""
     listed: list[tuple[bytes, bytes]] = []
-    named: set[bytes] = set()
+    named: list[bytes] = []
     for name, value in fields:
         lowered = name.lower()
         if lowered == b"connection":
-            named.update(v.strip().lower() for v in value.split(b","))
+            named.extend(v.strip().lower() for v in value.split(b","))
         listed.append((lowered, value))
-    out = [(b":status", str(status).encode())]
-    out.extend((n, v) for n, v in listed if n not in _HOP_BY_HOP and n not in named)
-    return out
+    return from_task(status, listed, named)
+
+
+def from_task(status: int, fields: list[tuple[bytes, bytes]], named: list[bytes]
+              ) -> list[tuple[bytes, bytes]]:
+    """``response`` for a head as ``h1client`` reads it: names in lower case already, and
+    ``named`` what its Connection fields name."""
+    drop = _HOP_BY_HOP
+    for name in named:
+        if name not in drop:
+            drop = drop.union(named)
+            break
+    code = _STATUS.get(status)
+    if code is None:
+        code = str(status).encode()
+    return [(b":status", code), *[f for f in fields if f[0] not in drop]]
+
+
+_STATUS = {n: str(n).encode() for n in range(100, 600)}
 
 
 def page(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
