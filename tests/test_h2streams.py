@@ -1,5 +1,6 @@
 """The proxy's count of open HTTP/2 streams (``h2side.Connection``) against h2's own, on a
-connection with streams in every state a server sees."""
+connection with streams in every state a server sees; the limit on streams held with the
+count made only near it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import copy
 
 import h2.config
 import h2.connection
+import h2.exceptions
+import h2.settings
+import pytest
 from h2.errors import ErrorCodes
 
 from taskmuxd.proxy.h2side import Connection
@@ -37,4 +41,36 @@ def test_open_streams_are_counted_and_closed_ones_dropped_as_h2_does() -> None:
         assert server._open_streams(remainder) == expected
         assert server.streams.keys() == theirs.streams.keys()
         assert server._closed_streams == theirs._closed_streams
-    assert server.open_inbound_streams == 9 and len(server._closed_streams) == 3
+    assert server._open_streams(1) == 9 and len(server._closed_streams) == 3
+    # Below the limit the known streams stand for the open ones (an upper bound).
+    assert server.open_inbound_streams == len(server.streams) == 9
+
+
+def test_the_stream_limit_holds_with_closed_streams_dropped_when_it_is_near() -> None:
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = Connection(h2.config.H2Configuration(
+        client_side=False, header_encoding=None, validate_inbound_headers=False,
+        normalize_inbound_headers=False, validate_outbound_headers=False,
+        normalize_outbound_headers=False))
+    server.local_settings = h2.settings.Settings(client=False, initial_values={
+        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 4})
+    client.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())  # (the client never hears of the limit)
+    request = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.localhost"),
+               (b":path", b"/")]
+
+    def open_one() -> int:
+        sid = client.get_next_available_stream_id()
+        client.send_headers(sid, request, end_stream=True)
+        server.receive_data(client.data_to_send())
+        return sid
+
+    sids = [open_one() for _ in range(4)]
+    for sid in sids[:2]:  # two answered: closed, but still known
+        server.send_headers(sid, [(b":status", b"204")], end_stream=True)
+    assert len(server.streams) == 4
+    sids += [open_one(), open_one()]  # fit: the count dropped the closed two
+    assert len(server.streams) == 4 and server._open_streams(1) == 4
+    with pytest.raises(h2.exceptions.TooManyStreamsError):
+        open_one()  # a fifth open one

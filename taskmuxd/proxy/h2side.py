@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import h2.config
 import h2.connection
@@ -34,9 +34,12 @@ import h2.events
 import h2.exceptions
 import h2.frame_buffer
 import h2.settings
+import h2.stream
 import hyperframe.frame
+from h2.connection import AllowedStreamIDs
 from h2.errors import ErrorCodes
-from h2.stream import StreamState
+from h2.stream import H2Stream, StreamState
+from h2.utilities import HeaderValidationFlags
 from hyperframe.frame import Frame
 
 from taskmuxd.proxy.forward import LINGER
@@ -95,6 +98,19 @@ class _Frames(h2.frame_buffer.FrameBuffer):
         return frame
 
 
+_NO_CHECKS = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False,
+                                   is_push_promise=False)
+
+
+class _Stream(h2.stream.H2Stream):
+    """h2's stream, without the flags it builds for every header block to steer header
+    validation and normalization, which ``H2Side`` switches off (both ways) in its
+    configuration: nothing reads them then."""
+
+    def _build_hdr_validation_flags(self, events: Any) -> HeaderValidationFlags:
+        return _NO_CHECKS
+
+
 class Connection(h2.connection.H2Connection):
     """h2's connection, made cheaper where a page of hundreds of small requests spends:
 
@@ -104,15 +120,26 @@ class Connection(h2.connection.H2Connection):
       ``streams``, as h2 does) once as many streams are known as the limit allows: the
       same answer to the question h2 asks (whether one more stream fits), made once per
       hundred streams rather than once per stream;
-    - frames are parsed by ``_Frames`` (the same parser, without the formatting)."""
+    - frames are parsed by ``_Frames`` (the same parser, without the formatting);
+    - streams are ``_Stream``s when header validation is off."""
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config)
         self.incoming_buffer = _Frames(server=not config.client_side)
+        self._unchecked = not (config.validate_inbound_headers
+                               or config.normalize_inbound_headers
+                               or config.validate_outbound_headers
+                               or config.normalize_outbound_headers)
         table = self._frame_dispatch_table
         for cls, quiet in _QUIET.items():
             if cls in table:
                 table[quiet] = table[cls]
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        if self._unchecked:
+            stream.__class__ = _Stream
+        return stream
 
     @property
     def open_inbound_streams(self) -> int:
