@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import h2.config
@@ -38,8 +40,9 @@ import h2.stream
 import hyperframe.frame
 from h2.connection import AllowedStreamIDs
 from h2.errors import ErrorCodes
-from h2.stream import H2Stream, StreamState
+from h2.stream import H2Stream, StreamInputs, StreamState
 from h2.utilities import HeaderValidationFlags
+from hpack import Encoder
 from hyperframe.frame import Frame
 
 from taskmuxd.proxy.forward import LINGER
@@ -102,13 +105,79 @@ _NO_CHECKS = HeaderValidationFlags(is_client=False, is_trailer=False, is_respons
                                    is_push_promise=False)
 
 
+_FRAME_HEAD = struct.Struct(">HBBBL")  # length (24 bits, as 16 + 8), type, flags, stream
+_DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
+_END_STREAM, _END_HEADERS = 0x1, 0x4
+
+
+class _Ready:
+    """A frame already serialized: all that h2's sending path asks of the frames a stream
+    hands it (``serialize`` and ``body_len``)."""
+
+    __slots__ = ("body_len", "data")
+
+    def __init__(self, kind: int, flags: int, stream_id: int, body: bytes) -> None:
+        size = self.body_len = len(body)
+        self.data = _FRAME_HEAD.pack(size >> 8, size & 0xFF, kind, flags, stream_id) + body
+
+    def serialize(self) -> bytes:
+        return self.data
+
+
 class _Stream(h2.stream.H2Stream):
-    """h2's stream, without the flags it builds for every header block to steer header
-    validation and normalization, which ``H2Side`` switches off (both ways) in its
-    configuration: nothing reads them then."""
+    """h2's stream, leaner where a proxy's server streams spend, when ``H2Side`` has header
+    validation and normalization switched off (both ways):
+
+    - no flags are built for every header block to steer them (nothing reads them then);
+    - a response's HEADERS (and CONTINUATION) frames and its DATA frames are written as
+      bytes at once, through the same state transitions, flow-control accounting and
+      header encoder as h2's, rather than as frame objects serialized later. What is not
+      a server's response head of byte fields, or DATA with padding, goes to h2's own."""
 
     def _build_hdr_validation_flags(self, events: Any) -> HeaderValidationFlags:
         return _NO_CHECKS
+
+    def send_headers(self, headers: Iterable[Any], encoder: Encoder,
+                     end_stream: bool = False) -> list[Any]:
+        if self.state_machine.client or not isinstance(headers, list) or not headers \
+                or headers[0][0] != b":status" or not isinstance(headers[0][1], bytes):
+            return super().send_headers(headers, encoder, end_stream)
+        interim = headers[0][1][:1] == b"1"
+        if interim and end_stream:
+            raise h2.exceptions.ProtocolError(
+                "Cannot set END_STREAM on informational responses.")
+        self.state_machine.process_input(
+            StreamInputs.SEND_INFORMATIONAL_HEADERS if interim else StreamInputs.SEND_HEADERS)
+        block = encoder.encode(headers)
+        flags = 0
+        if end_stream:
+            self.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+            flags = _END_STREAM
+        if self.state_machine.trailers_sent and not end_stream:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
+        self.request_method = None  # (as h2 leaves it: a response has no :method)
+        most = self.max_outbound_frame_size or 16384  # (h2 always sets it)
+        if len(block) <= most:
+            return [_Ready(_HEADERS, flags | _END_HEADERS, self.stream_id, block)]
+        pieces = [block[i:i + most] for i in range(0, len(block), most)]
+        frames = [_Ready(_HEADERS, flags, self.stream_id, pieces[0])]
+        frames += [_Ready(_CONTINUATION, 0, self.stream_id, p) for p in pieces[1:-1]]
+        frames.append(_Ready(_CONTINUATION, _END_HEADERS, self.stream_id, pieces[-1]))
+        return frames
+
+    def send_data(self, data: bytes | memoryview, end_stream: bool = False,
+                  pad_length: int | None = None) -> list[Any]:
+        if pad_length is not None:
+            return super().send_data(data, end_stream, pad_length)
+        self.state_machine.process_input(StreamInputs.SEND_DATA)
+        if isinstance(data, memoryview):
+            data = data.tobytes()
+        flags = 0
+        if end_stream:
+            self.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+            flags = _END_STREAM
+        self.outbound_flow_control_window -= len(data)
+        return [_Ready(_DATA, flags, self.stream_id, data)]
 
 
 class Connection(h2.connection.H2Connection):
