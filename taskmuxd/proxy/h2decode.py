@@ -10,7 +10,9 @@ faults (a bad index, a truncated block, an integer over five octets, a table siz
 after a field or above the allowed size, a header list over ``max_header_list_size``).
 Fields come out as plain ``(name, value)`` byte tuples, which is all h2 and the proxy need
 (the "never indexed" mark only matters to whoever encodes the field again; the proxy sends it
-on in HTTP/1.1). tests/test_h2decode.py holds it to hpack's decoder.
+on in HTTP/1.1). Huffman-coded strings it has decoded are remembered (bounded), since a
+browser sends the same ones on every load of a page. tests/test_h2decode.py holds it to
+hpack's decoder.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ _STATIC: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
 _STATIC_LENGTH = len(_STATIC)
 
 _MAX_INTEGER_OCTETS = 5  # (as hpack: a prefix and four more octets)
+# Huffman-coded strings already decoded, and what they decoded to. A browser sends the same
+# literals again on every load of a page (each module's path, its Referer), each time on a
+# new connection whose table is empty, and decoding a string a bit at a time in Python cost
+# more than the rest of a request's header block. (Bounded: strings of up to
+# _MAX_REMEMBERED_LENGTH bytes, _MAX_REMEMBERED of them, then it starts over.)
+_HUFFMAN_SEEN: dict[bytes, bytes] = {}
+_MAX_REMEMBERED = 4096
+_MAX_REMEMBERED_LENGTH = 512
 
 
 def _integer(data: bytes, pos: int, value: int) -> tuple[int, int]:
@@ -62,7 +72,14 @@ def _string(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
         raise HPACKDecodingError("Truncated header block")
     text = data[pos:stop]
     if first & 0x80:
-        text = decode_huffman(text)
+        plain = _HUFFMAN_SEEN.get(text)
+        if plain is None:
+            plain = decode_huffman(text)
+            if length <= _MAX_REMEMBERED_LENGTH:
+                if len(_HUFFMAN_SEEN) >= _MAX_REMEMBERED:
+                    _HUFFMAN_SEEN.clear()
+                _HUFFMAN_SEEN[text] = plain
+        text = plain
     return text, stop
 
 

@@ -184,6 +184,7 @@ class BackendConn(asyncio.Protocol):
 class BackendPool:
     def __init__(self, proxy: BackendOpener) -> None:
         self.proxy = proxy
+        self.loop = asyncio.get_running_loop()  # (made by the first HTTP/2 client, in it)
         self.idle: dict[int, list[BackendConn]] = {}
         # Streams waiting for a connection to a port, first come first served.
         self.waiting: dict[int, deque[Waiter]] = {}
@@ -202,7 +203,7 @@ class BackendPool:
         the rest are still being read (on a busy machine each wake-up cost the proxy the
         processor for a while)."""
         if not self._unsent:
-            asyncio.get_running_loop().call_soon(self._send_all)
+            self.loop.call_soon(self._send_all)
         self._unsent.append(conn)
 
     def _send_all(self) -> None:
@@ -263,7 +264,7 @@ class BackendPool:
         wanted = len(queue) - self.opens.get(port, 0)
         if not beyond_cap:
             wanted = min(wanted, MAX_PER_PORT - self.busy.get(port, 0))
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         for _ in range(wanted):
             self.busy[port] = self.busy.get(port, 0) + 1
             self.opens[port] = self.opens.get(port, 0) + 1
@@ -276,7 +277,7 @@ class BackendPool:
         """Check for a stall later while more streams wait than connections are opening."""
         queue = self.waiting.get(port)
         if queue and len(queue) > self.opens.get(port, 0) and port not in self._stall_timers:
-            loop = asyncio.get_running_loop()
+            loop = self.loop
             self.progress.setdefault(port, loop.time())
             self._stall_timers[port] = loop.call_later(STALL_SECONDS, self._check_stall, port)
 
@@ -285,7 +286,7 @@ class BackendPool:
         queue = self.waiting.get(port)
         if not queue:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         since = loop.time() - self.progress.get(port, 0.0)
         if since >= STALL_SECONDS:
             self._pump(port, beyond_cap=True)
@@ -359,7 +360,7 @@ class BackendPool:
                 del self.waiting[port]
                 self._disarm(port)
             if waiter.take(conn):
-                self.progress[port] = asyncio.get_running_loop().time()
+                self.progress[port] = self.loop.time()
                 return True
             queue = self.waiting.get(port)
         return False
@@ -403,7 +404,7 @@ class BackendPool:
         conn.pooled = True
         conn.reading(True)  # so that a close by the task is seen at once
         idle.append(conn)
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         conn.idle_since = loop.time()
         if self._sweeper is None:
             self._sweeper = loop.call_later(IDLE_SECONDS / 2, self._sweep)
@@ -412,7 +413,7 @@ class BackendPool:
         """Close connections idle for more than ``IDLE_SECONDS`` (one timer for the pool, not
         one for each connection put back)."""
         self._sweeper = None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         before = loop.time() - IDLE_SECONDS
         for idle in list(self.idle.values()):
             for conn in [c for c in idle if c.idle_since <= before]:
