@@ -42,6 +42,12 @@ def test_open_streams_are_counted_and_closed_ones_dropped_as_h2_does() -> None:
         assert server._open_streams(remainder) == expected
         assert server.streams.keys() == theirs.streams.keys()
         assert server._closed_streams == theirs._closed_streams
+    mine = copy.deepcopy(server)
+    for sid in sent:  # (what H2Side does as each stream's exchange ends)
+        mine.forget_closed(sid)
+    h2.connection.H2Connection._open_streams(theirs, 1)
+    assert mine.streams.keys() == theirs.streams.keys()
+    assert mine._closed_streams == theirs._closed_streams
     assert server._open_streams(1) == 9 and len(server._closed_streams) == 3
     # Below the limit the known streams stand for the open ones (an upper bound).
     assert server.open_inbound_streams == len(server.streams) == 9

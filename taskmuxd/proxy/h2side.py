@@ -220,6 +220,15 @@ class Connection(h2.connection.H2Connection):
             return known
         return self._open_streams(1)
 
+    def forget_closed(self, stream_id: int) -> None:
+        """Drop ``stream_id`` from ``streams`` now if it is closed, as h2 drops closed
+        streams when it counts: the streams known then stay close to the open ones, and
+        a new stream seldom needs the count made at all."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.state_machine.state is _CLOSED:
+            del self.streams[stream_id]
+            self._closed_streams[stream_id] = stream.closed_by
+
     def _open_streams(self, remainder: int) -> int:
         count = 0
         closed = []
@@ -433,6 +442,7 @@ class H2Side(asyncio.Protocol):
             self.give_slot()
         if self.exchanges.get(exchange.stream_id) is exchange:
             del self.exchanges[exchange.stream_id]
+        self.conn.forget_closed(exchange.stream_id)
         if not self.exchanges:
             self.idle_since = time.monotonic()
 
