@@ -27,6 +27,10 @@ from hpack.table import HeaderTable
 
 _STATIC: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
 _STATIC_LENGTH = len(_STATIC)
+# By first byte: the static table's field that byte indexes on its own (0x81 to 0xBD), else
+# None.
+_ONE_BYTE_STATIC: tuple[tuple[bytes, bytes] | None, ...] = tuple(
+    _STATIC[b - 0x81] if 0x81 <= b < 0x81 + _STATIC_LENGTH else None for b in range(256))
 
 _MAX_INTEGER_OCTETS = 5  # (as hpack: a prefix and four more octets)
 # Huffman-coded strings already decoded, and what they decoded to. A browser sends the same
@@ -100,6 +104,22 @@ class LeanDecoder(hpack.Decoder):
         while pos < end:
             first = data[pos]
             pos += 1
+            field = _ONE_BYTE_STATIC[first]
+            if field is not None:  # (most of a browser's fields are these, or the next)
+                headers.append(field)
+                size += len(field[0]) + len(field[1]) + 32
+                if size > limit:
+                    raise OversizedHeaderListError(
+                        f"A header list larger than {limit} has been received")
+                continue
+            if 0xBE <= first < 0xFF and first - 0xBE < len(dynamic):  # one byte, dynamic
+                field = dynamic[first - 0xBE]
+                headers.append(field)
+                size += len(field[0]) + len(field[1]) + 32
+                if size > limit:
+                    raise OversizedHeaderListError(
+                        f"A header list larger than {limit} has been received")
+                continue
             if first & 0x80:  # an indexed field
                 index = first & 0x7F
                 if index == 0x7F:
