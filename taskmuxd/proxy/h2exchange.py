@@ -244,7 +244,7 @@ class Exchange:
                 self.out.append(event)
                 continue
             kind = event.kind
-            if kind == HEAD:  # (the last head of the read: ``named`` is its)
+            if kind == HEAD:  # (``named`` is of the last head read: this one)
                 self._send_headers(h2headers.from_task(event.status, event.fields,
                                                        self.up.reader.named), end=False)
             elif kind == ENDED:

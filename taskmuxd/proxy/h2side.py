@@ -70,7 +70,6 @@ RESET_WINDOW = 10.0
 MAX_UNSENT = 4 * HIGH_WATER
 
 
-_REQUEST = h2.events.RequestReceived
 _OPEN, _REMOTE_DONE, _LOCAL_DONE, _CLOSED = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE,
                                              StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED)
 
@@ -356,8 +355,7 @@ class H2Side(asyncio.Protocol):
 
     def _event(self, event: h2.events.Event) -> None:
         exchange: Exchange | None
-        if type(event) is _REQUEST:  # (the most frequent first, without isinstance)
-            assert isinstance(event, h2.events.RequestReceived)
+        if isinstance(event, h2.events.RequestReceived):
             assert event.stream_id is not None and event.headers is not None
             self.proxy.requests += 1
             self.idle_since = None
