@@ -12,7 +12,8 @@ def test_fields_decode_to_what_was_encoded() -> None:
     fields = [(b":status", b"200"), (b":status", b"418"), (b"content-type", b"text/javascript"),
               (b"cache-control", b"no-cache"), (b"etag", b'W/"7b-1"'),
               (b"x-a-very-long-custom-field-name" * 8, b"v" * 300), (b"set-cookie", b"a=1"),
-              (b"set-cookie", b"b=2"), (b"content-length", b"0")]
+              (b"set-cookie", b"b=2"), (b"content-length", b"0"), (b"location", b"/x" * 100),
+              (b"date", b"Mon, 30 Nov 2026 13:11:41 GMT")]
     for _ in range(3):  # (the second and third time from what it remembered)
         assert decoder.decode(encoder.encode(fields), raw=True) == fields
     assert len(decoder.header_table.dynamic_entries) == 0  # nothing was indexed

@@ -9,6 +9,7 @@ import pytest
 from h2.utilities import HeaderValidationFlags, validate_headers
 
 from taskmuxd.proxy import h2headers, pages
+from taskmuxd.proxy.h1client import Part, ResponseReader
 from taskmuxd.proxy.http1 import BadMessage
 
 BASE = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"web.p.localhost:8443"),
@@ -79,6 +80,23 @@ def test_a_response_drops_its_connection_fields_and_keeps_each_cookie() -> None:
         (b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2")])
     assert out == [(b":status", b"200"), (b"content-type", b"text/plain"),
                    (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+
+
+def test_a_head_as_the_task_connection_reads_it_drops_the_same_fields() -> None:
+    reader = ResponseReader()
+    reader.expect(b"GET")
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive, X-Hop\r\n"
+            b"Keep-Alive: timeout=5\r\nX-Hop: 1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+            b"Content-Length: 0\r\n\r\n")
+    part = reader.feed(head)[0]
+    assert isinstance(part, Part)
+    out = h2headers.from_task(part.status, part.fields, reader.named)
+    assert out == h2headers.response(200, [
+        (b"Content-Type", b"text/plain"), (b"Connection", b"keep-alive, X-Hop"),
+        (b"Keep-Alive", b"timeout=5"), (b"X-Hop", b"1"), (b"Set-Cookie", b"a=1"),
+        (b"Set-Cookie", b"b=2"), (b"Content-Length", b"0")])
+    assert out == [(b":status", b"200"), (b"content-type", b"text/plain"),
+                   (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"content-length", b"0")]
 
 
 def test_a_page_of_the_proxy_becomes_headers_and_body() -> None:

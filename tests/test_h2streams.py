@@ -1,5 +1,6 @@
 """The proxy's count of open HTTP/2 streams (``h2side.Connection``) against h2's own, on a
-connection with streams in every state a server sees."""
+connection with streams in every state a server sees; the limit on streams held with the
+count made only near it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import copy
 
 import h2.config
 import h2.connection
+import h2.exceptions
+import h2.settings
+import pytest
 from h2.errors import ErrorCodes
 
+from taskmuxd.proxy.h2encode import PlainEncoder
 from taskmuxd.proxy.h2side import Connection
 
 
@@ -37,4 +42,93 @@ def test_open_streams_are_counted_and_closed_ones_dropped_as_h2_does() -> None:
         assert server._open_streams(remainder) == expected
         assert server.streams.keys() == theirs.streams.keys()
         assert server._closed_streams == theirs._closed_streams
-    assert server.open_inbound_streams == 9 and len(server._closed_streams) == 3
+    mine = copy.deepcopy(server)
+    for sid in sent:  # (what H2Side does as each stream's exchange ends)
+        mine.forget_closed(sid)
+    h2.connection.H2Connection._open_streams(theirs, 1)
+    assert mine.streams.keys() == theirs.streams.keys()
+    assert mine._closed_streams == theirs._closed_streams
+    assert server._open_streams(1) == 9 and len(server._closed_streams) == 3
+    # Below the limit the known streams stand for the open ones (an upper bound).
+    assert server.open_inbound_streams == len(server.streams) == 9
+
+
+def test_the_stream_limit_holds_with_closed_streams_dropped_when_it_is_near() -> None:
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = Connection(h2.config.H2Configuration(
+        client_side=False, header_encoding=None, validate_inbound_headers=False,
+        normalize_inbound_headers=False, validate_outbound_headers=False,
+        normalize_outbound_headers=False))
+    server.local_settings = h2.settings.Settings(client=False, initial_values={
+        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 4})
+    client.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())  # (the client never hears of the limit)
+    request = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.localhost"),
+               (b":path", b"/")]
+
+    def open_one() -> int:
+        sid = client.get_next_available_stream_id()
+        client.send_headers(sid, request, end_stream=True)
+        server.receive_data(client.data_to_send())
+        return sid
+
+    sids = [open_one() for _ in range(4)]
+    for sid in sids[:2]:  # two answered: closed, but still known
+        server.send_headers(sid, [(b":status", b"204")], end_stream=True)
+    assert len(server.streams) == 4
+    sids += [open_one(), open_one()]  # fit: the count dropped the closed two
+    assert len(server.streams) == 4 and server._open_streams(1) == 4
+    with pytest.raises(h2.exceptions.TooManyStreamsError):
+        open_one()  # a fifth open one
+
+
+def _pair(cls: type[h2.connection.H2Connection]) -> tuple[h2.connection.H2Connection,
+                                                          h2.connection.H2Connection]:
+    """A client and a server of ``cls`` (validation off, as the proxy has it), connected."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = cls(h2.config.H2Configuration(
+        client_side=False, header_encoding=None, validate_inbound_headers=False,
+        normalize_inbound_headers=False, validate_outbound_headers=False,
+        normalize_outbound_headers=False))
+    server.encoder = PlainEncoder()
+    client.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    server.data_to_send()
+    return client, server
+
+
+def test_lean_response_frames_are_the_bytes_h2_writes() -> None:
+    """Heads (interim, final, ending the stream, larger than a frame) and DATA (as bytes or a
+    memoryview, ending the stream or not) from ``_Stream`` are byte for byte h2's."""
+    big = [(b":status", b"200"), *[(b"x-field-%d" % i, b"v" * 200) for i in range(120)]]
+    request = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.localhost"),
+               (b":path", b"/")]
+    wires: list[list[bytes]] = []
+    for cls in (h2.connection.H2Connection, Connection):
+        client, server = _pair(cls)
+        wire = []
+        for sid in (1, 3, 5, 7):
+            client.send_headers(sid, request, end_stream=True)
+            server.receive_data(client.data_to_send())
+        server.send_headers(1, [(b":status", b"103"), (b"link", b"</a.js>; rel=preload")])
+        server.send_headers(1, [(b":status", b"200"), (b"content-type", b"text/plain")])
+        server.send_data(1, b"hello ")
+        server.send_data(1, memoryview(b"world"), end_stream=True)
+        wire.append(server.data_to_send())
+        server.send_headers(3, [(b":status", b"204")], end_stream=True)
+        server.send_headers(5, big)  # (HEADERS and CONTINUATION frames)
+        server.send_data(5, b"", end_stream=True)
+        wire.append(server.data_to_send())
+        with pytest.raises(h2.exceptions.ProtocolError):
+            server.send_headers(7, [(b":status", b"100")], end_stream=True)
+        events = client.receive_data(b"".join(wire))
+        assert [type(e).__name__ for e in events].count("StreamEnded") == 3
+        wires.append(wire)
+        windows = (server.outbound_flow_control_window, server.local_flow_control_window(7))
+        wire.append(b"%d %d" % windows)
+    assert wires[0] == wires[1]
+    assert type(server.streams[5]).__name__ == "_Stream"  # (the lean one was used)

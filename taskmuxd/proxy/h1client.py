@@ -47,6 +47,7 @@ _TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _FIELD_LINES = re.compile(rb"(?:" + _TCHAR + rb"+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 # (Over lines already known to fit the grammar: the name and the value.)
 _FIELD = re.compile(rb"(" + _TCHAR + rb"+):([^\r]*)\r\n")
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
 # Reader states.
@@ -57,8 +58,8 @@ _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_CLOSE, _D
 class ResponseReader:
     """Reads the answers to the requests ``RequestWriter`` sends, one at a time."""
 
-    __slots__ = ("buf", "chunk_left", "close", "method", "remaining", "state", "trailer_size",
-                 "upgrade")
+    __slots__ = ("buf", "chunk_left", "close", "method", "named", "remaining", "state",
+                 "trailer_size", "upgrade")
 
     def __init__(self) -> None:
         self.buf = b""
@@ -69,6 +70,7 @@ class ResponseReader:
         self.chunk_left = 0
         self.trailer_size = 0
         self.close = False  # the connection ends with this answer
+        self.named: list[bytes] = []  # what the last head's Connection fields name (lowered)
 
     def expect(self, method: bytes, upgrade: bool = False) -> None:
         """A request went out (``upgrade``: asking to switch protocols): read its answer
@@ -211,7 +213,10 @@ class ResponseReader:
         chunked = False
         close = line.group(1) == b"0"  # (an HTTP/1.0 answer: the connection is not reused)
         repeated = False
+        named: list[bytes] = []
         for name, value in fields:
+            if name not in _FRAMING:
+                continue
             if name == b"content-length":
                 for each in value.split(b","):
                     digits = each.strip(b" \t")
@@ -227,9 +232,11 @@ class ResponseReader:
                 if chunked or value.lower() != b"chunked":
                     raise BadMessage(f"unsupported Transfer-Encoding {value[:40]!r}")
                 chunked = True
-            elif name == b"connection" \
-                    and b"close" in [v.strip(b" \t").lower() for v in value.split(b",")]:
-                close = True
+            else:  # Connection
+                tokens = [v.strip(b" \t") for v in value.lower().split(b",")]
+                close = close or b"close" in tokens
+                named.extend(tokens)
+        self.named = named
         if repeated:  # one Content-Length on, as one value
             at = next(i for i, (name, _) in enumerate(fields) if name == b"content-length")
             fields = [f for f in fields if f[0] != b"content-length"]

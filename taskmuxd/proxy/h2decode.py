@@ -10,7 +10,9 @@ faults (a bad index, a truncated block, an integer over five octets, a table siz
 after a field or above the allowed size, a header list over ``max_header_list_size``).
 Fields come out as plain ``(name, value)`` byte tuples, which is all h2 and the proxy need
 (the "never indexed" mark only matters to whoever encodes the field again; the proxy sends it
-on in HTTP/1.1). tests/test_h2decode.py holds it to hpack's decoder.
+on in HTTP/1.1). Huffman-coded strings it has decoded are remembered (bounded), since a
+browser sends the same ones on every load of a page. tests/test_h2decode.py holds it to
+hpack's decoder.
 """
 
 from __future__ import annotations
@@ -21,8 +23,24 @@ from typing import Any
 import hpack
 from hpack.exceptions import HPACKDecodingError, InvalidTableSizeError, OversizedHeaderListError
 from hpack.huffman_table import decode_huffman
+from hpack.table import HeaderTable
+
+_STATIC: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
+_STATIC_LENGTH = len(_STATIC)
+# By first byte: the static table's field that byte indexes on its own (0x81 to 0xBD), else
+# None.
+_ONE_BYTE_STATIC: tuple[tuple[bytes, bytes] | None, ...] = tuple(
+    _STATIC[b - 0x81] if 0x81 <= b < 0x81 + _STATIC_LENGTH else None for b in range(256))
 
 _MAX_INTEGER_OCTETS = 5  # (as hpack: a prefix and four more octets)
+# Huffman-coded strings already decoded, and what they decoded to. A browser sends the same
+# literals again on every load of a page (each module's path, its Referer), each time on a
+# new connection whose table is empty, and decoding a string a bit at a time in Python cost
+# more than the rest of a request's header block. (Bounded: strings of up to
+# _MAX_REMEMBERED_LENGTH bytes, _MAX_REMEMBERED of them, then it starts over.)
+_HUFFMAN_SEEN: dict[bytes, bytes] = {}
+_MAX_REMEMBERED = 4096
+_MAX_REMEMBERED_LENGTH = 512
 
 
 def _integer(data: bytes, pos: int, value: int) -> tuple[int, int]:
@@ -58,7 +76,14 @@ def _string(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
         raise HPACKDecodingError("Truncated header block")
     text = data[pos:stop]
     if first & 0x80:
-        text = decode_huffman(text)
+        plain = _HUFFMAN_SEEN.get(text)
+        if plain is None:
+            plain = decode_huffman(text)
+            if length <= _MAX_REMEMBERED_LENGTH:
+                if len(_HUFFMAN_SEEN) >= _MAX_REMEMBERED:
+                    _HUFFMAN_SEEN.clear()
+                _HUFFMAN_SEEN[text] = plain
+        text = plain
     return text, stop
 
 
@@ -69,7 +94,8 @@ class LeanDecoder(hpack.Decoder):
         if not isinstance(data, bytes):
             data = bytes(data)
         table = self.header_table
-        get = table.get_by_index
+        get = table.get_by_index  # (for what the two tables do not hold: it raises)
+        dynamic = table.dynamic_entries
         limit = self.max_header_list_size
         headers: list[tuple[bytes, bytes]] = []
         size = 0
@@ -78,12 +104,40 @@ class LeanDecoder(hpack.Decoder):
         while pos < end:
             first = data[pos]
             pos += 1
+            field = _ONE_BYTE_STATIC[first]
+            if field is not None:  # (most of a browser's fields are these, or the next)
+                headers.append(field)
+                size += len(field[0]) + len(field[1]) + 32
+                if size > limit:
+                    raise OversizedHeaderListError(
+                        f"A header list larger than {limit} has been received")
+                continue
+            if 0xBE <= first < 0xFF and first - 0xBE < len(dynamic):  # one byte, dynamic
+                field = dynamic[first - 0xBE]
+                headers.append(field)
+                size += len(field[0]) + len(field[1]) + 32
+                if size > limit:
+                    raise OversizedHeaderListError(
+                        f"A header list larger than {limit} has been received")
+                continue
             if first & 0x80:  # an indexed field
                 index = first & 0x7F
                 if index == 0x7F:
                     index, pos = _integer(data, pos, index)
-                name, value = get(index)
-            elif first & 0x40 or not first & 0x20:  # a literal, added to the table or not
+                # (The table's own look-up, inline: most of a request's fields are these.)
+                if 0 < index <= _STATIC_LENGTH:
+                    field = _STATIC[index - 1]
+                elif _STATIC_LENGTH < index <= _STATIC_LENGTH + len(dynamic):
+                    field = dynamic[index - _STATIC_LENGTH - 1]
+                else:
+                    field = get(index)
+                headers.append(field)
+                size += len(field[0]) + len(field[1]) + 32
+                if size > limit:
+                    raise OversizedHeaderListError(
+                        f"A header list larger than {limit} has been received")
+                continue
+            if first & 0x40 or not first & 0x20:  # a literal, added to the table or not
                 if first & 0x40:
                     index, full = first & 0x3F, 0x3F
                 else:

@@ -53,10 +53,26 @@ def field(name: bytes, value: bytes) -> bytes:
     return head + integer(len(value), 7, 0x00) + value
 
 
+# Fields whose values change from one response to the next: encoded each time from their
+# name's encoding (remembered), never remembered whole, so that they do not crowd out the
+# fields that repeat.
+_VARYING = frozenset({b"content-length", b"date", b"etag", b"last-modified", b"expires",
+                      b"age", b"set-cookie", b"location", b"content-range"})
+
+
+def _name_head(name: bytes) -> bytes:
+    """The start of a literal field "without indexing" named ``name``, up to its value."""
+    found = _STATIC.get(name)
+    if found is not None:
+        return integer(found[0], 4, 0x00)
+    return b"\x00" + integer(len(name), 7, 0x00) + name
+
+
 class PlainEncoder(hpack.Encoder):
     def __init__(self) -> None:
         super().__init__()
         self._known: dict[tuple[bytes, bytes], bytes] = {}
+        self._names: dict[bytes, bytes] = {}  # _name_head of each varying field's name
 
     def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
         block: list[bytes] = []
@@ -73,6 +89,14 @@ class PlainEncoder(hpack.Encoder):
             key = (name, value)
             encoded = known.get(key)
             if encoded is None:
+                if name in _VARYING:
+                    head = self._names.get(name)
+                    if head is None:
+                        head = self._names[name] = _name_head(name)
+                    size = len(value)
+                    block.append(head + (bytes((size,)) if size < 127
+                                         else integer(size, 7, 0x00)) + value)
+                    continue
                 encoded = field(name, value)
                 if len(known) >= MAX_REMEMBERED:
                     known.clear()

@@ -74,28 +74,29 @@ class Exchange:
             return
         side, routes = self.side, self.side.proxy.routes
         host = req.authority
-        if side.sni_project is not None and routes.project_of(host) != side.sni_project:
-            self._page(pages.bad_request(
-                421, f"this connection is for project {side.sni_project}, not for "
-                f"{normalize(host)}: open a new connection for that name",
-                html_ok=req.accept_html, close=False))
-            return
+        if side.sni_project is not None and host != side.sni_host:
+            if routes.project_of(host) != side.sni_project:
+                self._page(pages.bad_request(
+                    421, f"this connection is for project {side.sni_project}, not for "
+                    f"{normalize(host)}: open a new connection for that name",
+                    html_ok=req.accept_html, close=False))
+                return
+            side.sni_host = host  # (the next request for it needs no second look)
         project, backend = routes.lookup(host)
-        head_only = req.method == b"HEAD"
-        name = normalize(host)
-        html_ok = req.accept_html
         if backend is not None and backend.ready and backend.port is not None:
             port = backend.port
-            if not side.take_slot():
-                self._page(pages.response(
-                    503, "too-many-connections", f"{name}: too many connections",
-                    f"This client already holds {side.proxy.limits.per_client} connections "
-                    "to tasks (proxy_max_connections_per_client); retry when some finish.",
-                    html_ok=html_ok, close=False, head_only=head_only))
+            if side.take_slot():
+                self.slot = True
+                self._connect(port)
                 return
-            self.slot = True
-            self._connect(port)
+            name, head_only, html_ok = normalize(host), req.method == b"HEAD", req.accept_html
+            self._page(pages.response(
+                503, "too-many-connections", f"{name}: too many connections",
+                f"This client already holds {side.proxy.limits.per_client} connections "
+                "to tasks (proxy_max_connections_per_client); retry when some finish.",
+                html_ok=html_ok, close=False, head_only=head_only))
             return
+        name, head_only, html_ok = normalize(host), req.method == b"HEAD", req.accept_html
         if project is None:
             page = pages.unknown_project(name, routes.project_of(name), routes.projects(),
                                          html_ok=html_ok, close=False, head_only=head_only)
@@ -243,8 +244,9 @@ class Exchange:
                 self.out.append(event)
                 continue
             kind = event.kind
-            if kind == HEAD:
-                self._send_headers(h2headers.response(event.status, event.fields), end=False)
+            if kind == HEAD:  # (``named`` is of the last head read: this one)
+                self._send_headers(h2headers.from_task(event.status, event.fields,
+                                                       self.up.reader.named), end=False)
             elif kind == ENDED:
                 self.out_end = True
                 self._release()
@@ -261,8 +263,8 @@ class Exchange:
         """The task took the WebSocket: 200 to the client, then raw bytes both ways."""
         up = self.up
         assert up is not None
-        fields = [(n, v) for n, v in h2headers.response(200, fields)
-                  if n not in _UPGRADE_ONLY]
+        fields = [(n, v) for n, v in h2headers.from_task(200, fields, up.reader.named)
+                  if n not in _UPGRADE_ONLY]  # (the 101 is the last head read)
         self._send_headers(fields, end=False)
         self.tunnel = True
         self.side.pool.uncount(up)  # (held as long as the WebSocket lasts: off the cap)

@@ -48,6 +48,11 @@ _MAX_LENGTH_DIGITS = 18
 # second look. (Bounded: it starts over when full.)
 _KNOWN: dict[tuple[bytes, bytes], bool] = {}
 _MAX_KNOWN = 4096
+# Likewise the pseudo-headers other than :path whose values were found plain (the checks on
+# what they hold, below the loop, still run), and the :authority values found valid.
+_KNOWN_PSEUDO: set[tuple[bytes, bytes]] = set()
+_KNOWN_AUTHORITIES: set[bytes] = set()
+_UNREMEMBERED = frozenset({b":path", b":protocol"})
 
 
 class Malformed(BadMessage):
@@ -97,6 +102,13 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
             continue
         name, value = field
         fine = True
+        if field in _KNOWN_PSEUDO:  # (a :method, :scheme or :authority found fine before)
+            if regular:
+                raise Malformed(f"the pseudo-header {name[:20]!r} after a regular field")
+            if name in pseudo:
+                raise Malformed(f"the pseudo-header {name[:20]!r} more than once")
+            pseudo[name] = value
+            continue
         if _PLAIN_VALUE.fullmatch(value) is None:
             found = _value_problem(name, value)  # (raises Malformed)
             problem = problem or found
@@ -109,6 +121,10 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
             if name in pseudo:
                 raise Malformed(f"the pseudo-header {name[:20]!r} more than once")
             pseudo[name] = value
+            if fine and name not in _UNREMEMBERED:
+                if len(_KNOWN_PSEUDO) >= _MAX_KNOWN:
+                    _KNOWN_PSEUDO.clear()
+                _KNOWN_PSEUDO.add(field)
             continue
         regular = True
         if _TOKEN.fullmatch(name) is None:
@@ -240,25 +256,46 @@ def _authority(pseudo: bytes | None, hosts: list[bytes]) -> bytes:
     if pseudo is not None and hosts and hosts[0].lower() != pseudo.lower():
         raise BadMessage(":authority and Host name different hosts")
     authority = pseudo if pseudo is not None else hosts[0]
+    if authority in _KNOWN_AUTHORITIES:
+        return authority
     if _AUTHORITY.fullmatch(authority) is None or b"@" in authority:
         raise BadMessage(f"invalid :authority {authority[:80]!r}")
+    if len(_KNOWN_AUTHORITIES) >= _MAX_KNOWN:
+        _KNOWN_AUTHORITIES.clear()
+    _KNOWN_AUTHORITIES.add(authority)
     return authority
 
 
 def response(status: int, fields: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The task's HTTP/1.1 response head as an HTTP/2 header list: names lowered, the
-    fields of its connection (and those its Connection header names) left out; several
-    Set-Cookie stay several fields."""
+    """An HTTP/1.1 response head as an HTTP/2 header list: names lowered, the fields of its
+    connection (and those its Connection header names) left out; several Set-Cookie stay
+    several fields."""
     listed: list[tuple[bytes, bytes]] = []
-    named: set[bytes] = set()
+    named: list[bytes] = []
     for name, value in fields:
         lowered = name.lower()
         if lowered == b"connection":
-            named.update(v.strip().lower() for v in value.split(b","))
+            named.extend(v.strip().lower() for v in value.split(b","))
         listed.append((lowered, value))
-    out = [(b":status", str(status).encode())]
-    out.extend((n, v) for n, v in listed if n not in _HOP_BY_HOP and n not in named)
-    return out
+    return from_task(status, listed, named)
+
+
+def from_task(status: int, fields: list[tuple[bytes, bytes]], named: list[bytes]
+              ) -> list[tuple[bytes, bytes]]:
+    """``response`` for a head as ``h1client`` reads it: names in lower case already, and
+    ``named`` what its Connection fields name."""
+    drop = _HOP_BY_HOP
+    for name in named:
+        if name not in drop:
+            drop = drop.union(named)
+            break
+    code = _STATUS.get(status)
+    if code is None:
+        code = str(status).encode()
+    return [(b":status", code), *[f for f in fields if f[0] not in drop]]
+
+
+_STATUS = {n: str(n).encode() for n in range(100, 600)}
 
 
 def page(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:

@@ -25,16 +25,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
+import h2.stream
+import hyperframe.frame
+from h2.connection import AllowedStreamIDs
 from h2.errors import ErrorCodes
-from h2.stream import StreamState
+from h2.stream import H2Stream, StreamInputs, StreamState
+from h2.utilities import HeaderValidationFlags
+from hpack import Encoder
+from hyperframe.frame import Frame
 
 from taskmuxd.proxy.forward import LINGER
 from taskmuxd.proxy.h2decode import LeanDecoder
@@ -65,10 +74,159 @@ _OPEN, _REMOTE_DONE, _LOCAL_DONE, _CLOSED = (StreamState.OPEN, StreamState.HALF_
                                              StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED)
 
 
+def _quiet(cls: type[Frame]) -> type[Frame]:
+    """``cls`` with a ``repr`` that costs nothing (the same layout, so a parsed frame can
+    become one)."""
+    return type(cls.__name__, (cls,), {"__slots__": (), "__repr__": _short_repr})
+
+
+def _short_repr(frame: Frame) -> str:
+    return f"{type(frame).__name__}(stream_id={frame.stream_id})"
+
+
+_QUIET: dict[type[Frame], type[Frame]] = {cls: _quiet(cls) for cls in
+                                          [*hyperframe.frame.FRAMES.values(),
+                                           hyperframe.frame.ExtensionFrame]}
+
+
+class _Frames(h2.frame_buffer.FrameBuffer):
+    """h2's frame parser, its frames made ``_QUIET``: h2 formats every frame it receives
+    for its trace log before calling the logger (which does nothing with it), and the
+    formatting cost more than parsing the frame."""
+
+    def __next__(self) -> Frame:
+        frame = super().__next__()
+        frame.__class__ = _QUIET.get(frame.__class__, frame.__class__)
+        return frame
+
+
+_NO_CHECKS = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False,
+                                   is_push_promise=False)
+
+
+_FRAME_HEAD = struct.Struct(">HBBBL")  # length (24 bits, as 16 + 8), type, flags, stream
+_DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
+_END_STREAM, _END_HEADERS = 0x1, 0x4
+
+
+class _Ready:
+    """A frame already serialized: all that h2's sending path asks of the frames a stream
+    hands it (``serialize`` and ``body_len``)."""
+
+    __slots__ = ("body_len", "data")
+
+    def __init__(self, kind: int, flags: int, stream_id: int, body: bytes) -> None:
+        size = self.body_len = len(body)
+        self.data = _FRAME_HEAD.pack(size >> 8, size & 0xFF, kind, flags, stream_id) + body
+
+    def serialize(self) -> bytes:
+        return self.data
+
+
+class _Stream(h2.stream.H2Stream):
+    """h2's stream, leaner where a proxy's server streams spend, when ``H2Side`` has header
+    validation and normalization switched off (both ways):
+
+    - no flags are built for every header block to steer them (nothing reads them then);
+    - a response's HEADERS (and CONTINUATION) frames and its DATA frames are written as
+      bytes at once, through the same state transitions, flow-control accounting and
+      header encoder as h2's, rather than as frame objects serialized later. What is not
+      a server's response head of byte fields, or DATA with padding, goes to h2's own."""
+
+    def _build_hdr_validation_flags(self, events: Any) -> HeaderValidationFlags:
+        return _NO_CHECKS
+
+    def send_headers(self, headers: Iterable[Any], encoder: Encoder,
+                     end_stream: bool = False) -> list[Any]:
+        if self.state_machine.client or not isinstance(headers, list) or not headers \
+                or headers[0][0] != b":status" or not isinstance(headers[0][1], bytes):
+            return super().send_headers(headers, encoder, end_stream)
+        interim = headers[0][1][:1] == b"1"
+        if interim and end_stream:
+            raise h2.exceptions.ProtocolError(
+                "Cannot set END_STREAM on informational responses.")
+        self.state_machine.process_input(
+            StreamInputs.SEND_INFORMATIONAL_HEADERS if interim else StreamInputs.SEND_HEADERS)
+        block = encoder.encode(headers)
+        flags = 0
+        if end_stream:
+            self.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+            flags = _END_STREAM
+        if self.state_machine.trailers_sent and not end_stream:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
+        self.request_method = None  # (as h2 leaves it: a response has no :method)
+        most = self.max_outbound_frame_size or 16384  # (h2 always sets it)
+        if len(block) <= most:
+            return [_Ready(_HEADERS, flags | _END_HEADERS, self.stream_id, block)]
+        pieces = [block[i:i + most] for i in range(0, len(block), most)]
+        frames = [_Ready(_HEADERS, flags, self.stream_id, pieces[0])]
+        frames += [_Ready(_CONTINUATION, 0, self.stream_id, p) for p in pieces[1:-1]]
+        frames.append(_Ready(_CONTINUATION, _END_HEADERS, self.stream_id, pieces[-1]))
+        return frames
+
+    def send_data(self, data: bytes | memoryview, end_stream: bool = False,
+                  pad_length: int | None = None) -> list[Any]:
+        if pad_length is not None:
+            return super().send_data(data, end_stream, pad_length)
+        self.state_machine.process_input(StreamInputs.SEND_DATA)
+        if isinstance(data, memoryview):
+            data = data.tobytes()
+        flags = 0
+        if end_stream:
+            self.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+            flags = _END_STREAM
+        self.outbound_flow_control_window -= len(data)
+        return [_Ready(_DATA, flags, self.stream_id, data)]
+
+
 class Connection(h2.connection.H2Connection):
-    """h2's connection, counting its open streams (which it does for every new stream, over
-    all of them, to hold SETTINGS_MAX_CONCURRENT_STREAMS) in a leaner loop: the same count,
-    and closed streams dropped from ``streams`` the same way."""
+    """h2's connection, made cheaper where a page of hundreds of small requests spends:
+
+    - h2 counts its open streams, over all of them, for every new stream the client opens,
+      to hold SETTINGS_MAX_CONCURRENT_STREAMS. Fewer streams known than that limit are
+      fewer open ones too, so the count is only made (and the closed streams dropped from
+      ``streams``, as h2 does) once as many streams are known as the limit allows: the
+      same answer to the question h2 asks (whether one more stream fits), made once per
+      hundred streams rather than once per stream;
+    - frames are parsed by ``_Frames`` (the same parser, without the formatting);
+    - streams are ``_Stream``s when header validation is off."""
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config)
+        self.incoming_buffer = _Frames(server=not config.client_side)
+        self._unchecked = not (config.validate_inbound_headers
+                               or config.normalize_inbound_headers
+                               or config.validate_outbound_headers
+                               or config.normalize_outbound_headers)
+        table = self._frame_dispatch_table
+        for cls, quiet in _QUIET.items():
+            if cls in table:
+                table[quiet] = table[cls]
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        if self._unchecked:
+            stream.__class__ = _Stream
+        return stream
+
+    @property
+    def open_inbound_streams(self) -> int:
+        """The number of open streams the client opened, or the number of streams known
+        when that is below SETTINGS_MAX_CONCURRENT_STREAMS (an upper bound that is enough
+        for the one use h2 makes of it: whether a new stream fits under the limit)."""
+        known = len(self.streams)
+        if known < self.local_settings.max_concurrent_streams:
+            return known
+        return self._open_streams(1)
+
+    def forget_closed(self, stream_id: int) -> None:
+        """Drop ``stream_id`` from ``streams`` now if it is closed, as h2 drops closed
+        streams when it counts: the streams known then stay close to the open ones, and
+        a new stream seldom needs the count made at all."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.state_machine.state is _CLOSED:
+            del self.streams[stream_id]
+            self._closed_streams[stream_id] = stream.closed_by
 
     def _open_streams(self, remainder: int) -> int:
         count = 0
@@ -91,6 +249,8 @@ class H2Side(asyncio.Protocol):
         self.proxy = proxy
         self.admitted = admitted
         self.sni_project = sni_project
+        self.sni_host: str | None = None  # the last :authority found under sni_project
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.client_ip = "unknown"
         # What the client sends is checked by ``h2headers`` (as h2 would, and for HTTP/1.1;
@@ -201,7 +361,7 @@ class H2Side(asyncio.Protocol):
             self.idle_since = None
             new = Exchange(self, event.stream_id)
             self.exchanges[event.stream_id] = new
-            new.start(list(event.headers), event.stream_ended is not None)
+            new.start(event.headers, event.stream_ended is not None)
         elif isinstance(event, h2.events.DataReceived):
             assert event.stream_id is not None
             exchange = self.exchanges.get(event.stream_id)
@@ -280,6 +440,7 @@ class H2Side(asyncio.Protocol):
             self.give_slot()
         if self.exchanges.get(exchange.stream_id) is exchange:
             del self.exchanges[exchange.stream_id]
+        self.conn.forget_closed(exchange.stream_id)
         if not self.exchanges:
             self.idle_since = time.monotonic()
 
@@ -288,7 +449,7 @@ class H2Side(asyncio.Protocol):
         of the event loop goes out in one write (fewer TLS records and system calls)."""
         if not self._flush_soon:
             self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self.send_now)
+            self.loop.call_soon(self.send_now)
 
     def send_now(self) -> None:
         """Send what h2 has queued."""

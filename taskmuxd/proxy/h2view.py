@@ -33,6 +33,7 @@ class StreamSide(Protocol[E_contra]):
 
     client_ip: str
     sni_project: str | None
+    sni_host: str | None
     closing: bool
     out_paused: bool
 
