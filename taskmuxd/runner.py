@@ -36,7 +36,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from taskmuxctl.core import jsonio  # after the path set-up above
-from taskmuxd import proctree, runrecord, runrelaunch
+from taskmuxd import pidwindow, proctree, runrecord, runrelaunch
 from taskmuxd.runready import RunReadiness
 from taskmuxd.runrecord import RunRecord, RunSpec
 
@@ -409,6 +409,7 @@ class Runner:
         self.master = -1
         self.main_status: int | None = None  # the wait status of the task's first process
         self.marker_looked = False  # whether this run's end looked for its marker yet
+        self.born: pidwindow.Mark | None = None  # just before the task was forked
         self.strangers: list[proctree.ProcId] = []  # marked ones that look found outside
         self.ended_by: str | None = None  # the first route by which this run began to end
         self.master_open = False
@@ -430,6 +431,7 @@ class Runner:
         env[proctree.MARKER_VAR] = self.marker  # inherited by all it starts: found by marker
         cwd = self.spec.cwd
         self.readiness.open(env)
+        self.born = pidwindow.mark()  # strangers of this run can only be born after it
         pid, master = os.forkpty()
         if pid == 0:  # the task's side: a new session whose controlling terminal is the pty
             try:
@@ -609,7 +611,8 @@ class Runner:
         the tree's subreaper nothing of the tree can leave it, so the only such processes
         are those started outside it on the task's behalf (by a program the task asked);
         they are looked for once when the run ends, and again at each step only when that
-        first look found some. Where the runner is not the subreaper (no ``prctl``),
+        first look found some, and only among the processes born since the run began
+        (``pidwindow``). Where the runner is not the subreaper (no ``prctl``),
         orphans go to init: then every step looks for the marker, as for the walk where the
         kernel lists no children (``descendants`` scans every process)."""
         me = os.getpid()
@@ -618,7 +621,7 @@ class Runner:
         ids.update(self.group_members())
         if not self.subreaper or walked is None or not self.marker_looked or self.strangers:
             self.marker_looked = True
-            marked = proctree.find_marked(self.marker, exact=True)
+            marked = proctree.find_marked(self.marker, exact=True, since=self.born)
             self.strangers = [p for p in marked if p not in ids]
             ids.update(marked)
         return list(ids)
