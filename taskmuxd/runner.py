@@ -6,9 +6,13 @@ process's command line). It starts the task's command in a new session on a pty,
 ANSI-stripped with a UTC millisecond timestamp per line, to the task's log (rotated by size);
 relays typed input and window size; records the task's identity (pid, start ticks, boot id),
 exit status and exit time in the record file; and tells the daemon at once over ``ctl.sock``.
-It decides nothing: it never restarts anything on its own. After a run that ended by itself
-it waits, briefly, for the daemon's order to run the task again in the same pane
-(``runrelaunch``); the spec and the record are read and written only through ``runrecord``.
+It decides nothing: it never restarts anything on its own. It carries out two kinds of the
+daemon's decisions: a restart decided ahead (``rungrant``: when the daemon launched the run,
+it granted the next one for an exit its policy restarts at once; the runner claims the grant,
+records the new run write-ahead and starts it, reporting both runs in one message), and,
+after a run that ended by itself with no grant, the daemon's order to run the task again in
+the same pane (``runrelaunch``), which it waits for briefly. The spec and the record are
+read and written only through ``runrecord``.
 
 It owns the task's whole tree: as child subreaper (Linux) it inherits the orphans of the
 tree and reaps them, and it finds the task's processes by their marker even when they left
@@ -36,7 +40,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from taskmuxctl.core import jsonio  # after the path set-up above
-from taskmuxd import pidwindow, proctree, runrecord, runrelaunch
+from taskmuxd import pidwindow, proctree, rungrant, runrecord, runrelaunch
 from taskmuxd.runready import RunReadiness
 from taskmuxd.runrecord import RunRecord, RunSpec
 
@@ -699,6 +703,11 @@ class Runner:
         rec.status, rec.exit_code, rec.exit_signal = "exited", code, sig
         rec.exited_at, rec.tree_clean, rec.ended_by = time.time(), clean, self.ended_by
         self.clean = clean
+        self.granted = self.claim_grant(code, sig)
+        if self.granted is not None:  # run N+1 now, on the daemon's grant: one report
+            os.close(self.master)
+            self.readiness.close()
+            return code if code is not None else 128 + (sig or 0)
         if self.offers_relaunch():  # the daemon may order the next run here (``runrelaunch``)
             self.record.relaunch = self.spec.relaunch_socket
         write_record(self.record_path, self.record, lambda: self.notify("runner.exited"))
@@ -716,7 +725,9 @@ class Runner:
             while True:
                 code = self.run_once(first)
                 first = False
-                if not self.relaunch():
+                if self.granted is not None:
+                    self.begin_granted(self.granted)
+                elif not self.relaunch():
                     return code
         finally:
             self.restore_terminal()
@@ -757,6 +768,31 @@ class Runner:
         it is gone, and the pane is still there."""
         return (self.listener is not None and self.ended_by == "exit" and self.pane_ok
                 and self.clean)
+
+    granted: RunSpec | None = None  # the next run, granted ahead by the daemon (rungrant)
+
+    def claim_grant(self, code: int | None, sig: int | None) -> RunSpec | None:
+        """The next run's spec when the daemon granted it ahead (see ``rungrant``) and this
+        run ended as the grant says: by itself, its whole tree gone, the pane there."""
+        if not (self.spec.grant and self.ended_by == "exit" and self.pane_ok and self.clean):
+            return None
+        marker = rungrant.claim(self.spec.grant, self.spec.run_id + 1, code, sig)
+        if marker is None:
+            return None
+        data = runrecord.to_json(self.spec)
+        data.update(run_id=self.spec.run_id + 1, marker=marker)
+        return runrecord.spec_from_json(data)
+
+    def begin_granted(self, spec: RunSpec) -> None:
+        """Take up the granted run: record it, with how the last one ended, before forking
+        (a daemon killed from here on finds it), so that it is started exactly once."""
+        ended, self.granted = self.record, None
+        self.begin(spec)
+        rec = self.record
+        rec.after_run, rec.after_code, rec.after_signal = \
+            ended.run_id, ended.exit_code, ended.exit_signal
+        rec.after_at = ended.exited_at
+        write_record(self.record_path, rec)
 
     def relaunch(self) -> bool:
         """Wait for the daemon's order (see ``runrelaunch``); whether a new run was taken up.

@@ -97,6 +97,7 @@ class RunSpec:
     ready: str | None = None  # "notify": the task says when it is ready
     ready_log_line: str | None = None
     watchdog_sec: float | None = None
+    grant: str | None = None  # where the daemon may grant the next run at once (rungrant)
     format: int = SPEC_FORMAT
 
 
@@ -131,6 +132,12 @@ class RunRecord:
     notify_status: str | None = None  # the task's last STATUS=
     watchdog_missed_at: float | None = None
     watchdog_reason: str | None = None
+    # A run started at once on the daemon's grant (``rungrant``): the run it replaced, and
+    # how that one ended (by itself, its whole tree gone).
+    after_run: int | None = None
+    after_code: int | None = None
+    after_signal: int | None = None
+    after_at: float | None = None
     format: int = RECORD_FORMAT
 
 

@@ -34,7 +34,15 @@ from taskmuxd.cgroups import TaskGroups
 from taskmuxd.healthprobes import ProbeSpec
 from taskmuxd.jobs import Changed
 from taskmuxd.policy import Ev, PolicySpec, State, TaskState
-from taskmuxd.projects import environment, ownership, probeactions, readiness, stopping, taskstart
+from taskmuxd.projects import (
+    environment,
+    ownership,
+    probeactions,
+    readiness,
+    restartgrant,
+    stopping,
+    taskstart,
+)
 from taskmuxd.projects import state as st
 from taskmuxd.projects.hooks import HOOK_TIMEOUT, HookName, HookRun, run_hook
 from taskmuxd.projects.ownership import RunnerWatch
@@ -225,6 +233,9 @@ class Project:
             self.save_task(task)
         elif isinstance(action, m.Launch):
             task.last_launch_error, task.last_launch_code = None, None
+            if restartgrant.launched(task):  # the run granted ahead is there already
+                self.save_task(task)
+                return
             run_id, clean = taskstart.begin(self, task)
             self.services.spawn(taskstart.launch(self, task, run_id, clean),
                                 f"launch {self.name}/{task.name}")
@@ -441,7 +452,11 @@ class Project:
 
     def runner_started(self, task_name: str, record: RunRecord) -> None:
         task = self.tasks.get(task_name)
-        if task is None or record.run_id != task.record.run_id or record.pid is None:
+        if task is None or record.pid is None:
+            return
+        if record.after_run is not None and restartgrant.take(self, task, record):
+            return
+        if record.run_id != task.record.run_id:
             return
         self.take_runner(task, record)
         if task.state == TaskState.STARTING:

@@ -14,6 +14,7 @@ from taskmuxd.policy import TaskState
 from taskmuxd.proctree import Snapshot
 from taskmuxd.projects import ownership
 from taskmuxd.projects.state import TaskRecord
+from taskmuxd.runrecord import RunRecord
 
 
 @dataclass
@@ -48,6 +49,9 @@ class TaskRuntime:
         # ``launching``); None otherwise.
         self.waiting_runner: str | None = None
         self.runner_held_for: float | None = None  # the restart it was asked to hold for
+        # A run started on a restart granted ahead (``restartgrant``), reported, until the
+        # machine's Launch takes it.
+        self.granted_run: RunRecord | None = None
 
     @property
     def state(self) -> TaskState:

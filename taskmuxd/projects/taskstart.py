@@ -35,7 +35,7 @@ from taskmuxctl.core import diskspace
 from taskmuxctl.core.paths import MAX_SOCKET_PATH
 from taskmuxd import proctree, runrecord, runrelaunch
 from taskmuxd.policy import TaskState
-from taskmuxd.projects import ownership, readiness
+from taskmuxd.projects import ownership, readiness, restartgrant
 from taskmuxd.projects import state as st
 from taskmuxd.projects.hooks import HookFailed, HookRun, run_hook
 from taskmuxd.projects.taskport import claim_port
@@ -110,6 +110,10 @@ async def launch(project: ProjectView, task: TaskRuntime, run_id: int, was_clean
             relaunch_socket=relaunch_socket(project, task),
             **readiness.runner_spec(project, task),
         )
+        grant = restartgrant.offer(project, task, run_id)
+        if grant is not None:  # the next run, granted ahead (``restartgrant``)
+            spec.grant = restartgrant.path(project, task)
+            await st.write_file(spec.grant, grant)
         # Off the loop, not fsynced (only this run's runner reads it); the launch's record,
         # handed to the writer by ``begin``, must be in place before tmux is asked.
         await st.write_spec(project.files, task.name, runrecord.dumps(spec))
