@@ -305,7 +305,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def write_record(path: str, record: RunRecord,
-                 then: Callable[[], None] | None = None) -> None:
+                 then: Callable[[], None] | None = None, sync: bool = True) -> None:
     """Replace the record at ``path``, then run ``then`` (telling the daemon), then fsync it.
 
     The daemon is told once the file says what the message says (renamed into place): a
@@ -320,7 +320,8 @@ def write_record(path: str, record: RunRecord,
         os.replace(tmp, path)
         if then is not None:
             then()
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -792,7 +793,9 @@ class Runner:
         rec.after_run, rec.after_code, rec.after_signal = \
             ended.run_id, ended.exit_code, ended.exit_signal
         rec.after_at = ended.exited_at
-        write_record(self.record_path, rec)
+        # In place before the fork, not fsynced: the next write (the run started) replaces
+        # it within milliseconds and is fsynced (a machine that loses power ends both runs).
+        write_record(self.record_path, rec, sync=False)
 
     def relaunch(self) -> bool:
         """Wait for the daemon's order (see ``runrelaunch``); whether a new run was taken up.

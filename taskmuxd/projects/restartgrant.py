@@ -4,7 +4,9 @@ At the launch of run N the daemon grants run N+1 when its policy would certainly
 task with no wait on the next exit: ``restart_policy`` restarts, ``restart_delay = 0``, this
 run is the first of its streak (``attempt`` 0, or ``restart_backoff`` 0: later restarts back
 off as usual, so a crash loop is never run at full speed by grants), within
-``max_restarts``, not stopped by the user, with no dependency to wait for. The grant is
+``max_restarts``, not stopped by the user, with no dependency to wait for and no
+``before_start`` or ``after_start`` hook to run. The granted run is run N's spec with the
+next run id and marker: the same command, environment and port. The grant is
 revoked (the file unlinked) before any signal of a stop, kill or restart, so a run ended by
 the daemon never restarts on its own.
 
@@ -51,8 +53,9 @@ def offer(project: ProjectView, task: TaskRuntime, run_id: int) -> str | None:
     cfg, pol = task.config, task.record.policy
     if cfg.restart_policy not in ("always", "on-failure") or cfg.restart_delay != 0:
         return None
-    if pol.manual_stop or pol.attempt >= cfg.max_restarts or cfg.depends_on:
-        return None
+    if pol.manual_stop or pol.attempt >= cfg.max_restarts or cfg.depends_on \
+            or cfg.hooks.before_start or cfg.hooks.after_start:
+        return None  # a dependency to wait for, a hook to run: the daemon's launch does it
     if pol.attempt and cfg.restart_backoff != 0:
         return None
     marker = ownership.run_marker(project.services.paths.home, project.name, task.name,

@@ -111,12 +111,14 @@ async def launch(project: ProjectView, task: TaskRuntime, run_id: int, was_clean
             **readiness.runner_spec(project, task),
         )
         grant = restartgrant.offer(project, task, run_id)
+        writes = []
         if grant is not None:  # the next run, granted ahead (``restartgrant``)
             spec.grant = restartgrant.path(project, task)
-            await st.write_file(spec.grant, grant)
+            writes.append(st.write_file(spec.grant, grant))
         # Off the loop, not fsynced (only this run's runner reads it); the launch's record,
         # handed to the writer by ``begin``, must be in place before tmux is asked.
-        await st.write_spec(project.files, task.name, runrecord.dumps(spec))
+        writes.append(st.write_spec(project.files, task.name, runrecord.dumps(spec)))
+        await asyncio.gather(*writes)
         await _written_ahead(project, task)
         if rec.run_id != run_id:
             return
