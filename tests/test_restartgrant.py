@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 from typing import Any
 
 from taskmuxd import proctree, rungrant
@@ -192,3 +193,47 @@ def test_a_grant_is_claimed_once_for_the_next_run_and_revoked_for_good(tmp_path:
     with open(path, "wb") as fh:
         fh.write(b"{" * (rungrant.LIMIT + 10))
     assert rungrant.claim(path, 2, 1, None) is None  # hostile: bounded, refused
+
+
+def test_a_stop_that_meets_a_claimed_grant_ends_the_granted_run(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # The stop is asked while the daemon is frozen; the task then exits and its runner,
+    # whose grant the frozen daemon could not take back, starts run 2 on it. Once the
+    # daemon runs again, whichever it hears first, the stop ends with nothing running.
+    go = os.path.join(str(tmp_path), "go")
+    proj, runs, _ = _project(str(tmp_path), "race", "restart_delay = 0\n"
+                             "stop_grace_period = 2",
+                             wait=f"while [ ! -f {go} ]; do sleep 0.05; done; ")
+    sock = os.path.join(home, "ctl.sock")
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: task(env, proj, "app")["state"] == "running", 20, "the start")
+    pid = call(sock, "daemon.status")["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    request = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        request.connect(sock)
+        request.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "project.stop",
+                                    "params": {"project": "race", "tasks": ["app"]}})
+                        .encode() + b"\n")
+        with open(go, "w"):
+            pass
+        wait_until(lambda: len(_runs(runs)) == 2 and _record(home, "race")["status"]
+                   == "running", 20, "the granted run, while the daemon is frozen")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        request.settimeout(30)
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = request.recv(65536)
+            assert chunk, "the daemon closed the stop's connection unanswered"
+            reply += chunk
+    finally:
+        request.close()
+    assert "error" not in json.loads(reply), reply
+    (runner, _run1, _p1), (_r2, _run2, pid2) = _runs(runs)
+    wait_until(lambda: task(env, proj, "app")["state"] == "stopped", 20, "stopped")
+    wait_until(lambda: pid_gone(pid2) and pid_gone(runner), 20, "the granted run ended")
+    assert len(_runs(runs)) == 2 and _marked(home, "race") == []
+    kinds = [e["event"] for e in _events(home, "race")]
+    assert "auto_restart" not in kinds and kinds[-1] == "task_stopped", kinds
