@@ -414,6 +414,7 @@ class Runner:
         self.master = -1
         self.main_status: int | None = None  # the wait status of the task's first process
         self.marker_looked = False  # whether this run's end looked for its marker yet
+        self.daemon_ends = False  # the daemon said it ends this run (``spec.ending``)
         self.born: pidwindow.Mark | None = None  # just before the task was forked
         self.strangers: list[proctree.ProcId] = []  # marked ones that look found outside
         self.ended_by: str | None = None  # the first route by which this run began to end
@@ -624,6 +625,8 @@ class Runner:
         walked = proctree.tree(me)
         ids = set(walked if walked is not None else proctree.descendants(me))
         ids.update(self.group_members())
+        if self.daemon_ends and self.subreaper and walked is not None:
+            return list(ids)  # the daemon looks for this run's strangers (see finish)
         if not self.subreaper or walked is None or not self.marker_looked or self.strangers:
             self.marker_looked = True
             marked = proctree.find_marked(self.marker, exact=True, since=self.born)
@@ -703,6 +706,7 @@ class Runner:
         rec = self.record
         rec.status, rec.exit_code, rec.exit_signal = "exited", code, sig
         rec.exited_at, rec.tree_clean, rec.ended_by = time.time(), clean, self.ended_by
+        rec.unscanned = self.daemon_ends and self.subreaper
         self.clean = clean
         self.granted = self.claim_grant(code, sig)
         if self.granted is not None:  # run N+1 now, on the daemon's grant: one report
@@ -746,6 +750,9 @@ class Runner:
             self.pump(PARTIAL_FLUSH_SECONDS if self.log.partial else None)
             if self.main_status is not None:
                 self.end("exit")
+        # The daemon ends this run (a stop): it looks for the strangers of every run it
+        # ends at once, in one pass, rather than each runner (``projects.strangers``).
+        self.daemon_ends = bool(self.spec.ending) and os.path.exists(str(self.spec.ending))
         clean = self.stop_tree(self.pump_for)
         deadline = time.monotonic() + REAP_WAIT_SECONDS
         while self.main_status is None and time.monotonic() < deadline:
@@ -768,14 +775,15 @@ class Runner:
         """Whether to offer the daemon a relaunch in place: the run ended by itself, all of
         it is gone, and the pane is still there."""
         return (self.listener is not None and self.ended_by == "exit" and self.pane_ok
-                and self.clean)
+                and self.clean and not self.daemon_ends)
 
     granted: RunSpec | None = None  # the next run, granted ahead by the daemon (rungrant)
 
     def claim_grant(self, code: int | None, sig: int | None) -> RunSpec | None:
         """The next run's spec when the daemon granted it ahead (see ``rungrant``) and this
         run ended as the grant says: by itself, its whole tree gone, the pane there."""
-        if not (self.spec.grant and self.ended_by == "exit" and self.pane_ok and self.clean):
+        if not (self.spec.grant and self.ended_by == "exit" and self.pane_ok and self.clean) \
+                or self.daemon_ends:
             return None
         marker = rungrant.claim(self.spec.grant, self.spec.run_id + 1, code, sig)
         if marker is None:

@@ -98,6 +98,7 @@ class RunSpec:
     ready_log_line: str | None = None
     watchdog_sec: float | None = None
     grant: str | None = None  # where the daemon may grant the next run at once (rungrant)
+    ending: str | None = None  # present when the daemon ends the run (projects.strangers)
     format: int = SPEC_FORMAT
 
 
@@ -138,6 +139,7 @@ class RunRecord:
     after_code: int | None = None
     after_signal: int | None = None
     after_at: float | None = None
+    unscanned: bool = False  # the daemon ended the run: it looks for the strangers itself
     format: int = RECORD_FORMAT
 
 

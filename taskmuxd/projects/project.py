@@ -41,6 +41,7 @@ from taskmuxd.projects import (
     readiness,
     restartgrant,
     stopping,
+    strangers,
     taskstart,
 )
 from taskmuxd.projects import state as st
@@ -526,6 +527,8 @@ class Project:
         rec = task.record
         self.services.runners.unwatch(self.task_key(task))
         rec.clean = record.tree_clean is True
+        if record.unscanned:  # its strangers are the daemon's to look for, with others
+            strangers.note(self, task, record.run_id)
         taskstart.runner_waits(task, record)
         rec.exited_wall = record.exited_at or time.time()
         code, sig = record.exit_code, record.exit_signal
@@ -708,8 +711,10 @@ class Project:
         plain = [n for n in names if n not in hooked]
         if plain:
             self.handle(*(m.Command(n, Ev.STOP) for n in plain))
-        return list(await asyncio.gather(*(self._stop_one(n, was_live[n], n in hooked)
-                                           for n in names)))
+        results = list(await asyncio.gather(*(self._stop_one(n, was_live[n], n in hooked)
+                                              for n in names)))
+        await strangers.settled(self)  # every process of the runs is gone: then answer
+        return results
 
     async def _stop_one(self, name: str, was_live: bool | None = None,
                         hooked: bool = True) -> dict[str, Any]:
@@ -787,6 +792,7 @@ class Project:
         task = self.task(name)
         self.command(task, Ev.KILL)
         await task.wait_exit()
+        await strangers.settled(self)
         self.services.events.emit("task_killed", self.name, name)
         return {"task": name, "action": "killed"}
 

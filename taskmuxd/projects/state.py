@@ -205,6 +205,11 @@ def write_file(path: str, text: str) -> asyncio.Future[None]:
     return WRITER.submit(path, text, mode=0o600, sync=False)
 
 
+def remove_file(path: str) -> asyncio.Future[None]:
+    """Remove a file the runner reads, in order with the writes handed over before."""
+    return WRITER.remove(path)
+
+
 def write_spec(files: ProjectFiles, task: str, text: str) -> asyncio.Future[None]:
     """The runner's spec (0600: it holds the task's environment), in place atomically."""
     return WRITER.submit(files.spec(task), text, mode=0o600, sync=False)

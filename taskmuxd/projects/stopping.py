@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from taskmuxd import proctree
-from taskmuxd.projects import ownership, restartgrant
+from taskmuxd.projects import ownership, restartgrant, strangers
 from taskmuxd.projects import state as st
 from taskmuxd.projects.projectview import Rung
 from taskmuxd.runrecord import RunRecord
@@ -90,9 +90,12 @@ async def written_ahead(project: ProjectView, tasks: Iterable[TaskRuntime]) -> N
 
 
 async def _send_batch(project: ProjectView, batch: list[Rung]) -> None:
-    # No run ended by a signal of ours restarts on a grant (``restartgrant``).
+    # No run ended by a signal of ours restarts on a grant (``restartgrant``), and its runner
+    # leaves the look for strangers to the daemon (``strangers``).
     await asyncio.gather(written_ahead(project, (r.task for r in batch)),
-                         restartgrant.revoke(project, (r.task for r in batch)))
+                         restartgrant.revoke(project, (r.task for r in batch)),
+                         asyncio.to_thread(strangers.put_tokens,
+                                           [strangers.token(project, r.task) for r in batch]))
     sent: dict[int, list[str]] = {}
     for r in batch:
         task = r.task
