@@ -206,8 +206,9 @@ def write_file(path: str, text: str) -> asyncio.Future[None]:
 
 
 def remove_file(path: str) -> asyncio.Future[None]:
-    """Remove a file the runner reads, in order with the writes handed over before."""
-    return WRITER.remove(path)
+    """Remove a file the runner reads, in order with the writes handed over before (its
+    folder not fsynced)."""
+    return WRITER.remove(path, sync=False)
 
 
 def write_spec(files: ProjectFiles, task: str, text: str) -> asyncio.Future[None]:

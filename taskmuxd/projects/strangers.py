@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskmuxd.project")
 SUFFIX = ".ending"
 
+LOOK_DELAY = 0.2  # seconds a look waits for more runs to gather, unless a stop waits on it
 _pending: dict[str, dict[str, int]] = {}  # project → task → run whose strangers to look for
+_timers: dict[str, asyncio.TimerHandle] = {}  # project → its look's start, when delayed
 _running: dict[str, asyncio.Task[None]] = {}  # project → its look in flight
 
 
@@ -52,16 +54,20 @@ def put_tokens(paths: list[str]) -> None:
 
 
 def note(project: ProjectView, task: TaskRuntime, run_id: int) -> None:
-    """The runner of ``run_id`` left its strangers to the daemon: look for them soon, with
-    the others of this turn of the loop."""
+    """The runner of ``run_id`` left its strangers to the daemon: look for them with the
+    others that come meanwhile, when a stop waits for it (``settled``), else shortly."""
     task.record.clean = False
     batch = _pending.setdefault(project.name, {})
     if not batch:
-        asyncio.get_running_loop().call_soon(_start, project)
+        _timers[project.name] = asyncio.get_running_loop().call_later(
+            LOOK_DELAY, _start, project)
     batch[task.name] = run_id
 
 
 def _start(project: ProjectView) -> None:
+    timer = _timers.pop(project.name, None)
+    if timer is not None:
+        timer.cancel()
     batch = _pending.pop(project.name, {})
     if not batch:
         return
@@ -136,11 +142,11 @@ def _marked(prefix: str, runners: set[proctree.ProcId]) -> set[str]:
 
 
 async def settled(project: ProjectView) -> None:
-    """Wait until every look asked for so far is done (a stop answers after it)."""
+    """Wait until every look asked for so far is done (a stop answers after it): one look
+    for every run the stop ended, started now."""
     while True:
         if project.name in _pending:
-            await asyncio.sleep(0)  # its look starts in this turn of the loop
-            continue
+            _start(project)
         running = _running.get(project.name)
         if running is None:
             return
