@@ -16,10 +16,13 @@ read and written only through ``runrecord``.
 
 It owns the task's whole tree: as child subreaper (Linux) it inherits the orphans of the
 tree and reaps them, and it finds the task's processes by their marker even when they left
-its process group. However the run ends (the first process exits, the pane closes, the pane
-cannot be written to, the runner is signalled), it stops what remains of the tree with the
-task's own ladder (SIGINT, SIGTERM, SIGKILL, ``stop_grace_period`` apart) and only then
-records the exit: the task's real status, and whether the tree ended clean.
+its process group (among the processes born since the run began, ``pidwindow``; when the
+daemon ends the run, a stop, it leaves that look to the daemon, which makes it once for every
+run it ends together: ``projects.strangers``). However the run ends (the first process
+exits, the pane closes, the pane cannot be written to, the runner is signalled), it stops
+what remains of the tree with the task's own ladder (SIGINT, SIGTERM, SIGKILL,
+``stop_grace_period`` apart) and only then records the exit: the task's real status, and
+whether the tree ended clean.
 
 It imports as little as it can (``_signal`` rather than ``signal``, no ``pty``, no ``json``)
 because one runs per task: its memory is multiplied by the number of tasks.
@@ -775,7 +778,7 @@ class Runner:
         """Whether to offer the daemon a relaunch in place: the run ended by itself, all of
         it is gone, and the pane is still there."""
         return (self.listener is not None and self.ended_by == "exit" and self.pane_ok
-                and self.clean and not self.daemon_ends)
+                and self.clean)
 
     granted: RunSpec | None = None  # the next run, granted ahead by the daemon (rungrant)
 

@@ -6,8 +6,10 @@ of its cgroup, and the processes elsewhere that carry its marker: "strangers", s
 outside the tree on the task's behalf. Only a look at every process's environment finds the
 last kind. When a run ends because the daemon stops it, the daemon says so first (a token,
 ``run/{task}.ending``, put with the stop's first signal): the runner then ends its own tree
-with the task's ladder as always, leaves the strangers to the daemon (``unscanned`` in its
-exit record) and ends without waiting for a relaunch. The daemon looks once for the
+with the task's ladder as always and leaves the strangers to the daemon (``unscanned`` in its
+exit record); it still waits for the daemon's word after its report, so that the daemon
+hears of its end from the report, not from its death (a record to read). The daemon looks
+once for the
 strangers of every run so ended in one turn of the loop (a stop of a hundred tasks: one pass
 over ``/proc`` instead of a hundred), ends what it finds with the task's ladder, and only then
 records the run as clean; a stop answers once that look is done.
