@@ -102,7 +102,7 @@ async def _look(project: ProjectView, batch: dict[str, int],
             name = wanted[marker]
             task = project.tasks.get(name)
             grace = task.config.stop_grace_period if task is not None else 10.0
-            count = await ownership.clear_leftovers(marker, grace, exact=True)
+            count = await asyncio.to_thread(_end, marker, runners, grace)
             if count:
                 project.services.events.emit("leftovers_stopped", project.name, name,
                                              processes=count)
@@ -118,6 +118,26 @@ async def _look(project: ProjectView, batch: dict[str, int],
         if task is not None and task.record.run_id == run and not task.live:
             task.record.clean = True
             project.save_task(task)
+
+
+def _end(marker: str, runners: set[proctree.ProcId], grace: float) -> int:
+    """End the processes of one run (its marker, and their descendants: a process that
+    wrote over its environment is still its parent's), runners aside, with the task's
+    ladder (blocking: from a thread). How many there were."""
+    def current() -> list[proctree.ProcId]:
+        found = [p for p in proctree.find_marked(marker, exact=True) if p not in runners]
+        seen = {p.pid for p in found}
+        for parent in list(found):
+            for child in proctree.descendants(parent.pid):
+                if child.pid not in seen:
+                    seen.add(child.pid)
+                    found.append(child)
+        return found
+
+    first = current()
+    if first:
+        proctree.stop_ladder(current, grace)
+    return len(first)
 
 
 def _marked(prefix: str, runners: set[proctree.ProcId]) -> set[str]:
