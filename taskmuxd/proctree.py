@@ -24,6 +24,8 @@ import _signal  # type: ignore[import-not-found]  # signal's C half: no enum imp
 import os
 import time
 
+from taskmuxd import pidwindow
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -174,21 +176,25 @@ def _pids() -> list[int]:
         return []
 
 
-def find_marked(prefix: str, uid: int | None = None, exact: bool = False) -> list[ProcId]:
+def find_marked(prefix: str, uid: int | None = None, exact: bool = False,
+                since: pidwindow.Mark | None = None) -> list[ProcId]:
     """Every live (not zombie) process of ``uid`` (default: ours) whose ``TASKMUX_RUN`` starts
     with ``prefix`` (``exact``: equals it). ``"home:proj:task:"`` finds every run of a task;
     one run is ``find_marked("home:proj:task:7", exact=True)`` (a bare prefix would also
     match run 70). The calling process is skipped, and so are processes whose environment
     cannot be read. Reads each process's environment (the kernel refuses those of other
     users unless we may trace them; the owner is checked on a match): about ten
-    microseconds of CPU per process on the machine. Empty where there is no /proc."""
+    microseconds of CPU per process on the machine. Empty where there is no /proc.
+    ``since`` (a ``pidwindow.mark``): only processes created after it are looked at, where
+    that can be proven (else all)."""
     if uid is None:
         uid = os.getuid()
     me = os.getpid()
     found: list[ProcId] = []
     boot = boot_id()
+    win = pidwindow.window(since)
     for pid in _pids():
-        if pid == me:
+        if pid == me or (win is not None and not pidwindow.inside(pid, win)):
             continue
         value = marker_of(pid)
         if value is None or (value != prefix if exact else not value.startswith(prefix)):

@@ -6,16 +6,23 @@ process's command line). It starts the task's command in a new session on a pty,
 ANSI-stripped with a UTC millisecond timestamp per line, to the task's log (rotated by size);
 relays typed input and window size; records the task's identity (pid, start ticks, boot id),
 exit status and exit time in the record file; and tells the daemon at once over ``ctl.sock``.
-It decides nothing: it never restarts anything on its own. After a run that ended by itself
-it waits, briefly, for the daemon's order to run the task again in the same pane
-(``runrelaunch``); the spec and the record are read and written only through ``runrecord``.
+It decides nothing: it never restarts anything on its own. It carries out two kinds of the
+daemon's decisions: a restart decided ahead (``rungrant``: when the daemon launched the run,
+it granted the next one for an exit its policy restarts at once; the runner claims the grant,
+records the new run write-ahead and starts it, reporting both runs in one message), and,
+after a run that ended by itself with no grant, the daemon's order to run the task again in
+the same pane (``runrelaunch``), which it waits for briefly. The spec and the record are
+read and written only through ``runrecord``.
 
 It owns the task's whole tree: as child subreaper (Linux) it inherits the orphans of the
 tree and reaps them, and it finds the task's processes by their marker even when they left
-its process group. However the run ends (the first process exits, the pane closes, the pane
-cannot be written to, the runner is signalled), it stops what remains of the tree with the
-task's own ladder (SIGINT, SIGTERM, SIGKILL, ``stop_grace_period`` apart) and only then
-records the exit: the task's real status, and whether the tree ended clean.
+its process group (among the processes born since the run began, ``pidwindow``; when the
+daemon ends the run, a stop, it leaves that look to the daemon, which makes it once for every
+run it ends together: ``projects.strangers``). However the run ends (the first process
+exits, the pane closes, the pane cannot be written to, the runner is signalled), it stops
+what remains of the tree with the task's own ladder (SIGINT, SIGTERM, SIGKILL,
+``stop_grace_period`` apart) and only then records the exit: the task's real status, and
+whether the tree ended clean.
 
 It imports as little as it can (``_signal`` rather than ``signal``, no ``pty``, no ``json``)
 because one runs per task: its memory is multiplied by the number of tasks.
@@ -36,7 +43,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from taskmuxctl.core import jsonio  # after the path set-up above
-from taskmuxd import proctree, runrecord, runrelaunch, runwarm
+from taskmuxd import pidwindow, proctree, rungrant, runrecord, runrelaunch, runwarm
 from taskmuxd.runready import RunReadiness
 from taskmuxd.runrecord import RunRecord, RunSpec
 
@@ -301,7 +308,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def write_record(path: str, record: RunRecord,
-                 then: Callable[[], None] | None = None) -> None:
+                 then: Callable[[], None] | None = None, sync: bool = True) -> None:
     """Replace the record at ``path``, then run ``then`` (telling the daemon), then fsync it.
 
     The daemon is told once the file says what the message says (renamed into place): a
@@ -316,7 +323,8 @@ def write_record(path: str, record: RunRecord,
         os.replace(tmp, path)
         if then is not None:
             then()
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -409,6 +417,8 @@ class Runner:
         self.master = -1
         self.main_status: int | None = None  # the wait status of the task's first process
         self.marker_looked = False  # whether this run's end looked for its marker yet
+        self.daemon_ends = False  # the daemon said it ends this run (``spec.ending``)
+        self.born: pidwindow.Mark | None = None  # just before the task was forked
         self.strangers: list[proctree.ProcId] = []  # marked ones that look found outside
         self.ended_by: str | None = None  # the first route by which this run began to end
         self.master_open = False
@@ -430,6 +440,7 @@ class Runner:
         env[proctree.MARKER_VAR] = self.marker  # inherited by all it starts: found by marker
         cwd = self.spec.cwd
         self.readiness.open(env)
+        self.born = pidwindow.mark()  # strangers of this run can only be born after it
         pid, master = os.forkpty()
         if pid == 0:  # the task's side: a new session whose controlling terminal is the pty
             try:
@@ -609,16 +620,19 @@ class Runner:
         the tree's subreaper nothing of the tree can leave it, so the only such processes
         are those started outside it on the task's behalf (by a program the task asked);
         they are looked for once when the run ends, and again at each step only when that
-        first look found some. Where the runner is not the subreaper (no ``prctl``),
+        first look found some, and only among the processes born since the run began
+        (``pidwindow``). Where the runner is not the subreaper (no ``prctl``),
         orphans go to init: then every step looks for the marker, as for the walk where the
         kernel lists no children (``descendants`` scans every process)."""
         me = os.getpid()
         walked = proctree.tree(me)
         ids = set(walked if walked is not None else proctree.descendants(me))
         ids.update(self.group_members())
+        if self.daemon_ends and self.subreaper and walked is not None:
+            return list(ids)  # the daemon looks for this run's strangers (see finish)
         if not self.subreaper or walked is None or not self.marker_looked or self.strangers:
             self.marker_looked = True
-            marked = proctree.find_marked(self.marker, exact=True)
+            marked = proctree.find_marked(self.marker, exact=True, since=self.born)
             self.strangers = [p for p in marked if p not in ids]
             ids.update(marked)
         return list(ids)
@@ -695,7 +709,13 @@ class Runner:
         rec = self.record
         rec.status, rec.exit_code, rec.exit_signal = "exited", code, sig
         rec.exited_at, rec.tree_clean, rec.ended_by = time.time(), clean, self.ended_by
+        rec.unscanned = self.daemon_ends and self.subreaper
         self.clean = clean
+        self.granted = self.claim_grant(code, sig)
+        if self.granted is not None:  # run N+1 now, on the daemon's grant: one report
+            os.close(self.master)
+            self.readiness.close()
+            return code if code is not None else 128 + (sig or 0)
         if self.offers_relaunch():  # the daemon may order the next run here (``runrelaunch``)
             self.record.relaunch = self.spec.relaunch_socket
         write_record(self.record_path, self.record, lambda: self.notify("runner.exited"))
@@ -713,7 +733,9 @@ class Runner:
             while True:
                 code = self.run_once(first)
                 first = False
-                if not self.relaunch():
+                if self.granted is not None:
+                    self.begin_granted(self.granted)
+                elif not self.relaunch():
                     return code
         finally:
             self.restore_terminal()
@@ -731,6 +753,9 @@ class Runner:
             self.pump(PARTIAL_FLUSH_SECONDS if self.log.partial else None)
             if self.main_status is not None:
                 self.end("exit")
+        # The daemon ends this run (a stop): it looks for the strangers of every run it
+        # ends at once, in one pass, rather than each runner (``projects.strangers``).
+        self.daemon_ends = bool(self.spec.ending) and os.path.exists(str(self.spec.ending))
         clean = self.stop_tree(self.pump_for)
         deadline = time.monotonic() + REAP_WAIT_SECONDS
         while self.main_status is None and time.monotonic() < deadline:
@@ -754,6 +779,34 @@ class Runner:
         it is gone, and the pane is still there."""
         return (self.listener is not None and self.ended_by == "exit" and self.pane_ok
                 and self.clean)
+
+    granted: RunSpec | None = None  # the next run, granted ahead by the daemon (rungrant)
+
+    def claim_grant(self, code: int | None, sig: int | None) -> RunSpec | None:
+        """The next run's spec when the daemon granted it ahead (see ``rungrant``) and this
+        run ended as the grant says: by itself, its whole tree gone, the pane there."""
+        if not (self.spec.grant and self.ended_by == "exit" and self.pane_ok and self.clean) \
+                or self.daemon_ends:
+            return None
+        marker = rungrant.claim(self.spec.grant, self.spec.run_id + 1, code, sig)
+        if marker is None:
+            return None
+        data = runrecord.to_json(self.spec)
+        data.update(run_id=self.spec.run_id + 1, marker=marker)
+        return runrecord.spec_from_json(data)
+
+    def begin_granted(self, spec: RunSpec) -> None:
+        """Take up the granted run: record it, with how the last one ended, before forking
+        (a daemon killed from here on finds it), so that it is started exactly once."""
+        ended, self.granted = self.record, None
+        self.begin(spec)
+        rec = self.record
+        rec.after_run, rec.after_code, rec.after_signal = \
+            ended.run_id, ended.exit_code, ended.exit_signal
+        rec.after_at = ended.exited_at
+        # In place before the fork, not fsynced: the next write (the run started) replaces
+        # it within milliseconds and is fsynced (a machine that loses power ends both runs).
+        write_record(self.record_path, rec, sync=False)
 
     def relaunch(self) -> bool:
         """Wait for the daemon's order (see ``runrelaunch``); whether a new run was taken up.

@@ -97,6 +97,8 @@ class RunSpec:
     ready: str | None = None  # "notify": the task says when it is ready
     ready_log_line: str | None = None
     watchdog_sec: float | None = None
+    grant: str | None = None  # where the daemon may grant the next run at once (rungrant)
+    ending: str | None = None  # present when the daemon ends the run (projects.strangers)
     format: int = SPEC_FORMAT
 
 
@@ -131,6 +133,13 @@ class RunRecord:
     notify_status: str | None = None  # the task's last STATUS=
     watchdog_missed_at: float | None = None
     watchdog_reason: str | None = None
+    # A run started at once on the daemon's grant (``rungrant``): the run it replaced, and
+    # how that one ended (by itself, its whole tree gone).
+    after_run: int | None = None
+    after_code: int | None = None
+    after_signal: int | None = None
+    after_at: float | None = None
+    unscanned: bool = False  # the daemon ended the run: it looks for the strangers itself
     format: int = RECORD_FORMAT
 
 

@@ -53,8 +53,9 @@ KINDS = ("idle", "start", "restart", "stop", "crashloop")
 
 
 def chaos_tasks() -> list[TaskSpec]:
-    """Sixteen tasks: health checks by URL and by command, crash loops, a chatty logger,
-    PostgreSQL-shaped forkers, tasks that are never restarted, and a dependency."""
+    """Sixteen tasks: health checks by URL and by command, crash loops (one whose first
+    restart in a row is granted ahead), a chatty logger, PostgreSQL-shaped forkers, tasks
+    that are never restarted, and a dependency."""
     return [
         TaskSpec("web1", "http", health="url"),
         TaskSpec("web2", "http", health="url"),
@@ -63,7 +64,7 @@ def chaos_tasks() -> list[TaskSpec]:
         TaskSpec("check2", "forker", health="command"),
         TaskSpec("crash1", "crash", policy="always"),
         TaskSpec("crash2", "crash", policy="always"),
-        TaskSpec("crash3", "crash", policy="always"),
+        TaskSpec("crash3", "crash", policy="always", restart_delay=0),  # granted restarts
         TaskSpec("chatty", "chatty"),
         TaskSpec("pg1", "forker"),
         TaskSpec("pg2", "forker", policy="always"),
@@ -100,6 +101,8 @@ def project_toml(name: str, run: str, tasks: list[TaskSpec], alive_dir: str,
             lines += ["health_interval = 1.0", "health_grace = 5.0", "health_timeout = 2.0"]
         if t.depends_on:
             lines.append(f"depends_on = {json.dumps(list(t.depends_on))}")
+        if t.restart_delay is not None:
+            lines.append(f"restart_delay = {t.restart_delay}")
         lines.append("")
     return "\n".join(lines)
 

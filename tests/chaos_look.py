@@ -41,6 +41,7 @@ class TaskSpec:
     policy: str = "on-failure"
     health: str | None = None  # "url" | "command" | None
     depends_on: tuple[str, ...] = ()
+    restart_delay: float | None = None  # 0: its first restart in a row is granted ahead
 
 
 def marker(run: str, task: str) -> str:

@@ -4,6 +4,7 @@ corrupt state file. The long run is ``bench/chaos.py``; both use ``tests/chaos.p
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -45,6 +46,39 @@ def test_kill_9_of_the_daemon_at_any_moment_breaks_nothing(
             r = chaos.round(n, kind, rng)
             assert r.settled is not None, r.line()
             assert not r.findings.total, r.line()
+    finally:
+        chaos.close()
+
+
+GRANT_PLAN = ("restart", "restart", "crashloop", "start", "restart", "stop", "restart",
+              "crashloop")
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_daemon_around_granted_restarts_breaks_nothing(
+        home: str, tmux_socket: str, tmp_path: Path) -> None:
+    # Crash loops whose first restart in a row is granted ahead (``restart_delay = 0``):
+    # each restart or start of a round begins a new streak, so its first crash is answered
+    # by the runner on its grant while the daemon is killed around it.
+    tasks = [TaskSpec(f"grant{i}", "crash", policy="always", restart_delay=0) for i in range(6)]
+    tasks += [TaskSpec("steady1", "sleeper"), TaskSpec("steady2", "sleeper", policy="always"),
+              TaskSpec("pg1", "forker"), TaskSpec("pg2", "forker", policy="always")]
+    chaos = Chaos(home, tmux_socket, str(tmp_path), tasks=tasks, project="grants",
+                  settle_timeout=20)
+    rng = random.Random(19)
+    try:
+        chaos.start_daemon()
+        chaos.start_project()
+        assert chaos.wait_all_up(40), chaos.look().describe()
+        for n, kind in enumerate(GRANT_PLAN, 1):
+            r = chaos.round(n, kind, rng)
+            assert r.settled is not None, r.line()
+            assert not r.findings.total, r.line()
+        with open(os.path.join(home, "events.jsonl"), encoding="utf-8") as fh:
+            events = [json.loads(line) for line in fh]
+        granted = [e for e in events if e["event"] == "auto_restart"
+                   and e["details"].get("delay") == 0]
+        assert len(granted) >= len(GRANT_PLAN), "too few zero-wait restarts to prove anything"
     finally:
         chaos.close()
 

@@ -106,13 +106,15 @@ def test_a_daemon_killed_between_the_exit_report_and_the_relaunch(
         env: dict[str, str], tmp_path: str, home: str) -> None:
     # The daemon is frozen when the task exits: the runner's report is delivered (the socket
     # accepts it) but nobody answers; the daemon is then killed. Its successor adopts the
-    # exit and the task runs again exactly once.
+    # exit and the task runs again exactly once. (The restart granted ahead, which would
+    # not wait for the daemon, is taken back first: ``test_restartgrant`` covers it.)
     flag2 = os.path.join(str(tmp_path), "go")
     proj, runs, _ = _project(str(tmp_path), "killed", "restart_delay = 0",
                              wait=f"while [ ! -f {flag2} ]; do sleep 0.05; done; ")
     sock = os.path.join(home, "ctl.sock")
     run_json(["start"], env, cwd=proj)
     wait_until(lambda: task(env, proj, "app")["state"] == "running", 20, "the start")
+    os.unlink(os.path.join(home, "projects", "killed", "run", "app.grant"))
     pid = call(sock, "daemon.status")["pid"]
     os.kill(pid, signal.SIGSTOP)
     try:

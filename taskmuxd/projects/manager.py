@@ -29,7 +29,7 @@ from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.jobs import Jobs
 from taskmuxd.policy import TaskState
-from taskmuxd.projects import ownership, stopping, taskstart, warmrunner
+from taskmuxd.projects import ownership, restartgrant, stopping, taskstart, warmrunner
 from taskmuxd.projects import state as st
 from taskmuxd.projects.ownership import RunnerWatch
 from taskmuxd.projects.project import Project, Services
@@ -354,6 +354,10 @@ class Projects:
                 continue
             runner = st.read_runner_record(project.files, task.name)
             run = runner.run_id if runner else None
+            if runner and runner.after_run is not None and runner.status == "running" \
+                    and ownership.runner_record_alive(runner) \
+                    and restartgrant.take(project, task, runner):
+                continue  # run N+1 began on its grant meanwhile: N's exit, then N+1 taken
             if runner and run is not None and run > rec.run_id and \
                     ownership.runner_record_alive(runner):
                 rec.run_id = run  # a record lost after the launch: the runner knows better

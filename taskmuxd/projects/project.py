@@ -39,7 +39,9 @@ from taskmuxd.projects import (
     ownership,
     probeactions,
     readiness,
+    restartgrant,
     stopping,
+    strangers,
     taskstart,
     warmrunner,
 )
@@ -235,6 +237,9 @@ class Project:
             self.save_task(task)
         elif isinstance(action, m.Launch):
             task.last_launch_error, task.last_launch_code = None, None
+            if restartgrant.launched(task):  # the run granted ahead is there already
+                self.save_task(task)
+                return
             run_id, clean = taskstart.begin(self, task)
             self.services.spawn(taskstart.launch(self, task, run_id, clean),
                                 f"launch {self.name}/{task.name}")
@@ -451,7 +456,11 @@ class Project:
 
     def runner_started(self, task_name: str, record: RunRecord) -> None:
         task = self.tasks.get(task_name)
-        if task is None or record.run_id != task.record.run_id or record.pid is None:
+        if task is None or record.pid is None:
+            return
+        if record.after_run is not None and restartgrant.take(self, task, record):
+            return
+        if record.run_id != task.record.run_id:
             return
         self.take_runner(task, record)
         if task.state == TaskState.STARTING:
@@ -521,6 +530,8 @@ class Project:
         rec = task.record
         self.services.runners.unwatch(self.task_key(task))
         rec.clean = record.tree_clean is True
+        if record.unscanned:  # its strangers are the daemon's to look for, with others
+            strangers.note(self, task, record.run_id)
         taskstart.runner_waits(task, record)
         task.exit_by_stop = task.state == TaskState.STOPPING  # its runner may stay warm
         rec.exited_wall = record.exited_at or time.time()
@@ -704,8 +715,10 @@ class Project:
         plain = [n for n in names if n not in hooked]
         if plain:
             self.handle(*(m.Command(n, Ev.STOP) for n in plain))
-        return list(await asyncio.gather(*(self._stop_one(n, was_live[n], n in hooked)
-                                           for n in names)))
+        results = list(await asyncio.gather(*(self._stop_one(n, was_live[n], n in hooked)
+                                              for n in names)))
+        await strangers.settled(self)  # every process of the runs is gone: then answer
+        return results
 
     async def _stop_one(self, name: str, was_live: bool | None = None,
                         hooked: bool = True) -> dict[str, Any]:
@@ -783,6 +796,7 @@ class Project:
         task = self.task(name)
         self.command(task, Ev.KILL)
         await task.wait_exit()
+        await strangers.settled(self)
         self.services.events.emit("task_killed", self.name, name)
         return {"task": name, "action": "killed"}
 

@@ -200,6 +200,17 @@ def task_in_place(files: ProjectFiles, name: str) -> asyncio.Future[None]:
     return WRITER.in_place(files.task_state(name))
 
 
+def write_file(path: str, text: str) -> asyncio.Future[None]:
+    """A private file the runner reads (0600; not fsynced), in place atomically."""
+    return WRITER.submit(path, text, mode=0o600, sync=False)
+
+
+def remove_file(path: str) -> asyncio.Future[None]:
+    """Remove a file the runner reads, in order with the writes handed over before (its
+    folder not fsynced)."""
+    return WRITER.remove(path, sync=False)
+
+
 def write_spec(files: ProjectFiles, task: str, text: str) -> asyncio.Future[None]:
     """The runner's spec (0600: it holds the task's environment), in place atomically."""
     return WRITER.submit(files.spec(task), text, mode=0o600, sync=False)

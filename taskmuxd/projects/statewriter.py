@@ -68,9 +68,10 @@ class StateWriter:
         raw = data.encode() if isinstance(data, str) else data
         return self._put(path, _Write(raw, mode, sync, late))
 
-    def remove(self, path: str) -> asyncio.Future[None]:
-        """Remove ``path`` after any write of it still pending (a missing file is fine)."""
-        return self._put(path, _Write(None, 0))
+    def remove(self, path: str, sync: bool = True) -> asyncio.Future[None]:
+        """Remove ``path`` after any write of it still pending (a missing file is fine);
+        ``sync``: its folder fsynced too."""
+        return self._put(path, _Write(None, 0, sync))
 
     def durable(self, path: str) -> asyncio.Future[None]:
         """Resolved once whatever was submitted for ``path`` so far is durable (at once when
@@ -157,7 +158,7 @@ class StateWriter:
                                                              keep=True)))
                     else:
                         _replace(path, job.data, job.mode, job.sync)
-                    if job.sync or job.data is None:
+                    if job.sync:
                         folders.setdefault(os.path.dirname(path), []).append((path, job))
                 except OSError as exc:
                     failed[id(job)] = exc

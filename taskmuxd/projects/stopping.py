@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from taskmuxd import proctree
-from taskmuxd.projects import ownership
+from taskmuxd.projects import ownership, restartgrant, strangers
 from taskmuxd.projects import state as st
 from taskmuxd.projects.projectview import Rung
 from taskmuxd.runrecord import RunRecord
@@ -90,7 +90,12 @@ async def written_ahead(project: ProjectView, tasks: Iterable[TaskRuntime]) -> N
 
 
 async def _send_batch(project: ProjectView, batch: list[Rung]) -> None:
-    await written_ahead(project, (r.task for r in batch))
+    # No run ended by a signal of ours restarts on a grant (``restartgrant``), and its runner
+    # leaves the look for strangers to the daemon (``strangers``).
+    await asyncio.gather(written_ahead(project, (r.task for r in batch)),
+                         restartgrant.revoke(project, (r.task for r in batch)),
+                         asyncio.to_thread(strangers.put_tokens,
+                                           [strangers.token(project, r.task) for r in batch]))
     sent: dict[int, list[str]] = {}
     for r in batch:
         task = r.task
@@ -134,7 +139,7 @@ async def end_orphans(project: ProjectView, task: TaskRuntime, run_id: int) -> N
 
 async def _kill(project: ProjectView, task: TaskRuntime, run_id: int) -> None:
     rec = task.record
-    await written_ahead(project, (task,))
+    await asyncio.gather(written_ahead(project, (task,)), restartgrant.revoke(project, (task,)))
     ours = False
     if rec.window_id:
         with contextlib.suppress(Exception):

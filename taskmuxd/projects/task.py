@@ -14,6 +14,7 @@ from taskmuxd.policy import TaskState
 from taskmuxd.proctree import Snapshot
 from taskmuxd.projects import ownership
 from taskmuxd.projects.state import TaskRecord
+from taskmuxd.runrecord import RunRecord
 
 
 @dataclass
@@ -51,6 +52,9 @@ class TaskRuntime:
         # While its runner waits warm (``warmrunner``): when the daemon forgets it (monotonic).
         self.warm_until: float | None = None
         self.exit_by_stop = False  # the last exit reported was a stop's
+        # A run started on a restart granted ahead (``restartgrant``), reported, until the
+        # machine's Launch takes it.
+        self.granted_run: RunRecord | None = None
 
     @property
     def state(self) -> TaskState:

@@ -35,7 +35,7 @@ from taskmuxctl.core import diskspace
 from taskmuxctl.core.paths import MAX_SOCKET_PATH
 from taskmuxd import proctree, runrecord, runrelaunch
 from taskmuxd.policy import TaskState
-from taskmuxd.projects import ownership, readiness
+from taskmuxd.projects import ownership, readiness, restartgrant, strangers
 from taskmuxd.projects import state as st
 from taskmuxd.projects.hooks import HookFailed, HookRun, run_hook
 from taskmuxd.projects.taskport import claim_port
@@ -108,11 +108,21 @@ async def launch(project: ProjectView, task: TaskRuntime, run_id: int, was_clean
             marker=marker, stop_grace_period=task.config.stop_grace_period,
             cgroup=project.services.groups.ensure(project.name, task.name),
             relaunch_socket=relaunch_socket(project, task),
+            ending=strangers.token(project, task),
             **readiness.runner_spec(project, task),
         )
+        grant = restartgrant.offer(project, task, run_id)
+        # A stop's token is not this run's: removed before the spec is written (the writer
+        # keeps the order); its folder's fsync is not waited for.
+        st.remove_file(spec.ending or "").add_done_callback(_removed)
+        writes = []
+        if grant is not None:  # the next run, granted ahead (``restartgrant``)
+            spec.grant = restartgrant.path(project, task)
+            writes.append(st.write_file(spec.grant, grant))
         # Off the loop, not fsynced (only this run's runner reads it); the launch's record,
         # handed to the writer by ``begin``, must be in place before tmux is asked.
-        await st.write_spec(project.files, task.name, runrecord.dumps(spec))
+        writes.append(st.write_spec(project.files, task.name, runrecord.dumps(spec)))
+        await asyncio.gather(*writes)
         await _written_ahead(project, task)
         if rec.run_id != run_id:
             return
@@ -151,6 +161,12 @@ async def launch(project: ProjectView, task: TaskRuntime, run_id: int, was_clean
     finally:
         if rec.run_id == run_id:
             project.handle(m.LaunchSettled(task.name))
+
+
+def _removed(fut: asyncio.Future[None]) -> None:
+    exc = None if fut.cancelled() else fut.exception()
+    if exc is not None:  # the runner then leaves its strangers to the daemon: still safe
+        log.warning("cannot remove a stop's token: %s", exc)
 
 
 def relaunch_socket(project: ProjectView, task: TaskRuntime) -> str | None:

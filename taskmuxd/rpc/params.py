@@ -138,33 +138,52 @@ def _describe_one(hint: Any, where: str, outer: Bounds = Bounds(), top: bool = T
     raise TypeError(f"{where}: RPC parameters are JSON values; {base!r} is not supported")
 
 
+def _path(node: tuple[Any, ...]) -> str:
+    """The path of a node of ``check_shape`` (made only for an error): ``name[key]...``."""
+    keys: list[object] = []
+    while node[2] is not None:
+        keys.append(node[3])
+        node = node[2]
+    out = str(node[3])
+    for key in reversed(keys):
+        out += f"[{key if isinstance(key, int) else repr(str(key)[:40])}]"
+    return out
+
+
 def check_shape(params: Iterator[tuple[str, Any]]) -> None:
-    """Refuse params no method should look at (see the module's docstring); iterative."""
-    stack: list[tuple[str, Any, int]] = [(name, value, 1) for name, value in params]
+    """Refuse params no method should look at (see the module's docstring); iterative. Each
+    node is (value, depth, parent node, key): its path is spelled out only for an error."""
+    stack: list[tuple[Any, ...]] = [(value, 1, None, name) for name, value in params]
     nodes = 0
     while stack:
-        path, value, depth = stack.pop()
+        node = stack.pop()
+        value = node[0]
         nodes += 1
         if nodes > MAX_NODES:
             raise ParamProblem("(params)", f"too many values (more than {MAX_NODES})")
-        if isinstance(value, dict | list):
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_STRING:
+                raise ParamProblem(_path(node), f"is longer than {MAX_STRING} characters")
+        elif value is None or kind is bool:
+            pass
+        elif isinstance(value, dict | list):
+            depth = node[1]
             if depth > MAX_DEPTH:
-                raise ParamProblem(path, f"nested more than {MAX_DEPTH} levels deep")
+                raise ParamProblem(_path(node), f"nested more than {MAX_DEPTH} levels deep")
             if len(value) > MAX_ITEMS:
-                raise ParamProblem(path, f"has {len(value)} members; at most {MAX_ITEMS} "
-                                   "are allowed")
+                raise ParamProblem(_path(node), f"has {len(value)} members; at most "
+                                   f"{MAX_ITEMS} are allowed")
             items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, member in items:
-                label = key if isinstance(key, int) else repr(str(key)[:40])
-                stack.append((f"{path}[{label}]", member, depth + 1))
+            stack.extend((member, depth + 1, node, key) for key, member in items)
         elif isinstance(value, float):
             if not math.isfinite(value):
-                raise ParamProblem(path, "must be a finite number")
+                raise ParamProblem(_path(node), "must be a finite number")
         elif isinstance(value, int) and not isinstance(value, bool):
             if not INT64[0] <= value <= INT64[1]:
-                raise ParamProblem(path, "is outside the 64-bit integer range")
+                raise ParamProblem(_path(node), "is outside the 64-bit integer range")
         elif isinstance(value, str) and len(value) > MAX_STRING:
-            raise ParamProblem(path, f"is longer than {MAX_STRING} characters")
+            raise ParamProblem(_path(node), f"is longer than {MAX_STRING} characters")
 
 
 class ParamChecker:

@@ -1,0 +1,85 @@
+"""A restart decided in advance: the daemon's grant of the next run, and its claim or revocation.
+
+When the daemon launches run N of a task whose policy would restart it at once (no wait) on
+its next exit, it writes a **grant** next to the run's spec (``run/{task}.grant``, 0600 in the
+project's 0700 ``run/`` folder): ``{"run": N+1, "marker": ..., "always": bool, "success":
+[codes]}``, read as "if run N ends by itself (its first process exited, its whole tree is
+gone, the pane is there) with a status the policy restarts, you may start run N+1 at once".
+
+The file is the single point where the daemon's and the runner's views meet:
+
+- the runner **claims** it by renaming it away (one atomic step), then reads what it
+  claimed; only a grant for exactly the next run, covering the status seen, is used. It then
+  records run N+1 write-ahead (status ``starting``, with run N's exit in ``after_*``) before
+  forking, starts it, and reports both in one message (``runner.started``);
+- the daemon **revokes** it by unlinking it, before any signal of a stop, kill or restart:
+  the unlink succeeds (revoked: no run N+1 can come from it) or finds the file gone (the
+  runner claimed it: run N+1 is on its way, and is taken and handled as the stop says).
+
+So the decision stays the daemon's, taken ahead with what it knows at the launch; the runner,
+the tree's only parent, carries it out exactly once. Standard library only and cheap to
+import (the runner imports it).
+"""
+
+from __future__ import annotations
+
+import os
+
+from taskmuxctl.core import jsonio
+
+SUFFIX = ".grant"
+LIMIT = 4096  # bytes of a grant read at most
+
+
+def text(run_id: int, marker: str, always: bool, success: list[int]) -> str:
+    """The grant of run ``run_id`` (the next one), as the daemon writes it."""
+    return jsonio.dumps({"run": run_id, "marker": marker, "always": always,
+                         "success": sorted(success)})
+
+
+def covers(grant: dict[str, object], code: int | None, sig: int | None) -> bool:
+    """Whether the grant restarts a run that ended with ``code`` or signal ``sig``."""
+    if grant.get("always") is True:
+        return True
+    success = grant.get("success")
+    if sig is not None:
+        return True
+    return isinstance(success, list) and code is not None and code not in success
+
+
+def claim(path: str, run_id: int, code: int | None, sig: int | None) -> str | None:
+    """Claim the grant at ``path`` for run ``run_id`` after an exit with ``code``/``sig``:
+    the marker of the run to start, or None (no grant, another run's, or not this status).
+    A grant claimed is gone whatever it said: the daemon cannot revoke it any more."""
+    taken = f"{path}.taken"
+    try:
+        os.rename(path, taken)
+    except OSError:
+        return None
+    try:
+        with open(taken, "rb") as fh:
+            data = fh.read(LIMIT + 1)
+        grant = jsonio.loads(data) if len(data) <= LIMIT else None
+    except (OSError, ValueError):
+        grant = None
+    finally:
+        try:
+            os.unlink(taken)
+        except OSError:
+            pass
+    if not isinstance(grant, dict) or grant.get("run") != run_id:
+        return None
+    marker = grant.get("marker")
+    if not isinstance(marker, str) or not covers(grant, code, sig):
+        return None
+    return marker
+
+
+def revoke(path: str) -> bool:
+    """Take the grant back: True when it was there (now no run can come from it), False when
+    it was not (claimed by the runner, or never written)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True

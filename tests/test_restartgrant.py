@@ -1,0 +1,239 @@
+"""A restart decided in advance (``rungrant``, ``restartgrant``): a zero-wait crash is
+answered by the runner on the daemon's grant, with one report, a new pid and the restart
+counted; a stop takes the grant back; the restart limit and the backoff after the first
+restart give no grant; ``kill -9`` of the daemon or of the runner around a granted restart
+leaves the task running exactly once and nothing orphaned. Real tmux, real daemon; the claim
+itself on files alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from typing import Any
+
+from taskmuxd import proctree, rungrant
+from tests.helpers import call, pid_gone, read, run_json, wait_until
+from tests.projects import task, write_project
+
+CRASH_ONCE = ('echo "$PPID ${{TASKMUX_RUN##*:}} $$" >> {runs}; if [ -f {flag} ]; then exec '
+              'sleep 600; fi; touch {flag}; {wait}exit 3')
+
+
+def _runs(path: str) -> list[tuple[int, int, int]]:
+    """(runner pid, run id, task pid) per start of the task, as it wrote them."""
+    try:
+        return [(int(a), int(b), int(c))
+                for a, b, c in (line.split() for line in read(path).splitlines())]
+    except FileNotFoundError:
+        return []
+
+
+def _project(tmp_path: str, name: str, settings: str, command: str | None = None,
+             wait: str = "") -> tuple[str, str, str]:
+    runs, flag = os.path.join(tmp_path, "runs"), os.path.join(tmp_path, "flag")
+    command = command or CRASH_ONCE.format(runs=runs, flag=flag, wait=wait)
+    proj = write_project(os.path.join(tmp_path, "p"), f"""
+        name = "{name}"
+        [tasks.app]
+        command = '{command}'
+        {settings}
+    """)
+    return proj, runs, flag
+
+
+def _events(home: str, project: str) -> list[dict[str, Any]]:
+    out = []
+    for line in read(os.path.join(home, "events.jsonl")).splitlines():
+        ev = json.loads(line)
+        if ev.get("project") == project and ev.get("task") == "app":
+            out.append(ev)
+    return out
+
+
+def _record(home: str, project: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(read(os.path.join(home, "projects", project, "run",
+                                                        "app.json")))
+    return data
+
+
+def _marked(home: str, project: str) -> list[int]:
+    """The live processes carrying any run's marker of the task, its runner aside (started
+    by tmux with its first run's marker)."""
+    rec = _record(home, project)
+    prefix = rec["marker"].rsplit(":", 1)[0] + ":"
+    return [p.pid for p in proctree.find_marked(prefix) if p.pid != rec["runner_pid"]]
+
+
+def test_a_granted_restart_is_one_report_a_new_pid_and_counted(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    proj, runs, _ = _project(str(tmp_path), "granted", "restart_delay = 0")
+    run_json(["start"], env, cwd=proj)
+    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+                   and t["restarts"] == 1 and t, 20, "the restart")
+    (runner1, run1, pid1), (runner2, run2, pid2) = _runs(runs)
+    assert runner1 == runner2 and run2 == run1 + 1 and pid2 != pid1
+    assert t["pid"] == pid2
+    rec = _record(home, "granted")
+    # Run 2's record says it began on the grant, and how run 1 ended: the one report.
+    assert rec["run_id"] == run2 and rec["after_run"] == run1 and rec["after_code"] == 3
+    assert rec["status"] == "running" and rec["relaunch"] is None
+    kinds = [e["event"] for e in _events(home, "granted")]
+    at = kinds.index("task_exited")
+    assert kinds[at:at + 3] == ["task_exited", "auto_restart", "task_started"], kinds
+    restart = [e for e in _events(home, "granted") if e["event"] == "auto_restart"]
+    assert restart[0]["details"]["delay"] == 0 and restart[0]["details"]["attempt"] == 1
+    # After the first restart of a streak the backoff applies: no grant for run 3.
+    assert not os.path.exists(os.path.join(home, "projects", "granted", "run", "app.grant"))
+
+
+def test_a_stop_takes_the_grant_back(env: dict[str, str], tmp_path: str, home: str) -> None:
+    # A task that exits 1 on SIGINT: without the grant taken back, its runner would have
+    # started it again when the stop ended it.
+    runs = os.path.join(str(tmp_path), "runs")
+    command = f'echo "$PPID ${{TASKMUX_RUN##*:}} $$" >> {runs}; trap "exit 1" INT; ' \
+              'while :; do sleep 0.1; done'
+    proj, _, _ = _project(str(tmp_path), "revoked", 'restart_policy = "always"\n'
+                          "restart_delay = 0", command=command)
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: task(env, proj, "app")["state"] == "running", 20, "the start")
+    grant = os.path.join(home, "projects", "revoked", "run", "app.grant")
+    assert os.path.exists(grant)
+    ((runner, _run, _pid),) = _runs(runs)
+    run_json(["stop"], env, cwd=proj)
+    assert task(env, proj, "app")["state"] == "stopped"
+    wait_until(lambda: pid_gone(runner), 20, "the runner to finish")
+    assert len(_runs(runs)) == 1 and not os.path.exists(grant)
+    assert _marked(home, "revoked") == []
+
+
+def test_the_restart_limit_gives_no_grant(env: dict[str, str], tmp_path: str,
+                                          home: str) -> None:
+    runs = os.path.join(str(tmp_path), "runs")
+    command = f'echo "$PPID ${{TASKMUX_RUN##*:}} $$" >> {runs}; exit 3'
+    proj, _, _ = _project(str(tmp_path), "limited", "restart_delay = 0\nmax_restarts = 1\n"
+                          "retry_after = 0", command=command)
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: task(env, proj, "app")["state"] == "fatal", 20, "the limit")
+    got = _runs(runs)
+    assert len(got) == 2 and got[0][0] == got[1][0]  # the one restart, granted, in place
+    assert not os.path.exists(os.path.join(home, "projects", "limited", "run", "app.grant"))
+
+
+def test_a_daemon_frozen_then_killed_around_a_granted_restart(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # The daemon is frozen when the task exits: the runner restarts it on its grant all the
+    # same (its report waits in the socket); the daemon is killed. Its successor adopts run
+    # 2 with run 1's exit counted: the task runs exactly once, nothing else of it lives.
+    go = os.path.join(str(tmp_path), "go")
+    proj, runs, _ = _project(str(tmp_path), "frozen", "restart_delay = 0",
+                             wait=f"while [ ! -f {go} ]; do sleep 0.05; done; ")
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: task(env, proj, "app")["state"] == "running", 20, "the start")
+    pid = call(os.path.join(home, "ctl.sock"), "daemon.status")["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with open(go, "w"):
+            pass
+        wait_until(lambda: len(_runs(runs)) == 2 and _record(home, "frozen")["status"]
+                   == "running", 20, "the granted run, while the daemon is frozen")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: pid_gone(pid), 10, "the daemon to die")
+    (_r1, _run1, _p1), (_r2, _run2, pid2) = _runs(runs)
+    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+                   and t["pid"] == pid2 and t, 30, "the granted run adopted")
+    assert t["restarts"] == 1
+    assert len(_runs(runs)) == 2, "the task ran more than once after the adoption"
+    assert sorted(_marked(home, "frozen")) == [pid2]
+
+
+def test_the_runner_killed_right_after_a_granted_restart(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # kill -9 of the runner once run 2 runs: its task is orphaned; the daemon ends it before
+    # it starts the task again, so exactly one copy lives afterwards.
+    proj, runs, _ = _project(str(tmp_path), "orphan", "restart_delay = 0\n"
+                             "stop_grace_period = 1")
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: len(_runs(runs)) == 2 and _record(home, "orphan")["status"]
+               == "running", 20, "the granted run")
+    (_r1, _run1, _p1), (runner, _run2, pid2) = _runs(runs)
+    os.kill(runner, signal.SIGKILL)
+    wait_until(lambda: len(_runs(runs)) == 3, 30, "the task started again")
+    wait_until(lambda: pid_gone(pid2), 20, "the orphan of run 2 ended")
+    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running" and t, 20,
+                   "running again")
+    assert _runs(runs)[-1][2] == t["pid"]
+    wait_until(lambda: _marked(home, "orphan") == [t["pid"]], 10, "one copy")
+
+
+def test_a_grant_is_claimed_once_for_the_next_run_and_revoked_for_good(tmp_path: str) -> None:
+    path = os.path.join(str(tmp_path), "t.grant")
+
+    def put(run: int, always: bool = False) -> None:
+        with open(path, "w") as fh:
+            fh.write(rungrant.text(run, f"m:{run}", always, [0]))
+
+    put(2)
+    assert rungrant.claim(path, 2, 0, None) is None  # a success: on-failure does not restart
+    assert not os.path.exists(path)  # claimed all the same: gone
+    put(2)
+    assert rungrant.claim(path, 3, 1, None) is None  # another run's grant
+    put(2)
+    assert rungrant.claim(path, 2, None, 9) == "m:2"  # a signal is a failure
+    assert rungrant.claim(path, 2, None, 9) is None  # once
+    put(2, always=True)
+    assert rungrant.claim(path, 2, 0, None) == "m:2"
+    put(2)
+    assert rungrant.revoke(path) is True
+    assert rungrant.claim(path, 2, 1, None) is None
+    assert rungrant.revoke(path) is False  # nothing left to take back
+    with open(path, "wb") as fh:
+        fh.write(b"{" * (rungrant.LIMIT + 10))
+    assert rungrant.claim(path, 2, 1, None) is None  # hostile: bounded, refused
+
+
+def test_a_stop_that_meets_a_claimed_grant_ends_the_granted_run(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # The stop is asked while the daemon is frozen; the task then exits and its runner,
+    # whose grant the frozen daemon could not take back, starts run 2 on it. Once the
+    # daemon runs again, whichever it hears first, the stop ends with nothing running.
+    go = os.path.join(str(tmp_path), "go")
+    proj, runs, _ = _project(str(tmp_path), "race", "restart_delay = 0\n"
+                             "stop_grace_period = 2",
+                             wait=f"while [ ! -f {go} ]; do sleep 0.05; done; ")
+    sock = os.path.join(home, "ctl.sock")
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: task(env, proj, "app")["state"] == "running", 20, "the start")
+    pid = call(sock, "daemon.status")["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    request = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        request.connect(sock)
+        request.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "project.stop",
+                                    "params": {"project": "race", "tasks": ["app"]}})
+                        .encode() + b"\n")
+        with open(go, "w"):
+            pass
+        wait_until(lambda: len(_runs(runs)) == 2 and _record(home, "race")["status"]
+                   == "running", 20, "the granted run, while the daemon is frozen")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        request.settimeout(30)
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = request.recv(65536)
+            assert chunk, "the daemon closed the stop's connection unanswered"
+            reply += chunk
+    finally:
+        request.close()
+    assert "error" not in json.loads(reply), reply
+    (runner, _run1, _p1), (_r2, _run2, pid2) = _runs(runs)
+    wait_until(lambda: task(env, proj, "app")["state"] == "stopped", 20, "stopped")
+    wait_until(lambda: pid_gone(pid2) and pid_gone(runner), 20, "the granted run ended")
+    assert len(_runs(runs)) == 2 and _marked(home, "race") == []
+    kinds = [e["event"] for e in _events(home, "race")]
+    assert kinds[-1] == "task_stopped", kinds
