@@ -42,11 +42,12 @@ if TYPE_CHECKING:
 
 def wanted(project: ProjectView, task: TaskRuntime) -> bool:
     """Whether the runner of a task that just ended stays warm: the user stopped it while it
-    ran (a ``stop``; not an exit, a crash or a kill), all of the run is gone, and the setting
-    allows it."""
+    ran (a ``stop``; not an exit, a crash or a kill), and the setting allows it. The runner
+    waits only when its own tree is gone (``taskstart.runner_waits``); the run's strangers,
+    if any, are the daemon's to look for (``strangers``), and until that look has recorded
+    the run clean a start does not use the warm runner but launches through tmux."""
     return (task.state == TaskState.STOPPED and task.record.policy.manual_stop
-            and task.exit_by_stop and task.record.clean
-            and project.services.warm_runner_seconds() > 0)
+            and task.exit_by_stop and project.services.warm_runner_seconds() > 0)
 
 
 def keep(project: ProjectView, task: TaskRuntime) -> bool:
