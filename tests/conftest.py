@@ -42,6 +42,43 @@ def pytest_configure(config: pytest.Config) -> None:
 
     for package in ("taskmuxd", "taskmuxctl"):
         compileall.compile_dir(os.path.join(REPO, package), quiet=1)
+    tests = os.path.join(REPO, "tests")
+    for name in sorted(os.listdir(tests)):  # the helper modules workers and children import
+        if name.endswith(".py") and not name.startswith("test_") and name != "conftest.py":
+            compileall.compile_file(os.path.join(tests, name), quiet=1)
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+        rewrite_test_modules(config)
+
+
+def rewrite_test_modules(config: pytest.Config) -> None:
+    """Under xdist, rewrite the test modules' asserts once, here in the controller, into
+    pytest's own cache (``tests/__pycache__/*-pytest-*.pyc``), before the workers start.
+    pytest reads that cache even with PYTHONDONTWRITEBYTECODE set but then never writes it,
+    so every worker rewrote every module itself: about 4 s of CPU each, most of a worker's
+    collection. The workers still rewrite any module whose cached copy is missing or stale
+    (pytest checks the source's size and time). Uses pytest's rewrite helpers; if their shape
+    changes, this does nothing and the workers rewrite as before."""
+    from pathlib import Path
+
+    try:
+        from _pytest.assertion import rewrite
+
+        if config.getoption("assertmode") != "rewrite":
+            return
+        state = config.stash[rewrite.assertstate_key]
+        tests = Path(REPO, "tests")
+        paths = [*sorted(tests.glob("test_*.py")), tests / "conftest.py",
+                 tests / "update_fixtures.py"]  # update_fixtures: a plugin (rewritten too)
+        for path in paths:
+            cache = rewrite.get_cache_dir(path)
+            pyc = cache / (path.name[:-3] + rewrite.PYC_TAIL)
+            if rewrite._read_pyc(path, pyc, state.trace) is not None:
+                continue
+            source_hash, code = rewrite._rewrite_test(path, config)
+            if rewrite.try_makedirs(cache):
+                rewrite._write_pyc(state, code, source_hash, pyc)
+    except (ImportError, AttributeError, TypeError, KeyError, ValueError, OSError):
+        return
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
