@@ -81,12 +81,36 @@ def rewrite_test_modules(config: pytest.Config) -> None:
         return
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests marked ``slow`` run first, so that the long ones start early and the
-    parallel workers do not end waiting on one of them (the README's command hands tests
-    out two at a time: each idle worker takes the next slow one). The rest keep their order;
-    every xdist worker sorts alike."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+SLOW_SECONDS = 10.0  # what a ``slow`` mark without a figure stands for
+
+
+def slow_seconds(item: pytest.Item) -> float | None:
+    """``None`` for a test not marked ``slow``; else the seconds its mark gives
+    (``pytest.mark.slow(90)``: about 90 s on 2 idle cores, set-up included), or SLOW_SECONDS."""
+    mark = item.get_closest_marker("slow")
+    if mark is None:
+        return None
+    return float(mark.args[0]) if mark.args else SLOW_SECONDS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` run first, longest first, so that the long ones start early
+    and the parallel workers do not end waiting on one of them. The README's command hands
+    tests out two at a time (``--maxschedchunk 2``), the first two to each worker in turn, so
+    the first ``2 * workers`` slow tests are paired, longest with shortest, that no worker
+    starts with two of the longest one after the other. The rest keep their order; every
+    xdist worker sorts alike (each sees the same worker count)."""
+    slow = [(seconds, index, item) for index, item in enumerate(items)
+            if (seconds := slow_seconds(item)) is not None]
+    slow.sort(key=lambda entry: (-entry[0], entry[1]))
+    first = [item for _, _, item in slow]
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 0))
+    if workers > 1 and config.getoption("maxschedchunk", None) == 2 and len(first) >= 2 * workers:
+        longest, next_ones = first[:workers], first[workers:2 * workers]
+        paired = [item for pair in zip(longest, reversed(next_ones), strict=True) for item in pair]
+        first = paired + first[2 * workers:]
+    chosen = {id(item) for item in first}
+    items[:] = first + [item for item in items if id(item) not in chosen]
 
 
 @pytest.hookimpl(wrapper=True)

@@ -59,6 +59,7 @@ RELEASES: dict[str, list[tuple[str, str, str]]] = {
 EPOCH = "1700000000"
 PROBATION = 1  # seconds (config.toml): keeps direct-mode updates quick
 PIP_ENV = ("PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
+EDITABLE_BUILD_REQUIRES = ["editables~=0.3"]  # what hatchling asks for to build editable
 
 
 def load_release_script() -> ModuleType:
@@ -156,19 +157,23 @@ def base_venv_path(root: str) -> str:
 
 def dependency_wheelhouse(wheel: str) -> str:
     """Wheels of every dependency, resolved once and kept between runs (keyed by the
-    dependency list and the interpreter), so a test run does not ask an index again."""
+    dependency list, the build backend and the interpreter), so a test run does not ask an
+    index again. The build backend's wheels are there too (the demo's ``pip install -e .``
+    builds the checkout in an isolated environment that installs them)."""
     import hashlib
     import tomllib
 
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as fh:
-        deps = tomllib.load(fh)["project"]["dependencies"]
-    key = hashlib.sha256(json.dumps([deps, sys.version]).encode()).hexdigest()[:16]
+        project = tomllib.load(fh)
+    deps = project["project"]["dependencies"]
+    backend = [*project["build-system"]["requires"], *EDITABLE_BUILD_REQUIRES]
+    key = hashlib.sha256(json.dumps([deps, backend, sys.version]).encode()).hexdigest()[:16]
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                          "taskmux-tests", f"wheelhouse-{key}")
     if os.path.exists(os.path.join(cache, ".complete")):
         return cache
     tmp = f"{cache}.{os.getpid()}.tmp"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", tmp, wheel],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", tmp, wheel, *backend],
                    check=True, capture_output=True, timeout=600)
     for name in os.listdir(tmp):
         if name.startswith("taskmux-"):
