@@ -50,6 +50,47 @@ def pytest_configure(config: pytest.Config) -> None:
         rewrite_test_modules(config)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In the xdist controller, before the workers start (xdist starts them last): the
+    update tests' builds, if the run is likely to use them (see ``start_builds_early``)."""
+    config = session.config
+    if (not hasattr(config, "workerinput") and config.getoption("numprocesses", None)
+            and builds_likely_needed(config)):
+        from tests.update_fixtures import start_builds_early
+
+        shared = str(config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+        config.stash[EARLY_BUILDS] = start_builds_early(shared)
+
+
+# The update tests' release builds (tests/update_fixtures.py), used by these test files.
+BUILD_USERS = ("test_demo.py", "test_fleet_update.py", "test_install_sh.py",
+               "test_update_e2e.py", "test_update_guard.py", "test_update_refusals.py")
+EARLY_BUILDS = pytest.StashKey[subprocess.Popen[bytes]]()
+
+
+def builds_likely_needed(config: pytest.Config) -> bool:
+    """Whether a parallel run is likely to use the update tests' builds: a run of the whole
+    suite (or of a file that uses them) without ``-k`` and without leaving out slow tests."""
+    if config.getoption("keyword", "") or "not slow" in (config.getoption("markexpr", "") or ""):
+        return False
+    tests = os.path.join(REPO, "tests")
+    for arg in config.args or [tests]:
+        path = os.path.realpath(os.path.join(str(config.invocation_params.dir),
+                                             arg.split("::")[0]))
+        if path in (REPO, tests) or os.path.basename(path) in BUILD_USERS:
+            return True
+    return False
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    proc = config.stash.get(EARLY_BUILDS, None)
+    if proc is not None and proc.poll() is None:  # a run cut short: stop the builds
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    if proc is not None:
+        proc.wait()
+
+
 def rewrite_test_modules(config: pytest.Config) -> None:
     """Under xdist, rewrite the test modules' asserts once, here in the controller, into
     pytest's own cache (``tests/__pycache__/*-pytest-*.pyc``), before the workers start.

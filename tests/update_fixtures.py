@@ -116,18 +116,29 @@ class Builds:
 
 
 def _build_all(root: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     script = load_release_script()
     wheels = os.path.join(root, "wheels")
     os.makedirs(wheels, exist_ok=True)
     os.environ["SOURCE_DATE_EPOCH"] = EPOCH
+
+    def build(version: str) -> str:
+        src = copy_source(os.path.join(root, "src", version), version, RELEASES[version])
+        return str(script.build_wheel(src, wheels, isolation=False))
+
+    # Each build is a pip process of its own, mostly waiting on the one before it in turn;
+    # the other workers wait for these builds, so run them side by side.
+    pool = ThreadPoolExecutor(max_workers=4)
     try:
-        for version, patches in RELEASES.items():
-            src = copy_source(os.path.join(root, "src", version), version, patches)
-            script.build_wheel(src, wheels, isolation=False)
+        others = [pool.submit(build, v) for v in RELEASES if v != BASE]
+        base_wheel = build(BASE)
+        wheelhouse = dependency_wheelhouse(base_wheel)
+        for future in others:
+            future.result()
     finally:
+        pool.shutdown(wait=True)
         del os.environ["SOURCE_DATE_EPOCH"]
-    base_wheel = os.path.join(wheels, f"taskmux-{BASE}-py3-none-any.whl")
-    wheelhouse = dependency_wheelhouse(base_wheel)
     os.symlink(wheelhouse, os.path.join(root, "wheelhouse"))
     # The base version is built the way an update builds a version (the product's own code).
     from taskmuxctl.core.paths import Paths
@@ -184,11 +195,9 @@ def dependency_wheelhouse(wheel: str) -> str:
     return cache
 
 
-@pytest.fixture(scope="session")
-def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
-    # This run's folder, which every xdist worker's own folder is inside.
-    base = tmp_path_factory.getbasetemp()
-    shared = str(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+def ensure_builds(shared: str) -> str:
+    """Build everything once into ``shared``/update-builds (under a lock: the first caller
+    builds, the others wait for it); returns that folder."""
     root = os.path.join(shared, "update-builds")
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(shared, "update-builds.lock"), "w") as lock:
@@ -197,6 +206,23 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
         if not os.path.exists(done):
             _build_all(root)
             open(done, "w").close()
+    return root
+
+
+def start_builds_early(shared: str) -> subprocess.Popen[bytes]:
+    """``ensure_builds`` in a process of its own, started by the xdist controller before the
+    workers: the slow tests the workers take first wait on these builds."""
+    return subprocess.Popen([sys.executable, "-m", "tests.update_fixtures", shared], cwd=REPO,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
+    # This run's folder, which every xdist worker's own folder is inside.
+    base = tmp_path_factory.getbasetemp()
+    shared = str(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+    root = ensure_builds(shared)
     wheels = {v: os.path.join(root, "wheels", f"taskmux-{v}-py3-none-any.whl") for v in RELEASES}
     python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     return Builds(root, wheels, os.path.join(root, "wheelhouse"),
@@ -359,3 +385,7 @@ def wait_version(inst: Installed, version: str, timeout: float = 60.0) -> None:
 
 
 StartService = Callable[..., str]
+
+
+if __name__ == "__main__":  # start_builds_early
+    ensure_builds(sys.argv[1])
