@@ -148,8 +148,10 @@ def _build_all(root: str) -> None:
     python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     layout = AppLayout(Paths(os.path.join(root, "base-home")))
     layout.ensure()
-    saved = {k: os.environ.get(k) for k in ("PIP_NO_INDEX", "PIP_FIND_LINKS")}
-    os.environ.update({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse})
+    # Not byte-compiled as pip installs it (8.6 -> 3.1 CPU-s): the tests' programs write the
+    # bytecode of what they import on first use, into this shared environment (installed_env).
+    saved = {k: os.environ.get(k) for k in ("PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_COMPILE")}
+    os.environ.update({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse, "PIP_COMPILE": "0"})
     try:
         create_version(layout.paths, layout, BASE, base_wheel, python)
     finally:
