@@ -32,7 +32,7 @@ PLAN = ("start", "restart", "stop", "crashloop", "idle", "restart", "start", "st
         "crashloop", "start", "restart", "idle")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(30)
 def test_kill_9_of_the_daemon_at_any_moment_breaks_nothing(
         home: str, tmux_socket: str, tmp_path: Path) -> None:
     assert set(PLAN) == set(KINDS)

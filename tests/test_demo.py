@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.helpers import REPO, call, read, wait_until
+from tests.update_fixtures import PIP_ENV, Builds
 from tests.web import ca_context, get
 
 SKIP = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.pyc", ".mypy_cache",
@@ -30,18 +31,22 @@ def clone() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(25)
 @pytest.mark.timeout(600)  # a fresh venv and pip install: minutes on busy cores
 def test_the_demo_command_runs_every_example_task(clone: str, env: dict[str, str],
-                                                  home: str, tmp_path: str) -> None:
+                                                  home: str, tmp_path: str,
+                                                  builds: Builds) -> None:
     user_home = str(tmp_path / "home")  # never the real ~/.local/bin
     bindir = os.path.join(user_home, ".local", "bin")
     # As on a user's machine, Python writes bytecode when it first imports a module; pip
     # does not byte-compile every file it installs (PIP_COMPILE=0 is pip's --no-compile),
-    # which cost more CPU than the rest of the install (textual, rich and pygments).
+    # which cost more CPU than the rest of the install (textual, rich and pygments). pip
+    # takes the dependencies and the build backend from the run's wheelhouse (as the update
+    # tests do) rather than resolving them against an index: that halved the install's CPU.
     demo_env = {k: v for k, v in env.items()
-                if k not in ("VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")}
-    demo_env.update(HOME=user_home, PATH=f"{bindir}:{env['PATH']}", PIP_COMPILE="0")
+                if k not in ("VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE", *PIP_ENV)}
+    demo_env.update(builds.pip_env())
+    demo_env.update(HOME=user_home, PATH=f"{bindir}:{env['PATH']}")
     proc = subprocess.run(["sh", "examples/demo.sh"], cwd=clone, env=demo_env, text=True,
                           capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

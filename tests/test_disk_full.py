@@ -96,7 +96,7 @@ def daemon_pid(home: str) -> int:
     return int(call(os.path.join(home, "ctl.sock"), "daemon.status", timeout=5)["pid"])
 
 
-@pytest.mark.slow
+@pytest.mark.slow(21)
 def test_a_full_disk_stops_nothing_and_everything_resumes(small_home: str, tmux_socket: str,
                                                            tmp_path: Any) -> None:
     home = small_home

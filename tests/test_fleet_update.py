@@ -54,7 +54,7 @@ PROJECT = """name = "{name}"
 command = "exec sleep 600"
 """
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # five pip installs over ssh
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow(120)]  # five pip installs over ssh
 
 
 def _walk_chown(path: str, uid: int, gid: int) -> None:

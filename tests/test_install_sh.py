@@ -25,7 +25,7 @@ from tests.update_fixtures import (
     private_key_text,
 )
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]  # minutes of pip on busy cores
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow(35)]  # minutes of pip on busy cores
 
 
 def make_release(gh: FakeGitHub, builds: Builds, key: Ed25519PrivateKey, version: str,
@@ -63,6 +63,7 @@ def install(gh: FakeGitHub, builds: Builds, key: Ed25519PrivateKey, user_home: s
                           env=env, capture_output=True, text=True, timeout=280)
 
 
+@pytest.mark.slow(90)
 def test_install_converge_repair_and_update(github: FakeGitHub, builds: Builds,
                                            signing_key: Ed25519PrivateKey, user_home: str,
                                            home: str, tmp_path: Any) -> None:

@@ -114,8 +114,9 @@ CASES = [
 @pytest.mark.parametrize(("label", "toml", "key", "line", "words"), CASES,
                          ids=[c[0] for c in CASES])
 def test_check_reports_each_problem_with_file_key_line(
-        env: dict[str, str], tmp_path: str, label: str, toml: str, key: str, line: int,
+        module_env: dict[str, str], tmp_path: str, label: str, toml: str, key: str, line: int,
         words: list[str]) -> None:
+    env = module_env  # refused starts register nothing: one daemon serves every case
     proj = write_project(str(tmp_path / "p"), toml)
     path = os.path.join(proj, "taskmux.toml")
     code, out = run_json(["check"], env, cwd=proj)
@@ -136,7 +137,8 @@ def test_check_reports_each_problem_with_file_key_line(
     assert run_json(["daemon", "list"], env)[1]["projects"] == []
 
 
-def test_check_ok_prints_the_start_order(env: dict[str, str], tmp_path: str) -> None:
+def test_check_ok_prints_the_start_order(module_env: dict[str, str], tmp_path: str) -> None:
+    env = module_env
     proj = write_project(str(tmp_path / "p"), """
         name = "fine"
         [tasks.db]
@@ -164,8 +166,9 @@ def test_check_ok_prints_the_start_order(env: dict[str, str], tmp_path: str) -> 
         in text
 
 
-def test_check_leaves_manual_tasks_out_of_the_start_order(env: dict[str, str],
+def test_check_leaves_manual_tasks_out_of_the_start_order(module_env: dict[str, str],
                                                           tmp_path: str) -> None:
+    env = module_env
     proj = write_project(str(tmp_path / "p"), """
         name = "fine"
         [tasks.db]
@@ -186,8 +189,9 @@ def test_check_leaves_manual_tasks_out_of_the_start_order(env: dict[str, str],
     assert "not started by `taskmux start` (auto_start = false): seed" in text
 
 
-def test_no_config_is_an_error_and_no_phantom_project(env: dict[str, str],
+def test_no_config_is_an_error_and_no_phantom_project(module_env: dict[str, str],
                                                       tmp_path: str) -> None:
+    env = module_env
     empty = str(tmp_path / "empty")
     os.makedirs(empty)
     said = set()
@@ -202,7 +206,8 @@ def test_no_config_is_an_error_and_no_phantom_project(env: dict[str, str],
     assert run_json(["daemon", "list"], env)[1]["projects"] == []
 
 
-def test_a_misspelt_key_is_one_problem(env: dict[str, str], tmp_path: str) -> None:
+def test_a_misspelt_key_is_one_problem(module_env: dict[str, str], tmp_path: str) -> None:
+    env = module_env
     proj = write_project(str(tmp_path / "p"), """
         name = "x"
         [tasks.web]

@@ -16,7 +16,7 @@ def test_ruff_clean() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow(30)
 def test_mypy_strict_clean() -> None:
     proc = subprocess.run([f"{BIN}/mypy"], cwd=REPO, capture_output=True, text=True,
                           timeout=600)

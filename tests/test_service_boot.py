@@ -98,7 +98,7 @@ def _exit_78_is_final(manager: UserManager, home: str, env: dict[str, str], pid:
     return int(out["pid"])
 
 
-@pytest.mark.slow
+@pytest.mark.slow(14)
 def test_user_unit_runs_under_systemd(manager: UserManager, home: str,
                                       env: dict[str, str]) -> None:
     env = {**env, "XDG_RUNTIME_DIR": manager.runtime, "XDG_CONFIG_HOME": manager.config,

@@ -201,7 +201,7 @@ def test_user_unit_install(fake: FakeManager, home: str) -> None:
     assert code == 0 and out["removed"] == [unit]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(20)
 def test_launchd_daemon_install_converges_and_is_controlled(fake: FakeManager, home: str
                                                             ) -> None:
     env = {**fake.env, "TASKMUX_SERVICE_MANAGER": "launchd"}

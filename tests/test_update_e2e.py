@@ -22,7 +22,7 @@ from tests.helpers import call, read, wait_until
 from tests.projects import pid_alive, write_project
 from tests.update_fixtures import BASE, CRASHES, DIES, GOOD, NEWER, PROBATION, Installed
 
-pytestmark = [pytest.mark.timeout(480), pytest.mark.slow]  # minutes of pip on busy cores
+pytestmark = [pytest.mark.timeout(480), pytest.mark.slow(25)]  # minutes of pip on busy cores
 
 
 def wheel_downloads(inst: Installed, version: str) -> int:
@@ -47,6 +47,7 @@ def events_since(inst: Installed, since: float) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.slow(40)
 def test_good_update_end_to_end_tasks_keep_running(installed: Installed, tmp_path: Any) -> None:
     inst = installed
     assert inst.ctl("daemon", "start").returncode == 0
@@ -194,6 +195,7 @@ def test_release_that_cannot_start_is_rolled_back_without_a_service_manager(
     assert code == 0 and out["available"] is False
 
 
+@pytest.mark.slow(30)
 def test_release_that_answers_then_dies_is_rolled_back_without_a_service_manager(
         installed: Installed) -> None:
     """Started directly, nothing would restart a daemon that dies after READY, nor let the
@@ -223,6 +225,7 @@ def test_release_that_answers_then_dies_is_rolled_back_without_a_service_manager
     assert "update_done" not in names
 
 
+@pytest.mark.slow(5)
 def test_service_units_start_the_boot_guard(installed: Installed, tmp_path: Any) -> None:
     """In the installed layout the unit runs the guard on the base interpreter (outside every
     version), which execs app/current's taskmuxd with the unit's arguments."""

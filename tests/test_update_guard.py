@@ -16,7 +16,7 @@ from taskmuxctl.core.update import lock as update_lock
 from tests.helpers import call, read, wait_until
 from tests.update_fixtures import BASE, CRASHES, GOOD, NEWER, NO_IMPORT, Installed, wait_version
 
-pytestmark = [pytest.mark.timeout(480), pytest.mark.slow]  # minutes of pip on busy cores
+pytestmark = [pytest.mark.timeout(480), pytest.mark.slow(12)]  # minutes of pip on busy cores
 
 
 def starts(record: str) -> int:
@@ -59,6 +59,7 @@ def test_guard_rolls_back_a_release_that_cannot_start(installed: Installed, bad:
     assert status(inst)["bad_versions"] == [bad]
 
 
+@pytest.mark.slow(35)
 def test_auto_update_skips_the_bad_release_then_takes_a_newer_one(installed: Installed) -> None:
     inst = installed
     with open(os.path.join(inst.home, "config.toml"), "a") as fh:
@@ -114,6 +115,7 @@ def test_a_version_that_ran_a_while_is_never_reverted(installed: Installed) -> N
     wait_version(inst, GOOD)
 
 
+@pytest.mark.slow(18)
 def test_manual_restarts_are_not_crashes(installed: Installed) -> None:
     inst = installed
     inst.start_service()

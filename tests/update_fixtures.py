@@ -59,6 +59,7 @@ RELEASES: dict[str, list[tuple[str, str, str]]] = {
 EPOCH = "1700000000"
 PROBATION = 1  # seconds (config.toml): keeps direct-mode updates quick
 PIP_ENV = ("PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
+EDITABLE_BUILD_REQUIRES = ["editables~=0.3"]  # what hatchling asks for to build editable
 
 
 def load_release_script() -> ModuleType:
@@ -115,18 +116,29 @@ class Builds:
 
 
 def _build_all(root: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     script = load_release_script()
     wheels = os.path.join(root, "wheels")
     os.makedirs(wheels, exist_ok=True)
     os.environ["SOURCE_DATE_EPOCH"] = EPOCH
+
+    def build(version: str) -> str:
+        src = copy_source(os.path.join(root, "src", version), version, RELEASES[version])
+        return str(script.build_wheel(src, wheels, isolation=False))
+
+    # Each build is a pip process of its own, mostly waiting on the one before it in turn;
+    # the other workers wait for these builds, so run them side by side.
+    pool = ThreadPoolExecutor(max_workers=4)
     try:
-        for version, patches in RELEASES.items():
-            src = copy_source(os.path.join(root, "src", version), version, patches)
-            script.build_wheel(src, wheels, isolation=False)
+        others = [pool.submit(build, v) for v in RELEASES if v != BASE]
+        base_wheel = build(BASE)
+        wheelhouse = dependency_wheelhouse(base_wheel)
+        for future in others:
+            future.result()
     finally:
+        pool.shutdown(wait=True)
         del os.environ["SOURCE_DATE_EPOCH"]
-    base_wheel = os.path.join(wheels, f"taskmux-{BASE}-py3-none-any.whl")
-    wheelhouse = dependency_wheelhouse(base_wheel)
     os.symlink(wheelhouse, os.path.join(root, "wheelhouse"))
     # The base version is built the way an update builds a version (the product's own code).
     from taskmuxctl.core.paths import Paths
@@ -136,8 +148,10 @@ def _build_all(root: str) -> None:
     python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     layout = AppLayout(Paths(os.path.join(root, "base-home")))
     layout.ensure()
-    saved = {k: os.environ.get(k) for k in ("PIP_NO_INDEX", "PIP_FIND_LINKS")}
-    os.environ.update({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse})
+    # Not byte-compiled as pip installs it (8.6 -> 3.1 CPU-s): the tests' programs write the
+    # bytecode of what they import on first use, into this shared environment (installed_env).
+    saved = {k: os.environ.get(k) for k in ("PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_COMPILE")}
+    os.environ.update({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse, "PIP_COMPILE": "0"})
     try:
         create_version(layout.paths, layout, BASE, base_wheel, python)
     finally:
@@ -156,19 +170,23 @@ def base_venv_path(root: str) -> str:
 
 def dependency_wheelhouse(wheel: str) -> str:
     """Wheels of every dependency, resolved once and kept between runs (keyed by the
-    dependency list and the interpreter), so a test run does not ask an index again."""
+    dependency list, the build backend and the interpreter), so a test run does not ask an
+    index again. The build backend's wheels are there too (the demo's ``pip install -e .``
+    builds the checkout in an isolated environment that installs them)."""
     import hashlib
     import tomllib
 
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as fh:
-        deps = tomllib.load(fh)["project"]["dependencies"]
-    key = hashlib.sha256(json.dumps([deps, sys.version]).encode()).hexdigest()[:16]
+        project = tomllib.load(fh)
+    deps = project["project"]["dependencies"]
+    backend = [*project["build-system"]["requires"], *EDITABLE_BUILD_REQUIRES]
+    key = hashlib.sha256(json.dumps([deps, backend, sys.version]).encode()).hexdigest()[:16]
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                          "taskmux-tests", f"wheelhouse-{key}")
     if os.path.exists(os.path.join(cache, ".complete")):
         return cache
     tmp = f"{cache}.{os.getpid()}.tmp"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", tmp, wheel],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", tmp, wheel, *backend],
                    check=True, capture_output=True, timeout=600)
     for name in os.listdir(tmp):
         if name.startswith("taskmux-"):
@@ -179,11 +197,9 @@ def dependency_wheelhouse(wheel: str) -> str:
     return cache
 
 
-@pytest.fixture(scope="session")
-def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
-    # This run's folder, which every xdist worker's own folder is inside.
-    base = tmp_path_factory.getbasetemp()
-    shared = str(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+def ensure_builds(shared: str) -> str:
+    """Build everything once into ``shared``/update-builds (under a lock: the first caller
+    builds, the others wait for it); returns that folder."""
     root = os.path.join(shared, "update-builds")
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(shared, "update-builds.lock"), "w") as lock:
@@ -192,6 +208,23 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
         if not os.path.exists(done):
             _build_all(root)
             open(done, "w").close()
+    return root
+
+
+def start_builds_early(shared: str) -> subprocess.Popen[bytes]:
+    """``ensure_builds`` in a process of its own, started by the xdist controller before the
+    workers: the slow tests the workers take first wait on these builds."""
+    return subprocess.Popen([sys.executable, "-m", "tests.update_fixtures", shared], cwd=REPO,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
+    # This run's folder, which every xdist worker's own folder is inside.
+    base = tmp_path_factory.getbasetemp()
+    shared = str(base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+    root = ensure_builds(shared)
     wheels = {v: os.path.join(root, "wheels", f"taskmux-{v}-py3-none-any.whl") for v in RELEASES}
     python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     return Builds(root, wheels, os.path.join(root, "wheelhouse"),
@@ -354,3 +387,7 @@ def wait_version(inst: Installed, version: str, timeout: float = 60.0) -> None:
 
 
 StartService = Callable[..., str]
+
+
+if __name__ == "__main__":  # start_builds_early
+    ensure_builds(sys.argv[1])
