@@ -58,6 +58,13 @@ def _record(home: str, project: str) -> dict[str, Any]:
     return data
 
 
+def _done(runner: int, home: str, project: str) -> bool:
+    """The runner has ended, or waits warm with nothing of the task left under it (a stopped
+    task's idle runner): either way it can start nothing more without the daemon's order."""
+    return pid_gone(runner) or (not proctree.descendants(runner)
+                                and _record(home, project)["status"] == "exited")
+
+
 def _marked(home: str, project: str) -> list[int]:
     """The live processes carrying any run's marker of the task, its runner aside (started
     by tmux with its first run's marker)."""
@@ -103,7 +110,7 @@ def test_a_stop_takes_the_grant_back(env: dict[str, str], tmp_path: str, home: s
     ((runner, _run, _pid),) = _runs(runs)
     run_json(["stop"], env, cwd=proj)
     assert task(env, proj, "app")["state"] == "stopped"
-    wait_until(lambda: pid_gone(runner), 20, "the runner to finish")
+    wait_until(lambda: _done(runner, home, "revoked"), 20, "the runner to finish or idle")
     assert len(_runs(runs)) == 1 and not os.path.exists(grant)
     assert _marked(home, "revoked") == []
 
@@ -233,7 +240,8 @@ def test_a_stop_that_meets_a_claimed_grant_ends_the_granted_run(
     assert "error" not in json.loads(reply), reply
     (runner, _run1, _p1), (_r2, _run2, pid2) = _runs(runs)
     wait_until(lambda: task(env, proj, "app")["state"] == "stopped", 20, "stopped")
-    wait_until(lambda: pid_gone(pid2) and pid_gone(runner), 20, "the granted run ended")
+    wait_until(lambda: pid_gone(pid2) and _done(runner, home, "race"), 20,
+               "the granted run ended")
     assert len(_runs(runs)) == 2 and _marked(home, "race") == []
     kinds = [e["event"] for e in _events(home, "race")]
     assert kinds[-1] == "task_stopped", kinds
