@@ -203,3 +203,46 @@ def test_a_late_write_is_in_place_before_its_fsync_and_durable_after(
         assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
     asyncio.run(main())
+
+
+def test_a_launch_record_superseded_before_its_write_is_still_written_late(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch's record and the task's next record (the machine's Save) handed over in one
+    turn: the latter takes its place, renamed before its fsync as the launch's would have
+    been, so that the launch waits for no fsync; and a spec (no fsync) written in the same
+    batch is done once in place, not after the batch's fsyncs."""
+    from taskmuxd.projects import statewriter
+
+    writing, go_on, gate = threading.Event(), threading.Event(), threading.Event()
+    real_replace, real_fsync = statewriter._replace, os.fsync
+
+    def slow_replace(path: str, data: bytes, mode: int, sync: bool, keep: bool = False) -> int:
+        if path.endswith("busy.json"):
+            writing.set()
+            go_on.wait(10)
+        return real_replace(path, data, mode, sync, keep)
+
+    def slow_fsync(fd: int) -> None:
+        gate.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(statewriter, "_replace", slow_replace)
+    monkeypatch.setattr(statewriter.os, "fsync", slow_fsync)
+    monkeypatch.setattr(statewriter, "fsync_dir", lambda folder: gate.wait(10))
+
+    async def main() -> None:
+        w = StateWriter()
+        busy = w.submit(str(tmp_path / "busy.json"), "x", sync=False)
+        await asyncio.to_thread(writing.wait, 10)  # the writer is held in its first round
+        path = str(tmp_path / "t.json")
+        launch = w.submit(path, "launch", late=True)
+        saved = w.submit(path, "saved")  # supersedes the launch's record, unwritten
+        spec = w.submit(str(tmp_path / "t.spec.json"), "spec", sync=False)
+        go_on.set()
+        await asyncio.wait_for(asyncio.gather(busy, spec, w.in_place(path)), 10)
+        assert read(tmp_path / "t.json") == "saved" and read(tmp_path / "t.spec.json") == "spec"
+        assert not (launch.done() or saved.done())  # their fsyncs are still held
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(launch, saved), 10)
+
+    asyncio.run(main())

@@ -22,7 +22,10 @@ written ``late``: renamed into place first, its data fsynced after (then the fol
 every write). The price is a window of a few milliseconds in which a power loss could leave
 that one record torn on a file system that does not order a rename after the data it
 replaces (ext4 does, by default); a torn record is moved aside when read, and the task starts
-afresh from its configuration.
+afresh from its configuration. The task's next record, handed over before the launch's was
+written (the machine's Save in the same turn), replaces it and is written late in its place:
+the same file, renamed before its fsync either way. A file written without fsync (a
+runner's spec) is done once in place: it never waits for the batch's fsyncs.
 """
 
 from __future__ import annotations
@@ -114,6 +117,11 @@ class StateWriter:
             if old is not None:  # superseded before it was written: its waiters wait for this
                 job.waiters[:0] = old.waiters
                 job.placed[:0] = old.placed
+                # A launch's record followed in the same turn by the task's next record (the
+                # machine's Save): that one takes its place, written late as it would have
+                # been (the file was to be renamed before its fsync either way), so that the
+                # launch's ``in_place`` does not wait for a fsync after all.
+                job.late = job.data is not None and (job.late or old.late)
                 job.sync = job.sync or old.sync
             self._pending[path] = job
             if self._thread is None or not self._thread.is_alive():
@@ -166,6 +174,8 @@ class StateWriter:
                 for job in batch.values():
                     job.is_placed = True
                     placed += [(fut, failed.get(id(job))) for fut in job.placed]
+                    if not job.sync and job.data is not None:  # in place is all it waits for
+                        placed += [(fut, failed.get(id(job))) for fut in job.waiters]
             _settle(placed)
             taken += batch.items()
         for path, job, fd in unsynced:
