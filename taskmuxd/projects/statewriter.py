@@ -9,7 +9,7 @@ the old file or the new, never half, and a ``kill -9`` at any moment leaves eith
 Each submission returns a future of the loop that made it, resolved once that version (or a
 later one of the same path) is durable, or failed with the ``OSError`` of the write (a full
 disk: the caller retries). Code that must not go on before a record is on disk awaits
-``durable(path)``; a launch, written ahead of the launch, awaits only ``in_place(path)``:
+``durable(path)``; a launch (or a signal), written ahead, awaits only ``in_place(path)``:
 the new file renamed over the old, its data already fsynced, the folder's fsync still to come.
 
 Why that is enough for the write-ahead: it guards against the daemon dying (``kill -9``)
@@ -17,15 +17,15 @@ between asking tmux for a runner and recording that it did. Once renamed, the re
 any later reader of the path gets, whatever becomes of this process: the fsyncs add nothing
 there. They matter only if the machine loses power, and then every process the launch
 started is gone with it, so no run can be left behind or started twice whatever the record
-says; the next daemon finds the old run gone by its boot id. So a launch's record is even
-written ``late``: renamed into place first, its data fsynced after (then the folder, as for
-every write). The price is a window of a few milliseconds in which a power loss could leave
-that one record torn on a file system that does not order a rename after the data it
-replaces (ext4 does, by default); a torn record is moved aside when read, and the task starts
-afresh from its configuration. The task's next record, handed over before the launch's was
-written (the machine's Save in the same turn), replaces it and is written late in its place:
-the same file, renamed before its fsync either way. A file written without fsync (a
-runner's spec) is done once in place: it never waits for the batch's fsyncs.
+says; the next daemon finds the old run gone by its boot id. So the write-ahead of launches
+and signals (one file per batch: ``ahead.json``) is even written ``late``: renamed into place
+first, its data fsynced after (then the folder, as for every write). The price is a window
+of a few milliseconds in which a power loss could leave that one file torn on a file system
+that does not order a rename after the data it replaces (ext4 does, by default); a torn
+record is moved aside when read, and the task starts afresh from its configuration. A
+version that supersedes a late one before it was written (the next batch's write-ahead) is
+written late in its place: the same file, renamed before its fsync either way. A file written
+without fsync (a runner's spec) is done once in place: it never waits for the batch's fsyncs.
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ class StateWriter:
         """Replace ``path`` with ``data`` soon; the future says when it is durable (with
         ``sync`` False: when it is in place, not fsynced, for a file that matters only
         until the next reboot, such as a runner's spec). ``late``: rename the file into
-        place before its fsync, so that ``in_place`` comes a fsync sooner; for a launch's
-        record only (the module's note says why the order does not matter there)."""
+        place before its fsync, so that ``in_place`` comes a fsync sooner; for the write-ahead
+        of launches and signals only (the module's note says why the order does not matter
+        there)."""
         raw = data.encode() if isinstance(data, str) else data
         return self._put(path, _Write(raw, mode, sync, late))
 
@@ -117,10 +118,8 @@ class StateWriter:
             if old is not None:  # superseded before it was written: its waiters wait for this
                 job.waiters[:0] = old.waiters
                 job.placed[:0] = old.placed
-                # A launch's record followed in the same turn by the task's next record (the
-                # machine's Save): that one takes its place, written late as it would have
-                # been (the file was to be renamed before its fsync either way), so that the
-                # launch's ``in_place`` does not wait for a fsync after all.
+                # Written late as the superseded version would have been (the file was to be
+                # renamed before its fsync either way): its ``in_place`` waits for no fsync.
                 job.late = job.data is not None and (job.late or old.late)
                 job.sync = job.sync or old.sync
             self._pending[path] = job

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -63,16 +64,23 @@ def begin(project: ProjectView, task: TaskRuntime) -> tuple[int, bool]:
     rec.pid = rec.pgid = rec.pid_start = rec.runner_pid = rec.runner_start = None
     rec.clean = False
     project.services.runners.unwatch(project.task_key(task))
-    st.save_task(project.files, task.name, task.record, launch=True)
+    project.write_ahead(task)  # with every launch and signal of this turn: one file
     return rec.run_id, was_clean
 
 
 async def _written_ahead(project: ProjectView, task: TaskRuntime) -> None:
     """Wait until the launch's record is in place: what a successor reads if this daemon is
-    killed from here on (its folder's fsync follows in the background; ``statewriter``
-    says why that is not waited for)."""
+    killed from here on (its fsync follows in the background; ``statewriter`` says why that
+    is not waited for). The launches of one turn (a start of a hundred tasks) are written
+    ahead together, as one file (``ahead.json``, as a stop's signals are: ``state.load``
+    takes whichever of it and a task's own file is later), so that the hundred orders or
+    tmux launches wait for one file, not for a hundred written one after another."""
+    project.flush()  # nothing when this turn's batch is handed over already
+    placed = project.ahead_placed(task.name)
+    if placed is None:  # placed already (its future is dropped once it is)
+        return
     try:
-        await st.task_in_place(project.files, task.name)
+        await placed
     except OSError as exc:  # the launch goes on; adoption then proves the run by its marker
         log.error("cannot record the launch of %s/%s: %s", project.name, task.name, exc)
 
@@ -160,22 +168,38 @@ def relaunch_socket(project: ProjectView, task: TaskRuntime) -> str | None:
     return path if len(path.encode()) <= MAX_SOCKET_PATH else None
 
 
+ANSWER_LIMIT = 64  # bytes of a runner's answer read at most
+
+
 async def _order(path: str, order: dict[str, Any]) -> bool | None:
     """Send a relaunch order; True once the runner said ``ok``, False when it certainly did
-    not take it (no runner listening, a refusal, closed unanswered), None when unknown."""
+    not take it (no runner listening, a refusal, closed unanswered), None when unknown.
+
+    On a bare non-blocking socket of the loop (no stream objects: a start of a hundred
+    tasks sends a hundred orders): the connection is made at once or refused, the order
+    fits the socket's buffer, and the answer is one short line."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path),
-                                                runrelaunch.ORDER_SECONDS)
-    except (OSError, TimeoutError):
-        return False
-    try:
-        writer.write((json.dumps(order) + "\n").encode())
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.readline(), runrelaunch.ORDER_SECONDS)
-    except (OSError, TimeoutError):
-        return None
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(runrelaunch.ORDER_SECONDS):
+                await loop.sock_connect(sock, path)
+        except (OSError, TimeoutError):
+            return False
+        try:
+            async with asyncio.timeout(runrelaunch.ORDER_SECONDS):
+                await loop.sock_sendall(sock, (json.dumps(order) + "\n").encode())
+                answer = b""
+                while not answer.endswith(b"\n") and len(answer) < ANSWER_LIMIT:
+                    chunk = await loop.sock_recv(sock, ANSWER_LIMIT - len(answer))
+                    if not chunk:
+                        break
+                    answer += chunk
+        except (OSError, TimeoutError):
+            return None
     finally:
-        writer.close()
+        sock.close()
     return answer == b"ok\n"  # the runner answers before it starts anything, or closes
 
 
