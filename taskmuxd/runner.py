@@ -301,8 +301,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def write_record(path: str, record: RunRecord,
-                 then: Callable[[], None] | None = None) -> None:
-    """Replace the record at ``path``, then run ``then`` (telling the daemon), then fsync it.
+                 then: Callable[[], None] | None = None, sync: bool = True) -> None:
+    """Replace the record at ``path``, then run ``then`` (telling the daemon), then fsync it
+    (with ``sync``).
 
     The daemon is told once the file says what the message says (renamed into place): a
     daemon killed from then on finds it there, and a later run's record can never be
@@ -316,7 +317,8 @@ def write_record(path: str, record: RunRecord,
         os.replace(tmp, path)
         if then is not None:
             then()
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -444,7 +446,11 @@ class Runner:
         rec = self.record
         rec.pid, rec.pgid, rec.pid_start = pid, pid, proctree.start_ticks(pid)
         rec.started_at, rec.status = time.time(), "running"
-        write_record(self.record_path, self.record, lambda: self.notify("runner.started"))
+        # Not fsynced: a daemon killed (kill -9, an update) reads it from the page cache, which
+        # outlives any process; only a power loss could lose it, and that ends this run too
+        # (its successor finds the run gone by the boot id; a torn record reads as none).
+        write_record(self.record_path, self.record, lambda: self.notify("runner.started"),
+                     sync=False)
         self.log.note(f"started (pid {pid}): {self.spec.command}")
 
     def setup_signals(self) -> None:
