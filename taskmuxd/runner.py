@@ -804,8 +804,10 @@ class Runner:
         path = order.get("spec")
         if order.get("finish") or not isinstance(path, str):
             return None
+        inline = order.get("spec_json")  # the spec itself, when it fits in the order
         try:
-            spec = runrecord.read_spec(path)
+            spec = runrecord.spec_from_json(inline) if isinstance(inline, dict) \
+                else runrecord.read_spec(path)
         except (OSError, ValueError) as exc:  # FormatError included: refused, and said why
             self.log.note(f"relaunch refused: {exc}")
             return None
