@@ -27,7 +27,6 @@ import _signal  # type: ignore[import-not-found]  # signal's C half: no enum imp
 import _socket
 import codecs
 import errno
-import fcntl
 import os
 import select
 import sys
@@ -481,10 +480,9 @@ class Runner:
                 pass
 
     def copy_window_size(self) -> None:
-        try:
-            size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
-            fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
-        except OSError:
+        try:  # termios's own calls (Python 3.11): no ``fcntl`` to load for two ioctls
+            termios.tcsetwinsize(self.master, termios.tcgetwinsize(0))
+        except (termios.error, OSError):
             pass
 
     def _on_signal(self, signum: int, _frame: object) -> None:
