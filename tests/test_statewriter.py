@@ -246,3 +246,42 @@ def test_a_launch_record_superseded_before_its_write_is_still_written_late(
         await asyncio.wait_for(asyncio.gather(launch, saved), 10)
 
     asyncio.run(main())
+
+
+def test_a_write_awaited_in_place_is_hurried_past_the_fsyncs_of_a_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start right after a stop: the stop's records are being fsynced one by one when the
+    launches' write-ahead comes. It is renamed into place before the next of those fsyncs,
+    not after all of them."""
+    from taskmuxd.projects import statewriter
+
+    in_a, go_on, b_gate = threading.Event(), threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if ".a.json." in name:
+            in_a.set()
+            go_on.wait(10)
+        elif ".b.json." in name:
+            b_gate.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(statewriter.os, "fsync", slow_fsync)
+
+    async def main() -> None:
+        w = StateWriter()
+        a = w.submit(str(tmp_path / "a.json"), "a")
+        b = w.submit(str(tmp_path / "b.json"), "b")
+        await asyncio.to_thread(in_a.wait, 10)  # the batch is fsyncing a.json
+        ahead = str(tmp_path / "ahead.json")
+        launched = w.submit(ahead, "launches", late=True)
+        go_on.set()
+        await asyncio.wait_for(w.in_place(ahead), 10)
+        assert read(tmp_path / "ahead.json") == "launches"
+        assert not (tmp_path / "b.json").exists()  # still held in its fsync
+        b_gate.set()
+        await asyncio.wait_for(asyncio.gather(a, b, launched), 10)
+        assert read(tmp_path / "b.json") == "b"
+
+    asyncio.run(main())

@@ -59,6 +59,7 @@ class StateWriter:
         self._pending: dict[str, _Write] = {}
         self._writing: dict[str, list[_Write]] = {}  # taken, not yet durable, oldest first
         self._thread: threading.Thread | None = None
+        self._hurry = False  # a write awaited only in place is pending (see ``_batch``)
         self.batches = 0  # batches written (the tests read it)
 
     def submit(self, path: str, data: bytes | str, mode: int = 0o600,
@@ -123,6 +124,8 @@ class StateWriter:
                 job.late = job.data is not None and (job.late or old.late)
                 job.sync = job.sync or old.sync
             self._pending[path] = job
+            if job.data is not None and (job.late or not job.sync):
+                self._hurry = True  # awaited in place: before the batch's next fsync
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="taskmux-state",
                                                 daemon=True)
@@ -142,19 +145,25 @@ class StateWriter:
         """Rounds of files written, fsynced and renamed into place (each round's ``in_place``
         waiters released as soon as it is), for as long as more keep coming (up to
         MAX_ROUNDS); then each folder fsynced once and every waiter of the batch released.
-        A launch written ahead thus never waits for the folder fsync of the writes before it."""
+        A launch written ahead thus never waits for the folder fsync of the writes before it.
+
+        Nor for any other fsync: a write whose waiters need it only in place (a late one,
+        the write-ahead of launches or signals; one without fsync, a spec) handed over while
+        the batch writes is hurried in before the batch's next fsync (unless an older version
+        of the same file waits to be written in this round: order first)."""
         failed: dict[int, OSError] = {}  # id(job) -> why
         folders: dict[str, list[tuple[str, _Write]]] = {}
         unsynced: list[tuple[str, _Write, int]] = []  # renamed before their fsync: open fds
         taken: list[tuple[str, _Write]] = []
-        for _ in range(MAX_ROUNDS):
-            with self._cond:
-                if not self._pending:
-                    break
-                batch, self._pending = self._pending, {}
-                for path, job in batch.items():
-                    self._writing.setdefault(path, []).append(job)
+
+        def write(batch: dict[str, _Write], hurry: bool) -> None:
+            unwritten = set(batch)
             for path, job in batch.items():
+                if hurry and self._hurry and job.sync and not job.late and job.data is not None:
+                    hurried = self._take_hurried(unwritten)
+                    if hurried:
+                        write(hurried, False)
+                unwritten.discard(path)
                 try:
                     if job.data is None:
                         with contextlib.suppress(FileNotFoundError):
@@ -176,15 +185,46 @@ class StateWriter:
                     if not job.sync and job.data is not None:  # in place is all it waits for
                         placed += [(fut, failed.get(id(job))) for fut in job.waiters]
             _settle(placed)
-            taken += batch.items()
-        for path, job, fd in unsynced:
+            taken.extend(batch.items())
+
+        def hurry() -> None:
+            if self._hurry:
+                hurried = self._take_hurried(set())
+                if hurried:
+                    write(hurried, False)
+
+        for _ in range(MAX_ROUNDS):
+            with self._cond:
+                if not self._pending:
+                    break
+                batch, self._pending = self._pending, {}
+                self._hurry = False
+                for path, job in batch.items():
+                    self._writing.setdefault(path, []).append(job)
+            write(batch, True)
+        done_fds = 0
+        while done_fds < len(unsynced):  # hurried writes may add to it
+            hurry()
+            path, job, fd = unsynced[done_fds]
+            done_fds += 1
             try:
                 os.fsync(fd)
             except OSError as exc:
                 failed[id(job)] = OSError(exc.errno, exc.strerror, path)
             finally:
                 os.close(fd)
-        for folder, entries in folders.items():
+        while folders:
+            hurry()
+            folder = next(iter(folders))
+            entries = folders.pop(folder)
+            for path, job, fd in unsynced[done_fds:]:  # hurried in just now: its data first
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    failed[id(job)] = OSError(exc.errno, exc.strerror, path)
+                finally:
+                    os.close(fd)
+            done_fds = len(unsynced)
             try:
                 fsync_dir(folder)
             except OSError as exc:  # the renames may not be durable: say so to each
@@ -198,6 +238,22 @@ class StateWriter:
                     del self._writing[path]
             done = [(fut, failed.get(id(job))) for _, job in taken for fut in job.waiters]
         _settle(done)
+
+    def _take_hurried(self, unwritten: set[str]) -> dict[str, _Write]:
+        """The pending writes awaited only in place (see ``_batch``), taken out of the queue,
+        but for a file whose older version waits in ``unwritten``."""
+        with self._cond:
+            self._hurry = False
+            got: dict[str, _Write] = {}
+            for path, job in list(self._pending.items()):
+                if job.data is None or (job.sync and not job.late):
+                    continue
+                if path in unwritten:
+                    self._hurry = True  # not yet: after that version
+                    continue
+                got[path] = self._pending.pop(path)
+                self._writing.setdefault(path, []).append(job)
+            return got
 
 
 def _replace(path: str, data: bytes, mode: int, sync: bool, keep: bool = False) -> int:
