@@ -34,7 +34,6 @@ import _signal  # type: ignore[import-not-found]  # signal's C half: no enum imp
 import _socket
 import codecs
 import errno
-import fcntl
 import os
 import select
 import sys
@@ -309,7 +308,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def write_record(path: str, record: RunRecord,
                  then: Callable[[], None] | None = None, sync: bool = True) -> None:
-    """Replace the record at ``path``, then run ``then`` (telling the daemon), then fsync it.
+    """Replace the record at ``path``, then run ``then`` (telling the daemon), then fsync it
+    (with ``sync``).
 
     The daemon is told once the file says what the message says (renamed into place): a
     daemon killed from then on finds it there, and a later run's record can never be
@@ -455,7 +455,11 @@ class Runner:
         rec = self.record
         rec.pid, rec.pgid, rec.pid_start = pid, pid, proctree.start_ticks(pid)
         rec.started_at, rec.status = time.time(), "running"
-        write_record(self.record_path, self.record, lambda: self.notify("runner.started"))
+        # Not fsynced: a daemon killed (kill -9, an update) reads it from the page cache, which
+        # outlives any process; only a power loss could lose it, and that ends this run too
+        # (its successor finds the run gone by the boot id; a torn record reads as none).
+        write_record(self.record_path, self.record, lambda: self.notify("runner.started"),
+                     sync=False)
         self.log.note(f"started (pid {pid}): {self.spec.command}")
 
     def setup_signals(self) -> None:
@@ -486,10 +490,9 @@ class Runner:
                 pass
 
     def copy_window_size(self) -> None:
-        try:
-            size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
-            fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
-        except OSError:
+        try:  # termios's own calls (Python 3.11): no ``fcntl`` to load for two ioctls
+            termios.tcsetwinsize(self.master, termios.tcgetwinsize(0))
+        except (termios.error, OSError):
             pass
 
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -851,8 +854,10 @@ class Runner:
         path = order.get("spec")
         if order.get("finish") or not isinstance(path, str):
             return None
+        inline = order.get("spec_json")  # the spec itself, when it fits in the order
         try:
-            spec = runrecord.read_spec(path)
+            spec = runrecord.spec_from_json(inline) if isinstance(inline, dict) \
+                else runrecord.read_spec(path)
         except (OSError, ValueError) as exc:  # FormatError included: refused, and said why
             self.log.note(f"relaunch refused: {exc}")
             return None

@@ -99,3 +99,29 @@ def test_a_stop_of_several_tasks_writes_them_ahead_as_one_file(
     # The tasks' own files are written after it, with the exit: the later word.
     wait_until(lambda: {t.policy.state for t in st.load(st.ProjectFiles(Paths(home), "batch"))[
         0].tasks.values()} == {TaskState.STOPPED}, 10, "the tasks' own records")
+
+
+def test_a_start_of_several_tasks_writes_their_launches_ahead_as_one_file(
+        daemon: DaemonProcess, env: dict[str, str], home: str, tmp_path: Path) -> None:
+    """The launches of one turn go ahead together, before any runner is asked for: one file
+    holding each task's new run, starting; the tasks' own files follow with the runners'
+    reports (the later word)."""
+    proj = write_project(str(tmp_path / "p"), """
+        name = "launches"
+        [tasks.a]
+        command = "sleep 600"
+        [tasks.b]
+        command = "sleep 600"
+        [tasks.c]
+        command = "sleep 600"
+    """)
+    code, out = run_json(["start"], env, cwd=proj)
+    assert code == 0, out
+    with open(os.path.join(home, "projects", "launches", "ahead.json"), encoding="utf-8") as fh:
+        ahead = json.load(fh)
+    assert sorted(ahead["tasks"]) == ["a", "b", "c"]
+    assert {t["policy"]["state"] for t in ahead["tasks"].values()} == {"starting"}
+    assert {t["run_id"] for t in ahead["tasks"].values()} == {1}
+    wait_until(lambda: {t.policy.state for t in st.load(st.ProjectFiles(Paths(home), "launches"))[
+        0].tasks.values()} == {TaskState.RUNNING}, 10, "the tasks' own records")
+    assert run_json(["stop"], env, cwd=proj)[0] == 0

@@ -203,3 +203,85 @@ def test_a_late_write_is_in_place_before_its_fsync_and_durable_after(
         assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
     asyncio.run(main())
+
+
+def test_a_launch_record_superseded_before_its_write_is_still_written_late(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch's record and the task's next record (the machine's Save) handed over in one
+    turn: the latter takes its place, renamed before its fsync as the launch's would have
+    been, so that the launch waits for no fsync; and a spec (no fsync) written in the same
+    batch is done once in place, not after the batch's fsyncs."""
+    from taskmuxd.projects import statewriter
+
+    writing, go_on, gate = threading.Event(), threading.Event(), threading.Event()
+    real_replace, real_fsync = statewriter._replace, os.fsync
+
+    def slow_replace(path: str, data: bytes, mode: int, sync: bool, keep: bool = False) -> int:
+        if path.endswith("busy.json"):
+            writing.set()
+            go_on.wait(10)
+        return real_replace(path, data, mode, sync, keep)
+
+    def slow_fsync(fd: int) -> None:
+        gate.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(statewriter, "_replace", slow_replace)
+    monkeypatch.setattr(statewriter.os, "fsync", slow_fsync)
+    monkeypatch.setattr(statewriter, "fsync_dir", lambda folder: gate.wait(10))
+
+    async def main() -> None:
+        w = StateWriter()
+        busy = w.submit(str(tmp_path / "busy.json"), "x", sync=False)
+        await asyncio.to_thread(writing.wait, 10)  # the writer is held in its first round
+        path = str(tmp_path / "t.json")
+        launch = w.submit(path, "launch", late=True)
+        saved = w.submit(path, "saved")  # supersedes the launch's record, unwritten
+        spec = w.submit(str(tmp_path / "t.spec.json"), "spec", sync=False)
+        go_on.set()
+        await asyncio.wait_for(asyncio.gather(busy, spec, w.in_place(path)), 10)
+        assert read(tmp_path / "t.json") == "saved" and read(tmp_path / "t.spec.json") == "spec"
+        assert not (launch.done() or saved.done())  # their fsyncs are still held
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(launch, saved), 10)
+
+    asyncio.run(main())
+
+
+def test_a_write_awaited_in_place_is_hurried_past_the_fsyncs_of_a_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start right after a stop: the stop's records are being fsynced one by one when the
+    launches' write-ahead comes. It is renamed into place before the next of those fsyncs,
+    not after all of them."""
+    from taskmuxd.projects import statewriter
+
+    in_a, go_on, b_gate = threading.Event(), threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if ".a.json." in name:
+            in_a.set()
+            go_on.wait(10)
+        elif ".b.json." in name:
+            b_gate.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(statewriter.os, "fsync", slow_fsync)
+
+    async def main() -> None:
+        w = StateWriter()
+        a = w.submit(str(tmp_path / "a.json"), "a")
+        b = w.submit(str(tmp_path / "b.json"), "b")
+        await asyncio.to_thread(in_a.wait, 10)  # the batch is fsyncing a.json
+        ahead = str(tmp_path / "ahead.json")
+        launched = w.submit(ahead, "launches", late=True)
+        go_on.set()
+        await asyncio.wait_for(w.in_place(ahead), 10)
+        assert read(tmp_path / "ahead.json") == "launches"
+        assert not (tmp_path / "b.json").exists()  # still held in its fsync
+        b_gate.set()
+        await asyncio.wait_for(asyncio.gather(a, b, launched), 10)
+        assert read(tmp_path / "b.json") == "b"
+
+    asyncio.run(main())

@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 
-from taskmuxd import runwarm
+from taskmuxd import runrecord, runwarm
 from taskmuxd.runrecord import RunSpec
 from tests.helpers import call, pid_gone, read, run_json, wait_until, write_config
 from tests.projects import task, tmux, wait_state, write_project
@@ -105,6 +105,9 @@ def test_stop_then_start_reuses_the_runner(env: dict[str, str], tmp_path: str,
     assert run2 > run1 and pid2 != pid1
     assert task(env, proj, "app")["pid"] == pid2
     assert _children(runner) == [pid2]
+    # The order carried the new run's spec: no spec file was written for it.
+    spec = os.path.join(env["TASKMUX_HOME"], "projects", "warm", "run", "app.spec.json")
+    assert runrecord.read_spec(spec).run_id == run1
 
 
 def test_a_warm_runner_ends_when_its_wait_is_over(env: dict[str, str], home: str,

@@ -179,25 +179,17 @@ def _retrieved(fut: asyncio.Future[None]) -> None:
         fut.exception()
 
 
-def save_task(files: ProjectFiles, name: str, task: TaskRecord,
-              launch: bool = False) -> asyncio.Future[None]:
+def save_task(files: ProjectFiles, name: str, task: TaskRecord) -> asyncio.Future[None]:
     """Hand the task's record to the writer thread (``statewriter``): the future says when it
-    is durable, or why it could not be written. ``launch``: the write-ahead of a launch or of a
-    signal, renamed into place before its fsync (``statewriter`` says why that is safe)."""
+    is durable, or why it could not be written. (The write-ahead of a launch or of a signal
+    goes first, with the others of its turn, as one file: ``save_ahead``.)"""
     return WRITER.submit(files.task_state(name), json.dumps(
-        _task_to_json(task, time.monotonic(), time.time(), files.next_seq())) + "\n",
-                         late=launch)
+        _task_to_json(task, time.monotonic(), time.time(), files.next_seq())) + "\n")
 
 
 def task_durable(files: ProjectFiles, name: str) -> asyncio.Future[None]:
     """Resolved once every record of the task handed to the writer so far is on disk."""
     return WRITER.durable(files.task_state(name))
-
-
-def task_in_place(files: ProjectFiles, name: str) -> asyncio.Future[None]:
-    """Resolved once every record of the task handed to the writer so far is renamed into
-    place (what the write-ahead of a launch needs; ``statewriter`` says why)."""
-    return WRITER.in_place(files.task_state(name))
 
 
 def write_file(path: str, text: str) -> asyncio.Future[None]:

@@ -9,7 +9,7 @@ the old file or the new, never half, and a ``kill -9`` at any moment leaves eith
 Each submission returns a future of the loop that made it, resolved once that version (or a
 later one of the same path) is durable, or failed with the ``OSError`` of the write (a full
 disk: the caller retries). Code that must not go on before a record is on disk awaits
-``durable(path)``; a launch, written ahead of the launch, awaits only ``in_place(path)``:
+``durable(path)``; a launch (or a signal), written ahead, awaits only ``in_place(path)``:
 the new file renamed over the old, its data already fsynced, the folder's fsync still to come.
 
 Why that is enough for the write-ahead: it guards against the daemon dying (``kill -9``)
@@ -17,12 +17,15 @@ between asking tmux for a runner and recording that it did. Once renamed, the re
 any later reader of the path gets, whatever becomes of this process: the fsyncs add nothing
 there. They matter only if the machine loses power, and then every process the launch
 started is gone with it, so no run can be left behind or started twice whatever the record
-says; the next daemon finds the old run gone by its boot id. So a launch's record is even
-written ``late``: renamed into place first, its data fsynced after (then the folder, as for
-every write). The price is a window of a few milliseconds in which a power loss could leave
-that one record torn on a file system that does not order a rename after the data it
-replaces (ext4 does, by default); a torn record is moved aside when read, and the task starts
-afresh from its configuration.
+says; the next daemon finds the old run gone by its boot id. So the write-ahead of launches
+and signals (one file per batch: ``ahead.json``) is even written ``late``: renamed into place
+first, its data fsynced after (then the folder, as for every write). The price is a window
+of a few milliseconds in which a power loss could leave that one file torn on a file system
+that does not order a rename after the data it replaces (ext4 does, by default); a torn
+record is moved aside when read, and the task starts afresh from its configuration. A
+version that supersedes a late one before it was written (the next batch's write-ahead) is
+written late in its place: the same file, renamed before its fsync either way. A file written
+without fsync (a runner's spec) is done once in place: it never waits for the batch's fsyncs.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class StateWriter:
         self._pending: dict[str, _Write] = {}
         self._writing: dict[str, list[_Write]] = {}  # taken, not yet durable, oldest first
         self._thread: threading.Thread | None = None
+        self._hurry = False  # a write awaited only in place is pending (see ``_batch``)
         self.batches = 0  # batches written (the tests read it)
 
     def submit(self, path: str, data: bytes | str, mode: int = 0o600,
@@ -63,8 +67,9 @@ class StateWriter:
         """Replace ``path`` with ``data`` soon; the future says when it is durable (with
         ``sync`` False: when it is in place, not fsynced, for a file that matters only
         until the next reboot, such as a runner's spec). ``late``: rename the file into
-        place before its fsync, so that ``in_place`` comes a fsync sooner; for a launch's
-        record only (the module's note says why the order does not matter there)."""
+        place before its fsync, so that ``in_place`` comes a fsync sooner; for the write-ahead
+        of launches and signals only (the module's note says why the order does not matter
+        there)."""
         raw = data.encode() if isinstance(data, str) else data
         return self._put(path, _Write(raw, mode, sync, late))
 
@@ -115,8 +120,13 @@ class StateWriter:
             if old is not None:  # superseded before it was written: its waiters wait for this
                 job.waiters[:0] = old.waiters
                 job.placed[:0] = old.placed
+                # Written late as the superseded version would have been (the file was to be
+                # renamed before its fsync either way): its ``in_place`` waits for no fsync.
+                job.late = job.data is not None and (job.late or old.late)
                 job.sync = job.sync or old.sync
             self._pending[path] = job
+            if job.data is not None and (job.late or not job.sync):
+                self._hurry = True  # awaited in place: before the batch's next fsync
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="taskmux-state",
                                                 daemon=True)
@@ -136,19 +146,25 @@ class StateWriter:
         """Rounds of files written, fsynced and renamed into place (each round's ``in_place``
         waiters released as soon as it is), for as long as more keep coming (up to
         MAX_ROUNDS); then each folder fsynced once and every waiter of the batch released.
-        A launch written ahead thus never waits for the folder fsync of the writes before it."""
+        A launch written ahead thus never waits for the folder fsync of the writes before it.
+
+        Nor for any other fsync: a write whose waiters need it only in place (a late one,
+        the write-ahead of launches or signals; one without fsync, a spec) handed over while
+        the batch writes is hurried in before the batch's next fsync (unless an older version
+        of the same file waits to be written in this round: order first)."""
         failed: dict[int, OSError] = {}  # id(job) -> why
         folders: dict[str, list[tuple[str, _Write]]] = {}
         unsynced: list[tuple[str, _Write, int]] = []  # renamed before their fsync: open fds
         taken: list[tuple[str, _Write]] = []
-        for _ in range(MAX_ROUNDS):
-            with self._cond:
-                if not self._pending:
-                    break
-                batch, self._pending = self._pending, {}
-                for path, job in batch.items():
-                    self._writing.setdefault(path, []).append(job)
+
+        def write(batch: dict[str, _Write], hurry: bool) -> None:
+            unwritten = set(batch)
             for path, job in batch.items():
+                if hurry and self._hurry and job.sync and not job.late and job.data is not None:
+                    hurried = self._take_hurried(unwritten)
+                    if hurried:
+                        write(hurried, False)
+                unwritten.discard(path)
                 try:
                     if job.data is None:
                         with contextlib.suppress(FileNotFoundError):
@@ -167,16 +183,49 @@ class StateWriter:
                 for job in batch.values():
                     job.is_placed = True
                     placed += [(fut, failed.get(id(job))) for fut in job.placed]
+                    if not job.sync and job.data is not None:  # in place is all it waits for
+                        placed += [(fut, failed.get(id(job))) for fut in job.waiters]
             _settle(placed)
-            taken += batch.items()
-        for path, job, fd in unsynced:
+            taken.extend(batch.items())
+
+        def hurry() -> None:
+            if self._hurry:
+                hurried = self._take_hurried(set())
+                if hurried:
+                    write(hurried, False)
+
+        for _ in range(MAX_ROUNDS):
+            with self._cond:
+                if not self._pending:
+                    break
+                batch, self._pending = self._pending, {}
+                self._hurry = False
+                for path, job in batch.items():
+                    self._writing.setdefault(path, []).append(job)
+            write(batch, True)
+        done_fds = 0
+        while done_fds < len(unsynced):  # hurried writes may add to it
+            hurry()
+            path, job, fd = unsynced[done_fds]
+            done_fds += 1
             try:
                 os.fsync(fd)
             except OSError as exc:
                 failed[id(job)] = OSError(exc.errno, exc.strerror, path)
             finally:
                 os.close(fd)
-        for folder, entries in folders.items():
+        while folders:
+            hurry()
+            folder = next(iter(folders))
+            entries = folders.pop(folder)
+            for path, job, fd in unsynced[done_fds:]:  # hurried in just now: its data first
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    failed[id(job)] = OSError(exc.errno, exc.strerror, path)
+                finally:
+                    os.close(fd)
+            done_fds = len(unsynced)
             try:
                 fsync_dir(folder)
             except OSError as exc:  # the renames may not be durable: say so to each
@@ -190,6 +239,22 @@ class StateWriter:
                     del self._writing[path]
             done = [(fut, failed.get(id(job))) for _, job in taken for fut in job.waiters]
         _settle(done)
+
+    def _take_hurried(self, unwritten: set[str]) -> dict[str, _Write]:
+        """The pending writes awaited only in place (see ``_batch``), taken out of the queue,
+        but for a file whose older version waits in ``unwritten``."""
+        with self._cond:
+            self._hurry = False
+            got: dict[str, _Write] = {}
+            for path, job in list(self._pending.items()):
+                if job.data is None or (job.sync and not job.late):
+                    continue
+                if path in unwritten:
+                    self._hurry = True  # not yet: after that version
+                    continue
+                got[path] = self._pending.pop(path)
+                self._writing.setdefault(path, []).append(job)
+            return got
 
 
 def _replace(path: str, data: bytes, mode: int, sync: bool, keep: bool = False) -> int:

@@ -12,7 +12,8 @@ happens next. ``finish`` settles a launch a killed daemon left half done.
 Relaunch in place (``taskmuxd.runrelaunch``): a runner whose run ended cleanly by itself
 offers, in its exit record, to run the next run in its pane. When the machine's next Launch
 for the task comes while it waits, the launch orders it there (after the write-ahead, as a
-tmux launch would be), skipping a tmux command and a new runner's start-up; any other
+tmux launch would be), skipping a tmux command and a new runner's start-up (and the spec's
+file: the order carries the spec when it fits, the file is written only for tmux); any other
 outcome (no answer, a refusal, the runner gone) falls back to ``tmux respawn-pane``, after
 ending what an order of unknown fate may have started. A restart that waits a backoff first
 tells the runner to hold on that long. When no relaunch is coming (stopped, exited, fatal),
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -63,16 +65,23 @@ def begin(project: ProjectView, task: TaskRuntime) -> tuple[int, bool]:
     rec.pid = rec.pgid = rec.pid_start = rec.runner_pid = rec.runner_start = None
     rec.clean = False
     project.services.runners.unwatch(project.task_key(task))
-    st.save_task(project.files, task.name, task.record, launch=True)
+    project.write_ahead(task)  # with every launch and signal of this turn: one file
     return rec.run_id, was_clean
 
 
 async def _written_ahead(project: ProjectView, task: TaskRuntime) -> None:
     """Wait until the launch's record is in place: what a successor reads if this daemon is
-    killed from here on (its folder's fsync follows in the background; ``statewriter``
-    says why that is not waited for)."""
+    killed from here on (its fsync follows in the background; ``statewriter`` says why that
+    is not waited for). The launches of one turn (a start of a hundred tasks) are written
+    ahead together, as one file (``ahead.json``, as a stop's signals are: ``state.load``
+    takes whichever of it and a task's own file is later), so that the hundred orders or
+    tmux launches wait for one file, not for a hundred written one after another."""
+    project.flush()  # nothing when this turn's batch is handed over already
+    placed = project.ahead_placed(task.name)
+    if placed is None:  # placed already (its future is dropped once it is)
+        return
     try:
-        await st.task_in_place(project.files, task.name)
+        await placed
     except OSError as exc:  # the launch goes on; adoption then proves the run by its marker
         log.error("cannot record the launch of %s/%s: %s", project.name, task.name, exc)
 
@@ -119,17 +128,26 @@ async def launch(project: ProjectView, task: TaskRuntime, run_id: int, was_clean
         if grant is not None:  # the next run, granted ahead (``restartgrant``)
             spec.grant = restartgrant.path(project, task)
             writes.append(st.write_file(spec.grant, grant))
-        # Off the loop, not fsynced (only this run's runner reads it); the launch's record,
-        # handed to the writer by ``begin``, must be in place before tmux is asked.
-        writes.append(st.write_spec(project.files, task.name, runrecord.dumps(spec)))
+        text = runrecord.dumps(spec)
+        order = _run_order(project, task, run_id, text) \
+            if task.waiting_runner and was_clean else None
+        if order is None:  # else the runner waiting in the pane takes the spec in its order
+            # Off the loop, not fsynced (only this run's runner reads it); the launch's
+            # record, handed to the writer by ``begin``, must be in place before tmux is asked.
+            writes.append(st.write_spec(project.files, task.name, text))
         await asyncio.gather(*writes)
         await _written_ahead(project, task)
         if rec.run_id != run_id:
             return
         waiting, task.waiting_runner = task.waiting_runner, None
-        placed = await _relaunch_in_place(project, task, waiting, run_id, was_clean)
+        placed = await _relaunch_in_place(project, task, waiting, was_clean,
+                                          order or _run_order(project, task, run_id, None))
         if rec.run_id != run_id:
             return
+        if not placed and order is not None:
+            await st.write_spec(project.files, task.name, text)
+            if rec.run_id != run_id:
+                return
         if not placed:
             rec.window_id = await project.launcher.launch(
                 task.name, project.files.spec(task.name), cwd, rec.window_id, marker) \
@@ -176,32 +194,60 @@ def relaunch_socket(project: ProjectView, task: TaskRuntime) -> str | None:
     return path if len(path.encode()) <= MAX_SOCKET_PATH else None
 
 
-async def _order(path: str, order: dict[str, Any]) -> bool | None:
+ANSWER_LIMIT = 64  # bytes of a runner's answer read at most
+
+
+def _run_order(project: ProjectView, task: TaskRuntime, run_id: int,
+               spec: str | None) -> bytes | None:
+    """The order to run ``run_id`` in place: the spec's path, and the spec itself (``spec``,
+    its JSON) when it fits in an order, so that no file need be written first; None when it
+    does not fit (the spec is then written to its file and the order names only that)."""
+    head = f'{{"run": {run_id}, "spec": {json.dumps(project.files.spec(task.name))}'
+    line = (head + (f', "spec_json": {spec}}}' if spec else "}") + "\n").encode()
+    return line if len(line) <= runrelaunch.ORDER_LIMIT else None
+
+
+async def _order(path: str, order: dict[str, Any] | bytes) -> bool | None:
     """Send a relaunch order; True once the runner said ``ok``, False when it certainly did
-    not take it (no runner listening, a refusal, closed unanswered), None when unknown."""
+    not take it (no runner listening, a refusal, closed unanswered), None when unknown.
+
+    On a bare non-blocking socket of the loop (no stream objects: a start of a hundred
+    tasks sends a hundred orders): the connection is made at once or refused, the order
+    fits the socket's buffer, and the answer is one short line."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path),
-                                                runrelaunch.ORDER_SECONDS)
-    except (OSError, TimeoutError):
-        return False
-    try:
-        writer.write((json.dumps(order) + "\n").encode())
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.readline(), runrelaunch.ORDER_SECONDS)
-    except (OSError, TimeoutError):
-        return None
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(runrelaunch.ORDER_SECONDS):
+                await loop.sock_connect(sock, path)
+        except (OSError, TimeoutError):
+            return False
+        try:
+            async with asyncio.timeout(runrelaunch.ORDER_SECONDS):
+                await loop.sock_sendall(sock, order if isinstance(order, bytes)
+                                        else (json.dumps(order) + "\n").encode())
+                answer = b""
+                while not answer.endswith(b"\n") and len(answer) < ANSWER_LIMIT:
+                    chunk = await loop.sock_recv(sock, ANSWER_LIMIT - len(answer))
+                    if not chunk:
+                        break
+                    answer += chunk
+        except (OSError, TimeoutError):
+            return None
     finally:
-        writer.close()
+        sock.close()
     return answer == b"ok\n"  # the runner answers before it starts anything, or closes
 
 
 async def _relaunch_in_place(project: ProjectView, task: TaskRuntime, waiting: str | None,
-                             run_id: int, was_clean: bool) -> bool:
-    """Order the runner that waits in the task's pane to run ``run_id``; whether it took it.
-    When its answer was lost, whatever it may have started is ended before tmux is asked."""
-    if not waiting or not was_clean:
+                             was_clean: bool, order: bytes | None) -> bool:
+    """Order the runner that waits in the task's pane to run the launch's run (``order``,
+    from ``_run_order``); whether it took it. When its answer was lost, whatever it may have
+    started is ended before tmux is asked."""
+    if not waiting or not was_clean or order is None:
         return False
-    placed = await _order(waiting, {"run": run_id, "spec": project.files.spec(task.name)})
+    placed = await _order(waiting, order)
     if placed is None:
         log.warning("%s/%s: no answer to the relaunch order; launching through tmux",
                     project.name, task.name)
