@@ -45,8 +45,13 @@ Event = bytes | Part
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?")
 _TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _FIELD_LINES = re.compile(rb"(?:" + _TCHAR + rb"+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
-# (Over lines already known to fit the grammar: the name and the value.)
-_FIELD = re.compile(rb"(" + _TCHAR + rb"+):([^\r]*)\r\n")
+# One field line (without its CRLF): the name and the value.
+_FIELD_LINE = re.compile(rb"(" + _TCHAR + rb"+):([\t\x20-\x7e\x80-\xff]*)")
+# Field lines already parsed, and what they parsed to (bounded: lines of up to
+# _MAX_REMEMBERED_LINE bytes, _MAX_REMEMBERED_LINES of them, then it starts over).
+_LINES_SEEN: dict[bytes, tuple[bytes, bytes]] = {}
+_MAX_REMEMBERED_LINES = 4096
+_MAX_REMEMBERED_LINE = 256
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
@@ -202,10 +207,7 @@ class ResponseReader:
         if line is None:
             raise BadMessage(f"malformed status line {head[:min(first, 80)]!r}")
         block = head[first + 2:-2]
-        if _FIELD_LINES.fullmatch(block) is None:
-            raise BadMessage(_field_problem(block))
-        fields = [(name.lower(), value.strip(b" \t"))
-                  for name, value in _FIELD.findall(block)]
+        fields = _fields(block)
         if len(fields) > MAX_FIELDS:
             raise BadMessage(f"more than {MAX_FIELDS} fields in the response head")
         status = int(line.group(2))
@@ -269,6 +271,30 @@ class ResponseReader:
             return _LENGTH
         self.close = True
         return _UNTIL_CLOSE
+
+
+def _fields(block: bytes) -> list[tuple[bytes, bytes]]:
+    """The field lines of a head (each ending in CRLF), as (lowered name, value without
+    surrounding blanks); raises BadMessage when a line breaks the grammar. A task sends most
+    of its lines again in every answer (``Content-Type: text/javascript``,
+    ``Connection: keep-alive``...): lines seen before are taken from ``_LINES_SEEN``."""
+    lines = block.split(CRLF)
+    lines.pop()  # (after the last CRLF: nothing, since the head ends with its blank line)
+    seen = _LINES_SEEN
+    fields = []
+    for line in lines:
+        field = seen.get(line)
+        if field is None:
+            match = _FIELD_LINE.fullmatch(line)
+            if match is None:
+                raise BadMessage(_field_problem(block))
+            field = (match.group(1).lower(), match.group(2).strip(b" \t"))
+            if len(line) <= _MAX_REMEMBERED_LINE:
+                if len(seen) >= _MAX_REMEMBERED_LINES:
+                    seen.clear()
+                seen[line] = field
+        fields.append(field)
+    return fields
 
 
 def _field_problem(block: bytes) -> str:
