@@ -34,21 +34,19 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
-import h2.frame_buffer
 import h2.settings
 import h2.stream
-import hyperframe.frame
 from h2.connection import AllowedStreamIDs
 from h2.errors import ErrorCodes
 from h2.stream import H2Stream, StreamInputs, StreamState
 from h2.utilities import HeaderValidationFlags
 from hpack import Encoder
-from hyperframe.frame import Frame
 
 from taskmuxd.proxy.forward import LINGER
 from taskmuxd.proxy.h2decode import LeanDecoder
 from taskmuxd.proxy.h2encode import PlainEncoder
 from taskmuxd.proxy.h2exchange import Exchange
+from taskmuxd.proxy.h2frames import QUIET, Frames
 from taskmuxd.proxy.h2headers import Malformed, trailers
 from taskmuxd.proxy.pool import BackendPool
 from taskmuxd.proxy.tlsconn import HIGH_WATER, TlsTransport
@@ -72,32 +70,6 @@ MAX_UNSENT = 4 * HIGH_WATER
 
 _OPEN, _REMOTE_DONE, _LOCAL_DONE, _CLOSED = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE,
                                              StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED)
-
-
-def _quiet(cls: type[Frame]) -> type[Frame]:
-    """``cls`` with a ``repr`` that costs nothing (the same layout, so a parsed frame can
-    become one)."""
-    return type(cls.__name__, (cls,), {"__slots__": (), "__repr__": _short_repr})
-
-
-def _short_repr(frame: Frame) -> str:
-    return f"{type(frame).__name__}(stream_id={frame.stream_id})"
-
-
-_QUIET: dict[type[Frame], type[Frame]] = {cls: _quiet(cls) for cls in
-                                          [*hyperframe.frame.FRAMES.values(),
-                                           hyperframe.frame.ExtensionFrame]}
-
-
-class _Frames(h2.frame_buffer.FrameBuffer):
-    """h2's frame parser, its frames made ``_QUIET``: h2 formats every frame it receives
-    for its trace log before calling the logger (which does nothing with it), and the
-    formatting cost more than parsing the frame."""
-
-    def __next__(self) -> Frame:
-        frame = super().__next__()
-        frame.__class__ = _QUIET.get(frame.__class__, frame.__class__)
-        return frame
 
 
 _NO_CHECKS = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False,
@@ -188,18 +160,18 @@ class Connection(h2.connection.H2Connection):
       ``streams``, as h2 does) once as many streams are known as the limit allows: the
       same answer to the question h2 asks (whether one more stream fits), made once per
       hundred streams rather than once per stream;
-    - frames are parsed by ``_Frames`` (the same parser, without the formatting);
+    - frames are read by ``h2frames.Frames`` (the same frames, made for less);
     - streams are ``_Stream``s when header validation is off."""
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config)
-        self.incoming_buffer = _Frames(server=not config.client_side)
+        self.incoming_buffer = Frames(server=not config.client_side)
         self._unchecked = not (config.validate_inbound_headers
                                or config.normalize_inbound_headers
                                or config.validate_outbound_headers
                                or config.normalize_outbound_headers)
         table = self._frame_dispatch_table
-        for cls, quiet in _QUIET.items():
+        for cls, quiet in QUIET.items():
             if cls in table:
                 table[quiet] = table[cls]
 
