@@ -66,3 +66,24 @@ def test_runs_of_inputs_as_h2() -> None:
         theirs, ours = H2StreamStateMachine(1), StreamStates(1)
         for input_ in run:
             assert outcome(ours, input_) == outcome(theirs, input_), (run, input_)
+
+
+def test_the_plain_configuration_holds_the_checked_values() -> None:
+    """``h2side.plain_config``: the options as h2 checked them, read as plain attributes."""
+    import h2.config
+
+    from taskmuxd.proxy.h2side import _OPTIONS, plain_config
+
+    for client_side, checks in [(False, False), (True, True), (False, True)]:
+        checked = h2.config.H2Configuration(
+            client_side=client_side, header_encoding=None if checks else "utf-8",
+            validate_inbound_headers=checks, normalize_inbound_headers=not checks,
+            validate_outbound_headers=checks, normalize_outbound_headers=checks,
+            split_outbound_cookies=not checks)
+        plain = plain_config(checked)
+        assert isinstance(plain, h2.config.H2Configuration)
+        assert {n: getattr(plain, n) for n in _OPTIONS} == {
+            n: getattr(checked, n) for n in _OPTIONS}
+        assert all(n in vars(plain) for n in _OPTIONS)  # (no descriptor in the way)
+    with pytest.raises(ValueError, match="must be a bool"):  # (h2 still checks first)
+        h2.config.H2Configuration(client_side="no")  # type: ignore[arg-type]

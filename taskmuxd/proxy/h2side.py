@@ -152,6 +152,28 @@ class _Stream(h2.stream.H2Stream):
         return [_Ready(_DATA, flags, self.stream_id, data)]
 
 
+_OPTIONS = ("client_side", "header_encoding", "validate_outbound_headers",
+            "normalize_outbound_headers", "split_outbound_cookies", "validate_inbound_headers",
+            "normalize_inbound_headers", "logger")
+
+
+class _PlainConfig(h2.config.H2Configuration):
+    """h2's configuration with its options as plain attributes: h2 reads some of them
+    (``client_side``, ``header_encoding``...) for every frame, each through a descriptor's
+    Python-level ``__get__``."""
+
+    client_side = validate_outbound_headers = normalize_outbound_headers = False
+    split_outbound_cookies = validate_inbound_headers = normalize_inbound_headers = False
+    header_encoding = None
+
+
+def plain_config(checked: h2.config.H2Configuration) -> h2.config.H2Configuration:
+    """``checked`` (its values checked by h2 as it was made) as a ``_PlainConfig``."""
+    plain = _PlainConfig.__new__(_PlainConfig)
+    vars(plain).update({name: getattr(checked, name) for name in _OPTIONS})
+    return plain
+
+
 class Connection(h2.connection.H2Connection):
     """h2's connection, made cheaper where a page of hundreds of small requests spends:
 
@@ -240,7 +262,7 @@ class H2Side(asyncio.Protocol):
                                            normalize_inbound_headers=False,
                                            validate_outbound_headers=False,
                                            normalize_outbound_headers=False)
-        self.conn = Connection(config)
+        self.conn = Connection(plain_config(config))
         self.conn.encoder = PlainEncoder()
         self.conn.decoder = LeanDecoder()
         self.exchanges: dict[int, Exchange] = {}
