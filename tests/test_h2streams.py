@@ -132,3 +132,49 @@ def test_lean_response_frames_are_the_bytes_h2_writes() -> None:
         wire.append(b"%d %d" % windows)
     assert wires[0] == wires[1]
     assert type(server.streams[5]).__name__ == "_Stream"  # (the lean one was used)
+
+
+def _header_outcome(stream: object, headers: list[tuple[bytes, bytes]], end: bool
+                    ) -> object:
+    try:
+        frames, events = stream.receive_headers(headers, end, None)  # type: ignore[attr-defined]
+        result: object = (frames, [(type(e).__name__, sorted(vars(e).items(), key=str))
+                                   for e in events])
+    except h2.exceptions.ProtocolError as exc:
+        result = (type(exc).__name__, str(exc))
+    return (result, stream.state_machine.state,  # type: ignore[attr-defined]
+            stream._expected_content_length)  # type: ignore[attr-defined]
+
+
+def test_headers_are_received_as_h2_receives_them() -> None:
+    """``_Stream.receive_headers`` against h2's: requests, trailers, informational and
+    faulty header lists, on a new stream and on one already open."""
+    from h2.stream import H2Stream
+
+    from taskmuxd.proxy.h2side import _Stream
+    from taskmuxd.proxy.h2states import StreamStates
+
+    config = h2.config.H2Configuration(
+        client_side=False, header_encoding=None, validate_inbound_headers=False,
+        normalize_inbound_headers=False, validate_outbound_headers=False,
+        normalize_outbound_headers=False)
+    get = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"),
+           (b":authority", b"a.localhost")]
+    post = [(b":method", b"POST"), *get[1:], (b"content-length", b"12")]
+    lists = [get, post, [*post, (b"content-length", b"13")], [*post[:-1], (b"content-length",
+             b"1x")], [(b":status", b"103"), (b"link", b"</a>")], [(b":status", b"200")],
+             [(b"x-trailer", b"1")], [], [(b":path", b"/"), (b":status", b"100")]]
+    for headers in lists:
+        for end in (False, True):
+            for opened in (False, True):
+                streams = []
+                for ours in (False, True):
+                    stream = H2Stream(1, config, 65535, 65535)
+                    if ours:
+                        stream.__class__ = _Stream
+                        stream.state_machine.__class__ = StreamStates
+                    if opened:
+                        stream.receive_headers(list(get), False, None)
+                    streams.append(stream)
+                theirs, mine = (_header_outcome(s, list(headers), end) for s in streams)
+                assert mine == theirs, (headers, end, opened)

@@ -137,6 +137,38 @@ class _Stream(h2.stream.H2Stream):
         frames.append(_Ready(_CONTINUATION, _END_HEADERS, self.stream_id, pieces[-1]))
         return frames
 
+    def receive_headers(self, headers: Iterable[Any], end_stream: bool,
+                        header_encoding: bool | str | None) -> tuple[list[Any], list[Any]]:
+        """h2's, in one place: the header list as the decoder made it (h2 copies it, since
+        its checks, off here, would make another)."""
+        if header_encoding or not isinstance(headers, list):
+            return super().receive_headers(headers, end_stream, header_encoding)
+        informational = False
+        for name, value in headers:  # (h2's is_informational_response)
+            if name[:1] != b":":
+                break
+            if name == b":status":
+                informational = value[:1] == b"1"
+                break
+        machine = self.state_machine
+        if informational:
+            if end_stream:
+                raise h2.exceptions.ProtocolError(
+                    "Cannot set END_STREAM on informational responses")
+            events = machine.process_input(StreamInputs.RECV_INFORMATIONAL_HEADERS)
+        else:
+            events = machine.process_input(StreamInputs.RECV_HEADERS)
+        headers_event: Any = events[0]
+        if end_stream:
+            ended = machine.process_input(StreamInputs.RECV_END_STREAM)
+            headers_event.stream_ended = ended[0]
+            events += ended
+        self._initialize_content_length(headers)
+        if isinstance(headers_event, h2.events.TrailersReceived) and not end_stream:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+        headers_event.headers = headers
+        return [], events
+
     def send_data(self, data: bytes | memoryview, end_stream: bool = False,
                   pad_length: int | None = None) -> list[Any]:
         if pad_length is not None:
@@ -217,6 +249,15 @@ class Connection(h2.connection.H2Connection):
         if known < self.local_settings.max_concurrent_streams:
             return known
         return self._open_streams(1)
+
+    def _prepare_for_sending(self, frames: list[Any]) -> None:
+        """h2's, without a generator for the one frame most sends hand it."""
+        if len(frames) != 1:
+            super()._prepare_for_sending(frames)
+            return
+        frame = frames[0]
+        self._data_to_send += frame.serialize()
+        assert frame.body_len <= self.max_outbound_frame_size  # (as h2 asserts)
 
     def forget_closed(self, stream_id: int) -> None:
         """Drop ``stream_id`` from ``streams`` now if it is closed, as h2 drops closed
