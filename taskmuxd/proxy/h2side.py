@@ -36,7 +36,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h2.stream
-from h2.connection import AllowedStreamIDs
+from h2.connection import AllowedStreamIDs, ConnectionInputs
 from h2.errors import ErrorCodes
 from h2.stream import H2Stream, StreamInputs, StreamState
 from h2.utilities import HeaderValidationFlags
@@ -184,6 +184,7 @@ class _Stream(h2.stream.H2Stream):
         return [_Ready(_DATA, flags, self.stream_id, data)]
 
 
+_CLIENT_IDS = AllowedStreamIDs.ODD  # (the streams a client opens)
 _OPTIONS = ("client_side", "header_encoding", "validate_outbound_headers",
             "normalize_outbound_headers", "split_outbound_cookies", "validate_inbound_headers",
             "normalize_inbound_headers", "logger")
@@ -232,6 +233,24 @@ class Connection(h2.connection.H2Connection):
         for cls, quiet in QUIET.items():
             if cls in table:
                 table[quiet] = table[cls]
+
+    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        """h2's, less the making of its enum of allowed stream IDs anew for each request
+        (an enum call in Python); a HEADERS frame with priority goes to h2's own."""
+        if "PRIORITY" in frame.flags or self.config.client_side:
+            return super()._receive_headers_frame(frame)
+        if frame.stream_id not in self.streams:
+            most = self.local_settings.max_concurrent_streams
+            value = self.open_inbound_streams
+            if value + 1 > most:
+                raise h2.exceptions.TooManyStreamsError(
+                    f"Max inbound streams is {most}, {value} open")
+        headers = h2.connection._decode_headers(self.decoder, frame.data)
+        events = self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+        stream = self._get_or_create_stream(frame.stream_id, _CLIENT_IDS)
+        frames, stream_events = stream.receive_headers(
+            headers, "END_STREAM" in frame.flags, self.config.header_encoding)
+        return frames, events + stream_events
 
     def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
         stream = super()._begin_new_stream(stream_id, allowed_ids)
