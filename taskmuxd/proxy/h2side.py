@@ -252,6 +252,20 @@ class Connection(h2.connection.H2Connection):
             headers, "END_STREAM" in frame.flags, self.config.header_encoding)
         return frames, events + stream_events
 
+    def send_headers(self, stream_id: int, headers: Iterable[Any], end_stream: bool = False,
+                     priority_weight: int | None = None, priority_depends_on: int | None = None,
+                     priority_exclusive: bool | None = None) -> None:
+        """h2's, for a server's answer on a stream the client opened: the same steps, less
+        the making of h2's enum of allowed stream IDs (the stream is known: not used)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or self.config.client_side or priority_weight is not None \
+                or priority_depends_on is not None or priority_exclusive is not None:
+            super().send_headers(stream_id, headers, end_stream, priority_weight,
+                                 priority_depends_on, priority_exclusive)
+            return
+        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        self._prepare_for_sending(stream.send_headers(headers, self.encoder, end_stream))
+
     def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
         stream = super()._begin_new_stream(stream_id, allowed_ids)
         stream.state_machine.__class__ = StreamStates
