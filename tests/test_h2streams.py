@@ -255,3 +255,33 @@ def test_header_frames_are_received_as_h2_receives_them() -> None:
             outcomes = [_events_of(conn, data) for conn in sides]
             assert outcomes[0] == outcomes[1], (script, step)
             assert outcomes[0][0], (script, step)
+
+
+def test_what_is_sent_comes_out_as_from_h2() -> None:
+    """Frames queued as pieces (``Connection._prepare_for_sending``) come out of
+    ``data_to_send`` as h2's buffer gives them, whole or in parts, in order with what h2
+    writes to its buffer itself."""
+    def pair() -> list[h2.connection.H2Connection]:
+        conns = []
+        for conn in (h2.connection.H2Connection(h2.config.H2Configuration(
+                client_side=False)), Connection(h2.config.H2Configuration(client_side=False))):
+            conn.initiate_connection()
+            conn.receive_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00"
+                              + bytes(4) + b"\x00\x00\x08\x06\x00" + bytes(4) + b"12345678")
+            conns.append(conn)
+        return conns
+
+    for amounts in ([None], [5, None], [9, 30, 1000, None], [0, 3]):
+        theirs, ours = pair()
+        for conn in (theirs, ours):
+            conn.ping(b"abcdefgh")
+            conn._data_to_send += b"(h2's own write)"
+            conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 7})
+        for amount in amounts:
+            assert ours.data_to_send(amount) == theirs.data_to_send(amount), amounts
+            ours.ping(b"12345678")
+            theirs.ping(b"12345678")
+        assert ours.data_to_send() == theirs.data_to_send()
+        ours.ping(b"x" * 8)
+        ours.clear_outbound_data_buffer()
+        assert ours.data_to_send() == b""

@@ -223,6 +223,8 @@ class Connection(h2.connection.H2Connection):
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config)
+        # Frames to send, before whatever h2 wrote to ``_data_to_send`` since.
+        self._pieces: list[bytes] = []
         self.incoming_buffer = Frames(server=not config.client_side)
         self.state_machine.__class__ = ConnectionStates
         self._unchecked = not (config.validate_inbound_headers
@@ -284,13 +286,32 @@ class Connection(h2.connection.H2Connection):
         return self._open_streams(1)
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
-        """h2's, without a generator for the one frame most sends hand it."""
-        if len(frames) != 1:
-            super()._prepare_for_sending(frames)
-            return
-        frame = frames[0]
-        self._data_to_send += frame.serialize()
-        assert frame.body_len <= self.max_outbound_frame_size  # (as h2 asserts)
+        """h2's, the frames' bytes kept as a list of pieces joined once when sent (h2
+        appends them to one growing buffer, copied again as it is taken)."""
+        if self._data_to_send:  # (written there by h2 itself: it goes first)
+            self._pieces.append(bytes(self._data_to_send))
+            self._data_to_send = bytearray()
+        most = self.max_outbound_frame_size
+        for frame in frames:
+            self._pieces.append(frame.serialize())
+            assert frame.body_len <= most  # (as h2 asserts)
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        pieces = self._pieces
+        if pieces:
+            if self._data_to_send:  # (written there by h2 itself, after the pieces)
+                pieces.append(bytes(self._data_to_send))
+            data = b"".join(pieces)
+            pieces.clear()
+            if amount is None:
+                self._data_to_send = bytearray()
+                return data
+            self._data_to_send = bytearray(data)
+        return super().data_to_send(amount)
+
+    def clear_outbound_data_buffer(self) -> None:
+        self._pieces.clear()
+        super().clear_outbound_data_buffer()
 
     def forget_closed(self, stream_id: int) -> None:
         """Drop ``stream_id`` from ``streams`` now if it is closed, as h2 drops closed
