@@ -31,7 +31,8 @@ from hyperframe.flags import Flags
 from hyperframe.frame import Frame
 
 _HEAD = struct.Struct(">HBBBL")
-_DATA, _HEADERS, _CONTINUATION = 0x0, 0x1, 0x9
+_DATA, _HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x0, 0x1, 0x5, 0x9
+_END_HEADERS = 0x4
 _PADDED_OR_PRIORITY = 0x08 | 0x20
 
 
@@ -127,6 +128,9 @@ class Frames(h2.frame_buffer.FrameBuffer):
                     except InvalidFrameError as err:
                         raise FrameDataMissingError("Frame data missing or invalid") from err
                 del data[:9 + length]
+                if not self._headers_buffer and (flag_byte & _END_HEADERS or (
+                        kind_byte not in (_HEADERS, _PUSH_PROMISE))):
+                    return frame  # (not in a header block, nor starting one)
             new = self._update_header_buffer(frame)
             if new is not None:
                 return new
