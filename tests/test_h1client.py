@@ -308,3 +308,26 @@ def test_a_request_body_must_match_its_length() -> None:
     writer.data(b"ab")
     with pytest.raises(BadMessage):
         writer.end()
+
+
+def test_remembered_field_lines_read_the_same_and_stay_bounded() -> None:
+    """Field lines are parsed once and remembered (``_LINES_SEEN``): with every line of the
+    corpus remembered, each answer still reads as h11 reads it and each malformed one is
+    still refused; the memory starts over once full and keeps no long line."""
+    from taskmuxd.proxy import h1client
+
+    for data in VALID.values():
+        ours(data)
+    assert h1client._LINES_SEEN
+    for name, data in VALID.items():
+        assert ours(data) == theirs(data), name
+    for name, data in MALFORMED.items():
+        assert not accepts(ours, data), name
+    # The same name in another case is its own line, with the same lowered name.
+    parts, _, _ = ours(answer(b"X-Case: a", b"x-case: a", b"X-CASE:  a ", b"Content-Length: 0"))
+    assert parts[0] == Part(HEAD, 200, [(b"x-case", b"a")] * 3 + [(b"content-length", b"0")])
+    ours(answer(b"X-Long: " + b"a" * 300, b"Content-Length: 0"))
+    assert all(len(line) <= h1client._MAX_REMEMBERED_LINE for line in h1client._LINES_SEEN)
+    for i in range(h1client._MAX_REMEMBERED_LINES + 10):
+        ours(answer(b"X-N: %d" % i, b"Content-Length: 0"))
+    assert len(h1client._LINES_SEEN) <= h1client._MAX_REMEMBERED_LINES

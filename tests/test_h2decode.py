@@ -119,3 +119,15 @@ def test_a_header_list_over_the_limit_is_refused() -> None:
     theirs, ours = _pair(limit=100)
     block = hpack.Encoder().encode([(b"x-a", b"v" * 80)])
     assert _outcome(ours, block) == _outcome(theirs, block) == "oversized"
+
+
+def test_a_table_left_above_a_lowered_maximum_is_refused_as_by_hpack() -> None:
+    """Once the allowed table size is lowered (our SETTINGS acknowledged), a block that
+    does not shrink the table to it is an error for both decoders; one that does is not."""
+    theirs, ours = _pair()
+    for decoder in (theirs, ours):
+        decoder.max_allowed_table_size = 100
+    assert _outcome(ours, b"\x82") == _outcome(theirs, b"\x82")
+    assert _outcome(ours, b"\x82") == "error"
+    assert _outcome(ours, b"\x3f\x45\x82") == _outcome(theirs, b"\x3f\x45\x82")  # (to 100)
+    assert _outcome(ours, b"\x82") == _outcome(theirs, b"\x82") == [(b":method", b"GET")]

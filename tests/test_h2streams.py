@@ -132,3 +132,156 @@ def test_lean_response_frames_are_the_bytes_h2_writes() -> None:
         wire.append(b"%d %d" % windows)
     assert wires[0] == wires[1]
     assert type(server.streams[5]).__name__ == "_Stream"  # (the lean one was used)
+
+
+def _header_outcome(stream: object, headers: list[tuple[bytes, bytes]], end: bool
+                    ) -> object:
+    try:
+        frames, events = stream.receive_headers(headers, end, None)  # type: ignore[attr-defined]
+        result: object = (frames, [(type(e).__name__, sorted(vars(e).items(), key=str))
+                                   for e in events])
+    except h2.exceptions.ProtocolError as exc:
+        result = (type(exc).__name__, str(exc))
+    return (result, stream.state_machine.state,  # type: ignore[attr-defined]
+            stream._expected_content_length)  # type: ignore[attr-defined]
+
+
+def test_headers_are_received_as_h2_receives_them() -> None:
+    """``_Stream.receive_headers`` against h2's: requests, trailers, informational and
+    faulty header lists, on a new stream and on one already open."""
+    from h2.stream import H2Stream
+
+    from taskmuxd.proxy.h2side import _Stream
+    from taskmuxd.proxy.h2states import StreamStates
+
+    config = h2.config.H2Configuration(
+        client_side=False, header_encoding=None, validate_inbound_headers=False,
+        normalize_inbound_headers=False, validate_outbound_headers=False,
+        normalize_outbound_headers=False)
+    get = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"),
+           (b":authority", b"a.localhost")]
+    post = [(b":method", b"POST"), *get[1:], (b"content-length", b"12")]
+    lists = [get, post, [*post, (b"content-length", b"13")], [*post[:-1], (b"content-length",
+             b"1x")], [(b":status", b"103"), (b"link", b"</a>")], [(b":status", b"200")],
+             [(b"x-trailer", b"1")], [], [(b":path", b"/"), (b":status", b"100")]]
+    for headers in lists:
+        for end in (False, True):
+            for opened in (False, True):
+                streams = []
+                for ours in (False, True):
+                    stream = H2Stream(1, config, 65535, 65535)
+                    if ours:
+                        stream.__class__ = _Stream
+                        stream.state_machine.__class__ = StreamStates
+                    if opened:
+                        stream.receive_headers(list(get), False, None)
+                    streams.append(stream)
+                theirs, mine = (_header_outcome(s, list(headers), end) for s in streams)
+                assert mine == theirs, (headers, end, opened)
+
+
+def _events_of(conn: h2.connection.H2Connection, data: bytes) -> object:
+    try:
+        events = conn.receive_data(data)
+        result: object = [(type(e).__name__, sorted(
+            (k, repr(v) if k in ("stream_ended", "priority_updated") else v)
+            for k, v in vars(e).items())) for e in events]
+    except h2.exceptions.ProtocolError as exc:
+        result = (type(exc).__name__, str(exc))
+    return result, conn.data_to_send(), conn.state_machine.state, sorted(
+        (sid, s.state_machine.state) for sid, s in conn.streams.items())
+
+
+def test_header_frames_are_received_as_h2_receives_them() -> None:
+    """Our connection against h2's, both with checks off, on what a client sends: requests
+    with and without priority, a second HEADERS (trailers), a stream ID too low or even,
+    headers on a closed stream, more streams than allowed."""
+    def config(client: bool) -> h2.config.H2Configuration:
+        return h2.config.H2Configuration(
+            client_side=client, header_encoding=None, validate_inbound_headers=False,
+            normalize_inbound_headers=False, validate_outbound_headers=False,
+            normalize_outbound_headers=False)
+
+    get = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"),
+           (b":authority", b"a.localhost")]
+
+    def raw_headers(sid: int, flags: int, block: bytes) -> bytes:
+        return (len(block).to_bytes(3, "big") + bytes([1, flags])
+                + sid.to_bytes(4, "big") + block)
+
+    encoder = h2.connection.Encoder()
+    block = encoder.encode(get)
+    scripts = [
+        [(1, False, None), (3, True, None), (5, True, (1, 20, True))],
+        [(1, False, None), (1, True, None)],  # trailers
+        [(5, True, None), (3, True, None)],  # too low
+        [(2, True, None)],  # even
+        [(1, True, None), ("close", 1), (1, True, None)],  # on a closed stream
+        [(1, True, None), ("close", 1), ("close", 1), ("close", 3)],  # answers, twice
+        [*[(i, False, None) for i in range(1, 12, 2)]],  # beyond the limit of 4
+    ]
+    for script in scripts:
+        sides = []
+        for ours in (False, True):
+            conn = Connection(config(False)) if ours else h2.connection.H2Connection(
+                config(False))
+            conn.local_settings = h2.settings.Settings(client=False, initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 4})
+            conn.initiate_connection()
+            conn.data_to_send()
+            conn.receive_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00"
+                              + bytes(4))
+            sides.append(conn)
+        for step in script:
+            outcomes = []
+            if step[0] == "close":
+                for conn in sides:
+                    try:
+                        conn.send_headers(step[1], [(b":status", b"200")], end_stream=True)
+                        outcomes.append(conn.data_to_send())
+                    except h2.exceptions.ProtocolError as exc:
+                        outcomes.append((type(exc).__name__, str(exc)))
+                assert outcomes[0] == outcomes[1], (script, step)
+                continue
+            sid, end, priority = step
+            flags = 0x4 | (0x1 if end else 0)
+            body = block  # (the same block each time: its literals are added again)
+            if priority is not None:
+                dep, weight, exclusive = priority
+                body = ((dep | (0x80000000 if exclusive else 0)).to_bytes(4, "big")
+                        + bytes([weight - 1]) + body)
+                flags |= 0x20
+            data = raw_headers(sid, flags, body)
+            outcomes = [_events_of(conn, data) for conn in sides]
+            assert outcomes[0] == outcomes[1], (script, step)
+            assert outcomes[0][0], (script, step)
+
+
+def test_what_is_sent_comes_out_as_from_h2() -> None:
+    """Frames queued as pieces (``Connection._prepare_for_sending``) come out of
+    ``data_to_send`` as h2's buffer gives them, whole or in parts, in order with what h2
+    writes to its buffer itself."""
+    def pair() -> list[h2.connection.H2Connection]:
+        conns = []
+        for conn in (h2.connection.H2Connection(h2.config.H2Configuration(
+                client_side=False)), Connection(h2.config.H2Configuration(client_side=False))):
+            conn.initiate_connection()
+            conn.receive_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00"
+                              + bytes(4) + b"\x00\x00\x08\x06\x00" + bytes(4) + b"12345678")
+            conns.append(conn)
+        return conns
+
+    for amounts in ([None], [5, None], [9, 30, 1000, None], [0, 3]):
+        theirs, ours = pair()
+        for conn in (theirs, ours):
+            conn.ping(b"abcdefgh")
+            conn._data_to_send += b"(h2's own write)"
+            conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 7})
+        for amount in amounts:
+            assert ours.data_to_send(amount) == theirs.data_to_send(amount), amounts
+            ours.ping(b"12345678")
+            theirs.ping(b"12345678")
+        assert ours.data_to_send() == theirs.data_to_send()
+        ours.ping(b"x" * 8)
+        ours.clear_outbound_data_buffer()
+        assert ours.data_to_send() == b""

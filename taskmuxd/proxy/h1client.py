@@ -45,8 +45,13 @@ Event = bytes | Part
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [\t\x20-\x7e\x80-\xff]*)?")
 _TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 _FIELD_LINES = re.compile(rb"(?:" + _TCHAR + rb"+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
-# (Over lines already known to fit the grammar: the name and the value.)
-_FIELD = re.compile(rb"(" + _TCHAR + rb"+):([^\r]*)\r\n")
+# One field line (without its CRLF): the name and the value.
+_FIELD_LINE = re.compile(rb"(" + _TCHAR + rb"+):([\t\x20-\x7e\x80-\xff]*)")
+# Field lines already parsed, and what they parsed to (bounded: lines of up to
+# _MAX_REMEMBERED_LINE bytes, _MAX_REMEMBERED_LINES of them, then it starts over).
+_LINES_SEEN: dict[bytes, tuple[bytes, bytes]] = {}
+_MAX_REMEMBERED_LINES = 4096
+_MAX_REMEMBERED_LINE = 256
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
@@ -202,10 +207,7 @@ class ResponseReader:
         if line is None:
             raise BadMessage(f"malformed status line {head[:min(first, 80)]!r}")
         block = head[first + 2:-2]
-        if _FIELD_LINES.fullmatch(block) is None:
-            raise BadMessage(_field_problem(block))
-        fields = [(name.lower(), value.strip(b" \t"))
-                  for name, value in _FIELD.findall(block)]
+        fields, framing = _fields(block)
         if len(fields) > MAX_FIELDS:
             raise BadMessage(f"more than {MAX_FIELDS} fields in the response head")
         status = int(line.group(2))
@@ -214,10 +216,15 @@ class ResponseReader:
         close = line.group(1) == b"0"  # (an HTTP/1.0 answer: the connection is not reused)
         repeated = False
         named: list[bytes] = []
-        for name, value in fields:
-            if name not in _FRAMING:
-                continue
+        for name, value in framing:
             if name == b"content-length":
+                if value.isdigit() and len(value) <= 18:  # (the usual: one plain value)
+                    if length is not None:
+                        if value != length:
+                            raise BadMessage("conflicting Content-Length values")
+                        repeated = True
+                    length = value
+                    continue
                 for each in value.split(b","):
                     digits = each.strip(b" \t")
                     if _DIGITS.fullmatch(digits) is None:
@@ -271,6 +278,34 @@ class ResponseReader:
         return _UNTIL_CLOSE
 
 
+def _fields(block: bytes) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """The field lines of a head (each ending in CRLF), as (lowered name, value without
+    surrounding blanks), and those of them that frame the message (``_FRAMING``); raises
+    BadMessage when a line breaks the grammar. A task sends most of its lines again in
+    every answer (``Content-Type: text/javascript``, ``Connection: keep-alive``...): lines
+    seen before are taken from ``_LINES_SEEN``."""
+    lines = block.split(CRLF)
+    lines.pop()  # (after the last CRLF: nothing, since the head ends with its blank line)
+    seen = _LINES_SEEN
+    fields = []
+    framing = []
+    for line in lines:
+        field = seen.get(line)
+        if field is None:
+            match = _FIELD_LINE.fullmatch(line)
+            if match is None:
+                raise BadMessage(_field_problem(block))
+            field = (match.group(1).lower(), match.group(2).strip(b" \t"))
+            if len(line) <= _MAX_REMEMBERED_LINE:
+                if len(seen) >= _MAX_REMEMBERED_LINES:
+                    seen.clear()
+                seen[line] = field
+        fields.append(field)
+        if field[0] in _FRAMING:
+            framing.append(field)
+    return fields, framing
+
+
 def _field_problem(block: bytes) -> str:
     for line in block.split(CRLF):
         if not line:
@@ -301,14 +336,16 @@ class RequestWriter:
         """The request's head; its fields were checked (``h2headers.request``)."""
         self.chunked = False
         self.remaining = 0
+        parts = [method, b" ", target, b" HTTP/1.1\r\n"]
         for name, value in fields:
+            parts += (name, b": ", value, CRLF)
             if name == b"content-length":
                 self.remaining = int(value)
             elif name == b"transfer-encoding":
                 self.chunked = True
+        parts.append(CRLF)
         self.sending = True
-        return b"".join([method, b" ", target, b" HTTP/1.1\r\n",
-                         *[b"%s: %s\r\n" % field for field in fields], CRLF])
+        return b"".join(parts)
 
     def data(self, data: bytes) -> bytes:
         """Body bytes as they go on the wire; raises BadMessage beyond the Content-Length."""

@@ -166,5 +166,6 @@ class LeanDecoder(hpack.Decoder):
             if size > limit:
                 raise OversizedHeaderListError(
                     f"A header list larger than {limit} has been received")
-        self._assert_valid_table_size()
+        if table.maxsize > self.max_allowed_table_size:  # (hpack's _assert_valid_table_size)
+            raise InvalidTableSizeError("Encoder did not shrink table size to within the max")
         return headers

@@ -32,6 +32,10 @@ _UPGRADE_ONLY = frozenset({b"sec-websocket-accept"})
 
 
 class Exchange:
+    __slots__ = ("ended", "from_client_done", "gone", "headers_sent", "out", "out_end",
+                 "pending", "req", "request_sent", "retried", "side", "slot", "stream_id",
+                 "tunnel", "unacked", "up", "up_full", "waiting_on")
+
     def __init__(self, side: StreamSide[Exchange], stream_id: int) -> None:
         self.side = side
         self.stream_id = stream_id

@@ -33,6 +33,8 @@ _PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protoco
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"proxy-connection", b"keep-alive",
                                   b"transfer-encoding", b"upgrade"})
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_COMMON_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS",
+                             b"PATCH", b"CONNECT", b"TRACE"})  # (tokens: no match needed)
 _VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 _PATH = re.compile(rb"/[\x21-\x7e]*")  # (as an HTTP/1.1 request-target: visible ASCII)
@@ -159,7 +161,7 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
     if problem is not None:
         raise problem
     req.method = pseudo.get(b":method", b"")
-    if _METHOD.fullmatch(req.method) is None:
+    if req.method not in _COMMON_METHODS and _METHOD.fullmatch(req.method) is None:
         raise BadMessage(f"invalid :method {req.method[:40]!r}")
     if req.method == b"CONNECT":
         if pseudo.get(b":protocol") != b"websocket":
@@ -196,7 +198,8 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
         out.append((b"content-length", lengths[0]))
     elif req.has_body:
         out.append((b"transfer-encoding", b"chunked"))
-    out.append((b"x-forwarded-for", b", ".join([*chain, client_ip.encode()])))
+    ip = client_ip.encode()
+    out.append((b"x-forwarded-for", b", ".join([*chain, ip]) if chain else ip))
     out.append((b"x-forwarded-proto", b"https"))
     out.append((b"x-forwarded-host", authority))
     req.headers = out

@@ -34,22 +34,21 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
-import h2.frame_buffer
 import h2.settings
 import h2.stream
-import hyperframe.frame
-from h2.connection import AllowedStreamIDs
+from h2.connection import AllowedStreamIDs, ConnectionInputs
 from h2.errors import ErrorCodes
 from h2.stream import H2Stream, StreamInputs, StreamState
 from h2.utilities import HeaderValidationFlags
 from hpack import Encoder
-from hyperframe.frame import Frame
 
 from taskmuxd.proxy.forward import LINGER
 from taskmuxd.proxy.h2decode import LeanDecoder
 from taskmuxd.proxy.h2encode import PlainEncoder
 from taskmuxd.proxy.h2exchange import Exchange
+from taskmuxd.proxy.h2frames import QUIET, Frames
 from taskmuxd.proxy.h2headers import Malformed, trailers
+from taskmuxd.proxy.h2states import ConnectionStates, StreamStates
 from taskmuxd.proxy.pool import BackendPool
 from taskmuxd.proxy.tlsconn import HIGH_WATER, TlsTransport
 
@@ -72,32 +71,6 @@ MAX_UNSENT = 4 * HIGH_WATER
 
 _OPEN, _REMOTE_DONE, _LOCAL_DONE, _CLOSED = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE,
                                              StreamState.HALF_CLOSED_LOCAL, StreamState.CLOSED)
-
-
-def _quiet(cls: type[Frame]) -> type[Frame]:
-    """``cls`` with a ``repr`` that costs nothing (the same layout, so a parsed frame can
-    become one)."""
-    return type(cls.__name__, (cls,), {"__slots__": (), "__repr__": _short_repr})
-
-
-def _short_repr(frame: Frame) -> str:
-    return f"{type(frame).__name__}(stream_id={frame.stream_id})"
-
-
-_QUIET: dict[type[Frame], type[Frame]] = {cls: _quiet(cls) for cls in
-                                          [*hyperframe.frame.FRAMES.values(),
-                                           hyperframe.frame.ExtensionFrame]}
-
-
-class _Frames(h2.frame_buffer.FrameBuffer):
-    """h2's frame parser, its frames made ``_QUIET``: h2 formats every frame it receives
-    for its trace log before calling the logger (which does nothing with it), and the
-    formatting cost more than parsing the frame."""
-
-    def __next__(self) -> Frame:
-        frame = super().__next__()
-        frame.__class__ = _QUIET.get(frame.__class__, frame.__class__)
-        return frame
 
 
 _NO_CHECKS = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False,
@@ -164,6 +137,38 @@ class _Stream(h2.stream.H2Stream):
         frames.append(_Ready(_CONTINUATION, _END_HEADERS, self.stream_id, pieces[-1]))
         return frames
 
+    def receive_headers(self, headers: Iterable[Any], end_stream: bool,
+                        header_encoding: bool | str | None) -> tuple[list[Any], list[Any]]:
+        """h2's, in one place: the header list as the decoder made it (h2 copies it, since
+        its checks, off here, would make another)."""
+        if header_encoding or not isinstance(headers, list):
+            return super().receive_headers(headers, end_stream, header_encoding)
+        informational = False
+        for name, value in headers:  # (h2's is_informational_response)
+            if name[:1] != b":":
+                break
+            if name == b":status":
+                informational = value[:1] == b"1"
+                break
+        machine = self.state_machine
+        if informational:
+            if end_stream:
+                raise h2.exceptions.ProtocolError(
+                    "Cannot set END_STREAM on informational responses")
+            events = machine.process_input(StreamInputs.RECV_INFORMATIONAL_HEADERS)
+        else:
+            events = machine.process_input(StreamInputs.RECV_HEADERS)
+        headers_event: Any = events[0]
+        if end_stream:
+            ended = machine.process_input(StreamInputs.RECV_END_STREAM)
+            headers_event.stream_ended = ended[0]
+            events += ended
+        self._initialize_content_length(headers)
+        if isinstance(headers_event, h2.events.TrailersReceived) and not end_stream:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set")
+        headers_event.headers = headers
+        return [], events
+
     def send_data(self, data: bytes | memoryview, end_stream: bool = False,
                   pad_length: int | None = None) -> list[Any]:
         if pad_length is not None:
@@ -179,6 +184,29 @@ class _Stream(h2.stream.H2Stream):
         return [_Ready(_DATA, flags, self.stream_id, data)]
 
 
+_CLIENT_IDS = AllowedStreamIDs.ODD  # (the streams a client opens)
+_OPTIONS = ("client_side", "header_encoding", "validate_outbound_headers",
+            "normalize_outbound_headers", "split_outbound_cookies", "validate_inbound_headers",
+            "normalize_inbound_headers", "logger")
+
+
+class _PlainConfig(h2.config.H2Configuration):
+    """h2's configuration with its options as plain attributes: h2 reads some of them
+    (``client_side``, ``header_encoding``...) for every frame, each through a descriptor's
+    Python-level ``__get__``."""
+
+    client_side = validate_outbound_headers = normalize_outbound_headers = False
+    split_outbound_cookies = validate_inbound_headers = normalize_inbound_headers = False
+    header_encoding = None
+
+
+def plain_config(checked: h2.config.H2Configuration) -> h2.config.H2Configuration:
+    """``checked`` (its values checked by h2 as it was made) as a ``_PlainConfig``."""
+    plain = _PlainConfig.__new__(_PlainConfig)
+    vars(plain).update({name: getattr(checked, name) for name in _OPTIONS})
+    return plain
+
+
 class Connection(h2.connection.H2Connection):
     """h2's connection, made cheaper where a page of hundreds of small requests spends:
 
@@ -188,23 +216,65 @@ class Connection(h2.connection.H2Connection):
       ``streams``, as h2 does) once as many streams are known as the limit allows: the
       same answer to the question h2 asks (whether one more stream fits), made once per
       hundred streams rather than once per stream;
-    - frames are parsed by ``_Frames`` (the same parser, without the formatting);
-    - streams are ``_Stream``s when header validation is off."""
+    - frames are read by ``h2frames.Frames`` (the same frames, made for less);
+    - streams are ``_Stream``s when header validation is off;
+    - the connection's and its streams' state machines find their transitions faster
+      (``h2states``);
+    - a request's HEADERS frame is received, and an answer's HEADERS sent on a known
+      stream, without making h2's enum of allowed stream IDs anew each time (a frame with
+      priority, or an unknown stream, goes to h2's own);
+    - frames to send are kept as pieces joined once as they go out."""
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config)
-        self.incoming_buffer = _Frames(server=not config.client_side)
+        # Frames to send, before whatever h2 wrote to ``_data_to_send`` since.
+        self._pieces: list[bytes] = []
+        self.incoming_buffer = Frames(server=not config.client_side)
+        self.state_machine.__class__ = ConnectionStates
         self._unchecked = not (config.validate_inbound_headers
                                or config.normalize_inbound_headers
                                or config.validate_outbound_headers
                                or config.normalize_outbound_headers)
         table = self._frame_dispatch_table
-        for cls, quiet in _QUIET.items():
+        for cls, quiet in QUIET.items():
             if cls in table:
                 table[quiet] = table[cls]
 
+    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        """h2's, less the making of its enum of allowed stream IDs anew for each request
+        (an enum call in Python); a HEADERS frame with priority goes to h2's own."""
+        if "PRIORITY" in frame.flags or self.config.client_side:
+            return super()._receive_headers_frame(frame)
+        if frame.stream_id not in self.streams:
+            most = self.local_settings.max_concurrent_streams
+            value = self.open_inbound_streams
+            if value + 1 > most:
+                raise h2.exceptions.TooManyStreamsError(
+                    f"Max inbound streams is {most}, {value} open")
+        headers = h2.connection._decode_headers(self.decoder, frame.data)
+        events = self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+        stream = self._get_or_create_stream(frame.stream_id, _CLIENT_IDS)
+        frames, stream_events = stream.receive_headers(
+            headers, "END_STREAM" in frame.flags, self.config.header_encoding)
+        return frames, events + stream_events
+
+    def send_headers(self, stream_id: int, headers: Iterable[Any], end_stream: bool = False,
+                     priority_weight: int | None = None, priority_depends_on: int | None = None,
+                     priority_exclusive: bool | None = None) -> None:
+        """h2's, for a server's answer on a stream the client opened: the same steps, less
+        the making of h2's enum of allowed stream IDs (the stream is known: not used)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or self.config.client_side or priority_weight is not None \
+                or priority_depends_on is not None or priority_exclusive is not None:
+            super().send_headers(stream_id, headers, end_stream, priority_weight,
+                                 priority_depends_on, priority_exclusive)
+            return
+        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        self._prepare_for_sending(stream.send_headers(headers, self.encoder, end_stream))
+
     def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
         stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream.state_machine.__class__ = StreamStates
         if self._unchecked:
             stream.__class__ = _Stream
         return stream
@@ -218,6 +288,34 @@ class Connection(h2.connection.H2Connection):
         if known < self.local_settings.max_concurrent_streams:
             return known
         return self._open_streams(1)
+
+    def _prepare_for_sending(self, frames: list[Any]) -> None:
+        """h2's, the frames' bytes kept as a list of pieces joined once when sent (h2
+        appends them to one growing buffer, copied again as it is taken)."""
+        if self._data_to_send:  # (written there by h2 itself: it goes first)
+            self._pieces.append(bytes(self._data_to_send))
+            self._data_to_send = bytearray()
+        most = self.max_outbound_frame_size
+        for frame in frames:
+            self._pieces.append(frame.serialize())
+            assert frame.body_len <= most  # (as h2 asserts)
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        pieces = self._pieces
+        if pieces:
+            if self._data_to_send:  # (written there by h2 itself, after the pieces)
+                pieces.append(bytes(self._data_to_send))
+            data = b"".join(pieces)
+            pieces.clear()
+            if amount is None:
+                self._data_to_send = bytearray()
+                return data
+            self._data_to_send = bytearray(data)
+        return super().data_to_send(amount)
+
+    def clear_outbound_data_buffer(self) -> None:
+        self._pieces.clear()
+        super().clear_outbound_data_buffer()
 
     def forget_closed(self, stream_id: int) -> None:
         """Drop ``stream_id`` from ``streams`` now if it is closed, as h2 drops closed
@@ -263,7 +361,7 @@ class H2Side(asyncio.Protocol):
                                            normalize_inbound_headers=False,
                                            validate_outbound_headers=False,
                                            normalize_outbound_headers=False)
-        self.conn = Connection(config)
+        self.conn = Connection(plain_config(config))
         self.conn.encoder = PlainEncoder()
         self.conn.decoder = LeanDecoder()
         self.exchanges: dict[int, Exchange] = {}
