@@ -788,7 +788,10 @@ class Runner:
         if not (self.spec.grant and self.ended_by == "exit" and self.pane_ok and self.clean) \
                 or self.daemon_ends:
             return None
-        marker = rungrant.claim(self.spec.grant, self.spec.run_id + 1, code, sig)
+        return self.granted_spec(rungrant.claim(self.spec.grant, self.spec.run_id + 1, code, sig))
+
+    def granted_spec(self, marker: str | None) -> RunSpec | None:
+        """The spec of the run a claimed grant names: this run's, the next run id."""
         if marker is None:
             return None
         data = runrecord.to_json(self.spec)
@@ -814,7 +817,10 @@ class Runner:
         if not (self.offers_relaunch() and self.told) or self.listener is None:
             return False  # a daemon that did not hear the exit report would never answer
 
+        ended = False
+
         def woken() -> bool:
+            nonlocal ended
             try:
                 os.read(self.wake_r, 512)
             except BlockingIOError:
@@ -822,15 +828,27 @@ class Runner:
             # The pane closing, or a signal (the daemon's SIGTERM: "finish"), ends the wait.
             ending = any(sig in ENDING_SIGNALS for sig in self.pending_signals)
             self.handle_signals()
-            return ending or not self.pane_ok
+            ended = ending or not self.pane_ok
+            return ended
 
-        wait = runrelaunch.WAIT_SECONDS
+        wait, delayed = runrelaunch.WAIT_SECONDS, False
         while True:
             got = runrelaunch.wait_order(self.listener, wait, self.wake_r, woken)
+            if got is None and delayed and not ended and self.pane_ok:
+                # The hold with a delayed grant is over: claim it (``rungrant``).
+                spec = self.granted_spec(rungrant.claim(
+                    rungrant.beside(self.listen_path), self.spec.run_id + 1,
+                    self.record.exit_code, self.record.exit_signal))
+                if spec is not None:
+                    self.begin_granted(spec)
+                    return True
+                wait, delayed = runrelaunch.WAIT_SECONDS, False  # taken back: an order comes
+                continue
             if got is None:
                 return False
             order, conn = got
             hold = runrelaunch.hold_seconds(order)
+            delayed = hold is not None and rungrant.held(order)
             if hold is None and (hold := runwarm.warm_seconds(order)) is not None:
                 runwarm.show(self.pane_ok, self.spec.task, hold)  # stopped: stays, idle
             if hold is None:

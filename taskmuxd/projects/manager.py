@@ -29,7 +29,7 @@ from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.jobs import Jobs
 from taskmuxd.policy import TaskState
-from taskmuxd.projects import ownership, restartgrant, stopping, taskstart, warmrunner
+from taskmuxd.projects import delayedgrant, ownership, restartgrant, stopping, taskstart, warmrunner
 from taskmuxd.projects import state as st
 from taskmuxd.projects.ownership import RunnerWatch
 from taskmuxd.projects.project import Project, Services
@@ -347,6 +347,7 @@ class Projects:
         for task in project.tasks.values():
             rec = task.record
             if task.state in (TaskState.BACKOFF, TaskState.FATAL):
+                await delayedgrant.adopt(project, task)  # a grant with the wait: revoked
                 project.handle(m.Adopted(task.name, "waiting"))
                 continue
             if not task.live:
