@@ -11,8 +11,12 @@ daemon's decisions: a restart decided ahead (``rungrant``: when the daemon launc
 it granted the next one for an exit its policy restarts at once; the runner claims the grant,
 records the new run write-ahead and starts it, reporting both runs in one message), and,
 after a run that ended by itself with no grant, the daemon's order to run the task again in
-the same pane (``runrelaunch``), which it waits for briefly. The spec and the record are
-read and written only through ``runrecord``.
+the same pane (``runrelaunch``), which it waits for briefly. A restart that waits a backoff
+may be granted then, with the hold order (a delayed grant, ``rungrant``): the runner holds
+for the wait (a signal, the pane closing or another order ends the hold early), then claims
+the grant and starts the run as for a grant given at the launch; a grant the daemon took
+back meanwhile is not there to claim, and the runner waits briefly for its order instead.
+The spec and the record are read and written only through ``runrecord``.
 
 It owns the task's whole tree: as child subreaper (Linux) it inherits the orphans of the
 tree and reaps them, and it finds the task's processes by their marker even when they left

@@ -16,6 +16,10 @@ machine's Launch that follows takes the run already there instead of starting on
 machine decides otherwise (a stop that came after the runner claimed the grant: the unlink
 found the file gone), run N+1 is still taken as the task's run, so that it is owned, and
 ended: the stop's ladder goes on with it, or its runner is told to finish.
+
+A restart that waits a backoff is granted at the exit instead (``delayedgrant``, on the same
+``grantable`` conditions): its report comes once the wait is over, run N's exit already
+heard, and is taken as the machine's scheduled restart (``_delayed``).
 """
 
 from __future__ import annotations
