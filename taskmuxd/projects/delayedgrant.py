@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskmuxd.project")
 
 GRACE = 0.5  # seconds past the restart's time for the runner's report, before revoking
+LAG_LIMIT = 0.25  # seconds of an exit report's way to the daemon the wait may count back
 CLAIM_WAIT = 2.0  # seconds for the report of a runner found to have claimed its grant
 
 
@@ -60,18 +61,24 @@ def hold(project: ProjectView, task: TaskRuntime) -> None:
         return
     task.runner_held_for = at  # ``taskstart.release_waiting`` sends no hold of its own
     task.delayed_grant = task.record.run_id + 1
-    project.services.spawn(_grant(project, task, path, text, at),
+    # The wait counts from the run's exit, as the runner recorded it, not from the moment
+    # its report reached the daemon (a bounded lag): the runner claims at exit + wait.
+    # (Less a margin for the moments between the machine's decision and now.)
+    lag = min(max(time.time() - (task.record.exited_wall or time.time()) - 0.01, 0.0),
+              LAG_LIMIT)
+    project.services.spawn(_grant(project, task, path, text, at - lag),
                            f"delayed grant {project.name}/{task.name}")
 
 
 async def _grant(project: ProjectView, task: TaskRuntime, path: str, text: str,
                  at: float) -> None:
+    """Write the grant, then order the hold: until ``at`` (monotonic)."""
     granted = task.delayed_grant
     await st.write_file(restartgrant.path(project, task), text)
     if task.delayed_grant != granted or task.state != TaskState.BACKOFF:
         await _revoke(project, task)  # something else happened meanwhile: never mind
         return
-    # The hold is counted from now: the runner claims no earlier than the restart's time.
+    # The hold is counted from now: the runner claims no earlier than ``at``.
     told = await taskstart._order(path, {"hold": max(at - time.monotonic(), 0.0),
                                          "grant": True})
     # No runner took it: take it back.
@@ -95,6 +102,15 @@ def after_event(project: ProjectView, task: TaskRuntime) -> None:
         return
     task.delayed_grant = None
     project.services.spawn(_revoke(project, task), f"revoke {project.name}/{task.name}")
+
+
+async def withdraw(project: ProjectView, tasks: list[TaskRuntime]) -> None:
+    """Tasks changed in or removed from the configuration: their delayed grants (of the old
+    command) are taken back; one claimed already is a run not wanted (``restartgrant``)."""
+    out = [t for t in tasks if t.delayed_grant is not None]
+    for task in out:
+        task.delayed_grant = None
+    await asyncio.gather(*(_revoke(project, t) for t in out))
 
 
 def defer(project: ProjectView, task: TaskRuntime) -> bool:

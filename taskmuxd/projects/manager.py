@@ -314,6 +314,8 @@ class Projects:
                 "changed": sorted(n for n in set(old) & set(new) if old[n] != new[n])}
         # A warm runner of a task removed or changed ends: the next start gets a fresh one.
         warmrunner.release_all([project.tasks[n] for n in diff["removed"] + diff["changed"]])
+        await delayedgrant.withdraw(project, [project.tasks[n] for n in diff["removed"]
+                                              + diff["changed"]])
         live_removed = [n for n in diff["removed"] if project.tasks[n].live]
         if live_removed:
             await project.stop(live_removed)

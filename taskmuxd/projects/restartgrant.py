@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from taskmuxd.projects.task import TaskRuntime
 
 log = logging.getLogger("taskmuxd.project")
+
+LAG_LIMIT = 0.3  # seconds a delayed grant's wait may count back (``delayedgrant``), + margin
 
 
 def path(project: ProjectView, task: TaskRuntime) -> str:
@@ -146,6 +149,12 @@ def _delayed(project: ProjectView, task: TaskRuntime, record: RunRecord) -> None
     task.waiting_runner = None  # it waits no more: it runs run N+1
     if task.state == TaskState.BACKOFF:
         task.granted_run = record
+        view, at = project.machine.tasks.get(task.name), task.record.policy.restart_at
+        now = time.monotonic()
+        if view is not None and at is not None and now < at <= now + LAG_LIMIT:
+            # The runner counted the wait from the run's exit, the machine from the report
+            # (``delayedgrant``): the restart is due.
+            view.state = dataclasses.replace(view.state, restart_at=now)
         if task.timer is not None:
             task.timer.cancel()
             task.timer = None
