@@ -350,3 +350,29 @@ def test_the_runner_killed_during_the_wait_of_a_delayed_grant(
     assert runner2 != runner and pid2 != pid1 and t["pid"] == pid2
     wait_until(lambda: _marked(home, "rkill") == [pid2], 10, "one copy")
     assert not os.path.exists(_grant_path(home, "rkill"))
+
+
+def test_the_daemon_frozen_then_killed_after_a_delayed_grant_was_claimed(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # The runner claims its grant and starts run 2 while the daemon is frozen; the daemon is
+    # killed. Its successor adopts run 2 from the runner's record as the restart: counted
+    # once, the task running exactly once.
+    proj, runs, _ = _delayed(str(tmp_path), "claimed", 0.5)
+    run_json(["start"], env, cwd=proj)
+    _backoff_with_grant(env, proj, home, "claimed")
+    pid = call(os.path.join(home, "ctl.sock"), "daemon.status")["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: len(_runs4(runs)) == 2 and _record(home, "claimed")["status"]
+                   == "running", 20, "the run granted with a delay, while the daemon is frozen")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: pid_gone(pid), 10, "the daemon to die")
+    (runner1, _run1, _p1), (runner2, _run2, pid2) = _runs4(runs)
+    assert runner1 == runner2
+    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+                   and t["pid"] == pid2 and t, 30, "the granted run adopted")
+    assert t["restarts"] == 1
+    wait_until(lambda: _marked(home, "claimed") == [pid2], 10, "one copy")
+    assert len(_runs4(runs)) == 2
