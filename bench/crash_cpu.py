@@ -6,6 +6,8 @@ on a FIFO each; one at a time is let go, exits 1 and is restarted (``restart_del
 The figures: the CPU time (user + system) spent from the exit until the replacement runs, by
 the daemon with its children (tmux clients) and by the private tmux server with its
 children (every runner, every task shell), and the gap from the exit to the next start.
+``--delay S`` makes each restart wait S seconds (``restart_delay = S``): the gap is then
+printed minus the wait the daemon chose (its ``auto_restart`` event), as bench/peers.py does.
 ``--tree`` runs another checkout of taskmux (its ``taskmuxd``/``taskmuxctl`` put first on
 ``PYTHONPATH``), so a before and an after are measured the same way in one sitting.
 """
@@ -57,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--crashes", type=int, default=20)
     parser.add_argument("--tree", help="another taskmux checkout to measure")
+    parser.add_argument("--delay", type=float, default=0.0, help="restart_delay (seconds)")
     args = parser.parse_args()
     compile_bytecode()
     if args.tree:
@@ -78,7 +81,7 @@ def main() -> None:
         f'[tasks.c{i}]\ncommand = "echo $(date +%s.%N) >> {d}/starts{i}; '
         f'if [ -f {d}/done{i} ]; then exec sleep 600; fi; read x < {d}/go{i}; '
         f'touch {d}/done{i}; echo $(date +%s.%N) >> {d}/exits{i}; exit 1"\n'
-        'restart_policy = "always"\nrestart_delay = 0\n' for i in range(n))
+        f'restart_policy = "always"\nrestart_delay = {args.delay}\n' for i in range(n))
     try:
         profile = os.environ.get("CRASH_CPU_PROFILE")  # a cProfile output file for the daemon
         if profile:
@@ -145,11 +148,19 @@ def main() -> None:
                 print(fh.read())
             print("exit", lines(f"exits{n - 1}"), "starts", lines(f"starts{n - 1}"))
         t.cli("stop", cwd=proj)
-        print(f"crashes: {n}; load {os.getloadavg()[0]:.1f}")
+        waits = {}
+        with open(os.path.join(t.home, "events.jsonl")) as fh:
+            for line in fh:
+                ev = json.loads(line)
+                if ev.get("project") == "cpu" and ev.get("event") == "auto_restart":
+                    waits.setdefault(int(ev["task"][1:]), float(ev["details"]["delay"]))
+        gaps = [g - waits.get(i, 0.0) for i, g in enumerate(gaps)]
+        print(f"crashes: {n}; restart_delay {args.delay}; load {os.getloadavg()[0]:.1f}")
         print(f"CPU per crash -> replacement (daemon + tmux + runners + task), median: "
               f"{statistics.median(cpus):.1f} ms (mean {statistics.mean(cpus):.1f})")
         print(f"  of which the daemon's, median: {statistics.median(daemon_cpus):.1f} ms")
-        print(f"exit -> next start, median: {statistics.median(gaps) * 1000:.1f} ms")
+        print(f"exit -> next start, minus the wait, median: "
+              f"{statistics.median(gaps) * 1000:.1f} ms")
         if stages:
             print(f"  exit -> the new run forked, median: "
                   f"{statistics.median(f - e for f, e, _ in stages) * 1000:.1f} ms; "

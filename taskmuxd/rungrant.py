@@ -16,9 +16,19 @@ The file is the single point where the daemon's and the runner's views meet:
   the unlink succeeds (revoked: no run N+1 can come from it) or finds the file gone (the
   runner claimed it: run N+1 is on its way, and is taken and handled as the stop says).
 
-So the decision stays the daemon's, taken ahead with what it knows at the launch; the runner,
-the tree's only parent, carries it out exactly once. Standard library only and cheap to
-import (the runner imports it).
+A **delayed grant** answers a restart that waits a backoff: when run N's exit comes and the
+machine schedules the restart S seconds later, the daemon writes the grant of run N+1 then
+(``always``: the exit is known and restarts) and tells the runner waiting in the pane to
+hold S seconds with it (``{"hold": S, "grant": true}``, ``runrelaunch``). The runner waits
+in place (a signal, the pane closing or any other order of the daemon ends the wait early),
+then claims the grant as above, records run N+1 write-ahead and forks it: one report. At
+its timer the daemon revokes: the unlink succeeds (the runner has not claimed: the daemon
+launches as usual, its order meeting the runner still waiting) or finds the file gone (the
+runner claimed: its report comes).
+
+So the decision stays the daemon's, taken ahead with what it knows at the launch (or at the
+exit, for a delayed grant); the runner, the tree's only parent, carries it out exactly once.
+Standard library only and cheap to import (the runner imports it).
 """
 
 from __future__ import annotations
@@ -73,6 +83,19 @@ def claim(path: str, run_id: int, code: int | None, sig: int | None) -> str | No
     if not isinstance(marker, str) or not covers(grant, code, sig):
         return None
     return marker
+
+
+def held(order: dict[str, object]) -> bool:
+    """Whether a hold order carries a delayed grant (claimed once the hold is over)."""
+    return order.get("grant") is True
+
+
+def beside(relaunch_socket: str) -> str:
+    """The grant's path next to the runner's relaunch socket (``run/{task}.grant``): the
+    runner never takes a path from an order."""
+    stem = relaunch_socket.rsplit(".", 1)[0] if relaunch_socket.endswith(".relaunch") \
+        else relaunch_socket
+    return stem + SUFFIX
 
 
 def revoke(path: str) -> bool:

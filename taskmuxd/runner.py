@@ -11,8 +11,12 @@ daemon's decisions: a restart decided ahead (``rungrant``: when the daemon launc
 it granted the next one for an exit its policy restarts at once; the runner claims the grant,
 records the new run write-ahead and starts it, reporting both runs in one message), and,
 after a run that ended by itself with no grant, the daemon's order to run the task again in
-the same pane (``runrelaunch``), which it waits for briefly. The spec and the record are
-read and written only through ``runrecord``.
+the same pane (``runrelaunch``), which it waits for briefly. A restart that waits a backoff
+may be granted then, with the hold order (a delayed grant, ``rungrant``): the runner holds
+for the wait (a signal, the pane closing or another order ends the hold early), then claims
+the grant and starts the run as for a grant given at the launch; a grant the daemon took
+back meanwhile is not there to claim, and the runner waits briefly for its order instead.
+The spec and the record are read and written only through ``runrecord``.
 
 It owns the task's whole tree: as child subreaper (Linux) it inherits the orphans of the
 tree and reaps them, and it finds the task's processes by their marker even when they left
@@ -791,7 +795,10 @@ class Runner:
         if not (self.spec.grant and self.ended_by == "exit" and self.pane_ok and self.clean) \
                 or self.daemon_ends:
             return None
-        marker = rungrant.claim(self.spec.grant, self.spec.run_id + 1, code, sig)
+        return self.granted_spec(rungrant.claim(self.spec.grant, self.spec.run_id + 1, code, sig))
+
+    def granted_spec(self, marker: str | None) -> RunSpec | None:
+        """The spec of the run a claimed grant names: this run's, the next run id."""
         if marker is None:
             return None
         data = runrecord.to_json(self.spec)
@@ -817,7 +824,10 @@ class Runner:
         if not (self.offers_relaunch() and self.told) or self.listener is None:
             return False  # a daemon that did not hear the exit report would never answer
 
+        ended = False
+
         def woken() -> bool:
+            nonlocal ended
             try:
                 os.read(self.wake_r, 512)
             except BlockingIOError:
@@ -825,15 +835,27 @@ class Runner:
             # The pane closing, or a signal (the daemon's SIGTERM: "finish"), ends the wait.
             ending = any(sig in ENDING_SIGNALS for sig in self.pending_signals)
             self.handle_signals()
-            return ending or not self.pane_ok
+            ended = ending or not self.pane_ok
+            return ended
 
-        wait = runrelaunch.WAIT_SECONDS
+        wait, delayed = runrelaunch.WAIT_SECONDS, False
         while True:
             got = runrelaunch.wait_order(self.listener, wait, self.wake_r, woken)
+            if got is None and delayed and not ended and self.pane_ok:
+                # The hold with a delayed grant is over: claim it (``rungrant``).
+                spec = self.granted_spec(rungrant.claim(
+                    rungrant.beside(self.listen_path), self.spec.run_id + 1,
+                    self.record.exit_code, self.record.exit_signal))
+                if spec is not None:
+                    self.begin_granted(spec)
+                    return True
+                wait, delayed = runrelaunch.WAIT_SECONDS, False  # taken back: an order comes
+                continue
             if got is None:
                 return False
             order, conn = got
             hold = runrelaunch.hold_seconds(order)
+            delayed = hold is not None and rungrant.held(order)
             if hold is None and (hold := runwarm.warm_seconds(order)) is not None:
                 runwarm.show(self.pane_ok, self.spec.task, hold)  # stopped: stays, idle
             if hold is None:

@@ -57,10 +57,15 @@ GRANT_PLAN = ("restart", "restart", "crashloop", "start", "restart", "stop", "re
 @pytest.mark.slow
 def test_kill_9_of_the_daemon_around_granted_restarts_breaks_nothing(
         home: str, tmux_socket: str, tmp_path: Path) -> None:
-    # Crash loops whose first restart in a row is granted ahead (``restart_delay = 0``):
+    # Crash loops whose first restart in a row is granted ahead (``restart_delay = 0``), and
+    # whose later ones are granted with their wait, as are all of the ``held`` tasks':
     # each restart or start of a round begins a new streak, so its first crash is answered
     # by the runner on its grant while the daemon is killed around it.
     tasks = [TaskSpec(f"grant{i}", "crash", policy="always", restart_delay=0) for i in range(6)]
+    # Restarts that wait a backoff, granted with their wait (``delayedgrant``): the daemon is
+    # killed while runners hold, claim or start on their grants.
+    tasks += [TaskSpec(f"held{i}", "crash", policy="always", restart_delay=0.3)
+              for i in range(2)]
     tasks += [TaskSpec("steady1", "sleeper"), TaskSpec("steady2", "sleeper", policy="always"),
               TaskSpec("pg1", "forker"), TaskSpec("pg2", "forker", policy="always")]
     chaos = Chaos(home, tmux_socket, str(tmp_path), tasks=tasks, project="grants",
@@ -79,6 +84,9 @@ def test_kill_9_of_the_daemon_around_granted_restarts_breaks_nothing(
         granted = [e for e in events if e["event"] == "auto_restart"
                    and e["details"].get("delay") == 0]
         assert len(granted) >= len(GRANT_PLAN), "too few zero-wait restarts to prove anything"
+        held = [e for e in events if e["event"] == "auto_restart"
+                and e["task"].startswith("held") and e["details"].get("delay", 0) > 0]
+        assert len(held) >= len(GRANT_PLAN), "too few restarts after a wait to prove anything"
     finally:
         chaos.close()
 

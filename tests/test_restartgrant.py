@@ -245,3 +245,142 @@ def test_a_stop_that_meets_a_claimed_grant_ends_the_granted_run(
     assert len(_runs(runs)) == 2 and _marked(home, "race") == []
     kinds = [e["event"] for e in _events(home, "race")]
     assert kinds[-1] == "task_stopped", kinds
+
+
+# -- a restart that waits a backoff, granted with its wait (``delayedgrant``) -----------------
+
+STAMPED = ('echo "$PPID ${{TASKMUX_RUN##*:}} $$ $(date +%s.%N)" >> {runs}; if [ -f {flag} ]; '
+           'then exec sleep 600; fi; touch {flag}; {wait}exit 3')
+
+
+def _stamps(path: str) -> list[float]:
+    try:
+        return [float(line.split()[3]) for line in read(path).splitlines()]
+    except FileNotFoundError:
+        return []
+
+
+def _delayed(tmp_path: str, name: str, delay: float, settings: str = "",
+             wait: str = "") -> tuple[str, str, str]:
+    runs, flag = os.path.join(tmp_path, "runs"), os.path.join(tmp_path, "flag")
+    command = STAMPED.format(runs=runs, flag=flag, wait=wait)
+    return _project(tmp_path, name, f"restart_delay = {delay}\n{settings}", command=command)
+
+
+def _runs4(path: str) -> list[tuple[int, int, int]]:
+    try:
+        return [(int(a), int(b), int(c))
+                for a, b, c, _t in (line.split() for line in read(path).splitlines())]
+    except FileNotFoundError:
+        return []
+
+
+def _grant_path(home: str, project: str) -> str:
+    return os.path.join(home, "projects", project, "run", "app.grant")
+
+
+def _backoff_with_grant(env: dict[str, str], proj: str, home: str, name: str) -> None:
+    wait_until(lambda: task(env, proj, "app")["state"] == "backoff"
+               and os.path.exists(_grant_path(home, name)), 20, "the crash, the grant written")
+
+
+def test_a_delayed_grant_waits_the_backoff_then_restarts_in_place(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    proj, runs, _ = _delayed(str(tmp_path), "delayed", 1.5)
+    run_json(["start"], env, cwd=proj)
+    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+                   and t["restarts"] == 1 and t, 20, "the restart")
+    (runner1, run1, pid1), (runner2, run2, pid2) = _runs4(runs)
+    assert runner1 == runner2 and run2 == run1 + 1 and pid2 != pid1  # in place, a new pid
+    assert t["pid"] == pid2
+    rec = _record(home, "delayed")
+    # Run 2 began on the grant, its record saying how run 1 ended: the one report.
+    assert rec["run_id"] == run2 and rec["after_run"] == run1 and rec["after_code"] == 3
+    assert rec["status"] == "running" and rec["relaunch"] is None
+    # The wait is honoured: run 2 began no earlier than the backoff after run 1's exit.
+    assert _stamps(runs)[1] - rec["after_at"] >= 1.5
+    evs = _events(home, "delayed")
+    kinds = [e["event"] for e in evs]
+    at = kinds.index("task_exited")
+    assert kinds[at:at + 3] == ["task_exited", "auto_restart", "task_started"], kinds
+    restart = next(e for e in evs if e["event"] == "auto_restart")
+    assert restart["details"]["delay"] >= 1.5 and restart["details"]["attempt"] == 1
+    assert kinds.count("task_started") == 2
+    assert not os.path.exists(_grant_path(home, "delayed"))
+    assert sorted(_marked(home, "delayed")) == [pid2]
+
+
+def test_a_stop_during_the_wait_takes_the_delayed_grant_back(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    proj, runs, _ = _delayed(str(tmp_path), "stopwait", 3)
+    run_json(["start"], env, cwd=proj)
+    _backoff_with_grant(env, proj, home, "stopwait")
+    ((runner, _run, _pid),) = _runs4(runs)
+    run_json(["stop"], env, cwd=proj)
+    assert task(env, proj, "app")["state"] == "stopped"
+    wait_until(lambda: pid_gone(runner), 20, "the waiting runner to finish")
+    wait_until(lambda: not os.path.exists(_grant_path(home, "stopwait")), 10, "the revoke")
+    assert len(_runs4(runs)) == 1 and _marked(home, "stopwait") == []
+    assert task(env, proj, "app")["state"] == "stopped"
+
+
+def test_the_daemon_killed_during_the_wait_of_a_delayed_grant(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # Whichever comes first, the runner's claim or the successor's revoke, the task runs
+    # again exactly once and nothing else of it lives.
+    proj, runs, _ = _delayed(str(tmp_path), "dkill", 2)
+    run_json(["start"], env, cwd=proj)
+    _backoff_with_grant(env, proj, home, "dkill")
+    pid = call(os.path.join(home, "ctl.sock"), "daemon.status")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: pid_gone(pid), 10, "the daemon to die")
+    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+                   and len(_runs4(runs)) == 2 and t["pid"] == _runs4(runs)[-1][2] and t,
+                   30, "the restart after the daemon's death")
+    assert t["restarts"] == 1
+    wait_until(lambda: _marked(home, "dkill") == [t["pid"]], 10, "one copy")
+    assert len(_runs4(runs)) == 2 and not os.path.exists(_grant_path(home, "dkill"))
+
+
+def test_the_runner_killed_during_the_wait_of_a_delayed_grant(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # Its grant is never claimed: the daemon revokes it at its timer and launches through
+    # tmux; the task runs again exactly once.
+    proj, runs, _ = _delayed(str(tmp_path), "rkill", 1.5)
+    run_json(["start"], env, cwd=proj)
+    _backoff_with_grant(env, proj, home, "rkill")
+    ((runner, _run, pid1),) = _runs4(runs)
+    os.kill(runner, signal.SIGKILL)
+    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+                   and t["restarts"] == 1 and len(_runs4(runs)) == 2 and t, 30,
+                   "the restart through tmux")
+    (runner2, _run2, pid2) = _runs4(runs)[1]
+    assert runner2 != runner and pid2 != pid1 and t["pid"] == pid2
+    wait_until(lambda: _marked(home, "rkill") == [pid2], 10, "one copy")
+    assert not os.path.exists(_grant_path(home, "rkill"))
+
+
+def test_the_daemon_frozen_then_killed_after_a_delayed_grant_was_claimed(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # The runner claims its grant and starts run 2 while the daemon is frozen; the daemon is
+    # killed. Its successor adopts run 2 from the runner's record as the restart: counted
+    # once, the task running exactly once.
+    proj, runs, _ = _delayed(str(tmp_path), "claimed", 0.5)
+    run_json(["start"], env, cwd=proj)
+    _backoff_with_grant(env, proj, home, "claimed")
+    pid = call(os.path.join(home, "ctl.sock"), "daemon.status")["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: len(_runs4(runs)) == 2 and _record(home, "claimed")["status"]
+                   == "running", 20, "the run granted with a delay, while the daemon is frozen")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: pid_gone(pid), 10, "the daemon to die")
+    (runner1, _run1, _p1), (runner2, _run2, pid2) = _runs4(runs)
+    assert runner1 == runner2
+    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+                   and t["pid"] == pid2 and t, 30, "the granted run adopted")
+    assert t["restarts"] == 1
+    wait_until(lambda: _marked(home, "claimed") == [pid2], 10, "one copy")
+    assert len(_runs4(runs)) == 2

@@ -29,7 +29,7 @@ from taskmuxd import proctree
 from taskmuxd.cgroups import TaskGroups
 from taskmuxd.jobs import Jobs
 from taskmuxd.policy import TaskState
-from taskmuxd.projects import ownership, restartgrant, stopping, taskstart, warmrunner
+from taskmuxd.projects import delayedgrant, ownership, restartgrant, stopping, taskstart, warmrunner
 from taskmuxd.projects import state as st
 from taskmuxd.projects.ownership import RunnerWatch
 from taskmuxd.projects.project import Project, Services
@@ -314,6 +314,8 @@ class Projects:
                 "changed": sorted(n for n in set(old) & set(new) if old[n] != new[n])}
         # A warm runner of a task removed or changed ends: the next start gets a fresh one.
         warmrunner.release_all([project.tasks[n] for n in diff["removed"] + diff["changed"]])
+        await delayedgrant.withdraw(project, [project.tasks[n] for n in diff["removed"]
+                                              + diff["changed"]])
         live_removed = [n for n in diff["removed"] if project.tasks[n].live]
         if live_removed:
             await project.stop(live_removed)
@@ -347,6 +349,7 @@ class Projects:
         for task in project.tasks.values():
             rec = task.record
             if task.state in (TaskState.BACKOFF, TaskState.FATAL):
+                await delayedgrant.adopt(project, task)  # a grant with the wait: revoked
                 project.handle(m.Adopted(task.name, "waiting"))
                 continue
             if not task.live:

@@ -35,6 +35,7 @@ from taskmuxd.healthprobes import ProbeSpec
 from taskmuxd.jobs import Changed
 from taskmuxd.policy import Ev, PolicySpec, State, TaskState
 from taskmuxd.projects import (
+    delayedgrant,
     environment,
     ownership,
     probeactions,
@@ -195,6 +196,8 @@ class Project:
                 continue
             if name in self._self_judged_set:
                 readiness.settle(self, task)  # the task's own word, once its run is judged
+            delayedgrant.after_event(self, task)  # out of backoff: its grant taken back
+            delayedgrant.hold(self, task)  # into backoff: the restart granted with its wait
             if task.waiting_runner is not None and not warmrunner.keep(self, task):
                 taskstart.release_waiting(self, task)  # a runner waiting for no relaunch
         self.touch()
@@ -239,6 +242,8 @@ class Project:
             task.last_launch_error, task.last_launch_code = None, None
             if restartgrant.launched(task):  # the run granted ahead is there already
                 self.save_task(task)
+                return
+            if delayedgrant.launching(self, task):  # a delayed grant: revoked first
                 return
             run_id, clean = taskstart.begin(self, task)
             self.services.spawn(taskstart.launch(self, task, run_id, clean),
@@ -287,6 +292,8 @@ class Project:
 
     def _wake(self, task: TaskRuntime) -> None:
         task.timer = None
+        if delayedgrant.defer(self, task):  # the runner's report may come first
+            return
         self.handle(m.TimerFired(task.name))
 
     def waiting_for(self, task: TaskRuntime) -> list[str]:

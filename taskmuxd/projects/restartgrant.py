@@ -16,12 +16,17 @@ machine's Launch that follows takes the run already there instead of starting on
 machine decides otherwise (a stop that came after the runner claimed the grant: the unlink
 found the file gone), run N+1 is still taken as the task's run, so that it is owned, and
 ended: the stop's ladder goes on with it, or its runner is told to finish.
+
+A restart that waits a backoff is granted at the exit instead (``delayedgrant``, on the same
+``grantable`` conditions): its report comes once the wait is over, run N's exit already
+heard, and is taken as the machine's scheduled restart (``_delayed``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -43,25 +48,42 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("taskmuxd.project")
 
+LAG_LIMIT = 0.3  # seconds a delayed grant's wait may count back (``delayedgrant``), + margin
+
 
 def path(project: ProjectView, task: TaskRuntime) -> str:
     return os.path.join(project.files.run_dir, task.name + rungrant.SUFFIX)
 
 
+def grantable(task: TaskRuntime) -> bool:
+    """Whether a restart of the task may be granted to its runner at all: a restart policy,
+    and no dependency to wait for or hook to run (the daemon's launch does those)."""
+    cfg = task.config
+    return cfg.restart_policy in ("always", "on-failure") and not task.record.policy.manual_stop \
+        and not (cfg.depends_on or cfg.hooks.before_start or cfg.hooks.after_start)
+
+
 def offer(project: ProjectView, task: TaskRuntime, run_id: int) -> str | None:
     """The grant of run ``run_id + 1`` to write with run ``run_id``'s spec, or None."""
     cfg, pol = task.config, task.record.policy
-    if cfg.restart_policy not in ("always", "on-failure") or cfg.restart_delay != 0:
+    if cfg.restart_delay != 0 or not grantable(task) or pol.attempt >= cfg.max_restarts:
         return None
-    if pol.manual_stop or pol.attempt >= cfg.max_restarts or cfg.depends_on \
-            or cfg.hooks.before_start or cfg.hooks.after_start:
-        return None  # a dependency to wait for, a hook to run: the daemon's launch does it
     if pol.attempt and cfg.restart_backoff != 0:
         return None
     marker = ownership.run_marker(project.services.paths.home, project.name, task.name,
                                   run_id + 1)
     always = cfg.restart_policy == "always" and not cfg.oneshot
     return rungrant.text(run_id + 1, marker, always, list(cfg.success_exit_codes))
+
+
+def offer_delayed(project: ProjectView, task: TaskRuntime) -> str | None:
+    """In backoff, the restart scheduled: the grant of the next run to write now
+    (``delayedgrant``), for any status (the exit is known, and restarts), or None."""
+    if task.state != TaskState.BACKOFF or not grantable(task):
+        return None
+    run_id = task.record.run_id + 1
+    marker = ownership.run_marker(project.services.paths.home, project.name, task.name, run_id)
+    return rungrant.text(run_id, marker, True, [])
 
 
 async def revoke(project: ProjectView, tasks: Iterable[TaskRuntime]) -> None:
@@ -88,6 +110,9 @@ def take(project: ProjectView, task: TaskRuntime, record: RunRecord) -> bool:
     if record.after_run is None or record.after_run != rec.run_id \
             or record.run_id != rec.run_id + 1:
         return False
+    if task.delayed_grant == record.run_id:  # granted with the wait: the exit was heard
+        _delayed(project, task, record)
+        return True
     if not task.live:  # nothing of the task is wanted now
         _unwanted(project, task, record)
         return True
@@ -113,6 +138,39 @@ def take(project: ProjectView, task: TaskRuntime, record: RunRecord) -> bool:
     task.granted_run = None
     _unwanted(project, task, record)
     return True
+
+
+def _delayed(project: ProjectView, task: TaskRuntime, record: RunRecord) -> None:
+    """Run N+1 started on a delayed grant (``delayedgrant``): run N's exit went through the
+    machine already; in backoff, the timer is due (the runner waited it out), and the
+    machine's Launch takes the run; in the launch that revoked too late, it is that launch's
+    run; otherwise it is not wanted."""
+    task.delayed_grant = None
+    task.waiting_runner = None  # it waits no more: it runs run N+1
+    if task.state == TaskState.BACKOFF:
+        task.granted_run = record
+        view, at = project.machine.tasks.get(task.name), task.record.policy.restart_at
+        now = time.monotonic()
+        if view is not None and at is not None and now < at <= now + LAG_LIMIT:
+            # The runner counted the wait from the run's exit, the machine from the report
+            # (``delayedgrant``): the restart is due.
+            view.state = dataclasses.replace(view.state, restart_at=now)
+        if task.timer is not None:
+            task.timer.cancel()
+            task.timer = None
+        project.handle(m.TimerFired(task.name))
+        if _waiting(task):
+            task.granted_run = None
+            _unwanted(project, task, record)
+            return
+    elif task.state == TaskState.STARTING:
+        task.granted_run = record
+        launched(task)
+    else:
+        _unwanted(project, task, record)
+        return
+    project.runner_started(task.name, record)
+    project.handle(m.LaunchSettled(task.name))
 
 
 def _waiting(task: TaskRuntime) -> bool:

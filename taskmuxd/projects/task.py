@@ -55,6 +55,8 @@ class TaskRuntime:
         # A run started on a restart granted ahead (``restartgrant``), reported, until the
         # machine's Launch takes it.
         self.granted_run: RunRecord | None = None
+        # The run granted with a delay (``delayedgrant``) while the grant may be out.
+        self.delayed_grant: int | None = None
 
     @property
     def state(self) -> TaskState:
