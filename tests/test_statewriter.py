@@ -285,3 +285,42 @@ def test_a_write_awaited_in_place_is_hurried_past_the_fsyncs_of_a_batch(
         assert read(tmp_path / "b.json") == "b"
 
     asyncio.run(main())
+
+
+def test_a_round_places_its_hasty_writes_before_fsyncing_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handed over together while the writer is busy (a stop's record, then the launches'
+    write-ahead): the next round renames the write-ahead into place and releases its waiters
+    before it fsyncs the record, whichever was handed over first."""
+    from taskmuxd.projects import statewriter
+
+    in_a, go_on, b_gate = threading.Event(), threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if ".a.json." in name:
+            in_a.set()
+            go_on.wait(10)
+        elif ".b.json." in name:
+            b_gate.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(statewriter.os, "fsync", slow_fsync)
+
+    async def main() -> None:
+        w = StateWriter()
+        a = w.submit(str(tmp_path / "a.json"), "a")
+        await asyncio.to_thread(in_a.wait, 10)  # a round of a alone is fsyncing it
+        b = w.submit(str(tmp_path / "b.json"), "b")
+        ahead = str(tmp_path / "ahead.json")
+        launched = w.submit(ahead, "launches", late=True)
+        w._hurry = False  # the hurry within a round is another test's: only the order here
+        go_on.set()
+        await asyncio.wait_for(w.in_place(ahead), 10)
+        assert read(tmp_path / "ahead.json") == "launches"
+        assert not (tmp_path / "b.json").exists()  # held in its fsync, after the write-ahead
+        b_gate.set()
+        await asyncio.wait_for(asyncio.gather(a, b, launched), 10)
+
+    asyncio.run(main())

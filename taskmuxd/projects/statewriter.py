@@ -157,9 +157,27 @@ class StateWriter:
         unsynced: list[tuple[str, _Write, int]] = []  # renamed before their fsync: open fds
         taken: list[tuple[str, _Write]] = []
 
+        def place(jobs: list[_Write]) -> None:
+            """Release the waiters of written jobs that wait only for them in place."""
+            with self._cond:
+                placed = []
+                for job in jobs:
+                    job.is_placed = True
+                    placed += [(fut, failed.get(id(job))) for fut in job.placed]
+                    if not job.sync and job.data is not None:  # in place is all it waits for
+                        placed += [(fut, failed.get(id(job))) for fut in job.waiters]
+            _settle(placed)
+
         def write(batch: dict[str, _Write], hurry: bool) -> None:
             unwritten = set(batch)
-            for path, job in batch.items():
+            # Those awaited only in place go first, and are released before the round's
+            # other files are written (each with its fsync).
+            order = sorted(batch.items(), key=lambda item: not _hasty(item[1]))
+            written: list[_Write] = []
+            for path, job in order:
+                if written and not _hasty(job):
+                    place(written)
+                    written = []
                 if hurry and self._hurry and job.sync and not job.late and job.data is not None:
                     hurried = self._take_hurried(unwritten)
                     if hurried:
@@ -178,14 +196,8 @@ class StateWriter:
                         folders.setdefault(os.path.dirname(path), []).append((path, job))
                 except OSError as exc:
                     failed[id(job)] = exc
-            with self._cond:
-                placed = []
-                for job in batch.values():
-                    job.is_placed = True
-                    placed += [(fut, failed.get(id(job))) for fut in job.placed]
-                    if not job.sync and job.data is not None:  # in place is all it waits for
-                        placed += [(fut, failed.get(id(job))) for fut in job.waiters]
-            _settle(placed)
+                written.append(job)
+            place(written)
             taken.extend(batch.items())
 
         def hurry() -> None:
@@ -247,7 +259,7 @@ class StateWriter:
             self._hurry = False
             got: dict[str, _Write] = {}
             for path, job in list(self._pending.items()):
-                if job.data is None or (job.sync and not job.late):
+                if not _hasty(job):
                     continue
                 if path in unwritten:
                     self._hurry = True  # not yet: after that version
@@ -255,6 +267,11 @@ class StateWriter:
                 got[path] = self._pending.pop(path)
                 self._writing.setdefault(path, []).append(job)
             return got
+
+
+def _hasty(job: _Write) -> bool:
+    """Whether a write's waiters need it only in place (late, or not fsynced at all)."""
+    return job.data is not None and (job.late or not job.sync)
 
 
 def _replace(path: str, data: bytes, mode: int, sync: bool, keep: bool = False) -> int:
