@@ -174,6 +174,14 @@ def test_stop_ladder_climbs_only_as_far_as_needed(
     assert steps == []
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def test_stop_ladder_catches_processes_started_meanwhile(
         spawn: Callable[..., subprocess.Popen[bytes]]) -> None:
     first = spawn(["sleep", "60"])
@@ -182,7 +190,9 @@ def test_stop_ladder_catches_processes_started_meanwhile(
     def current() -> list[proctree.ProcId]:
         if not later:  # the first look: a new process appears as the first one is stopped
             later.append(spawn(["/bin/sh", "-c", "trap '' INT; exec sleep 60"]))
-            wait_until(lambda: proctree.tree_stats(later[0].pid)[1] == 1)
+            # Once the shell has become sleep, its trap is set (an ignored SIGINT survives
+            # the exec); before that a SIGINT could end it first.
+            wait_until(lambda: _comm(later[0].pid) == "sleep", 10, "the shell's exec")
         procs = [first, *later]
         return [i for p in procs if (i := proctree.procid(p.pid)) and proctree.is_alive(i)]
 
