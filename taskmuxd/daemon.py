@@ -114,7 +114,13 @@ class Daemon:
                                          sampler.known_in(self.projects),
                                          settings.resource_sample_interval)
         self.subsystems.append(self.resources)
-        self.methods.include(ProjectMethods(self.projects, self.resources, disk.status))
+        project_methods = ProjectMethods(self.projects, self.resources, disk.status)
+        self.methods.include(project_methods)
+        from taskmuxd.reportdoor import ReportDoor
+
+        # Runners' reports, one datagram each, beside the RPC layer (held until adoption).
+        self.subsystems.append(ReportDoor(paths.socket, project_methods.reports(), os.getuid(),
+                                          self.projects.started))
         from taskmuxd.updater import AutoUpdater
 
         updater = AutoUpdater(paths, self.current_settings, self.events,
