@@ -32,7 +32,10 @@ def send(door: str, payload: bytes) -> bool:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
     try:
         sock.settimeout(SEND_SECONDS)
-        return sock.sendto(payload, door) == len(payload)
+        # Connected, so that a full queue at the daemon makes the wait a sleep in poll()
+        # (an unconnected datagram socket polls writable and would spin on EAGAIN).
+        sock.connect(door)
+        return sock.send(payload) == len(payload)
     except OSError:
         return False
     finally:
