@@ -91,6 +91,7 @@ class ReportDoor:
         self.held: list[tuple[Report, str, str, int, dict[str, Any]]] = []
         self.taken = 0
         self.refused = 0
+        self.wakes = 0  # times the loop woke the door
         self._release: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -138,7 +139,8 @@ class ReportDoor:
             os.unlink(self.path)
 
     def status(self) -> dict[str, Any]:
-        return {"open": self.sock is not None, "taken": self.taken, "refused": self.refused}
+        return {"open": self.sock is not None, "taken": self.taken, "refused": self.refused,
+                "wakes": self.wakes}
 
     def settings_changed(self, old: object, new: object) -> None:
         pass
@@ -148,6 +150,7 @@ class ReportDoor:
         sock = self.sock
         if sock is None:
             return
+        self.wakes += 1
         for _ in range(BURST):
             try:
                 data, anc, flags, _addr = sock.recvmsg(reportwire.MAX_REPORT, _CMSG_SPACE)

@@ -80,7 +80,8 @@ def test_a_report_reaches_its_handler(tmp_path: str) -> None:
             "runner.exited", run_id=7, record={"exit_code": 0}))
         await _until(lambda: door.taken == 1)
         assert seen == [("runner.exited", "p", "t", 7, {"exit_code": 0})]
-        assert door.status() == {"open": True, "taken": 1, "refused": 0}
+        assert door.status() == {"open": True, "taken": 1, "refused": 0, "wakes": door.wakes}
+        assert 1 <= door.wakes <= 2
 
     asyncio.run(_with_door(str(tmp_path), True, body))
 
