@@ -1,22 +1,25 @@
-"""The report door: runners' reports, one datagram each, read without the RPC layer.
+"""The report door: runners' reports, one message on a connection each, read without the
+RPC layer.
 
 A start or stop of a hundred tasks brings two hundred reports (``runner.started``,
 ``runner.exited``, ``runner.notify``; see ``taskmuxd.reportwire`` for the runner's side). On
-``ctl.sock`` each cost an accepted connection with its stream, a JSON-RPC dispatch and a check
-of its parameters by signature; here each is one ``recvmsg`` on a datagram socket the loop
-watches, read in bursts.
+``ctl.sock`` each cost an accepted connection with its asyncio stream, a JSON-RPC dispatch and
+a check of its parameters by signature; here each is an ``accept`` and one ``recvmsg`` on
+bare non-blocking sockets (``SOCK_SEQPACKET``: the report arrives whole), done in bursts from
+one reader the loop watches.
 
 What comes through the door is input from a process running as the user, and is treated as
-hostile: the sender's uid (``SCM_CREDENTIALS``, set by the kernel) must be the daemon's or
-root's; a datagram is at most ``reportwire.MAX_REPORT`` bytes (a larger one is cut by the
-kernel and dropped whole); it must be a JSON object naming one of the runner methods, with
-``project`` and ``task`` short strings, ``run_id`` a non-negative integer and ``record`` an
-object of at most ``MAX_RECORD_KEYS`` keys; what fails is counted and dropped. At most
-``BURST`` reports are read per wake-up, so a flood cannot hold the loop. Reports that arrive
-while the daemon still adopts its tasks are held (at most ``MAX_HELD``) and handed over in
-order once it has.
+hostile: the peer's uid (``SO_PEERCRED``, set by the kernel at the connect) must be the
+daemon's or root's; a report is at most ``reportwire.MAX_REPORT`` bytes (a larger one is cut
+by the kernel and dropped whole); it must be a JSON object naming one of the runner methods,
+with ``project`` and ``task`` short strings, ``run_id`` a non-negative integer and ``record``
+an object of at most ``MAX_RECORD_KEYS`` keys; what fails is counted and dropped. At most
+``BURST`` connections are taken per wake-up, so a flood cannot hold the loop; a connection
+whose report has not arrived when it is accepted waits for it at most ``PENDING_SECONDS``,
+and at most ``MAX_PENDING`` such wait at once. Reports that arrive while the daemon still
+adopts its tasks are held (at most ``MAX_HELD``) and handed over in order once it has.
 
-Linux only (``SO_PASSCRED``): elsewhere the door is not opened and runners use ``ctl.sock``.
+Linux only (``SO_PEERCRED``): elsewhere the door is not opened and runners use ``ctl.sock``.
 """
 
 from __future__ import annotations
@@ -37,15 +40,16 @@ log = logging.getLogger("taskmuxd.reports")
 
 Report = Callable[[str, str, int, dict[str, Any]], None]
 
-BURST = 256  # reports read per wake-up of the loop at most
+BURST = 256  # connections taken per wake-up of the loop at most
+BACKLOG = 1024  # connections the kernel queues for the door (capped by somaxconn)
+MAX_PENDING = 256  # accepted connections waiting for their report at most
+PENDING_SECONDS = 2.0  # how long one waits at most
 MAX_HELD = 4096  # reports held while the daemon adopts its tasks at most
 MAX_NAME = 256  # characters of a project or task name at most
 MAX_RECORD_KEYS = 64
 MAX_RUN_ID = 2**63 - 1
-RCVBUF = 1 << 20  # the door's receive buffer: a hundred reports at once fit
 _UCRED = struct.Struct("3i")
-_CMSG_SPACE = socket.CMSG_SPACE(_UCRED.size) if hasattr(socket, "CMSG_SPACE") else 0
-AVAILABLE = hasattr(socket, "SO_PASSCRED") and hasattr(socket, "SCM_CREDENTIALS")
+AVAILABLE = hasattr(socket, "SO_PEERCRED") and hasattr(socket, "SOCK_SEQPACKET")
 
 
 def parse(data: bytes, methods: Mapping[str, Report]) -> tuple[Report, str, str, int,
@@ -92,6 +96,7 @@ class ReportDoor:
         self.taken = 0
         self.refused = 0
         self.wakes = 0  # times the loop woke the door
+        self.pending: dict[int, tuple[socket.socket, asyncio.TimerHandle]] = {}
         self._release: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -99,18 +104,16 @@ class ReportDoor:
             return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # the caller holds the instance lock: a file here is stale
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             old_umask = os.umask(0o177)
             try:
                 sock.bind(self.path)
             finally:
                 os.umask(old_umask)
             os.chmod(self.path, 0o600)
+            sock.listen(BACKLOG)
         except OSError as exc:
             sock.close()
             log.warning("no report door (%s): runners report on the control socket", exc)
@@ -130,9 +133,15 @@ class ReportDoor:
     async def stop(self) -> None:
         if self._release is not None:
             self._release.cancel()
+        loop = asyncio.get_running_loop()
+        for conn, timer in list(self.pending.values()):
+            timer.cancel()
+            loop.remove_reader(conn.fileno())
+            conn.close()
+        self.pending.clear()
         if self.sock is None:
             return
-        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        loop.remove_reader(self.sock.fileno())
         self.sock.close()
         self.sock = None
         with contextlib.suppress(OSError):
@@ -146,43 +155,84 @@ class ReportDoor:
         pass
 
     def _drain(self) -> None:
-        """Read what is queued (up to ``BURST``) and take each report in order."""
+        """Take the queued connections (up to ``BURST``), each one's report in order."""
         sock = self.sock
         if sock is None:
             return
         self.wakes += 1
         for _ in range(BURST):
             try:
-                data, anc, flags, _addr = sock.recvmsg(reportwire.MAX_REPORT, _CMSG_SPACE)
+                conn, _addr = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:
+            except OSError as exc:  # out of descriptors: the rest wait in the backlog
                 log.warning("report door: %s", exc)
                 return
-            why = self._check(data, anc, flags)
-            if isinstance(why, str):
-                self.refused += 1
-                log.debug("report refused: %s", why)
+            try:
+                uid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                    _UCRED.size))[1]
+            except OSError:
+                uid = None
+            if uid not in self.allowed_uids:
+                conn.close()
+                self._refuse(f"from uid {uid}")
                 continue
-            if self.ready.is_set():
-                self._take(why)
-            elif len(self.held) < MAX_HELD:
-                self.held.append(why)
-            else:
-                self.refused += 1  # the runner's record file says it, at the adoption
+            conn.setblocking(False)
+            self._read(conn)
 
-    def _check(self, data: bytes, anc: list[tuple[int, int, bytes]],
-               flags: int) -> tuple[Report, str, str, int, dict[str, Any]] | str:
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-            return "too large"
-        uid = None
-        for level, kind, raw in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS \
-                    and len(raw) >= _UCRED.size:
-                uid = _UCRED.unpack_from(raw)[1]
-        if uid not in self.allowed_uids:
-            return f"from uid {uid}"
-        return parse(data, self.methods)
+    def _read(self, conn: socket.socket) -> None:
+        """Read the connection's one report, or wait for it (bounded in number and time)."""
+        try:
+            data, _anc, flags, _addr = conn.recvmsg(reportwire.MAX_REPORT)
+        except (BlockingIOError, InterruptedError):
+            if conn.fileno() in self.pending:
+                return
+            if len(self.pending) >= MAX_PENDING:
+                conn.close()
+                self._refuse("too many waiting")
+                return
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(PENDING_SECONDS, self._expire, conn)
+            self.pending[conn.fileno()] = (conn, timer)
+            loop.add_reader(conn.fileno(), self._ready, conn)
+            return
+        except OSError:
+            data, flags = b"", 0
+        self._forget(conn)
+        conn.close()
+        if not data:
+            self._refuse("no report")
+            return
+        if flags & socket.MSG_TRUNC:
+            self._refuse("too large")
+            return
+        why = parse(data, self.methods)
+        if isinstance(why, str):
+            self._refuse(why)
+        elif self.ready.is_set():
+            self._take(why)
+        elif len(self.held) < MAX_HELD:
+            self.held.append(why)
+        else:
+            self._refuse("too many held")  # the runner's record file says it, at adoption
+
+    def _ready(self, conn: socket.socket) -> None:
+        self._read(conn)
+
+    def _expire(self, conn: socket.socket) -> None:
+        self._forget(conn)
+        conn.close()
+        self._refuse("no report in time")
+
+    def _forget(self, conn: socket.socket) -> None:
+        entry = self.pending.pop(conn.fileno(), None)
+        if entry is not None:
+            entry[1].cancel()
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+
+    def _refuse(self, why: str) -> None:
+        self.refused += 1
+        log.debug("report refused: %s", why)
 
     def _take(self, report: tuple[Report, str, str, int, dict[str, Any]]) -> None:
         handler, project, task, run_id, record = report

@@ -1,8 +1,9 @@
-"""The report door: runners' reports as datagrams on ``reports.sock``, read without the RPC
-layer. A real door on a real socket with a recording table of handlers (the seam), hostile
-datagrams refused one by one without stopping the door, reports held until the daemon has
-adopted its tasks, a sender of another uid refused; the runner's fallback to ``ctl.sock``;
-and a real daemon whose runners' reports come through the door."""
+"""The report door: runners' reports as one message per connection on ``reports.sock``, read
+without the RPC layer. A real door on a real socket with a recording table of handlers (the
+seam), hostile reports refused one by one without stopping the door, a connection whose report
+comes late (taken) or never (let go), reports held until the daemon has adopted its tasks, a
+sender of another uid refused; the runner's fallback to ``ctl.sock``; and a real daemon whose
+runners' reports come through the door."""
 
 from __future__ import annotations
 
@@ -42,10 +43,11 @@ def _report(method: str = "runner.started", **params: Any) -> bytes:
 
 
 def _send(path: str, payload: bytes) -> None:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * reportwire.MAX_REPORT)
-        s.sendto(payload, path)
+        s.connect(path)
+        s.send(payload)
     finally:
         s.close()
 
@@ -86,7 +88,7 @@ def test_a_report_reaches_its_handler(tmp_path: str) -> None:
     asyncio.run(_with_door(str(tmp_path), True, body))
 
 
-def test_hostile_datagrams_are_refused_and_the_door_stays_open(tmp_path: str) -> None:
+def test_hostile_reports_are_refused_and_the_door_stays_open(tmp_path: str) -> None:
     hostile = [
         b"not json", b"[1, 2]", b'{"method": "runner.started"}', b"[" * 60_000,
         _report("daemon.shutdown"), _report(run_id=True), _report(run_id=-1),
@@ -98,13 +100,37 @@ def test_hostile_datagrams_are_refused_and_the_door_stays_open(tmp_path: str) ->
     ]
 
     async def body(door: reportdoor.ReportDoor, seen: Seen, _e: asyncio.Event) -> None:
-        for payload in hostile:  # from a thread: a full queue blocks the sender, not the loop
+        for payload in hostile:  # from a thread: a full backlog blocks the sender, not the loop
             await asyncio.to_thread(_send, door.path, payload)
         await asyncio.to_thread(_send, door.path, _report(task="after"))
         await _until(lambda: door.taken + door.refused == len(hostile) + 1)
         assert door.refused == len(hostile)
         assert [s[2] for s in seen] == ["after"]
         assert not reportwire.send(door.path, b"x" * (reportwire.MAX_REPORT + 1))
+
+    asyncio.run(_with_door(str(tmp_path), True, body))
+
+
+def test_a_late_report_is_waited_for_and_a_silent_connection_let_go(
+        tmp_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reportdoor, "PENDING_SECONDS", 0.2)
+
+    async def body(door: reportdoor.ReportDoor, seen: Seen, _e: asyncio.Event) -> None:
+        late = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            late.connect(door.path)
+            silent.connect(door.path)
+            await _until(lambda: len(door.pending) == 2)  # accepted, waiting for a report
+            late.send(_report(task="late"))
+            await _until(lambda: door.taken == 1)
+            assert [s[2] for s in seen] == ["late"]
+            await _until(lambda: door.refused == 1)  # the silent one, after its time
+            assert door.pending == {}
+            assert silent.recv(10) == b""  # closed by the door
+        finally:
+            late.close()
+            silent.close()
 
     asyncio.run(_with_door(str(tmp_path), True, body))
 
@@ -135,9 +161,13 @@ def test_a_sender_of_another_uid_is_refused() -> None:
         if pid == 0:
             try:
                 os.setuid(65534)
-                _send(door.path, _report(task="stranger"))
+                try:
+                    _send(door.path, _report(task="stranger"))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the door closed the connection first: refused at the accept
                 os._exit(0)
-            except BaseException:
+            except BaseException as exc:
+                os.write(2, f"child: {exc!r}\n".encode())
                 os._exit(1)
         assert (await asyncio.to_thread(os.waitpid, pid, 0))[1] == 0
         await _until(lambda: door.refused == 1)
