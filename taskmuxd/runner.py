@@ -335,7 +335,7 @@ def tell_daemon(sock_path: str, method: str, params: dict[str, object]) -> bool:
     Whether it was delivered."""
     msg = {"jsonrpc": "2.0", "method": method, "params": params}
     payload = (jsonio.dumps(msg) + "\n").encode()
-    if reportwire.send(reportwire.door_of(sock_path), payload):  # one datagram, no connection
+    if reportwire.send(reportwire.door_of(sock_path), payload):  # no RPC stream at the daemon
         return True
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
