@@ -24,9 +24,9 @@ from typing import Any, Protocol
 from taskmuxctl import __version__
 from taskmuxctl.core import settings as settings_mod
 from taskmuxctl.core.errors import SettingsError
-from taskmuxctl.core.eventlog import EventLog
 from taskmuxctl.core.paths import Paths
 from taskmuxd import bootmark
+from taskmuxd.eventbatch import TurnEventLog
 from taskmuxd.listeners import Listeners
 from taskmuxd.logs import set_level
 from taskmuxd.notify import Notifier
@@ -87,7 +87,8 @@ class Daemon:
         self._requests: asyncio.Queue[int] = early.requests if early else asyncio.Queue()
         self.rpc = early.rpc if early else RpcServer(paths.socket, self.methods.as_dict,
                                                      owner_uid=os.getuid())
-        self.events = EventLog(paths.events)
+        self.events = TurnEventLog(paths.events)  # a turn's events in one write
+        self.rpc.before_reply.append(self.events.flush)  # ... before any answer
         from taskmuxd import eventstream
 
         self.event_hub = eventstream.EventHub(self.events)
@@ -114,7 +115,13 @@ class Daemon:
                                          sampler.known_in(self.projects),
                                          settings.resource_sample_interval)
         self.subsystems.append(self.resources)
-        self.methods.include(ProjectMethods(self.projects, self.resources, disk.status))
+        project_methods = ProjectMethods(self.projects, self.resources, disk.status)
+        self.methods.include(project_methods)
+        from taskmuxd.reportdoor import ReportDoor
+
+        # Runners' reports, one datagram each, beside the RPC layer (held until adoption).
+        self.subsystems.append(ReportDoor(paths.socket, project_methods.reports(), os.getuid(),
+                                          self.projects.started))
         from taskmuxd.updater import AutoUpdater
 
         updater = AutoUpdater(paths, self.current_settings, self.events,
@@ -223,6 +230,7 @@ class Daemon:
                 watchdog.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        self.events.flush()  # the last turn's events
         bootmark.stopped(self.paths, code)
         log.info("stopped")
         return code
@@ -249,6 +257,7 @@ class Daemon:
             req = await self._requests.get()
             if req == signal.SIGINT:
                 log.warning("second interrupt: exiting now without waiting")
+                self.events.flush()
                 for path in (self.paths.socket, self.paths.pid_file):
                     with contextlib.suppress(OSError):
                         os.unlink(path)

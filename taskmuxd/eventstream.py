@@ -250,8 +250,8 @@ class EventMethods:
                    project: Annotated[str, Field(max_length=63)] | None = None,
                    padding: Annotated[int, Field(ge=0, le=10_000)] = 0) -> dict[str, Any]:
         """Test hook: ``count`` events at once, without yielding to the loop (a burst)."""
-        last = 0
+        events = self.hub.events
         for i in range(count):
-            last = self.hub.events.emit("test_event", project, None, n=i,
-                                        pad="x" * padding)["id"]
-        return {"last_id": last}
+            events.emit("test_event", project, None, n=i, pad="x" * padding)
+        events.flush()
+        return {"last_id": events.last_id}

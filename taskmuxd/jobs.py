@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -89,25 +88,50 @@ class Jobs:
 
 
 class Changed:
-    """Waiters wait for a predicate; ``fire`` wakes them all to re-check it."""
+    """Waiters wait for a predicate; ``fire`` has them all re-checked.
+
+    The fires of one turn of the loop are checked once, at its end, by one callback that
+    runs every waiting predicate and wakes only those that hold: a start of a hundred tasks
+    has a hundred launches waiting here while their runners report, and a task, a timer and
+    an event per waiter per fire made that quadratic in asyncio's own machinery."""
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._waiters: dict[asyncio.Future[bool], Callable[[], bool]] = {}
+        self._scheduled = False
 
     def fire(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+        if self._waiters and not self._scheduled:
+            self._scheduled = True
+            next(iter(self._waiters)).get_loop().call_soon(self._check)
+
+    def _check(self) -> None:
+        self._scheduled = False
+        for fut, predicate in list(self._waiters.items()):
+            if fut.done():
+                continue
+            try:
+                if predicate():
+                    fut.set_result(True)
+            except Exception as exc:  # the waiter's own error, raised in the waiter
+                fut.set_exception(exc)
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """True once ``predicate()`` holds; False if ``timeout`` seconds pass first."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            event = self._event
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                return predicate()
-        return True
+        if predicate():
+            return True
+        if timeout <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._waiters[fut] = predicate
+        timer = loop.call_later(timeout, _timed_out, fut)
+        try:
+            return await fut or predicate()
+        finally:
+            timer.cancel()
+            del self._waiters[fut]
+
+
+def _timed_out(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(False)

@@ -46,7 +46,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from taskmuxctl.core import jsonio  # after the path set-up above
-from taskmuxd import pidwindow, proctree, rungrant, runrecord, runrelaunch, runwarm
+from taskmuxd import pidwindow, proctree, reportwire, rungrant, runrecord, runrelaunch, runwarm
 from taskmuxd.runready import RunReadiness
 from taskmuxd.runrecord import RunRecord, RunSpec
 
@@ -334,14 +334,18 @@ def write_record(path: str, record: RunRecord,
 
 
 def tell_daemon(sock_path: str, method: str, params: dict[str, object]) -> bool:
-    """A JSON-RPC notification on ctl.sock; when the daemon is away, the record file speaks.
+    """A JSON-RPC notification through the report door (``reportwire``), else on ctl.sock;
+    when the daemon is away, the record file speaks.
     Whether it was delivered."""
     msg = {"jsonrpc": "2.0", "method": method, "params": params}
+    payload = (jsonio.dumps(msg) + "\n").encode()
+    if reportwire.send(reportwire.door_of(sock_path), payload):  # no RPC stream at the daemon
+        return True
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(2.0)
         sock.connect(sock_path)
-        sock.sendall((jsonio.dumps(msg) + "\n").encode())
+        sock.sendall(payload)
         return True
     except OSError:
         return False

@@ -45,6 +45,16 @@ def utc_iso(ts: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{int((t - sec) * 1000):03d}Z"
 
 
+def make_record(event: str, project: str | None, task: str | None,
+                details: dict[str, Any]) -> dict[str, Any]:
+    """A record as ``emit`` appends it (its ``id`` is given when it is written)."""
+    record: dict[str, Any] = {"time": utc_iso(), "project": project, "task": task,
+                              "event": event}
+    if details:
+        record["details"] = details
+    return record
+
+
 class EventLog:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -62,19 +72,24 @@ class EventLog:
 
     def emit(self, event: str, project: str | None = None, task: str | None = None,
              **details: Any) -> dict[str, Any]:
-        record: dict[str, Any] = {"time": utc_iso(), "project": project, "task": task,
-                                  "event": event}
-        if details:
-            record["details"] = details
-        written = self.append(record)
+        record = make_record(event, project, task, details)
+        self.deliver([record], self.append(record))
+        return record
+
+    def deliver(self, records: list[dict[str, Any]], written: bool) -> None:
+        """Hand the records just appended (when ``written``) to the listeners, after what
+        other writers appended before them."""
         seen, self._foreign = self._foreign, []
-        for rec in [*seen, record] if written else seen:
+        for rec in [*seen, *records] if written else seen:
             for listener in list(self._listeners):
                 try:
                     listener(rec)
                 except Exception:
                     log.exception("an event listener failed")
-        return record
+
+    def flush(self) -> None:
+        """Write what waits to be written: nothing here, where each ``emit`` writes at once
+        (the daemon's log gathers a turn's events: ``taskmuxd.eventbatch``)."""
 
     def current_id(self) -> int:
         """The id of the newest record in the file (blocking: a read of its tail)."""
@@ -93,22 +108,27 @@ class EventLog:
     def append(self, record: dict[str, Any]) -> bool:
         """Append ``record`` as one line; False (and counted in ``dropped``) when it could not
         be written."""
+        return self.append_all([record])
+
+    def append_all(self, records: list[dict[str, Any]]) -> bool:
+        """Append ``records`` in order, one line each, in one write (all or none); False (and
+        each counted in ``dropped``) when they could not be written."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            self._dropped(exc)
+            self._dropped(exc, len(records))
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self._append_locked(fd, record)
+            self._append_locked(fd, records)
         except OSError as exc:
-            self._dropped(exc)
+            self._dropped(exc, len(records))
             return False
         finally:
             os.close(fd)  # releases the lock
         return True
 
-    def _append_locked(self, fd: int, record: dict[str, Any]) -> None:
+    def _append_locked(self, fd: int, records: list[dict[str, Any]]) -> None:
         size = os.fstat(fd).st_size
         if self._end != size:  # another writer was here (or this is the first write)
             if self._end is not None and self._listeners and 0 < size - self._end \
@@ -123,8 +143,9 @@ class EventLog:
                     "details": {"count": self.dropped, "error": _reason(self.last_error)}}
             data = (json.dumps(note, separators=(",", ":")) + "\n").encode()
             first += 1
-        record["id"] = first
-        data += (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        for n, record in enumerate(records):
+            record["id"] = first + n
+            data += (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data  # a writer died mid-line: close that line off
         try:
@@ -135,7 +156,7 @@ class EventLog:
         if written != len(data):
             _cut(fd, size)  # a short write (the disk filled up): take the partial line back
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.path)
-        self.last_id = first
+        self.last_id = first + len(records) - 1
         self._end = size + len(data)
         if self.dropped:
             log.warning("the event log %s is writable again; %d event(s) were dropped",
@@ -153,11 +174,11 @@ class EventLog:
             if self._lines is not None:
                 self._lines = min(self._lines, TRIM_AT - TRIM_RETRY)
 
-    def _dropped(self, exc: OSError) -> None:
+    def _dropped(self, exc: OSError, count: int = 1) -> None:
         if not self.dropped:
             log.warning("cannot write the event log %s: %s (dropping events until it works "
                         "again)", self.path, _reason(exc))
-        self.dropped += 1
+        self.dropped += count
         self.last_error = exc
 
     def _trim(self) -> None:

@@ -260,22 +260,46 @@ class ProjectMethods:
 
     async def runner_started(self, project: str, task: str, run_id: RunId,
                              record: RunnerRecord) -> dict[str, Any]:
-        p = self.projects.projects.get(project)
-        if p is not None:
-            p.runner_started(task, _record(record, run_id))
+        self.report_started(project, task, run_id, _record(record, run_id))
         return {}
 
     async def runner_exited(self, project: str, task: str, run_id: RunId,
                             record: RunnerRecord) -> dict[str, Any]:
-        self.projects.runner_exited(project, task, _record(record, run_id))
+        self.report_exited(project, task, run_id, _record(record, run_id))
         return {}
 
     async def runner_notify(self, project: str, task: str, run_id: RunId,
                             record: RunnerRecord) -> dict[str, Any]:
+        self.report_notify(project, task, run_id, _record(record, run_id))
+        return {}
+
+    # -- the same reports through the report door (``taskmuxd.reportdoor``) ----------------
+
+    def reports(self) -> dict[str, Callable[[str, str, int, dict[str, Any]], None]]:
+        """What takes each runner report arriving at the report door, its shape checked
+        there; a record the one reader refuses raises ``FormatError``."""
+        def door(take: Callable[[str, str, int, RunRecord], None]) \
+                -> Callable[[str, str, int, dict[str, Any]], None]:
+            def report(project: str, task: str, run_id: int, record: dict[str, Any]) -> None:
+                take(project, task, run_id, record_from_json({**record, "run_id": run_id}))
+            return report
+
+        return {Method.RUNNER_STARTED: door(self.report_started),
+                Method.RUNNER_EXITED: door(self.report_exited),
+                Method.RUNNER_NOTIFY: door(self.report_notify)}
+
+    def report_started(self, project: str, task: str, run_id: int, record: RunRecord) -> None:
         p = self.projects.projects.get(project)
         if p is not None:
-            p.runner_notified(task, _record(record, run_id))
-        return {}
+            p.runner_started(task, record)
+
+    def report_exited(self, project: str, task: str, run_id: int, record: RunRecord) -> None:
+        self.projects.runner_exited(project, task, record)
+
+    def report_notify(self, project: str, task: str, run_id: int, record: RunRecord) -> None:
+        p = self.projects.projects.get(project)
+        if p is not None:
+            p.runner_notified(task, record)
 
 
 def _actions(p: Project, results: list[dict[str, Any]]) -> ActionsResult:

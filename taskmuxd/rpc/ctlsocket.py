@@ -34,8 +34,10 @@ READ_CHUNK = 65536
 class Connection:
     """One client connection; responses are written under its lock."""
 
-    def __init__(self, writer: asyncio.StreamWriter, peer_uid: int, peer_pid: int | None) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, peer_uid: int, peer_pid: int | None,
+                 before_write: list[Callable[[], None]] | None = None) -> None:
         self.writer = writer
+        self.before_write = before_write if before_write is not None else []
         self.peer_uid = peer_uid
         self.peer_pid = peer_pid
         self._lock = asyncio.Lock()
@@ -46,6 +48,8 @@ class Connection:
         if self.writer.is_closing():
             return
         async with self._lock:
+            for hook in self.before_write:  # e.g. the turn's events, written before the answer
+                hook()
             self.writer.write(payload)
             with contextlib.suppress(ConnectionError):
                 await self.writer.drain()
@@ -82,6 +86,8 @@ class RpcServer:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._handlers: set[asyncio.Task[None]] = set()
         self.calls_served = 0
+        # Run before anything is written to a client (``eventbatch``: the turn's events).
+        self.before_reply: list[Callable[[], None]] = []
 
     async def start(self) -> None:
         """Bind and listen. The caller holds the instance lock, so a file at ``path`` is stale."""
@@ -187,7 +193,7 @@ class RpcServer:
                 {"uid": peer.uid})))
             await writer.drain()
             return
-        conn = Connection(writer, peer.uid, peer.pid)
+        conn = Connection(writer, peer.uid, peer.pid, self.before_reply)
         self._connections.add(conn)
         framer = LineFramer()
         slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_CONNECTION)
