@@ -74,7 +74,16 @@ async def _grant(project: ProjectView, task: TaskRuntime, path: str, text: str,
                  at: float) -> None:
     """Write the grant, then order the hold: until ``at`` (monotonic)."""
     granted = task.delayed_grant
-    await st.write_file(restartgrant.path(project, task), text)
+    try:
+        await st.write_file(restartgrant.path(project, task), text)
+    except OSError as exc:  # a full disk: no grant; the runner holds for the usual order
+        log.warning("%s/%s: cannot grant the restart ahead (%s); it comes by order",
+                    project.name, task.name, exc)
+        if task.delayed_grant == granted:
+            task.delayed_grant = None
+            if task.state == TaskState.BACKOFF:
+                await taskstart._order(path, {"hold": max(at - time.monotonic(), 0.0)})
+        return
     if task.delayed_grant != granted or task.state != TaskState.BACKOFF:
         await _revoke(project, task)  # something else happened meanwhile: never mind
         return
