@@ -248,11 +248,10 @@ def test_a_launch_record_superseded_before_its_write_is_still_written_late(
     asyncio.run(main())
 
 
-def test_a_write_awaited_in_place_is_hurried_past_the_fsyncs_of_a_batch(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A start right after a stop: the stop's records are being fsynced one by one when the
-    launches' write-ahead comes. It is renamed into place before the next of those fsyncs,
-    not after all of them."""
+def _gate_fsyncs(monkeypatch: pytest.MonkeyPatch
+                 ) -> tuple[threading.Event, threading.Event, threading.Event]:
+    """The writer's fsyncs of a.json and b.json held: (a's fsync begun, a's released, b's
+    released)."""
     from taskmuxd.projects import statewriter
 
     in_a, go_on, b_gate = threading.Event(), threading.Event(), threading.Event()
@@ -268,6 +267,15 @@ def test_a_write_awaited_in_place_is_hurried_past_the_fsyncs_of_a_batch(
         real_fsync(fd)
 
     monkeypatch.setattr(statewriter.os, "fsync", slow_fsync)
+    return in_a, go_on, b_gate
+
+
+def test_a_write_awaited_in_place_is_hurried_past_the_fsyncs_of_a_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start right after a stop: the stop's records are being fsynced one by one when the
+    launches' write-ahead comes. It is renamed into place before the next of those fsyncs,
+    not after all of them."""
+    in_a, go_on, b_gate = _gate_fsyncs(monkeypatch)
 
     async def main() -> None:
         w = StateWriter()
@@ -292,21 +300,7 @@ def test_a_round_places_its_hasty_writes_before_fsyncing_the_others(
     """Handed over together while the writer is busy (a stop's record, then the launches'
     write-ahead): the next round renames the write-ahead into place and releases its waiters
     before it fsyncs the record, whichever was handed over first."""
-    from taskmuxd.projects import statewriter
-
-    in_a, go_on, b_gate = threading.Event(), threading.Event(), threading.Event()
-    real_fsync = os.fsync
-
-    def slow_fsync(fd: int) -> None:
-        name = os.readlink(f"/proc/self/fd/{fd}")
-        if ".a.json." in name:
-            in_a.set()
-            go_on.wait(10)
-        elif ".b.json." in name:
-            b_gate.wait(30)
-        real_fsync(fd)
-
-    monkeypatch.setattr(statewriter.os, "fsync", slow_fsync)
+    in_a, go_on, b_gate = _gate_fsyncs(monkeypatch)
 
     async def main() -> None:
         w = StateWriter()

@@ -23,7 +23,7 @@ import logging
 import os
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from taskmuxd import proctree
@@ -53,6 +53,21 @@ def run_marker(home: str, project: str, task: str, run_id: int) -> str:
     return f"{task_prefix(home, project, task)}{run_id}"
 
 
+def marked_tree(prefix: str, exact: bool = False,
+                skip: Collection[ProcId] = ()) -> list[ProcId]:
+    """The processes carrying ``prefix`` (but ``skip``) and their descendants: a marked
+    process's descendants are the task's too, even those that overwrote their environment
+    (PostgreSQL's workers write their process title over it). Blocking: one look at /proc."""
+    found = [p for p in proctree.find_marked(prefix, exact=exact) if p not in skip]
+    seen = {p.pid for p in found}
+    for parent in list(found):
+        for child in proctree.descendants(parent.pid):
+            if child.pid not in seen:
+                seen.add(child.pid)
+                found.append(child)
+    return found
+
+
 async def clear_leftovers(prefix: str, grace: float, exact: bool = False,
                           members: Callable[[], list[int]] | None = None) -> int:
     """End every process still carrying ``prefix`` (a task's runs, or one run when ``exact``),
@@ -60,15 +75,8 @@ async def clear_leftovers(prefix: str, grace: float, exact: bool = False,
     proof too), with the stop ladder, off the event loop. Returns how many were found."""
 
     def current() -> list[ProcId]:
-        found = proctree.find_marked(prefix, exact=exact)
-        # A marked process's descendants are the task's too, even those that overwrote
-        # their environment (PostgreSQL's workers write their process title over it).
+        found = marked_tree(prefix, exact=exact)
         seen = {p.pid for p in found}
-        for parent in list(found):
-            for child in proctree.descendants(parent.pid):
-                if child.pid not in seen:
-                    seen.add(child.pid)
-                    found.append(child)
         if members is not None:
             for pid in members():
                 pid_id = proctree.procid(pid)

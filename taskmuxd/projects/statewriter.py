@@ -215,28 +215,26 @@ class StateWriter:
                 for path, job in batch.items():
                     self._writing.setdefault(path, []).append(job)
             write(batch, True)
-        done_fds = 0
-        while done_fds < len(unsynced):  # hurried writes may add to it
-            hurry()
-            path, job, fd = unsynced[done_fds]
-            done_fds += 1
+        def sync_close(path: str, job: _Write, fd: int) -> None:
+            """The data fsync of a file renamed into place before it; its descriptor closed."""
             try:
                 os.fsync(fd)
             except OSError as exc:
                 failed[id(job)] = OSError(exc.errno, exc.strerror, path)
             finally:
                 os.close(fd)
+
+        done_fds = 0
+        while done_fds < len(unsynced):  # hurried writes may add to it
+            hurry()
+            sync_close(*unsynced[done_fds])
+            done_fds += 1
         while folders:
             hurry()
             folder = next(iter(folders))
             entries = folders.pop(folder)
-            for path, job, fd in unsynced[done_fds:]:  # hurried in just now: its data first
-                try:
-                    os.fsync(fd)
-                except OSError as exc:
-                    failed[id(job)] = OSError(exc.errno, exc.strerror, path)
-                finally:
-                    os.close(fd)
+            for entry in unsynced[done_fds:]:  # hurried in just now: its data first
+                sync_close(*entry)
             done_fds = len(unsynced)
             try:
                 fsync_dir(folder)

@@ -125,14 +125,7 @@ def _end(marker: str, runners: set[proctree.ProcId], grace: float) -> int:
     wrote over its environment is still its parent's), runners aside, with the task's
     ladder (blocking: from a thread). How many there were."""
     def current() -> list[proctree.ProcId]:
-        found = [p for p in proctree.find_marked(marker, exact=True) if p not in runners]
-        seen = {p.pid for p in found}
-        for parent in list(found):
-            for child in proctree.descendants(parent.pid):
-                if child.pid not in seen:
-                    seen.add(child.pid)
-                    found.append(child)
-        return found
+        return ownership.marked_tree(marker, exact=True, skip=runners)
 
     first = current()
     if first:
