@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from taskmuxd import reportwire
+from taskmuxd.privatesock import listen_private
 
 log = logging.getLogger("taskmuxd.reports")
 
@@ -102,22 +103,12 @@ class ReportDoor:
     async def start(self) -> None:
         if not AVAILABLE:
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)  # the caller holds the instance lock: a file here is stale
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            sock.setblocking(False)
-            old_umask = os.umask(0o177)
-            try:
-                sock.bind(self.path)
-            finally:
-                os.umask(old_umask)
-            os.chmod(self.path, 0o600)
-            sock.listen(BACKLOG)
+            sock = listen_private(self.path, socket.SOCK_SEQPACKET, BACKLOG)
         except OSError as exc:
-            sock.close()
             log.warning("no report door (%s): runners report on the control socket", exc)
             return
+        sock.setblocking(False)
         self.sock = sock
         loop = asyncio.get_running_loop()
         loop.add_reader(sock.fileno(), self._drain)

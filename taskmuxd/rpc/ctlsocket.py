@@ -22,6 +22,7 @@ from typing import Any
 
 from taskmuxctl.core.protocol import Code, FrameTooLarge, LineFramer
 from taskmuxd.memtrim import Trimmer
+from taskmuxd.privatesock import listen_private
 from taskmuxd.rpc.dispatch import Dispatcher, _dump, error_response
 from taskmuxd.rpc.early import answerer
 from taskmuxd.rpc.peercred import peer_of
@@ -91,16 +92,7 @@ class RpcServer:
 
     async def start(self) -> None:
         """Bind and listen. The caller holds the instance lock, so a file at ``path`` is stale."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            sock.bind(self.path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        sock.listen(128)
+        sock = listen_private(self.path, socket.SOCK_STREAM, 128)
         self._server = await asyncio.start_unix_server(self._accept, sock=sock,
                                                        limit=READ_CHUNK)
 
