@@ -52,7 +52,8 @@ scanned = proctree.descendants(os.getpid())
 out = {"walked": [list(p) for p in walked], "scanned": [list(p) for p in scanned],
        "args": {str(p.pid): args(p) for p in walked},
        "sids": {str(p.pid): os.getsid(p.pid) for p in walked}, "sh": sh}
-proctree.signal_ids(walked, signal.SIGKILL)
+# End what either look found (one the walk missed would keep the wait below from ending).
+proctree.signal_ids(list({*walked, *scanned}), signal.SIGKILL)
 while True:
     try:
         os.wait()

@@ -288,8 +288,9 @@ def test_a_delayed_grant_waits_the_backoff_then_restarts_in_place(
         env: dict[str, str], tmp_path: str, home: str) -> None:
     proj, runs, _ = _delayed(str(tmp_path), "delayed", 1.5)
     run_json(["start"], env, cwd=proj)
+    # Reported running once recorded, before the new run's shell has written its line.
     t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
-                   and t["restarts"] == 1 and t, 20, "the restart")
+                   and t["restarts"] == 1 and len(_runs4(runs)) == 2 and t, 20, "the restart")
     (runner1, run1, pid1), (runner2, run2, pid2) = _runs4(runs)
     assert runner1 == runner2 and run2 == run1 + 1 and pid2 != pid1  # in place, a new pid
     assert t["pid"] == pid2
