@@ -88,7 +88,8 @@ def test_restore_after_kill_server_waits_for_dependencies(env: dict[str, str], t
         depends_on = ["db"]
     """)
     assert run_json(["start"], env, cwd=proj)[0] == 0
-    wait_until(lambda: os.path.exists(seen), 10, "api to look")
+    # ">>" creates the file before echo writes to it: await the whole line.
+    wait_until(lambda: os.path.exists(seen) and read(seen).endswith("\n"), 10, "api to look")
     assert read(seen).split() == ["ready"]
     old = {t["name"]: t["pid"] for t in status(env, proj)["tasks"]}
     os.unlink(ready)  # only db's next run makes it again (a first probe cannot see a stale one)
@@ -231,13 +232,14 @@ def test_a_one_shot_migration_gates_the_api(env: dict[str, str], tmp_path: str) 
     folder = str(tmp_path / "p")
     migrated = os.path.join(folder, "migrated")
     seen = os.path.join(folder, "api.saw")
+    look = f"if test -f {migrated}; then echo migrated; else echo early; fi > {seen}.new"
     proj = write_project(folder, f"""
         name = "migrating"
         [tasks.migrate]
         command = "sleep 1; touch {migrated}"
         type = "oneshot"
         [tasks.api]
-        command = "test -f {migrated} && echo migrated > {seen}; exec sleep 600"
+        command = "{look}; mv {seen}.new {seen}; exec sleep 600"
         depends_on = {{ migrate = "completed_successfully" }}
     """)
     code, out = run_json(["start"], env, cwd=proj)

@@ -114,7 +114,7 @@ def test_environment_is_built_not_inherited(env: dict[str, str], tmp_path: str,
     proj = write_project(str(tmp_path / "p"), f"""
         name = "envs"
         [tasks.show]
-        command = "env > {out_file}; sleep 600"
+        command = "env > {out_file}.new; mv {out_file}.new {out_file}; sleep 600"
         env_file = ".env"
         env = {{ FROM_TOML = "toml", OVERRIDE = "from-env-table", NUM = 3 }}
         host = "show"
@@ -131,7 +131,7 @@ def test_environment_is_built_not_inherited(env: dict[str, str], tmp_path: str,
         # ... and the shell that starts the project has its own PATH and variables.
         shell_env = {**env, "SHELL_ONLY": "shell", "PATH": f"/opt/mytools/bin:{env['PATH']}"}
         assert run_json(["start"], shell_env, cwd=proj)[0] == 0
-        wait_until(lambda: os.path.exists(out_file) and "PORT=" in read(out_file))
+        wait_until(lambda: os.path.exists(out_file))
         got = dict(line.split("=", 1) for line in read(out_file).splitlines() if "=" in line)
         assert got["PATH"].startswith("/opt/mytools/bin:")
         assert "DAEMON_ONLY" not in got
