@@ -123,6 +123,7 @@ def main() -> None:
                 first_runner[i] = json.load(fh)["runner_pid"]
         cpus, gaps, daemon_cpus = [], [], []
         stages: list[tuple[float, float, float]] = []
+        recorded: list[float] = []  # the old run's exit as its runner recorded it
         for i in range(n):
             d0 = tree_cpu_ms(daemon)
             c0 = d0 + tree_cpu_ms(server)
@@ -140,6 +141,7 @@ def main() -> None:
                     rec = json.load(fh)
                 stages.append((rec.get("started_at") or 0.0, lines(f"exits{i}")[0],
                                lines(f"starts{i}")[1]))
+                recorded.append(rec.get("after_at") or 0.0)
             if os.environ.get("CRASH_CPU_SHOW_LOG"):
                 with open(os.path.join(t.home, "projects", "cpu", "run", f"c{i}.json")) as fh:
                     print("runner", json.load(fh)["runner_pid"], "first", first_runner[i])
@@ -155,6 +157,8 @@ def main() -> None:
                 if ev.get("project") == "cpu" and ev.get("event") == "auto_restart":
                     waits.setdefault(int(ev["task"][1:]), float(ev["details"]["delay"]))
         gaps = [g - waits.get(i, 0.0) for i, g in enumerate(gaps)]
+        stages = [(f - waits.get(i, 0.0), e, s - waits.get(i, 0.0))
+                  for i, (f, e, s) in enumerate(stages)]
         print(f"crashes: {n}; restart_delay {args.delay}; load {os.getloadavg()[0]:.1f}")
         print(f"CPU per crash -> replacement (daemon + tmux + runners + task), median: "
               f"{statistics.median(cpus):.1f} ms (mean {statistics.mean(cpus):.1f})")
@@ -166,6 +170,12 @@ def main() -> None:
                   f"{statistics.median(f - e for f, e, _ in stages) * 1000:.1f} ms; "
                   f"forked -> its first line: "
                   f"{statistics.median(s - f for f, _, s in stages) * 1000:.1f} ms")
+            if all(recorded):  # every replacement came on a grant (its record says so)
+                pairs = list(zip(recorded, stages, strict=True))
+                print(f"  exit -> its runner's exit record, median: "
+                      f"{statistics.median(a - e for a, (_, e, _) in pairs) * 1000:.1f} ms; "
+                      f"exit record -> the new run forked, minus the wait: "
+                      f"{statistics.median(f - a for a, (f, _, _) in pairs) * 1000:.1f} ms")
     finally:
         t.close()
 

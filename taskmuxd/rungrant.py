@@ -19,9 +19,11 @@ The file is the single point where the daemon's and the runner's views meet:
 A **delayed grant** answers a restart that waits a backoff: when run N's exit comes and the
 machine schedules the restart S seconds later, the daemon writes the grant of run N+1 then
 (``always``: the exit is known and restarts) and tells the runner waiting in the pane to
-hold S seconds with it (``{"hold": S, "grant": true}``, ``runrelaunch``). The runner waits
-in place (a signal, the pane closing or any other order of the daemon ends the wait early),
-then claims the grant as above, records run N+1 write-ahead and forks it: one report. At
+hold with it until run N's exit + the wait (``{"hold": S, "until": T, "grant": true}``,
+``runrelaunch``). The runner waits in place (a signal, the pane closing or any other order
+of the daemon ends the wait early), making run N+1 ready meanwhile (its spec from the grant,
+read, not claimed; its log, environment and write-ahead record, staged beside), then claims
+the grant as above, puts the record in place and forks it: one report. At
 its timer the daemon revokes: the unlink succeeds (the runner has not claimed: the daemon
 launches as usual, its order meeting the runner still waiting) or finds the file gone (the
 runner claimed: its report comes).
@@ -67,22 +69,38 @@ def claim(path: str, run_id: int, code: int | None, sig: int | None) -> str | No
     except OSError:
         return None
     try:
-        with open(taken, "rb") as fh:
-            data = fh.read(LIMIT + 1)
-        grant = jsonio.loads(data) if len(data) <= LIMIT else None
-    except (OSError, ValueError):
-        grant = None
+        grant = _read(taken)
     finally:
         try:
             os.unlink(taken)
         except OSError:
             pass
-    if not isinstance(grant, dict) or grant.get("run") != run_id:
+    if grant is None or grant.get("run") != run_id:
         return None
     marker = grant.get("marker")
     if not isinstance(marker, str) or not covers(grant, code, sig):
         return None
     return marker
+
+
+def _read(path: str) -> dict[str, object] | None:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(LIMIT + 1)
+        grant = jsonio.loads(data) if len(data) <= LIMIT else None
+    except (OSError, ValueError):
+        return None
+    return grant if isinstance(grant, dict) else None
+
+
+def peek(path: str, run_id: int) -> str | None:
+    """The marker of the grant at ``path`` for run ``run_id``, read without claiming it (to
+    make the run ready while a hold lasts); None when there is none. Only a claim decides."""
+    grant = _read(path)
+    if grant is None or grant.get("run") != run_id:
+        return None
+    marker = grant.get("marker")
+    return marker if isinstance(marker, str) else None
 
 
 def held(order: dict[str, object]) -> bool:

@@ -333,6 +333,18 @@ def write_record(path: str, record: RunRecord,
         os.close(fd)
 
 
+def stage_record(path: str, record: RunRecord) -> str:
+    """Write ``record`` beside ``path`` (the temporary file ``write_record`` uses), to be
+    put in place later by one rename; the temporary file's path."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, (runrecord.dumps(record) + "\n").encode())
+    finally:
+        os.close(fd)
+    return tmp
+
+
 def tell_daemon(sock_path: str, method: str, params: dict[str, object]) -> bool:
     """A JSON-RPC notification through the report door (``reportwire``), else on ctl.sock;
     when the daemon is away, the record file speaks.
@@ -392,6 +404,29 @@ def route_text(ended_by: str | None) -> str:
     return ROUTES.get(ended_by or "", str(ended_by))
 
 
+class NextRun:
+    """A run made ready before it begins: what ``Runner.begin`` sets up, and for a run
+    granted with a wait, made during the wait (``Runner.ready_granted``), its environment
+    (its NOTIFY_SOCKET bound) and its write-ahead record staged beside the record's file."""
+
+    def __init__(self, spec: RunSpec, marker: str, log: LogWriter, record: RunRecord,
+                 readiness: RunReadiness) -> None:
+        self.spec, self.marker, self.log, self.record = spec, marker, log, record
+        self.readiness = readiness
+        self.env: dict[str, str] | None = None
+        self.staged: str | None = None  # the record's temporary file, written, not renamed
+
+    def discard(self) -> None:
+        """Not taken up: undo what was made (the log's descriptor, the socket, the file)."""
+        os.close(self.log.fd)
+        self.readiness.close()
+        if self.staged is not None:
+            try:
+                os.unlink(self.staged)
+            except OSError:
+                pass
+
+
 class Runner:
     def __init__(self, spec: RunSpec, marker: str | None = None) -> None:
         self.tty_attrs: list[Any] | None = None
@@ -405,22 +440,30 @@ class Runner:
         self.subreaper = False
         self.begin(spec, marker)
 
-    def begin(self, spec: RunSpec, marker: str | None = None) -> None:
-        """Take up a run: the first, or one the daemon ordered in place."""
-        self.spec = spec
+    def ready(self, spec: RunSpec, marker: str | None = None) -> NextRun:
+        """A run made ready to begin, the current one left as it is."""
+        marker = spec.marker or marker or default_marker(spec)
+        log = LogWriter(spec.log, spec.log_max_size, spec.log_max_files)
+        record = RunRecord(
+            project=spec.project, task=spec.task, run_id=spec.run_id, runner_pid=os.getpid(),
+            runner_start=proctree.start_ticks(os.getpid()), boot_id=proctree.boot_id(),
+            marker=marker, subreaper=self.subreaper, status="starting", cgroup=self.cgroup)
+        return NextRun(spec, marker, log, record, RunReadiness(spec, record, log.note))
+
+    def begin(self, spec: RunSpec, marker: str | None = None,
+              made: NextRun | None = None) -> None:
+        """Take up a run: the first, one the daemon ordered in place, or one ``made`` ready
+        ahead."""
+        made = made or self.ready(spec, marker)
+        self.spec = spec = made.spec
         self.record_path = spec.record
         self.socket_path = spec.socket
-        self.marker = spec.marker or marker or default_marker(spec)
+        self.marker = made.marker
         self.grace = max(spec.stop_grace_period, 0.0)
         old_log: LogWriter | None = getattr(self, "log", None)
         if old_log is not None:
             os.close(old_log.fd)
-        self.log = LogWriter(spec.log, spec.log_max_size, spec.log_max_files)
-        self.record = RunRecord(
-            project=spec.project, task=spec.task, run_id=spec.run_id, runner_pid=os.getpid(),
-            runner_start=proctree.start_ticks(os.getpid()), boot_id=proctree.boot_id(),
-            marker=self.marker, subreaper=self.subreaper, status="starting",
-            cgroup=self.cgroup)
+        self.log, self.record, self.env = made.log, made.record, made.env
         self.pid = 0
         self.master = -1
         self.main_status: int | None = None  # the wait status of the task's first process
@@ -431,7 +474,7 @@ class Runner:
         self.ended_by: str | None = None  # the first route by which this run began to end
         self.master_open = False
         self.last_output = 0.0  # monotonic time of the task's last output
-        self.readiness = RunReadiness(spec, self.record, self.log.note)
+        self.readiness = made.readiness
         self.log.on_line = self.readiness.on_line
 
     told = False  # whether the last report reached the daemon
@@ -441,13 +484,25 @@ class Runner:
             "project": self.spec.project, "task": self.spec.task,
             "run_id": self.spec.run_id, "record": runrecord.to_json(self.record)})
 
+    @staticmethod
+    def run_env(spec: RunSpec, marker: str, readiness: RunReadiness) -> dict[str, str]:
+        """The run's environment, its NOTIFY_SOCKET bound."""
+        env = dict(spec.env)
+        env[proctree.MARKER_VAR] = marker  # inherited by all it starts: found by marker
+        readiness.open(env)
+        return env
+
+    env: dict[str, str] | None = None  # the run's environment, when made ready ahead
+
     def spawn(self) -> None:
         shell = self.spec.shell
         argv = [shell, "-c", self.spec.command]
-        env = dict(self.spec.env)
-        env[proctree.MARKER_VAR] = self.marker  # inherited by all it starts: found by marker
+        env, self.env = self.env, None
+        if env is None:
+            env = self.run_env(self.spec, self.marker, self.readiness)
+        else:  # made ready during a hold: the run begins now
+            self.readiness.begins(time.monotonic())
         cwd = self.spec.cwd
-        self.readiness.open(env)
         self.born = pidwindow.mark()  # strangers of this run can only be born after it
         pid, master = os.forkpty()
         if pid == 0:  # the task's side: a new session whose controlling terminal is the pty
@@ -809,18 +864,64 @@ class Runner:
         data.update(run_id=self.spec.run_id + 1, marker=marker)
         return runrecord.spec_from_json(data)
 
-    def begin_granted(self, spec: RunSpec) -> None:
-        """Take up the granted run: record it, with how the last one ended, before forking
-        (a daemon killed from here on finds it), so that it is started exactly once."""
+    def begin_granted(self, spec: RunSpec, made: NextRun | None = None) -> None:
+        """Take up the granted run (``made`` ready during a hold, its record staged): record
+        it, with how the last one ended, before forking (a daemon killed from here on finds
+        it), so that it is started exactly once."""
         ended, self.granted = self.record, None
-        self.begin(spec)
+        staged = made.staged if made is not None else None
+        self.begin(spec, made=made)
+        # In place before the fork, not fsynced: the next write (the run started) replaces
+        # it within milliseconds and is fsynced (a machine that loses power ends both runs).
+        if staged is not None:
+            os.replace(staged, self.record_path)
+            return
         rec = self.record
         rec.after_run, rec.after_code, rec.after_signal = \
             ended.run_id, ended.exit_code, ended.exit_signal
         rec.after_at = ended.exited_at
-        # In place before the fork, not fsynced: the next write (the run started) replaces
-        # it within milliseconds and is fsynced (a machine that loses power ends both runs).
         write_record(self.record_path, rec, sync=False)
+
+    held: NextRun | None = None  # the run granted with a wait, made ready during the hold
+
+    def ready_granted(self) -> None:
+        """During a hold with a delayed grant: make the granted run ready (its spec, log,
+        record, environment, its write-ahead record staged), so that its claim at the hold's
+        end is followed by the rename and the fork alone. Nothing of it is in place before
+        the claim; the grant is only read (``rungrant.peek``), not claimed."""
+        spec = self.granted_spec(rungrant.peek(rungrant.beside(self.listen_path),
+                                               self.spec.run_id + 1))
+        if spec is None:
+            return
+        try:
+            made = self.ready(spec)
+        except OSError:
+            return  # made at the claim, as without a hold
+        self.held = made
+        ended, rec = self.record, made.record
+        rec.after_run, rec.after_code, rec.after_signal = \
+            ended.run_id, ended.exit_code, ended.exit_signal
+        rec.after_at = ended.exited_at
+        made.env = self.run_env(spec, made.marker, made.readiness)
+        try:
+            made.staged = stage_record(spec.record, rec)
+        except OSError:
+            self.drop_held()
+
+    def take_held(self, spec: RunSpec) -> NextRun | None:
+        """The run made ready during the hold, if it is the one claimed (``spec``)."""
+        made, self.held = self.held, None
+        if made is not None and made.spec.marker == spec.marker \
+                and made.spec.run_id == spec.run_id:
+            return made
+        if made is not None:
+            made.discard()
+        return None
+
+    def drop_held(self) -> None:
+        made, self.held = self.held, None
+        if made is not None:
+            made.discard()
 
     def relaunch(self) -> bool:
         """Wait for the daemon's order (see ``runrelaunch``); whether a new run was taken up.
@@ -842,30 +943,13 @@ class Runner:
             ended = ending or not self.pane_ok
             return ended
 
-        wait, delayed = runrelaunch.WAIT_SECONDS, False
-        while True:
-            got = runrelaunch.wait_order(self.listener, wait, self.wake_r, woken)
-            if got is None and delayed and not ended and self.pane_ok:
-                # The hold with a delayed grant is over: claim it (``rungrant``).
-                spec = self.granted_spec(rungrant.claim(
-                    rungrant.beside(self.listen_path), self.spec.run_id + 1,
-                    self.record.exit_code, self.record.exit_signal))
-                if spec is not None:
-                    self.begin_granted(spec)
-                    return True
-                wait, delayed = runrelaunch.WAIT_SECONDS, False  # taken back: an order comes
-                continue
-            if got is None:
-                return False
-            order, conn = got
-            hold = runrelaunch.hold_seconds(order)
-            delayed = hold is not None and rungrant.held(order)
-            if hold is None and (hold := runwarm.warm_seconds(order)) is not None:
-                runwarm.show(self.pane_ok, self.spec.task, hold)  # stopped: stays, idle
-            if hold is None:
-                break
-            wait = hold  # the daemon's restart comes later: wait that long instead
-            runrelaunch.answer(conn, True)
+        try:
+            got = self.hold(woken, lambda: ended)
+        finally:
+            self.drop_held()  # made ready for a claim that did not come
+        if got is None or isinstance(got, bool):
+            return bool(got)
+        order, conn = got
         spec = self.relaunch_spec(order)
         if spec is None:
             runrelaunch.answer(conn, False)
@@ -874,6 +958,43 @@ class Runner:
             return False  # the daemon did not hear yes: it launches the usual way
         self.begin(spec)
         return True
+
+    def hold(self, woken: Callable[[], bool], ended: Callable[[], bool]
+             ) -> bool | tuple[dict[str, object], _socket.socket] | None:
+        """Wait for the daemon's orders, holding as told; True once the run granted with a
+        wait has begun, else the order that ends the wait (to obey or refuse), or None."""
+        assert self.listener is not None
+        until, delayed = time.monotonic() + runrelaunch.WAIT_SECONDS, False
+        while True:
+            got = runrelaunch.wait_order(self.listener, until - time.monotonic(), self.wake_r,
+                                         woken)
+            if got is None and delayed and not ended() and self.pane_ok:
+                # The hold with a delayed grant is over: claim it (``rungrant``).
+                spec = self.granted_spec(rungrant.claim(
+                    rungrant.beside(self.listen_path), self.spec.run_id + 1,
+                    self.record.exit_code, self.record.exit_signal))
+                if spec is not None:
+                    self.begin_granted(spec, self.take_held(spec))
+                    return True
+                self.drop_held()
+                # Taken back: an order comes.
+                until, delayed = time.monotonic() + runrelaunch.WAIT_SECONDS, False
+                continue
+            if got is None:
+                return None
+            order, conn = got
+            self.drop_held()  # any order ends a hold; a new one with a grant makes it again
+            end = runrelaunch.hold_until(order, time.monotonic())
+            delayed = end is not None and rungrant.held(order)
+            if end is None and (warm := runwarm.warm_seconds(order)) is not None:
+                runwarm.show(self.pane_ok, self.spec.task, warm)  # stopped: stays, idle
+                end = time.monotonic() + warm
+            if end is None:
+                return order, conn
+            until = end  # the daemon's restart comes later: wait until then instead
+            runrelaunch.answer(conn, True)
+            if delayed:
+                self.ready_granted()
 
     def relaunch_spec(self, order: dict[str, object]) -> RunSpec | None:
         """The spec an order names, when it is one to obey: the same task, a later run."""

@@ -71,6 +71,12 @@ class RunReadiness:
         if self.state.watchdog_sec:
             env["WATCHDOG_USEC"] = str(int(self.state.watchdog_sec * 1_000_000))
 
+    def begins(self, now: float) -> None:
+        """The run begins now, made ready earlier (during a hold): a watchdog that does not
+        wait for readiness counts from here."""
+        if self.state.last_ping is not None and not self.state.ready:
+            self.state.last_ping = now
+
     def _allowed(self, pid: int) -> bool:
         if not proctree.AVAILABLE:
             return True  # no /proc to prove it: the socket's 0600 mode is the guard

@@ -8,7 +8,9 @@ project's 0700 ``run/`` folder; the peer's uid is checked too) for the daemon's 
   (written by the daemon, with run ``N`` recorded write-ahead, before it says so). The runner
   answers ``ok`` and only then starts the new run, in the same pane, with the same log.
 - ``{"hold": S}``: the restart comes later (a backoff): wait S seconds from now instead (at
-  most ``HOLD_LIMIT``), so that it too runs in place.
+  most ``HOLD_LIMIT``), so that it too runs in place. With ``"until": T`` (the daemon's
+  ``time.monotonic``), until T: the moment the daemon meant, not S after the order came
+  (``hold_until``).
 - ``{"finish": true}``: end now. The daemon says this with SIGTERM instead (one system call
   rather than a connection, for each of a hundred tasks being stopped), sent only while the
   runner's identity (pid, start time, boot) is still the recorded one.
@@ -39,6 +41,8 @@ HOLD_LIMIT = 65.0  # the longest hold a runner accepts (the longest backoff is 6
 ORDER_LIMIT = 4096  # bytes of one order
 ORDER_SECONDS = 1.0  # for the order's bytes once connected, and for the daemon's answer
 SUFFIX = ".relaunch"
+CLOCK_AGREE = 0.25  # seconds an order's ``until`` may lie before its hold counted here
+CLOCK_SLACK = 0.001  # seconds it may lie after (rounding)
 
 
 def bind(path: str) -> tuple[_socket.socket, int] | None:
@@ -139,6 +143,23 @@ def hold_seconds(order: dict[str, object]) -> float | None:
     if isinstance(hold, bool) or not isinstance(hold, int | float):
         return None
     return min(max(float(hold), 0.0), HOLD_LIMIT)
+
+
+def hold_until(order: dict[str, object], now: float) -> float | None:
+    """When a hold order's wait is over (``time.monotonic``), or None when it is no hold: its
+    ``until``, on the daemon's monotonic clock, which is this one on one machine (what it
+    says is checked: no later than the hold counted from ``now``, and no earlier by more than
+    the order's way here may take); else the hold counted from ``now``. So the time the order
+    took to come is not added to the wait."""
+    hold = hold_seconds(order)
+    if hold is None:
+        return None
+    end = now + hold
+    until = order.get("until")
+    if isinstance(until, int | float) and not isinstance(until, bool) \
+            and end - CLOCK_AGREE <= until <= end + CLOCK_SLACK:
+        return float(until)
+    return end
 
 
 def answer(conn: _socket.socket, ok: bool) -> bool:

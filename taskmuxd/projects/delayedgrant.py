@@ -46,9 +46,10 @@ LAG_LIMIT = 0.25  # seconds of an exit report's way to the daemon the wait may c
 CLAIM_WAIT = 2.0  # seconds for the report of a runner found to have claimed its grant
 
 
-def hold(project: ProjectView, task: TaskRuntime) -> None:
+def hold(project: ProjectView, task: TaskRuntime, decided: float | None = None) -> None:
     """After each event: a task now in backoff, whose runner waits in the pane, gets its
-    restart granted with the wait (once per scheduled restart)."""
+    restart granted with the wait (once per scheduled restart). ``decided``: the moment
+    (``time.monotonic``) the machine scheduled the restart, when it did in this event."""
     path, at = task.waiting_runner, task.record.policy.restart_at
     if path is None or task.state != TaskState.BACKOFF or at is None \
             or task.runner_held_for == at or task.delayed_grant is not None:
@@ -61,18 +62,26 @@ def hold(project: ProjectView, task: TaskRuntime) -> None:
         return
     task.runner_held_for = at  # ``taskstart.release_waiting`` sends no hold of its own
     task.delayed_grant = task.record.run_id + 1
-    # The wait counts from the run's exit, as the runner recorded it, not from the moment
-    # its report reached the daemon (a bounded lag): the runner claims at exit + wait.
-    # (Less a margin for the moments between the machine's decision and now.)
-    lag = min(max(time.time() - (task.record.exited_wall or time.time()) - 0.01, 0.0),
-              LAG_LIMIT)
-    project.services.spawn(_grant(project, task, path, text, at - lag),
+    project.services.spawn(_grant(project, task, path, text, at,
+                                  at - lag(task.record.exited_wall, decided)),
                            f"delayed grant {project.name}/{task.name}")
 
 
+def lag(exited: float | None, decided: float | None) -> float:
+    """The seconds from the run's exit, as its runner recorded it (``exited``, wall clock),
+    to the machine's decision (``decided``, monotonic): the way of its report to the daemon,
+    which the wait need not add to itself (at most ``LAG_LIMIT``; 0 when unknown). The
+    decision is put on the wall clock by reading that first: an error makes the lag shorter,
+    never the wait."""
+    if exited is None or decided is None:
+        return 0.0
+    return min(max(time.time() - (time.monotonic() - decided) - exited, 0.0), LAG_LIMIT)
+
+
 async def _grant(project: ProjectView, task: TaskRuntime, path: str, text: str,
-                 at: float) -> None:
-    """Write the grant, then order the hold: until ``at`` (monotonic)."""
+                 at: float, until: float) -> None:
+    """Write the grant, then order the hold: until ``until`` (monotonic: run N's exit + the
+    wait), no later than the restart's time ``at``."""
     granted = task.delayed_grant
     try:
         await st.write_file(restartgrant.path(project, task), text)
@@ -81,15 +90,16 @@ async def _grant(project: ProjectView, task: TaskRuntime, path: str, text: str,
                     project.name, task.name, exc)
         if task.delayed_grant == granted:
             task.delayed_grant = None
-            if task.state == TaskState.BACKOFF:
-                await taskstart._order(path, {"hold": max(at - time.monotonic(), 0.0)})
+            if task.state == TaskState.BACKOFF:  # held past the restart, for its order
+                await taskstart._order(path, {"hold": max(at - time.monotonic(), 0.0)
+                                              + runrelaunch.WAIT_SECONDS})
         return
     if task.delayed_grant != granted or task.state != TaskState.BACKOFF:
         await _revoke(project, task)  # something else happened meanwhile: never mind
         return
-    # The hold is counted from now: the runner claims no earlier than ``at``.
-    told = await taskstart._order(path, {"hold": max(at - time.monotonic(), 0.0),
-                                         "grant": True})
+    # The runner claims at ``until``: on its clock (the same), else counted from the order.
+    told = await taskstart._order(path, {"hold": max(until - time.monotonic(), 0.0),
+                                         "until": until, "grant": True})
     # No runner took it: take it back.
     if told is False and task.delayed_grant == granted and await _revoke(project, task):
         task.delayed_grant = None

@@ -190,14 +190,15 @@ class Project:
             self._log_transition(name, was.state.value, changed.state.value, why)
             if not changed.live:
                 changed.wake_exit_waiters()
-        for name in before:
+        for name, was in before.items():
             task = self.tasks.get(name)
             if task is None:
                 continue
             if name in self._self_judged_set:
                 readiness.settle(self, task)  # the task's own word, once its run is judged
             delayedgrant.after_event(self, task)  # out of backoff: its grant taken back
-            delayedgrant.hold(self, task)  # into backoff: the restart granted with its wait
+            decided = now if was.restart_at != task.record.policy.restart_at else None
+            delayedgrant.hold(self, task, decided)  # into backoff: granted with its wait
             if task.waiting_runner is not None and not warmrunner.keep(self, task):
                 taskstart.release_waiting(self, task)  # a runner waiting for no relaunch
         self.touch()
