@@ -13,7 +13,10 @@ import signal
 import socket
 from typing import Any
 
-from taskmuxd import proctree, rungrant
+import pytest
+
+from taskmuxd import proctree, rungrant, runrelaunch
+from taskmuxd.projects import delayedgrant, restartgrant
 from tests.helpers import call, pid_gone, read, run_json, wait_until
 from tests.projects import task, write_project
 
@@ -50,6 +53,11 @@ def _events(home: str, project: str) -> list[dict[str, Any]]:
         if ev.get("project") == project and ev.get("task") == "app":
             out.append(ev)
     return out
+
+
+def _project_events(home: str, project: str) -> list[dict[str, Any]]:
+    return [ev for line in read(os.path.join(home, "events.jsonl")).splitlines()
+            if (ev := json.loads(line)).get("project") == project]
 
 
 def _record(home: str, project: str) -> dict[str, Any]:
@@ -202,6 +210,56 @@ def test_a_grant_is_claimed_once_for_the_next_run_and_revoked_for_good(tmp_path:
     assert rungrant.claim(path, 2, 1, None) is None  # hostile: bounded, refused
 
 
+def test_a_grant_read_during_a_hold_is_not_claimed(tmp_path: str) -> None:
+    path = os.path.join(str(tmp_path), "t.grant")
+    assert rungrant.peek(path, 2) is None  # none
+    with open(path, "w") as fh:
+        fh.write(rungrant.text(2, "m:2", True, []))
+    assert rungrant.peek(path, 3) is None  # another run's
+    assert rungrant.peek(path, 2) == "m:2" and os.path.exists(path)  # read, still there
+    assert rungrant.revoke(path) is True  # so the daemon can still take it back
+    with open(path, "wb") as fh:
+        fh.write(b"[" * (rungrant.LIMIT + 10))
+    assert rungrant.peek(path, 2) is None  # hostile: bounded, refused
+
+
+def test_a_hold_ends_when_the_daemon_meant_on_the_same_clock_else_counted_here() -> None:
+    now = 1000.0
+    assert runrelaunch.hold_until({"finish": True}, now) is None  # no hold
+    assert runrelaunch.hold_until({"hold": 2.0}, now) == 1002.0
+    # The daemon's moment, its order 10 ms on the way: the 10 ms are not added.
+    assert runrelaunch.hold_until({"hold": 2.0, "until": 1001.99, "grant": True}, now) \
+        == 1001.99
+    # Another clock (a time namespace): counted from the order's coming.
+    for until in (5.0, 1002.5, 1001.0, True, "1001.99"):
+        assert runrelaunch.hold_until({"hold": 2.0, "until": until}, now) == 1002.0, until
+    assert runrelaunch.hold_until({"hold": 1e9, "until": 1e9}, now) \
+        == now + runrelaunch.HOLD_LIMIT  # bounded
+
+
+class _Clock:
+    def __init__(self, wall: float, mono: float) -> None:
+        self.wall, self.mono = wall, mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+def test_the_wait_of_a_delayed_grant_counts_from_the_exit_the_runner_recorded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The machine decided at monotonic 500.0; it is now 500.004 (wall 10_000.004); the run
+    # exited, its runner recorded, at wall 9_999.990: its report took 10 ms to be decided.
+    monkeypatch.setattr(delayedgrant, "time", _Clock(10_000.004, 500.004))
+    assert delayedgrant.lag(9_999.990, 500.0) == pytest.approx(0.010)
+    assert delayedgrant.lag(None, 500.0) == 0.0 and delayedgrant.lag(9_999.99, None) == 0.0
+    assert delayedgrant.lag(9_000.0, 500.0) == delayedgrant.LAG_LIMIT  # bounded
+    assert delayedgrant.lag(10_000.5, 500.0) == 0.0  # a wall clock that stepped back
+    assert delayedgrant.LAG_LIMIT < restartgrant.LAG_LIMIT  # a claim that early is taken
+
+
 def test_a_stop_that_meets_a_claimed_grant_ends_the_granted_run(
         env: dict[str, str], tmp_path: str, home: str) -> None:
     # The stop is asked while the daemon is frozen; the task then exits and its runner,
@@ -323,6 +381,44 @@ def test_a_stop_during_the_wait_takes_the_delayed_grant_back(
     wait_until(lambda: not os.path.exists(_grant_path(home, "stopwait")), 10, "the revoke")
     assert len(_runs4(runs)) == 1 and _marked(home, "stopwait") == []
     assert task(env, proj, "app")["state"] == "stopped"
+
+
+def test_a_config_change_during_the_wait_takes_the_delayed_grant_back(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # The runner holds with its grant, the next run of the old command made ready (its
+    # write-ahead record staged); the task's command changes: the grant is taken back, what
+    # was made ready is undone, and the restart, at its time, runs the new command, once.
+    # The runner is frozen across the change, so that its hold cannot end before it.
+    proj, runs, _ = _delayed(str(tmp_path), "cfgwait", 4)
+    run_json(["start"], env, cwd=proj)
+    _backoff_with_grant(env, proj, home, "cfgwait")
+    ((runner, _run, _pid),) = _runs4(runs)
+    staged = os.path.join(home, "projects", "cfgwait", "run", f"app.json.{runner}.tmp")
+    wait_until(lambda: os.path.exists(staged), 10, "the next run made ready during the hold")
+    runs2 = os.path.join(str(tmp_path), "runs2")
+    path = os.path.join(proj, "taskmux.toml")
+    text = read(path)
+    old = text.split("command = ", 1)[1].split("\n", 1)[0]
+    new = f"""'echo "$PPID ${{TASKMUX_RUN##*:}} $$" >> {runs2}; exec sleep 600'"""
+    os.kill(runner, signal.SIGSTOP)
+    try:
+        assert os.path.exists(_grant_path(home, "cfgwait"))  # not claimed: still holding
+        with open(path + ".swp", "w") as fh:  # saved as editors do: renamed over the old
+            fh.write(text.replace(old, new))
+        os.replace(path + ".swp", path)
+        wait_until(lambda: any(e["event"] == "config_reloaded"
+                               for e in _project_events(home, "cfgwait")), 10, "the reload")
+        wait_until(lambda: not os.path.exists(_grant_path(home, "cfgwait")), 10, "the revoke")
+    finally:
+        os.kill(runner, signal.SIGCONT)
+    wait_until(lambda: not os.path.exists(staged), 20, "what was made ready, undone")
+    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+                   and len(_runs(runs2)) == 1 and t["pid"] == _runs(runs2)[0][2] and t, 20,
+                   "the restart, with the new command")
+    assert len(_runs4(runs)) == 1  # the old command never ran again
+    assert t["restarts"] == 1 and _record(home, "cfgwait")["run_id"] == _runs(runs2)[0][1]
+    wait_until(lambda: _marked(home, "cfgwait") == [t["pid"]], 10, "one copy")
+    assert not os.path.exists(_grant_path(home, "cfgwait"))
 
 
 def test_the_daemon_killed_during_the_wait_of_a_delayed_grant(
