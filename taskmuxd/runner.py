@@ -493,7 +493,6 @@ class Runner:
         return env
 
     env: dict[str, str] | None = None  # the run's environment, when made ready ahead
-    ended_master = -1  # the last run's pty, when run N+1 was granted at once (``finish``)
 
     def spawn(self) -> None:
         shell = self.spec.shell
@@ -524,9 +523,6 @@ class Runner:
         # (its successor finds the run gone by the boot id; a torn record reads as none).
         write_record(self.record_path, self.record, lambda: self.notify("runner.started"),
                      sync=False)
-        if self.ended_master >= 0:  # the last run's pty (``finish``)
-            os.close(self.ended_master)
-            self.ended_master = -1
         self.log.note(f"started (pid {pid}): {self.spec.command}")
 
     def setup_signals(self) -> None:
@@ -783,11 +779,7 @@ class Runner:
         self.clean = clean
         self.granted = self.claim_grant(code, sig)
         if self.granted is not None:  # run N+1 now, on the daemon's grant: one report
-            # The pty is closed once run N+1 is forked and reported (``spawn``): a pty's last
-            # close waits for the kernel's work on it, milliseconds on a busy machine. Not
-            # inherited by run N+1.
-            os.set_inheritable(self.master, False)
-            self.ended_master = self.master
+            os.close(self.master)
             self.readiness.close()
             return code if code is not None else 128 + (sig or 0)
         if self.offers_relaunch():  # the daemon may order the next run here (``runrelaunch``)
