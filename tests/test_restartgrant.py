@@ -383,6 +383,24 @@ def test_a_stop_during_the_wait_takes_the_delayed_grant_back(
     assert task(env, proj, "app")["state"] == "stopped"
 
 
+def test_a_delayed_grant_that_cannot_be_written_is_not_given(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # The grant's path is taken by a folder: the daemon cannot write the grant, so none is
+    # given; the runner is told to hold past the restart's time for its order instead, and
+    # the restart comes by that order, in place, once.
+    proj, runs, _ = _delayed(str(tmp_path), "nogrant", 1)
+    os.makedirs(os.path.join(home, "projects", "nogrant", "run", "app.grant"))
+    run_json(["start"], env, cwd=proj)
+    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+                   and t["restarts"] == 1 and len(_runs4(runs)) == 2 and t, 20, "the restart")
+    (runner1, run1, _pid1), (runner2, run2, pid2) = _runs4(runs)
+    assert runner2 == runner1 and run2 == run1 + 1 and t["pid"] == pid2  # by order, in place
+    rec = _record(home, "nogrant")
+    assert rec["run_id"] == run2 and rec.get("after_run") is None  # not on a grant
+    assert os.listdir(_grant_path(home, "nogrant")) == []
+    wait_until(lambda: _marked(home, "nogrant") == [pid2], 10, "one copy")
+
+
 def test_a_config_change_during_the_wait_takes_the_delayed_grant_back(
         env: dict[str, str], tmp_path: str, home: str) -> None:
     # The runner holds with its grant, the next run of the old command made ready (its
