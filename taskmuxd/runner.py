@@ -908,11 +908,11 @@ class Runner:
         except OSError:
             self.drop_held()
 
-    def take_held(self, spec: RunSpec) -> NextRun | None:
-        """The run made ready during the hold, if it is the one claimed (``spec``)."""
+    def take_held(self, marker: str | None) -> NextRun | None:
+        """The run made ready during the hold, if it is the one claimed (its ``marker``,
+        which names the run); else it is undone."""
         made, self.held = self.held, None
-        if made is not None and made.spec.marker == spec.marker \
-                and made.spec.run_id == spec.run_id:
+        if made is not None and marker is not None and made.marker == marker:
             return made
         if made is not None:
             made.discard()
@@ -970,13 +970,14 @@ class Runner:
                                          woken)
             if got is None and delayed and not ended() and self.pane_ok:
                 # The hold with a delayed grant is over: claim it (``rungrant``).
-                spec = self.granted_spec(rungrant.claim(
-                    rungrant.beside(self.listen_path), self.spec.run_id + 1,
-                    self.record.exit_code, self.record.exit_signal))
+                marker = rungrant.claim(rungrant.beside(self.listen_path),
+                                        self.spec.run_id + 1, self.record.exit_code,
+                                        self.record.exit_signal)
+                made = self.take_held(marker)
+                spec = made.spec if made is not None else self.granted_spec(marker)
                 if spec is not None:
-                    self.begin_granted(spec, self.take_held(spec))
+                    self.begin_granted(spec, made)
                     return True
-                self.drop_held()
                 # Taken back: an order comes.
                 until, delayed = time.monotonic() + runrelaunch.WAIT_SECONDS, False
                 continue
