@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -499,3 +500,21 @@ def test_the_daemon_frozen_then_killed_after_a_delayed_grant_was_claimed(
     assert t["restarts"] == 1
     wait_until(lambda: _marked(home, "claimed") == [pid2], 10, "one copy")
     assert len(_runs4(runs)) == 2
+
+
+def test_the_watchdog_of_a_run_made_ready_during_a_hold_counts_from_its_start() -> None:
+    from taskmuxd.runready import RunReadiness
+    from taskmuxd.runrecord import RunRecord, RunSpec
+
+    def ready(**kw: object) -> RunReadiness:
+        spec = RunSpec("p", "t", 2, "c", "/bin/sh", "/", {}, "/l", 1, 1, "/r", "/s",
+                       **kw)  # type: ignore[arg-type]
+        return RunReadiness(spec, RunRecord(), lambda _note: None)
+
+    made = ready(watchdog_sec=5.0)  # made ready now; the hold lasts, then the run begins
+    begun = time.monotonic() + 30.0
+    made.begins(begun)
+    assert made.state.deadline() == begun + 5.0
+    waits = ready(watchdog_sec=5.0, ready="notify")  # counted from readiness, not the start
+    waits.begins(begun)
+    assert waits.state.deadline() is None
