@@ -18,6 +18,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -178,6 +179,7 @@ def main() -> None:
                       f"{statistics.median(f - a for a, (f, _, _) in pairs) * 1000:.1f} ms")
     finally:
         t.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
