@@ -219,6 +219,13 @@ def test_header_frames_are_received_as_h2_receives_them() -> None:
         [(1, True, None), ("close", 1), (1, True, None)],  # on a closed stream
         [(1, True, None), ("close", 1), ("close", 1), ("close", 3)],  # answers, twice
         [*[(i, False, None) for i in range(1, 12, 2)]],  # beyond the limit of 4
+        # (as Chromium: every request with priority, each on the one before, exclusive)
+        [(1, True, (0, 256, True)), (3, True, (1, 256, True)), (5, False, (3, 147, True))],
+        [(1, False, (0, 16, False)), (1, True, (0, 32, False))],  # trailers, with priority
+        [(3, True, (3, 16, False))],  # on itself
+        [(1, True, (0, 16, False)), ("close", 1), (1, True, (0, 16, False))],  # closed
+        [(5, True, (0, 16, False)), (3, True, (0, 16, False))],  # too low, with priority
+        [*[(i, False, (0, 1, False)) for i in range(1, 12, 2)]],  # beyond the limit
     ]
     for script in scripts:
         sides = []

@@ -185,6 +185,8 @@ class _Stream(h2.stream.H2Stream):
 
 
 _CLIENT_IDS = AllowedStreamIDs.ODD  # (the streams a client opens)
+_HEADER_EVENTS = (h2.events.RequestReceived, h2.events.ResponseReceived,
+                  h2.events.TrailersReceived, h2.events.InformationalResponseReceived)
 _OPTIONS = ("client_side", "header_encoding", "validate_outbound_headers",
             "normalize_outbound_headers", "split_outbound_cookies", "validate_inbound_headers",
             "normalize_inbound_headers", "logger")
@@ -242,8 +244,10 @@ class Connection(h2.connection.H2Connection):
 
     def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         """h2's, less the making of its enum of allowed stream IDs anew for each request
-        (an enum call in Python); a HEADERS frame with priority goes to h2's own."""
-        if "PRIORITY" in frame.flags or self.config.client_side:
+        (an enum call in Python). A HEADERS frame with priority (Chromium sends every
+        request so) is taken as h2 takes it: its PriorityUpdated after the stream's
+        events, and hung on the first of them."""
+        if self.config.client_side:
             return super()._receive_headers_frame(frame)
         if frame.stream_id not in self.streams:
             most = self.local_settings.max_concurrent_streams
@@ -254,8 +258,16 @@ class Connection(h2.connection.H2Connection):
         headers = h2.connection._decode_headers(self.decoder, frame.data)
         events = self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
         stream = self._get_or_create_stream(frame.stream_id, _CLIENT_IDS)
+        flags = frame.flags
         frames, stream_events = stream.receive_headers(
-            headers, "END_STREAM" in frame.flags, self.config.header_encoding)
+            headers, "END_STREAM" in flags, self.config.header_encoding)
+        if "PRIORITY" in flags:
+            p_frames, p_events = self._receive_priority_frame(frame)
+            assert isinstance(stream_events[0], _HEADER_EVENTS)  # (as h2 asserts)
+            assert isinstance(p_events[0], h2.events.PriorityUpdated)
+            stream_events[0].priority_updated = p_events[0]  # type: ignore[attr-defined]
+            stream_events.extend(p_events)
+            assert not p_frames
         return frames, events + stream_events
 
     def send_headers(self, stream_id: int, headers: Iterable[Any], end_stream: bool = False,
