@@ -265,7 +265,7 @@ class Connection(h2.connection.H2Connection):
             p_frames, p_events = self._receive_priority_frame(frame)
             assert isinstance(stream_events[0], _HEADER_EVENTS)  # (as h2 asserts)
             assert isinstance(p_events[0], h2.events.PriorityUpdated)
-            stream_events[0].priority_updated = p_events[0]  # type: ignore[attr-defined]
+            stream_events[0].priority_updated = p_events[0]
             stream_events.extend(p_events)
             assert not p_frames
         return frames, events + stream_events
