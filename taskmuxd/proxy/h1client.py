@@ -347,6 +347,15 @@ class RequestWriter:
         self.sending = True
         return b"".join(parts)
 
+    def prepared(self, method: bytes, target: bytes, wire: bytes, remaining: int,
+                 chunked: bool) -> bytes:
+        """``head`` for fields already written as lines (``h2headers.Request.wire``, with
+        the framing they announce)."""
+        self.chunked = chunked
+        self.remaining = remaining
+        self.sending = True
+        return method + b" " + target + b" HTTP/1.1\r\n" + wire
+
     def data(self, data: bytes) -> bytes:
         """Body bytes as they go on the wire; raises BadMessage beyond the Content-Length."""
         if self.chunked:

@@ -131,6 +131,12 @@ class BackendConn(asyncio.Protocol):
         self.reader.expect(method, upgrade)
         self._write(self.writer.head(method, target, fields))
 
+    def send_prepared(self, method: bytes, target: bytes, wire: bytes, remaining: int,
+                      chunked: bool, upgrade: bool = False) -> None:
+        """``send_head`` for fields already written as lines (``RequestWriter.prepared``)."""
+        self.reader.expect(method, upgrade)
+        self._write(self.writer.prepared(method, target, wire, remaining, chunked))
+
     def send_data(self, data: bytes) -> None:
         """Send request body bytes; raises BadMessage beyond its Content-Length."""
         self._write(self.writer.data(data))
