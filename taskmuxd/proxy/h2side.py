@@ -424,6 +424,10 @@ class H2Side(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        with self.pool.batch:
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -556,10 +560,11 @@ class H2Side(asyncio.Protocol):
 
     def flush(self) -> None:
         """Send what h2 has queued, soon: what several task connections answer in one turn
-        of the event loop goes out in one write (fewer TLS records and system calls)."""
+        of the event loop goes out in one write (fewer TLS records and system calls;
+        ``turnbatch``)."""
         if not self._flush_soon:
             self._flush_soon = True
-            self.loop.call_soon(self.send_now)
+            self.pool.batch.later(self.send_now)
 
     def send_now(self) -> None:
         """Send what h2 has queued."""
