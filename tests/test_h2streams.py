@@ -189,7 +189,9 @@ def _events_of(conn: h2.connection.H2Connection, data: bytes) -> object:
     except h2.exceptions.ProtocolError as exc:
         result = (type(exc).__name__, str(exc))
     return result, conn.data_to_send(), conn.state_machine.state, sorted(
-        (sid, s.state_machine.state) for sid, s in conn.streams.items())
+        (sid, s.state_machine.state, s.outbound_flow_control_window,
+         s._inbound_window_manager.current_window_size, s.max_outbound_frame_size)
+        for sid, s in conn.streams.items()), conn.highest_inbound_stream_id
 
 
 def test_header_frames_are_received_as_h2_receives_them() -> None:
@@ -236,8 +238,10 @@ def test_header_frames_are_received_as_h2_receives_them() -> None:
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 4})
             conn.initiate_connection()
             conn.data_to_send()
-            conn.receive_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00"
-                              + bytes(4))
+            # (the client's SETTINGS: an initial window and a frame size of its own)
+            settings = b"\x00\x04\x00\x00\x90\x00" + b"\x00\x05\x00\x00\x80\x00"
+            conn.receive_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x0c\x04\x00"
+                              + bytes(4) + settings)
             sides.append(conn)
         for step in script:
             outcomes = []

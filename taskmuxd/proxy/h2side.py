@@ -251,7 +251,9 @@ class Connection(h2.connection.H2Connection):
             return super()._receive_headers_frame(frame)
         if frame.stream_id not in self.streams:
             most = self.local_settings.max_concurrent_streams
-            value = self.open_inbound_streams
+            value = len(self.streams)  # (``open_inbound_streams``, the limit read once)
+            if value >= most:
+                value = self._open_streams(1)
             if value + 1 > most:
                 raise h2.exceptions.TooManyStreamsError(
                     f"Max inbound streams is {most}, {value} open")
@@ -285,7 +287,21 @@ class Connection(h2.connection.H2Connection):
         self._prepare_for_sending(stream.send_headers(headers, self.encoder, end_stream))
 
     def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
-        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        """h2's, and for a stream the client opens on a server's connection the same steps
+        without its trace calls and enum conversions: the ID above the highest so far and
+        odd, the stream made with the windows of both sides' settings."""
+        if self.config.client_side or not stream_id % 2 or allowed_ids is not _CLIENT_IDS:
+            stream = super()._begin_new_stream(stream_id, allowed_ids)
+        else:
+            highest = self.highest_inbound_stream_id
+            if stream_id <= highest:
+                raise h2.exceptions.StreamIDTooLowError(stream_id, highest)
+            stream = H2Stream(stream_id, config=self.config,
+                              inbound_window_size=self.local_settings.initial_window_size,
+                              outbound_window_size=self.remote_settings.initial_window_size)
+            stream.max_outbound_frame_size = self.max_outbound_frame_size
+            self.streams[stream_id] = stream
+            self.highest_inbound_stream_id = stream_id
         stream.state_machine.__class__ = StreamStates
         if self._unchecked:
             stream.__class__ = _Stream
