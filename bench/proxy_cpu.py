@@ -16,6 +16,12 @@ browser and the dev server, and it is far less noisy.
 `taskmuxctl` unpacked into a temporary folder) on the same Vite, pages alternating between
 the two, and prints both side by side with their ratio: before/after in one run, under the
 same load.
+
+`--chromium` makes each page a cold load of the app in headless Chromium instead (as
+bench/browser_load.py loads it, over HTTP/2 through the proxy, over HTTP/1.1 directly):
+Chromium sends each request as it finds it, one TLS record at a time and with priority,
+where h2load sends them by the hundred, so the proxy's processor time per page is about
+twice h2load's. Slower (a second or two a page), but what a browser costs.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.browser_load import CACHE, free_port, generate_app, rpc, wait_for_port
+from bench.browser_load import CACHE, free_port, generate_app, load, rpc, wait_for_port
 from bench.common import private_daemon
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,8 +83,8 @@ def page_paths(modules: int) -> list[str]:
             "/src/util.js", *[f"/src/m{i}.js" for i in range(modules)]]
 
 
-def h2load(base: str, paths: list[str], folder: str, h1: bool, connect_to: int | None
-           ) -> None:
+def h2load(base: str, paths: list[str], folder: str, h1: bool, connect_to: int | None,
+           streams: int = 100) -> None:
     """One page: every path once, on one HTTP/2 connection (100 streams in flight), or over
     HTTP/1.1 on six connections (a sixth of the paths each, one at a time); raises unless
     every answer was 2xx."""
@@ -92,7 +98,7 @@ def h2load(base: str, paths: list[str], folder: str, h1: bool, connect_to: int |
                 "-H", f"user-agent: {USER_AGENT}"]
         for f in BROWSER_FIELDS:
             argv += ["-H", f]
-        argv += ["--h1", "-m1"] if h1 else ["-m100"]
+        argv += ["--h1", "-m1"] if h1 else [f"-m{streams}"]
         if connect_to is not None:
             argv.append(f"--connect-to=127.0.0.1:{connect_to}")
         procs.append((subprocess.Popen(argv, stdout=subprocess.PIPE, text=True), len(part)))
@@ -142,10 +148,15 @@ def main() -> None:
     parser.add_argument("--app", default=CACHE, help="where the generated app lives")
     parser.add_argument("--baseline", metavar="REV",
                         help="also measure the daemon of this git revision, side by side")
+    parser.add_argument("--streams", type=int, default=100,
+                        help="h2load's streams in flight (1: each request waits for the last "
+                        "answer, one request to a read, as Chromium often sends them)")
+    parser.add_argument("--chromium", action="store_true",
+                        help="pages are cold loads in headless Chromium, not h2load runs")
     parser.add_argument("--profile", metavar="FILE",
                         help="record this tree's daemon with py-spy (collapsed stacks)")
     args = parser.parse_args()
-    for tool in ("npm", "node", "h2load"):
+    for tool in ("npm", "node", "chromium" if args.chromium else "h2load"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is needed (Debian: apt-get install nodejs npm nghttp2-client)")
     generate_app(args.app, args.modules)
@@ -169,8 +180,17 @@ def main() -> None:
                 ways[f"proxy h2 @{args.baseline}"] = (f"https://{NAME}:{port}", port, pid)
             port, pid = stack.enter_context(proxy(vite_port, None))
             ways["proxy h2 (this tree)"] = (f"https://{NAME}:{port}", port, pid)
+            def page(base: str, connect_to: int | None) -> None:
+                if not args.chromium:
+                    h2load(base, paths, folder, connect_to is None, connect_to, args.streams)
+                    return
+                result = load(base + "/", [])
+                expected = "http/1.1" if connect_to is None else "h2"
+                if result["protocol"] != expected:
+                    raise RuntimeError(f"Chromium used {result['protocol']}, not {expected}")
+
             for base, connect_to, _ in ways.values():  # warm Vite's transform cache
-                h2load(base, paths, folder, connect_to is None, connect_to)
+                page(base, connect_to)
             time.sleep(0.5)
             spy = None if args.profile is None else subprocess.Popen(
                 [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-r", "500",
@@ -179,7 +199,7 @@ def main() -> None:
             for _ in range(args.pages):  # alternate, so noise from other load hits each
                 for name, (base, connect_to, daemon) in ways.items():
                     before = (cpu_ms(daemon) if daemon else 0.0), cpu_ms(vite.pid)
-                    h2load(base, paths, folder, connect_to is None, connect_to)
+                    page(base, connect_to)
                     cpu.setdefault(name, []).append(
                         ((cpu_ms(daemon) if daemon else 0.0) - before[0],
                          cpu_ms(vite.pid) - before[1]))
@@ -191,10 +211,12 @@ def main() -> None:
         vite.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
     with open("/proc/loadavg") as fh:
-        load = fh.read().split()[0]
+        loadavg = fh.read().split()[0]
     per = 100 / len(paths)
-    print(f"{len(paths)} requests per page (a {args.modules}-module Vite app), processor time "
-          f"(user+sys), median of {args.pages} pages; load average {load} on "
+    how = "Chromium cold loads" if args.chromium else "h2load"
+    print(f"{len(paths)} requests per page ({how}; a {args.modules}-module Vite app), "
+          "processor time "
+          f"(user+sys), median of {args.pages} pages; load average {loadavg} on "
           f"{os.cpu_count()} cores:")
     print(f"  {'':28}{'daemon/page':>12}{'daemon/100':>12}{'vite/page':>11}{'vite/100':>10}"
           f"{'daemon/vite-direct':>20}")

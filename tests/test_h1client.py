@@ -318,7 +318,9 @@ def test_remembered_field_lines_read_the_same_and_stay_bounded() -> None:
 
     for data in VALID.values():
         ours(data)
-    assert h1client._LINES_SEEN
+    assert h1client._LINES_SEEN and h1client._STATUS_SEEN and h1client._CONNECTION_SEEN
+    assert any(http10 for _, http10 in h1client._STATUS_SEEN.values())  # (both kinds seen)
+    assert any(b"close" in tokens for tokens in h1client._CONNECTION_SEEN.values())
     for name, data in VALID.items():
         assert ours(data) == theirs(data), name
     for name, data in MALFORMED.items():
@@ -331,3 +333,8 @@ def test_remembered_field_lines_read_the_same_and_stay_bounded() -> None:
     for i in range(h1client._MAX_REMEMBERED_LINES + 10):
         ours(answer(b"X-N: %d" % i, b"Content-Length: 0"))
     assert len(h1client._LINES_SEEN) <= h1client._MAX_REMEMBERED_LINES
+    for i in range(h1client._MAX_REMEMBERED_STATUS + 10):
+        ours(answer(b"Connection: x%d" % i, b"Content-Length: 0",
+                    start=b"HTTP/1.1 200 R%d" % i))
+    assert len(h1client._STATUS_SEEN) <= h1client._MAX_REMEMBERED_STATUS
+    assert len(h1client._CONNECTION_SEEN) <= h1client._MAX_REMEMBERED_STATUS

@@ -131,3 +131,81 @@ def test_a_table_left_above_a_lowered_maximum_is_refused_as_by_hpack() -> None:
     assert _outcome(ours, b"\x82") == "error"
     assert _outcome(ours, b"\x3f\x45\x82") == _outcome(theirs, b"\x3f\x45\x82")  # (to 100)
     assert _outcome(ours, b"\x82") == _outcome(theirs, b"\x82") == [(b":method", b"GET")]
+
+
+_AUTHORITY = b"web.shop.localhost:8443"
+
+
+def _browser_blocks(seed: int, count: int = 80) -> list[tuple[bytes, bytes]]:
+    """Header blocks as Chromium sends a page's module requests: the pseudo-headers, the
+    :path as a literal left out of the table, then the same fields (indexes into the table,
+    once added); now and then a field changes (added to the table) or the table's size.
+    Each block with its run of fields after the :path."""
+    rng = random.Random(seed)
+    encoder = hpack.Encoder()
+    common = [(b"origin", b"https://" + _AUTHORITY), (b"user-agent", b"Mozilla/5.0 " * 8),
+              (b"accept", b"*/*"), (b"sec-fetch-dest", b"script"),
+              (b"referer", b"https://" + _AUTHORITY + b"/src/main.js"), (b"priority", b"u=1")]
+    blocks = []
+    for i in range(count):
+        if i % 25 == 24:
+            encoder.header_table_size = rng.choice([2048, 4096])
+        if rng.random() < 0.05 or i == count - 2:
+            at = rng.randrange(len(common))
+            common[at] = (common[at][0], b"changed %d" % i)
+        path = b"/src/m%d.js" % i
+        head = encoder.encode([(b":method", b"GET"), (b":authority", _AUTHORITY),
+                               (b":scheme", b"https")])
+        run = encoder.encode(common)
+        blocks.append((head + b"\x04" + bytes([len(path)]) + path + run, run))
+    return blocks
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_browsers_repeated_fields_decode_the_same_from_remembered_runs(seed: int) -> None:
+    theirs, ours = _pair()
+    hits = 0
+    for block, run in _browser_blocks(seed):
+        hits += run in ours._runs
+        expected = _outcome(theirs, block)
+        assert isinstance(expected, list)
+        assert _outcome(ours, block) == expected
+        assert _table(ours) == _table(theirs)
+    assert hits > 50  # (most blocks' runs were remembered and used)
+    # A remembered run over the limit is refused as hpack refuses it, and a whole block of
+    # indexes (no literal at all) is remembered and refused the same way.
+    block, run = _browser_blocks(seed)[-1]
+    indexes = b"\x82\x87\x84"
+    for decoder in (theirs, ours):
+        decoder.decode(block, raw=True)
+        decoder.decode(indexes, raw=True)
+    assert run in ours._runs and indexes in ours._runs
+    def size(fields: object) -> int:
+        assert isinstance(fields, list)
+        return sum(len(n) + len(v) + 32 for n, v in fields)
+
+    whole, first = size(_outcome(theirs, block)), size(_outcome(theirs, block)[:4])
+    for limit in (whole, whole - 1, first + 1, size(_outcome(theirs, indexes)) - 1):
+        theirs.max_header_list_size = ours.max_header_list_size = limit
+        for each in (block, indexes):
+            assert run in ours._runs and indexes in ours._runs  # (each decoded from them)
+            assert _outcome(ours, each) == _outcome(theirs, each), limit
+    assert _outcome(ours, block) == _outcome(ours, indexes) == "oversized"
+
+
+def test_remembered_runs_are_bounded_and_dropped_when_the_table_changes() -> None:
+    ours = LeanDecoder()
+    encoder = hpack.Encoder()
+    encoder.encode([(b"x-a", b"1"), (b"x-b", b"2")])  # (in the table now)
+    ours.decode(hpack.Encoder().encode([(b"x-a", b"1"), (b"x-b", b"2")]), raw=True)
+    for i in range(100):
+        path = b"/%d" % i
+        ours.decode(b"\x04" + bytes([len(path)]) + path + bytes([0x82 + i % 30]) * 3,
+                    raw=True)
+    assert 0 < len(ours._runs) <= 32
+    ours.decode(hpack.Encoder().encode([(b"x-new", b"3")]), raw=True)  # (added to the table)
+    assert not ours._runs
+    ours.decode(b"\x82\x84", raw=True)
+    assert ours._runs
+    ours.header_table_size = 100
+    assert not ours._runs

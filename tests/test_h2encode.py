@@ -31,3 +31,26 @@ def test_a_table_size_change_is_acknowledged_first() -> None:
 def test_integers_longer_than_their_prefix() -> None:
     assert integer(10, 5, 0) == bytes([10])
     assert integer(1337, 5, 0) == bytes([31, 154, 10])  # RFC 7541 C.1.2
+
+
+def test_fields_in_other_shapes_are_encoded_as_their_bytes() -> None:
+    """Text, hpack's HeaderTuple and lists encode as the same fields in bytes would (the
+    remembered encodings are looked up by the field itself only for pairs of bytes)."""
+    from hpack import HeaderTuple, NeverIndexedHeaderTuple
+
+    encoder, decoder = PlainEncoder(), hpack.Decoder()
+    as_bytes = [(b"content-type", b"text/css"), (b"x-t\xc3\xa9", b"caf\xc3\xa9"),
+                (b"etag", b'"1"'), (b":status", b"200")]
+    shapes: list[list[object]] = [
+        [(n.decode(), v.decode()) for n, v in as_bytes],
+        [HeaderTuple(n, v) for n, v in as_bytes],
+        [NeverIndexedHeaderTuple(n, v) for n, v in as_bytes],
+        [[n, v] for n, v in as_bytes],
+        as_bytes,
+    ]
+    expected = PlainEncoder().encode(as_bytes)
+    for _ in range(2):
+        for fields in shapes:
+            block = encoder.encode(fields)
+            assert block == expected
+            assert decoder.decode(block, raw=True) == as_bytes

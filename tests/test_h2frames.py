@@ -64,6 +64,11 @@ CASES: dict[str, bytes] = {
     "headers padded and with priority": raw(1, 0x2C, 1, b"\x01\x00\x00\x00\x00\x05\x82\x00"),
     "headers padding too long": raw(1, 0x0C, 1, b"\x05\x82"),
     "headers priority cut short": raw(1, 0x24, 1, b"\x00\x00"),
+    # (as Chromium sends each request: exclusive, weight 256, END_HEADERS | END_STREAM)
+    "headers with priority, as a browser": raw(1, 0x25, 7, b"\x80\x00\x00\x05\xff\x82\xc1\x04"),
+    "headers with priority and no block": raw(1, 0x24, 3, b"\x00\x00\x00\x01\x00"),
+    "headers with priority, no END_HEADERS": raw(1, 0x20, 3, b"\x00\x00\x00\x00\x0f\x82")
+    + raw(9, 0x4, 3, b"\x86"),
     "headers on stream 0": raw(1, 0x4, 0, b"\x82"),
     "headers, undefined flags": raw(1, 0xFF ^ 0x28, 1, b"\x82"),
     "headers then continuation": raw(1, 0x1, 1, b"\x82") + raw(9, 0x0, 1, b"\x86")

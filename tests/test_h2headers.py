@@ -194,3 +194,95 @@ def test_trailers_h2_refuses_are_refused() -> None:
         except h2headers.Malformed:
             malformed = True
         assert malformed == h2_refuses, field
+
+
+# -- requests taken from a template (all but their :path seen before) -------------------------
+
+_PATHS = [b"/src/m1.js", b"/", b"*", b"", b"/a b", b"/\x01", b"src", b"/%zz?q=\xe9"]
+
+
+def _outcome(call: object, fields: list[tuple[bytes, bytes]], end: bool, ip: str) -> object:
+    """What ``call`` makes of a header list: the request (the random WebSocket key left
+    out), or the error it raises."""
+    try:
+        req = call(fields, end, ip)  # type: ignore[operator]
+    except BadMessage as exc:
+        return type(exc).__name__, exc.status, exc.reason
+    assert isinstance(req, h2headers.Request)
+    shown = {name: getattr(req, name) for name in h2headers.Request.__slots__}
+    shown["headers"] = [f for f in req.headers if f[0] != b"sec-websocket-key"]
+    shown["wire"] = b"" if req.websocket else req.wire
+    return shown
+
+
+def _with_path(fields: list[tuple[bytes, bytes]], path: bytes) -> list[tuple[bytes, bytes]]:
+    return [(n, path) if n == b":path" else (n, v) for n, v in fields]
+
+
+def test_a_request_from_a_template_is_the_request_checked_in_full(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every list of the corpus, asked once and then again with each of several paths
+    (valid and not): the same request or the same error as when every field is checked."""
+    checked = h2headers._checked
+    calls = [0]
+
+    def counted(fields: list[tuple[bytes, bytes]], end: bool, ip: str) -> h2headers.Request:
+        calls[0] += 1
+        return checked(fields, end, ip)
+
+    monkeypatch.setattr(h2headers, "_checked", counted)
+    monkeypatch.setattr(h2headers, "_MAX_TEMPLATES", 100_000)  # (none dropped meanwhile)
+    h2headers._TEMPLATES.clear()
+    asked = 0
+    chromium = [BASE[0], BASE[2], BASE[1], BASE[3]]  # (its order of pseudo-headers)
+    lists = [*_lists(), *([*chromium, a, b] for a, b in itertools.combinations(_FIELDS, 2))]
+    for fields in lists:
+        for end, ip in ((False, "127.0.0.1"), (True, "::1")):
+            first = _outcome(h2headers.request, fields, end, ip)
+            assert first == _outcome(checked, fields, end, ip), fields
+            for path in _PATHS:
+                other = _with_path(fields, path)
+                assert _outcome(h2headers.request, other, end, ip) == _outcome(
+                    checked, other, end, ip), other
+            asked += 1 + len(_PATHS)
+    assert len(h2headers._TEMPLATES) > 150
+    assert asked - calls[0] > 500  # (answered from templates, without _checked)
+    h2headers._TEMPLATES.clear()
+
+
+def test_templates_are_used_and_bounded() -> None:
+    h2headers._TEMPLATES.clear()
+    first = h2headers.request([*BASE, (b"accept", b"*/*")], True, "::1")
+    again = h2headers.request(_with_path([*BASE, (b"accept", b"*/*")], b"/m2.js"), True, "::1")
+    assert len(h2headers._TEMPLATES) == 1 and again.path == b"/m2.js"
+    assert again.headers == first.headers and again.headers is not first.headers
+    assert again.wire is first.wire  # (taken from the template, not written again)
+    big = [*BASE, (b"x-big", b"a" * h2headers._MAX_TEMPLATE_BYTES)]
+    h2headers.request(big, True, "::1")
+    assert len(h2headers._TEMPLATES) == 1  # (too large to keep)
+    for i in range(h2headers._MAX_TEMPLATES + 5):
+        h2headers.request([*BASE, (b"x-n", b"%d" % i)], True, "::1")
+    assert len(h2headers._TEMPLATES) <= h2headers._MAX_TEMPLATES
+
+
+def test_prepared_lines_are_the_head_the_fields_make() -> None:
+    """``Request.wire`` and its framing against ``RequestWriter.head`` over the fields."""
+    from taskmuxd.proxy.h1client import RequestWriter
+
+    made = 0
+    for fields in _lists():
+        for end in (False, True):
+            try:
+                req = h2headers._checked(fields, end, "127.0.0.1")
+            except BadMessage:
+                continue
+            if req.method == b"CONNECT" and not req.websocket:
+                continue  # (refused with a page: nothing goes to the task)
+            plain, ready = RequestWriter(), RequestWriter()
+            expected = plain.head(req.method, req.path, req.headers)
+            assert ready.prepared(req.method, req.path, req.wire, req.remaining,
+                                  req.chunked) == expected
+            assert (ready.chunked, ready.remaining, ready.sending) == (
+                plain.chunked, plain.remaining, plain.sending), fields
+            made += 1
+    assert made > 200

@@ -189,7 +189,9 @@ def _events_of(conn: h2.connection.H2Connection, data: bytes) -> object:
     except h2.exceptions.ProtocolError as exc:
         result = (type(exc).__name__, str(exc))
     return result, conn.data_to_send(), conn.state_machine.state, sorted(
-        (sid, s.state_machine.state) for sid, s in conn.streams.items())
+        (sid, s.state_machine.state, s.outbound_flow_control_window,
+         s._inbound_window_manager.current_window_size, s.max_outbound_frame_size)
+        for sid, s in conn.streams.items()), conn.highest_inbound_stream_id
 
 
 def test_header_frames_are_received_as_h2_receives_them() -> None:
@@ -219,6 +221,13 @@ def test_header_frames_are_received_as_h2_receives_them() -> None:
         [(1, True, None), ("close", 1), (1, True, None)],  # on a closed stream
         [(1, True, None), ("close", 1), ("close", 1), ("close", 3)],  # answers, twice
         [*[(i, False, None) for i in range(1, 12, 2)]],  # beyond the limit of 4
+        # (as Chromium: every request with priority, each on the one before, exclusive)
+        [(1, True, (0, 256, True)), (3, True, (1, 256, True)), (5, False, (3, 147, True))],
+        [(1, False, (0, 16, False)), (1, True, (0, 32, False))],  # trailers, with priority
+        [(3, True, (3, 16, False))],  # on itself
+        [(1, True, (0, 16, False)), ("close", 1), (1, True, (0, 16, False))],  # closed
+        [(5, True, (0, 16, False)), (3, True, (0, 16, False))],  # too low, with priority
+        [*[(i, False, (0, 1, False)) for i in range(1, 12, 2)]],  # beyond the limit
     ]
     for script in scripts:
         sides = []
@@ -229,8 +238,10 @@ def test_header_frames_are_received_as_h2_receives_them() -> None:
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 4})
             conn.initiate_connection()
             conn.data_to_send()
-            conn.receive_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00"
-                              + bytes(4))
+            # (the client's SETTINGS: an initial window and a frame size of its own)
+            settings = b"\x00\x04\x00\x00\x90\x00" + b"\x00\x05\x00\x00\x80\x00"
+            conn.receive_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x0c\x04\x00"
+                              + bytes(4) + settings)
             sides.append(conn)
         for step in script:
             outcomes = []

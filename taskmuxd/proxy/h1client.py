@@ -52,6 +52,11 @@ _FIELD_LINE = re.compile(rb"(" + _TCHAR + rb"+):([\t\x20-\x7e\x80-\xff]*)")
 _LINES_SEEN: dict[bytes, tuple[bytes, bytes]] = {}
 _MAX_REMEMBERED_LINES = 4096
 _MAX_REMEMBERED_LINE = 256
+# Status lines and Connection values already parsed, likewise: (status, HTTP/1.0) and the
+# tokens (lowered) of each.
+_STATUS_SEEN: dict[bytes, tuple[int, bool]] = {}
+_CONNECTION_SEEN: dict[bytes, tuple[bytes, ...]] = {}
+_MAX_REMEMBERED_STATUS = 256
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
@@ -203,17 +208,25 @@ class ResponseReader:
     def _head(self, head: bytes, events: list[Event]) -> int:
         """Parse one head, add its event; the state that follows it."""
         first = head.find(CRLF)
-        line = _STATUS_LINE.fullmatch(head, 0, first)
-        if line is None:
-            raise BadMessage(f"malformed status line {head[:min(first, 80)]!r}")
+        status_line = head[:first]
+        seen = _STATUS_SEEN.get(status_line)
+        if seen is None:
+            line = _STATUS_LINE.fullmatch(status_line)
+            if line is None:
+                raise BadMessage(f"malformed status line {head[:min(first, 80)]!r}")
+            # (an HTTP/1.0 answer: the connection is not reused)
+            seen = int(line.group(2)), line.group(1) == b"0"
+            if len(status_line) <= _MAX_REMEMBERED_LINE:
+                if len(_STATUS_SEEN) >= _MAX_REMEMBERED_STATUS:
+                    _STATUS_SEEN.clear()
+                _STATUS_SEEN[status_line] = seen
+        status, close = seen
         block = head[first + 2:-2]
         fields, framing = _fields(block)
         if len(fields) > MAX_FIELDS:
             raise BadMessage(f"more than {MAX_FIELDS} fields in the response head")
-        status = int(line.group(2))
         length: bytes | None = None
         chunked = False
-        close = line.group(1) == b"0"  # (an HTTP/1.0 answer: the connection is not reused)
         repeated = False
         named: list[bytes] = []
         for name, value in framing:
@@ -240,7 +253,13 @@ class ResponseReader:
                     raise BadMessage(f"unsupported Transfer-Encoding {value[:40]!r}")
                 chunked = True
             else:  # Connection
-                tokens = [v.strip(b" \t") for v in value.lower().split(b",")]
+                tokens = _CONNECTION_SEEN.get(value)
+                if tokens is None:
+                    tokens = tuple(v.strip(b" \t") for v in value.lower().split(b","))
+                    if len(value) <= _MAX_REMEMBERED_LINE:
+                        if len(_CONNECTION_SEEN) >= _MAX_REMEMBERED_STATUS:
+                            _CONNECTION_SEEN.clear()
+                        _CONNECTION_SEEN[value] = tokens
                 close = close or b"close" in tokens
                 named.extend(tokens)
         self.named = named
@@ -346,6 +365,15 @@ class RequestWriter:
         parts.append(CRLF)
         self.sending = True
         return b"".join(parts)
+
+    def prepared(self, method: bytes, target: bytes, wire: bytes, remaining: int,
+                 chunked: bool) -> bytes:
+        """``head`` for fields already written as lines (``h2headers.Request.wire``, with
+        the framing they announce)."""
+        self.chunked = chunked
+        self.remaining = remaining
+        self.sending = True
+        return method + b" " + target + b" HTTP/1.1\r\n" + wire
 
     def data(self, data: bytes) -> bytes:
         """Body bytes as they go on the wire; raises BadMessage beyond the Content-Length."""

@@ -87,9 +87,41 @@ def _string(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
     return text, stop
 
 
+# Runs of indexed fields that end a block, per connection (see ``LeanDecoder``): at most
+# _MAX_RUNS of them, each at most _MAX_RUN_BYTES long.
+_MAX_RUNS = 32
+_MAX_RUN_BYTES = 256
+
+
 class LeanDecoder(hpack.Decoder):
+    """hpack's decoder in one loop (see the module's doc), and one more saving: a browser's
+    requests for a page's modules differ in their :path only, which Chromium sends as a
+    literal that is not added to the table, followed by the same dozen fields as indexes
+    into the dynamic table, byte for byte the same from one request to the next. A run of
+    indexed fields that ends a block depends on nothing but its bytes and the dynamic table,
+    so while the table is unchanged the same bytes decode to the same fields: such runs (of
+    indexes only; any field that adds to the table, or a size update, clears them all) are
+    kept with their fields and size, and looked up where a block starts and after each
+    literal that leaves the table as it is. The size limit is checked on the whole run at
+    once (the size only grows: the same error for the same block)."""
+
+    def __init__(self, max_header_list_size: int = hpack.hpack.DEFAULT_MAX_HEADER_LIST_SIZE
+                 ) -> None:
+        super().__init__(max_header_list_size)
+        self._runs: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], int]] = {}
+
+    @property
+    def header_table_size(self) -> int:
+        return self.header_table.maxsize
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self._runs.clear()
+        self.header_table.maxsize = value
+
     def decode(self, data: bytes | memoryview, raw: bool = False) -> Iterable[Any]:
         if not raw:  # (h2 always asks for bytes; anything else is hpack's business)
+            self._runs.clear()
             return super().decode(bytes(data), raw)
         if not isinstance(data, bytes):
             data = bytes(data)
@@ -97,10 +129,23 @@ class LeanDecoder(hpack.Decoder):
         get = table.get_by_index  # (for what the two tables do not hold: it raises)
         dynamic = table.dynamic_entries
         limit = self.max_header_list_size
+        runs = self._runs
         headers: list[tuple[bytes, bytes]] = []
         size = 0
         pos = 0
         end = len(data)
+        # Where the run of indexed fields under way began: in the block, in ``headers``, and
+        # the size before it.
+        run_pos = run_count = run_size = 0
+        if runs:
+            known = runs.get(data)
+            if known is not None:
+                headers.extend(known[0])
+                size = known[1]
+                if size > limit:
+                    raise OversizedHeaderListError(
+                        f"A header list larger than {limit} has been received")
+                pos = run_pos = end
         while pos < end:
             first = data[pos]
             pos += 1
@@ -151,6 +196,23 @@ class LeanDecoder(hpack.Decoder):
                 value, pos = _string(data, pos, end)
                 if first & 0x40:
                     table.add(name, value)
+                    runs.clear()
+                headers.append((name, value))
+                size += len(name) + len(value) + 32
+                if size > limit:
+                    raise OversizedHeaderListError(
+                        f"A header list larger than {limit} has been received")
+                if not first & 0x40 and runs:
+                    known = runs.get(data[pos:])
+                    if known is not None:
+                        headers.extend(known[0])
+                        size += known[1]
+                        if size > limit:
+                            raise OversizedHeaderListError(
+                                f"A header list larger than {limit} has been received")
+                        pos = end
+                run_pos, run_count, run_size = pos, len(headers), size
+                continue
             else:  # a dynamic table size update
                 if headers:
                     raise HPACKDecodingError("Table size update not at the start of the block")
@@ -159,13 +221,13 @@ class LeanDecoder(hpack.Decoder):
                     new_size, pos = _integer(data, pos, new_size)
                 if new_size > self.max_allowed_table_size:
                     raise InvalidTableSizeError("Encoder exceeded max allowable table size")
-                self.header_table_size = new_size
+                self.header_table_size = new_size  # (clears the runs)
+                run_pos = pos
                 continue
-            headers.append((name, value))
-            size += len(name) + len(value) + 32
-            if size > limit:
-                raise OversizedHeaderListError(
-                    f"A header list larger than {limit} has been received")
         if table.maxsize > self.max_allowed_table_size:  # (hpack's _assert_valid_table_size)
             raise InvalidTableSizeError("Encoder did not shrink table size to within the max")
+        if run_pos < end and end - run_pos <= _MAX_RUN_BYTES and run_count < len(headers):
+            if len(runs) >= _MAX_RUNS:
+                runs.clear()
+            runs[data[run_pos:]] = (tuple(headers[run_count:]), size - run_size)
         return headers

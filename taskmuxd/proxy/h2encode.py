@@ -81,25 +81,34 @@ class PlainEncoder(hpack.Encoder):
             self.header_table.resized = False
         known = self._known
         for header in headers:
-            name, value = header[0], header[1]
-            if isinstance(name, str):
-                name = name.encode("utf-8")
-            if isinstance(value, str):
-                value = value.encode("utf-8")
-            key = (name, value)
-            encoded = known.get(key)
-            if encoded is None:
-                if name in _VARYING:
-                    head = self._names.get(name)
-                    if head is None:
-                        head = self._names[name] = _name_head(name)
-                    size = len(value)
-                    block.append(head + (bytes((size,)) if size < 127
-                                         else integer(size, 7, 0x00)) + value)
-                    continue
-                encoded = field(name, value)
-                if len(known) >= MAX_REMEMBERED:
-                    known.clear()
-                known[key] = encoded
-            block.append(encoded)
+            try:  # (a pair of bytes seen before: the field itself is the key)
+                encoded = known.get(header)
+            except TypeError:  # (not hashable: a list, say)
+                encoded = None
+            block.append(self._field(header) if encoded is None else encoded)
         return b"".join(block)
+
+    def _field(self, header: Any) -> bytes:
+        """``header`` encoded, remembered unless its value varies (``_VARYING``)."""
+        name: bytes | str = header[0]
+        value: bytes | str = header[1]
+        if isinstance(name, str):
+            name = name.encode("utf-8")
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        key = (name, value)
+        known = self._known
+        encoded = known.get(key)
+        if encoded is not None:
+            return encoded
+        if name in _VARYING:
+            head = self._names.get(name)
+            if head is None:
+                head = self._names[name] = _name_head(name)
+            size = len(value)
+            return head + (bytes((size,)) if size < 127 else integer(size, 7, 0x00)) + value
+        encoded = field(name, value)
+        if len(known) >= MAX_REMEMBERED:
+            known.clear()
+        known[key] = encoded
+        return encoded

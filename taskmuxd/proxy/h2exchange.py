@@ -154,7 +154,8 @@ class Exchange:
         up, req = self.up, self.req
         assert up is not None and req is not None
         # (``h2headers.request`` checked the method, target and every field.)
-        up.send_head(req.method, req.path, req.headers, req.websocket)
+        up.send_prepared(req.method, req.path, req.wire, req.remaining, req.chunked,
+                         req.websocket)
         if req.websocket:  # the upgrade request has no body; the client's data waits
             self._request_end()
             self.update_reading()

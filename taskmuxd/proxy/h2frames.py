@@ -11,7 +11,9 @@ of HEADERS frames, and that was a good part of the proxy's processor time per re
 nothing) with the same fields: a copy of a frame of the type as its constructor leaves it,
 its stream and flags set from a table made once per type and flag byte. The body is
 parsed by hyperframe's own ``parse_body``, except for a DATA or HEADERS frame without
-padding or priority and any CONTINUATION, whose payload is the frame's data as it is. The
+padding or priority and any CONTINUATION, whose payload is the frame's data as it is, and a
+HEADERS frame with priority but no padding (as Chromium sends every request), whose five
+octets of priority are read here. The
 checks and errors are h2's, in h2's order (a frame's stream against its type as soon as its
 header is in, then its length, then its body; CONTINUATION frames as h2 gathers them, at
 most ``CONTINUATION_BACKLOG``). tests/test_h2frames.py holds it to h2's own buffer, byte for
@@ -33,7 +35,9 @@ from hyperframe.frame import Frame
 _HEAD = struct.Struct(">HBBBL")
 _DATA, _HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x0, 0x1, 0x5, 0x9
 _END_HEADERS = 0x4
-_PADDED_OR_PRIORITY = 0x08 | 0x20
+_PADDED, _PRIORITY = 0x08, 0x20
+_PADDED_OR_PRIORITY = _PADDED | _PRIORITY
+_PRIORITY_FIELDS = struct.Struct(">LB")  # (exclusive bit and stream dependency, weight)
 
 
 def _quiet(cls: type[Frame]) -> type[Frame]:
@@ -117,6 +121,14 @@ class Frames(h2.frame_buffer.FrameBuffer):
                 if kind_byte == _CONTINUATION or (
                         kind_byte <= _HEADERS and not flag_byte & _PADDED_OR_PRIORITY):
                     state["data"] = bytes(data[9:9 + length])
+                    state["body_len"] = length
+                elif kind_byte == _HEADERS and flag_byte & _PADDED_OR_PRIORITY == _PRIORITY \
+                        and length >= 5:  # (as a browser sends each request's HEADERS)
+                    depends_on, weight = _PRIORITY_FIELDS.unpack_from(data, 9)
+                    state["depends_on"] = depends_on & 0x7FFFFFFF
+                    state["stream_weight"] = weight
+                    state["exclusive"] = bool(depends_on >> 31)
+                    state["data"] = bytes(data[14:9 + length])
                     state["body_len"] = length
                 else:
                     if kind_byte == 0x4:  # SETTINGS: its own dict, filled by parse_body

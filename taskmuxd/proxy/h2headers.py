@@ -57,6 +57,13 @@ _KNOWN_AUTHORITIES: set[bytes] = set()
 _UNREMEMBERED = frozenset({b":path", b":protocol"})
 
 
+# Requests found valid, by everything but their :path (see ``request``), and the most of
+# them kept and the largest header list (bytes of names and values) kept as one.
+_TEMPLATES: dict[tuple[object, ...], Request] = {}
+_MAX_TEMPLATES = 256
+_MAX_TEMPLATE_BYTES = 8192
+
+
 class Malformed(BadMessage):
     """A header list RFC 9113 calls malformed (the connection ends with PROTOCOL_ERROR)."""
 
@@ -64,8 +71,8 @@ class Malformed(BadMessage):
 class Request:
     """An HTTP/2 request, checked, as the HTTP/1.1 request the task gets."""
 
-    __slots__ = ("accept_html", "authority", "has_body", "headers", "length", "method", "path",
-                 "websocket")
+    __slots__ = ("accept_html", "authority", "chunked", "has_body", "headers", "length",
+                 "method", "path", "remaining", "websocket", "wire")
 
     def __init__(self) -> None:
         self.method = b""
@@ -76,13 +83,75 @@ class Request:
         self.has_body = True
         self.accept_html = False
         self.websocket = False  # extended CONNECT (RFC 8441): an HTTP/1.1 upgrade to the task
+        # ``headers`` as HTTP/1.1 field lines (and the blank line ending the head), and the
+        # framing they announce: the Content-Length, or chunked (``h1client.RequestWriter``).
+        self.wire = b""
+        self.remaining = 0
+        self.chunked = False
 
 
 def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
             client_ip: str) -> Request:
     """Check an HTTP/2 request's header list and turn it into HTTP/1.1 fields for the task
     (``Host`` first, cookies joined into one field, ``X-Forwarded-*`` set as on HTTP/1.1);
-    raises BadMessage saying what is wrong."""
+    raises BadMessage saying what is wrong.
+
+    A browser's requests for a page's modules differ in their :path only (the rest is the
+    same dozen fields, Referer included), and a request's only checks that look at its
+    :path are that it is present once, among the pseudo-headers, and a valid origin-form
+    target. So a request found valid is kept as a template under everything else: its
+    header list with the :path left out (where it stood), whether the stream ended, the
+    client's address. Another list the same but for a :path that is a valid target (one
+    match) is the same request with that path, without the field-by-field checks again;
+    any other goes the whole way (``_checked``), which says what is wrong with it.
+    tests/test_h2headers.py holds the two ways to each other."""
+    if not isinstance(fields, list):
+        fields = list(fields)
+    key: tuple[object, ...] | None = None
+    index = 0
+    for index, field in enumerate(fields):  # (the pseudo-headers come first)
+        name = field[0]
+        if name == b":path":
+            key = (end_stream, client_ip, index, tuple(fields[:index]),
+                   tuple(fields[index + 1:]))
+            break
+        if index >= 4 or name[:1] != b":":
+            break
+    if key is None:
+        return _checked(fields, end_stream, client_ip)
+    path = fields[index][1]
+    template = _TEMPLATES.get(key)
+    if template is not None and _PATH.fullmatch(path) is not None:
+        return _copy(template, path)
+    req = _checked(fields, end_stream, client_ip)
+    if req.method != b"CONNECT" and not req.websocket and path != b"*" \
+            and len(fields) <= 64 \
+            and sum(len(n) + len(v) for n, v in fields) <= _MAX_TEMPLATE_BYTES:
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.clear()
+        _TEMPLATES[key] = _copy(req, req.path)  # (its own list of fields)
+    return req
+
+
+def _copy(template: Request, path: bytes) -> Request:
+    """``template`` with ``path`` for its :path."""
+    req = Request.__new__(Request)
+    req.method = template.method
+    req.path = path
+    req.authority = template.authority
+    req.headers = list(template.headers)
+    req.length = template.length
+    req.has_body = template.has_body
+    req.accept_html = template.accept_html
+    req.websocket = template.websocket
+    req.wire = template.wire
+    req.remaining = template.remaining
+    req.chunked = template.chunked
+    return req
+
+
+def _checked(fields: list[tuple[bytes, bytes]], end_stream: bool, client_ip: str) -> Request:
+    """``request``, every field checked."""
     req = Request()
     req.has_body = not end_stream
     pseudo: dict[bytes, bytes] = {}
@@ -203,6 +272,16 @@ def request(fields: Iterable[tuple[bytes, bytes]], end_stream: bool,
     out.append((b"x-forwarded-proto", b"https"))
     out.append((b"x-forwarded-host", authority))
     req.headers = out
+    parts: list[bytes] = []
+    for name, value in out:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    req.wire = b"".join(parts)
+    if not req.websocket:
+        if req.length is not None:
+            req.remaining = req.length
+        elif req.has_body:
+            req.chunked = True
     return req
 
 

@@ -185,6 +185,8 @@ class _Stream(h2.stream.H2Stream):
 
 
 _CLIENT_IDS = AllowedStreamIDs.ODD  # (the streams a client opens)
+_HEADER_EVENTS = (h2.events.RequestReceived, h2.events.ResponseReceived,
+                  h2.events.TrailersReceived, h2.events.InformationalResponseReceived)
 _OPTIONS = ("client_side", "header_encoding", "validate_outbound_headers",
             "normalize_outbound_headers", "split_outbound_cookies", "validate_inbound_headers",
             "normalize_inbound_headers", "logger")
@@ -242,20 +244,32 @@ class Connection(h2.connection.H2Connection):
 
     def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         """h2's, less the making of its enum of allowed stream IDs anew for each request
-        (an enum call in Python); a HEADERS frame with priority goes to h2's own."""
-        if "PRIORITY" in frame.flags or self.config.client_side:
+        (an enum call in Python). A HEADERS frame with priority (Chromium sends every
+        request so) is taken as h2 takes it: its PriorityUpdated after the stream's
+        events, and hung on the first of them."""
+        if self.config.client_side:
             return super()._receive_headers_frame(frame)
         if frame.stream_id not in self.streams:
             most = self.local_settings.max_concurrent_streams
-            value = self.open_inbound_streams
+            value = len(self.streams)  # (``open_inbound_streams``, the limit read once)
+            if value >= most:
+                value = self._open_streams(1)
             if value + 1 > most:
                 raise h2.exceptions.TooManyStreamsError(
                     f"Max inbound streams is {most}, {value} open")
         headers = h2.connection._decode_headers(self.decoder, frame.data)
         events = self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
         stream = self._get_or_create_stream(frame.stream_id, _CLIENT_IDS)
+        flags = frame.flags
         frames, stream_events = stream.receive_headers(
-            headers, "END_STREAM" in frame.flags, self.config.header_encoding)
+            headers, "END_STREAM" in flags, self.config.header_encoding)
+        if "PRIORITY" in flags:
+            p_frames, p_events = self._receive_priority_frame(frame)
+            assert isinstance(stream_events[0], _HEADER_EVENTS)  # (as h2 asserts)
+            assert isinstance(p_events[0], h2.events.PriorityUpdated)
+            stream_events[0].priority_updated = p_events[0]
+            stream_events.extend(p_events)
+            assert not p_frames
         return frames, events + stream_events
 
     def send_headers(self, stream_id: int, headers: Iterable[Any], end_stream: bool = False,
@@ -273,7 +287,21 @@ class Connection(h2.connection.H2Connection):
         self._prepare_for_sending(stream.send_headers(headers, self.encoder, end_stream))
 
     def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
-        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        """h2's, and for a stream the client opens on a server's connection the same steps
+        without its trace calls and enum conversions: the ID above the highest so far and
+        odd, the stream made with the windows of both sides' settings."""
+        if self.config.client_side or not stream_id % 2 or allowed_ids is not _CLIENT_IDS:
+            stream = super()._begin_new_stream(stream_id, allowed_ids)
+        else:
+            highest = self.highest_inbound_stream_id
+            if stream_id <= highest:
+                raise h2.exceptions.StreamIDTooLowError(stream_id, highest)
+            stream = H2Stream(stream_id, config=self.config,
+                              inbound_window_size=self.local_settings.initial_window_size,
+                              outbound_window_size=self.remote_settings.initial_window_size)
+            stream.max_outbound_frame_size = self.max_outbound_frame_size
+            self.streams[stream_id] = stream
+            self.highest_inbound_stream_id = stream_id
         stream.state_machine.__class__ = StreamStates
         if self._unchecked:
             stream.__class__ = _Stream
@@ -412,6 +440,10 @@ class H2Side(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        with self.pool.batch:
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -544,10 +576,11 @@ class H2Side(asyncio.Protocol):
 
     def flush(self) -> None:
         """Send what h2 has queued, soon: what several task connections answer in one turn
-        of the event loop goes out in one write (fewer TLS records and system calls)."""
+        of the event loop goes out in one write (fewer TLS records and system calls;
+        ``turnbatch``)."""
         if not self._flush_soon:
             self._flush_soon = True
-            self.loop.call_soon(self.send_now)
+            self.pool.batch.later(self.send_now)
 
     def send_now(self) -> None:
         """Send what h2 has queued."""

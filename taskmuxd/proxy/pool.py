@@ -28,6 +28,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from taskmuxd.proxy.h1client import RequestWriter, ResponseReader
+from taskmuxd.proxy.turnbatch import TurnBatch
 
 if TYPE_CHECKING:
     from taskmuxd.proxy.proxyview import BackendOpener
@@ -102,7 +103,8 @@ class BackendConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.owner is not None:
-            self.owner.backend_data(data)
+            with self.pool.batch:
+                self.owner.backend_data(data)
         else:  # bytes nobody asked for: the task is out of step
             self.close()
 
@@ -130,6 +132,12 @@ class BackendConn(asyncio.Protocol):
         """Send a request's head (its fields checked already); its answer is read next."""
         self.reader.expect(method, upgrade)
         self._write(self.writer.head(method, target, fields))
+
+    def send_prepared(self, method: bytes, target: bytes, wire: bytes, remaining: int,
+                      chunked: bool, upgrade: bool = False) -> None:
+        """``send_head`` for fields already written as lines (``RequestWriter.prepared``)."""
+        self.reader.expect(method, upgrade)
+        self._write(self.writer.prepared(method, target, wire, remaining, chunked))
 
     def send_data(self, data: bytes) -> None:
         """Send request body bytes; raises BadMessage beyond its Content-Length."""
@@ -195,6 +203,8 @@ class BackendPool:
         self._stall_timers: dict[int, asyncio.TimerHandle] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._unsent: list[BackendConn] = []  # connections with writes queued this turn
+        # Work for the end of this turn of the loop: these writes, and the HTTP/2 clients'.
+        self.batch = TurnBatch(self.loop)
 
     def send_soon(self, conn: BackendConn) -> None:
         """Write ``conn``'s queued bytes at the end of this turn of the event loop, with
@@ -203,7 +213,7 @@ class BackendPool:
         the rest are still being read (on a busy machine each wake-up cost the proxy the
         processor for a while)."""
         if not self._unsent:
-            self.loop.call_soon(self._send_all)
+            self.batch.later(self._send_all)
         self._unsent.append(conn)
 
     def _send_all(self) -> None:

@@ -1,0 +1,130 @@
+"""Work queued for the end of a turn of the event loop (``turnbatch``), on a real loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from taskmuxd.proxy.turnbatch import TurnBatch, turn_ends
+
+
+def _turns(loop: asyncio.AbstractEventLoop) -> list[int]:
+    """A count of the loop's turns so far (its selector's polls), kept up to date."""
+    count = [0]
+    selector = loop._selector  # type: ignore[attr-defined]
+    poll = selector.select
+
+    def counted(timeout: float | None = None) -> object:
+        count[0] += 1
+        return poll(timeout)
+
+    selector.select = counted
+    return count
+
+
+def test_the_last_callback_of_a_turn_runs_the_work_without_another_turn() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        batch = TurnBatch(loop)
+        turns = _turns(loop)
+        ran: list[tuple[str, int]] = []
+        done = loop.create_future()
+
+        def job() -> None:
+            ran.append(("job", turns[0]))
+
+        def callback() -> None:  # (alone in its turn, as a read from the browser)
+            with batch:
+                with batch:  # (nested: only the outermost runs the work)
+                    batch.later(job)
+                assert not ran
+            ran.append(("after", turns[0]))
+            done.set_result(None)
+
+        loop.call_soon(callback)
+        await done
+        assert ran[0] == ("job", ran[1][1])  # at the end of the callback, in its turn
+        assert not batch.jobs and not batch.scheduled
+
+    asyncio.run(main())
+
+
+def test_with_more_callbacks_in_the_turn_the_work_waits_and_runs_once() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        batch = TurnBatch(loop)
+        ran: list[str] = []
+        done = loop.create_future()
+
+        def first() -> None:
+            with batch:
+                batch.later(lambda: ran.append("job 1"))
+            assert not turn_ends(loop) and ran == []  # (second waits to run)
+
+        def second() -> None:
+            with batch:
+                batch.later(lambda: ran.append("job 2"))
+            ran.append("second")  # (the work was left to call_soon: not run yet)
+            loop.call_soon(done.set_result, None)
+
+        loop.call_soon(first)
+        loop.call_soon(second)
+        await done
+        assert ran == ["second", "job 1", "job 2"]
+
+    asyncio.run(main())
+
+
+def test_work_queued_outside_a_callback_goes_through_call_soon() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        batch = TurnBatch(loop)
+        ran: list[str] = []
+        batch.later(lambda: ran.append("a"))
+        batch.later(lambda: ran.append("b"))
+        assert batch.scheduled and ran == []
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert ran == ["a", "b"] and not batch.scheduled
+
+    asyncio.run(main())
+
+
+def test_a_failing_job_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        batch = TurnBatch(loop)
+        ran: list[str] = []
+
+        def broken() -> None:
+            raise RuntimeError("broken job")
+
+        with batch:
+            batch.later(broken)
+            batch.later(lambda: ran.append("after"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert ran == ["after"]
+
+    asyncio.run(main())
+    assert "broken job" in caplog.text
+
+
+def test_a_loop_whose_ready_queue_cannot_be_seen_never_runs_work_early() -> None:
+    class Loop:
+        def __init__(self) -> None:
+            self.soon: list[object] = []
+
+        def call_soon(self, callback: object) -> None:
+            self.soon.append(callback)
+
+    loop = Loop()
+    assert not turn_ends(loop)  # type: ignore[arg-type]
+    batch = TurnBatch(loop)  # type: ignore[arg-type]
+    ran: list[str] = []
+    with batch:
+        batch.later(lambda: ran.append("job"))
+    assert ran == [] and loop.soon == [batch.run]
+    batch.run()
+    assert ran == ["job"]
