@@ -144,7 +144,7 @@ def test_exists_and_makedirs(tmp_path: Path) -> None:
     assert os.path.isdir(deep) and runpath.exists(deep)
     runpath.makedirs(deep)  # there already: nothing to do
     (tmp_path / "f").write_text("")
-    with pytest.raises(OSError):  # a file in the way
+    with pytest.raises(NotADirectoryError):  # a file in the way
         runpath.makedirs(str(tmp_path / "f" / "g"))
     with pytest.raises(FileExistsError):
         runpath.makedirs(str(tmp_path / "f"))
