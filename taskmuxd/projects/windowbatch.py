@@ -98,8 +98,15 @@ class Launcher:
                 await self.tmux.connect()
             if self.tmux.connected:
                 # Pipelined: every chunk is written to the connection at once and tmux runs
-                # them in order, with no round trip between them.
-                await asyncio.gather(*(self._run(chunk) for chunk in chunks))
+                # them in order, with no round trip between them. A chunk that fails fails
+                # its own launches only: tmux runs the others' windows all the same.
+                outcomes = await asyncio.gather(*(self._run(chunk) for chunk in chunks),
+                                                return_exceptions=True)
+                for chunk, outcome in zip(chunks, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        for req, _commands in chunk:
+                            if not req.done.done():
+                                req.done.set_exception(outcome)
             else:  # tmux processes: one at a time, so that no two interleave their windows
                 for chunk in chunks:
                     await self._run(chunk)
