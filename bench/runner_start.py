@@ -1,14 +1,14 @@
-"""The CPU one runner costs to start a task, for one or more checkouts in turn.
+"""The CPU one runner costs to start a task (and to stop it), for one or more checkouts.
 
 Run by hand: `.venv/bin/python bench/runner_start.py [--runs N] [--tree PATH ...]`. A
 runner (``python -I -S runner_main.py SPEC MARKER``, as tmux starts it in a pane) is started
 directly on a spec for ``sleep 3600`` with a stand-in daemon: a report door that takes the
-runner's ``runner.started`` report. The figure is the runner's own CPU (user + system, in
-nanoseconds from /proc/PID/schedstat) from its exec until that report: what each of a
+runner's reports. The first figure is the runner's own CPU (user + system, in nanoseconds
+from /proc/PID/schedstat) from its exec until its ``runner.started`` report: what each of a
 hundred runners costs a cold start of 100 tasks. Then the runner is ended (SIGTERM), as a
-stop would. Checkouts alternate run by run, so that they share the machine's load; medians
-are printed beside ``python -I -S -c pass`` (the interpreter's own start-up, the floor) and
-``import os``.
+stop would: its CPU from then until it exited is the second figure. Checkouts alternate run
+by run, so that they share the machine's load; medians are printed beside
+``python -I -S -c pass`` (the interpreter's own start-up, the floor) and ``import os``.
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ def write_spec(work: str, n: int) -> tuple[str, str]:
     return path, marker
 
 
-def one_runner(tree: str, work: str, door: socket.socket, n: int) -> float:
-    """The runner's CPU from its exec until its runner.started report, in ms."""
+def one_runner(tree: str, work: str, door: socket.socket, n: int) -> tuple[float, float]:
+    """The runner's CPU from its exec until its runner.started report, and from then until
+    it exited after a SIGTERM (its stop: the task's tree ended, the exit recorded and
+    reported), in ms."""
     spec, marker = write_spec(work, n)
     runner = os.path.join(tree, "taskmuxd", "runner_main.py")
     null = os.open(os.devnull, os.O_RDWR)
@@ -69,17 +71,18 @@ def one_runner(tree: str, work: str, door: socket.socket, n: int) -> float:
         msg = json.loads(conn.recv(65536))
         conn.close()
         assert msg["method"] == "runner.started", msg
-        return cpu
     finally:
         proc.send_signal(signal.SIGTERM)
-        while True:  # its exit report (and any other) is taken, so it never waits on it
+        # Its exit report waits in the door's backlog (taken below): nothing blocks it.
+        _, _, usage = os.wait4(proc.pid, 0)
+        proc.returncode = 0
+        door.settimeout(0.01)
+        while True:
             try:
-                door.settimeout(0.05)
                 door.accept()[0].close()
             except OSError:
-                pass
-            if proc.poll() is not None:
                 break
+    return cpu, (usage.ru_utime + usage.ru_stime) * 1000 - cpu
 
 
 def floor(argv: list[str]) -> float:
@@ -111,11 +114,14 @@ def main() -> None:
     floors = {"python -I -S -c pass": [sys.executable, "-I", "-S", "-c", "pass"],
               "python -I -S -c 'import os'": [sys.executable, "-I", "-S", "-c", "import os"]}
     results: dict[str, list[float]] = {t: [] for t in [*trees, *floors]}
+    stops: dict[str, list[float]] = {t: [] for t in trees}
     load0 = os.getloadavg()[0]
     try:
         for n in range(1, args.runs + 1):
             for tree in trees:
-                results[tree].append(one_runner(tree, work, door, n))
+                start, stop = one_runner(tree, work, door, n)
+                results[tree].append(start)
+                stops[tree].append(stop)
             for name, argv in floors.items():
                 results[name].append(floor(argv))
     finally:
@@ -123,6 +129,10 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(f"runner start CPU, exec -> runner.started (median of {args.runs}, ms)")
     for name, xs in results.items():
+        xs.sort()
+        print(f"  {name:48} {statistics.median(xs):7.2f}   (p25 {xs[len(xs) // 4]:.2f})")
+    print(f"runner stop CPU, SIGTERM -> exited (median of {args.runs}, ms)")
+    for name, xs in stops.items():
         xs.sort()
         print(f"  {name:48} {statistics.median(xs):7.2f}   (p25 {xs[len(xs) // 4]:.2f})")
     print(f"load average (1 min): {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")

@@ -798,11 +798,11 @@ class Runner:
     def claim_grant(self, code: int | None, sig: int | None) -> RunSpec | None:
         """The next run's spec when the daemon granted it ahead (see ``rungrant``) and this
         run ended as the grant says: by itself, its whole tree gone, the pane there."""
-        from taskmuxd import rungrant  # once a run ends: not on the runner's start-up
-
         if not (self.spec.grant and self.ended_by == "exit" and self.pane_ok and self.clean) \
                 or self.daemon_ends:
             return None
+        from taskmuxd import rungrant  # only for a grant: not on the runner's start or stop
+
         return self.granted_spec(rungrant.claim(self.spec.grant, self.spec.run_id + 1, code, sig))
 
     def granted_spec(self, marker: str | None) -> RunSpec | None:
