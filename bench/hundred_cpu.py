@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -141,9 +142,12 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="tmxhundred-")
     load0 = os.getloadavg()[0]
     results: dict[str, list[dict[str, float]]] = {tree: [] for tree in trees}
-    for _ in range(args.rounds):
-        for tree in trees:
-            results[tree].append(one_round(work, tree, args.warm))
+    try:
+        for _ in range(args.rounds):
+            for tree in trees:
+                results[tree].append(one_round(work, tree, args.warm))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     names = list(next(iter(results.values()))[0])
     print(f"{'median of ' + str(args.rounds) + ' rounds':38} "
           + " ".join(f"{os.path.basename(t) or t:>14}" for t in trees))

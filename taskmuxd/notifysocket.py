@@ -15,7 +15,7 @@ Standard library only (``_socket``, not ``socket``: the runner keeps its imports
 from __future__ import annotations
 
 import _socket
-import os
+import posix as os  # not os: the runner imports this (see runpath)
 import sys
 
 from taskmuxd import proctree

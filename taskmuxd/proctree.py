@@ -21,10 +21,10 @@ Standard library only and cheap to import: the runner (one per task) imports it,
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # signal's C half: no enum import
-import os
+import posix as os  # not os: the runner imports this (see runpath)
 import time
 
-from taskmuxd import pidwindow
+from taskmuxd import pidwindow, runpath
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ else:
             return ProcId(*(changes.pop(f, v) for f, v in zip(self._fields, self, strict=True)))
 
 MARKER_VAR = "TASKMUX_RUN"
-AVAILABLE = os.path.exists("/proc/self/stat")
+AVAILABLE = runpath.exists("/proc/self/stat")
 ENVIRON_LIMIT = 256 * 1024  # bytes of /proc/PID/environ read at most
 CHILDREN_LIMIT = 1024 * 1024  # bytes of one /proc/PID/task/TID/children read at most
 TREE_LIMIT = 65536  # processes a walk of a tree collects at most
@@ -219,7 +219,7 @@ def _has_children_files() -> bool:
     global _children_files
     if _children_files is None:
         me = os.getpid()
-        _children_files = os.path.exists(f"/proc/{me}/task/{me}/children")
+        _children_files = runpath.exists(f"/proc/{me}/task/{me}/children")
     return _children_files
 
 

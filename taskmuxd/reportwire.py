@@ -16,7 +16,8 @@ Standard library only (``_socket``) and cheap to import: every runner imports it
 from __future__ import annotations
 
 import _socket
-import os
+
+from taskmuxd import runpath
 
 DOOR_NAME = "reports.sock"
 MAX_REPORT = 65536  # bytes of one report at most; larger ones take ctl.sock
@@ -25,7 +26,7 @@ SEND_SECONDS = 2.0  # a daemon whose backlog stays full this long is not answeri
 
 def door_of(ctl_socket: str) -> str:
     """The report door that goes with the control socket ``ctl_socket``."""
-    return os.path.join(os.path.dirname(ctl_socket), DOOR_NAME)
+    return runpath.join(runpath.dirname(ctl_socket), DOOR_NAME)
 
 
 def send(door: str, payload: bytes) -> bool:

@@ -35,7 +35,7 @@ Standard library only and cheap to import (the runner imports it).
 
 from __future__ import annotations
 
-import os
+import posix as os  # not os: the runner imports this (see runpath)
 
 from taskmuxctl.core import jsonio
 

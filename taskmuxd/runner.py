@@ -28,8 +28,10 @@ what remains of the tree with the task's own ladder (SIGINT, SIGTERM, SIGKILL,
 ``stop_grace_period`` apart) and only then records the exit: the task's real status, and
 whether the tree ended clean.
 
-It imports as little as it can (``_signal`` rather than ``signal``, no ``pty``, no ``json``)
-because one runs per task: its memory is multiplied by the number of tasks.
+It imports as little as it can (``_signal`` rather than ``signal``, ``posix`` rather than
+``os`` (``runpath``), no ``pty``, no ``json``; ``rungrant`` and ``runwarm`` only once a run
+ends) because one runs per task: its memory and its start-up CPU are multiplied by the number
+of tasks (tests/test_runner_imports.py holds its start-up to a list of modules).
 """
 
 from __future__ import annotations
@@ -38,15 +40,15 @@ import _signal  # type: ignore[import-not-found]  # signal's C half: no enum imp
 import _socket
 import codecs
 import errno
-import os
+import posix as os  # not os: see runpath
 import select
 import sys
 import termios
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, __file__.rsplit("/", 2)[0])  # run as a script: its path is absolute
 from taskmuxctl.core import jsonio  # after the path set-up above
-from taskmuxd import pidwindow, proctree, reportwire, rungrant, runrecord, runrelaunch, runwarm
+from taskmuxd import pidwindow, proctree, reportwire, runpath, runrecord, runrelaunch
 from taskmuxd.runready import RunReadiness
 from taskmuxd.runrecord import RunRecord, RunSpec
 
@@ -177,7 +179,7 @@ class LogWriter:
         self._stamp_second = -1
         self._stamp_prefix = ""
         self.on_line: Callable[[str], None] | None = None  # each line of the task's output
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        runpath.makedirs(runpath.dirname(path))
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.size = os.fstat(self.fd).st_size
 
@@ -283,11 +285,11 @@ class LogWriter:
         os.close(self.fd)
         for i in range(self.max_files - 1, 0, -1):
             src = f"{self.path}.{i}"
-            if os.path.exists(src):
+            if runpath.exists(src):
                 os.replace(src, f"{self.path}.{i + 1}")
         os.replace(self.path, f"{self.path}.1")
         stale = f"{self.path}.{self.max_files + 1}"
-        if os.path.exists(stale):
+        if runpath.exists(stale):
             os.unlink(stale)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                           0o600)
@@ -371,7 +373,7 @@ def join_cgroup(path: object) -> str | None:
     if not path:
         return None
     try:
-        fd = os.open(os.path.join(str(path), "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(runpath.join(str(path), "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.write(fd, b"0")
         finally:
@@ -388,7 +390,7 @@ def default_marker(spec: RunSpec) -> str:
     """A marker when the daemon gave none: the state folder's inode stands in for the home id,
     so that two homes running the same project never take each other's processes."""
     try:
-        home = format(os.stat(os.path.dirname(spec.socket)).st_ino, "x")
+        home = format(os.stat(runpath.dirname(spec.socket)).st_ino, "x")
     except OSError:
         home = ""
     return f"?{home}:{spec.project}:{spec.task}:{spec.run_id}"
@@ -709,7 +711,7 @@ class Runner:
         if not group:
             return []
         try:
-            with open(os.path.join(str(group), "cgroup.procs"), "rb") as fh:
+            with open(runpath.join(str(group), "cgroup.procs"), "rb") as fh:
                 pids = [int(x) for x in fh.read().split()]
         except (OSError, ValueError):
             return []
@@ -821,7 +823,7 @@ class Runner:
                 self.end("exit")
         # The daemon ends this run (a stop): it looks for the strangers of every run it
         # ends at once, in one pass, rather than each runner (``projects.strangers``).
-        self.daemon_ends = bool(self.spec.ending) and os.path.exists(str(self.spec.ending))
+        self.daemon_ends = bool(self.spec.ending) and runpath.exists(str(self.spec.ending))
         clean = self.stop_tree(self.pump_for)
         deadline = time.monotonic() + REAP_WAIT_SECONDS
         while self.main_status is None and time.monotonic() < deadline:
@@ -854,6 +856,8 @@ class Runner:
         if not (self.spec.grant and self.ended_by == "exit" and self.pane_ok and self.clean) \
                 or self.daemon_ends:
             return None
+        from taskmuxd import rungrant  # only for a grant: not on the runner's start or stop
+
         return self.granted_spec(rungrant.claim(self.spec.grant, self.spec.run_id + 1, code, sig))
 
     def granted_spec(self, marker: str | None) -> RunSpec | None:
@@ -928,6 +932,7 @@ class Runner:
         """
         if not (self.offers_relaunch() and self.told) or self.listener is None:
             return False  # a daemon that did not hear the exit report would never answer
+        from taskmuxd import rungrant, runwarm  # not on the runner's start-up
 
         ended = False
 
@@ -999,6 +1004,8 @@ class Runner:
 
     def relaunch_spec(self, order: dict[str, object]) -> RunSpec | None:
         """The spec an order names, when it is one to obey: the same task, a later run."""
+        from taskmuxd import runwarm  # not on the runner's start-up
+
         path = order.get("spec")
         if order.get("finish") or not isinstance(path, str):
             return None

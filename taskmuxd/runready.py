@@ -15,7 +15,7 @@ Standard library only (the runner imports it); ``re`` is imported only for a tas
 
 from __future__ import annotations
 
-import os
+import posix as os  # not os: the runner imports this (see runpath)
 import time
 
 from taskmuxd import notifysocket, proctree

@@ -30,7 +30,7 @@ Standard library only and cheap to import (the runner imports it).
 from __future__ import annotations
 
 import _socket
-import os
+import posix as os  # not os: the runner imports this (see runpath)
 import select
 import time
 

@@ -46,11 +46,36 @@ def test_a_first_start_on_a_new_server_goes_over_the_control_connection(
         ids = await asyncio.gather(*(launcher.launch(name, f"{tmp_path}/missing-{name}.json",
                                                      str(tmp_path), None, f"marker-{name}")
                                      for name in names))
-        # list-windows and has-session (no server yet), then the new-session: no more.
-        assert tmux.processes == 3 and tmux.connected
+        # list-windows (no server yet), then the new-session with the first chunk: no more.
+        assert tmux.processes == 2 and tmux.connected
         windows = await tmux.windows("proj")
         assert sorted(w.window_id for w in windows) == sorted(ids)
         assert sorted(w.task for w in windows) == names
+        await tmux.close()
+
+    asyncio.run(main())
+
+
+def test_many_launches_over_the_control_connection_each_get_their_own_window(
+        tmux_socket: str, tmp_path: str) -> None:
+    """Launches in several chunks, written to the control connection at once (no round trip
+    between chunks): each launch gets the window marked with its own task, in order."""
+    async def main() -> None:
+        tmux = Tmux(tmux_socket)
+        await tmux.start()
+        launcher = Launcher(tmux, "proj")
+        first = await launcher.launch("first", f"{tmp_path}/missing.json", str(tmp_path), None,
+                                      "marker-first")
+        assert await tmux.connect()  # made once the first launch's window is there
+        processes = tmux.processes
+        names = [f"task-with-a-longer-name-{n:03d}" for n in range(90)]  # several chunks
+        ids = await asyncio.gather(*(launcher.launch(name, f"{tmp_path}/missing-{name}.json",
+                                                     str(tmp_path), None, f"marker-{name}")
+                                     for name in names))
+        assert tmux.processes == processes  # all of them over the connection
+        windows = await tmux.windows("proj")
+        assert {w.window_id: w.task for w in windows} == {first: "first",
+                                                           **dict(zip(ids, names, strict=True))}
         await tmux.close()
 
     asyncio.run(main())

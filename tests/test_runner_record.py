@@ -24,7 +24,7 @@ def test_a_record_is_in_place_when_the_daemon_is_told_and_fsynced_only_when_aske
         steps.append("fsync")
         real_fsync(fd)
 
-    monkeypatch.setattr(os, "fsync", fsync)  # the module the runner calls
+    monkeypatch.setattr(runner.os, "fsync", fsync)  # the module the runner calls (posix)
 
     def told() -> None:
         got = runrecord.read_record(path)

@@ -76,29 +76,40 @@ class Launcher:
     async def _flush_one(self, batch: list[LaunchRequest]) -> None:
         try:
             # A window is reused only when it is still marked as this task's: a new tmux
-            # server hands out the same window ids again, to other tasks' windows.
+            # server hands out the same window ids again, to other tasks' windows. A session
+            # always has a window, so none listed means no session (or no server) yet.
             existing = {(w.window_id, w.task) for w in await self.tmux.windows(self.session)}
-            session_exists = bool(existing) or await self.tmux.has_session(self.session)
-            chunk: list[tuple[LaunchRequest, list[list[str]]]] = []
-            size = 0
+            creating = not existing
+            chunks: list[list[tuple[LaunchRequest, list[list[str]]]]] = [[]]
+            size, session_exists = 0, not creating
             for req in batch:
-                creating = not session_exists
                 commands, session_exists = self._commands(req, existing, session_exists)
-                if creating:
-                    # A new session, on a server that may be new too: that one launch alone
-                    # (a tmux process when there is no server), then the control connection
-                    # up before the rest, which go over it rather than as processes.
-                    await self._run([(req, commands)])
-                    await self.tmux.connect()
-                    continue
                 cost = sum(len(a) + 1 for cmd in commands for a in cmd)
-                if chunk and size + cost > MAX_INVOCATION_BYTES:
-                    await self._run(chunk)
-                    chunk, size = [], 0
-                chunk.append((req, commands))
+                if chunks[-1] and size + cost > MAX_INVOCATION_BYTES:
+                    chunks.append([])
+                    size = 0
+                chunks[-1].append((req, commands))
                 size += cost
-            if chunk:
-                await self._run(chunk)
+            if creating:
+                # A new session, on a server that may be new too: the first chunk (with the
+                # new-session) as one tmux process, then the control connection up before
+                # the rest, which go over it rather than as processes.
+                await self._run(chunks.pop(0))
+                await self.tmux.connect()
+            if self.tmux.connected:
+                # Pipelined: every chunk is written to the connection at once and tmux runs
+                # them in order, with no round trip between them. A chunk that fails fails
+                # its own launches only: tmux runs the others' windows all the same.
+                outcomes = await asyncio.gather(*(self._run(chunk) for chunk in chunks),
+                                                return_exceptions=True)
+                for chunk, outcome in zip(chunks, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        for req, _commands in chunk:
+                            if not req.done.done():
+                                req.done.set_exception(outcome)
+            else:  # tmux processes: one at a time, so that no two interleave their windows
+                for chunk in chunks:
+                    await self._run(chunk)
         except Exception as exc:
             for req in batch:
                 if not req.done.done():
