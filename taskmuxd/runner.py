@@ -893,6 +893,8 @@ class Runner:
         record, environment, its write-ahead record staged), so that its claim at the hold's
         end is followed by the rename and the fork alone. Nothing of it is in place before
         the claim; the grant is only read (``rungrant.peek``), not claimed."""
+        from taskmuxd import rungrant  # not on the runner's start-up
+
         spec = self.granted_spec(rungrant.peek(rungrant.beside(self.listen_path),
                                                self.spec.run_id + 1))
         if spec is None:
@@ -932,8 +934,6 @@ class Runner:
         """
         if not (self.offers_relaunch() and self.told) or self.listener is None:
             return False  # a daemon that did not hear the exit report would never answer
-        from taskmuxd import rungrant, runwarm  # not on the runner's start-up
-
         ended = False
 
         def woken() -> bool:
@@ -968,6 +968,8 @@ class Runner:
              ) -> bool | tuple[dict[str, object], _socket.socket] | None:
         """Wait for the daemon's orders, holding as told; True once the run granted with a
         wait has begun, else the order that ends the wait (to obey or refuse), or None."""
+        from taskmuxd import rungrant, runwarm  # not on the runner's start-up
+
         assert self.listener is not None
         until, delayed = time.monotonic() + runrelaunch.WAIT_SECONDS, False
         while True:
