@@ -24,10 +24,11 @@ after any run not known to be clean.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from taskmuxd import proctree, runending
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskmuxd.project")
 
 LOOK_DELAY = 0.2  # seconds a look waits for more runs to gather, unless a stop waits on it
+STOP_LOOK_DELAY = 2.0  # the same while a stop runs (its end starts the look at once)
+_stops: dict[str, int] = {}  # project → stops running (``stopping``)
 _pending: dict[str, dict[str, int]] = {}  # project → task → run whose strangers to look for
 _timers: dict[str, asyncio.TimerHandle] = {}  # project → its look's start, when delayed
 _running: dict[str, asyncio.Task[None]] = {}  # project → its look in flight
@@ -80,13 +83,27 @@ def _announced(name: str, fut: asyncio.Future[None]) -> None:
 
 def note(project: ProjectView, task: TaskRuntime, run_id: int) -> None:
     """The runner of ``run_id`` left its strangers to the daemon: look for them with the
-    others that come meanwhile, when a stop waits for it (``settled``), else shortly."""
+    others that come meanwhile, when a stop waits for it (``settled``), else shortly (and
+    while a stop runs, only if it is still running a while later: one look for the whole
+    stop rather than one for the runs that ended first and another for the rest)."""
     task.record.clean = False
     batch = _pending.setdefault(project.name, {})
     if not batch:
-        _timers[project.name] = asyncio.get_running_loop().call_later(
-            LOOK_DELAY, _start, project)
+        delay = STOP_LOOK_DELAY if _stops.get(project.name) else LOOK_DELAY
+        _timers[project.name] = asyncio.get_running_loop().call_later(delay, _start, project)
     batch[task.name] = run_id
+
+
+@contextlib.contextmanager
+def stopping(project: ProjectView) -> Iterator[None]:
+    """A stop of tasks of ``project`` runs (it calls ``settled`` before it answers)."""
+    _stops[project.name] = _stops.get(project.name, 0) + 1
+    try:
+        yield
+    finally:
+        left = _stops.pop(project.name, 1) - 1
+        if left > 0:
+            _stops[project.name] = left
 
 
 def _start(project: ProjectView) -> None:
@@ -162,6 +179,7 @@ def _marked(prefix: str, runners: set[proctree.ProcId]) -> set[str]:
     out: set[str] = set()
     boot = proctree.boot_id()
     me = os.getpid()
+    by_pid = {r.pid: r for r in runners}
     try:
         pids = [int(n) for n in os.listdir("/proc") if n.isdigit()]
     except OSError:
@@ -169,13 +187,13 @@ def _marked(prefix: str, runners: set[proctree.ProcId]) -> set[str]:
     for pid in pids:
         if pid == me:
             continue
+        runner = by_pid.get(pid)  # a runner, known by its identity: its environment unread
+        if runner is not None and proctree.ProcId(pid, proctree.start_ticks(pid) or -1,
+                                                  boot) == runner:
+            continue
         marker = proctree.marker_of(pid)
-        if marker is None or not marker.startswith(prefix):
-            continue
-        start = proctree.start_ticks(pid)
-        if start is not None and proctree.ProcId(pid, start, boot) in runners:
-            continue
-        out.add(marker)
+        if marker is not None and marker.startswith(prefix):
+            out.add(marker)
     return out
 
 
