@@ -397,6 +397,7 @@ class Project:
         return release
 
     def _submit(self, dirty: set[str], journaled: set[str] | None = None) -> None:
+        records = {}
         for name in dirty:
             if name in self._holding:  # written once the stop lets it go (``hold_saves``)
                 self._held[name] = self._held.get(name, False) or bool(journaled
@@ -404,10 +405,13 @@ class Project:
                 continue
             task = self.tasks.get(name)
             if task is not None:
-                done = st.save_task(self.files, name, task.record)
-                done.add_done_callback(functools.partial(self._saved, name))
-                if journaled and name in journaled:
-                    done.add_done_callback(functools.partial(self._own_file_written, name))
+                records[name] = task.record
+        if not records:
+            return
+        for name, done in st.save_tasks(self.files, records).items():
+            done.add_done_callback(functools.partial(self._saved, name))
+            if journaled and name in journaled:
+                done.add_done_callback(functools.partial(self._own_file_written, name))
 
     def _own_file_written(self, name: str, fut: asyncio.Future[None]) -> None:
         """A task's own file is durable after its write-ahead: the next batch can leave it
