@@ -109,7 +109,8 @@ def test_kill_9_in_the_middle_of_a_stop_of_many_tasks_is_finished_by_the_next_da
         chaos.start_daemon()
         chaos.start_project()
         assert chaos.wait_all_up(40), chaos.look().describe()
-        # Once the stop is taken (its signals perhaps not yet sent), once the first task is
+        # Once the stop is taken (its records perhaps not yet written ahead, its signals
+        # perhaps not yet sent), once the first task is
         # heard stopped (the others' exits still to come; its record held), once every one
         # is (the look for strangers and the held writes perhaps still to come).
         moments = {"stop taken": lambda ts: any(t["state"] != "running" for t in ts),
@@ -125,10 +126,16 @@ def test_kill_9_in_the_middle_of_a_stop_of_many_tasks_is_finished_by_the_next_da
             chaos.start_daemon()
             assert chaos.settle(), chaos.look().describe()
             tasks = chaos.status()["tasks"]
-            assert all(t["state"] == "stopped" and t["manually_stopped"] for t in tasks), \
-                (moment, tasks)
+            stopped = [t["state"] == "stopped" and t["manually_stopped"] for t in tasks]
             found = chaos.check()
             assert not found.total, (moment, found.describe())
+            if moment == "stop taken" and not any(stopped):
+                # Killed before the stop's records were written ahead (one file for all
+                # sixteen): nothing was signalled, and every task still runs, as the next
+                # daemon finds. Never some of them: the stop is recorded whole or not at all.
+                assert all(t["state"] == "running" for t in tasks), (moment, tasks)
+                continue
+            assert all(stopped), (moment, tasks)
             wait_until(lambda: not marked_processes(chaos.run), 10,
                        f"no process of a stopped task left ({moment})")
     finally:
