@@ -49,6 +49,7 @@ import time
 sys.path.insert(0, __file__.rsplit("/", 2)[0])  # run as a script: its path is absolute
 from taskmuxctl.core import jsonio  # after the path set-up above
 from taskmuxd import pidwindow, proctree, reportwire, runpath, runrecord, runrelaunch
+from taskmuxd.runending import listed as ending_listed
 from taskmuxd.runready import RunReadiness
 from taskmuxd.runrecord import RunRecord, RunSpec
 
@@ -823,7 +824,7 @@ class Runner:
                 self.end("exit")
         # The daemon ends this run (a stop): it looks for the strangers of every run it
         # ends at once, in one pass, rather than each runner (``projects.strangers``).
-        self.daemon_ends = bool(self.spec.ending) and runpath.exists(str(self.spec.ending))
+        self.daemon_ends = ending_listed(self.spec.ending, self.spec.task, self.spec.run_id)
         clean = self.stop_tree(self.pump_for)
         deadline = time.monotonic() + REAP_WAIT_SECONDS
         while self.main_status is None and time.monotonic() < deadline:

@@ -98,7 +98,7 @@ class RunSpec:
     ready_log_line: str | None = None
     watchdog_sec: float | None = None
     grant: str | None = None  # where the daemon may grant the next run at once (rungrant)
-    ending: str | None = None  # present when the daemon ends the run (projects.strangers)
+    ending: str | None = None  # the list of runs the daemon ends (runending, strangers)
     format: int = SPEC_FORMAT
 
 

@@ -25,8 +25,8 @@ RUNNER_IMPORTS = {
     "__future__", "_json", "_socket", "errno", "select", "termios",
     "taskmuxctl", "taskmuxctl.core", "taskmuxctl.core.jsonio",
     "taskmuxd", "taskmuxd.notifyproto", "taskmuxd.notifysocket", "taskmuxd.pidwindow",
-    "taskmuxd.proctree", "taskmuxd.reportwire", "taskmuxd.runner", "taskmuxd.runpath",
-    "taskmuxd.runready", "taskmuxd.runrecord", "taskmuxd.runrelaunch",
+    "taskmuxd.proctree", "taskmuxd.reportwire", "taskmuxd.runending", "taskmuxd.runner",
+    "taskmuxd.runpath", "taskmuxd.runready", "taskmuxd.runrecord", "taskmuxd.runrelaunch",
 }
 # Loaded by the runner's start itself (not its imports): prctl for the child subreaper.
 START_CALLS = {"_ctypes"}

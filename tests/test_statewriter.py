@@ -318,3 +318,23 @@ def test_a_round_places_its_hasty_writes_before_fsyncing_the_others(
         await asyncio.wait_for(asyncio.gather(a, b, launched), 10)
 
     asyncio.run(main())
+
+
+def test_files_submitted_together_go_in_one_batch_and_supersede_what_waits(
+        tmp_path: Path) -> None:
+    """``submit_many``: handed over at once (one batch for all of them), each file's future
+    resolved once it is durable, and a version still waiting is superseded by the new one
+    (its waiters hear with the new one's)."""
+    async def main() -> None:
+        w = StateWriter()
+        first = tmp_path / "t00.json"
+        older = w.submit(str(first), "old")  # may be taken at once, or superseded
+        futs = w.submit_many([(str(tmp_path / f"t{i:02d}.json"), f"v{i}") for i in range(40)])
+        assert len(futs) == 40
+        await asyncio.gather(older, *futs)
+        assert {p.name: read(p) for p in tmp_path.iterdir()} == {
+            f"t{i:02d}.json": f"v{i}" for i in range(40)}
+        assert w.batches <= 2, "forty files handed over together: one batch (after the one)"
+        assert stat.S_IMODE(os.stat(first).st_mode) == 0o600
+
+    asyncio.run(main())

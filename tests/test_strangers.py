@@ -75,3 +75,42 @@ def test_a_stop_of_many_tasks_ends_every_tree(env: dict[str, str], tmp_path: str
     assert task_processes() == [], "processes of stopped tasks remain after the stop"
     assert all(t["state"] == "stopped" for t in status(env, proj)["tasks"])
     assert all(_record(home, "many", f"t{i:02d}")["tree_clean"] for i in range(count))
+    # The stop told every runner in one list, written before its signals: each left its
+    # strangers to the daemon's one look (``unscanned``), and no file per task was made.
+    records = [_record(home, "many", f"t{i:02d}") for i in range(count)]
+    assert all(r["unscanned"] is True for r in records)
+    run_dir = os.path.join(home, "projects", "many", "run")
+    listed = read(os.path.join(run_dir, "ending.runs")).splitlines()
+    assert sorted(listed) == sorted(f"{r['task']} {r['run_id']}" for r in records)
+    assert not [n for n in os.listdir(run_dir) if n.endswith(".ending")]
+
+
+def test_a_run_not_ended_by_the_daemon_looks_for_its_strangers_itself(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    """The list still names the run a stop ended; the next run of the task, ending by itself,
+    is not in it: its runner looks for its strangers itself (``unscanned`` false)."""
+    flag = os.path.join(str(tmp_path), "done")
+    proj = write_project(os.path.join(str(tmp_path), "p"), f"""
+        name = "self"
+        [tasks.app]
+        command = "while [ ! -e {flag} ]; do sleep 0.05; done"
+        restart_policy = "no"
+    """)
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: task(env, proj, "app")["state"] == "running", 20, "the start")
+    first = _record(home, "self", "app")["run_id"]
+    code, out = run_json(["stop"], env, cwd=proj)
+    assert code == 0, out
+    run_dir = os.path.join(home, "projects", "self", "run")
+    assert read(os.path.join(run_dir, "ending.runs")) == f"app {first}\n"
+    assert _record(home, "self", "app")["unscanned"] is True
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: task(env, proj, "app")["state"] == "running", 20, "the second start")
+    second = _record(home, "self", "app")["run_id"]
+    assert second > first
+    with open(flag, "w"):
+        pass
+    wait_until(lambda: _record(home, "self", "app").get("status") == "exited"
+               and _record(home, "self", "app")["run_id"] == second, 20, "the task's own exit")
+    rec = _record(home, "self", "app")
+    assert rec["unscanned"] is False and rec["ended_by"] == "exit"

@@ -62,6 +62,7 @@ from taskmuxd.tmux import DeadPane, Tmux
 
 log = logging.getLogger("taskmuxd.project")
 
+HOLD_LIMIT = 5.0  # seconds a stop may hold its tasks' own files (``hold_saves``)
 SAVE_RETRY = 5.0  # seconds between attempts to write a state file that could not be written
 PID_EVENTS = ("task_adopted",)  # events the machine emits that carry the task's pid
 _requests = itertools.count(1)  # start requests, numbered daemon-wide
@@ -105,6 +106,8 @@ class Project:
         self._ahead: set[str] = set()  # dirty records that a signal waits for (see flush)
         self._ahead_placed: dict[str, asyncio.Future[None]] = {}
         self._journaled: set[str] = set()  # in ahead.json; their own files not yet durable
+        self._holding: dict[str, int] = {}  # own files held while a stop runs (hold_saves)
+        self._held: dict[str, bool] = {}  # held own files → whether journaled
         self.rungs: list[Rung] = []  # signals asked for in this turn of the loop
         self._unsaved: set[str] = set()  # writes that failed, retried every SAVE_RETRY
         self._retry: asyncio.TimerHandle | None = None
@@ -355,14 +358,61 @@ class Project:
             log.error("cannot write ahead the records of %s: %s", ", ".join(names), exc)
         self._submit(dirty, set(names))
 
+    def hold_saves(self, names: Iterable[str]) -> Callable[[], None]:
+        """Hold the own files of ``names`` while they are stopped, for at most HOLD_LIMIT
+        seconds; the function returned lets them go (each written once, as it is then).
+
+        A stop changes each record up to three times within milliseconds (stopping, written
+        ahead; stopped, on its runner's report; clean, after the look for strangers): one
+        fsynced write each would be three hundred for a stop of a hundred tasks, on the
+        writer while the runners and the loop need the processors. What a daemon killed
+        meanwhile needs is already there: the records written ahead (``ahead.json``, kept
+        in every later batch while their own files wait: ``_journaled``), and for what
+        follows, the runners' records, from which a new daemon finishes the stop as after any
+        report it did not live to save."""
+        names = [n for n in names if n in self.tasks]
+        for n in names:
+            self._holding[n] = self._holding.get(n, 0) + 1
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            timer.cancel()
+            if self._dirty:  # the changes of this turn (the last look's) held too
+                self.flush()
+            ready: set[str] = set()
+            for n in names:
+                left = self._holding.pop(n, 0) - 1
+                if left > 0:
+                    self._holding[n] = left
+                elif n in self._held:
+                    ready.add(n)
+            journaled = {n for n in ready if self._held.pop(n)}
+            if ready:
+                self._submit(ready, journaled)
+
+        timer = asyncio.get_running_loop().call_later(HOLD_LIMIT, release)
+        return release
+
     def _submit(self, dirty: set[str], journaled: set[str] | None = None) -> None:
+        records = {}
         for name in dirty:
+            if name in self._holding:  # written once the stop lets it go (``hold_saves``)
+                self._held[name] = self._held.get(name, False) or bool(journaled
+                                                                       and name in journaled)
+                continue
             task = self.tasks.get(name)
             if task is not None:
-                done = st.save_task(self.files, name, task.record)
-                done.add_done_callback(functools.partial(self._saved, name))
-                if journaled and name in journaled:
-                    done.add_done_callback(functools.partial(self._own_file_written, name))
+                records[name] = task.record
+        if not records:
+            return
+        for name, done in st.save_tasks(self.files, records).items():
+            done.add_done_callback(functools.partial(self._saved, name))
+            if journaled and name in journaled:
+                done.add_done_callback(functools.partial(self._own_file_written, name))
 
     def _own_file_written(self, name: str, fut: asyncio.Future[None]) -> None:
         """A task's own file is durable after its write-ahead: the next batch can leave it
@@ -414,6 +464,8 @@ class Project:
     def persist(self) -> None:
         """Write the project-level record and every task's."""
         self._save_record()
+        self._holding.clear()  # nothing held any more (a daemon stopping: all written now)
+        self._held.clear()
         self._dirty.update(self.tasks)
         self.flush()
 
@@ -721,11 +773,16 @@ class Project:
         was_live = {n: self.tasks[n].live for n in names}
         hooked = {n for n in names if was_live[n] and self.tasks[n].config.hooks.before_stop}
         plain = [n for n in names if n not in hooked]
-        if plain:
-            self.handle(*(m.Command(n, Ev.STOP) for n in plain))
-        results = list(await asyncio.gather(*(self._stop_one(n, was_live[n], n in hooked)
-                                              for n in names)))
-        await strangers.settled(self)  # every process of the runs is gone: then answer
+        release = self.hold_saves(n for n in names if was_live[n])
+        try:
+            with strangers.stopping(self):  # one look for the stop's strangers, at its end
+                if plain:
+                    self.handle(*(m.Command(n, Ev.STOP) for n in plain))
+                results = list(await asyncio.gather(
+                    *(self._stop_one(n, was_live[n], n in hooked) for n in names)))
+            await strangers.settled(self)  # every process of the runs is gone: then answer
+        finally:
+            release()
         return results
 
     async def _stop_one(self, name: str, was_live: bool | None = None,

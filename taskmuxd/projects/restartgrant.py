@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("taskmuxd.project")
 
+LIST_FROM = 4  # revoking more grants than this at once: list the folder first
 LAG_LIMIT = 0.3  # seconds a delayed grant's wait may count back (``delayedgrant``), + margin
 
 
@@ -92,10 +93,20 @@ async def revoke(project: ProjectView, tasks: Iterable[TaskRuntime]) -> None:
     it. A grant found gone may have been claimed: its run is then on its way, and ``take``
     hands it to the stop."""
     paths = [path(project, t) for t in tasks]
+    folder = project.files.run_dir
 
     def work() -> None:
+        # Many at once (a stop): one listing, and an unlink only of the grants in it (a
+        # thread's every system call waits for the loop's lock again). A grant missing from
+        # the listing was claimed, or never written, as an unlink that finds none says.
+        there: set[str] | None = None
+        if len(paths) > LIST_FROM:
+            with contextlib.suppress(FileNotFoundError):
+                there = set(os.listdir(folder))
+            there = there if there is not None else set()
         for p in paths:
-            rungrant.revoke(p)
+            if there is None or os.path.basename(p) in there:
+                rungrant.revoke(p)
 
     try:
         await asyncio.to_thread(work)

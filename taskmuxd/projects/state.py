@@ -187,6 +187,16 @@ def save_task(files: ProjectFiles, name: str, task: TaskRecord) -> asyncio.Futur
         _task_to_json(task, time.monotonic(), time.time(), files.next_seq())) + "\n")
 
 
+def save_tasks(files: ProjectFiles, records: dict[str, TaskRecord]
+               ) -> dict[str, asyncio.Future[None]]:
+    """``save_task`` of several tasks, handed to the writer together (one hand-over)."""
+    mono, wall = time.monotonic(), time.time()
+    names = list(records)
+    futs = WRITER.submit_many([(files.task_state(n), json.dumps(
+        _task_to_json(records[n], mono, wall, files.next_seq())) + "\n") for n in names])
+    return dict(zip(names, futs, strict=True))
+
+
 def task_durable(files: ProjectFiles, name: str) -> asyncio.Future[None]:
     """Resolved once every record of the task handed to the writer so far is on disk."""
     return WRITER.durable(files.task_state(name))

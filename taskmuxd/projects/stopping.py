@@ -92,10 +92,10 @@ async def written_ahead(project: ProjectView, tasks: Iterable[TaskRuntime]) -> N
 async def _send_batch(project: ProjectView, batch: list[Rung]) -> None:
     # No run ended by a signal of ours restarts on a grant (``restartgrant``), and its runner
     # leaves the look for strangers to the daemon (``strangers``).
+    announced = strangers.announce(project, (r.task for r in batch))
     await asyncio.gather(written_ahead(project, (r.task for r in batch)),
                          restartgrant.revoke(project, (r.task for r in batch)),
-                         asyncio.to_thread(strangers.put_tokens,
-                                           [strangers.token(project, r.task) for r in batch]))
+                         _listed(project, announced))
     sent: dict[int, list[str]] = {}
     for r in batch:
         task = r.task
@@ -113,6 +113,13 @@ async def _send_batch(project: ProjectView, batch: list[Rung]) -> None:
     for sig, names in sent.items():
         log.info("%s: sent %s to the process group of %s", project.name,
                  signal.Signals(sig).name, ", ".join(names))
+
+
+async def _listed(project: ProjectView, announced: asyncio.Future[None]) -> None:
+    """The list of runs ended in place (``strangers.announce``): a list that could not be
+    written holds up no signal (the runners then look for their strangers themselves)."""
+    with contextlib.suppress(OSError):
+        await announced
 
 
 async def _orphaned(project: ProjectView, task: TaskRuntime, run_id: int) -> None:

@@ -4,8 +4,10 @@ every runner.
 A run's processes are its runner's descendants (the runner is their subreaper), the members
 of its cgroup, and the processes elsewhere that carry its marker: "strangers", started
 outside the tree on the task's behalf. Only a look at every process's environment finds the
-last kind. When a run ends because the daemon stops it, the daemon says so first (a token,
-``run/{task}.ending``, put with the stop's first signal): the runner then ends its own tree
+last kind. When a run ends because the daemon stops it, the daemon says so first (the run's
+line in the project's list of runs it ends, ``run/ending.runs``: ``taskmuxd.runending``; one
+file written for all the runs signalled in a turn of the loop, in place before the first
+signal): the runner then ends its own tree
 with the task's ladder as always and leaves the strangers to the daemon (``unscanned`` in its
 exit record); it still waits for the daemon's word after its report, so that the daemon
 hears of its end from the report, not from its death (a record to read). The daemon looks
@@ -22,48 +24,86 @@ after any run not known to be clean.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from taskmuxd import proctree
+from taskmuxd import proctree, runending
 from taskmuxd.projects import ownership
+from taskmuxd.projects import state as st
 
 if TYPE_CHECKING:
     from taskmuxd.projects.projectview import ProjectView
     from taskmuxd.projects.task import TaskRuntime
 
 log = logging.getLogger("taskmuxd.project")
-SUFFIX = ".ending"
 
 LOOK_DELAY = 0.2  # seconds a look waits for more runs to gather, unless a stop waits on it
+STOP_LOOK_DELAY = 2.0  # the same while a stop runs (its end starts the look at once)
+_stops: dict[str, int] = {}  # project → stops running (``stopping``)
 _pending: dict[str, dict[str, int]] = {}  # project → task → run whose strangers to look for
 _timers: dict[str, asyncio.TimerHandle] = {}  # project → its look's start, when delayed
 _running: dict[str, asyncio.Task[None]] = {}  # project → its look in flight
+_ending: dict[str, dict[str, int]] = {}  # project → task → the run the daemon is ending
 
 
-def token(project: ProjectView, task: TaskRuntime) -> str:
-    return os.path.join(project.files.run_dir, task.name + SUFFIX)
+def token(project: ProjectView) -> str:
+    """The project's list of the runs the daemon ends (``runending``), named in each spec."""
+    return os.path.join(project.files.run_dir, runending.NAME)
 
 
-def put_tokens(paths: list[str]) -> None:
-    """Say to the runners that the daemon ends their runs (blocking: from a thread)."""
-    for path in paths:
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        except OSError as exc:  # the runner then looks itself, as before
-            log.warning("cannot write %s: %s", path, exc)
+def announce(project: ProjectView, tasks: Iterable[TaskRuntime]) -> asyncio.Future[None]:
+    """Say to the runners of ``tasks`` that the daemon ends their current runs: their lines
+    added to the project's list, written (whole, off the loop, not fsynced: it matters only
+    while the runs' processes live) with the lines of the runs still being ended. The future
+    says when the list is in place; a list that cannot be written is logged, and the runners
+    then look for their strangers themselves, as before."""
+    runs = _ending.setdefault(project.name, {})
+    for task in tasks:
+        runs[task.name] = task.record.run_id
+    for name, run in list(runs.items()):  # the runs heard ended (or replaced) drop out
+        now = project.tasks.get(name)
+        if now is None or now.record.run_id != run or not now.live:
+            del runs[name]
+    if not runs:
+        del _ending[project.name]
+    placed = st.write_file(token(project), runending.text(runs))
+    placed.add_done_callback(functools.partial(_announced, project.name))
+    return placed
+
+
+def _announced(name: str, fut: asyncio.Future[None]) -> None:
+    exc = None if fut.cancelled() else fut.exception()
+    if exc is not None:
+        log.warning("%s: cannot write the list of runs it ends: %s", name, exc)
 
 
 def note(project: ProjectView, task: TaskRuntime, run_id: int) -> None:
     """The runner of ``run_id`` left its strangers to the daemon: look for them with the
-    others that come meanwhile, when a stop waits for it (``settled``), else shortly."""
+    others that come meanwhile, when a stop waits for it (``settled``), else shortly (and
+    while a stop runs, only if it is still running a while later: one look for the whole
+    stop rather than one for the runs that ended first and another for the rest)."""
     task.record.clean = False
     batch = _pending.setdefault(project.name, {})
     if not batch:
-        _timers[project.name] = asyncio.get_running_loop().call_later(
-            LOOK_DELAY, _start, project)
+        delay = STOP_LOOK_DELAY if _stops.get(project.name) else LOOK_DELAY
+        _timers[project.name] = asyncio.get_running_loop().call_later(delay, _start, project)
     batch[task.name] = run_id
+
+
+@contextlib.contextmanager
+def stopping(project: ProjectView) -> Iterator[None]:
+    """A stop of tasks of ``project`` runs (it calls ``settled`` before it answers)."""
+    _stops[project.name] = _stops.get(project.name, 0) + 1
+    try:
+        yield
+    finally:
+        left = _stops.pop(project.name, 1) - 1
+        if left > 0:
+            _stops[project.name] = left
 
 
 def _start(project: ProjectView) -> None:
@@ -139,6 +179,7 @@ def _marked(prefix: str, runners: set[proctree.ProcId]) -> set[str]:
     out: set[str] = set()
     boot = proctree.boot_id()
     me = os.getpid()
+    by_pid = {r.pid: r for r in runners}
     try:
         pids = [int(n) for n in os.listdir("/proc") if n.isdigit()]
     except OSError:
@@ -146,13 +187,13 @@ def _marked(prefix: str, runners: set[proctree.ProcId]) -> set[str]:
     for pid in pids:
         if pid == me:
             continue
+        runner = by_pid.get(pid)  # a runner, known by its identity: its environment unread
+        if runner is not None and proctree.ProcId(pid, proctree.start_ticks(pid) or -1,
+                                                  boot) == runner:
+            continue
         marker = proctree.marker_of(pid)
-        if marker is None or not marker.startswith(prefix):
-            continue
-        start = proctree.start_ticks(pid)
-        if start is not None and proctree.ProcId(pid, start, boot) in runners:
-            continue
-        out.add(marker)
+        if marker is not None and marker.startswith(prefix):
+            out.add(marker)
     return out
 
 

@@ -117,13 +117,10 @@ async def launch(project: ProjectView, task: TaskRuntime, run_id: int, was_clean
             marker=marker, stop_grace_period=task.config.stop_grace_period,
             cgroup=project.services.groups.ensure(project.name, task.name),
             relaunch_socket=relaunch_socket(project, task),
-            ending=strangers.token(project, task),
+            ending=strangers.token(project),
             **readiness.runner_spec(project, task),
         )
         grant = restartgrant.offer(project, task, run_id)
-        # A stop's token is not this run's: removed before the spec is written (the writer
-        # keeps the order); its folder's fsync is not waited for.
-        st.remove_file(spec.ending or "").add_done_callback(_removed)
         writes = []
         if grant is not None:  # the next run, granted ahead (``restartgrant``)
             spec.grant = restartgrant.path(project, task)
@@ -179,12 +176,6 @@ async def launch(project: ProjectView, task: TaskRuntime, run_id: int, was_clean
     finally:
         if rec.run_id == run_id:
             project.handle(m.LaunchSettled(task.name))
-
-
-def _removed(fut: asyncio.Future[None]) -> None:
-    exc = None if fut.cancelled() else fut.exception()
-    if exc is not None:  # the runner then leaves its strangers to the daemon: still safe
-        log.warning("cannot remove a stop's token: %s", exc)
 
 
 def relaunch_socket(project: ProjectView, task: TaskRuntime) -> str | None:
