@@ -78,6 +78,9 @@ def test_stop_escalates_to_sigkill(env: dict[str, str], tmp_path: str,
     """)
     assert run_json(["start"], env, cwd=proj)[0] == 0
     pid = task(env, proj, "mule")["pid"]
+    # Its trap is set once it has said so (a stop before that would end it by SIGINT).
+    wait_until(lambda: "ignoring" in tmux(tmux_socket, "capture-pane", "-p", "-t",
+                                          "=stubborn:mule"), what="the trap to be set")
     code, out = run_json(["stop", "mule"], env, cwd=proj)
     assert code == 0 and out["action"] == "stopped"
     t = task(env, proj, "mule")
