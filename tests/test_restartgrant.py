@@ -77,8 +77,9 @@ def test_a_granted_restart_is_one_report_a_new_pid_and_counted(
         env: dict[str, str], tmp_path: str, home: str) -> None:
     proj, runs, _ = _project(str(tmp_path), "granted", "restart_delay = 0")
     run_json(["start"], env, cwd=proj)
+    # Reported running once recorded, before the new run's shell has written its line.
     t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
-                   and t["restarts"] == 1 and t, 20, "the restart")
+                   and t["restarts"] == 1 and len(_runs(runs)) == 2 and t, 20, "the restart")
     (runner1, run1, pid1), (runner2, run2, pid2) = _runs(runs)
     assert runner1 == runner2 and run2 == run1 + 1 and pid2 != pid1
     assert t["pid"] == pid2
@@ -99,12 +100,14 @@ def test_a_stop_takes_the_grant_back(env: dict[str, str], tmp_path: str, home: s
     # A task that exits 1 on SIGINT: without the grant taken back, its runner would have
     # started it again when the stop ended it.
     runs = os.path.join(str(tmp_path), "runs")
-    command = f'echo "$PPID ${{TASKMUX_RUN##*:}} $$" >> {runs}; trap "exit 1" INT; ' \
+    # The trap first: once the line is written, a SIGINT makes it exit 1.
+    command = f'trap "exit 1" INT; echo "$PPID ${{TASKMUX_RUN##*:}} $$" >> {runs}; ' \
               'while :; do sleep 0.1; done'
     proj, _, _ = _project(str(tmp_path), "revoked", 'restart_policy = "always"\n'
                           "restart_delay = 0", command=command)
     run_json(["start"], env, cwd=proj)
-    wait_until(lambda: task(env, proj, "app")["state"] == "running", 20, "the start")
+    wait_until(lambda: task(env, proj, "app")["state"] == "running"
+               and len(_runs(runs)) == 1, 20, "the start, its line written")
     grant = os.path.join(home, "projects", "revoked", "run", "app.grant")
     assert os.path.exists(grant)
     ((runner, _run, _pid),) = _runs(runs)
