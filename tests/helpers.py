@@ -254,6 +254,14 @@ def read_daemon_pid_kill(home: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def write_whole(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step (a new file renamed over it, as editors save):
+    a daemon watching it never reads it truncated or half written."""
+    with open(path + ".new", "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(path + ".new", path)
+
+
 def read(path: str) -> str:
     with open(path, encoding="utf-8") as fh:
         return fh.read()
