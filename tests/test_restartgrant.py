@@ -283,8 +283,17 @@ def _grant_path(home: str, project: str) -> str:
 
 
 def _backoff_with_grant(env: dict[str, str], proj: str, home: str, name: str) -> None:
-    wait_until(lambda: task(env, proj, "app")["state"] == "backoff"
-               and os.path.exists(_grant_path(home, name)), 20, "the crash, the grant written")
+    """Await the wait of the backoff, its grant written. Looked at over the control socket:
+    the state lasts only the backoff, which a look through the CLI (a Python start per look)
+    can miss on a busy machine."""
+    sock = os.path.join(home, "ctl.sock")
+
+    def waiting() -> bool:
+        tasks = call(sock, "project.status", {"project": name})["tasks"]
+        return next(t for t in tasks if t["name"] == "app")["state"] == "backoff" \
+            and os.path.exists(_grant_path(home, name))
+
+    wait_until(waiting, 20, "the crash, the grant written")
 
 
 def test_a_delayed_grant_waits_the_backoff_then_restarts_in_place(
@@ -316,7 +325,7 @@ def test_a_delayed_grant_waits_the_backoff_then_restarts_in_place(
 
 def test_a_stop_during_the_wait_takes_the_delayed_grant_back(
         env: dict[str, str], tmp_path: str, home: str) -> None:
-    proj, runs, _ = _delayed(str(tmp_path), "stopwait", 3)
+    proj, runs, _ = _delayed(str(tmp_path), "stopwait", 5)
     run_json(["start"], env, cwd=proj)
     _backoff_with_grant(env, proj, home, "stopwait")
     ((runner, _run, _pid),) = _runs4(runs)
@@ -332,7 +341,7 @@ def test_the_daemon_killed_during_the_wait_of_a_delayed_grant(
         env: dict[str, str], tmp_path: str, home: str) -> None:
     # Whichever comes first, the runner's claim or the successor's revoke, the task runs
     # again exactly once and nothing else of it lives.
-    proj, runs, _ = _delayed(str(tmp_path), "dkill", 2)
+    proj, runs, _ = _delayed(str(tmp_path), "dkill", 3)
     run_json(["start"], env, cwd=proj)
     _backoff_with_grant(env, proj, home, "dkill")
     pid = call(os.path.join(home, "ctl.sock"), "daemon.status")["pid"]
@@ -350,7 +359,7 @@ def test_the_runner_killed_during_the_wait_of_a_delayed_grant(
         env: dict[str, str], tmp_path: str, home: str) -> None:
     # Its grant is never claimed: the daemon revokes it at its timer and launches through
     # tmux; the task runs again exactly once.
-    proj, runs, _ = _delayed(str(tmp_path), "rkill", 1.5)
+    proj, runs, _ = _delayed(str(tmp_path), "rkill", 3)
     run_json(["start"], env, cwd=proj)
     _backoff_with_grant(env, proj, home, "rkill")
     ((runner, _run, pid1),) = _runs4(runs)
@@ -369,7 +378,7 @@ def test_the_daemon_frozen_then_killed_after_a_delayed_grant_was_claimed(
     # The runner claims its grant and starts run 2 while the daemon is frozen; the daemon is
     # killed. Its successor adopts run 2 from the runner's record as the restart: counted
     # once, the task running exactly once.
-    proj, runs, _ = _delayed(str(tmp_path), "claimed", 0.5)
+    proj, runs, _ = _delayed(str(tmp_path), "claimed", 1.5)
     run_json(["start"], env, cwd=proj)
     _backoff_with_grant(env, proj, home, "claimed")
     pid = call(os.path.join(home, "ctl.sock"), "daemon.status")["pid"]
