@@ -148,7 +148,7 @@ class NotifyListener:
     def __init__(self, path: str) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
-        self.sock.settimeout(10)
+        self.sock.settimeout(60)  # a daemon's start, READY included, on a busy machine
         self.messages: list[tuple[float, str]] = []
 
     def next(self) -> str:
