@@ -33,13 +33,20 @@ pytest_plugins = ["tests.update_fixtures"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Compile the package's modules once, before any daemon or client starts. With
+    """Take SIGINT back if the run was started with it ignored (a shell ignores it in the
+    background jobs it starts: ``cmd &``): an ignored signal stays ignored across exec, so
+    every command the suite starts would ignore the Ctrl-C that tests send it (``start -m``,
+    ``logs -f``, ``run``), and wait for an end that never comes.
+
+    Then compile the package's modules once, before any daemon or client starts. With
     PYTHONDONTWRITEBYTECODE set (as in CI), nothing else writes them, and every daemon and
     command the suite starts would compile its modules from source again: about 0.15 s of CPU
     per daemon start. Writing them here is explicit and safe to repeat (each file is replaced
     atomically, so xdist workers doing it at once is harmless)."""
     import compileall
 
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     for package in ("taskmuxd", "taskmuxctl"):
         compileall.compile_dir(os.path.join(REPO, package), quiet=1)
     tests = os.path.join(REPO, "tests")

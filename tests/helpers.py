@@ -70,9 +70,18 @@ def ensure_safe_config(home: str) -> None:
     write_config(home, text)
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+# The least a wait lasts before it fails the test. A wait's timeout only bounds how long a
+# broken test hangs (tests never assert timings); CI runs 4 workers on 2 busy cores, where a
+# process start that takes 0.1 s alone can take many seconds. A passing test never waits
+# longer for it: the wait ends as soon as its condition holds.
+WAIT_FLOOR = 30.0
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = WAIT_FLOOR, what: str = "condition",
                interval: float = 0.01) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
+    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``
+    seconds, or WAIT_FLOOR if that is longer."""
+    timeout = max(timeout, WAIT_FLOOR)
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
     while time.monotonic() < deadline:
@@ -154,7 +163,7 @@ class DaemonProcess:
         except (OSError, RuntimeError):
             return False
 
-    def wait_ready(self, timeout: float = 20.0) -> DaemonProcess:
+    def wait_ready(self, timeout: float = 60.0) -> DaemonProcess:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}: {self.output()}")
@@ -175,7 +184,7 @@ class DaemonProcess:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
-    def wait(self, timeout: float = 20.0) -> int:
+    def wait(self, timeout: float = 30.0) -> int:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
@@ -245,6 +254,14 @@ def read_daemon_pid_kill(home: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def write_whole(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` in one step (a new file renamed over it, as editors save):
+    a daemon watching it never reads it truncated or half written."""
+    with open(path + ".new", "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(path + ".new", path)
+
+
 def read(path: str) -> str:
     with open(path, encoding="utf-8") as fh:
         return fh.read()
@@ -256,7 +273,7 @@ def pid_gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
             return fh.read().rsplit(") ", 1)[1][:1] in ("Z", "X")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # (ESRCH: it ended between open and read)
         return True
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import read, run_cli, run_json, wait_until
+from tests.helpers import read, run_cli, run_json, wait_until, write_whole
 from tests.projects import wait_state, write_project
 
 PROJECT = """
@@ -39,8 +39,7 @@ def test_read_only_commands_work_while_the_file_is_broken(env: dict[str, str],
     path = os.path.join(proj, "taskmux.toml")
     with open(path) as fh:
         good = fh.read()
-    with open(path, "w") as fh:
-        fh.write(good.replace("[tasks.web]", "[tasks.web"))  # a syntax error mid-edit
+    write_whole(path, good.replace("[tasks.web]", "[tasks.web"))  # a syntax error mid-edit
     wait_until(lambda: events(env, "config_invalid"), 10, "the config_invalid event")
 
     for where, extra in ((proj, []), (env["TASKMUX_HOME"], ["-p", "mended"])):
@@ -71,8 +70,7 @@ def test_read_only_commands_work_while_the_file_is_broken(env: dict[str, str],
         plain = run_cli(argv, env, cwd=proj)
         assert plain.returncode == 0 and path in plain.stdout + plain.stderr, plain.stderr
 
-    with open(path, "w") as fh:
-        fh.write(good)
+    write_whole(path, good)
     [fixed] = wait_until(lambda: events(env, "config_valid"), 10, "the config_valid event")
     assert fixed["details"]["config"] == path
     plain = run_cli(["logs"], env, cwd=proj)

@@ -36,12 +36,12 @@ PLAN = ("start", "restart", "stop", "crashloop", "idle", "restart", "start", "st
 def test_kill_9_of_the_daemon_at_any_moment_breaks_nothing(
         home: str, tmux_socket: str, tmp_path: Path) -> None:
     assert set(PLAN) == set(KINDS)
-    chaos = Chaos(home, tmux_socket, str(tmp_path), settle_timeout=20)
+    chaos = Chaos(home, tmux_socket, str(tmp_path), settle_timeout=60)
     rng = random.Random(11)
     try:
         chaos.start_daemon()
         chaos.start_project()
-        assert chaos.wait_all_up(40), chaos.look().describe()
+        assert chaos.wait_all_up(90), chaos.look().describe()
         for n, kind in enumerate(PLAN, 1):
             r = chaos.round(n, kind, rng)
             assert r.settled is not None, r.line()
@@ -69,12 +69,12 @@ def test_kill_9_of_the_daemon_around_granted_restarts_breaks_nothing(
     tasks += [TaskSpec("steady1", "sleeper"), TaskSpec("steady2", "sleeper", policy="always"),
               TaskSpec("pg1", "forker"), TaskSpec("pg2", "forker", policy="always")]
     chaos = Chaos(home, tmux_socket, str(tmp_path), tasks=tasks, project="grants",
-                  settle_timeout=20)
+                  settle_timeout=60)
     rng = random.Random(19)
     try:
         chaos.start_daemon()
         chaos.start_project()
-        assert chaos.wait_all_up(40), chaos.look().describe()
+        assert chaos.wait_all_up(90), chaos.look().describe()
         for n, kind in enumerate(GRANT_PLAN, 1):
             r = chaos.round(n, kind, rng)
             assert r.settled is not None, r.line()

@@ -196,8 +196,10 @@ def test_daemon_alone_runs_it_in_the_foreground(env: dict[str, str], home: str) 
                             stderr=subprocess.DEVNULL)
     try:
         sock = os.path.join(home, "ctl.sock")
-        status = wait_until(lambda: call(sock, "daemon.status", timeout=1.0), 20,
-                            "the daemon to answer")
+        # Ready, not just answering: the socket answers before the daemon's signal handlers
+        # are set, and a SIGTERM then would end it with -15, not 143.
+        status = wait_until(lambda: (s := call(sock, "daemon.status", timeout=1.0))["ready"]
+                            is True and s, 20, "the daemon to be ready")
         assert status["pid"] == proc.pid  # the client became the daemon (exec), not a spawn
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 128 + signal.SIGTERM

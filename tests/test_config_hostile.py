@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from taskmuxctl.core.protocol import Code
-from tests.helpers import call, run_cli, run_json, wait_until
+from tests.helpers import call, run_cli, run_json, wait_until, write_whole
 from tests.projects import status, write_project
 
 SLEEPER = """
@@ -156,8 +156,8 @@ def test_a_reload_that_fails_is_reported_and_the_project_keeps_running(
     assert run_json(["start"], env, cwd=proj)[0] == 0
     pid = status(env, proj)["tasks"][0]["pid"]
     path = os.path.join(proj, "taskmux.toml")
-    with open(path, "w") as fh:  # the watcher picks this up
-        fh.write('name = "reload"\nx = ' + "[" * 3000 + "]" * 3000 + "\n")
+    # The watcher picks this up (written whole: never read half written).
+    write_whole(path, 'name = "reload"\nx = ' + "[" * 3000 + "]" * 3000 + "\n")
     wait_until(lambda: project_state(env, "reload")["state"] == "error", 10,
                "the failed reload to be reported")
     state = project_state(env, "reload")
@@ -165,9 +165,9 @@ def test_a_reload_that_fails_is_reported_and_the_project_keeps_running(
     assert [t["pid"] for t in state["tasks"]] == [pid]
     assert any("nested too deeply" in e["details"]["error"]
                for e in config_events(env, "reload"))
-    with open(path, "w") as fh:  # a chain of 2000 is loaded (and applied) like anything else
-        fh.write(chain(2000).replace('name = "chain"', 'name = "reload"')
-                 + '[tasks.app]\ncommand = "sleep 600"\n')
+    # A chain of 2000 is loaded (and applied) like anything else.
+    write_whole(path, chain(2000).replace('name = "chain"', 'name = "reload"')
+                + '[tasks.app]\ncommand = "sleep 600"\n')
     wait_until(lambda: project_state(env, "reload")["state"] == "ok", 30, "the good reload")
     state = project_state(env, "reload")
     assert len(state["tasks"]) == 2001

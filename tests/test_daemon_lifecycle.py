@@ -90,7 +90,8 @@ def _read_reply(s: socket.socket) -> dict[str, object]:
 
 
 def test_sigterm_finishes_the_call_in_flight_then_exits_143(daemon: DaemonProcess) -> None:
-    s = _slow_call(daemon.socket, 1.0)
+    # 3 s: time enough for the status polls below to see it in flight on a busy machine.
+    s = _slow_call(daemon.socket, 3.0)
     _wait_in_flight(daemon)
     daemon.signal(signal.SIGTERM)
     # New connections are refused once shutdown began (the socket is gone).
@@ -147,7 +148,7 @@ class NotifyListener:
     def __init__(self, path: str) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
-        self.sock.settimeout(10)
+        self.sock.settimeout(60)  # a daemon's start, READY included, on a busy machine
         self.messages: list[tuple[float, str]] = []
 
     def next(self) -> str:
@@ -173,13 +174,14 @@ def test_notify_socket_messages(start_daemon: StartDaemon, home: str) -> None:
         assert any(x.startswith("STATUS=") for x in ready.split("\n"))
         assert f"MAINPID={daemon.pid}" in ready.split("\n")
         pings = []
-        while len(pings) < 6:
+        while len(pings) < 10:
             msg = listener.next()
             if msg == "WATCHDOG=1":
                 pings.append(listener.messages[-1][0])
-        gaps = [b - a for a, b in itertools.pairwise(pings)]
-        mean = sum(gaps) / len(gaps)
-        assert 0.05 < mean < 0.2, gaps  # half of WATCHDOG_USEC = 0.1 s
+        gaps = sorted(b - a for a, b in itertools.pairwise(pings))
+        # The median: one late wake-up on a busy machine makes one long gap, which moves a
+        # mean, not the interval the daemon keeps.
+        assert 0.05 < gaps[len(gaps) // 2] < 0.2, gaps  # half of WATCHDOG_USEC = 0.1 s
         daemon.signal(signal.SIGTERM)
         stopping = listener.until("STOPPING=1")
         assert "STATUS=stopping (SIGTERM)" in stopping

@@ -137,9 +137,11 @@ def test_page_overview_and_logs(demo: tuple[str, Site], env: dict[str, str]) -> 
     assert all(t["state"] == "running" for t in mine["tasks"])
     me = site.client.get("/api/me").json()
     assert me == {"session": False, "csrf": None, "origin": site.origin}
+    # Both of the task's lines (the log grows line by line: the first alone is not enough).
     logs = wait_until(lambda: (r := site.client.get(
-        "/api/logs", params={"project": "dashdemo", "task": "web"}).json())["lines"] and r,
-        what="the web task's log")
+        "/api/logs", params={"project": "dashdemo", "task": "web"}).json())["lines"]
+        and any(line.endswith("second line") for line in r["lines"]) and r,
+        what="the web task's two lines in its log")
     assert any("web-says-hello" in line for line in logs["lines"])
     found = site.client.get("/api/logs", params={"project": "dashdemo", "task": "web",
                                                  "q": "SECOND"}).json()["lines"]

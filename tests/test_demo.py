@@ -80,7 +80,10 @@ def test_the_demo_command_runs_every_example_task(clone: str, env: dict[str, str
 
     body = wait_until(page, 30, "the web page through the proxy")
     assert b"taskmux demo" in body and b"api.demo.localhost" in body
-    status, resp, api = get("api.demo.localhost", proxy_port, tls, "/hello")
+    # The api is a task of its own: running is not yet listening (a 502 until it is).
+    status, resp, api = wait_until(lambda: (r := get("api.demo.localhost", proxy_port, tls,
+                                                     "/hello"))[0] == 200 and r, 30,
+                                   "the api through the proxy")
     assert status == 200 and b"hello from the taskmux demo API" in api
     assert resp.getheader("Access-Control-Allow-Origin") == "*"
     log = os.path.join(home, "projects", "demo", "logs", "worker.log")

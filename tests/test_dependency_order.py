@@ -27,6 +27,7 @@ def bye(*_):
     sys.exit(0)
 signal.signal(signal.SIGINT, bye)
 signal.signal(signal.SIGTERM, bye)
+open(f"{out}.{name}.armed", "w").close()  # its handlers are set: a stop now is noted
 while True:
     time.sleep(1)
 """
@@ -60,6 +61,9 @@ def test_stop_goes_backward_through_the_dependency_levels(env: dict[str, str],
     """)
     started = run_json(["start"], env, cwd=proj)
     assert started[0] == 0, started
+    # Running is reported before Python has set its handlers: await them.
+    wait_until(lambda: all(os.path.exists(f"{out}.{n}.armed")
+                           for n in ("db", "api", "web", "worker")), what="the handlers")
     code, res = run_json(["stop"], env, cwd=proj)
     assert code == 0, res
     assert {r["task"]: r["action"] for r in res["results"]} == {

@@ -100,7 +100,9 @@ def test_open_hands_the_url_to_the_browser(env: dict[str, str], urls_project: st
     os.unlink(seen)
     code, out = run_json(["open", "api"], {**plain, "BROWSER": f"{browser} --new-tab=%s"},
                          cwd=urls_project)
-    assert read(seen) == f"--new-tab={urls['api']}"
+    # (printf writes its one line in one write: what is read at all is all of it)
+    assert wait_until(lambda: read(seen), 5, "the browser to be run again") == \
+        f"--new-tab={urls['api']}"
     proc = run_cli(["open", "api"], {**plain, "BROWSER": ""}, cwd=urls_project)
     assert proc.returncode == 0
     assert proc.stdout == urls["api"] + "\n"

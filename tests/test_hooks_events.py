@@ -19,6 +19,10 @@ from tests.projects import task, write_project
 
 def test_hooks_run_in_order(env: dict[str, str], tmp_path: str) -> None:
     trail = os.path.join(str(tmp_path), "trail")
+    # after_start runs once the task is launched, not once its shell has written: it awaits
+    # the task's line (up to 60 s) rather than guessing how long that takes.
+    action = (f"i=0; until grep -qx action {trail} || [ $i -ge 1200 ]; "
+              "do sleep 0.05; i=$((i+1)); done")
     proj = write_project(str(tmp_path / "p"), f"""
         name = "hooked"
         [hooks]
@@ -30,7 +34,7 @@ def test_hooks_run_in_order(env: dict[str, str], tmp_path: str) -> None:
         command = "echo action >> {trail}; sleep 600"
         [tasks.app.hooks]
         before_start = "echo task-before-start >> {trail}"
-        after_start = "sleep 0.3; echo task-after-start >> {trail}"
+        after_start = "{action}; echo task-after-start >> {trail}"
         before_stop = "echo task-before-stop >> {trail}"
         after_stop = "echo task-after-stop $TASKMUX_TASK >> {trail}"
     """)

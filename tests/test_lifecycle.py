@@ -14,10 +14,18 @@ from tests.projects import pid_alive, status, task, tmux, windows, write_project
 
 def test_dependency_order_with_gating(env: dict[str, str], tmp_path: str) -> None:
     marker = os.path.join(str(tmp_path), "db.ready")
+    # db is made ready only once its own runner and solo's have recorded their starts (a
+    # fixed sleep could end first on a busy machine); were solo held back for the chain, it
+    # would never be, and the check on solo's start below fails after 30 s. (The last 0.05 s:
+    # a file's mtime is read from a clock that may lag a tick behind time.time().)
+    run = os.path.join(env["TASKMUX_HOME"], "projects", "gated", "run")
+    gate = (f"i=0; until [ $(grep -ls '\"status\":\"running\"' {run}/solo.json "
+            f"{run}/db.json | wc -l) -eq 2 ] || [ $i -ge 600 ]; "
+            "do sleep 0.05; i=$((i+1)); done; sleep 0.05")
     proj = write_project(str(tmp_path / "p"), f"""
         name = "gated"
         [tasks.db]
-        command = "sleep 0.3; touch {marker}; sleep 600"
+        command = '''{gate}; touch {marker}; sleep 600'''
         health_check = "test -f {marker}"
         health_interval = 0.2
         [tasks.api]
@@ -78,6 +86,9 @@ def test_stop_escalates_to_sigkill(env: dict[str, str], tmp_path: str,
     """)
     assert run_json(["start"], env, cwd=proj)[0] == 0
     pid = task(env, proj, "mule")["pid"]
+    # Its trap is set once it has said so (a stop before that would end it by SIGINT).
+    wait_until(lambda: "ignoring" in tmux(tmux_socket, "capture-pane", "-p", "-t",
+                                          "=stubborn:mule"), what="the trap to be set")
     code, out = run_json(["stop", "mule"], env, cwd=proj)
     assert code == 0 and out["action"] == "stopped"
     t = task(env, proj, "mule")

@@ -37,7 +37,7 @@ def test_daemon_files_are_private_and_tasks_keep_the_users_umask(
     proj = write_project(str(tmp_path / "p"), """
         name = "private"
         [tasks.web]
-        command = "echo made > made.txt; mkdir -p made.d; sleep 600"
+        command = "mkdir -p made.d; echo made > made.txt; sleep 600"
     """)
     prev = os.umask(0o022)
     try:  # the client starts the daemon (detached, logging to daemon.log) with this umask

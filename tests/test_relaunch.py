@@ -53,14 +53,21 @@ def test_a_zero_wait_crash_runs_again_in_the_same_pane(env: dict[str, str], tmp_
                                                        home: str) -> None:
     proj, runs, _ = _project(str(tmp_path), "inplace", "restart_delay = 0")
     run_json(["start"], env, cwd=proj)
+    log_path = os.path.join(home, "projects", "inplace", "logs", "app.log")
+
+    def both_logged() -> bool:  # run 2's output reaches the log after it is reported running
+        log = read(log_path)
+        return all(f"output of run {run}" in log for _runner, run in _runs(runs))
+
     wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
-               and t["restarts"] == 1, 20, "the restart")
+               and t["restarts"] == 1 and len(_runs(runs)) == 2 and both_logged(), 20,
+               "the restart, both runs' lines written and logged")
     (runner1, run1), (runner2, run2) = _runs(runs)
     assert runner1 == runner2, "the replacement ran in a new runner, not in place"
     assert run2 > run1
     record = os.path.join(home, "projects", "inplace", "run", "app.json")
     assert json.loads(read(record))["run_id"] == run2
-    log = read(os.path.join(home, "projects", "inplace", "logs", "app.log"))
+    log = read(log_path)
     assert f"output of run {run1}" in log and f"output of run {run2}" in log
     assert "exited with code 3" in log
 
@@ -81,7 +88,8 @@ def test_a_restart_after_a_backoff_runs_in_place_too(env: dict[str, str], tmp_pa
     """)
     run_json(["start"], env, cwd=proj)
     wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
-               and t["restarts"] == 2, 30, "two restarts")
+               and t["restarts"] == 2 and len(_runs(runs)) == 3, 30,
+               "two restarts, the third run's line written")
     got = _runs(runs)
     assert len(got) == 3 and [run for _pid, run in got] == sorted({r for _p, r in got})
     assert len({pid for pid, _run in got}) == 1, f"not all in one runner: {got}"
@@ -135,7 +143,7 @@ def test_a_daemon_killed_between_the_exit_report_and_the_relaunch(
 
 def _order(path: str, order: dict[str, object]) -> bytes:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
+        s.settimeout(30)
         s.connect(path)
         s.sendall(json.dumps(order).encode() + b"\n")
         return s.recv(16)
@@ -178,7 +186,7 @@ def test_a_waiting_runner_refuses_an_order_for_a_stale_run_and_obeys_a_later_one
                        10, "the first run's exit record, offering a relaunch")
             assert _order(relaunch, {"run": 1, "spec": os.path.join(d, "stale.json")}) \
                 == b"no\n"
-            assert proc.wait(10) == 0  # refused: it ended as a runner always did
+            assert proc.wait(30) == 0  # refused: it ended as a runner always did
             assert not os.path.exists(relaunch)
         finally:
             if proc.poll() is None:
@@ -195,7 +203,7 @@ def test_a_waiting_runner_refuses_an_order_for_a_stale_run_and_obeys_a_later_one
             pids = [line.split()[0] for line in read(out).splitlines()]
             assert pids[1] == pids[2] == str(proc.pid)
             proc.send_signal(signal.SIGTERM)  # the daemon's "finish"
-            assert proc.wait(10) == 0
+            assert proc.wait(30) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from taskmuxd import reportdoor, reportwire, runner
-from tests.helpers import call, run_json, wait_until
+from tests.helpers import WAIT_FLOOR, call, run_json, wait_until
 from tests.projects import wait_state, write_project
 
 pytestmark = pytest.mark.skipif(not reportdoor.AVAILABLE, reason="no SO_PASSCRED here")
@@ -70,7 +70,7 @@ async def _with_door(folder: str, ready: bool,
 
 async def _until(cond: Callable[[], bool]) -> None:
     """The door has no hook to await: its counters are looked at between turns of the loop."""
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(WAIT_FLOOR):
         while not cond():  # noqa: ASYNC110
             await asyncio.sleep(0.005)
 

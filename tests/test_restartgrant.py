@@ -86,8 +86,9 @@ def test_a_granted_restart_is_one_report_a_new_pid_and_counted(
         env: dict[str, str], tmp_path: str, home: str) -> None:
     proj, runs, _ = _project(str(tmp_path), "granted", "restart_delay = 0")
     run_json(["start"], env, cwd=proj)
+    # Reported running once recorded, before the new run's shell has written its line.
     t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
-                   and t["restarts"] == 1 and t, 20, "the restart")
+                   and t["restarts"] == 1 and len(_runs(runs)) == 2 and t, 20, "the restart")
     (runner1, run1, pid1), (runner2, run2, pid2) = _runs(runs)
     assert runner1 == runner2 and run2 == run1 + 1 and pid2 != pid1
     assert t["pid"] == pid2
@@ -108,12 +109,14 @@ def test_a_stop_takes_the_grant_back(env: dict[str, str], tmp_path: str, home: s
     # A task that exits 1 on SIGINT: without the grant taken back, its runner would have
     # started it again when the stop ended it.
     runs = os.path.join(str(tmp_path), "runs")
-    command = f'echo "$PPID ${{TASKMUX_RUN##*:}} $$" >> {runs}; trap "exit 1" INT; ' \
+    # The trap first: once the line is written, a SIGINT makes it exit 1.
+    command = f'trap "exit 1" INT; echo "$PPID ${{TASKMUX_RUN##*:}} $$" >> {runs}; ' \
               'while :; do sleep 0.1; done'
     proj, _, _ = _project(str(tmp_path), "revoked", 'restart_policy = "always"\n'
                           "restart_delay = 0", command=command)
     run_json(["start"], env, cwd=proj)
-    wait_until(lambda: task(env, proj, "app")["state"] == "running", 20, "the start")
+    wait_until(lambda: task(env, proj, "app")["state"] == "running"
+               and len(_runs(runs)) == 1, 20, "the start, its line written")
     grant = os.path.join(home, "projects", "revoked", "run", "app.grant")
     assert os.path.exists(grant)
     ((runner, _run, _pid),) = _runs(runs)
@@ -339,8 +342,17 @@ def _grant_path(home: str, project: str) -> str:
 
 
 def _backoff_with_grant(env: dict[str, str], proj: str, home: str, name: str) -> None:
-    wait_until(lambda: task(env, proj, "app")["state"] == "backoff"
-               and os.path.exists(_grant_path(home, name)), 20, "the crash, the grant written")
+    """Await the wait of the backoff, its grant written. Looked at over the control socket:
+    the state lasts only the backoff, which a look through the CLI (a Python start per look)
+    can miss on a busy machine."""
+    sock = os.path.join(home, "ctl.sock")
+
+    def waiting() -> bool:
+        tasks = call(sock, "project.status", {"project": name})["tasks"]
+        return next(t for t in tasks if t["name"] == "app")["state"] == "backoff" \
+            and os.path.exists(_grant_path(home, name))
+
+    wait_until(waiting, 20, "the crash, the grant written")
 
 
 def test_a_delayed_grant_waits_the_backoff_then_restarts_in_place(
@@ -372,7 +384,7 @@ def test_a_delayed_grant_waits_the_backoff_then_restarts_in_place(
 
 def test_a_stop_during_the_wait_takes_the_delayed_grant_back(
         env: dict[str, str], tmp_path: str, home: str) -> None:
-    proj, runs, _ = _delayed(str(tmp_path), "stopwait", 3)
+    proj, runs, _ = _delayed(str(tmp_path), "stopwait", 5)
     run_json(["start"], env, cwd=proj)
     _backoff_with_grant(env, proj, home, "stopwait")
     ((runner, _run, _pid),) = _runs4(runs)
@@ -444,7 +456,7 @@ def test_the_daemon_killed_during_the_wait_of_a_delayed_grant(
         env: dict[str, str], tmp_path: str, home: str) -> None:
     # Whichever comes first, the runner's claim or the successor's revoke, the task runs
     # again exactly once and nothing else of it lives.
-    proj, runs, _ = _delayed(str(tmp_path), "dkill", 2)
+    proj, runs, _ = _delayed(str(tmp_path), "dkill", 3)
     run_json(["start"], env, cwd=proj)
     _backoff_with_grant(env, proj, home, "dkill")
     pid = call(os.path.join(home, "ctl.sock"), "daemon.status")["pid"]
@@ -462,7 +474,7 @@ def test_the_runner_killed_during_the_wait_of_a_delayed_grant(
         env: dict[str, str], tmp_path: str, home: str) -> None:
     # Its grant is never claimed: the daemon revokes it at its timer and launches through
     # tmux; the task runs again exactly once.
-    proj, runs, _ = _delayed(str(tmp_path), "rkill", 1.5)
+    proj, runs, _ = _delayed(str(tmp_path), "rkill", 3)
     run_json(["start"], env, cwd=proj)
     _backoff_with_grant(env, proj, home, "rkill")
     ((runner, _run, pid1),) = _runs4(runs)
@@ -481,7 +493,7 @@ def test_the_daemon_frozen_then_killed_after_a_delayed_grant_was_claimed(
     # The runner claims its grant and starts run 2 while the daemon is frozen; the daemon is
     # killed. Its successor adopts run 2 from the runner's record as the restart: counted
     # once, the task running exactly once.
-    proj, runs, _ = _delayed(str(tmp_path), "claimed", 0.5)
+    proj, runs, _ = _delayed(str(tmp_path), "claimed", 1.5)
     run_json(["start"], env, cwd=proj)
     _backoff_with_grant(env, proj, home, "claimed")
     pid = call(os.path.join(home, "ctl.sock"), "daemon.status")["pid"]

@@ -240,9 +240,10 @@ def test_memory_goes_back_after_a_flood_of_large_messages(daemon: DaemonProcess)
 def test_a_ping_still_answers_while_a_slow_one_waits(daemon: DaemonProcess) -> None:
     """A delay in range is still a delay, and does not hold up another client."""
     with socket.socket(socket.AF_UNIX) as slow:
-        slow.settimeout(10)
+        slow.settimeout(30)
         slow.connect(daemon.socket)
-        slow.sendall(enc(req({"delay": 0.5}, rid="slow")) + b"\n")
+        # 3 s: time enough for the status polls to see it in flight on a busy machine.
+        slow.sendall(enc(req({"delay": 3.0}, rid="slow")) + b"\n")
         wait_until(lambda: call(daemon.socket, "daemon.status")["calls_in_flight"] == 1,
                    what="the slow call to be in flight")
         assert call(daemon.socket, "daemon.ping") == {"pong": True}

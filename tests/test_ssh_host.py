@@ -286,10 +286,11 @@ def test_fleet_status_across_machines(lab: SshLab, client: Client) -> None:
         silent.listen(4)
         client.run("fleet", "add", "silent", f"ssh://nobody@127.0.0.1:{silent.getsockname()[1]}")
         started = time.monotonic()
-        proc = client.run("--json", "fleet", "status", "--deadline", "4")
+        # 8 s: the machines that are up answer well within it on a busy machine too.
+        proc = client.run("--json", "fleet", "status", "--deadline", "8")
         elapsed = time.monotonic() - started
     assert proc.returncode == 1, proc.stderr
-    assert elapsed < 12  # parallel: one deadline, not one per machine
+    assert elapsed < 20  # parallel: one deadline, not one per machine
     out = json.loads(proc.stdout)
     by = {e["name"]: e for e in out["hosts"]}
     assert [e["name"] for e in out["hosts"]] == [up.name, other.name, "idle", "bare", "down",

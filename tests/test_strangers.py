@@ -69,7 +69,8 @@ def test_a_stop_of_many_tasks_ends_every_tree(env: dict[str, str], tmp_path: str
     def task_processes() -> list[int]:
         return [p.pid for p in proctree.find_marked(prefix) if p.pid not in runners]
 
-    assert len(task_processes()) == 3 * count
+    # Running is reported once each shell is started, before it has forked its two sleeps.
+    wait_until(lambda: len(task_processes()) == 3 * count, 30, "each shell and its two sleeps")
     code, out = run_json(["stop"], env, cwd=proj)
     assert code == 0, out
     assert task_processes() == [], "processes of stopped tasks remain after the stop"

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 
-from tests.helpers import BIN, read, run_json, wait_until
+from tests.helpers import BIN, read, run_json, wait_until, write_config
 from tests.projects import pid_alive, status, task, wait_state, write_project
 
 
@@ -21,9 +21,10 @@ def names(evs: list[dict[str, object]]) -> list[object]:
 
 
 def test_a_crash_is_acted_on_at_once_by_the_runners_report(env: dict[str, str],
-                                                            tmp_path: str) -> None:
-    # The sweep runs every 30 s by default; a restart within seconds proves the runner's
+                                                            tmp_path: str, home: str) -> None:
+    # The sweep runs once an hour here: a restart within the wait proves the runner's
     # report drove it.
+    write_config(home, "health_check_interval = 3600\n")
     flag = os.path.join(str(tmp_path), "crashed-once")
     proj = write_project(str(tmp_path / "p"), f"""
         name = "crashy"
@@ -113,7 +114,8 @@ def test_health_command_and_status_show_the_failure(env: dict[str, str],
     """)
     run_json(["start", "good"], env, cwd=proj)
     run_json(["start", "bad"], env, cwd=proj)
-    wait_until(lambda: task(env, proj, "bad")["healthy"] is False, 10, "bad to be judged")
+    wait_until(lambda: task(env, proj, "bad")["healthy"] is False
+               and task(env, proj, "good")["healthy"] is True, 10, "both to be judged")
     _code, out = run_json(["health"], env, cwd=proj)
     assert (out["healthy_count"], out["total_count"]) == (1, 2)
     text = subprocess.run([f"{BIN}/taskmux", "status"], env=env, cwd=proj, text=True,
@@ -246,8 +248,14 @@ def test_an_edit_restarts_only_the_task_it_touches(env: dict[str, str], tmp_path
     reload_event = [e for e in events(env, proj) if e["event"] == "config_reloaded"][-1]
     assert reload_event["details"] == {"added": ["new"], "removed": ["old"],
                                        "changed": ["api"]}
-    after = wait_until(lambda: {t["name"]: t for t in status(env, proj)["tasks"]}.get("new"),
-                       10, "the new task") and {t["name"]: t for t in status(env, proj)["tasks"]}
+
+    def applied() -> dict[str, dict[str, object]] | None:  # the new task and api's new run up
+        tasks = {t["name"]: t for t in status(env, proj)["tasks"]}
+        done = all(n in tasks and tasks[n]["state"] == "running" for n in ("new", "api")) \
+            and tasks["api"]["pid"] != before["api"] and "old" not in tasks
+        return tasks if done else None
+
+    after = wait_until(applied, 10, "the edit applied")
     assert after["web"]["pid"] == before["web"]
     assert after["api"]["pid"] != before["api"] and after["api"]["state"] == "running"
     assert after["new"]["state"] == "running"

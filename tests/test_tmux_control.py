@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 
 import pytest
@@ -34,7 +35,7 @@ from taskmuxd.tmuxcontrol import (
     command_line,
     quote,
 )
-from tests.helpers import DaemonProcess, call, run_json
+from tests.helpers import WAIT_FLOOR, DaemonProcess, call, run_json
 from tests.projects import status, write_project
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -97,8 +98,9 @@ async def tmux_cli(socket: str, *args: str) -> int:
     return done.returncode
 
 
-async def until(cond: Callable[[], bool], timeout: float = 10) -> None:
-    for _ in range(int(timeout / 0.01)):
+async def until(cond: Callable[[], bool], timeout: float = WAIT_FLOOR) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if cond():
             return
         await asyncio.sleep(0.01)

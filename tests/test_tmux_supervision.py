@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DaemonProcess, run_json, wait_until, write_config
+from tests.helpers import DaemonProcess, pid_gone, run_json, wait_until, write_config
 from tests.projects import status, task, tmux, wait_state, windows, write_project
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
@@ -109,7 +109,8 @@ def test_a_runner_killed_without_a_word_is_noticed_and_replaced(
                        and t["pid"] != web["pid"] and t, 20, "web to run again")
     assert again["pid"] is not None
     # The run the runner left behind was ended before the new one: one sleep per task.
-    wait_until(lambda: not _alive(web["pid"]), 20, "the old task to be ended")
+    # (pid_gone: orphaned by the killed runner, it may stay a zombie nobody reaps.)
+    wait_until(lambda: pid_gone(web["pid"]), 20, "the old task to be ended")
 
 
 def test_the_tmux_server_killed_by_pid_brings_the_project_back(
@@ -127,11 +128,3 @@ def test_the_tmux_server_killed_by_pid_brings_the_project_back(
     # "quiet" (no restart policy) came back only by the restore; "web" may have been restarted
     # by its own policy ("always", no delay) before the restore looked.
     assert "quiet" in events(home, "project_restored")[0]["details"]["tasks"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
