@@ -166,7 +166,7 @@ def test_stop_ladder_climbs_only_as_far_as_needed(
     started = time.monotonic()
     assert proctree.stop_ladder(current, 0.2, lambda sig, n: steps.append((sig, n)))
     assert steps == [(signal.SIGINT, 2), (signal.SIGTERM, 1), (signal.SIGKILL, 1)]
-    assert 0.4 <= time.monotonic() - started < 3
+    assert 0.4 <= time.monotonic() - started < 10  # two waits of 0.2 s, no more than a few
     assert polite.wait(5) == -signal.SIGINT and stubborn.wait(5) == -signal.SIGKILL
     # Nothing to stop: done at once, no signal sent.
     steps.clear()

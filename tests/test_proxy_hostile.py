@@ -204,7 +204,7 @@ def test_stalled_handshakes_cost_nothing_and_end_at_the_deadline(
             before = cpu_seconds(daemon.pid)
             time.sleep(1.0)
             assert cpu_seconds(daemon.pid) - before < 0.15
-            assert ping_ms(daemon) < 50
+            assert ping_ms(daemon) < 500  # not held up behind them (a loose bound: 4 workers)
             # The deadline ends every stalled handshake and gives the places back.
             wait_until(lambda: all(closed_by_peer(s) for s in socks), timeout=15,
                        what="stalled handshakes closed by the proxy")
@@ -322,7 +322,7 @@ def test_another_users_flood_leaves_the_owner_its_own_share(home: str,
                 status, _, _ = get("web.share.localhost", port, ca_context(proxy.ca_path),
                                    "/owner")
                 assert status == 200 and [p for _, p, _ in web.seen] == ["/owner"]
-                assert ping_ms(daemon) < 50
+                assert ping_ms(daemon) < 500  # not held up behind them (a loose bound: 4 workers)
             finally:
                 assert flood.stdin is not None and flood.stdout is not None
                 flood.stdin.close()
