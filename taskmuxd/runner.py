@@ -466,6 +466,7 @@ class Runner:
         old_log: LogWriter | None = getattr(self, "log", None)
         if old_log is not None:
             os.close(old_log.fd)
+            self.forget_typed()
         self.log, self.record, self.env = made.log, made.record, made.env
         self.pid = 0
         self.master = -1
@@ -868,6 +869,15 @@ class Runner:
         data = runrecord.to_json(self.spec)
         data.update(run_id=self.spec.run_id + 1, marker=marker)
         return runrecord.spec_from_json(data)
+
+    def forget_typed(self) -> None:
+        """Keys typed into the pane while no run was there (a warm wait, a hold) are not the
+        next run's input, as they are not a fresh pane's when tmux respawns it."""
+        if self.stdin_open and self.pane_ok:
+            try:
+                termios.tcflush(0, termios.TCIFLUSH)
+            except (termios.error, OSError):
+                pass
 
     def begin_granted(self, spec: RunSpec, made: NextRun | None = None) -> None:
         """Take up the granted run (``made`` ready during a hold, its record staged): record

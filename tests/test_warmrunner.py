@@ -290,3 +290,36 @@ def test_a_lost_order_to_a_warm_runner_costs_time_never_a_second_copy(
     wait_until(lambda: pid_gone(runner), 20, "the warm runner to be ended")
     assert _runners_of(home, "lost") == [got[1][0]]
     assert len(_runs(runs)) == 2
+
+
+def test_keys_typed_while_warm_are_not_the_next_runs_input(
+        env: dict[str, str], tmp_path: str, tmux_socket: str) -> None:
+    """A stopped task's pane takes keys while its runner waits warm; the next run reads only
+    what is typed once it runs (a pane respawned by tmux would hold nothing either)."""
+    got = os.path.join(str(tmp_path), "got")
+    runs = os.path.join(str(tmp_path), "runs")
+    reads = f'read line; echo "$line" > {got}.new; mv {got}.new {got}'
+    command = COMMAND.format(runs=runs).replace("exec sleep 600", f"{reads}; exec sleep 600")
+    proj = write_project(os.path.join(str(tmp_path), "p"), f"""
+        name = "typed"
+        [tasks.app]
+        command = '{command}'
+        stop_grace_period = 2
+    """)
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    wait_until(lambda: _runs(runs), 10, "the first run")
+    window = str(task(env, proj, "app")["window"])
+    tmux(tmux_socket, "send-keys", "-t", window, "first", "Enter")
+    wait_until(lambda: os.path.exists(got), 10, "the first run's line")
+    assert read(got).strip() == "first"
+    os.unlink(got)
+    _stopped_warm(env, proj, tmux_socket)
+    tmux(tmux_socket, "send-keys", "-t", window, "stale", "Enter")
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    (_, (runner2, _, _)) = wait_until(lambda: len(_runs(runs)) == 2 and _runs(runs), 10,
+                                      "the second run")
+    assert runner2 == _runs(runs)[0][0], "the start did not go to the warm runner"
+    tmux(tmux_socket, "send-keys", "-t", window, "fresh", "Enter")
+    wait_until(lambda: os.path.exists(got), 10, "the second run's line")
+    assert read(got).strip() == "fresh"
