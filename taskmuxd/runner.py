@@ -314,23 +314,26 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def write_record(path: str, record: RunRecord,
-                 then: Callable[[], None] | None = None, sync: bool = True) -> None:
+                 then: Callable[[], bool | None] | None = None, sync: bool = True) -> None:
     """Replace the record at ``path``, then run ``then`` (telling the daemon), then fsync it
-    (with ``sync``).
+    (with ``sync``) unless ``then`` says the daemon heard it (returns True).
 
     The daemon is told once the file says what the message says (renamed into place): a
     daemon killed from then on finds it there, and a later run's record can never be
     overwritten by this one. The fsync comes after the message, off the way from a task's
     exit to its restart: it matters only if the machine loses power within those
-    milliseconds, when the run is over anyway and a torn record reads as none."""
+    milliseconds, when the run is over anyway and a torn record reads as none. A daemon that
+    heard the report writes what it decided of it durably itself (the task's state, fsynced
+    by its writer), so the fsync is left to it: a hundred runners a stop ends do not each
+    force a journal commit while the others rename their records in the same folder; a
+    report that did not reach it leaves the record the only voice, fsynced."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         _write_all(fd, (runrecord.dumps(record) + "\n").encode())
         os.replace(tmp, path)
-        if then is not None:
-            then()
-        if sync:
+        heard = then() if then is not None else None
+        if sync and heard is not True:
             os.fsync(fd)
     finally:
         os.close(fd)
@@ -483,10 +486,12 @@ class Runner:
 
     told = False  # whether the last report reached the daemon
 
-    def notify(self, method: str) -> None:
+    def notify(self, method: str) -> bool:
+        """Report the run to the daemon; whether it heard (``told``)."""
         self.told = tell_daemon(self.socket_path, method, {
             "project": self.spec.project, "task": self.spec.task,
             "run_id": self.spec.run_id, "record": runrecord.to_json(self.record)})
+        return self.told
 
     @staticmethod
     def run_env(spec: RunSpec, marker: str, readiness: RunReadiness) -> dict[str, str]:
