@@ -313,30 +313,72 @@ def _write_all(fd: int, data: bytes) -> None:
 # -- records and telling the daemon ------------------------------------------------------------
 
 
-def write_record(path: str, record: RunRecord,
-                 then: Callable[[], bool | None] | None = None, sync: bool = True) -> None:
-    """Replace the record at ``path``, then run ``then`` (telling the daemon), then fsync it
-    (with ``sync``) unless ``then`` says the daemon heard it (returns True).
+IN_PLACE_MAX = 4096  # bytes of a record rewritten in place at most: one page
 
-    The daemon is told once the file says what the message says (renamed into place): a
-    daemon killed from then on finds it there, and a later run's record can never be
-    overwritten by this one. The fsync comes after the message, off the way from a task's
-    exit to its restart: it matters only if the machine loses power within those
-    milliseconds, when the run is over anyway and a torn record reads as none. A daemon that
-    heard the report writes what it decided of it durably itself (the task's state, fsynced
-    by its writer), so the fsync is left to it: a hundred runners a stop ends do not each
-    force a journal commit while the others rename their records in the same folder; a
-    report that did not reach it leaves the record the only voice, fsynced."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+def write_record(path: str, record: RunRecord, then: Callable[[], bool | None] | None = None,
+                 sync: bool = True, in_place: bool = False) -> None:
+    """Put ``record`` at ``path``, then run ``then`` (telling the daemon), then fsync it (with
+    ``sync``) unless ``then`` says the daemon heard it (returns True).
+
+    The daemon is told once the file says what the message says: a daemon killed from then
+    on finds it there, and a later run's record can never be overwritten by this one. The
+    record is replaced whole (a new file renamed into place) or, with ``in_place`` (the
+    daemon checks sealed records: ``runrecord.sealed``), rewritten over the same file when
+    there is one and the record fits in a page: no inode allocated or freed and no change to
+    the ``run/`` folder, where the runners a stop ends would otherwise queue on its lock. A
+    ``pwrite`` of one page is whole or not at all when the runner is killed (the kernel checks
+    for a fatal signal between pages); a reader that catches it half written finds the seal
+    broken and reads again.
+
+    The fsync comes after the message, off the way from a task's exit to its restart: it
+    matters only if the machine loses power within those milliseconds, when the run is over
+    anyway and a torn record reads as none. A daemon that heard the report writes what it
+    decided of it durably itself (the task's state, fsynced by its writer), so the fsync is
+    left to it: a hundred runners a stop ends do not each force a journal commit; a report
+    that did not reach it leaves the record the only voice, fsynced."""
+    data = runrecord.sealed(record) + b"\n"
+    fd = _rewrite(path, data) if in_place else None
+    if fd is None:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            _write_all(fd, data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.close(fd)
+            raise
     try:
-        _write_all(fd, (runrecord.dumps(record) + "\n").encode())
-        os.replace(tmp, path)
         heard = then() if then is not None else None
         if sync and heard is not True:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _rewrite(path: str, data: bytes) -> int | None:
+    """Write ``data`` over the record file at ``path`` in one ``pwrite`` (padded with spaces
+    to the file's length: never truncated); its descriptor, or None where it cannot be (no
+    file yet, not a regular one, more than a page): then it is replaced whole."""
+    if len(data) > IN_PLACE_MAX:
+        return None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o170000 != 0o100000 or st.st_size > IN_PLACE_MAX:
+            os.close(fd)
+            return None
+        if len(data) < st.st_size:
+            data = data[:-1] + b" " * (st.st_size - len(data)) + b"\n"
+        if os.pwrite(fd, data, 0) == len(data):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
 def stage_record(path: str, record: RunRecord) -> str:
@@ -345,7 +387,7 @@ def stage_record(path: str, record: RunRecord) -> str:
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        _write_all(fd, (runrecord.dumps(record) + "\n").encode())
+        _write_all(fd, runrecord.sealed(record) + b"\n")
     finally:
         os.close(fd)
     return tmp
@@ -531,7 +573,7 @@ class Runner:
         # outlives any process; only a power loss could lose it, and that ends this run too
         # (its successor finds the run gone by the boot id; a torn record reads as none).
         write_record(self.record_path, self.record, lambda: self.notify("runner.started"),
-                     sync=False)
+                     sync=False, in_place=self.spec.record_in_place)
         self.log.note(f"started (pid {pid}): {self.spec.command}")
 
     def setup_signals(self) -> None:
@@ -641,7 +683,7 @@ class Runner:
         """Readiness, the watchdog or the status changed: record it, tell the daemon. A record
         that cannot be written (a full disk) does not stop the task: the daemon still hears."""
         try:
-            write_record(self.record_path, self.record)
+            write_record(self.record_path, self.record, in_place=self.spec.record_in_place)
         except OSError as exc:
             self.log.note(f"cannot write the run's record: {exc.strerror or exc}")
         self.notify("runner.notify")
@@ -793,7 +835,8 @@ class Runner:
             return code if code is not None else 128 + (sig or 0)
         if self.offers_relaunch():  # the daemon may order the next run here (``runrelaunch``)
             self.record.relaunch = self.spec.relaunch_socket
-        write_record(self.record_path, self.record, lambda: self.notify("runner.exited"))
+        write_record(self.record_path, self.record, lambda: self.notify("runner.exited"),
+                     in_place=self.spec.record_in_place)
         os.close(self.master)
         self.readiness.close()
         return code if code is not None else 128 + (sig or 0)
@@ -900,7 +943,7 @@ class Runner:
         rec.after_run, rec.after_code, rec.after_signal = \
             ended.run_id, ended.exit_code, ended.exit_signal
         rec.after_at = ended.exited_at
-        write_record(self.record_path, rec, sync=False)
+        write_record(self.record_path, rec, sync=False, in_place=self.spec.record_in_place)
 
     held: NextRun | None = None  # the run granted with a wait, made ready during the hold
 
@@ -1080,7 +1123,7 @@ def main(argv: list[str]) -> int:
         record.status, record.error, record.exited_at = "failed", repr(exc), time.time()
         record.relaunch = None
         try:
-            write_record(spec.record, record)
+            write_record(spec.record, record, in_place=spec.record_in_place)
         finally:
             tell_daemon(spec.socket, "runner.exited", {
                 "project": spec.project, "task": spec.task, "run_id": spec.run_id,

@@ -99,6 +99,9 @@ class RunSpec:
     watchdog_sec: float | None = None
     grant: str | None = None  # where the daemon may grant the next run at once (rungrant)
     ending: str | None = None  # the list of runs the daemon ends (runending, strangers)
+    # The daemon checks sealed records: the runner may rewrite its record in place (see
+    # ``sealed``); without it (an older daemon), every write is a new file renamed into place.
+    record_in_place: bool = False
     format: int = SPEC_FORMAT
 
 
@@ -224,15 +227,60 @@ def dumps(item: RunSpec | RunRecord) -> str:
     return jsonio.dumps(to_json(item))
 
 
-def _read(path: str) -> object:
+# -- sealed records: rewritten in place, a torn read told from a whole one --------------------
+#
+# A record the runner rewrites in place (one ``pwrite`` over the same file, no new file and
+# no rename: nothing changes in the ``run/`` folder, where a hundred runners that a stop ends
+# otherwise each allocate an inode and take the folder's lock) could be read half old, half
+# new by a process reading it meanwhile, and such a mix can be valid JSON with wrong values.
+# So it is sealed: it begins with ``{"check":"<16 hex digits>",`` and those digits are a
+# digest of every byte that follows the check's closing quote (from the comma to the closing
+# brace); spaces and a newline may follow (a shorter record written over a longer one pads to
+# its length rather than truncating). A reader takes a sealed record only when its digest
+# matches (else it reads again, and after ``READ_TRIES`` takes it as torn: none); a record
+# that is not sealed (an older runner's, always replaced whole by a rename) is taken as it is.
+
+SEAL_HEAD = b'{"check":"'
+_SEAL_MOD = (1 << 61) - 1  # a Mersenne prime: the digest is the body, a number, modulo it
+READ_TRIES = 3
+
+
+def _digest(body: bytes) -> bytes:
+    return b"%016x" % (int.from_bytes(body, "little") % _SEAL_MOD)
+
+
+def sealed(record: RunRecord) -> bytes:
+    """The record's sealed text (no newline)."""
+    body = ("," + dumps(record)[1:]).encode()
+    return SEAL_HEAD + _digest(body) + b'"' + body
+
+
+def seal_holds(data: bytes) -> bool:
+    """Whether ``data`` is whole: sealed with a matching digest, or not sealed at all."""
+    if not data.startswith(SEAL_HEAD):
+        return True
+    end = len(SEAL_HEAD) + 16
+    data = data.rstrip()
+    return data[end:end + 2] == b'",' and data[len(SEAL_HEAD):end] == _digest(data[end + 1:])
+
+
+def _bytes(path: str) -> bytes:
     with open(path, "rb") as fh:
         data = fh.read(MAX_FILE + 1)
     if len(data) > MAX_FILE:
         raise FormatError(f"{path} is larger than {MAX_FILE} bytes")
+    return data
+
+
+def _loads(path: str, data: bytes) -> object:
     try:
         return jsonio.loads(data)
     except ValueError as exc:
         raise FormatError(f"{path} is not JSON: {exc}") from None
+
+
+def _read(path: str) -> object:
+    return _loads(path, _bytes(path))
 
 
 def read_spec(path: str) -> RunSpec:
@@ -243,10 +291,17 @@ def read_spec(path: str) -> RunSpec:
 
 def read_record(path: str) -> RunRecord | None:
     """The record at ``path``, or None when there is none yet (or it is torn: a record is
-    replaced atomically, so only a machine that lost power mid-write leaves one torn).
+    replaced atomically or sealed, so only a machine that lost power mid-write leaves one
+    torn; a sealed record read while its runner rewrote it is read again).
     FormatError when it is another version's."""
     try:
-        data = _read(path)
+        for _ in range(READ_TRIES):  # a sealed record read while its runner rewrote it
+            raw = _bytes(path)
+            if seal_holds(raw):
+                break
+        else:
+            return None  # torn
+        data = _loads(path, raw)
     except FileNotFoundError:
         return None
     except FormatError as exc:

@@ -118,6 +118,7 @@ async def launch(project: ProjectView, task: TaskRuntime, run_id: int, was_clean
             cgroup=project.services.groups.ensure(project.name, task.name),
             relaunch_socket=relaunch_socket(project, task),
             ending=strangers.token(project),
+            record_in_place=True,  # this daemon checks sealed records (``runrecord``)
             **readiness.runner_spec(project, task),
         )
         grant = restartgrant.offer(project, task, run_id)
