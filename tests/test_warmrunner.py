@@ -323,3 +323,58 @@ def test_keys_typed_while_warm_are_not_the_next_runs_input(
     tmux(tmux_socket, "send-keys", "-t", window, "fresh", "Enter")
     wait_until(lambda: os.path.exists(got), 10, "the second run's line")
     assert read(got).strip() == "fresh"
+
+
+# -- the orders to stay warm go once the stop has answered (``warmrunner.after_answer``) -------
+
+
+def _deferral(monkeypatch: object, started_meanwhile: bool = False, limit: float | None = None
+              ) -> list[tuple[str, str]]:
+    import asyncio
+    from types import SimpleNamespace
+
+    import pytest
+
+    from taskmuxd.projects import taskstart, warmrunner
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    steps: list[tuple[str, str]] = []
+
+    async def order(path: str, what: object) -> bool:
+        steps.append(("order", path))
+        return True
+
+    monkeypatch.setattr(taskstart, "_order", order)
+    if limit is not None:
+        monkeypatch.setattr(warmrunner, "DEFER_LIMIT", limit)
+
+    async def main() -> None:
+        project = SimpleNamespace(name="p")
+        task = SimpleNamespace(warm_until=1e12, waiting_runner="/r")
+        with warmrunner.after_answer(project):  # type: ignore[arg-type]
+            job = asyncio.ensure_future(warmrunner._warm(
+                project, task, "/r", 600.0, 1e12))  # type: ignore[arg-type]
+            if limit is not None:
+                await asyncio.wait_for(asyncio.shield(job), 5)
+            for _ in range(20):  # the stop goes on for a while
+                await asyncio.sleep(0)
+            if started_meanwhile:
+                task.warm_until = None  # a start took the runner
+            steps.append(("answered", ""))
+        await asyncio.wait_for(job, 5)
+
+    asyncio.run(main())
+    return steps
+
+
+def test_a_stop_sends_its_orders_to_stay_warm_once_it_has_answered(monkeypatch: object) -> None:
+    assert _deferral(monkeypatch) == [("answered", ""), ("order", "/r")]
+
+
+def test_no_order_to_stay_warm_goes_to_a_runner_a_start_took_meanwhile(
+        monkeypatch: object) -> None:
+    assert _deferral(monkeypatch, started_meanwhile=True) == [("answered", "")]
+
+
+def test_an_order_to_stay_warm_waits_for_a_long_stop_only_so_long(monkeypatch: object) -> None:
+    assert _deferral(monkeypatch, limit=0.01) == [("order", "/r"), ("answered", "")]

@@ -757,8 +757,9 @@ class Project:
         await self._global_hook("before_stop")
         # Dependents before what they depend on: level by level, each with its grace period.
         results: list[dict[str, Any]] = []
-        for level in self.machine.stop_levels(targets):
-            results.extend(await self._stop_level(level))
+        with warmrunner.after_answer(self):  # the orders to stay warm: once it has answered
+            for level in self.machine.stop_levels(targets):
+                results.extend(await self._stop_level(level))
         results.sort(key=lambda r: str(r["task"]))
         await self._global_hook("after_stop")
         if not names:

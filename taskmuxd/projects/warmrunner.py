@@ -19,6 +19,12 @@ daemon when its project is unregistered or the task is removed from or changed i
 outlives a daemon that stops or is killed, as tasks do; the next daemon adopts it when its
 record proves it (the task's last run, ended clean, waiting at the task's order socket, alive
 by identity) and ends it otherwise.
+
+The orders to stay warm that a stop brings go once it has answered (``after_answer``), at
+most ``DEFER_LIMIT`` seconds after each runner's report (it waits ``WAIT_SECONDS`` for an
+order): a hundred connections from the daemon, and a hundred runners each taking an order
+and writing to its pane, are then no longer in the way of the exit reports the stop's answer
+waits for.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from taskmuxd import proctree
+from taskmuxd import proctree, runrelaunch
 from taskmuxd.policy import TaskState
 from taskmuxd.projects import ownership, taskstart
 from taskmuxd.projects import state as st
@@ -38,6 +45,33 @@ from taskmuxd.projects import state as st
 if TYPE_CHECKING:
     from taskmuxd.projects.projectview import ProjectView
     from taskmuxd.projects.task import TaskRuntime
+
+
+DEFER_LIMIT = runrelaunch.WAIT_SECONDS / 2  # seconds an order waits for a stop's answer at most
+_gates: dict[str, asyncio.Future[None]] = {}  # project → opened once its stop has answered
+
+
+@contextlib.contextmanager
+def after_answer(project: ProjectView) -> Iterator[None]:
+    """Around a stop of tasks of ``project``: the orders to stay warm it brings wait until it
+    has answered (the turn of the loop after its end, in which its answer is written)."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(project.name)
+    if gate is not None:  # another stop holds them already: it opens the gate
+        yield
+        return
+    gate = _gates[project.name] = loop.create_future()
+    try:
+        yield
+    finally:
+        if _gates.get(project.name) is gate:
+            del _gates[project.name]
+        loop.call_soon(_open, gate)
+
+
+def _open(gate: asyncio.Future[None]) -> None:
+    if not gate.done():
+        gate.set_result(None)
 
 
 def wanted(project: ProjectView, task: TaskRuntime) -> bool:
@@ -71,6 +105,13 @@ async def _warm(project: ProjectView, task: TaskRuntime, path: str, seconds: flo
                 until: float) -> None:
     """Tell the runner to stay warm; forget it when it did not take that, and when its wait
     is over (a moment before its own deadline, which counts from the order's arrival)."""
+    gate = _gates.get(project.name)
+    if gate is not None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DEFER_LIMIT):
+                await asyncio.shield(gate)
+        if task.warm_until != until:
+            return  # started or released meanwhile: no order to stay
     took = await taskstart._order(path, {"warm": seconds})
     if task.warm_until != until:
         return  # started or released meanwhile
