@@ -41,13 +41,21 @@ def signal_group(task: TaskRuntime, sig: int) -> bool:
     """Signal the task's process group, but only while the group's leader is provably the
     task's first process (a group id cannot be reused while its leader lives). False when it
     is gone: what is left of the tree is the runner's to end (it is the tree's subreaper)."""
+    pgid = group_ours(task)
+    if pgid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+    return True
+
+
+def group_ours(task: TaskRuntime) -> int | None:
+    """The task's process group id while its leader is provably the task's first process."""
     rec = task.record
     tid = rec.task_id()
     if rec.pgid is None or tid is None or not proctree.is_alive(tid):
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(rec.pgid, sig)
-    return True
+        return None
+    return rec.pgid
 
 
 def runner_alive(task: TaskRuntime) -> bool:
@@ -96,7 +104,10 @@ async def _send_batch(project: ProjectView, batch: list[Rung]) -> None:
     await asyncio.gather(written_ahead(project, (r.task for r in batch)),
                          restartgrant.revoke(project, (r.task for r in batch)),
                          _listed(project, announced))
-    sent: dict[int, list[str]] = {}
+    # Every group is proven the task's first, then all are signalled in one tight pass: the
+    # first tasks to end wake their runners, which would otherwise share the processors
+    # with the rest of the checks and hold back the last signals.
+    groups: list[tuple[int, int, str]] = []
     for r in batch:
         task = r.task
         if r.kill:
@@ -105,11 +116,17 @@ async def _send_batch(project: ProjectView, batch: list[Rung]) -> None:
             continue
         if not task.live or task.record.run_id != r.run_id:
             continue
-        if signal_group(task, r.sig):
-            sent.setdefault(r.sig, []).append(task.name)
+        pgid = group_ours(task)
+        if pgid is not None:
+            groups.append((pgid, r.sig, task.name))
         elif not runner_alive(task) and (project.name, task.name, r.run_id) not in _ending:
             project.services.spawn(_orphaned(project, task, r.run_id),
                             f"orphans {project.name}/{task.name}")
+    sent: dict[int, list[str]] = {}
+    for pgid, sig, name in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        sent.setdefault(sig, []).append(name)
     for sig, names in sent.items():
         log.info("%s: sent %s to the process group of %s", project.name,
                  signal.Signals(sig).name, ", ".join(names))
