@@ -269,10 +269,14 @@ def read(path: str) -> str:
 
 def pid_gone(pid: int) -> bool:
     """True when ``pid`` has exited (a zombie nobody reaped counts as exited: this sandbox's
-    PID 1 may not reap orphans)."""
+    PID 1 may not reap orphans). A process of several threads killed is a zombie leader
+    before its other threads have ended, and its descriptors (a daemon's listening socket)
+    close only with the last one: it is gone once no other thread remains."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(") ", 1)[1][:1] in ("Z", "X")
+            if fh.read().rsplit(") ", 1)[1][:1] not in ("Z", "X"):
+                return False
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
     except (FileNotFoundError, ProcessLookupError):  # (ESRCH: it ended between open and read)
         return True
 
