@@ -314,6 +314,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 IN_PLACE_MAX = 4096  # bytes of a record rewritten in place at most: one page
+IN_PLACE_ROOM = 2048  # bytes a record file is padded to when it is replaced whole (in place)
 
 
 def write_record(path: str, record: RunRecord, then: Callable[[], bool | None] | None = None,
@@ -340,6 +341,8 @@ def write_record(path: str, record: RunRecord, then: Callable[[], bool | None] |
     data = runrecord.sealed(record) + b"\n"
     fd = _rewrite(path, data) if in_place else None
     if fd is None:
+        if in_place:  # room for the records to come, rewritten over it without growing
+            data = _padded(data, min(IN_PLACE_MAX, max(IN_PLACE_ROOM, len(data) + 512)))
         tmp = f"{path}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
@@ -356,23 +359,26 @@ def write_record(path: str, record: RunRecord, then: Callable[[], bool | None] |
         os.close(fd)
 
 
+def _padded(data: bytes, size: int) -> bytes:
+    """``data`` (ending in a newline) padded with spaces to ``size`` bytes."""
+    return data[:-1] + b" " * (size - len(data)) + b"\n" if len(data) < size else data
+
+
 def _rewrite(path: str, data: bytes) -> int | None:
-    """Write ``data`` over the record file at ``path`` in one ``pwrite`` (padded with spaces
-    to the file's length: never truncated); its descriptor, or None where it cannot be (no
-    file yet, not a regular one, more than a page): then it is replaced whole."""
-    if len(data) > IN_PLACE_MAX:
-        return None
+    """Write ``data`` over the record file at ``path`` in one ``pwrite``, padded with spaces
+    to the file's length (never truncated, never grown: a full disk cannot cut it short);
+    its descriptor, or None where it cannot be (no file yet, not a regular one, too small,
+    more than a page): then it is replaced whole."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
-        if st.st_mode & 0o170000 != 0o100000 or st.st_size > IN_PLACE_MAX:
+        if st.st_mode & 0o170000 != 0o100000 or not len(data) <= st.st_size <= IN_PLACE_MAX:
             os.close(fd)
             return None
-        if len(data) < st.st_size:
-            data = data[:-1] + b" " * (st.st_size - len(data)) + b"\n"
+        data = _padded(data, st.st_size)
         if os.pwrite(fd, data, 0) == len(data):
             return fd
     except OSError:

@@ -83,6 +83,7 @@ def test_a_record_is_rewritten_in_place_over_the_same_file_sealed(tmp_path: Path
     runner.write_record(path, exited, sync=False, in_place=True)  # no file yet: renamed in
     inode = os.stat(path).st_ino
     size = os.path.getsize(path)
+    assert size == runner.IN_PLACE_ROOM  # padded: room for the records to come
     runner.write_record(path, running, sync=False, in_place=True)  # shorter: padded
     assert os.stat(path).st_ino == inode and os.path.getsize(path) == size
     assert runrecord.read_record(path) == running
@@ -98,12 +99,14 @@ def test_a_record_is_rewritten_in_place_over_the_same_file_sealed(tmp_path: Path
     assert runrecord.read_record(path) == running
 
 
-def test_a_record_larger_than_a_page_is_replaced_whole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("error", [runner.IN_PLACE_ROOM, runner.IN_PLACE_MAX])
+def test_a_record_that_outgrows_its_file_is_replaced_whole(tmp_path: Path, error: int) -> None:
+    """Never grown in place (a full disk would cut it short, the old one lost)."""
     path = str(tmp_path / "t.json")
     running, exited = _two()
     runner.write_record(path, running, sync=False, in_place=True)
     inode = os.stat(path).st_ino
-    exited.error = "x" * runner.IN_PLACE_MAX
+    exited.error = "x" * error
     runner.write_record(path, exited, sync=False, in_place=True)
     assert os.stat(path).st_ino != inode
     assert runrecord.read_record(path) == exited
