@@ -167,3 +167,68 @@ def test_frames_are_quiet_and_their_state_their_own() -> None:
         h1.flags.add("ACK")
     assert type(h1) is QUIET[type(h1).__mro__[1]]
     assert repr(h1) == "HeadersFrame(stream_id=1)"
+
+
+def _connection_reads(data: bytes, pieces: list[int], h2s: bool) -> list[object]:
+    """What ``h2side.Connection`` (a server) makes of the client's ``data`` fed in
+    ``pieces``: per piece its events (as text), what it sends, and the error that ended it;
+    with ``h2s``, the same connection reading through h2's own ``receive_data``."""
+    import h2.config
+    import h2.connection
+
+    from taskmuxd.proxy.h2side import Connection
+
+    conn = Connection(h2.config.H2Configuration(
+        client_side=False, header_encoding=None, validate_inbound_headers=False,
+        normalize_inbound_headers=False, validate_outbound_headers=False,
+        normalize_outbound_headers=False))
+    conn.initiate_connection()
+    conn.data_to_send()
+    receive = (lambda d: h2.connection.H2Connection.receive_data(conn, d)) if h2s \
+        else conn.receive_data
+    out: list[object] = []
+    pos = 0
+    for size in [*pieces, len(data)]:
+        try:
+            events = receive(data[pos:pos + size])
+        except Exception as exc:
+            out.append((type(exc).__name__, str(exc), conn.data_to_send(),
+                        conn.state_machine.state))
+            break
+        out.append(([repr(e) for e in events], conn.data_to_send()))
+        pos += size
+        if pos >= len(data):
+            break
+    return out
+
+
+def _connection_same(data: bytes, pieces: list[int] | None = None) -> list[object]:
+    settings = raw(4, 0, 0, b"")
+    whole = PREFACE + settings + data
+    ours = _connection_reads(whole, pieces or [], h2s=False)
+    assert ours == _connection_reads(whole, pieces or [], h2s=True)
+    return ours
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_connection_reads_frames_as_through_h2s_receive_data(name: str) -> None:
+    """``Connection.receive_data`` (frames taken without StopIteration) against h2's own
+    ``receive_data`` on the same connection: the same events, bytes sent and errors."""
+    data = CASES[name]
+    _connection_same(data)
+    _connection_same(data, pieces=[1] * (len(PREFACE) + 9 + min(len(data), 200)))
+    _connection_same(data, pieces=[len(PREFACE) + 4, 9, 1, 7, 30])
+
+
+def test_the_connection_reads_random_sequences_as_through_h2s() -> None:
+    rng = random.Random(1717)
+    outcomes = set()
+    for _ in range(300):
+        data = b""
+        for _ in range(rng.randrange(1, 8)):
+            kind = rng.choice([0, 1, 2, 3, 4, 6, 7, 8, 9, 0x33])
+            body = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 4, 5, 8, 13])))
+            data += raw(kind, rng.randrange(256), rng.choice([0, 1, 3, 1, 1]), body)
+        out = _connection_same(data, pieces=[rng.randrange(1, 20) for _ in range(10)])
+        outcomes.add(out[-1][0] if len(out[-1]) == 4 else "events")
+    assert "events" in outcomes and "ProtocolError" in outcomes  # (both ways covered)

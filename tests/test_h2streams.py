@@ -296,3 +296,50 @@ def test_what_is_sent_comes_out_as_from_h2() -> None:
         ours.ping(b"x" * 8)
         ours.clear_outbound_data_buffer()
         assert ours.data_to_send() == b""
+
+
+def test_data_is_sent_as_h2_sends_it() -> None:
+    """``Connection.send_data`` against h2's: within and beyond the windows and the frame
+    size, empty, as a memoryview, ending the stream, on an ended, closed or unknown stream,
+    with padding: the same bytes, windows and errors."""
+    request = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"a.localhost"),
+               (b":path", b"/")]
+    steps: list[tuple[int, object, bool, int | None]] = [
+        (1, b"x" * 100, False, None), (1, memoryview(b"y" * 10), False, None),
+        (1, b"", False, None), (1, b"z" * 16385, False, None),  # beyond the frame size
+        (3, b"a" * 16384, False, None), (3, b"a" * 16384, False, None),
+        (3, b"a" * 16384, False, None), (3, b"a" * 16384, False, None),  # the stream's window
+        (5, b"b" * 16000, False, None), (5, b"b", False, 3),  # padded: h2's own
+        (5, b"end", True, None), (5, b"after", False, None), (5, b"", False, None),
+        (7, b"c", True, None), (9, b"never opened", False, None), (2, b"", False, None),
+        (1, b"d" * 16384, False, None), (1, b"d" * 16384, False, None),  # the connection's
+        (1, b"d" * 200, False, None),
+    ]
+    results = []
+    for cls in (h2.connection.H2Connection, Connection):
+        client, server = _pair(cls)
+        for sid in (1, 3, 5, 7):
+            client.send_headers(sid, request)
+            server.receive_data(client.data_to_send())
+        server.send_headers(7, [(b":status", b"200")], end_stream=True)
+        client.receive_data(server.data_to_send())
+        client.reset_stream(7)
+        server.receive_data(client.data_to_send())
+        server.data_to_send()
+        outcomes: list[object] = []
+        for sid, data, end, pad in steps:
+            try:
+                server.send_data(sid, data, end_stream=end, pad_length=pad)  # type: ignore[arg-type]
+                outcomes.append(server.data_to_send())
+            except Exception as exc:  # (h2's errors; a KeyError for nothing on no stream)
+                outcomes.append((type(exc).__name__, str(exc)))
+            windows = [server.outbound_flow_control_window]
+            for known in (1, 3, 5):
+                stream = server.streams.get(known)
+                windows.append(stream.outbound_flow_control_window if stream else None)
+            outcomes.append((windows, server.state_machine.state))
+        results.append(outcomes)
+    assert results[0] == results[1]
+    kinds = {o[0] for o in results[0] if isinstance(o, tuple) and isinstance(o[0], str)}
+    assert kinds >= {"FlowControlError", "FrameTooLargeError", "StreamClosedError",
+                     "NoSuchStreamError"}

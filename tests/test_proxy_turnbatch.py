@@ -50,28 +50,85 @@ def test_the_last_callback_of_a_turn_runs_the_work_without_another_turn() -> Non
     asyncio.run(main())
 
 
-def test_with_more_callbacks_in_the_turn_the_work_waits_and_runs_once() -> None:
+def test_with_more_callbacks_in_the_turn_the_last_one_runs_the_work_in_that_turn() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        batch = TurnBatch(loop)
+        turns = _turns(loop)
+        ran: list[tuple[str, int]] = []
+        done = loop.create_future()
+
+        def first() -> None:
+            with batch:
+                batch.later(lambda: ran.append(("job 1", turns[0])))
+            assert not turn_ends(loop) and ran == []  # (second waits to run)
+            assert batch.scheduled
+
+        def second() -> None:
+            with batch:
+                batch.later(lambda: ran.append(("job 2", turns[0])))
+            ran.append(("second", turns[0]))
+            loop.call_soon(done.set_result, None)
+
+        loop.call_soon(first)
+        loop.call_soon(second)
+        await done
+        turn = ran[-1][1]
+        assert ran == [("job 1", turn), ("job 2", turn), ("second", turn)]
+        assert not batch.scheduled and not batch.jobs
+
+    asyncio.run(main())
+
+
+def test_work_waits_for_a_callback_queued_during_the_turn_and_runs_once() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         batch = TurnBatch(loop)
         ran: list[str] = []
         done = loop.create_future()
 
+        def other() -> None:
+            ran.append("other")
+
         def first() -> None:
+            loop.call_soon(other)  # (queued during the turn: runs in the next)
             with batch:
                 batch.later(lambda: ran.append("job 1"))
-            assert not turn_ends(loop) and ran == []  # (second waits to run)
 
         def second() -> None:
             with batch:
                 batch.later(lambda: ran.append("job 2"))
-            ran.append("second")  # (the work was left to call_soon: not run yet)
-            loop.call_soon(done.set_result, None)
+            ran.append("second")  # (``other`` still waits: the work was left to call_soon)
+            loop.call_soon(loop.call_soon, done.set_result, None)
 
         loop.call_soon(first)
         loop.call_soon(second)
         await done
-        assert ran == ["second", "job 1", "job 2"]
+        assert ran == ["second", "other", "job 1", "job 2"]
+
+    asyncio.run(main())
+
+
+def test_a_call_taken_over_by_the_last_callback_is_not_run_again() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        batch = TurnBatch(loop)
+        ran: list[str] = []
+        done = loop.create_future()
+
+        def callback() -> None:  # (in the same turn as the call, just before it)
+            with batch:
+                batch.later(lambda: ran.append("b"))
+            ran.append("callback")
+            loop.call_soon(loop.call_soon, done.set_result, None)
+
+        loop.call_soon(callback)
+        batch.later(lambda: ran.append("a"))  # (outside a callback: through call_soon)
+        handle = batch.handle
+        await done
+        assert ran == ["a", "b", "callback"]  # (once each)
+        assert handle is not None and handle.cancelled()
+        assert not batch.jobs and not batch.scheduled
 
     asyncio.run(main())
 

@@ -89,11 +89,26 @@ def _invalid_header(kind: _Kind, stream_id: int) -> ProtocolError:
 
 
 class Frames(h2.frame_buffer.FrameBuffer):
+    def add(self, data: bytes) -> None:
+        """``add_data``, the bytes appended as they are once the preface is past."""
+        if self._preamble_len:
+            self.add_data(data)
+        else:
+            self._data += data
+
     def __next__(self) -> Frame:
+        frame = self.next_frame()
+        if frame is None:
+            raise StopIteration
+        return frame
+
+    def next_frame(self) -> Frame | None:
+        """The next frame, as iterating gives it, or None where iterating would end
+        (no exception to raise and catch after each read from the client)."""
         while True:
             data = self._data
             if len(data) < 9:
-                raise StopIteration
+                return None
             high, low, kind_byte, flag_byte, stream_id = _HEAD.unpack_from(data)
             length = (high << 8) + low
             stream_id &= 0x7FFFFFFF
@@ -101,12 +116,12 @@ class Frames(h2.frame_buffer.FrameBuffer):
             if kind is None:  # (an extension frame: hyperframe's own way)
                 frame = self._parsed(length)
                 if frame is None:
-                    raise StopIteration
+                    return None
             else:
                 if (kind.has_stream and not stream_id) or (kind.no_stream and stream_id):
                     raise _invalid_header(kind, stream_id)
                 if len(data) < length + 9:
-                    raise StopIteration
+                    return None
                 if length > self.max_frame_size:
                     raise FrameTooLargeError(
                         f"Received overlong frame: length {length}, max {self.max_frame_size}")

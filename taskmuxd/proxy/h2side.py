@@ -41,6 +41,7 @@ from h2.errors import ErrorCodes
 from h2.stream import H2Stream, StreamInputs, StreamState
 from h2.utilities import HeaderValidationFlags
 from hpack import Encoder
+from hyperframe.exceptions import InvalidPaddingError
 
 from taskmuxd.proxy.forward import LINGER
 from taskmuxd.proxy.h2decode import LeanDecoder
@@ -218,14 +219,18 @@ class Connection(h2.connection.H2Connection):
       ``streams``, as h2 does) once as many streams are known as the limit allows: the
       same answer to the question h2 asks (whether one more stream fits), made once per
       hundred streams rather than once per stream;
-    - frames are read by ``h2frames.Frames`` (the same frames, made for less);
+    - frames are read by ``h2frames.Frames`` (the same frames, made for less), taken
+      from it without the iterator's StopIteration at the end of each read and without
+      h2's trace call;
     - streams are ``_Stream``s when header validation is off;
     - the connection's and its streams' state machines find their transitions faster
       (``h2states``);
     - a request's HEADERS frame is received, and an answer's HEADERS sent on a known
       stream, without making h2's enum of allowed stream IDs anew each time (a frame with
       priority, or an unknown stream, goes to h2's own);
-    - frames to send are kept as pieces joined once as they go out."""
+    - frames to send are kept as pieces joined once as they go out;
+    - DATA without padding is sent on a known stream looked up once, without h2's debug
+      calls."""
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config)
@@ -241,6 +246,31 @@ class Connection(h2.connection.H2Connection):
         for cls, quiet in QUIET.items():
             if cls in table:
                 table[quiet] = table[cls]
+
+    def receive_data(self, data: Any) -> list[h2.events.Event]:
+        """h2's: the bytes added to the frame buffer, each whole frame received, the same
+        errors (the connection terminated first), with frames taken by
+        ``Frames.next_frame``."""
+        buffer = self.incoming_buffer
+        if not isinstance(buffer, Frames):
+            return super().receive_data(data)
+        buffer.add(data)
+        buffer.max_frame_size = self.max_inbound_frame_size
+        events: list[h2.events.Event] = []
+        try:
+            frame = buffer.next_frame()
+            while frame is not None:
+                got = self._receive_frame(frame)
+                if got:
+                    events += got
+                frame = buffer.next_frame()
+        except InvalidPaddingError as exc:
+            self._terminate_connection(ErrorCodes.PROTOCOL_ERROR)
+            raise h2.exceptions.ProtocolError("Received frame with invalid padding.") from exc
+        except h2.exceptions.ProtocolError as exc:
+            self._terminate_connection(exc.error_code)
+            raise
+        return events
 
     def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         """h2's, less the making of its enum of allowed stream IDs anew for each request
@@ -285,6 +315,30 @@ class Connection(h2.connection.H2Connection):
             return
         self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
         self._prepare_for_sending(stream.send_headers(headers, self.encoder, end_stream))
+
+    def send_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False,
+                  pad_length: Any = None) -> None:
+        """h2's, for DATA without padding on a known stream: the same checks and errors in
+        the same order (the windows, the frame size, the connection's state, the stream's),
+        with the stream looked up once and no debug calls. Else h2's own."""
+        stream = self.streams.get(stream_id)
+        if stream is None or pad_length is not None:
+            super().send_data(stream_id, data, end_stream, pad_length)
+            return
+        size = len(data)
+        if size:
+            window = min(self.outbound_flow_control_window, stream.outbound_flow_control_window)
+            if size > window:
+                raise h2.exceptions.FlowControlError(
+                    f"Cannot send {size} bytes, flow control window is {window}")
+        if size > self.max_outbound_frame_size:
+            raise h2.exceptions.FrameTooLargeError(
+                f"Cannot send frame size {size}, max frame size is "
+                f"{self.max_outbound_frame_size}")
+        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        self._prepare_for_sending(stream.send_data(data, end_stream))
+        self.outbound_flow_control_window -= size
+        assert self.outbound_flow_control_window >= 0 or not size  # (as h2 asserts)
 
     def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
         """h2's, and for a stream the client opens on a server's connection the same steps

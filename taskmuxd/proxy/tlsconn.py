@@ -21,6 +21,12 @@ WRITE_CHUNK = 256 * 1024
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 MAX_READS_PER_WAKEUP = 16
+# OpenSSL reads one TLS record at a time, and a record read whole leaves nothing that
+# ``pending`` shows, though more records may wait in the socket: one read more finds them
+# (else it costs a failed read). A browser sends a page's requests one record each, and
+# while the proxy works they pile up: read on while reads beyond the first find records,
+# and after one that found none, try again on every PROBE_EVERY-th wake-up only.
+PROBE_EVERY = 2
 
 
 LINGER_BYTES = 1024 * 1024
@@ -76,6 +82,8 @@ class TlsTransport(asyncio.Transport):
         self._linger_timer: asyncio.TimerHandle | None = None
         self._linger_bytes = 0
         self._peername = sock.getpeername()
+        self._greedy = False  # the last read beyond a wake-up's first found a record
+        self._probe = PROBE_EVERY  # wake-ups until reads beyond the first are tried again
         protocol.connection_made(self)
         if not self._closing:
             self._start_reading()
@@ -95,12 +103,21 @@ class TlsTransport(asyncio.Transport):
             self._loop.remove_reader(self._fd)
 
     def _on_readable(self) -> None:
-        for _ in range(MAX_READS_PER_WAKEUP):
+        """Read what the socket holds: record after record while reads beyond the first
+        find more (``_greedy``), else one record and what OpenSSL decrypted of it."""
+        greedy = self._greedy
+        if not greedy:
+            self._probe -= 1
+            greedy = self._probe <= 0
+        for n in range(MAX_READS_PER_WAKEUP):
             if not self._reading or self._closing:
                 return
             try:
                 data = self._sock.recv(READ_SIZE)
             except (ssl.SSLWantReadError, BlockingIOError):
+                if n and greedy:  # a read beyond the first found nothing
+                    self._greedy = False
+                    self._probe = PROBE_EVERY
                 return
             except ssl.SSLWantWriteError:
                 self._want_writer()
@@ -114,8 +131,10 @@ class TlsTransport(asyncio.Transport):
                 if not keep_open:
                     self.close()
                 return
+            if n:
+                self._greedy = True
             self._protocol.data_received(data)
-            if not self._sock.pending():
+            if not greedy and not self._sock.pending():
                 return
         self._loop.call_soon(self._on_readable)
 

@@ -11,15 +11,21 @@ So the callbacks that queue such work (a read from the browser, a read from a ta
 inside ``with batch:``, and as the outermost one ends, the queued work runs at once when
 nothing else waits to run in this turn (the loop's ready queue is empty: this was the
 turn's last callback, so the next turn would have run the work first thing), else it is
-left to ``call_soon`` as before. Work queued outside such a callback always goes through
-``call_soon``. Where the loop's ready queue cannot be seen (a loop other than asyncio's
-own), nothing runs early.
+left to ``call_soon`` as before. Several reads ready in one turn (answers from a dozen task
+connections) each queue work: the first leaves it to ``call_soon``, and the last one, finding
+nothing but that call waiting, cancels it and runs the work at once: the answers go out in
+the turn they were read, not after another poll of the selector. (Cancelled, not taken
+out: the loop counts this turn's callbacks before it runs them, and whether the call was
+among them cannot be seen.)
+Work queued outside such a callback always goes through ``call_soon``. Where the loop's
+ready queue cannot be seen (a loop other than asyncio's own), nothing runs early.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 
@@ -36,23 +42,30 @@ def turn_ends(loop: asyncio.AbstractEventLoop) -> bool:
 class TurnBatch:
     """Jobs run once, together, at the end of the current turn (see the module's doc)."""
 
-    __slots__ = ("holding", "jobs", "loop", "scheduled")
+    __slots__ = ("handle", "holding", "jobs", "loop", "ready", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        # (asyncio's BaseEventLoop: this turn's callbacks, a deque; None for another loop)
+        self.ready: deque[asyncio.Handle] | None = getattr(loop, "_ready", None)
         self.jobs: list[Callable[[], None]] = []
         self.scheduled = False  # a call_soon of ``run`` is pending
+        self.handle: asyncio.Handle | None = None  # (that call_soon's)
         self.holding = 0  # ``with`` blocks under way
 
     def later(self, job: Callable[[], None]) -> None:
         """Run ``job`` at the end of this turn (the caller queues each job once)."""
         self.jobs.append(job)
         if not self.holding and not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self.run)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self.scheduled = True
+        self.handle = self.loop.call_soon(self.run)
 
     def run(self) -> None:
         self.scheduled = False
+        self.handle = None
         jobs, self.jobs = self.jobs, []
         for job in jobs:
             try:
@@ -66,10 +79,18 @@ class TurnBatch:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.holding -= 1
-        if self.holding or not self.jobs or self.scheduled:
+        if self.holding or not self.jobs:
             return
-        if turn_ends(self.loop):
+        ready = self.ready
+        if self.scheduled:
+            # Only our own call waits in the ready queue: this is the turn's last callback.
+            handle = self.handle
+            if ready is not None and len(ready) == 1 and ready[0] is handle \
+                    and handle is not None:
+                handle.cancel()
+                self.run()
+            return
+        if ready is not None and not ready:
             self.run()
         else:
-            self.scheduled = True
-            self.loop.call_soon(self.run)
+            self._schedule()
