@@ -471,6 +471,7 @@ class Runner:
         self.pid = 0
         self.master = -1
         self.main_status: int | None = None  # the wait status of the task's first process
+        self.main_ended: float | None = None  # when it was reaped (wall clock): the exit
         self.marker_looked = False  # whether this run's end looked for its marker yet
         self.daemon_ends = False  # the daemon said it ends this run (``spec.ending``)
         self.born: pidwindow.Mark | None = None  # just before the task was forked
@@ -592,7 +593,7 @@ class Runner:
             if pid == 0:
                 return
             if pid == self.pid:
-                self.main_status = status
+                self.main_status, self.main_ended = status, time.time()
 
     def pump(self, timeout: float | None) -> None:
         """One turn of the relay: wait up to ``timeout`` for output, input or a signal."""
@@ -778,7 +779,10 @@ class Runner:
         self.log.note(what)
         rec = self.record
         rec.status, rec.exit_code, rec.exit_signal = "exited", code, sig
-        rec.exited_at, rec.tree_clean, rec.ended_by = time.time(), clean, self.ended_by
+        # The exit is when the first process ended (a hold's wait counts from it, covering
+        # the stop of the rest of the tree); when it could not be stopped, now.
+        rec.exited_at = self.main_ended if status is not None else time.time()
+        rec.tree_clean, rec.ended_by = clean, self.ended_by
         rec.unscanned = self.daemon_ends and self.subreaper
         self.clean = clean
         self.granted = self.claim_grant(code, sig)
@@ -898,6 +902,7 @@ class Runner:
         write_record(self.record_path, rec, sync=False)
 
     held: NextRun | None = None  # the run granted with a wait, made ready during the hold
+    slack = False  # whether the timer slack is the hold's (1 ns), not the inherited one
 
     def ready_granted(self) -> None:
         """During a hold with a delayed grant: make the granted run ready (its spec, log,
@@ -963,6 +968,9 @@ class Runner:
             got = self.hold(woken, lambda: ended)
         finally:
             self.drop_held()  # made ready for a claim that did not come
+            if self.slack:  # before any fork: a run inherits the usual slack
+                proctree.timer_slack(0)
+                self.slack = False
         if got is None or isinstance(got, bool):
             return bool(got)
         order, conn = got
@@ -1014,6 +1022,7 @@ class Runner:
             runrelaunch.answer(conn, True)
             if delayed:
                 self.ready_granted()
+                self.slack = proctree.timer_slack(1)  # its end on time (``timeout_for``)
 
     def relaunch_spec(self, order: dict[str, object]) -> RunSpec | None:
         """The spec an order names, when it is one to obey: the same task, a later run."""
