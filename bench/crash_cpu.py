@@ -8,6 +8,7 @@ the daemon with its children (tmux clients) and by the private tmux server with 
 children (every runner, every task shell), and the gap from the exit to the next start.
 ``--delay S`` makes each restart wait S seconds (``restart_delay = S``): the gap is then
 printed minus the wait the daemon chose (its ``auto_restart`` event), as bench/peers.py does.
+``CRASH_CPU_DUMP=FILE`` writes each crash's exit and next start (wall clock) and wait as JSON.
 ``--tree`` runs another checkout of taskmux (its ``taskmuxd``/``taskmuxctl`` put first on
 ``PYTHONPATH``), so a before and an after are measured the same way in one sitting.
 """
@@ -157,6 +158,12 @@ def main() -> None:
                 ev = json.loads(line)
                 if ev.get("project") == "cpu" and ev.get("event") == "auto_restart":
                     waits.setdefault(int(ev["task"][1:]), float(ev["details"]["delay"]))
+        dump = os.environ.get("CRASH_CPU_DUMP")  # per crash: the task's exit, its next start
+        if dump:
+            with open(dump, "w") as fh:
+                json.dump([{"task": f"c{i}", "exit": lines(f"exits{i}")[0],
+                            "start": lines(f"starts{i}")[1], "wait": waits.get(i, 0.0)}
+                           for i in range(n)], fh)
         gaps = [g - waits.get(i, 0.0) for i, g in enumerate(gaps)]
         stages = [(f - waits.get(i, 0.0), e, s - waits.get(i, 0.0))
                   for i, (f, e, s) in enumerate(stages)]

@@ -125,7 +125,7 @@ class RunRecord:
     started_at: float | None = None
     exit_code: int | None = None
     exit_signal: int | None = None
-    exited_at: float | None = None
+    exited_at: float | None = None  # when the first process ended (its tree stopped after)
     tree_clean: bool | None = None  # every process of the run is known to be gone
     ended_by: str | None = None  # exit, hangup, pane_write_failed, signal:NAME, runner_error
     error: str | None = None  # why the runner itself failed

@@ -43,6 +43,7 @@ ORDER_SECONDS = 1.0  # for the order's bytes once connected, and for the daemon'
 SUFFIX = ".relaunch"
 CLOCK_AGREE = 0.25  # seconds an order's ``until`` may lie before its hold counted here
 CLOCK_SLACK = 0.001  # seconds it may lie after (rounding)
+SLICE_BELOW = 0.05  # seconds of a wait taken in one select: it ends late by the timer slack
 
 
 def bind(path: str) -> tuple[_socket.socket, int] | None:
@@ -103,7 +104,7 @@ def wait_order(sock: _socket.socket, seconds: float, wake_fd: int,
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         try:
-            ready, _, _ = select.select([sock.fileno(), wake_fd], [], [], left)
+            ready, _, _ = select.select([sock.fileno(), wake_fd], [], [], timeout_for(left))
         except InterruptedError:
             continue
         if wake_fd in ready and on_wake():
@@ -124,6 +125,16 @@ def wait_order(sock: _socket.socket, seconds: float, wake_fd: int,
             continue
         return order, conn
     return None
+
+
+def timeout_for(left: float) -> float:
+    """The timeout of a select that must not end later than ``left`` seconds from now by
+    more than the timer's slack: Linux lets a select(2) or poll(2) end late by 0.1% of its
+    timeout (0.5% for a niced process), 1 ms on a 1 s hold, while the claim at its end is
+    waited for. A long wait is taken in slices ending early by more than that (1/64); the
+    last, under ``SLICE_BELOW``, is late by the timer slack alone (50 us, or what
+    ``proctree.timer_slack`` set)."""
+    return left if left <= SLICE_BELOW else left - left / 64
 
 
 def unbind(sock: _socket.socket, path: str, inode: int) -> None:

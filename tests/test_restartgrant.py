@@ -530,3 +530,97 @@ def test_the_watchdog_of_a_run_made_ready_during_a_hold_counts_from_its_start() 
     waits = ready(watchdog_sec=5.0, ready="notify")  # counted from readiness, not the start
     waits.begins(begun)
     assert waits.state.deadline() is None
+
+
+class _LateSelect:
+    """select(2) on a fake clock, ending as late as Linux lets it: 0.5% of its timeout (a
+    niced process's slack; 0.1% otherwise), with nothing ready."""
+
+    def __init__(self) -> None:
+        self.mono = 100.0
+        self.calls = 0
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def select(self, r: list[int], w: list[int], x: list[int],
+               timeout: float) -> tuple[list[int], list[int], list[int]]:
+        self.calls += 1
+        self.mono += timeout * 1.005
+        return [], [], []
+
+
+class _Listener:
+    def fileno(self) -> int:
+        return 99
+
+
+def test_a_long_hold_ends_on_time_not_late_by_the_selects_slack(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # One select for the whole hold would end 5 ms late on a 1 s hold (the claim waits for
+    # it); in slices, only the last, under SLICE_BELOW, may be late, by its own slack.
+    fake = _LateSelect()
+    monkeypatch.setattr(runrelaunch, "time", fake)
+    monkeypatch.setattr(runrelaunch, "select", fake)
+    for hold in (0.01, 1.0, 65.0):
+        start, fake.calls = fake.mono, 0
+        assert runrelaunch.wait_order(_Listener(), hold, 98,  # type: ignore[arg-type]
+                                      lambda: False) is None
+        late = fake.mono - (start + hold)
+        assert 0 <= late <= runrelaunch.SLICE_BELOW * 0.005, (hold, late)
+        assert fake.calls <= 4, (hold, fake.calls)  # a few slices, never a busy loop
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/timerslack_ns"),
+                    reason="needs Linux's /proc/PID/timerslack_ns")
+def test_the_timer_slack_is_set_then_given_back(tmp_path: str) -> None:
+    import subprocess
+    import sys
+
+    # In a child process: the slack it inherited, the hold's, and the inherited one again.
+    script = ("from taskmuxd import proctree\n"
+              "def now():\n    return open('/proc/self/timerslack_ns').read().strip()\n"
+              "a = now(); assert proctree.timer_slack(1); b = now()\n"
+              "assert proctree.timer_slack(0); print(a, b, now())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(__file__))).stdout
+    inherited, held, back = out.split()
+    assert held == "1" and back == inherited != "1"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/timerslack_ns"),
+                    reason="needs Linux's /proc/PID/timerslack_ns")
+def test_a_run_begun_after_a_hold_has_the_usual_timer_slack(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # The runner holds with a finer timer slack; the run it then forks inherits the usual.
+    slacks, flag = os.path.join(str(tmp_path), "slacks"), os.path.join(str(tmp_path), "flag")
+    proj, _, _ = _project(str(tmp_path), "slack", "restart_delay = 1",
+                          command=f"cat /proc/self/timerslack_ns >> {slacks}; if [ -f {flag} ]"
+                                  f"; then exec sleep 600; fi; touch {flag}; exit 3")
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
+               and t["restarts"] == 1 and _record(home, "slack").get("after_run"), 20,
+               "the restart on the delayed grant")
+    lines = wait_until(lambda: len(got := read(slacks).split()) == 2 and got, 10,
+                       "run 2's line")
+    assert lines[1] == lines[0] != "1", lines
+
+
+def test_a_runs_exit_is_when_its_first_process_ended_not_when_its_tree_was_stopped(
+        env: dict[str, str], tmp_path: str, home: str) -> None:
+    # A leftover ignores SIGINT (and the hangup of its session): the stop of the tree takes
+    # the grace period (2 s) to reach SIGTERM. The exit recorded (from which a hold's wait
+    # counts) is the task's own.
+    d = str(tmp_path)
+    proj, _, _ = _project(d, "exitat", 'restart_policy = "no"\nstop_grace_period = 2',
+                          command=f'(trap "" INT HUP; touch {d}/ready; exec sleep 300) & '
+                                  f"while [ ! -f {d}/ready ]; do sleep 0.01; done; "
+                                  f"date +%s.%N > {d}/exit; exit 4")
+    run_json(["start"], env, cwd=proj)
+    rec = wait_until(lambda: (r := _record(home, "exitat"))["status"] == "exited" and r, 30,
+                     "the run's end")
+    exited = float(read(os.path.join(d, "exit")))
+    assert rec["exit_code"] == 4 and rec["tree_clean"] is True
+    log = read(os.path.join(home, "projects", "exitat", "logs", "app.log"))
+    assert "sent SIGTERM" in log, log  # the leftover outlasted the grace period
+    assert exited <= rec["exited_at"] < exited + 1.0, (exited, rec["exited_at"])
