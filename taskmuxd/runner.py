@@ -438,47 +438,6 @@ def join_cgroup(path: object) -> str | None:
 # -- the pty relay and the task's tree ---------------------------------------------------------
 
 
-def spawn_on_pty(path: str, argv: list[str], env: dict[str, str], cwd: str
-                 ) -> tuple[int, int] | None:
-    """Start ``argv`` in ``cwd`` on a new pty, as the leader of a new session whose
-    controlling terminal it is (the slave opened after ``setsid``, Linux); its pid and the
-    pty's master. Through ``posix_spawn``, which starts the program without copying the
-    runner's memory map (a vfork), where ``forkpty`` copies it and runs Python in the child
-    before the exec: 0.5 ms less from a claim to the task's first line. None where that
-    cannot be done (not Linux, the folder or the program missing): ``forkpty`` then says why
-    in the pane, as before. The runner's own folder is given back after."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        master, slave = os.openpty()
-    except OSError:
-        return None
-    try:
-        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        here = -1
-    try:
-        name = os.ttyname(slave)
-        os.chdir(cwd)
-        pid = os.posix_spawn(path, argv, env, setsid=True,
-                             setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ),  # Python ignores
-                             file_actions=[(os.POSIX_SPAWN_OPEN, 0, name, os.O_RDWR, 0),
-                                           (os.POSIX_SPAWN_DUP2, 0, 1),
-                                           (os.POSIX_SPAWN_DUP2, 0, 2)])
-    except (OSError, NotImplementedError):
-        os.close(master)
-        return None
-    finally:
-        os.close(slave)
-        if here >= 0:
-            try:
-                os.fchdir(here)
-            except OSError:
-                pass
-            os.close(here)
-    return pid, master
-
-
 def default_marker(spec: RunSpec) -> str:
     """A marker when the daemon gave none: the state folder's inode stands in for the home id,
     so that two homes running the same project never take each other's processes."""
@@ -603,8 +562,7 @@ class Runner:
             self.readiness.begins(time.monotonic())
         cwd = self.spec.cwd
         self.born = pidwindow.mark()  # strangers of this run can only be born after it
-        got = spawn_on_pty(shell, argv, env, cwd)
-        pid, master = got if got is not None else os.forkpty()
+        pid, master = os.forkpty()
         if pid == 0:  # the task's side: a new session whose controlling terminal is the pty
             try:
                 for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):  # Python ignores these
