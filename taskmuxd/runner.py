@@ -481,6 +481,16 @@ class NextRun:
                 pass
 
 
+def default_signals() -> None:
+    """In a task's child before its exec: every signal at its default, none blocked, as a
+    supervisor starts a service. Python ignores SIGPIPE and SIGXFSZ, and tmux (3.3) starts
+    its panes with SIGTTIN and SIGTTOU ignored; an exec would keep them all ignored."""
+    for sig in _signal.valid_signals():
+        if _signal.getsignal(sig) == _signal.SIG_IGN:
+            _signal.signal(sig, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+
+
 class Runner:
     def __init__(self, spec: RunSpec, marker: str | None = None) -> None:
         self.tty_attrs: list[Any] | None = None
@@ -565,8 +575,7 @@ class Runner:
         pid, master = os.forkpty()
         if pid == 0:  # the task's side: a new session whose controlling terminal is the pty
             try:
-                for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):  # Python ignores these
-                    _signal.signal(sig, _signal.SIG_DFL)
+                default_signals()
                 os.chdir(cwd)
                 os.execve(shell, argv, env)
             except OSError as exc:
