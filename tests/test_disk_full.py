@@ -152,12 +152,16 @@ def test_a_full_disk_stops_nothing_and_everything_resumes(small_home: str, tmux_
             [tasks.app]
             command = "sleep 600"
         """)
+        # (a page freed meanwhile, as when a record is renamed over an older one made before
+        # the disk filled, is taken again first: the disk is full when the command runs)
+        fill_up(os.path.join(home, "filler"))
         proc = run_cli(["start"], env, cwd=other)
         line = one_line(proc.stderr)
         assert proc.returncode == 1 and "no space left on device" in line, line
         assert f"free space on {home}" in line
 
         # A command that itself cannot write says so in one line.
+        fill_up(os.path.join(home, "filler"))
         proc = run_cli(["config", "set", "log_level", "debug"], env, cwd=proj)
         line = one_line(proc.stderr)
         assert proc.returncode == 1 and "config.toml: no space left on device" in line, line
@@ -181,6 +185,7 @@ def test_a_full_disk_stops_nothing_and_everything_resumes(small_home: str, tmux_
         assert task(env, proj, "chatty")["pid"] == chatty_pid  # adopted, still running
 
         # This daemon, too, cannot write its events (and counts them).
+        fill_up(os.path.join(home, "filler"))
         wait_until(lambda: disk_section(home)["events_dropped"] > 0, 30, "an event dropped")
         assert disk_section(home)["full"]
         # Failed event writes leave no transition half done: crashy is still being retried.
