@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -23,10 +24,17 @@ def _turns(loop: asyncio.AbstractEventLoop) -> list[int]:
     return count
 
 
-def test_the_last_callback_of_a_turn_runs_the_work_without_another_turn() -> None:
-    async def main() -> None:
+def on_a_loop(main: Callable[[asyncio.AbstractEventLoop, TurnBatch], Awaitable[None]]) -> None:
+    """Run ``main`` on a new loop, with a batch of its own for that loop."""
+    async def begin() -> None:
         loop = asyncio.get_running_loop()
-        batch = TurnBatch(loop)
+        await main(loop, TurnBatch(loop))
+
+    asyncio.run(begin())
+
+
+def test_the_last_callback_of_a_turn_runs_the_work_without_another_turn() -> None:
+    async def main(loop: asyncio.AbstractEventLoop, batch: TurnBatch) -> None:
         turns = _turns(loop)
         ran: list[tuple[str, int]] = []
         done = loop.create_future()
@@ -47,13 +55,11 @@ def test_the_last_callback_of_a_turn_runs_the_work_without_another_turn() -> Non
         assert ran[0] == ("job", ran[1][1])  # at the end of the callback, in its turn
         assert not batch.jobs and not batch.scheduled
 
-    asyncio.run(main())
+    on_a_loop(main)
 
 
 def test_with_more_callbacks_in_the_turn_the_last_one_runs_the_work_in_that_turn() -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        batch = TurnBatch(loop)
+    async def main(loop: asyncio.AbstractEventLoop, batch: TurnBatch) -> None:
         turns = _turns(loop)
         ran: list[tuple[str, int]] = []
         done = loop.create_future()
@@ -77,13 +83,11 @@ def test_with_more_callbacks_in_the_turn_the_last_one_runs_the_work_in_that_turn
         assert ran == [("job 1", turn), ("job 2", turn), ("second", turn)]
         assert not batch.scheduled and not batch.jobs
 
-    asyncio.run(main())
+    on_a_loop(main)
 
 
 def test_work_waits_for_a_callback_queued_during_the_turn_and_runs_once() -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        batch = TurnBatch(loop)
+    async def main(loop: asyncio.AbstractEventLoop, batch: TurnBatch) -> None:
         ran: list[str] = []
         done = loop.create_future()
 
@@ -106,13 +110,11 @@ def test_work_waits_for_a_callback_queued_during_the_turn_and_runs_once() -> Non
         await done
         assert ran == ["second", "other", "job 1", "job 2"]
 
-    asyncio.run(main())
+    on_a_loop(main)
 
 
 def test_a_call_taken_over_by_the_last_callback_is_not_run_again() -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        batch = TurnBatch(loop)
+    async def main(loop: asyncio.AbstractEventLoop, batch: TurnBatch) -> None:
         ran: list[str] = []
         done = loop.create_future()
 
@@ -130,13 +132,11 @@ def test_a_call_taken_over_by_the_last_callback_is_not_run_again() -> None:
         assert handle is not None and handle.cancelled()
         assert not batch.jobs and not batch.scheduled
 
-    asyncio.run(main())
+    on_a_loop(main)
 
 
 def test_work_queued_outside_a_callback_goes_through_call_soon() -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        batch = TurnBatch(loop)
+    async def main(loop: asyncio.AbstractEventLoop, batch: TurnBatch) -> None:
         ran: list[str] = []
         batch.later(lambda: ran.append("a"))
         batch.later(lambda: ran.append("b"))
@@ -145,13 +145,11 @@ def test_work_queued_outside_a_callback_goes_through_call_soon() -> None:
         await asyncio.sleep(0)
         assert ran == ["a", "b"] and not batch.scheduled
 
-    asyncio.run(main())
+    on_a_loop(main)
 
 
 def test_a_failing_job_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        batch = TurnBatch(loop)
+    async def main(loop: asyncio.AbstractEventLoop, batch: TurnBatch) -> None:
         ran: list[str] = []
 
         def broken() -> None:
@@ -164,7 +162,7 @@ def test_a_failing_job_does_not_stop_the_others(caplog: pytest.LogCaptureFixture
         await asyncio.sleep(0)
         assert ran == ["after"]
 
-    asyncio.run(main())
+    on_a_loop(main)
     assert "broken job" in caplog.text
 
 

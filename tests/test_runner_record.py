@@ -14,11 +14,8 @@ from taskmuxd import runner, runrecord
 from taskmuxd.runrecord import RunRecord
 
 
-@pytest.mark.parametrize("sync", [True, False])
-def test_a_record_is_in_place_when_the_daemon_is_told_and_fsynced_only_when_asked(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool) -> None:
-    path = str(tmp_path / "t.json")
-    steps: list[str] = []
+def _fsyncs_into(steps: list[str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count the runner's fsyncs as "fsync" in ``steps`` (which is returned)."""
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
@@ -26,6 +23,14 @@ def test_a_record_is_in_place_when_the_daemon_is_told_and_fsynced_only_when_aske
         real_fsync(fd)
 
     monkeypatch.setattr(runner.os, "fsync", fsync)  # the module the runner calls (posix)
+    return steps
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_record_is_in_place_when_the_daemon_is_told_and_fsynced_only_when_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool) -> None:
+    path = str(tmp_path / "t.json")
+    steps = _fsyncs_into([], monkeypatch)
 
     def told() -> None:
         got = runrecord.read_record(path)
@@ -42,14 +47,7 @@ def test_a_record_is_in_place_when_the_daemon_is_told_and_fsynced_only_when_aske
 def test_the_fsync_is_left_to_a_daemon_that_heard_the_report(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, heard: bool) -> None:
     path = str(tmp_path / "t.json")
-    steps: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        steps.append("fsync")
-        real_fsync(fd)
-
-    monkeypatch.setattr(runner.os, "fsync", fsync)
+    steps = _fsyncs_into([], monkeypatch)
 
     def told() -> bool:
         got = runrecord.read_record(path)
