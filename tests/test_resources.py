@@ -180,6 +180,7 @@ def test_daemon_reports_memory_cpu_and_ports(env: dict[str, str], tmp_path: str)
     mem = wait_until(mem_shown, timeout=30, what="100 MB in the task's tree")
     assert mem["rss"] < 400 << 20
     assert wait_until(spin_shown, timeout=30, what="a busy loop near one core")["cpu"] <= 110
+    run_cli(["stop", "spin"], env, cwd=proj)  # a spinning core slows every other test
     port = task(env, proj, "web")["port"]
     wait_until(lambda: port in figures("web")["ports"], timeout=30,
                what="the task's listening port")
