@@ -58,6 +58,30 @@ class Context:
 
     def call(self, method: str, params: Mapping[str, Any] | None = None,
              start: bool = True) -> Any:
+        client = self.daemon(start)
+        try:
+            return client.call(method, params)
+        except DaemonUnavailable:
+            if not client.hung_up or self.paths.host:
+                raise
+            from taskmuxctl.core.hangup import daemon_gone
+
+            if not daemon_gone(self.paths):
+                raise  # alive and closing on us: a protocol problem, reported as it is
+        # The daemon accepted the request and died before it said a word (killed while its
+        # socket still accepted): it is not running. The request goes once more, to a daemon
+        # started now by the usual rules, as a user would run the command again by hand. That
+        # is safe even for start/stop/restart: whatever the dead daemon did of it before it
+        # died, the new one adopts the tasks still running (tasks live in tmux), starting a
+        # running task is a no-op, stopping a stopped one too, and a restart restarts once
+        # more at worst. Never more than once, and never after any byte of a reply.
+        self.close()
+        if not (start and self.autostart_allowed()):
+            raise DaemonUnavailable(
+                Code.DAEMON_NOT_RUNNING, "stopped",
+                "the daemon stopped while answering (it was killed or crashed; see "
+                f"{self.paths.daemon_log}) and is not running now; start it with "
+                f"`{self.prog} daemon start` and run the command again")
         return self.daemon(start).call(method, params)
 
     def close(self) -> None:
