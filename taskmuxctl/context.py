@@ -62,11 +62,7 @@ class Context:
         try:
             return client.call(method, params)
         except DaemonUnavailable:
-            if not client.hung_up or self.paths.host:
-                raise
-            from taskmuxctl.core.hangup import daemon_gone
-
-            if not daemon_gone(self.paths):
+            if not self.died_answering(client):
                 raise  # alive and closing on us: a protocol problem, reported as it is
         # The daemon accepted the request and died before it said a word (killed while its
         # socket still accepted): it is not running. The request goes once more, to a daemon
@@ -83,6 +79,16 @@ class Context:
                 f"{self.paths.daemon_log}) and is not running now; start it with "
                 f"`{self.prog} daemon start` and run the command again")
         return self.daemon(start).call(method, params)
+
+    def died_answering(self, client: Client) -> bool:
+        """Whether the daemon hung up on ``client`` before a byte of a reply and has exited
+        since, or does within a short bounded wait (``core/hangup.py``): it was killed while
+        its socket still accepted. A local daemon only."""
+        if not client.hung_up or self.paths.host:
+            return False
+        from taskmuxctl.core.hangup import daemon_gone
+
+        return daemon_gone(self.paths)
 
     def close(self) -> None:
         if self._client is not None:

@@ -85,6 +85,17 @@ def test_without_auto_start_it_says_the_daemon_stopped_and_how_to_start_it(
     assert read_pid(os.path.join(home, "daemon.pid")) == dying.pid
 
 
+def test_daemon_status_of_a_daemon_that_died_while_answering_says_it_died(
+        env: dict[str, str], home: str) -> None:
+    with standin(home, env, "reset") as dying:
+        code, out = run_json(["daemon", "status"], env)
+        dying.wait(10)
+    assert code == 1 and out["running"] is False, out  # LSB: dead, with a pid file left
+    assert out["reason"] == "stopped" and out["stale_pid"] == dying.pid, out
+    assert accepted(home) == 1
+    assert refuses(home)  # status starts nothing
+
+
 def test_a_live_daemon_that_hangs_up_unanswered_stays_a_protocol_error(
         env: dict[str, str], home: str) -> None:
     with standin(home, env, "close") as live:
