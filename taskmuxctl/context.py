@@ -58,7 +58,37 @@ class Context:
 
     def call(self, method: str, params: Mapping[str, Any] | None = None,
              start: bool = True) -> Any:
+        client = self.daemon(start)
+        try:
+            return client.call(method, params)
+        except DaemonUnavailable:
+            if not self.died_answering(client):
+                raise  # alive and closing on us: a protocol problem, reported as it is
+        # The daemon accepted the request and died before it said a word (killed while its
+        # socket still accepted): it is not running. The request goes once more, to a daemon
+        # started now by the usual rules, as a user would run the command again by hand. That
+        # is safe even for start/stop/restart: whatever the dead daemon did of it before it
+        # died, the new one adopts the tasks still running (tasks live in tmux), starting a
+        # running task is a no-op, stopping a stopped one too, and a restart restarts once
+        # more at worst. Never more than once, and never after any byte of a reply.
+        self.close()
+        if not (start and self.autostart_allowed()):
+            raise DaemonUnavailable(
+                Code.DAEMON_NOT_RUNNING, "stopped",
+                "the daemon stopped while answering (it was killed or crashed; see "
+                f"{self.paths.daemon_log}) and is not running now; start it with "
+                f"`{self.prog} daemon start` and run the command again")
         return self.daemon(start).call(method, params)
+
+    def died_answering(self, client: Client) -> bool:
+        """Whether the daemon hung up on ``client`` before a byte of a reply and has exited
+        since, or does within a short bounded wait (``core/hangup.py``): it was killed while
+        its socket still accepted. A local daemon only."""
+        if not client.hung_up or self.paths.host:
+            return False
+        from taskmuxctl.core.hangup import daemon_gone
+
+        return daemon_gone(self.paths)
 
     def close(self) -> None:
         if self._client is not None:

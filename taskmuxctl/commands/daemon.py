@@ -40,10 +40,13 @@ def _with_service(result: Result, service: dict[str, Any] | None) -> Result:
 
 
 def status(ctx: Context, args: Any) -> Result:
+    client = Client(ctx.paths, timeout=5.0)
     try:
-        with Client(ctx.paths, timeout=5.0) as client:
+        with client:
             info = client.call(Method.DAEMON_STATUS)
     except DaemonUnavailable as exc:
+        if ctx.died_answering(client):  # killed while its socket still accepted: not running
+            exc = DaemonUnavailable(Code.DAEMON_NOT_RUNNING, "stopped", exc.message)
         return _with_service(_not_answering(ctx, exc), _service(ctx))
     lines = [
         f"taskmuxd is running (pid {info['pid']}, version {info['version']}, "

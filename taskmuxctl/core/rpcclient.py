@@ -66,6 +66,10 @@ class Client:
         self._framer = LineFramer()
         self._pending: list[bytes] = []
         self._next_id = 1
+        self.heard = False  # the daemon sent at least one byte on this connection
+        # The connection ended (end of file, reset, broken pipe) before the daemon sent a single
+        # byte on it: a daemon killed while its listener still accepted looks like this.
+        self.hung_up = False
 
     def connect(self) -> Client:
         if self.paths.host:  # the one door to another machine: ssh, then dial-stdio there
@@ -82,6 +86,7 @@ class Client:
             sock.close()
             raise _unavailable(self.paths, exc) from None
         self._sock = sock
+        self.heard = self.hung_up = False
         return self
 
     def detach(self) -> Any:
@@ -129,6 +134,8 @@ class Client:
                 # A notification pushed by the daemon on this connection: not ours to answer.
         except OSError as exc:
             self.close()
+            if isinstance(exc, (ConnectionResetError, BrokenPipeError)) and not self.heard:
+                self.hung_up = True
             raise _unavailable(self.paths, exc) from None
         if "error" in reply:
             err = reply["error"]
@@ -169,6 +176,7 @@ class Client:
         while not self._pending:
             data = self._sock.recv(65536)
             if not data:
+                self.hung_up = not self.heard
                 if self.paths.host:
                     raise DaemonUnavailable(
                         Code.DAEMON_PROTOCOL, "closed",
@@ -179,6 +187,7 @@ class Client:
                     "the daemon closed the connection before answering; see the daemon log "
                     f"({self.paths.daemon_log})",
                 )
+            self.heard = True
             self._pending.extend(self._framer.feed(data))
         line = self._pending.pop(0)
         try:
