@@ -456,3 +456,39 @@ def test_no_order_to_stay_warm_goes_to_a_runner_a_start_took_meanwhile(
 
 def test_an_order_to_stay_warm_waits_for_a_long_stop_only_so_long(monkeypatch: object) -> None:
     assert _deferral(monkeypatch, limit=0.01) == [("order", "/r"), ("answered", "")]
+
+
+# -- a lowered setting and the waits already given (``warmrunner.setting_lowered``) -----------
+
+
+def test_a_lowered_setting_cuts_each_wait_from_its_start_and_never_lengthens_one() -> None:
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from taskmuxd.projects import warmrunner
+
+    def warm(since: float, until: float | None) -> SimpleNamespace:
+        # No runner identity recorded: ``end_runner`` signals nothing.
+        record = SimpleNamespace(runner_id=lambda: None)
+        return SimpleNamespace(warm_since=since, warm_until=until, waiting_runner="/r",
+                               record=record)
+
+    async def main() -> None:
+        now = time.monotonic()
+        fresh = warm(now - 1, now + 599)  # 1 s into a 600 s wait
+        old = warm(now - 500, now + 100)  # 500 s into it
+        cold = warm(now - 1, None)  # no runner waits
+        tasks = [fresh, old, cold]
+        warmrunner.setting_lowered(tasks, 900)  # raised: nothing changes
+        assert (fresh.warm_until, old.warm_until) == (now + 599, now + 100)
+        warmrunner.setting_lowered(tasks, 300)
+        assert fresh.warm_until == now - 1 + 300 and fresh.waiting_runner == "/r"
+        assert old.warm_until is None and old.waiting_runner is None  # 500 s > 300 s: over
+        assert cold.warm_until is None and cold.waiting_runner == "/r"
+        warmrunner.setting_lowered(tasks, 350)  # between: the shorter deadline stays
+        assert fresh.warm_until == now - 1 + 300
+        warmrunner.setting_lowered(tasks, 0)
+        assert fresh.warm_until is None and fresh.waiting_runner is None
+
+    asyncio.run(main())
