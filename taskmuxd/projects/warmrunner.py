@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import time
@@ -212,12 +213,13 @@ def adopt(project: ProjectView, task: TaskRuntime) -> None:
               and runner.runner_start == rec.runner_start
               and ownership.runner_record_alive(runner))
     now, wall = time.monotonic(), time.time()
-    exited = runner.exited_at if runner is not None and runner.exited_at is not None else wall
-    since = now - min(max(wall - exited, 0.0), seconds)  # a clock set back: no time waited
-    until = since + seconds
-    if not proven or until <= now:
+    exited = runner.exited_at if runner is not None else None
+    waited = wall - exited if isinstance(exited, int | float) and math.isfinite(exited) else 0.0
+    waited = max(waited, 0.0)  # a clock set back: no time waited
+    if not proven or waited >= seconds:
         end_runner(task)
         return
     task.waiting_runner = path
-    task.warm_since, task.warm_until = since, until
+    task.warm_since = now - waited
+    until = task.warm_until = task.warm_since + seconds
     asyncio.get_running_loop().call_at(until, _expire, task, until, True)
