@@ -173,6 +173,84 @@ def test_a_config_change_ends_the_warm_runner(env: dict[str, str], tmp_path: str
     wait_until(lambda: pid_gone(runner), 10, "the old warm runner to end")
 
 
+def _warm_for(env: dict[str, str], proj: str) -> float | None:
+    """The seconds the daemon says the task's idle runner still waits (None: none waits)."""
+    got = task(env, proj, "app")["warm_runner_for"]
+    assert got is None or isinstance(got, int | float)
+    return got
+
+
+def test_lowering_the_setting_to_0_ends_the_runners_already_warm(
+        env: dict[str, str], home: str, tmp_path: str, tmux_socket: str) -> None:
+    proj, runs = _project(str(tmp_path), "lowered")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
+    _stopped_warm(env, proj, tmux_socket)
+    left = _warm_for(env, proj)
+    assert left is not None and 0 < left <= 600
+    code, out = run_json(["config", "set", "warm_runner_seconds", "0"], env)
+    assert code == 0 and out["daemon_reloaded"] is True, out
+    wait_until(lambda: pid_gone(runner), 10, "the warm runner to end")
+    assert _warm_for(env, proj) is None
+    assert _runners_of(home, "lowered") == []
+    assert task(env, proj, "app")["state"] == "stopped"
+
+
+def test_a_lowered_setting_shortens_the_wait_of_a_warm_runner_and_ends_it_then(
+        env: dict[str, str], home: str, tmp_path: str, tmux_socket: str) -> None:
+    proj, runs = _project(str(tmp_path), "shortened")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
+    _stopped_warm(env, proj, tmux_socket)
+    before = _warm_for(env, proj)
+    assert before is not None and before > 300
+    code, out = run_json(["config", "set", "warm_runner_seconds", "300"], env)
+    assert code == 0 and out["daemon_reloaded"] is True, out
+    after = _warm_for(env, proj)
+    assert after is not None and 0 < after <= 300 < before
+    assert not pid_gone(runner), "a wait with time left was ended"
+    # Raising the setting does not lengthen a wait already given.
+    assert run_json(["config", "set", "warm_runner_seconds", "900"], env)[0] == 0
+    again = _warm_for(env, proj)
+    assert again is not None and again <= after
+    # Lowered to 2 s: the daemon ends the runner at its new deadline (or at once, when 2 s
+    # from its stop are already over); its own deadline, given with its order, was 600 s.
+    assert run_json(["config", "set", "warm_runner_seconds", "2"], env)[0] == 0
+    left = _warm_for(env, proj)
+    assert left is None or left <= 2
+    wait_until(lambda: pid_gone(runner), 15, "the warm runner to end by its new deadline")
+    assert _warm_for(env, proj) is None
+    assert _runners_of(home, "shortened") == []
+    # The next start launches a fresh runner through tmux; the task runs once.
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    wait_state(env, proj, "app", "running")
+    got = wait_until(lambda: len(_runs(runs)) == 2 and _runs(runs), 10, "the second run")
+    assert got[1][0] != runner
+
+
+def test_a_daemon_killed_before_it_applied_a_lowered_setting_leaves_no_runner_waiting_longer(
+        env: dict[str, str], home: str, tmp_path: str, tmux_socket: str) -> None:
+    # The setting reaches config.toml but the daemon dies before it ends the runner (here: it
+    # never reloads). The next daemon counts the wait from the run's exit with the setting it
+    # reads, and ends the runner by that deadline instead of adopting it for a new wait.
+    proj, runs = _project(str(tmp_path), "killedlow")
+    sock = os.path.join(home, "ctl.sock")
+    run_json(["start"], env, cwd=proj)
+    wait_state(env, proj, "app", "running")
+    ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
+    _stopped_warm(env, proj, tmux_socket)
+    write_config(home, "warm_runner_seconds = 1")
+    daemon = call(sock, "daemon.status")["pid"]
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: pid_gone(daemon), 10, "the daemon to die")
+    assert task(env, proj, "app")["state"] == "stopped"  # a new daemon
+    wait_until(lambda: pid_gone(runner), 15, "the warm runner to end by its deadline")
+    assert _warm_for(env, proj) is None
+    assert _runners_of(home, "killedlow") == []
+
+
 def test_a_daemon_killed_while_runners_wait_warm_is_succeeded_by_one_that_adopts_them(
         env: dict[str, str], home: str, tmp_path: str, tmux_socket: str) -> None:
     proj, runs = _project(str(tmp_path), "adopt")
@@ -350,10 +428,10 @@ def _deferral(monkeypatch: object, started_meanwhile: bool = False, limit: float
 
     async def main() -> None:
         project = SimpleNamespace(name="p")
-        task = SimpleNamespace(warm_until=1e12, waiting_runner="/r")
+        task = SimpleNamespace(warm_until=1e12, warm_since=1.0, waiting_runner="/r")
         with warmrunner.after_answer(project):  # type: ignore[arg-type]
             job = asyncio.ensure_future(warmrunner._warm(
-                project, task, "/r", 600.0, 1e12))  # type: ignore[arg-type]
+                project, task, "/r", 600.0, 1.0))  # type: ignore[arg-type]
             if limit is not None:
                 await asyncio.wait_for(asyncio.shield(job), 5)
             for _ in range(20):  # the stop goes on for a while
@@ -378,3 +456,39 @@ def test_no_order_to_stay_warm_goes_to_a_runner_a_start_took_meanwhile(
 
 def test_an_order_to_stay_warm_waits_for_a_long_stop_only_so_long(monkeypatch: object) -> None:
     assert _deferral(monkeypatch, limit=0.01) == [("order", "/r"), ("answered", "")]
+
+
+# -- a lowered setting and the waits already given (``warmrunner.setting_lowered``) -----------
+
+
+def test_a_lowered_setting_cuts_each_wait_from_its_start_and_never_lengthens_one() -> None:
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from taskmuxd.projects import warmrunner
+
+    def warm(since: float, until: float | None) -> SimpleNamespace:
+        # No runner identity recorded: ``end_runner`` signals nothing.
+        record = SimpleNamespace(runner_id=lambda: None)
+        return SimpleNamespace(warm_since=since, warm_until=until, waiting_runner="/r",
+                               record=record)
+
+    async def main() -> None:
+        now = time.monotonic()
+        fresh = warm(now - 1, now + 599)  # 1 s into a 600 s wait
+        old = warm(now - 500, now + 100)  # 500 s into it
+        cold = warm(now - 1, None)  # no runner waits
+        tasks = [fresh, old, cold]
+        warmrunner.setting_lowered(tasks, 900)  # raised: nothing changes
+        assert (fresh.warm_until, old.warm_until) == (now + 599, now + 100)
+        warmrunner.setting_lowered(tasks, 300)
+        assert fresh.warm_until == now - 1 + 300 and fresh.waiting_runner == "/r"
+        assert old.warm_until is None and old.waiting_runner is None  # 500 s > 300 s: over
+        assert cold.warm_until is None and cold.waiting_runner == "/r"
+        warmrunner.setting_lowered(tasks, 350)  # between: the shorter deadline stays
+        assert fresh.warm_until == now - 1 + 300
+        warmrunner.setting_lowered(tasks, 0)
+        assert fresh.warm_until is None and fresh.waiting_runner is None
+
+    asyncio.run(main())

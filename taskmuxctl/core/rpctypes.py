@@ -161,6 +161,7 @@ class TaskInfo(ReadinessInfo):
     started_at: float | None
     uptime: float | None
     next_restart_in: float | None
+    warm_runner_for: float | None  # seconds a stopped task's idle runner still waits
     healthy: bool | None
     health_method: str | None
     last_health_failure: str | None

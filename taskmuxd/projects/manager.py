@@ -152,7 +152,11 @@ class Projects:
                            f"{plural(len(self.projects), 'project')} on {self.tmux.describe()}"}
 
     def settings_changed(self, old: Any, new: Any) -> None:
-        del old, new
+        del old
+        # A lowered warm_runner_seconds applies to the runners already waiting warm too.
+        seconds = float(new.warm_runner_seconds)
+        for project in self.projects.values():
+            warmrunner.setting_lowered(list(project.tasks.values()), seconds)
 
     # -- loading --------------------------------------------------------------------------
 

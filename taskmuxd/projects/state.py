@@ -9,7 +9,9 @@ counter: where the same task (or ``running``) is in two files, the higher ``seq`
 later word, whichever file it is in. ``env.json`` (0600): the environment
 of the shell that started the project. ``config.last.toml``: the last valid
 taskmux.toml, so a broken edit never stops supervision. ``run/{task}.json``: the runner's
-record; ``run/{task}.spec.json``: what the runner was asked to run.
+record; ``run/{task}.spec.json``: what the runner was asked to run. ``run/*.ending``: tokens
+of earlier versions (one per task a stop ended; ``run/ending.runs`` replaced them), removed
+when the project is restored (``load``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from taskmuxd.runrecord import FormatError, RunRecord, read_record
 log = logging.getLogger("taskmuxd.state")
 
 FORMAT = 1
+OLD_ENDING = ".ending"  # run/{task}.ending: an earlier version's token (see the docstring)
 
 
 @dataclass
@@ -236,10 +239,40 @@ def _move_aside(path: str, exc: Exception) -> str:
     return aside
 
 
+def drop_old_endings(files: ProjectFiles) -> int:
+    """Remove the ``run/*.ending`` tokens an earlier version left: regular files only, named
+    in the run folder itself (opened without following a symlink; a symlink, a folder or
+    anything else of that name stays, and no link is ever followed). How many went."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(files.run_dir, flags)
+    except OSError:
+        return 0  # no run folder (yet), or not a folder
+    removed = 0
+    try:
+        with os.scandir(fd) as entries:
+            names = [e.name for e in entries
+                     if e.name.endswith(OLD_ENDING) and e.is_file(follow_symlinks=False)]
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=fd)  # a name unlinked, never what a link names
+                removed += 1
+    except OSError as exc:
+        log.warning("cannot tidy %s: %s", files.run_dir, exc)
+    finally:
+        os.close(fd)
+    if removed:
+        log.info("removed %d token file(s) of an earlier version from %s", removed,
+                 files.run_dir)
+    return removed
+
+
 def load(files: ProjectFiles) -> tuple[ProjectRecord, str | None]:
-    """The saved record, and a note when a corrupt file had to be moved aside. Where
+    """The saved record (an earlier version's ``run/*.ending`` tokens removed first), and a
+    note when a corrupt file had to be moved aside. Where
     ``ahead.json`` holds a later word (a higher ``seq``) than a task's own file or
     ``state.json``, it wins: a batch's write-ahead whose own files were not written yet."""
+    drop_old_endings(files)
     mono, wall = time.monotonic(), time.time()
     note = None
     rec = ProjectRecord()

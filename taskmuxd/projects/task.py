@@ -49,8 +49,10 @@ class TaskRuntime:
         # ``launching``); None otherwise.
         self.waiting_runner: str | None = None
         self.runner_held_for: float | None = None  # the restart it was asked to hold for
-        # While its runner waits warm (``warmrunner``): when the daemon forgets it (monotonic).
+        # While its runner waits warm (``warmrunner``): when the daemon forgets it, and when
+        # the wait began (monotonic; a lowered setting counts from there).
         self.warm_until: float | None = None
+        self.warm_since: float | None = None
         self.exit_by_stop = False  # the last exit reported was a stop's
         # A run started on a restart granted ahead (``restartgrant``), reported, until the
         # machine's Launch takes it.
@@ -147,6 +149,8 @@ class TaskRuntime:
             if running and rec.started_wall else None,
             "next_restart_in": round(max(pol.restart_at - time.monotonic(), 0.0), 3)
             if self.state in (TaskState.BACKOFF, TaskState.FATAL) and pol.restart_at else None,
+            "warm_runner_for": round(max(self.warm_until - time.monotonic(), 0.0), 3)
+            if self.warm_until is not None else None,
             "healthy": h.ok,
             "health_method": h.last.method if h.last else None,
             "last_health_failure": h.last_failure.detail if h.last_failure else None,

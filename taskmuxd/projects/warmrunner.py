@@ -20,6 +20,16 @@ outlives a daemon that stops or is killed, as tasks do; the next daemon adopts i
 record proves it (the task's last run, ended clean, waiting at the task's order socket, alive
 by identity) and ends it otherwise.
 
+A lowered ``warm_runner_seconds`` (a reload of the settings: ``setting_lowered``) applies to
+the runners already waiting: each waits at most the new value from the start of its wait
+(``task.warm_since``); the daemon ends one whose wait is then over at once, and any other at
+its new deadline (SIGTERM by identity, as above: the runner's own deadline, given with its
+order, is the old one). A raised value never lengthens a wait already given. A daemon that
+adopts a warm runner counts its wait from its run's exit (the runner record's ``exited_at``)
+with the setting it has, and ends it at that deadline, or at once when it is over: a daemon
+killed after a lowered setting reached config.toml but before it ended a runner leaves
+nothing waiting longer than the setting says.
+
 The orders to stay warm that a stop brings go once it has answered (``after_answer``), at
 most ``DEFER_LIMIT`` seconds after each runner's report (it waits ``WAIT_SECONDS`` for an
 order): a hundred connections from the daemon, and a hundred runners each taking an order
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import time
@@ -90,19 +101,26 @@ def keep(project: ProjectView, task: TaskRuntime) -> bool:
     if task.warm_until is not None:
         if task.state == TaskState.STOPPED:
             return True
-        task.warm_until = None  # a launch takes it (STARTING), or nothing will: release it
-        return False
+        task.warm_until = task.warm_since = None  # a launch takes it (STARTING), or
+        return False  # nothing will: release it
     if not wanted(project, task) or task.waiting_runner is None:
         return False
     seconds = project.services.warm_runner_seconds()
-    until = task.warm_until = time.monotonic() + seconds
-    project.services.spawn(_warm(project, task, task.waiting_runner, seconds, until),
+    since = task.warm_since = time.monotonic()
+    task.warm_until = since + seconds
+    project.services.spawn(_warm(project, task, task.waiting_runner, seconds, since),
                            f"warm runner {project.name}/{task.name}")
     return True
 
 
+def _same_wait(task: TaskRuntime, since: float) -> bool:
+    """Whether the task's runner still waits warm the wait that began at ``since`` (not
+    started, released or forgotten meanwhile; a shortened wait is still the same one)."""
+    return task.warm_until is not None and task.warm_since == since
+
+
 async def _warm(project: ProjectView, task: TaskRuntime, path: str, seconds: float,
-                until: float) -> None:
+                since: float) -> None:
     """Tell the runner to stay warm; forget it when it did not take that, and when its wait
     is over (a moment before its own deadline, which counts from the order's arrival)."""
     gate = _gates.get(project.name)
@@ -110,28 +128,56 @@ async def _warm(project: ProjectView, task: TaskRuntime, path: str, seconds: flo
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(DEFER_LIMIT):
                 await asyncio.shield(gate)
-        if task.warm_until != until:
+        if not _same_wait(task, since):
             return  # started or released meanwhile: no order to stay
     took = await taskstart._order(path, {"warm": seconds})
-    if task.warm_until != until:
+    if not _same_wait(task, since):
         return  # started or released meanwhile
     if not took:
         release(task)
         return
-    asyncio.get_running_loop().call_at(until, _expire, task, until)
+    until = since + seconds
+    asyncio.get_running_loop().call_at(until, _expire, task, until, False)
 
 
-def _expire(task: TaskRuntime, until: float) -> None:
-    if task.warm_until == until:
-        task.warm_until = None
-        task.waiting_runner = None  # it ends by itself now
+def _expire(task: TaskRuntime, until: float, end: bool) -> None:
+    """The daemon's deadline for a warm runner: forget it (it ends by itself now), or, when
+    its own deadline may be later (a wait shortened by a lowered setting, or one a new daemon
+    adopted), end it, by its recorded identity."""
+    if task.warm_until != until:
+        return  # started, released, or given another deadline meanwhile
+    if end:
+        release(task)
+        return
+    task.warm_until = task.warm_since = None
+    task.waiting_runner = None  # it ends by itself now
+
+
+def setting_lowered(tasks: list[TaskRuntime], seconds: float) -> None:
+    """``warm_runner_seconds`` is now ``seconds`` (a reload of the settings): each warm runner
+    waits at most that long from the start of its wait. One whose wait is then over (or when
+    ``seconds`` is 0) is ended now; one with time left gets the earlier deadline, at which the
+    daemon ends it (its own, given with the order, is later). A higher value changes nothing:
+    a wait already given is never lengthened."""
+    now = time.monotonic()
+    for task in tasks:
+        if task.warm_until is None or task.warm_since is None:
+            continue
+        until = task.warm_since + seconds
+        if until >= task.warm_until:
+            continue
+        if seconds <= 0 or until <= now:
+            release(task)
+            continue
+        task.warm_until = until
+        asyncio.get_running_loop().call_at(until, _expire, task, until, True)
 
 
 def release(task: TaskRuntime) -> None:
     """End a warm runner now (SIGTERM: "finish"), by its recorded identity only."""
     if task.warm_until is None:
         return
-    task.warm_until = None
+    task.warm_until = task.warm_since = None
     task.waiting_runner = None
     end_runner(task)
 
@@ -150,22 +196,30 @@ def end_runner(task: TaskRuntime) -> None:
 
 def adopt(project: ProjectView, task: TaskRuntime) -> None:
     """A daemon starting: take over the warm runner of a stopped task when its records prove
-    it is one (else end it, if it still lives by its identity)."""
+    it is one and its wait (counted from its run's exit, with the setting now) is not over;
+    else end it, if it still lives by its identity. The daemon ends it at that deadline: the
+    runner's own may be later (a daemon killed before it applied a lowered setting)."""
     rec = task.record
     if task.state != TaskState.STOPPED or rec.runner_id() is None:
         return
     runner = st.read_runner_record(project.files, task.name)
     path = taskstart.relaunch_socket(project, task)
+    seconds = project.services.warm_runner_seconds()
     proven = (runner is not None and task.record.policy.manual_stop and rec.clean
-              and project.services.warm_runner_seconds() > 0 and path is not None
+              and seconds > 0 and path is not None
               and runner.run_id == rec.run_id and runner.status == "exited"
               and runner.tree_clean is True and runner.relaunch == path
               and runner.runner_pid == rec.runner_pid
               and runner.runner_start == rec.runner_start
               and ownership.runner_record_alive(runner))
-    if not proven:
+    now, wall = time.monotonic(), time.time()
+    exited = runner.exited_at if runner is not None else None
+    waited = wall - exited if isinstance(exited, int | float) and math.isfinite(exited) else 0.0
+    waited = max(waited, 0.0)  # a clock set back: no time waited
+    if not proven or waited >= seconds:
         end_runner(task)
         return
     task.waiting_runner = path
-    until = task.warm_until = time.monotonic() + project.services.warm_runner_seconds()
-    asyncio.get_running_loop().call_at(until, _expire, task, until)
+    task.warm_since = now - waited
+    until = task.warm_until = task.warm_since + seconds
+    asyncio.get_running_loop().call_at(until, _expire, task, until, True)
