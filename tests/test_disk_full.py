@@ -41,28 +41,37 @@ from tests.projects import task, write_project
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-def small_home(request: pytest.FixtureRequest, tmux_socket: str) -> Iterator[str]:
-    """A TASKMUX_HOME on its own 2 MB tmpfs (skipped where mounting is not allowed); a test
-    may add mount options (``nr_inodes=8``) through indirect parametrisation."""
+@contextlib.contextmanager
+def tmpfs(size: str, *options: str) -> Iterator[str]:
+    """A folder in /tmp with a tmpfs of ``size`` mounted on it (skipped where mounting is not
+    allowed); unmounted and removed afterwards."""
     path = tempfile.mkdtemp(prefix="tmx-full-", dir="/tmp")
-    options = ",".join(["size=2m", "mode=0700", *([request.param] if hasattr(request, "param")
-                                                   else [])])
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", "mode=0700",
+                                                                   *options]), "tmpfs", path],
                           capture_output=True, text=True)
     if done.returncode != 0:
         os.rmdir(path)
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
-        write_config(path)
         yield path
     finally:
-        kill_task_leftovers(path)
-        kill_processes_of_home(path)
         if subprocess.run(["umount", path], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", path], capture_output=True)
         with contextlib.suppress(OSError):
             os.rmdir(path)
+
+
+@pytest.fixture
+def small_home(request: pytest.FixtureRequest, tmux_socket: str) -> Iterator[str]:
+    """A TASKMUX_HOME on its own 2 MB tmpfs; a test may add mount options (``nr_inodes=8``)
+    through indirect parametrisation."""
+    with tmpfs("2m", *([request.param] if hasattr(request, "param") else [])) as path:
+        try:
+            write_config(path)
+            yield path
+        finally:
+            kill_task_leftovers(path)
+            kill_processes_of_home(path)
 
 
 def free(home: str) -> int:
@@ -285,3 +294,29 @@ def test_the_wording_of_a_failed_write(tmp_path: Any) -> None:
     assert other == f"cannot write {folder}/y: Permission denied"
     assert not diskspace.is_full(OSError(errno.EACCES, "x")) and not diskspace.is_full(
         ValueError())
+
+
+def test_a_record_write_that_finds_no_room_keeps_the_old_record_and_leaves_no_temporary_file(
+        ) -> None:
+    """A runner's record replaced whole (or staged) on a full disk: the write fails, the record
+    in place is still the old one, whole, and the temporary file it was being written to is
+    gone (runs of the test above left an empty ``{task}.json.{pid}.tmp`` in ``run/``)."""
+    from taskmuxd import runner, runrecord
+    from taskmuxd.runrecord import RunRecord
+
+    with tmpfs("64k") as folder:
+        path = os.path.join(folder, "t.json")
+        old = RunRecord(project="p", task="t", run_id=1, runner_pid=os.getpid(),
+                        status="running", pid=4243, pgid=4243, started_at=1.5)
+        runner.write_record(path, old, sync=False)
+        fill_up(os.path.join(folder, "filler"))
+        new = RunRecord(project="p", task="t", run_id=2, runner_pid=os.getpid(),
+                        status="starting", after_run=1, after_code=1)
+        with pytest.raises(OSError, match="No space left on device") as failed:
+            runner.write_record(path, new, sync=False)
+        assert failed.value.errno == errno.ENOSPC
+        with pytest.raises(OSError, match="No space left on device") as failed:
+            runner.stage_record(path, new)
+        assert failed.value.errno == errno.ENOSPC
+        assert runrecord.read_record(path) == old
+        assert sorted(os.listdir(folder)) == ["filler", "t.json"]
