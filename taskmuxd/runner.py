@@ -350,6 +350,7 @@ def write_record(path: str, record: RunRecord, then: Callable[[], bool | None] |
             os.replace(tmp, path)
         except BaseException:
             os.close(fd)
+            _discard(tmp)  # a full disk: the record in place stays, no temporary file behind
             raise
     try:
         heard = then() if then is not None else None
@@ -394,9 +395,21 @@ def stage_record(path: str, record: RunRecord) -> str:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         _write_all(fd, runrecord.sealed(record) + b"\n")
+    except BaseException:
+        _discard(tmp)
+        raise
     finally:
         os.close(fd)
     return tmp
+
+
+def _discard(tmp: str) -> None:
+    """Remove the temporary file of a record write that failed (a full disk: the file was
+    made, its bytes were not written), as ``atomic_write`` does."""
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def tell_daemon(sock_path: str, method: str, params: dict[str, object]) -> bool:

@@ -41,28 +41,37 @@ from tests.projects import task, write_project
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-def small_home(request: pytest.FixtureRequest, tmux_socket: str) -> Iterator[str]:
-    """A TASKMUX_HOME on its own 2 MB tmpfs (skipped where mounting is not allowed); a test
-    may add mount options (``nr_inodes=8``) through indirect parametrisation."""
+@contextlib.contextmanager
+def tmpfs(size: str, *options: str) -> Iterator[str]:
+    """A folder in /tmp with a tmpfs of ``size`` mounted on it (skipped where mounting is not
+    allowed); unmounted and removed afterwards."""
     path = tempfile.mkdtemp(prefix="tmx-full-", dir="/tmp")
-    options = ",".join(["size=2m", "mode=0700", *([request.param] if hasattr(request, "param")
-                                                   else [])])
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", "mode=0700",
+                                                                   *options]), "tmpfs", path],
                           capture_output=True, text=True)
     if done.returncode != 0:
         os.rmdir(path)
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
-        write_config(path)
         yield path
     finally:
-        kill_task_leftovers(path)
-        kill_processes_of_home(path)
         if subprocess.run(["umount", path], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", path], capture_output=True)
         with contextlib.suppress(OSError):
             os.rmdir(path)
+
+
+@pytest.fixture
+def small_home(request: pytest.FixtureRequest, tmux_socket: str) -> Iterator[str]:
+    """A TASKMUX_HOME on its own 2 MB tmpfs; a test may add mount options (``nr_inodes=8``)
+    through indirect parametrisation."""
+    with tmpfs("2m", *([request.param] if hasattr(request, "param") else [])) as path:
+        try:
+            write_config(path)
+            yield path
+        finally:
+            kill_task_leftovers(path)
+            kill_processes_of_home(path)
 
 
 def free(home: str) -> int:
@@ -86,6 +95,36 @@ def fill_up(path: str) -> None:
                     os.write(fd, b"\0" * size)
     finally:
         os.close(fd)
+
+
+def pending_grants(home: str) -> list[str]:
+    """The restart grants on file (``taskmuxd.rungrant``), their temporary files and claimed
+    ones not yet unlinked included."""
+    found = []
+    for project in os.listdir(os.path.join(home, "projects")):
+        with contextlib.suppress(FileNotFoundError):
+            run = os.path.join(home, "projects", project, "run")
+            found += [os.path.join(run, n) for n in os.listdir(run) if ".grant" in n]
+    return found
+
+
+def fill_for_good(home: str) -> None:
+    """Fill the disk so that it stays full, for a command that must find no room.
+
+    A crash-looping task's pending restart holds a page: the daemon writes the grant of the
+    next run (``run/{task}.grant``) when a run ends, and the runner unlinks it when it claims
+    it at the end of the backoff (or the daemon, revoking it). A grant pending at the fill
+    gives its page back a moment later, and a command then finds room (``config set``
+    succeeded so in two CI runs; inotify on the tmpfs showed the grant claimed while it ran).
+    So the disk is filled again until no grant is pending and then not a byte is free: from
+    there on the next grant cannot be written, and every other writer here (records, state,
+    events) needs a new page before it frees an old one (a temporary file renamed over it;
+    a log line cut short is taken back within its last page), so no page comes back."""
+    def full_for_good() -> bool:
+        fill_up(os.path.join(home, "filler"))
+        return not pending_grants(home) and free(home) == 0
+
+    wait_until(full_for_good, 30, "the disk to be full with no restart grant pending")
 
 
 def disk_section(home: str) -> dict[str, Any]:
@@ -152,22 +191,15 @@ def test_a_full_disk_stops_nothing_and_everything_resumes(small_home: str, tmux_
             [tasks.app]
             command = "sleep 600"
         """)
-        # (a page freed meanwhile, as when a record is renamed over an older one made before
-        # the disk filled, is taken again first: the disk is full when the command runs)
-        fill_up(os.path.join(home, "filler"))
+        fill_for_good(home)
         proc = run_cli(["start"], env, cwd=other)
         line = one_line(proc.stderr)
         assert proc.returncode == 1 and "no space left on device" in line, line
         assert f"free space on {home}" in line
 
         # A command that itself cannot write says so in one line.
-        # (the tasks' writers give back a page now and then: a log write cut short is
-        # truncated back; a write that found one is tried again once the disk is full again)
-        for level in ("debug", "info", "warning", "error", "debug"):
-            fill_up(os.path.join(home, "filler"))
-            proc = run_cli(["config", "set", "log_level", level], env, cwd=proj)
-            if proc.returncode != 0:
-                break
+        fill_for_good(home)
+        proc = run_cli(["config", "set", "log_level", "debug"], env, cwd=proj)
         line = one_line(proc.stderr)
         assert proc.returncode == 1 and "config.toml: no space left on device" in line, line
         assert f"free space on {home}" in line
@@ -285,3 +317,29 @@ def test_the_wording_of_a_failed_write(tmp_path: Any) -> None:
     assert other == f"cannot write {folder}/y: Permission denied"
     assert not diskspace.is_full(OSError(errno.EACCES, "x")) and not diskspace.is_full(
         ValueError())
+
+
+def test_a_record_write_that_finds_no_room_keeps_the_old_record_and_leaves_no_temporary_file(
+        ) -> None:
+    """A runner's record replaced whole (or staged) on a full disk: the write fails, the record
+    in place is still the old one, whole, and the temporary file it was being written to is
+    gone (runs of the test above left an empty ``{task}.json.{pid}.tmp`` in ``run/``)."""
+    from taskmuxd import runner, runrecord
+    from taskmuxd.runrecord import RunRecord
+
+    with tmpfs("64k") as folder:
+        path = os.path.join(folder, "t.json")
+        old = RunRecord(project="p", task="t", run_id=1, runner_pid=os.getpid(),
+                        status="running", pid=4243, pgid=4243, started_at=1.5)
+        runner.write_record(path, old, sync=False)
+        fill_up(os.path.join(folder, "filler"))
+        new = RunRecord(project="p", task="t", run_id=2, runner_pid=os.getpid(),
+                        status="starting", after_run=1, after_code=1)
+        with pytest.raises(OSError, match="No space left on device") as failed:
+            runner.write_record(path, new, sync=False)
+        assert failed.value.errno == errno.ENOSPC
+        with pytest.raises(OSError, match="No space left on device") as failed:
+            runner.stage_record(path, new)
+        assert failed.value.errno == errno.ENOSPC
+        assert runrecord.read_record(path) == old
+        assert sorted(os.listdir(folder)) == ["filler", "t.json"]
