@@ -1,14 +1,17 @@
 """Chaos: the tmux server killed (``kill -9`` of its pid: this test's private server) while a
 crashed task's runner holds in its pane for a restart granted with its wait (a delayed
-grant, ``rungrant``/``delayedgrant``), with the daemon up or itself killed first; and during
-a ``stop`` whose runner would stay warm.
+grant, ``rungrant``/``delayedgrant``), with the daemon up, or killed first and started again
+after; while a task is ``fatal``; and during a ``stop`` whose runner stays warm, and while it
+waits warm.
 
 What must hold: the daemon hears it at once (its control connection ends), an event says
-what happened, and the task is neither lost nor doubled. A crashed task keeps its restart:
-its count and its wait (the restore after tmux went away brings back what tmux took down,
-not what was already waiting for its restart), then runs exactly once, in a new pane; every
-runner and task process recorded is then either that one copy or gone. Real tmux, real
-daemon; each test waits the restart's few seconds once."""
+what happened (``project_restored``: the tasks started, and those left to their restart),
+and no task is lost or doubled. A crashed task keeps its restart, its count and its wait
+(the restore after tmux went away brings back what tmux took down, not what was already
+waiting for its restart), then runs exactly once, in a new pane; every runner and task pid
+recorded is then that one copy or gone; nothing of the grant is left, and the daemon logged
+no traceback. Real tmux, real daemon; a test waits the restart's few seconds at most once.
+"""
 
 from __future__ import annotations
 
@@ -138,10 +141,16 @@ def _after_the_wait(home: str, project: str, runs: str) -> None:
     assert _runs(runs)[1][3] - last_exit["at"] >= DELAY, (last_exit, _runs(runs))
 
 
-def _nothing_left_of_the_grant(home: str, project: str) -> None:
+def _nothing_left_behind(home: str, project: str) -> None:
+    """No grant, claimed grant or staged record of the hold is left behind, and the daemon
+    logged no traceback and no error on the way."""
     left = [f for f in os.listdir(_run_dir(home, project))
             if f == "app.grant" or f.startswith(("app.grant.", "app.json."))]
     assert left == [], left
+    for name in ("daemon.log", "test-daemon.stderr"):  # started by the CLI, or by the test
+        path = os.path.join(home, name)
+        text = read(path) if os.path.exists(path) else ""
+        assert "Traceback" not in text and " ERROR " not in text, text
 
 
 def _restored_event(home: str, project: str) -> dict[str, Any]:
@@ -181,7 +190,7 @@ def test_tmux_killed_during_the_hold_of_a_delayed_grant(
                        and e["task"] == "app"][1]
     assert _tmux_server(tmux_socket) != server  # a new server, made by the restart's launch
     assert pid_gone(pid1) and t["pid"] == _runs(runs)[1][2]
-    _nothing_left_of_the_grant(home, "tmuxhold")
+    _nothing_left_behind(home, "tmuxhold")
 
 
 def test_tmux_killed_during_the_hold_while_the_daemon_is_down(
@@ -206,7 +215,7 @@ def test_tmux_killed_during_the_hold_while_the_daemon_is_down(
     assert details == {"tasks": [], "waiting": ["app"]}, details
     _back_once(home, "bothdown", runs)
     _after_the_wait(home, "bothdown", runs)
-    _nothing_left_of_the_grant(home, "bothdown")
+    _nothing_left_behind(home, "bothdown")
 
 
 def test_tmux_killed_during_a_stop_whose_runner_would_stay_warm(
@@ -247,6 +256,7 @@ def test_tmux_killed_during_a_stop_whose_runner_would_stay_warm(
     kinds = [e["event"] for e in _events(home, "warmstop") if e["task"] == "app"]
     assert kinds.count("task_stopped") == 1 and kinds.count("task_started") == 1, kinds
     assert not any(e["event"] == "project_restored" for e in _events(home, "warmstop"))
+    _nothing_left_behind(home, "warmstop")
     run_json(["start"], env, cwd=proj)
     t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
                    and len(_runs(runs)) == 2 and t["pid"] == _runs(runs)[1][2] and t, 20,
@@ -273,3 +283,36 @@ def test_tmux_killed_while_a_task_is_fatal_leaves_it_fatal(
     assert details == {"tasks": [], "waiting": ["app"]}, details
     t = _app(home, "fatalkept")
     assert t["state"] == "fatal" and t["restarts"] == 0 and len(_runs(runs)) == 1, t
+    _nothing_left_behind(home, "fatalkept")
+
+
+def test_tmux_killed_while_a_stopped_tasks_runner_waits_warm(
+        env: dict[str, str], tmp_path: str, home: str, tmux_socket: str) -> None:
+    # The stop is over, its runner idles warm in the pane for the next start; tmux is killed:
+    # the runner ends with its pane, the task stays stopped, and the next start, which would
+    # have been an order to that runner, launches through tmux instead, once.
+    runs = os.path.join(str(tmp_path), "runs")
+    command = f'echo "$PPID ${{TASKMUX_RUN##*:}} $$ $(date +%s.%N)" >> {runs}; exec sleep 600'
+    proj, _ = _project(str(tmp_path), "warmidle", "", command=command)
+    run_json(["start"], env, cwd=proj)
+    wait_until(lambda: _app(home, "warmidle")["state"] == "running" and len(_runs(runs)) == 1,
+               20, "the start, its line written")
+    ((runner1, _run1, pid1, _at1),) = _runs(runs)
+    assert run_json(["stop"], env, cwd=proj)[0] == 0
+    wait_until(lambda: "This is its idle runner" in subprocess.run(
+        ["tmux", "-L", tmux_socket, "capture-pane", "-p", "-J", "-t", "=warmidle:app"],
+        capture_output=True, text=True).stdout, 10, "the runner waiting warm, as it says")
+    assert pid_gone(pid1) and not pid_gone(runner1)
+    _kill_tmux(tmux_socket)
+    wait_until(lambda: pid_gone(runner1), 10, "the warm runner to end with its pane")
+    t = _app(home, "warmidle")
+    assert t["state"] == "stopped" and t["manually_stopped"] is True, t
+    assert not any(e["event"] == "project_restored" for e in _events(home, "warmidle"))
+    assert run_json(["start"], env, cwd=proj)[0] == 0
+    t = wait_until(lambda: (t := _app(home, "warmidle"))["state"] == "running"
+                   and len(_runs(runs)) == 2 and t["pid"] == _runs(runs)[1][2] and t, 20,
+                   "the next start")
+    runner2, _run2, pid2, _at2 = _runs(runs)[1]
+    assert runner2 != runner1 and t["restarts"] == 0
+    wait_until(lambda: _marked(home, "warmidle") == {runner2, pid2}, 10, "one copy")
+    _nothing_left_behind(home, "warmidle")
