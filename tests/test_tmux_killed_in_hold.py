@@ -164,9 +164,9 @@ def _restored_event(home: str, project: str) -> dict[str, Any]:
 def test_tmux_killed_during_the_hold_of_a_delayed_grant(
         env: dict[str, str], tmp_path: str, home: str, tmux_socket: str) -> None:
     # Beside it, a task that runs: tmux's going takes it down, so the restore starts it
-    # again at once, as a start (no restart counted), as before.
+    # again at once, as a start, as before (with no restart policy, only the restore can).
     proj, runs = _project(str(tmp_path), "tmuxhold", f"restart_delay = {DELAY}\n"
-                          "[tasks.web]\ncommand = \"sleep 600\"")
+                          '[tasks.web]\ncommand = "sleep 600"\nrestart_policy = "no"')
     run_json(["start"], env, cwd=proj)
     wait_until(lambda: _holding(home, "tmuxhold", lambda: _first_runner(runs)), 20,
                "the runner holding with its grant")
