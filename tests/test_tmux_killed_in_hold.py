@@ -198,21 +198,30 @@ def test_tmux_killed_during_the_hold_while_the_daemon_is_down(
         start_daemon: Callable[..., DaemonProcess]) -> None:
     # kill -9 of the daemon during the hold, then of tmux (the runner's pane goes: it ends,
     # its grant unclaimed), then a new daemon: it takes the grant back, restores the project
-    # and the task comes back on its restart, once.
-    proj, runs = _project(str(tmp_path), "bothdown", f"restart_delay = {DELAY}")
+    # and the task comes back on its restart, once. Beside it, a task that ran: its runner
+    # recorded the pane's going as its end, so the new daemon's restore starts it now, as a
+    # start, not after its own (long) restart delay.
+    proj, runs = _project(str(tmp_path), "bothdown", f"restart_delay = {DELAY}\n"
+                          '[tasks.web]\ncommand = "sleep 600"\nrestart_delay = 60')
     daemon = start_daemon()
     run_json(["start"], env, cwd=proj)
     wait_until(lambda: _holding(home, "bothdown", lambda: _first_runner(runs)), 20,
                "the runner holding with its grant")
     ((runner1, _run1, _pid1, _at1),) = _runs(runs)
+    web = task(env, proj, "web")
+    assert web["state"] == "running"
     daemon.signal(signal.SIGKILL)
     daemon.wait()
     _kill_tmux(tmux_socket)
-    wait_until(lambda: pid_gone(runner1), 10, "the holding runner to end with its pane")
+    wait_until(lambda: pid_gone(runner1) and pid_gone(web["pid"]), 10,
+               "the holding runner and web to end with their panes")
     assert len(_runs(runs)) == 1  # it claimed nothing: the pane was gone
     start_daemon()
     details = _restored_event(home, "bothdown")
-    assert details == {"tasks": [], "waiting": ["app"]}, details
+    assert details == {"tasks": ["web"], "waiting": ["app"]}, details
+    web2 = wait_until(lambda: (t := task(env, proj, "web"))["state"] == "running" and t, 20,
+                      "web back")
+    assert web2["restarts"] == 0 and web2["pid"] != web["pid"]
     _back_once(home, "bothdown", runs)
     _after_the_wait(home, "bothdown", runs)
     _nothing_left_behind(home, "bothdown")
