@@ -38,6 +38,7 @@ from taskmuxd.projects.watcher import ConfigWatcher
 from taskmuxd.routes import Backend, RouteTable
 from taskmuxd.runrecord import RunRecord
 from taskmuxd.supervisor import messages as m
+from taskmuxd.supervisor.machine import WAITING
 from taskmuxd.tmux import (
     PanesDead,
     ServerGone,
@@ -353,6 +354,9 @@ class Projects:
         for task in project.tasks.values():
             rec = task.record
             if task.state in (TaskState.BACKOFF, TaskState.FATAL):
+                runner = st.read_runner_record(project.files, task.name)
+                task.exit_own = runner is not None and runner.run_id == rec.run_id \
+                    and runner.ended_by == "exit"  # its policy's restart, a restore leaves
                 await delayedgrant.adopt(project, task)  # a grant with the wait: revoked
                 project.handle(m.Adopted(task.name, "waiting"))
                 continue
@@ -405,28 +409,36 @@ class Projects:
             alive = any(w.session == project.name for w in windows)
         if alive or project.restoring:
             return
+        fresh = any(task.record.window_id for task in project.tasks.values())
         for task in project.tasks.values():
             task.record.window_id = None
         project.restoring = True
-        self.jobs.spawn(self._restore(project), f"restore {project.name}")
+        self.jobs.spawn(self._restore(project, fresh), f"restore {project.name}")
 
-    async def _restore(self, project: Project) -> None:
+    async def _restore(self, project: Project, fresh: bool) -> None:
         """Bring back a project whose tmux session went away: once the runners have reported
         the exits of its tasks, in dependency order, gated like `start` (a dependent waits for
-        what it needs)."""
+        what it needs). A task that was down already, its restart scheduled after a crash of
+        its own (``backoff``, ``fatal``), keeps its schedule, wait and count: it comes back
+        at its time, as the restart, not now as a new start. ``fresh``: the loss is new (not
+        a sweep's look again), so it is told even when only such tasks wait."""
         try:
             await project.changed.wait_for(lambda: not any(
                 t.state in (TaskState.RUNNING, TaskState.STOPPING)
                 for t in project.tasks.values()), RESTORE_SETTLE)
-            starts = [t for t in project.tasks.values() if t.config.auto_start
-                      and not t.record.policy.manual_stop and not t.live]
-            if not starts or not project.record.running:
+            waiting = sorted(t.name for t in project.tasks.values()
+                             if t.state in WAITING and t.exit_own)
+            starts = sorted(t.name for t in project.tasks.values() if t.config.auto_start
+                            and not t.record.policy.manual_stop and not t.live
+                            and t.name not in waiting)
+            if not (starts or (fresh and waiting)) or not project.record.running:
                 return
-            log.info("tmux session %s is gone; bringing back %s", project.name,
-                     [t.name for t in starts])
-            self.events.emit("project_restored", project.name, None,
-                             tasks=[t.name for t in starts])
-            await project.restore(sorted(t.name for t in starts))
+            log.info("tmux session %s is gone; bringing back %s%s", project.name, starts,
+                     f", and {waiting} at their restarts" if waiting else "")
+            self.events.emit("project_restored", project.name, None, tasks=starts,
+                             waiting=waiting)
+            if starts:
+                await project.restore(starts)
         finally:
             project.restoring = False
 

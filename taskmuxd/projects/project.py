@@ -594,6 +594,7 @@ class Project:
             strangers.note(self, task, record.run_id)
         taskstart.runner_waits(task, record)
         task.exit_by_stop = task.state == TaskState.STOPPING  # its runner may stay warm
+        task.exit_own = record.ended_by == "exit"
         rec.exited_wall = record.exited_at or time.time()
         code, sig = record.exit_code, record.exit_signal
         if record.status == "failed" and code is None and sig is None:

@@ -54,6 +54,10 @@ class TaskRuntime:
         self.warm_until: float | None = None
         self.warm_since: float | None = None
         self.exit_by_stop = False  # the last exit reported was a stop's
+        # The last exit reported was the task's own (its first process ended by itself), not
+        # the pane's going or an end nobody recorded: a restart it waits for is its policy's,
+        # which a restore after tmux went away leaves to come at its time.
+        self.exit_own = False
         # A run started on a restart granted ahead (``restartgrant``), reported, until the
         # machine's Launch takes it.
         self.granted_run: RunRecord | None = None
