@@ -215,6 +215,7 @@ class Daemon:
         # it does: out of the collector's way, so that a full collection does not walk it all
         # again (a start of 100 tasks spent a seventh of its loop's time in them).
         gc.freeze()
+        gc.enable()  # off since `taskmuxd run` began (taskmuxd.cli.main)
         async with asyncio.TaskGroup() as tg:
             watchdog = tg.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
             code = await self._wait_for_stop()
