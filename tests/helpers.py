@@ -254,6 +254,18 @@ def read_daemon_pid_kill(home: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def read_reply(conn: socket.socket, timeout: float = 30.0) -> Any:
+    """The one JSON line a daemon answers on ``conn`` (a request sent by hand), read whole;
+    the test fails if the daemon closes the connection first."""
+    conn.settimeout(timeout)
+    reply = b""
+    while not reply.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        assert chunk, "the daemon closed the connection unanswered"
+        reply += chunk
+    return json.loads(reply)
+
+
 def write_whole(path: str, text: str) -> None:
     """Replace ``path`` with ``text`` in one step (a new file renamed over it, as editors save):
     a daemon watching it never reads it truncated or half written."""

@@ -18,7 +18,7 @@ import pytest
 
 from taskmuxd import proctree, rungrant, runrelaunch
 from taskmuxd.projects import delayedgrant, restartgrant
-from tests.helpers import call, pid_gone, read, run_json, wait_until
+from tests.helpers import call, pid_gone, read, read_reply, run_json, wait_until
 from tests.projects import task, write_project
 
 CRASH_ONCE = ('echo "$PPID ${{TASKMUX_RUN##*:}} $$" >> {runs}; if [ -f {flag} ]; then exec '
@@ -291,15 +291,10 @@ def test_a_stop_that_meets_a_claimed_grant_ends_the_granted_run(
     finally:
         os.kill(pid, signal.SIGCONT)
     try:
-        request.settimeout(30)
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = request.recv(65536)
-            assert chunk, "the daemon closed the stop's connection unanswered"
-            reply += chunk
+        reply = read_reply(request)
     finally:
         request.close()
-    assert "error" not in json.loads(reply), reply
+    assert "error" not in reply, reply
     (runner, _run1, _p1), (_r2, _run2, pid2) = _runs(runs)
     wait_until(lambda: task(env, proj, "app")["state"] == "stopped", 20, "stopped")
     wait_until(lambda: pid_gone(pid2) and _done(runner, home, "race"), 20,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from taskmuxd import proctree
-from tests.helpers import DaemonProcess, call, pid_gone, read, run_json, wait_until
+from tests.helpers import DaemonProcess, call, pid_gone, read, read_reply, run_json, wait_until
 from tests.projects import task, write_project
 
 DELAY = 4  # restart_delay: long enough to act inside the hold, even on 2 busy cores
@@ -249,15 +249,10 @@ def test_tmux_killed_during_a_stop_whose_runner_would_stay_warm(
                         .encode() + b"\n")
         wait_until(lambda: _app(home, "warmstop")["state"] == "stopping", 20, "the stop")
         _kill_tmux(tmux_socket)
-        request.settimeout(30)
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = request.recv(65536)
-            assert chunk, "the daemon closed the stop's connection unanswered"
-            reply += chunk
+        reply = read_reply(request)
     finally:
         request.close()
-    assert "error" not in json.loads(reply), reply
+    assert "error" not in reply, reply
     t = _app(home, "warmstop")
     assert t["state"] == "stopped" and t["manually_stopped"] is True, t
     wait_until(lambda: pid_gone(runner1) and pid_gone(pid1), 20, "the runner and task gone")

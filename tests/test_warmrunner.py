@@ -230,6 +230,14 @@ def test_a_lowered_setting_shortens_the_wait_of_a_warm_runner_and_ends_it_then(
     assert got[1][0] != runner
 
 
+def _kill_daemon(sock: str) -> None:
+    """SIGKILL the daemon answering on ``sock`` and await its end (the next command starts
+    a new one)."""
+    daemon = call(sock, "daemon.status")["pid"]
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: pid_gone(daemon), 10, "the daemon to die")
+
+
 def test_a_daemon_killed_before_it_applied_a_lowered_setting_leaves_no_runner_waiting_longer(
         env: dict[str, str], home: str, tmp_path: str, tmux_socket: str) -> None:
     # The setting reaches config.toml but the daemon dies before it ends the runner (here: it
@@ -242,9 +250,7 @@ def test_a_daemon_killed_before_it_applied_a_lowered_setting_leaves_no_runner_wa
     ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
     _stopped_warm(env, proj, tmux_socket)
     write_config(home, "warm_runner_seconds = 1")
-    daemon = call(sock, "daemon.status")["pid"]
-    os.kill(daemon, signal.SIGKILL)
-    wait_until(lambda: pid_gone(daemon), 10, "the daemon to die")
+    _kill_daemon(sock)
     assert task(env, proj, "app")["state"] == "stopped"  # a new daemon
     wait_until(lambda: pid_gone(runner), 15, "the warm runner to end by its deadline")
     assert _warm_for(env, proj) is None
@@ -259,9 +265,7 @@ def test_a_daemon_killed_while_runners_wait_warm_is_succeeded_by_one_that_adopts
     wait_state(env, proj, "app", "running")
     ((runner, _run, _pid),) = wait_until(lambda: _runs(runs), 10, "the first run")
     _stopped_warm(env, proj, tmux_socket)
-    daemon = call(sock, "daemon.status")["pid"]
-    os.kill(daemon, signal.SIGKILL)
-    wait_until(lambda: pid_gone(daemon), 10, "the daemon to die")
+    _kill_daemon(sock)
     assert task(env, proj, "app")["state"] == "stopped"  # a new daemon, the task still down
     assert not pid_gone(runner)
     run_json(["start"], env, cwd=proj)
