@@ -7,7 +7,8 @@ import subprocess
 import textwrap
 from typing import Any
 
-from tests.helpers import run_json, wait_until
+from taskmuxctl.core.whichproject import find_config
+from tests.helpers import call, run_json, wait_until
 
 
 def write_project(folder: str, toml: str) -> str:
@@ -19,6 +20,19 @@ def write_project(folder: str, toml: str) -> str:
 
 
 def status(env: dict[str, str], cwd: str) -> dict[str, Any]:
+    """What `taskmux --json status` prints in ``cwd``. Asked of the running daemon directly
+    (the same ``project.status`` call with the same parameters the command sends), so that a
+    test polling a task's state does not start a CLI process per look; through the command
+    itself when no daemon answers (it then starts one, as a user's next command would) or the
+    call fails (the command's own error then shows)."""
+    sock = os.path.join(env["TASKMUX_HOME"], "ctl.sock")
+    here = os.path.realpath(cwd)  # what the command's getcwd() reads
+    params = {"config": find_config(here), "cwd": here}
+    if params["config"] is not None:
+        try:
+            return {"ok": True, **call(sock, "project.status", params, timeout=60.0)}
+        except (OSError, RuntimeError, IndexError, ValueError):
+            pass
     code, out = run_json(["status"], env, cwd=cwd)
     assert code == 0, out
     return out
