@@ -135,7 +135,8 @@ def load(url: str, extra: list[str]) -> dict[str, object]:
         proc = subprocess.run(["chromium", *CHROMIUM_FLAGS, *extra,
                                f"--user-data-dir={profile}", "--virtual-time-budget=30000",
                                "--dump-dom", url],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "TMPDIR": profile})  # its temp folder too
     finally:
         shutil.rmtree(profile, ignore_errors=True)
     if "RESULT:" not in proc.stdout:

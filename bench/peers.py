@@ -276,6 +276,9 @@ class Supervisord:
         with open(self.conf, "w") as fh:
             fh.write(f"[unix_http_server]\nfile={self.sock}\n[supervisord]\n"
                      f"logfile={self.work}/sv.log\npidfile={self.work}/sv.pid\n"
+                     # its programs' AUTO logs: in the bench's folder (removed at the end),
+                     # not one pair per program per run left in /tmp
+                     f"childlogdir={self.work}\n"
                      "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = "
                      "supervisor.rpcinterface:make_main_rpcinterface\n[supervisorctl]\n"
                      f"serverurl=unix://{self.sock}\n{programs}")

@@ -38,12 +38,13 @@ class Person:
         self.python = python
         self.env = {**env, "HOME": home, "TASKMUX_HOME": self.state}
 
-    def run(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(self, argv: list[str], timeout: float = 60,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         extra: dict[str, Any] = {}
         if self.uid != os.getuid():
             extra = {"user": self.uid, "group": self.gid, "extra_groups": []}
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              env=self.env, cwd=self.home, **extra)
+                              env={**self.env, **(env or {})}, cwd=self.home, **extra)
 
     def taskmux(self, *args: str) -> dict[str, Any]:
         proc = self.run([self.python, "-m", "taskmuxctl", "--json", *args])
@@ -101,8 +102,16 @@ def chromium_protocol(person: Person, url: str, extra: list[str] | None = None) 
     """What the page at ``url`` said about its protocol in headless Chromium ('' when the
     page did not load, e.g. a certificate error)."""
     profile = os.path.join(person.home, f"chromium-{len(os.listdir(person.home))}")
+    # Chromium's own temporary folder (its singleton socket's) goes in the profile, which
+    # goes with the person, rather than one more org.chromium.Chromium.* left in /tmp.
+    tmp = os.path.join(profile, "tmp")
+    os.makedirs(tmp)
+    if person.uid != os.getuid():
+        os.chown(profile, person.uid, person.gid)
+        os.chown(tmp, person.uid, person.gid)
     proc = person.run(["chromium", *CHROMIUM_FLAGS, *(extra or []),
-                       f"--user-data-dir={profile}", "--dump-dom", url], timeout=90)
+                       f"--user-data-dir={profile}", "--dump-dom", url], timeout=90,
+                      env={"TMPDIR": tmp})
     marker = "PROTOCOL:"
     if marker not in proc.stdout:
         return ""
