@@ -502,8 +502,26 @@ def test_the_daemon_frozen_then_killed_after_a_delayed_grant_was_claimed(
     wait_until(lambda: pid_gone(pid), 10, "the daemon to die")
     (runner1, _run1, _p1), (runner2, _run2, pid2) = _runs4(runs)
     assert runner1 == runner2
-    t = wait_until(lambda: (t := task(env, proj, "app"))["state"] == "running"
-                   and t["pid"] == pid2 and t, 30, "the granted run adopted")
+    seen: list[dict[str, Any]] = []
+
+    def adopted() -> dict[str, Any] | None:
+        t = task(env, proj, "app")
+        seen.append(t)
+        return t if t["state"] == "running" and t["pid"] == pid2 else None
+
+    try:
+        t = wait_until(adopted, 30, "the granted run adopted")
+    except AssertionError as exc:  # (seen once in a loaded full run: say what was there)
+        try:
+            with open(os.path.join(home, "daemon.log"), errors="replace") as fh:
+                log = fh.read()[-4000:]
+        except OSError as err:
+            log = f"(unreadable: {err})"
+        last = {k: seen[-1].get(k) for k in ("state", "pid", "restarts", "last_exit")} \
+            if seen else None
+        raise AssertionError(f"{exc}; run 2's pid {pid2}; last seen {last}; starts "
+                             f"{_runs4(runs)}; record {_record(home, 'claimed')}; "
+                             f"daemon log:\n{log}") from None
     assert t["restarts"] == 1
     wait_until(lambda: _marked(home, "claimed") == [pid2], 10, "one copy")
     assert len(_runs4(runs)) == 2
