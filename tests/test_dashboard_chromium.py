@@ -42,7 +42,9 @@ class Browser:
         self.profile = tempfile.mkdtemp(prefix="tmx-chromium-")
         self.proc = subprocess.Popen(["chromium", *FLAGS, f"--user-data-dir={self.profile}",
                                       "about:blank"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True,
+                                     # its temporary folder in the profile, removed with it
+                                     env={**os.environ, "TMPDIR": self.profile})
         assert self.proc.stderr is not None
         deadline = time.monotonic() + 60
         port = None
