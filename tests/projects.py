@@ -7,7 +7,7 @@ import subprocess
 import textwrap
 from typing import Any
 
-from taskmuxctl.core.whichproject import find_config
+from taskmuxctl.core.whichproject import project_params
 from tests.helpers import call, run_json, wait_until
 
 
@@ -26,8 +26,8 @@ def status(env: dict[str, str], cwd: str) -> dict[str, Any]:
     itself when no daemon answers (it then starts one, as a user's next command would) or the
     call fails (the command's own error then shows)."""
     sock = os.path.join(env["TASKMUX_HOME"], "ctl.sock")
-    here = os.path.realpath(cwd)  # what the command's getcwd() reads
-    params = {"config": find_config(here), "cwd": here}
+    # What the command sends from ``cwd`` (its getcwd() reads the real path).
+    params = project_params(None, os.path.realpath(cwd))
     if params["config"] is not None:
         try:
             return {"ok": True, **call(sock, "project.status", params, timeout=60.0)}
