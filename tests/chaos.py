@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests import scratch
 from tests.chaos_look import (
     LIVE_STATES,
     Findings,
@@ -405,8 +406,8 @@ class Chaos:
 def private_chaos(tasks: list[TaskSpec] | None = None, project: str = "chaos",
                   settle_timeout: float = 30.0) -> Iterator[Chaos]:
     """A harness on its own temporary TASKMUX_HOME and tmux socket, removed afterwards."""
-    home = tempfile.mkdtemp(prefix="tmxc-", dir="/tmp")
-    work = tempfile.mkdtemp(prefix="tmxcw-", dir="/tmp")
+    home = tempfile.mkdtemp(prefix="tmxc-", dir=scratch.base())
+    work = tempfile.mkdtemp(prefix="tmxcw-", dir=scratch.base())
     write_config(home)
     chaos = Chaos(home, f"tmxchaos-{uuid.uuid4().hex[:8]}", work, tasks, project,
                   settle_timeout)

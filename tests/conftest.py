@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests import scratch
 from tests.helpers import (
     REPO,
     DaemonProcess,
@@ -32,8 +33,12 @@ from tests.web import ca_context
 pytest_plugins = ["tests.update_fixtures"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own temporary-folder set-up reads basetemp
 def pytest_configure(config: pytest.Config) -> None:
-    """Take SIGINT back if the run was started with it ignored (a shell ignores it in the
+    """In the controller (or a run without xdist): keep this run's temporary files in RAM where
+    the machine allows (``tests/scratch.py``), pytest's ``tmp_path`` folders included.
+
+    Take SIGINT back if the run was started with it ignored (a shell ignores it in the
     background jobs it starts: ``cmd &``): an ignored signal stays ignored across exec, so
     every command the suite starts would ignore the Ctrl-C that tests send it (``start -m``,
     ``logs -f``, ``run``), and wait for an end that never comes.
@@ -45,6 +50,12 @@ def pytest_configure(config: pytest.Config) -> None:
     atomically, so xdist workers doing it at once is harmless)."""
     import compileall
 
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        folder = scratch.enter()
+        if folder is not None:
+            config.stash[SCRATCH] = folder
+            if not config.option.basetemp:  # short: tests put Unix sockets in tmp_path
+                config.option.basetemp = os.path.join(folder, "p")
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     for package in ("taskmuxd", "taskmuxctl"):
@@ -73,6 +84,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 BUILD_USERS = ("test_demo.py", "test_fleet_update.py", "test_install_sh.py",
                "test_update_e2e.py", "test_update_guard.py", "test_update_refusals.py")
 EARLY_BUILDS = pytest.StashKey[subprocess.Popen[bytes]]()
+SCRATCH = pytest.StashKey[str]()  # this run's folder in RAM (tests/scratch.py)
 
 
 def builds_likely_needed(config: pytest.Config) -> bool:
@@ -96,6 +108,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     if proc is not None:
         proc.wait()
+    folder = config.stash.get(SCRATCH, None)
+    if folder is not None and not os.environ.get("TASKMUX_TEST_KEEP_TMP"):
+        scratch.leave(folder)
 
 
 def rewrite_test_modules(config: pytest.Config) -> None:
@@ -201,7 +216,7 @@ def private_tmux() -> Iterator[str]:
 @contextlib.contextmanager
 def private_home() -> Iterator[str]:
     """A private TASKMUX_HOME (see ``home``); whatever ran on it is ended afterwards."""
-    path = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
+    path = tempfile.mkdtemp(prefix="tmx-", dir=scratch.base())
     write_config(path)
     try:
         yield path
@@ -292,7 +307,7 @@ def manager() -> Iterator[UserManager]:
 @pytest.fixture(scope="module")
 def proxy() -> Iterator[ProxyHarness]:
     """One daemon for a module of proxy tests; each test uses its own project names."""
-    home = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
+    home = tempfile.mkdtemp(prefix="tmx-", dir=scratch.base())
     write_config(home)
     daemon = DaemonProcess(home, daemon_env(home)).wait_ready()
     try:

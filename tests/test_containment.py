@@ -436,7 +436,10 @@ def test_real_postgres_survives_no_pane_and_comes_back_once(tmux_socket: str) ->
             subprocess.run([*as_user, os.path.join(os.path.dirname(postgres), "initdb"),
                             "-D", data, "-A", "trust", "-U", "pg"], check=True,
                            capture_output=True, timeout=120)
-            command = f"exec {postgres} -D {data} -k {base} -c listen_addresses="
+            # Shared memory segments in the data folder, not /dev/shm: a killed server leaves
+            # its segment behind, and the data folder is removed with the test.
+            command = (f"exec {postgres} -D {data} -k {base} -c listen_addresses= "
+                       "-c dynamic_shared_memory_type=mmap")
             for run in (1, 2):
                 r = RunnerUnderTest(base, command, grace=5.0)
                 os.chown(r.spec_path, user.pw_uid, user.pw_gid)

@@ -14,6 +14,7 @@ from typing import Any
 
 from taskmuxctl.core.paths import Paths
 from taskmuxctl.core.protocol import Code
+from tests import scratch
 from tests.helpers import PYTHON
 
 PING = b'{"jsonrpc":"2.0","method":"daemon.ping","id":7}\n'
@@ -40,7 +41,7 @@ def _with_early(scenario: Callable[[Any, str], Awaitable[None]]) -> None:
     from taskmuxd.boot import Early
     from taskmuxd.notify import Notifier
 
-    home = tempfile.mkdtemp(prefix="tmxe-", dir="/tmp")
+    home = tempfile.mkdtemp(prefix="tmxe-", dir=scratch.base())
     try:
         paths = Paths(home)
 

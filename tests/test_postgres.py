@@ -25,6 +25,11 @@ from tests.helpers import DaemonProcess, call, pid_gone, run_json, wait_until
 from tests.projects import write_project
 from tests.users import throwaway_user
 
+# The server's options: on loopback only, no syncing, and its shared memory segments in the
+# data folder rather than /dev/shm (a server killed with its tmux server leaves its segment
+# behind; the data folder goes with the test).
+SERVER_OPTIONS = "-c listen_addresses=127.0.0.1 -c fsync=off -c dynamic_shared_memory_type=mmap"
+
 
 def postgres_bin() -> str:
     """The folder holding postgres, initdb and pg_isready (PATH first, then Debian's)."""
@@ -91,7 +96,7 @@ def test_postgres_comes_back_once_and_healthy_after_tmux_kill_server(
             proj = write_project(str(tmp_path / "p"), f"""
                 name = "pg"
                 [tasks.db]
-                command = "{postgres} -D {data} -p $PORT -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+                command = "{postgres} -D {data} -p $PORT -k {sockets} {SERVER_OPTIONS}"
                 cwd = "{base}"
                 port = "auto"
                 health_check = "{bin_dir}/pg_isready -q -h 127.0.0.1 -p $PORT"
@@ -99,7 +104,7 @@ def test_postgres_comes_back_once_and_healthy_after_tmux_kill_server(
                 health_grace = 20
                 restart_backoff = 1.0
                 stop_grace_period = 10
-            """)  # noqa: E501
+            """)
             daemon = start_daemon()
             code, out = run_json(["start"], env, cwd=proj)
             assert code == 0, out

@@ -19,6 +19,7 @@ import h2.events
 import h2.settings
 import pytest
 
+from tests import scratch
 from tests.helpers import DaemonProcess, ProxyHarness, daemon_env, route, wait_until, write_config
 from tests.web import backend, ca_context, h2_client, wss_echo
 
@@ -383,7 +384,7 @@ def test_h2_streams_count_against_the_per_client_cap(tmp_path: Any) -> None:
     """Each task connection an h2 connection holds beyond its first takes a place in the
     client's connection count: with a cap of 3, three streams held open go through and the
     fourth gets a 503 page; once they end, their places are given back."""
-    home = tempfile.mkdtemp(prefix="tmx-", dir="/tmp")
+    home = tempfile.mkdtemp(prefix="tmx-", dir=scratch.base())
     write_config(home, "proxy_max_connections_per_client = 3\n")
     daemon = DaemonProcess(home, daemon_env(home)).wait_ready()
     try:
