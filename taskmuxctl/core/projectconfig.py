@@ -14,7 +14,6 @@ runs ``load`` in a worker thread, never on its event loop.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import re
 import tomllib
@@ -27,8 +26,6 @@ from taskmuxctl.core.errors import ClientError
 from taskmuxctl.core.fsutil import UnreadableFile, read_regular_file
 from taskmuxctl.core.protocol import Code
 from taskmuxctl.core.suggest import closest, did_you_mean
-
-log = logging.getLogger("taskmuxd.config")
 
 CONFIG_NAME = "taskmux.toml"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -513,7 +510,9 @@ def load_guarded(path: str) -> LoadedConfig:
     except (ConfigError, ConfigNotFound):
         raise
     except Exception as exc:
-        log.exception("loading %s failed unexpectedly", path)
+        import logging  # only here: the client's commands never load logging otherwise
+
+        logging.getLogger("taskmuxd.config").exception("loading %s failed unexpectedly", path)
         raise ConfigError(os.path.abspath(path), [Problem(
             "", f"could not be loaded ({type(exc).__name__}: {str(exc)[:200]})")]) from None
 
