@@ -301,8 +301,8 @@ def load_guarded(path: str) -> QuickLoaded | LoadedConfig:
 
 
 def load_config(given: str | None = None) -> QuickLoaded | LoadedConfig:
-    """``whichproject.load_config`` on the quick path: the checked config of the taskmux.toml
-    given (-c PATH) or here or above; its problems as a CommandError."""
+    """The checked config of the taskmux.toml given (-c PATH) or here or above
+    (``whichproject.require_config``); its problems as a CommandError."""
     from taskmuxctl.core.result import CommandError
     from taskmuxctl.core.whichproject import require_config
 

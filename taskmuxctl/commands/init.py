@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
     from taskmuxctl.core.projectconfig import LoadedConfig as FullConfig
     from taskmuxctl.quickconfig import QuickLoaded
+    from taskmuxctl.scaffold.detect import Proposal
 
     LoadedConfig = QuickLoaded | FullConfig
-    from taskmuxctl.scaffold.detect import Proposal
 
 
 def _ask(question: str, default: str) -> str:
