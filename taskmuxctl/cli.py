@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from taskmuxctl.context import Context
     from taskmuxctl.core.paths import Paths
+    from taskmuxctl.noplugins import skip_plugin_search
+
+    skip_plugin_search()
 
     paths = Paths.from_env()
     paths.host = host

@@ -212,8 +212,21 @@ def sections_help(prog: str) -> str:
     return "\n".join(out)
 
 
+def _remember_translations(argparse: Any) -> None:
+    """argparse asks gettext for each of its labels (about 200 for the whole tree), and gettext
+    looks for catalogue files on disk every time: ~6 ms of CPU for ``--help`` or a usage error.
+    A label's translation cannot change within a run, so each is looked up once."""
+    import functools
+
+    if not hasattr(argparse._, "cache_info"):
+        argparse._ = functools.cache(argparse._)
+        argparse.ngettext = functools.cache(argparse.ngettext)
+
+
 def build_parser(prog: str = "taskmux") -> argparse.ArgumentParser:
     import argparse
+
+    _remember_translations(argparse)
 
     class Parser(argparse.ArgumentParser):
         def error(self, message: str) -> Any:

@@ -80,3 +80,35 @@ def test_the_project_option_before_the_command_stays_on_the_fast_path(
     assert "argparse" not in mods and "difflib" not in mods
     bad = sorted(mods & set(FORBIDDEN))
     assert not bad, f"taskmuxctl -p shop status imported {bad}"
+
+
+def test_check_of_a_valid_file_imports_no_pydantic(env: dict[str, str], tmp_path: str) -> None:
+    """A plainly valid taskmux.toml is checked without pydantic (``taskmuxctl.quickconfig``);
+    a file with a problem goes to the models, which write the message."""
+    path = os.path.join(str(tmp_path), "taskmux.toml")
+    with open(path, "w") as fh:
+        fh.write('name = "shop"\n[tasks.db]\ncommand = "sleep 100"\ntype = "oneshot"\n'
+                 '[tasks.web]\ncommand = "serve"\nhost = "@"\n'
+                 'depends_on = { db = { condition = "completed_successfully" } }\n')
+    mods = imported_modules(["check", "-c", path], env)
+    assert "taskmuxctl.quickconfig" in mods
+    bad = sorted(top_level(mods) & {"pydantic", "pydantic_core", "tomlkit", "logging"}
+                 | mods & {"importlib.metadata"})
+    assert not bad, f"taskmuxctl check (a valid file) imported {bad}"
+    with open(path, "a") as fh:
+        fh.write("log_max_files = 0\n")
+    assert "pydantic" in top_level(imported_modules(["check", "-c", path], env))
+
+
+def test_no_pydantic_plugin_search_in_the_client(env: dict[str, str], tmp_path: str) -> None:
+    """Validating with pydantic (a file with a problem), the client does not look for pydantic
+    plugins (importlib.metadata and the entry points of every distribution)."""
+    path = os.path.join(str(tmp_path), "taskmux.toml")
+    with open(path, "w") as fh:
+        fh.write('[tasks.web]\ncommand = "serve"\nlog_max_files = 0\n')
+    mods = imported_modules(["check", "-c", path], env)
+    assert "pydantic" in top_level(mods)
+    assert "importlib.metadata" not in mods
+    mods = imported_modules(["check", "-c", path],
+                            {**env, "PYDANTIC_DISABLE_PLUGINS": "some-plugin"})
+    assert "importlib.metadata" in mods  # the user's own setting: pydantic decides

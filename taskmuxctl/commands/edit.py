@@ -28,12 +28,13 @@ def _config_path(ctx: Context, args: Any) -> str:
 
 def _validate_or_restore(path: str, before: str, after: str) -> None:
     """Write ``after`` only if it is a valid config; otherwise explain and keep ``before``."""
-    from taskmuxctl.core import projectconfig as cfgmod
+    from taskmuxctl import quickconfig
     from taskmuxctl.core.fsutil import atomic_write
+    from taskmuxctl.core.projectrules import ConfigError
 
     try:
-        cfgmod.parse(after, path)
-    except cfgmod.ConfigError as exc:
+        quickconfig.parse(after, path)
+    except ConfigError as exc:
         raise CommandError(f"the change would make the file invalid, so it was not written:\n"
                            f"{exc.message}", exc.code, exc.data) from None
     del before

@@ -15,8 +15,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from taskmuxctl.core.projectconfig import LoadedConfig
+    from taskmuxctl.core.projectconfig import LoadedConfig as FullConfig
+    from taskmuxctl.quickconfig import QuickLoaded
     from taskmuxctl.scaffold.detect import Proposal
+
+    LoadedConfig = QuickLoaded | FullConfig
 
 
 def _ask(question: str, default: str) -> str:
@@ -52,11 +55,12 @@ def _choose(proposals: list[Proposal], project: str) -> tuple[str, list[Proposal
 
 
 def _validate(path: str, text: str) -> LoadedConfig:
-    from taskmuxctl.core import projectconfig as cfgmod
+    from taskmuxctl import quickconfig
+    from taskmuxctl.core.projectrules import ConfigError
 
     try:
-        return cfgmod.parse(text, path)
-    except cfgmod.ConfigError as exc:  # a bug in the proposal, not the user's doing
+        return quickconfig.parse(text, path)
+    except ConfigError as exc:  # a bug in the proposal, not the user's doing
         raise CommandError(f"the generated file would not be valid, so it was not written:\n"
                            f"{exc.message}", exc.code, exc.data) from None
 
@@ -136,7 +140,7 @@ def inject_files(loaded: LoadedConfig) -> list[dict[str, str]]:
 
 
 def inject(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.core.whichproject import load_config
+    from taskmuxctl.quickconfig import load_config
 
     loaded = load_config(args.config)
     if args.print:

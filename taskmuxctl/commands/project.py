@@ -192,8 +192,8 @@ def url(ctx: Context, args: Any) -> Result:
 
 
 def check(ctx: Context, args: Any) -> Result:
-    from taskmuxctl.core import projectconfig as cfgmod
-    from taskmuxctl.core.whichproject import load_config
+    from taskmuxctl.core import projectrules as cfgmod
+    from taskmuxctl.quickconfig import load_config
 
     loaded = load_config(args.config)
     tasks = loaded.project.tasks

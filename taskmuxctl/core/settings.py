@@ -6,7 +6,6 @@ Unknown keys are refused, naming the key and the valid ones.
 
 from __future__ import annotations
 
-import difflib
 import os
 import tomllib
 from typing import Any, Literal
@@ -176,10 +175,11 @@ class Settings(BaseModel):
     @field_validator("trusted_keys")
     @classmethod
     def _keys_are_ed25519(cls, value: list[str]) -> list[str]:
-        from taskmuxctl.core.update.release import decode_key
+        if value:  # the release module (http.client, ssl, email) only when there are keys
+            from taskmuxctl.core.update.release import decode_key
 
-        for text in value:
-            decode_key(text)  # ValueError names the bad key
+            for text in value:
+                decode_key(text)  # ValueError names the bad key
         return value
 
     @field_validator("release_url")
@@ -195,6 +195,8 @@ class SettingsFileError(SettingsError):
 
 
 def _unknown_key_message(key: str) -> str:
+    import difflib
+
     valid = sorted(Settings.model_fields)
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -51,15 +51,3 @@ def require_config(given: str | None = None, hint: str = NO_PROJECT_HINT) -> str
         raise CommandError(no_project_message(os.getcwd(), hint), Code.CONFIG_NOT_FOUND,
                            {"cwd": os.getcwd()})
     return path
-
-
-def load_config(given: str | None = None) -> Any:
-    """The validated config (``taskmuxctl.core.projectconfig.LoadedConfig``) of ``require_config``;
-    its problems as a CommandError. Loads pydantic: for commands off the hot path only."""
-    from taskmuxctl.core import projectconfig as cfgmod
-    from taskmuxctl.core.result import CommandError
-
-    try:
-        return cfgmod.load_guarded(require_config(given))
-    except (cfgmod.ConfigError, cfgmod.ConfigNotFound) as exc:
-        raise CommandError(exc.message, exc.code, exc.data) from None
