@@ -176,6 +176,8 @@ class Settings(BaseModel):
     @field_validator("trusted_keys")
     @classmethod
     def _keys_are_ed25519(cls, value: list[str]) -> list[str]:
+        if not value:  # the default: the release code (an HTTP client) stays unloaded
+            return value
         from taskmuxctl.core.update.release import decode_key
 
         for text in value:
