@@ -26,3 +26,28 @@ def test_the_users_own_setting_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     ownenv.quiet_pydantic()
     assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == "logfire"
     assert ownenv.for_child(dict(os.environ))["PYDANTIC_DISABLE_PLUGINS"] == "logfire"
+
+
+@pytest.mark.parametrize("setting", [None, "logfire"])
+def test_pydantic_builds_models_without_its_plugin_scan_only_when_plugins_are_off(
+        setting: str | None) -> None:
+    """Plugins off (the daemon's own setting): models are built and checked as ever, and
+    pydantic's plugin loader (which imports importlib.metadata) is a stand-in; a user's own
+    choice of plugins gets pydantic's real loader."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if setting is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = setting
+    code = ("import sys; from taskmuxd import ownenv; ownenv.quiet_pydantic(); "
+            "from taskmuxctl.core.settings import validate; "
+            "s = validate({'log_level': 'debug'}, 'x'); assert s.log_level == 'debug'; "
+            "print('importlib.metadata' in sys.modules, "
+            "sys.modules['pydantic.plugin._loader'].__doc__)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split(" ", 1)
+    if setting is None:
+        assert out == ["False", "taskmuxd's stand-in: plugins are off\n"]
+    else:
+        assert out[0] == "True" and "stand-in" not in out[1]
