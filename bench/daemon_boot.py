@@ -2,14 +2,15 @@
 
 Run by hand: `env -u PYTHONDONTWRITEBYTECODE .venv/bin/python bench/daemon_boot.py
 [--runs N] [--ref REV]`. The reference (default: the commit before the start-up work) is
-checked out in a temporary git worktree and run by the same interpreter and installed
-libraries; only the taskmux sources differ. Runs alternate between the two trees, so that the
-machine's load weighs on both alike.
+unpacked from git (``git archive``: its taskmuxd and taskmuxctl) into a temporary folder and
+run by the same interpreter and installed libraries; only the taskmux sources differ. Runs
+alternate between the two trees, so that the machine's load weighs on both alike.
 
-Each run: a private TASKMUX_HOME holding the tests' safe settings (no proxy, DNS or hosts
-file), its own tmux server; ``python -m taskmuxd run`` is polled with ``daemon.status`` until
-it answers ``ready: true``; the figure is the daemon's user + system CPU (/proc/PID/stat) read
-then. The daemon is stopped (SIGTERM), its tmux server killed and its home removed.
+Each run: a private TASKMUX_HOME holding the tests' safe settings (the proxy on a free port,
+no plain-HTTP redirect, no DNS server, no hosts file), its own tmux server; ``python -m
+taskmuxd run`` is polled with ``daemon.status`` until it answers ``ready: true``; the figure is
+the daemon's CPU read then. The daemon is stopped (SIGTERM), its tmux server killed and its
+home removed.
 """
 
 from __future__ import annotations
@@ -110,9 +111,11 @@ def main() -> int:
     args = parser.parse_args()
     scratch = tempfile.mkdtemp(prefix="tmxboot-ref-", dir="/tmp")
     ref_tree = os.path.join(scratch, "tree")
-    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "-q", ref_tree, args.ref],
-                   check=True)
+    os.mkdir(ref_tree)
     try:
+        archive = subprocess.run(["git", "-C", ROOT, "archive", args.ref, "taskmuxd",
+                                  "taskmuxctl"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", ref_tree], input=archive, check=True)
         trees = {f"reference {args.ref}": ref_tree, "this tree": ROOT}
         for tree in trees.values():
             compile_tree(tree)
@@ -122,8 +125,6 @@ def main() -> int:
             for name, tree in trees.items():
                 got[name].append(one_start(tree))
     finally:
-        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", ref_tree],
-                       check=False)
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"daemon CPU from exec to READY, median of {args.runs} starts (ms)")
     print(f"{'':24} {'CPU':>6} {'user':>6} {'sys':>6}")
