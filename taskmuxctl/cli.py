@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             return done
 
     from taskmuxctl.context import Context
+    from taskmuxctl.core.noplugins import skip_plugin_search
     from taskmuxctl.core.paths import Paths
-    from taskmuxctl.noplugins import skip_plugin_search
 
     skip_plugin_search()
 

@@ -12,7 +12,6 @@ current file.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 import time
@@ -38,27 +37,6 @@ MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
 
 
-def _same_file(fd: int, other_fd: int) -> bool:
-    try:
-        a, b = os.fstat(fd), os.fstat(other_fd)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-class RotatingLog(logging.handlers.RotatingFileHandler):
-    """``daemon.log`` rotated by size; stdout and stderr, when they are that file (a detached
-    daemon), move to the new file with it."""
-
-    def doRollover(self) -> None:
-        old = self.stream.fileno() if self.stream else -1
-        follow = [fd for fd in (1, 2) if old >= 0 and _same_file(old, fd)]
-        super().doRollover()
-        if self.stream:
-            for fd in follow:
-                os.dup2(self.stream.fileno(), fd)
-
-
 def stderr_is_journal(environ: dict[str, str] | os._Environ[str] | None = None) -> bool:
     """True when stderr is connected to journald (systemd sets JOURNAL_STREAM to the
     ``device:inode`` of the stream it gave the service)."""
@@ -79,6 +57,8 @@ def configure(level: str = "info", log_file: str | None = None) -> None:
         root.removeHandler(old)
     handler: logging.Handler  # one of three kinds
     if log_file:
+        from taskmuxd.logfile import RotatingLog  # logging.handlers: only for a log file
+
         handler = RotatingLog(log_file, maxBytes=MAX_BYTES, backupCount=BACKUPS,
                               encoding="utf-8")
         handler.setFormatter(UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

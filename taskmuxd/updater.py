@@ -26,17 +26,16 @@ from taskmuxctl import __version__
 from taskmuxctl.core.errors import ClientError, DaemonError
 from taskmuxctl.core.protocol import Code, Method
 from taskmuxctl.core.rpctypes import RestartResult, UpdateCheck, UpdateStatus
-from taskmuxctl.core.update import apply, bootguard
+from taskmuxctl.core.update import bootguard
 from taskmuxctl.core.update import lock as update_lock
 from taskmuxctl.core.update import progress as update_events
-from taskmuxctl.core.update.install import clean_env
-from taskmuxctl.core.update.keys import trusted_keys
 from taskmuxctl.core.update.layout import AppLayout
 
 if TYPE_CHECKING:
     from taskmuxctl.core.eventlog import EventLog
     from taskmuxctl.core.paths import Paths
     from taskmuxctl.core.settings import Settings
+    from taskmuxctl.core.update import apply
     from taskmuxd.handlertype import Handler
 
 log = logging.getLogger("taskmuxd.update")
@@ -215,6 +214,9 @@ class AutoUpdater:
         return True
 
     def _options(self, auto: bool = True) -> apply.Options:
+        from taskmuxctl.core.update import apply
+        from taskmuxctl.core.update.keys import trusted_keys
+
         settings = self._settings()
         wave = settings.update_wave_delay if settings.auto_update == "wave" else None
         return apply.Options(channel=settings.release_url,
@@ -222,7 +224,10 @@ class AutoUpdater:
                              wave_delay=wave)
 
     async def check(self) -> UpdateCheck:
-        """Fetch, verify and decide (auto rules); record the outcome for ``status``."""
+        """Fetch, verify and decide (auto rules); record the outcome for ``status``. The
+        release code (HTTP client, manifest, signatures) is loaded at the first check."""
+        from taskmuxctl.core.update import apply
+
         self.checks += 1
         try:
             result = await asyncio.to_thread(apply.check, self.paths, self._options())
@@ -234,6 +239,8 @@ class AutoUpdater:
         return result
 
     async def check_and_apply(self) -> None:
+        from taskmuxctl.core.update import apply
+
         if self._updating():
             log.info("an update is already running; not checking now")
             return
@@ -256,6 +263,8 @@ class AutoUpdater:
         return update_lock.holder(self.layout.lock_file) is not None
 
     async def _spawn(self, version: str) -> None:
+        from taskmuxctl.core.update.install import clean_env
+
         argv = [sys.executable, "-m", "taskmuxctl", "--json", "update", "--auto",
                 "--channel", self._settings().release_url]
         self.layout.ensure()
@@ -288,6 +297,8 @@ class AutoUpdater:
 
     async def rpc_check(self) -> UpdateCheck:
         """Check the channel now (auto-update rules); installs nothing."""
+        from taskmuxctl.core.update import apply
+
         try:
             return await self.check()
         except apply.UpdateError as exc:

@@ -121,12 +121,15 @@ def test_client_that_disconnects_mid_call_does_not_hurt(daemon: DaemonProcess) -
     assert call(daemon.socket, "daemon.ping") == {"pong": True}
 
 
-def test_jsonrpcserver_is_loaded_without_jsonschema() -> None:
+def test_jsonrpcserver_is_loaded_without_jsonschema_and_http_server() -> None:
     import subprocess
     import sys
 
     code = ("import sys; import taskmuxd.rpc.jsonrpc, taskmuxd.rpc.dispatch; "
             "assert 'jsonschema' not in sys.modules, 'jsonschema was loaded'; "
-            "import jsonschema; assert hasattr(jsonschema, 'Draft7Validator'), 'stand-in leaked'")
+            "assert 'http.server' not in sys.modules, 'http.server was loaded'; "
+            "import jsonschema; assert hasattr(jsonschema, 'Draft7Validator'), 'stand-in leaked'; "
+            "import http.server; assert hasattr(http.server, 'SimpleHTTPRequestHandler'), "
+            "'stand-in leaked'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

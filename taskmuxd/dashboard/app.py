@@ -21,19 +21,19 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from importlib import resources as package_files
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from taskmuxctl.core import eventread
 from taskmuxctl.core.protocol import Method, RpcError
 from taskmuxd.dashboard import logview, security
-from taskmuxd.dashboard.site import Request, Response, SiteSide, json_response
+from taskmuxd.dashboard.exchange import Request, Response, json_response
 
 if TYPE_CHECKING:
     from taskmuxctl.core.eventlog import EventLog
     from taskmuxctl.core.paths import Paths
     from taskmuxctl.core.settings import Settings
+    from taskmuxd.dashboard.site import SiteSide
     from taskmuxd.handlertype import Handler
     from taskmuxd.proxy.frontend import Proxy
     from taskmuxd.proxy.subsystem import ProxySubsystem
@@ -53,6 +53,8 @@ ACTIONS = {"start": Method.PROJECT_START, "stop": Method.PROJECT_STOP,
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:
+    from importlib import resources as package_files
+
     folder = package_files.files("taskmuxd.dashboard").joinpath("static")
     return {path: (folder.joinpath(name).read_bytes(), kind)
             for path, (name, kind) in STATIC.items()}
@@ -85,7 +87,7 @@ class Dashboard:
         self.recent_events = recent_events
         self.task_known = task_known
         self.sessions = security.Sessions()
-        self.static = _load_static()
+        self._static: dict[str, tuple[bytes, str]] | None = None  # read at the first use
         self.streams = 0
         self.requests = 0
         self.refused = 0
@@ -129,6 +131,8 @@ class Dashboard:
         return ctx
 
     def protocol(self, proxy: Proxy, client: str) -> SiteSide:
+        from taskmuxd.dashboard.site import SiteSide  # h11, with the first connection
+
         return SiteSide(self, proxy, client)
 
     async def start(self) -> None:
@@ -173,8 +177,10 @@ class Dashboard:
             return json_response(404, {"error": "no such URL"})
         if req.method != "GET":
             return json_response(405, {"error": "GET or POST only"})
-        if path in self.static:
-            body, kind = self.static[path]
+        if path in STATIC:
+            if self._static is None:
+                self._static = _load_static()
+            body, kind = self._static[path]
             return Response(200, body, kind)
         if path == "/session":
             return self._redeem(query.get("token", ""), owner)

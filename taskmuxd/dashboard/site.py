@@ -13,13 +13,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import h11
 
 from taskmuxd.dashboard import security
+from taskmuxd.dashboard.exchange import Request, Response
 
 if TYPE_CHECKING:
     from taskmuxd.proxy.frontend import Proxy
@@ -28,27 +27,6 @@ log = logging.getLogger("taskmuxd.dashboard")
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 16 * 1024
-
-
-@dataclass
-class Request:
-    method: str
-    target: str
-    headers: dict[str, str]  # lower-case names; repeated ones joined with ", "
-    body: bytes
-    client: str  # the proxy's key: "uid N" on loopback, else an address
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    stream: Callable[[], AsyncGenerator[bytes, None]] | None = None  # server-sent events
 
 
 class Site(Protocol):
@@ -225,9 +203,3 @@ class SiteSide(asyncio.Protocol):
             await chunks.aclose()  # its cleanup now, also when the connection is gone
         self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
         self.close()
-
-
-def json_response(status: int, data: Any) -> Response:
-    import json
-
-    return Response(status, json.dumps(data, separators=(",", ":"), default=str).encode())

@@ -6,6 +6,8 @@
   ``hostnames.json`` and a daemon started as root writes them before it drops privileges;
   while running unprivileged it reports which names the block lacks.
 - ``noop``: nothing.
+
+The server's codec (dnslib) is loaded only when ``dns_server`` is the resolver.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskmuxctl.core.paths import Paths
 from taskmuxctl.core.settings import Settings
@@ -21,11 +23,12 @@ from taskmuxctl.core.system import hostsfile
 from taskmuxctl.core.system.hostsrecord import read_record, write_record
 from taskmuxd import fdlimit, listeners
 from taskmuxd.connlimits import ConnectionLimits
-from taskmuxd.dns.answers import Answerer
-from taskmuxd.dns.sockets import DnsServer
 from taskmuxd.jobs import Jobs
 from taskmuxd.listeners import Bound
 from taskmuxd.routes import RouteTable
+
+if TYPE_CHECKING:
+    from taskmuxd.dns.sockets import DnsServer
 
 log = logging.getLogger("taskmuxd.dns")
 
@@ -48,9 +51,7 @@ class DnsSubsystem:
         self.routes = routes
         self.udp = udp
         self.tcp = tcp
-        self.answerer = Answerer(routes.tld)
-        self.server = DnsServer(self.answerer, ConnectionLimits(*caps(settings)),
-                                settings.dns_tcp_idle_timeout)
+        self.server: DnsServer | None = None  # made when first needed (``dns_server``)
         self.jobs = Jobs("dns")
         self.hosts_error: str | None = None
         self._hosts_timer: asyncio.TimerHandle | None = None
@@ -68,7 +69,7 @@ class DnsSubsystem:
         if self.udp is None:
             self.udp, self.tcp = listeners.bind_dns(self.settings)
         if self.udp is not None and self.udp.ok and self.tcp is not None and self.tcp.ok:
-            await self.server.serve(self.udp.take(), self.tcp.take())
+            await self._dns_server().serve(self.udp.take(), self.tcp.take())
             log.info("DNS server answering *.%s on 127.0.0.1 port %d (UDP and TCP)",
                      self.routes.tld, self.udp.port)
 
@@ -76,8 +77,20 @@ class DnsSubsystem:
         if self._hosts_timer is not None:
             self._hosts_timer.cancel()
         await self.jobs.stop()
-        await self.server.close()
+        if self.server is not None:
+            await self.server.close()
         self._release()
+
+    def _dns_server(self) -> DnsServer:
+        """The DNS server and its answers, made the first time they are needed."""
+        if self.server is None:
+            from taskmuxd.dns.answers import Answerer
+            from taskmuxd.dns.sockets import DnsServer
+
+            self.server = DnsServer(Answerer(self.routes.tld),
+                                    ConnectionLimits(*caps(self.settings)),
+                                    self.settings.dns_tcp_idle_timeout)
+        return self.server
 
     def _release(self) -> None:
         for bound in (self.udp, self.tcp):
@@ -113,8 +126,9 @@ class DnsSubsystem:
 
     def settings_changed(self, old: Settings, new: Settings) -> None:
         self.settings = new
-        self.server.limits.resize(*caps(new))
-        self.server.idle_timeout = new.dns_tcp_idle_timeout
+        if self.server is not None:
+            self.server.limits.resize(*caps(new))
+            self.server.idle_timeout = new.dns_tcp_idle_timeout
         if (old.host_resolver, old.dns_server_port) != (new.host_resolver, new.dns_server_port) \
                 and self.jobs.running:
             self.jobs.spawn(self._restart(), "restart")
@@ -122,13 +136,14 @@ class DnsSubsystem:
             self._routes_changed()
 
     async def _restart(self) -> None:
-        await self.server.close()
+        if self.server is not None:
+            await self.server.close()
         self._release()
         self.udp = self.tcp = None
         if self.settings.host_resolver == "dns_server":
             self.udp, self.tcp = listeners.bind_dns(self.settings)
             if self.udp is not None and self.udp.ok and self.tcp is not None and self.tcp.ok:
-                await self.server.serve(self.udp.take(), self.tcp.take())
+                await self._dns_server().serve(self.udp.take(), self.tcp.take())
             else:
                 log.warning("%s", self._bind_error())
         log.info("name resolution now: %s", self.status()["summary"])
@@ -148,13 +163,14 @@ class DnsSubsystem:
             error = self._bind_error()
             bound = error is None and self.udp is not None and bool(self.udp.addresses)
             port = self.udp.port if bound and self.udp is not None else None
+            server = self._dns_server()
+            answerer = server.answerer
             out.update(bound=bound, address=listeners.DNS_ADDRESS, port=port, error=error,
-                       queries=self.answerer.queries, refused=self.answerer.refused,
-                       tcp_limits=self.server.limits.status(),
-                       cache_bytes=self.answerer.cached_bytes)
+                       queries=answerer.queries, refused=answerer.refused,
+                       tcp_limits=server.limits.status(), cache_bytes=answerer.cached_bytes)
             out["summary"] = (f"DNS server on 127.0.0.1 port {port} (UDP and TCP), "
                               f"*.{self.routes.tld} -> loopback; "
-                              f"{self.answerer.queries} queries" if bound
+                              f"{answerer.queries} queries" if bound
                               else f"DNS server not serving: {error or 'starting'}")
         elif mode == "etc_hosts":
             path = self.settings.hosts_file

@@ -1,11 +1,10 @@
 """A task's environment, built rather than inherited: the caller's environment (the shell
-that ran ``taskmux start``), then ``env_file``, then ``env``, then ``PORT``."""
+that ran ``taskmux start``), then ``env_file``, then ``env``, then ``PORT``. python-dotenv is
+loaded with the first ``env_file`` read, not with the daemon."""
 
 from __future__ import annotations
 
 import io
-
-from dotenv import dotenv_values
 
 _DROP = ("TMUX", "TMUX_PANE", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
          "LISTEN_PID", "INVOCATION_ID", "JOURNAL_STREAM", "_ARGCOMPLETE")
@@ -16,6 +15,8 @@ def parse_dotenv(text: str) -> dict[str, str]:
     ``export``, comments, single quotes (literal), double quotes (backslash escapes, values
     over several lines). Values are taken as written: ``${VAR}`` is not expanded. A bare
     ``KEY`` with no ``=`` sets nothing."""
+    from dotenv import dotenv_values
+
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {key: value for key, value in values.items() if value is not None}
 

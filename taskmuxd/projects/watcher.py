@@ -2,8 +2,8 @@
 
 The folder is watched rather than the file, because editors save by writing a temporary file
 and renaming it over the old one; every burst of events for one config counts as one change.
-watchdog is loaded in a worker thread once the daemon is up (it is not on the path to the
-daemon's first answer); folders asked for before then are watched as soon as it is.
+watchdog is loaded in a worker thread when the first config is to be watched (a daemon with no
+project never loads it); folders asked for meanwhile are watched as soon as it is.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ class ConfigWatcher:
         self._files: dict[str, set[str]] = {}  # folder -> config paths in it
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._starting: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None  # the observer being made
+        self._stopped = False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._starting = self._loop.create_task(self._start())
 
     async def _start(self) -> None:
         try:
@@ -50,6 +50,7 @@ class ConfigWatcher:
     def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
+        self._stopped = True  # no observer is made after this
         self._starting = None  # an observer still being made is stopped once it is
         if self._observer is not None:
             self._observer.stop()
@@ -63,6 +64,8 @@ class ConfigWatcher:
         self._files.setdefault(folder, set()).add(os.path.abspath(config_path))
         if self._observer is not None:
             self._schedule(folder)
+        elif self._starting is None and not self._stopped:
+            self._starting = self._loop.create_task(self._start())
 
     def _schedule(self, folder: str) -> None:
         if folder in self._watches or not os.path.isdir(folder):

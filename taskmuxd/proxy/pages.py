@@ -1,9 +1,8 @@
 """The answers the proxy writes itself: error pages that say what is wrong and what to do,
-and the plain-HTTP redirect. HTML for browsers, plain text for everything else."""
+and the plain-HTTP redirect. HTML for browsers, plain text for everything else. ``html``
+(with its table of entities, ~1.5 ms) is loaded with the first HTML page."""
 
 from __future__ import annotations
-
-import html
 
 REASONS = {301: "Moved Permanently", 400: "Bad Request", 404: "Not Found",
            405: "Method Not Allowed", 421: "Misdirected Request",
@@ -20,6 +19,8 @@ def response(status: int, kind: str, title: str, detail: str, *, html_ok: bool,
              extra: list[bytes] | None = None) -> bytes:
     """A complete response. ``kind`` goes in ``X-Taskmux-Error`` for scripts."""
     if html_ok:
+        import html
+
         meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
         body = (
             "<!doctype html><html><head><meta charset=\"utf-8\">" + meta
@@ -53,6 +54,8 @@ def response(status: int, kind: str, title: str, detail: str, *, html_ok: bool,
 
 def _html_detail(detail: str) -> str:
     """Escape, then show `backticked` spans as code."""
+    import html
+
     parts = html.escape(detail).split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
