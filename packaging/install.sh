@@ -82,7 +82,9 @@ PYEOF
   WHEEL=$(printf '%s' "$VERIFIED" | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["path"])')
   WHEEL_NAME=$(printf '%s' "$VERIFIED" | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["file"])')
   mv "$WHEEL" "$TMP/$WHEEL_NAME"
-  "$BOOT/bin/python" -m pip install -q --disable-pip-version-check "$TMP/$WHEEL_NAME" \
+  # Without its dependencies: installing runs only taskmuxctl.core.update, which needs nothing
+  # beyond the standard library and cryptography (the version it installs gets them all).
+  "$BOOT/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$TMP/$WHEEL_NAME" \
     || die "could not install the verified package"
   RUNNER="$BOOT/bin/python"
 fi
