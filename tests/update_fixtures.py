@@ -150,18 +150,59 @@ def _build_all(root: str) -> None:
     layout.ensure()
     # Not byte-compiled as pip installs it (8.6 -> 3.1 CPU-s): the tests' programs write the
     # bytecode of what they import on first use, into this shared environment (installed_env).
-    saved = {k: os.environ.get(k) for k in ("PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_COMPILE")}
-    os.environ.update({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse, "PIP_COMPILE": "0"})
-    try:
+    with _environ({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse, "PIP_COMPILE": "0"}):
         create_version(layout.paths, layout, BASE, base_wheel, python)
+    with open(os.path.join(base_venv_path(root), ".taskmux-version"), "w") as fh:
+        json.dump({"version": BASE, "sha256": "base"}, fh)
+
+
+@contextlib.contextmanager
+def _environ(changes: dict[str, str], drop: tuple[str, ...] = ()) -> Iterator[None]:
+    """``os.environ`` with ``changes`` made and ``drop`` removed, restored afterwards (the
+    product's install code passes this process's environment on to pip and the preflight)."""
+    saved = {k: os.environ.get(k) for k in (*changes, *drop)}
+    os.environ.update(changes)
+    for k in drop:
+        os.environ.pop(k, None)
+    try:
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    with open(os.path.join(base_venv_path(root), ".taskmux-version"), "w") as fh:
-        json.dump({"version": BASE, "sha256": "base"}, fh)
+
+
+def preinstalled(builds: Builds, version: str) -> str:
+    """``version`` installed once per test run exactly as an update installs it (the product's
+    create_version and preflight, then marked complete with its wheel's sha256), built by the
+    first test that asks (the others wait on a lock). For the tests whose subject is not the
+    install itself: linked into a test's layout (``Installed.preinstall``), the update finds it
+    complete with the published package's sha256 and reuses it (``update_reusing``), then
+    switches, restarts and judges the new daemon as always. An install costs ~5 CPU-s (pip,
+    then the preflight compiling every module it imports); the tests that are about the
+    install itself (download, verification, pip, preflight, pruning) still install."""
+    from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.update.install import create_version, preflight
+    from taskmuxctl.core.update.layout import AppLayout
+    from taskmuxctl.core.update.release import file_sha256
+
+    root = os.path.join(builds.root, "preinstalled")
+    os.makedirs(root, exist_ok=True)
+    layout = AppLayout(Paths(os.path.join(root, version)))
+    with open(os.path.join(root, f"{version}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not layout.is_complete(version):
+            layout.ensure()
+            # As the updater runs for the tests: pip from the wheelhouse, and the preflight
+            # writing bytecode (installed_env), which every test's daemon then reuses.
+            with _environ(builds.pip_env(), drop=("PYTHONDONTWRITEBYTECODE",)):
+                create_version(layout.paths, layout, version, builds.wheels[version],
+                               builds.python)
+                preflight(layout.paths, layout, version)
+            layout.mark_complete(version, file_sha256(builds.wheels[version]))
+    return layout.version_dir(version)
 
 
 def base_venv_path(root: str) -> str:
@@ -298,6 +339,14 @@ class Installed:
         lines = [line for line in proc.stdout.splitlines() if line.strip()]
         assert len(lines) == 1, f"stdout={proc.stdout!r} stderr={proc.stderr!r}"
         return proc.returncode, json.loads(lines[0])
+
+    def preinstall(self, version: str) -> None:
+        """Link the run's shared install of ``version`` (``preinstalled``) into this layout,
+        complete and marked with its package's sha256: the next update to ``version`` reuses
+        it (the path an update back to a version still installed takes) instead of
+        installing it."""
+        os.symlink(preinstalled(self.builds, version),
+                   os.path.join(self.app, "versions", version))
 
     def publish(self, version: str, **kw: Any) -> dict[str, Any]:
         return self.gh.publish(version, self.builds.wheels[version], self.key, **kw)
