@@ -209,11 +209,22 @@ def base_venv_path(root: str) -> str:
     return os.path.join(root, "base-home", "app", "versions", BASE)  # venvs do not move
 
 
+WHEELHOUSE_FORMAT = "bytecode-1"  # in the cache key: a change here builds a new wheelhouse
+# What an installed version's programs import beyond what `taskmuxd version` (the preflight)
+# does: the daemon's file watcher.
+ALSO_IMPORTED = ("watchdog.observers",)
+
+
 def dependency_wheelhouse(wheel: str) -> str:
     """Wheels of every dependency, resolved once and kept between runs (keyed by the
-    dependency list, the build backend and the interpreter), so a test run does not ask an
-    index again. The build backend's wheels are there too (the demo's ``pip install -e .``
-    builds the checkout in an isolated environment that installs them)."""
+    dependency list, the build backend, the interpreter and ``WHEELHOUSE_FORMAT``), so a test
+    run does not ask an index again. The build backend's wheels are there too (the demo's
+    ``pip install -e .`` builds the checkout in an isolated environment that installs them).
+
+    The dependency wheels carry the bytecode of the modules taskmux's programs import
+    (``add_bytecode``), so that the preflight and the first start of each version the tests
+    install do not compile textual, rich, pydantic... from source every time (~0.9 CPU-s a
+    preflight). taskmux's own wheels are left exactly as the release script builds them."""
     import hashlib
     import tomllib
 
@@ -221,7 +232,8 @@ def dependency_wheelhouse(wheel: str) -> str:
         project = tomllib.load(fh)
     deps = project["project"]["dependencies"]
     backend = [*project["build-system"]["requires"], *EDITABLE_BUILD_REQUIRES]
-    key = hashlib.sha256(json.dumps([deps, backend, sys.version]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([deps, backend, sys.version, WHEELHOUSE_FORMAT])
+                         .encode()).hexdigest()[:16]
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                          "taskmux-tests", f"wheelhouse-{key}")
     if os.path.exists(os.path.join(cache, ".complete")):
@@ -232,10 +244,99 @@ def dependency_wheelhouse(wheel: str) -> str:
     for name in os.listdir(tmp):
         if name.startswith("taskmux-"):
             os.unlink(os.path.join(tmp, name))
+    imported = imported_files(wheel, tmp)
+    for name in os.listdir(tmp):
+        if name.endswith(".whl"):
+            add_bytecode(os.path.join(tmp, name), imported)
     open(os.path.join(tmp, ".complete"), "w").close()
     shutil.rmtree(cache, ignore_errors=True)
     os.rename(tmp, cache)
     return cache
+
+
+def imported_files(wheel: str, wheelhouse: str) -> set[str]:
+    """The dependency files (paths inside site-packages) that the preflight's
+    ``taskmuxd version`` and ``ALSO_IMPORTED`` load, found once by installing ``wheel`` into
+    a throwaway environment. Only a hint: a module left out is compiled when imported."""
+    import tempfile
+
+    python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    with tempfile.TemporaryDirectory(prefix="tmx-wheelhouse-") as tmp:
+        venv = os.path.join(tmp, "venv")
+        subprocess.run([python, "-m", "venv", "--without-pip", venv], check=True,
+                       capture_output=True, timeout=120)
+        env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse,
+               "PIP_COMPILE": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        subprocess.run([sys.executable, "-m", "pip", "--python", os.path.join(venv, "bin",
+                        "python"), "install", "-q", wheel], check=True, capture_output=True,
+                       env=env, timeout=600)
+        listing = os.path.join(tmp, "imported.json")
+        script = ("import contextlib, io, json, sys, sysconfig\n"
+                  "from taskmuxd.cli import _version\n"
+                  "with contextlib.redirect_stdout(io.StringIO()):\n"
+                  "    _version()\n"
+                  f"for name in {ALSO_IMPORTED!r}:\n"
+                  "    __import__(name)\n"
+                  "site = sysconfig.get_paths()['purelib'] + '/'\n"
+                  "files = [m.__file__ for m in list(sys.modules.values())\n"
+                  "         if (getattr(m, '__file__', None) or '').startswith(site)]\n"
+                  "json.dump([f[len(site):] for f in files], open(sys.argv[1], 'w'))\n")
+        subprocess.run([os.path.join(venv, "bin", "python"), "-c", script, listing],
+                       check=True, capture_output=True, timeout=120,
+                       env={**os.environ, "TASKMUX_HOME": os.path.join(tmp, "home"),
+                            "TASKMUX_NO_DAEMON_START": "1"})
+        with open(listing) as fh:
+            return {f for f in json.load(fh) if f.endswith(".py")}
+
+
+def add_bytecode(wheel: str, files: set[str]) -> int:
+    """Rewrite ``wheel`` in place with ``__pycache__/*.{cache_tag}.pyc`` for those of its
+    modules named in ``files``, compiled as unchecked-hash pycs (valid whatever the installed
+    sources' times: Python does not look at the source), each listed in RECORD with its hash
+    and size as the wheel format asks. Returns how many it added."""
+    import base64
+    import hashlib
+    import py_compile
+    import tempfile
+    import zipfile
+
+    tag = sys.implementation.cache_tag
+    added: dict[str, bytes] = {}
+    with zipfile.ZipFile(wheel) as zin, tempfile.TemporaryDirectory() as tmp:
+        names = set(zin.namelist())
+        [record] = [n for n in names if n.endswith(".dist-info/RECORD") and n.count("/") == 1]
+        for name in sorted(names & files):
+            folder, base = os.path.split(name)
+            pyc = os.path.join(folder, "__pycache__", f"{base[:-3]}.{tag}.pyc")
+            if pyc in names:
+                continue
+            source = os.path.join(tmp, "source.py")
+            with open(source, "wb") as fh:
+                fh.write(zin.read(name))
+            try:
+                py_compile.compile(source, os.path.join(tmp, "out.pyc"), dfile=name,
+                                   doraise=True,
+                                   invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            except py_compile.PyCompileError:
+                continue
+            with open(os.path.join(tmp, "out.pyc"), "rb") as fh:
+                added[pyc] = fh.read()
+        if not added:
+            return 0
+        lines = zin.read(record).decode().splitlines()
+        for pyc, data in added.items():
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            lines.append(f"{pyc},sha256={digest.decode()},{len(data)}")
+        out = wheel + ".new"
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+            for info in zin.infolist():
+                if info.filename != record:
+                    zout.writestr(info, zin.read(info))
+            for pyc, data in added.items():
+                zout.writestr(pyc, data)
+            zout.writestr(record, "\n".join(lines) + "\n")
+    os.replace(out, wheel)
+    return len(added)
 
 
 def ensure_builds(shared: str) -> str:
