@@ -150,14 +150,14 @@ def _build_all(root: str) -> None:
     layout.ensure()
     # Not byte-compiled as pip installs it (8.6 -> 3.1 CPU-s): the tests' programs write the
     # bytecode of what they import on first use, into this shared environment (installed_env).
-    with _environ({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse, "PIP_COMPILE": "0"}):
+    with environ({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse, "PIP_COMPILE": "0"}):
         create_version(layout.paths, layout, BASE, base_wheel, python)
     with open(os.path.join(base_venv_path(root), ".taskmux-version"), "w") as fh:
         json.dump({"version": BASE, "sha256": "base"}, fh)
 
 
 @contextlib.contextmanager
-def _environ(changes: dict[str, str], drop: tuple[str, ...] = ()) -> Iterator[None]:
+def environ(changes: dict[str, str], drop: tuple[str, ...] = ()) -> Iterator[None]:
     """``os.environ`` with ``changes`` made and ``drop`` removed, restored afterwards (the
     product's install code passes this process's environment on to pip and the preflight)."""
     saved = {k: os.environ.get(k) for k in (*changes, *drop)}
@@ -197,7 +197,7 @@ def preinstalled(builds: Builds, version: str) -> str:
             layout.ensure()
             # As the updater runs for the tests: pip from the wheelhouse, and the preflight
             # writing bytecode (installed_env), which every test's daemon then reuses.
-            with _environ(builds.pip_env(), drop=("PYTHONDONTWRITEBYTECODE",)):
+            with environ(builds.pip_env(), drop=("PYTHONDONTWRITEBYTECODE",)):
                 create_version(layout.paths, layout, version, builds.wheels[version],
                                builds.python)
                 preflight(layout.paths, layout, version)
@@ -209,10 +209,10 @@ def base_venv_path(root: str) -> str:
     return os.path.join(root, "base-home", "app", "versions", BASE)  # venvs do not move
 
 
-WHEELHOUSE_FORMAT = "bytecode-1"  # in the cache key: a change here builds a new wheelhouse
+WHEELHOUSE_FORMAT = "bytecode-2"  # in the cache key: a change here builds a new wheelhouse
 # What an installed version's programs import beyond what `taskmuxd version` (the preflight)
-# does: the daemon's file watcher.
-ALSO_IMPORTED = ("watchdog.observers",)
+# does: the daemon's file watcher, the config editing of `taskmuxctl config set`.
+ALSO_IMPORTED = ("watchdog.observers", "tomlkit")
 
 
 def dependency_wheelhouse(wheel: str) -> str:
