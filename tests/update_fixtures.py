@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import importlib.util
 import json
 import os
@@ -209,7 +210,7 @@ def base_venv_path(root: str) -> str:
     return os.path.join(root, "base-home", "app", "versions", BASE)  # venvs do not move
 
 
-WHEELHOUSE_FORMAT = "bytecode-2"  # in the cache key: a change here builds a new wheelhouse
+WHEELHOUSE_FORMAT = "bytecode-3"  # in the cache key: a change here builds a new wheelhouse
 # What an installed version's programs import beyond what `taskmuxd version` (the preflight)
 # does: the daemon's file watcher, the config editing of `taskmuxctl config set`.
 ALSO_IMPORTED = ("watchdog.observers", "tomlkit")
@@ -255,9 +256,9 @@ def dependency_wheelhouse(wheel: str) -> str:
 
 
 def imported_files(wheel: str, wheelhouse: str) -> set[str]:
-    """The dependency files (paths inside site-packages) that the preflight's
-    ``taskmuxd version`` and ``ALSO_IMPORTED`` load, found once by installing ``wheel`` into
-    a throwaway environment. Only a hint: a module left out is compiled when imported."""
+    """The files (paths inside site-packages) that the preflight's ``taskmuxd version`` and
+    ``ALSO_IMPORTED`` load, found once by installing ``wheel`` into a throwaway environment.
+    Only a hint: a module left out is compiled when imported, as before."""
     import tempfile
 
     python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
@@ -270,23 +271,22 @@ def imported_files(wheel: str, wheelhouse: str) -> set[str]:
         subprocess.run([sys.executable, "-m", "pip", "--python", os.path.join(venv, "bin",
                         "python"), "install", "-q", wheel], check=True, capture_output=True,
                        env=env, timeout=600)
-        listing = os.path.join(tmp, "imported.json")
-        script = ("import contextlib, io, json, sys, sysconfig\n"
-                  "from taskmuxd.cli import _version\n"
-                  "with contextlib.redirect_stdout(io.StringIO()):\n"
-                  "    _version()\n"
-                  f"for name in {ALSO_IMPORTED!r}:\n"
-                  "    __import__(name)\n"
-                  "site = sysconfig.get_paths()['purelib'] + '/'\n"
-                  "files = [m.__file__ for m in list(sys.modules.values())\n"
-                  "         if (getattr(m, '__file__', None) or '').startswith(site)]\n"
-                  "json.dump([f[len(site):] for f in files], open(sys.argv[1], 'w'))\n")
-        subprocess.run([os.path.join(venv, "bin", "python"), "-c", script, listing],
-                       check=True, capture_output=True, timeout=120,
-                       env={**os.environ, "TASKMUX_HOME": os.path.join(tmp, "home"),
-                            "TASKMUX_NO_DAEMON_START": "1"})
-        with open(listing) as fh:
-            return {f for f in json.load(fh) if f.endswith(".py")}
+        # The preflight's own command, then the rest, writing bytecode as they import: the
+        # files they compiled are the ones wanted.
+        run_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        run_env.update(TASKMUX_HOME=os.path.join(tmp, "home"), TASKMUX_NO_DAEMON_START="1")
+        bin_dir = os.path.join(venv, "bin")
+        for argv in ([os.path.join(bin_dir, "taskmuxd"), "version"],
+                     [os.path.join(bin_dir, "python"), "-c",
+                      "".join(f"import {name}\n" for name in ALSO_IMPORTED)]):
+            subprocess.run(argv, check=True, capture_output=True, timeout=120, env=run_env)
+        [site] = glob.glob(os.path.join(venv, "lib", "python*", "site-packages"))
+        found = set()
+        for pyc in glob.glob(os.path.join(site, "**", "__pycache__", "*.pyc"), recursive=True):
+            folder = os.path.dirname(os.path.dirname(pyc))
+            source = os.path.join(folder, os.path.basename(pyc).split(".")[0] + ".py")
+            found.add(os.path.relpath(source, site))
+        return found
 
 
 def add_bytecode(wheel: str, files: set[str]) -> int:
