@@ -90,15 +90,16 @@ def shared(builds: Builds) -> Iterator[dict[str, str]]:
         # The machines' users cannot write bytecode into this root-owned environment: pip
         # leaves compiling to us (PIP_COMPILE=0), the wheelhouse carries the bytecode of the
         # dependency modules taskmux imports (update_fixtures.add_bytecode), and taskmux's own
-        # packages are compiled here: 5.3 -> 3.4 CPU-s against pip compiling every file.
+        # packages and pip (which the users' updates run) are compiled here: 5.5 -> 3.8 CPU-s
+        # against pip compiling every file.
         pip = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse, "PIP_COMPILE": "0"}
         with environ(pip):
             create_version(layout.paths, layout, BASE, builds.wheels[BASE], python)
         venv = layout.version_dir(BASE)
         [site] = glob.glob(os.path.join(venv, "lib", "python*", "site-packages"))
-        subprocess.run([python, "-m", "compileall", "-q", os.path.join(site, "taskmuxd"),
-                        os.path.join(site, "taskmuxctl")], check=True, capture_output=True,
-                       timeout=300)
+        subprocess.run([python, "-m", "compileall", "-q",
+                        *(os.path.join(site, name) for name in ("taskmuxd", "taskmuxctl", "pip"))],
+                       check=True, capture_output=True, timeout=300)
         with open(os.path.join(venv, ".taskmux-version"), "w") as fh:
             json.dump({"version": BASE, "sha256": "base"}, fh)
         for folder in (root, os.path.join(root, "base-home"), layout.app,
