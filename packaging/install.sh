@@ -70,7 +70,25 @@ if [ -x "$APP/current/bin/python" ] && \
   say "taskmux $(basename "$(readlink "$APP/current")") is installed; checking for a newer release"
 else
   say "fetching and verifying $RELEASE_URL"
-  "$PYTHON" -m venv "$BOOT" || die "could not create a virtual environment with $PYTHON"
+  # A throwaway environment. Made without ensurepip, which runs pip from its zipped wheel and
+  # so compiles all of pip, for seconds of CPU: the interpreter's own pip wheel (the one
+  # ensurepip would install) unpacked into it serves as well. Failing that, the ordinary way.
+  if ! { "$PYTHON" -m venv --without-pip "$BOOT" && "$BOOT/bin/python" -I - <<'PIPEOF'
+import ensurepip, glob, os, sys, sysconfig, zipfile
+for folder in (os.path.join(os.path.dirname(ensurepip.__file__), "_bundled"),
+               "/usr/share/python-wheels"):
+    wheels = sorted(glob.glob(os.path.join(folder, "pip-*.whl")))
+    if wheels:
+        zipfile.ZipFile(wheels[-1]).extractall(sysconfig.get_paths()["purelib"])
+        __import__("importlib").invalidate_caches()
+        import pip  # noqa: F401
+        sys.exit(0)
+sys.exit(1)
+PIPEOF
+  } 2>/dev/null; then
+    rm -rf "$BOOT"
+    "$PYTHON" -m venv "$BOOT" || die "could not create a virtual environment with $PYTHON"
+  fi
   "$BOOT/bin/python" -m pip install -q --disable-pip-version-check cryptography \
     || die "could not install cryptography (needed to check the release signature)"
   # The verifier, identical to taskmuxctl/core/update/release.py: signature, size, sha256.
@@ -82,7 +100,9 @@ PYEOF
   WHEEL=$(printf '%s' "$VERIFIED" | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["path"])')
   WHEEL_NAME=$(printf '%s' "$VERIFIED" | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["file"])')
   mv "$WHEEL" "$TMP/$WHEEL_NAME"
-  "$BOOT/bin/python" -m pip install -q --disable-pip-version-check "$TMP/$WHEEL_NAME" \
+  # Without its dependencies: installing runs only taskmuxctl.core.update, which needs nothing
+  # beyond the standard library and cryptography (the version it installs gets them all).
+  "$BOOT/bin/python" -m pip install -q --disable-pip-version-check --no-deps "$TMP/$WHEEL_NAME" \
     || die "could not install the verified package"
   RUNNER="$BOOT/bin/python"
 fi

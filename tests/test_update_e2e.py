@@ -124,6 +124,7 @@ def test_rollback_and_its_pin(installed: Installed) -> None:
     code, out = inst.ctl_json("update", "--rollback")
     assert code == 1 and out["code"] == Code.UPDATE_NO_PREVIOUS
     assert inst.ctl("daemon", "start").returncode == 0
+    inst.preinstall(GOOD)  # the install is not this test's subject: the update reuses it
     inst.publish(GOOD)
     assert inst.ctl("update").returncode == 0
     assert inst.daemon_version() == GOOD
@@ -178,6 +179,7 @@ def test_release_that_cannot_start_is_rolled_back_without_a_service_manager(
         installed: Installed) -> None:
     inst = installed
     assert inst.ctl("daemon", "start").returncode == 0
+    inst.preinstall(CRASHES)  # the install is not this test's subject: the update reuses it
     inst.publish(CRASHES)
     code, out = inst.ctl_json("update")
     assert code == 1 and out["code"] == Code.UPDATE_ROLLED_BACK, out

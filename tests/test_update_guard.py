@@ -40,6 +40,8 @@ def event_names(inst: Installed) -> list[str]:
 @pytest.mark.parametrize("bad", [NO_IMPORT, CRASHES], ids=["cannot-import", "crashes-on-start"])
 def test_guard_rolls_back_a_release_that_cannot_start(installed: Installed, bad: str) -> None:
     inst = installed
+    if bad == CRASHES:  # its install is shared with two other tests (test_update_e2e.py)
+        inst.preinstall(bad)
     record = inst.start_service()
     wait_version(inst, BASE)
     inst.publish(bad)
@@ -64,6 +66,7 @@ def test_auto_update_skips_the_bad_release_then_takes_a_newer_one(installed: Ins
     inst = installed
     with open(os.path.join(inst.home, "config.toml"), "a") as fh:
         fh.write("auto_update = true\nupdate_check_interval = 1\n")
+    inst.preinstall(CRASHES)  # not this test's subject: the daemon's updater reuses it
     inst.publish(CRASHES)
     record = inst.start_service()
     # The daemon updates itself to 1.3.0, which crash-loops until the guard reverts it.
@@ -118,6 +121,7 @@ def test_a_version_that_ran_a_while_is_never_reverted(installed: Installed) -> N
 @pytest.mark.slow(18)
 def test_manual_restarts_are_not_crashes(installed: Installed) -> None:
     inst = installed
+    inst.preinstall(GOOD)  # not this test's subject: the update reuses it
     inst.start_service()
     wait_version(inst, BASE)
     inst.publish(GOOD)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import importlib.util
 import json
 import os
@@ -150,29 +151,81 @@ def _build_all(root: str) -> None:
     layout.ensure()
     # Not byte-compiled as pip installs it (8.6 -> 3.1 CPU-s): the tests' programs write the
     # bytecode of what they import on first use, into this shared environment (installed_env).
-    saved = {k: os.environ.get(k) for k in ("PIP_NO_INDEX", "PIP_FIND_LINKS", "PIP_COMPILE")}
-    os.environ.update({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse, "PIP_COMPILE": "0"})
-    try:
+    with environ({"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse, "PIP_COMPILE": "0"}):
         create_version(layout.paths, layout, BASE, base_wheel, python)
+    with open(os.path.join(base_venv_path(root), ".taskmux-version"), "w") as fh:
+        json.dump({"version": BASE, "sha256": "base"}, fh)
+
+
+@contextlib.contextmanager
+def environ(changes: dict[str, str], drop: tuple[str, ...] = ()) -> Iterator[None]:
+    """``os.environ`` with ``changes`` made and ``drop`` removed, restored afterwards (the
+    product's install code passes this process's environment on to pip and the preflight)."""
+    saved = {k: os.environ.get(k) for k in (*changes, *drop)}
+    os.environ.update(changes)
+    for k in drop:
+        os.environ.pop(k, None)
+    try:
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    with open(os.path.join(base_venv_path(root), ".taskmux-version"), "w") as fh:
-        json.dump({"version": BASE, "sha256": "base"}, fh)
+
+
+def preinstalled(builds: Builds, version: str) -> str:
+    """``version`` installed once per test run exactly as an update installs it (the product's
+    create_version and preflight, then marked complete with its wheel's sha256), built by the
+    first test that asks (the others wait on a lock). For the tests whose subject is not the
+    install itself: linked into a test's layout (``Installed.preinstall``), the update finds it
+    complete with the published package's sha256 and reuses it (``update_reusing``), then
+    switches, restarts and judges the new daemon as always. An install costs ~5 CPU-s (pip,
+    then the preflight compiling every module it imports); the tests that are about the
+    install itself (download, verification, pip, preflight, pruning) still install."""
+    from taskmuxctl.core.paths import Paths
+    from taskmuxctl.core.update.install import create_version, preflight
+    from taskmuxctl.core.update.layout import AppLayout
+    from taskmuxctl.core.update.release import file_sha256
+
+    root = os.path.join(builds.root, "preinstalled")
+    os.makedirs(root, exist_ok=True)
+    layout = AppLayout(Paths(os.path.join(root, version)))
+    with open(os.path.join(root, f"{version}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not layout.is_complete(version):
+            layout.ensure()
+            # As the updater runs for the tests: pip from the wheelhouse, and the preflight
+            # writing bytecode (installed_env), which every test's daemon then reuses.
+            with environ(builds.pip_env(), drop=("PYTHONDONTWRITEBYTECODE",)):
+                create_version(layout.paths, layout, version, builds.wheels[version],
+                               builds.python)
+                preflight(layout.paths, layout, version)
+            layout.mark_complete(version, file_sha256(builds.wheels[version]))
+    return layout.version_dir(version)
 
 
 def base_venv_path(root: str) -> str:
     return os.path.join(root, "base-home", "app", "versions", BASE)  # venvs do not move
 
 
+WHEELHOUSE_FORMAT = "bytecode-3"  # in the cache key: a change here builds a new wheelhouse
+# What an installed version's programs import beyond what `taskmuxd version` (the preflight)
+# does: the daemon's file watcher, the config editing of `taskmuxctl config set`.
+ALSO_IMPORTED = ("watchdog.observers", "tomlkit")
+
+
 def dependency_wheelhouse(wheel: str) -> str:
     """Wheels of every dependency, resolved once and kept between runs (keyed by the
-    dependency list, the build backend and the interpreter), so a test run does not ask an
-    index again. The build backend's wheels are there too (the demo's ``pip install -e .``
-    builds the checkout in an isolated environment that installs them)."""
+    dependency list, the build backend, the interpreter and ``WHEELHOUSE_FORMAT``), so a test
+    run does not ask an index again. The build backend's wheels are there too (the demo's
+    ``pip install -e .`` builds the checkout in an isolated environment that installs them).
+
+    The dependency wheels carry the bytecode of the modules taskmux's programs import
+    (``add_bytecode``), so that the preflight and the first start of each version the tests
+    install do not compile textual, rich, pydantic... from source every time (~0.9 CPU-s a
+    preflight). taskmux's own wheels are left exactly as the release script builds them."""
     import hashlib
     import tomllib
 
@@ -180,7 +233,8 @@ def dependency_wheelhouse(wheel: str) -> str:
         project = tomllib.load(fh)
     deps = project["project"]["dependencies"]
     backend = [*project["build-system"]["requires"], *EDITABLE_BUILD_REQUIRES]
-    key = hashlib.sha256(json.dumps([deps, backend, sys.version]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([deps, backend, sys.version, WHEELHOUSE_FORMAT])
+                         .encode()).hexdigest()[:16]
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                          "taskmux-tests", f"wheelhouse-{key}")
     if os.path.exists(os.path.join(cache, ".complete")):
@@ -191,10 +245,98 @@ def dependency_wheelhouse(wheel: str) -> str:
     for name in os.listdir(tmp):
         if name.startswith("taskmux-"):
             os.unlink(os.path.join(tmp, name))
+    imported = imported_files(wheel, tmp)
+    for name in os.listdir(tmp):
+        if name.endswith(".whl"):
+            add_bytecode(os.path.join(tmp, name), imported)
     open(os.path.join(tmp, ".complete"), "w").close()
     shutil.rmtree(cache, ignore_errors=True)
     os.rename(tmp, cache)
     return cache
+
+
+def imported_files(wheel: str, wheelhouse: str) -> set[str]:
+    """The files (paths inside site-packages) that the preflight's ``taskmuxd version`` and
+    ``ALSO_IMPORTED`` load, found once by installing ``wheel`` into a throwaway environment.
+    Only a hint: a module left out is compiled when imported, as before."""
+    import tempfile
+
+    python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    with tempfile.TemporaryDirectory(prefix="tmx-wheelhouse-") as tmp:
+        venv = os.path.join(tmp, "venv")
+        subprocess.run([python, "-m", "venv", "--without-pip", venv], check=True,
+                       capture_output=True, timeout=120)
+        env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": wheelhouse,
+               "PIP_COMPILE": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        subprocess.run([sys.executable, "-m", "pip", "--python", os.path.join(venv, "bin",
+                        "python"), "install", "-q", wheel], check=True, capture_output=True,
+                       env=env, timeout=600)
+        # The preflight's own command, then the rest, writing bytecode as they import: the
+        # files they compiled are the ones wanted.
+        run_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        run_env.update(TASKMUX_HOME=os.path.join(tmp, "home"), TASKMUX_NO_DAEMON_START="1")
+        bin_dir = os.path.join(venv, "bin")
+        for argv in ([os.path.join(bin_dir, "taskmuxd"), "version"],
+                     [os.path.join(bin_dir, "python"), "-c",
+                      "".join(f"import {name}\n" for name in ALSO_IMPORTED)]):
+            subprocess.run(argv, check=True, capture_output=True, timeout=120, env=run_env)
+        [site] = glob.glob(os.path.join(venv, "lib", "python*", "site-packages"))
+        found = set()
+        for pyc in glob.glob(os.path.join(site, "**", "__pycache__", "*.pyc"), recursive=True):
+            folder = os.path.dirname(os.path.dirname(pyc))
+            source = os.path.join(folder, os.path.basename(pyc).split(".")[0] + ".py")
+            found.add(os.path.relpath(source, site))
+        return found
+
+
+def add_bytecode(wheel: str, files: set[str]) -> int:
+    """Rewrite ``wheel`` in place with ``__pycache__/*.{cache_tag}.pyc`` for those of its
+    modules named in ``files``, compiled as unchecked-hash pycs (valid whatever the installed
+    sources' times: Python does not look at the source), each listed in RECORD with its hash
+    and size as the wheel format asks. Returns how many it added."""
+    import base64
+    import hashlib
+    import py_compile
+    import tempfile
+    import zipfile
+
+    tag = sys.implementation.cache_tag
+    added: dict[str, bytes] = {}
+    with zipfile.ZipFile(wheel) as zin, tempfile.TemporaryDirectory() as tmp:
+        names = set(zin.namelist())
+        [record] = [n for n in names if n.endswith(".dist-info/RECORD") and n.count("/") == 1]
+        for name in sorted(names & files):
+            folder, base = os.path.split(name)
+            pyc = os.path.join(folder, "__pycache__", f"{base[:-3]}.{tag}.pyc")
+            if pyc in names:
+                continue
+            source = os.path.join(tmp, "source.py")
+            with open(source, "wb") as fh:
+                fh.write(zin.read(name))
+            try:
+                py_compile.compile(source, os.path.join(tmp, "out.pyc"), dfile=name,
+                                   doraise=True,
+                                   invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+            except py_compile.PyCompileError:
+                continue
+            with open(os.path.join(tmp, "out.pyc"), "rb") as fh:
+                added[pyc] = fh.read()
+        if not added:
+            return 0
+        lines = zin.read(record).decode().splitlines()
+        for pyc, data in added.items():
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            lines.append(f"{pyc},sha256={digest.decode()},{len(data)}")
+        out = wheel + ".new"
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+            for info in zin.infolist():
+                if info.filename != record:
+                    zout.writestr(info, zin.read(info))
+            for pyc, data in added.items():
+                zout.writestr(pyc, data)
+            zout.writestr(record, "\n".join(lines) + "\n")
+    os.replace(out, wheel)
+    return len(added)
 
 
 def ensure_builds(shared: str) -> str:
@@ -298,6 +440,14 @@ class Installed:
         lines = [line for line in proc.stdout.splitlines() if line.strip()]
         assert len(lines) == 1, f"stdout={proc.stdout!r} stderr={proc.stderr!r}"
         return proc.returncode, json.loads(lines[0])
+
+    def preinstall(self, version: str) -> None:
+        """Link the run's shared install of ``version`` (``preinstalled``) into this layout,
+        complete and marked with its package's sha256: the next update to ``version`` reuses
+        it (the path an update back to a version still installed takes) instead of
+        installing it."""
+        os.symlink(preinstalled(self.builds, version),
+                   os.path.join(self.app, "versions", version))
 
     def publish(self, version: str, **kw: Any) -> dict[str, Any]:
         return self.gh.publish(version, self.builds.wheels[version], self.key, **kw)
