@@ -288,6 +288,43 @@ def test_start_monitor_streams_events(env: dict[str, str], tmp_path: str) -> Non
     assert proc.returncode == 0
 
 
+def test_start_monitor_shows_what_happened_before_its_stream_opened(
+        env: dict[str, str], tmp_path: str) -> None:
+    """The monitor is frozen right after printing the start's result, before it may have opened
+    its event stream; the task crashes and is restarted meanwhile. Once it runs on, it shows
+    both events: where its stream begins was read before the result was printed."""
+    from taskmuxctl.core.paths import Paths
+
+    proj = write_project(str(tmp_path / "p"), """
+        name = "frozen"
+        [tasks.app]
+        command = "sleep 600"
+    """)
+    proc = subprocess.Popen([f"{BIN}/taskmux", "start", "-m"], env=env, cwd=proj,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert "app: started" in proc.stdout.readline()
+        proc.send_signal(signal.SIGSTOP)
+        pid = task(env, proj, "app")["pid"]
+        os.kill(pid, signal.SIGKILL)
+        events = Paths(env["TASKMUX_HOME"]).events
+        wait_until(lambda: os.path.exists(events) and "auto_restart" in read(events), 30,
+                   "the restart in the event history")
+        proc.send_signal(signal.SIGCONT)
+        seen: list[str] = []
+        while not any("auto_restart" in line for line in seen):
+            seen.append(proc.stdout.readline())
+        assert any("task_exited" in line and "signal=9" in line for line in seen)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == 0
+
+
 def test_logs_interleave_across_rotation_and_work_without_the_daemon(
         env: dict[str, str], tmp_path: str) -> None:
     proj = write_project(str(tmp_path / "p"), """

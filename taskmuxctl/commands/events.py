@@ -53,14 +53,16 @@ def _stream(ctx: Context, events: Any) -> None:
 
 
 def pushed(ctx: Context, project: str | None, task: str | None, since: float | None,
-           tail: int, kinds: set[str] | None = None) -> Iterator[dict[str, Any]]:
+           tail: int, kinds: set[str] | None = None,
+           after: int | None = None) -> Iterator[dict[str, Any]]:
     """The last ``tail`` matching events from the file, then new ones as the daemon pushes
     them (resuming after a reconnection without a gap); polling the file instead when the
-    daemon is not running."""
+    daemon is not running. ``after``: push every event after this id (read by the caller
+    earlier), not only those after the file's newest when the stream starts."""
     from taskmuxctl import eventfollow
     from taskmuxctl.core.rpcclient import DaemonUnavailable
 
-    cursor = eventfollow.last_id(ctx.paths.events) or 0
+    cursor = after if after is not None else eventfollow.last_id(ctx.paths.events) or 0
     try:
         stream = eventfollow.follow(ctx.paths, project, task, kinds, cursor,
                                     on_gap=lambda n: sys.stderr.write(
@@ -107,8 +109,14 @@ def watch(ctx: Context, args: Any) -> Result:
 
 
 def follow_after(ctx: Context, result: Result, project: str) -> Result:
-    """``start --monitor``: print the start's result, then the project's events until Ctrl-C."""
+    """``start --monitor``: print the start's result, then the project's events until Ctrl-C.
+    Every event after the start's answer is shown, those from before the stream is open too
+    (a task that crashed as soon as it started): where the stream begins is read before the
+    result is printed."""
+    from taskmuxctl import eventfollow
+
+    after = eventfollow.last_id(ctx.paths.events) or 0
     render(result, ctx.as_json)
     sys.stdout.flush()
-    _stream(ctx, pushed(ctx, project, None, None, 0))
+    _stream(ctx, pushed(ctx, project, None, None, 0, after=after))
     return Result({}, None)
