@@ -126,6 +126,16 @@ def _answer(master: int, proc: subprocess.Popen[bytes], answers: list[tuple[byte
                 break
         if answers and answers[0][0] in seen:
             os.write(master, answers.pop(0)[1])
+    # What it wrote just before it exited is still in the terminal's buffer: read it all (the
+    # loop above can see the exit first).
+    while select.select([master], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
     return seen
 
 
