@@ -68,7 +68,7 @@ def private_daemon(extra_env: dict[str, str] | None = None,
                 raise RuntimeError("the daemon did not start")
             time.sleep(0.02)
         # It answers before READY (its subsystems not yet up): wait for READY.
-        while not _ready(sock):
+        while not daemon_ready(sock):
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("the daemon did not become ready")
             time.sleep(0.02)
@@ -84,7 +84,7 @@ def private_daemon(extra_env: dict[str, str] | None = None,
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _ready(sock_path: str) -> bool:
+def daemon_ready(sock_path: str) -> bool:
     """Whether the daemon on ``sock_path`` says it is ready (``daemon.status``)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:

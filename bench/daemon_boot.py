@@ -16,11 +16,9 @@ home removed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import PYTHON, kill_tmux  # noqa: E402
+from bench.common import PYTHON, daemon_ready, kill_tmux  # noqa: E402
 
 REFERENCE = "dea6084"  # the tree before the daemon's start-up CPU work
 SAFE_CONFIG = ('proxy_https_port = 0\nproxy_http_redirect_port = 0\nhost_resolver = "noop"\n'
@@ -51,23 +49,6 @@ def cpu_s(pid: int) -> tuple[float, float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick, total / 1e9
 
 
-def ready(sock: str) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(5)
-            conn.connect(sock)
-            conn.sendall(b'{"jsonrpc": "2.0", "method": "daemon.status", "id": 1}\n')
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return False
-                data += chunk
-        return bool(json.loads(data).get("result", {}).get("ready"))
-    except (OSError, ValueError):
-        return False
-
-
 def one_start(tree: str) -> tuple[float, float, float]:
     """Start a daemon from ``tree``; its (user, system, total) CPU seconds at READY."""
     home = tempfile.mkdtemp(prefix="tmxboot-", dir="/tmp")
@@ -83,7 +64,7 @@ def one_start(tree: str) -> tuple[float, float, float]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not ready(sock):
+        while not daemon_ready(sock):
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"the daemon from {tree} did not become ready")
             time.sleep(0.01)

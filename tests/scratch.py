@@ -20,6 +20,8 @@ import os
 import shutil
 import tempfile
 
+from taskmuxctl.core.daemonctl import alive
+
 RAM = "/dev/shm"
 PREFIX = "tmxt-"
 OWNER = ".owner"  # the pid of the run that made the folder
@@ -48,16 +50,6 @@ def usable() -> bool:
     return st.f_bavail * st.f_frsize >= MIN_FREE and os.access(RAM, os.W_OK | os.X_OK)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep() -> None:
     """Remove the folders of earlier runs whose run has ended (killed runs leave theirs)."""
     with contextlib.suppress(OSError):
@@ -70,7 +62,7 @@ def sweep() -> None:
                     owner = int(fh.read().strip() or "0")
             except (OSError, ValueError):
                 owner = 0
-            if os.stat(folder).st_uid == os.getuid() and not (owner and _alive(owner)):
+            if os.stat(folder).st_uid == os.getuid() and not (owner and alive(owner)):
                 shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from taskmuxctl.core.daemonctl import alive
 from tests import scratch
 
 
@@ -61,4 +62,4 @@ def test_this_run_keeps_its_files_where_it_chose(tmp_path: Path) -> None:
     assert scratch.base() == folder
     with open(os.path.join(folder, scratch.OWNER), encoding="ascii") as fh:
         owner = int(fh.read())
-    assert scratch._alive(owner)  # the run (its controller) that made it
+    assert alive(owner)  # the run (its controller) that made it
