@@ -74,14 +74,20 @@ def private_daemon(extra_env: dict[str, str] | None = None,
             time.sleep(0.02)
         yield home, env
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        kill_tmux(env["TASKMUX_TMUX_SOCKET"])
-        shutil.rmtree(home, ignore_errors=True)
+        end_daemon(proc, env["TASKMUX_TMUX_SOCKET"], home)
+
+
+def end_daemon(proc: subprocess.Popen[bytes], tmux_socket: str, home: str) -> None:
+    """Stop a bench's daemon (SIGTERM, then SIGKILL after 15 s), kill its private tmux server
+    and remove its home."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    kill_tmux(tmux_socket)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def daemon_ready(sock_path: str) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import PYTHON, daemon_ready, kill_tmux  # noqa: E402
+from bench.common import PYTHON, daemon_ready, end_daemon  # noqa: E402
 
 REFERENCE = "dea6084"  # the tree before the daemon's start-up CPU work
 SAFE_CONFIG = ('proxy_https_port = 0\nproxy_http_redirect_port = 0\nhost_resolver = "noop"\n'
@@ -70,14 +69,7 @@ def one_start(tree: str) -> tuple[float, float, float]:
             time.sleep(0.01)
         return cpu_s(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        kill_tmux(env["TASKMUX_TMUX_SOCKET"])
-        shutil.rmtree(home, ignore_errors=True)
+        end_daemon(proc, env["TASKMUX_TMUX_SOCKET"], home)
 
 
 def compile_tree(tree: str) -> None:
